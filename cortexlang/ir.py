@@ -1,0 +1,392 @@
+"""The Cortex intermediate representation (IR): a typed, frozen call graph.
+
+This module is the contract between the front end (``cortexlang.syntax`` and
+``cortexlang.passes``) and every consumer (``planner``, ``runtime``). Consumers
+import this module, never the parser.
+
+Conventions, for every model here:
+
+* All models are frozen pydantic models with ``extra="forbid"``.
+* Units are normalised: durations in seconds, sizes in bytes, rates per second,
+  money in US dollars per hour, probabilities and qualities as fractions in [0, 1].
+* Collections are tuples sorted by name where order carries no meaning, so the
+  canonical JSON (:func:`Program.canonical_json`) is stable across runs.
+* Source positions are deliberately absent: ``cortexc fmt`` must not change the IR.
+
+The call graph
+--------------
+A workflow's graph has *nodes* (stages, fan-out groups) and two terminals,
+``done`` and ``fail``. Execution starts at ``entry``. After a node finishes it
+has an *outcome*: ``ok``/``error`` for LLM and tool stages and fan-outs, and
+``ok``/``error``/``empty`` for SQL stages. Exactly one out-edge is then taken:
+
+* an edge with ``condition.kind == "always"`` is the node's only out-edge;
+* otherwise the node's out-edges form a *branch*: ``outcome`` conditions
+  matching the node's outcome, or ``field`` conditions matching a named field of
+  the node's result, with one ``else`` edge catching the rest (mandatory for
+  field branches; outcome branches may instead list every outcome).
+
+Each edge carries ``probability``, the planning probability that it is taken
+when its source finishes (a node's out-edges sum to 1).
+
+Loops: an edge with ``loop`` set is a *loop edge*. The graph without loop edges
+is acyclic. Taking a loop edge counts one iteration of that loop; when the
+loop's budget (``Loop.max_iterations``) is spent, the edge leads to
+``Loop.on_exhausted`` instead. A loop with ``parent`` is nested: its counter
+resets whenever an edge of the parent loop is taken.
+
+Fan-out: a :class:`FanOut` node starts its branches in parallel; each branch is
+a linear chain of stages. The join decides the fan-out's outcome: ``all`` waits
+for every branch (ok iff all ok); ``first`` finishes with the first ok branch and
+cancels the rest; ``vote`` and ``best`` wait for every branch and pick a result
+(majority answer, highest ``score`` field), ok iff at least one branch is ok.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+IR_VERSION = "1"
+
+TERMINALS = ("done", "fail")
+"""Names of the two terminal nodes. They are reserved words in the language."""
+
+OUTCOMES: dict[str, tuple[str, ...]] = {
+    "llm": ("ok", "error"),
+    "tool": ("ok", "error"),
+    "sql": ("ok", "empty", "error"),
+    "fanout": ("ok", "error"),
+}
+"""The outcomes each node kind can end with."""
+
+
+class IRModel(BaseModel):
+    """Base of every IR model: immutable and strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- knobs
+
+
+class IntOption(IRModel):
+    """One admissible value of an integer knob and its declared relative quality."""
+
+    value: int = Field(description="The knob's value, e.g. a token or retry count.")
+    quality: float = Field(
+        default=1.0, ge=0.0, le=1.0,
+        description="Quality relative to the preferred option (1.0 = no loss).",
+    )
+
+
+class ModelOption(IRModel):
+    """One admissible model for a malleable LLM stage and its declared relative quality."""
+
+    model: str = Field(description="Name of a declared model.")
+    quality: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class IntKnob(IRModel):
+    """An integer setting the planner or runtime may turn.
+
+    ``options[0]`` is the preferred value (what runs when nothing is under
+    pressure). A knob with one option is fixed.
+    """
+
+    options: tuple[IntOption, ...] = Field(min_length=1)
+
+    @property
+    def preferred(self) -> int:
+        return self.options[0].value
+
+    @property
+    def malleable(self) -> bool:
+        return len(self.options) > 1
+
+    @classmethod
+    def fixed(cls, value: int) -> "IntKnob":
+        return cls(options=(IntOption(value=value),))
+
+
+# --------------------------------------------------------------------------- declarations
+
+
+class ModelSpec(IRModel):
+    """A model declaration: weights and the facts the planner needs."""
+
+    name: str
+    weights: str = Field(description="Local path or model id of the weights.")
+    params: float = Field(gt=0, description="Parameter count.")
+    max_context: int = Field(gt=0, description="Maximum context length in tokens.")
+    kv_bytes_per_token: int = Field(
+        gt=0, description="KV-cache bytes per token (declared or derived from the architecture)."
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    layers: int | None = None
+    kv_heads: int | None = None
+    head_dim: int | None = None
+    profile: str | None = Field(
+        default=None, description="Name of the performance profile family, e.g. 'llama-3-8b'."
+    )
+
+    @property
+    def weight_bytes(self) -> int:
+        return int(self.params * {"float32": 4, "bfloat16": 2, "float16": 2}[self.dtype])
+
+
+class GpuResource(IRModel):
+    """A kind of GPU available to the planner."""
+
+    kind: str = Field(description="GPU kind, e.g. 'A100', 'H100', 'H200'.")
+    count: int = Field(ge=0)
+    cost_per_hour: float = Field(ge=0, description="US dollars per GPU per hour.")
+    memory_bytes: int | None = Field(default=None, gt=0)
+
+
+class CpuResource(IRModel):
+    """CPU executor slots for SQL and tool stages (and CPU LLM engines)."""
+
+    slots: int = Field(ge=0)
+    cost_per_hour: float = Field(default=0.0, ge=0, description="US dollars per slot per hour.")
+
+
+class Inventory(IRModel):
+    """The resources a plan may use."""
+
+    gpus: tuple[GpuResource, ...] = ()
+    cpu: CpuResource | None = None
+
+
+class Database(IRModel):
+    """A database reached through SQLAlchemy. Generated SQL only ever reads it."""
+
+    name: str
+    url: str = Field(description="SQLAlchemy URL.")
+    access: Literal["read_only"] = "read_only"
+    statement_timeout_s: float = Field(default=5.0, gt=0)
+    row_limit: int = Field(default=1000, gt=0)
+    pool_size: int = Field(default=4, gt=0)
+
+
+# --------------------------------------------------------------------------- workflow parts
+
+
+class Prompt(IRModel):
+    """A jinja2 prompt template, embedded so the IR is self-contained."""
+
+    template: str
+    path: str | None = Field(default=None, description="Source file, relative to the .cortex file.")
+    system: str | None = Field(default=None, description="Optional system message template.")
+
+
+class CachePolicy(IRModel):
+    """Agentic-state cache for SQL/tool results."""
+
+    enabled: bool = True
+    ttl_s: float = Field(default=300.0, gt=0)
+    scope: Literal["run", "workflow", "global"] = "workflow"
+    max_entries: int = Field(default=10_000, gt=0)
+
+
+class StageBase(IRModel):
+    name: str
+    budget_s: float | None = Field(default=None, gt=0, description="Optional per-stage latency budget.")
+    prewarm: bool = Field(default=False, description="Speculatively warm this stage's engine/prefix.")
+
+
+class LLMStage(StageBase):
+    """A call to a language model."""
+
+    kind: Literal["llm"] = "llm"
+    models: tuple[ModelOption, ...] = Field(min_length=1, description="models[0] is preferred.")
+    prompt: Prompt
+    max_tokens: IntKnob
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stop: tuple[str, ...] = ()
+    output: Literal["text", "json"] = Field(
+        default="text", description="'json': the output is parsed and its keys are fields."
+    )
+    input_tokens: int = Field(gt=0, description="Expected prompt tokens, for planning.")
+    output_tokens: int = Field(gt=0, description="Expected output tokens, for planning.")
+    prefix_tokens: int = Field(default=0, ge=0, description="Prompt tokens shared by every call.")
+    hedge: IntKnob = Field(
+        default_factory=lambda: IntKnob.fixed(1),
+        description="Parallel candidates per call; the first acceptable one wins.",
+    )
+
+
+class SQLStage(StageBase):
+    """Runs a generated statement on a database, read-only."""
+
+    kind: Literal["sql"] = "sql"
+    database: str
+    query_from: str | None = Field(
+        default=None,
+        description="Stage whose output holds the statement; None = the stage that led here.",
+    )
+    service_s: float = Field(default=0.05, gt=0, description="Expected service time.")
+    service_cv: float = Field(default=1.0, ge=0, description="Coefficient of variation of service time.")
+    cache: CachePolicy | None = None
+
+
+class ToolStage(StageBase):
+    """Calls a Python function ``module:function`` with the run's context."""
+
+    kind: Literal["tool"] = "tool"
+    entry: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    service_s: float = Field(gt=0, description="Expected service time.")
+    service_cv: float = Field(default=1.0, ge=0)
+    cache: CachePolicy | None = None
+
+
+Stage = Annotated[Union[LLMStage, SQLStage, ToolStage], Field(discriminator="kind")]
+
+
+class FanOut(IRModel):
+    """Parallel branches and a join.
+
+    With ``width`` set there is exactly one branch template, run ``width`` times.
+    """
+
+    name: str
+    kind: Literal["fanout"] = "fanout"
+    branches: tuple[tuple[str, ...], ...] = Field(min_length=1)
+    width: IntKnob | None = None
+    join: Literal["all", "first", "vote", "best"] = "all"
+
+    def branch_count(self, width: int | None = None) -> int:
+        if self.width is None:
+            return len(self.branches)
+        return width if width is not None else self.width.preferred
+
+
+class Condition(IRModel):
+    """When an edge is taken."""
+
+    kind: Literal["always", "outcome", "field", "else"]
+    values: tuple[str, ...] = Field(default=(), description="Outcomes or field values matched.")
+    field: str | None = Field(default=None, description="Result field, for kind 'field'.")
+
+
+class Edge(IRModel):
+    source: str
+    target: str = Field(description="A node name or a terminal ('done', 'fail').")
+    condition: Condition
+    probability: float = Field(ge=0.0, le=1.0)
+    loop: str | None = Field(default=None, description="Name of the loop this edge iterates.")
+
+
+class Loop(IRModel):
+    name: str
+    max_iterations: IntKnob
+    on_exhausted: str = Field(default="fail", description="Where a loop edge leads once the budget is spent.")
+    parent: str | None = None
+
+
+class SLO(IRModel):
+    """End-to-end latency objective: ``attainment`` of runs finish within ``latency_s``."""
+
+    latency_s: float = Field(gt=0)
+    attainment: float = Field(gt=0, le=1.0)
+
+
+class Load(IRModel):
+    """Expected arrivals, for planning and simulation."""
+
+    rate_per_s: float = Field(gt=0)
+    pattern: Literal["poisson", "bursty", "constant"] = "poisson"
+    burstiness: float = Field(default=1.0, gt=0, description="Inter-arrival coefficient of variation.")
+
+
+class Workflow(IRModel):
+    name: str
+    inputs: tuple[str, ...] = ()
+    stages: tuple[Stage, ...]
+    fanouts: tuple[FanOut, ...] = ()
+    entry: str
+    edges: tuple[Edge, ...]
+    loops: tuple[Loop, ...] = ()
+    slo: SLO | None = None
+    load: Load | None = None
+
+    # -- lookups (derived, not serialised) --------------------------------
+    def stage(self, name: str) -> LLMStage | SQLStage | ToolStage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def fanout(self, name: str) -> FanOut:
+        for f in self.fanouts:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def loop(self, name: str) -> Loop:
+        for lp in self.loops:
+            if lp.name == name:
+                return lp
+        raise KeyError(name)
+
+    def node_kind(self, name: str) -> str:
+        """'llm' | 'sql' | 'tool' | 'fanout' | 'terminal'."""
+        if name in TERMINALS:
+            return "terminal"
+        if any(f.name == name for f in self.fanouts):
+            return "fanout"
+        return self.stage(name).kind
+
+    def out_edges(self, name: str) -> tuple[Edge, ...]:
+        return tuple(e for e in self.edges if e.source == name)
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Graph nodes: stages that are not inside a fan-out branch, and fan-outs."""
+        in_branches = {s for f in self.fanouts for b in f.branches for s in b}
+        names = [s.name for s in self.stages if s.name not in in_branches]
+        return tuple(sorted(names + [f.name for f in self.fanouts]))
+
+
+class Program(IRModel):
+    """Everything one compilation produced."""
+
+    ir_version: str = IR_VERSION
+    models: tuple[ModelSpec, ...] = ()
+    databases: tuple[Database, ...] = ()
+    inventory: Inventory | None = None
+    workflows: tuple[Workflow, ...] = ()
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def database(self, name: str) -> Database:
+        for d in self.databases:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def workflow(self, name: str | None = None) -> Workflow:
+        """The named workflow, or the only one when ``name`` is None."""
+        if name is None:
+            if len(self.workflows) != 1:
+                raise KeyError("program has %d workflows; name one" % len(self.workflows))
+            return self.workflows[0]
+        for w in self.workflows:
+            if w.name == name:
+                return w
+        raise KeyError(name)
+
+    def canonical_json(self) -> str:
+        """The one canonical JSON form: sorted keys, two-space indent, trailing newline."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "Program":
+        return cls.model_validate_json(text)

@@ -1,0 +1,5 @@
+"""Ships the Cortex grammar (``cortex.lark``) inside the wheel."""
+
+from pathlib import Path
+
+GRAMMAR_PATH = Path(__file__).with_name("cortex.lark")

@@ -1,0 +1,1 @@
+"""The Cortex runtime: engines, SQL executors, the workflow-aware orchestrator and the simulator."""
