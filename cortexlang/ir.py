@@ -63,6 +63,14 @@ OUTCOMES: dict[str, tuple[str, ...]] = {
 """The outcomes each node kind can end with."""
 
 
+TEMPLATE_BUILTINS = ("previous", "attempt", "error", "sql")
+"""Variables the runtime gives every prompt template besides the workflow's inputs, its
+``vars`` and the results of earlier stages (by stage name): ``previous`` is the result of
+the stage that led here, ``attempt`` the 1-based iteration of the innermost loop being
+iterated, ``error`` the previous stage's error message (or "the query returned no rows"
+after an ``empty`` SQL outcome), ``sql`` the last statement an SQL stage ran."""
+
+
 class IRModel(BaseModel):
     """Base of every IR model: immutable and strict about unknown fields."""
 
@@ -305,6 +313,7 @@ class Load(IRModel):
 class Workflow(IRModel):
     name: str
     inputs: tuple[str, ...] = ()
+    vars: dict[str, str] = Field(default_factory=dict, description="Constants for prompt templates.")
     stages: tuple[Stage, ...]
     fanouts: tuple[FanOut, ...] = ()
     entry: str

@@ -1,0 +1,110 @@
+"""The compiler driver: source -> AST -> passes -> IR, with every problem as a diagnostic.
+
+Pipeline (each pass reports into one :class:`DiagnosticCollector` and never raises
+for bad input):
+
+1. ``syntax.parser``   text -> AST (stops here on a syntax error)
+2. ``passes.structure`` blocks/attributes against the schema, values and units
+3. ``passes.flow``     each workflow's call graph
+4. ``passes.lower``    names of models/databases, IR construction
+5. ``passes.slo``      SLO satisfiable in principle
+6. ``passes.templates`` jinja2 prompt templates
+
+Passes 3-6 run on whatever passed the earlier ones, so one run reports as many
+independent errors as it can find.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cortexlang import ir
+from cortexlang.diagnostics import Diagnostic, DiagnosticCollector
+from cortexlang.passes.flow import build_flow
+from cortexlang.passes.lower import lower_databases, lower_inventory, lower_models, lower_workflow
+from cortexlang.passes.slo import check_slo
+from cortexlang.passes.structure import Decl, check_structure
+from cortexlang.passes.templates import check_templates
+from cortexlang.passes.values import ValueContext
+from cortexlang.syntax import ast
+from cortexlang.syntax.parser import parse
+
+
+@dataclass
+class CompileResult:
+    path: str
+    source: str
+    module: ast.Module | None
+    program: ir.Program | None  # None when there are errors
+    diagnostics: list[Diagnostic]
+
+    @property
+    def ok(self) -> bool:
+        return self.program is not None
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+
+def compile_source(source: str, path: str = "<input>", base_dir: Path | None = None) -> CompileResult:
+    """Compile ``source``; ``base_dir`` is where ``file(...)`` paths are read from."""
+    diags = DiagnosticCollector(path, source)
+    module = parse(source, path, diags)
+    program = None
+    if module is not None:
+        program = _analyse(module, ValueContext(diags, base_dir))
+        if diags.has_errors:
+            program = None
+    return CompileResult(path, source, module, program, diags.sorted())
+
+
+def compile_file(path: str | Path) -> CompileResult:
+    """Compile a file; its directory is the base for ``file(...)`` paths. Raises OSError if unreadable."""
+    p = Path(path)
+    return compile_source(p.read_text(encoding="utf-8"), str(path), p.parent)
+
+
+def _analyse(module: ast.Module, ctx: ValueContext) -> ir.Program:
+    root = check_structure(module, ctx)
+    models = lower_models(root, ctx)
+    databases = lower_databases(root, ctx)
+    names = _name_kinds(root)
+    workflows = []
+    for wf in root.children_of("workflow"):
+        graph = build_flow(wf, ctx)
+        if graph is None:
+            continue
+        lowered = lower_workflow(wf, graph, models, databases, names, ctx)
+        if lowered is None:
+            continue
+        slo = wf.child("slo")
+        check_slo(lowered, slo.span if slo else None, ctx.diags)
+        check_templates(lowered, _prompt_spans(wf), ctx.diags)
+        workflows.append(lowered)
+    return ir.Program(
+        models=tuple(sorted(models.values(), key=lambda m: m.name)),
+        databases=tuple(sorted(databases.values(), key=lambda d: d.name)),
+        inventory=lower_inventory(root),
+        workflows=tuple(sorted(workflows, key=lambda w: w.name)),
+    )
+
+
+def _name_kinds(root: Decl) -> dict[str, str]:
+    """Every declared name and what it is, for "`x` is a database, not a model" messages."""
+    kinds = {d.label: d.type for d in root.children_of("model", "database", "workflow")}
+    for wf in root.children_of("workflow"):
+        for d in wf.children_of("llm", "sql", "tool", "fanout"):
+            kinds.setdefault(d.label, f"{d.type} stage" if d.type != "fanout" else "fan-out")
+    return kinds
+
+
+def _prompt_spans(wf: Decl) -> dict:
+    spans = {}
+    for d in wf.children_of("llm"):
+        if "prompt" in d.value_spans:
+            spans[d.label] = d.value_spans["prompt"]
+        if "system" in d.value_spans:
+            spans[f"{d.label}.system"] = d.value_spans["system"]
+    return spans

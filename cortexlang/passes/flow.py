@@ -1,0 +1,471 @@
+"""Pass 3: the call graph. Turns a workflow's ``flow { ... }`` into checked edges.
+
+Checks, in order: fan-out membership; node names (with did-you-mean); one way
+out per node (one unconditional edge, or one ``on`` block); outcome and field
+labels; every outcome covered or defaulted; planning probabilities (explicit
+shares sum to at most 100%, the rest is split evenly over unlabelled cases);
+loop declarations (budget stated once, consistent ``then``/``within``); no cycle
+except through a loop edge (also counting the edge a loop takes once its budget
+is spent); every node reachable from the entry; no dead ends.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from cortexlang import ir
+from cortexlang.diagnostics import Span, did_you_mean
+from cortexlang.passes.structure import Decl
+from cortexlang.passes.values import INVALID, NameUse, ValueContext, int_knob
+from cortexlang.syntax import ast
+
+
+@dataclass
+class EdgeInfo:
+    source: str
+    target: str
+    kind: str  # always | outcome | field | else
+    values: tuple[str, ...]
+    field: str | None
+    explicit_probability: float | None
+    loop: str | None
+    span: Span
+    probability: float = 0.0
+
+
+@dataclass
+class LoopInfo:
+    name: str
+    max: ir.IntKnob | None = None
+    max_span: Span | None = None
+    then: str | None = None
+    within: str | None = None
+    within_span: Span | None = None
+    first_span: Span | None = None
+
+
+@dataclass
+class FanOutInfo:
+    name: str
+    branches: tuple[tuple[str, ...], ...]
+    width: ir.IntKnob | None
+    join: str
+
+
+@dataclass
+class FlowGraph:
+    entry: str
+    node_kinds: dict[str, str]
+    edges: list[EdgeInfo] = field(default_factory=list)
+    loops: dict[str, LoopInfo] = field(default_factory=dict)
+    fanouts: dict[str, FanOutInfo] = field(default_factory=dict)
+
+
+def build_flow(workflow: Decl, ctx: ValueContext) -> FlowGraph | None:
+    """Check one workflow's flow; None when it has none (reported) or errors make it unusable."""
+    diags = ctx.diags
+    stages = {d.label: d for d in workflow.children_of("llm", "sql", "tool")}
+    fanout_decls = {d.label: d for d in workflow.children_of("fanout")}
+    fanouts, member_of = _fanouts(fanout_decls, stages, ctx)
+    node_kinds = {n: d.type for n, d in stages.items() if n not in member_of}
+    node_kinds.update({n: "fanout" for n in fanout_decls})
+
+    if workflow.flow is None or not workflow.flow.statements:
+        span = workflow.flow.span if workflow.flow else workflow.span
+        diags.error("CX110", f"workflow `{workflow.label}` has no flow", span,
+                    hint="add `flow { first_stage -> ... -> done }`")
+        return None
+
+    first = workflow.flow.statements[0]
+    entry_ref = first.nodes[0] if isinstance(first, ast.Chain) else ast.NodeRef(first.subject, first.subject_span)
+    graph = FlowGraph(entry=entry_ref.name, node_kinds=node_kinds, fanouts=fanouts)
+    resolver = _Resolver(node_kinds, member_of, ctx)
+
+    for stmt in workflow.flow.statements:
+        if isinstance(stmt, ast.Chain):
+            _chain_edges(stmt, resolver, graph)
+        else:
+            _on_block_edges(stmt, resolver, graph, stages, ctx)
+    if not resolver.ok:
+        return None
+
+    by_source: dict[str, list[EdgeInfo]] = defaultdict(list)
+    for e in graph.edges:
+        by_source[e.source].append(e)
+    ok = all([
+        _check_one_way_out(by_source, workflow, ctx),
+        _check_coverage(by_source, node_kinds, ctx),
+        _assign_probabilities(by_source, ctx),
+        _check_loops(graph, resolver, ctx),
+    ])
+    if not ok:
+        return None
+    _check_dead_ends_and_reachability(graph, by_source, ctx)
+    _check_unused(stages, node_kinds, member_of, graph, ctx)
+    if not _check_acyclic(graph, ctx):
+        return None
+    return None if diags.has_errors else graph
+
+
+# ---------------------------------------------------------------- fan-outs
+
+
+def _fanouts(decls: dict[str, Decl], stages: dict[str, Decl], ctx: ValueContext
+             ) -> tuple[dict[str, FanOutInfo], dict[str, str]]:
+    out: dict[str, FanOutInfo] = {}
+    member_of: dict[str, str] = {}
+    for name, d in decls.items():
+        branches_v, each_v, width = d.get("branches"), d.get("each"), d.get("width")
+        if branches_v is not None and each_v is not None:
+            ctx.diags.error("CX201", f"fan-out `{name}` sets both `branches` and `each`", d.attr_spans["each"],
+                            hint="`branches` lists one stage per branch; `each` is one chain run `width` times")
+            continue
+        if branches_v is None and each_v is None:
+            ctx.diags.error("CX103", f"fan-out `{name}` needs `branches = [...]` or `each = [...]`", d.span)
+            continue
+        if each_v is not None and width is None:
+            ctx.diags.error("CX103", f"fan-out `{name}` uses `each` and needs `width`", d.attr_spans["each"],
+                            hint="add `width = 4` (or a choice like `4 | 2 @ 90%`)")
+            continue
+        if branches_v is not None and width is not None:
+            ctx.diags.error("CX201", f"`width` applies to `each`; fan-out `{name}` lists its branches",
+                            d.attr_spans["width"])
+            continue
+        uses: list[NameUse] = list(branches_v or each_v)
+        valid = True
+        for use in uses:
+            if use.name in decls:
+                ctx.diags.error("CX302", f"`{use.name}` is a fan-out; fan-outs cannot be nested", use.span)
+                valid = False
+            elif use.name not in stages:
+                ctx.diags.error("CX301", f"unknown stage `{use.name}` in fan-out `{name}`", use.span,
+                                hint=did_you_mean(use.name, stages))
+                valid = False
+            elif use.name in member_of and (member_of[use.name] != name or each_v is None):
+                ctx.diags.error("CX303", f"stage `{use.name}` already runs in fan-out `{member_of[use.name]}`",
+                                use.span, hint="declare a separate stage for each branch")
+                valid = False
+            else:
+                member_of[use.name] = name
+        if not valid:
+            continue
+        names = tuple(u.name for u in uses)
+        branches = tuple((n,) for n in names) if branches_v is not None else (names,)
+        out[name] = FanOutInfo(name, branches, width, d.get("join", "all"))
+    return out, member_of
+
+
+# ---------------------------------------------------------------- names and edges
+
+
+class _Resolver:
+    def __init__(self, node_kinds: dict[str, str], member_of: dict[str, str], ctx: ValueContext) -> None:
+        self.node_kinds = node_kinds
+        self.member_of = member_of
+        self.ctx = ctx
+        self.ok = True
+
+    def node(self, ref: ast.NodeRef, *, as_source: bool) -> bool:
+        name = ref.name
+        if name in ir.TERMINALS:
+            if as_source:
+                self.ctx.diags.error("CX302", f"`{name}` ends the run; nothing can follow it", ref.span)
+                self.ok = False
+                return False
+            return True
+        if name in self.node_kinds:
+            return True
+        if name in self.member_of:
+            self.ctx.diags.error("CX303", f"stage `{name}` runs inside fan-out `{self.member_of[name]}`",
+                                 ref.span, hint=f"refer to the fan-out `{self.member_of[name]}` in the flow")
+        else:
+            self.ctx.diags.error("CX301", f"unknown node `{name}` in flow", ref.span,
+                                 hint=did_you_mean(name, list(self.node_kinds) + list(ir.TERMINALS)))
+        self.ok = False
+        return False
+
+
+def _loop_name(clause: ast.LoopClause | None) -> str | None:
+    return clause.name if clause else None
+
+
+def _chain_edges(chain: ast.Chain, resolver: _Resolver, graph: FlowGraph) -> None:
+    nodes = chain.nodes
+    valid = [resolver.node(n, as_source=i < len(nodes) - 1) for i, n in enumerate(nodes)]
+    if not all(valid):
+        return
+    for i, (a, b) in enumerate(zip(nodes, nodes[1:])):
+        last = i == len(nodes) - 2
+        loop = chain.loop if last else None
+        graph.edges.append(EdgeInfo(a.name, b.name, "always", (), None, None, _loop_name(loop),
+                                    Span(a.span.line, a.span.col, b.span.end_line, b.span.end_col)))
+        if loop:
+            _record_loop(loop, graph, resolver)
+
+
+def _on_block_edges(block: ast.OnBlock, resolver: _Resolver, graph: FlowGraph,
+                    stages: dict[str, Decl], ctx: ValueContext) -> None:
+    if not resolver.node(ast.NodeRef(block.subject, block.subject_span), as_source=True):
+        return
+    kind = graph.node_kinds[block.subject]
+    if block.field is not None:
+        decl = stages.get(block.subject)
+        has_fields = (kind == "tool") or (kind == "llm" and decl is not None and decl.get("output") == "json")
+        if not has_fields:
+            hint = "set `output = json` on the stage so its fields can be read" if kind == "llm" else None
+            ctx.diags.error("CX409", f"`{block.subject}` is a {kind} stage without named fields", block.subject_span,
+                            hint=hint or f"branch on its outcomes instead: `on {block.subject} {{ ... }}`")
+            resolver.ok = False
+            return
+    outcomes = ir.OUTCOMES[kind]
+    seen: dict[str, Span] = {}
+    for case in block.cases:
+        if not resolver.node(case.target, as_source=False):
+            continue
+        labels = case.labels
+        if any(lab.is_else for lab in labels):
+            if len(labels) > 1:
+                ctx.diags.error("CX402", "`else` stands alone in its case", case.span)
+                resolver.ok = False
+                continue
+            edge_kind, values = "else", ()
+            if "else" in seen:
+                ctx.diags.error("CX402", f"`on {block.subject}` has two `else` cases", labels[0].span)
+                resolver.ok = False
+                continue
+            seen["else"] = labels[0].span
+        else:
+            edge_kind = "field" if block.field else "outcome"
+            values = tuple(lab.text for lab in labels)
+            for lab in labels:
+                if edge_kind == "outcome" and lab.text not in outcomes:
+                    ctx.diags.error("CX404", f"a {kind} stage has no outcome `{lab.text}`", lab.span,
+                                    hint=did_you_mean(lab.text, outcomes) or f"its outcomes: {', '.join(outcomes)}")
+                    resolver.ok = False
+                elif lab.text in seen:
+                    ctx.diags.error("CX402", f"`{lab.text}` is handled twice", lab.span,
+                                    notes=[f"first handled at line {seen[lab.text].line}"])
+                    resolver.ok = False
+                else:
+                    seen[lab.text] = lab.span
+        prob = None
+        if case.probability is not None:
+            q = case.probability
+            if q.unit != "%" or q.per or not 0 <= q.number <= 100:
+                ctx.diags.error("CX202", f"`{q.raw}` is not a probability", q.span, hint="write it like `(20%)`")
+                resolver.ok = False
+            else:
+                prob = q.number / 100.0
+        graph.edges.append(EdgeInfo(block.subject, case.target.name, edge_kind, values, block.field, prob,
+                                    _loop_name(case.loop), case.span))
+        if case.loop:
+            _record_loop(case.loop, graph, resolver)
+
+
+def _record_loop(clause: ast.LoopClause, graph: FlowGraph, resolver: _Resolver) -> None:
+    ctx = resolver.ctx
+    info = graph.loops.setdefault(clause.name, LoopInfo(clause.name, first_span=clause.name_span))
+    if clause.max is not None:
+        if info.max_span is not None:
+            ctx.diags.error("CX408", f"the budget of loop `{clause.name}` is stated twice", clause.max.span,
+                            notes=[f"first stated at line {info.max_span.line}"],
+                            hint="state `max` on one of the loop's edges only")
+            resolver.ok = False
+        else:
+            knob = int_knob(1, 10_000)(clause.max, ctx)
+            if knob is INVALID:
+                resolver.ok = False
+            else:
+                info.max, info.max_span = knob, clause.max.span
+    if clause.then is not None and resolver.node(clause.then, as_source=False):
+        if info.then is not None and info.then != clause.then.name:
+            ctx.diags.error("CX408", f"loop `{clause.name}` ends in two places: `{info.then}` and "
+                            f"`{clause.then.name}`", clause.then.span)
+            resolver.ok = False
+        info.then = clause.then.name
+    if clause.within is not None:
+        if info.within is not None and info.within != clause.within:
+            ctx.diags.error("CX408", f"loop `{clause.name}` is nested in two loops", clause.within_span)
+            resolver.ok = False
+        info.within, info.within_span = clause.within, clause.within_span
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _check_one_way_out(by_source: dict[str, list[EdgeInfo]], workflow: Decl, ctx: ValueContext) -> bool:
+    ok = True
+    for source, edges in by_source.items():
+        always = [e for e in edges if e.kind == "always"]
+        branched = [e for e in edges if e.kind != "always"]
+        if len(always) > 1 or (always and branched):
+            second = always[1] if len(always) > 1 else (branched[0] if always[0].span.line <= branched[0].span.line else always[0])
+            ctx.diags.error("CX402", f"`{source}` has more than one way out", second.span,
+                            hint="a node has one unconditional edge or one `on` block; "
+                                 "for parallel calls declare a `fanout`")
+            ok = False
+        fields = {e.field for e in branched if e.kind != "else"}
+        if len(fields) > 1 or (branched and len({(e.field is None) for e in branched if e.kind != "else"}) > 1):
+            ctx.diags.error("CX402", f"`{source}` is branched on in two `on` blocks", branched[-1].span)
+            ok = False
+    return ok
+
+
+def _check_coverage(by_source: dict[str, list[EdgeInfo]], node_kinds: dict[str, str], ctx: ValueContext) -> bool:
+    ok = True
+    for source, edges in by_source.items():
+        if edges[0].kind == "always":
+            continue
+        has_else = any(e.kind == "else" for e in edges)
+        is_field = any(e.kind == "field" for e in edges)
+        if is_field and not has_else:
+            ctx.diags.error("CX403", f"the branch on `{source}.{edges[0].field}` needs an `else` case", edges[-1].span,
+                            hint="fields can take any value; add `else -> ...`")
+            ok = False
+        elif not is_field:
+            covered = {v for e in edges for v in e.values}
+            missing = [o for o in ir.OUTCOMES[node_kinds[source]] if o not in covered]
+            if missing and not has_else:
+                ctx.diags.error("CX403", f"the branch on `{source}` does not handle "
+                                + ", ".join(f"`{m}`" for m in missing), edges[-1].span,
+                                hint="add " + " or ".join(f"`{m} -> ...`" for m in missing) + ", or `else -> fail`")
+                ok = False
+            for e in edges:
+                if e.kind == "else":
+                    e.values = tuple(missing)  # an outcome branch's else matches what is not listed
+    return ok
+
+
+def _assign_probabilities(by_source: dict[str, list[EdgeInfo]], ctx: ValueContext) -> bool:
+    ok = True
+    for source, edges in by_source.items():
+        if edges[0].kind == "always":
+            edges[0].probability = 1.0
+            continue
+        given = [e.explicit_probability for e in edges if e.explicit_probability is not None]
+        rest = [e for e in edges if e.explicit_probability is None]
+        total = sum(given)
+        if total > 1.0 + 1e-9:
+            ctx.diags.error("CX405", f"the probabilities on the branch of `{source}` add up to {total:.0%}",
+                            edges[-1].span, hint="they must not exceed 100%")
+            ok = False
+            continue
+        if not rest and abs(total - 1.0) > 1e-6:
+            ctx.diags.error("CX405", f"the probabilities on the branch of `{source}` add up to {total:.0%}, "
+                            "not 100%", edges[-1].span, hint="leave one case without a probability to take the rest")
+            ok = False
+            continue
+        if not given and len(edges) > 1:
+            ctx.diags.warning("CX411", f"no probabilities on the branch of `{source}`; planning assumes "
+                              "equal shares", edges[0].span, hint="annotate cases like `error (20%) -> fix`")
+        for e in edges:
+            e.probability = e.explicit_probability if e.explicit_probability is not None else (1.0 - total) / len(rest)
+    return ok
+
+
+def _check_loops(graph: FlowGraph, resolver: _Resolver, ctx: ValueContext) -> bool:
+    ok = resolver.ok
+    for name, info in graph.loops.items():
+        if info.max is None:
+            ctx.diags.error("CX408", f"loop `{name}` has no budget", info.first_span,
+                            hint=f"write `loop {name} max 3` on one of its edges")
+            ok = False
+        if info.within is not None and info.within not in graph.loops:
+            ctx.diags.error("CX301", f"unknown loop `{info.within}`", info.within_span or info.first_span,
+                            hint=did_you_mean(info.within, graph.loops))
+            ok = False
+    for name in graph.loops:  # the nesting relation must be a forest
+        seen, cur = {name}, graph.loops[name].within
+        while cur is not None and cur in graph.loops:
+            if cur in seen:
+                ctx.diags.error("CX408", f"loop `{name}` is nested within itself", graph.loops[name].first_span)
+                return False
+            seen.add(cur)
+            cur = graph.loops[cur].within
+    return ok
+
+
+def _successors(graph: FlowGraph) -> dict[str, set[str]]:
+    succ: dict[str, set[str]] = defaultdict(set)
+    for e in graph.edges:
+        succ[e.source].add(e.target)
+        if e.loop:
+            succ[e.source].add(graph.loops[e.loop].then or "fail")
+    return succ
+
+
+def _check_dead_ends_and_reachability(graph: FlowGraph, by_source: dict[str, list[EdgeInfo]],
+                                      ctx: ValueContext) -> None:
+    mentioned: dict[str, Span] = {}
+    for e in graph.edges:
+        mentioned.setdefault(e.source, e.span)
+        mentioned.setdefault(e.target, e.span)
+    for node, span in mentioned.items():
+        if node not in ir.TERMINALS and node not in by_source:
+            ctx.diags.error("CX401", f"`{node}` has no way out", span, hint=f"add `{node} -> done` or an `on {node}` block")
+    succ = _successors(graph)
+    reached, stack = {graph.entry}, [graph.entry]
+    while stack:
+        for nxt in succ.get(stack.pop(), ()):
+            if nxt not in reached:
+                reached.add(nxt)
+                stack.append(nxt)
+    for node, span in mentioned.items():
+        if node not in reached and node not in ir.TERMINALS:
+            ctx.diags.error("CX407", f"`{node}` can never run: no path leads to it from `{graph.entry}`", span,
+                            notes=[f"the flow starts at `{graph.entry}`, the first node of its first statement"])
+    if "done" not in reached:
+        ctx.diags.error("CX401", f"no path from `{graph.entry}` reaches `done`", mentioned.get(graph.entry))
+
+
+def _check_unused(stages: dict[str, Decl], node_kinds: dict[str, str], member_of: dict[str, str],
+                  graph: FlowGraph, ctx: ValueContext) -> None:
+    used = {e.source for e in graph.edges} | {e.target for e in graph.edges} | {graph.entry}
+    for name, decl in stages.items():
+        if name not in member_of and name not in used:
+            ctx.diags.warning("CX410", f"stage `{name}` is declared but never used in the flow", decl.span)
+    for name in node_kinds:
+        if node_kinds[name] == "fanout" and name not in used:
+            ctx.diags.warning("CX410", f"fan-out `{name}` is declared but never used in the flow",
+                              None)
+
+
+def _check_acyclic(graph: FlowGraph, ctx: ValueContext) -> bool:
+    """Iterative DFS over non-loop edges plus each loop edge's exhaustion edge."""
+    succ: dict[str, list[tuple[str, EdgeInfo, bool]]] = defaultdict(list)
+    for e in graph.edges:
+        if e.loop is None:
+            succ[e.source].append((e.target, e, False))
+        else:
+            succ[e.source].append((graph.loops[e.loop].then or "fail", e, True))
+    WHITE, GREY, BLACK = 0, 1, 2
+    color: dict[str, int] = defaultdict(int)
+    for root in sorted({e.source for e in graph.edges}):
+        if color[root] != WHITE:
+            continue
+        path: list[str] = [root]
+        stack = [iter(succ[root])]
+        color[root] = GREY
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                color[path.pop()] = BLACK
+                stack.pop()
+                continue
+            nxt, edge, via_exhaustion = step
+            if color[nxt] == GREY:
+                cycle = path[path.index(nxt):] + [nxt]
+                if via_exhaustion:
+                    ctx.diags.error("CX406", f"when loop `{edge.loop}` runs out it goes to `{nxt}`, which leads "
+                                    f"back into it: {' -> '.join(cycle)}", edge.span,
+                                    hint="end the loop at `done`, `fail` or a node after it: `then done`")
+                else:
+                    ctx.diags.error("CX406", f"cycle without a loop: {' -> '.join(cycle)}", edge.span,
+                                    hint=f"bound it: `{edge.source} -> {edge.target} loop NAME max 3`")
+                return False
+            if color[nxt] == WHITE:
+                color[nxt] = GREY
+                path.append(nxt)
+                stack.append(iter(succ[nxt]))
+    return True

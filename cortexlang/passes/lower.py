@@ -1,0 +1,190 @@
+"""Pass 4: lowering. Resolves model and database names and builds the IR.
+
+Runs only on declarations the earlier passes accepted. Everything that can still
+be wrong here (an unknown model, a context window too small for the declared
+tokens, inconsistent KV facts) is reported as a diagnostic; a residual pydantic
+ValidationError would be a compiler bug and is reported as CX901, never raised.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from cortexlang import ir
+from cortexlang.diagnostics import did_you_mean
+from cortexlang.passes.flow import FlowGraph
+from cortexlang.passes.structure import Decl
+from cortexlang.passes.values import NameUse, ValueContext
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+GPU_MEMORY = {"A100": 80 * 2**30, "H100": 80 * 2**30, "H200": 141 * 2**30, "L4": 24 * 2**30, "A10G": 24 * 2**30}
+
+
+def lower_models(root: Decl, ctx: ValueContext) -> dict[str, ir.ModelSpec]:
+    out: dict[str, ir.ModelSpec] = {}
+    for d in root.children_of("model"):
+        if not {"weights", "params", "max_context"} <= d.values.keys():
+            continue  # missing or invalid: already reported
+        dtype = d.get("dtype", "bfloat16")
+        arch = [d.get(k) for k in ("layers", "kv_heads", "head_dim")]
+        derived = 2 * arch[0] * arch[1] * arch[2] * DTYPE_BYTES[dtype] if all(arch) else None
+        declared = d.get("kv_bytes_per_token")
+        if declared is None and derived is None:
+            given = [k for k in ("layers", "kv_heads", "head_dim") if d.get(k)]
+            ctx.diags.error("CX207", f"model `{d.label}` needs `kv_bytes_per_token`, or `layers`, `kv_heads` "
+                            "and `head_dim` to derive it", d.span,
+                            notes=[f"given: {', '.join(given)}"] if given else [])
+            continue
+        if declared is not None and derived is not None and declared != derived:
+            ctx.diags.warning("CX207", f"model `{d.label}`: `kv_bytes_per_token` ({declared} B) differs from "
+                              f"2 × layers × kv_heads × head_dim × {DTYPE_BYTES[dtype]} B = {derived} B",
+                              d.value_spans["kv_bytes_per_token"], hint="the declared value is used")
+        out[d.label] = ir.ModelSpec(
+            name=d.label, weights=d.get("weights"), params=d.get("params"), max_context=d.get("max_context"),
+            kv_bytes_per_token=declared or derived, dtype=dtype, layers=arch[0], kv_heads=arch[1],
+            head_dim=arch[2], profile=d.get("profile"),
+        )
+    return out
+
+
+def lower_databases(root: Decl, ctx: ValueContext) -> dict[str, ir.Database]:
+    out: dict[str, ir.Database] = {}
+    for d in root.children_of("database"):
+        url = d.get("url")
+        if url is None:
+            continue
+        try:
+            make_url(url)
+        except ArgumentError:
+            ctx.diags.error("CX201", f"`{url}` is not a SQLAlchemy URL", d.value_spans["url"],
+                            hint='for example "sqlite:///data/sales.db" or "postgresql+psycopg://host/db"')
+            continue
+        out[d.label] = ir.Database(
+            name=d.label, url=url, access=d.get("access", "read_only"),
+            statement_timeout_s=d.get("timeout", 5.0), row_limit=d.get("row_limit", 1000),
+            pool_size=d.get("pool", 4),
+        )
+    return out
+
+
+def lower_inventory(root: Decl) -> ir.Inventory | None:
+    res = root.child("resources")
+    if res is None:
+        return None
+    gpus = [
+        ir.GpuResource(kind=g.label, count=g.get("count", 0), cost_per_hour=g.get("cost", 0.0),
+                       memory_bytes=g.get("memory", GPU_MEMORY.get(g.label)))
+        for g in res.children_of("gpu") if "count" in g.values and "cost" in g.values
+    ]
+    cpu_decl = res.child("cpu")
+    cpu = None
+    if cpu_decl is not None and "slots" in cpu_decl.values:
+        cpu = ir.CpuResource(slots=cpu_decl.get("slots"), cost_per_hour=cpu_decl.get("cost", 0.0))
+    return ir.Inventory(gpus=tuple(sorted(gpus, key=lambda g: g.kind)), cpu=cpu)
+
+
+def _resolve(use: NameUse, table: dict, what: str, ctx: ValueContext, others: dict[str, str]) -> bool:
+    if use.name in table:
+        return True
+    if use.name in others:
+        ctx.diags.error("CX302", f"`{use.name}` is a {others[use.name]}, not a {what}", use.span)
+    else:
+        ctx.diags.error("CX301", f"unknown {what} `{use.name}`", use.span, hint=did_you_mean(use.name, table))
+    return False
+
+
+def _cache(d: Decl) -> ir.CachePolicy | None:
+    c = d.child("cache")
+    if c is None:
+        return None
+    defaults = ir.CachePolicy()
+    return ir.CachePolicy(enabled=c.get("enabled", True), ttl_s=c.get("ttl", defaults.ttl_s),
+                          scope=c.get("scope", defaults.scope), max_entries=c.get("max_entries", defaults.max_entries))
+
+
+def lower_workflow(wf: Decl, graph: FlowGraph, models: dict[str, ir.ModelSpec],
+                   databases: dict[str, ir.Database], names: dict[str, str], ctx: ValueContext) -> ir.Workflow | None:
+    """Build one workflow's IR; None if a reference could not be resolved (reported)."""
+    stage_decls = {d.label: d for d in wf.children_of("llm", "sql", "tool")}
+    stages: list = []
+    ok = True
+    for name, d in sorted(stage_decls.items()):
+        try:
+            stage = _lower_stage(d, stage_decls, models, databases, names, ctx)
+        except ValidationError as exc:  # pragma: no cover - a pass let bad data through
+            ctx.diags.error("CX901", f"internal compiler error lowering `{name}`: {exc.errors()[0]['msg']}", d.span)
+            stage = None
+        ok = ok and stage is not None
+        stages.append(stage)
+    if not ok:
+        return None
+    slo_d, load_d, vars_d = wf.child("slo"), wf.child("load"), wf.child("vars")
+    slo = ir.SLO(latency_s=slo_d.get("latency"), attainment=slo_d.get("attainment")) if (
+        slo_d and {"latency", "attainment"} <= slo_d.values.keys()) else None
+    load = ir.Load(rate_per_s=load_d.get("rate"), pattern=load_d.get("pattern", "poisson"),
+                   burstiness=load_d.get("burstiness", 1.0)) if load_d and "rate" in load_d.values else None
+    edges = sorted(
+        (ir.Edge(source=e.source, target=e.target,
+                 condition=ir.Condition(kind=e.kind, values=e.values, field=e.field),
+                 probability=round(e.probability, 12), loop=e.loop) for e in graph.edges),
+        key=lambda e: (e.source, e.condition.kind, e.condition.values, e.target),
+    )
+    loops = tuple(ir.Loop(name=i.name, max_iterations=i.max, on_exhausted=i.then or "fail", parent=i.within)
+                  for i in sorted(graph.loops.values(), key=lambda i: i.name))
+    fanouts = tuple(ir.FanOut(name=f.name, branches=f.branches, width=f.width, join=f.join)
+                    for f in sorted(graph.fanouts.values(), key=lambda f: f.name))
+    return ir.Workflow(
+        name=wf.label, inputs=tuple(u.name for u in wf.get("inputs", ())),
+        vars=dict(vars_d.vars) if vars_d else {}, stages=tuple(stages), fanouts=fanouts,
+        entry=graph.entry, edges=tuple(edges), loops=loops, slo=slo, load=load,
+    )
+
+
+def _lower_stage(d: Decl, stage_decls: dict[str, Decl], models: dict[str, ir.ModelSpec],
+                 databases: dict[str, ir.Database], names: dict[str, str], ctx: ValueContext):
+    common = dict(name=d.label, budget_s=d.get("budget"), prewarm=d.get("prewarm", False))
+    if d.type == "llm":
+        if not {"model", "prompt", "max_tokens", "input_tokens", "output_tokens"} <= d.values.keys():
+            return None
+        options = []
+        for use, quality in d.get("model"):
+            if not _resolve(use, models, "model", ctx, names):
+                return None
+            options.append(ir.ModelOption(model=use.name, quality=quality))
+            limit = models[use.name].max_context
+            need = d.get("input_tokens") + d.get("max_tokens").preferred
+            if need > limit:
+                ctx.diags.error("CX203", f"`{d.label}` needs up to {need} tokens (input_tokens + max_tokens) but "
+                                f"model `{use.name}` holds {limit}", d.value_spans["max_tokens"])
+                return None
+        template, path = d.get("prompt")
+        system = d.get("system")
+        return ir.LLMStage(
+            **common, models=tuple(options),
+            prompt=ir.Prompt(template=template, path=path, system=system[0] if system else None),
+            max_tokens=d.get("max_tokens"), temperature=d.get("temperature", 0.0), top_p=d.get("top_p", 1.0),
+            stop=d.get("stop", ()), output=d.get("output", "text"), input_tokens=d.get("input_tokens"),
+            output_tokens=d.get("output_tokens"), prefix_tokens=d.get("prefix_tokens", 0),
+            hedge=d.get("hedge", ir.IntKnob.fixed(1)),
+        )
+    if d.type == "sql":
+        db = d.get("database")
+        if db is None or not _resolve(db, databases, "database", ctx, names):
+            return None
+        query = d.get("query")
+        if query is not None:
+            if query.name not in stage_decls:
+                ctx.diags.error("CX301", f"unknown stage `{query.name}`", query.span, hint=did_you_mean(query.name, stage_decls))
+                return None
+            if stage_decls[query.name].type == "sql":
+                ctx.diags.error("CX302", f"`{query.name}` is an SQL stage; `query` names the stage that writes "
+                                "the statement", query.span)
+                return None
+        return ir.SQLStage(**common, database=db.name, query_from=query.name if query else None,
+                           service_s=d.get("service", 0.05), service_cv=d.get("service_cv", 1.0), cache=_cache(d))
+    if "entry" not in d.values or "service" not in d.values:
+        return None
+    return ir.ToolStage(**common, entry=d.get("entry"), service_s=d.get("service"),
+                        service_cv=d.get("service_cv", 1.0), cache=_cache(d))
