@@ -45,6 +45,7 @@ cancels the rest; ``vote`` and ``best`` wait for every branch and pick a result
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -322,37 +323,40 @@ class Workflow(IRModel):
     slo: SLO | None = None
     load: Load | None = None
 
-    # -- lookups (derived, not serialised) --------------------------------
+    # -- lookups (derived once, not serialised) ---------------------------
+    @cached_property
+    def _index(self) -> dict[str, dict]:
+        out_edges: dict[str, list[Edge]] = {}
+        for e in self.edges:
+            out_edges.setdefault(e.source, []).append(e)
+        return {
+            "stage": {s.name: s for s in self.stages},
+            "fanout": {f.name: f for f in self.fanouts},
+            "loop": {lp.name: lp for lp in self.loops},
+            "out": {k: tuple(v) for k, v in out_edges.items()},
+        }
+
     def stage(self, name: str) -> LLMStage | SQLStage | ToolStage:
-        for s in self.stages:
-            if s.name == name:
-                return s
-        raise KeyError(name)
+        return self._index["stage"][name]
 
     def fanout(self, name: str) -> FanOut:
-        for f in self.fanouts:
-            if f.name == name:
-                return f
-        raise KeyError(name)
+        return self._index["fanout"][name]
 
     def loop(self, name: str) -> Loop:
-        for lp in self.loops:
-            if lp.name == name:
-                return lp
-        raise KeyError(name)
+        return self._index["loop"][name]
 
     def node_kind(self, name: str) -> str:
         """'llm' | 'sql' | 'tool' | 'fanout' | 'terminal'."""
         if name in TERMINALS:
             return "terminal"
-        if any(f.name == name for f in self.fanouts):
+        if name in self._index["fanout"]:
             return "fanout"
         return self.stage(name).kind
 
     def out_edges(self, name: str) -> tuple[Edge, ...]:
-        return tuple(e for e in self.edges if e.source == name)
+        return self._index["out"].get(name, ())
 
-    @property
+    @cached_property
     def nodes(self) -> tuple[str, ...]:
         """Graph nodes: stages that are not inside a fan-out branch, and fan-outs."""
         in_branches = {s for f in self.fanouts for b in f.branches for s in b}

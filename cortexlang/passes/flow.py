@@ -80,7 +80,7 @@ def build_flow(workflow: Decl, ctx: ValueContext) -> FlowGraph | None:
     first = workflow.flow.statements[0]
     entry_ref = first.nodes[0] if isinstance(first, ast.Chain) else ast.NodeRef(first.subject, first.subject_span)
     graph = FlowGraph(entry=entry_ref.name, node_kinds=node_kinds, fanouts=fanouts)
-    resolver = _Resolver(node_kinds, member_of, ctx)
+    resolver = _Resolver(node_kinds, member_of, workflow.broken_names, ctx)
 
     for stmt in workflow.flow.statements:
         if isinstance(stmt, ast.Chain):
@@ -102,7 +102,7 @@ def build_flow(workflow: Decl, ctx: ValueContext) -> FlowGraph | None:
     if not ok:
         return None
     _check_dead_ends_and_reachability(graph, by_source, ctx)
-    _check_unused(stages, node_kinds, member_of, graph, ctx)
+    _check_unused(stages, fanout_decls, member_of, graph, ctx)
     if not _check_acyclic(graph, ctx):
         return None
     return None if diags.has_errors else graph
@@ -160,9 +160,11 @@ def _fanouts(decls: dict[str, Decl], stages: dict[str, Decl], ctx: ValueContext
 
 
 class _Resolver:
-    def __init__(self, node_kinds: dict[str, str], member_of: dict[str, str], ctx: ValueContext) -> None:
+    def __init__(self, node_kinds: dict[str, str], member_of: dict[str, str], broken: set[str],
+                 ctx: ValueContext) -> None:
         self.node_kinds = node_kinds
         self.member_of = member_of
+        self.broken = broken
         self.ctx = ctx
         self.ok = True
 
@@ -176,7 +178,9 @@ class _Resolver:
             return True
         if name in self.node_kinds:
             return True
-        if name in self.member_of:
+        if name in self.broken:
+            pass  # its declaration is already reported
+        elif name in self.member_of:
             self.ctx.diags.error("CX303", f"stage `{name}` runs inside fan-out `{self.member_of[name]}`",
                                  ref.span, hint=f"refer to the fan-out `{self.member_of[name]}` in the flow")
         else:
@@ -184,6 +188,10 @@ class _Resolver:
                                  hint=did_you_mean(name, list(self.node_kinds) + list(ir.TERMINALS)))
         self.ok = False
         return False
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" or word == "llm" else "a"
 
 
 def _loop_name(clause: ast.LoopClause | None) -> str | None:
@@ -214,7 +222,7 @@ def _on_block_edges(block: ast.OnBlock, resolver: _Resolver, graph: FlowGraph,
         has_fields = (kind == "tool") or (kind == "llm" and decl is not None and decl.get("output") == "json")
         if not has_fields:
             hint = "set `output = json` on the stage so its fields can be read" if kind == "llm" else None
-            ctx.diags.error("CX409", f"`{block.subject}` is a {kind} stage without named fields", block.subject_span,
+            ctx.diags.error("CX409", f"`{block.subject}` is {_article(kind)} {kind} stage without named fields", block.subject_span,
                             hint=hint or f"branch on its outcomes instead: `on {block.subject} {{ ... }}`")
             resolver.ok = False
             return
@@ -240,7 +248,7 @@ def _on_block_edges(block: ast.OnBlock, resolver: _Resolver, graph: FlowGraph,
             values = tuple(lab.text for lab in labels)
             for lab in labels:
                 if edge_kind == "outcome" and lab.text not in outcomes:
-                    ctx.diags.error("CX404", f"a {kind} stage has no outcome `{lab.text}`", lab.span,
+                    ctx.diags.error("CX404", f"{kind} stages have no outcome `{lab.text}`", lab.span,
                                     hint=did_you_mean(lab.text, outcomes) or f"its outcomes: {', '.join(outcomes)}")
                     resolver.ok = False
                 elif lab.text in seen:
@@ -265,6 +273,9 @@ def _on_block_edges(block: ast.OnBlock, resolver: _Resolver, graph: FlowGraph,
 
 def _record_loop(clause: ast.LoopClause, graph: FlowGraph, resolver: _Resolver) -> None:
     ctx = resolver.ctx
+    for part in clause.repeated:
+        ctx.diags.error("CX408", f"`{part}` is written twice for loop `{clause.name}`", clause.span)
+        resolver.ok = False
     info = graph.loops.setdefault(clause.name, LoopInfo(clause.name, first_span=clause.name_span))
     if clause.max is not None:
         if info.max_span is not None:
@@ -419,16 +430,15 @@ def _check_dead_ends_and_reachability(graph: FlowGraph, by_source: dict[str, lis
         ctx.diags.error("CX401", f"no path from `{graph.entry}` reaches `done`", mentioned.get(graph.entry))
 
 
-def _check_unused(stages: dict[str, Decl], node_kinds: dict[str, str], member_of: dict[str, str],
+def _check_unused(stages: dict[str, Decl], fanouts: dict[str, Decl], member_of: dict[str, str],
                   graph: FlowGraph, ctx: ValueContext) -> None:
     used = {e.source for e in graph.edges} | {e.target for e in graph.edges} | {graph.entry}
     for name, decl in stages.items():
         if name not in member_of and name not in used:
             ctx.diags.warning("CX410", f"stage `{name}` is declared but never used in the flow", decl.span)
-    for name in node_kinds:
-        if node_kinds[name] == "fanout" and name not in used:
-            ctx.diags.warning("CX410", f"fan-out `{name}` is declared but never used in the flow",
-                              None)
+    for name, decl in fanouts.items():
+        if name not in used:
+            ctx.diags.warning("CX410", f"fan-out `{name}` is declared but never used in the flow", decl.span)
 
 
 def _check_acyclic(graph: FlowGraph, ctx: ValueContext) -> bool:

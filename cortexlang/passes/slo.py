@@ -45,20 +45,26 @@ def success_probability(wf: ir.Workflow, max_states: int = MAX_STATES) -> float 
     for lp in wf.loops:
         if lp.parent is not None:
             children[index[lp.parent]].append(index[lp.name])
-    descendants = [_descendants(i, children) for i in range(len(loop_names))]
+    descendants = [frozenset(_descendants(i, children)) for i in range(len(loop_names))]
     out = {n: wf.out_edges(n) for n in wf.nodes}
+    live = _live_loops(wf, index)
     states = 0
 
+    # Counters are kept sparse: a sorted tuple of (loop index, count) for non-zero counts.
     @lru_cache(maxsize=None)
-    def p(node: str, counters: tuple[int, ...]) -> float:
+    def p(node: str, counters: tuple[tuple[int, int], ...]) -> float:
         nonlocal states
         if node == "done":
             return 1.0
         if node == "fail":
             return 0.0
+        relevant = tuple(kv for kv in counters if kv[0] in live[node])
+        if relevant != counters:
+            return p(node, relevant)
         states += 1
         if states > max_states:
             raise _TooLarge
+        count = dict(counters)
         total = 0.0
         for e in out[node]:
             if e.probability == 0.0:
@@ -67,20 +73,18 @@ def success_probability(wf: ir.Workflow, max_states: int = MAX_STATES) -> float 
                 total += e.probability * p(e.target, counters)
                 continue
             i = index[e.loop]
-            if counters[i] >= budget[i]:
+            if count.get(i, 0) >= budget[i]:
                 total += e.probability * p(exhausted[i], counters)
                 continue
-            nxt = list(counters)
-            nxt[i] += 1
-            for j in descendants[i]:
-                nxt[j] = 0
-            total += e.probability * p(e.target, tuple(nxt))
+            nxt = {k: v for k, v in count.items() if k not in descendants[i]}
+            nxt[i] = count.get(i, 0) + 1
+            total += e.probability * p(e.target, tuple(sorted(nxt.items())))
         return total
 
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 20_000))
     try:
-        return p(wf.entry, tuple(0 for _ in loop_names))
+        return p(wf.entry, ())
     except (_TooLarge, RecursionError):
         return None
     finally:
@@ -89,6 +93,78 @@ def success_probability(wf: ir.Workflow, max_states: int = MAX_STATES) -> float 
 
 class _TooLarge(Exception):
     pass
+
+
+def _live_loops(wf: ir.Workflow, index: dict[str, int]) -> dict[str, frozenset[int]]:
+    """Per node, the loops with an edge reachable from it (whose counters still matter).
+
+    live(n) = own(n) ∪ live(successors), solved on the strongly connected
+    components (Tarjan), in reverse topological order: linear in the graph size
+    plus the size of the sets.
+    """
+    succ: dict[str, list[str]] = {n: [] for n in wf.nodes}
+    own: dict[str, set[int]] = {n: set() for n in wf.nodes}
+    for e in wf.edges:
+        targets = [e.target] + ([wf.loop(e.loop).on_exhausted] if e.loop is not None else [])
+        succ[e.source].extend(t for t in targets if t in succ)
+        if e.loop is not None:
+            own[e.source].add(index[e.loop])
+    live: dict[str, frozenset[int]] = {}
+    for component in _tarjan(succ):  # emitted sinks first
+        members = set(component)
+        loops = set().union(*(own[n] for n in component))
+        for n in component:
+            for m in succ[n]:
+                if m not in members:
+                    loops |= live[m]
+        frozen = frozenset(loops)
+        for n in component:
+            live[n] = frozen
+    return live
+
+
+def _tarjan(succ: dict[str, list[str]]) -> list[list[str]]:
+    """Strongly connected components, iteratively, in reverse topological order."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    out: list[list[str]] = []
+    counter = 0
+    for root in succ:
+        if root in index:
+            continue
+        work = [(root, iter(succ[root]))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(succ[child])))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp = []
+                while True:
+                    m = stack.pop()
+                    on_stack.discard(m)
+                    comp.append(m)
+                    if m == node:
+                        break
+                out.append(comp)
+    return out
 
 
 def _descendants(i: int, children: list[list[int]]) -> list[int]:

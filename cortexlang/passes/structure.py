@@ -30,6 +30,7 @@ class Decl:
     children: list["Decl"] = field(default_factory=list)
     flow: ast.Flow | None = None
     vars: dict[str, str] = field(default_factory=dict)  # only for `vars` blocks
+    broken_names: set[str] = field(default_factory=set)  # labels of children that failed their own checks
 
     @property
     def span(self) -> Span:
@@ -69,6 +70,8 @@ def _check_children(parent: Decl, members: tuple[ast.Member, ...] | tuple[ast.Bl
         child_schema = schema.blocks.get(member.type)
         if child_schema is None:
             _unknown_block(member, schema, ctx)
+            if member.label is not None:
+                parent.broken_names.add(member.label)  # reported once; later passes stay quiet about it
             continue
         if not child_schema.repeatable:
             if member.type in seen_once:
@@ -78,6 +81,8 @@ def _check_children(parent: Decl, members: tuple[ast.Member, ...] | tuple[ast.Bl
                 continue
             seen_once[member.type] = member
         if not _check_label(member, child_schema, ctx):
+            if member.label is not None:
+                parent.broken_names.add(member.label)
             continue
         if member.label is not None:
             namespace = "node" if member.type in S.NODE_TYPES else member.type
@@ -145,6 +150,7 @@ def _check_flow_placement(parent: Decl, flow: ast.Flow, schema: S.BlockSchema, c
 
 def _check_attributes(decl: Decl, schema: S.BlockSchema, ctx: ValueContext) -> None:
     seen: dict[str, ast.Attribute] = {}
+    misspelt: set[str] = set()  # known attributes an unknown one was probably meant to be
     for attr in decl.block.attributes():
         if attr.name in seen:
             ctx.diags.error("CX104", f"`{attr.name}` is set twice", attr.name_span,
@@ -157,6 +163,8 @@ def _check_attributes(decl: Decl, schema: S.BlockSchema, ctx: ValueContext) -> N
         spec = schema.attrs.get(attr.name)
         if spec is None:
             hint = did_you_mean(attr.name, schema.attrs)
+            if hint is not None:
+                misspelt.add(hint.split("`")[1])
             if hint is None and attr.name in schema.blocks:
                 hint = f"`{attr.name}` is a block: `{attr.name} {{ ... }}`"
             ctx.diags.error("CX102", f"unknown attribute `{attr.name}` in `{schema.type}`", attr.name_span,
@@ -168,7 +176,7 @@ def _check_attributes(decl: Decl, schema: S.BlockSchema, ctx: ValueContext) -> N
         if value is not INVALID:
             decl.values[attr.name] = value
     for name, spec in schema.attrs.items():
-        if spec.required and name not in seen:
+        if spec.required and name not in seen and name not in misspelt:
             where = f"`{decl.type} {decl.label}`" if decl.label else f"`{decl.type}`"
             ctx.diags.error("CX103", f"{where} is missing `{name}`", decl.span,
                             hint=f"add `{name} = ...`" + (f" ({spec.doc})" if spec.doc else ""))

@@ -8,6 +8,8 @@ time, which is almost always a typo, so it is reported (CX602).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from jinja2 import TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -15,6 +17,12 @@ from cortexlang import ir
 from cortexlang.diagnostics import DiagnosticCollector, Span, did_you_mean
 
 _ENV = SandboxedEnvironment()
+
+
+@lru_cache(maxsize=1024)
+def _variables(template: str) -> frozenset[str]:
+    """The template's free variables; raises TemplateSyntaxError. Cached: prompts repeat."""
+    return frozenset(meta.find_undeclared_variables(_ENV.parse(template)))
 
 
 def check_templates(wf: ir.Workflow, spans: dict[str, Span], diags: DiagnosticCollector) -> None:
@@ -31,11 +39,11 @@ def check_templates(wf: ir.Workflow, spans: dict[str, Span], diags: DiagnosticCo
             span = spans.get(key)
             where = f"`{path}`" if path else "the template"
             try:
-                parsed = _ENV.parse(template)
+                variables = _variables(template)
             except TemplateSyntaxError as exc:
                 diags.error("CX601", f"jinja2 error in {where}, line {exc.lineno}: {exc.message}", span)
                 continue
-            for var in sorted(meta.find_undeclared_variables(parsed) - known):
+            for var in sorted(variables - known):
                 diags.warning("CX602", f"{where} of `{stage.name}` uses `{var}`, which is not an input, a var or "
                               "a stage", span, hint=did_you_mean(var, known)
                               or f"declare it: `inputs = [{var}]` or `vars {{ {var} = \"...\" }}`")

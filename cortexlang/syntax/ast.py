@@ -119,6 +119,7 @@ class LoopClause:
     within: str | None
     within_span: Span | None
     span: Span
+    repeated: tuple[str, ...] = ()  # parts written more than once (`max`, `then`, `within`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,9 @@ def _quantity(tok: Token) -> ast.Quantity:
 
 
 def _unquote(raw: str) -> str:
-    # The STRING terminal admits exactly the escapes Python string literals do.
+    if "\\" not in raw:
+        return raw[1:-1]  # the common case, and fast
+    # With escapes: the STRING terminal admits exactly the escapes Python string literals do.
     try:
         return pyast.literal_eval(raw)
     except (ValueError, SyntaxError):
@@ -182,24 +184,19 @@ class _Builder(Transformer):
 
     def loop_clause(self, c):
         name = c[0]
-        max_, then, within = None, None, None
-        for part in c[1:]:
-            kind, value = part
-            if kind == "max":
-                max_ = value
-            elif kind == "then":
-                then = value
-            else:
-                within = value
+        parts: dict[str, object] = {}
+        repeated = []
         end = _span(name)
-        for part in (max_, then):
-            if part is not None:
-                end = part.span
-        if within is not None:
-            end = _span(within)
-        return ast.LoopClause(str(name), _span(name), max_, then,
+        for kind, value in c[1:]:  # the parts may come in any order
+            if kind in parts:
+                repeated.append(kind)
+            parts[kind] = value
+            end = _span_of(value)
+        within = parts.get("within")
+        return ast.LoopClause(str(name), _span(name), parts.get("max"), parts.get("then"),
                               str(within) if within is not None else None,
-                              _span(within) if within is not None else None, _join(_span(name), end))
+                              _span(within) if within is not None else None, _join(_span(name), end),
+                              tuple(repeated))
 
     def loop_max(self, c):
         return ("max", c[0])

@@ -1,0 +1,40 @@
+"""The command-line interfaces.
+
+* ``cortexc`` — the compiler: check, fmt, graph, compile, plan, build.
+* ``cortex``  — the runtime: run, serve, dev, simulate.
+
+Each command lives in a module of its own exposing ``register(app)``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from cortexlang import __version__
+from cortexlang.cli import compile_cmds
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cortex {__version__}")
+        raise typer.Exit()
+
+
+def _app(help_text: str) -> typer.Typer:
+    app = typer.Typer(help=help_text, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False, rich_markup_mode=None)
+
+    @app.callback()
+    def main(version: Optional[bool] = typer.Option(
+            None, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+        pass
+
+    return app
+
+
+compiler_app = _app("cortexc: compile, check, format and plan Cortex workflows.")
+compile_cmds.register(compiler_app)
+
+runtime_app = _app("cortex: run, serve and simulate Cortex workflows.")

@@ -1,0 +1,61 @@
+"""Helpers shared by the CLI commands: reading and compiling files, printing diagnostics.
+
+Exit codes for every command: 0 success, 1 errors found in the input, 2 usage
+error (bad flags, unreadable file). Diagnostics go to stderr; results to stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from cortexlang.compiler import CompileResult, compile_file
+from cortexlang.diagnostics import render_all
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+
+
+def usage_error(message: str) -> "typer.Exit":
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(EXIT_USAGE)
+
+
+def read_source(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise usage_error(f"cannot read {path}: no such file")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise usage_error(f"cannot read {path}: {exc}")
+
+
+def compile_path(path: Path) -> CompileResult:
+    """Compile one file; usage error (exit 2) if it cannot be read."""
+    read_source(path)  # for a clean usage error
+    return compile_file(path)
+
+
+def print_diagnostics(result: CompileResult) -> None:
+    if result.diagnostics:
+        typer.echo(render_all(result.diagnostics, {result.path: result.source}), err=True)
+
+
+def compile_or_exit(path: Path) -> CompileResult:
+    """Compile; print diagnostics; exit 1 when there are errors."""
+    result = compile_path(path)
+    print_diagnostics(result)
+    if not result.ok:
+        raise typer.Exit(EXIT_ERRORS)
+    return result
+
+
+def write_output(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise usage_error(f"cannot write {output}: {exc}")

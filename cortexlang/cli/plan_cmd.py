@@ -1,0 +1,142 @@
+"""``cortexc plan``: size a dedicated pool per stage and show (or diff) the plan.
+
+Exit codes: 0 success, 1 errors in the input or no feasible plan, 2 usage
+error. With ``--detailed-exitcode`` (as in ``terraform plan``): 0 no changes,
+1 error, 2 changes present — against ``--diff FILE`` when given, otherwise
+every pool of a new plan counts as a change.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from cortexlang.cli.common import EXIT_ERRORS, EXIT_OK, compile_or_exit, usage_error, write_output
+from cortexlang.ir import Inventory, Program
+from planner.api import plan_program
+from planner.plan import Infeasible, Plan
+from planner.render import diff_plans, render_diff, render_infeasible, render_plan
+
+EXIT_CHANGES = 2
+SPINNER_AFTER_S = 1.0
+
+_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*(?:/\s*(s|sec|min|m|h|hr))?\s*$", re.IGNORECASE)
+_PER = {None: 1.0, "s": 1.0, "sec": 1.0, "min": 1 / 60, "m": 1 / 60, "h": 1 / 3600, "hr": 1 / 3600}
+
+
+class PlanMode(str, Enum):
+    cost = "cost"
+    headroom = "headroom"
+
+
+def parse_rate(text: str) -> float:
+    """'5/s', '120/min', '3000/h' or a bare number (per second) -> runs per second."""
+    m = _RATE.match(text)
+    if not m or float(m.group(1)) <= 0:
+        raise usage_error(f"--rate {text!r}: expected a positive rate such as 5/s, 120/min or 3000/h")
+    return float(m.group(1)) * _PER[m.group(2).lower() if m.group(2) else None]
+
+
+def compile_program(path: Path) -> Program:
+    """The one place the plan command touches the compiler (the planner itself never does)."""
+    return compile_or_exit(path).program
+
+
+def load_inventory(path: Path) -> Inventory:
+    """An inventory from JSON (the IR's Inventory) or from a .cortex file's `resources` block."""
+    if path.suffix == ".json":
+        try:
+            return Inventory.model_validate_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise usage_error(f"cannot read {path}: no such file")
+        except ValidationError as exc:
+            raise usage_error(f"{path} is not an inventory: {exc.errors()[0]['msg']} at "
+                              f"{'.'.join(str(x) for x in exc.errors()[0]['loc'])}")
+    program = compile_program(path)
+    if program.inventory is None:
+        raise usage_error(f"{path} declares no `resources` block")
+    return program.inventory
+
+
+def load_plan(path: Path) -> Plan:
+    try:
+        return Plan.load(path)
+    except FileNotFoundError:
+        raise usage_error(f"cannot read {path}: no such file")
+    except (ValidationError, ValueError) as exc:
+        raise usage_error(f"{path} is not a saved plan (write one with `cortexc plan FILE -o plan.json`): "
+                          f"{str(exc).splitlines()[0]}")
+
+
+def _solve_with_feedback(console: Console, **kwargs) -> Plan | Infeasible:
+    """Run the planner; show a spinner with its current step once it has taken more than a second."""
+    result: dict = {}
+    step = {"text": "planning"}
+
+    def work() -> None:
+        try:
+            result["value"] = plan_program(progress=lambda msg: step.__setitem__("text", msg), **kwargs)
+        except BaseException as exc:  # re-raised in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(SPINNER_AFTER_S)
+    if thread.is_alive():
+        with console.status("planning...") as status:
+            while thread.is_alive():
+                status.update(f"planning: {step['text']}...")
+                thread.join(0.1)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def plan(
+    file: Path = typer.Argument(..., help="The .cortex file to plan."),
+    inventory: Optional[Path] = typer.Option(None, "--inventory", help="Inventory: a .json Inventory or a .cortex file with `resources`."),
+    rate: Optional[str] = typer.Option(None, "--rate", help="Arrival rate for every workflow, e.g. 5/s (overrides `load`)."),
+    mode: PlanMode = typer.Option(PlanMode.cost, "--mode", help="cost: cheapest plan meeting the SLOs; headroom: most SLO headroom on the inventory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as canonical JSON instead of text."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also save the plan (canonical JSON) here."),
+    diff: Optional[Path] = typer.Option(None, "--diff", help="Show changes against this saved plan."),
+    detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="Exit 0 no changes, 1 error, 2 changes present."),
+    seed: int = typer.Option(0, "--seed", help="Monte Carlo seed (plans are deterministic per seed)."),
+) -> None:
+    """Choose a dedicated pool per stage (GPU kind x replicas, TP, batch/KV budget, executor slots) and knobs."""
+    rate_per_s = parse_rate(rate) if rate is not None else None
+    old = load_plan(diff) if diff is not None else None
+    program = compile_program(file)
+    inv = load_inventory(inventory) if inventory is not None else None
+    err = Console(stderr=True)
+    result = _solve_with_feedback(err, program=program, inventory=inv, rate=rate_per_s, mode=mode.value, seed=seed)
+    if isinstance(result, Infeasible):
+        if as_json:
+            write_output(result.model_dump_json(indent=2) + "\n", None)
+        else:
+            typer.echo(render_infeasible(result), err=True, nl=False)
+        raise typer.Exit(EXIT_ERRORS)
+    if output is not None:
+        write_output(result.canonical_json(), output)
+    if as_json:
+        write_output(result.canonical_json(), None)
+    else:
+        write_output(render_plan(result), None)
+        if old is not None:
+            write_output("\n" + render_diff(old, result), None)
+    if detailed_exitcode:
+        changed = bool(diff_plans(old, result)) if old is not None else bool(
+            any(w.llm_pools or w.executor_pools for w in result.workflows))
+        raise typer.Exit(EXIT_CHANGES if changed else EXIT_OK)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)

@@ -1,0 +1,33 @@
+"""Shared fixtures: repository paths and the golden-file helper.
+
+Set ``CORTEX_UPDATE_GOLDENS=1`` to rewrite golden files instead of comparing
+(then review the diff before committing).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+UPDATE_GOLDENS = os.environ.get("CORTEX_UPDATE_GOLDENS") == "1"
+
+
+def check_golden(path: Path, actual: str) -> None:
+    """Compare ``actual`` with the golden file at ``path`` (or rewrite it when updating)."""
+    if UPDATE_GOLDENS or not path.exists():
+        if not UPDATE_GOLDENS:
+            pytest.fail(f"missing golden file {path.relative_to(REPO)}; run with CORTEX_UPDATE_GOLDENS=1")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(actual, encoding="utf-8")
+        return
+    expected = path.read_text(encoding="utf-8")
+    assert actual == expected, f"{path.relative_to(REPO)} differs; rerun with CORTEX_UPDATE_GOLDENS=1 and review"
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO

@@ -1,0 +1,72 @@
+"""``cortexc`` commands and their exit codes (0 ok, 1 errors in input, 2 usage)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cortexlang.cli import compiler_app
+from tests.conftest import EXAMPLES
+
+runner = CliRunner()
+NL2SQL = str(EXAMPLES / "nl2sql.cortex")
+
+
+def test_check_ok_and_errors() -> None:
+    ok = runner.invoke(compiler_app, ["check", NL2SQL])
+    assert ok.exit_code == 0 and "ok:" in ok.output
+    bad = runner.invoke(compiler_app, ["check", str(EXAMPLES / "errors" / "cx301_unknown_name.cortex")])
+    assert bad.exit_code == 1
+    assert "error[CX301]" in bad.output and "did you mean `fix`?" in bad.output
+
+
+def test_missing_file_is_a_usage_error() -> None:
+    result = runner.invoke(compiler_app, ["check", "no/such/file.cortex"])
+    assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_compile_writes_canonical_json(tmp_path: Path) -> None:
+    out = tmp_path / "ir.json"
+    result = runner.invoke(compiler_app, ["compile", NL2SQL, "-o", str(out)])
+    assert result.exit_code == 0
+    doc = json.loads(out.read_text())
+    assert doc["workflows"][0]["entry"] == "generate"
+
+
+def test_graph_formats() -> None:
+    dot = runner.invoke(compiler_app, ["graph", NL2SQL, "--format", "dot"])
+    assert dot.exit_code == 0 and dot.output.startswith('digraph "nl2sql"') and '"fix" -> "execute"' in dot.output
+    mermaid = runner.invoke(compiler_app, ["graph", NL2SQL, "-f", "mermaid"])
+    assert mermaid.output.startswith("flowchart LR") and "repair exhausted" in mermaid.output
+    as_json = json.loads(runner.invoke(compiler_app, ["graph", NL2SQL, "-f", "json"]).output)
+    assert {n["name"] for n in as_json["nodes"]} >= {"generate", "execute", "fix", "done", "fail"}
+
+
+def test_graph_unknown_workflow_is_usage_error() -> None:
+    result = runner.invoke(compiler_app, ["graph", NL2SQL, "-w", "nope"])
+    assert result.exit_code == 2 and "no workflow `nope`" in result.output
+
+
+def test_fmt_check_and_rewrite(tmp_path: Path) -> None:
+    messy = tmp_path / "messy.cortex"
+    shutil.copytree(EXAMPLES / "prompts", tmp_path / "prompts")
+    text = (EXAMPLES / "nl2sql.cortex").read_text()
+    messy.write_text(text.replace("  slo { latency", "  slo {    latency").replace("generate -> execute", "generate  ->  execute"))
+    check = runner.invoke(compiler_app, ["fmt", "--check", str(messy)])
+    assert check.exit_code == 1 and "would reformat" in check.output
+    assert runner.invoke(compiler_app, ["fmt", str(messy)]).exit_code == 0
+    assert messy.read_text() == text
+    assert runner.invoke(compiler_app, ["fmt", "--check", str(messy)]).exit_code == 0
+
+
+def test_fmt_reports_syntax_errors() -> None:
+    result = runner.invoke(compiler_app, ["fmt", "--check", str(EXAMPLES / "errors" / "cx001_unexpected_token.cortex")])
+    assert result.exit_code == 1 and "error[CX001]" in result.output
+
+
+def test_version_and_help() -> None:
+    assert runner.invoke(compiler_app, ["--version"]).output.startswith("cortex ")
+    assert "compile" in runner.invoke(compiler_app, ["--help"]).output
