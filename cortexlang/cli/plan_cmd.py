@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from enum import Enum
 from pathlib import Path
 from typing import Optional

@@ -1,0 +1,433 @@
+"""``cortex run | serve | dev`` and ``cortexc build``: from a .cortex file (or a build) to a running system.
+
+TARGET is a ``.cortex`` file (compiled, planned and laid out on the fly) or a
+build directory made by ``cortexc build``. Without ``--plan`` a file is
+planned with the planner's API; when no plan is feasible the reason is printed
+and the default layout (one replica per LLM stage) is used.
+
+Engines (``--engine``): ``vllm`` (in-process for a single engine, one
+``vllm serve`` process per engine otherwise), ``vllm-inproc``, ``vllm-server``,
+``openai`` (``--endpoint MODEL=URL`` per model) or ``simulated`` (the
+simulator's engine model in real time; every output says so).
+
+Exit codes: 0 success, 1 errors in the input or engines that cannot start,
+2 usage errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cortexlang.cli.common import EXIT_ERRORS, compile_or_exit, read_source, usage_error
+
+# --------------------------------------------------------------------------- shared
+
+
+class EngineChoice(str, Enum):
+    vllm = "vllm"
+    vllm_inproc = "vllm-inproc"
+    vllm_server = "vllm-server"
+    openai = "openai"
+    simulated = "simulated"
+
+
+def _err() -> Console:
+    return Console(stderr=True)
+
+
+def load_plan(path: Path) -> Any:
+    from pydantic import ValidationError
+
+    from planner.plan import Plan
+
+    try:
+        return Plan.load(path)
+    except FileNotFoundError:
+        raise usage_error(f"cannot read {path}: no such file")
+    except (OSError, ValueError, ValidationError) as exc:
+        raise usage_error(f"{path} is not a plan made by `cortexc plan` ({str(exc).splitlines()[0]})")
+
+
+def plan_or_none(program: Any, console: Console) -> Any:
+    """The planner's plan for ``program``, or None (the reason printed) to use the default layout."""
+    from planner.api import plan_program
+    from planner.plan import Infeasible
+    from planner.render import render_infeasible
+
+    result = plan_program(program)
+    if isinstance(result, Infeasible):
+        console.print(render_infeasible(result).rstrip(), markup=False)
+        console.print("no feasible plan: using the default layout (one replica per LLM stage)")
+        return None
+    return result
+
+
+def prepare_spec(target: Path, *, plan_path: Path | None, workflow: str | None, no_plan: bool,
+                 console: Console, policy: str | None = None) -> Any:
+    """A runtime spec from a build directory or a .cortex file (see module docstring)."""
+    from runtime.build import BuildError, default_spec, load_build, spec_from_plan
+
+    try:
+        if target.is_dir():
+            if plan_path is not None:
+                raise usage_error("--plan applies to a .cortex file; a build directory already holds its plan")
+            spec = load_build(target)
+        else:
+            program = compile_or_exit(target).program
+            plan = load_plan(plan_path) if plan_path else (None if no_plan else plan_or_none(program, console))
+            base = target.resolve().parent
+            if plan is not None:
+                spec = spec_from_plan(program, plan, workflow, base_dir=base, source=str(target))
+            else:
+                spec = default_spec(program, workflow, base_dir=base, source=str(target))
+    except BuildError as exc:
+        console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_ERRORS)
+    if policy is not None:
+        from runtime.policies.registry import POLICIES
+
+        if policy not in POLICIES:
+            raise usage_error(f"--policy {policy!r}: known policies are {', '.join(POLICIES)}")
+        spec = spec.model_copy(update={"orchestrator": spec.orchestrator.model_copy(update={"policy": policy})})
+    return spec
+
+
+def parse_endpoints(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        model, sep, url = item.partition("=")
+        if not sep or not model or not url.startswith(("http://", "https://")):
+            raise usage_error(f"--endpoint {item!r}: expected MODEL=http(s)://HOST:PORT")
+        out[model] = url
+    return out
+
+
+def make_factory(spec: Any, engine: EngineChoice, endpoints: list[str], speedup: float = 1.0) -> tuple[Any, str]:
+    from runtime.orchestrator import engine_factory
+    from runtime.orchestrator.engines import vllm_backend_for
+
+    backend = {
+        EngineChoice.vllm: vllm_backend_for(spec), EngineChoice.vllm_inproc: "vllm-inproc",
+        EngineChoice.vllm_server: "vllm-server", EngineChoice.openai: "openai-remote",
+        EngineChoice.simulated: "simulated",
+    }[engine]
+    if backend == "vllm-inproc" and sum(len(p.replicas) for p in spec.llm_pools) > 1:
+        raise usage_error("--engine vllm-inproc runs one engine per process and this layout has several; "
+                          "use --engine vllm (one server process per engine)")
+    return engine_factory(backend, speedup=speedup, endpoints=parse_endpoints(endpoints),
+                          api_key=os.environ.get("CORTEX_ENDPOINT_API_KEY")), backend
+
+
+def read_inputs(path: Path, names: tuple[str, ...], limit: int | None) -> list[tuple[str, dict[str, Any]]]:
+    """``(id, inputs)`` per JSON line; usage error naming the line when one is malformed."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise usage_error(f"cannot read {path}: no such file")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise usage_error(f"cannot read {path}: {exc}")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise usage_error(f"{path}:{number}: not JSON ({exc.msg})")
+        if not isinstance(obj, dict):
+            raise usage_error(f"{path}:{number}: expected a JSON object with the workflow inputs")
+        missing = [n for n in names if n not in obj]
+        if missing:
+            raise usage_error(f"{path}:{number}: missing input(s) {', '.join(missing)} (the workflow takes "
+                              f"{', '.join(names) or 'no inputs'})")
+        rows.append((str(obj.get("id", number)), {n: obj[n] for n in names}))
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise usage_error(f"{path} holds no inputs")
+    return rows
+
+
+# --------------------------------------------------------------------------- run
+
+
+async def run_batch(spec: Any, factory: Any, rows: list[tuple[str, dict[str, Any]]], *, concurrency: int,
+                    rate: float | None, seed: int, console: Console, json_out: Path | None,
+                    deadline_s: float | None) -> int:
+    from runtime.orchestrator import OrchestratorError, Overloaded
+    from runtime.orchestrator.engines import EngineSetupError
+    from runtime.orchestrator.orchestrator import Orchestrator
+    from runtime.orchestrator.report import KvSampler, batch_report, render_report
+
+    orchestrator = Orchestrator(spec, factory)
+    try:
+        with console.status("starting engines ..."):
+            await orchestrator.start()
+    except (EngineSetupError, OrchestratorError) as exc:
+        console.print(f"error: cannot start the runtime: {exc}", markup=False)
+        return EXIT_ERRORS
+    sampler = KvSampler(orchestrator)
+    sampler.start()
+    infos: dict[str, Any] = {}
+    rejected: dict[str, str] = {}
+    rng = random.Random(seed)
+    gate = asyncio.Semaphore(concurrency)
+    t0 = time.monotonic()
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            task = progress.add_task(spec.workflow, total=len(rows))
+
+            async def one(row_id: str, inputs: dict[str, Any], start_at: float) -> None:
+                await asyncio.sleep(max(start_at - (time.monotonic() - t0), 0.0))
+                async with gate:
+                    try:
+                        run = await orchestrator.submit(inputs, deadline_s=deadline_s)
+                    except Overloaded as exc:
+                        rejected[row_id] = str(exc)
+                        progress.console.print(f"{row_id}: rejected (retryable): {exc}", markup=False)
+                        progress.advance(task)
+                        return
+                    await run.finished.wait()
+                info = run.info
+                infos[row_id] = info
+                progress.console.print(_run_line(row_id, info), markup=False)
+                progress.advance(task)
+
+            starts, t = [], 0.0
+            for _ in rows:
+                starts.append(t)
+                if rate:
+                    t += rng.expovariate(rate)
+            await asyncio.gather(*(one(rid, inputs, s) for (rid, inputs), s in zip(rows, starts)))
+        wall = time.monotonic() - t0
+        await sampler.stop()
+        report = batch_report(orchestrator, list(infos.values()), sampler, wall, rejected=len(rejected))
+        render_report(report, console)
+        if json_out is not None:
+            report["runs_detail"] = {rid: info.model_dump(mode="json") for rid, info in infos.items()}
+            report["rejections"] = rejected
+            json_out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+            console.print(f"wrote {json_out}")
+    finally:
+        await orchestrator.stop()
+    return 0
+
+
+def _run_line(row_id: str, info: Any) -> str:
+    tag = " [simulated]" if info.simulated else ""
+    latency = f"{info.latency_s:.2f}s" if info.latency_s is not None else "-"
+    slo = "" if info.slo_met is None else (" slo ok" if info.slo_met else " slo MISSED")
+    detail = info.error or _preview(info.output)
+    return f"{row_id}: {info.status} in {latency}{slo}, retries {info.retries}{tag}: {detail}"
+
+
+def _preview(output: Any, width: int = 100) -> str:
+    if isinstance(output, dict):
+        if "rows" in output and "statement" in output:
+            text = f"{output['statement']} -> {output['row_count']} row(s) {output['rows'][:2]}"
+        elif isinstance(output.get("text"), str):
+            text = output["text"]
+        else:
+            text = json.dumps(output, default=str)
+    else:
+        text = json.dumps(output, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def register(app: typer.Typer) -> None:
+    """``cortex run``, ``cortex serve`` and ``cortex dev``."""
+
+    @app.command("run")
+    def run_cmd(
+        target: Path = typer.Argument(..., help="A .cortex file or a build directory."),
+        input: Path = typer.Option(..., "--input", "-i", help="JSON lines, one object of workflow inputs per run."),
+        engine: EngineChoice = typer.Option(EngineChoice.vllm, "--engine", help="Engine backend."),
+        plan: Optional[Path] = typer.Option(None, "--plan", help="A plan made by `cortexc plan -o`."),
+        no_plan: bool = typer.Option(False, "--no-plan", help="Skip planning: one replica per LLM stage."),
+        workflow: Optional[str] = typer.Option(None, "--workflow", help="The workflow, if the file has several."),
+        concurrency: int = typer.Option(8, "--concurrency", min=1, help="Runs in flight at once."),
+        rate: Optional[float] = typer.Option(None, "--rate", min=0.0, help="Poisson arrivals per second."),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N inputs."),
+        policy: Optional[str] = typer.Option(None, "--policy", help="Scheduling policy (default: the build's)."),
+        deadline: Optional[float] = typer.Option(None, "--deadline", min=0.001, help="Per-run timeout, seconds."),
+        endpoint: list[str] = typer.Option([], "--endpoint", help="MODEL=URL for --engine openai (repeatable)."),
+        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary as JSON here."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the arrival times."),
+    ) -> None:
+        """Run a batch and print per-run outcome and latency, percentiles and SLO attainment."""
+        console = Console(width=None if sys.stdout.isatty() else 140)
+        spec = prepare_spec(target, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console,
+                            policy=policy)
+        names = spec.program.workflow(spec.workflow).inputs
+        rows = read_inputs(input, names, limit)
+        factory, backend = make_factory(spec, engine, endpoint)
+        if backend == "simulated":
+            console.print("[bold yellow]SIMULATED engines[/bold yellow]: latencies come from the latency "
+                          "profiles, texts are synthetic; nothing here is a real model's output.")
+        code = asyncio.run(run_batch(spec, factory, rows, concurrency=concurrency, rate=rate, seed=seed,
+                                     console=console, json_out=json_out, deadline_s=deadline))
+        raise typer.Exit(code)
+
+    @app.command("serve")
+    def serve_cmd(
+        target: Path = typer.Argument(..., help="A .cortex file or a build directory."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Bind address (beyond localhost needs --token)."),
+        port: int = typer.Option(8000, "--port", min=1, max=65535),
+        token: Optional[str] = typer.Option(None, "--token", envvar="CORTEX_API_TOKEN",
+                                            help="API token (Authorization: Bearer ...)."),
+        engine: EngineChoice = typer.Option(EngineChoice.vllm, "--engine"),
+        plan: Optional[Path] = typer.Option(None, "--plan"),
+        no_plan: bool = typer.Option(False, "--no-plan"),
+        workflow: Optional[str] = typer.Option(None, "--workflow"),
+        policy: Optional[str] = typer.Option(None, "--policy"),
+        endpoint: list[str] = typer.Option([], "--endpoint"),
+    ) -> None:
+        """Serve the workflow over HTTP: runs, events (SSE), OpenAI-compatible chat, /metrics, health."""
+        from runtime.orchestrator.orchestrator import Orchestrator
+        from runtime.serve import check_binding, create_app
+
+        try:
+            check_binding(host, token)
+        except ValueError as exc:
+            raise usage_error(str(exc))
+        console = Console(stderr=True)
+        spec = prepare_spec(target, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console,
+                            policy=policy)
+        factory, backend = make_factory(spec, engine, endpoint)
+        app = create_app(Orchestrator(spec, factory), token=token)
+        console.print(f"serving {spec.workflow} on http://{host}:{port} ({backend} engines"
+                      f"{', SIMULATED' if backend == 'simulated' else ''}); Ctrl-C stops", markup=False)
+        _serve_or_exit(app, host, port, token)
+
+    @app.command("dev")
+    def dev_cmd(
+        target: Path = typer.Argument(..., help="The .cortex file to watch."),
+        host: str = typer.Option("127.0.0.1", "--host"),
+        port: int = typer.Option(8000, "--port", min=1, max=65535),
+        token: Optional[str] = typer.Option(None, "--token", envvar="CORTEX_API_TOKEN"),
+        engine: EngineChoice = typer.Option(EngineChoice.vllm, "--engine"),
+        workflow: Optional[str] = typer.Option(None, "--workflow"),
+        policy: Optional[str] = typer.Option(None, "--policy"),
+    ) -> None:
+        """Serve with hot reload: on save, recompile; on errors keep serving the last good version."""
+        from runtime.dev import DevServer
+
+        if target.is_dir() or target.suffix != ".cortex":
+            raise usage_error("cortex dev watches a .cortex file")
+        try:
+            from runtime.serve import check_binding
+
+            check_binding(host, token)
+        except ValueError as exc:
+            raise usage_error(str(exc))
+        console = Console(stderr=True)
+        compile_spec = _dev_compiler(workflow, policy)
+        read_source(target)
+        spec, text = compile_spec(target)
+        if text:
+            console.print(text, markup=False, highlight=False)
+        if spec is None:
+            raise typer.Exit(EXIT_ERRORS)
+        factory, backend = make_factory(spec, engine, [])
+        server = DevServer(target, spec, factory, compile_fn=compile_spec,
+                           report=lambda text: console.print(text, markup=False, highlight=False))
+        console.print(f"dev server for {target} on http://{host}:{port} ({backend} engines); watching for saves",
+                      markup=False)
+        _serve_or_exit(server.app(token=token), host, port, token)
+
+
+def _serve_or_exit(app: Any, host: str, port: int, token: str | None) -> None:
+    from runtime.serve import serve
+
+    try:
+        asyncio.run(serve(app, host=host, port=port, token=token))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        _err().print(f"error: cannot serve on {host}:{port}: {exc}", markup=False)
+        raise typer.Exit(EXIT_ERRORS)
+
+
+def _dev_compiler(workflow: str | None, policy: str | None) -> Any:
+    """The compile callback ``cortex dev`` injects (the runtime never imports the compiler)."""
+
+    def compile_spec(path: Path) -> tuple[Any, str | None]:
+        from cortexlang.compiler import compile_file
+        from cortexlang.diagnostics import render_all
+        from planner.api import plan_program
+        from planner.plan import Infeasible
+        from runtime.build import BuildError, default_spec, spec_from_plan
+
+        result = compile_file(path)
+        text = render_all(result.diagnostics, {result.path: result.source}) if result.diagnostics else None
+        if result.program is None:
+            return None, text
+        base = path.resolve().parent
+        plan = plan_program(result.program)
+        try:
+            if isinstance(plan, Infeasible):
+                text = (text + "\n" if text else "") + f"no feasible plan ({plan.message}); default layout"
+                spec = default_spec(result.program, workflow, base_dir=base, source=str(path))
+            else:
+                spec = spec_from_plan(result.program, plan, workflow, base_dir=base, source=str(path))
+        except BuildError as exc:
+            return None, f"error: {exc}"
+        if policy:
+            spec = spec.model_copy(update={"orchestrator": spec.orchestrator.model_copy(update={"policy": policy})})
+        return spec, text
+
+    return compile_spec
+
+
+def register_build(app: typer.Typer) -> None:
+    """``cortexc build FILE [--plan plan.json] -o build/``."""
+
+    @app.command("build")
+    def build_cmd(
+        source: Path = typer.Argument(..., help="The .cortex file."),
+        output: Path = typer.Option(..., "--output", "-o", help="The build directory to write."),
+        plan: Optional[Path] = typer.Option(None, "--plan", help="A plan made by `cortexc plan -o`."),
+        no_plan: bool = typer.Option(False, "--no-plan", help="Skip planning: one replica per LLM stage."),
+        workflow: Optional[str] = typer.Option(None, "--workflow"),
+        shared: bool = typer.Option(False, "--shared", help="One engine pool per model (no stage isolation)."),
+        policy: Optional[str] = typer.Option(None, "--policy"),
+    ) -> None:
+        """Render the plan into an inspectable runtime: engine specs, SQL pools, orchestrator settings."""
+        from runtime.build import share_engines, write_build
+
+        console = Console(stderr=True)
+        if source.is_dir():
+            raise usage_error(f"{source} is a directory; give the .cortex file")
+        spec = prepare_spec(source, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console,
+                            policy=policy)
+        if shared:
+            spec = share_engines(spec)
+        if output.exists() and not output.is_dir():
+            raise usage_error(f"{output} exists and is not a directory")
+        try:
+            files = write_build(spec, output)
+        except OSError as exc:
+            raise usage_error(f"cannot write {output}: {exc}")
+        typer.echo(f"wrote {len(files)} files to {output}/ ({spec.layout} layout, "
+                   f"{sum(len(p.replicas) for p in spec.llm_pools)} engine replicas, "
+                   f"{len(spec.executor_pools)} executor pools); see {output}/README.md")
+
+
+__all__ = ["register", "register_build"]

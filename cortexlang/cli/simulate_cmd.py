@@ -1,0 +1,162 @@
+"""``cortex simulate``: compare scheduling policies on a simulated cluster.
+
+    cortex simulate FILE.cortex [--workflow W] [--policy P ...] [--cluster mixed12 | H100=8,A100=4]
+                    [--layout shared|isolated|plan] [--plan PLAN.json] [--rate 5/s] [--runs N]
+                    [--slo-scale S] [--seed N] [--json]
+    cortex simulate --trace FILE.jsonl [--policy P ...] [--cluster ...]
+
+Every number printed is from the discrete-event simulator (labelled
+"simulated"). Exit codes: 0 success, 1 errors in the input, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cortexlang.cli.common import EXIT_ERRORS, compile_or_exit, usage_error
+from cortexlang.ir import LLMStage, Program
+
+CLUSTERS = {"h100x12": {"H100": 12}, "mixed12": {"A100": 4, "H100": 4, "H200": 4}, "h100x8": {"H100": 8}}
+
+
+def parse_cluster(text: str) -> dict[str, int]:
+    """A named cluster or 'KIND=COUNT,...' (e.g. 'H100=8,A100=4')."""
+    if text in CLUSTERS:
+        return dict(CLUSTERS[text])
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        kind, _, count = part.partition("=")
+        if not kind.strip() or not count.strip().isdigit() or int(count) <= 0:
+            raise usage_error(f"--cluster {text!r}: expected one of {', '.join(CLUSTERS)} or KIND=COUNT,... "
+                              "such as H100=8,A100=4")
+        out[kind.strip().upper()] = int(count)
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("simulate")
+    def simulate(
+        file: Optional[Path] = typer.Argument(None, help="A .cortex file (omit with --trace)."),
+        trace: Optional[Path] = typer.Option(None, "--trace", help="Replay a JSONL trace (docs/trace-format.md)."),
+        workflow: Optional[str] = typer.Option(None, "--workflow", "-w", help="Workflow to simulate."),
+        policy: list[str] = typer.Option(["fcfs", "cortex"], "--policy", "-p", help="Policies (repeatable)."),
+        cluster: Optional[str] = typer.Option(None, "--cluster",
+                                              help="Named cluster or KIND=COUNT,... (default: the file's resources, "
+                                                   "else mixed12)."),
+        layout: str = typer.Option("auto", "--layout",
+                                   help="auto: planner-sized pools for cortex, the same replicas pooled for the "
+                                        "others | shared | isolated | plan (with --plan)."),
+        plan: Optional[Path] = typer.Option(None, "--plan", help="A plan JSON (cortexc plan --json) for --layout plan."),
+        rate: Optional[float] = typer.Option(None, "--rate", help="Arrivals per second (default: the workflow's load)."),
+        runs: int = typer.Option(2000, "--runs", min=1, help="Runs to simulate."),
+        slo_scale: Optional[float] = typer.Option(None, "--slo-scale", help="Deadline = scale x standalone latency."),
+        seed: int = typer.Option(0, "--seed"),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    ) -> None:
+        """Simulate policies on a cluster and report SLO scale, latency and rejections (simulated)."""
+        from runtime.policies.registry import POLICIES, make_policy
+        from runtime.simulator import cluster as cl
+        from runtime.simulator.sim import SimConfig, Simulator, Stream
+        from runtime.simulator.trace import TraceError, load_trace, trace_models
+
+        for name in policy:
+            if name not in POLICIES:
+                raise usage_error(f"--policy {name!r}: known policies are {', '.join(POLICIES)}")
+        if layout not in ("auto", "shared", "isolated", "plan"):
+            raise usage_error("--layout must be shared, isolated, plan or auto")
+        if (file is None) == (trace is None):
+            raise usage_error("give either a .cortex FILE or --trace FILE.jsonl")
+        requests = None
+        if trace is not None:
+            try:
+                requests = load_trace(trace)
+                program = Program(models=trace_models(requests))
+            except TraceError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(EXIT_ERRORS)
+            wf = None
+            model = program.models[0].name
+            devices = parse_cluster(cluster or "mixed12")
+        else:
+            program = compile_or_exit(file).program
+            try:
+                wf = program.workflow(workflow)
+            except KeyError:
+                names = ", ".join(w.name for w in program.workflows)
+                raise usage_error(f"--workflow: name one of {names}" if workflow is None
+                                  else f"no workflow {workflow!r}; the file has {names}")
+            model = next((s.models[0].model for s in wf.stages if isinstance(s, LLMStage)), None)
+            if model is None:
+                raise usage_error(f"workflow {wf.name} has no LLM stage to simulate")
+            if rate is None:
+                if wf.load is None:
+                    raise usage_error(f"workflow {wf.name} declares no load; pass --rate")
+                rate = wf.load.rate_per_s
+            devices = (parse_cluster(cluster) if cluster or program.inventory is None
+                       else {g.kind: g.count for g in program.inventory.gpus})
+        planned = None
+        if wf is not None and layout == "auto":
+            planned = _planned_layout(cl, program, wf, devices, rate)
+        rows = []
+        for name in policy:
+            try:
+                if planned is not None:
+                    lay = planned if name == "cortex" else cl.pooled(planned)
+                else:
+                    lay = _layout(cl, program, wf, model, devices, layout, name, plan)
+                sim = Simulator(program, lay, make_policy(name), [Stream(wf.name, rate)] if wf else [],
+                                SimConfig(runs=runs, seed=seed, slo_scale=slo_scale), trace=requests)
+                res = sim.run()
+            except (cl.LayoutError, ValueError, LookupError) as exc:
+                typer.echo(f"error: {name}: {exc}", err=True)
+                raise typer.Exit(EXIT_ERRORS)
+            rows.append(res.summary())
+        if as_json:
+            typer.echo(json.dumps({"label": "simulated", "cluster": devices, "rows": rows}, indent=2))
+            return
+        typer.echo(f"simulated: {('trace ' + str(trace)) if trace else wf.name} on "
+                   + ", ".join(f"{n}x{k}" for k, n in sorted(devices.items()))
+                   + (f" at {rate:g} runs/s" if rate else ""))
+        typer.echo(f"{'policy':18s} {'runs':>6s} {'p50 s':>8s} {'p99 s':>8s} {'scale@95':>9s} {'scale@99':>9s} "
+                   f"{'rejected':>9s}")
+        for r in rows:
+            typer.echo(f"{r['policy']:18s} {r['runs']:6d} {r['p50_s']:8.2f} {r['p99_s']:8.2f} {r['scale95']:9.2f} "
+                       f"{r['scale99']:9.2f} {r['rejected']:9.3f}")
+
+
+def _planned_layout(cl, program, wf, devices, rate):
+    """Planner-sized pools (headroom mode) on ``devices`` plus the file's CPU slots."""
+    from cortexlang.ir import CpuResource, GpuResource, Inventory
+    from planner.api import plan_program
+    from planner.plan import Plan
+
+    cpu = program.inventory.cpu if program.inventory and program.inventory.cpu else CpuResource(slots=64)
+    inv = Inventory(gpus=tuple(GpuResource(kind=k, count=n, cost_per_hour=1.0) for k, n in sorted(devices.items())),
+                    cpu=cpu)
+    result = plan_program(program, inv, rate=rate, mode="headroom", workflows=[wf.name])
+    if not isinstance(result, Plan):
+        typer.echo(f"error: the planner found no plan ({result}); try --layout shared", err=True)
+        raise typer.Exit(EXIT_ERRORS)
+    return cl.layout_from_plan(result, wf.name)
+
+
+def _layout(cl, program, wf, model, devices, layout, policy, plan_path):
+    choice = layout if layout != "auto" else ("isolated" if policy == "cortex" and wf is not None else "shared")
+    if choice == "plan":
+        from planner.plan import Plan
+
+        if plan_path is None:
+            raise usage_error("--layout plan needs --plan PLAN.json")
+        try:
+            return cl.layout_from_plan(Plan.load(plan_path), wf.name if wf else None)
+        except (OSError, ValueError) as exc:
+            raise usage_error(f"--plan {plan_path}: {exc}")
+    if choice == "isolated" and wf is not None:
+        # Work share per LLM stage from its declared tokens (decode tokens weighted 3x).
+        visits = {s.name: s.input_tokens + 3.0 * s.output_tokens for s in wf.stages if isinstance(s, LLMStage)}
+        return cl.isolated_layout(devices, program, wf, visits, executor_slots=256)
+    return cl.shared_layout(devices, model, workflow=wf, executor_slots=256)

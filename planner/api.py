@@ -1,0 +1,338 @@
+"""Entry point: plan a compiled program on an inventory.
+
+``plan_program(program, inventory, rate, mode, profiles)`` returns a
+:class:`planner.plan.Plan` or, when no plan exists, a
+:class:`planner.plan.Infeasible` that says what binds and the closest
+feasible alternative. The steps:
+
+1. Per workflow, the *knob scenarios*: every combination of loop budgets and
+   fan-out widths, best declared quality first (malleable knobs leave their
+   preferred value only under pressure).
+2. Per scenario: the expanded visit chain (:mod:`planner.visits`), expected
+   visits and stage arrival rates, sampled paths (:mod:`planner.latency`) and
+   per-stage candidates with latency tables (:mod:`planner.candidates`).
+3. The joint CP-SAT solve with latency cuts (:mod:`planner.solver`): in
+   ``cost`` mode once; in ``headroom`` mode by bisection on a common scale
+   ``theta`` of every SLO latency (the smallest feasible ``theta`` on the fixed
+   inventory maximises the smallest headroom ``1 - theta``), then the cheapest
+   plan at that ``theta``.
+4. The plan's views: pools, knobs, end-to-end prediction, the shared-pool
+   comparison (:mod:`planner.shared_pool`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cortexlang.ir import Inventory, Program, Workflow
+from planner import explain
+from planner.candidates import (
+    Candidate, StageCandidates, StageLoad, prune_dominated, stage_candidates, stage_loads,
+)
+from planner.latency import DEFAULT_SAMPLES, PathSample, attainment, distribution, sample_paths
+from planner.plan import (
+    ExecutorPool, Infeasible, KnobSettings, LLMPool, Mode, Objective, Plan, SolverInfo, StageLatency, WorkflowPlan,
+)
+from planner.profiles import PROFILE_DIR
+from planner.shared_pool import compare
+from planner.solver import SolveResult, WorkflowProblem, objective_milli, solve
+from planner.visits import ChainError, VisitChain, branch_multiplicity, build_chain, expected_stage_visits
+
+HEADROOM_TOLERANCE = 0.005
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One choice of the workflow-level knobs and its declared quality."""
+
+    retry_depth: dict[str, int]
+    fanout_width: dict[str, int]
+    quality: float
+
+
+def scenarios(workflow: Workflow) -> list[Scenario]:
+    """Every combination of loop budgets and fan-out widths, best quality first (then preferred order)."""
+    axes = [("loop", lp.name, lp.max_iterations.options) for lp in workflow.loops]
+    axes += [("fan", f.name, f.width.options) for f in workflow.fanouts if f.width is not None]
+    result = []
+    for rank, combo in enumerate(itertools.product(*(range(len(a[2])) for a in axes))):
+        loops, widths, quality = {}, {}, 1.0
+        for (kind, name, options), i in zip(axes, combo):
+            (loops if kind == "loop" else widths)[name] = options[i].value
+            quality *= options[i].quality
+        result.append((-quality, rank, Scenario(loops, widths, quality)))
+    return [s for _, _, s in sorted(result, key=lambda t: (t[0], t[1]))]
+
+
+@dataclass
+class WorkflowModel:
+    """Everything the solver and the views need for one workflow under one scenario."""
+
+    workflow: Workflow
+    scenario: Scenario
+    rate: float
+    ca2: float
+    chain: VisitChain
+    visits: dict[str, float]
+    paths: PathSample
+    stages: dict[str, StageCandidates]
+
+    @property
+    def problem_stage(self) -> StageCandidates | None:
+        return next((sc for sc in self.stages.values() if not sc.candidates), None)
+
+    def problem(self) -> WorkflowProblem:
+        slo = self.workflow.slo
+        return WorkflowProblem(self.workflow.name, {s: sc.candidates for s, sc in self.stages.items()}, self.paths,
+                               slo.latency_s if slo else None, slo.attainment if slo else None)
+
+
+def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: float, inventory: Inventory,
+                samples: int, seed: int, profile_dir: Path, unbounded: bool = False) -> WorkflowModel:
+    chain = build_chain(workflow, scenario.retry_depth)
+    visits = expected_stage_visits(chain, scenario.fanout_width)
+    ca2 = 0.0 if workflow.load and workflow.load.pattern == "constant" else (
+        workflow.load.burstiness ** 2 if workflow.load else 1.0)
+    loads = stage_loads(visits, rate, ca2)
+    # A fan-out sends its k copies of a stage at once: batch arrivals, whose counting process has
+    # index of dispersion k, so Allen-Cunneen sees ca2 + (k - 1).
+    for stage, (_, k) in branch_multiplicity(workflow, scenario.fanout_width).items():
+        if k > 1:
+            loads[stage] = StageLoad(loads[stage].rate_per_s, loads[stage].visits_per_run, ca2 + (k - 1))
+    stages = {}
+    for st in workflow.stages:
+        sc = stage_candidates(program, st, loads[st.name], inventory, unbounded, profile_dir)
+        stages[st.name] = StageCandidates(sc.stage, prune_dominated(sc.candidates), sc.problem, sc.needs)
+    paths = sample_paths(chain, samples, seed, scenario.fanout_width)
+    return WorkflowModel(workflow, scenario, rate, ca2, chain, visits, paths, stages)
+
+
+def inventory_limits(inventory: Inventory, unbounded: bool = False) -> dict[str, int]:
+    from planner.candidates import UNBOUNDED
+
+    limits = {g.kind: (UNBOUNDED if unbounded else g.count) for g in inventory.gpus}
+    if inventory.cpu is not None:
+        limits["CPU"] = UNBOUNDED if unbounded else inventory.cpu.slots
+    return limits
+
+
+class Planner:
+    """One planning request; holds the built models so explanations can reuse them."""
+
+    def __init__(self, program: Program, inventory: Inventory, rates: dict[str, float], mode: Mode,
+                 samples: int, seed: int, profile_dir: Path, progress: Progress | None) -> None:
+        self.program, self.inventory, self.rates, self.mode = program, inventory, rates, mode
+        self.samples, self.seed, self.profile_dir = samples, seed, profile_dir
+        self.progress = progress or (lambda _msg: None)
+        self.workflows = [w for w in program.workflows]
+        self.scenarios = {w.name: scenarios(w) for w in self.workflows}
+        self._models: dict[tuple[str, int, bool], WorkflowModel] = {}
+        self.iterations = 0
+
+    def model(self, wf: Workflow, k: int, unbounded: bool = False) -> WorkflowModel:
+        key = (wf.name, k, unbounded)
+        if key not in self._models:
+            self._models[key] = build_model(self.program, wf, self.scenarios[wf.name][k], self.rates[wf.name],
+                                            self.inventory, self.samples, self.seed, self.profile_dir, unbounded)
+        return self._models[key]
+
+    def solve_at(self, models: Sequence[WorkflowModel], scale: float, unbounded: bool = False,
+                 max_quality_loss: int | None = None) -> SolveResult:
+        result = solve([m.problem() for m in models], inventory_limits(self.inventory, unbounded), scale,
+                       max_quality_loss=max_quality_loss)
+        self.iterations += result.iterations
+        return result
+
+    def run(self) -> Plan | Infeasible:
+        self.progress("building candidate pools")
+        choice = {w.name: 0 for w in self.workflows}
+        while True:
+            models = [self.model(w, choice[w.name]) for w in self.workflows]
+            stuck = [m for m in models if m.problem_stage is not None]
+            if stuck:
+                m = stuck[0]
+                if not self._advance(choice, [m.workflow.name]):
+                    return explain.no_candidates(self, m)
+                continue
+            self.progress("solving")
+            result = self.solve_at(models, 1.0)
+            if result.assignments is not None:
+                break
+            names = result.unreachable or [w.name for w in self.workflows]
+            if not self._advance(choice, names):
+                return explain.no_plan(self, [self.model(w, 0) for w in self.workflows], result)
+        scale = 1.0
+        if self.mode == "headroom":
+            self.progress("maximising headroom")
+            scale, result = self._min_scale(models, result)
+        return self._assemble(models, result, scale)
+
+    def _advance(self, choice: dict[str, int], names: Sequence[str]) -> bool:
+        moved = False
+        for name in names:
+            if choice[name] + 1 < len(self.scenarios[name]):
+                choice[name] += 1
+                moved = True
+        return moved
+
+    def _min_scale(self, models: Sequence[WorkflowModel], at_one: SolveResult) -> tuple[float, SolveResult]:
+        """Smallest common SLO scale theta that stays feasible on the inventory (bisection)."""
+        problems = [m.problem() for m in models]
+        with_slo = [p for p in problems if p.slo_latency_s is not None]
+        if not with_slo:
+            return 1.0, at_one
+        lo = max(float(np.quantile(p.run_latency({s: None for s in p.stages}), p.slo_attainment)) / p.slo_latency_s
+                 for p in with_slo)
+        hi, best = 1.0, at_one
+        quality_loss = objective_milli(problems, at_one.assignments)[0]
+        while hi - lo > HEADROOM_TOLERANCE * hi:
+            mid = (lo + hi) / 2.0
+            trial = self.solve_at(models, mid, max_quality_loss=quality_loss)
+            if trial.assignments is not None:
+                hi, best = mid, trial
+            else:
+                lo = mid
+        return hi, best
+
+    def tightest(self, models: Sequence[WorkflowModel], unbounded: bool = False) -> tuple[float, SolveResult] | None:
+        """The smallest feasible SLO scale (doubling up, then bisection), for explanations."""
+        hi = 1.0
+        result = self.solve_at(models, hi, unbounded)
+        while result.assignments is None and hi < 1024:
+            hi *= 2.0
+            result = self.solve_at(models, hi, unbounded)
+        if result.assignments is None:
+            return None
+        lo = hi / 2.0 if hi > 1.0 else 0.0
+        for _ in range(8):  # 2^-8 of the bracket: enough for a message
+            mid = (lo + hi) / 2.0
+            trial = self.solve_at(models, mid, unbounded)
+            if trial.assignments is not None:
+                hi, result = mid, trial
+            else:
+                lo = mid
+        return hi, result
+
+    # -- assembling the plan -----------------------------------------------------------
+    def _assemble(self, models: Sequence[WorkflowModel], result: SolveResult, scale: float) -> Plan:
+        wplans = []
+        used: dict[str, int] = {}
+        profiles: set[str] = set()
+        for m, assign in zip(models, result.assignments):
+            chosen = {s: m.stages[s].candidates[i] for s, i in assign.items()}
+            for c in chosen.values():
+                for kind, n in c.resources.items():
+                    used[kind] = used.get(kind, 0) + n
+                if c.kind == "llm":
+                    profiles.add(f"{c.profile}/{c.device}/tp{c.tp}")
+            wplans.append(self._workflow_plan(m, chosen))
+        cost = round(sum(w.cost_per_hour for w in wplans), 4)
+        if self.mode == "cost":
+            objective = Objective(mode="cost", description="minimise cost per hour subject to every SLO",
+                                  value=cost, unit="$/h")
+        else:
+            heads = [w.headroom for w in wplans if w.headroom is not None]
+            objective = Objective(mode="headroom",
+                                  description="maximise the smallest SLO headroom on the fixed inventory",
+                                  value=round(min(heads), 6) if heads else 0.0, unit="fraction")
+        return Plan(
+            mode=self.mode, objective=objective, workflows=tuple(wplans), inventory=self.inventory,
+            devices_used=dict(sorted(used.items())), cost_per_hour=cost, profiles=tuple(sorted(profiles)),
+            solver=SolverInfo(status="optimal" if result.status == "optimal" else "feasible",
+                              iterations=self.iterations,
+                              candidates=sum(len(sc.candidates) for m in models for sc in m.stages.values()),
+                              samples=self.samples, seed=self.seed),
+        )
+
+    def _workflow_plan(self, m: WorkflowModel, chosen: dict[str, Candidate]) -> WorkflowPlan:
+        wf = m.workflow
+        latency = m.paths.run_latency({s: c.table for s, c in chosen.items()})
+        slo = wf.slo
+        att = round(attainment(latency, slo.latency_s), 6) if slo else None
+        headroom = round(1.0 - float(np.quantile(latency, slo.attainment)) / slo.latency_s, 6) if slo else None
+        llm_pools, exec_pools = [], []
+        for s in sorted(chosen):
+            c = chosen[s]
+            lat = StageLatency(mean=_r(c.mean), p50=_r(c.quantile(0.5)), p95=_r(c.quantile(0.95)),
+                               p99=_r(c.quantile(0.99)))
+            if c.kind == "llm":
+                llm_pools.append(LLMPool(
+                    stage=s, model=c.model, profile=c.profile, device=c.device, replicas=c.units, tp=c.tp,
+                    max_num_seqs=c.max_num_seqs, kv_budget_tokens=c.kv_budget_tokens, kv_gib=round(c.kv_gib, 3),
+                    max_tokens=c.max_tokens, hedge=c.hedge, prewarm=c.prewarm,
+                    arrival_rate_per_s=_r(c.arrival_rate_per_s), visits_per_run=_r(c.visits_per_run),
+                    utilisation=round(c.utilisation, 4), latency=lat, cost_per_hour=round(c.cost_per_hour, 4)))
+            else:
+                exec_pools.append(ExecutorPool(
+                    stage=s, kind=c.kind, slots=c.units, arrival_rate_per_s=_r(c.arrival_rate_per_s),
+                    visits_per_run=_r(c.visits_per_run), utilisation=round(c.utilisation, 4), latency=lat,
+                    cost_per_hour=round(c.cost_per_hour, 4)))
+        quality = m.scenario.quality * math.prod(c.quality for c in chosen.values())
+        knobs = KnobSettings(
+            models={p.stage: p.model for p in llm_pools}, max_tokens={p.stage: p.max_tokens for p in llm_pools},
+            hedge={p.stage: p.hedge for p in llm_pools},
+            retry_depth=dict(m.chain.loop_budget),
+            fanout_width={f.name: f.branch_count(m.scenario.fanout_width.get(f.name))
+                          for f in wf.fanouts if f.width is not None},
+            quality=round(quality, 6))
+        cost = round(sum(c.cost_per_hour for c in chosen.values()), 4)
+        if self.mode == "cost":
+            objective = Objective(mode="cost", description=f"cost of {wf.name}", value=cost, unit="$/h")
+        else:
+            objective = Objective(mode="headroom", description=f"SLO headroom of {wf.name}",
+                                  value=headroom if headroom is not None else 0.0, unit="fraction")
+        return WorkflowPlan(
+            workflow=wf.name, objective=objective, slo=slo, rate_per_s=m.rate, llm_pools=tuple(llm_pools),
+            executor_pools=tuple(exec_pools), knobs=knobs, latency=distribution(latency), slo_attainment=att,
+            headroom=headroom, p_done=round(m.chain.p_done(), 6),
+            shared_pool=compare(self.program, wf, self.inventory, m.paths, chosen, m.ca2), cost_per_hour=cost)
+
+
+def _r(x: float) -> float:
+    return round(float(x), 6)
+
+
+def plan_program(program: Program, inventory: Inventory | None = None, rate: float | None = None,
+                 mode: Mode = "cost", profiles: Path | None = None, *, workflows: Sequence[str] | None = None,
+                 samples: int = DEFAULT_SAMPLES, seed: int = 0, progress: Progress | None = None) -> Plan | Infeasible:
+    """Plan ``program`` (or the named ``workflows`` of it) on ``inventory``.
+
+    ``inventory`` defaults to the program's ``resources``; ``rate`` (runs per
+    second) overrides every workflow's declared load; ``profiles`` is a
+    directory of profile files (default: the shipped ``planner/profile_data``).
+    Never raises on bad input: returns :class:`Infeasible` with a message.
+    """
+    inventory = inventory or program.inventory
+    if inventory is None:
+        return Infeasible(binding="input", message="No inventory: declare a `resources` block or pass --inventory.")
+    if not inventory.gpus and inventory.cpu is None:
+        return Infeasible(binding="input", message="The inventory is empty: it declares no GPU and no CPU slots.")
+    selected = [w for w in program.workflows if workflows is None or w.name in workflows]
+    if not selected:
+        return Infeasible(binding="input", message="No workflow to plan." if workflows is None else
+                          f"No workflow named {', '.join(workflows)}.")
+    rates = {}
+    for w in selected:
+        r = rate if rate is not None else (w.load.rate_per_s if w.load else None)
+        if r is None or r <= 0:
+            return Infeasible(workflow=w.name, binding="input",
+                              message=f"Workflow {w.name} declares no load; declare `load {{ rate = ... }}` or pass --rate.")
+        rates[w.name] = r
+    program = program.model_copy(update={"workflows": tuple(selected)})
+    if mode not in ("cost", "headroom"):
+        return Infeasible(binding="input", message=f"Unknown mode {mode!r}: use cost or headroom.")
+    planner = Planner(program, inventory, rates, mode, samples, seed, profiles or PROFILE_DIR, progress)
+    try:
+        return planner.run()
+    except ChainError as exc:
+        return Infeasible(binding="input", message=f"The call graph cannot be planned: {exc}.")
+
+
+__all__ = ["plan_program", "Planner", "Scenario", "scenarios", "build_model"]

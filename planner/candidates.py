@@ -1,0 +1,392 @@
+"""Per-stage candidate configurations and their latency tables.
+
+The solver never evaluates the queueing model itself: for every stage it gets
+a finite list of :class:`Candidate` configurations (device kind, TP, replica
+or slot count, model variant, max_tokens, hedge width), each with its cost,
+the resources it occupies and its *latency table*: the quantile function of
+the latency of one visit, ``Q(u)`` sampled on the fixed grid :data:`U_GRID`.
+This is the "precomputed table" that makes the nonlinear latency model usable
+by CP-SAT: the end-to-end model (:mod:`planner.latency`) only indexes tables.
+
+Per-visit latency of a candidate (all planning assumptions are here):
+
+* LLM stage: ``L = W + prefill(I_new) + o * t_iter(B*)`` (see
+  :mod:`planner.queueing`), with ``W`` the M/G/c batch-slot wait over
+  ``replicas * max_num_seqs`` slots and ``o = min(X, max_tokens)`` where the
+  output length ``X`` is Gamma-distributed with the stage's declared mean
+  ``output_tokens`` and coefficient of variation :data:`OUTPUT_CV`. With a
+  hedge of ``h`` candidates the call takes the fastest:
+  ``Q_h(u) = Q_1(1 - (1 - u)^(1/h))``, and the pool sees ``h`` times the calls.
+  ``prewarm`` keeps the shared prefix resident, so ``I_new = I - prefix``.
+* SQL/tool stage: ``L = W + S`` with ``S`` Gamma(mean ``service_s``, CV
+  ``service_cv``) and ``W`` the M/G/c wait over the executor slots.
+
+``W`` and the service part are sampled with a fixed stratified design
+(:data:`TABLE_SAMPLES` points, fixed seed), so tables are deterministic.
+
+Replica ranges: from the smallest stable count (utilisation at most
+:data:`MAX_UTILISATION`) upward while the stage p99 still improves by more
+than :data:`FLAT_IMPROVEMENT` per step (at most :data:`MAX_EXTRA` steps), and
+never past what the inventory holds. More inventory therefore only ever adds
+candidates.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from cortexlang.ir import Inventory, LLMStage, ModelSpec, Program, SQLStage, ToolStage
+from pathlib import Path
+
+from planner.profiles import GIB, PROFILE_DIR, LatencyProfile, all_profiles
+from planner.queueing import llm_batch_point, mgc_wait
+
+OUTPUT_CV = 0.3
+"""Coefficient of variation assumed for LLM output lengths (the IR states only the mean); the simulator's default too."""
+MAX_NUM_SEQS = 256
+"""Default per-replica cap on running sequences (vLLM's default), lowered to what the KV space holds."""
+MAX_UTILISATION = 0.9
+"""Highest planned utilisation of a pool (batch-slot occupancy or executor load)."""
+FLAT_IMPROVEMENT = 0.02
+"""Stop adding replicas/slots once the stage p99 improves by less than this fraction."""
+MAX_EXTRA = 6
+"""At most this many replicas/slots beyond the smallest stable count."""
+CPU_SLOTS_PER_LLM_REPLICA = 1
+"""CPU slots one CPU engine replica occupies."""
+UNBOUNDED = 4096
+"""Replica/slot limit used when a resource kind is not constrained (no CPU block, or explanations)."""
+TABLE_SAMPLES = 4096
+
+U_GRID = np.unique(np.concatenate([
+    np.linspace(0.0, 0.9, 37),
+    np.linspace(0.9, 0.99, 19),
+    np.linspace(0.99, 0.999, 10),
+    np.array([0.9995, 0.9999, 1.0]),
+]))
+"""Quantile levels at which latency tables are stored."""
+
+
+@dataclass(frozen=True)
+class StageLoad:
+    """What a stage must absorb: calls per second into it and the arrivals' squared CV."""
+
+    rate_per_s: float
+    visits_per_run: float
+    ca2: float = 1.0
+
+
+@dataclass
+class Candidate:
+    """One configuration of one stage's pool, with its latency table."""
+
+    stage: str
+    kind: str  # "llm" | "sql" | "tool"
+    device: str  # GPU kind or "CPU"
+    units: int  # replicas (LLM) or slots (SQL/tool)
+    cost_per_hour: float
+    resources: dict[str, int]  # resource kind -> units occupied ("CPU" = CPU slots)
+    quality: float
+    table: np.ndarray = field(repr=False)
+    utilisation: float
+    arrival_rate_per_s: float
+    visits_per_run: float
+    tp: int = 1
+    model: str | None = None
+    profile: str | None = None
+    max_tokens: int | None = None
+    hedge: int = 1
+    prewarm: bool = False
+    max_num_seqs: int = 1
+    kv_budget_tokens: int = 0
+    kv_gib: float = 0.0
+    kv_in_use_gib: float = 0.0
+    latency_profile: LatencyProfile | None = field(default=None, repr=False)
+
+    def quantile(self, q: float) -> float:
+        return float(np.interp(q, U_GRID, self.table))
+
+    @property
+    def mean(self) -> float:
+        return float(np.trapezoid(self.table, U_GRID))
+
+    def slower_or_equal(self, other: "Candidate") -> bool:
+        """True when this candidate's latency is at least ``other``'s at every quantile."""
+        return bool(np.all(self.table >= other.table - 1e-12))
+
+
+@dataclass
+class StageCandidates:
+    """The candidates of one stage, or why it has none."""
+
+    stage: str
+    candidates: list[Candidate]
+    problem: str | None = None  # why no candidate fits, in words
+    needs: dict[str, int] = field(default_factory=dict)  # devices a stable config would need
+
+
+# --------------------------------------------------------------------------- sampling design
+
+
+@lru_cache(maxsize=None)
+def _design() -> tuple[np.ndarray, np.ndarray]:
+    """Stratified uniforms for the wait and a random pairing with the service samples."""
+    rng = np.random.default_rng(20240601)
+    strata = (np.arange(TABLE_SAMPLES) + 0.5) / TABLE_SAMPLES
+    return strata, rng.permutation(TABLE_SAMPLES)
+
+
+@lru_cache(maxsize=None)
+def _unit_gamma(cv: float) -> np.ndarray:
+    """Sorted samples of a unit-mean Gamma with coefficient of variation ``cv`` (fixed seed)."""
+    if cv <= 0:
+        return np.ones(TABLE_SAMPLES)
+    shape = 1.0 / (cv * cv)
+    rng = np.random.default_rng(7 + int(cv * 1000))
+    x = np.sort(rng.gamma(shape, 1.0 / shape, TABLE_SAMPLES))
+    return x / x.mean()
+
+
+def _wait_samples(p_wait: float, mean_if_waiting: float) -> np.ndarray:
+    strata, _ = _design()
+    w = np.zeros(TABLE_SAMPLES)
+    if p_wait > 0 and mean_if_waiting > 0:
+        tail = strata > 1.0 - p_wait
+        w[tail] = -mean_if_waiting * np.log((1.0 - strata[tail]) / p_wait)
+    return w
+
+
+def _table(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
+    """Quantile function on :data:`U_GRID` of ``samples``; the fastest of ``hedge`` iid draws."""
+    x = np.sort(samples)
+    levels = (np.arange(TABLE_SAMPLES) + 0.5) / TABLE_SAMPLES
+    u = U_GRID if hedge == 1 else 1.0 - (1.0 - U_GRID) ** (1.0 / hedge)
+    return np.interp(u, levels, x)
+
+
+def output_tokens_samples(mean_tokens: int, max_tokens: int) -> np.ndarray:
+    """Planning output lengths: Gamma(mean, OUTPUT_CV) clipped at ``max_tokens`` (sorted)."""
+    return np.minimum(_unit_gamma(OUTPUT_CV) * mean_tokens, max_tokens)
+
+
+def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait: float,
+                      mean_tokens: int, max_tokens: int, hedge: int) -> np.ndarray:
+    """Latency table of one LLM call: wait + prefill + output tokens x iteration time."""
+    _, pairing = _design()
+    out = output_tokens_samples(mean_tokens, max_tokens)[pairing]
+    return _table(_wait_samples(p_wait, mean_wait) + prefill_s + out * t_iter, hedge)
+
+
+def executor_service_table(service_s: float, cv: float, p_wait: float, mean_wait: float) -> np.ndarray:
+    _, pairing = _design()
+    return _table(_wait_samples(p_wait, mean_wait) + service_s * _unit_gamma(cv)[pairing])
+
+
+# --------------------------------------------------------------------------- LLM stages
+
+
+def profiles_of(family: str | None, device: str, profile_dir: Path = PROFILE_DIR) -> tuple[LatencyProfile, ...]:
+    """Profiles of a model family on a device kind (case-insensitive), lowest TP first."""
+    if family is None:
+        return ()
+    return tuple(p for p in all_profiles(profile_dir) if p.model == family and p.device.lower() == device.lower())
+
+
+@dataclass(frozen=True)
+class _Device:
+    kind: str
+    cost_per_unit: float  # per GPU, or per CPU slot
+    limit: int  # devices (GPUs, or CPU slots) available
+
+
+def _devices(inventory: Inventory, unbounded: bool) -> list[_Device]:
+    devices = [
+        _Device(g.kind, g.cost_per_hour, UNBOUNDED if unbounded else g.count)
+        for g in inventory.gpus if g.count > 0 or unbounded
+    ]
+    if inventory.cpu is not None and (inventory.cpu.slots > 0 or unbounded):
+        devices.append(_Device("CPU", inventory.cpu.cost_per_hour, UNBOUNDED if unbounded else inventory.cpu.slots))
+    return devices
+
+
+def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, device: _Device, load: StageLoad,
+                max_tokens: int, hedge: int, quality: float, replicas: int) -> Candidate | None:
+    """One LLM candidate, or None when it is unstable or the KV space is too small."""
+    kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
+    per_seq = stage.input_tokens + max_tokens
+    max_num_seqs = min(MAX_NUM_SEQS, kv_tokens // per_seq) if per_seq else 0
+    if max_num_seqs < 1:
+        return None
+    prewarm = stage.prewarm or stage.prefix_tokens > 0
+    uncached = stage.input_tokens - (stage.prefix_tokens if prewarm else 0)
+    mean_out = float(output_tokens_samples(stage.output_tokens, max_tokens).mean())
+    rate = load.rate_per_s * hedge
+    point = llm_batch_point(profile, rate / replicas, stage.input_tokens, max(uncached, 1), mean_out, max_num_seqs)
+    if point is None or point.batch > MAX_UTILISATION * max_num_seqs:
+        return None
+    out = output_tokens_samples(stage.output_tokens, max_tokens)
+    service_mean = point.prefill_s + mean_out * point.t_iter
+    cs2 = float((point.t_iter ** 2) * out.var() / service_mean ** 2) if service_mean > 0 else 0.0
+    wait = mgc_wait(replicas * max_num_seqs, rate, service_mean, cs2, load.ca2)
+    if wait is None:
+        return None
+    table = llm_service_table(point.prefill_s, point.t_iter, wait.p_wait, wait.mean_if_waiting,
+                              stage.output_tokens, max_tokens, hedge)
+    per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
+    in_use_tokens = point.batch * (stage.input_tokens + mean_out / 2.0) + (stage.prefix_tokens if prewarm else 0)
+    return Candidate(
+        stage=stage.name, kind="llm", device=device.kind, units=replicas,
+        cost_per_hour=replicas * per_device * device.cost_per_unit,
+        resources={device.kind: replicas * per_device}, quality=quality, table=table,
+        utilisation=point.batch / max_num_seqs, arrival_rate_per_s=rate, visits_per_run=load.visits_per_run,
+        tp=profile.tp, model=spec.name, profile=profile.model, max_tokens=max_tokens, hedge=hedge,
+        prewarm=prewarm, max_num_seqs=max_num_seqs, kv_budget_tokens=kv_tokens,
+        kv_gib=kv_tokens * spec.kv_bytes_per_token / GIB,
+        kv_in_use_gib=replicas * in_use_tokens * spec.kv_bytes_per_token / GIB, latency_profile=profile,
+    )
+
+
+def _replica_range(make, limit: int) -> tuple[list[Candidate], int | None]:
+    """Candidates from the smallest stable count while p99 still improves; also that smallest count."""
+    first = None
+    n = 1
+    # Exponential then linear search for the smallest stable count (stability is monotone in n).
+    while n <= UNBOUNDED and make(n) is None:
+        n *= 2
+    if n > UNBOUNDED:
+        return [], None
+    lo = n // 2 + 1 if n > 1 else 1
+    for k in range(lo, n + 1):
+        if make(k) is not None:
+            first = k
+            break
+    assert first is not None
+    if first > limit:
+        return [], first
+    result = [make(first)]
+    for k in range(first + 1, min(limit, first + MAX_EXTRA) + 1):
+        cand = make(k)
+        if cand is None:
+            break
+        if cand.quantile(0.99) > (1.0 - FLAT_IMPROVEMENT) * result[-1].quantile(0.99):
+            break
+        result.append(cand)
+    return result, first
+
+
+def llm_candidates(program: Program, stage: LLMStage, load: StageLoad, inventory: Inventory,
+                   unbounded: bool = False, profile_dir: Path = PROFILE_DIR) -> StageCandidates:
+    """Every candidate pool for an LLM stage over the inventory's device kinds and the stage's knobs."""
+    found: list[Candidate] = []
+    needs: dict[str, int] = {}
+    reasons: list[str] = []
+    options = itertools.product(stage.models, stage.max_tokens.options, stage.hedge.options)
+    for model_opt, tok_opt, hedge_opt in options:
+        try:
+            spec = program.model(model_opt.model)
+        except KeyError:
+            return StageCandidates(stage.name, [], problem=f"model {model_opt.model!r} is not declared")
+        quality = model_opt.quality * tok_opt.quality * hedge_opt.quality
+        for device in _devices(inventory, unbounded):
+            profiles = profiles_of(spec.profile, device.kind, profile_dir)
+            if not profiles:
+                reasons.append(f"no profile for {spec.profile or spec.name} on {device.kind}")
+                continue
+            for profile in profiles:
+                if profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token) < stage.input_tokens + tok_opt.value:
+                    reasons.append(f"{spec.name} does not fit on {device.kind} at tp={profile.tp}")
+                    continue
+                per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
+
+                def make(n, profile=profile, device=device, spec=spec):
+                    return _llm_config(stage, spec, profile, device, load, tok_opt.value, hedge_opt.value, quality, n)
+
+                cands, first = _replica_range(make, device.limit // per_device)
+                found.extend(cands)
+                if not cands and first is not None:
+                    key = device.kind
+                    needs[key] = min(needs.get(key, math.inf), first * per_device)
+    if found:
+        return StageCandidates(stage.name, found)
+    if needs:
+        need = ", ".join(f"{n}x{k}" for k, n in sorted(needs.items()))
+        return StageCandidates(stage.name, [], problem=f"keeping up with {load.rate_per_s:.3g} calls/s needs {need}",
+                               needs=needs)
+    problem = "; ".join(sorted(set(reasons))) or "the inventory has no device it can run on"
+    return StageCandidates(stage.name, [], problem=problem)
+
+
+# --------------------------------------------------------------------------- SQL / tool stages
+
+
+def executor_candidates(stage: SQLStage | ToolStage, load: StageLoad, inventory: Inventory,
+                        unbounded: bool = False) -> StageCandidates:
+    """Executor-slot candidates for a SQL or tool stage (CPU slots; free and unbounded without a CPU block)."""
+    cpu = inventory.cpu
+    limit = UNBOUNDED if (cpu is None or unbounded) else cpu.slots
+    unit_cost = cpu.cost_per_hour if cpu is not None else 0.0
+    cs2 = stage.service_cv ** 2
+
+    def make(n: int) -> Candidate | None:
+        if load.rate_per_s * stage.service_s > MAX_UTILISATION * n:
+            return None
+        wait = mgc_wait(n, load.rate_per_s, stage.service_s, cs2, load.ca2)
+        if wait is None:
+            return None
+        table = executor_service_table(stage.service_s, stage.service_cv, wait.p_wait, wait.mean_if_waiting)
+        return Candidate(
+            stage=stage.name, kind=stage.kind, device="CPU", units=n, cost_per_hour=n * unit_cost,
+            resources={"CPU": n} if cpu is not None else {}, quality=1.0, table=table,
+            utilisation=load.rate_per_s * stage.service_s / n, arrival_rate_per_s=load.rate_per_s,
+            visits_per_run=load.visits_per_run,
+        )
+
+    cands, first = _replica_range(make, limit)
+    if cands:
+        return StageCandidates(stage.name, cands)
+    return StageCandidates(stage.name, [], problem=f"keeping up with {load.rate_per_s:.3g} calls/s needs {first} CPU slots",
+                           needs={"CPU": first or UNBOUNDED})
+
+
+def stage_candidates(program: Program, stage, load: StageLoad, inventory: Inventory,
+                     unbounded: bool = False, profile_dir: Path = PROFILE_DIR) -> StageCandidates:
+    if isinstance(stage, LLMStage):
+        return llm_candidates(program, stage, load, inventory, unbounded, profile_dir)
+    return executor_candidates(stage, load, inventory, unbounded)
+
+
+def prune_dominated(cands: list[Candidate]) -> list[Candidate]:
+    """Drop candidates another beats on every count: no costlier, no slower, no worse quality, same resources kind and no more of it."""
+    keep = []
+    for c in cands:
+        dominated = False
+        for d in cands:
+            if d is c:
+                continue
+            if (d.resources.keys() == c.resources.keys()
+                    and all(d.resources[k] <= c.resources[k] for k in d.resources)
+                    and d.cost_per_hour <= c.cost_per_hour and d.quality >= c.quality
+                    and c.slower_or_equal(d)
+                    and (d.cost_per_hour < c.cost_per_hour or d.quality > c.quality
+                         or any(d.resources[k] < c.resources[k] for k in d.resources)
+                         or not d.slower_or_equal(c))):
+                dominated = True
+                break
+        if not dominated:
+            keep.append(c)
+    return keep
+
+
+def stage_loads(visits: Mapping[str, float], rate_per_s: float, ca2: float) -> dict[str, StageLoad]:
+    return {s: StageLoad(rate_per_s * v, v, ca2) for s, v in visits.items()}
+
+
+__all__ = [
+    "Candidate", "StageCandidates", "StageLoad", "U_GRID", "OUTPUT_CV",
+    "llm_candidates", "executor_candidates", "stage_candidates", "prune_dominated", "stage_loads",
+]

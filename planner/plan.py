@@ -1,0 +1,266 @@
+"""The Plan: what the planner decided, as frozen pydantic models.
+
+This module is the contract between the planner and its consumers (the
+runtime, the simulator, the CLI views). It imports only pydantic and
+``cortexlang.ir``. Text and JSON are views of these models
+(:mod:`planner.render`, :meth:`Plan.canonical_json`).
+
+Conventions (as in the IR): frozen models with ``extra="forbid"``; durations
+in seconds, rates per second, money in US dollars per hour, KV sizes in GiB
+(``kv_gib``) or tokens (``*_tokens``), probabilities and utilisations as
+fractions. Mappings are ``dict``s whose canonical JSON has sorted keys, and
+pool tuples are sorted by stage name, so the canonical JSON of a plan is
+stable across runs (plans are deterministic for a given seed).
+
+Semantics of the predictions
+----------------------------
+* A *stage latency* (:class:`StageLatency`) is the latency of one visit to the
+  stage: queueing wait in its pool plus service (for an LLM stage: prefill and
+  decode under the predicted batch occupancy; with hedging, the fastest of the
+  ``hedge`` candidates).
+* The *end-to-end* distribution (:class:`LatencyDistribution`) is over whole
+  runs of the workflow (entry to ``done`` or ``fail``), including retries,
+  branches and fan-out/join, estimated by seeded Monte Carlo.
+* ``slo_attainment`` is the predicted fraction of runs that finish within the
+  SLO's latency; the SLO is met when it is at least ``slo.attainment``.
+* ``utilisation`` of an LLM pool is its predicted batch-slot occupancy
+  (mean running sequences / ``max_num_seqs``); of an executor pool, the
+  offered load per slot (arrival rate x mean service time / slots).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cortexlang.ir import SLO, Inventory
+
+PLAN_VERSION = "1"
+
+Mode = Literal["cost", "headroom"]
+"""``cost``: minimise dollars per hour subject to every SLO.
+``headroom``: on the fixed inventory, maximise the smallest SLO headroom."""
+
+
+class PlanModel(BaseModel):
+    """Base of every plan model: immutable and strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StageLatency(PlanModel):
+    """Predicted latency of one visit to a stage (queueing + service), in seconds."""
+
+    mean: float = Field(ge=0)
+    p50: float = Field(ge=0)
+    p95: float = Field(ge=0)
+    p99: float = Field(ge=0)
+
+
+class LatencyDistribution(PlanModel):
+    """Predicted end-to-end latency of a workflow run, in seconds."""
+
+    mean: float = Field(ge=0)
+    p50: float = Field(ge=0)
+    p90: float = Field(ge=0)
+    p95: float = Field(ge=0)
+    p99: float = Field(ge=0)
+
+
+class LLMPool(PlanModel):
+    """A dedicated pool of identical engine replicas serving one LLM stage."""
+
+    stage: str
+    model: str = Field(description="The chosen model variant (a declared model name).")
+    profile: str = Field(description="Performance-profile family of the model, e.g. 'llama-3-8b'.")
+    device: str = Field(description="Device kind: a GPU kind of the inventory ('H100', 'A100', 'H200') or 'CPU'.")
+    replicas: int = Field(ge=1)
+    tp: int = Field(ge=1, description="Tensor-parallel degree: devices per replica.")
+    max_num_seqs: int = Field(ge=1, description="Per-replica cap on concurrently running sequences.")
+    kv_budget_tokens: int = Field(ge=0, description="KV-cache capacity of one replica, in tokens.")
+    kv_gib: float = Field(ge=0, description="KV-cache space of one replica, in GiB.")
+    max_tokens: int = Field(ge=1, description="The chosen max_tokens for the stage's calls.")
+    hedge: int = Field(ge=1, description="Parallel candidates per call (1 = no hedging).")
+    prewarm: bool = Field(description="Keep the stage's shared prompt prefix resident (prefix cache warm).")
+    arrival_rate_per_s: float = Field(ge=0, description="Predicted requests per second into the pool (hedges included).")
+    visits_per_run: float = Field(ge=0, description="Expected visits to the stage per workflow run.")
+    utilisation: float = Field(ge=0, description="Predicted batch-slot occupancy per replica.")
+    latency: StageLatency
+    cost_per_hour: float = Field(ge=0)
+
+    @property
+    def devices(self) -> int:
+        """Devices the pool occupies (replicas x tp)."""
+        return self.replicas * self.tp
+
+
+class ExecutorPool(PlanModel):
+    """Executor slots (connection pool or worker pool) for one SQL or tool stage."""
+
+    stage: str
+    kind: Literal["sql", "tool"]
+    slots: int = Field(ge=1)
+    arrival_rate_per_s: float = Field(ge=0)
+    visits_per_run: float = Field(ge=0)
+    utilisation: float = Field(ge=0)
+    latency: StageLatency
+    cost_per_hour: float = Field(ge=0)
+
+
+class KnobSettings(PlanModel):
+    """The chosen value of every knob of a workflow (malleable or fixed)."""
+
+    models: dict[str, str] = Field(default_factory=dict, description="LLM stage -> chosen model.")
+    max_tokens: dict[str, int] = Field(default_factory=dict, description="LLM stage -> chosen max_tokens.")
+    hedge: dict[str, int] = Field(default_factory=dict, description="LLM stage -> chosen hedge width.")
+    retry_depth: dict[str, int] = Field(default_factory=dict, description="Loop -> chosen max_iterations.")
+    fanout_width: dict[str, int] = Field(default_factory=dict, description="Templated fan-out -> chosen width.")
+    quality: float = Field(
+        default=1.0, ge=0, le=1,
+        description="Product of the declared qualities of the chosen options (1.0 = all preferred).",
+    )
+
+
+class SharedModelPool(PlanModel):
+    """One pool serving every LLM stage that uses ``model`` (the no-isolation baseline)."""
+
+    model: str
+    stages: tuple[str, ...]
+    device: str
+    tp: int = Field(ge=1)
+    replicas: int = Field(ge=1)
+    max_num_seqs: int = Field(ge=1)
+    kv_budget_tokens: int = Field(ge=0, description="Per replica.")
+    kv_gib: float = Field(ge=0, description="KV space of the whole pool, in GiB.")
+    kv_in_use_gib: float = Field(ge=0, description="Predicted KV in use across the pool (running sequences and resident prefixes).")
+    utilisation: float = Field(ge=0)
+
+
+class SharedPoolComparison(PlanModel):
+    """The same inputs served by one shared pool per model instead of one pool per stage.
+
+    The shared pools get the same devices as the stage-isolated LLM pools
+    (same cost), so the latency difference is what isolation buys.
+    ``replicas_for_slo`` is the smallest total replica count with which the
+    shared pools meet the SLO (None when none within the inventory does).
+    """
+
+    pools: tuple[SharedModelPool, ...]
+    replicas: int = Field(ge=0)
+    kv_gib: float = Field(ge=0)
+    kv_in_use_gib: float = Field(ge=0)
+    latency: LatencyDistribution | None = Field(description="None when the shared pools are overloaded.")
+    slo_attainment: float | None = Field(default=None, ge=0, le=1)
+    replicas_for_slo: int | None = None
+    cost_per_hour: float = Field(ge=0)
+    isolated_kv_in_use_gib: float = Field(ge=0, description="The stage-isolated plan's KV in use, for comparison.")
+
+
+class Objective(PlanModel):
+    """What was optimised and the value reached."""
+
+    mode: Mode
+    description: str
+    value: float
+    unit: str = Field(description="'$/h' for cost mode, 'fraction' (of the SLO latency) for headroom mode.")
+
+
+class WorkflowPlan(PlanModel):
+    """The plan of one workflow."""
+
+    workflow: str
+    objective: Objective = Field(description="This workflow's share: its cost, or its SLO headroom.")
+    slo: SLO | None
+    rate_per_s: float = Field(gt=0, description="Planned arrival rate of runs.")
+    llm_pools: tuple[LLMPool, ...]
+    executor_pools: tuple[ExecutorPool, ...]
+    knobs: KnobSettings
+    latency: LatencyDistribution
+    slo_attainment: float | None = Field(default=None, ge=0, le=1, description="None when there is no SLO.")
+    headroom: float | None = Field(
+        default=None, description="1 - (predicted latency at the SLO's attainment) / (SLO latency)."
+    )
+    p_done: float = Field(ge=0, le=1, description="Probability that a run ends at 'done' (else 'fail').")
+    shared_pool: SharedPoolComparison | None = Field(default=None, description="None when the workflow has no LLM stage.")
+    cost_per_hour: float = Field(ge=0)
+
+    def pool(self, stage: str) -> LLMPool | ExecutorPool:
+        for p in (*self.llm_pools, *self.executor_pools):
+            if p.stage == stage:
+                return p
+        raise KeyError(stage)
+
+
+class SolverInfo(PlanModel):
+    """How the optimum was found (deterministic fields only, so plans diff cleanly)."""
+
+    status: Literal["optimal", "feasible"] = Field(
+        description="'optimal': proven optimal for the planning model; 'feasible': best found within the limits."
+    )
+    iterations: int = Field(ge=0, description="CP-SAT solves (each adds latency cuts).")
+    candidates: int = Field(ge=0, description="Per-stage candidate configurations considered.")
+    samples: int = Field(ge=1, description="Monte Carlo runs per latency estimate.")
+    seed: int
+
+
+class Plan(PlanModel):
+    """Everything the planner decided for one program and inventory."""
+
+    plan_version: str = PLAN_VERSION
+    mode: Mode
+    objective: Objective
+    workflows: tuple[WorkflowPlan, ...]
+    inventory: Inventory
+    devices_used: dict[str, int] = Field(description="Device kind -> devices used (GPU kinds, and 'CPU' slots).")
+    cost_per_hour: float = Field(ge=0)
+    profiles: tuple[str, ...] = Field(description="Profiles used, as 'family/device/tpN'.")
+    solver: SolverInfo
+
+    def workflow(self, name: str | None = None) -> WorkflowPlan:
+        """The named workflow's plan, or the only one when ``name`` is None."""
+        if name is None:
+            if len(self.workflows) != 1:
+                raise KeyError("plan has %d workflows; name one" % len(self.workflows))
+            return self.workflows[0]
+        for w in self.workflows:
+            if w.workflow == name:
+                return w
+        raise KeyError(name)
+
+    def canonical_json(self) -> str:
+        """The one canonical JSON form: sorted keys, two-space indent, trailing newline."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        return cls.model_validate_json(text)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.canonical_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plan":
+        return cls.from_json(Path(path).read_text())
+
+
+class Infeasible(PlanModel):
+    """Why no plan exists, in the user's terms, and the closest feasible alternative."""
+
+    workflow: str | None = Field(default=None, description="The workflow that cannot be planned (None: the inputs).")
+    binding: Literal["slo", "inventory", "rate", "profile", "input"] = Field(
+        description="What binds: the SLO, the inventory, the arrival rate, a missing profile, or malformed input."
+    )
+    message: str = Field(description="One or two sentences: what cannot be met and why.")
+    closest: str | None = Field(default=None, description="The closest feasible alternative, in words.")
+    tightest_latency_s: float | None = Field(
+        default=None, description="The tightest SLO latency (at the SLO's attainment) that is feasible, if any."
+    )
+    required_devices: dict[str, int] = Field(
+        default_factory=dict, description="Devices the closest feasible alternative needs, by kind."
+    )
+
+    def __str__(self) -> str:
+        return self.message + (f" {self.closest}" if self.closest else "")

@@ -1,0 +1,192 @@
+"""Queueing model of a pool: M/G/c waiting time and the LLM batching operating point.
+
+Waiting time (M/G/c, Allen–Cunneen)
+-----------------------------------
+A pool of ``c`` identical servers, arrivals at rate ``lam`` with inter-arrival
+squared coefficient of variation ``ca2``, service time with mean ``S`` and
+squared CV ``cs2``. With offered load ``a = lam * S`` and utilisation
+``rho = a / c < 1``, the Erlang-C probability that an arrival waits is::
+
+    C(c, a) = B(c, a) / (1 - rho * (1 - B(c, a)))
+
+where the Erlang-B blocking probability follows the stable recursion
+``B(0) = 1``, ``B(k) = a B(k-1) / (k + a B(k-1))``. Allen–Cunneen corrects the
+M/M/c mean wait for general arrivals and service::
+
+    Wq = C(c, a) / (c / S - lam) * (ca2 + cs2) / 2
+
+and the wait distribution is approximated as a point mass at 0 with
+probability ``1 - C`` and otherwise exponential with mean ``Wq / C``.
+
+LLM pools: continuous batching
+------------------------------
+An engine replica runs every admitted sequence in each iteration. With ``B``
+sequences running (mean over time), prompt length ``I`` (``I_new`` of it not in
+the prefix cache), mean output ``O`` tokens, and the profile's coefficients
+(:mod:`planner.profiles`), one iteration takes the decode step of the batch
+plus the chunked prefill of the prompts that arrived during it::
+
+    t_iter(B) = d0 + d1 * B + pp * lam_r * I_new * t_iter(B)
+             => t_iter(B) = (d0 + d1 * B) / (1 - pp * lam_r * I_new)
+
+with ``d0 = decode_fixed``, ``d1 = decode_per_seq + decode_per_kv_token * (I + O/2)``
+(a sequence holds on average ``I + O/2`` KV tokens), ``pp`` the prefill cost
+per token and ``lam_r`` the arrival rate per replica. A request's service time
+is ``S(o) = prefill(I_new) + o * t_iter(B)``. Little's law closes the loop:
+``B = lam_r * E[S]``, which is linear in ``B`` and solves to::
+
+    B* = lam_r * (P + O * d0 / (1 - x)) / (1 - lam_r * O * d1 / (1 - x)),
+    x  = pp * lam_r * I_new,  P = prefill(I_new)
+
+The replica is stable when ``x < 1``, the denominator is positive and
+``B* < max_num_seqs``; the predicted utilisation is ``B* / max_num_seqs``. The
+batching effect is explicit: more load means a larger batch and slower
+iterations for every sequence. Queueing for a batch slot (when the batch is
+full) uses the M/G/c wait above with ``c = replicas * max_num_seqs`` slots
+and service time ``S``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner.profiles import LatencyProfile
+
+
+def erlang_b(c: int, a: float) -> float:
+    """Erlang-B blocking probability of ``c`` servers at offered load ``a`` (stable recursion)."""
+    if c < 0 or a < 0:
+        raise ValueError("c and a must be non-negative")
+    b = 1.0
+    for k in range(1, c + 1):
+        b = a * b / (k + a * b)
+    return b
+
+
+def erlang_c(c: int, a: float) -> float:
+    """Erlang-C probability that an arrival waits, for ``c`` servers at offered load ``a < c``.
+
+    Small pools use the Erlang-B recursion; large ones (LLM pools have
+    ``replicas x max_num_seqs`` slots) the same closed form evaluated in log
+    space with numpy: ``C = T / (sum_{k<c} a^k/k! + T)``, ``T = a^c/c! * c/(c-a)``.
+    """
+    if c <= 0:
+        raise ValueError("c must be positive")
+    if a >= c:
+        return 1.0
+    if a <= 0:
+        return 0.0
+    if c <= 64:
+        b = erlang_b(c, a)
+        rho = a / c
+        return b / (1.0 - rho * (1.0 - b))
+    k = np.arange(c + 1)
+    log_fact = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, c + 1)))))
+    log_terms = k * math.log(a) - log_fact
+    log_tail = log_terms[c] + math.log(c / (c - a))
+    head = log_terms[:c]
+    top = max(head.max(), log_tail)
+    total = np.exp(head - top).sum() + math.exp(log_tail - top)
+    return float(math.exp(log_tail - top) / total)
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Waiting time: 0 with probability ``1 - p_wait``, else exponential with ``mean_if_waiting``."""
+
+    p_wait: float
+    mean_if_waiting: float
+
+    @property
+    def mean(self) -> float:
+        return self.p_wait * self.mean_if_waiting
+
+
+def mgc_wait(servers: int, rate: float, service_mean: float, cs2: float, ca2: float = 1.0) -> Wait | None:
+    """Allen–Cunneen M/G/c waiting time; None when the pool is unstable (``rate * S >= c``)."""
+    a = rate * service_mean
+    if a >= servers:
+        return None
+    if rate <= 0:
+        return Wait(0.0, 0.0)
+    p = erlang_c(servers, a)
+    mean_if_waiting = (ca2 + cs2) / 2.0 / (servers / service_mean - rate)
+    return Wait(p, mean_if_waiting)
+
+
+@dataclass(frozen=True)
+class BatchPoint:
+    """Operating point of one LLM replica under continuous batching."""
+
+    batch: float
+    """Mean running sequences ``B*``."""
+    t_iter: float
+    """Seconds per engine iteration at ``B*``."""
+    prefill_s: float
+    """Prefill time of one request's uncached prompt."""
+
+    def service_s(self, output_tokens: float) -> float:
+        return self.prefill_s + output_tokens * self.t_iter
+
+
+def llm_batch_point(
+    profile: LatencyProfile,
+    rate_per_replica: float,
+    input_tokens: int,
+    uncached_tokens: int,
+    mean_output_tokens: float,
+    max_num_seqs: int,
+) -> BatchPoint | None:
+    """Solve the continuous-batching fixed point; None when the replica cannot keep up."""
+    lam = rate_per_replica
+    x = profile.prefill_per_token_s * lam * uncached_tokens
+    if x >= 1.0:
+        return None
+    d0 = profile.decode_fixed_s
+    d1 = profile.decode_per_seq_s + profile.decode_per_kv_token_s * (input_tokens + mean_output_tokens / 2.0)
+    prefill = profile.prefill_s(uncached_tokens)
+    denominator = 1.0 - lam * mean_output_tokens * d1 / (1.0 - x)
+    if denominator <= 0.0:
+        return None
+    batch = lam * (prefill + mean_output_tokens * d0 / (1.0 - x)) / denominator
+    if batch >= max_num_seqs:
+        return None
+    t_iter = (d0 + d1 * batch) / (1.0 - x)
+    return BatchPoint(batch=batch, t_iter=t_iter, prefill_s=prefill)
+
+
+def mixed_batch_point(
+    profile: LatencyProfile,
+    classes: list[tuple[float, int, int, float]],
+    max_num_seqs: int,
+) -> tuple[float, float, list[float]] | None:
+    """Fixed point of a replica serving several request classes (a shared pool).
+
+    ``classes`` holds ``(rate_per_replica, input_tokens, uncached_tokens,
+    mean_output_tokens)``. The per-sequence decode cost uses the rate-weighted
+    mean context. Returns ``(B*, t_iter, [prefill_s per class])`` or None when
+    unstable. Same maths as :func:`llm_batch_point` with sums over classes.
+    """
+    total_rate = sum(c[0] for c in classes)
+    if total_rate <= 0:
+        return 0.0, profile.decode_fixed_s, [profile.prefill_s(c[2]) for c in classes]
+    x = sum(profile.prefill_per_token_s * lam * unc for lam, _, unc, _ in classes)
+    if x >= 1.0:
+        return None
+    # Weight each class's context by the time its sequences spend in the batch (~ rate * output).
+    weight = sum(lam * out for lam, _, _, out in classes)
+    context = sum(lam * out * (inp + out / 2.0) for lam, inp, _, out in classes) / max(weight, 1e-12)
+    d0 = profile.decode_fixed_s
+    d1 = profile.decode_per_seq_s + profile.decode_per_kv_token_s * context
+    prefills = [profile.prefill_s(unc) for _, _, unc, _ in classes]
+    numerator = sum(lam * (p + out * d0 / (1.0 - x)) for (lam, _, _, out), p in zip(classes, prefills))
+    denominator = 1.0 - sum(lam * out for lam, _, _, out in classes) * d1 / (1.0 - x)
+    if denominator <= 0.0:
+        return None
+    batch = numerator / denominator
+    if batch >= max_num_seqs or not math.isfinite(batch):
+        return None
+    return batch, (d0 + d1 * batch) / (1.0 - x), prefills

@@ -1,0 +1,491 @@
+"""Choosing one candidate per stage: CP-SAT with Monte Carlo latency cuts.
+
+Formulation
+-----------
+Data, per workflow ``w`` and stage ``s``: candidates ``c in C(w, s)``
+(:mod:`planner.candidates`) with cost ``k_c`` ($/h), quality ``q_c``, resource
+use ``r_c[d]`` (devices of kind ``d``; ``"CPU"`` = CPU slots) and latency table
+``Q_c``. Inventory ``R[d]``. SLO of ``w``: latency ``T_w`` at attainment ``a_w``.
+
+Variables: ``x[w, s, c] in {0, 1}``.
+
+    minimise    sum k_c x[w,s,c]  +  M * sum ql_c x[w,s,c]
+    subject to  sum_c x[w,s,c] = 1                         for every (w, s)
+                sum r_c[d] x[w,s,c] <= R[d]                 for every device kind d
+                A_w(x) >= a_w                               for every w with an SLO
+
+``ql_c = round(-1000 ln q_c)`` is the quality loss; ``M`` exceeds any cost
+difference, so malleable knobs leave their preferred value only when the SLO
+or the inventory leaves no other way (lexicographic: quality, then cost).
+Costs are integers in milli-dollars per hour.
+
+``A_w(x)`` (predicted attainment, :mod:`planner.latency`) is nonlinear and
+given only by a Monte Carlo oracle, so it enters as *lazy cuts*. Under common
+random numbers ``A_w`` is monotone: replacing any stage's table by an
+elementwise-slower one cannot raise it. So when an assignment ``a`` violates
+the SLO, every assignment whose every stage is at least as slow as in ``a``
+does too, which gives the valid cut (a no-good over a dominance cone)::
+
+    sum_s sum_{c not in Slower(a_s)} x[w,s,c] >= 1,
+    Slower(a_s) = {c : Q_c >= Q_{a_s} elementwise}
+
+Before cutting, ``a`` is *lifted*: stages are moved to faster candidates
+while the assignment stays infeasible, which widens the cone.
+
+Algorithm:
+
+1. *Per-candidate bounds*: a candidate that misses the SLO even with every
+   other stage at the elementwise-fastest envelope of its candidates can be in
+   no feasible plan (monotonicity): fixed to 0.
+2. *Incumbent*: per workflow a greedy (cheapest start, then the upgrade with
+   the best gain in the SLO quantile per dollar, scored on the slowest runs);
+   shared devices are arbitrated by damped shadow prices per device kind and,
+   failing that, first come first served on the residual inventory; then a
+   local descent. Every infeasible point the greedy passes becomes a cut.
+3. *Cut loop*: CP-SAT solves the relaxation (constraints, cuts so far, and
+   ``objective <= incumbent - 1``). INFEASIBLE proves the incumbent optimal; a
+   proposal that meets every SLO is optimal (cuts only ever remove infeasible
+   points, so CP-SAT's optimum of the relaxation that is feasible is the true
+   optimum); otherwise its lifted cut is added and the loop repeats. Each
+   iteration removes the current proposal, so the loop terminates; its wall
+   clock budget (:data:`TIME_LIMIT_S`, after the heuristics) bounds the
+   planning time of large instances, which then report status ``feasible``
+   (the incumbent or the best proven-feasible proposal) instead of ``optimal``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from planner.candidates import Candidate
+from planner.latency import PathSample, attainment
+
+QUALITY_SCALE = 1000
+MAX_ITERATIONS = 400
+TIME_LIMIT_S = 0.6
+"""Wall-clock budget of the cut loop per solve; past it the best feasible plan is returned as 'feasible'."""
+_CACHE_LIMIT = 4000
+
+
+def quality_loss(c: Candidate) -> int:
+    return int(round(-QUALITY_SCALE * math.log(max(c.quality, 1e-9))))
+
+
+def cost_milli(c: Candidate) -> int:
+    return int(round(c.cost_per_hour * 1000))
+
+
+@dataclass
+class WorkflowProblem:
+    """One workflow's stages, their candidates, its sampled paths and its SLO."""
+
+    name: str
+    candidates: dict[str, list[Candidate]]
+    paths: PathSample
+    slo_latency_s: float | None
+    slo_attainment: float | None
+    _cache: dict = field(default_factory=dict, repr=False)
+    _slower: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.stages = sorted(self.candidates)
+        self.envelope = {s: np.min(np.stack([c.table for c in cs]), axis=0) for s, cs in self.candidates.items()}
+        self.node_stages: dict[str, tuple[str, ...]] = {}
+        for s in self.stages:
+            node = self.paths.node_of(s)
+            self.node_stages[node] = tuple(sorted(set(self.node_stages.get(node, ())) | {s}))
+
+    # -- the oracle -----------------------------------------------------------------
+    def _tables(self, assign: Mapping[str, int | None]) -> dict[str, np.ndarray]:
+        return {s: self.envelope[s] if assign.get(s) is None else self.candidates[s][assign[s]].table
+                for s in self.stages}
+
+    def node_latency(self, node: str, assign: Mapping[str, int | None]) -> np.ndarray:
+        key = (node, tuple(assign.get(s) for s in self.node_stages[node]))
+        vec = self._cache.get(key)
+        if vec is None:
+            if len(self._cache) > _CACHE_LIMIT:
+                self._cache.clear()
+            vec = self.paths.node_latency(node, self._tables(assign))
+            self._cache[key] = vec
+        return vec
+
+    def run_latency(self, assign: Mapping[str, int | None]) -> np.ndarray:
+        total = np.zeros(self.paths.n)
+        for node in self.node_stages:
+            total += self.node_latency(node, assign)
+        return total
+
+    def target(self, scale: float) -> float | None:
+        return None if self.slo_latency_s is None else self.slo_latency_s * scale
+
+    def meets(self, latency: np.ndarray, scale: float) -> bool:
+        if self.slo_latency_s is None:
+            return True
+        return attainment(latency, self.slo_latency_s * scale) >= self.slo_attainment - 1e-12
+
+    def feasible(self, assign: Mapping[str, int | None], scale: float = 1.0) -> bool:
+        return self.slo_latency_s is None or self.meets(self.run_latency(assign), scale)
+
+    def slower(self, stage: str, idx: int) -> frozenset[int]:
+        """Indices of the candidates of ``stage`` at least as slow as candidate ``idx`` everywhere."""
+        key = (stage, idx)
+        if key not in self._slower:
+            ref = self.candidates[stage][idx]
+            self._slower[key] = frozenset(i for i, c in enumerate(self.candidates[stage]) if c.slower_or_equal(ref))
+        return self._slower[key]
+
+    # -- pruning, lifting, greedy ---------------------------------------------------------
+    def hopeless(self, scale: float) -> dict[str, set[int]]:
+        """Candidates that miss the SLO even with every other stage at its envelope (safe to drop)."""
+        out: dict[str, set[int]] = {s: set() for s in self.stages}
+        if self.slo_latency_s is None:
+            return out
+        env = {s: None for s in self.stages}
+        base = self.run_latency(env)
+        for s in self.stages:
+            node = self.paths.node_of(s)
+            without = base - self.node_latency(node, env)
+            for i in range(len(self.candidates[s])):
+                trial = dict(env)
+                trial[s] = i
+                if not self.meets(without + self.node_latency(node, trial), scale):
+                    out[s].add(i)
+        return out
+
+    def lift(self, assign: dict[str, int], scale: float) -> dict[str, int]:
+        """Move stages to faster candidates while the assignment still misses the SLO."""
+        current = dict(assign)
+        for s in self.stages:
+            ref = self.candidates[s][current[s]]
+            faster = [i for i, c in enumerate(self.candidates[s]) if i != current[s] and ref.slower_or_equal(c)
+                      and not c.slower_or_equal(ref)]
+            faster.sort(key=lambda i: self.candidates[s][i].mean)
+            for i in faster[:2]:
+                trial = dict(current)
+                trial[s] = i
+                if not self.feasible(trial, scale):
+                    current = trial
+                    break
+        return current
+
+    def greedy(self, allowed: Mapping[str, set[int]], scale: float, cuts: list[dict[str, int]],
+               prices: Mapping[str, float] | None = None,
+               limits: Mapping[str, int] | None = None) -> dict[str, int] | None:
+        """Cheapest start, then the best latency-gain-per-dollar upgrade until the SLO holds.
+
+        ``prices`` adds a shadow price per device of a kind (the caller raises it for
+        kinds the workflows over-use together). With ``limits`` every step stays
+        within them; without, the inventory is not checked here.
+        """
+        prices = prices or {}
+
+        def eff(c: Candidate) -> float:
+            return c.cost_per_hour + sum(prices.get(k, 0.0) * n for k, n in c.resources.items())
+
+        used: dict[str, int] = {}
+
+        def fits_swap(s: str, i: int) -> bool:
+            if limits is None:
+                return True
+            old = self.candidates[s][cur[s]].resources if s in cur else {}
+            new = self.candidates[s][i].resources
+            return all(used.get(k, 0) - old.get(k, 0) + n <= limits.get(k, 0) for k, n in new.items())
+
+        def apply(s: str, i: int) -> None:
+            for k, n in (self.candidates[s][cur[s]].resources if s in cur else {}).items():
+                used[k] -= n
+            for k, n in self.candidates[s][i].resources.items():
+                used[k] = used.get(k, 0) + n
+            cur[s] = i
+
+        cur: dict[str, int] = {}
+        for s in self.stages:
+            ok = sorted((i for i in allowed[s] if fits_swap(s, i)),
+                        key=lambda i: (quality_loss(self.candidates[s][i]), eff(self.candidates[s][i]),
+                                       self.candidates[s][i].mean))
+            if not ok:
+                return None
+            apply(s, ok[0])
+        if self.slo_latency_s is None:
+            return cur
+        level = self.slo_attainment
+        for _ in range(500):
+            total = self.run_latency(cur)
+            if self.meets(total, scale):
+                return cur
+            cuts.append(dict(cur))
+            # Score upgrades on the slowest runs only: the quantile is decided there.
+            tail = np.argpartition(total, -self._tail_size())[-self._tail_size():]
+            rank = self._tail_rank()
+            q_now = float(np.partition(total[tail], rank)[rank])
+            best, best_score = None, 0.0
+            for s in self.stages:
+                node = self.paths.node_of(s)
+                base = total[tail] - self.node_latency(node, cur)[tail]
+                now = self.candidates[s][cur[s]]
+                not_slower = ~np.all(self._stacked(s) >= now.table - 1e-12, axis=1)
+                options = [i for i in allowed[s] if not_slower[i] and fits_swap(s, i)]
+                options.sort(key=lambda i: (eff(self.candidates[s][i]), quality_loss(self.candidates[s][i])))
+                for i in options[:4]:
+                    trial = dict(cur)
+                    trial[s] = i
+                    q = float(np.partition(base + self.node_latency(node, trial)[tail], rank)[rank])
+                    c = self.candidates[s][i]
+                    extra = (eff(c) - eff(now)) + 0.01 + 10.0 * (quality_loss(c) - quality_loss(now))
+                    score = (q_now - q) / max(extra, 1e-3)
+                    if q < q_now and score > best_score:
+                        best, best_score = (s, i), score
+            if best is None:
+                return None
+            apply(*best)
+        return None
+
+    def _stacked(self, stage: str) -> np.ndarray:
+        key = ("stack", stage)
+        if key not in self._slower:
+            self._slower[key] = np.stack([c.table for c in self.candidates[stage]])
+        return self._slower[key]
+
+    def _tail_size(self) -> int:
+        """Runs scored by the greedy: a few times the runs beyond the SLO quantile."""
+        return min(self.paths.n, max(64, int(4 * (1.0 - self.slo_attainment) * self.paths.n)))
+
+    def _tail_rank(self) -> int:
+        """Rank, within the tail, of the run at the SLO quantile."""
+        beyond = int(round((1.0 - self.slo_attainment) * self.paths.n))
+        return max(0, min(self._tail_size() - 1, self._tail_size() - 1 - beyond))
+
+    def improve(self, assign: dict[str, int], limits: Mapping[str, int], allowed: Mapping[str, set[int]],
+                scale: float) -> dict[str, int]:
+        """Local descent: move single stages to better-ranked (quality, cost) candidates while the SLO holds."""
+        cur = dict(assign)
+        changed = True
+        while changed:
+            changed = False
+            for s in self.stages:
+                now = _key(self.candidates[s][cur[s]])
+                for i in sorted((i for i in allowed[s] if _key(self.candidates[s][i]) < now),
+                                key=lambda i: _key(self.candidates[s][i])):
+                    trial = dict(cur)
+                    trial[s] = i
+                    if _fits(self, trial, limits) and self.feasible(trial, scale):
+                        cur, changed = trial, True
+                        break
+        return cur
+
+
+def _key(c: Candidate) -> tuple[int, int]:
+    return quality_loss(c), cost_milli(c)
+
+
+def _fits(problem: WorkflowProblem, assign: Mapping[str, int], limits: Mapping[str, int]) -> bool:
+    use: dict[str, int] = {}
+    for s, i in assign.items():
+        for kind, n in problem.candidates[s][i].resources.items():
+            use[kind] = use.get(kind, 0) + n
+    return all(n <= limits.get(kind, 0) for kind, n in use.items())
+
+
+@dataclass
+class SolveResult:
+    assignments: list[dict[str, int]] | None
+    status: str  # "optimal" | "feasible" | "infeasible" (proven) | "unknown" (budget spent) | "slo_unreachable"
+    iterations: int
+    unreachable: list[str] = field(default_factory=list)  # workflows whose SLO no candidate mix meets
+
+
+def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale: float = 1.0,
+          max_iterations: int = MAX_ITERATIONS, time_limit_s: float = TIME_LIMIT_S,
+          workers: int = 1, max_quality_loss: int | None = None) -> SolveResult:
+    """Minimise cost (after quality) subject to inventory and every SLO scaled by ``scale``.
+
+    ``max_quality_loss`` bounds the summed quality loss (headroom mode keeps the
+    quality reached at the unscaled SLO instead of trading it for headroom).
+    """
+    allowed: list[dict[str, set[int]]] = []
+    unreachable = []
+    for p in problems:
+        hopeless = p.hopeless(scale)
+        allowed.append({s: set(range(len(p.candidates[s]))) - hopeless[s] for s in p.stages})
+        if p.slo_latency_s is not None and (not p.feasible({s: None for s in p.stages}, scale)
+                                            or any(not a for a in allowed[-1].values())):
+            unreachable.append(p.name)
+    if unreachable:
+        return SolveResult(None, "slo_unreachable", 0, unreachable)
+
+    cuts: list[list[dict[str, int]]] = [[] for _ in problems]
+    hints = _priced_greedy(problems, allowed, limits, scale, cuts)
+    incumbent: list[dict[str, int]] | None = None
+    if hints is not None and (max_quality_loss is None or objective_milli(problems, hints)[0] <= max_quality_loss):
+        incumbent = [dict(h) for h in hints]
+
+    model = cp_model.CpModel()
+    x: list[dict[str, list]] = []
+    use: dict[str, list] = {}
+    cost_terms, quality_terms = [], []
+    for w, p in enumerate(problems):
+        xs = {}
+        for s in p.stages:
+            vars_ = [model.NewBoolVar(f"x_{w}_{s}_{i}") for i in range(len(p.candidates[s]))]
+            model.AddExactlyOne(vars_)
+            for i, v in enumerate(vars_):
+                c = p.candidates[s][i]
+                if i not in allowed[w][s]:
+                    model.Add(v == 0)
+                for kind, n in c.resources.items():
+                    use.setdefault(kind, []).append(n * v)
+                cost_terms.append(cost_milli(c) * v)
+                quality_terms.append(quality_loss(c) * v)
+                if hints is not None:
+                    model.AddHint(v, int(hints[w][s] == i))
+            xs[s] = vars_
+        x.append(xs)
+    for kind, terms in use.items():
+        model.Add(sum(terms) <= limits.get(kind, 0))
+    if max_quality_loss is not None:
+        model.Add(sum(quality_terms) <= max_quality_loss)
+    big = sum(max(cost_milli(c) for c in cs) for p in problems for cs in p.candidates.values()) + 1
+    objective = sum(cost_terms) + big * sum(quality_terms)
+    model.Minimize(objective)
+    if incumbent is not None:  # only strictly better plans are of interest: the incumbent is feasible
+        q, c = objective_milli(problems, incumbent)
+        model.Add(objective <= c + big * q - 1)
+
+    def add_cut(w: int, assign: dict[str, int]) -> None:
+        p = problems[w]
+        lits = [x[w][s][i] for s in p.stages for i in range(len(p.candidates[s])) if i not in p.slower(s, assign[s])]
+        model.AddBoolOr(lits)
+
+    for w, found in enumerate(cuts):
+        for a in found[-3:]:  # the last greedy points dominate the earlier ones
+            add_cut(w, problems[w].lift(a, scale))
+
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = workers
+    iterations = 0
+    started = time.monotonic()  # the budget is the cut loop's; the heuristics above always run
+    while iterations < max_iterations:
+        remaining = time_limit_s - (time.monotonic() - started)
+        if remaining <= 0:
+            break
+        solver.parameters.max_time_in_seconds = remaining
+        status = solver.Solve(model)
+        iterations += 1
+        if status == cp_model.INFEASIBLE:  # nothing better than the incumbent exists
+            return SolveResult(incumbent, "optimal" if incumbent else "infeasible", iterations)
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            break
+        proposal = [{s: next(i for i, v in enumerate(x[w][s]) if solver.Value(v)) for s in p.stages}
+                    for w, p in enumerate(problems)]
+        violated = [w for w, p in enumerate(problems) if not p.feasible(proposal[w], scale)]
+        if not violated:
+            return SolveResult(proposal, "optimal" if status == cp_model.OPTIMAL else "feasible", iterations)
+        for w in violated:
+            add_cut(w, problems[w].lift(proposal[w], scale))
+    if incumbent is not None:
+        return SolveResult(incumbent, "feasible", iterations)
+    return SolveResult(None, "unknown", iterations)
+
+
+PRICE_ROUNDS = 6
+
+
+def _priced_greedy(problems: Sequence[WorkflowProblem], allowed: Sequence[Mapping[str, set[int]]],
+                   limits: Mapping[str, int], scale: float,
+                   cuts: list[list[dict[str, int]]]) -> list[dict[str, int]] | None:
+    """Per-workflow greedy plans made to share the inventory by shadow prices, then local descent.
+
+    Kinds the workflows over-use together get a rising price per device (a
+    Lagrangian-style heuristic) until the joint use fits; each workflow is then
+    improved with the devices the others leave. None when no joint fit is found.
+    """
+    unit: dict[str, float] = {}
+    for p in problems:
+        for cs in p.candidates.values():
+            for c in cs:
+                for k, n in c.resources.items():
+                    if n:
+                        unit[k] = max(unit.get(k, 0.0), c.cost_per_hour / n, 0.01)
+    prices: dict[str, float] = {}
+    hints = None
+    for _ in range(PRICE_ROUNDS):
+        hints = [p.greedy(a, scale, c, prices) for p, a, c in zip(problems, allowed, cuts)]
+        if any(h is None for h in hints):
+            hints = None
+            break
+        use = _usage(problems, hints)
+        over = [k for k, n in use.items() if n > limits.get(k, 0)]
+        if not over:
+            break
+        for k in over:  # a damped rise: whole-kind switches oscillate otherwise
+            prices[k] = prices.get(k, 0.0) + 0.25 * unit.get(k, 0.01) * min(use[k] / max(limits.get(k, 0), 1) - 1.0, 1.0)
+    else:
+        hints = None
+    if hints is None:
+        # Fall back to first come, first served: each workflow plans within what the previous ones left.
+        residual = dict(limits)
+        hints = []
+        for p, a, c in sorted(zip(problems, allowed, cuts), key=lambda t: -len(t[0].stages)):
+            h = p.greedy(a, scale, c, prices, residual)
+            if h is None:
+                return None
+            hints.append(h)
+            for k, n in _usage([p], [h]).items():
+                residual[k] -= n
+        order = sorted(range(len(problems)), key=lambda w: -len(problems[w].stages))
+        hints = [hints[order.index(w)] for w in range(len(problems))]
+    for w, p in enumerate(problems):
+        others = _usage([q for v, q in enumerate(problems) if v != w], [h for v, h in enumerate(hints) if v != w])
+        residual = {k: n - others.get(k, 0) for k, n in limits.items()}
+        hints[w] = p.improve(hints[w], residual, allowed[w], scale)
+    return hints
+
+
+def _usage(problems: Sequence[WorkflowProblem], assigns: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    use: dict[str, int] = {}
+    for p, a in zip(problems, assigns):
+        for s, i in a.items():
+            for kind, n in p.candidates[s][i].resources.items():
+                use[kind] = use.get(kind, 0) + n
+    return use
+
+
+def _joint_fits(problems: Sequence[WorkflowProblem], assigns: Sequence[Mapping[str, int]],
+                limits: Mapping[str, int]) -> bool:
+    return all(n <= limits.get(kind, 0) for kind, n in _usage(problems, assigns).items())
+
+
+def brute_force(problems: Sequence[WorkflowProblem], limits: Mapping[str, int],
+                scale: float = 1.0) -> tuple[int, list[dict[str, int]]] | None:
+    """Exhaustive reference: the lexicographic (quality loss, cost) optimum, for tests on small instances."""
+    import itertools
+
+    flat = [(w, s) for w, p in enumerate(problems) for s in p.stages]
+    best = None
+    for combo in itertools.product(*(range(len(problems[w].candidates[s])) for w, s in flat)):
+        assigns: list[dict[str, int]] = [{} for _ in problems]
+        for (w, s), i in zip(flat, combo):
+            assigns[w][s] = i
+        if not _joint_fits(problems, assigns, limits):
+            continue
+        key = (sum(quality_loss(problems[w].candidates[s][assigns[w][s]]) for w, s in flat),
+               sum(cost_milli(problems[w].candidates[s][assigns[w][s]]) for w, s in flat))
+        if best is not None and key >= best[0]:
+            continue
+        if all(p.feasible(a, scale) for p, a in zip(problems, assigns)):
+            best = (key, assigns)
+    return None if best is None else (best[0][1], best[1])
+
+
+def objective_milli(problems: Sequence[WorkflowProblem], assigns: Sequence[Mapping[str, int]]) -> tuple[int, int]:
+    """(quality loss, cost in milli-$/h) of a joint assignment: what :func:`solve` minimises lexicographically."""
+    q = sum(quality_loss(p.candidates[s][i]) for p, a in zip(problems, assigns) for s, i in a.items())
+    c = sum(cost_milli(p.candidates[s][i]) for p, a in zip(problems, assigns) for s, i in a.items())
+    return q, c
