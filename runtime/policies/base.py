@@ -1,0 +1,249 @@
+"""The scheduling-policy interface shared by the simulator and the real orchestrator.
+
+A *policy* is pure decision logic. It never awaits, never sleeps, never reads a
+clock and never touches engine or simulator internals: an *executor* (the
+discrete-event simulator in ``runtime.simulator`` or the asyncio orchestrator in
+``runtime``) describes the situation with the plain views below and acts on the
+answer. The same policy object therefore behaves identically in simulation and
+in production, which is what makes the simulator's verdicts transferable.
+
+Vocabulary
+----------
+*run*      one workflow request walking its call graph.
+*call*     one execution of one stage (LLM, SQL or tool) within a run.
+*replica*  one engine (an LLM engine on ``tp`` devices, or a CPU executor slot
+           group) that serves calls.
+*pool*     the replicas eligible for a stage: the stage's own isolated replicas
+           and/or generic replicas (``ReplicaView.stages is None``).
+
+Decision points and their contract
+----------------------------------
+The executor asks, in this order, for every call it creates:
+
+1. :meth:`Policy.admit` -- once per run, when the run arrives (``call`` describes
+   its entry call). ``Admission(admit=False, reason=..., retry_after_s=...)``
+   rejects the whole run with a *retryable* reason; the executor counts it as
+   rejected, never silently drops it.
+2. :meth:`Policy.adapt` -- malleability, before the call is queued: optionally a
+   lighter model (one of ``StageLoad.models``), and a hedge degree. The executor
+   ignores a model with no replica.
+3. :meth:`Policy.route` -- dispatch: given the eligible replicas it returns a
+   :class:`Route` (a replica, and for disaggregated pools a decode replica), or
+   ``None`` to let the executor fall back to its default (least backlog).
+4. :meth:`Policy.priority` -- the call's key in its replica's waiting queue.
+   **Lower keys run first**; the executor breaks ties by arrival order (FIFO).
+   Keys are computed when the call is queued; when ``requeue_interval_s`` is set
+   the executor recomputes waiting calls' keys (with fresh ``now_s`` and attained
+   service) at least that often, which is how aging / anti-starvation works.
+5. :meth:`Policy.prune_retry` -- when a run is about to take a loop edge (a
+   retry), the policy may cut the loop short: the executor then follows the
+   loop's ``on_exhausted`` target, as if the budget were spent.
+
+``borrow_idle`` asks the executor to add idle replicas of other stages' pools
+(serving the same model) to the candidates, flagged ``borrowed``.
+
+``preemptive`` tells the engine model whether a waiting call with a strictly
+lower key may evict a running one when the batch or KV cache is full (the
+evicted call is re-queued and recomputes its prefill, as vLLM does).
+
+Views are read-only for policies. Executors may reuse and update a view object
+in place between calls (the simulator does, for speed), so a policy must not
+keep references to views across calls.
+
+Times are seconds on the executor's clock (simulated or monotonic); a deadline
+is absolute on the same clock. Service estimates are *standalone* times (idle
+engine, batch of one) from ``planner.profiles``; ``remaining_critical_path_s``
+is the expected standalone time of the longest remaining path from this call
+(inclusive) to ``done``, with branches weighted by their probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+PriorityKey = tuple[float, ...]
+"""A queue key: compared lexicographically, lower runs first."""
+
+Role = Literal["mixed", "prefill", "decode"]
+"""What a replica does: both phases (the usual engine), or one side of a
+prefill/decode-disaggregated pair."""
+
+
+@dataclass(slots=True)
+class CallView:
+    """A pending call, as a policy sees it."""
+
+    run_id: int
+    workflow: str
+    stage: str
+    kind: Literal["llm", "sql", "tool"]
+    model: str | None
+    """The model the call will run (LLM calls), else None."""
+    run_arrival_s: float
+    now_s: float
+    deadline_s: float | None
+    """Absolute SLO deadline of the run (arrival + SLO latency), None without SLO."""
+    stage_expected_s: float
+    """Expected standalone service time of this call."""
+    remaining_critical_path_s: float
+    """Expected standalone time from this call (inclusive) to the end of the run."""
+    remaining_std_s: float
+    """Standard deviation of the remaining time (branch and service variance)."""
+    attained_service_s: float
+    """Sum of service times of the run's finished calls (Autellix PLAS)."""
+    critical_path_service_s: float
+    """Longest chain of finished service times leading to this call (Autellix ATLAS)."""
+    prefix_key: str | None
+    """Identifies the shared prompt prefix (resident-cache affinity), None if none."""
+    input_tokens: int
+    output_tokens: int
+    attempt: int = 0
+    """How many loop iterations this run has spent so far (0 = first try)."""
+    enqueued_s: float = 0.0
+    """When the call entered its queue (the executor sets it)."""
+    last_replica_id: str | None = None
+    """Replica that ran the run's previous call of the same model (program locality)."""
+
+
+@dataclass(slots=True)
+class ReplicaView:
+    """One candidate engine or executor, as a policy sees it."""
+
+    replica_id: str
+    device: str
+    """Device kind: 'A100', 'H100', 'H200', 'CPU', ..."""
+    model: str | None
+    """Model served (None for SQL/tool executors)."""
+    stages: frozenset[str] | None
+    """Stages this replica is dedicated to; None = generic shared pool."""
+    role: Role = "mixed"
+    queue_len: int = 0
+    running: int = 0
+    """Calls in the running batch (or busy executor slots)."""
+    slots: int = 1
+    """Maximum concurrent calls (max batch size, or executor slots)."""
+    kv_used_tokens: int = 0
+    kv_capacity_tokens: int = 0
+    resident_prefixes: frozenset[str] = frozenset()
+    speed: float = 1.0
+    """Relative speed: reference standalone time / this replica's (higher = faster)."""
+    backlog_s: float = 0.0
+    """Expected seconds of work queued plus remaining in the running batch."""
+    kv_bytes_per_token: int = 0
+    link_bytes_per_s: float = 0.0
+    """KV transfer bandwidth to peers (disaggregation); 0 = not connected."""
+    borrowed: bool = False
+    """True when offered to a stage it is not dedicated to (idle-engine borrowing)."""
+
+    @property
+    def kv_free_tokens(self) -> int:
+        return max(self.kv_capacity_tokens - self.kv_used_tokens, 0)
+
+    @property
+    def idle(self) -> bool:
+        return self.queue_len == 0 and self.running == 0
+
+
+@dataclass(frozen=True, slots=True)
+class StageLoad:
+    """Load on the pool of one stage, for admission and malleability."""
+
+    stage: str
+    queued: int
+    running: int
+    replicas: int
+    expected_wait_s: float
+    """Estimated queueing delay for a new call of this stage."""
+    models: tuple[str, ...] = ()
+    """Models with at least one eligible replica for this stage (lighter options included)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Admission verdict for a run. A rejection is retryable and says why."""
+
+    admit: bool
+    reason: str | None = None
+    retry_after_s: float | None = None
+
+    @classmethod
+    def accept(cls) -> "Admission":
+        return cls(True)
+
+    @classmethod
+    def reject(cls, reason: str, retry_after_s: float | None = None) -> "Admission":
+        return cls(False, reason, retry_after_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Adaptation:
+    """Malleability decision for one call: model swap and hedge degree."""
+
+    model: str | None = None
+    """Run on this model instead of the stage's preferred one; None = unchanged."""
+    hedge: int = 1
+    """Copies to launch; the first to finish wins and the others are cancelled."""
+
+
+KEEP = Adaptation()
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a call runs: one replica, plus a decode replica when disaggregated."""
+
+    replica_id: str
+    decode_replica_id: str | None = None
+
+
+@dataclass
+class Policy:
+    """Base policy: FCFS order, least-backlog dispatch, admit everything, no adaptation.
+
+    Subclasses override the decision methods they change. All methods must be
+    deterministic functions of their arguments and the policy's configuration.
+    """
+
+    name: str = "fcfs"
+    preemptive: bool = False
+    requeue_interval_s: float | None = None
+    borrow_idle: bool = False
+    """When True the executor also offers idle replicas dedicated to *other* stages
+    (same model), flagged ``ReplicaView.borrowed``, to :meth:`route`."""
+    description: str = field(default="First come, first served; least-backlog dispatch.")
+
+    def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
+        """Whether a new run (whose entry call is ``call``) is accepted."""
+        return Admission.accept()
+
+    def adapt(self, call: CallView, load: StageLoad) -> Adaptation:
+        """Malleability for ``call`` under ``load`` on its stage."""
+        return KEEP
+
+    def route(self, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
+        """Pick replicas among ``candidates`` (non-empty, all eligible for the call)."""
+        return least_backlog_route(candidates)
+
+    def priority(self, call: CallView) -> PriorityKey:
+        """Queue key of ``call``; lower runs first."""
+        return (call.enqueued_s,)
+
+    def prune_retry(self, call: CallView, loop: str, iteration: int, load: StageLoad) -> bool:
+        """True to skip the retry about to start (``call`` is the retry's call)."""
+        return False
+
+
+def least_backlog_route(candidates: Sequence[ReplicaView]) -> Route:
+    """Default dispatch: the least-backlogged replica (for disaggregated candidates,
+    the least-backlogged prefill replica and the decode replica with most free KV)."""
+    serving = [r for r in candidates if r.role != "decode"]
+    best = min(serving or candidates, key=lambda r: (r.backlog_s, r.queue_len + r.running, r.replica_id))
+    if best.role != "prefill":
+        return Route(best.replica_id)
+    decoders = [r for r in candidates if r.role == "decode"]
+    if not decoders:
+        return Route(best.replica_id)
+    dec = min(decoders, key=lambda r: (-r.kv_free_tokens, r.running, r.replica_id))
+    return Route(best.replica_id, dec.replica_id)

@@ -1,0 +1,67 @@
+"""The simulator's per-call and per-run state objects (plain slotted classes, for speed)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runtime.simulator.runs import Run
+
+# Call states.
+CREATED, QUEUED, RUNNING, TRANSFER, DONE, CANCELLED = range(6)
+
+
+class Call:
+    """One execution of a stage. Fields below ``# scheduling`` belong to the executor."""
+
+    __slots__ = (
+        "run", "key", "stage", "kind", "model", "input_tokens", "output_tokens", "prefix_key",
+        "prefix_tokens", "service_s", "standalone_s", "expected_s", "remaining_cp_s", "remaining_std_s",
+        "group", "attempt", "cp_service_s", "hedge_peers",
+        # scheduling
+        "prio", "seq", "state", "replica", "decode_replica", "t_enqueue", "t_start", "t_end",
+        "admit_step", "finish_step", "remaining", "own_tokens", "cached_prefix", "phase", "view", "ctx",
+    )
+
+    def __init__(self, run: "Run", key: Any, stage: str, kind: str, model: str | None,
+                 input_tokens: int = 0, output_tokens: int = 0, prefix_key: str | None = None,
+                 prefix_tokens: int = 0, service_s: float = 0.0, standalone_s: float = 0.0,
+                 expected_s: float = 0.0, remaining_cp_s: float = 0.0, remaining_std_s: float = 0.0,
+                 group: Any = None, attempt: int = 0, cp_service_s: float = 0.0):
+        self.run = run
+        self.key = key
+        self.stage = stage
+        self.kind = kind
+        self.model = model
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        self.prefix_key = prefix_key
+        self.prefix_tokens = prefix_tokens
+        self.service_s = service_s
+        self.standalone_s = standalone_s
+        self.expected_s = expected_s
+        self.remaining_cp_s = remaining_cp_s
+        self.remaining_std_s = remaining_std_s
+        self.group = group
+        self.attempt = attempt
+        self.cp_service_s = cp_service_s
+        self.hedge_peers: list[Call] | None = None
+        self.prio: tuple = ()
+        self.seq = 0
+        self.state = CREATED
+        self.replica = None
+        self.decode_replica = None
+        self.t_enqueue = 0.0
+        self.t_start = -1.0
+        self.t_end = -1.0
+        self.admit_step = 0
+        self.finish_step = 0
+        self.remaining = output_tokens
+        self.own_tokens = 0
+        self.cached_prefix = False
+        self.phase = "full"
+        self.view = None
+        self.ctx = input_tokens
+
+    def __lt__(self, other: "Call") -> bool:  # heap tie-break only; keys carry (prio, seq)
+        return self.seq < other.seq

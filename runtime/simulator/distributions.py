@@ -1,0 +1,57 @@
+"""Random service times and inter-arrival times, parameterised by mean and CV.
+
+Both families are moment-matched to a mean ``m`` and coefficient of variation ``cv``:
+
+* lognormal: ``sigma^2 = ln(1 + cv^2)``, ``mu = ln(m) - sigma^2 / 2``;
+* gamma: shape ``k = 1 / cv^2``, scale ``theta = m * cv^2`` (``cv = 1`` is the
+  exponential distribution, which the M/M/c checks rely on).
+
+``cv == 0`` yields the constant ``m``. All draws go through a caller-owned
+:class:`random.Random`, so a seed fixes every sample.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Literal
+
+Family = Literal["lognormal", "gamma"]
+
+
+def sample(rng: random.Random, mean: float, cv: float, family: Family = "gamma") -> float:
+    """One draw with the given mean and coefficient of variation."""
+    if mean <= 0.0:
+        return 0.0
+    if cv <= 0.0:
+        return mean
+    if family == "lognormal":
+        s2 = math.log1p(cv * cv)
+        return rng.lognormvariate(math.log(mean) - s2 / 2.0, math.sqrt(s2))
+    if family == "gamma":
+        shape = 1.0 / (cv * cv)
+        return rng.gammavariate(shape, mean / shape)
+    raise ValueError(f"unknown distribution family {family!r}; use 'lognormal' or 'gamma'")
+
+
+def sample_tokens(rng: random.Random, mean: int, cv: float, low: int = 1, high: int | None = None) -> int:
+    """A positive token count around ``mean`` (lognormal), clipped to ``[low, high]``."""
+    value = int(round(sample(rng, float(mean), cv, "lognormal")))
+    value = max(value, low)
+    return min(value, high) if high is not None else value
+
+
+def interarrival(rng: random.Random, rate: float, pattern: str = "poisson", burstiness: float = 1.0) -> float:
+    """Time to the next arrival for a process with ``rate`` arrivals per second.
+
+    ``poisson``: exponential gaps; ``bursty``: gamma gaps with CV ``burstiness``;
+    ``constant``: equal gaps.
+    """
+    mean = 1.0 / rate
+    if pattern == "poisson":
+        return rng.expovariate(rate)
+    if pattern == "bursty":
+        return sample(rng, mean, burstiness, "gamma")
+    if pattern == "constant":
+        return mean
+    raise ValueError(f"unknown arrival pattern {pattern!r}; use poisson, bursty or constant")

@@ -1,0 +1,392 @@
+"""The LLM engine model: one replica under iteration-level continuous batching.
+
+Per-iteration costs come from :class:`planner.profiles.LatencyProfile` (the model
+the planner uses), so planner and simulator agree by construction:
+
+* an iteration that admits new sequences prefills their uncached prompt tokens
+  ``P`` while the ``b`` running sequences decode one token:
+  ``t = iteration_s(P, b, k)`` (``prefill_s(P)`` when nothing else runs);
+* a decode-only iteration of ``b`` sequences holding ``k`` KV tokens costs
+  ``t(b, k) = F + S b + K k`` (``F, S, K`` = decode fixed / per-sequence /
+  per-KV-token costs); every iteration gives each running sequence one token.
+
+Skip-ahead. While the batch does not change, ``k`` grows by ``b`` per step, so
+``n`` decode steps take, in closed form::
+
+    T(n) = n (F + S b + K k0) + K b n (n - 1) / 2
+
+The engine jumps straight to the next batch change: the first sequence to
+finish (a heap keyed by the step at which each finishes), or the step at which
+KV would overflow. An arrival (or cancellation) while decoding cuts the jump
+short at the end of the iteration in progress (the largest ``n`` with
+``T(n) <= elapsed``, plus one), so new work joins at an iteration boundary, as
+in vLLM -- without ever stepping token by token.
+
+KV cache. Capacity is a whole number of blocks (``block_tokens`` each). A
+running sequence holds its uncached prompt plus its generated tokens (per-token
+granularity within a sequence; block rounding is applied to capacity and to
+shared prefixes only). A stage's shared prompt prefix (``prefix_tokens``) is
+cached once per replica under ``prefix_key``: a call whose prefix is resident
+prefills only the rest. Unreferenced prefixes stay resident until space is
+needed, then are evicted least-recently-used first. When the next step would
+overflow, the lowest-priority running sequence is preempted (its KV freed; it
+re-queues and later recomputes its prompt plus the tokens generated so far,
+like vLLM's recompute preemption). With a preemptive policy, a waiting call
+with a strictly lower key may also evict the worst running one when full.
+
+Admission at each iteration boundary takes waiting calls in key order while
+the batch has fewer than ``slots`` sequences, the iteration's prefill stays
+within ``max_batched_tokens`` and KV fits; the head of the queue blocks the
+rest when it does not fit (no skipping), as in vLLM's scheduler.
+
+Disaggregation: a ``prefill`` replica runs only the prefill iteration (the
+call leaves after its first token, and the simulator ships its KV); a
+``decode`` replica admits transferred calls without a prefill cost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from heapq import heapify, heappop, heappush
+from typing import TYPE_CHECKING
+
+from planner.profiles import LatencyProfile
+from runtime.policies.base import ReplicaView
+from runtime.simulator.calls import CANCELLED, QUEUED, RUNNING, Call
+from runtime.simulator.cluster import ReplicaSpec
+
+if TYPE_CHECKING:
+    from runtime.simulator.sim import Simulator
+
+TICK = 1
+
+
+class LLMEngine:
+    """One LLM replica (see module docstring for the model)."""
+
+    def __init__(self, sim: "Simulator", spec: ReplicaSpec, profile: LatencyProfile, kv_bytes_per_token: int,
+                 capacity_tokens: int, *, speed: float = 1.0, block_tokens: int = 16,
+                 max_batched_tokens: int = 8192, preemptive: bool = False):
+        self.sim = sim
+        self.spec = spec
+        self.name = spec.name
+        self.p = profile
+        self.role = spec.role
+        self.max_batch = spec.slots
+        self.block = block_tokens
+        self.cap = (capacity_tokens // block_tokens) * block_tokens
+        self.max_batched_tokens = max_batched_tokens
+        self.preemptive = preemptive
+        self.F = profile.decode_fixed_s
+        self.S = profile.decode_per_seq_s
+        self.K = profile.decode_per_kv_token_s
+        self.waiting: list[tuple] = []
+        self.nwaiting = 0
+        self.running: dict[int, Call] = {}
+        self.fin: list[tuple[int, int, Call]] = []
+        self.step = 0
+        self.kv_own = 0
+        self.kv_attn = 0
+        self.prefixes: OrderedDict[str, list[int]] = OrderedDict()
+        self.prefix_total = 0
+        self.busy = False
+        self.in_tick = False
+        self.version = 0
+        self.ep_t0 = 0.0
+        self.ep_n = 0
+        self.ep_b = 0
+        self.ep_k0 = 0
+        self.ep_single = False
+        self.pending_cancel: list[Call] = []
+        self.sum_finish = 0
+        self.queued_prefill = 0
+        self.queued_out = 0
+        self.kv_peak = 0
+        self.preemptions = 0
+        self.iterations = 0
+        self.busy_s = 0.0
+        self.dirty = True
+        self.view = ReplicaView(
+            replica_id=spec.name, device=spec.device, model=spec.model, stages=spec.stages, role=spec.role,
+            slots=spec.slots, kv_capacity_tokens=self.cap, speed=speed, kv_bytes_per_token=kv_bytes_per_token,
+            link_bytes_per_s=spec.link_bytes_per_s,
+        )
+
+    # -- views ---------------------------------------------------------------
+    @property
+    def kv_used(self) -> int:
+        return self.kv_own + self.prefix_total
+
+    def kv_used_at(self, now: float) -> int:
+        """KV tokens in use at ``now`` (interpolating the decode epoch in progress)."""
+        used = self.kv_used
+        if self.busy and not self.ep_single and self.ep_b:
+            used += self.ep_b * min(self._steps_done(now - self.ep_t0), self.ep_n)
+        return used
+
+    def refresh_view(self) -> ReplicaView:
+        """The policy's view, recomputed only when the engine's state changed since last time."""
+        v = self.view
+        if not self.dirty:
+            return v
+        self.dirty = False
+        b = len(self.running)
+        v.queue_len = self.nwaiting
+        v.running = b
+        v.kv_used_tokens = self.kv_used
+        eff = max(1, min(self.max_batch, b + self.nwaiting))
+        step = self.F + self.S * eff + self.K * self.kv_attn
+        remaining = self.sum_finish - self.step * b + self.queued_out
+        v.backlog_s = self.queued_prefill * self.p.prefill_per_token_s + remaining * step / eff
+        return v
+
+    # -- time model ----------------------------------------------------------
+    def _epoch_s(self, n: int) -> float:
+        b = self.ep_b
+        return n * (self.F + self.S * b + self.K * self.ep_k0) + self.K * b * n * (n - 1) / 2.0
+
+    def _steps_done(self, elapsed: float) -> int:
+        """Largest n with T(n) <= elapsed in the current decode epoch."""
+        if elapsed <= 0.0:
+            return 0
+        b = self.ep_b
+        a = self.K * b / 2.0
+        lin = self.F + self.S * b + self.K * self.ep_k0 - a
+        if a > 0.0:
+            n = int((-lin + math.sqrt(lin * lin + 4.0 * a * elapsed)) / (2.0 * a))
+        else:
+            n = int(elapsed / lin)
+        while self._epoch_s(n + 1) <= elapsed:
+            n += 1
+        while n > 0 and self._epoch_s(n) > elapsed:
+            n -= 1
+        return n
+
+    # -- queue ---------------------------------------------------------------
+    def enqueue(self, call: Call, prio: tuple) -> None:
+        call.state = QUEUED
+        call.replica = self
+        call.prio = prio
+        self.dirty = True
+        heappush(self.waiting, (prio, call.seq, call))
+        self.nwaiting += 1
+        self.queued_prefill += call.ctx
+        self.queued_out += call.remaining
+        if self.in_tick:
+            return
+        if not self.busy:
+            self._schedule()
+        elif len(self.running) < self.max_batch:
+            self._interrupt()
+
+    def cancel(self, call: Call) -> None:
+        """Drop ``call``: from the queue now, from the batch at the next iteration boundary."""
+        self.dirty = True
+        if call.state == QUEUED:
+            call.state = CANCELLED
+            self.nwaiting -= 1
+            self.queued_prefill -= call.ctx
+            self.queued_out -= call.remaining
+        elif call.state == RUNNING:
+            self.pending_cancel.append(call)
+            call.state = CANCELLED
+            if not self.in_tick:
+                self._interrupt()
+
+    def requeue_all(self, key_of) -> None:
+        """Recompute every waiting call's key (policies with aging)."""
+        live = [(key_of(c), c.seq, c) for _, _, c in self.waiting if c.state == QUEUED]
+        for k, _, c in live:
+            c.prio = k
+        heapify(live)
+        self.waiting = live
+
+    def _interrupt(self) -> None:
+        if not self.busy or self.ep_single:
+            return
+        done = self._steps_done(self.sim.now - self.ep_t0)
+        if done + 1 >= self.ep_n:
+            return
+        self.ep_n = done + 1
+        self.version += 1
+        self.sim.at(self.ep_t0 + self._epoch_s(self.ep_n), TICK, self, self.version)
+
+    # -- the iteration loop --------------------------------------------------
+    def on_event(self, kind: int, version: int) -> None:
+        if version != self.version:
+            return
+        self.in_tick = True
+        self._settle()
+        self.in_tick = False
+        self._schedule()
+
+    def _settle(self) -> None:
+        """Apply the finished epoch: advance steps and KV, complete finished calls."""
+        n, b = self.ep_n, self.ep_b
+        self.dirty = True
+        self.busy_s += self.sim.now - self.ep_t0
+        self.iterations += n
+        self.step += n
+        self.kv_own += b * n
+        self.kv_attn += b * n
+        self.busy = False
+        for call in self.pending_cancel:
+            if call.seq in self.running:
+                self._release(call)
+        self.pending_cancel.clear()
+        fin = self.fin
+        while fin and fin[0][0] <= self.step:
+            fstep, _, call = heappop(fin)
+            if call.state != RUNNING or call.finish_step != fstep or call.replica is not self:
+                continue
+            self._release(call)
+            call.t_end = self.sim.now
+            self.sim.call_finished(call)
+
+    def _release(self, call: Call) -> None:
+        """Take ``call`` out of the batch and free its KV."""
+        del self.running[call.seq]
+        own = call.own_tokens + (self.step - call.admit_step)
+        self.kv_own -= own
+        self.kv_attn -= own + (call.prefix_tokens if call.cached_prefix else 0)
+        self.sum_finish -= call.finish_step
+        if call.cached_prefix:
+            self.prefixes[call.prefix_key][1] -= 1
+
+    def _preempt(self, call: Call) -> None:
+        generated = self.step - call.admit_step
+        self._release(call)
+        self.preemptions += 1
+        call.remaining -= generated
+        call.ctx += generated
+        if call.phase == "decode":
+            call.phase = "full"
+        call.cached_prefix = False
+        self.sim.preempted(call)
+        call.state = QUEUED
+        heappush(self.waiting, (call.prio, call.seq, call))
+        self.nwaiting += 1
+        self.queued_prefill += call.ctx
+        self.queued_out += call.remaining
+
+    def _worst_running(self) -> Call:
+        return max(self.running.values(), key=lambda c: (c.prio, c.seq))
+
+    def _evict_prefixes(self, need: int, keep: str | None) -> bool:
+        """Evict unreferenced prefixes (LRU first) until ``need`` tokens are free."""
+        for key in list(self.prefixes):
+            if self.cap - self.kv_used >= need:
+                return True
+            tokens, refs = self.prefixes[key]
+            if refs == 0 and key != keep:
+                del self.prefixes[key]
+                self.prefix_total -= tokens
+                self.view.resident_prefixes = frozenset(self.prefixes)
+        return self.cap - self.kv_used >= need
+
+    def _schedule(self) -> None:
+        now = self.sim.now
+        self.dirty = True
+        # Make room for the next step's growth (one token per running sequence).
+        while self.running and self.kv_used + len(self.running) > self.cap:
+            if not self._evict_prefixes(len(self.running), None):
+                self._preempt(self._worst_running())
+        b_old = len(self.running)
+        # The profile's convention (LatencyProfile.request_s): a decode step reads the KV of
+        # each sequence's context *before* the token it generates, hence ``- b``.
+        k_old = self.kv_attn - b_old
+        prefill = 0
+        waiting = self.waiting
+        while waiting and len(self.running) < self.max_batch:
+            prio, _, call = waiting[0]
+            if call.state != QUEUED:
+                heappop(waiting)
+                continue
+            pkey = call.prefix_key if call.phase != "decode" else None
+            ptoks = call.prefix_tokens if pkey else 0
+            resident = pkey is not None and pkey in self.prefixes
+            if call.phase == "decode":
+                fill, need = 0, call.ctx
+            elif resident:
+                fill, need = call.ctx - ptoks, call.ctx - ptoks
+            else:
+                fill, need = call.ctx, call.ctx + (-(-ptoks // self.block) * self.block - ptoks)
+            if prefill and prefill + fill > self.max_batched_tokens:
+                break
+            growth = len(self.running) + 1
+            if self.kv_used + need + growth > self.cap and not self._evict_prefixes(need + growth, pkey):
+                if self.preemptive and self.running:
+                    worst = self._worst_running()
+                    if prio < worst.prio:
+                        self._preempt(worst)
+                        continue
+                break
+            heappop(waiting)
+            self._admit(call, pkey, ptoks, resident, fill)
+            prefill += fill
+        used = self.kv_used
+        if used > self.kv_peak:
+            self.kv_peak = used
+        if prefill:
+            self.ep_single = True
+            self.ep_t0 = now
+            self.ep_n = 1
+            self.ep_b = len(self.running)
+            self.ep_k0 = self.kv_attn
+            self.busy = True
+            self.version += 1
+            dt = self.p.iteration_s(prefill, b_old, k_old) if b_old else self.p.prefill_s(prefill)
+            self.sim.at(now + dt, TICK, self, self.version)
+            return
+        if not self.running:
+            return
+        fin = self.fin
+        while fin and (fin[0][2].state != RUNNING or fin[0][2].finish_step != fin[0][0]
+                       or fin[0][2].replica is not self):
+            heappop(fin)
+        b = len(self.running)
+        n = fin[0][0] - self.step if fin else 1
+        n_kv = (self.cap - self.kv_used) // b
+        n = max(1, min(n, n_kv))
+        self.ep_single = False
+        self.ep_t0 = now
+        self.ep_n = n
+        self.ep_b = b
+        self.ep_k0 = self.kv_attn - b
+        self.busy = True
+        self.version += 1
+        self.sim.at(now + self._epoch_s(n), TICK, self, self.version)
+
+    def _admit(self, call: Call, pkey: str | None, ptoks: int, resident: bool, fill: int) -> None:
+        self.nwaiting -= 1
+        self.queued_prefill -= call.ctx
+        self.queued_out -= call.remaining
+        if pkey is not None:
+            if not resident:
+                self.prefixes[pkey] = [-(-ptoks // self.block) * self.block, 0]
+                self.prefix_total += self.prefixes[pkey][0]
+                self.view.resident_prefixes = frozenset(self.prefixes)
+            entry = self.prefixes[pkey]
+            entry[1] += 1
+            self.prefixes.move_to_end(pkey)
+            call.cached_prefix = True
+            own = call.ctx - ptoks
+        else:
+            call.cached_prefix = False
+            own = call.ctx
+        call.state = RUNNING
+        call.own_tokens = own
+        call.admit_step = self.step
+        # A full/prefill call's prefill iteration yields its first token; a decode call
+        # already has it. The prefill side of a disaggregated pair stops after one token.
+        steps = 1 if call.phase == "prefill" else call.remaining
+        call.finish_step = self.step + max(steps, 1)
+        if call.t_start < 0.0:
+            call.t_start = self.sim.now
+        self.sim.started(call, self)
+        self.running[call.seq] = call
+        self.kv_own += own
+        self.kv_attn += own + (ptoks if pkey is not None else 0)
+        self.sum_finish += call.finish_step
+        heappush(self.fin, (call.finish_step, call.seq, call))

@@ -1,0 +1,154 @@
+"""Static analysis of a workflow's call graph for the simulator and the policies.
+
+:class:`WorkflowGraph` precomputes, once per workflow and cluster:
+
+* the out-edges of every node with cumulative probabilities (for sampling);
+* each stage's standalone time ``t(n)`` on the cluster's fastest device for the
+  stage's model, its shared prefix warm in the cache (LLM: ``LatencyProfile.request_s``
+  at the declared tokens, less the prefix's prefill;
+  SQL/tool: ``service_s``), and a fan-out's time as its slowest branch chain
+  (fastest for ``join = first``);
+* the expected remaining critical path ``R(n)`` and its second moment ``M(n)``,
+  from the fixed point of::
+
+      R(n) = t(n) + sum_e p_e R(target_e)
+      M(n) = var(n) + t(n)^2 + 2 t(n) sum_e p_e R(target_e) + sum_e p_e M(target_e)
+
+  with ``R = M = 0`` at the terminals. Loop edges are followed with their
+  probabilities; loop budgets are ignored, so ``R`` slightly overestimates
+  bounded retry loops (it is an estimate policies rank by, not a promise).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from dataclasses import dataclass
+
+from cortexlang.ir import TERMINALS, FanOut, LLMStage, Program, Workflow
+from planner.profiles import LatencyProfile
+
+
+def llm_standalone_s(p: LatencyProfile, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
+    """Closed form of ``LatencyProfile.request_s``: prefill, then ``output-1`` decode steps alone.
+
+    ``cached_tokens`` of the prompt (a resident shared prefix) are not prefilled.
+    """
+    n = max(output_tokens - 1, 0)
+    decode = n * (p.decode_fixed_s + p.decode_per_seq_s) + p.decode_per_kv_token_s * (
+        n * input_tokens + n * (n - 1) / 2.0)
+    return p.prefill_s(input_tokens - cached_tokens) + decode
+
+
+@dataclass(frozen=True)
+class EdgeChoice:
+    target: str
+    loop: str | None
+
+
+class WorkflowGraph:
+    """Lookups and estimates for one workflow on one cluster (see module docstring)."""
+
+    def __init__(self, program: Program, workflow: Workflow, ref_profiles: dict[str, LatencyProfile]):
+        self.program = program
+        self.workflow = workflow
+        self.ref_profiles = ref_profiles
+        self.stages = {s.name: s for s in workflow.stages}
+        self.fanouts = {f.name: f for f in workflow.fanouts}
+        self.loops = {lp.name: lp for lp in workflow.loops}
+        self.children_loops: dict[str, tuple[str, ...]] = {
+            lp.name: tuple(c.name for c in workflow.loops if c.parent == lp.name) for lp in workflow.loops
+        }
+        self.edges: dict[str, tuple[EdgeChoice, ...]] = {}
+        self.cum: dict[str, list[float]] = {}
+        for node in workflow.nodes:
+            out = workflow.out_edges(node)
+            if not out:
+                raise ValueError(f"workflow {workflow.name!r}: node {node!r} has no out-edge")
+            total = sum(e.probability for e in out) or 1.0
+            acc, cum = 0.0, []
+            for e in out:
+                acc += e.probability / total
+                cum.append(acc)
+            cum[-1] = 1.0
+            self.edges[node] = tuple(EdgeChoice(e.target, e.loop) for e in out)
+            self.cum[node] = cum
+        self.stage_time = {name: self._stage_time(name) for name in self.stages}
+        self.stage_var = {name: self._stage_var(name) for name in self.stages}
+        self.node_time = {n: self._node_time(n) for n in workflow.nodes}
+        self.remaining, self.remaining_std = self._remaining()
+
+    # -- per-node facts ------------------------------------------------------
+    def profile_for(self, model: str) -> LatencyProfile:
+        try:
+            return self.ref_profiles[model]
+        except KeyError:
+            raise ValueError(f"no replica in the cluster serves model {model!r}") from None
+
+    def _stage_time(self, name: str) -> float:
+        s = self.stages[name]
+        if isinstance(s, LLMStage):
+            return llm_standalone_s(self.profile_for(s.models[0].model), s.input_tokens, s.output_tokens,
+                                    s.prefix_tokens)
+        return s.service_s
+
+    def _stage_var(self, name: str) -> float:
+        s = self.stages[name]
+        if isinstance(s, LLMStage):
+            return 0.0
+        return (s.service_s * s.service_cv) ** 2
+
+    def branch_chains(self, fo: FanOut) -> tuple[tuple[str, ...], ...]:
+        if fo.width is None:
+            return fo.branches
+        return tuple(fo.branches[0] for _ in range(fo.branch_count()))
+
+    def _node_time(self, node: str) -> float:
+        if node in self.fanouts:
+            fo = self.fanouts[node]
+            chains = [sum(self.stage_time[s] for s in chain) for chain in self.branch_chains(fo)]
+            return min(chains) if fo.join == "first" else max(chains)
+        return self.stage_time[node]
+
+    def _remaining(self) -> tuple[dict[str, float], dict[str, float]]:
+        nodes = self.workflow.nodes
+        r = {n: 0.0 for n in (*nodes, *TERMINALS)}
+        m = dict(r)
+        for _ in range(200):
+            delta = 0.0
+            for n in nodes:
+                t = self.node_time[n]
+                var = self.stage_var.get(n, 0.0)
+                probs = self._probs(n)
+                er = sum(p * r[e.target] for p, e in zip(probs, self.edges[n]))
+                em = sum(p * m[e.target] for p, e in zip(probs, self.edges[n]))
+                new_r = t + er
+                delta = max(delta, abs(new_r - r[n]))
+                r[n] = new_r
+                m[n] = var + t * t + 2 * t * er + em
+            if delta < 1e-9:
+                break
+        std = {n: math.sqrt(max(m[n] - r[n] ** 2, 0.0)) for n in r}
+        # Stages inside fan-out branches: remaining = rest of the chain + the fan-out's successors.
+        for fo in self.fanouts.values():
+            after = r[fo.name] - self.node_time[fo.name]
+            for chain in self.branch_chains(fo):
+                tail = 0.0
+                for s in reversed(chain):
+                    tail += self.stage_time[s]
+                    r[s] = max(r.get(s, 0.0), tail + after)
+                    std.setdefault(s, std[fo.name])
+        return r, std
+
+    def _probs(self, node: str) -> list[float]:
+        cum = self.cum[node]
+        return [c - (cum[i - 1] if i else 0.0) for i, c in enumerate(cum)]
+
+    def sample_edge(self, node: str, u: float) -> EdgeChoice:
+        """The out-edge of ``node`` chosen by a uniform draw ``u`` in [0, 1)."""
+        cum = self.cum[node]
+        return self.edges[node][min(bisect_right(cum, u), len(cum) - 1)]
+
+    def expected_standalone_s(self) -> float:
+        """Expected standalone latency of a run (the estimate ``R(entry)``)."""
+        return self.remaining[self.workflow.entry]

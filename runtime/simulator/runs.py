@@ -1,0 +1,247 @@
+"""Workflow runs: how one request walks its call graph.
+
+Two drivers share the :class:`Run` interface the simulator uses:
+
+* :class:`IRRun` walks a :class:`~cortexlang.ir.Workflow`, exactly as documented
+  in ``cortexlang/ir.py``: it samples one out-edge per node visit by the edges'
+  probabilities, counts loop iterations (a spent budget sends the loop edge to
+  ``Loop.on_exhausted``; taking an edge of a loop resets its child loops), runs
+  fan-out branches in parallel and joins them (``all``/``vote``/``best`` wait for
+  every branch, ``first`` finishes with the first branch and cancels the rest).
+* :class:`~runtime.simulator.trace.TraceRun` replays a recorded request.
+
+Sampling is *scripted*: every random quantity of a run (tokens, service times,
+edge choices) is drawn once per visit key ``(node, visit)`` -- or
+``(fan-out, visit, branch, position)`` -- from the run's own RNG and kept, so the
+run's path and sizes are the same under every policy (same seed = same
+workload). A dry walk at arrival computes the run's *standalone latency* (its
+own path on an idle, warm cluster -- shared prefixes resident -- on the fastest
+device per model), which defines
+its SLO deadline. Policy actions (pruning a retry, swapping the model) change
+what happens next, never the script.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from cortexlang.ir import LLMStage
+from runtime.simulator.calls import Call
+from runtime.simulator.distributions import sample, sample_tokens
+from runtime.simulator.graph import WorkflowGraph, llm_standalone_s
+
+PruneHook = Callable[["IRRun", Call, str, int], bool]
+"""(run, finished call, loop name, iteration about to start) -> prune?"""
+
+
+class Run:
+    """State common to every run driver."""
+
+    __slots__ = ("run_id", "workflow", "arrival_s", "deadline_s", "standalone_s", "status", "end_s",
+                 "attained_s", "outstanding", "last_replica", "pruned", "ncalls", "rejected_reason")
+
+    def __init__(self, run_id: int, workflow: str, arrival_s: float):
+        self.run_id = run_id
+        self.workflow = workflow
+        self.arrival_s = arrival_s
+        self.deadline_s: float | None = None
+        self.standalone_s = 0.0
+        self.status: str | None = None  # 'done' | 'fail' | 'rejected'
+        self.end_s = -1.0
+        self.attained_s = 0.0
+        self.outstanding = 0
+        self.last_replica: dict[str, str] = {}
+        self.pruned = 0
+        self.ncalls = 0
+        self.rejected_reason: str | None = None
+
+    def first_calls(self) -> list[Call]:
+        raise NotImplementedError
+
+    def on_done(self, call: Call, prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
+        """Calls to start and calls to cancel after ``call`` finished."""
+        raise NotImplementedError
+
+
+class _Fan:
+    """One in-flight fan-out instance."""
+
+    __slots__ = ("node", "visit", "chains", "open", "cp", "done")
+
+    def __init__(self, node: str, visit: int, chains: tuple[tuple[str, ...], ...]):
+        self.node = node
+        self.visit = visit
+        self.chains = chains
+        self.open: dict[int, Call] = {}
+        self.cp = 0.0
+        self.done = False
+
+
+class IRRun(Run):
+    """A run walking an IR workflow (see module docstring)."""
+
+    __slots__ = ("g", "rng", "script", "visits", "loops", "token_cv", "fans", "_family")
+
+    def __init__(self, g: WorkflowGraph, run_id: int, arrival_s: float, rng: random.Random,
+                 token_cv: float = 0.3, service_family: str = "lognormal"):
+        super().__init__(run_id, g.workflow.name, arrival_s)
+        self.g = g
+        self.rng = rng
+        self.token_cv = token_cv
+        self.script: dict[tuple, tuple] = {}
+        self._family = service_family
+        self.visits: dict[str, int] = {}
+        self.loops: dict[str, int] = {}
+        self.fans: dict[str, _Fan] = {}
+        self.standalone_s = self._dry_walk()
+        self.visits.clear()
+        self.loops.clear()
+
+
+    # -- scripted samples ----------------------------------------------------
+    def _sizes(self, key: tuple, stage: str) -> tuple:
+        got = self.script.get(key)
+        if got is None:
+            s = self.g.stages[stage]
+            rng = self.rng
+            if isinstance(s, LLMStage):
+                inp = sample_tokens(rng, s.input_tokens, self.token_cv * 0.5, low=s.prefix_tokens + 1)
+                out = sample_tokens(rng, s.output_tokens, self.token_cv, 1, s.max_tokens.preferred)
+                got = (inp, out, rng.random())
+            else:
+                got = (sample(rng, s.service_s, s.service_cv, self._family), 0, rng.random())
+            self.script[key] = got
+        return got
+
+    def _edge_u(self, key: tuple) -> float:
+        got = self.script.get(key)
+        if got is None:
+            got = (self.rng.random(),)
+            self.script[key] = got
+        return got[-1]
+
+    def _call_time(self, key: tuple, stage: str) -> float:
+        a, b, _ = self._sizes(key, stage)
+        s = self.g.stages[stage]
+        if isinstance(s, LLMStage):
+            return llm_standalone_s(self.g.profile_for(s.models[0].model), a, b, s.prefix_tokens)
+        return a
+
+    # -- the walk ------------------------------------------------------------
+    def _follow(self, node: str, u: float) -> tuple[str, str | None, int]:
+        """Next node after ``node`` for draw ``u``: (target, loop iterated or None, iteration)."""
+        e = self.g.sample_edge(node, u)
+        if e.loop is None:
+            return e.target, None, 0
+        lp = self.g.loops[e.loop]
+        used = self.loops.get(e.loop, 0)
+        if used >= lp.max_iterations.preferred:
+            return lp.on_exhausted, None, 0
+        return e.target, e.loop, used + 1
+
+    def _take_loop(self, loop: str) -> None:
+        self.loops[loop] = self.loops.get(loop, 0) + 1
+        for child in self.g.children_loops.get(loop, ()):
+            self.loops[child] = 0
+
+    def _visit(self, node: str) -> int:
+        v = self.visits.get(node, 0)
+        self.visits[node] = v + 1
+        return v
+
+    def _dry_walk(self) -> float:
+        """Standalone latency of this run's scripted path (idle cluster, fastest devices)."""
+        t, node = 0.0, self.g.workflow.entry
+        for _ in range(100_000):
+            if node in ("done", "fail"):
+                return t
+            v = self._visit(node)
+            if node in self.g.fanouts:
+                fo = self.g.fanouts[node]
+                chains = [sum(self._call_time((node, v, b, i), s) for i, s in enumerate(chain))
+                          for b, chain in enumerate(self.g.branch_chains(fo))]
+                t += min(chains) if fo.join == "first" else max(chains)
+                u = self._edge_u((node, v, "edge"))
+            else:
+                t += self._call_time((node, v), node)
+                u = self._sizes((node, v), node)[2]
+            node, loop, _ = self._follow(node, u)
+            if loop is not None:
+                self._take_loop(loop)
+        raise RuntimeError(f"workflow {self.workflow!r}: walk did not terminate")
+
+    def _make_call(self, key: tuple, stage: str, cp: float, group: object = None) -> Call:
+        a, b, _ = self._sizes(key, stage)
+        s = self.g.stages[stage]
+        g = self.g
+        self.ncalls += 1
+        attempt = sum(self.loops.values())
+        if isinstance(s, LLMStage):
+            model = s.models[0].model
+            pkey = f"{self.workflow}/{stage}@{model}" if s.prefix_tokens else None
+            return Call(self, key, stage, "llm", model, a, b, pkey, s.prefix_tokens, 0.0,
+                        llm_standalone_s(g.profile_for(model), a, b, s.prefix_tokens), g.stage_time[stage],
+                        g.remaining.get(stage, 0.0), g.remaining_std.get(stage, 0.0), group, attempt, cp)
+        return Call(self, key, stage, s.kind, None, 0, 0, None, 0, a, a, s.service_s,
+                    g.remaining.get(stage, 0.0), g.remaining_std.get(stage, 0.0), group, attempt, cp)
+
+    def _enter(self, node: str, cp: float) -> list[Call]:
+        if node in ("done", "fail"):
+            self.status = node
+            return []
+        v = self._visit(node)
+        if node in self.g.fanouts:
+            fo = self.g.fanouts[node]
+            fan = _Fan(node, v, self.g.branch_chains(fo))
+            fan.cp = cp
+            self.fans[node] = fan
+            calls = []
+            for b, chain in enumerate(fan.chains):
+                c = self._make_call((node, v, b, 0), chain[0], cp, (node, b, 0))
+                fan.open[b] = c
+                calls.append(c)
+            return calls
+        return [self._make_call((node, v), node, cp)]
+
+    def first_calls(self) -> list[Call]:
+        return self._enter(self.g.workflow.entry, 0.0)
+
+    def on_done(self, call: Call, prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
+        cp = call.cp_service_s + (call.t_end - call.t_start)
+        if call.group is not None:
+            return self._branch_done(call, cp, prune)
+        u = self._sizes(call.key, call.stage)[2]
+        return self._leave(call.stage, call, u, cp, prune), []
+
+    def _leave(self, node: str, call: Call, u: float, cp: float, prune: PruneHook | None) -> list[Call]:
+        target, loop, iteration = self._follow(node, u)
+        if loop is not None:
+            if prune is not None and prune(self, call, loop, iteration):
+                self.pruned += 1
+                target = self.g.loops[loop].on_exhausted
+            else:
+                self._take_loop(loop)
+        return self._enter(target, cp)
+
+    def _branch_done(self, call: Call, cp: float, prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
+        node, b, pos = call.group
+        fan = self.fans[node]
+        if fan.done:
+            return [], []
+        fan.cp = max(fan.cp, cp)
+        chain = fan.chains[b]
+        if pos + 1 < len(chain):
+            c = self._make_call((node, fan.visit, b, pos + 1), chain[pos + 1], cp, (node, b, pos + 1))
+            fan.open[b] = c
+            return [c], []
+        del fan.open[b]
+        cancel: list[Call] = []
+        if self.g.fanouts[node].join == "first":
+            cancel = list(fan.open.values())
+            fan.open.clear()
+        if fan.open:
+            return [], []
+        fan.done = True
+        u = self._edge_u((node, fan.visit, "edge"))
+        return self._leave(node, call, u, fan.cp, prune), cancel

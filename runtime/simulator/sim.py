@@ -1,0 +1,428 @@
+"""The discrete-event simulator (simulated time; every output is labelled simulated).
+
+One :class:`Simulator` replays one workload on one cluster layout under one
+policy. It is deterministic for a given seed: arrivals come from one RNG, and
+each run's sizes and branch outcomes from its own RNG seeded by
+``(seed, run_id)`` (see :mod:`runtime.simulator.runs`), so two policies run with
+the same seed see exactly the same requests.
+
+The executor loop (per call): build a :class:`~runtime.policies.base.CallView`,
+ask the policy to :meth:`adapt` (model swap, hedging), :meth:`route` among the
+eligible replicas (dedicated to the stage, or generic; plus idle replicas of
+other stages when the policy borrows), and :meth:`priority`, then queue it on
+the chosen engine or executor group. Runs are admitted (or rejected, counted as
+SLO misses) by :meth:`Policy.admit` on arrival.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from heapq import heappop, heappush
+
+from cortexlang.ir import LLMStage, Program
+from planner.profiles import LatencyProfile
+from runtime.policies.base import CallView, Policy, StageLoad, least_backlog_route
+from runtime.simulator.calls import CANCELLED, DONE, Call
+from runtime.simulator.calls import TRANSFER as TRANSFERRING
+from runtime.simulator.cluster import LayoutError, ReplicaSpec, model_profile
+from runtime.simulator.distributions import interarrival
+from runtime.simulator.engine import LLMEngine
+from runtime.simulator.executor import ExecutorGroup
+from runtime.simulator.graph import WorkflowGraph
+from runtime.simulator.records import SimResult
+from runtime.simulator.runs import IRRun, Run
+from runtime.simulator.trace import TraceRequest, TraceRun
+
+ARRIVAL, TICK, FINISH, TRANSFER, SAMPLE, REQUEUE = range(6)
+SPEED_PROBE = (512, 128)
+"""Request (input, output tokens) whose standalone time defines a replica's relative speed."""
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Arrivals of one workflow: ``rate_per_s`` with a pattern (poisson, bursty, constant)."""
+
+    workflow: str
+    rate_per_s: float
+    pattern: str = "poisson"
+    burstiness: float = 1.0
+
+
+@dataclass
+class SimConfig:
+    """Knobs of one simulation."""
+
+    seed: int = 0
+    runs: int = 2000
+    """Arrivals to generate (IR workloads); the simulation then drains."""
+    slo_scale: float | None = None
+    """Deadline = arrival + slo_scale x the run's standalone latency (None: the IR's SLO, if any)."""
+    warmup_fraction: float = 0.1
+    token_cv: float = 0.3
+    service_family: str = "lognormal"
+    block_tokens: int = 16
+    max_batched_tokens: int = 8192
+    kv_sample_s: float | None = None
+    record_calls: bool = False
+
+
+class Simulator:
+    """Runs one workload on one layout under one policy; see module docstring."""
+
+    def __init__(self, program: Program, layout: Sequence[ReplicaSpec], policy: Policy,
+                 streams: Sequence[Stream] = (), config: SimConfig | None = None,
+                 trace: Sequence[TraceRequest] | None = None):
+        self.program = program
+        self.policy = policy
+        self.cfg = config or SimConfig()
+        self.streams = tuple(streams)
+        self.trace = list(trace) if trace is not None else None
+        self.now = 0.0
+        self._events: list[tuple] = []
+        self._seq = 0
+        self.engines: list[LLMEngine] = []
+        self.executors: list[ExecutorGroup] = []
+        self.replicas: dict[str, LLMEngine | ExecutorGroup] = {}
+        self._build(layout)
+        self.graphs = {w.name: WorkflowGraph(program, w, self.ref_profiles) for w in program.workflows
+                       if any(s.workflow == w.name for s in self.streams)}
+        self._candidates: dict[tuple[str, str | None], list] = {}
+        self._overrides = {m: getattr(type(policy), m) is not getattr(Policy, m)
+                           for m in ("admit", "adapt", "prune_retry")}
+        self.run_records: list[tuple] = []
+        self.call_records: list[tuple] = []
+        self.kv_samples: list[tuple[float, str, int]] = []
+        self.llm_calls = 0
+        self.active_runs = 0
+
+    # -- setup ---------------------------------------------------------------
+    def _build(self, layout: Sequence[ReplicaSpec]) -> None:
+        profiles: dict[str, LatencyProfile] = {}
+        for spec in layout:
+            if spec.kind == "llm":
+                if spec.model is None:
+                    raise LayoutError(f"LLM replica {spec.name!r} names no model")
+                p = model_profile(self.program, spec.model, spec.device, spec.tp)
+                best = profiles.get(spec.model)
+                if best is None or p.request_s(*SPEED_PROBE) < best.request_s(*SPEED_PROBE):
+                    profiles[spec.model] = p
+        self.ref_profiles = profiles
+        for spec in layout:
+            if spec.name in self.replicas:
+                raise LayoutError(f"duplicate replica name {spec.name!r}")
+            if spec.kind == "llm":
+                mspec = self.program.model(spec.model or "")
+                p = model_profile(self.program, spec.model or "", spec.device, spec.tp)
+                cap = spec.kv_capacity_tokens or p.kv_capacity_tokens(mspec.weight_bytes, mspec.kv_bytes_per_token)
+                if cap <= 0:
+                    raise LayoutError(f"{spec.name}: {spec.model} does not fit on {spec.tp}x{spec.device}")
+                speed = profiles[spec.model].request_s(*SPEED_PROBE) / p.request_s(*SPEED_PROBE)
+                eng = LLMEngine(self, spec, p, mspec.kv_bytes_per_token, cap, speed=speed,
+                                block_tokens=self.cfg.block_tokens,
+                                max_batched_tokens=self.cfg.max_batched_tokens,
+                                preemptive=self.policy.preemptive)
+                self.engines.append(eng)
+                self.replicas[spec.name] = eng
+            else:
+                ex = ExecutorGroup(self, spec)
+                self.executors.append(ex)
+                self.replicas[spec.name] = ex
+
+    def candidates(self, stage: str, kind: str, model: str | None) -> list:
+        """Replicas eligible for ``stage`` (dedicated or generic), cached."""
+        key = (stage, model)
+        got = self._candidates.get(key)
+        if got is None:
+            pool = self.engines if kind == "llm" else self.executors
+            got = [r for r in pool if (kind != "llm" or r.spec.model == model)
+                   and (r.spec.stages is None or stage in r.spec.stages)]
+            self._candidates[key] = got
+        return got
+
+    # -- events --------------------------------------------------------------
+    def at(self, t: float, kind: int, obj: object, arg: object = None) -> None:
+        self._seq += 1
+        heappush(self._events, (t, self._seq, kind, obj, arg))
+
+    def run(self) -> SimResult:
+        wall0 = time.perf_counter()
+        self._arrival_rng = random.Random(self.cfg.seed)
+        self._next_id = 0
+        if self.trace is not None:
+            for i, req in enumerate(self.trace):
+                self.at(req.arrival_s, ARRIVAL, TraceRun(req, i, self.ref_profiles))
+        else:
+            if not self.streams:
+                raise ValueError("nothing to simulate: no arrival stream and no trace")
+            total = sum(s.rate_per_s for s in self.streams)
+            self._mix = [(s.rate_per_s / total, s) for s in self.streams]
+            self._total_rate = total
+            self._arrivals_left = self.cfg.runs
+            self._pattern = self.streams[0]
+            self.at(0.0, ARRIVAL, None)
+        if self.cfg.kv_sample_s:
+            self.at(0.0, SAMPLE, None)
+        if self.policy.requeue_interval_s:
+            self.at(self.policy.requeue_interval_s, REQUEUE, None)
+        events = self._events
+        while events:
+            t, _, kind, obj, arg = heappop(events)
+            self.now = t
+            if kind == TICK or kind == FINISH:
+                obj.on_event(kind, arg)
+            elif kind == ARRIVAL:
+                self._arrive(obj)
+            elif kind == TRANSFER:
+                self._transfer_done(obj)
+            elif kind == SAMPLE:
+                self._sample_kv()
+            elif kind == REQUEUE:
+                self._requeue()
+        wall = time.perf_counter() - wall0
+        return SimResult.build(self, wall)
+
+    def _more_work(self) -> bool:
+        return self.active_runs > 0 or (self.trace is None and self._arrivals_left > 0)
+
+    def _sample_kv(self) -> None:
+        for e in self.engines:
+            self.kv_samples.append((self.now, e.name, e.kv_used_at(self.now)))
+        if self._more_work() or any(e.busy for e in self.engines):
+            self.at(self.now + (self.cfg.kv_sample_s or 1.0), SAMPLE, None)
+
+    def _requeue(self) -> None:
+        key_of = self._requeue_key
+        for r in self.replicas.values():
+            if r.nwaiting:
+                r.requeue_all(key_of)
+        if self._more_work():
+            self.at(self.now + (self.policy.requeue_interval_s or 1.0), REQUEUE, None)
+
+    def _requeue_key(self, call: Call) -> tuple:
+        v = call.view
+        v.now_s = self.now
+        v.attained_service_s = call.run.attained_s
+        return self.policy.priority(v)
+
+    # -- runs ----------------------------------------------------------------
+    def _arrive(self, run: Run | None) -> None:
+        if run is None:  # IR stream: make the run, schedule the next arrival
+            rng = self._arrival_rng
+            u, acc, stream = rng.random(), 0.0, self._mix[-1][1]
+            for share, s in self._mix:
+                acc += share
+                if u < acc:
+                    stream = s
+                    break
+            run_id = self._next_id
+            self._next_id += 1
+            run = IRRun(self.graphs[stream.workflow], run_id, self.now,
+                        random.Random(self.cfg.seed * 1_000_003 + run_id), self.cfg.token_cv,
+                        self.cfg.service_family)
+            self._arrivals_left -= 1
+            if self._arrivals_left > 0:
+                p = self._pattern
+                self.at(self.now + interarrival(rng, self._total_rate, p.pattern, p.burstiness), ARRIVAL, None)
+        self._deadline(run)
+        calls = run.first_calls()
+        if self._overrides["admit"] and calls:
+            verdict = self.policy.admit(self.call_view(calls[0]), self.stage_loads(run))
+            if not verdict.admit:
+                run.status = "rejected"
+                run.rejected_reason = verdict.reason
+                run.end_s = self.now
+                self._record_run(run)
+                return
+        self.active_runs += 1
+        run.outstanding = len(calls)
+        for c in calls:
+            self.dispatch(c)
+
+    def _deadline(self, run: Run) -> None:
+        if self.cfg.slo_scale is not None:
+            run.deadline_s = run.arrival_s + self.cfg.slo_scale * run.standalone_s
+            return
+        wf = next((w for w in self.program.workflows if w.name == run.workflow), None)
+        if wf is not None and wf.slo is not None:
+            run.deadline_s = run.arrival_s + wf.slo.latency_s
+
+    def call_view(self, call: Call) -> CallView:
+        run = call.run
+        return CallView(
+            run.run_id, run.workflow, call.stage, call.kind, call.model, run.arrival_s, self.now,
+            run.deadline_s, call.expected_s, call.remaining_cp_s, call.remaining_std_s, run.attained_s,
+            call.cp_service_s, call.prefix_key, call.input_tokens, call.output_tokens, call.attempt, self.now,
+            run.last_replica.get(call.model or "") if call.model else None,
+        )
+
+    def stage_load(self, stage: str, kind: str, model: str | None) -> StageLoad:
+        reps = self.candidates(stage, kind, model)
+        views = [r.refresh_view() for r in reps]
+        models: tuple[str, ...] = ()
+        if kind == "llm":
+            wf_stage = self._stage_spec(stage)
+            if isinstance(wf_stage, LLMStage):
+                models = tuple(o.model for o in wf_stage.models if self.candidates(stage, kind, o.model))
+        wait = min((0.0 if v.queue_len == 0 and v.running < v.slots else v.backlog_s for v in views), default=0.0)
+        return StageLoad(stage, sum(v.queue_len for v in views), sum(v.running for v in views), len(views),
+                         wait, models)
+
+    def _stage_spec(self, stage: str):
+        for g in self.graphs.values():
+            if stage in g.stages:
+                return g.stages[stage]
+        return None
+
+    def stage_loads(self, run: Run) -> dict[str, StageLoad]:
+        g = self.graphs.get(run.workflow)
+        if g is None:
+            return {}
+        out = {}
+        for name, s in g.stages.items():
+            model = s.models[0].model if isinstance(s, LLMStage) else None
+            out[name] = self.stage_load(name, s.kind, model)
+        return out
+
+    def dispatch(self, call: Call, exclude: frozenset[str] = frozenset()) -> None:
+        """Adapt, route and queue a new call (see module docstring)."""
+        self._seq += 1
+        call.seq = self._seq
+        run = call.run
+        view = self.call_view(call)
+        call.view = view
+        hedge = 1
+        if call.kind == "llm":
+            self.llm_calls += 1
+            if self._overrides["adapt"] and not exclude:
+                ad = self.policy.adapt(view, self.stage_load(call.stage, call.kind, call.model))
+                if ad.model and ad.model != call.model and self.candidates(call.stage, "llm", ad.model):
+                    call.model = ad.model
+                    if call.prefix_key:
+                        call.prefix_key = f"{run.workflow}/{call.stage}@{ad.model}"
+                    view.model = ad.model
+                    view.prefix_key = call.prefix_key
+                hedge = max(1, ad.hedge)
+        elif self._overrides["adapt"] and not exclude:
+            hedge = max(1, self.policy.adapt(view, self.stage_load(call.stage, call.kind, None)).hedge)
+        cands = self.candidates(call.stage, call.kind, call.model)
+        if not cands and call.kind == "llm":
+            # The layout serves a declared alternative (e.g. a planner chose a lighter option).
+            spec = self._stage_spec(call.stage)
+            for opt in getattr(spec, "models", ()):
+                if self.candidates(call.stage, "llm", opt.model):
+                    call.model = view.model = opt.model
+                    cands = self.candidates(call.stage, "llm", opt.model)
+                    break
+        if not cands:
+            raise LayoutError(f"no replica serves stage {call.stage!r}"
+                              + (f" with model {call.model!r}" if call.model else ""))
+        views = [r.refresh_view() for r in cands if r.name not in exclude]
+        if self.policy.borrow_idle and call.kind == "llm":
+            for r in self.engines:
+                if (r.spec.model == call.model and r.spec.stages is not None and call.stage not in r.spec.stages
+                        and not r.running and not r.nwaiting and r.name not in exclude):
+                    v = r.refresh_view()
+                    v.borrowed = True
+                    views.append(v)
+        if not views:
+            return
+        route = self.policy.route(view, views) or least_backlog_route(views)
+        for v in views:
+            v.borrowed = False
+        replica = self.replicas[route.replica_id]
+        if isinstance(replica, LLMEngine) and replica.role == "prefill":
+            call.phase = "prefill"
+            dec = route.decode_replica_id
+            call.decode_replica = self.replicas[dec] if dec else None
+            if call.decode_replica is None:
+                raise LayoutError(f"{replica.name} is a prefill replica but the route names no decode replica")
+        call.t_enqueue = self.now
+        replica.enqueue(call, self.policy.priority(view))
+        if hedge > 1:
+            peers = [call]
+            used = set(exclude) | {replica.name}
+            for _ in range(hedge - 1):
+                twin = Call(run, call.key, call.stage, call.kind, call.model, call.input_tokens,
+                            call.output_tokens, call.prefix_key, call.prefix_tokens, call.service_s,
+                            call.standalone_s, call.expected_s, call.remaining_cp_s, call.remaining_std_s,
+                            call.group, call.attempt, call.cp_service_s)
+                twin.hedge_peers = peers
+                peers.append(twin)
+                self.dispatch(twin, frozenset(used))
+                if twin.replica is not None:
+                    used.add(twin.replica.name)
+            call.hedge_peers = peers
+
+    # -- callbacks from engines ----------------------------------------------
+    def started(self, call: Call, replica: object) -> None:
+        pass
+
+    def preempted(self, call: Call) -> None:
+        pass
+
+    def call_finished(self, call: Call) -> None:
+        if call.phase == "prefill":
+            self._ship_kv(call)
+            return
+        call.state = DONE
+        run = call.run
+        if call.hedge_peers:
+            for peer in call.hedge_peers:
+                if peer is not call and peer.state not in (DONE, CANCELLED) and peer.replica is not None:
+                    peer.replica.cancel(peer)
+                    peer.state = CANCELLED
+        if self.cfg.record_calls:
+            self.call_records.append((run.run_id, run.workflow, call.stage, call.kind, call.replica.name,
+                                      call.t_enqueue, call.t_start, call.t_end, call.input_tokens,
+                                      call.output_tokens))
+        run.attained_s += call.t_end - call.t_start
+        if call.model:
+            run.last_replica[call.model] = call.replica.name
+        run.outstanding -= 1
+        new, cancel = run.on_done(call, self._prune if self._overrides["prune_retry"] else None)
+        for c in cancel:
+            for peer in c.hedge_peers or (c,):
+                if peer.replica is not None and peer.state not in (DONE, CANCELLED):
+                    peer.replica.cancel(peer)
+                peer.state = CANCELLED
+            run.outstanding -= 1
+        run.outstanding += len(new)
+        for c in new:
+            self.dispatch(c)
+        if run.outstanding == 0 and run.status is not None:
+            run.end_s = self.now
+            self.active_runs -= 1
+            self._record_run(run)
+
+    def _prune(self, run: IRRun, call: Call, loop: str, iteration: int) -> bool:
+        view = self.call_view(call)
+        view.attempt = iteration
+        return self.policy.prune_retry(view, loop, iteration, self.stage_load(call.stage, call.kind, call.model))
+
+    def _ship_kv(self, call: Call) -> None:
+        """Prefill side finished: transfer the KV to the decode replica, unless the call is done."""
+        call.remaining -= 1
+        src = call.replica
+        if call.remaining <= 0:
+            call.phase = "full"
+            self.call_finished(call)
+            return
+        dec: LLMEngine = call.decode_replica
+        bw = min(src.spec.link_bytes_per_s, dec.spec.link_bytes_per_s)
+        call.phase = "decode"
+        call.state = TRANSFERRING
+        call.ctx += 1
+        call.replica = None
+        self.at(self.now + call.ctx * dec.view.kv_bytes_per_token / bw, TRANSFER, call)
+
+    def _transfer_done(self, call: Call) -> None:
+        if call.state == CANCELLED:
+            return
+        call.decode_replica.enqueue(call, call.prio)
+
+    def _record_run(self, run: Run) -> None:
+        self.run_records.append((run.run_id, run.workflow, run.arrival_s, run.end_s, run.standalone_s,
+                                 run.deadline_s, run.status, run.ncalls, run.pruned))

@@ -1,0 +1,233 @@
+"""Replaying recorded requests: the JSONL trace format (see docs/trace-format.md).
+
+One workflow request per line::
+
+    {"run_id": "r17", "workflow": "nl2sql", "arrival_s": 12.5, "status": "done",
+     "calls": [
+       {"id": "c1", "stage": "generate", "kind": "llm", "model": "llama8b",
+        "input_tokens": 1700, "output_tokens": 110, "prefix_tokens": 1200, "parents": [], "outcome": "ok"},
+       {"id": "c2", "stage": "execute", "kind": "sql", "duration_s": 0.041, "parents": ["c1"],
+        "outcome": "error"}]}
+
+A call starts when all its ``parents`` have finished (a DAG; calls without
+parents start at arrival). LLM calls need ``model``, ``input_tokens`` and
+``output_tokens``; SQL and tool calls need ``duration_s``. Outcomes are kept
+for the record; the replay follows the recorded calls, whatever the outcomes.
+The run's standalone latency is the DAG's longest path with LLM calls timed on
+the cluster's fastest device for their model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cortexlang.ir import ModelSpec
+from planner.profiles import LatencyProfile
+from runtime.simulator.calls import Call
+from runtime.simulator.graph import llm_standalone_s
+from runtime.simulator.runs import PruneHook, Run
+from runtime.simulator.workloads import LLAMA8B, LLAMA70B
+
+KNOWN_MODELS: dict[str, ModelSpec] = {
+    "llama8b": LLAMA8B, "llama-3-8b": LLAMA8B.model_copy(update={"name": "llama-3-8b"}),
+    "llama70b": LLAMA70B, "llama-3-70b": LLAMA70B.model_copy(update={"name": "llama-3-70b"}),
+}
+"""Model names a trace may use without a program that declares them."""
+
+
+class TraceError(ValueError):
+    """A malformed trace line; the message names the line and the field."""
+
+
+@dataclass(frozen=True)
+class TraceCall:
+    id: str
+    stage: str
+    kind: str
+    parents: tuple[str, ...]
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    prefix_tokens: int = 0
+    duration_s: float = 0.0
+    outcome: str = "ok"
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    run_id: str
+    workflow: str
+    arrival_s: float
+    calls: tuple[TraceCall, ...]
+    status: str = "done"
+
+
+def _parse_call(raw: dict, where: str) -> TraceCall:
+    try:
+        kind = raw.get("kind", "llm")
+        if kind not in ("llm", "sql", "tool"):
+            raise TraceError(f"{where}: kind must be llm, sql or tool, not {kind!r}")
+        call = TraceCall(
+            id=str(raw["id"]), stage=str(raw["stage"]), kind=kind,
+            parents=tuple(str(p) for p in raw.get("parents", ())), model=raw.get("model"),
+            input_tokens=int(raw.get("input_tokens", 0)), output_tokens=int(raw.get("output_tokens", 0)),
+            prefix_tokens=int(raw.get("prefix_tokens", 0)), duration_s=float(raw.get("duration_s", 0.0)),
+            outcome=str(raw.get("outcome", "ok")),
+        )
+    except KeyError as e:
+        raise TraceError(f"{where}: missing field {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        if isinstance(e, TraceError):
+            raise
+        raise TraceError(f"{where}: {e}") from None
+    if kind == "llm" and (not call.model or call.input_tokens <= 0 or call.output_tokens <= 0):
+        raise TraceError(f"{where}: an llm call needs model, input_tokens > 0 and output_tokens > 0")
+    if kind != "llm" and call.duration_s <= 0:
+        raise TraceError(f"{where}: a {kind} call needs duration_s > 0")
+    return call
+
+
+def parse_trace(lines: Iterable[str], source: str = "trace") -> list[TraceRequest]:
+    """Parse and validate JSONL trace lines (blank lines are skipped)."""
+    out: list[TraceRequest] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{source}:{n}"
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TraceError(f"{where}: not JSON ({e.msg})") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("calls"), list) or not raw["calls"]:
+            raise TraceError(f"{where}: expected an object with a non-empty 'calls' list")
+        calls = tuple(_parse_call(c, f"{where} call {i}") for i, c in enumerate(raw["calls"]))
+        ids = {c.id for c in calls}
+        if len(ids) != len(calls):
+            raise TraceError(f"{where}: duplicate call ids")
+        for c in calls:
+            missing = [p for p in c.parents if p not in ids]
+            if missing:
+                raise TraceError(f"{where}: call {c.id!r} has unknown parents {missing}")
+        try:
+            arrival = float(raw["arrival_s"])
+        except (KeyError, TypeError, ValueError):
+            raise TraceError(f"{where}: missing or invalid 'arrival_s'") from None
+        req = TraceRequest(str(raw.get("run_id", n)), str(raw.get("workflow", "trace")), arrival, calls,
+                           str(raw.get("status", "done")))
+        _topological(req, where)
+        out.append(req)
+    out.sort(key=lambda r: r.arrival_s)
+    return out
+
+
+def load_trace(path: str | Path) -> list[TraceRequest]:
+    p = Path(path)
+    if not p.is_file():
+        raise TraceError(f"{path}: no such trace file")
+    return parse_trace(p.read_text().splitlines(), str(path))
+
+
+def dump_trace(requests: Iterable[TraceRequest]) -> str:
+    """The JSONL text of ``requests`` (inverse of :func:`parse_trace`)."""
+    lines = []
+    for r in requests:
+        calls = []
+        for c in r.calls:
+            d = {"id": c.id, "stage": c.stage, "kind": c.kind, "parents": list(c.parents), "outcome": c.outcome}
+            if c.kind == "llm":
+                d.update(model=c.model, input_tokens=c.input_tokens, output_tokens=c.output_tokens,
+                         prefix_tokens=c.prefix_tokens)
+            else:
+                d["duration_s"] = c.duration_s
+            calls.append(d)
+        lines.append(json.dumps({"run_id": r.run_id, "workflow": r.workflow, "arrival_s": r.arrival_s,
+                                 "status": r.status, "calls": calls}))
+    return "\n".join(lines) + "\n"
+
+
+def _topological(req: TraceRequest, where: str) -> list[str]:
+    order, state = [], {}
+    parents = {c.id: c.parents for c in req.calls}
+
+    def visit(i: str) -> None:
+        if state.get(i) == 1:
+            raise TraceError(f"{where}: the calls' parents form a cycle through {i!r}")
+        if state.get(i) == 2:
+            return
+        state[i] = 1
+        for p in parents[i]:
+            visit(p)
+        state[i] = 2
+        order.append(i)
+
+    for c in req.calls:
+        visit(c.id)
+    return order
+
+
+class TraceRun(Run):
+    """A recorded request replayed as a DAG of calls."""
+
+    __slots__ = ("req", "calls", "children", "waiting_on", "done_cp", "_ref")
+
+    def __init__(self, req: TraceRequest, run_id: int, ref_profiles: dict[str, LatencyProfile]):
+        super().__init__(run_id, req.workflow, req.arrival_s)
+        self.req = req
+        self.calls = {c.id: c for c in req.calls}
+        self.children: dict[str, list[str]] = {c.id: [] for c in req.calls}
+        for c in req.calls:
+            for p in c.parents:
+                self.children[p].append(c.id)
+        self.waiting_on = {c.id: len(c.parents) for c in req.calls}
+        self.done_cp: dict[str, float] = {}
+        times = {c.id: self._standalone(c, ref_profiles) for c in req.calls}
+        finish: dict[str, float] = {}
+        for cid in _topological(req, req.run_id):
+            c = self.calls[cid]
+            finish[cid] = max((finish[p] for p in c.parents), default=0.0) + times[cid]
+        self.standalone_s = max(finish.values())
+        self._ref = ref_profiles
+
+    @staticmethod
+    def _standalone(c: TraceCall, ref: dict[str, LatencyProfile]) -> float:
+        if c.kind != "llm":
+            return c.duration_s
+        if c.model not in ref:
+            raise TraceError(f"trace model {c.model!r} has no replica in the cluster")
+        return llm_standalone_s(ref[c.model], c.input_tokens, c.output_tokens, c.prefix_tokens)
+
+    def _make(self, cid: str, cp: float) -> Call:
+        c = self.calls[cid]
+        self.ncalls += 1
+        t = self._standalone(c, self._ref)
+        pkey = f"{self.workflow}/{c.stage}@{c.model}" if c.kind == "llm" and c.prefix_tokens else None
+        return Call(self, cid, c.stage, c.kind, c.model if c.kind == "llm" else None, c.input_tokens,
+                    c.output_tokens, pkey, c.prefix_tokens, c.duration_s, t, t, t, 0.0, None, 0, cp)
+
+    def first_calls(self) -> list[Call]:
+        return [self._make(c.id, 0.0) for c in self.req.calls if not c.parents]
+
+    def on_done(self, call: Call, prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
+        cp = call.cp_service_s + (call.t_end - call.t_start)
+        self.done_cp[call.key] = cp
+        new = []
+        for child in self.children[call.key]:
+            self.waiting_on[child] -= 1
+            if self.waiting_on[child] == 0:
+                parents = self.calls[child].parents
+                new.append(self._make(child, max(self.done_cp[p] for p in parents)))
+        if len(self.done_cp) == len(self.calls):
+            self.status = self.req.status if self.req.status in ("done", "fail") else "done"
+        return new, []
+
+
+def trace_models(requests: Iterable[TraceRequest]) -> tuple[ModelSpec, ...]:
+    """Model declarations for the models a trace names (from :data:`KNOWN_MODELS`)."""
+    names = sorted({c.model for r in requests for c in r.calls if c.kind == "llm" and c.model})
+    unknown = [n for n in names if n not in KNOWN_MODELS]
+    if unknown:
+        raise TraceError(f"unknown models in trace: {unknown}; known: {sorted(KNOWN_MODELS)}")
+    return tuple(KNOWN_MODELS[n] for n in names)

@@ -1,0 +1,60 @@
+"""`cortex simulate`: end to end on a trace and on an example, and clean usage errors."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from cortexlang.cli import simulate_cmd
+from tests.conftest import EXAMPLES
+from tests.runtime.simulator.test_trace import LINES
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    simulate_cmd.register(app)
+
+    @app.command("noop")
+    def noop() -> None:  # a second command keeps `simulate` a subcommand
+        pass
+
+    return app
+
+
+def test_trace_replay_json(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(LINES) + "\n")
+    r = CliRunner().invoke(_app(), ["simulate", "--trace", str(trace), "--cluster", "H100=1", "-p", "fcfs",
+                                    "-p", "autellix-plas", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["label"] == "simulated" and [row["policy"] for row in out["rows"]] == ["fcfs", "autellix-plas"]
+    assert all(row["label"] == "simulated" for row in out["rows"])
+
+
+def test_example_file_table():
+    r = CliRunner().invoke(_app(), ["simulate", str(EXAMPLES / "rag.cortex"), "--runs", "60", "-p", "fcfs",
+                                    "-p", "cortex"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("simulated: rag")
+    assert "cortex" in r.output and "fcfs" in r.output
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path):
+    runner = CliRunner()
+    for args in (["simulate"], ["simulate", "--trace", "x.jsonl", str(EXAMPLES / "rag.cortex")],
+                 ["simulate", str(EXAMPLES / "rag.cortex"), "-p", "nope"],
+                 ["simulate", str(EXAMPLES / "rag.cortex"), "--cluster", "H100=lots"]):
+        r = runner.invoke(_app(), args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "Traceback" not in r.output
+
+
+def test_bad_trace_exits_1_with_message(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{oops\n")
+    r = CliRunner().invoke(_app(), ["simulate", "--trace", str(bad)])
+    assert r.exit_code == 1
+    assert "not JSON" in r.output

@@ -1,0 +1,123 @@
+"""Graph walking, conservation, determinism, disaggregation and layouts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cortexlang.ir import FanOut, IntKnob, Loop, Workflow
+from runtime.policies.fcfs import FCFS
+from runtime.policies.registry import POLICIES, make_policy
+from runtime.simulator.cluster import ReplicaSpec, isolated_layout, shared_layout
+from runtime.simulator.sim import SimConfig, Simulator, Stream
+from runtime.simulator.workloads import edge, fanout, llm, nl2sql, program, react
+from tests.runtime.simulator.helpers import engines, executors, one_llm, prog
+
+
+def _run(wf, layout, policy=None, runs=300, rate=20.0, **cfg):
+    return Simulator(program(wf), layout, policy or FCFS(), [Stream(wf.name, rate)],
+                     SimConfig(runs=runs, warmup_fraction=0.0, record_calls=True, **cfg)).run()
+
+
+def test_every_run_finishes_or_is_rejected_under_every_policy():
+    wf = nl2sql()
+    layout = shared_layout({"A100": 1, "H100": 1}, "llama8b", workflow=wf)
+    iso = isolated_layout({"A100": 2, "H100": 2}, program(wf), wf, {"schema_link": 1, "generate": 1, "fix": 1,
+                                                                      "answer": 1})
+    for name in POLICIES:
+        res = _run(wf, iso if name == "cortex" else layout, make_policy(name), runs=200, rate=15.0, slo_scale=2.0)
+        assert len(res.status) == 200, name
+        assert set(res.status) <= {"done", "fail", "rejected"}, name
+        assert np.all(res.end >= res.arrival), name
+        done = (res.status != "rejected") & (res.pruned == 0)
+        assert np.all(res.end[done] - res.arrival[done] >= res.standalone[done] * (1 - 1e-9)), name
+
+
+def test_same_seed_same_result_and_other_seed_differs():
+    wf = react()
+    layout = shared_layout({"H100": 2}, "llama8b", workflow=wf, executor_slots=32)
+    a = _run(wf, layout, runs=200, seed=11)
+    b = _run(wf, layout, runs=200, seed=11)
+    c = _run(wf, layout, runs=200, seed=12)
+    assert np.array_equal(a.end, b.end) and a.calls == b.calls
+    assert not np.array_equal(a.end, c.end)
+
+
+def test_same_workload_across_policies():
+    """Scripted sampling: standalone latencies (paths, sizes) do not depend on the policy."""
+    wf = nl2sql()
+    layout = shared_layout({"H100": 2}, "llama8b", workflow=wf)
+    a = _run(wf, layout, make_policy("fcfs"), runs=200)
+    b = _run(wf, layout, make_policy("autellix-plas"), runs=200)
+    assert np.array_equal(a.standalone, b.standalone)
+
+
+def test_retry_loop_budget_then_on_exhausted():
+    """execute fails always: the loop edge fix->execute is taken max_iterations times; the next
+    time it would be taken the run goes to the loop's on_exhausted (fail)."""
+    wf = nl2sql(retry_p=1.0, max_repairs=3)
+    res = _run(wf, shared_layout({"H100": 1}, "llama8b", workflow=wf), runs=20, rate=1.0)
+    assert set(res.status) == {"fail"}
+    stages = [c[2] for c in res.calls if c[0] == 0]
+    assert stages == ["schema_link", "generate", "execute"] + ["fix", "execute"] * 3 + ["fix"]
+
+
+def test_nested_loop_resets_on_parent_iteration():
+    inner = Loop(name="inner", max_iterations=IntKnob.fixed(1), parent="outer")
+    outer = Loop(name="outer", max_iterations=IntKnob.fixed(2), on_exhausted="done")
+    wf = Workflow(name="nest", stages=(llm("a", 100, 2), llm("b", 100, 2)), entry="a",
+                  edges=(edge("a", "b", loop="inner"), edge("b", "a", loop="outer")), loops=(inner, outer))
+    res = _run(wf, engines(1), runs=1, rate=1.0)
+    # a -(inner 1)-> b -(outer 1, resets inner)-> a -(inner 1)-> b -(outer 2, resets)-> a -(inner 1)-> b
+    # -> outer spent -> done. Without the reset the inner budget would end the run at the second a -> fail.
+    assert [c[2] for c in res.calls] == ["a", "b", "a", "b", "a", "b"]
+    assert res.status[0] == "done"
+
+
+def test_fanout_all_runs_every_branch():
+    wf = fanout(width=3)
+    res = _run(wf, shared_layout({"H100": 1}, "llama8b", workflow=wf), runs=5, rate=1.0)
+    per_run = [c[2] for c in res.calls if c[0] == 0]
+    assert per_run.count("search") == 3 and per_run.count("summarize") == 3
+    assert per_run[0] == "plan" and per_run[-1] == "synthesize"
+
+
+def test_fanout_first_cancels_the_rest():
+    wf = Workflow(name="race", stages=(llm("fast", 100, 5), llm("slow", 100, 400), llm("after", 100, 5)),
+                  fanouts=(FanOut(name="f", branches=(("fast",), ("slow",)), join="first"),), entry="f",
+                  edges=(edge("f", "after"), edge("after", "done")))
+    res = _run(wf, engines(1), runs=1, rate=1.0)
+    assert [c[2] for c in res.calls] == ["fast", "after"]
+    assert res.status[0] == "done"
+    assert res.engines[0].kv_peak_tokens <= res.engines[0].kv_capacity_tokens
+
+
+def test_disaggregated_prefill_decode_pair():
+    wf = one_llm(1000, 40)
+    layout = [ReplicaSpec(name="p", kind="llm", device="H100", model="llama8b", role="prefill"),
+              ReplicaSpec(name="d", kind="llm", device="H200", model="llama8b", role="decode",
+                          link_bytes_per_s=1e9)]
+    res = Simulator(prog(wf), layout, FCFS(), [Stream(wf.name, 1.0)],
+                    SimConfig(runs=3, warmup_fraction=0.0, token_cv=0.0, record_calls=True)).run()
+    assert set(res.status) == {"done"}
+    transfer = 1001 * 131072 / 1e9
+    assert all(c[4] == "d" for c in res.calls)
+    lat = res.end - res.arrival
+    assert np.all(lat > res.standalone + transfer * 0.99)
+
+
+def test_isolated_layout_uses_same_devices_as_shared():
+    wf = nl2sql()
+    dev = {"A100": 3, "H100": 4, "H200": 2}
+    shared = shared_layout(dev, "llama8b", workflow=wf)
+    iso = isolated_layout(dev, program(wf), wf, {"schema_link": 1, "generate": 1, "fix": 0.8, "answer": 1})
+    count = lambda lay: sorted(r.device for r in lay if r.kind == "llm")  # noqa: E731
+    assert count(shared) == count(iso)
+    assert {s for r in iso if r.stages for s in r.stages} >= {"schema_link", "generate", "fix", "answer"}
+
+
+def test_missing_replica_for_stage_is_a_clear_error():
+    wf = one_llm()
+    with pytest.raises(Exception, match="no replica serves stage"):
+        Simulator(prog(wf), executors(2) + engines(1, stages=frozenset({"other"})), FCFS(),
+                  [Stream(wf.name, 1.0)], SimConfig(runs=2)).run()
