@@ -1,0 +1,31 @@
+"""LLM engines behind one asynchronous interface (:mod:`runtime.engines.base`).
+
+Backends import heavy dependencies (vLLM, httpx) lazily, so importing this
+package is cheap; use :func:`runtime.engines.factory.make_engine` to build one.
+"""
+
+from runtime.engines.base import (
+    ChatMessage,
+    Engine,
+    EngineError,
+    EngineHealth,
+    EngineMetrics,
+    EngineNotRunning,
+    EngineSpec,
+    GenerationRequest,
+    GenerationResult,
+    GenerationTiming,
+)
+
+__all__ = [
+    "ChatMessage",
+    "Engine",
+    "EngineError",
+    "EngineHealth",
+    "EngineMetrics",
+    "EngineNotRunning",
+    "EngineSpec",
+    "GenerationRequest",
+    "GenerationResult",
+    "GenerationTiming",
+]

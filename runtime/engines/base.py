@@ -1,0 +1,197 @@
+"""The engine interface every LLM backend implements (the runtime's contract).
+
+An :class:`Engine` serves generation requests asynchronously. Backends:
+``vllm-inproc`` (vLLM ``AsyncLLM`` in this process), ``vllm-server`` (a
+``vllm serve`` subprocess reached over HTTP), ``openai-remote`` (any
+OpenAI-compatible endpoint) and ``simulated`` (a real-time model of continuous
+batching driven by :mod:`planner.profiles`; its results say ``simulated``).
+
+Contract, for every backend:
+
+* ``await start()`` returns once the engine accepts requests; ``await stop()``
+  releases everything and is idempotent. ``async with engine:`` does both.
+* ``await generate(request)`` returns one :class:`GenerationResult`; it never
+  raises for a request the engine could serve (an aborted request returns with
+  ``finish_reason == "abort"``). It raises :class:`EngineNotRunning` before
+  ``start()``/after ``stop()`` and :class:`EngineError` when the backend fails.
+* Cancelling the task awaiting ``generate`` aborts the request in the engine
+  (its KV blocks are freed) and re-raises :class:`asyncio.CancelledError`.
+* ``await abort(request_id)`` aborts an in-flight request; the pending
+  ``generate`` returns with ``finish_reason == "abort"`` and the text so far.
+  It returns False when the id is unknown (already finished).
+* ``metrics()`` is cheap and synchronous: the latest :class:`EngineMetrics`
+  snapshot (remote backends refresh it in the background).
+* ``priority``: lower values are scheduled first (vLLM's priority scheduling);
+  backends without priority scheduling ignore it and say so in ``capabilities``.
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EngineLabel = Literal["vllm-inproc", "vllm-server", "openai-remote", "simulated"]
+FinishReason = Literal["stop", "length", "abort"]
+EngineState = Literal["stopped", "starting", "ready", "failed"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ChatMessage(_Frozen):
+    """One chat message; engines apply the model's chat template."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class GenerationRequest(_Frozen):
+    """One generation call.
+
+    ``prompt`` is either raw text (sent as is, no chat template) or chat
+    messages (rendered with the model's chat template). ``stop`` strings are
+    excluded from the returned text.
+    """
+
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    prompt: str | tuple[ChatMessage, ...]
+    max_tokens: int = Field(default=256, gt=0)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stop: tuple[str, ...] = ()
+    priority: int = Field(default=0, description="Lower is scheduled first.")
+    seed: int | None = None
+
+    @property
+    def is_chat(self) -> bool:
+        return not isinstance(self.prompt, str)
+
+
+class GenerationTiming(_Frozen):
+    """Seconds, measured from the moment ``generate`` was called.
+
+    ``queue_s``: until the engine first scheduled the request (None where the
+    backend cannot tell); ``ttft_s``: until the first output token;
+    ``total_s``: until the result.
+    """
+
+    queue_s: float | None = None
+    ttft_s: float | None = None
+    total_s: float
+
+
+class GenerationResult(_Frozen):
+    request_id: str
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    finish_reason: FinishReason
+    timing: GenerationTiming
+    engine: EngineLabel = Field(description="Label of the engine that produced it ('simulated' for the model).")
+    cached_prompt_tokens: int | None = Field(default=None, description="Prompt tokens served from the prefix cache.")
+
+
+class EngineMetrics(_Frozen):
+    """A snapshot of an engine's load.
+
+    ``kv_cache_usage`` is the used fraction of KV blocks in [0, 1];
+    ``prefix_cache_hit_rate`` is hits/queried prompt tokens since start (None
+    before any query or where unknown).
+    """
+
+    label: EngineLabel
+    kv_cache_usage: float = 0.0
+    running: int = 0
+    waiting: int = 0
+    prefix_cache_hit_rate: float | None = None
+    preemptions: int = 0
+    prompt_tokens_total: int = 0
+    generation_tokens_total: int = 0
+    requests_finished: int = 0
+
+
+class EngineHealth(_Frozen):
+    state: EngineState
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ready"
+
+
+class EngineSpec(_Frozen):
+    """How to start one vLLM engine replica; the plan renderer fills it.
+
+    ``model`` is a local HF folder (resolved by :mod:`runtime.models`).
+    ``kv_cache_bytes`` fixes the KV space (vLLM ``kv_cache_memory_bytes``; on
+    CPU it becomes ``VLLM_CPU_KVCACHE_SPACE``); None lets vLLM size it from
+    ``gpu_memory_utilization``. ``cpu_threads_bind`` is
+    ``VLLM_CPU_OMP_THREADS_BIND`` (e.g. "0", "0-1", "auto"); ignored on GPUs.
+    ``extra_args`` are passed to vLLM's engine arguments verbatim
+    (``--kebab-case`` flags for the server backend).
+    """
+
+    model: str
+    served_model_name: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int | None = Field(default=None, gt=0)
+    max_num_seqs: int | None = Field(default=None, gt=0)
+    max_num_batched_tokens: int | None = Field(default=None, gt=0)
+    kv_cache_bytes: int | None = Field(default=None, gt=0)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    tensor_parallel_size: int = Field(default=1, gt=0)
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = True
+    cpu_threads_bind: str | None = None
+    scheduling_policy: Literal["fcfs", "priority"] = "priority"
+    seed: int = 0
+    extra_args: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.served_model_name or self.model
+
+
+class EngineError(RuntimeError):
+    """The backend failed (crashed, unreachable, refused the request)."""
+
+
+class EngineNotRunning(EngineError):
+    """``generate`` was called before ``start()`` or after ``stop()``."""
+
+
+class Engine(abc.ABC):
+    """An asynchronous LLM engine. See the module docstring for the contract."""
+
+    label: ClassVar[EngineLabel]
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    """Optional features: "priority", "prefix_cache", "abort", "metrics"."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
+
+    @abc.abstractmethod
+    async def abort(self, request_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def metrics(self) -> EngineMetrics: ...
+
+    @abc.abstractmethod
+    async def health(self) -> EngineHealth: ...
+
+    async def __aenter__(self) -> "Engine":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,313 @@
+"""A client engine for any OpenAI-compatible endpoint (label ``openai-remote``).
+
+Requests are streamed (``stream: true``) so TTFT is measured at the first
+content chunk; token counts come from the final ``usage`` chunk
+(``stream_options.include_usage``). Chat prompts use ``/v1/chat/completions``,
+text prompts ``/v1/completions``.
+
+Abort: the OpenAI API has no abort call; closing the stream is the abort (vLLM
+aborts a request whose client disconnected). :meth:`OpenAIRemoteEngine.abort`
+cancels the request's streaming task, which closes the connection, and the
+pending ``generate`` returns the text so far with ``finish_reason="abort"``.
+
+Metrics: when the server exposes Prometheus text at ``/metrics`` (vLLM does),
+a background task scrapes it every ``metrics_interval_s``; otherwise the
+snapshot holds locally counted running requests and tokens only.
+
+``priority`` and ``request_id`` are sent in the body only when
+``vllm_extensions`` is set (vLLM accepts them; other servers may reject
+unknown fields).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from runtime.engines.base import (
+    Engine,
+    EngineError,
+    EngineHealth,
+    EngineLabel,
+    EngineMetrics,
+    EngineNotRunning,
+    GenerationRequest,
+    GenerationResult,
+    GenerationTiming,
+)
+
+PROMETHEUS_NAMES = {
+    "kv_cache_usage": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    "running": ("vllm:num_requests_running",),
+    "waiting": ("vllm:num_requests_waiting",),
+    "prefix_queries": ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),
+    "prefix_hits": ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
+    "preemptions": ("vllm:num_preemptions_total",),
+    "prompt_tokens": ("vllm:prompt_tokens_total",),
+    "generation_tokens": ("vllm:generation_tokens_total",),
+    "finished": ("vllm:request_success_total",),
+}
+"""Our metric -> vLLM Prometheus names (older vLLM versions used the ``gpu_`` forms)."""
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Sum every sample of each metric over its label sets (``name{labels} value`` lines)."""
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name_part, _, rest = line.partition("{") if "{" in line else line.partition(" ")
+        value_text = rest.rsplit("}", 1)[-1].split() if "{" in line else rest.split()
+        if not value_text:
+            continue
+        try:
+            value = float(value_text[0])
+        except ValueError:
+            continue
+        totals[name_part.strip()] = totals.get(name_part.strip(), 0.0) + value
+    return totals
+
+
+def metrics_from_prometheus(label: EngineLabel, samples: dict[str, float]) -> EngineMetrics:
+    def pick(key: str) -> float:
+        return next((samples[n] for n in PROMETHEUS_NAMES[key] if n in samples), 0.0)
+
+    queries = pick("prefix_queries")
+    return EngineMetrics(
+        label=label,
+        kv_cache_usage=min(max(pick("kv_cache_usage"), 0.0), 1.0),
+        running=int(pick("running")),
+        waiting=int(pick("waiting")),
+        prefix_cache_hit_rate=(pick("prefix_hits") / queries) if queries else None,
+        preemptions=int(pick("preemptions")),
+        prompt_tokens_total=int(pick("prompt_tokens")),
+        generation_tokens_total=int(pick("generation_tokens")),
+        requests_finished=int(pick("finished")),
+    )
+
+
+@dataclass
+class _StreamState:
+    started: float
+    text: list[str] = field(default_factory=list)
+    chunks: int = 0
+    first_token_at: float | None = None
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    aborted: bool = False
+
+
+class OpenAIRemoteEngine(Engine):
+    """A streaming client for one model on an OpenAI-compatible server."""
+
+    label: EngineLabel = "openai-remote"  # type: ignore[misc]
+    capabilities = frozenset({"abort"})
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        vllm_extensions: bool = False,
+        request_timeout_s: float = 600.0,
+        metrics_interval_s: float = 1.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        self.model = model
+        self.api_key = api_key
+        self.vllm_extensions = vllm_extensions
+        self.request_timeout_s = request_timeout_s
+        self.metrics_interval_s = metrics_interval_s
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: dict[str, tuple[asyncio.Task[None], _StreamState]] = {}
+        self._scraper: asyncio.Task[None] | None = None
+        self._remote_metrics: EngineMetrics | None = None
+        self._local = {"prompt": 0, "generation": 0, "finished": 0}
+        self._detail = ""
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers,
+            timeout=httpx.Timeout(self.request_timeout_s, connect=10.0),
+        )
+        health = await self.health()
+        if not health.ok:
+            await self.stop()
+            raise EngineError(f"{self.base_url} is not serving: {health.detail}")
+        if await self._scrape_once():
+            self._scraper = asyncio.create_task(self._scrape_loop(), name=f"metrics:{self.base_url}")
+
+    async def stop(self) -> None:
+        if self._scraper is not None:
+            self._scraper.cancel()
+            await asyncio.gather(self._scraper, return_exceptions=True)
+            self._scraper = None
+        for rid in list(self._tasks):
+            await self.abort(rid)
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def health(self) -> EngineHealth:
+        if self._client is None:
+            return EngineHealth(state="stopped")
+        for path in ("/health", "/v1/models"):
+            try:
+                response = await self._client.get(path, timeout=5.0)
+            except httpx.HTTPError as exc:
+                return EngineHealth(state="failed", detail=f"{type(exc).__name__}: {exc}")
+            if response.status_code == 200:
+                return EngineHealth(state="ready", detail=f"{self.base_url}{path} OK")
+        return EngineHealth(state="failed", detail=f"{self.base_url}: HTTP {response.status_code}")
+
+    # ------------------------------------------------------------------ metrics
+    def metrics(self) -> EngineMetrics:
+        if self._remote_metrics is not None:
+            return self._remote_metrics
+        return EngineMetrics(
+            label=self.label, running=len(self._tasks),
+            prompt_tokens_total=self._local["prompt"], generation_tokens_total=self._local["generation"],
+            requests_finished=self._local["finished"],
+        )
+
+    async def _scrape_once(self) -> bool:
+        if self._client is None:
+            return False
+        try:
+            response = await self._client.get("/metrics", timeout=5.0)
+        except httpx.HTTPError:
+            return False
+        if response.status_code != 200:
+            return False
+        self._remote_metrics = metrics_from_prometheus(self.label, parse_prometheus(response.text))
+        return True
+
+    async def refresh_metrics(self) -> EngineMetrics:
+        """Scrape now (instead of waiting for the background poll) and return the snapshot."""
+        await self._scrape_once()
+        return self.metrics()
+
+    async def _scrape_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.metrics_interval_s)
+            await self._scrape_once()
+
+    # ------------------------------------------------------------------ requests
+    def _body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if self.vllm_extensions:
+            body["priority"] = request.priority
+            body["request_id"] = request.request_id
+        if isinstance(request.prompt, str):
+            body["prompt"] = request.prompt
+            return "/v1/completions", body
+        body["messages"] = [m.model_dump() for m in request.prompt]
+        return "/v1/chat/completions", body
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        if self._client is None:
+            raise EngineNotRunning(f"{self.label} client for {self.base_url} is not started")
+        rid = request.request_id
+        if rid in self._tasks:
+            raise EngineError(f"request id {rid!r} is already in flight")
+        state = _StreamState(started=time.monotonic())
+        task = asyncio.create_task(self._stream(request, state), name=f"stream:{rid}")
+        self._tasks[rid] = (task, state)
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not state.aborted or (current is not None and current.cancelling()):
+                task.cancel()
+                raise
+        finally:
+            self._tasks.pop(rid, None)
+        return self._result(request, state)
+
+    async def abort(self, request_id: str) -> bool:
+        entry = self._tasks.get(request_id)
+        if entry is None or entry[0].done():
+            return False
+        task, state = entry
+        state.aborted = True
+        task.cancel()  # closes the HTTP stream; the server aborts the request
+        await asyncio.gather(task, return_exceptions=True)
+        return True
+
+    async def _stream(self, request: GenerationRequest, state: _StreamState) -> None:
+        assert self._client is not None
+        path, body = self._body(request)
+        try:
+            async with self._client.stream("POST", path, json=body) as response:
+                if response.status_code != 200:
+                    detail = (await response.aread()).decode(errors="replace")[:500]
+                    raise EngineError(f"{self.base_url}{path}: HTTP {response.status_code}: {detail}")
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        payload = line[5:].strip()
+                        if payload == "[DONE]":
+                            break
+                        self._consume(json.loads(payload), state)
+        except httpx.HTTPError as exc:
+            raise EngineError(f"{self.base_url}{path}: {type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def _consume(chunk: dict[str, Any], state: _StreamState) -> None:
+        if chunk.get("usage"):
+            state.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            piece = choice.get("text")
+            if piece is None:
+                piece = (choice.get("delta") or {}).get("content")
+            if piece:
+                state.text.append(piece)
+                state.chunks += 1
+                if state.first_token_at is None:
+                    state.first_token_at = time.monotonic()
+            if choice.get("finish_reason"):
+                state.finish_reason = choice["finish_reason"]
+
+    def _result(self, request: GenerationRequest, state: _StreamState) -> GenerationResult:
+        usage = state.usage or {}
+        reason = "abort" if state.aborted else ("length" if state.finish_reason == "length" else "stop")
+        output_tokens = int(usage.get("completion_tokens", state.chunks))
+        prompt_tokens = int(usage.get("prompt_tokens", 0))
+        details = usage.get("prompt_tokens_details") or {}
+        self._local["prompt"] += prompt_tokens
+        self._local["generation"] += output_tokens
+        self._local["finished"] += 1
+        return GenerationResult(
+            request_id=request.request_id,
+            text="".join(state.text),
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            finish_reason=reason,  # type: ignore[arg-type]
+            timing=GenerationTiming(
+                ttft_s=None if state.first_token_at is None else state.first_token_at - state.started,
+                total_s=time.monotonic() - state.started,
+            ),
+            engine=self.label,
+            cached_prompt_tokens=details.get("cached_tokens"),
+        )

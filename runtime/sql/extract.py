@@ -1,0 +1,82 @@
+"""Getting one SQL statement out of model output, and splitting SQL into statements.
+
+:func:`split_statements` is a small lexer, not a parser: it knows string
+literals (``'...'`` with ``''`` escapes), quoted identifiers (``"..."``,
+`` `...` ``, ``[...]``), comments (``--`` and ``/* */``) and PostgreSQL
+dollar quotes (``$tag$...$tag$``), so a ``;`` inside any of them does not
+split. It is used to take the first statement of model output and to refuse
+multi-statement input up front; the database remains the enforcer of
+read-only access (see :mod:`runtime.sql.executor`).
+"""
+
+from __future__ import annotations
+
+import re
+
+_FENCE = re.compile(r"```(?:[ \t]*[A-Za-z0-9_+-]*[ \t]*\n)?(.*?)(?:```|\Z)", re.DOTALL)
+"""A fenced block; the info string (``sql``) counts only when a newline follows it."""
+_QUERY_START = re.compile(r"\b(SELECT|WITH|VALUES|EXPLAIN|PRAGMA|SHOW|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER)\b",
+                          re.IGNORECASE)
+_DOLLAR_TAG = re.compile(r"\$[A-Za-z_]*\$")
+
+
+def split_statements(sql: str) -> list[str]:
+    """Statements of ``sql`` in order, stripped, without their terminating ``;``.
+
+    Statements that hold only whitespace and comments are dropped.
+    """
+    statements: list[str] = []
+    start = i = 0
+    n = len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in "'\"`[":
+            close = "]" if ch == "[" else ch
+            i += 1
+            while i < n:
+                if sql[i] == close:
+                    if close in "'\"" and i + 1 < n and sql[i + 1] == close:  # doubled quote escape
+                        i += 2
+                        continue
+                    break
+                i += 1
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n - 1 if end < 0 else end
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n - 1 if end < 0 else end + 1
+        elif ch == "$" and (m := _DOLLAR_TAG.match(sql, i)) and not (i and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
+            end = sql.find(m.group(0), m.end())
+            i = n - 1 if end < 0 else end + len(m.group(0)) - 1
+        elif ch == ";":
+            statements.append(sql[start:i])
+            start = i + 1
+        i += 1
+    statements.append(sql[start:])
+    return [s.strip() for s in statements if _has_code(s)]
+
+
+def _has_code(fragment: str) -> bool:
+    stripped = re.sub(r"--[^\n]*|/\*.*?(\*/|\Z)", "", fragment, flags=re.DOTALL)
+    return bool(stripped.strip())
+
+
+def extract_sql(text: str) -> str:
+    """The first SQL statement in model output ('' when there is none).
+
+    Takes the first fenced code block if there is one (a missing closing fence
+    is fine: a stop string may have cut it); otherwise starts at the first SQL
+    keyword, skipping prose such as "Here is the query:". Returns the first
+    statement without its ``;``.
+    """
+    body = text
+    fence = _FENCE.search(text)
+    if fence is not None:
+        body = fence.group(1)
+    else:
+        keyword = _QUERY_START.search(text)
+        if keyword is not None:
+            body = text[keyword.start():]
+    statements = split_statements(body)
+    return statements[0] if statements else ""

@@ -1,0 +1,175 @@
+"""The OpenAI-compatible client against a small streaming server run with uvicorn on 127.0.0.1.
+
+The server follows the OpenAI streaming format (SSE ``data:`` chunks, a final
+``usage`` chunk, ``[DONE]``) and serves Prometheus text in vLLM's metric names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from runtime.engines.base import ChatMessage, EngineError, GenerationRequest
+from runtime.engines.openai_remote import OpenAIRemoteEngine, metrics_from_prometheus, parse_prometheus
+
+pytestmark = pytest.mark.anyio
+
+METRICS = """# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+vllm:num_requests_running{engine="0",model_name="m"} 3.0
+vllm:num_requests_waiting{engine="0",model_name="m"} 2.0
+vllm:prefix_cache_queries_total{engine="0",model_name="m"} 400.0
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 100.0
+vllm:num_preemptions_total{engine="0",model_name="m"} 1.0
+vllm:request_success_total{engine="0",finished_reason="stop",model_name="m"} 5.0
+vllm:request_success_total{engine="0",finished_reason="length",model_name="m"} 2.0
+"""
+
+
+def build_app(seen: list[dict[str, Any]], disconnected: list[str]) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> str:
+        return METRICS
+
+    async def stream(body: dict[str, Any], chat: bool) -> AsyncIterator[str]:
+        words = ["SELECT ", "1 ", "FROM ", "t", ";", " extra"] if body["max_tokens"] < 100 else ["w "] * 10_000
+        sent, reason = 0, "length"
+        try:
+            for word in words:
+                if word.strip() in body.get("stop", []):
+                    reason = "stop"
+                    break
+                if sent == body["max_tokens"]:
+                    break
+                choice = {"index": 0, "delta": {"content": word}} if chat else {"index": 0, "text": word}
+                yield f"data: {json.dumps({'choices': [choice]})}\n\n"
+                sent += 1
+                await asyncio.sleep(0.002)
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away mid-stream
+            disconnected.append(body.get("request_id", "?"))
+            raise
+        final = {"index": 0, "finish_reason": reason, **({"delta": {}} if chat else {"text": ""})}
+        yield f"data: {json.dumps({'choices': [final]})}\n\n"
+        usage = {"prompt_tokens": 7, "completion_tokens": sent, "prompt_tokens_details": {"cached_tokens": 4}}
+        yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
+        yield "data: [DONE]\n\n"
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> StreamingResponse:
+        body = await request.json()
+        seen.append(body)
+        return StreamingResponse(stream(body, True), media_type="text/event-stream")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> StreamingResponse:
+        body = await request.json()
+        seen.append(body)
+        if body["prompt"] == "bad":
+            return StreamingResponse(iter(["nope"]), status_code=400)
+        return StreamingResponse(stream(body, False), media_type="text/event-stream")
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, list[dict[str, Any]], list[str]]]:
+    seen: list[dict[str, Any]] = []
+    disconnected: list[str] = []
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config(build_app(seen, disconnected), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started:
+        assert time.monotonic() < deadline, "test server did not start"
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}", seen, disconnected
+    srv.should_exit = True
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def test_prometheus_parsing_sums_label_sets() -> None:
+    samples = parse_prometheus(METRICS)
+    assert samples["vllm:request_success_total"] == 7.0
+    metrics = metrics_from_prometheus("vllm-server", samples)
+    assert metrics.kv_cache_usage == 0.25 and metrics.running == 3 and metrics.waiting == 2
+    assert metrics.prefix_cache_hit_rate == 0.25 and metrics.preemptions == 1 and metrics.requests_finished == 7
+
+
+async def test_chat_stream_with_stop_usage_and_metrics(server: tuple[str, list, list]) -> None:
+    url, seen, _ = server
+    async with OpenAIRemoteEngine(url + "/v1", "m", metrics_interval_s=0.05) as eng:
+        request = GenerationRequest(prompt=(ChatMessage(role="user", content="q"),), max_tokens=20, stop=(";",))
+        result = await eng.generate(request)
+        metrics = await eng.refresh_metrics()
+    assert result.text == "SELECT 1 FROM t" and result.finish_reason == "stop"
+    assert (result.prompt_tokens, result.output_tokens, result.cached_prompt_tokens) == (7, 4, 4)
+    assert result.engine == "openai-remote" and result.timing.ttft_s is not None
+    assert seen[-1]["messages"] == [{"role": "user", "content": "q"}] and seen[-1]["stop"] == [";"]
+    assert "priority" not in seen[-1]  # plain OpenAI servers may reject unknown fields
+    assert metrics.label == "openai-remote" and metrics.running == 3
+
+
+async def test_text_prompt_length_and_vllm_extensions(server: tuple[str, list, list]) -> None:
+    url, seen, _ = server
+    async with OpenAIRemoteEngine(url, "m", vllm_extensions=True) as eng:
+        result = await eng.generate(GenerationRequest(request_id="r-1", prompt="p", max_tokens=2, priority=4))
+    assert result.text == "SELECT 1 " and result.finish_reason == "length"
+    assert seen[-1]["prompt"] == "p" and seen[-1]["priority"] == 4 and seen[-1]["request_id"] == "r-1"
+
+
+async def test_abort_closes_the_stream(server: tuple[str, list, list]) -> None:
+    url, _, disconnected = server
+    async with OpenAIRemoteEngine(url, "m", vllm_extensions=True) as eng:
+        request = GenerationRequest(request_id="long-1", prompt="p", max_tokens=5000)
+        task = asyncio.create_task(eng.generate(request))
+        await asyncio.sleep(0.2)
+        assert await eng.abort("long-1")
+        result = await task
+        cancelled = asyncio.create_task(eng.generate(GenerationRequest(request_id="long-2", prompt="p", max_tokens=5000)))
+        await asyncio.sleep(0.2)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+    assert result.finish_reason == "abort" and 0 < result.output_tokens < 5000
+    deadline = time.monotonic() + 5
+    while not {"long-1", "long-2"} <= set(disconnected) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert {"long-1", "long-2"} <= set(disconnected)
+
+
+async def test_http_errors_and_unreachable_servers(server: tuple[str, list, list]) -> None:
+    url, _, _ = server
+    async with OpenAIRemoteEngine(url, "m") as eng:
+        with pytest.raises(EngineError, match="HTTP 400"):
+            await eng.generate(GenerationRequest(prompt="bad"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    with pytest.raises(EngineError, match="not serving"):
+        await OpenAIRemoteEngine(f"http://127.0.0.1:{dead}", "m").start()

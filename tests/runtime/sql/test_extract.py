@@ -1,0 +1,41 @@
+"""Taking one statement out of model output; splitting SQL without breaking literals or comments."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.sql.extract import extract_sql, split_statements
+
+
+@pytest.mark.parametrize(
+    ("output", "statement"),
+    [
+        ("```sql\nSELECT region FROM sales;\n```\nThis query...", "SELECT region FROM sales"),
+        ("```sql\nSELECT * FROM sales WHERE region = 'Europe'", "SELECT * FROM sales WHERE region = 'Europe'"),
+        ("```SELECT 1```", "SELECT 1"),
+        ("Here is the query: SELECT a FROM t; DROP TABLE t;", "SELECT a FROM t"),
+        ("  select ';' as semi, 'it''s' from t; select 2", "select ';' as semi, 'it''s' from t"),
+        ("WITH x AS (SELECT 1) SELECT * FROM x", "WITH x AS (SELECT 1) SELECT * FROM x"),
+        ("I cannot answer that.", "I cannot answer that."),
+        ("", ""),
+        ("```sql\n-- only a comment\n```", ""),
+    ],
+)
+def test_extract_sql(output: str, statement: str) -> None:
+    assert extract_sql(output) == statement
+
+
+def test_split_respects_quotes_comments_and_dollar_quotes() -> None:
+    sql = """select 'a;b', "c;d" from t -- x; y
+    ; /* ; */ select $tag$ ; $tag$, $$;$$ ;;  -- trailing ;
+    """
+    assert split_statements(sql) == [
+        "select 'a;b', \"c;d\" from t -- x; y",
+        "/* ; */ select $tag$ ; $tag$, $$;$$",
+    ]
+
+
+def test_split_finds_hidden_second_statements() -> None:
+    assert len(split_statements("select 1;delete from t")) == 2
+    assert len(split_statements("select 1 -- ;\n")) == 1
+    assert split_statements("  ;  ; ") == []

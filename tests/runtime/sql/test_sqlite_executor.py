@@ -1,0 +1,150 @@
+"""SQLite: read-only enforced by the database, limits, outcomes, paths, versions."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from cortexlang.ir import Database
+from runtime.sql import SQLConfigError, SQLExecutor
+
+DESTRUCTIVE = [
+    "INSERT INTO sales VALUES ('asia', 'Q1', 9)",
+    "UPDATE sales SET amount = 0",
+    "DELETE FROM sales",
+    "DROP TABLE sales",
+    "CREATE TABLE evil(x)",
+    "ALTER TABLE sales ADD COLUMN y",
+    "CREATE INDEX i ON sales(region)",
+    "REPLACE INTO sales VALUES ('eu', 'Q1', 0)",
+    "ATTACH DATABASE 'other.db' AS other",
+    "PRAGMA query_only = OFF",
+    "PRAGMA journal_mode = DELETE",
+    "PRAGMA user_version = 7",
+    "VACUUM",
+    "SELECT 1; DELETE FROM sales",
+    "SELECT 1;DROP TABLE sales;",
+    "WITH d AS (DELETE FROM sales RETURNING *) SELECT * FROM d",
+    "DELETE FROM sales RETURNING *",
+    "BEGIN; DELETE FROM sales; COMMIT",
+]
+
+
+def make_db(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE sales(region TEXT, quarter TEXT, amount REAL)")
+    rows = [(r, q, float(i)) for i, (r, q) in enumerate((r, q) for r in ("eu", "us", "apac") for q in ("Q1", "Q2"))]
+    conn.executemany("INSERT INTO sales VALUES (?, ?, ?)", rows)
+    conn.commit()
+    conn.close()
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def db_dir(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    make_db(tmp_path / "data" / "shop.db")
+    return tmp_path
+
+
+@pytest.fixture
+def executor(db_dir: Path) -> SQLExecutor:
+    ex = SQLExecutor(Database(name="shop", url="sqlite:///data/shop.db", row_limit=4, pool_size=2,
+                              statement_timeout_s=0.3), base_dir=db_dir)
+    ex.warm()
+    yield ex
+    ex.close()
+
+
+def test_relative_path_resolves_against_base_dir(executor: SQLExecutor, db_dir: Path) -> None:
+    assert executor.sqlite_path == (db_dir / "data" / "shop.db").resolve()
+
+
+def test_ok_empty_and_truncated(executor: SQLExecutor) -> None:
+    total = executor.execute_sync("SELECT region, SUM(amount) AS total FROM sales GROUP BY region ORDER BY region")
+    assert total.outcome == "ok" and total.columns == ("region", "total")
+    assert total.rows == (("apac", 9.0), ("eu", 1.0), ("us", 5.0)) and not total.truncated
+    many = executor.execute_sync("SELECT * FROM sales")
+    assert many.outcome == "ok" and len(many.rows) == 4 and many.truncated
+    none = executor.execute_sync("SELECT * FROM sales WHERE region = 'mars'")
+    assert none.outcome == "empty" and none.rows == () and none.columns == ("region", "quarter", "amount")
+
+
+def test_bad_sql_is_an_error_outcome_with_the_database_message(executor: SQLExecutor) -> None:
+    typo = executor.execute_sync("SELEC region FROM sales")
+    assert typo.outcome == "error" and "syntax error" in (typo.error or "")
+    missing = executor.execute_sync("SELECT nope FROM sales")
+    assert missing.outcome == "error" and "no such column: nope" in (missing.error or "")
+    assert executor.execute_sync("   ").outcome == "error"
+
+
+@pytest.mark.parametrize("statement", DESTRUCTIVE)
+def test_destructive_sql_is_refused_and_the_file_is_unchanged(executor: SQLExecutor, db_dir: Path,
+                                                               statement: str) -> None:
+    before = digest(db_dir / "data" / "shop.db")
+    result = executor.execute_sync(statement)
+    assert result.outcome == "error", result
+    assert digest(db_dir / "data" / "shop.db") == before
+    assert not (db_dir / "other.db").exists()
+    # The pooled connection is still locked down afterwards.
+    assert executor.execute_sync("DELETE FROM sales").outcome == "error"
+    assert executor.execute_sync("SELECT COUNT(*) FROM sales").rows == ((6,),)
+
+
+def test_the_database_refuses_writes_even_without_the_statement_check(executor: SQLExecutor) -> None:
+    # Bypass the executor's checks: a raw pooled connection is read-only at the SQLite level.
+    with executor.engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        with pytest.raises(sqlite3.Error):
+            raw.execute("DELETE FROM sales")
+        with pytest.raises(sqlite3.Error):
+            raw.execute("PRAGMA query_only = OFF")
+
+
+def test_schema_pragmas_still_read(executor: SQLExecutor) -> None:
+    info = executor.execute_sync("PRAGMA table_info(sales)")
+    assert info.outcome == "ok" and [row[1] for row in info.rows] == ["region", "quarter", "amount"]
+
+
+def test_statement_timeout_interrupts_long_queries(executor: SQLExecutor) -> None:
+    result = executor.execute_sync(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c"
+    )
+    assert result.outcome == "error" and "timeout" in (result.error or "")
+    assert executor.execute_sync("SELECT 1").outcome == "ok"  # the connection is usable again
+
+
+def test_concurrent_async_execution(executor: SQLExecutor) -> None:
+    async def many() -> list:
+        return await asyncio.gather(*(executor.execute(f"SELECT {i}") for i in range(10)))
+
+    results = asyncio.run(many())
+    assert [r.rows for r in results] == [((i,),) for i in range(10)]
+
+
+def test_version_changes_when_the_file_changes(executor: SQLExecutor, db_dir: Path) -> None:
+    before = executor.version_sync()
+    conn = sqlite3.connect(db_dir / "data" / "shop.db")
+    conn.execute("INSERT INTO sales VALUES ('eu', 'Q3', 100)")
+    conn.commit()
+    conn.close()
+    assert executor.version_sync() != before
+    assert executor.execute_sync("SELECT COUNT(*) FROM sales").rows == ((7,),)
+
+
+def test_configuration_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(SQLConfigError, match="not found"):
+        SQLExecutor(Database(name="x", url="sqlite:///missing.db"), base_dir=tmp_path)
+    with pytest.raises(SQLConfigError, match="in-memory"):
+        SQLExecutor(Database(name="x", url="sqlite://"))
+    with pytest.raises(SQLConfigError, match="not supported"):
+        SQLExecutor(Database(name="x", url="mysql://u@localhost/db"))
+    with pytest.raises(SQLConfigError, match="bad SQLAlchemy URL"):
+        SQLExecutor(Database(name="x", url="not a url"))
