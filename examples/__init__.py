@@ -1,0 +1,1 @@
+"""Cortex example material: workflows, data generators, prompts and tools (see README.md)."""

@@ -1,0 +1,1 @@
+"""Deterministic generators of the example data: the sales database and the retrieval corpus."""

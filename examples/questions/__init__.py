@@ -1,0 +1,1 @@
+"""The NL2SQL question set and its evaluation script."""

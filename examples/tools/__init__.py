@@ -1,0 +1,1 @@
+"""Tools the example workflows call: ``tool(ctx: dict) -> dict``, no network."""
