@@ -35,7 +35,13 @@ CLUSTERS: dict[str, dict[str, int]] = {
 WORKLOADS: dict[str, Callable[[], Workflow]] = {"nl2sql": nl2sql, "react": react, "fanout": fanout}
 EXAMPLES = ("rag", "deep_research")
 BASELINES = ("fcfs", "autellix-plas", "autellix-atlas", "hexgen-text2sql", "hexagent")
-DEADLINE_AWARE = {"hexgen-text2sql", "hexagent", "cortex", "cortex-shared"}
+DEADLINE_AWARE = {"hexgen-text2sql", "hexagent", "cortex", "cortex-shared", "hexagent+ect"}
+BASELINE_PARAMS: dict[str, dict] = {"hexgen-text2sql": {"alpha": 0.2}}
+"""Baseline parameters tuned on seed 2 (benchmarks/sim_tune.py; see docs/simulator.md)."""
+ABLATIONS: dict[str, tuple[str, dict]] = {
+    "hexagent+ect": ("hexagent", {"marginal_weight": 1.0, "risk_threshold": 1.01}),
+}
+"""Not published baselines: HexAGenT's priority with Cortex's completion-time + marginal-slowdown routing."""
 EXECUTOR_SLOTS = 512  # tools/SQL are external services: never the bottleneck here
 
 
@@ -47,6 +53,8 @@ class Setup:
     devices: dict[str, int]
     capacity: float
     layouts: dict[float, tuple[tuple[ReplicaSpec, ...], tuple[ReplicaSpec, ...], bool]] = field(default_factory=dict)
+    max_num_seqs: int | None = None
+    """Deployment cap on every LLM replica's batch (both layouts alike); None = the plan's value."""
 
 
 def _inventory(devices: dict[str, int]) -> Inventory:
@@ -58,7 +66,7 @@ def _graph(prog: Program, wf: Workflow, layout) -> WorkflowGraph:
     return Simulator(prog, layout, make_policy("fcfs"), [Stream(wf.name, 1.0)], SimConfig(runs=1)).graphs[wf.name]
 
 
-def setup(workload: str, cluster: str) -> Setup:
+def setup(workload: str, cluster: str, max_num_seqs: int | None = None) -> Setup:
     if workload in WORKLOADS:
         wf = WORKLOADS[workload]()
         prog = program(wf)
@@ -69,7 +77,7 @@ def setup(workload: str, cluster: str) -> Setup:
         prog = compile_file(REPO / "examples" / f"{workload}.cortex").program
         wf = prog.workflow()
         devices = {g.kind: g.count for g in prog.inventory.gpus} if cluster == "inventory" else dict(CLUSTERS[cluster])
-    s = Setup(workload, prog, wf, devices, 0.0)
+    s = Setup(workload, prog, wf, devices, 0.0, max_num_seqs=max_num_seqs)
     probe_rate = wf.load.rate_per_s if wf.load else 1.0
     cortex_lay, base_lay, _ = plan_layouts(s, probe_rate)
     s.capacity = capacity_runs_per_s(prog, _graph(prog, wf, base_lay), base_lay)
@@ -92,8 +100,14 @@ def plan_layouts(s: Setup, rate: float) -> tuple[tuple[ReplicaSpec, ...], tuple[
         iso = isolated_layout(s.devices, s.program, s.workflow, llm_work(_graph(s.program, s.workflow, shared)),
                               executor_slots=EXECUTOR_SLOTS)
         out = (iso, shared, False)
+    if s.max_num_seqs:
+        out = (_cap(out[0], s.max_num_seqs), _cap(out[1], s.max_num_seqs), out[2])
     s.layouts[key] = out
     return out
+
+
+def _cap(layout: tuple[ReplicaSpec, ...], cap: int) -> tuple[ReplicaSpec, ...]:
+    return tuple(replace(r, slots=min(r.slots, cap)) if r.kind == "llm" else r for r in layout)
 
 
 def llm_work(graph: WorkflowGraph, n: int = 400) -> dict[str, float]:
@@ -112,9 +126,20 @@ def llm_work(graph: WorkflowGraph, n: int = 400) -> dict[str, float]:
 
 
 def simulate(s: Setup, policy: str, load: float, scale: float | None, runs: int, seed: int,
-             **cfg) -> SimResult:
+             params: dict | None = None, **cfg) -> SimResult:
+    """One simulation; ``params`` override the policy's dataclass fields (tuning)."""
     cortex_lay, base_lay, _ = plan_layouts(s, load * s.capacity)
     layout = cortex_lay if policy == "cortex" else base_lay
-    pol = make_policy("cortex" if policy == "cortex-shared" else policy)
+    name = "cortex" if policy == "cortex-shared" else policy
+    merged = dict(BASELINE_PARAMS.get(policy, {}))
+    if policy in ABLATIONS:
+        name, extra = ABLATIONS[policy]
+        merged.update(extra)
+    merged.update(params or {})
+    pol = make_policy(name)
+    for name, value in merged.items():
+        if not hasattr(pol, name):
+            raise ValueError(f"policy {policy!r} has no parameter {name!r}")
+        setattr(pol, name, value)
     return Simulator(s.program, layout, pol, [Stream(s.workflow.name, load * s.capacity)],
                      SimConfig(runs=runs, seed=seed, slo_scale=scale, **cfg)).run()

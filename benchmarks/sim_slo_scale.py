@@ -30,16 +30,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
-from benchmarks.sim_common import BASELINES, DEADLINE_AWARE, setup, simulate  # noqa: E402
+from benchmarks.sim_common import ABLATIONS, BASELINES, DEADLINE_AWARE, setup, simulate  # noqa: E402
 from runtime.simulator.slo_scale import min_slo_scales  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 TARGETS = (0.95, 0.99)
 
 
+GOAL = ("nl2sql", "mixed12", 0.7)
+
+
 def grid(quick: bool) -> list[tuple[str, str, float]]:
-    loads = (0.5, 0.7) if quick else (0.3, 0.5, 0.7, 0.9)
-    cells = [("nl2sql", "mixed12", ld) for ld in loads]
+    loads = (0.5,) if quick else (0.3, 0.5, 0.9)
+    cells = [GOAL] + [("nl2sql", "mixed12", ld) for ld in loads]
     cells += [("nl2sql", "h100x12", 0.7), ("react", "mixed12", 0.7), ("fanout", "mixed12", 0.7),
               ("rag", "inventory", 0.7), ("deep_research", "inventory", 0.7)]
     return cells
@@ -50,18 +53,22 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2500)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="fewer loads (smoke run)")
+    ap.add_argument("--max-num-seqs", type=int, default=None,
+                    help="cap every LLM replica's batch (both layouts alike); default: the plan's max_num_seqs")
+    ap.add_argument("--out", default="sim_slo_scale", help="result file stem in benchmarks/results/")
     args = ap.parse_args()
     cells = grid(args.quick)
-    policies = list(BASELINES) + ["cortex", "cortex-shared"]
+    policies = list(BASELINES) + ["cortex", "cortex-shared", *ABLATIONS]
     rows = []
     t0 = time.perf_counter()
     setups = {}
     with Progress() as bar:
         task = bar.add_task("[simulated] SLO-scale sweep", total=len(cells) * len(policies))
         for workload, cluster, load in cells:
-            s = setups.setdefault((workload, cluster), setup(workload, cluster))
+            s = setups.get((workload, cluster)) or setups.setdefault((workload, cluster),
+                                                                   setup(workload, cluster, args.max_num_seqs))
             for pol in policies:
-                if pol == "cortex-shared" and load != 0.7:
+                if pol not in BASELINES and pol != "cortex" and load != 0.7:
                     bar.advance(task)
                     continue
                 sims = [0]
@@ -85,11 +92,11 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
     OUT.mkdir(parents=True, exist_ok=True)
     report = {"label": "simulated", "runs_per_simulation": args.runs, "seed": args.seed, "wall_s": round(elapsed, 1),
-              "rows": rows}
-    (OUT / "sim_slo_scale.json").write_text(json.dumps(report, indent=2) + "\n")
-    (OUT / "sim_slo_scale.md").write_text(markdown(rows, args, elapsed))
-    plot(rows)
-    print((OUT / "sim_slo_scale.md").read_text())
+              "max_num_seqs": args.max_num_seqs, "rows": rows}
+    (OUT / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (OUT / f"{args.out}.md").write_text(markdown(rows, args, elapsed))
+    plot(rows, args.out)
+    print((OUT / f"{args.out}.md").read_text())
 
 
 def best_baseline(rows: list[dict], key: str) -> dict:
@@ -100,15 +107,21 @@ def markdown(rows: list[dict], args, elapsed: float) -> str:
     out = ["# SLO scale for 95% / 99% attainment (simulated)", "",
            f"Discrete-event simulator, {args.runs} runs per simulation (first 10% warm-up), seed {args.seed}; "
            f"sweep took {elapsed:.0f} s. Command: `.venv/bin/python benchmarks/sim_slo_scale.py"
-           f"{' --quick' if args.quick else ''} --runs {args.runs}`.", "",
+           f"{' --quick' if args.quick else ''} --runs {args.runs} --seed {args.seed}"
+           f"{f' --max-num-seqs {args.max_num_seqs}' if args.max_num_seqs else ''} --out {args.out}`. "
+           "Policy parameters were tuned on seed 2 (benchmarks/sim_tune.py), never on this seed.", "",
            "SLO = scale x the run's standalone latency (idle warm cluster, fastest device). Lower is better. "
            "Load = fraction of the analytic saturation capacity (runtime/simulator/capacity.py). "
            "`cortex` runs on the planner's stage-isolated pools (headroom mode on the same GPUs, at the simulated "
            "rate); every baseline runs on the same replicas pooled per model (one generic pool per model); "
-           "`cortex-shared` = the Cortex policy on the pooled replicas (ablation). Clusters: mixed12 = 4xA100 + "
+           "`cortex-shared` = the Cortex policy on the pooled replicas (ablation); `hexagent+ect` = HexAGenT's "
+           "priority with Cortex's completion-time + marginal-slowdown routing (ablation, not a published "
+           "baseline, excluded from 'best baseline'). Batch cap per replica: "
+           + (f"{args.max_num_seqs} on every LLM replica (both layouts alike)" if args.max_num_seqs
+              else "the plan's max_num_seqs (both layouts alike)") + ". Clusters: mixed12 = 4xA100 + "
            "4xH100 + 4xH200; h100x12 = 12xH100; inventory = the example's own resources block. "
            "Rejected runs count as misses.", ""]
-    cells = sorted({(r["workload"], r["cluster"], r["load"]) for r in rows})
+    cells = sorted({(r["workload"], r["cluster"], r["load"]) for r in rows}, key=lambda c: (c != GOAL, c))
     out += ["| workload | cluster | load | policy | scale@95% | scale@99% | p50 s | p99 s | rejected | pruned runs |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for cell in cells:
@@ -131,7 +144,7 @@ def markdown(rows: list[dict], args, elapsed: float) -> str:
     return "\n".join(out) + "\n"
 
 
-def plot(rows: list[dict]) -> None:
+def plot(rows: list[dict], stem: str) -> None:
     sweep = [r for r in rows if r["workload"] == "nl2sql" and r["cluster"] == "mixed12"]
     loads = sorted({r["load"] for r in sweep})
     if len(loads) < 2:
@@ -149,7 +162,7 @@ def plot(rows: list[dict]) -> None:
         ax.grid(True, alpha=0.3)
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(OUT / "sim_slo_scale_nl2sql_mixed.png", dpi=120)
+    fig.savefig(OUT / f"{stem}_nl2sql_mixed.png", dpi=120)
     plt.close(fig)
 
 

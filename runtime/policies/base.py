@@ -40,7 +40,10 @@ The executor asks, in this order, for every call it creates:
    loop's ``on_exhausted`` target, as if the budget were spent.
 
 ``borrow_idle`` asks the executor to add idle replicas of other stages' pools
-(serving the same model) to the candidates, flagged ``borrowed``.
+(serving the same model) to the candidates, flagged ``borrowed``; ``borrow_spare``
+widens that to replicas of other pools with a free batch slot and an empty queue
+(spare capacity of a continuously batching engine). Executors that do not
+implement ``borrow_spare`` treat it as ``borrow_idle``.
 
 ``preemptive`` tells the engine model whether a waiting call with a strictly
 lower key may evict a running one when the batch or KV cache is full (the
@@ -61,7 +64,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from planner.profiles import LatencyProfile
 
 PriorityKey = tuple[float, ...]
 """A queue key: compared lexicographically, lower runs first."""
@@ -105,6 +111,8 @@ class CallView:
     """When the call entered its queue (the executor sets it)."""
     last_replica_id: str | None = None
     """Replica that ran the run's previous call of the same model (program locality)."""
+    prefix_tokens: int = 0
+    """Tokens of ``input_tokens`` that are the stage's shared prefix (cacheable per replica)."""
 
 
 @dataclass(slots=True)
@@ -136,6 +144,13 @@ class ReplicaView:
     """KV transfer bandwidth to peers (disaggregation); 0 = not connected."""
     borrowed: bool = False
     """True when offered to a stage it is not dedicated to (idle-engine borrowing)."""
+    profile: "LatencyProfile | None" = None
+    """The replica's latency model (``planner.profiles``), when the executor knows it; lets a
+    policy estimate completion times (:mod:`runtime.policies.placement`). None = unknown."""
+    pending_decode_tokens: int = 0
+    """Output tokens the running sequences still have to generate."""
+    queued_prefill_tokens: int = 0
+    """Prompt tokens of the waiting calls."""
 
     @property
     def kv_free_tokens(self) -> int:
@@ -212,6 +227,9 @@ class Policy:
     borrow_idle: bool = False
     """When True the executor also offers idle replicas dedicated to *other* stages
     (same model), flagged ``ReplicaView.borrowed``, to :meth:`route`."""
+    borrow_spare: bool = False
+    """With ``borrow_idle``: also offer other pools' replicas that have a free batch slot and
+    no queue (not only fully idle ones)."""
     description: str = field(default="First come, first served; least-backlog dispatch.")
 
     def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
@@ -238,8 +256,8 @@ class Policy:
 def least_backlog_route(candidates: Sequence[ReplicaView]) -> Route:
     """Default dispatch: the least-backlogged replica (for disaggregated candidates,
     the least-backlogged prefill replica and the decode replica with most free KV)."""
-    serving = [r for r in candidates if r.role != "decode"]
-    best = min(serving or candidates, key=lambda r: (r.backlog_s, r.queue_len + r.running, r.replica_id))
+    best = _least_backlog(candidates, skip_decode=True) or _least_backlog(candidates, skip_decode=False)
+    assert best is not None, "route() needs at least one candidate"
     if best.role != "prefill":
         return Route(best.replica_id)
     decoders = [r for r in candidates if r.role == "decode"]
@@ -247,3 +265,20 @@ def least_backlog_route(candidates: Sequence[ReplicaView]) -> Route:
         return Route(best.replica_id)
     dec = min(decoders, key=lambda r: (-r.kv_free_tokens, r.running, r.replica_id))
     return Route(best.replica_id, dec.replica_id)
+
+
+def _least_backlog(candidates: Sequence[ReplicaView], skip_decode: bool) -> ReplicaView | None:
+    """The minimum of ``(backlog_s, queue_len + running, replica_id)`` (a hot path: no key tuples
+    unless backlogs tie)."""
+    best: ReplicaView | None = None
+    for r in candidates:
+        if skip_decode and r.role == "decode":
+            continue
+        if best is None:
+            best = r
+            continue
+        b, bb = r.backlog_s, best.backlog_s
+        if b < bb or (b == bb and (r.queue_len + r.running, r.replica_id)
+                      < (best.queue_len + best.running, best.replica_id)):
+            best = r
+    return best

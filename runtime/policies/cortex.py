@@ -9,22 +9,33 @@ by the planner: :func:`runtime.simulator.cluster.layout_from_plan`) and adds:
   rate). A call whose run cannot finish in time even on an idle cluster
   (``now + remaining > deadline``) is *hopeless* and goes behind every call
   that can still make its deadline.
-* **Prefix/KV-affinity routing.** The estimated finish on a replica is its
-  backlog plus the call's time divided by the replica's speed, minus the
-  prefill saved when the stage's shared prefix is resident there; the lowest
-  wins. Replicas without KV room for the call are avoided when others have it.
-* **Idle-engine borrowing.** Idle replicas of other stages' pools (same model)
-  are offered as candidates; one is taken only when it beats the own pool's
-  best estimate by more than the call's expected time (so isolation holds in
-  the common case and spare capacity is not wasted in bursts).
-* **Admission control at the bottleneck stage.** A run is rejected (retryable)
-  when the expected wait at its most loaded stage already exceeds the run's
-  whole slack: it would miss its deadline anyway, and admitting it would only
-  delay runs that can still make theirs.
+* **Completion-time routing with a marginal-slowdown term, prefix/KV affinity.**
+  Each candidate is scored ``finish + w x marginal``
+  (:func:`runtime.policies.placement.estimate`, from the shared profiles: slot
+  wait, prefill of the uncached prompt -- the stage prefix is free where it is
+  resident -- and decode at the batch the call joins; ``marginal`` is the
+  slowdown the call imposes on the calls already running there). ``w`` is
+  ``marginal_weight`` for calls with slack and 0 for urgent ones (slack below
+  ``urgent_slack_factor`` x the stage's expected time): an urgent call takes the
+  earliest finish, the others also spare their neighbours. Replicas without KV
+  room for the call are avoided when others have it.
+* **Borrowing.** Replicas of other stages' pools (same model) that are idle or
+  have a free batch slot and no queue are offered as candidates; one is taken
+  only when its score beats the own pool's best by more than
+  ``borrow_margin`` x the call's expected time (``coarse_borrow_margin`` when
+  the executor gives no profile), so isolation holds in the
+  common case without giving up statistical multiplexing in bursts.
+* **Admission control at a genuine bottleneck.** A run is rejected (retryable)
+  only when its most loaded stage has a standing queue (at least one waiting
+  call per replica) and the expected wait there already exceeds the run's
+  whole slack: it would miss its deadline anyway (a rejection counts as a
+  miss), and admitting it would only delay runs that can still make theirs.
 * **Malleability under pressure.** When a stage's expected wait exceeds the
   call's slack and the stage declares a lighter model with replicas, the call
-  swaps to it; a retry of a hopeless run is pruned (the loop's ``on_exhausted``
-  is taken) when the retry's stage has a queue.
+  swaps to it; a retry is pruned (the loop's ``on_exhausted`` is taken) only
+  when the run misses its deadline anyway (the retry alone cannot finish in
+  time) and the retry's stage has a queue: a pruned run counts as a miss, so
+  pruning only pays when it frees capacity for runs that can still make it.
 * **Hedging.** Executor (SQL/tool) calls are duplicated on an idle second
   executor when ``hedge_executors`` is set (off by default: in the simulator a
   duplicate shares the call's scripted service time, so it cannot win).
@@ -32,12 +43,14 @@ by the planner: :func:`runtime.simulator.cluster.layout_from_plan`) and adds:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from runtime.policies.base import (
     KEEP, Adaptation, Admission, CallView, Policy, PriorityKey, ReplicaView, Route, StageLoad,
 )
+from runtime.policies.placement import estimate, has_kv_room
 
 
 def slack_s(call: CallView) -> float:
@@ -56,8 +69,15 @@ class Cortex(Policy):
     admission: bool = True
     prune_hopeless: bool = True
     hedge_executors: bool = False
-    prefill_s_per_token: float = 25e-6
-    """Reference prefill cost per token, to value a resident prefix when routing."""
+    borrow_spare: bool = True
+    marginal_weight: float = 1.0
+    """Weight of the slowdown a call imposes on calls already running (calls with slack)."""
+    urgent_slack_factor: float = 3.0
+    """A call whose run's slack is below this many times the stage's expected time is urgent."""
+    borrow_margin: float = 0.25
+    """A borrowed replica must beat the own pool's best score by this many expected call times."""
+    coarse_borrow_margin: float = 1.0
+    """The same margin where the executor gives no profile (the estimate is then only backlog-based)."""
 
     def priority(self, call: CallView) -> PriorityKey:
         if call.deadline_s is None:
@@ -67,28 +87,31 @@ class Cortex(Policy):
         return (hopeless, latest_start, call.enqueued_s)
 
     def route(self, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
-        need = call.input_tokens + call.output_tokens
+        w = 0.0 if slack_s(call) < self.urgent_slack_factor * call.stage_expected_s else self.marginal_weight
         own = [r for r in candidates if not r.borrowed]
-        roomy = [r for r in own if r.kv_free_tokens >= need] or own
-        best = min(roomy, key=lambda r: (self._finish(call, r), r.replica_id)) if roomy else None
+        roomy = [r for r in own if has_kv_room(call, r)] or own
+        best, best_cost = None, math.inf
+        for r in roomy:
+            finish, marginal = estimate(call, r)
+            cost = finish + w * marginal
+            if cost < best_cost or (cost == best_cost and best is not None and r.replica_id < best.replica_id):
+                best, best_cost = r, cost
         for r in candidates:
-            if r.borrowed and r.kv_free_tokens >= need and (
-                    best is None or self._finish(call, r) + call.stage_expected_s < self._finish(call, best)):
-                best = r
+            if r.borrowed and has_kv_room(call, r):
+                finish, marginal = estimate(call, r)
+                margin = (self.borrow_margin if r.profile is not None else self.coarse_borrow_margin)
+                cost = finish + w * marginal + margin * call.stage_expected_s
+                if cost < best_cost:
+                    best, best_cost = r, cost
         return Route(best.replica_id) if best is not None else None
-
-    def _finish(self, call: CallView, r: ReplicaView) -> float:
-        saved = 0.0
-        if call.prefix_key is not None and call.prefix_key in r.resident_prefixes:
-            saved = self.prefill_s_per_token * min(call.input_tokens, 1024) / max(r.speed, 1e-9)
-        return r.backlog_s + call.stage_expected_s / max(r.speed, 1e-9) - saved
 
     def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
         if not self.admission or call.deadline_s is None or not load:
             return Admission.accept()
         bottleneck = max(load.values(), key=lambda s: (s.expected_wait_s, s.stage))
         wait = bottleneck.expected_wait_s
-        if wait > 0.0 and wait > slack_s(call):
+        standing_queue = bottleneck.queued >= max(bottleneck.replicas, 1)
+        if standing_queue and wait > 0.0 and wait > slack_s(call):
             return Admission.reject(
                 f"stage {bottleneck.stage!r} is saturated (expected wait {wait:.2f}s exceeds the run's slack)",
                 retry_after_s=wait)
@@ -104,4 +127,8 @@ class Cortex(Policy):
         return KEEP
 
     def prune_retry(self, call: CallView, loop: str, iteration: int, load: StageLoad) -> bool:
-        return self.prune_hopeless and slack_s(call) < 0.0 and load.queued > 0
+        # A pruned run is a miss, so prune only runs that miss anyway: even this retry alone
+        # cannot finish before the deadline, and its stage has a queue it would lengthen.
+        if not self.prune_hopeless or call.deadline_s is None:
+            return False
+        return call.now_s + call.stage_expected_s > call.deadline_s and load.queued > 0

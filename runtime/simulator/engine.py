@@ -110,7 +110,7 @@ class LLMEngine:
         self.view = ReplicaView(
             replica_id=spec.name, device=spec.device, model=spec.model, stages=spec.stages, role=spec.role,
             slots=spec.slots, kv_capacity_tokens=self.cap, speed=speed, kv_bytes_per_token=kv_bytes_per_token,
-            link_bytes_per_s=spec.link_bytes_per_s,
+            link_bytes_per_s=spec.link_bytes_per_s, profile=profile,
         )
 
     # -- views ---------------------------------------------------------------
@@ -135,6 +135,8 @@ class LLMEngine:
         v.queue_len = self.nwaiting
         v.running = b
         v.kv_used_tokens = self.kv_used
+        v.pending_decode_tokens = self.sum_finish - self.step * b
+        v.queued_prefill_tokens = self.queued_prefill
         eff = max(1, min(self.max_batch, b + self.nwaiting))
         step = self.F + self.S * eff + self.K * self.kv_attn
         remaining = self.sum_finish - self.step * b + self.queued_out

@@ -36,6 +36,8 @@ class ExecutorGroup:
         self.busy_s = 0.0
         self.view = ReplicaView(replica_id=spec.name, device="CPU", model=None, stages=spec.stages,
                                 slots=spec.slots)
+        self.dirty = True
+        """Always refreshed (executor views are cheap); the attribute matches LLMEngine's."""
 
     def refresh_view(self) -> ReplicaView:
         v = self.view

@@ -77,6 +77,8 @@ class WorkflowGraph:
         self.stage_var = {name: self._stage_var(name) for name in self.stages}
         self.node_time = {n: self._node_time(n) for n in workflow.nodes}
         self.remaining, self.remaining_std = self._remaining()
+        self.draw_cache: dict[tuple[float, str], dict[str, tuple]] = {}
+        """Per-stage sampling parameters of scripted runs, by (token CV, service family); see runs.py."""
 
     # -- per-node facts ------------------------------------------------------
     def profile_for(self, model: str) -> LatencyProfile:

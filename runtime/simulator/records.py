@@ -4,7 +4,7 @@ SLO scale (HexAGenT's metric): a run meets SLO scale ``s`` when it finishes
 within ``s`` times its *standalone latency* (its own path on an idle cluster,
 fastest devices). A rejected run never meets it. With ``r_i = latency_i /
 standalone_i`` (``inf`` for rejected runs), attainment at ``s`` is the fraction
-of measured runs with ``r_i <= s``, and the smallest scale reaching a target
+of measured runs with ``r_i <= s`` (pruned runs count as misses too), and the smallest scale reaching a target
 ``q`` is the ``q``-quantile of ``r`` (lower order statistic, ``ceil(q n)``-th
 smallest). Runs in the warm-up fraction (by arrival order) are excluded.
 """
@@ -88,10 +88,12 @@ class SimResult:
         return (self.end[m] - self.arrival[m])[ok]
 
     def ratios(self) -> np.ndarray:
-        """``latency / standalone`` per measured run; ``inf`` for rejected runs."""
+        """``latency / standalone`` per measured run; ``inf`` for rejected runs and for runs whose
+        retries a policy pruned (they end early, on their loop's ``on_exhausted`` path, without the
+        answer the full retry budget might have produced: a miss, never a cheap success)."""
         m = self.measured
         r = (self.end[m] - self.arrival[m]) / np.maximum(self.standalone[m], 1e-12)
-        r[self.status[m] == "rejected"] = math.inf
+        r[(self.status[m] == "rejected") | (self.pruned[m] > 0)] = math.inf
         return r
 
     def attainment(self, scale: float) -> float:

@@ -23,13 +23,52 @@ what happens next, never the script.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
 from cortexlang.ir import LLMStage
 from runtime.simulator.calls import Call
-from runtime.simulator.distributions import sample, sample_tokens
+from runtime.simulator.distributions import sample
 from runtime.simulator.graph import WorkflowGraph, llm_standalone_s
+
+def _draw_params(g: WorkflowGraph, token_cv: float, family: str) -> dict[str, tuple]:
+    """Per-stage sampling parameters shared by every run of ``g`` with these knobs (filled lazily)."""
+    return g.draw_cache.setdefault((token_cv, family), {})
+
+
+def _stage_draw(s, token_cv: float, family: str) -> tuple:
+    """How one stage's scripted sizes are drawn: ``(True, input params, output params)`` for LLM
+    stages (see :func:`_tokens`), ``(False, mean, cv)`` for SQL/tool service times."""
+    if isinstance(s, LLMStage):
+        return (True, _token_params(s.input_tokens, token_cv * 0.5, s.prefix_tokens + 1, None),
+                _token_params(s.output_tokens, token_cv, 1, s.max_tokens.preferred))
+    return (False, s.service_s, s.service_cv)
+
+
+def _token_params(mean: int, cv: float, low: int, high: int | None) -> tuple:
+    """Precomputed :func:`sample_tokens` arguments: (mu, sigma or None for a constant, low, high)."""
+    if mean <= 0:
+        return (0.0, -1.0, low, high)
+    if cv <= 0.0:
+        return (float(mean), None, low, high)
+    s2 = math.log1p(cv * cv)
+    return (math.log(float(mean)) - s2 / 2.0, math.sqrt(s2), low, high)
+
+
+def _tokens(rng: random.Random, params: tuple) -> int:
+    """Exactly :func:`runtime.simulator.distributions.sample_tokens` (same draws, same value), with
+    the lognormal's parameters precomputed."""
+    mu, sigma, low, high = params
+    if sigma is None:
+        value = mu
+    elif sigma < 0.0:
+        value = 0.0
+    else:
+        value = math.exp(rng.normalvariate(mu, sigma))
+    value = max(int(round(value)), low)
+    return min(value, high) if high is not None else value
+
 
 PruneHook = Callable[["IRRun", Call, str, int], bool]
 """(run, finished call, loop name, iteration about to start) -> prune?"""
@@ -81,7 +120,7 @@ class _Fan:
 class IRRun(Run):
     """A run walking an IR workflow (see module docstring)."""
 
-    __slots__ = ("g", "rng", "script", "visits", "loops", "token_cv", "fans", "_family")
+    __slots__ = ("g", "rng", "script", "visits", "loops", "token_cv", "fans", "_family", "_draws", "_standalone")
 
     def __init__(self, g: WorkflowGraph, run_id: int, arrival_s: float, rng: random.Random,
                  token_cv: float = 0.3, service_family: str = "lognormal"):
@@ -94,6 +133,8 @@ class IRRun(Run):
         self.visits: dict[str, int] = {}
         self.loops: dict[str, int] = {}
         self.fans: dict[str, _Fan] = {}
+        self._draws = _draw_params(g, token_cv, service_family)
+        self._standalone: dict[tuple, float] = {}
         self.standalone_s = self._dry_walk()
         self.visits.clear()
         self.loops.clear()
@@ -103,14 +144,15 @@ class IRRun(Run):
     def _sizes(self, key: tuple, stage: str) -> tuple:
         got = self.script.get(key)
         if got is None:
-            s = self.g.stages[stage]
             rng = self.rng
-            if isinstance(s, LLMStage):
-                inp = sample_tokens(rng, s.input_tokens, self.token_cv * 0.5, low=s.prefix_tokens + 1)
-                out = sample_tokens(rng, s.output_tokens, self.token_cv, 1, s.max_tokens.preferred)
-                got = (inp, out, rng.random())
+            draw = self._draws.get(stage)
+            if draw is None:
+                draw = self._draws[stage] = _stage_draw(self.g.stages[stage], self.token_cv, self._family)
+            if draw[0]:
+                _, inp_p, out_p = draw
+                got = (_tokens(rng, inp_p), _tokens(rng, out_p), rng.random())
             else:
-                got = (sample(rng, s.service_s, s.service_cv, self._family), 0, rng.random())
+                got = (sample(rng, draw[1], draw[2], self._family), 0, rng.random())
             self.script[key] = got
         return got
 
@@ -122,11 +164,17 @@ class IRRun(Run):
         return got[-1]
 
     def _call_time(self, key: tuple, stage: str) -> float:
-        a, b, _ = self._sizes(key, stage)
-        s = self.g.stages[stage]
-        if isinstance(s, LLMStage):
-            return llm_standalone_s(self.g.profile_for(s.models[0].model), a, b, s.prefix_tokens)
-        return a
+        """Standalone time of the scripted call at ``key`` (cached: the walk and the call both need it)."""
+        t = self._standalone.get(key)
+        if t is None:
+            a, b, _ = self._sizes(key, stage)
+            s = self.g.stages[stage]
+            if isinstance(s, LLMStage):
+                t = llm_standalone_s(self.g.profile_for(s.models[0].model), a, b, s.prefix_tokens)
+            else:
+                t = a
+            self._standalone[key] = t
+        return t
 
     # -- the walk ------------------------------------------------------------
     def _follow(self, node: str, u: float) -> tuple[str, str | None, int]:
@@ -181,7 +229,7 @@ class IRRun(Run):
             model = s.models[0].model
             pkey = f"{self.workflow}/{stage}@{model}" if s.prefix_tokens else None
             return Call(self, key, stage, "llm", model, a, b, pkey, s.prefix_tokens, 0.0,
-                        llm_standalone_s(g.profile_for(model), a, b, s.prefix_tokens), g.stage_time[stage],
+                        self._call_time(key, stage), g.stage_time[stage],
                         g.remaining.get(stage, 0.0), g.remaining_std.get(stage, 0.0), group, attempt, cp)
         return Call(self, key, stage, s.kind, None, 0, 0, None, 0, a, a, s.service_s,
                     g.remaining.get(stage, 0.0), g.remaining_std.get(stage, 0.0), group, attempt, cp)

@@ -16,6 +16,8 @@ SLO misses) by :meth:`Policy.admit` on arrival.
 
 from __future__ import annotations
 
+import gc
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -90,6 +92,8 @@ class Simulator:
         self.graphs = {w.name: WorkflowGraph(program, w, self.ref_profiles) for w in program.workflows
                        if any(s.workflow == w.name for s in self.streams)}
         self._candidates: dict[tuple[str, str | None], list] = {}
+        self._stage_load_parts: dict[tuple, tuple[list, tuple[str, ...]]] = {}
+        self._lenders: dict[tuple[str, str | None], list[LLMEngine]] = {}
         self._overrides = {m: getattr(type(policy), m) is not getattr(Policy, m)
                            for m in ("admit", "adapt", "prune_retry")}
         self.run_records: list[tuple] = []
@@ -142,6 +146,15 @@ class Simulator:
             self._candidates[key] = got
         return got
 
+    def lenders(self, stage: str, model: str | None) -> list[LLMEngine]:
+        """Replicas of ``model`` dedicated to other stages' pools (borrowing candidates), cached."""
+        key = (stage, model)
+        got = self._lenders.get(key)
+        if got is None:
+            got = self._lenders[key] = [r for r in self.engines if r.spec.model == model and r.spec.stages is not None
+                                        and stage not in r.spec.stages]
+        return got
+
     # -- events --------------------------------------------------------------
     def at(self, t: float, kind: int, obj: object, arg: object = None) -> None:
         self._seq += 1
@@ -168,6 +181,19 @@ class Simulator:
         if self.policy.requeue_interval_s:
             self.at(self.policy.requeue_interval_s, REQUEUE, None)
         events = self._events
+        # The event loop allocates millions of short-lived objects and frees them by reference
+        # counting; the cyclic collector would only rescan the live ones over and over.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._loop(events)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        wall = time.perf_counter() - wall0
+        return SimResult.build(self, wall)
+
+    def _loop(self, events: list[tuple]) -> None:
         while events:
             t, _, kind, obj, arg = heappop(events)
             self.now = t
@@ -181,8 +207,6 @@ class Simulator:
                 self._sample_kv()
             elif kind == REQUEUE:
                 self._requeue()
-        wall = time.perf_counter() - wall0
-        return SimResult.build(self, wall)
 
     def _more_work(self) -> bool:
         return self.active_runs > 0 or (self.trace is None and self._arrivals_left > 0)
@@ -255,20 +279,31 @@ class Simulator:
             run.run_id, run.workflow, call.stage, call.kind, call.model, run.arrival_s, self.now,
             run.deadline_s, call.expected_s, call.remaining_cp_s, call.remaining_std_s, run.attained_s,
             call.cp_service_s, call.prefix_key, call.input_tokens, call.output_tokens, call.attempt, self.now,
-            run.last_replica.get(call.model or "") if call.model else None,
+            run.last_replica.get(call.model or "") if call.model else None, call.prefix_tokens,
         )
 
     def stage_load(self, stage: str, kind: str, model: str | None) -> StageLoad:
-        reps = self.candidates(stage, kind, model)
-        views = [r.refresh_view() for r in reps]
-        models: tuple[str, ...] = ()
-        if kind == "llm":
-            wf_stage = self._stage_spec(stage)
-            if isinstance(wf_stage, LLMStage):
-                models = tuple(o.model for o in wf_stage.models if self.candidates(stage, kind, o.model))
-        wait = min((0.0 if v.queue_len == 0 and v.running < v.slots else v.backlog_s for v in views), default=0.0)
-        return StageLoad(stage, sum(v.queue_len for v in views), sum(v.running for v in views), len(views),
-                         wait, models)
+        key = (stage, kind, model)
+        got = self._stage_load_parts.get(key)
+        if got is None:
+            models: tuple[str, ...] = ()
+            if kind == "llm":
+                wf_stage = self._stage_spec(stage)
+                if isinstance(wf_stage, LLMStage):
+                    models = tuple(o.model for o in wf_stage.models if self.candidates(stage, kind, o.model))
+            got = self._stage_load_parts[key] = (self.candidates(stage, kind, model), models)
+        reps, models = got
+        queued = running = 0
+        wait = math.inf
+        for r in reps:
+            v = r.refresh_view() if r.dirty else r.view
+            queued += v.queue_len
+            running += v.running
+            # A call waits only when the queued calls ahead of it leave no free batch slot.
+            w = 0.0 if v.queue_len + v.running < v.slots else v.backlog_s
+            if w < wait:
+                wait = w
+        return StageLoad(stage, queued, running, len(reps), wait if reps else 0.0, models)
 
     def _stage_spec(self, stage: str):
         for g in self.graphs.values():
@@ -319,19 +354,25 @@ class Simulator:
         if not cands:
             raise LayoutError(f"no replica serves stage {call.stage!r}"
                               + (f" with model {call.model!r}" if call.model else ""))
-        views = [r.refresh_view() for r in cands if r.name not in exclude]
+        # A clean engine's view is current: skip the method call (hot path).
+        if exclude:
+            views = [r.refresh_view() for r in cands if r.name not in exclude]
+        else:
+            views = [r.refresh_view() if r.dirty else r.view for r in cands]
         if self.policy.borrow_idle and call.kind == "llm":
-            for r in self.engines:
-                if (r.spec.model == call.model and r.spec.stages is not None and call.stage not in r.spec.stages
-                        and not r.running and not r.nwaiting and r.name not in exclude):
+            spare = self.policy.borrow_spare
+            for r in self.lenders(call.stage, call.model):
+                if (not r.nwaiting and (not r.running or (spare and len(r.running) < r.max_batch))
+                        and r.name not in exclude):
                     v = r.refresh_view()
                     v.borrowed = True
                     views.append(v)
         if not views:
             return
         route = self.policy.route(view, views) or least_backlog_route(views)
-        for v in views:
-            v.borrowed = False
+        if self.policy.borrow_idle:
+            for v in views:
+                v.borrowed = False
         replica = self.replicas[route.replica_id]
         if isinstance(replica, LLMEngine) and replica.role == "prefill":
             call.phase = "prefill"

@@ -137,15 +137,22 @@ def test_cortex_admission_rejects_only_runs_that_cannot_make_it():
     assert not verdict.admit and "gen" in verdict.reason and verdict.retry_after_s == 6.0
     assert p.admit(loose, load).admit
     assert p.admit(call(deadline_s=None), load).admit
+    # A transient queue (fewer waiting calls than replicas) is no bottleneck: admit.
+    transient = {"gen": StageLoad("gen", queued=1, running=8, replicas=2, expected_wait_s=6.0)}
+    assert p.admit(tight, transient).admit
 
 
-def test_cortex_prunes_hopeless_retries_under_pressure_only():
+def test_cortex_prunes_only_retries_of_runs_that_miss_anyway_under_pressure():
+    """A pruned run counts as a miss: prune only when the retry alone cannot finish before the
+    deadline (now 10, expected 1 s, deadline 10.5) and the retry's stage has a queue."""
     p = Cortex()
-    hopeless = call(deadline_s=11.0, remaining_critical_path_s=5.0)
+    doomed = call(deadline_s=10.5, remaining_critical_path_s=5.0, stage_expected_s=1.0)
+    late_but_savable = call(deadline_s=12.0, remaining_critical_path_s=5.0, stage_expected_s=1.0)  # slack -3
     busy = StageLoad("fix", queued=3, running=8, replicas=1, expected_wait_s=1.0)
     idle = StageLoad("fix", queued=0, running=0, replicas=1, expected_wait_s=0.0)
-    assert p.prune_retry(hopeless, "repair", 2, busy)
-    assert not p.prune_retry(hopeless, "repair", 2, idle)
+    assert p.prune_retry(doomed, "repair", 2, busy)
+    assert not p.prune_retry(doomed, "repair", 2, idle)
+    assert not p.prune_retry(late_but_savable, "repair", 2, busy)
     assert not p.prune_retry(call(deadline_s=40.0), "repair", 2, busy)
 
 

@@ -121,3 +121,55 @@ def test_missing_replica_for_stage_is_a_clear_error():
     with pytest.raises(Exception, match="no replica serves stage"):
         Simulator(prog(wf), executors(2) + engines(1, stages=frozenset({"other"})), FCFS(),
                   [Stream(wf.name, 1.0)], SimConfig(runs=2)).run()
+
+
+def test_pruned_runs_count_as_misses():
+    """A run whose retry a policy pruned ends early on ``on_exhausted``; it must never count as meeting
+    its SLO (else pruning would buy attainment for free)."""
+    from runtime.policies.base import Policy
+
+    class PruneAll(Policy):
+        def prune_retry(self, call, loop, iteration, load):
+            return True
+
+    wf = nl2sql(retry_p=0.9)
+    res = _run(wf, shared_layout({"H100": 2}, "llama8b", workflow=wf), PruneAll(), runs=200, rate=5.0)
+    pruned = res.pruned[res.measured] > 0
+    assert pruned.any()
+    assert np.all(np.isinf(res.ratios()[pruned]))
+    assert res.attainment(1e9) == pytest.approx(1.0 - pruned.mean())
+
+
+def test_priority_matters_only_when_batch_slots_are_contended():
+    """Why autellix-plas and autellix-atlas gave identical numbers everywhere: keys only order a
+    replica's *waiting* queue, and with the plan's KV-sized max_num_seqs nothing waits. With a
+    binding batch cap the fan-out workload (where a run's critical-path service differs from its
+    total service) separates them; on a sequential workflow the two keys are equal by definition."""
+    wf = fanout()
+    roomy = engines(2, slots=256) + executors(64)
+    tight = engines(2, slots=8) + executors(64)
+    plas = _run(wf, roomy, make_policy("autellix-plas"), runs=300, rate=3.0)
+    atlas = _run(wf, roomy, make_policy("autellix-atlas"), runs=300, rate=3.0)
+    assert np.array_equal(plas.end, atlas.end)
+    plas = _run(wf, tight, make_policy("autellix-plas"), runs=300, rate=3.0)
+    atlas = _run(wf, tight, make_policy("autellix-atlas"), runs=300, rate=3.0)
+    assert not np.array_equal(plas.end, atlas.end)
+
+
+def test_engine_view_reports_what_completion_estimates_need():
+    wf = one_llm(500, 50)
+    sim = Simulator(prog(wf), engines(1), FCFS(), [Stream(wf.name, 1000.0, pattern="constant")],
+                    SimConfig(runs=3, warmup_fraction=0.0, token_cv=0.0))
+    seen = []
+    real_route = sim.policy.route
+
+    def spy(call, candidates):
+        v = candidates[0]
+        seen.append((v.running, v.queue_len, v.pending_decode_tokens, v.profile is not None))
+        return real_route(call, candidates)
+
+    sim.policy.route = spy
+    sim.run()
+    assert seen[0] == (0, 0, 0, True)
+    # Later arrivals see the first call running with most of its 50 tokens still to go.
+    assert seen[1][0] + seen[1][1] == 1 and (seen[1][0] == 0 or 0 < seen[1][2] <= 50)

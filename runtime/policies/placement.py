@@ -1,0 +1,89 @@
+"""Expected-completion-time estimates for dispatch, from the shared latency profiles.
+
+A policy routes a call by asking, for every candidate replica ``r``, what the
+call would cost there. With ``r``'s :class:`planner.profiles.LatencyProfile`
+(``F, S, K`` = decode fixed / per-sequence / per-KV-token costs, ``c`` = prefill
+cost per token), ``b`` running sequences holding ``k`` KV tokens with ``D``
+output tokens still to generate, ``q`` waiting calls and ``m`` batch slots
+(``max_num_seqs``), a call with ``P`` uncached prompt tokens (its stage prefix
+is free where resident), ``O`` output tokens and mean context ``x = in + O/2``:
+
+* **slot wait.** When the call would be the ``j = q + 1 - (m - b) > 0``-th call
+  without a slot, it waits for ``j`` running sequences to finish. Remaining
+  lengths are taken as uniform on ``[0, 2 D/b]``, so the ``j``-th finish comes
+  after ``2 (D/b) j / b`` steps of ``t(b, k) = F + S b + K k``;
+* **prefill.** The waiting calls ahead are prefilled in the same admitting
+  iterations: ``c (P + P_q)`` (``P_q`` = their prompt tokens), plus the fixed
+  cost on an idle replica;
+* **decode.** ``O - 1`` steps at the batch the call will join,
+  ``b' = min(m, b + q + 1)`` with ``k' = k + (b' - b) x``:
+  ``(O - 1) t(b', k')``.
+
+``finish_s`` is the sum. The **marginal slowdown** is what the call adds to the
+calls already there: each of the ``b`` running sequences stalls for the call's
+prefill (``b c P``), and every step they share with it costs ``S + K x`` more,
+over at most ``min(D, b O)`` of their remaining tokens.
+
+Without a profile (an executor that does not know it) the estimate falls back
+to ``backlog + expected / speed``, less the prefill a resident prefix saves
+(at a reference H100-class cost per token), with no marginal term.
+"""
+
+from __future__ import annotations
+
+from runtime.policies.base import CallView, ReplicaView
+
+FALLBACK_PREFILL_S_PER_TOKEN = 25e-6
+"""Reference prefill cost per token (H100-class, Llama-3-8B) valuing a resident prefix without a profile."""
+FALLBACK_PREFIX_TOKENS = 1024
+"""Prefix length assumed when the executor does not report one."""
+
+
+def uncached_prompt(call: CallView, r: ReplicaView) -> int:
+    """Prompt tokens to prefill on ``r``: the stage prefix is free where it is resident."""
+    if call.prefix_key is not None and call.prefix_key in r.resident_prefixes:
+        return max(call.input_tokens - call.prefix_tokens, 1)
+    return call.input_tokens
+
+
+def estimate(call: CallView, r: ReplicaView) -> tuple[float, float]:
+    """``(finish_s, marginal_s)`` of ``call`` on ``r``: seconds from now until the call completes
+    there, and the seconds it adds to the calls already running there, summed (module docstring).
+
+    Hot path of every profile-aware router: the profile's formulas are inlined.
+    """
+    p = r.profile
+    if p is None:
+        finish = r.backlog_s + call.stage_expected_s / max(r.speed, 1e-9)
+        if call.prefix_key is not None and call.prefix_key in r.resident_prefixes:
+            cached = call.prefix_tokens or min(call.input_tokens, FALLBACK_PREFIX_TOKENS)
+            finish -= FALLBACK_PREFILL_S_PER_TOKEN * cached / max(r.speed, 1e-9)
+        return finish, 0.0
+    b, q, m = r.running, r.queue_len, max(r.slots, 1)
+    inp, out = call.input_tokens, call.output_tokens
+    fill = inp
+    if call.prefix_key is not None and call.prefix_key in r.resident_prefixes:
+        fill = max(inp - call.prefix_tokens, 1)
+    ctx = inp + out / 2.0
+    f, s_, k_, c = p.decode_fixed_s, p.decode_per_seq_s, p.decode_per_kv_token_s, p.prefill_per_token_s
+    kv = r.kv_used_tokens
+    pending = r.pending_decode_tokens
+    finish = c * (fill + r.queued_prefill_tokens)
+    short = q + 1 - (m - b)
+    if b:
+        if short > 0:
+            finish += 2.0 * (pending / b) * short / b * (f + s_ * b + k_ * kv)
+    elif q == 0:
+        finish += p.prefill_fixed_s
+    b_new = b + q + 1 if b + q + 1 < m else m
+    if out > 1:
+        finish += (out - 1) * (f + s_ * b_new + k_ * int(kv + (b_new - b) * ctx))
+    if not b:
+        return finish, 0.0
+    shared = pending if pending < b * out else b * out
+    return finish, b * c * fill + shared * (s_ + k_ * ctx)
+
+
+def has_kv_room(call: CallView, r: ReplicaView) -> bool:
+    """Whether ``r`` has free KV for the call's whole context (prompt plus output)."""
+    return r.kv_capacity_tokens - r.kv_used_tokens >= call.input_tokens + call.output_tokens
