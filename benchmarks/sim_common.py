@@ -19,20 +19,25 @@ from cortexlang.ir import SLO, CpuResource, GpuResource, Inventory, Program, Wor
 from planner.api import plan_program
 from planner.plan import Plan
 from runtime.policies.registry import make_policy
-from runtime.simulator.capacity import capacity_runs_per_s
-from runtime.simulator.cluster import ReplicaSpec, isolated_layout, layout_from_plan, pooled, shared_layout
+from planner.candidates import DECODE_STRETCH, latency_cap
+from planner.profiles import all_profiles
+from runtime.simulator.capacity import capacity_runs_per_s, run_demand
+from runtime.simulator.cluster import ReplicaSpec, isolated_layout, model_profile, layout_from_plan, pooled, shared_layout
 from runtime.simulator.graph import WorkflowGraph
 from runtime.simulator.records import SimResult
 from runtime.simulator.runs import IRRun
 from runtime.simulator.sim import SimConfig, Simulator, Stream
-from runtime.simulator.workloads import fanout, nl2sql, program, react
+from runtime.simulator.workloads import fanout, longrag, nl2sql, program, react
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTERS: dict[str, dict[str, int]] = {
     "h100x12": {"H100": 12},
     "mixed12": {"A100": 4, "H100": 4, "H200": 4},
+    "a100x16": {"A100": 16},
+    "a100x8": {"A100": 8},
 }
-WORKLOADS: dict[str, Callable[[], Workflow]] = {"nl2sql": nl2sql, "react": react, "fanout": fanout}
+WORKLOADS: dict[str, Callable[[], Workflow]] = {"nl2sql": nl2sql, "react": react, "fanout": fanout,
+                                                "longrag": longrag}
 EXAMPLES = ("rag", "deep_research")
 BASELINES = ("fcfs", "autellix-plas", "autellix-atlas", "hexgen-text2sql", "hexagent")
 DEADLINE_AWARE = {"hexgen-text2sql", "hexagent", "cortex", "cortex-shared", "hexagent+ect"}
@@ -55,6 +60,8 @@ class Setup:
     layouts: dict[float, tuple[tuple[ReplicaSpec, ...], tuple[ReplicaSpec, ...], bool]] = field(default_factory=dict)
     max_num_seqs: int | None = None
     """Deployment cap on every LLM replica's batch (both layouts alike); None = the plan's value."""
+    decode_stretch: float = DECODE_STRETCH
+    """The planner's latency-aware batch cap (``math.inf``: KV-derived caps only, vLLM's default)."""
 
 
 def _inventory(devices: dict[str, int]) -> Inventory:
@@ -66,7 +73,8 @@ def _graph(prog: Program, wf: Workflow, layout) -> WorkflowGraph:
     return Simulator(prog, layout, make_policy("fcfs"), [Stream(wf.name, 1.0)], SimConfig(runs=1)).graphs[wf.name]
 
 
-def setup(workload: str, cluster: str, max_num_seqs: int | None = None) -> Setup:
+def setup(workload: str, cluster: str, max_num_seqs: int | None = None,
+          decode_stretch: float = DECODE_STRETCH) -> Setup:
     if workload in WORKLOADS:
         wf = WORKLOADS[workload]()
         prog = program(wf)
@@ -77,11 +85,32 @@ def setup(workload: str, cluster: str, max_num_seqs: int | None = None) -> Setup
         prog = compile_file(REPO / "examples" / f"{workload}.cortex").program
         wf = prog.workflow()
         devices = {g.kind: g.count for g in prog.inventory.gpus} if cluster == "inventory" else dict(CLUSTERS[cluster])
-    s = Setup(workload, prog, wf, devices, 0.0, max_num_seqs=max_num_seqs)
-    probe_rate = wf.load.rate_per_s if wf.load else 1.0
-    cortex_lay, base_lay, _ = plan_layouts(s, probe_rate)
-    s.capacity = capacity_runs_per_s(prog, _graph(prog, wf, base_lay), base_lay)
+    s = Setup(workload, prog, wf, devices, 0.0, max_num_seqs=max_num_seqs, decode_stretch=decode_stretch)
+    if workload in WORKLOADS:  # one model: the whole cluster's capacity at the latency-aware batch cap
+        lay = full_cluster_layout(prog, wf, devices, max_num_seqs, decode_stretch)
+    else:  # several models: the capacity of the planner's layout at the declared load
+        lay = plan_layouts(s, wf.load.rate_per_s if wf.load else 1.0)[1]
+    s.capacity = capacity_runs_per_s(prog, _graph(prog, wf, lay), lay)
     return s
+
+
+def full_cluster_layout(prog: Program, wf: Workflow, devices: dict[str, int], max_num_seqs: int | None = None,
+                        stretch: float = DECODE_STRETCH) -> tuple[ReplicaSpec, ...]:
+    """Every device in generic replicas of the workflow's model (smallest TP with a profile), each
+    capped like the planner caps its pools (:func:`planner.candidates.latency_cap` at the workload's
+    mean context), for the capacity."""
+    model = next(s.models[0].model for s in wf.stages if s.kind == "llm")
+    family = prog.model(model).profile
+    tp = min(p.tp for p in all_profiles() if p.model == family and p.device in devices)
+    base = shared_layout(devices, model, tp=tp, workflow=wf, executor_slots=EXECUTOR_SLOTS)
+    ctx = run_demand(_graph(prog, wf, base))["ctx"]
+    out = []
+    for r in base:
+        if r.kind == "llm":
+            cap = latency_cap(model_profile(prog, r.model or "", r.device, r.tp), ctx, stretch)
+            r = replace(r, slots=min(cap, max_num_seqs or cap))
+        out.append(r)
+    return tuple(out)
 
 
 def plan_layouts(s: Setup, rate: float) -> tuple[tuple[ReplicaSpec, ...], tuple[ReplicaSpec, ...], bool]:
@@ -91,12 +120,12 @@ def plan_layouts(s: Setup, rate: float) -> tuple[tuple[ReplicaSpec, ...], tuple[
         return s.layouts[key]
     wf = s.workflow.model_copy(update={"slo": SLO(latency_s=600.0, attainment=0.99)})
     plan = plan_program(s.program.model_copy(update={"workflows": (wf,)}), _inventory(s.devices), rate=rate,
-                        mode="headroom")
+                        mode="headroom", decode_stretch=s.decode_stretch)
     if isinstance(plan, Plan):
         lay = tuple(replace(r, slots=EXECUTOR_SLOTS) if r.kind == "executor" else r for r in layout_from_plan(plan))
         out = (lay, pooled(lay), True)
     else:
-        shared = shared_layout(s.devices, "llama8b", workflow=s.workflow, executor_slots=EXECUTOR_SLOTS)
+        shared = full_cluster_layout(s.program, s.workflow, s.devices, None, s.decode_stretch)
         iso = isolated_layout(s.devices, s.program, s.workflow, llm_work(_graph(s.program, s.workflow, shared)),
                               executor_slots=EXECUTOR_SLOTS)
         out = (iso, shared, False)

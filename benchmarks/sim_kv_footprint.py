@@ -1,10 +1,15 @@
-"""KV footprint over time, one shared engine pool vs stage-isolated pools, NL2SQL (simulated).
+"""KV footprint over time, one shared engine pool vs stage-isolated pools (simulated).
 
-The Cortex paper's Figure 2 setting: the same NL2SQL load on the same GPUs,
-served by one shared pool of generic engines or by the planner's stage-isolated
-pools (the same replicas, pooled vs dedicated). KV in
-use (tokens, summed over the pool's engines, running sequences plus resident
-shared prefixes) is sampled every 0.5 s of simulated time.
+The Cortex paper's Figure 2 setting: the same load on the same GPUs, served by
+one shared pool of generic engines or by the planner's stage-isolated pools
+(the same replicas, pooled vs dedicated, same ``max_num_seqs`` per replica). KV
+in use (tokens, summed over the engines, running sequences plus resident
+shared prefixes) is sampled every 0.5 s of simulated time. Scenarios:
+
+* ``nl2sql``: NL2SQL, 12x H100, Llama-3-8B, 70% load, latency-aware caps.
+* ``longrag``: the KV-heavy deep-research step (``runtime.simulator.workloads.longrag``:
+  Llama-3.1-70B at TP4 on 16x A100-80G, 4000-token reports) at 50% load with
+  vLLM's KV-derived caps only (``decode_stretch = inf``: up to 256 sequences).
 
     .venv/bin/python benchmarks/sim_kv_footprint.py
 
@@ -14,6 +19,7 @@ Writes benchmarks/results/sim_kv_footprint.{json,png}.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -26,21 +32,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.sim_common import plan_layouts, setup  # noqa: E402
+from planner.candidates import DECODE_STRETCH  # noqa: E402
 from runtime.policies.registry import make_policy  # noqa: E402
 from runtime.simulator.sim import SimConfig, Simulator, Stream  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
+SCENARIOS = (  # name, workload, cluster, load, decode stretch, runs, SLO scale for the deadline-aware policy
+    ("nl2sql", "nl2sql", "h100x12", 0.7, DECODE_STRETCH, 2500, 4.0),
+    ("longrag", "longrag", "a100x16", 0.5, math.inf, 600, 4.0),
+)
 
 
-def main() -> None:
-    s = setup("nl2sql", "h100x12")
-    rate = 0.7 * s.capacity
+def scenario(name: str, workload: str, cluster: str, load: float, stretch: float, runs: int,
+             slo_scale: float) -> tuple[dict, dict]:
+    s = setup(workload, cluster, decode_stretch=stretch)
+    rate = load * s.capacity
     isolated, shared, _ = plan_layouts(s, rate)
     series, summary = {}, {}
     for label, layout, pol in (("shared pool (fcfs)", shared, "fcfs"), ("isolated pools (cortex)", isolated,
                                                                          "cortex")):
-        res = Simulator(s.program, layout, make_policy(pol), [Stream("nl2sql", rate)],
-                        SimConfig(runs=2500, seed=1, slo_scale=4.0, kv_sample_s=0.5)).run()
+        res = Simulator(s.program, layout, make_policy(pol), [Stream(s.workflow.name, rate)],
+                        SimConfig(runs=runs, seed=1, slo_scale=slo_scale, kv_sample_s=0.5)).run()
         total: dict[float, int] = defaultdict(int)
         for t, _, used in res.kv_samples:
             total[t] += used
@@ -48,25 +60,41 @@ def main() -> None:
         series[label] = (ts, [total[t] for t in ts])
         steady = [total[t] for t in ts if 0.2 * ts[-1] <= t <= 0.8 * ts[-1]]
         cap = sum(e.kv_capacity_tokens for e in res.engines)
-        summary[label] = {"mean_kv_tokens": sum(steady) / len(steady), "peak_kv_tokens": max(total.values()),
+        summary[label] = {"mean_kv_tokens": round(sum(steady) / len(steady)), "peak_kv_tokens": max(total.values()),
+                          "peak_replica_kv_fraction": round(max(e.kv_peak_tokens / e.kv_capacity_tokens
+                                                                for e in res.engines), 3),
                           "capacity_tokens": cap, "preemptions": sum(e.preemptions for e in res.engines),
-                          "p99_s": res.summary()["p99_s"]}
+                          "p99_s": round(res.summary()["p99_s"], 2)}
+    meta = {"workload": workload, "cluster": cluster, "load": load, "rate_runs_per_s": round(rate, 3),
+            "decode_stretch": stretch if math.isfinite(stretch) else "inf",
+            "max_num_seqs": sorted({r.slots for r in isolated if r.kind == "llm"}), "summary": summary}
+    return meta, series
+
+
+def main() -> None:
+    results, plots = {}, {}
+    for name, *args in SCENARIOS:
+        results[name], plots[name] = scenario(name, *args)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "sim_kv_footprint.json").write_text(json.dumps({"label": "simulated", "rate_runs_per_s": rate,
-                                                           "cluster": "12x H100", "summary": summary}, indent=2) + "\n")
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for label, (ts, ys) in series.items():
-        ax.plot(ts, [y / 1e3 for y in ys], label=label)
-    ax.set_xlabel("simulated time (s)")
-    ax.set_ylabel("KV in use (thousand tokens, all engines)")
-    ax.set_title("NL2SQL KV footprint, 12x H100, 70% load (simulated)")
-    ax.legend()
-    ax.grid(True, alpha=0.3)
+    (OUT / "sim_kv_footprint.json").write_text(json.dumps({"label": "simulated", "scenarios": results}, indent=2)
+                                               + "\n")
+    fig, axes = plt.subplots(1, len(plots), figsize=(6 * len(plots), 4))
+    for ax, (name, series) in zip(axes, plots.items()):
+        for label, (ts, ys) in series.items():
+            ax.plot(ts, [y / 1e3 for y in ys], label=label)
+        meta = results[name]
+        ax.set_xlabel("simulated time (s)")
+        ax.set_ylabel("KV in use (thousand tokens, all engines)")
+        ax.set_title(f"{name}, {meta['cluster']}, {int(meta['load'] * 100)}% load (simulated)")
+        ax.legend()
+        ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(OUT / "sim_kv_footprint.png", dpi=120)
-    for label, d in summary.items():
-        print(f"[simulated] {label}: mean KV {d['mean_kv_tokens']:.0f} tokens, peak {d['peak_kv_tokens']}, "
-              f"capacity {d['capacity_tokens']}, preemptions {d['preemptions']}, p99 {d['p99_s']:.2f}s")
+    for name, meta in results.items():
+        for label, d in meta["summary"].items():
+            print(f"[simulated] {name} {label}: mean KV {d['mean_kv_tokens']} tokens, peak {d['peak_kv_tokens']} "
+                  f"of {d['capacity_tokens']} (busiest replica {d['peak_replica_kv_fraction']:.0%}), "
+                  f"preemptions {d['preemptions']}, p99 {d['p99_s']:.2f}s")
 
 
 if __name__ == "__main__":

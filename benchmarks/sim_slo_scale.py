@@ -44,7 +44,7 @@ def grid(quick: bool) -> list[tuple[str, str, float]]:
     loads = (0.5,) if quick else (0.3, 0.5, 0.9)
     cells = [GOAL] + [("nl2sql", "mixed12", ld) for ld in loads]
     cells += [("nl2sql", "h100x12", 0.7), ("react", "mixed12", 0.7), ("fanout", "mixed12", 0.7),
-              ("rag", "inventory", 0.7), ("deep_research", "inventory", 0.7)]
+              ("rag", "inventory", 0.7), ("deep_research", "inventory", 0.7), ("longrag", "a100x16", 0.5)]
     return cells
 
 
@@ -119,7 +119,8 @@ def markdown(rows: list[dict], args, elapsed: float) -> str:
            "baseline, excluded from 'best baseline'). Batch cap per replica: "
            + (f"{args.max_num_seqs} on every LLM replica (both layouts alike)" if args.max_num_seqs
               else "the plan's max_num_seqs (both layouts alike)") + ". Clusters: mixed12 = 4xA100 + "
-           "4xH100 + 4xH200; h100x12 = 12xH100; inventory = the example's own resources block. "
+           "4xH100 + 4xH200; h100x12 = 12xH100; a100x16 = 16xA100 (Llama-3.1-70B at TP4, the KV-heavy `longrag`); "
+           "inventory = the example's own resources block. "
            "Rejected runs count as misses.", ""]
     cells = sorted({(r["workload"], r["cluster"], r["load"]) for r in rows}, key=lambda c: (c != GOAL, c))
     out += ["| workload | cluster | load | policy | scale@95% | scale@99% | p50 s | p99 s | rejected | pruned runs |",

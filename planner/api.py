@@ -13,9 +13,13 @@ feasible alternative. The steps:
    per-stage candidates with latency tables (:mod:`planner.candidates`).
 3. The joint CP-SAT solve with latency cuts (:mod:`planner.solver`): in
    ``cost`` mode once; in ``headroom`` mode by bisection on a common scale
-   ``theta`` of every SLO latency (the smallest feasible ``theta`` on the fixed
+   ``theta`` of every SLO (the smallest feasible ``theta`` on the fixed
    inventory maximises the smallest headroom ``1 - theta``), then the cheapest
-   plan at that ``theta``.
+   plan at that ``theta``. The bisection measures each run against its own
+   standalone latency (the SLO becomes ``T / q_a(standalone)`` times each run's
+   standalone latency, the SLO-scale metric): so latency-critical short stages,
+   whose slowdown weighs most in short runs, get the fast devices and
+   slack-rich long ones the slow devices.
 4. The plan's views: pools, knobs, end-to-end prediction, the shared-pool
    comparison (:mod:`planner.shared_pool`).
 """
@@ -33,7 +37,7 @@ import numpy as np
 from cortexlang.ir import Inventory, Program, Workflow
 from planner import explain
 from planner.candidates import (
-    Candidate, StageCandidates, StageLoad, prune_dominated, stage_candidates, stage_loads,
+    DECODE_STRETCH, Candidate, StageCandidates, StageLoad, prune_dominated, stage_candidates, stage_loads, standalone_table,
 )
 from planner.latency import DEFAULT_SAMPLES, PathSample, attainment, distribution, sample_paths
 from planner.plan import (
@@ -88,14 +92,26 @@ class WorkflowModel:
     def problem_stage(self) -> StageCandidates | None:
         return next((sc for sc in self.stages.values() if not sc.candidates), None)
 
-    def problem(self) -> WorkflowProblem:
+    standalone: np.ndarray | None = None
+    """Per sampled run: its standalone latency (idle pools, fastest devices), same draws."""
+
+    def problem(self, relative: bool = False) -> WorkflowProblem:
+        """The solver's view. ``relative``: the SLO as a scale of each run's standalone latency
+        (``T / q_a(standalone)``, with ``q_a`` the standalone latency at the SLO attainment), so
+        plans minimise latency relative to standalone -- what the SLO-scale metric measures."""
         slo = self.workflow.slo
-        return WorkflowProblem(self.workflow.name, {s: sc.candidates for s, sc in self.stages.items()}, self.paths,
-                               slo.latency_s if slo else None, slo.attainment if slo else None)
+        cands = {s: sc.candidates for s, sc in self.stages.items()}
+        if not relative or slo is None or self.standalone is None:
+            return WorkflowProblem(self.workflow.name, cands, self.paths,
+                                   slo.latency_s if slo else None, slo.attainment if slo else None)
+        ratio = slo.latency_s / float(np.quantile(self.standalone, slo.attainment))
+        return WorkflowProblem(self.workflow.name, cands, self.paths, ratio, slo.attainment,
+                               run_scale=np.maximum(self.standalone, 1e-9))
 
 
 def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: float, inventory: Inventory,
-                samples: int, seed: int, profile_dir: Path, unbounded: bool = False) -> WorkflowModel:
+                samples: int, seed: int, profile_dir: Path, unbounded: bool = False,
+                decode_stretch: float = DECODE_STRETCH) -> WorkflowModel:
     chain = build_chain(workflow, scenario.retry_depth)
     visits = expected_stage_visits(chain, scenario.fanout_width)
     ca2 = 0.0 if workflow.load and workflow.load.pattern == "constant" else (
@@ -108,10 +124,12 @@ def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: 
             loads[stage] = StageLoad(loads[stage].rate_per_s, loads[stage].visits_per_run, ca2 + (k - 1))
     stages = {}
     for st in workflow.stages:
-        sc = stage_candidates(program, st, loads[st.name], inventory, unbounded, profile_dir)
+        sc = stage_candidates(program, st, loads[st.name], inventory, unbounded, profile_dir, decode_stretch)
         stages[st.name] = StageCandidates(sc.stage, prune_dominated(sc.candidates), sc.problem, sc.needs)
     paths = sample_paths(chain, samples, seed, scenario.fanout_width)
-    return WorkflowModel(workflow, scenario, rate, ca2, chain, visits, paths, stages)
+    alone = paths.run_latency({st.name: standalone_table(program, st, inventory, profile_dir)
+                               for st in workflow.stages})
+    return WorkflowModel(workflow, scenario, rate, ca2, chain, visits, paths, stages, alone)
 
 
 def inventory_limits(inventory: Inventory, unbounded: bool = False) -> dict[str, int]:
@@ -127,8 +145,10 @@ class Planner:
     """One planning request; holds the built models so explanations can reuse them."""
 
     def __init__(self, program: Program, inventory: Inventory, rates: dict[str, float], mode: Mode,
-                 samples: int, seed: int, profile_dir: Path, progress: Progress | None) -> None:
+                 samples: int, seed: int, profile_dir: Path, progress: Progress | None,
+                 decode_stretch: float = DECODE_STRETCH) -> None:
         self.program, self.inventory, self.rates, self.mode = program, inventory, rates, mode
+        self.decode_stretch = decode_stretch
         self.samples, self.seed, self.profile_dir = samples, seed, profile_dir
         self.progress = progress or (lambda _msg: None)
         self.workflows = [w for w in program.workflows]
@@ -140,12 +160,13 @@ class Planner:
         key = (wf.name, k, unbounded)
         if key not in self._models:
             self._models[key] = build_model(self.program, wf, self.scenarios[wf.name][k], self.rates[wf.name],
-                                            self.inventory, self.samples, self.seed, self.profile_dir, unbounded)
+                                            self.inventory, self.samples, self.seed, self.profile_dir, unbounded,
+                                            self.decode_stretch)
         return self._models[key]
 
     def solve_at(self, models: Sequence[WorkflowModel], scale: float, unbounded: bool = False,
-                 max_quality_loss: int | None = None) -> SolveResult:
-        result = solve([m.problem() for m in models], inventory_limits(self.inventory, unbounded), scale,
+                 max_quality_loss: int | None = None, relative: bool = False) -> SolveResult:
+        result = solve([m.problem(relative) for m in models], inventory_limits(self.inventory, unbounded), scale,
                        max_quality_loss=max_quality_loss)
         self.iterations += result.iterations
         return result
@@ -183,18 +204,24 @@ class Planner:
         return moved
 
     def _min_scale(self, models: Sequence[WorkflowModel], at_one: SolveResult) -> tuple[float, SolveResult]:
-        """Smallest common SLO scale theta that stays feasible on the inventory (bisection)."""
-        problems = [m.problem() for m in models]
+        """Smallest common SLO scale theta that stays feasible on the inventory (bisection), with
+        each run's SLO relative to its standalone latency (:meth:`WorkflowModel.problem`)."""
+        problems = [m.problem(relative=True) for m in models]
         with_slo = [p for p in problems if p.slo_latency_s is not None]
         if not with_slo:
             return 1.0, at_one
-        lo = max(float(np.quantile(p.run_latency({s: None for s in p.stages}), p.slo_attainment)) / p.slo_latency_s
-                 for p in with_slo)
-        hi, best = 1.0, at_one
+        lo = max(float(np.quantile(p.normalised(p.run_latency({s: None for s in p.stages})), p.slo_attainment))
+                 / p.slo_latency_s for p in with_slo)
         quality_loss = objective_milli(problems, at_one.assignments)[0]
+        hi, best = 1.0, self.solve_at(models, 1.0, max_quality_loss=quality_loss, relative=True)
+        while best.assignments is None and hi < 64.0:  # the relative target is not the absolute one
+            lo, hi = hi, hi * 2.0
+            best = self.solve_at(models, hi, max_quality_loss=quality_loss, relative=True)
+        if best.assignments is None:
+            return 1.0, at_one
         while hi - lo > HEADROOM_TOLERANCE * hi:
             mid = (lo + hi) / 2.0
-            trial = self.solve_at(models, mid, max_quality_loss=quality_loss)
+            trial = self.solve_at(models, mid, max_quality_loss=quality_loss, relative=True)
             if trial.assignments is not None:
                 hi, best = mid, trial
             else:
@@ -301,11 +328,13 @@ def _r(x: float) -> float:
 
 def plan_program(program: Program, inventory: Inventory | None = None, rate: float | None = None,
                  mode: Mode = "cost", profiles: Path | None = None, *, workflows: Sequence[str] | None = None,
-                 samples: int = DEFAULT_SAMPLES, seed: int = 0, progress: Progress | None = None) -> Plan | Infeasible:
+                 samples: int = DEFAULT_SAMPLES, seed: int = 0, progress: Progress | None = None,
+                 decode_stretch: float = DECODE_STRETCH) -> Plan | Infeasible:
     """Plan ``program`` (or the named ``workflows`` of it) on ``inventory``.
 
     ``inventory`` defaults to the program's ``resources``; ``rate`` (runs per
-    second) overrides every workflow's declared load; ``profiles`` is a
+    second) overrides every workflow's declared load; ``decode_stretch`` bounds each
+    pool's ``max_num_seqs`` by :func:`planner.candidates.latency_cap` (``math.inf``: KV only); ``profiles`` is a
     directory of profile files (default: the shipped ``planner/profile_data``).
     Never raises on bad input: returns :class:`Infeasible` with a message.
     """
@@ -328,7 +357,10 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
     program = program.model_copy(update={"workflows": tuple(selected)})
     if mode not in ("cost", "headroom"):
         return Infeasible(binding="input", message=f"Unknown mode {mode!r}: use cost or headroom.")
-    planner = Planner(program, inventory, rates, mode, samples, seed, profiles or PROFILE_DIR, progress)
+    if not decode_stretch >= 1.0:
+        return Infeasible(binding="input", message=f"decode_stretch must be at least 1 (got {decode_stretch}).")
+    planner = Planner(program, inventory, rates, mode, samples, seed, profiles or PROFILE_DIR, progress,
+                      decode_stretch)
     try:
         return planner.run()
     except ChainError as exc:

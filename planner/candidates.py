@@ -50,7 +50,11 @@ from planner.queueing import llm_batch_point, mgc_wait
 OUTPUT_CV = 0.3
 """Coefficient of variation assumed for LLM output lengths (the IR states only the mean); the simulator's default too."""
 MAX_NUM_SEQS = 256
-"""Default per-replica cap on running sequences (vLLM's default), lowered to what the KV space holds."""
+"""Default per-replica cap on running sequences (vLLM's default), lowered to what the KV space holds
+and to the latency-aware cap (:func:`latency_cap`)."""
+DECODE_STRETCH = 1.5
+"""Largest allowed ratio of a decode step at the capped batch to the same sequence's step alone
+(per-token latency stretch; :func:`latency_cap`)."""
 MAX_UTILISATION = 0.9
 """Highest planned utilisation of a pool (batch-slot occupancy or executor load)."""
 FLAT_IMPROVEMENT = 0.02
@@ -214,12 +218,62 @@ def _devices(inventory: Inventory, unbounded: bool) -> list[_Device]:
     return devices
 
 
+def latency_cap(profile: LatencyProfile, context_tokens: float, stretch: float = DECODE_STRETCH) -> int:
+    """Largest batch whose decode step stays within ``stretch`` x the step of one sequence alone.
+
+    With the profile's step ``t(b, k) = F + S b + K k`` and every sequence holding
+    ``c`` KV tokens (``k = b c``), the per-token latency of a sequence in a batch of
+    ``b`` is ``t(b, b c)``; requiring ``t(b, b c) <= stretch x t(1, c)`` gives::
+
+        b_max = floor((stretch (F + S + K c) - F) / (S + K c))
+
+    Callers pass the p99 context (prompt + the p99 output length), so the
+    tail sequences' per-token latency -- and with it the stage's p99 -- is
+    bounded, not only the mean. At least 1; ``MAX_NUM_SEQS`` when a sequence adds
+    nothing to the step or ``stretch`` is infinite (KV-derived caps only, vLLM's default).
+    """
+    per_seq = profile.decode_per_seq_s + profile.decode_per_kv_token_s * context_tokens
+    if per_seq <= 0.0 or math.isinf(stretch):
+        return MAX_NUM_SEQS
+    alone = profile.decode_fixed_s + per_seq
+    return max(1, int(math.floor((stretch * alone - profile.decode_fixed_s) / per_seq + 1e-9)))
+
+
+def standalone_table(program: Program, stage, inventory: Inventory, profile_dir: Path = PROFILE_DIR) -> np.ndarray:
+    """Quantile table of one visit's *standalone* latency: idle pool, no wait, fastest device.
+
+    Same sampling design as the candidates' tables (common random numbers), so a
+    path's standalone latency is the same function of its draws as its latency.
+    LLM stages: ``prefill(I_new) + o x t(1, I + O/2)`` on the fastest profile of
+    the inventory (preferred model and ``max_tokens``); SQL/tool stages: the service time.
+    """
+    if not isinstance(stage, LLMStage):
+        return executor_service_table(stage.service_s, stage.service_cv, 0.0, 0.0)
+    spec = program.model(stage.models[0].model)
+    max_tokens = stage.max_tokens.options[0].value
+    mean_out = float(output_tokens_samples(stage.output_tokens, max_tokens).mean())
+    prewarm = stage.prewarm or stage.prefix_tokens > 0
+    uncached = max(stage.input_tokens - (stage.prefix_tokens if prewarm else 0), 1)
+    best = None
+    for device in _devices(inventory, unbounded=True):
+        for prof in profiles_of(spec.profile, device.kind, profile_dir):
+            t1 = prof.decode_step_s(1, int(stage.input_tokens + mean_out / 2.0))
+            table = llm_service_table(prof.prefill_s(uncached), t1, 0.0, 0.0, stage.output_tokens, max_tokens, 1)
+            best = table if best is None else np.minimum(best, table)
+    if best is None:
+        return np.zeros(len(U_GRID))
+    return best
+
+
 def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, device: _Device, load: StageLoad,
-                max_tokens: int, hedge: int, quality: float, replicas: int) -> Candidate | None:
+                max_tokens: int, hedge: int, quality: float, replicas: int,
+                stretch: float = DECODE_STRETCH) -> Candidate | None:
     """One LLM candidate, or None when it is unstable or the KV space is too small."""
     kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
     per_seq = stage.input_tokens + max_tokens
-    max_num_seqs = min(MAX_NUM_SEQS, kv_tokens // per_seq) if per_seq else 0
+    out99 = float(np.quantile(output_tokens_samples(stage.output_tokens, max_tokens), 0.99))
+    max_num_seqs = min(MAX_NUM_SEQS, kv_tokens // per_seq,
+                       latency_cap(profile, stage.input_tokens + out99, stretch)) if per_seq else 0
     if max_num_seqs < 1:
         return None
     prewarm = stage.prewarm or stage.prefix_tokens > 0
@@ -280,7 +334,8 @@ def _replica_range(make, limit: int) -> tuple[list[Candidate], int | None]:
 
 
 def llm_candidates(program: Program, stage: LLMStage, load: StageLoad, inventory: Inventory,
-                   unbounded: bool = False, profile_dir: Path = PROFILE_DIR) -> StageCandidates:
+                   unbounded: bool = False, profile_dir: Path = PROFILE_DIR,
+                   stretch: float = DECODE_STRETCH) -> StageCandidates:
     """Every candidate pool for an LLM stage over the inventory's device kinds and the stage's knobs."""
     found: list[Candidate] = []
     needs: dict[str, int] = {}
@@ -304,7 +359,8 @@ def llm_candidates(program: Program, stage: LLMStage, load: StageLoad, inventory
                 per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
 
                 def make(n, profile=profile, device=device, spec=spec):
-                    return _llm_config(stage, spec, profile, device, load, tok_opt.value, hedge_opt.value, quality, n)
+                    return _llm_config(stage, spec, profile, device, load, tok_opt.value, hedge_opt.value, quality, n,
+                                       stretch)
 
                 cands, first = _replica_range(make, device.limit // per_device)
                 found.extend(cands)
@@ -354,9 +410,10 @@ def executor_candidates(stage: SQLStage | ToolStage, load: StageLoad, inventory:
 
 
 def stage_candidates(program: Program, stage, load: StageLoad, inventory: Inventory,
-                     unbounded: bool = False, profile_dir: Path = PROFILE_DIR) -> StageCandidates:
+                     unbounded: bool = False, profile_dir: Path = PROFILE_DIR,
+                     stretch: float = DECODE_STRETCH) -> StageCandidates:
     if isinstance(stage, LLMStage):
-        return llm_candidates(program, stage, load, inventory, unbounded, profile_dir)
+        return llm_candidates(program, stage, load, inventory, unbounded, profile_dir, stretch)
     return executor_candidates(stage, load, inventory, unbounded)
 
 
@@ -388,5 +445,5 @@ def stage_loads(visits: Mapping[str, float], rate_per_s: float, ca2: float) -> d
 
 __all__ = [
     "Candidate", "StageCandidates", "StageLoad", "U_GRID", "OUTPUT_CV",
-    "llm_candidates", "executor_candidates", "stage_candidates", "prune_dominated", "stage_loads",
+    "llm_candidates", "executor_candidates", "latency_cap", "standalone_table", "stage_candidates", "prune_dominated", "stage_loads",
 ]

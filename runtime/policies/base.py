@@ -45,9 +45,10 @@ widens that to replicas of other pools with a free batch slot and an empty queue
 (spare capacity of a continuously batching engine). Executors that do not
 implement ``borrow_spare`` treat it as ``borrow_idle``.
 
-``preemptive`` tells the engine model whether a waiting call with a strictly
-lower key may evict a running one when the batch or KV cache is full (the
-evicted call is re-queued and recomputes its prefill, as vLLM does).
+``preemptive`` tells the engine model whether a waiting call may evict a running
+one when the batch or KV cache is full, as :meth:`Policy.preempts` decides (by
+default: a strictly lower key; the evicted call is re-queued and recomputes its
+prefill, as vLLM does).
 
 Views are read-only for policies. Executors may reuse and update a view object
 in place between calls (the simulator does, for speed), so a policy must not
@@ -251,6 +252,11 @@ class Policy:
     def prune_retry(self, call: CallView, loop: str, iteration: int, load: StageLoad) -> bool:
         """True to skip the retry about to start (``call`` is the retry's call)."""
         return False
+
+    def preempts(self, waiting: PriorityKey, running: PriorityKey) -> bool:
+        """With ``preemptive``: whether a waiting call keyed ``waiting`` may evict a running call
+        keyed ``running`` when the batch or KV cache is full. Default: a strictly lower key."""
+        return waiting < running
 
 
 def least_backlog_route(candidates: Sequence[ReplicaView]) -> Route:

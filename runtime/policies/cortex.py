@@ -9,6 +9,12 @@ by the planner: :func:`runtime.simulator.cluster.layout_from_plan`) and adds:
   rate). A call whose run cannot finish in time even on an idle cluster
   (``now + remaining > deadline``) is *hopeless* and goes behind every call
   that can still make its deadline.
+* **Preemption of slack-rich running calls.** When a replica's batch (its
+  ``max_num_seqs``) or KV cache is full and a waiting call's latest start is
+  more than ``preempt_margin_s`` earlier than a running call's (or the running
+  call's run is hopeless), the running call is evicted and re-queued (it
+  recomputes its prompt plus the tokens generated, as vLLM's priority
+  scheduling does).
 * **Completion-time routing with a marginal-slowdown term, prefix/KV affinity.**
   Each candidate is scored ``finish + w x marginal``
   (:func:`runtime.policies.placement.estimate`, from the shared profiles: slot
@@ -78,6 +84,18 @@ class Cortex(Policy):
     """A borrowed replica must beat the own pool's best score by this many expected call times."""
     coarse_borrow_margin: float = 1.0
     """The same margin where the executor gives no profile (the estimate is then only backlog-based)."""
+    preemptive: bool = True
+    preempt_margin_s: float = math.inf
+    """A waiting call evicts a running one (batch or KV full) only when the running call's latest
+    start is at least this much later (it has that much more slack), or its run is hopeless.
+    Tuned on seed 2 (goal cell, `sim_tune.py cortex preempt_margin_s=0.3,1,5,inf`): 0.3 / 1 / 5 s give 3.08 / 3.02 / 2.71 at 95% (the recompute of
+    1.4-1.9k-token prompts costs more than the reordering gains); inf (evict only hopeless
+    runs' calls) 2.54."""
+
+    def preempts(self, waiting: PriorityKey, running: PriorityKey) -> bool:
+        if len(waiting) != 3 or len(running) != 3 or waiting[0] > 0.0:
+            return False  # no deadline, or the waiting run is hopeless itself
+        return running[0] > 0.0 or running[1] - waiting[1] > self.preempt_margin_s
 
     def priority(self, call: CallView) -> PriorityKey:
         if call.deadline_s is None:

@@ -22,7 +22,7 @@ from typing import Literal
 
 from cortexlang.ir import LLMStage, Program, Workflow
 from planner.plan import Plan
-from planner.profiles import LatencyProfile, get_profile
+from planner.profiles import LatencyProfile, get_profile, profiles_for
 from runtime.policies.base import Role
 
 DEFAULT_MAX_BATCH = 256
@@ -66,7 +66,8 @@ def stage_llm_work(program: Program, workflow: Workflow, visits: Mapping[str, fl
     for stage in workflow.stages:
         if isinstance(stage, LLMStage):
             spec = program.model(stage.models[0].model)
-            prof = get_profile(spec.profile or "", "H100", 1) if spec.profile else None
+            # H100-class reference: the lowest TP with an H100 profile (a 70B model needs TP >= 4).
+            prof = (profiles_for(spec.profile, "H100") or (None,))[0] if spec.profile else None
             per_call = prof.request_s(stage.input_tokens, min(stage.output_tokens, 64)) if prof else 1.0
             work[stage.name] = visits.get(stage.name, 0.0) * per_call
     return work

@@ -32,7 +32,9 @@ needed, then are evicted least-recently-used first. When the next step would
 overflow, the lowest-priority running sequence is preempted (its KV freed; it
 re-queues and later recomputes its prompt plus the tokens generated so far,
 like vLLM's recompute preemption). With a preemptive policy, a waiting call
-with a strictly lower key may also evict the worst running one when full.
+may also evict the worst running one when the batch (``slots``) or the KV cache
+is full, when the policy's ``preempts(waiting_key, running_key)`` allows it
+(by default: a strictly lower key), as vLLM's priority scheduling does.
 
 Admission at each iteration boundary takes waiting calls in key order while
 the batch has fewer than ``slots`` sequences, the iteration's prefill stays
@@ -67,7 +69,8 @@ class LLMEngine:
 
     def __init__(self, sim: "Simulator", spec: ReplicaSpec, profile: LatencyProfile, kv_bytes_per_token: int,
                  capacity_tokens: int, *, speed: float = 1.0, block_tokens: int = 16,
-                 max_batched_tokens: int = 8192, preemptive: bool = False):
+                 max_batched_tokens: int = 8192, preemptive: bool = False,
+                 preempts=lambda waiting, running: waiting < running):
         self.sim = sim
         self.spec = spec
         self.name = spec.name
@@ -78,6 +81,7 @@ class LLMEngine:
         self.cap = (capacity_tokens // block_tokens) * block_tokens
         self.max_batched_tokens = max_batched_tokens
         self.preemptive = preemptive
+        self.preempts = preempts
         self.F = profile.decode_fixed_s
         self.S = profile.decode_per_seq_s
         self.K = profile.decode_per_kv_token_s
@@ -179,7 +183,8 @@ class LLMEngine:
             return
         if not self.busy:
             self._schedule()
-        elif len(self.running) < self.max_batch:
+        elif len(self.running) < self.max_batch or (
+                self.preemptive and self.running and self.preempts(prio, self._worst_running().prio)):
             self._interrupt()
 
     def cancel(self, call: Call) -> None:
@@ -272,6 +277,13 @@ class LLMEngine:
         self.queued_prefill += call.ctx
         self.queued_out += call.remaining
 
+    def _head_preempts(self) -> bool:
+        """Whether the best waiting call may evict the worst running one (policy's ``preempts``)."""
+        waiting = self.waiting
+        while waiting and waiting[0][2].state != QUEUED:
+            heappop(waiting)
+        return bool(waiting) and bool(self.running) and self.preempts(waiting[0][0], self._worst_running().prio)
+
     def _worst_running(self) -> Call:
         return max(self.running.values(), key=lambda c: (c.prio, c.seq))
 
@@ -300,7 +312,13 @@ class LLMEngine:
         k_old = self.kv_attn - b_old
         prefill = 0
         waiting = self.waiting
-        while waiting and len(self.running) < self.max_batch:
+        while waiting:
+            if len(self.running) >= self.max_batch:
+                # Batch full: a preemptive policy may evict its worst running call for the head.
+                if not (self.preemptive and self._head_preempts()):
+                    break
+                self._preempt(self._worst_running())
+                continue
             prio, _, call = waiting[0]
             if call.state != QUEUED:
                 heappop(waiting)
@@ -320,7 +338,7 @@ class LLMEngine:
             if self.kv_used + need + growth > self.cap and not self._evict_prefixes(need + growth, pkey):
                 if self.preemptive and self.running:
                     worst = self._worst_running()
-                    if prio < worst.prio:
+                    if self.preempts(prio, worst.prio):
                         self._preempt(worst)
                         continue
                 break

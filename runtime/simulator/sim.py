@@ -127,7 +127,7 @@ class Simulator:
                 eng = LLMEngine(self, spec, p, mspec.kv_bytes_per_token, cap, speed=speed,
                                 block_tokens=self.cfg.block_tokens,
                                 max_batched_tokens=self.cfg.max_batched_tokens,
-                                preemptive=self.policy.preemptive)
+                                preemptive=self.policy.preemptive, preempts=self.policy.preempts)
                 self.engines.append(eng)
                 self.replicas[spec.name] = eng
             else:

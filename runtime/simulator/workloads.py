@@ -9,10 +9,12 @@ Shapes follow the peers' published workloads (see
   prefixes (the schema) on every LLM stage.
 * ``react`` -- a ReAct tool agent shaped after BFCL v3 in Autellix
   (about 10 LLM calls per program, ~735 input / 34 output tokens per call).
+* ``longrag`` -- KV-heavy deep research on Llama-3.1-70B (4000-token reports): where stage
+  isolation's KV benefit (Cortex paper, Figure 2) is real.
 * ``fanout`` -- plan, four parallel search-and-summarise branches (join all),
   then a synthesis call (ShareGPT-sized chat calls, 256 in / 277 out).
 
-All LLM stages run ``llama8b`` (Llama-3-8B profile).
+All LLM stages but ``longrag``'s run ``llama8b`` (Llama-3-8B profile).
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ LLAMA8B = ModelSpec(name="llama8b", weights="meta-llama/Meta-Llama-3-8B", params
                     kv_bytes_per_token=131072, layers=32, kv_heads=8, head_dim=128, profile="llama-3-8b")
 LLAMA70B = ModelSpec(name="llama70b", weights="meta-llama/Meta-Llama-3-70B", params=70.6e9, max_context=8192,
                      kv_bytes_per_token=327680, layers=80, kv_heads=8, head_dim=128, profile="llama-3-70b")
+
+LLAMA70B_LONG = ModelSpec(name="llama70b-long", weights="meta-llama/Llama-3.1-70B", params=70.6e9,
+                          max_context=32768, kv_bytes_per_token=327680, layers=80, kv_heads=8, head_dim=128,
+                          profile="llama-3-70b")
+"""Llama-3.1-70B (same shapes as Llama-3-70B, 128k context; 32k used here): long-prompt workloads."""
 
 ALWAYS = Condition(kind="always")
 ELSE = Condition(kind="else")
@@ -113,6 +120,30 @@ def fanout(width: int = 4) -> Workflow:
     )
 
 
+def longrag() -> Workflow:
+    """KV-heavy deep-research step on a 70B model: retrieve, read, write a long report.
+
+    ``read`` calls are short-lived (3k-token prompt over a cached 2.5k-token
+    corpus, 100 tokens out); ``write`` calls generate ~4000 tokens, each
+    holding up to ~7k KV tokens for minutes. Planner-sized replicas admit
+    ``KV / (prompt + max_tokens)`` sequences: ~150 for ``read``, ~71 for
+    ``write``. Pooled, a replica sized for ``read`` fills its KV with
+    long-lived ``write`` sequences and preempts them (recomputing thousands of
+    tokens); isolated pools keep the two apart (Cortex paper, Figure 2).
+    """
+    return Workflow(
+        name="longrag", inputs=("question",),
+        stages=(
+            ToolStage(name="retrieve", entry="tools.search:retrieve", service_s=0.3, service_cv=0.5),
+            llm("read", 3000, 100, prefix=2500, model="llama70b-long"),
+            llm("write", 1200, 4000, prefix=200, model="llama70b-long", max_tokens=6000),
+        ),
+        entry="retrieve",
+        edges=(edge("retrieve", "read"), edge("read", "write"), edge("write", "done")),
+        slo=SLO(latency_s=600.0, attainment=0.99), load=Load(rate_per_s=0.5),
+    )
+
+
 def program(*workflows: Workflow) -> Program:
     """A program holding ``workflows`` (default: all three) and the Llama models."""
-    return Program(models=(LLAMA70B, LLAMA8B), workflows=workflows or (nl2sql(), react(), fanout()))
+    return Program(models=(LLAMA70B, LLAMA8B, LLAMA70B_LONG), workflows=workflows or (nl2sql(), react(), fanout()))

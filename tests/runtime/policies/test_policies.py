@@ -176,3 +176,14 @@ def test_registry_knows_every_policy_and_rejects_unknown_names():
         assert make_policy(name).name == name
     with pytest.raises(ValueError, match="unknown policy"):
         make_policy("nope")
+
+
+def test_cortex_preempts_only_slack_rich_or_hopeless_running_calls():
+    from runtime.policies.cortex import Cortex
+
+    pol = Cortex(preempt_margin_s=1.0)
+    assert pol.preempts((0.0, 10.0, 0.0), (0.0, 12.0, 0.0))  # 2 s more slack: evicted
+    assert not pol.preempts((0.0, 10.0, 0.0), (0.0, 10.5, 0.0))  # within the margin
+    assert pol.preempts((0.0, 10.0, 0.0), (1.0, 5.0, 0.0))  # the running run is hopeless
+    assert not pol.preempts((1.0, 1.0, 0.0), (0.0, 50.0, 0.0))  # a hopeless waiter never evicts
+    assert not Cortex().preempts((0.0, 10.0, 0.0), (0.0, 500.0, 0.0))  # tuned default: hopeless only

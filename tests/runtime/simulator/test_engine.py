@@ -98,3 +98,28 @@ def test_m_d_1_waiting_time_matches_pollaczek_khinchine():
     expected = rho * service / (2 * (1 - rho))
     assert sum(waits) / len(waits) == pytest.approx(expected, rel=0.08)
     assert not math.isnan(expected)
+
+
+def test_preemptive_policy_evicts_at_full_batch_only_when_it_allows():
+    """A full batch (slots) lets a preemptive policy evict the worst running call for a better one."""
+    from runtime.policies.base import Policy
+
+    class Lifo(Policy):  # newest first: every arrival outranks the running calls
+        preemptive: bool = True
+
+        def priority(self, call):
+            return (-call.enqueued_s,)
+
+    class Never(Lifo):
+        def preempts(self, waiting, running):
+            return False
+
+    wf = one_llm(400, 200)
+    counts = {}
+    for pol in (Lifo(), Never()):
+        pol.preemptive = True
+        res = Simulator(prog(wf), engines(1, slots=2), pol, [Stream(wf.name, 40.0)],
+                        SimConfig(runs=30, warmup_fraction=0.0, token_cv=0.0)).run()
+        assert set(res.status) == {"done"} and len(res.status) == 30
+        counts[type(pol).__name__] = res.engines[0].preemptions
+    assert counts["Lifo"] > 0 and counts["Never"] == 0

@@ -1,0 +1,50 @@
+"""The latency-aware batch cap and the standalone-relative SLO (headroom placement)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from planner.candidates import MAX_NUM_SEQS, latency_cap
+from planner.profiles import get_profile
+from planner.solver import WorkflowProblem, brute_force, objective_milli, solve
+from tests.planner.test_solver import _random_instance
+
+
+@pytest.mark.parametrize("device", ["A100", "H100", "H200"])
+@pytest.mark.parametrize("context", [300, 1500, 6000])
+def test_latency_cap_is_the_largest_batch_within_the_stretch(device: str, context: int) -> None:
+    p = get_profile("llama-3-8b", device)
+    b = latency_cap(p, context, stretch=1.5)
+    alone = p.decode_step_s(1, context)
+    assert p.decode_step_s(b, b * context) <= 1.5 * alone + 1e-12
+    assert p.decode_step_s(b + 1, (b + 1) * context) > 1.5 * alone
+    assert latency_cap(p, context, stretch=3.0) > b  # a looser stretch admits bigger batches
+
+
+def test_latency_cap_without_per_sequence_cost_is_unbounded() -> None:
+    p = get_profile("llama-3-8b", "H100")
+    free = type(p)(**{**p.__dict__, "decode_per_seq_s": 0.0, "decode_per_kv_token_s": 0.0})
+    assert latency_cap(free, 1000) == MAX_NUM_SEQS
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_relative_slo_matches_brute_force(seed: int) -> None:
+    """The SLO as a scale of each run's standalone latency keeps the cut loop exact."""
+    problems, limits = _random_instance(seed)
+    rng = np.random.default_rng(100 + seed)
+    rel = []
+    for p in problems:
+        alone = rng.uniform(0.2, 2.0, p.paths.n)
+        probe = WorkflowProblem(p.name, p.candidates, p.paths, None, None)
+        some = {s: 0 for s in p.stages}
+        ratio = float(np.quantile(probe.run_latency(some) / alone, 0.9)) * rng.uniform(0.8, 1.3)
+        rel.append(WorkflowProblem(p.name, p.candidates, p.paths, ratio, 0.9, run_scale=alone))
+    reference = brute_force(rel, limits)
+    result = solve(rel, limits)
+    if reference is None:
+        assert result.assignments is None
+        return
+    assert result.assignments is not None and result.status == "optimal"
+    assert all(p.feasible(a) for p, a in zip(rel, result.assignments))
+    assert objective_milli(rel, result.assignments) == objective_milli(rel, reference[1])
