@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from cortexlang import __version__
-from cortexlang.cli import compile_cmds, plan_cmd, simulate_cmd
+from cortexlang.cli import compile_cmds, plan_cmd, run_cmds, simulate_cmd
 
 
 def _version(value: bool) -> None:
@@ -37,6 +37,8 @@ def _app(help_text: str) -> typer.Typer:
 compiler_app = _app("cortexc: compile, check, format and plan Cortex workflows.")
 compile_cmds.register(compiler_app)
 plan_cmd.register(compiler_app)
+run_cmds.register_build(compiler_app)
 
 runtime_app = _app("cortex: run, serve and simulate Cortex workflows.")
+run_cmds.register(runtime_app)
 simulate_cmd.register(runtime_app)

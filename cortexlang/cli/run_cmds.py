@@ -114,7 +114,8 @@ def parse_endpoints(items: list[str]) -> dict[str, str]:
     return out
 
 
-def make_factory(spec: Any, engine: EngineChoice, endpoints: list[str], speedup: float = 1.0) -> tuple[Any, str]:
+def make_factory(spec: Any, engine: EngineChoice, endpoints: list[str], speedup: float = 1.0,
+                 use_ray: bool = False) -> tuple[Any, str]:
     from runtime.orchestrator import engine_factory
     from runtime.orchestrator.engines import vllm_backend_for
 
@@ -126,8 +127,18 @@ def make_factory(spec: Any, engine: EngineChoice, endpoints: list[str], speedup:
     if backend == "vllm-inproc" and sum(len(p.replicas) for p in spec.llm_pools) > 1:
         raise usage_error("--engine vllm-inproc runs one engine per process and this layout has several; "
                           "use --engine vllm (one server process per engine)")
-    return engine_factory(backend, speedup=speedup, endpoints=parse_endpoints(endpoints),
-                          api_key=os.environ.get("CORTEX_ENDPOINT_API_KEY")), backend
+    factory = engine_factory(backend, speedup=speedup, endpoints=parse_endpoints(endpoints),
+                             api_key=os.environ.get("CORTEX_ENDPOINT_API_KEY"))
+    if use_ray:
+        try:
+            import ray
+        except ImportError:
+            raise usage_error("--ray needs Ray: pip install '.[distributed]'")
+        from runtime.distributed import ray_engine_factory
+
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, ignore_reinit_error=True)
+        factory = ray_engine_factory(factory)
+    return factory, backend
 
 
 def read_inputs(path: Path, names: tuple[str, ...], limit: int | None) -> list[tuple[str, dict[str, Any]]]:
@@ -270,6 +281,7 @@ def register(app: typer.Typer) -> None:
         endpoint: list[str] = typer.Option([], "--endpoint", help="MODEL=URL for --engine openai (repeatable)."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary as JSON here."),
         seed: int = typer.Option(0, "--seed", help="Seed of the arrival times."),
+        use_ray: bool = typer.Option(False, "--ray", help="Place engine replicas as Ray actors (RAY_ADDRESS or local)."),
     ) -> None:
         """Run a batch and print per-run outcome and latency, percentiles and SLO attainment."""
         console = Console(width=None if sys.stdout.isatty() else 140)
@@ -277,7 +289,7 @@ def register(app: typer.Typer) -> None:
                             policy=policy)
         names = spec.program.workflow(spec.workflow).inputs
         rows = read_inputs(input, names, limit)
-        factory, backend = make_factory(spec, engine, endpoint)
+        factory, backend = make_factory(spec, engine, endpoint, use_ray=use_ray)
         if backend == "simulated":
             console.print("[bold yellow]SIMULATED engines[/bold yellow]: latencies come from the latency "
                           "profiles, texts are synthetic; nothing here is a real model's output.")
@@ -298,6 +310,7 @@ def register(app: typer.Typer) -> None:
         workflow: Optional[str] = typer.Option(None, "--workflow"),
         policy: Optional[str] = typer.Option(None, "--policy"),
         endpoint: list[str] = typer.Option([], "--endpoint"),
+        use_ray: bool = typer.Option(False, "--ray", help="Place engine replicas as Ray actors (RAY_ADDRESS or local)."),
     ) -> None:
         """Serve the workflow over HTTP: runs, events (SSE), OpenAI-compatible chat, /metrics, health."""
         from runtime.orchestrator.orchestrator import Orchestrator
@@ -310,7 +323,7 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True)
         spec = prepare_spec(target, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console,
                             policy=policy)
-        factory, backend = make_factory(spec, engine, endpoint)
+        factory, backend = make_factory(spec, engine, endpoint, use_ray=use_ray)
         app = create_app(Orchestrator(spec, factory), token=token)
         console.print(f"serving {spec.workflow} on http://{host}:{port} ({backend} engines"
                       f"{', SIMULATED' if backend == 'simulated' else ''}); Ctrl-C stops", markup=False)

