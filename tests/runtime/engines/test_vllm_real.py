@@ -36,13 +36,6 @@ def model_dir() -> str:
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
 def engine(model_dir: str, loop: asyncio.AbstractEventLoop) -> Iterator[object]:
     from runtime.engines.vllm_inproc import VllmInProcessEngine
 

@@ -31,13 +31,6 @@ QUESTIONS = ("How many customers do we have in each segment?", "What was our tot
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
 def orchestrator(loop: asyncio.AbstractEventLoop, sales_db_master: Path) -> Iterator[Orchestrator]:
     spec = share_engines(example_spec("nl2sql", sales_db_master, freeze_gc=False))
     (pool,) = spec.llm_pools
