@@ -160,13 +160,18 @@ class SQLExecutor:
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
         timeout_ms = int(self.database.statement_timeout_s * 1000)
+        # connect_args replace the URL's own ``options`` (e.g. ``-csearch_path=sales``): keep
+        # them, and put ours last so the URL cannot switch read-only off (the last -c wins).
+        url_options = url.query.get("options", "")
+        url_options = " ".join(url_options) if isinstance(url_options, tuple) else url_options
+        options = f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}"
         return create_engine(
             url,
             pool_size=self.database.pool_size,
             max_overflow=0,
             pool_pre_ping=True,
             connect_args={
-                "options": f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}",
+                "options": f"{url_options} {options}".strip(),
                 "connect_timeout": 5,
             },
         )

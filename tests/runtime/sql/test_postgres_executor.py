@@ -121,3 +121,13 @@ def test_version_advances_after_a_write(executor: SQLExecutor, schema: str) -> N
         conn.execute(f"INSERT INTO {schema}.sales VALUES ('apac','Q3',4,'2024-07-01')")
         conn.execute(f"DELETE FROM {schema}.sales WHERE region = 'apac'")
     assert executor.version_sync() != before
+
+
+def test_url_options_are_kept_but_cannot_switch_read_only_off(schema: str) -> None:
+    url = f"{URL}?options=-csearch_path%3D{schema}%20-cdefault_transaction_read_only%3Doff"
+    ex = SQLExecutor(Database(name="pg", url=url, pool_size=1))
+    try:
+        assert ex.execute_sync("SELECT COUNT(*) FROM sales").rows == ((3,),)  # unqualified: search_path applied
+        assert ex.execute_sync("SHOW default_transaction_read_only").rows == (("on",),)
+    finally:
+        ex.close()
