@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from runtime.policies.base import (
     KEEP, Adaptation, Admission, CallView, Policy, PriorityKey, ReplicaView, Route, StageLoad,
 )
-from runtime.policies.placement import estimate, has_kv_room
+from runtime.policies.placement import estimate
 
 
 def slack_s(call: CallView) -> float:
@@ -106,21 +106,25 @@ class Cortex(Policy):
 
     def route(self, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
         w = 0.0 if slack_s(call) < self.urgent_slack_factor * call.stage_expected_s else self.marginal_weight
+        # Hot path (every dispatch, every candidate): ``has_kv_room`` is inlined as ``need``.
+        need = call.input_tokens + call.output_tokens
         own = [r for r in candidates if not r.borrowed]
-        roomy = [r for r in own if has_kv_room(call, r)] or own
+        roomy = [r for r in own if r.kv_capacity_tokens - r.kv_used_tokens >= need] or own
         best, best_cost = None, math.inf
         for r in roomy:
             finish, marginal = estimate(call, r)
             cost = finish + w * marginal
             if cost < best_cost or (cost == best_cost and best is not None and r.replica_id < best.replica_id):
                 best, best_cost = r, cost
-        for r in candidates:
-            if r.borrowed and has_kv_room(call, r):
-                finish, marginal = estimate(call, r)
-                margin = (self.borrow_margin if r.profile is not None else self.coarse_borrow_margin)
-                cost = finish + w * marginal + margin * call.stage_expected_s
-                if cost < best_cost:
-                    best, best_cost = r, cost
+        if len(own) < len(candidates):
+            expected = call.stage_expected_s
+            for r in candidates:
+                if r.borrowed and r.kv_capacity_tokens - r.kv_used_tokens >= need:
+                    finish, marginal = estimate(call, r)
+                    margin = (self.borrow_margin if r.profile is not None else self.coarse_borrow_margin)
+                    cost = finish + w * marginal + margin * expected
+                    if cost < best_cost:
+                        best, best_cost = r, cost
         return Route(best.replica_id) if best is not None else None
 
     def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:

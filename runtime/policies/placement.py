@@ -59,11 +59,14 @@ def estimate(call: CallView, r: ReplicaView) -> tuple[float, float]:
             cached = call.prefix_tokens or min(call.input_tokens, FALLBACK_PREFIX_TOKENS)
             finish -= FALLBACK_PREFILL_S_PER_TOKEN * cached / max(r.speed, 1e-9)
         return finish, 0.0
-    b, q, m = r.running, r.queue_len, max(r.slots, 1)
+    # Conditional expressions instead of ``max`` on ints: same values, no builtin call.
+    b, q, m = r.running, r.queue_len, r.slots if r.slots > 1 else 1
     inp, out = call.input_tokens, call.output_tokens
     fill = inp
     if call.prefix_key is not None and call.prefix_key in r.resident_prefixes:
-        fill = max(inp - call.prefix_tokens, 1)
+        fill = inp - call.prefix_tokens
+        if fill < 1:
+            fill = 1
     ctx = inp + out / 2.0
     f, s_, k_, c = p.decode_fixed_s, p.decode_per_seq_s, p.decode_per_kv_token_s, p.prefill_per_token_s
     kv = r.kv_used_tokens

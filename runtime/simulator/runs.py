@@ -37,12 +37,14 @@ def _draw_params(g: WorkflowGraph, token_cv: float, family: str) -> dict[str, tu
     return g.draw_cache.setdefault((token_cv, family), {})
 
 
-def _stage_draw(s, token_cv: float, family: str) -> tuple:
-    """How one stage's scripted sizes are drawn: ``(True, input params, output params)`` for LLM
-    stages (see :func:`_tokens`), ``(False, mean, cv)`` for SQL/tool service times."""
+def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
+    """How one stage's scripted sizes are drawn and timed: ``(True, input params, output params,
+    reference profile, prefix tokens)`` for LLM stages (see :func:`_tokens`; the last two give the
+    standalone time), ``(False, mean, cv)`` for SQL/tool service times."""
     if isinstance(s, LLMStage):
         return (True, _token_params(s.input_tokens, token_cv * 0.5, s.prefix_tokens + 1, None),
-                _token_params(s.output_tokens, token_cv, 1, s.max_tokens.preferred))
+                _token_params(s.output_tokens, token_cv, 1, s.max_tokens.preferred),
+                g.profile_for(s.models[0].model), s.prefix_tokens)
     return (False, s.service_s, s.service_cv)
 
 
@@ -147,9 +149,10 @@ class IRRun(Run):
             rng = self.rng
             draw = self._draws.get(stage)
             if draw is None:
-                draw = self._draws[stage] = _stage_draw(self.g.stages[stage], self.token_cv, self._family)
+                draw = self._draws[stage] = _stage_draw(self.g, self.g.stages[stage], self.token_cv,
+                                                        self._family)
             if draw[0]:
-                _, inp_p, out_p = draw
+                _, inp_p, out_p, _, _ = draw
                 got = (_tokens(rng, inp_p), _tokens(rng, out_p), rng.random())
             else:
                 got = (sample(rng, draw[1], draw[2], self._family), 0, rng.random())
@@ -168,11 +171,8 @@ class IRRun(Run):
         t = self._standalone.get(key)
         if t is None:
             a, b, _ = self._sizes(key, stage)
-            s = self.g.stages[stage]
-            if isinstance(s, LLMStage):
-                t = llm_standalone_s(self.g.profile_for(s.models[0].model), a, b, s.prefix_tokens)
-            else:
-                t = a
+            draw = self._draws[stage]  # filled by _sizes
+            t = llm_standalone_s(draw[3], a, b, draw[4]) if draw[0] else a
             self._standalone[key] = t
         return t
 

@@ -359,20 +359,21 @@ class Simulator:
             views = [r.refresh_view() for r in cands if r.name not in exclude]
         else:
             views = [r.refresh_view() if r.dirty else r.view for r in cands]
+        borrowed: list = []
         if self.policy.borrow_idle and call.kind == "llm":
             spare = self.policy.borrow_spare
             for r in self.lenders(call.stage, call.model):
                 if (not r.nwaiting and (not r.running or (spare and len(r.running) < r.max_batch))
                         and r.name not in exclude):
-                    v = r.refresh_view()
+                    v = r.refresh_view() if r.dirty else r.view
                     v.borrowed = True
-                    views.append(v)
+                    borrowed.append(v)
+            views += borrowed
         if not views:
             return
         route = self.policy.route(view, views) or least_backlog_route(views)
-        if self.policy.borrow_idle:
-            for v in views:
-                v.borrowed = False
+        for v in borrowed:
+            v.borrowed = False
         replica = self.replicas[route.replica_id]
         if isinstance(replica, LLMEngine) and replica.role == "prefill":
             call.phase = "prefill"
