@@ -31,3 +31,16 @@ def check_golden(path: Path, actual: str) -> None:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+POSTGRES_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=2"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def require_postgres() -> None:
+    """Skip the calling test (or fixture) with a clear reason when no PostgreSQL server answers."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        psycopg.connect(POSTGRES_DSN).close()
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 (db test) does not answer: {exc}")

@@ -18,13 +18,14 @@ from cortexlang.ir import Database
 from examples.data.build_sales_db import table_counts
 from examples.data.load_postgres import LoadError, drop, load, main, postgres_schema_sql, url_with_search_path
 from runtime.sql import SQLExecutor
+from tests.conftest import POSTGRES_DSN, POSTGRES_URL, require_postgres
 
 psycopg = pytest.importorskip("psycopg")
 
 pytestmark = pytest.mark.services
 
-DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=2"
-URL = "postgresql://postgres@127.0.0.1:5432/test"
+DSN = POSTGRES_DSN
+URL = POSTGRES_URL
 QUESTIONS = Path(__file__).resolve().parents[2] / "examples" / "questions" / "nl2sql.jsonl"
 
 SQLITE_ONLY = {
@@ -41,10 +42,7 @@ SQLITE_ONLY = {
 
 @pytest.fixture(scope="module")
 def schema(sales_db: Path) -> Iterator[str]:
-    try:
-        psycopg.connect(DSN).close()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 (db test) does not answer: {exc}")
+    require_postgres()
     name = f"cortex_load_{uuid.uuid4().hex[:8]}"
     load(URL, name, sqlite_path=sales_db)
     yield name

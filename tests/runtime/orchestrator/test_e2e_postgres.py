@@ -20,23 +20,21 @@ from runtime.build.layout import default_spec
 from runtime.build.spec import RuntimeSpec
 
 from .conftest import EXAMPLES, compile_example, run_async, sim_factory, started
+from tests.conftest import POSTGRES_DSN, POSTGRES_URL, require_postgres
 
 psycopg = pytest.importorskip("psycopg")
 
 pytestmark = pytest.mark.services
 
-DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=2"
-URL = "postgresql://postgres@127.0.0.1:5432/test"
+DSN = POSTGRES_DSN
+URL = POSTGRES_URL
 GOOD_SQL = "SELECT ROUND(SUM(revenue), 2) AS total_revenue FROM sales WHERE year = 2024"
 QUESTION = "What was our total revenue in 2024?"
 
 
 @pytest.fixture(scope="module")
 def schema(sales_db_master: Path) -> Iterator[str]:
-    try:
-        psycopg.connect(DSN).close()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 (db test) does not answer: {exc}")
+    require_postgres()
     name = f"cortex_e2e_{uuid.uuid4().hex[:8]}"
     load(URL, name, sqlite_path=sales_db_master)
     yield name

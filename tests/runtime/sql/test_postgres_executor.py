@@ -12,21 +12,20 @@ import pytest
 
 from cortexlang.ir import Database
 from runtime.sql import SQLExecutor
+from tests.conftest import POSTGRES_DSN, POSTGRES_URL, require_postgres
 
 psycopg = pytest.importorskip("psycopg")
 
 pytestmark = pytest.mark.services
 
-DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=2"
-URL = "postgresql://postgres@127.0.0.1:5432/test"
+DSN = POSTGRES_DSN
+URL = POSTGRES_URL
 
 
 @pytest.fixture(scope="module")
 def schema() -> Iterator[str]:
-    try:
-        admin = psycopg.connect(DSN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 (db test) does not answer: {exc}")
+    require_postgres()
+    admin = psycopg.connect(DSN, autocommit=True)
     name = f"cortex_sql_{uuid.uuid4().hex[:8]}"
     admin.execute(f"CREATE SCHEMA {name}")
     admin.execute(f"CREATE TABLE {name}.sales(region text, quarter text, amount numeric, day date)")
