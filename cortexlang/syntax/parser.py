@@ -246,12 +246,23 @@ def _parser() -> _Parser:
     return _PARSER
 
 
+MAX_SYNTAX_ERRORS = 20
+
+
 def parse(source: str, path: str, diags: DiagnosticCollector) -> ast.Module | None:
-    """Parse ``source``; on a syntax error, report it to ``diags`` and return None."""
+    """Parse ``source``; on syntax errors, report them to ``diags`` and return None.
+
+    Recovery, to report independent syntax errors in one run: the innermost
+    ``{ ... }`` block around an error (with its header line) is blanked out with
+    spaces, which keeps every position, and the rest is parsed again. Errors
+    are therefore reported at most one per block and never cascade; no AST is
+    returned once the file has a syntax error.
+    """
     try:
         blocks, comments = _parser().parse(source)
     except UnexpectedInput as exc:
         _report(exc, source, diags)
+        _recover(source, exc, diags)
         return None
     return ast.Module(
         path=path, source=source, blocks=blocks,
@@ -260,6 +271,77 @@ def parse(source: str, path: str, diags: DiagnosticCollector) -> ast.Module | No
 
 
 # ----------------------------------------------------------------- syntax errors
+
+
+def _recover(source: str, exc: UnexpectedInput, diags: DiagnosticCollector) -> None:
+    """Report further syntax errors, blanking the block around each one (see :func:`parse`)."""
+    text = source
+    for _ in range(MAX_SYNTAX_ERRORS - 1):
+        region = _error_region(text, exc)
+        if region is None:
+            return
+        start, end = region
+        text = text[:start] + "".join(c if c == "\n" else " " for c in text[start:end]) + text[end:]
+        try:
+            _parser().parse(text)
+            return
+        except UnexpectedInput as nxt:
+            if _error_offset(nxt) is not None and _error_offset(nxt) < end and _error_offset(nxt) >= start:
+                return  # no progress: stop rather than loop
+            _report(nxt, source, diags)  # rendered against the original text: same positions
+            exc = nxt
+
+
+def _error_offset(exc: UnexpectedInput) -> int | None:
+    if isinstance(exc, UnexpectedToken):
+        return None if exc.token.type == "$END" else exc.token.start_pos
+    if isinstance(exc, UnexpectedCharacters):
+        return exc.pos_in_stream
+    return None
+
+
+def _error_region(text: str, exc: UnexpectedInput) -> tuple[int, int] | None:
+    """Offsets [start, end) of the innermost closed block containing the error, header included."""
+    pos = _error_offset(exc)
+    if pos is None:
+        return None
+    best = None
+    for open_at, close_at in _brace_pairs(text):
+        if open_at < pos <= close_at and (best is None or open_at > best[0]):
+            best = (open_at, close_at)
+    if best is None:
+        return None
+    # The header (`llm name`, `on x`, `flow`) starts after the nearest `{`, `}` or line break.
+    boundary = max(text.rfind(c, 0, best[0]) for c in "{}\n") + 1
+    header = text[boundary:best[0]]
+    return boundary + len(header) - len(header.lstrip()), best[1] + 1
+
+
+def _brace_pairs(text: str) -> list[tuple[int, int]]:
+    """Matched ``{``/``}`` offsets, skipping strings and comments."""
+    pairs, stack, i, n = [], [], 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            nl = text.find("\n", i)
+            i = n if nl < 0 else nl
+            continue
+        if ch == '"':
+            if text.startswith('"""', i):
+                end = text.find('"""', i + 3)
+                i = n if end < 0 else end + 3
+            else:
+                end = i + 1
+                while end < n and text[end] not in '"\n':
+                    end += 2 if text[end] == "\\" else 1
+                i = end + 1
+            continue
+        if ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            pairs.append((stack.pop(), i))
+        i += 1
+    return pairs
 
 
 def _describe_expected(expected: set[str]) -> str:

@@ -73,3 +73,15 @@ def test_reserved_word_hint() -> None:
     _, diags = _parse("x { a = 1  then = 2 }")
     (d,) = diags.items
     assert d.code == "CX001" and "reserved" in (d.hint or "")
+
+
+def test_recovery_reports_independent_syntax_errors_once_each() -> None:
+    src = 'a {\n  x = 1 ]\n}\nb {\n  y =\n}\nc { flow { p -> q  on q { ok -> done  error fail } } }\n'
+    module, diags = _parse(src)
+    assert module is None
+    assert [(d.code, d.span.line) for d in diags.items] == [("CX001", 2), ("CX001", 6), ("CX001", 7)]
+
+
+def test_recovery_stops_at_an_unclosed_block() -> None:
+    _, diags = _parse("a {\n  x = ]\n}\nb {\n  y = 1\n")
+    assert [d.code for d in diags.items] == ["CX001", "CX002"]
