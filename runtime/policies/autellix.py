@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from runtime.policies.base import CallView, Policy, PriorityKey, ReplicaView, Route
+from runtime.policies.disaggregation import is_disaggregated, route_each_side
 
 
 @dataclass
@@ -54,12 +55,16 @@ class PLAS(Policy):
         return (float(level), call.enqueued_s)
 
     def route(self, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
+        if is_disaggregated(candidates):
+            return route_each_side(call, candidates, self._pick)
+        return Route(self._pick(call, candidates).replica_id)
+
+    def _pick(self, call: CallView, candidates: Sequence[ReplicaView]) -> ReplicaView:
         if call.input_tokens >= self.locality_tokens and call.last_replica_id:
             for r in candidates:
                 if r.replica_id == call.last_replica_id:
-                    return Route(r.replica_id)
-        best = min(candidates, key=lambda r: (r.queue_len + r.running, r.backlog_s, r.replica_id))
-        return Route(best.replica_id)
+                    return r
+        return min(candidates, key=lambda r: (r.queue_len + r.running, r.backlog_s, r.replica_id))
 
 
 @dataclass

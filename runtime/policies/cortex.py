@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from runtime.policies.base import (
     KEEP, Adaptation, Admission, CallView, Policy, PriorityKey, ReplicaView, Route, StageLoad,
 )
+from runtime.policies.disaggregation import best_pair, is_disaggregated
 from runtime.policies.placement import estimate
 
 
@@ -106,6 +107,8 @@ class Cortex(Policy):
 
     def route(self, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
         w = 0.0 if slack_s(call) < self.urgent_slack_factor * call.stage_expected_s else self.marginal_weight
+        if is_disaggregated(candidates):
+            return self._route_disaggregated(call, candidates, w)
         # Hot path (every dispatch, every candidate): ``has_kv_room`` is inlined as ``need``.
         need = call.input_tokens + call.output_tokens
         own = [r for r in candidates if not r.borrowed]
@@ -126,6 +129,23 @@ class Cortex(Policy):
                     if cost < best_cost:
                         best, best_cost = r, cost
         return Route(best.replica_id) if best is not None else None
+
+    def _route_disaggregated(self, call: CallView, candidates: Sequence[ReplicaView], w: float) -> Route | None:
+        """Joint prefill/decode placement: each side scored ``finish + w x marginal`` on its replica
+        (:func:`runtime.policies.disaggregation.best_pair`); decode replicas without KV room for the
+        call's context are avoided when others have it; borrowed replicas pay ``borrow_margin``."""
+        need = call.input_tokens + call.output_tokens
+        decode = [r for r in candidates if r.role == "decode"]
+        roomy = {r.replica_id for r in decode if r.kv_capacity_tokens - r.kv_used_tokens >= need}
+        usable = [r for r in candidates if r.role == "prefill" or not roomy or r.replica_id in roomy]
+        margin = self.borrow_margin * call.stage_expected_s
+
+        def side_cost(side: CallView, r: ReplicaView) -> float:
+            finish, marginal = estimate(side, r)
+            return finish + w * marginal + (margin if r.borrowed else 0.0)
+
+        pair = best_pair(call, usable, side_cost, side_cost)
+        return pair[1] if pair else None
 
     def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
         if not self.admission or call.deadline_s is None or not load:

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from runtime.policies.base import CallView, Policy, PriorityKey, ReplicaView, Route
+from runtime.policies.disaggregation import best_pair
 from runtime.policies.placement import estimate, has_kv_room
 
 
@@ -95,31 +96,16 @@ class HexAGenT(Policy):
         return Route(slow[2].replica_id)
 
     def _place_disaggregated(self, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
-        prefill = [r for r in candidates if r.role == "prefill"]
         decode = [r for r in candidates if r.role == "decode"]
         fit = [d for d in decode if has_kv_room(call, d)] or decode
-        best: tuple[float, Route] | None = None
         pre_t = call.stage_expected_s * self.prefill_share
         dec_t = call.stage_expected_s - pre_t
-        for p in prefill:
-            p_fin = (estimate(_first_token(call), p)[0] if p.profile is not None
-                     else p.backlog_s + pre_t / max(p.speed, 1e-9))
-            for d in fit:
-                bw = min(p.link_bytes_per_s, d.link_bytes_per_s) or 1e-9
-                transfer = call.input_tokens * d.kv_bytes_per_token / bw
-                d_fin = (estimate(_decode_only(call), d)[0] if d.profile is not None
-                         else d.backlog_s + dec_t / max(d.speed, 1e-9))
-                est = p_fin + transfer + d_fin
-                if best is None or est < best[0]:
-                    best = (est, Route(p.replica_id, d.replica_id))
-        return best[1] if best else None
 
+        def prefill_cost(side: CallView, p: ReplicaView) -> float:
+            return estimate(side, p)[0] if p.profile is not None else p.backlog_s + pre_t / max(p.speed, 1e-9)
 
-def _first_token(call: CallView) -> CallView:
-    """The prefill side of a disaggregated call: its prompt and one output token."""
-    return replace(call, output_tokens=1)
+        def decode_cost(side: CallView, d: ReplicaView) -> float:
+            return estimate(side, d)[0] if d.profile is not None else d.backlog_s + dec_t / max(d.speed, 1e-9)
 
-
-def _decode_only(call: CallView) -> CallView:
-    """The decode side: no prompt to prefill (the KV arrives by transfer)."""
-    return replace(call, input_tokens=0, prefix_tokens=0, prefix_key=None)
+        pair = best_pair(call, [r for r in candidates if r.role == "prefill"] + fit, prefill_cost, decode_cost)
+        return pair[1] if pair else None

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from runtime.policies.base import CallView, Policy, PriorityKey, ReplicaView, Route
+from runtime.policies.disaggregation import is_disaggregated, route_each_side
 
 
 @dataclass
@@ -39,7 +40,11 @@ class HexGenText2SQL(Policy):
         return (stage_deadline - call.stage_expected_s, call.enqueued_s)
 
     def route(self, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
+        if is_disaggregated(candidates):
+            return route_each_side(call, candidates, self._pick)
+        return Route(self._pick(call, candidates).replica_id)
+
+    def _pick(self, call: CallView, candidates: Sequence[ReplicaView]) -> ReplicaView:
         a = self.alpha
-        best = min(candidates, key=lambda r: (a * call.stage_expected_s / max(r.speed, 1e-9)
-                                               + (1.0 - a) * r.backlog_s, r.replica_id))
-        return Route(best.replica_id)
+        return min(candidates, key=lambda r: (a * call.stage_expected_s / max(r.speed, 1e-9)
+                                              + (1.0 - a) * r.backlog_s, r.replica_id))

@@ -182,6 +182,37 @@ def pooled(layout: Sequence[ReplicaSpec]) -> tuple[ReplicaSpec, ...]:
     return tuple(replace(r, stages=None) for r in layout)
 
 
+def disaggregate(layout: Sequence[ReplicaSpec], prefill: Mapping[str, int], *,
+                 prefill_slots: int = 64) -> tuple[ReplicaSpec, ...]:
+    """The same replicas split into prefill and decode roles (prefill/decode disaggregation).
+
+    For each device kind, the first ``prefill[kind]`` LLM replicas of that kind
+    (layout order) become ``role="prefill"`` replicas of one shared prefill pool
+    (stage dedication dropped, ``prefill_slots`` concurrent prompts); every
+    other LLM replica becomes ``role="decode"`` and keeps its stages and batch
+    cap. Executors are unchanged. Each model must keep at least one replica of
+    each role, else :class:`LayoutError`.
+    """
+    left = dict(prefill)
+    out: list[ReplicaSpec] = []
+    for r in layout:
+        if r.kind == "llm" and left.get(r.device, 0) > 0:
+            left[r.device] -= 1
+            out.append(replace(r, role="prefill", stages=None, slots=prefill_slots))
+        elif r.kind == "llm":
+            out.append(replace(r, role="decode"))
+        else:
+            out.append(r)
+    short = {k: n for k, n in left.items() if n > 0}
+    if short:
+        raise LayoutError(f"not enough replicas to turn into prefill replicas: {short} missing")
+    for model in sorted({r.model for r in out if r.kind == "llm"}, key=str):
+        roles = {r.role for r in out if r.kind == "llm" and r.model == model}
+        if roles != {"prefill", "decode"}:
+            raise LayoutError(f"model {model!r} needs both prefill and decode replicas, has {sorted(roles)}")
+    return tuple(out)
+
+
 def devices_of(layout: tuple[ReplicaSpec, ...]) -> dict[str, int]:
     """GPU devices a layout occupies, by kind (executors excluded)."""
     out: dict[str, int] = {}

@@ -8,7 +8,7 @@ import pytest
 from cortexlang.ir import FanOut, IntKnob, Loop, Workflow
 from runtime.policies.fcfs import FCFS
 from runtime.policies.registry import POLICIES, make_policy
-from runtime.simulator.cluster import ReplicaSpec, isolated_layout, shared_layout
+from runtime.simulator.cluster import LayoutError, ReplicaSpec, disaggregate, isolated_layout, shared_layout
 from runtime.simulator.sim import SimConfig, Simulator, Stream
 from runtime.simulator.workloads import edge, fanout, llm, nl2sql, program, react
 from tests.runtime.simulator.helpers import engines, executors, one_llm, prog
@@ -173,3 +173,38 @@ def test_engine_view_reports_what_completion_estimates_need():
     assert seen[0] == (0, 0, 0, True)
     # Later arrivals see the first call running with most of its 50 tokens still to go.
     assert seen[1][0] + seen[1][1] == 1 and (seen[1][0] == 0 or 0 < seen[1][2] <= 50)
+
+
+def test_disaggregate_turns_the_first_replicas_of_each_kind_into_one_prefill_pool():
+    wf = nl2sql()
+    iso = isolated_layout({"A100": 2, "H100": 2, "H200": 2}, program(wf), wf,
+                          {"schema_link": 1, "generate": 1, "fix": 1, "answer": 1})
+    pd = disaggregate(iso, {"A100": 2, "H100": 1})
+    llm_reps = [r for r in pd if r.kind == "llm"]
+    pre = [r for r in llm_reps if r.role == "prefill"]
+    assert sorted(r.device for r in pre) == ["A100", "A100", "H100"]
+    assert all(r.stages is None for r in pre)                      # one shared prefill pool
+    dec = [r for r in llm_reps if r.role == "decode"]
+    assert len(dec) == 3 and all(r.stages for r in dec)            # decode pools keep their stages
+    assert [r.device for r in pd] == [r.device for r in iso]       # same devices, same order
+    with pytest.raises(LayoutError, match="not enough replicas"):
+        disaggregate(iso, {"A100": 3})
+    with pytest.raises(LayoutError, match="needs both prefill and decode"):
+        disaggregate(iso, {"A100": 2, "H100": 2, "H200": 2})
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_every_call_is_prefilled_on_a_prefill_replica_and_decoded_on_a_decode_replica(policy):
+    wf = nl2sql()
+    layout = disaggregate(shared_layout({"A100": 2, "H100": 1, "H200": 2}, "llama8b", workflow=wf,
+                                        executor_slots=32), {"A100": 2})
+    sim = Simulator(program(wf), layout, make_policy(policy), [Stream(wf.name, 6.0)],
+                    SimConfig(runs=120, seed=3, slo_scale=3.0, record_calls=True))
+    res = sim.run()
+    assert set(res.status) <= {"done", "fail"} and len(res.status) == 120   # conservation, nothing rejected
+    roles = {r.name: r.role for r in layout}
+    llm_calls = [c for c in res.calls if c[3] == "llm"]
+    assert llm_calls and all(roles[c[4]] == "decode" for c in llm_calls)    # the decode side records the call
+    busy = {e.name: e.iterations for e in sim.engines}
+    assert all(busy[n] > 0 for n, role in roles.items() if role == "prefill")
+    assert all(e.kv_peak_tokens <= e.kv_capacity_tokens for e in res.engines)
