@@ -1,6 +1,7 @@
 """``cortex simulate``: compare scheduling policies on a simulated cluster.
 
     cortex simulate FILE.cortex [--workflow W] [--policy P ...] [--cluster mixed12 | H100=8,A100=4]
+                    [--prefill A100=4,H100=2]
                     [--layout shared|isolated|plan] [--plan PLAN.json] [--rate 5/s] [--runs N]
                     [--slo-scale S] [--seed N] [--json]
     cortex simulate --trace FILE.jsonl [--policy P ...] [--cluster ...]
@@ -55,6 +56,10 @@ def register(app: typer.Typer) -> None:
         runs: int = typer.Option(2000, "--runs", min=1, help="Runs to simulate."),
         slo_scale: Optional[float] = typer.Option(None, "--slo-scale", help="Deadline = scale x standalone latency."),
         seed: int = typer.Option(0, "--seed"),
+        prefill: Optional[str] = typer.Option(
+            None, "--prefill", help="Prefill/decode disaggregation of the workflow's main model (its first LLM stage's): "
+                                    "KIND=COUNT,... of its replicas only prefill (e.g. A100=4,H100=2), the others "
+                                    "decode. Same split for every policy."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
         """Simulate policies on a cluster and report SLO scale, latency and rejections (simulated)."""
@@ -63,6 +68,7 @@ def register(app: typer.Typer) -> None:
         from runtime.simulator.sim import SimConfig, Simulator, Stream
         from runtime.simulator.trace import TraceError, load_trace, trace_models
 
+        split = parse_cluster(prefill) if prefill else None
         for name in policy:
             if name not in POLICIES:
                 raise usage_error(f"--policy {name!r}: known policies are {', '.join(POLICIES)}")
@@ -108,6 +114,8 @@ def register(app: typer.Typer) -> None:
                     lay = planned if name == "cortex" else cl.pooled(planned)
                 else:
                     lay = _layout(cl, program, wf, model, devices, layout, name, plan)
+                if split:
+                    lay = cl.disaggregate(lay, split, model=model)
                 sim = Simulator(program, lay, make_policy(name), [Stream(wf.name, rate)] if wf else [],
                                 SimConfig(runs=runs, seed=seed, slo_scale=slo_scale), trace=requests)
                 res = sim.run()

@@ -182,34 +182,43 @@ def pooled(layout: Sequence[ReplicaSpec]) -> tuple[ReplicaSpec, ...]:
     return tuple(replace(r, stages=None) for r in layout)
 
 
-def disaggregate(layout: Sequence[ReplicaSpec], prefill: Mapping[str, int], *,
+def disaggregate(layout: Sequence[ReplicaSpec], prefill: Mapping[str, int], *, model: str | None = None,
                  prefill_slots: int = 64) -> tuple[ReplicaSpec, ...]:
     """The same replicas split into prefill and decode roles (prefill/decode disaggregation).
 
     For each device kind, the first ``prefill[kind]`` LLM replicas of that kind
-    (layout order) become ``role="prefill"`` replicas of one shared prefill pool
-    (stage dedication dropped, ``prefill_slots`` concurrent prompts); every
-    other LLM replica becomes ``role="decode"`` and keeps its stages and batch
-    cap. Executors are unchanged. Each model must keep at least one replica of
-    each role, else :class:`LayoutError`.
+    (layout order; of ``model`` only, when given) become ``role="prefill"``
+    replicas of one shared prefill pool (stage dedication dropped,
+    ``prefill_slots`` concurrent prompts); every other replica of a split model
+    becomes ``role="decode"`` and keeps its stages and batch cap. Replicas of
+    other models and executors are unchanged. Each split model must keep at
+    least one replica of each role, else :class:`LayoutError`.
     """
     left = dict(prefill)
     out: list[ReplicaSpec] = []
     for r in layout:
-        if r.kind == "llm" and left.get(r.device, 0) > 0:
+        if r.kind != "llm" or (model is not None and r.model != model):
+            out.append(r)
+        elif left.get(r.device, 0) > 0:
             left[r.device] -= 1
             out.append(replace(r, role="prefill", stages=None, slots=prefill_slots))
-        elif r.kind == "llm":
-            out.append(replace(r, role="decode"))
         else:
-            out.append(r)
+            out.append(replace(r, role="decode"))
     short = {k: n for k, n in left.items() if n > 0}
     if short:
-        raise LayoutError(f"not enough replicas to turn into prefill replicas: {short} missing")
-    for model in sorted({r.model for r in out if r.kind == "llm"}, key=str):
-        roles = {r.role for r in out if r.kind == "llm" and r.model == model}
+        raise LayoutError(f"not enough {model + ' ' if model else ''}replicas to turn into prefill replicas: "
+                          f"{short} missing")
+    split = {r.model for r in out if r.kind == "llm" and r.role != "mixed"}
+    for m in sorted(split, key=str):
+        roles = {r.role for r in out if r.kind == "llm" and r.model == m}
         if roles != {"prefill", "decode"}:
-            raise LayoutError(f"model {model!r} needs both prefill and decode replicas, has {sorted(roles)}")
+            raise LayoutError(f"model {m!r} needs both prefill and decode replicas, has {sorted(roles)}")
+        decoders = [r for r in out if r.kind == "llm" and r.model == m and r.role == "decode"]
+        if all(r.stages is not None for r in decoders):  # dedicated pools: each needs a decoder left
+            served = {st for r in layout if r.kind == "llm" and r.model == m and r.stages for st in r.stages}
+            orphans = served - {st for r in decoders for st in r.stages or ()}
+            if orphans:
+                raise LayoutError(f"stage(s) {', '.join(sorted(orphans))} would keep no {m} decode replica")
     return tuple(out)
 
 

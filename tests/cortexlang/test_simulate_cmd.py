@@ -58,3 +58,23 @@ def test_bad_trace_exits_1_with_message(tmp_path):
     r = CliRunner().invoke(_app(), ["simulate", "--trace", str(bad)])
     assert r.exit_code == 1
     assert "not JSON" in r.output
+
+
+def test_prefill_decode_split_for_every_policy(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(LINES) + "\n")
+    r = CliRunner().invoke(_app(), ["simulate", "--trace", str(trace), "--cluster", "H100=2,A100=1",
+                                    "--prefill", "A100=1", "-p", "fcfs", "-p", "hexagent", "-p", "cortex",
+                                    "-p", "autellix-plas", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["rows"]
+    assert [row["policy"] for row in rows] == ["fcfs", "hexagent", "cortex", "autellix-plas"]
+    assert all(row["runs"] > 0 and row["rejected"] == 0 for row in rows)
+
+
+def test_prefill_split_without_decoders_is_a_clear_error(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(LINES) + "\n")
+    r = CliRunner().invoke(_app(), ["simulate", "--trace", str(trace), "--cluster", "H100=2", "--prefill", "H100=2"])
+    assert r.exit_code == 1
+    assert "needs both prefill and decode replicas" in r.output and "Traceback" not in r.output

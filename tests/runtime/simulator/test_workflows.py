@@ -179,18 +179,29 @@ def test_disaggregate_turns_the_first_replicas_of_each_kind_into_one_prefill_poo
     wf = nl2sql()
     iso = isolated_layout({"A100": 2, "H100": 2, "H200": 2}, program(wf), wf,
                           {"schema_link": 1, "generate": 1, "fix": 1, "answer": 1})
-    pd = disaggregate(iso, {"A100": 2, "H100": 1})
+    # fix: H200 + H100, generate: A100 + H200, answer: H100, schema_link: A100 (layout order).
+    pd = disaggregate(iso, {"H200": 1, "A100": 1})
     llm_reps = [r for r in pd if r.kind == "llm"]
     pre = [r for r in llm_reps if r.role == "prefill"]
-    assert sorted(r.device for r in pre) == ["A100", "A100", "H100"]
+    assert sorted(r.name for r in pre) == ["fix-H200-0", "generate-A100-2"]
     assert all(r.stages is None for r in pre)                      # one shared prefill pool
     dec = [r for r in llm_reps if r.role == "decode"]
-    assert len(dec) == 3 and all(r.stages for r in dec)            # decode pools keep their stages
+    assert len(dec) == 4 and all(r.stages for r in dec)            # decode pools keep their stages
     assert [r.device for r in pd] == [r.device for r in iso]       # same devices, same order
-    with pytest.raises(LayoutError, match="not enough replicas"):
+    with pytest.raises(LayoutError, match="not enough"):
         disaggregate(iso, {"A100": 3})
     with pytest.raises(LayoutError, match="needs both prefill and decode"):
         disaggregate(iso, {"A100": 2, "H100": 2, "H200": 2})
+    with pytest.raises(LayoutError, match="schema_link would keep no llama8b decode replica"):
+        disaggregate(iso, {"A100": 2})
+
+
+def test_disaggregate_one_model_leaves_the_others_colocated():
+    layout = engines(2, "H100") + engines(1, "H200", prefix="big") + executors(4)
+    layout[2] = ReplicaSpec(name="big0", kind="llm", device="H200", model="other")
+    pd = disaggregate(layout, {"H100": 1}, model="llama8b")
+    assert [(r.name, r.role) for r in pd if r.kind == "llm"] == [("e0", "prefill"), ("e1", "decode"),
+                                                                  ("big0", "mixed")]
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
