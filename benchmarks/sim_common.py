@@ -130,6 +130,9 @@ def plan_layouts(s: Setup, rate: float) -> tuple[tuple[ReplicaSpec, ...], tuple[
         shared = full_cluster_layout(s.program, s.workflow, s.devices, None, s.decode_stretch)
         iso = isolated_layout(s.devices, s.program, s.workflow, llm_work(_graph(s.program, s.workflow, shared)),
                               executor_slots=EXECUTOR_SLOTS)
+        # The same latency-aware batch cap per device kind as the pooled replicas (both layouts alike).
+        caps = {r.device: r.slots for r in shared if r.kind == "llm"}
+        iso = tuple(replace(r, slots=caps[r.device]) if r.kind == "llm" else r for r in iso)
         out = (iso, shared, False)
     if s.max_num_seqs:
         out = (_cap(out[0], s.max_num_seqs), _cap(out[1], s.max_num_seqs), out[2])

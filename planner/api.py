@@ -193,7 +193,64 @@ class Planner:
         if self.mode == "headroom":
             self.progress("maximising headroom")
             scale, result = self._min_scale(models, result)
+            result = self._use_spare_devices(models, result)
         return self._assemble(models, result, scale)
+
+    def _use_spare_devices(self, models: Sequence[WorkflowModel], result: SolveResult) -> SolveResult:
+        """Headroom mode: give the devices the plan leaves idle to the pools they help most.
+
+        At the best common scale the solver's secondary objective (cost) drops
+        devices whose gain falls inside the bisection tolerance; on a fixed
+        inventory an idle device is pure waste. Greedily, while devices are
+        spare, the LLM pool whose one-replica-larger candidate (same device,
+        TP, batch cap and knobs) lowers its workflow's score the most takes
+        it; the score is the SLO quantile plus the mean of each sampled run's
+        latency relative to its standalone latency (so a gain in the body
+        counts when the quantile is flat). Stops when no larger candidate
+        exists, fits, or lowers the score.
+        """
+        assert result.assignments is not None
+        assigns = [dict(a) for a in result.assignments]
+        problems = [m.problem(relative=True) for m in models]
+        limits = inventory_limits(self.inventory)
+
+        def score(k: int) -> float:
+            p = problems[k]
+            rel = p.normalised(p.run_latency(assigns[k]))
+            return float(np.quantile(rel, p.slo_attainment or 0.99)) + float(np.mean(rel))
+
+        def spare() -> dict[str, int]:
+            used: dict[str, int] = {}
+            for m, a in zip(models, assigns):
+                for s, i in a.items():
+                    for kind, n in m.stages[s].candidates[i].resources.items():
+                        used[kind] = used.get(kind, 0) + n
+            return {k: limits.get(k, 0) - used.get(k, 0) for k in limits}
+
+        scores = [score(k) for k in range(len(models))]
+        while True:
+            free = spare()
+            best: tuple[float, int, str, int] | None = None
+            for k, m in enumerate(models):
+                for s, i in sorted(assigns[k].items()):
+                    c = m.stages[s].candidates[i]
+                    if c.kind != "llm" or free.get(c.device, 0) < c.tp:
+                        continue
+                    j = next((j for j, d in enumerate(m.stages[s].candidates) if d.units == c.units + 1
+                              and _same_config(c, d)), None)
+                    if j is None:
+                        continue
+                    assigns[k][s] = j
+                    gain = scores[k] - score(k)
+                    assigns[k][s] = i
+                    if gain > 1e-9 and (best is None or gain > best[0]):
+                        best = (gain, k, s, j)
+            if best is None:
+                break
+            _, k, s, j = best
+            assigns[k][s] = j
+            scores[k] = score(k)
+        return SolveResult(assigns, result.status, result.iterations, result.unreachable)
 
     def _advance(self, choice: dict[str, int], names: Sequence[str]) -> bool:
         moved = False
@@ -320,6 +377,12 @@ class Planner:
             executor_pools=tuple(exec_pools), knobs=knobs, latency=distribution(latency), slo_attainment=att,
             headroom=headroom, p_done=round(m.chain.p_done(), 6),
             shared_pool=compare(self.program, wf, self.inventory, m.paths, chosen, m.ca2), cost_per_hour=cost)
+
+
+def _same_config(a: Candidate, b: Candidate) -> bool:
+    """Whether two LLM candidates differ at most in their replica count."""
+    return (a.device, a.tp, a.model, a.max_tokens, a.hedge, a.prewarm, a.max_num_seqs) == \
+        (b.device, b.tp, b.model, b.max_tokens, b.hedge, b.prewarm, b.max_num_seqs)
 
 
 def _r(x: float) -> float:
