@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from runtime.policies.base import (
     KEEP, Adaptation, Admission, CallView, Policy, PriorityKey, ReplicaView, Route, StageLoad,
 )
-from runtime.policies.disaggregation import best_pair, is_disaggregated
+from runtime.policies.disaggregation import best_pair
 from runtime.policies.placement import estimate
 
 
@@ -107,7 +107,9 @@ class Cortex(Policy):
 
     def route(self, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
         w = 0.0 if slack_s(call) < self.urgent_slack_factor * call.stage_expected_s else self.marginal_weight
-        if is_disaggregated(candidates):
+        # A model's replicas are either all colocated or all split (cluster.disaggregate), so the
+        # first candidate tells (hot path: no scan of every candidate).
+        if candidates[0].role != "mixed":
             return self._route_disaggregated(call, candidates, w)
         # Hot path (every dispatch, every candidate): ``has_kv_room`` is inlined as ``need``.
         need = call.input_tokens + call.output_tokens
