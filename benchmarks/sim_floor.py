@@ -44,6 +44,10 @@ def decode_replicas(s, layout: tuple[ReplicaSpec, ...], ctx: float) -> list[Deco
     return out
 
 
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def main() -> None:
     sweep = json.loads((OUT / "sim_slo_scale.json").read_text())
     s = setup("nl2sql", "mixed12")
@@ -90,7 +94,7 @@ def main() -> None:
             key = f"scale{round(q * 100)}"
             lines.append(f"| {r['cluster']} | {r['load']:.1f} | {q:.0%} | {r[f'best_baseline_{key}']} | "
                          f"{r[f'cortex_{key}']:.2f} | {r[f'floor_any_{key}']:.2f} | "
-                         f"{r.get(f'floor_split_{key}', float('nan')):.2f} | {r[f'ceiling_{key}']:.2f}x |")
+                         f"{_fmt(r.get(f'floor_split_{key}'))} | {r[f'ceiling_{key}']:.2f}x |")
     (OUT / "sim_floor.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
