@@ -63,6 +63,7 @@ is the expected standalone time of the longest remaining path from this call
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -152,6 +153,10 @@ class ReplicaView:
     """Output tokens the running sequences still have to generate."""
     queued_prefill_tokens: int = 0
     """Prompt tokens of the waiting calls."""
+    estimate_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    """Scratch space of :func:`runtime.policies.placement.estimate` (its call-independent terms for
+    this view). Policies ignore it; an executor that updates a view in place resets it to None
+    (``dataclasses.replace`` starts a copy without it)."""
 
     @property
     def kv_free_tokens(self) -> int:
@@ -277,14 +282,14 @@ def _least_backlog(candidates: Sequence[ReplicaView], skip_decode: bool) -> Repl
     """The minimum of ``(backlog_s, queue_len + running, replica_id)`` (a hot path: no key tuples
     unless backlogs tie)."""
     best: ReplicaView | None = None
+    bb = math.inf
     for r in candidates:
+        b = r.backlog_s
+        if b > bb:  # cannot win: skip the other tests (most candidates)
+            continue
         if skip_decode and r.role == "decode":
             continue
-        if best is None:
-            best = r
-            continue
-        b, bb = r.backlog_s, best.backlog_s
-        if b < bb or (b == bb and (r.queue_len + r.running, r.replica_id)
-                      < (best.queue_len + best.running, best.replica_id)):
-            best = r
+        if best is None or b < bb or (b == bb and (r.queue_len + r.running, r.replica_id)
+                                      < (best.queue_len + best.running, best.replica_id)):
+            best, bb = r, b
     return best

@@ -52,39 +52,56 @@ def estimate(call: CallView, r: ReplicaView) -> tuple[float, float]:
 
     Hot path of every profile-aware router: the profile's formulas are inlined.
     """
-    p = r.profile
-    if p is None:
-        finish = r.backlog_s + call.stage_expected_s / max(r.speed, 1e-9)
-        if call.prefix_key is not None and call.prefix_key in r.resident_prefixes:
-            cached = call.prefix_tokens or min(call.input_tokens, FALLBACK_PREFIX_TOKENS)
-            finish -= FALLBACK_PREFILL_S_PER_TOKEN * cached / max(r.speed, 1e-9)
-        return finish, 0.0
-    # Conditional expressions instead of ``max`` on ints: same values, no builtin call.
-    b, q, m = r.running, r.queue_len, r.slots if r.slots > 1 else 1
+    # The replica's own terms are computed once per view state (successive calls are scored
+    # against a view until it changes; the executor resets ``estimate_cache`` then).
+    terms = r.estimate_cache
+    if terms is None:
+        p = r.profile
+        if p is None:
+            finish = r.backlog_s + call.stage_expected_s / max(r.speed, 1e-9)
+            if call.prefix_key is not None and call.prefix_key in r.resident_prefixes:
+                cached = call.prefix_tokens or min(call.input_tokens, FALLBACK_PREFIX_TOKENS)
+                finish -= FALLBACK_PREFILL_S_PER_TOKEN * cached / max(r.speed, 1e-9)
+            return finish, 0.0
+        terms = r.estimate_cache = _replica_terms(r, p)
+    c, queued, wait, base, k_, kv, grow, b, bc, pending, s_ = terms
     inp, out = call.input_tokens, call.output_tokens
     fill = inp
-    if call.prefix_key is not None and call.prefix_key in r.resident_prefixes:
+    pkey = call.prefix_key
+    if pkey is not None and pkey in r.resident_prefixes:
         fill = inp - call.prefix_tokens
         if fill < 1:
             fill = 1
     ctx = inp + out / 2.0
-    f, s_, k_, c = p.decode_fixed_s, p.decode_per_seq_s, p.decode_per_kv_token_s, p.prefill_per_token_s
-    kv = r.kv_used_tokens
-    pending = r.pending_decode_tokens
-    finish = c * (fill + r.queued_prefill_tokens)
-    short = q + 1 - (m - b)
-    if b:
-        if short > 0:
-            finish += 2.0 * (pending / b) * short / b * (f + s_ * b + k_ * kv)
-    elif q == 0:
-        finish += p.prefill_fixed_s
-    b_new = b + q + 1 if b + q + 1 < m else m
+    finish = c * (fill + queued)
+    if wait is not None:
+        finish += wait
     if out > 1:
-        finish += (out - 1) * (f + s_ * b_new + k_ * int(kv + (b_new - b) * ctx))
+        finish += (out - 1) * (base + k_ * int(kv + grow * ctx))
     if not b:
         return finish, 0.0
     shared = pending if pending < b * out else b * out
-    return finish, b * c * fill + shared * (s_ + k_ * ctx)
+    return finish, bc * fill + shared * (s_ + k_ * ctx)
+
+
+def _replica_terms(r: ReplicaView, p) -> tuple:
+    """The call-independent parts of :func:`estimate` on ``r`` (profile ``p``), each computed with
+    the same floating-point operations in the same order as written out in the module docstring:
+    ``(c, P_q, slot wait or idle prefill cost or None, F + S b', K, k, b' - b, b, b c, D, S)``."""
+    # Conditional expressions instead of ``max``/``min`` on ints: same values, no builtin call.
+    b, q, m = r.running, r.queue_len, r.slots if r.slots > 1 else 1
+    f, s_, k_, c = p.decode_fixed_s, p.decode_per_seq_s, p.decode_per_kv_token_s, p.prefill_per_token_s
+    kv = r.kv_used_tokens
+    pending = r.pending_decode_tokens
+    short = q + 1 - (m - b)
+    wait = None
+    if b:
+        if short > 0:
+            wait = 2.0 * (pending / b) * short / b * (f + s_ * b + k_ * kv)
+    elif q == 0:
+        wait = p.prefill_fixed_s
+    b_new = b + q + 1 if b + q + 1 < m else m
+    return (c, r.queued_prefill_tokens, wait, f + s_ * b_new, k_, kv, b_new - b, b, b * c, pending, s_)
 
 
 def has_kv_room(call: CallView, r: ReplicaView) -> bool:

@@ -61,8 +61,6 @@ from runtime.simulator.cluster import ReplicaSpec
 if TYPE_CHECKING:
     from runtime.simulator.sim import Simulator
 
-TICK = 1
-
 
 class LLMEngine:
     """One LLM replica (see module docstring for the model)."""
@@ -85,6 +83,9 @@ class LLMEngine:
         self.F = profile.decode_fixed_s
         self.S = profile.decode_per_seq_s
         self.K = profile.decode_per_kv_token_s
+        self.C = profile.prefill_per_token_s
+        # Bound once: the event loop calls it for every iteration boundary (see Simulator.at).
+        self._tick_cb = self.on_tick
         self.waiting: list[tuple] = []
         self.nwaiting = 0
         self.running: dict[int, Call] = {}
@@ -136,15 +137,22 @@ class LLMEngine:
             return v
         self.dirty = False
         b = len(self.running)
-        v.queue_len = self.nwaiting
+        nw = self.nwaiting
+        pending = self.sum_finish - self.step * b
+        v.queue_len = nw
         v.running = b
-        v.kv_used_tokens = self.kv_used
-        v.pending_decode_tokens = self.sum_finish - self.step * b
+        v.kv_used_tokens = self.kv_own + self.prefix_total
+        v.pending_decode_tokens = pending
         v.queued_prefill_tokens = self.queued_prefill
-        eff = max(1, min(self.max_batch, b + self.nwaiting))
+        v.estimate_cache = None  # the view changed: placement.estimate's per-view terms are stale
+        # max(1, min(max_batch, b + nw)) without the builtins (hot path; same integers).
+        eff = b + nw
+        if eff > self.max_batch:
+            eff = self.max_batch
+        if eff < 1:
+            eff = 1
         step = self.F + self.S * eff + self.K * self.kv_attn
-        remaining = self.sum_finish - self.step * b + self.queued_out
-        v.backlog_s = self.queued_prefill * self.p.prefill_per_token_s + remaining * step / eff
+        v.backlog_s = self.queued_prefill * self.C + (pending + self.queued_out) * step / eff
         return v
 
     # -- time model ----------------------------------------------------------
@@ -157,15 +165,19 @@ class LLMEngine:
         if elapsed <= 0.0:
             return 0
         b = self.ep_b
-        a = self.K * b / 2.0
-        lin = self.F + self.S * b + self.K * self.ep_k0 - a
+        K = self.K
+        a = K * b / 2.0
+        step0 = self.F + self.S * b + K * self.ep_k0
+        lin = step0 - a
         if a > 0.0:
             n = int((-lin + math.sqrt(lin * lin + 4.0 * a * elapsed)) / (2.0 * a))
         else:
             n = int(elapsed / lin)
-        while self._epoch_s(n + 1) <= elapsed:
+        # Exact correction of the rounded root with T(n) = _epoch_s(n) written out (same operations).
+        kb = K * b
+        while (n + 1) * step0 + kb * (n + 1) * n / 2.0 <= elapsed:
             n += 1
-        while n > 0 and self._epoch_s(n) > elapsed:
+        while n > 0 and n * step0 + kb * n * (n - 1) / 2.0 > elapsed:
             n -= 1
         return n
 
@@ -215,12 +227,14 @@ class LLMEngine:
         done = self._steps_done(self.sim.now - self.ep_t0)
         if done + 1 >= self.ep_n:
             return
-        self.ep_n = done + 1
+        n = self.ep_n = done + 1
         self.version += 1
-        self.sim.at(self.ep_t0 + self._epoch_s(self.ep_n), TICK, self, self.version)
+        self.sim.at(self.ep_t0 + self._epoch_s(n), self._tick_cb, self.version)
 
     # -- the iteration loop --------------------------------------------------
-    def on_event(self, kind: int, version: int) -> None:
+    def on_tick(self, version: int) -> None:
+        """The epoch scheduled as ``version`` ends now (stale versions were cut short: ignored):
+        settle it, then schedule the next iteration(s)."""
         if version != self.version:
             return
         self.in_tick = True
@@ -231,25 +245,28 @@ class LLMEngine:
     def _settle(self) -> None:
         """Apply the finished epoch: advance steps and KV, complete finished calls."""
         n, b = self.ep_n, self.ep_b
+        sim = self.sim
+        now = sim.now
         self.dirty = True
-        self.busy_s += self.sim.now - self.ep_t0
+        self.busy_s += now - self.ep_t0
         self.iterations += n
-        self.step += n
+        step = self.step = self.step + n
         self.kv_own += b * n
         self.kv_attn += b * n
         self.busy = False
-        for call in self.pending_cancel:
-            if call.seq in self.running:
-                self._release(call)
-        self.pending_cancel.clear()
+        if self.pending_cancel:
+            for call in self.pending_cancel:
+                if call.seq in self.running:
+                    self._release(call)
+            self.pending_cancel.clear()
         fin = self.fin
-        while fin and fin[0][0] <= self.step:
+        while fin and fin[0][0] <= step:
             fstep, _, call = heappop(fin)
             if call.state != RUNNING or call.finish_step != fstep or call.replica is not self:
                 continue
             self._release(call)
-            call.t_end = self.sim.now
-            self.sim.call_finished(call)
+            call.t_end = now
+            sim.call_finished(call)
 
     def _release(self, call: Call) -> None:
         """Take ``call`` out of the batch and free its KV."""
@@ -270,7 +287,6 @@ class LLMEngine:
         if call.phase == "decode":
             call.phase = "full"
         call.cached_prefix = False
-        self.sim.preempted(call)
         call.state = QUEUED
         heappush(self.waiting, (call.prio, call.seq, call))
         self.nwaiting += 1
@@ -300,20 +316,22 @@ class LLMEngine:
         return self.cap - self.kv_used >= need
 
     def _schedule(self) -> None:
-        now = self.sim.now
+        sim = self.sim
+        now = sim.now
         self.dirty = True
+        running = self.running
         # Make room for the next step's growth (one token per running sequence).
-        while self.running and self.kv_used + len(self.running) > self.cap:
-            if not self._evict_prefixes(len(self.running), None):
+        while running and self.kv_own + self.prefix_total + len(running) > self.cap:
+            if not self._evict_prefixes(len(running), None):
                 self._preempt(self._worst_running())
-        b_old = len(self.running)
+        b_old = len(running)
         # The profile's convention (LatencyProfile.request_s): a decode step reads the KV of
         # each sequence's context *before* the token it generates, hence ``- b``.
         k_old = self.kv_attn - b_old
         prefill = 0
         waiting = self.waiting
         while waiting:
-            if len(self.running) >= self.max_batch:
+            if len(running) >= self.max_batch:
                 # Batch full: a preemptive policy may evict its worst running call for the head.
                 if not (self.preemptive and self._head_preempts()):
                     break
@@ -323,19 +341,22 @@ class LLMEngine:
             if call.state != QUEUED:
                 heappop(waiting)
                 continue
-            pkey = call.prefix_key if call.phase != "decode" else None
+            decode = call.phase == "decode"
+            pkey = call.prefix_key if not decode else None
             ptoks = call.prefix_tokens if pkey else 0
             resident = pkey is not None and pkey in self.prefixes
-            if call.phase == "decode":
-                fill, need = 0, call.ctx
+            ctx = call.ctx
+            if decode:
+                fill, need = 0, ctx
             elif resident:
-                fill, need = call.ctx - ptoks, call.ctx - ptoks
+                fill = need = ctx - ptoks
             else:
-                fill, need = call.ctx, call.ctx + (-(-ptoks // self.block) * self.block - ptoks)
+                fill, need = ctx, ctx + (-(-ptoks // self.block) * self.block - ptoks)
             if prefill and prefill + fill > self.max_batched_tokens:
                 break
-            growth = len(self.running) + 1
-            if self.kv_used + need + growth > self.cap and not self._evict_prefixes(need + growth, pkey):
+            growth = len(running) + 1
+            if (self.kv_own + self.prefix_total + need + growth > self.cap
+                    and not self._evict_prefixes(need + growth, pkey)):
                 if self.preemptive and self.running:
                     worst = self._worst_running()
                     if self.preempts(prio, worst.prio):
@@ -345,68 +366,85 @@ class LLMEngine:
             heappop(waiting)
             self._admit(call, pkey, ptoks, resident, fill)
             prefill += fill
-        used = self.kv_used
+        used = self.kv_own + self.prefix_total
         if used > self.kv_peak:
             self.kv_peak = used
         if prefill:
             self.ep_single = True
             self.ep_t0 = now
             self.ep_n = 1
-            self.ep_b = len(self.running)
+            self.ep_b = len(running)
             self.ep_k0 = self.kv_attn
             self.busy = True
-            self.version += 1
+            version = self.version = self.version + 1
             dt = self.p.iteration_s(prefill, b_old, k_old) if b_old else self.p.prefill_s(prefill)
-            self.sim.at(now + dt, TICK, self, self.version)
+            # Simulator.at inlined (one event per iteration boundary).
+            sim._seq += 1
+            heappush(sim._events, (now + dt, sim._seq, self._tick_cb, version))
             return
-        if not self.running:
+        if not running:
             return
         fin = self.fin
-        while fin and (fin[0][2].state != RUNNING or fin[0][2].finish_step != fin[0][0]
-                       or fin[0][2].replica is not self):
+        while fin:  # drop stale finish entries (cancelled, preempted or re-admitted calls)
+            top = fin[0]
+            c = top[2]
+            if c.state == RUNNING and c.finish_step == top[0] and c.replica is self:
+                break
             heappop(fin)
-        b = len(self.running)
+        b = len(running)
         n = fin[0][0] - self.step if fin else 1
-        n_kv = (self.cap - self.kv_used) // b
-        n = max(1, min(n, n_kv))
+        n_kv = (self.cap - used) // b
+        # max(1, min(n, n_kv)) without the builtins (same integers).
+        if n_kv < n:
+            n = n_kv
+        if n < 1:
+            n = 1
+        k0 = self.kv_attn - b
         self.ep_single = False
         self.ep_t0 = now
         self.ep_n = n
         self.ep_b = b
-        self.ep_k0 = self.kv_attn - b
+        self.ep_k0 = k0
         self.busy = True
-        self.version += 1
-        self.sim.at(now + self._epoch_s(n), TICK, self, self.version)
+        version = self.version = self.version + 1
+        # _epoch_s(n) inlined, same operations in the same order (bit-identical times).
+        K = self.K
+        t = now + (n * (self.F + self.S * b + K * k0) + K * b * n * (n - 1) / 2.0)
+        sim._seq += 1
+        heappush(sim._events, (t, sim._seq, self._tick_cb, version))
 
     def _admit(self, call: Call, pkey: str | None, ptoks: int, resident: bool, fill: int) -> None:
+        ctx, remaining, step = call.ctx, call.remaining, self.step
         self.nwaiting -= 1
-        self.queued_prefill -= call.ctx
-        self.queued_out -= call.remaining
+        self.queued_prefill -= ctx
+        self.queued_out -= remaining
         if pkey is not None:
+            prefixes = self.prefixes
             if not resident:
-                self.prefixes[pkey] = [-(-ptoks // self.block) * self.block, 0]
-                self.prefix_total += self.prefixes[pkey][0]
-                self.view.resident_prefixes = frozenset(self.prefixes)
-            entry = self.prefixes[pkey]
-            entry[1] += 1
-            self.prefixes.move_to_end(pkey)
+                tokens = -(-ptoks // self.block) * self.block
+                prefixes[pkey] = [tokens, 0]
+                self.prefix_total += tokens
+                self.view.resident_prefixes = frozenset(prefixes)
+            else:
+                prefixes.move_to_end(pkey)  # a new entry is last already
+            prefixes[pkey][1] += 1
             call.cached_prefix = True
-            own = call.ctx - ptoks
+            own = ctx - ptoks
+            self.kv_attn += own + ptoks
         else:
             call.cached_prefix = False
-            own = call.ctx
+            own = ctx
+            self.kv_attn += own
         call.state = RUNNING
         call.own_tokens = own
-        call.admit_step = self.step
+        call.admit_step = step
         # A full/prefill call's prefill iteration yields its first token; a decode call
         # already has it. The prefill side of a disaggregated pair stops after one token.
-        steps = 1 if call.phase == "prefill" else call.remaining
-        call.finish_step = self.step + max(steps, 1)
+        finish = step + (1 if call.phase == "prefill" or remaining < 1 else remaining)
+        call.finish_step = finish
         if call.t_start < 0.0:
             call.t_start = self.sim.now
-        self.sim.started(call, self)
         self.running[call.seq] = call
         self.kv_own += own
-        self.kv_attn += own + (ptoks if pkey is not None else 0)
-        self.sum_finish += call.finish_step
-        heappush(self.fin, (call.finish_step, call.seq, call))
+        self.sum_finish += finish
+        heappush(self.fin, (finish, call.seq, call))

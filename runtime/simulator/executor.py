@@ -17,9 +17,6 @@ from runtime.simulator.cluster import ReplicaSpec
 if TYPE_CHECKING:
     from runtime.simulator.sim import Simulator
 
-FINISH = 2
-
-
 class ExecutorGroup:
     """``spec.slots`` CPU slots serving SQL/tool calls in key order."""
 
@@ -38,6 +35,7 @@ class ExecutorGroup:
                                 slots=spec.slots)
         self.dirty = True
         """Always refreshed (executor views are cheap); the attribute matches LLMEngine's."""
+        self._finish_cb = self.on_finish  # bound once: one event per call (see Simulator.at)
 
     def refresh_view(self) -> ReplicaView:
         v = self.view
@@ -73,11 +71,10 @@ class ExecutorGroup:
 
     def _start(self, call: Call) -> None:
         call.state = RUNNING
-        call.t_start = self.sim.now
+        now = call.t_start = self.sim.now
         self.busy_slots += 1
         self.running_work += call.service_s
-        self.sim.started(call, self)
-        self.sim.at(self.sim.now + call.service_s, FINISH, self, call)
+        self.sim.at(now + call.service_s, self._finish_cb, call)
 
     def _free(self, call: Call) -> None:
         self.busy_slots -= 1
@@ -91,7 +88,8 @@ class ExecutorGroup:
             self.queued_work -= nxt.service_s
             self._start(nxt)
 
-    def on_event(self, kind: int, call: Call) -> None:
+    def on_finish(self, call: Call) -> None:
+        """``call``'s service time is over (ignored when it was cancelled meanwhile)."""
         if call.state != RUNNING or call.replica is not self:
             return
         call.t_end = self.sim.now

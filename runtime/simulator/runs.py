@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import random
+from bisect import bisect_right
 from collections.abc import Callable
 
 from cortexlang.ir import LLMStage
@@ -38,14 +39,20 @@ def _draw_params(g: WorkflowGraph, token_cv: float, family: str) -> dict[str, tu
 
 
 def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
-    """How one stage's scripted sizes are drawn and timed: ``(True, input params, output params,
-    reference profile, prefix tokens)`` for LLM stages (see :func:`_tokens`; the last two give the
-    standalone time), ``(False, mean, cv)`` for SQL/tool service times."""
+    """How one stage's scripted sizes are drawn and timed, and its calls' static fields:
+    ``(True, input params, output params, reference profile, prefix tokens, (model, prefix key,
+    expected s, remaining critical path s, its std))`` for LLM stages (see :func:`_tokens`; the
+    profile and prefix tokens give the standalone time), ``(False, mean, cv, (kind, expected s,
+    remaining s, its std))`` for SQL/tool service times. Cached per stage: every call of the
+    stage would otherwise look these up again."""
+    remaining, std = g.remaining.get(s.name, 0.0), g.remaining_std.get(s.name, 0.0)
     if isinstance(s, LLMStage):
+        model = s.models[0].model
+        pkey = f"{g.workflow.name}/{s.name}@{model}" if s.prefix_tokens else None
         return (True, _token_params(s.input_tokens, token_cv * 0.5, s.prefix_tokens + 1, None),
                 _token_params(s.output_tokens, token_cv, 1, s.max_tokens.preferred),
-                g.profile_for(s.models[0].model), s.prefix_tokens)
-    return (False, s.service_s, s.service_cv)
+                g.profile_for(model), s.prefix_tokens, (model, pkey, g.stage_time[s.name], remaining, std))
+    return (False, s.service_s, s.service_cv, (s.kind, s.service_s, remaining, std))
 
 
 def _token_params(mean: int, cv: float, low: int, high: int | None) -> tuple:
@@ -58,6 +65,10 @@ def _token_params(mean: int, cv: float, low: int, high: int | None) -> tuple:
     return (math.log(float(mean)) - s2 / 2.0, math.sqrt(s2), low, high)
 
 
+_NV_MAGICCONST = 4 * math.exp(-0.5) / math.sqrt(2.0)
+_log, _exp = math.log, math.exp
+
+
 def _tokens(rng: random.Random, params: tuple) -> int:
     """Exactly :func:`runtime.simulator.distributions.sample_tokens` (same draws, same value), with
     the lognormal's parameters precomputed."""
@@ -67,9 +78,21 @@ def _tokens(rng: random.Random, params: tuple) -> int:
     elif sigma < 0.0:
         value = 0.0
     else:
-        value = math.exp(rng.normalvariate(mu, sigma))
-    value = max(int(round(value)), low)
-    return min(value, high) if high is not None else value
+        # ``math.exp(rng.normalvariate(mu, sigma))`` with CPython's normalvariate (Kinderman and
+        # Monahan's ratio of uniforms) written out: same draws, same value, no call per draw.
+        rand = rng.random
+        while True:
+            u1 = rand()
+            u2 = 1.0 - rand()
+            z = _NV_MAGICCONST * (u1 - 0.5) / u2
+            if z * z / 4.0 <= -_log(u2):
+                break
+        value = _exp(mu + z * sigma)
+    # max/min on ints without the builtins (hot path: several draws per run).
+    n = int(round(value))
+    if n < low:
+        n = low
+    return high if high is not None and n > high else n
 
 
 PruneHook = Callable[["IRRun", Call, str, int], bool]
@@ -152,8 +175,7 @@ class IRRun(Run):
                 draw = self._draws[stage] = _stage_draw(self.g, self.g.stages[stage], self.token_cv,
                                                         self._family)
             if draw[0]:
-                _, inp_p, out_p, _, _ = draw
-                got = (_tokens(rng, inp_p), _tokens(rng, out_p), rng.random())
+                got = (_tokens(rng, draw[1]), _tokens(rng, draw[2]), rng.random())
             else:
                 got = (sample(rng, draw[1], draw[2], self._family), 0, rng.random())
             self.script[key] = got
@@ -179,9 +201,18 @@ class IRRun(Run):
     # -- the walk ------------------------------------------------------------
     def _follow(self, node: str, u: float) -> tuple[str, str | None, int]:
         """Next node after ``node`` for draw ``u``: (target, loop iterated or None, iteration)."""
-        e = self.g.sample_edge(node, u)
+        g = self.g
+        # WorkflowGraph.sample_edge inlined (several times per run): the first edge whose
+        # cumulative probability exceeds u (the last one for rounding).
+        cum = g.cum[node]
+        i = bisect_right(cum, u)
+        e = g.edges[node][i if i < len(cum) else len(cum) - 1]
         if e.loop is None:
             return e.target, None, 0
+        return self._follow_loop(e)
+
+    def _follow_loop(self, e) -> tuple[str, str | None, int]:
+        """:meth:`_follow` for a loop edge ``e``: its target while the budget lasts."""
         lp = self.g.loops[e.loop]
         used = self.loops.get(e.loop, 0)
         if used >= lp.max_iterations.preferred:
@@ -200,45 +231,73 @@ class IRRun(Run):
 
     def _dry_walk(self) -> float:
         """Standalone latency of this run's scripted path (idle cluster, fastest devices)."""
-        t, node = 0.0, self.g.workflow.entry
+        # The hot part of every arrival: _visit, _sizes, _call_time and _follow are written out for
+        # stage nodes (same draws in the same order: input tokens, output tokens, edge).
+        g = self.g
+        fanouts, visits, script, standalone = g.fanouts, self.visits, self.script, self._standalone
+        rng, draws, cums, edges = self.rng, self._draws, g.cum, g.edges
+        t, node = 0.0, g.workflow.entry
         for _ in range(100_000):
-            if node in ("done", "fail"):
+            if node == "done" or node == "fail":
                 return t
-            v = self._visit(node)
-            if node in self.g.fanouts:
-                fo = self.g.fanouts[node]
+            v = visits.get(node, 0)
+            visits[node] = v + 1
+            if node in fanouts:
+                fo = fanouts[node]
                 chains = [sum(self._call_time((node, v, b, i), s) for i, s in enumerate(chain))
-                          for b, chain in enumerate(self.g.branch_chains(fo))]
+                          for b, chain in enumerate(g.branch_chains(fo))]
                 t += min(chains) if fo.join == "first" else max(chains)
                 u = self._edge_u((node, v, "edge"))
             else:
-                t += self._call_time((node, v), node)
-                u = self._sizes((node, v), node)[2]
-            node, loop, _ = self._follow(node, u)
+                key = (node, v)  # a first visit of this key: the script has no entry yet
+                draw = draws.get(node)
+                if draw is None:
+                    draw = draws[node] = _stage_draw(g, g.stages[node], self.token_cv, self._family)
+                if draw[0]:
+                    a, b = _tokens(rng, draw[1]), _tokens(rng, draw[2])
+                    u = rng.random()
+                    ct = llm_standalone_s(draw[3], a, b, draw[4])
+                else:
+                    a, b = sample(rng, draw[1], draw[2], self._family), 0
+                    u = rng.random()
+                    ct = a
+                script[key] = (a, b, u)
+                standalone[key] = ct
+                t += ct
+            cum = cums[node]
+            i = bisect_right(cum, u)
+            e = edges[node][i if i < len(cum) else len(cum) - 1]
+            if e.loop is None:
+                node = e.target
+                continue
+            node, loop, _ = self._follow_loop(e)
             if loop is not None:
                 self._take_loop(loop)
         raise RuntimeError(f"workflow {self.workflow!r}: walk did not terminate")
 
     def _make_call(self, key: tuple, stage: str, cp: float, group: object = None) -> Call:
-        a, b, _ = self._sizes(key, stage)
-        s = self.g.stages[stage]
-        g = self.g
+        sizes = self.script.get(key)  # usually drawn by the dry walk already
+        a, b, _ = sizes if sizes is not None else self._sizes(key, stage)
+        draw = self._draws[stage]  # filled by the first draw of this stage
         self.ncalls += 1
-        attempt = sum(self.loops.values())
-        if isinstance(s, LLMStage):
-            model = s.models[0].model
-            pkey = f"{self.workflow}/{stage}@{model}" if s.prefix_tokens else None
-            return Call(self, key, stage, "llm", model, a, b, pkey, s.prefix_tokens, 0.0,
-                        self._call_time(key, stage), g.stage_time[stage],
-                        g.remaining.get(stage, 0.0), g.remaining_std.get(stage, 0.0), group, attempt, cp)
-        return Call(self, key, stage, s.kind, None, 0, 0, None, 0, a, a, s.service_s,
-                    g.remaining.get(stage, 0.0), g.remaining_std.get(stage, 0.0), group, attempt, cp)
+        loops = self.loops
+        attempt = sum(loops.values()) if loops else 0
+        if draw[0]:
+            model, pkey, expected, remaining, std = draw[5]
+            t = self._standalone.get(key)
+            return Call(self, key, stage, "llm", model, a, b, pkey, draw[4], 0.0,
+                        t if t is not None else self._call_time(key, stage), expected, remaining, std,
+                        group, attempt, cp)
+        kind, expected, remaining, std = draw[3]
+        return Call(self, key, stage, kind, None, 0, 0, None, 0, a, a, expected, remaining, std, group, attempt, cp)
 
     def _enter(self, node: str, cp: float) -> list[Call]:
-        if node in ("done", "fail"):
+        if node == "done" or node == "fail":
             self.status = node
             return []
-        v = self._visit(node)
+        visits = self.visits  # _visit inlined
+        v = visits.get(node, 0)
+        visits[node] = v + 1
         if node in self.g.fanouts:
             fo = self.g.fanouts[node]
             fan = _Fan(node, v, self.g.branch_chains(fo))
@@ -259,7 +318,7 @@ class IRRun(Run):
         cp = call.cp_service_s + (call.t_end - call.t_start)
         if call.group is not None:
             return self._branch_done(call, cp, prune)
-        u = self._sizes(call.key, call.stage)[2]
+        u = self.script[call.key][2]  # drawn when the call was made
         return self._leave(call.stage, call, u, cp, prune), []
 
     def _leave(self, node: str, call: Call, u: float, cp: float, prune: PruneHook | None) -> list[Call]:

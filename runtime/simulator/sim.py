@@ -38,7 +38,6 @@ from runtime.simulator.records import SimResult
 from runtime.simulator.runs import IRRun, Run
 from runtime.simulator.trace import TraceRequest, TraceRun
 
-ARRIVAL, TICK, FINISH, TRANSFER, SAMPLE, REQUEUE = range(6)
 SPEED_PROBE = (512, 128)
 """Request (input, output tokens) whose standalone time defines a replica's relative speed."""
 
@@ -92,10 +91,12 @@ class Simulator:
         self.graphs = {w.name: WorkflowGraph(program, w, self.ref_profiles) for w in program.workflows
                        if any(s.workflow == w.name for s in self.streams)}
         self._candidates: dict[tuple[str, str | None], list] = {}
-        self._stage_load_parts: dict[tuple, tuple[list, tuple[str, ...]]] = {}
+        self._stage_load_parts: dict[tuple, tuple[list, tuple[str, ...], dict]] = {}
+        self._stage_list: dict[str, list[tuple[str, str, str | None]]] = {}
         self._lenders: dict[tuple[str, str | None], list[LLMEngine]] = {}
         self._overrides = {m: getattr(type(policy), m) is not getattr(Policy, m)
                            for m in ("admit", "adapt", "prune_retry")}
+        self._prune_hook = self._prune if self._overrides["prune_retry"] else None
         self.run_records: list[tuple] = []
         self.call_records: list[tuple] = []
         self.kv_samples: list[tuple[float, str, int]] = []
@@ -156,17 +157,34 @@ class Simulator:
         return got
 
     # -- events --------------------------------------------------------------
-    def at(self, t: float, kind: int, obj: object, arg: object = None) -> None:
+    def at(self, t: float, handler, arg: object = None) -> None:
+        """Call ``handler(arg)`` at simulated time ``t``. Events are ``(t, seq, handler, arg)``
+        tuples: ``seq`` (unique, increasing) breaks time ties in scheduling order, so the heap never
+        compares handlers, and the loop calls the handler directly (no dispatch on an event kind)."""
         self._seq += 1
-        heappush(self._events, (t, self._seq, kind, obj, arg))
+        heappush(self._events, (t, self._seq, handler, arg))
 
     def run(self) -> SimResult:
         wall0 = time.perf_counter()
         self._arrival_rng = random.Random(self.cfg.seed)
         self._next_id = 0
+        # Policy settings read on every dispatch, bound once per simulation.
+        self._adapts = self._overrides["adapt"]
+        self._borrow = self.policy.borrow_idle
+        self._borrow_spare = self.policy.borrow_spare
+        self._record_calls = self.cfg.record_calls
+        # Policy.route not overridden, no borrowing and no prefill/decode replica: the route is the
+        # least-backlogged candidate (least_backlog_route), picked without the policy call and the
+        # Route object.
+        self._plain_route = (_inherited(self.policy, "route") and not self._borrow
+                             and all(e.role == "mixed" for e in self.engines))
+        # If, besides, the policy keeps the base priority (enqueue time) and neither adapts nor
+        # re-keys, no decision reads a CallView: dispatch builds none.
+        self._no_views = (self._plain_route and _inherited(self.policy, "priority") and not self._adapts
+                          and not self.policy.requeue_interval_s)
         if self.trace is not None:
             for i, req in enumerate(self.trace):
-                self.at(req.arrival_s, ARRIVAL, TraceRun(req, i, self.ref_profiles))
+                self.at(req.arrival_s, self._arrive, TraceRun(req, i, self.ref_profiles))
         else:
             if not self.streams:
                 raise ValueError("nothing to simulate: no arrival stream and no trace")
@@ -175,11 +193,11 @@ class Simulator:
             self._total_rate = total
             self._arrivals_left = self.cfg.runs
             self._pattern = self.streams[0]
-            self.at(0.0, ARRIVAL, None)
+            self.at(0.0, self._arrive, None)
         if self.cfg.kv_sample_s:
-            self.at(0.0, SAMPLE, None)
+            self.at(0.0, self._sample_kv, None)
         if self.policy.requeue_interval_s:
-            self.at(self.policy.requeue_interval_s, REQUEUE, None)
+            self.at(self.policy.requeue_interval_s, self._requeue, None)
         events = self._events
         # The event loop allocates millions of short-lived objects and frees them by reference
         # counting; the cyclic collector would only rescan the live ones over and over.
@@ -195,35 +213,26 @@ class Simulator:
 
     def _loop(self, events: list[tuple]) -> None:
         while events:
-            t, _, kind, obj, arg = heappop(events)
+            t, _, handler, arg = heappop(events)
             self.now = t
-            if kind == TICK or kind == FINISH:
-                obj.on_event(kind, arg)
-            elif kind == ARRIVAL:
-                self._arrive(obj)
-            elif kind == TRANSFER:
-                self._transfer_done(obj)
-            elif kind == SAMPLE:
-                self._sample_kv()
-            elif kind == REQUEUE:
-                self._requeue()
+            handler(arg)
 
     def _more_work(self) -> bool:
         return self.active_runs > 0 or (self.trace is None and self._arrivals_left > 0)
 
-    def _sample_kv(self) -> None:
+    def _sample_kv(self, _: None = None) -> None:
         for e in self.engines:
             self.kv_samples.append((self.now, e.name, e.kv_used_at(self.now)))
         if self._more_work() or any(e.busy for e in self.engines):
-            self.at(self.now + (self.cfg.kv_sample_s or 1.0), SAMPLE, None)
+            self.at(self.now + (self.cfg.kv_sample_s or 1.0), self._sample_kv, None)
 
-    def _requeue(self) -> None:
+    def _requeue(self, _: None = None) -> None:
         key_of = self._requeue_key
         for r in self.replicas.values():
             if r.nwaiting:
                 r.requeue_all(key_of)
         if self._more_work():
-            self.at(self.now + (self.policy.requeue_interval_s or 1.0), REQUEUE, None)
+            self.at(self.now + (self.policy.requeue_interval_s or 1.0), self._requeue, None)
 
     def _requeue_key(self, call: Call) -> tuple:
         v = call.view
@@ -249,7 +258,7 @@ class Simulator:
             self._arrivals_left -= 1
             if self._arrivals_left > 0:
                 p = self._pattern
-                self.at(self.now + interarrival(rng, self._total_rate, p.pattern, p.burstiness), ARRIVAL, None)
+                self.at(self.now + interarrival(rng, self._total_rate, p.pattern, p.burstiness), self._arrive, None)
         self._deadline(run)
         calls = run.first_calls()
         if self._overrides["admit"] and calls:
@@ -291,19 +300,30 @@ class Simulator:
                 wf_stage = self._stage_spec(stage)
                 if isinstance(wf_stage, LLMStage):
                     models = tuple(o.model for o in wf_stage.models if self.candidates(stage, kind, o.model))
-            got = self._stage_load_parts[key] = (self.candidates(stage, kind, model), models)
-        reps, models = got
+            got = self._stage_load_parts[key] = (self.candidates(stage, kind, model), models, {})
+        reps, models, made = got
         queued = running = 0
         wait = math.inf
         for r in reps:
             v = r.refresh_view() if r.dirty else r.view
-            queued += v.queue_len
-            running += v.running
+            q, n = v.queue_len, v.running
+            queued += q
+            running += n
             # A call waits only when the queued calls ahead of it leave no free batch slot.
-            w = 0.0 if v.queue_len + v.running < v.slots else v.backlog_s
+            w = 0.0 if q + n < v.slots else v.backlog_s
             if w < wait:
                 wait = w
-        return StageLoad(stage, queued, running, len(reps), wait if reps else 0.0, models)
+        if not reps:
+            wait = 0.0
+        # StageLoad is frozen, and building one is slow (object.__setattr__ per field), so equal
+        # loads share one object; the same few (queued, running, 0.0) values recur all the time.
+        # Bounded: a varying wait makes keys unique.
+        sl = made.get((queued, running, wait))
+        if sl is None:
+            if len(made) >= 4096:
+                made.clear()
+            sl = made[(queued, running, wait)] = StageLoad(stage, queued, running, len(reps), wait, models)
+        return sl
 
     def _stage_spec(self, stage: str):
         for g in self.graphs.values():
@@ -312,26 +332,35 @@ class Simulator:
         return None
 
     def stage_loads(self, run: Run) -> dict[str, StageLoad]:
-        g = self.graphs.get(run.workflow)
-        if g is None:
-            return {}
-        out = {}
-        for name, s in g.stages.items():
-            model = s.models[0].model if isinstance(s, LLMStage) else None
-            out[name] = self.stage_load(name, s.kind, model)
-        return out
+        stages = self._stage_list.get(run.workflow)
+        if stages is None:
+            g = self.graphs.get(run.workflow)
+            if g is None:
+                return {}
+            stages = self._stage_list[run.workflow] = [
+                (name, s.kind, s.models[0].model if isinstance(s, LLMStage) else None) for name, s in g.stages.items()]
+        return {name: self.stage_load(name, kind, model) for name, kind, model in stages}
 
     def dispatch(self, call: Call, exclude: frozenset[str] = frozenset()) -> None:
         """Adapt, route and queue a new call (see module docstring)."""
         self._seq += 1
         call.seq = self._seq
         run = call.run
-        view = self.call_view(call)
+        now = self.now
+        model = call.model
+        # call_view() inlined (one view per call, unless no decision reads it).
+        view = None if self._no_views else CallView(
+            run.run_id, run.workflow, call.stage, call.kind, model, run.arrival_s, now,
+            run.deadline_s, call.expected_s, call.remaining_cp_s, call.remaining_std_s, run.attained_s,
+            call.cp_service_s, call.prefix_key, call.input_tokens, call.output_tokens, call.attempt, now,
+            run.last_replica.get(model) if model else None, call.prefix_tokens,
+        )
         call.view = view
         hedge = 1
-        if call.kind == "llm":
+        kind = call.kind
+        if kind == "llm":
             self.llm_calls += 1
-            if self._overrides["adapt"] and not exclude:
+            if self._adapts and not exclude:
                 ad = self.policy.adapt(view, self.stage_load(call.stage, call.kind, call.model))
                 if ad.model and ad.model != call.model and self.candidates(call.stage, "llm", ad.model):
                     call.model = ad.model
@@ -339,36 +368,52 @@ class Simulator:
                         call.prefix_key = f"{run.workflow}/{call.stage}@{ad.model}"
                     view.model = ad.model
                     view.prefix_key = call.prefix_key
-                hedge = max(1, ad.hedge)
-        elif self._overrides["adapt"] and not exclude:
-            hedge = max(1, self.policy.adapt(view, self.stage_load(call.stage, call.kind, None)).hedge)
-        cands = self.candidates(call.stage, call.kind, call.model)
-        if not cands and call.kind == "llm":
+                hedge = ad.hedge  # below 2: no duplicate
+        elif self._adapts and not exclude:
+            hedge = self.policy.adapt(view, self.stage_load(call.stage, kind, None)).hedge
+        cands = self._candidates.get((call.stage, call.model))
+        if cands is None:
+            cands = self.candidates(call.stage, kind, call.model)
+        if not cands and kind == "llm":
             # The layout serves a declared alternative (e.g. a planner chose a lighter option).
             spec = self._stage_spec(call.stage)
             for opt in getattr(spec, "models", ()):
                 if self.candidates(call.stage, "llm", opt.model):
-                    call.model = view.model = opt.model
+                    call.model = opt.model
+                    if view is not None:
+                        view.model = opt.model
                     cands = self.candidates(call.stage, "llm", opt.model)
                     break
         if not cands:
             raise LayoutError(f"no replica serves stage {call.stage!r}"
                               + (f" with model {call.model!r}" if call.model else ""))
+        if self._plain_route and not exclude:
+            replica = _least_backlog_replica(cands)
+            call.t_enqueue = now
+            # Without a view, the key is Policy.priority's: (enqueued_s,).
+            replica.enqueue(call, (now,) if view is None else self.policy.priority(view))
+            if hedge > 1:
+                self._hedge(call, hedge, exclude, replica)
+            return
         # A clean engine's view is current: skip the method call (hot path).
         if exclude:
             views = [r.refresh_view() for r in cands if r.name not in exclude]
         else:
             views = [r.refresh_view() if r.dirty else r.view for r in cands]
         borrowed: list = []
-        if self.policy.borrow_idle and call.kind == "llm":
-            spare = self.policy.borrow_spare
-            for r in self.lenders(call.stage, call.model):
-                if (not r.nwaiting and (not r.running or (spare and len(r.running) < r.max_batch))
-                        and r.name not in exclude):
-                    v = r.refresh_view() if r.dirty else r.view
+        if self._borrow and kind == "llm":
+            spare = self._borrow_spare
+            lenders = self._lenders.get((call.stage, call.model))
+            if lenders is None:
+                lenders = self.lenders(call.stage, call.model)
+            # Idle replicas, or (borrow_spare) ones with a free batch slot and no queue.
+            borrowed = [r.refresh_view() if r.dirty else r.view for r in lenders
+                        if not r.nwaiting and (not r.running or (spare and len(r.running) < r.max_batch))
+                        and (not exclude or r.name not in exclude)]
+            if borrowed:
+                for v in borrowed:
                     v.borrowed = True
-                    borrowed.append(v)
-            views += borrowed
+                views += borrowed
         if not views:
             return
         route = self.policy.route(view, views) or least_backlog_route(views)
@@ -381,30 +426,29 @@ class Simulator:
             call.decode_replica = self.replicas[dec] if dec else None
             if call.decode_replica is None:
                 raise LayoutError(f"{replica.name} is a prefill replica but the route names no decode replica")
-        call.t_enqueue = self.now
+        call.t_enqueue = now
         replica.enqueue(call, self.policy.priority(view))
         if hedge > 1:
-            peers = [call]
-            used = set(exclude) | {replica.name}
-            for _ in range(hedge - 1):
-                twin = Call(run, call.key, call.stage, call.kind, call.model, call.input_tokens,
-                            call.output_tokens, call.prefix_key, call.prefix_tokens, call.service_s,
-                            call.standalone_s, call.expected_s, call.remaining_cp_s, call.remaining_std_s,
-                            call.group, call.attempt, call.cp_service_s)
-                twin.hedge_peers = peers
-                peers.append(twin)
-                self.dispatch(twin, frozenset(used))
-                if twin.replica is not None:
-                    used.add(twin.replica.name)
-            call.hedge_peers = peers
+            self._hedge(call, hedge, exclude, replica)
+
+    def _hedge(self, call: Call, hedge: int, exclude: frozenset[str], replica) -> None:
+        """Dispatch ``hedge - 1`` duplicates of ``call`` (queued on ``replica``) elsewhere."""
+        run = call.run
+        peers = [call]
+        used = set(exclude) | {replica.name}
+        for _ in range(hedge - 1):
+            twin = Call(run, call.key, call.stage, call.kind, call.model, call.input_tokens,
+                        call.output_tokens, call.prefix_key, call.prefix_tokens, call.service_s,
+                        call.standalone_s, call.expected_s, call.remaining_cp_s, call.remaining_std_s,
+                        call.group, call.attempt, call.cp_service_s)
+            twin.hedge_peers = peers
+            peers.append(twin)
+            self.dispatch(twin, frozenset(used))
+            if twin.replica is not None:
+                used.add(twin.replica.name)
+        call.hedge_peers = peers
 
     # -- callbacks from engines ----------------------------------------------
-    def started(self, call: Call, replica: object) -> None:
-        pass
-
-    def preempted(self, call: Call) -> None:
-        pass
-
     def call_finished(self, call: Call) -> None:
         if call.phase == "prefill":
             self._ship_kv(call)
@@ -416,7 +460,7 @@ class Simulator:
                 if peer is not call and peer.state not in (DONE, CANCELLED) and peer.replica is not None:
                     peer.replica.cancel(peer)
                     peer.state = CANCELLED
-        if self.cfg.record_calls:
+        if self._record_calls:
             self.call_records.append((run.run_id, run.workflow, call.stage, call.kind, call.replica.name,
                                       call.t_enqueue, call.t_start, call.t_end, call.input_tokens,
                                       call.output_tokens))
@@ -424,13 +468,14 @@ class Simulator:
         if call.model:
             run.last_replica[call.model] = call.replica.name
         run.outstanding -= 1
-        new, cancel = run.on_done(call, self._prune if self._overrides["prune_retry"] else None)
-        for c in cancel:
-            for peer in c.hedge_peers or (c,):
-                if peer.replica is not None and peer.state not in (DONE, CANCELLED):
-                    peer.replica.cancel(peer)
-                peer.state = CANCELLED
-            run.outstanding -= 1
+        new, cancel = run.on_done(call, self._prune_hook)
+        if cancel:
+            for c in cancel:
+                for peer in c.hedge_peers or (c,):
+                    if peer.replica is not None and peer.state not in (DONE, CANCELLED):
+                        peer.replica.cancel(peer)
+                    peer.state = CANCELLED
+                run.outstanding -= 1
         run.outstanding += len(new)
         for c in new:
             self.dispatch(c)
@@ -458,7 +503,7 @@ class Simulator:
         call.state = TRANSFERRING
         call.ctx += 1
         call.replica = None
-        self.at(self.now + call.ctx * dec.view.kv_bytes_per_token / bw, TRANSFER, call)
+        self.at(self.now + call.ctx * dec.view.kv_bytes_per_token / bw, self._transfer_done, call)
 
     def _transfer_done(self, call: Call) -> None:
         if call.state == CANCELLED:
@@ -468,3 +513,26 @@ class Simulator:
     def _record_run(self, run: Run) -> None:
         self.run_records.append((run.run_id, run.workflow, run.arrival_s, run.end_s, run.standalone_s,
                                  run.deadline_s, run.status, run.ncalls, run.pruned))
+
+
+def _inherited(policy: Policy, method: str) -> bool:
+    """Whether ``policy.<method>`` is :class:`Policy`'s own (not overridden, not replaced on the instance)."""
+    return getattr(getattr(policy, method), "__func__", None) is getattr(Policy, method)
+
+
+def _least_backlog_replica(replicas: Sequence[LLMEngine | ExecutorGroup]) -> LLMEngine | ExecutorGroup:
+    """The replica :func:`least_backlog_route` picks among ``replicas`` when all of them run both
+    phases: the least ``(backlog_s, queue_len + running, replica_id)`` of their views, the first
+    on a full tie (``runtime.policies.base._least_backlog``'s rule). Fused with the views' refresh
+    into one pass (every dispatch of a least-backlog policy), with no view list and no Route."""
+    best = replicas[0]
+    bv = best.refresh_view() if best.dirty else best.view
+    bb = bv.backlog_s
+    for r in replicas:
+        v = r.refresh_view() if r.dirty else r.view
+        b = v.backlog_s
+        if b > bb or v is bv:  # cannot win (most replicas), or the first one itself
+            continue
+        if b < bb or (v.queue_len + v.running, v.replica_id) < (bv.queue_len + bv.running, bv.replica_id):
+            best, bv, bb = r, v, b
+    return best
