@@ -36,6 +36,8 @@ by the planner: :func:`runtime.simulator.cluster.layout_from_plan`) and adds:
   call per replica) and the expected wait there already exceeds the run's
   whole slack: it would miss its deadline anyway (a rejection counts as a
   miss), and admitting it would only delay runs that can still make theirs.
+  A bottleneck stage that declares a lighter model with replicas degrades
+  instead (malleability below): rejection is the last resort.
 * **Malleability under pressure.** When a stage's expected wait exceeds the
   call's slack and the stage declares a lighter model with replicas, the call
   swaps to it; a retry is pruned (the loop's ``on_exhausted`` is taken) only
@@ -85,6 +87,10 @@ class Cortex(Policy):
     """A borrowed replica must beat the own pool's best score by this many expected call times."""
     coarse_borrow_margin: float = 1.0
     """The same margin where the executor gives no profile (the estimate is then only backlog-based)."""
+    malleable: bool = True
+    """Swap a call to its stage's lighter declared model when the stage's wait exceeds the call's
+    slack; a run whose bottleneck stage has such a model is then admitted (degraded) rather than
+    rejected."""
     preemptive: bool = True
     preempt_margin_s: float = math.inf
     """A waiting call evicts a running one (batch or KV full) only when the running call's latest
@@ -153,6 +159,8 @@ class Cortex(Policy):
         if not self.admission or call.deadline_s is None or not load:
             return Admission.accept()
         bottleneck = max(load.values(), key=lambda s: (s.expected_wait_s, s.stage))
+        if self.malleable and len(bottleneck.models) > 1:
+            return Admission.accept()  # degrade (adapt swaps to the lighter model) rather than reject
         wait = bottleneck.expected_wait_s
         standing_queue = bottleneck.queued >= max(bottleneck.replicas, 1)
         if standing_queue and wait > 0.0 and wait > slack_s(call):
@@ -163,7 +171,8 @@ class Cortex(Policy):
 
     def adapt(self, call: CallView, load: StageLoad) -> Adaptation:
         if call.kind == "llm":
-            if len(load.models) > 1 and call.model == load.models[0] and load.expected_wait_s > slack_s(call):
+            if (self.malleable and len(load.models) > 1 and call.model == load.models[0]
+                    and load.expected_wait_s > slack_s(call)):
                 return Adaptation(model=load.models[-1])
             return KEEP
         if self.hedge_executors and load.queued == 0:

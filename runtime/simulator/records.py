@@ -52,6 +52,9 @@ class SimResult:
     wall_s: float
     sim_end_s: float
     engines: list[EngineStats]
+    quality: np.ndarray | None = None
+    """Per run: declared quality of its answer (1 = every call on its stage's preferred model;
+    malleability's lighter options multiply in their declared quality, once per stage)."""
     kv_samples: list[tuple[float, str, int]] = field(default_factory=list)
     calls: list[tuple] = field(default_factory=list)
     label: str = LABEL
@@ -72,6 +75,7 @@ class SimResult:
             standalone=np.array([r[4] for r in recs], dtype=float),
             status=np.array([r[6] for r in recs], dtype=object),
             pruned=np.array([r[8] for r in recs], dtype=np.int64),
+            quality=np.array([r[9] for r in recs], dtype=float),
             warmup=warm, llm_calls=sim.llm_calls, wall_s=wall_s, sim_end_s=sim.now,
             engines=engines, kv_samples=sim.kv_samples, calls=sim.call_records,
         )
@@ -114,6 +118,21 @@ class SimResult:
     def failed_fraction(self) -> float:
         return float(np.mean(self.status[self.measured] == "fail")) if len(self.status) else 0.0
 
+    def mean_quality(self) -> float:
+        """Mean declared answer quality of the measured runs that were not rejected (1.0 = no run
+        ran any call on a lighter model option)."""
+        if self.quality is None or not len(self.quality):
+            return 1.0
+        m = self.measured
+        q = self.quality[m][self.status[m] != "rejected"]
+        return float(np.mean(q)) if len(q) else 1.0
+
+    def degraded_fraction(self) -> float:
+        """Share of measured runs with at least one call on a lighter model option."""
+        if self.quality is None or not len(self.quality):
+            return 0.0
+        return float(np.mean(self.quality[self.measured] < 1.0))
+
     def summary(self) -> dict:
         lat = self.latency()
         pct = (lambda q: float(np.percentile(lat, q)) if len(lat) else math.nan)
@@ -122,6 +141,8 @@ class SimResult:
             "p50_s": pct(50), "p99_s": pct(99), "scale95": self.min_scale(0.95), "scale99": self.min_scale(0.99),
             "rejected": self.rejected_fraction(), "failed": self.failed_fraction(),
             "pruned_runs": int(np.sum(self.pruned[self.measured] > 0)),
+            "mean_quality": self.mean_quality(),
+            "degraded_runs": self.degraded_fraction(),
             "llm_calls": self.llm_calls, "wall_s": self.wall_s,
             "llm_calls_per_wall_s": self.llm_calls / self.wall_s if self.wall_s > 0 else math.inf,
             "kv_peak_over_capacity": max((e.kv_peak_tokens / e.kv_capacity_tokens for e in self.engines),

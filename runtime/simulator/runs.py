@@ -103,7 +103,7 @@ class Run:
     """State common to every run driver."""
 
     __slots__ = ("run_id", "workflow", "arrival_s", "deadline_s", "standalone_s", "status", "end_s",
-                 "attained_s", "outstanding", "last_replica", "pruned", "ncalls", "rejected_reason")
+                 "attained_s", "outstanding", "last_replica", "pruned", "ncalls", "rejected_reason", "lighter")
 
     def __init__(self, run_id: int, workflow: str, arrival_s: float):
         self.run_id = run_id
@@ -119,6 +119,25 @@ class Run:
         self.pruned = 0
         self.ncalls = 0
         self.rejected_reason: str | None = None
+        self.lighter: dict[str, float] | None = None
+        """Stages whose calls ran on a lighter declared model option, with that option's quality
+        (None until one does: the common case costs nothing)."""
+
+    def degrade(self, stage: str, quality: float) -> None:
+        """Record that a call of ``stage`` ran on a model option of declared ``quality``."""
+        if quality < 1.0:
+            if self.lighter is None:
+                self.lighter = {}
+            self.lighter[stage] = min(quality, self.lighter.get(stage, 1.0))
+
+    @property
+    def quality(self) -> float:
+        """Declared quality of the run's answer: the product, over stages, of the lowest quality
+        option any of the stage's calls ran on (the planner's per-stage quality arithmetic)."""
+        q = 1.0
+        for v in (self.lighter or {}).values():
+            q *= v
+        return q
 
     def first_calls(self) -> list[Call]:
         raise NotImplementedError

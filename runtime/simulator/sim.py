@@ -325,6 +325,11 @@ class Simulator:
             sl = made[(queued, running, wait)] = StageLoad(stage, queued, running, len(reps), wait, models)
         return sl
 
+    def _option_quality(self, stage: str, model: str) -> float:
+        """Declared quality of ``model`` as an option of ``stage`` (1.0 when not declared)."""
+        spec = self._stage_spec(stage)
+        return next((o.quality for o in getattr(spec, "models", ()) if o.model == model), 1.0)
+
     def _stage_spec(self, stage: str):
         for g in self.graphs.values():
             if stage in g.stages:
@@ -363,6 +368,7 @@ class Simulator:
             if self._adapts and not exclude:
                 ad = self.policy.adapt(view, self.stage_load(call.stage, call.kind, call.model))
                 if ad.model and ad.model != call.model and self.candidates(call.stage, "llm", ad.model):
+                    run.degrade(call.stage, self._option_quality(call.stage, ad.model))
                     call.model = ad.model
                     if call.prefix_key:
                         call.prefix_key = f"{run.workflow}/{call.stage}@{ad.model}"
@@ -379,6 +385,7 @@ class Simulator:
             spec = self._stage_spec(call.stage)
             for opt in getattr(spec, "models", ()):
                 if self.candidates(call.stage, "llm", opt.model):
+                    run.degrade(call.stage, opt.quality)
                     call.model = opt.model
                     if view is not None:
                         view.model = opt.model
@@ -512,7 +519,8 @@ class Simulator:
 
     def _record_run(self, run: Run) -> None:
         self.run_records.append((run.run_id, run.workflow, run.arrival_s, run.end_s, run.standalone_s,
-                                 run.deadline_s, run.status, run.ncalls, run.pruned))
+                                 run.deadline_s, run.status, run.ncalls, run.pruned,
+                                 run.quality if run.lighter else 1.0))
 
 
 def _inherited(policy: Policy, method: str) -> bool:

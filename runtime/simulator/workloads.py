@@ -54,16 +54,18 @@ def outcome(*values: str) -> Condition:
     return Condition(kind="outcome", values=values)
 
 
-def nl2sql(retry_p: float = 0.45, max_repairs: int = 8) -> Workflow:
-    """NL2SQL with a long-tailed repair loop (see module docstring)."""
+def nl2sql(retry_p: float = 0.45, max_repairs: int = 8, sql_models: tuple[str, ...] | None = None) -> Workflow:
+    """NL2SQL with a long-tailed repair loop (see module docstring). ``sql_models``: the model
+    options of the SQL-writing stages (``generate``, ``fix``), preferred first, the others at
+    90% declared quality; default Llama-3-8B only."""
     ok = 1.0 - retry_p
     return Workflow(
         name="nl2sql", inputs=("question",),
         stages=(
             llm("schema_link", 1400, 48, prefix=1200),
-            llm("generate", 1700, 110, prefix=1200),
+            llm("generate", 1700, 110, prefix=1200, models=sql_models),
             SQLStage(name="execute", database="sales", service_s=0.06, service_cv=1.5),
-            llm("fix", 1900, 110, prefix=1000),
+            llm("fix", 1900, 110, prefix=1000, models=sql_models),
             llm("answer", 600, 90, prefix=300),
         ),
         entry="schema_link",

@@ -219,3 +219,29 @@ def test_every_call_is_prefilled_on_a_prefill_replica_and_decoded_on_a_decode_re
     busy = {e.name: e.iterations for e in sim.engines}
     assert all(busy[n] > 0 for n, role in roles.items() if role == "prefill")
     assert all(e.kv_peak_tokens <= e.kv_capacity_tokens for e in res.engines)
+
+
+def test_malleability_swaps_are_charged_their_declared_quality():
+    """One stage declaring ``llama70b | llama8b @ 90%``, one 70B replica that saturates and a
+    generic 8B pool: Cortex swaps calls to the 8B model under pressure (rather than rejecting
+    runs) and each swapped run's answer is recorded at 0.9; FCFS never swaps."""
+    from cortexlang.ir import Program
+    from runtime.simulator.workloads import LLAMA70B, LLAMA8B
+
+    wf = Workflow(name="gen", stages=(llm("write", 800, 200, models=("llama70b", "llama8b")),), entry="write",
+                  edges=(edge("write", "done"),))
+    prog70 = Program(models=(LLAMA70B, LLAMA8B), workflows=(wf,))
+    layout = [ReplicaSpec(name="big", kind="llm", device="H100", model="llama70b", tp=4, slots=8),
+              *engines(2, "H100", slots=64, prefix="small")]
+    results = {}
+    for name in ("fcfs", "cortex"):
+        results[name] = Simulator(prog70, layout, make_policy(name), [Stream(wf.name, 4.0)],
+                                  SimConfig(runs=300, seed=4, slo_scale=1.5, warmup_fraction=0.0)).run()
+    fcfs, cortex = results["fcfs"], results["cortex"]
+    assert fcfs.mean_quality() == 1.0 and fcfs.degraded_fraction() == 0.0
+    assert set(np.unique(cortex.quality)) == {0.9, 1.0}
+    assert 0.2 < cortex.degraded_fraction() < 0.8 and cortex.rejected_fraction() == 0.0
+    assert cortex.min_scale(0.95) < fcfs.min_scale(0.95)   # the speed it bought, at the quality above
+    assert cortex.mean_quality() == pytest.approx(1.0 - 0.1 * cortex.degraded_fraction())
+    s = cortex.summary()
+    assert s["mean_quality"] == cortex.mean_quality() and s["degraded_runs"] == cortex.degraded_fraction()
