@@ -99,6 +99,8 @@ def main() -> None:
                              "scale95": round(sc[0.95], 3), "scale99": round(sc[0.99], 3),
                              "p50_s": round(summ["p50_s"], 3), "p99_s": round(summ["p99_s"], 3),
                              "rejected": summ["rejected"], "pruned_runs": summ["pruned_runs"],
+                             "mean_quality": round(summ["mean_quality"], 4),
+                             "degraded_runs": round(summ["degraded_runs"], 4),
                              "simulations": sims[0]})
                 bar.advance(task)
     elapsed = time.perf_counter() - t0
@@ -153,15 +155,17 @@ def markdown(rows: list[dict], args, elapsed: float) -> str:
            "disaggregation (the published HexAGenT setting): every policy, Cortex included, runs on the whole "
            "cluster split into one prefill pool and one decode pool, with the split (column `prefill`) chosen per "
            f"policy among `sim_common.pd_splits` on seed {TUNING_SEED} (each policy gets its own best deployment). "
-           "Rejected runs count as misses.", ""]
+           "Rejected runs count as misses. `quality` = mean declared answer quality of the admitted runs (1 = "
+           "no call on a lighter model option; see benchmarks/sim_malleability.py for the cell where Cortex "
+           "trades it).", ""]
     cells = sorted({(r["workload"], r["cluster"], r["load"]) for r in rows}, key=lambda c: (c != GOAL, c != GOAL_PD, c))
     out += ["| workload | cluster | load | policy | scale@95% | scale@99% | p50 s | p99 s | rejected | pruned runs "
-            "| prefill |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| quality | prefill |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cell in cells:
         for r in [r for r in rows if (r["workload"], r["cluster"], r["load"]) == cell]:
             out.append(f"| {r['workload']} | {r['cluster']} | {r['load']:.1f} | {r['policy']} | {r['scale95']:.2f} | "
                        f"{r['scale99']:.2f} | {r['p50_s']:.2f} | {r['p99_s']:.2f} | {r['rejected']:.3f} | "
-                       f"{r['pruned_runs']} | {_split_text(r.get('prefill_split'))} |")
+                       f"{r['pruned_runs']} | {r['mean_quality']:.3f} | {_split_text(r.get('prefill_split'))} |")
     out += ["", "## Cortex vs the best baseline (same run)", "",
             "| workload | cluster | load | best baseline @95% | ratio @95% | best baseline @99% | ratio @99% |",
             "|---|---|---|---|---|---|---|"]
