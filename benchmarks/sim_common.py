@@ -49,6 +49,9 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
     "hexagent+ect": ("hexagent", {"marginal_weight": 1.0, "risk_threshold": 1.01}),
 }
 """Not published baselines: HexAGenT's priority with Cortex's completion-time + marginal-slowdown routing."""
+PLAN_TIME_LIMIT_S = 60.0
+"""Cut-loop budget for the experiments' plans: large enough that the iteration cap, not the wall
+clock, ends each solve, so layouts (and every figure built on them) do not depend on machine load."""
 EXECUTOR_SLOTS = 512  # tools/SQL are external services: never the bottleneck here
 
 
@@ -122,7 +125,7 @@ def plan_layouts(s: Setup, rate: float) -> tuple[tuple[ReplicaSpec, ...], tuple[
         return s.layouts[key]
     wf = s.workflow.model_copy(update={"slo": SLO(latency_s=600.0, attainment=0.99)})
     plan = plan_program(s.program.model_copy(update={"workflows": (wf,)}), _inventory(s.devices), rate=rate,
-                        mode="headroom", decode_stretch=s.decode_stretch)
+                        mode="headroom", decode_stretch=s.decode_stretch, time_limit_s=PLAN_TIME_LIMIT_S)
     if isinstance(plan, Plan):
         lay = tuple(replace(r, slots=EXECUTOR_SLOTS) if r.kind == "executor" else r for r in layout_from_plan(plan))
         out = (lay, pooled(lay), True)

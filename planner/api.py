@@ -45,7 +45,7 @@ from planner.plan import (
 )
 from planner.profiles import PROFILE_DIR
 from planner.shared_pool import compare
-from planner.solver import SolveResult, WorkflowProblem, objective_milli, solve
+from planner.solver import TIME_LIMIT_S, SolveResult, WorkflowProblem, objective_milli, solve
 from planner.visits import ChainError, VisitChain, branch_multiplicity, build_chain, expected_stage_visits
 
 HEADROOM_TOLERANCE = 0.005
@@ -146,9 +146,10 @@ class Planner:
 
     def __init__(self, program: Program, inventory: Inventory, rates: dict[str, float], mode: Mode,
                  samples: int, seed: int, profile_dir: Path, progress: Progress | None,
-                 decode_stretch: float = DECODE_STRETCH) -> None:
+                 decode_stretch: float = DECODE_STRETCH, time_limit_s: float = TIME_LIMIT_S) -> None:
         self.program, self.inventory, self.rates, self.mode = program, inventory, rates, mode
         self.decode_stretch = decode_stretch
+        self.time_limit_s = time_limit_s
         self.samples, self.seed, self.profile_dir = samples, seed, profile_dir
         self.progress = progress or (lambda _msg: None)
         self.workflows = [w for w in program.workflows]
@@ -167,7 +168,7 @@ class Planner:
     def solve_at(self, models: Sequence[WorkflowModel], scale: float, unbounded: bool = False,
                  max_quality_loss: int | None = None, relative: bool = False) -> SolveResult:
         result = solve([m.problem(relative) for m in models], inventory_limits(self.inventory, unbounded), scale,
-                       max_quality_loss=max_quality_loss)
+                       max_quality_loss=max_quality_loss, time_limit_s=self.time_limit_s)
         self.iterations += result.iterations
         return result
 
@@ -392,13 +393,16 @@ def _r(x: float) -> float:
 def plan_program(program: Program, inventory: Inventory | None = None, rate: float | None = None,
                  mode: Mode = "cost", profiles: Path | None = None, *, workflows: Sequence[str] | None = None,
                  samples: int = DEFAULT_SAMPLES, seed: int = 0, progress: Progress | None = None,
-                 decode_stretch: float = DECODE_STRETCH) -> Plan | Infeasible:
+                 decode_stretch: float = DECODE_STRETCH, time_limit_s: float = TIME_LIMIT_S) -> Plan | Infeasible:
     """Plan ``program`` (or the named ``workflows`` of it) on ``inventory``.
 
     ``inventory`` defaults to the program's ``resources``; ``rate`` (runs per
     second) overrides every workflow's declared load; ``decode_stretch`` bounds each
     pool's ``max_num_seqs`` by :func:`planner.candidates.latency_cap` (``math.inf``: KV only); ``profiles`` is a
     directory of profile files (default: the shipped ``planner/profile_data``).
+    ``time_limit_s`` is the wall-clock budget of each solve's cut loop
+    (:data:`planner.solver.TIME_LIMIT_S`); a large value makes the plan depend only on
+    the iteration cap, so it is the same on a busy machine (benchmarks use that).
     Never raises on bad input: returns :class:`Infeasible` with a message.
     """
     inventory = inventory or program.inventory
@@ -423,7 +427,7 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
     if not decode_stretch >= 1.0:
         return Infeasible(binding="input", message=f"decode_stretch must be at least 1 (got {decode_stretch}).")
     planner = Planner(program, inventory, rates, mode, samples, seed, profiles or PROFILE_DIR, progress,
-                      decode_stretch)
+                      decode_stretch, time_limit_s)
     try:
         return planner.run()
     except ChainError as exc:
