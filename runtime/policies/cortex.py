@@ -41,9 +41,9 @@ by the planner: :func:`runtime.simulator.cluster.layout_from_plan`) and adds:
 * **Malleability under pressure.** When a stage's expected wait exceeds the
   call's slack and the stage declares a lighter model with replicas, the call
   swaps to it; a retry is pruned (the loop's ``on_exhausted`` is taken) only
-  when the run misses its deadline anyway (the retry alone cannot finish in
-  time) and the retry's stage has a queue: a pruned run counts as a miss, so
-  pruning only pays when it frees capacity for runs that can still make it.
+  when the run has already missed its deadline and the retry's stage has a
+  queue: a pruned run counts as a miss, so pruning only frees capacity for runs
+  that can still make theirs.
 * **Hedging.** Executor (SQL/tool) calls are duplicated on an idle second
   executor when ``hedge_executors`` is set (off by default: in the simulator a
   duplicate shares the call's scripted service time, so it cannot win).
@@ -180,8 +180,11 @@ class Cortex(Policy):
         return KEEP
 
     def prune_retry(self, call: CallView, loop: str, iteration: int, load: StageLoad) -> bool:
-        # A pruned run is a miss, so prune only runs that miss anyway: even this retry alone
-        # cannot finish before the deadline, and its stage has a queue it would lengthen.
+        # A pruned run is a miss, so prune only runs that have already missed their deadline (then
+        # pruning can never turn a hit into a miss) while the retry's stage has a queue it would
+        # lengthen. An earlier rule -- "the retry's expected time alone overruns the deadline" --
+        # pruned runs whose retry came in shorter than expected and would have made it: 25 of 540
+        # runs in the malleability cell at 0.9 load (scale 2.38 vs 2.28 without pruning, seed 2).
         if not self.prune_hopeless or call.deadline_s is None:
             return False
-        return call.now_s + call.stage_expected_s > call.deadline_s and load.queued > 0
+        return call.now_s > call.deadline_s and load.queued > 0

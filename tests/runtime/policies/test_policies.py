@@ -142,17 +142,18 @@ def test_cortex_admission_rejects_only_runs_that_cannot_make_it():
     assert p.admit(tight, transient).admit
 
 
-def test_cortex_prunes_only_retries_of_runs_that_miss_anyway_under_pressure():
-    """A pruned run counts as a miss: prune only when the retry alone cannot finish before the
-    deadline (now 10, expected 1 s, deadline 10.5) and the retry's stage has a queue."""
+def test_cortex_prunes_only_retries_of_runs_past_their_deadline_under_pressure():
+    """A pruned run counts as a miss: prune only when the run has already missed its deadline (now 10,
+    deadline 9.5) and the retry's stage has a queue. A retry whose *expected* time overruns the
+    deadline (deadline 10.5, expected 1 s) may still come in shorter: it is not pruned."""
     p = Cortex()
-    doomed = call(deadline_s=10.5, remaining_critical_path_s=5.0, stage_expected_s=1.0)
-    late_but_savable = call(deadline_s=12.0, remaining_critical_path_s=5.0, stage_expected_s=1.0)  # slack -3
+    doomed = call(deadline_s=9.5, remaining_critical_path_s=5.0, stage_expected_s=1.0)
+    tight = call(deadline_s=10.5, remaining_critical_path_s=5.0, stage_expected_s=1.0)
     busy = StageLoad("fix", queued=3, running=8, replicas=1, expected_wait_s=1.0)
     idle = StageLoad("fix", queued=0, running=0, replicas=1, expected_wait_s=0.0)
     assert p.prune_retry(doomed, "repair", 2, busy)
     assert not p.prune_retry(doomed, "repair", 2, idle)
-    assert not p.prune_retry(late_but_savable, "repair", 2, busy)
+    assert not p.prune_retry(tight, "repair", 2, busy)
     assert not p.prune_retry(call(deadline_s=40.0), "repair", 2, busy)
 
 
