@@ -74,7 +74,8 @@ def _inventory(devices: dict[str, int]) -> Inventory:
                      cpu=CpuResource(slots=EXECUTOR_SLOTS))
 
 
-def _graph(prog: Program, wf: Workflow, layout) -> WorkflowGraph:
+def workflow_graph(prog: Program, wf: Workflow, layout) -> WorkflowGraph:
+    """The simulator's compiled graph of ``wf`` (standalone times, critical paths) on ``layout``."""
     return Simulator(prog, layout, make_policy("fcfs"), [Stream(wf.name, 1.0)], SimConfig(runs=1)).graphs[wf.name]
 
 
@@ -95,7 +96,7 @@ def setup(workload: str, cluster: str, max_num_seqs: int | None = None,
         lay = full_cluster_layout(prog, wf, devices, max_num_seqs, decode_stretch)
     else:  # several models: the capacity of the planner's layout at the declared load
         lay = plan_layouts(s, wf.load.rate_per_s if wf.load else 1.0)[1]
-    s.capacity = capacity_runs_per_s(prog, _graph(prog, wf, lay), lay)
+    s.capacity = capacity_runs_per_s(prog, workflow_graph(prog, wf, lay), lay)
     return s
 
 
@@ -108,7 +109,7 @@ def full_cluster_layout(prog: Program, wf: Workflow, devices: dict[str, int], ma
     family = prog.model(model).profile
     tp = min(p.tp for p in all_profiles() if p.model == family and p.device in devices)
     base = shared_layout(devices, model, tp=tp, workflow=wf, executor_slots=EXECUTOR_SLOTS)
-    ctx = run_demand(_graph(prog, wf, base))["ctx"]
+    ctx = run_demand(workflow_graph(prog, wf, base))["ctx"]
     out = []
     for r in base:
         if r.kind == "llm":
@@ -131,7 +132,7 @@ def plan_layouts(s: Setup, rate: float) -> tuple[tuple[ReplicaSpec, ...], tuple[
         out = (lay, pooled(lay), True)
     else:
         shared = full_cluster_layout(s.program, s.workflow, s.devices, None, s.decode_stretch)
-        iso = isolated_layout(s.devices, s.program, s.workflow, llm_work(_graph(s.program, s.workflow, shared)),
+        iso = isolated_layout(s.devices, s.program, s.workflow, llm_work(workflow_graph(s.program, s.workflow, shared)),
                               executor_slots=EXECUTOR_SLOTS)
         # The same latency-aware batch cap per device kind as the pooled replicas (both layouts alike).
         caps = {r.device: r.slots for r in shared if r.kind == "llm"}
@@ -204,7 +205,7 @@ def pd_splits(s: Setup, rate: float, limit: int = 4) -> list[dict[str, int]]:
     its best among them on the tuning seed.
     """
     full = full_cluster_layout(s.program, s.workflow, s.devices, s.max_num_seqs, s.decode_stretch)
-    d = run_demand(_graph(s.program, s.workflow, full))
+    d = run_demand(workflow_graph(s.program, s.workflow, full))
     llm = [r for r in full if r.kind == "llm"]
     kinds = sorted({r.device for r in llm})
     prof = {k: model_profile(s.program, llm[0].model or "", k, llm[0].tp) for k in kinds}

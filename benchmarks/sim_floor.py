@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.sim_common import BASELINES, _graph, full_cluster_layout, pd_layout, setup  # noqa: E402
+from benchmarks.sim_common import BASELINES, workflow_graph, full_cluster_layout, pd_layout, setup  # noqa: E402
 from runtime.simulator.capacity import run_demand  # noqa: E402
 from runtime.simulator.cluster import ReplicaSpec, model_profile  # noqa: E402
 from runtime.simulator.floor import DecodeReplica, min_mean_stretch  # noqa: E402
@@ -52,7 +52,7 @@ def main() -> None:
     sweep = json.loads((OUT / "sim_slo_scale.json").read_text())
     s = setup("nl2sql", "mixed12")
     full = full_cluster_layout(s.program, s.workflow, s.devices)
-    demand = run_demand(_graph(s.program, s.workflow, full))
+    demand = run_demand(workflow_graph(s.program, s.workflow, full))
     ctx = demand["ctx"]
     model = next(r.model for r in full if r.kind == "llm")
     ref = min(model_profile(s.program, model or "", r.device, r.tp).decode_step_s(1, int(ctx))

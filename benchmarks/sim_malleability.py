@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.sim_common import EXECUTOR_SLOTS  # noqa: E402
+from benchmarks.sim_common import BASELINE_PARAMS, DEADLINE_AWARE, EXECUTOR_SLOTS  # noqa: E402
 from planner.candidates import latency_cap  # noqa: E402
 from runtime.policies.registry import make_policy  # noqa: E402
 from runtime.simulator.capacity import capacity_runs_per_s, run_demand  # noqa: E402
@@ -45,10 +45,11 @@ from runtime.simulator.workloads import nl2sql, program  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 TARGETS = (0.95, 0.99)
-POLICIES = {"fcfs": {}, "autellix-plas": {}, "hexgen-text2sql": {"alpha": 0.2}, "hexagent": {}, "cortex": {},
-            "cortex-fixed": {"malleable": False}}
-DEADLINE_AWARE = {"hexgen-text2sql", "hexagent", "cortex", "cortex-fixed"}
 BASELINES = ("fcfs", "autellix-plas", "hexgen-text2sql", "hexagent")
+"""The published baselines (sim_common's, less ATLAS: on sequential workflows it equals PLAS)."""
+POLICIES = {**{b: dict(BASELINE_PARAMS.get(b, {})) for b in BASELINES}, "cortex": {},
+            "cortex-fixed": {"malleable": False}}
+DEADLINE_AWARE = DEADLINE_AWARE | {"cortex-fixed"}
 
 
 def layout(prog, wf) -> tuple[ReplicaSpec, ...]:

@@ -353,13 +353,8 @@ class Simulator:
         run = call.run
         now = self.now
         model = call.model
-        # call_view() inlined (one view per call, unless no decision reads it).
-        view = None if self._no_views else CallView(
-            run.run_id, run.workflow, call.stage, call.kind, model, run.arrival_s, now,
-            run.deadline_s, call.expected_s, call.remaining_cp_s, call.remaining_std_s, run.attained_s,
-            call.cp_service_s, call.prefix_key, call.input_tokens, call.output_tokens, call.attempt, now,
-            run.last_replica.get(model) if model else None, call.prefix_tokens,
-        )
+        # One view per call, unless no decision reads it (FCFS).
+        view = None if self._no_views else self.call_view(call)
         call.view = view
         hedge = 1
         kind = call.kind
