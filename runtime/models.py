@@ -66,11 +66,15 @@ class ResolvedModel:
         return p if p.exists() else None
 
 
+def cache_root() -> Path:
+    """Cortex's cache folder: ``$CORTEX_CACHE_DIR`` if set, else ``~/.cache/cortex``."""
+    root = os.environ.get("CORTEX_CACHE_DIR")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "cortex"
+
+
 def default_cache_dir() -> Path:
     """``$CORTEX_CACHE_DIR/models`` if set, else ``~/.cache/cortex/models``."""
-    root = os.environ.get("CORTEX_CACHE_DIR")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "cortex"
-    return base / "models"
+    return cache_root() / "models"
 
 
 def find_package_gguf(reference: str) -> Path:

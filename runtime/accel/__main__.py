@@ -1,0 +1,34 @@
+"""``python -m runtime.accel build|status``: make or inspect the compiled simulator."""
+
+from __future__ import annotations
+
+import sys
+
+from runtime.accel import DISABLE_ENV, AccelUnavailable, accel_dir, enabled, status
+from runtime.accel.build import build
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m runtime.accel build|status``."""
+    args = sys.argv[1:] if argv is None else argv
+    cmd = args[0] if args else "status"
+    if cmd == "build":
+        try:
+            paths = build()
+        except AccelUnavailable as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"compiled simulator: {len(paths)} modules in {accel_dir()}")
+        return 0
+    if cmd == "status":
+        for module, state in status().items():
+            print(f"{state:10s} {module}")
+        if not enabled():
+            print(f"{DISABLE_ENV}=0: binaries are not loaded")
+        return 0
+    print("usage: python -m runtime.accel build|status", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

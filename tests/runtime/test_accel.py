@@ -1,0 +1,107 @@
+"""The compiled simulator (runtime.accel): keyed to the exact source, optional, and bit-identical."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime import accel
+from runtime.accel.build import build
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE = "runtime.simulator.engine"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("CORTEX_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(accel.DISABLE_ENV, raising=False)
+    return tmp_path / "accel"
+
+
+def _engine_dir() -> list[str]:
+    return [str(REPO / "runtime" / "simulator")]
+
+
+def test_a_binary_is_keyed_to_the_source_bytes(cache):
+    src = accel.source_path(MODULE).read_bytes()
+    assert accel.binary_path(MODULE, src) == accel.binary_path(MODULE, bytes(src))
+    assert accel.binary_path(MODULE, src) != accel.binary_path(MODULE, src + b"\n# edited\n")
+    assert accel.binary_path(MODULE, src).parent == cache
+
+
+def test_the_finder_loads_only_a_binary_built_from_the_current_source(cache, monkeypatch):
+    finder = accel._CompiledModuleFinder()
+    assert finder.find_spec(MODULE, _engine_dir()) is None  # nothing built: the .py is imported
+    cache.mkdir(parents=True)
+    (cache / f"{MODULE}-0123456789abcdef0123{accel.EXT_SUFFIX}").write_bytes(b"")  # another source's
+    assert finder.find_spec(MODULE, _engine_dir()) is None
+    current = accel.binary_path(MODULE, accel.source_path(MODULE).read_bytes())
+    current.write_bytes(b"")  # only the spec is made; nothing is loaded
+    spec = finder.find_spec(MODULE, _engine_dir())
+    assert spec is not None and spec.origin == str(current)
+    assert isinstance(spec.loader, importlib.machinery.ExtensionFileLoader)
+    assert finder.find_spec("runtime.simulator.cluster", _engine_dir()) is None  # not a hot module
+    monkeypatch.setenv(accel.DISABLE_ENV, "0")
+    assert finder.find_spec(MODULE, _engine_dir()) is None
+
+
+def test_status_tells_compiled_from_stale_and_missing(cache):
+    cache.mkdir(parents=True)
+    (cache / f"{MODULE}-0123456789abcdef0123{accel.EXT_SUFFIX}").write_bytes(b"")
+    accel.binary_path("runtime.policies.cortex", accel.source_path("runtime.policies.cortex").read_bytes()).write_bytes(b"")
+    states = accel.status()
+    assert states[MODULE] == "stale"
+    assert states["runtime.policies.cortex"] == "compiled"
+    assert states["runtime.simulator.sim"] == "not built"
+
+
+def test_without_cython_the_build_says_so(cache, monkeypatch):
+    monkeypatch.setitem(sys.modules, "Cython.Build", None)  # import fails as if not installed
+    with pytest.raises(accel.AccelUnavailable, match="needs Cython"):
+        build()
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+_FINGERPRINTS = """
+import json, sys
+from runtime import accel
+from tests.runtime.simulator.test_regression import _fingerprint, _simulate
+out = {}
+for policy in ("fcfs", "hexagent", "cortex"):
+    res = _simulate(policy)
+    out[policy] = [_fingerprint(res), res.llm_calls, res.min_scale(0.95)]
+print(json.dumps({"compiled": accel.compiled_modules(), "results": out}))
+"""
+
+
+def _fingerprints(env: dict[str, str]) -> dict:
+    done = subprocess.run([sys.executable, "-c", _FINGERPRINTS], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_compiled_simulator_gives_bit_identical_results(cache):
+    try:
+        binaries = build()
+    except accel.AccelUnavailable as e:  # no C compiler on this machine
+        pytest.skip(f"compiled simulator unavailable here: {e}")
+    assert all(p.is_file() and p.parent == cache for p in binaries)
+    assert build() == binaries  # up to date: nothing rebuilt, same binaries
+    env = dict(os.environ)
+    compiled = _fingerprints(env)
+    pure = _fingerprints({**env, accel.DISABLE_ENV: "0"})
+    assert compiled["compiled"] == list(accel.HOT_MODULES)
+    assert pure["compiled"] == []
+    assert compiled["results"] == pure["results"]
+    # ... and both equal the fingerprints recorded in test_regression.
+    from tests.runtime.simulator.test_regression import test_fixed_seed_results_are_bit_identical as recorded
+    expected = {row[0]: list(row[1:]) for row in recorded.pytestmark[0].args[1]}
+    assert pure["results"] == expected
