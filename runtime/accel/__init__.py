@@ -18,13 +18,16 @@ anyone edits:
   an edited module imports from its ``.py`` until it is rebuilt.
 * **Optional.** Without a build, without Cython or without a C compiler nothing
   changes. ``CORTEX_ACCEL=0`` turns the finder off (e.g. to step through the
-  simulator in a debugger); ``$CORTEX_CACHE_DIR`` moves the cache.
+  simulator in a debugger, or if a cached binary no longer loads on this
+  machine: ``python -m runtime.accel clean`` deletes them); ``$CORTEX_CACHE_DIR``
+  moves the cache.
 
 Build and inspect::
 
     python -m runtime.accel build     # compile what is missing (needs Cython and a C compiler;
                                       # runtime.accel.build does it)
     python -m runtime.accel status    # per module: compiled, stale or not built
+    python -m runtime.accel clean     # delete the binaries
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
-"""``python -m runtime.accel build|status``: make or inspect the compiled simulator."""
+"""``python -m runtime.accel build|status|clean``: make, inspect or delete the compiled simulator."""
 
 from __future__ import annotations
 
 import sys
 
-from runtime.accel import DISABLE_ENV, AccelUnavailable, accel_dir, enabled, status
+from runtime.accel import DISABLE_ENV, EXT_SUFFIX, AccelUnavailable, accel_dir, enabled, status
 from runtime.accel.build import build
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m runtime.accel build|status``."""
+    """``python -m runtime.accel build|status|clean``."""
     args = sys.argv[1:] if argv is None else argv
     cmd = args[0] if args else "status"
     if cmd == "build":
@@ -26,7 +26,13 @@ def main(argv: list[str] | None = None) -> int:
         if not enabled():
             print(f"{DISABLE_ENV}=0: binaries are not loaded")
         return 0
-    print("usage: python -m runtime.accel build|status", file=sys.stderr)
+    if cmd == "clean":  # e.g. a binary that no longer loads on this machine
+        removed = [p for p in accel_dir().glob(f"runtime.*{EXT_SUFFIX}") if p.is_file()]
+        for p in removed:
+            p.unlink()
+        print(f"removed {len(removed)} compiled modules from {accel_dir()}")
+        return 0
+    print("usage: python -m runtime.accel build|status|clean", file=sys.stderr)
     return 2
 
 

@@ -50,7 +50,7 @@ def build(modules: tuple[str, ...] = HOT_MODULES, *, jobs: int | None = None) ->
             for m in todo:
                 built = Path(cmd.get_ext_fullpath(m))
                 dest = binary_path(m, sources[m])
-                part = dest.with_name(dest.name + ".part")
+                part = dest.with_name(f"{dest.name}.{os.getpid()}.part")  # concurrent builds: own file each
                 shutil.copyfile(built, part)
                 os.replace(part, dest)
     return [binary_path(m, sources[m]) for m in modules]
