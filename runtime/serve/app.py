@@ -74,7 +74,14 @@ class ChatCompletionIn(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
     stream: bool = False
+    """Answer as ``chat.completion.chunk`` events (the whole text in one chunk once done)."""
+    stream_options: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        """OpenAI's ``stream_options.include_usage``: a last chunk with the token usage."""
+        return bool((self.stream_options or {}).get("include_usage"))
 
 
 def _error(status: int, message: str, retryable: bool = False, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -83,6 +90,23 @@ def _error(status: int, message: str, retryable: bool = False, headers: dict[str
 
 def _overloaded(exc: Overloaded) -> JSONResponse:
     return _error(429, str(exc), True, {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
+
+
+async def _completion_chunks(head: dict[str, Any], text: str, finish: str, usage: dict[str, int],
+                             cortex: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
+    """A finished completion as OpenAI ``chat.completion.chunk`` server-sent events: the role and
+    the whole text, then the finish reason (and usage, when asked for), then ``[DONE]``.
+
+    Cortex schedules a call as one unit, so the text arrives in one chunk once the engine is done:
+    streaming clients work unchanged, but see no earlier tokens than a non-streaming request."""
+    def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': choices, **extra})}\n\n".encode()
+
+    yield event([{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}])
+    yield event([{"index": 0, "delta": {}, "finish_reason": finish}], cortex=cortex)
+    if include_usage:
+        yield event([], usage=usage)
+    yield b"data: [DONE]\n\n"
 
 
 def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_lifecycle: bool = True,
@@ -184,8 +208,6 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
         if isinstance(req, JSONResponse):
             return req
         assert isinstance(req, ChatCompletionIn)
-        if req.stream:
-            return _error(400, "stream=true is not supported; send stream=false")
         meta = req.metadata or {}
         stage = request.headers.get("x-cortex-stage") or meta.get("cortex_stage") or req.model
         run_id = request.headers.get("x-cortex-run") or meta.get("cortex_run")
@@ -206,15 +228,19 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
         except NoHealthyReplica as exc:
             return _error(503, str(exc), True)
         finish = {"stop": "stop", "length": "length"}.get(result.finish_reason, "stop")
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": req.model or str(stage)}
+        usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.output_tokens,
+                 "total_tokens": result.prompt_tokens + result.output_tokens}
+        cortex = {"engine": result.engine, "stage": stage, "run_id": run_id, "aborted": result.finish_reason == "abort"}
+        if req.stream:
+            return StreamingResponse(_completion_chunks(head, result.text, finish, usage, cortex, req.include_usage),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         return JSONResponse({
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-            "model": req.model or str(stage),
+            **head, "object": "chat.completion",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
                          "finish_reason": finish}],
-            "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.output_tokens,
-                      "total_tokens": result.prompt_tokens + result.output_tokens},
-            "cortex": {"engine": result.engine, "stage": stage, "run_id": run_id,
-                       "aborted": result.finish_reason == "abort"},
+            "usage": usage, "cortex": cortex,
         })
 
     @app.get("/v1/workflows")

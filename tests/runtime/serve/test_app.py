@@ -103,6 +103,38 @@ def test_openai_compatible_chat_is_scheduled_as_the_named_stage(sales_db: Path) 
     run_async(body())
 
 
+def test_stream_true_answers_with_openai_chunks(sales_db: Path) -> None:
+    async def body() -> None:
+        orch, client = await client_for(example_spec("nl2sql", sales_db), lambda s, p: f"answer from {s}")
+        try:
+            r = await client.post("/v1/chat/completions", headers={"X-Cortex-Stage": "fix"},
+                                  json={"stream": True, "stream_options": {"include_usage": True},
+                                        "messages": [{"role": "user", "content": "fix this SQL"}]})
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            events = [line.removeprefix("data: ") for line in r.text.splitlines() if line.startswith("data: ")]
+            assert events[-1] == "[DONE]"
+            chunks = [json.loads(e) for e in events[:-1]]
+            assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+            assert len({c["id"] for c in chunks}) == 1
+            text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+            assert text == "answer from fix"
+            assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]] == [None, "stop"]
+            assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+            # Without include_usage: no usage chunk; errors before the answer stay plain JSON errors.
+            r = await client.post("/v1/chat/completions", headers={"X-Cortex-Stage": "fix"},
+                                  json={"stream": True, "messages": [{"role": "user", "content": "x"}]})
+            assert all("usage" not in json.loads(line[6:]) for line in r.text.splitlines()
+                       if line.startswith("data: {"))
+            r = await client.post("/v1/chat/completions", headers={"X-Cortex-Stage": "execute"},
+                                  json={"stream": True, "messages": [{"role": "user", "content": "x"}]})
+            assert r.status_code == 400 and "no LLM stage 'execute'" in r.json()["error"]
+        finally:
+            await client.aclose()
+            await orch.stop()
+
+    run_async(body())
+
+
 def test_overload_is_429_with_retry_after(sales_db: Path) -> None:
     async def body() -> None:
         spec = example_spec("nl2sql", sales_db, max_active_runs=2)
