@@ -2,8 +2,8 @@
 
 The runtime never imports the compiler: the CLI injects ``compile_fn(path) ->
 (RuntimeSpec | None, diagnostics text | None)``. On every save of the
-``.cortex`` file or of a file it may embed (prompt templates, text files) in its
-directory tree:
+``.cortex`` file, of a file it may embed (prompt templates, text files) or of a
+tool's Python module in its directory tree:
 
 * the file is recompiled (in a worker thread, so serving goes on);
 * with errors, the diagnostics are printed and the last good version keeps
@@ -12,7 +12,10 @@ directory tree:
   :meth:`runtime.orchestrator.Orchestrator.deploy`: new runs start on the new
   version, runs in flight finish on the version they started with (they hold
   it), and engines whose pool spec did not change are reused, so editing a
-  prompt restarts nothing. No run is dropped.
+  prompt restarts nothing. No run is dropped. Edited tool modules (and the
+  project's helper modules they import) are reloaded in place
+  (:func:`runtime.orchestrator.versions.reload_changed_project_modules`), so
+  runs in flight that call a tool again also get the new code.
 
 Saves that arrive while a reload is running are coalesced into one more reload.
 """
@@ -29,7 +32,7 @@ from runtime.orchestrator import Orchestrator
 from runtime.orchestrator.engines import EngineFactory
 
 CompileFn = Callable[[Path], tuple[RuntimeSpec | None, str | None]]
-WATCHED_SUFFIXES = frozenset({".cortex", ".j2", ".jinja", ".jinja2", ".txt", ".sql", ".md"})
+WATCHED_SUFFIXES = frozenset({".cortex", ".j2", ".jinja", ".jinja2", ".txt", ".sql", ".md", ".py"})
 
 
 class DevServer:

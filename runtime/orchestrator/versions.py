@@ -9,12 +9,16 @@ old ones stop once no version that uses them has runs left.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from cortexlang.ir import LLMStage, ToolStage, Workflow
@@ -30,17 +34,84 @@ class ToolImportError(RuntimeError):
     """A tool entry point cannot be imported (message names the stage and the entry)."""
 
 
+CORTEX_PACKAGES = frozenset({"cortexlang", "planner", "runtime", "grammar"})
+"""Never reloaded as project code, even when a project lives beside them."""
+
+_loaded_stamps: dict[str, tuple[int, int]] = {}
+"""Module name -> (mtime_ns, size) of the source file it was last (re)loaded from."""
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _project_modules(base_dir: Path) -> list[tuple[str, ModuleType, str]]:
+    """Loaded modules whose source lies under ``base_dir`` (the project's tools and their helpers),
+    in ``sys.modules`` order, without Cortex's own packages."""
+    # Plain prefix tests (no realpath: sys.modules holds thousands of modules once vLLM is loaded);
+    # tool modules are found through ``base_dir`` itself on sys.path, so their paths start with it.
+    root = os.path.join(os.path.abspath(base_dir), "")
+    out = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if (path and name.partition(".")[0] not in CORTEX_PACKAGES
+                and os.path.abspath(path).startswith(root)):
+            out.append((name, module, path))
+    return out
+
+
+def reload_changed_project_modules(base_dir: Path) -> list[str]:
+    """Re-execute the project's modules (see :func:`_project_modules`) when any of their source
+    files changed since they were loaded; return the names reloaded.
+
+    All of them are reloaded, in the order their first imports completed (the import system moves
+    a module to the end of ``sys.modules`` once its body has run, so helpers come before the tools
+    that bind their names), so an edit to a helper reaches the tool that imported from it. A reload that raises leaves the remaining
+    modules as they were and raises :class:`ToolImportError` (the caller keeps the last good
+    version)."""
+    modules = _project_modules(base_dir)
+    changed = [name for name, _, path in modules
+               if name in _loaded_stamps and _loaded_stamps[name] != _stamp(path)]
+    if not changed:
+        for name, _, path in modules:
+            _loaded_stamps.setdefault(name, _stamp(path) or (0, 0))
+        return []
+    reloaded = []
+    for name, module, path in modules:
+        # The bytecode cache is validated by whole-second mtime and size: an edit within the same
+        # second that keeps the size would load the old code. The source is the truth here.
+        if path.endswith(".py"):
+            with contextlib.suppress(OSError, ValueError, NotImplementedError):
+                os.unlink(importlib.util.cache_from_source(path))
+        try:
+            importlib.reload(module)
+        except Exception as exc:
+            raise ToolImportError(f"cannot reload {name!r} ({path}): {type(exc).__name__}: {exc}") from exc
+        _loaded_stamps[name] = _stamp(path) or (0, 0)
+        reloaded.append(name)
+    return reloaded
+
+
 def import_tool(entry: str, base_dir: Path) -> Callable[..., Any]:
-    """``module:function``, importable relative to ``base_dir`` (the .cortex file's directory)."""
+    """``module:function``, importable relative to ``base_dir`` (the .cortex file's directory).
+    Project modules edited since they were loaded are reloaded first
+    (:func:`reload_changed_project_modules`), so a redeploy picks up edited tools."""
     module_name, _, func_name = entry.partition(":")
     root = str(base_dir)
     if root not in sys.path:
         sys.path.insert(0, root)
+    reload_changed_project_modules(base_dir)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
         raise ToolImportError(f"cannot import tool module {module_name!r} (from {root}): "
                               f"{type(exc).__name__}: {exc}") from exc
+    for name, _, path in _project_modules(base_dir):  # newly imported: remember what they were loaded from
+        _loaded_stamps.setdefault(name, _stamp(path) or (0, 0))
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ToolImportError(f"tool entry {entry!r}: module {module_name!r} has no function {func_name!r}")
