@@ -153,6 +153,10 @@ class ReplicaView:
     """Output tokens the running sequences still have to generate."""
     queued_prefill_tokens: int = 0
     """Prompt tokens of the waiting calls."""
+    busy_until_s: float = 0.0
+    """When the iteration in progress ends, if it cannot be cut short (a prefill iteration): a new
+    call joins the batch no earlier. Absolute, on the executor's clock; 0 when unknown or when the
+    engine can take a call at its next decode step."""
     estimate_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
     """Scratch space of :func:`runtime.policies.placement.estimate` (its call-independent terms for
     this view). Policies ignore it; an executor that updates a view in place resets it to None

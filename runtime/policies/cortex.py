@@ -28,7 +28,8 @@ by the planner: :func:`runtime.simulator.cluster.layout_from_plan`) and adds:
 * **Borrowing.** Replicas of other stages' pools (same model) that are idle or
   have a free batch slot and no queue are offered as candidates; one is taken
   only when its score beats the own pool's best by more than
-  ``borrow_margin`` x the call's expected time (``coarse_borrow_margin`` when
+  ``borrow_margin`` x the call's expected time (``idle_borrow_margin``, 0 by
+  default, for a lender with nothing running; ``coarse_borrow_margin`` when
   the executor gives no profile), so isolation holds in the
   common case without giving up statistical multiplexing in bursts.
 * **Admission control at a genuine bottleneck.** A run is rejected (retryable)
@@ -85,6 +86,13 @@ class Cortex(Policy):
     """A call whose run's slack is below this many times the stage's expected time is urgent."""
     borrow_margin: float = 0.25
     """A borrowed replica must beat the own pool's best score by this many expected call times."""
+    idle_borrow_margin: float = 0.0
+    """The margin for a lender with nothing running. Its own stage loses nothing unless its calls
+    arrive meanwhile, and then they share the batch: no isolation to protect. Tuned on seed 2
+    (`sim_tune.py cortex idle_borrow_margin=...` per cell, against 0.25 = ``borrow_margin``): the
+    same in the goal cell, rag and at 0.5/0.9 load; longrag 1.72 -> 1.48 at 99%; and on the CPU
+    example (`cortex simulate examples/nl2sql.cortex`, three seeds) p99 scale 1.18-1.23 -> 1.00-1.11,
+    where FCFS on the same two replicas pooled has 1.00: a busy own replica lost to an idle lender."""
     coarse_borrow_margin: float = 1.0
     """The same margin where the executor gives no profile (the estimate is then only backlog-based)."""
     malleable: bool = True
@@ -132,7 +140,8 @@ class Cortex(Policy):
             for r in candidates:
                 if r.borrowed and r.kv_capacity_tokens - r.kv_used_tokens >= need:
                     finish, marginal = estimate(call, r)
-                    margin = (self.borrow_margin if r.profile is not None else self.coarse_borrow_margin)
+                    margin = (self.coarse_borrow_margin if r.profile is None else
+                              self.idle_borrow_margin if r.running == 0 else self.borrow_margin)
                     cost = finish + w * marginal + margin * expected
                     if cost < best_cost:
                         best, best_cost = r, cost

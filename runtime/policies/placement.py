@@ -12,6 +12,9 @@ is free where resident), ``O`` output tokens and mean context ``x = in + O/2``:
   without a slot, it waits for ``j`` running sequences to finish. Remaining
   lengths are taken as uniform on ``[0, 2 D/b]``, so the ``j``-th finish comes
   after ``2 (D/b) j / b`` steps of ``t(b, k) = F + S b + K k``;
+* **iteration in progress.** A prefill iteration cannot be cut short, so the
+  call joins no earlier than its end (``ReplicaView.busy_until_s``); a decode
+  epoch is interrupted at the next step;
 * **prefill.** The waiting calls ahead are prefilled in the same admitting
   iterations: ``c (P + P_q)`` (``P_q`` = their prompt tokens), plus the fixed
   cost on an idle replica;
@@ -76,6 +79,9 @@ def estimate(call: CallView, r: ReplicaView) -> tuple[float, float]:
     finish = c * (fill + queued)
     if wait is not None:
         finish += wait
+    busy_until = r.busy_until_s
+    if busy_until > call.now_s:  # joins only after the prefill iteration in progress
+        finish += busy_until - call.now_s
     if out > 1:
         finish += (out - 1) * (base + k_ * int(kv + grow * ctx))
     if not b:

@@ -51,6 +51,13 @@ def test_resident_prefix_is_not_prefilled_again():
     assert saved == pytest.approx(800 * PROF["H100"].prefill_per_token_s, rel=1e-9)
 
 
+def test_a_call_joins_only_after_the_prefill_iteration_in_progress():
+    c = call()  # now 10 s
+    idle = estimate(c, rep("a"))[0]
+    assert estimate(c, rep("b", busy_until_s=10.4))[0] == pytest.approx(idle + 0.4, rel=1e-12)
+    assert estimate(c, rep("c", busy_until_s=9.0))[0] == idle  # ended already
+
+
 def test_full_batch_makes_the_call_wait_for_a_slot():
     """An H200 with all 64 slots busy (100 tokens to go per sequence): the call waits for the first
     finish, about 2 x 100 / 64 steps (~0.03 s), then decodes in a batch of 64 (~0.9 s) -- still ahead

@@ -123,3 +123,24 @@ def test_preemptive_policy_evicts_at_full_batch_only_when_it_allows():
         assert set(res.status) == {"done"} and len(res.status) == 30
         counts[type(pol).__name__] = res.engines[0].preemptions
     assert counts["Lifo"] > 0 and counts["Never"] == 0
+
+
+def test_the_view_says_until_when_a_prefill_iteration_holds_the_engine():
+    """A prefill iteration cannot be cut short: the view reports its end; a decode epoch reports none."""
+    wf = one_llm(2000, 50)
+    sim = _sim(wf, engines(1), runs=1, rate=1.0)
+    seen = []
+    eng = sim.engines[0]
+    original = eng._schedule
+
+    def spy() -> None:
+        original()
+        seen.append((sim.now, eng.ep_single, eng.refresh_view().busy_until_s))
+
+    eng._schedule = spy
+    sim.run()
+    prefill = [(t, until) for t, single, until in seen if single]
+    decode = [until for _, single, until in seen if not single]
+    p = get_profile("llama-3-8b", "H100", 1)
+    assert prefill and prefill[0][1] == pytest.approx(prefill[0][0] + p.prefill_s(2000), rel=1e-12)
+    assert decode and set(decode) == {0.0}
