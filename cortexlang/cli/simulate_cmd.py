@@ -127,13 +127,21 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps({"label": "simulated", "cluster": devices, "rows": rows}, indent=2))
             return
         typer.echo(f"simulated: {('trace ' + str(trace)) if trace else wf.name} on "
-                   + ", ".join(f"{n}x{k}" for k, n in sorted(devices.items()))
+                   + _cluster_text(devices, program)
                    + (f" at {rate:g} runs/s" if rate else ""))
         typer.echo(f"{'policy':18s} {'runs':>6s} {'p50 s':>8s} {'p99 s':>8s} {'scale@95':>9s} {'scale@99':>9s} "
                    f"{'rejected':>9s}")
         for r in rows:
             typer.echo(f"{r['policy']:18s} {r['runs']:6d} {r['p50_s']:8.2f} {r['p99_s']:8.2f} {r['scale95']:9.2f} "
                        f"{r['scale99']:9.2f} {r['rejected']:9.3f}")
+
+
+def _cluster_text(devices: dict[str, int], program) -> str:
+    """``4xA100, 4xH100``, or the CPU slots when the cluster has no GPU (e.g. a CPU-only inventory)."""
+    if devices:
+        return ", ".join(f"{n}x{k}" for k, n in sorted(devices.items()))
+    cpu = program.inventory.cpu if program.inventory is not None else None
+    return f"CPU only ({cpu.slots} slots)" if cpu is not None else "CPU only"
 
 
 def _planned_layout(cl, program, wf, devices, rate):

@@ -42,6 +42,19 @@ def test_example_file_table():
     assert "cortex" in r.output and "fcfs" in r.output
 
 
+def test_cpu_only_example_names_its_cpu_slots_and_cortex_keeps_up_with_fcfs():
+    """The CPU NL2SQL example at its declared load: two CPU engines, nearly idle. Cortex's isolated
+    pools must not lose to FCFS on the same replicas pooled (it borrows the idle one)."""
+    r = CliRunner().invoke(_app(), ["simulate", str(EXAMPLES / "nl2sql.cortex"), "--runs", "2000", "--seed", "1",
+                                    "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {row["policy"]: row for row in json.loads(r.output)["rows"]}
+    assert rows["cortex"]["scale95"] <= rows["fcfs"]["scale95"] + 1e-6
+    assert rows["cortex"]["scale99"] <= rows["fcfs"]["scale99"] + 1e-6
+    r = CliRunner().invoke(_app(), ["simulate", str(EXAMPLES / "nl2sql.cortex"), "--runs", "50", "-p", "fcfs"])
+    assert r.output.startswith("simulated: nl2sql on CPU only (3 slots) at 0.05 runs/s"), r.output
+
+
 def test_usage_errors_exit_2_without_traceback(tmp_path):
     runner = CliRunner()
     for args in (["simulate"], ["simulate", "--trace", "x.jsonl", str(EXAMPLES / "rag.cortex")],
