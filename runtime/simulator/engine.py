@@ -103,7 +103,6 @@ class LLMEngine:
         self.ep_b = 0
         self.ep_k0 = 0
         self.ep_single = False
-        self.ep_end = 0.0
         self.pending_cancel: list[Call] = []
         self.sum_finish = 0
         self.queued_prefill = 0
@@ -145,7 +144,6 @@ class LLMEngine:
         v.kv_used_tokens = self.kv_own + self.prefix_total
         v.pending_decode_tokens = pending
         v.queued_prefill_tokens = self.queued_prefill
-        v.busy_until_s = self.ep_end if self.busy and self.ep_single else 0.0
         v.estimate_cache = None  # the view changed: placement.estimate's per-view terms are stale
         # max(1, min(max_batch, b + nw)) without the builtins (hot path; same integers).
         eff = b + nw
@@ -256,6 +254,8 @@ class LLMEngine:
         self.kv_own += b * n
         self.kv_attn += b * n
         self.busy = False
+        if self.ep_single:
+            self.view.busy_until_s = 0.0
         if self.pending_cancel:
             for call in self.pending_cancel:
                 if call.seq in self.running:
@@ -380,10 +380,12 @@ class LLMEngine:
             self.busy = True
             version = self.version = self.version + 1
             dt = self.p.iteration_s(prefill, b_old, k_old) if b_old else self.p.prefill_s(prefill)
-            self.ep_end = now + dt
+            end = now + dt
+            # Set here, not in refresh_view (hot): until the iteration ends, a new call cannot join.
+            self.view.busy_until_s = end
             # Simulator.at inlined (one event per iteration boundary).
             sim._seq += 1
-            heappush(sim._events, (self.ep_end, sim._seq, self._tick_cb, version))
+            heappush(sim._events, (end, sim._seq, self._tick_cb, version))
             return
         if not running:
             return
