@@ -55,11 +55,16 @@ def _project_modules(base_dir: Path) -> list[tuple[str, ModuleType, str]]:
     # Plain prefix tests (no realpath: sys.modules holds thousands of modules once vLLM is loaded);
     # tool modules are found through ``base_dir`` itself on sys.path, so their paths start with it.
     root = os.path.join(os.path.abspath(base_dir), "")
+    # Installed code is never the project's, even when the virtual environment lives in its folder.
+    venv = (os.path.join(os.path.abspath(sys.prefix), ""),) if sys.prefix != sys.base_prefix else ()
     out = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if (path and name.partition(".")[0] not in CORTEX_PACKAGES
-                and os.path.abspath(path).startswith(root)):
+        if not path or name.partition(".")[0] in CORTEX_PACKAGES:
+            continue
+        path = os.path.abspath(path)
+        if (path.startswith(root) and not path.startswith(venv)
+                and f"{os.sep}site-packages{os.sep}" not in path and f"{os.sep}dist-packages{os.sep}" not in path):
             out.append((name, module, path))
     return out
 
@@ -70,9 +75,9 @@ def reload_changed_project_modules(base_dir: Path) -> list[str]:
 
     All of them are reloaded, in the order their first imports completed (the import system moves
     a module to the end of ``sys.modules`` once its body has run, so helpers come before the tools
-    that bind their names), so an edit to a helper reaches the tool that imported from it. A reload that raises leaves the remaining
-    modules as they were and raises :class:`ToolImportError` (the caller keeps the last good
-    version)."""
+    that bind their names), so an edit to a helper reaches the tool that imported from it. A
+    reload that raises leaves the remaining modules as they were and raises
+    :class:`ToolImportError` (the caller keeps the last good version)."""
     modules = _project_modules(base_dir)
     changed = [name for name, _, path in modules
                if name in _loaded_stamps and _loaded_stamps[name] != _stamp(path)]

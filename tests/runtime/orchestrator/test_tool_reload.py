@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from runtime.dev import WATCHED_SUFFIXES
-from runtime.orchestrator.versions import ToolImportError, import_tool, reload_changed_project_modules
+from runtime.orchestrator.versions import (
+    ToolImportError, _project_modules, import_tool, reload_changed_project_modules,
+)
 
 
 @pytest.fixture
@@ -56,6 +58,16 @@ def test_a_broken_edit_is_a_clear_error_and_the_fix_loads(project: tuple[Path, s
     assert tool(1) == "old"  # the function already deployed keeps working
     edit(root / pkg / "main.py", good.replace("return word()", "return word() + '!'"))
     assert import_tool(f"{pkg}.main:tool", root)(1) == "old!"
+
+
+def test_installed_packages_are_never_project_modules(project: tuple[Path, str], monkeypatch) -> None:
+    """A project folder that holds the virtual environment: its packages are not reloaded."""
+    root, pkg = project
+    import_tool(f"{pkg}.main:tool", root)
+    monkeypatch.setattr(sys, "prefix", str(root / pkg))  # as if the venv were inside the project
+    assert _project_modules(root) == []
+    monkeypatch.setattr(sys, "prefix", str(root / ".venv"))
+    assert [name for name, _, _ in _project_modules(root)] == [pkg, f"{pkg}.helper", f"{pkg}.main"]
 
 
 def test_cortex_dev_watches_python_files() -> None:
