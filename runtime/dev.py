@@ -13,9 +13,9 @@ tool's Python module in its directory tree:
   version, runs in flight finish on the version they started with (they hold
   it), and engines whose pool spec did not change are reused, so editing a
   prompt restarts nothing. No run is dropped. Edited tool modules (and the
-  project's helper modules they import) are reloaded in place
-  (:func:`runtime.orchestrator.versions.reload_changed_project_modules`), so
-  runs in flight that call a tool again also get the new code.
+  project's helper modules they import) are loaded afresh for the new version
+  (:func:`runtime.orchestrator.versions.reload_changed_project_modules`); runs
+  in flight keep their version's tools.
 
 Saves that arrive while a reload is running are coalesced into one more reload.
 """

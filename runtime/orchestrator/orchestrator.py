@@ -151,9 +151,11 @@ class Orchestrator:
     async def deploy(self, spec: RuntimeSpec) -> WorkflowVersion:
         """Make ``spec`` the current version of its workflow, reusing unchanged pools (hot reload)."""
         async with self._lock:
+            # Tools first, off the event loop: importing (or reloading) user code can be slow or
+            # fail, and a failure then leaves nothing started.
+            tools = await asyncio.to_thread(self._tools_for, spec)
             pools = await self._pools_for(spec)
             sql = await self._sql_for(spec)
-            tools = self._tools_for(spec)
             version = WorkflowVersion(next(self._version_numbers), spec, pools, sql, tools)
             for pool in set(pools.values()):
                 stages = [s for s, p in pools.items() if p is pool]

@@ -51,7 +51,7 @@ def _stamp(path: str) -> tuple[int, int] | None:
 
 def _project_modules(base_dir: Path) -> list[tuple[str, ModuleType, str]]:
     """Loaded modules whose source lies under ``base_dir`` (the project's tools and their helpers),
-    in ``sys.modules`` order, without Cortex's own packages."""
+    in ``sys.modules`` order, without Cortex's own packages, ``__main__`` or installed code."""
     # Plain prefix tests (no realpath: sys.modules holds thousands of modules once vLLM is loaded);
     # tool modules are found through ``base_dir`` itself on sys.path, so their paths start with it.
     root = os.path.join(os.path.abspath(base_dir), "")
@@ -60,7 +60,7 @@ def _project_modules(base_dir: Path) -> list[tuple[str, ModuleType, str]]:
     out = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if not path or name.partition(".")[0] in CORTEX_PACKAGES:
+        if not path or name == "__main__" or name.partition(".")[0] in CORTEX_PACKAGES:
             continue
         path = os.path.abspath(path)
         if (path.startswith(root) and not path.startswith(venv)
@@ -70,35 +70,60 @@ def _project_modules(base_dir: Path) -> list[tuple[str, ModuleType, str]]:
 
 
 def reload_changed_project_modules(base_dir: Path) -> list[str]:
-    """Re-execute the project's modules (see :func:`_project_modules`) when any of their source
-    files changed since they were loaded; return the names reloaded.
+    """Load the project's modules (:func:`_project_modules`) afresh when any of their source files
+    changed since they were loaded; return the names reloaded.
 
-    All of them are reloaded, in the order their first imports completed (the import system moves
-    a module to the end of ``sys.modules`` once its body has run, so helpers come before the tools
-    that bind their names), so an edit to a helper reaches the tool that imported from it. A
-    reload that raises leaves the remaining modules as they were and raises
-    :class:`ToolImportError` (the caller keeps the last good version)."""
+    Each module is executed into a *new* module object that replaces the old one in
+    ``sys.modules`` (and on its parent package) only when every module of the batch loaded: the
+    functions a deployed version already holds keep their own globals, so runs in flight finish on
+    the code they started with, and a module that fails to load (any exception, not only a syntax
+    error) leaves every module as it was and raises :class:`ToolImportError`. All project modules
+    are reloaded, in the order their first imports completed (the import system moves a module to
+    the end of ``sys.modules`` once its body has run, so helpers come before the modules that bind
+    their names), so an edit to a helper reaches the tool that imported from it. A module whose
+    file is gone is dropped, so a later import reports it missing."""
     modules = _project_modules(base_dir)
-    changed = [name for name, _, path in modules
-               if name in _loaded_stamps and _loaded_stamps[name] != _stamp(path)]
+    for name, module, path in modules:
+        if not os.path.exists(path):
+            sys.modules.pop(name, None)
+            _loaded_stamps.pop(name, None)
+    modules = [(n, m, p) for n, m, p in modules if os.path.exists(p)]
+    changed = [name for name, _, path in modules if _loaded_stamps.get(name, _stamp(path)) != _stamp(path)]
     if not changed:
         for name, _, path in modules:
             _loaded_stamps.setdefault(name, _stamp(path) or (0, 0))
         return []
-    reloaded = []
-    for name, module, path in modules:
-        # The bytecode cache is validated by whole-second mtime and size: an edit within the same
-        # second that keeps the size would load the old code. The source is the truth here.
-        if path.endswith(".py"):
-            with contextlib.suppress(OSError, ValueError, NotImplementedError):
-                os.unlink(importlib.util.cache_from_source(path))
-        try:
-            importlib.reload(module)
-        except Exception as exc:
-            raise ToolImportError(f"cannot reload {name!r} ({path}): {type(exc).__name__}: {exc}") from exc
-        _loaded_stamps[name] = _stamp(path) or (0, 0)
-        reloaded.append(name)
-    return reloaded
+    swapped: list[tuple[str, ModuleType]] = []  # (name, old module), to undo on failure
+    try:
+        for name, old, path in modules:
+            spec = importlib.util.spec_from_file_location(
+                name, path, submodule_search_locations=getattr(old, "__path__", None))
+            if spec is None or spec.loader is None:
+                raise ImportError(f"no loader for {path}")
+            _drop_bytecode(path)
+            fresh = importlib.util.module_from_spec(spec)
+            sys.modules[name] = fresh  # visible to the modules it imports while it runs
+            swapped.append((name, old))
+            spec.loader.exec_module(fresh)
+    except Exception as exc:
+        for name, old in reversed(swapped):
+            sys.modules[name] = old
+        failed = swapped[-1][0] if swapped else "?"
+        raise ToolImportError(f"cannot reload {failed!r}: {type(exc).__name__}: {exc}") from exc
+    for name, _ in swapped:
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules:
+            setattr(sys.modules[parent], child, sys.modules[name])
+        _loaded_stamps[name] = _stamp(sys.modules[name].__file__) or (0, 0)
+    return [name for name, _ in swapped]
+
+
+def _drop_bytecode(path: str) -> None:
+    """Delete ``path``'s cached bytecode: it is validated by whole-second mtime and size, so an
+    edit within the same second that keeps the size would otherwise load the old code."""
+    if path.endswith(".py"):
+        with contextlib.suppress(OSError, ValueError, NotImplementedError):
+            os.unlink(importlib.util.cache_from_source(path))
 
 
 def import_tool(entry: str, base_dir: Path) -> Callable[..., Any]:

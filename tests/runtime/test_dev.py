@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -107,5 +109,38 @@ def test_the_watcher_reloads_on_save(project: Path) -> None:
         finally:
             await dev.stop_watching()
             await dev.orchestrator.stop()
+
+    run_async(body())
+
+
+def test_saving_a_tool_module_redeploys_it_and_runs_in_flight_keep_theirs(tmp_path: Path) -> None:
+    """The ReAct example in a scratch folder, its tool package under a unique name (sys.modules is
+    process-wide): editing calculator.py and reloading gives the new version the edited tool."""
+    pkg = f"tools_{uuid.uuid4().hex[:8]}"
+    shutil.copytree(EXAMPLES / "tools", tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(EXAMPLES / "prompts", tmp_path / "prompts")
+    (tmp_path / "data").mkdir()
+    shutil.copy(EXAMPLES / "data" / "catalog.py", tmp_path / "data" / "catalog.py")
+    path = tmp_path / "react_agent.cortex"
+    path.write_text((EXAMPLES / "react_agent.cortex").read_text().replace('"tools.', f'"{pkg}.'))
+    question = {"question": "What is 6 * 7?", "think": {"input": "6 * 7"}}
+
+    async def body() -> None:
+        dev = server(path)
+        await dev.orchestrator.start()
+        try:
+            before = dev.orchestrator.version("react_agent").tools["calculate"].func
+            assert before(question)["value"] == 42
+            calculator = tmp_path / pkg / "calculator.py"
+            calculator.write_text(calculator.read_text() + (
+                "\n\n_plain = calculate\n\n\ndef calculate(ctx):\n    return {**_plain(ctx), 'edited': True}\n"))
+            assert await dev.reload() is True
+            after = dev.orchestrator.version("react_agent").tools["calculate"].func
+            assert after(question)["edited"] is True and after(question)["value"] == 42
+            assert "edited" not in before(question)  # a run in flight keeps its version's tool
+        finally:
+            await dev.orchestrator.stop()
+            for name in [m for m in sys.modules if m.partition(".")[0] == pkg]:
+                del sys.modules[name]
 
     run_async(body())

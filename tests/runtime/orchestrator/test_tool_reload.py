@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -72,3 +73,47 @@ def test_installed_packages_are_never_project_modules(project: tuple[Path, str],
 
 def test_cortex_dev_watches_python_files() -> None:
     assert ".py" in WATCHED_SUFFIXES
+
+
+def test_a_reload_that_fails_at_run_time_changes_nothing(project: tuple[Path, str]) -> None:
+    root, pkg = project
+    tool = import_tool(f"{pkg}.main:tool", root)
+    helper = sys.modules[f"{pkg}.helper"]
+    edit(root / pkg / "helper.py", "def word():\n    return 'half-edited'\n\n\nraise RuntimeError('boom')\n")
+    with pytest.raises(ToolImportError, match=f"cannot reload '{pkg}.helper'.*RuntimeError: boom"):
+        import_tool(f"{pkg}.main:tool", root)
+    assert sys.modules[f"{pkg}.helper"] is helper and tool(1) == "old"  # not even half of the edit
+
+
+def test_runs_in_flight_keep_their_version_of_the_tool(project: tuple[Path, str]) -> None:
+    root, pkg = project
+    old = import_tool(f"{pkg}.main:tool", root)
+    edit(root / pkg / "helper.py", "def word():\n    return 'new'\n")
+    new = import_tool(f"{pkg}.main:tool", root)
+    assert (old(1), new(1)) == ("old", "new")
+    assert getattr(sys.modules[pkg], "helper") is sys.modules[f"{pkg}.helper"]
+
+
+def test_a_deleted_module_is_dropped_not_reloaded(project: tuple[Path, str]) -> None:
+    root, pkg = project
+    (root / pkg / "extra.py").write_text("X = 1\n")
+    import_tool(f"{pkg}.main:tool", root)
+    __import__(f"{pkg}.extra")  # a project module no tool names
+    (root / pkg / "extra.py").unlink()
+    edit(root / pkg / "main.py", "def tool(x):\n    return 'after delete'\n")
+    assert import_tool(f"{pkg}.main:tool", root)(1) == "after delete"
+    assert f"{pkg}.extra" not in sys.modules
+
+
+def test_a_script_run_as_main_in_the_project_is_left_alone(project: tuple[Path, str], monkeypatch) -> None:
+    root, pkg = project
+    script = root / "serve.py"
+    script.write_text("print('serving')\n")
+    main = ModuleType("__main__")
+    main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    import_tool(f"{pkg}.main:tool", root)
+    edit(script, "print('serving!')\n")
+    edit(root / pkg / "helper.py", "def word():\n    return 'new'\n")
+    assert import_tool(f"{pkg}.main:tool", root)(1) == "new"
+    assert sys.modules["__main__"] is main
