@@ -83,20 +83,23 @@ def main() -> None:
         print(json.dumps(measure(args.runs)))
         return
 
-    from runtime.accel import AccelUnavailable
+    from runtime.accel import HOT_MODULES, AccelBuildError, AccelUnavailable
     from runtime.accel.build import build
 
     builds = ["pure", "compiled"]
     note = None
     try:
         build()
-    except AccelUnavailable as e:
+    except (AccelUnavailable, AccelBuildError) as e:
         builds, note = ["pure"], f"compiled build unavailable: {e}"
         print(note)
     reps: dict[str, list[dict]] = {b: [] for b in builds}
     for _ in range(max(args.repeat, 1)):
         for b in builds:
             reps[b].append(_run_build(b, args.runs))
+            loaded = reps[b][-1]["compiled_modules"]
+            if loaded != (list(HOT_MODULES) if b == "compiled" else []):
+                sys.exit(f"error: the {b} build ran with compiled modules {loaded}")
     rows = []
     for b in builds:
         for name in POLICIES:

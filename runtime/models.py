@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Iterator
 
 from cortexlang.ir import ModelSpec
+from runtime.paths import cache_root
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -64,12 +65,6 @@ class ResolvedModel:
     def chat_template_path(self) -> Path | None:
         p = self.path / "chat_template.jinja"
         return p if p.exists() else None
-
-
-def cache_root() -> Path:
-    """Cortex's cache folder: ``$CORTEX_CACHE_DIR`` if set, else ``~/.cache/cortex``."""
-    root = os.environ.get("CORTEX_CACHE_DIR")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "cortex"
 
 
 def default_cache_dir() -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from runtime.accel import DISABLE_ENV, EXT_SUFFIX, AccelUnavailable, accel_dir, enabled, status
+from runtime.accel import DISABLE_ENV, EXT_SUFFIX, AccelBuildError, AccelUnavailable, accel_dir, enabled, status
 from runtime.accel.build import build
 
 
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "build":
         try:
             paths = build()
-        except AccelUnavailable as e:
+        except (AccelUnavailable, AccelBuildError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         print(f"compiled simulator: {len(paths)} modules in {accel_dir()}")
@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{DISABLE_ENV}=0: binaries are not loaded")
         return 0
     if cmd == "clean":  # e.g. a binary that no longer loads on this machine
-        removed = [p for p in accel_dir().glob(f"runtime.*{EXT_SUFFIX}") if p.is_file()]
+        removed = [p for pattern in (f"runtime.*{EXT_SUFFIX}", f"runtime.*{EXT_SUFFIX}.*.part")
+                   for p in accel_dir().glob(pattern) if p.is_file()]
         for p in removed:
             p.unlink()
         print(f"removed {len(removed)} compiled modules from {accel_dir()}")

@@ -156,7 +156,8 @@ class ReplicaView:
     busy_until_s: float = 0.0
     """When the iteration in progress ends, if it cannot be cut short (a prefill iteration): a new
     call joins the batch no earlier. Absolute, on the executor's clock; 0 when unknown or when the
-    engine can take a call at its next decode step."""
+    engine can take a call at its next decode step. The simulator knows it; the real orchestrator
+    leaves it 0 (vLLM does not report the iteration in progress)."""
     estimate_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
     """Scratch space of :func:`runtime.policies.placement.estimate` (its call-independent terms for
     this view). Policies ignore it; an executor that updates a view in place resets it to None

@@ -141,7 +141,7 @@ class Cortex(Policy):
                 if r.borrowed and r.kv_capacity_tokens - r.kv_used_tokens >= need:
                     finish, marginal = estimate(call, r)
                     margin = (self.coarse_borrow_margin if r.profile is None else
-                              self.idle_borrow_margin if r.running == 0 else self.borrow_margin)
+                              self.idle_borrow_margin if r.idle else self.borrow_margin)
                     cost = finish + w * marginal + margin * expected
                     if cost < best_cost:
                         best, best_cost = r, cost
@@ -150,16 +150,18 @@ class Cortex(Policy):
     def _route_disaggregated(self, call: CallView, candidates: Sequence[ReplicaView], w: float) -> Route | None:
         """Joint prefill/decode placement: each side scored ``finish + w x marginal`` on its replica
         (:func:`runtime.policies.disaggregation.best_pair`); decode replicas without KV room for the
-        call's context are avoided when others have it; borrowed replicas pay ``borrow_margin``."""
+        call's context are avoided when others have it; borrowed replicas pay ``borrow_margin``
+        (``idle_borrow_margin`` when idle)."""
         need = call.input_tokens + call.output_tokens
         decode = [r for r in candidates if r.role == "decode"]
         roomy = {r.replica_id for r in decode if r.kv_capacity_tokens - r.kv_used_tokens >= need}
         usable = [r for r in candidates if r.role == "prefill" or not roomy or r.replica_id in roomy]
-        margin = self.borrow_margin * call.stage_expected_s
+        busy_margin = self.borrow_margin * call.stage_expected_s
+        idle_margin = self.idle_borrow_margin * call.stage_expected_s
 
         def side_cost(side: CallView, r: ReplicaView) -> float:
             finish, marginal = estimate(side, r)
-            return finish + w * marginal + (margin if r.borrowed else 0.0)
+            return finish + w * marginal + ((idle_margin if r.idle else busy_margin) if r.borrowed else 0.0)
 
         pair = best_pair(call, usable, side_cost, side_cost)
         return pair[1] if pair else None

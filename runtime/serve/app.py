@@ -23,6 +23,7 @@ route except the health checks needs ``Authorization: Bearer <token>``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import math
@@ -36,7 +37,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runtime.engines.base import ChatMessage
+from runtime.engines.base import ChatMessage, GenerationResult
 from runtime.orchestrator import BadRequest, NoHealthyReplica, Orchestrator, Overloaded, UnknownRun
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
@@ -92,21 +93,80 @@ def _overloaded(exc: Overloaded) -> JSONResponse:
     return _error(429, str(exc), True, {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
 
 
-async def _completion_chunks(head: dict[str, Any], text: str, finish: str, usage: dict[str, int],
-                             cortex: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
-    """A finished completion as OpenAI ``chat.completion.chunk`` server-sent events: the role and
-    the whole text, then the finish reason (and usage, when asked for), then ``[DONE]``.
+STREAM_KEEPALIVE_S = 10.0
+"""While a streamed call waits or runs, an SSE comment this often keeps proxies from timing out."""
 
-    Cortex schedules a call as one unit, so the text arrives in one chunk once the engine is done:
-    streaming clients work unchanged, but see no earlier tokens than a non-streaming request."""
-    def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        return f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': choices, **extra})}\n\n".encode()
 
-    yield event([{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}])
-    yield event([{"index": 0, "delta": {}, "finish_reason": finish}], cortex=cortex)
-    if include_usage:
-        yield event([], usage=usage)
-    yield b"data: [DONE]\n\n"
+def _chat_refusal(exc: BaseException) -> JSONResponse | None:
+    """The HTTP answer for a chat call the orchestrator refused (None: not a refusal)."""
+    if isinstance(exc, Overloaded):
+        return _overloaded(exc)
+    if isinstance(exc, BadRequest):
+        return _error(400, str(exc))
+    if isinstance(exc, NoHealthyReplica):
+        return _error(503, str(exc), True)
+    return None
+
+
+class _Completion:
+    """One chat completion in OpenAI's formats, whole or as ``chat.completion.chunk`` events."""
+
+    def __init__(self, model: str, stage: str, run_id: str | None) -> None:
+        self.head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model}
+        self.stage = stage
+        self.run_id = run_id
+
+    def _parts(self, result: GenerationResult) -> tuple[str, dict[str, int], dict[str, Any]]:
+        finish = {"stop": "stop", "length": "length"}.get(result.finish_reason, "stop")
+        usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.output_tokens,
+                 "total_tokens": result.prompt_tokens + result.output_tokens}
+        cortex = {"engine": result.engine, "stage": self.stage, "run_id": self.run_id,
+                  "aborted": result.finish_reason == "abort"}
+        return finish, usage, cortex
+
+    def whole(self, result: GenerationResult) -> dict[str, Any]:
+        finish, usage, cortex = self._parts(result)
+        return {**self.head, "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+                             "finish_reason": finish}],
+                "usage": usage, "cortex": cortex}
+
+    async def stream(self, call: asyncio.Future[GenerationResult], include_usage: bool) -> AsyncIterator[bytes]:
+        """The role chunk at once (headers and a first byte go out before the engine is done), SSE
+        comments every :data:`STREAM_KEEPALIVE_S` while waiting, then the whole text in one chunk
+        (Cortex schedules a call as one unit: no earlier tokens to send), the finish reason, the
+        usage when asked for (other chunks then carry ``"usage": null``, as OpenAI's do), and
+        ``[DONE]``. A failure after the first byte is an ``error`` event. A client that goes away
+        cancels the call."""
+        extra = {"usage": None} if include_usage else {}
+
+        def event(choices: list[dict[str, Any]], **fields: Any) -> bytes:
+            body = {**self.head, "object": "chat.completion.chunk", "choices": choices, **extra, **fields}
+            return f"data: {json.dumps(body)}\n\n".encode()
+
+        try:
+            yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            while True:
+                try:
+                    result = await asyncio.wait_for(asyncio.shield(call), STREAM_KEEPALIVE_S)
+                    break
+                except asyncio.TimeoutError:
+                    yield b": waiting for the engine\n\n"
+                except Exception as exc:
+                    refused = _chat_refusal(exc)
+                    message = json.loads(refused.body)["error"] if refused is not None else f"{type(exc).__name__}: {exc}"
+                    yield f"data: {json.dumps({'error': {'message': message, 'type': type(exc).__name__}})}\n\n".encode()
+                    yield b"data: [DONE]\n\n"
+                    return
+            finish, usage, cortex = self._parts(result)
+            yield event([{"index": 0, "delta": {"content": result.text}, "finish_reason": None}])
+            yield event([{"index": 0, "delta": {}, "finish_reason": finish}], cortex=cortex)
+            if include_usage:
+                yield event([], usage=usage)
+            yield b"data: [DONE]\n\n"
+        finally:
+            if not call.done():
+                call.cancel()
 
 
 def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_lifecycle: bool = True,
@@ -216,32 +276,30 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
             return _error(400, "name the workflow stage: header X-Cortex-Stage or metadata.cortex_stage")
         stop = (req.stop,) if isinstance(req.stop, str) else (tuple(req.stop) if req.stop else None)
         messages = tuple(ChatMessage(role=m.role, content=m.text()) for m in req.messages)
-        try:
-            result = await orchestrator.chat(
-                messages, stage=str(stage), workflow=workflow, run_id=str(run_id) if run_id else None,
-                max_tokens=req.max_completion_tokens or req.max_tokens, temperature=req.temperature,
-                top_p=req.top_p, stop=stop)
-        except Overloaded as exc:
-            return _overloaded(exc)
-        except BadRequest as exc:
-            return _error(400, str(exc))
-        except NoHealthyReplica as exc:
-            return _error(503, str(exc), True)
-        finish = {"stop": "stop", "length": "length"}.get(result.finish_reason, "stop")
-        head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": req.model or str(stage)}
-        usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.output_tokens,
-                 "total_tokens": result.prompt_tokens + result.output_tokens}
-        cortex = {"engine": result.engine, "stage": stage, "run_id": run_id, "aborted": result.finish_reason == "abort"}
+        call = asyncio.ensure_future(orchestrator.chat(
+            messages, stage=str(stage), workflow=workflow, run_id=str(run_id) if run_id else None,
+            max_tokens=req.max_completion_tokens or req.max_tokens, temperature=req.temperature,
+            top_p=req.top_p, stop=stop))
+        # Validation and admission run before the call's first suspension: after one turn of the
+        # loop a refused call has failed already, and gets a plain HTTP error even when streaming.
+        await asyncio.sleep(0)
+        if call.done() and call.exception() is not None:
+            refused = _chat_refusal(call.exception())
+            if refused is None:
+                raise call.exception()
+            return refused
+        completion = _Completion(req.model or str(stage), str(stage), run_id)
         if req.stream:
-            return StreamingResponse(_completion_chunks(head, result.text, finish, usage, cortex, req.include_usage),
-                                     media_type="text/event-stream",
+            return StreamingResponse(completion.stream(call, req.include_usage), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return JSONResponse({
-            **head, "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                         "finish_reason": finish}],
-            "usage": usage, "cortex": cortex,
-        })
+        try:
+            result = await call
+        except Exception as exc:
+            refused = _chat_refusal(exc)
+            if refused is None:
+                raise
+            return refused
+        return JSONResponse(completion.whole(result))
 
     @app.get("/v1/workflows")
     async def workflows() -> Response:

@@ -116,10 +116,12 @@ def test_stream_true_answers_with_openai_chunks(sales_db: Path) -> None:
             chunks = [json.loads(e) for e in events[:-1]]
             assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
             assert len({c["id"] for c in chunks}) == 1
+            assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}  # sent at once
             text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
             assert text == "answer from fix"
-            assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]] == [None, "stop"]
+            assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]] == [None, None, "stop"]
             assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+            assert all(c["usage"] is None for c in chunks[:-1])  # as OpenAI's, with include_usage
             # Without include_usage: no usage chunk; errors before the answer stay plain JSON errors.
             r = await client.post("/v1/chat/completions", headers={"X-Cortex-Stage": "fix"},
                                   json={"stream": True, "messages": [{"role": "user", "content": "x"}]})
@@ -128,6 +130,29 @@ def test_stream_true_answers_with_openai_chunks(sales_db: Path) -> None:
             r = await client.post("/v1/chat/completions", headers={"X-Cortex-Stage": "execute"},
                                   json={"stream": True, "messages": [{"role": "user", "content": "x"}]})
             assert r.status_code == 400 and "no LLM stage 'execute'" in r.json()["error"]
+        finally:
+            await client.aclose()
+            await orch.stop()
+
+    run_async(body())
+
+
+def test_a_slow_streamed_call_sends_its_first_byte_and_keepalives_at_once(sales_db: Path, monkeypatch) -> None:
+    from runtime.serve import app as app_module
+
+    monkeypatch.setattr(app_module, "STREAM_KEEPALIVE_S", 0.01)
+
+    async def body() -> None:
+        orch = await started(example_spec("nl2sql", sales_db), sim_factory(lambda s, p: "x " * 40, speedup=1.0))
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(orch, manage_lifecycle=False)),
+                                   base_url="http://cortex")
+        try:
+            r = await client.post("/v1/chat/completions", headers={"X-Cortex-Stage": "fix"},
+                                  json={"stream": True, "messages": [{"role": "user", "content": "x"}]})
+            lines = [line for line in r.text.splitlines() if line]
+            assert lines[0].startswith("data: ") and '"role": "assistant"' in lines[0]
+            assert lines[1].startswith(": ")  # a comment while the engine works
+            assert lines[-1] == "data: [DONE]"
         finally:
             await client.aclose()
             await orch.stop()
