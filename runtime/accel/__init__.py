@@ -60,6 +60,7 @@ HOT_MODULES: tuple[str, ...] = (
     "runtime.simulator.runs",
     "runtime.simulator.calls",
     "runtime.simulator.distributions",
+    "runtime.simulator.graph",
     "runtime.policies.base",
     "runtime.policies.placement",
     "runtime.policies.disaggregation",
