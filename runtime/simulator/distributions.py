@@ -27,11 +27,27 @@ def sample(rng: random.Random, mean: float, cv: float, family: Family = "gamma")
         return mean
     if family == "lognormal":
         s2 = math.log1p(cv * cv)
-        return rng.lognormvariate(math.log(mean) - s2 / 2.0, math.sqrt(s2))
+        return math.exp(normal(rng, math.log(mean) - s2 / 2.0, math.sqrt(s2)))  # = rng.lognormvariate
     if family == "gamma":
         shape = 1.0 / (cv * cv)
         return rng.gammavariate(shape, mean / shape)
     raise ValueError(f"unknown distribution family {family!r}; use 'lognormal' or 'gamma'")
+
+
+_NV_MAGICCONST = 4 * math.exp(-0.5) / math.sqrt(2.0)
+
+
+def normal(rng: random.Random, mu: float, sigma: float) -> float:
+    """``rng.normalvariate(mu, sigma)`` as CPython 3.11 computes it (Kinderman and Monahan's ratio
+    of uniforms), written out: the same draws and the same value, without the library's Python
+    frames (the simulator draws a few per call; this module may be compiled, runtime.accel)."""
+    rand = rng.random
+    while True:
+        u1 = rand()
+        u2 = 1.0 - rand()
+        z = _NV_MAGICCONST * (u1 - 0.5) / u2
+        if z * z / 4.0 <= -math.log(u2):
+            return mu + z * sigma
 
 
 def sample_tokens(rng: random.Random, mean: int, cv: float, low: int = 1, high: int | None = None) -> int:
@@ -49,7 +65,7 @@ def interarrival(rng: random.Random, rate: float, pattern: str = "poisson", burs
     """
     mean = 1.0 / rate
     if pattern == "poisson":
-        return rng.expovariate(rate)
+        return -math.log(1.0 - rng.random()) / rate  # rng.expovariate(rate), written out
     if pattern == "bursty":
         return sample(rng, mean, burstiness, "gamma")
     if pattern == "constant":

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from cortexlang.ir import LLMStage
 from runtime.simulator.calls import Call
-from runtime.simulator.distributions import sample
+from runtime.simulator.distributions import _NV_MAGICCONST, sample
 from runtime.simulator.graph import WorkflowGraph, llm_standalone_s
 
 def _draw_params(g: WorkflowGraph, token_cv: float, family: str) -> dict[str, tuple]:
@@ -65,7 +65,6 @@ def _token_params(mean: int, cv: float, low: int, high: int | None) -> tuple:
     return (math.log(float(mean)) - s2 / 2.0, math.sqrt(s2), low, high)
 
 
-_NV_MAGICCONST = 4 * math.exp(-0.5) / math.sqrt(2.0)
 _log, _exp = math.log, math.exp
 
 
@@ -78,8 +77,8 @@ def _tokens(rng: random.Random, params: tuple) -> int:
     elif sigma < 0.0:
         value = 0.0
     else:
-        # ``math.exp(rng.normalvariate(mu, sigma))`` with CPython's normalvariate (Kinderman and
-        # Monahan's ratio of uniforms) written out: same draws, same value, no call per draw.
+        # ``math.exp(distributions.normal(rng, mu, sigma))`` (CPython's normalvariate) inlined:
+        # same draws, same value, no call per draw.
         rand = rng.random
         while True:
             u1 = rand()
