@@ -34,7 +34,8 @@ def sample(rng: random.Random, mean: float, cv: float, family: Family = "gamma")
     raise ValueError(f"unknown distribution family {family!r}; use 'lognormal' or 'gamma'")
 
 
-_NV_MAGICCONST = 4 * math.exp(-0.5) / math.sqrt(2.0)
+NV_MAGICCONST = 4 * math.exp(-0.5) / math.sqrt(2.0)
+"""Kinderman and Monahan's constant, ``4 e^-0.5 / sqrt 2`` (as in CPython's ``random``)."""
 
 
 def normal(rng: random.Random, mu: float, sigma: float) -> float:
@@ -45,7 +46,7 @@ def normal(rng: random.Random, mu: float, sigma: float) -> float:
     while True:
         u1 = rand()
         u2 = 1.0 - rand()
-        z = _NV_MAGICCONST * (u1 - 0.5) / u2
+        z = NV_MAGICCONST * (u1 - 0.5) / u2
         if z * z / 4.0 <= -math.log(u2):
             return mu + z * sigma
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from cortexlang.ir import LLMStage
 from runtime.simulator.calls import Call
-from runtime.simulator.distributions import _NV_MAGICCONST, sample
+from runtime.simulator.distributions import NV_MAGICCONST, sample
 from runtime.simulator.graph import WorkflowGraph, llm_standalone_s
 
 def _draw_params(g: WorkflowGraph, token_cv: float, family: str) -> dict[str, tuple]:
@@ -83,7 +83,7 @@ def _tokens(rng: random.Random, params: tuple) -> int:
         while True:
             u1 = rand()
             u2 = 1.0 - rand()
-            z = _NV_MAGICCONST * (u1 - 0.5) / u2
+            z = NV_MAGICCONST * (u1 - 0.5) / u2
             if z * z / 4.0 <= -_log(u2):
                 break
         value = _exp(mu + z * sigma)
