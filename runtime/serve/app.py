@@ -93,12 +93,15 @@ def _overloaded(exc: Overloaded) -> JSONResponse:
     return _error(429, str(exc), True, {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
 
 
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+"""Server-sent events: never cached, never buffered by a proxy."""
+
 STREAM_KEEPALIVE_S = 10.0
 """While a streamed call waits or runs, an SSE comment this often keeps proxies from timing out."""
 
 
-def _chat_refusal(exc: BaseException) -> JSONResponse | None:
-    """The HTTP answer for a chat call the orchestrator refused (None: not a refusal)."""
+def _refusal(exc: BaseException) -> JSONResponse | None:
+    """The HTTP answer for a run or call the orchestrator refused (None: not a refusal)."""
     if isinstance(exc, Overloaded):
         return _overloaded(exc)
     if isinstance(exc, BadRequest):
@@ -153,7 +156,7 @@ class _Completion:
                 except asyncio.TimeoutError:
                     yield b": waiting for the engine\n\n"
                 except Exception as exc:
-                    refused = _chat_refusal(exc)
+                    refused = _refusal(exc)
                     message = json.loads(refused.body)["error"] if refused is not None else f"{type(exc).__name__}: {exc}"
                     yield f"data: {json.dumps({'error': {'message': message, 'type': type(exc).__name__}})}\n\n".encode()
                     yield b"data: [DONE]\n\n"
@@ -220,12 +223,10 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
         assert isinstance(req, StartRun)
         try:
             run = await orchestrator.submit(req.inputs, workflow=req.workflow, deadline_s=req.deadline_s)
-        except Overloaded as exc:
-            return _overloaded(exc)
-        except BadRequest as exc:
-            return _error(400, str(exc))
-        except NoHealthyReplica as exc:
-            return _error(503, str(exc), True)
+        except (Overloaded, BadRequest, NoHealthyReplica) as exc:
+            refused = _refusal(exc)
+            assert refused is not None  # every one of these is a refusal
+            return refused
         if req.wait:
             await run.finished.wait()
             return JSONResponse(run.info.model_dump(mode="json"))
@@ -260,7 +261,7 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
                 yield f"event: {event.kind}\ndata: {json.dumps(event.as_dict(), default=str)}\n\n".encode()
 
         return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                                 headers=SSE_HEADERS)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -284,18 +285,18 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
         # loop a refused call has failed already, and gets a plain HTTP error even when streaming.
         await asyncio.sleep(0)
         if call.done() and call.exception() is not None:
-            refused = _chat_refusal(call.exception())
+            refused = _refusal(call.exception())
             if refused is None:
                 raise call.exception()
             return refused
         completion = _Completion(req.model or str(stage), str(stage), run_id)
         if req.stream:
             return StreamingResponse(completion.stream(call, req.include_usage), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                                     headers=SSE_HEADERS)
         try:
             result = await call
         except Exception as exc:
-            refused = _chat_refusal(exc)
+            refused = _refusal(exc)
             if refused is None:
                 raise
             return refused
