@@ -90,9 +90,10 @@ class Cortex(Policy):
     """The margin for a lender with nothing running. Its own stage loses nothing unless its calls
     arrive meanwhile, and then they share the batch: no isolation to protect. Tuned on seed 2
     (`sim_tune.py cortex idle_borrow_margin=...` per cell, against 0.25 = ``borrow_margin``): the
-    same in the goal cell, rag and at 0.5/0.9 load; longrag 1.72 -> 1.48 at 99%; and on the CPU
-    example (`cortex simulate examples/nl2sql.cortex`, three seeds) p99 scale 1.18-1.23 -> 1.00-1.11,
-    where FCFS on the same two replicas pooled has 1.00: a busy own replica lost to an idle lender."""
+    same in the goal cell, rag and at 0.5/0.9 load; longrag 1.72 -> 1.48 at 99%, 12xH100 1.76 ->
+    1.72; deep_research and fan-out one bisection step (2%) worse at 95%; and on the CPU example
+    (`cortex simulate examples/nl2sql.cortex`, three seeds) p99 scale 1.18-1.23 -> 1.00-1.11, where
+    FCFS on the same two replicas pooled has 1.00: a busy own replica lost to an idle lender."""
     coarse_borrow_margin: float = 1.0
     """The same margin where the executor gives no profile (the estimate is then only backlog-based)."""
     malleable: bool = True
