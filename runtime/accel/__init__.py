@@ -141,12 +141,11 @@ def trusted(path: Path) -> bool:
     if not hasattr(os, "getuid"):  # no POSIX ownership to check (Windows): the user's own profile
         return path.is_file()
     try:
-        for st in (path.stat(), path.parent.stat()):
-            if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                return False
+        file, folder = path.stat(), path.parent.stat()
     except OSError:
         return False
-    return stat.S_ISREG(path.stat().st_mode)
+    return stat.S_ISREG(file.st_mode) and all(
+        st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) for st in (file, folder))
 
 
 class _CompiledOrSourceLoader(importlib.machinery.ExtensionFileLoader):

@@ -156,8 +156,7 @@ class _Completion:
                 except asyncio.TimeoutError:
                     yield b": waiting for the engine\n\n"
                 except Exception as exc:
-                    refused = _refusal(exc)
-                    message = json.loads(refused.body)["error"] if refused is not None else f"{type(exc).__name__}: {exc}"
+                    message = str(exc) if _refusal(exc) is not None else f"{type(exc).__name__}: {exc}"
                     yield f"data: {json.dumps({'error': {'message': message, 'type': type(exc).__name__}})}\n\n".encode()
                     yield b"data: [DONE]\n\n"
                     return
@@ -284,10 +283,11 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
         # Validation and admission run before the call's first suspension: after one turn of the
         # loop a refused call has failed already, and gets a plain HTTP error even when streaming.
         await asyncio.sleep(0)
-        if call.done() and call.exception() is not None:
-            refused = _refusal(call.exception())
+        failure = call.exception() if call.done() else None
+        if failure is not None:
+            refused = _refusal(failure)
             if refused is None:
-                raise call.exception()
+                raise failure
             return refused
         completion = _Completion(req.model or str(stage), str(stage), run_id)
         if req.stream:
