@@ -157,6 +157,10 @@ class Planner:
         self._models: dict[tuple[str, int, bool], WorkflowModel] = {}
         self.iterations = 0
 
+    def scenario_index(self, m: WorkflowModel) -> int:
+        """Position of ``m``'s scenario in its workflow's scenario list."""
+        return self.scenarios[m.workflow.name].index(m.scenario)
+
     def model(self, wf: Workflow, k: int, unbounded: bool = False) -> WorkflowModel:
         key = (wf.name, k, unbounded)
         if key not in self._models:
@@ -167,6 +171,8 @@ class Planner:
 
     def solve_at(self, models: Sequence[WorkflowModel], scale: float, unbounded: bool = False,
                  max_quality_loss: int | None = None, relative: bool = False) -> SolveResult:
+        if any(m.problem_stage is not None for m in models):  # a stage with no pool at all: nothing to solve
+            return SolveResult(None, "infeasible", 0)
         result = solve([m.problem(relative) for m in models], inventory_limits(self.inventory, unbounded), scale,
                        max_quality_loss=max_quality_loss, time_limit_s=self.time_limit_s)
         self.iterations += result.iterations
@@ -189,7 +195,9 @@ class Planner:
                 break
             names = result.unreachable or [w.name for w in self.workflows]
             if not self._advance(choice, names):
-                return explain.no_plan(self, [self.model(w, 0) for w in self.workflows], result)
+                # Explain with the scenarios last tried: every stage of them has candidates (a
+                # preferred scenario may not, e.g. a fan-out width the inventory cannot absorb).
+                return explain.no_plan(self, models, result)
         scale = 1.0
         if self.mode == "headroom":
             self.progress("maximising headroom")

@@ -139,8 +139,8 @@ def _stable_text(planner: "Planner", unbounded) -> str:
 
 
 def no_plan(planner: "Planner", models, result: SolveResult) -> Infeasible:
-    """The joint solve found nothing (with the preferred scenarios, after trying the others)."""
-    unbounded = [planner.model(m.workflow, 0, unbounded=True) for m in models]
+    """The joint solve found nothing, after trying every scenario; ``models`` are the last ones tried."""
+    unbounded = [planner.model(m.workflow, planner.scenario_index(m), unbounded=True) for m in models]
     if result.status == "slo_unreachable" or (len(models) == 1 and models[0].workflow.slo is not None):
         name = result.unreachable[0] if result.unreachable else models[0].workflow.name
         k = next(i for i, m in enumerate(models) if m.workflow.name == name)

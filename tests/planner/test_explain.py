@@ -8,7 +8,7 @@ from cortexlang.ir import CpuResource, GpuResource, Inventory
 from planner.api import plan_program
 from planner.explain import percentile_label
 from planner.plan import Infeasible
-from planner.synthetic import gpu_inventory, nl2sql_program
+from planner.synthetic import gpu_inventory, nl2sql_program, research_program
 
 SAMPLES = 4000
 
@@ -76,3 +76,18 @@ def test_bad_input_is_explained_not_raised() -> None:
 
 def test_percentile_labels() -> None:
     assert percentile_label(0.99) == "p99" and percentile_label(0.999) == "p99.9" and percentile_label(0.9) == "p90"
+
+
+def test_preferred_fan_out_width_that_cannot_fit_falls_back_or_explains() -> None:
+    """Regression: the preferred width (3) has no executor pool within one CPU slot; width 2 has.
+
+    Planning falls back to the narrower width when its SLO holds, and otherwise explains
+    the failure with the scenario it last tried (it used to crash in the explanation).
+    """
+    inv = gpu_inventory(h100=16, a100=8, h200=8, cpu_slots=1)
+    plan = plan_program(research_program(rate=1.0, slo_s=20.0), inventory=inv, samples=SAMPLES)
+    assert not isinstance(plan, Infeasible)
+    assert plan.workflow().knobs.fanout_width == {"gather": 2}
+    r = _infeasible(research_program(rate=1.0, slo_s=8.0), inventory=inv)
+    assert r.binding == "inventory" and r.workflow == "research"
+    assert r.message.startswith("p95 <= 8s for research needs more devices than the inventory has")
