@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from cortexlang.compiler import CompileResult, compile_file
-from cortexlang.diagnostics import render_all
+if TYPE_CHECKING:  # the compiler loads when a command compiles, so `--version` and `--help` start fast
+    from cortexlang.compiler import CompileResult
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
@@ -33,11 +34,15 @@ def read_source(path: Path) -> str:
 
 def compile_path(path: Path) -> CompileResult:
     """Compile one file; usage error (exit 2) if it cannot be read."""
+    from cortexlang.compiler import compile_file
+
     read_source(path)  # for a clean usage error
     return compile_file(path)
 
 
 def print_diagnostics(result: CompileResult) -> None:
+    from cortexlang.diagnostics import render_all
+
     if result.diagnostics:
         typer.echo(render_all(result.diagnostics, {result.path: result.source}), err=True)
 

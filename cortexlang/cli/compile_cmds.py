@@ -13,10 +13,6 @@ import typer
 from cortexlang.cli.common import (
     EXIT_ERRORS, compile_or_exit, compile_path, print_diagnostics, read_source, usage_error, write_output,
 )
-from cortexlang.diagnostics import DiagnosticCollector, render_all
-from cortexlang.fmt import format_module
-from cortexlang.graphviews import RENDERERS
-from cortexlang.syntax.parser import parse
 
 
 class GraphFormat(str, Enum):
@@ -44,9 +40,13 @@ def check(files: list[Path] = typer.Argument(..., help="The .cortex files to che
 def fmt(
     files: list[Path] = typer.Argument(..., help="The .cortex files to format in place."),
     check_only: bool = typer.Option(False, "--check", help="Change nothing; exit 1 if a file is not formatted."),
-    show_diff: bool = typer.Option(False, "--diff", help="Print what would change."),
+    show_diff: bool = typer.Option(False, "--diff", help="Change nothing; print what would change."),
 ) -> None:
-    """Rewrite files in the canonical layout (comments are kept)."""
+    """Rewrite files in the canonical layout (comments are kept); with --check or --diff, only report."""
+    from cortexlang.diagnostics import DiagnosticCollector, render_all
+    from cortexlang.fmt import format_module
+    from cortexlang.syntax.parser import parse
+
     unformatted, broken = [], 0
     for path in files:
         source = read_source(path)
@@ -63,9 +63,9 @@ def fmt(
         if show_diff:
             sys.stdout.writelines(difflib.unified_diff(
                 source.splitlines(True), formatted.splitlines(True), f"{path}", f"{path} (formatted)"))
-        if not check_only:
-            path.write_text(formatted, encoding="utf-8")
-    verb = "would reformat" if check_only else "reformatted"
+        elif not check_only:
+            write_output(formatted, path)
+    verb = "would reformat" if check_only or show_diff else "reformatted"
     for path in unformatted:
         typer.echo(f"{verb} {path}", err=True)
     if broken or (check_only and unformatted):
@@ -79,6 +79,8 @@ def graph(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
 ) -> None:
     """Draw a workflow's call graph."""
+    from cortexlang.graphviews import RENDERERS
+
     program = compile_or_exit(file).program
     names = [w.name for w in program.workflows]
     if not names:

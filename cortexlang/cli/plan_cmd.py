@@ -12,17 +12,17 @@ import re
 import threading
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 
 from cortexlang.cli.common import EXIT_ERRORS, EXIT_OK, compile_or_exit, usage_error, write_output
-from cortexlang.ir import Inventory, Program
-from planner.api import plan_program
-from planner.plan import Infeasible, Plan
-from planner.render import diff_plans, render_diff, render_infeasible, render_plan
+
+if TYPE_CHECKING:  # the planner, pydantic and rich load only when `plan` runs: `cortexc check` starts fast
+    from rich.console import Console
+
+    from cortexlang.ir import Inventory, Program
+    from planner.plan import Infeasible, Plan
 
 EXIT_CHANGES = 2
 SPINNER_AFTER_S = 1.0
@@ -51,6 +51,10 @@ def compile_program(path: Path) -> Program:
 
 def load_inventory(path: Path) -> Inventory:
     """An inventory from JSON (the IR's Inventory) or from a .cortex file's `resources` block."""
+    from pydantic import ValidationError
+
+    from cortexlang.ir import Inventory
+
     if path.suffix == ".json":
         try:
             return Inventory.model_validate_json(path.read_text(encoding="utf-8"))
@@ -66,6 +70,10 @@ def load_inventory(path: Path) -> Inventory:
 
 
 def load_plan(path: Path) -> Plan:
+    from pydantic import ValidationError
+
+    from planner.plan import Plan
+
     try:
         return Plan.load(path)
     except FileNotFoundError:
@@ -77,6 +85,8 @@ def load_plan(path: Path) -> Plan:
 
 def _solve_with_feedback(console: Console, **kwargs) -> Plan | Infeasible:
     """Run the planner; show a spinner with its current step once it has taken more than a second."""
+    from planner.api import plan_program
+
     result: dict = {}
     step = {"text": "planning"}
 
@@ -111,6 +121,11 @@ def plan(
     seed: int = typer.Option(0, "--seed", help="Monte Carlo seed (plans are deterministic per seed)."),
 ) -> None:
     """Choose a dedicated pool per stage (GPU kind x replicas, TP, batch/KV budget, executor slots) and knobs."""
+    from rich.console import Console
+
+    from planner.plan import Infeasible
+    from planner.render import diff_plans, render_diff, render_infeasible, render_plan
+
     rate_per_s = parse_rate(rate) if rate is not None else None
     old = load_plan(diff) if diff is not None else None
     program = compile_program(file)

@@ -16,7 +16,6 @@ Exit codes: 0 success, 1 errors in the input or engines that cannot start,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
@@ -24,13 +23,14 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cortexlang.cli.common import EXIT_ERRORS, compile_or_exit, read_source, usage_error
+
+if TYPE_CHECKING:  # rich loads when a command runs, so `cortexc --version` and `check` start fast
+    from rich.console import Console
 
 # --------------------------------------------------------------------------- shared
 
@@ -43,8 +43,14 @@ class EngineChoice(str, Enum):
     simulated = "simulated"
 
 
+def _console(**kwargs: Any) -> Console:
+    from rich.console import Console
+
+    return Console(**kwargs)
+
+
 def _err() -> Console:
-    return Console(stderr=True)
+    return _console(stderr=True)
 
 
 def load_plan(path: Path) -> Any:
@@ -177,6 +183,10 @@ def read_inputs(path: Path, names: tuple[str, ...], limit: int | None) -> list[t
 async def run_batch(spec: Any, factory: Any, rows: list[tuple[str, dict[str, Any]]], *, concurrency: int,
                     rate: float | None, seed: int, console: Console, json_out: Path | None,
                     deadline_s: float | None) -> int:
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from runtime.orchestrator import OrchestratorError, Overloaded
     from runtime.orchestrator.engines import EngineSetupError
     from runtime.orchestrator.orchestrator import Orchestrator
@@ -284,7 +294,9 @@ def register(app: typer.Typer) -> None:
         use_ray: bool = typer.Option(False, "--ray", help="Place engine replicas as Ray actors (RAY_ADDRESS or local)."),
     ) -> None:
         """Run a batch and print per-run outcome and latency, percentiles and SLO attainment."""
-        console = Console(width=None if sys.stdout.isatty() else 140)
+        import asyncio
+
+        console = _console(width=None if sys.stdout.isatty() else 140)
         spec = prepare_spec(target, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console,
                             policy=policy)
         names = spec.program.workflow(spec.workflow).inputs
@@ -320,7 +332,7 @@ def register(app: typer.Typer) -> None:
             check_binding(host, token)
         except ValueError as exc:
             raise usage_error(str(exc))
-        console = Console(stderr=True)
+        console = _console(stderr=True)
         spec = prepare_spec(target, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console,
                             policy=policy)
         factory, backend = make_factory(spec, engine, endpoint, use_ray=use_ray)
@@ -350,7 +362,7 @@ def register(app: typer.Typer) -> None:
             check_binding(host, token)
         except ValueError as exc:
             raise usage_error(str(exc))
-        console = Console(stderr=True)
+        console = _console(stderr=True)
         compile_spec = _dev_compiler(workflow, policy)
         read_source(target)
         spec, text = compile_spec(target)
@@ -367,6 +379,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _serve_or_exit(app: Any, host: str, port: int, token: str | None) -> None:
+    import asyncio
+
     from runtime.serve import serve
 
     try:
@@ -425,7 +439,7 @@ def register_build(app: typer.Typer) -> None:
         """Render the plan into an inspectable runtime: engine specs, SQL pools, orchestrator settings."""
         from runtime.build import share_engines, write_build
 
-        console = Console(stderr=True)
+        console = _console(stderr=True)
         if source.is_dir():
             raise usage_error(f"{source} is a directory; give the .cortex file")
         spec = prepare_spec(source, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console,

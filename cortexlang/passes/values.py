@@ -183,8 +183,10 @@ def percentage_value(expr: ast.Expr, ctx: ValueContext) -> Any:
     if not isinstance(expr, ast.Quantity):
         return _wrong(expr, ctx, "a percentage like `99%`")
     if expr.unit != "%" or expr.per:
+        # A bare number up to 1 is a fraction (`0.95` means 95%), anything else already counts percent.
+        suggested = expr.number * 100 if not expr.unit and not expr.per and expr.number <= 1 else expr.number
         ctx.diags.error("CX202", f"`{expr.raw}` is not a percentage", expr.span,
-                        hint=f"write it like `{expr.number:g}%`")
+                        hint=f"write it like `{suggested:g}%`")
         return INVALID
     if not 0 <= expr.number <= 100:
         ctx.diags.error("CX203", f"`{expr.raw}` is not between 0% and 100%", expr.span)

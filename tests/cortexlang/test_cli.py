@@ -62,6 +62,16 @@ def test_fmt_check_and_rewrite(tmp_path: Path) -> None:
     assert runner.invoke(compiler_app, ["fmt", "--check", str(messy)]).exit_code == 0
 
 
+def test_fmt_diff_prints_the_change_and_leaves_the_file_alone(tmp_path: Path) -> None:
+    messy = tmp_path / "messy.cortex"
+    text = 'model m {\n  params   = 8B\n}\n'
+    messy.write_text(text)
+    result = runner.invoke(compiler_app, ["fmt", "--diff", str(messy)])
+    assert result.exit_code == 0
+    assert "-  params   = 8B\n+  params = 8B\n" in result.stdout and "would reformat" in result.output
+    assert messy.read_text() == text
+
+
 def test_fmt_reports_syntax_errors() -> None:
     result = runner.invoke(compiler_app, ["fmt", "--check", str(EXAMPLES / "errors" / "cx001_unexpected_token.cortex")])
     assert result.exit_code == 1 and "error[CX001]" in result.output

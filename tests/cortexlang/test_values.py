@@ -62,6 +62,12 @@ def test_bad_values(slo: str, code: str) -> None:
     assert code in codes(result)
 
 
+@pytest.mark.parametrize("written, suggested", [("0.95", "95%"), ("0.999", "99.9%"), ("95", "95%"), ("95pct", "95%")])
+def test_percentage_hint_suggests_the_same_share(written: str, suggested: str) -> None:
+    (diag,) = _slo_load(f"latency = 8s  attainment = {written}").diagnostics
+    assert (diag.code, diag.hint) == ("CX202", f"write it like `{suggested}`")
+
+
 def test_money_needs_per_hour() -> None:
     ok = compile_source("resources { gpu H100 { count = 2  cost = $3.50/h } }", "t")
     assert ok.program.inventory.gpus[0].cost_per_hour == 3.5
