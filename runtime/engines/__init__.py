@@ -15,6 +15,9 @@ from runtime.engines.base import (
     GenerationRequest,
     GenerationResult,
     GenerationTiming,
+    RequestRejected,
+    check_context,
+    estimate_min_tokens,
 )
 
 __all__ = [
@@ -28,4 +31,7 @@ __all__ = [
     "GenerationRequest",
     "GenerationResult",
     "GenerationTiming",
+    "RequestRejected",
+    "check_context",
+    "estimate_min_tokens",
 ]

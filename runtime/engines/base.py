@@ -14,6 +14,12 @@ Contract, for every backend:
   raises for a request the engine could serve (an aborted request returns with
   ``finish_reason == "abort"``). It raises :class:`EngineNotRunning` before
   ``start()``/after ``stop()`` and :class:`EngineError` when the backend fails.
+  A request the engine cannot serve *as asked* (its prompt plus ``max_tokens``
+  exceeds the model's context, a parameter the backend refuses, an HTTP 4xx
+  from a remote endpoint) raises :class:`RequestRejected` instead: the engine is
+  fine, so callers answer the sender with a client error and keep the replica
+  in rotation. Engines check the context *before* dispatch (with their own
+  tokenizer where they have one, else :func:`estimate_min_tokens`).
 * Cancelling the task awaiting ``generate`` aborts the request in the engine
   (its KV blocks are freed) and re-raises :class:`asyncio.CancelledError`.
 * ``await abort(request_id)`` aborts an in-flight request; the pending
@@ -157,7 +163,47 @@ class EngineSpec(_Frozen):
 
 
 class EngineError(RuntimeError):
-    """The backend failed (crashed, unreachable, refused the request)."""
+    """The backend failed (crashed, unreachable, answered with a server error): the replica is suspect."""
+
+
+class RequestRejected(ValueError):
+    """The engine cannot serve this request as asked; the engine itself is healthy.
+
+    Deliberately not an :class:`EngineError`: the orchestrator keeps the replica in
+    rotation and the caller gets a client error (HTTP 400) with this message.
+    """
+
+
+ESTIMATE_CHARS_PER_TOKEN = 8
+"""Characters per token for :func:`estimate_min_tokens`: BPE tokenizers average 3-5 characters of
+text per token (fewer for code and CJK), so dividing by 8 undercounts any realistic prompt."""
+
+
+def estimate_min_tokens(text: str) -> int:
+    """A token count that a real tokenizer will not go below on realistic text (a lower bound).
+
+    For engines without a tokenizer at hand: a pre-dispatch check with it refuses only requests
+    that cannot fit; whatever slips through is refused by the engine itself (an HTTP 400, which
+    is classified as :class:`RequestRejected` too).
+    """
+    return -(-len(text) // ESTIMATE_CHARS_PER_TOKEN)
+
+
+def check_context(prompt_tokens: int, max_tokens: int, max_context: int | None, *, estimated: bool = False) -> None:
+    """Raise :class:`RequestRejected` unless ``prompt_tokens + max_tokens`` fits ``max_context``.
+
+    ``max_context`` None means unknown (nothing is checked); ``estimated`` says the prompt count
+    is :func:`estimate_min_tokens`' lower bound (the message says "at least").
+    """
+    if max_context is None or prompt_tokens + max_tokens <= max_context:
+        return
+    count = f"at least {prompt_tokens}" if estimated else str(prompt_tokens)
+    if prompt_tokens >= max_context:
+        raise RequestRejected(f"the prompt is {count} tokens long, more than the model's context of "
+                              f"{max_context} tokens: shorten the input")
+    raise RequestRejected(f"the prompt ({count} tokens) plus max_tokens ({max_tokens}) exceeds the model's "
+                          f"context of {max_context} tokens: lower max_tokens to at most "
+                          f"{max_context - prompt_tokens} or shorten the input")
 
 
 class EngineNotRunning(EngineError):

@@ -36,7 +36,7 @@ def make_engine(
         return SimulatedEngine(
             profile, kv_capacity_tokens=capacity, max_num_seqs=spec.max_num_seqs or 256,
             max_num_batched_tokens=spec.max_num_batched_tokens or 8192,
-            enable_prefix_caching=spec.enable_prefix_caching, speedup=speedup,
+            enable_prefix_caching=spec.enable_prefix_caching, speedup=speedup, max_context=spec.max_model_len,
         )
     if backend == "vllm-inproc":
         from runtime.engines.vllm_inproc import VllmInProcessEngine
@@ -51,5 +51,5 @@ def make_engine(
             raise ValueError("an openai-remote engine needs base_url")
         from runtime.engines.openai_remote import OpenAIRemoteEngine
 
-        return OpenAIRemoteEngine(base_url, spec.name, api_key=api_key)
+        return OpenAIRemoteEngine(base_url, spec.name, api_key=api_key, max_context=spec.max_model_len)
     raise ValueError(f"unknown engine backend {backend!r}")

@@ -14,6 +14,14 @@ Metrics: when the server exposes Prometheus text at ``/metrics`` (vLLM does),
 a background task scrapes it every ``metrics_interval_s``; otherwise the
 snapshot holds locally counted running requests and tokens only.
 
+Failures are classified: an answer of HTTP 400, 413 or 422 means the endpoint
+refused *this request* (too long for the context, a parameter it does not
+accept) and raises :class:`~runtime.engines.base.RequestRejected`; anything
+else (5xx, 401/403/404, 429, a broken connection) is the endpoint failing
+(:class:`~runtime.engines.base.EngineError`). With ``max_context`` known, a
+request whose prompt (estimated from below, :func:`estimate_min_tokens`) plus
+``max_tokens`` cannot fit is refused before it is sent.
+
 ``priority`` and ``request_id`` are sent in the body only when
 ``vllm_extensions`` is set (vLLM accepts them; other servers may reject
 unknown fields).
@@ -39,6 +47,9 @@ from runtime.engines.base import (
     GenerationRequest,
     GenerationResult,
     GenerationTiming,
+    RequestRejected,
+    check_context,
+    estimate_min_tokens,
 )
 
 PROMETHEUS_NAMES = {
@@ -53,6 +64,9 @@ PROMETHEUS_NAMES = {
     "finished": ("vllm:request_success_total",),
 }
 """Our metric -> vLLM Prometheus names (older vLLM versions used the ``gpu_`` forms)."""
+
+REJECTED_STATUSES = frozenset({400, 413, 422})
+"""HTTP answers that blame the request, not the endpoint (see module docstring)."""
 
 
 def parse_prometheus(text: str) -> dict[str, float]:
@@ -92,6 +106,16 @@ def metrics_from_prometheus(label: EngineLabel, samples: dict[str, float]) -> En
     )
 
 
+async def _head(response: httpx.Response, limit: int) -> str:
+    """The first ``limit`` bytes of an error body as text (a hostile endpoint's body is not read whole)."""
+    data = b""
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) >= limit:
+            break
+    return data[:limit].decode(errors="replace")
+
+
 @dataclass
 class _StreamState:
     started: float
@@ -118,6 +142,7 @@ class OpenAIRemoteEngine(Engine):
         vllm_extensions: bool = False,
         request_timeout_s: float = 600.0,
         metrics_interval_s: float = 1.0,
+        max_context: int | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self.model = model
@@ -125,6 +150,8 @@ class OpenAIRemoteEngine(Engine):
         self.vllm_extensions = vllm_extensions
         self.request_timeout_s = request_timeout_s
         self.metrics_interval_s = metrics_interval_s
+        self.max_context = max_context
+        """The model's context in tokens (prompt + output); None: left to the endpoint."""
         self._client: httpx.AsyncClient | None = None
         self._tasks: dict[str, tuple[asyncio.Task[None], _StreamState]] = {}
         self._scraper: asyncio.Task[None] | None = None
@@ -232,6 +259,8 @@ class OpenAIRemoteEngine(Engine):
         rid = request.request_id
         if rid in self._tasks:
             raise EngineError(f"request id {rid!r} is already in flight")
+        prompt = request.prompt if isinstance(request.prompt, str) else "".join(m.content for m in request.prompt)
+        check_context(estimate_min_tokens(prompt), request.max_tokens, self.max_context, estimated=True)
         state = _StreamState(started=time.monotonic())
         task = asyncio.create_task(self._stream(request, state), name=f"stream:{rid}")
         self._tasks[rid] = (task, state)
@@ -262,7 +291,9 @@ class OpenAIRemoteEngine(Engine):
         try:
             async with self._client.stream("POST", path, json=body) as response:
                 if response.status_code != 200:
-                    detail = (await response.aread()).decode(errors="replace")[:500]
+                    detail = await _head(response, 500)
+                    if response.status_code in REJECTED_STATUSES:
+                        raise RequestRejected(f"the engine refused the request (HTTP {response.status_code}): {detail}")
                     raise EngineError(f"{self.base_url}{path}: HTTP {response.status_code}: {detail}")
                 async for line in response.aiter_lines():
                     if line.startswith("data:"):

@@ -6,7 +6,10 @@ taken from the same :class:`planner.profiles.LatencyProfile` the planner uses.
 
 The model of one engine replica (a simplified vLLM V1 scheduler):
 
-* Tokens: text is counted at ``CHARS_PER_TOKEN`` characters per token.
+* Tokens: text is counted at ``CHARS_PER_TOKEN`` characters per token (its
+  tokenizer). A request whose prompt plus ``max_tokens`` exceeds
+  ``max_context``, or whose prompt alone cannot fit the KV cache, is refused
+  with :class:`~runtime.engines.base.RequestRejected` before it is queued.
 * Admission: waiting requests are ordered by (priority, arrival); the head is
   admitted while fewer than ``max_num_seqs`` run, its prompt fits the
   iteration's token budget (``max_num_batched_tokens``) and its KV blocks
@@ -47,6 +50,8 @@ from runtime.engines.base import (
     GenerationRequest,
     GenerationResult,
     GenerationTiming,
+    RequestRejected,
+    check_context,
 )
 
 CHARS_PER_TOKEN = 4
@@ -147,6 +152,7 @@ class SimulatedEngine(Engine):
         responder: Responder | None = None,
         default_output_tokens: int = 32,
         speedup: float = 1.0,
+        max_context: int | None = None,
     ) -> None:
         if kv_capacity_tokens < block_size:
             raise ValueError(f"kv_capacity_tokens={kv_capacity_tokens} holds less than one block")
@@ -160,6 +166,8 @@ class SimulatedEngine(Engine):
         self.enable_prefix_caching = enable_prefix_caching
         self.responder = responder or placeholder_responder(default_output_tokens)
         self.speedup = speedup
+        self.max_context = max_context
+        """The model's context in tokens (prompt + output); None: unchecked."""
         self._waiting: list[tuple[int, int, _Sequence]] = []
         self._running: list[_Sequence] = []
         self._by_id: dict[str, _Sequence] = {}
@@ -202,8 +210,9 @@ class SimulatedEngine(Engine):
             raise EngineError(f"request id {request.request_id!r} is already in flight")
         text = prompt_text(request)
         prompt_tokens = max(count_tokens(text), 1)
+        check_context(prompt_tokens, request.max_tokens, self.max_context)
         if self._blocks_for(prompt_tokens + 1) > self.total_blocks:
-            raise EngineError(
+            raise RequestRejected(
                 f"prompt of {prompt_tokens} tokens does not fit the KV cache "
                 f"({self.total_blocks * self.block_size} tokens)"
             )

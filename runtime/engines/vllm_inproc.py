@@ -42,6 +42,8 @@ from runtime.engines.base import (
     GenerationRequest,
     GenerationResult,
     GenerationTiming,
+    RequestRejected,
+    check_context,
 )
 
 if TYPE_CHECKING:
@@ -344,9 +346,13 @@ class VllmInProcessEngine(Engine):
                 max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
                 stop=list(request.stop) or None, seed=request.seed,
             )
-            engine.add_request(rid, _render(engine, request), params, priority=request.priority)
-        except Exception as exc:  # bad request (e.g. prompt longer than max_model_len)
-            error = EngineError(f"vLLM rejected request {rid}: {exc}")
+            engine_input = _render(engine, request)
+            token_ids = engine_input.get("prompt_token_ids") if isinstance(engine_input, dict) else None
+            if token_ids is not None:  # counted by the model's own tokenizer
+                check_context(len(token_ids), request.max_tokens, self.spec.max_model_len)
+            engine.add_request(rid, engine_input, params, priority=request.priority)
+        except Exception as exc:  # the request, not the engine (e.g. prompt longer than max_model_len)
+            error = exc if isinstance(exc, RequestRejected) else RequestRejected(f"vLLM refused the request: {exc}")
             pending = self._pending.get(rid)
             if pending is not None:
                 self._loop.call_soon_threadsafe(_set_exception, pending.future, error)  # type: ignore[union-attr]

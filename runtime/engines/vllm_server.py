@@ -107,7 +107,7 @@ class VllmServerEngine(OpenAIRemoteEngine):
         self._process: subprocess.Popen[bytes] | None = None
         self.start_seconds: float | None = None
         super().__init__(f"http://{host}:{port or 0}", spec.name, vllm_extensions=True,
-                         metrics_interval_s=metrics_interval_s)
+                         metrics_interval_s=metrics_interval_s, max_context=spec.max_model_len)
 
     async def start(self) -> None:
         if self._process is not None:

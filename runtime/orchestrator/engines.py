@@ -49,6 +49,7 @@ def engine_factory(backend: Backend, *, responder: Responder | None = None, spee
                 max_num_batched_tokens=rep.engine.max_num_batched_tokens or 8192,
                 enable_prefix_caching=rep.engine.enable_prefix_caching,
                 responder=responder or planned_responder(spec.program.workflow(spec.workflow)), speedup=speedup,
+                max_context=rep.engine.max_model_len,
             )
         from runtime.engines.factory import make_engine
 

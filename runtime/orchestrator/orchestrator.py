@@ -17,6 +17,19 @@ priorities; its *timeout* (``deadline_s`` per run, default
 ``run_timeout_factor x`` SLO latency) cancels the walk, which cancels the
 calls in flight and aborts them in the engines.
 
+Engine failures: a replica whose engine fails leaves rotation and a
+:class:`~runtime.orchestrator.health.ReplicaProber` probes it with backoff until
+it is healthy again. A request an engine *refuses* (too long for the model's
+context, a parameter it rejects: :class:`~runtime.engines.base.RequestRejected`)
+fails only that call, never the replica: a chat call re-raises it (HTTP 400), a
+run ends ``error`` with the reason.
+
+History: the last ``retained_runs`` runs are kept for status queries; only
+finished runs are ever evicted (oldest first), and when the history is full of
+runs in flight a new run is refused with :class:`Overloaded`. An *external run*
+(named by an agent's chat call, ``X-Cortex-Run``) ends ``done`` once no call of
+it has been queued or running for ``external_run_idle_s``.
+
 Versions: :meth:`Orchestrator.deploy` swaps in a new spec of a workflow (hot
 reload); runs started before finish on the version they started with (see
 :mod:`runtime.orchestrator.versions`).
@@ -28,6 +41,7 @@ import asyncio
 import gc
 import itertools
 import logging
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -39,10 +53,11 @@ from cortexlang.ir import Database, LLMStage, ToolStage
 from planner.profiles import LatencyProfile, ProfileNotFound, get_profile
 from runtime.build.spec import LLMPoolSpec, ReplicaSpec, RuntimeSpec
 from runtime.cache import InProcessCache, RedisCache, StateCache
-from runtime.engines.base import ChatMessage, GenerationRequest, GenerationResult
+from runtime.engines.base import ChatMessage, GenerationRequest, GenerationResult, RequestRejected
 from runtime.orchestrator.engines import EngineFactory
 from runtime.orchestrator.errors import BadRequest, NoHealthyReplica, OrchestratorError, Overloaded, UnknownRun
 from runtime.orchestrator.executor import Executor, FlowError, engine_priority
+from runtime.orchestrator.health import ReplicaProber
 from runtime.orchestrator.metrics import PromText, RunStats
 from runtime.orchestrator.pools import Pool, Replica
 from runtime.orchestrator.results import FINISHED, CallRecord, RunEvent, RunInfo
@@ -53,6 +68,11 @@ from runtime.policies.registry import make_policy
 from runtime.sql.executor import SQLExecutor
 
 log = logging.getLogger("cortex.orchestrator")
+
+EXTERNAL_RUN_IDLE_S = 300.0
+"""An external run with no call queued or running for this long ends (see module docstring)."""
+MAX_RUN_TIMEOUT_S = 86_400.0
+"""The longest ``deadline_s`` a run may ask for when its workflow sets no run timeout (no SLO)."""
 
 
 def _profile(rep: ReplicaSpec) -> LatencyProfile | None:
@@ -66,7 +86,8 @@ class Orchestrator:
     """Runs workflows on per-stage pools (see module docstring)."""
 
     def __init__(self, spec: RuntimeSpec, engine_factory: EngineFactory, *, policy: Policy | None = None,
-                 cache: StateCache | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 cache: StateCache | None = None, clock: Callable[[], float] = time.monotonic,
+                 external_run_idle_s: float = EXTERNAL_RUN_IDLE_S, prober: ReplicaProber | None = None) -> None:
         self.spec = spec
         self.config = spec.orchestrator
         self.engine_factory = engine_factory
@@ -85,6 +106,10 @@ class Orchestrator:
         self._pool_users: dict[str, int] = {}
         self._sql: dict[str, tuple[str, SQLExecutor]] = {}
         self.runs: OrderedDict[str, Run] = OrderedDict()
+        self._finished_ids: OrderedDict[str, None] = OrderedDict()
+        """Ids of the finished runs in ``runs``, oldest first: the only ones eviction may drop."""
+        self.external_run_idle_s = external_run_idle_s
+        self.prober = prober or ReplicaProber()
         self.active = 0
         self.run_stats: dict[str, RunStats] = {}
         self.rejected_runs = 0
@@ -125,6 +150,10 @@ class Orchestrator:
         tasks = [r.task for r in self.runs.values() if r.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for run in self.runs.values():
+            if run.idle_timer is not None:
+                run.idle_timer.cancel()
+        await self.prober.stop()
         for pool in list(self.pools_by_name.values()):
             await self._stop_pool(pool)
         self.pools_by_name.clear()
@@ -224,9 +253,11 @@ class Orchestrator:
         replicas = [Replica(rep.replica_id, name, rep.engine.max_num_seqs or 16, model=lp.model, device=rep.device,
                             engine=e, kv_capacity_tokens=rep.kv_capacity_tokens, profile=_profile(rep))
                     for rep, e in zip(lp.replicas, engines)]
-        return Pool(name, "llm", replicas, policy=self.policy, max_queue=lp.max_queue, model=lp.model,
+        pool = Pool(name, "llm", replicas, policy=self.policy, max_queue=lp.max_queue, model=lp.model,
                     clock=self.clock, borrow=self.config.borrow_idle,
                     borrow_max_kv_usage=self.config.borrow_max_kv_usage)
+        pool.on_replica_failed = self.prober.watch
+        return pool
 
     async def _sql_for(self, spec: RuntimeSpec) -> dict[str, SQLExecutor]:
         out: dict[str, SQLExecutor] = {}
@@ -275,6 +306,7 @@ class Orchestrator:
                 tool.close()
 
     async def _stop_pool(self, pool: Pool) -> None:
+        await self.prober.forget(pool)
         engines = [r.engine for r in pool.replicas if r.engine is not None]
         await asyncio.gather(*(e.stop() for e in engines), return_exceptions=True)
 
@@ -291,8 +323,13 @@ class Orchestrator:
 
     async def submit(self, inputs: dict[str, Any], *, workflow: str | None = None, deadline_s: float | None = None,
                      run_id: str | None = None) -> Run:
-        """Admit and start a run; raises :class:`Overloaded` (retryable) or :class:`BadRequest`."""
+        """Admit and start a run; raises :class:`Overloaded` (retryable) or :class:`BadRequest`.
+
+        ``deadline_s`` (positive and finite) is capped at the server's run timeout (see :meth:`_timeout_at`).
+        """
         version = self.version(workflow)
+        if deadline_s is not None and not (math.isfinite(deadline_s) and deadline_s > 0):
+            raise BadRequest(f"deadline_s must be a positive, finite number of seconds (got {deadline_s!r})")
         missing = [name for name in version.workflow.inputs if name not in inputs]
         if missing:
             raise BadRequest(f"workflow {version.name!r} needs input(s) {', '.join(missing)}; "
@@ -306,6 +343,7 @@ class Orchestrator:
             self._reject(stats)
             raise Overloaded(f"{self.active} runs are in flight (limit {self.config.max_active_runs}); retry later",
                              retry_after_s=1.0)
+        self._make_room(stats)
         entry = self._first_stage(version)
         pool = version.pools.get(entry)
         if pool is not None and not pool.healthy:
@@ -341,11 +379,15 @@ class Orchestrator:
         self.rejected_runs += 1
 
     def _timeout_at(self, now: float, deadline_s: float | None, slo: Any) -> float | None:
-        if deadline_s is not None:
-            return now + deadline_s
+        """When a run arriving ``now`` times out: its ``deadline_s``, never later than the server's run
+        timeout (``run_timeout_factor`` x the SLO latency; :data:`MAX_RUN_TIMEOUT_S` without one), which
+        also applies when it asks for none. A caller cannot lift the server's bound on a run."""
+        limit = None
         if slo is not None and self.config.run_timeout_factor is not None:
-            return now + slo.latency_s * self.config.run_timeout_factor
-        return None
+            limit = slo.latency_s * self.config.run_timeout_factor
+        if deadline_s is None:
+            return None if limit is None else now + limit
+        return now + min(deadline_s, MAX_RUN_TIMEOUT_S if limit is None else limit)
 
     @staticmethod
     def _first_stage(version: WorkflowVersion) -> str:
@@ -372,6 +414,8 @@ class Orchestrator:
             info.error = info.error or "cancelled"
         except (NoHealthyReplica, FlowError, OrchestratorError) as exc:
             info.status, info.error = "error", str(exc)
+        except RequestRejected as exc:  # this run's request, not the engine: the replica stays in rotation
+            info.status, info.error = "error", f"stage {info.node!r}: {exc}"
         except Exception as exc:  # a bug or an unforeseen backend failure: the run ends with the reason
             log.exception("run %s failed", run.run_id)
             info.status, info.error = "error", f"{type(exc).__name__}: {exc}"
@@ -402,11 +446,24 @@ class Orchestrator:
         run.version.active_runs -= 1
         if run.version.active_runs == 0 and self.versions.get(run.version.name) is not run.version:
             asyncio.get_running_loop().create_task(self._retire_if_idle(run.version))
-        while len(self.runs) > self.config.retained_runs:
-            oldest_id, oldest = next(iter(self.runs.items()))
-            if not oldest.finished.is_set():
-                break
-            del self.runs[oldest_id]
+        self._finished_ids[run.run_id] = None
+        self._evict()
+
+    # ------------------------------------------------------------------ history
+    def _evict(self, room: int = 0) -> None:
+        """Drop the oldest finished runs until ``room`` more fit in ``retained_runs`` (never a run in flight)."""
+        while len(self.runs) + room > self.config.retained_runs and self._finished_ids:
+            run_id, _ = self._finished_ids.popitem(last=False)
+            self.runs.pop(run_id, None)
+
+    def _make_room(self, stats: RunStats | None = None) -> None:
+        """Room in the history for one more run, or :class:`Overloaded` when it is full of runs in flight."""
+        self._evict(room=1)
+        if len(self.runs) >= self.config.retained_runs:
+            if stats is not None:
+                self._reject(stats)
+            raise Overloaded(f"the run history is full of runs in flight ({len(self.runs)}, limit "
+                             f"{self.config.retained_runs}); retry later", retry_after_s=1.0)
 
     async def run(self, inputs: dict[str, Any], **kwargs: Any) -> RunInfo:
         """Submit a run and wait for its end."""
@@ -468,25 +525,32 @@ class Orchestrator:
         A known ``run_id`` (one started here, or an external run named before)
         lends the call its SLO deadline and service so far; an unknown one
         starts an *external run* record (arrival = now) that later calls with
-        the same id share. Refused with :class:`Overloaded` when the stage's
-        queue is full.
+        the same id share, until it has been idle for ``external_run_idle_s``
+        (a later call with its id then starts it afresh). Refused with
+        :class:`Overloaded` when the stage's queue is full or the run history
+        is full of runs in flight; :class:`RequestRejected` when the engine
+        refuses the request (too long for the model's context, ...).
         """
         version = self.version(workflow)
         stage_ir = version.graph.stages.get(stage)
         if not isinstance(stage_ir, LLMStage):
             llm = [s.name for s in version.workflow.stages if isinstance(s, LLMStage)]
             raise BadRequest(f"workflow {version.name!r} has no LLM stage {stage!r} (LLM stages: {', '.join(llm)})")
-        run = self.runs.get(run_id) if run_id else None
-        if run is None:
-            run = self._external_run(version, run_id)
         pool = version.pools[stage]
-        model = version.knobs.models.get(stage, stage_ir.models[0].model)
-        call = self.executor.view(run, stage, model, stage_ir.input_tokens, stage_ir.output_tokens, None)
         if pool.full():
             pool.rejected += 1
             raise Overloaded(f"stage {stage!r} is overloaded: {pool.queued} calls are waiting "
                              f"(limit {pool.max_queue}); retry later",
                              retry_after_s=max(pool.load().expected_wait_s, 0.05), stage=stage)
+        run = self.runs.get(run_id) if run_id else None
+        if run is not None and run.external and run.finished.is_set():
+            del self.runs[run.run_id]  # ended idle: this call starts it afresh
+            self._finished_ids.pop(run.run_id, None)
+            run = None
+        if run is None:
+            run = self._external_run(version, run_id)
+        model = version.knobs.models.get(stage, stage_ir.models[0].model)
+        call = self.executor.view(run, stage, model, stage_ir.input_tokens, stage_ir.output_tokens, None)
         request = GenerationRequest(
             request_id=run.next_request_id(stage), prompt=messages,
             max_tokens=max_tokens or version.knobs.max_tokens.get(stage, stage_ir.max_tokens.preferred),
@@ -495,7 +559,12 @@ class Orchestrator:
             priority=engine_priority(self.policy.priority(call)),
         )
         started = self.clock()
-        result, replica, borrowed, _, queue_s = await self.executor.generate(pool, call, request, 1, False)
+        run.calls_in_flight += 1
+        try:
+            result, replica, borrowed, _, queue_s = await self.executor.generate(pool, call, request, 1, False)
+        finally:
+            run.calls_in_flight -= 1
+            run.last_active = self.clock()
         self.executor.record(run, CallRecord(
             stage=stage, kind="llm", outcome="ok" if result.finish_reason != "abort" else "error",
             started_s=started - run.arrival, latency_s=self.clock() - started, queue_s=queue_s,
@@ -505,6 +574,9 @@ class Orchestrator:
         return result
 
     def _external_run(self, version: WorkflowVersion, run_id: str | None) -> Run:
+        """The record of an external run named ``run_id`` (kept in the history), or of an anonymous call."""
+        if run_id:
+            self._make_room()
         now = self.clock()
         slo = version.workflow.slo
         run = Run(run_id or uuid.uuid4().hex[:16], version, {}, now, now + slo.latency_s if slo else None, None,
@@ -512,10 +584,30 @@ class Orchestrator:
         run.info.status = "running"
         run.info.node = "external"
         if run_id:
+            run.external = True
             self.runs[run.run_id] = run
-            while len(self.runs) > self.config.retained_runs:
-                self.runs.popitem(last=False)
+            self._check_idle(run)
         return run
+
+    def _check_idle(self, run: Run) -> None:
+        """End external ``run`` if it has been idle long enough, else check again when it could be."""
+        run.idle_timer = None
+        if run.finished.is_set():
+            return
+        idle_s = self.clock() - run.last_active
+        if run.calls_in_flight or idle_s < self.external_run_idle_s:
+            wait_s = self.external_run_idle_s - (0.0 if run.calls_in_flight else idle_s)
+            run.idle_timer = asyncio.get_running_loop().call_later(max(wait_s, 0.01), self._check_idle, run)
+            return
+        info = run.info
+        info.status = "done"
+        info.latency_s = run.last_active - run.arrival
+        run.emit("run_finished", status="done", latency_s=round(info.latency_s, 6), error=None, slo_met=None,
+                 reason=f"no call for {self.external_run_idle_s:g} s")
+        run.close_streams()
+        run.finished.set()
+        self._finished_ids[run.run_id] = None
+        self._evict()
 
     # ------------------------------------------------------------------ observability
     def ready(self) -> bool:
@@ -556,7 +648,7 @@ class Orchestrator:
     @staticmethod
     def _replica_summary(r: Replica) -> dict[str, Any]:
         out: dict[str, Any] = {"healthy": r.healthy, "inflight": r.inflight, "slots": r.slots, "served": r.served,
-                               "lent": r.borrowed_served, "failure": r.failure}
+                               "lent": r.borrowed_served, "failure": r.failure, "recoveries": r.recoveries}
         if r.engine is not None:
             m = r.engine.metrics()
             out.update(engine=m.label, kv_cache_usage=m.kv_cache_usage, prefix_cache_hit_rate=m.prefix_cache_hit_rate,
@@ -604,6 +696,9 @@ class Orchestrator:
             for r in pool.replicas:
                 out.family("cortex_replica_healthy", "gauge", "1 when the replica is in rotation.")
                 out.sample("cortex_replica_healthy", int(r.healthy), pool=pool.name, replica=r.replica_id)
+                out.family("cortex_replica_recoveries_total", "counter",
+                           "Times the replica came back into rotation after a failure (health probes).")
+                out.sample("cortex_replica_recoveries_total", r.recoveries, pool=pool.name, replica=r.replica_id)
                 if r.engine is None:
                     continue
                 m = r.engine.metrics()

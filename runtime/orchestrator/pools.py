@@ -23,9 +23,10 @@ slot* (:meth:`Pool.acquire`), then runs on the granted replica, then
   policy borrows, idle replicas of other pools serving the same model (with
   ``borrow_spare``: any with a free slot and no queue), with KV use below the
   borrowing threshold, are offered too (``ReplicaView.borrowed``).
-* A replica that fails is taken out of rotation; when a pool has no healthy
-  replica left, its waiters fail with :class:`NoHealthyReplica` at once
-  (nothing hangs).
+* A replica that fails is taken out of rotation (``on_replica_failed`` is told,
+  so it can be probed and brought back with :meth:`Pool.restore_replica`, which
+  hands its free slots to the waiters); when a pool has no healthy replica left,
+  its waiters fail with :class:`NoHealthyReplica` at once (nothing hangs).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Replica:
     """One engine replica (or an executor's slot group) and its live load."""
 
     __slots__ = ("replica_id", "pool", "model", "device", "engine", "slots", "inflight", "healthy", "failure",
-                 "kv_capacity_tokens", "resident", "speed", "served", "borrowed_served", "profile")
+                 "kv_capacity_tokens", "resident", "speed", "served", "borrowed_served", "profile", "recoveries")
 
     def __init__(self, replica_id: str, pool: str, slots: int, *, model: str | None = None, device: str = "CPU",
                  engine: Engine | None = None, kv_capacity_tokens: int = 0, speed: float = 1.0,
@@ -75,6 +76,8 @@ class Replica:
         self.borrowed_served = 0
         self.profile = profile
         """The replica's latency model, for profile-aware routing (None: unknown)."""
+        self.recoveries = 0
+        """Times it was brought back into rotation after a failure."""
 
     @property
     def free(self) -> bool:
@@ -150,6 +153,8 @@ class Pool:
         self._last_rekey = 0.0
         self.rejected = 0
         self.borrowed = 0
+        self.on_replica_failed: Callable[[Pool, Replica], None] | None = None
+        """Told of every replica taken out of rotation (the orchestrator's prober watches it)."""
 
     # ------------------------------------------------------------------ load
     @property
@@ -298,6 +303,8 @@ class Pool:
             return
         replica.healthy = False
         replica.failure = reason
+        if self.on_replica_failed is not None:
+            self.on_replica_failed(self, replica)
         if self.healthy:
             return
         error = NoHealthyReplica(self._no_replica_message())
@@ -307,6 +314,19 @@ class Pool:
                 waiter.cancelled = True
                 self._waiting -= 1
                 waiter.future.set_exception(error)
+
+    def restore_replica(self, replica: Replica) -> None:
+        """Put a failed ``replica`` back into rotation and hand its free slots to the best waiters."""
+        if replica.healthy:
+            return
+        replica.healthy = True
+        replica.failure = None
+        replica.recoveries += 1
+        while replica.free and self._waiting:
+            granted = replica.inflight
+            self._grant(replica)
+            if replica.inflight == granted:  # nobody left to take it
+                return
 
     def _no_replica_message(self) -> str:
         reasons = "; ".join(f"{r.replica_id}: {r.failure}" for r in self.replicas if r.failure)

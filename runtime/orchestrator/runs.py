@@ -25,7 +25,8 @@ class Run:
 
     __slots__ = ("run_id", "version", "info", "arrival", "slo_deadline", "timeout_at", "results", "loops",
                  "last_replica", "attained_s", "critical_s", "events", "subscribers", "task", "finished",
-                 "last_sql", "requests", "clock", "number")
+                 "last_sql", "requests", "clock", "number", "external", "last_active", "calls_in_flight",
+                 "idle_timer")
 
     def __init__(self, run_id: str, version: WorkflowVersion, inputs: dict[str, Any], arrival: float,
                  slo_deadline: float | None, timeout_at: float | None, clock: Any, number: int = 0) -> None:
@@ -50,6 +51,14 @@ class Run:
         self.requests = 0
         self.clock = clock
         self.number = number
+        self.external = False
+        """Started by an external agent's chat call (``X-Cortex-Run``), not by a walk of the call graph:
+        it ends when it has been idle for the orchestrator's ``external_run_idle_s``."""
+        self.last_active = arrival
+        """When its last external call ended (or it started)."""
+        self.calls_in_flight = 0
+        """External calls of this run now queued or running (an external run never ends while any is)."""
+        self.idle_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ events
     def emit(self, kind: str, **data: Any) -> None:

@@ -19,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from runtime.engines.base import ChatMessage, EngineError, GenerationRequest
+from runtime.engines.base import ChatMessage, EngineError, GenerationRequest, RequestRejected
 from runtime.engines.openai_remote import OpenAIRemoteEngine, metrics_from_prometheus, parse_prometheus
 
 pytestmark = pytest.mark.anyio
@@ -83,6 +83,8 @@ def build_app(seen: list[dict[str, Any]], disconnected: list[str]) -> FastAPI:
         seen.append(body)
         if body["prompt"] == "bad":
             return StreamingResponse(iter(["nope"]), status_code=400)
+        if body["prompt"] == "boom":
+            return StreamingResponse(iter(["internal error " * 1000]), status_code=500)
         return StreamingResponse(stream(body, False), media_type="text/event-stream")
 
     return app
@@ -164,10 +166,23 @@ async def test_abort_closes_the_stream(server: tuple[str, list, list]) -> None:
 
 
 async def test_http_errors_and_unreachable_servers(server: tuple[str, list, list]) -> None:
-    url, _, _ = server
-    async with OpenAIRemoteEngine(url, "m") as eng:
-        with pytest.raises(EngineError, match="HTTP 400"):
-            await eng.generate(GenerationRequest(prompt="bad"))
+    url, seen, _ = server
+    async with OpenAIRemoteEngine(url, "m", max_context=64) as eng:
+        # A 4xx blames the request (the replica stays usable); a 5xx is the endpoint failing.
+        with pytest.raises(RequestRejected, match="HTTP 400") as rejected:
+            await eng.generate(GenerationRequest(prompt="bad", max_tokens=8))
+        assert not isinstance(rejected.value, EngineError)
+        with pytest.raises(EngineError, match="HTTP 500") as failed:
+            await eng.generate(GenerationRequest(prompt="boom", max_tokens=8))
+        assert len(str(failed.value)) < 700  # the error body is read up to a bound, not whole
+        # Refused before sending: even estimated from below, the prompt cannot fit the context.
+        sent = len(seen)
+        with pytest.raises(RequestRejected, match="at least 100 tokens"):
+            await eng.generate(GenerationRequest(prompt="x" * 800, max_tokens=4))
+        with pytest.raises(RequestRejected, match=r"max_tokens \(4096\)"):
+            await eng.generate(GenerationRequest(prompt="p", max_tokens=4096))
+        assert len(seen) == sent
+        assert (await eng.generate(GenerationRequest(prompt="p", max_tokens=2))).text == "SELECT 1 "
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = sock.getsockname()[1]

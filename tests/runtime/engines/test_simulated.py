@@ -7,7 +7,9 @@ import asyncio
 import pytest
 
 from planner.profiles import LatencyProfile, get_profile
-from runtime.engines.base import ChatMessage, EngineError, EngineNotRunning, EngineSpec, GenerationRequest
+from runtime.engines.base import (
+    ChatMessage, EngineError, EngineNotRunning, EngineSpec, GenerationRequest, RequestRejected,
+)
 from runtime.engines.factory import make_engine
 from runtime.engines.simulated import CHARS_PER_TOKEN, SimulatedEngine, count_tokens
 
@@ -137,10 +139,26 @@ async def test_errors_before_start_and_for_oversized_prompts() -> None:
     with pytest.raises(EngineNotRunning):
         await eng.generate(GenerationRequest(prompt="x"))
     async with eng:
-        with pytest.raises(EngineError, match="does not fit"):
+        # A prompt that can never fit is the request's fault, not the engine's: RequestRejected
+        # (not an EngineError, which would take the replica out of rotation).
+        with pytest.raises(RequestRejected, match="does not fit") as caught:
             await eng.generate(GenerationRequest(prompt="x" * 1000))
+        assert not isinstance(caught.value, EngineError)
         assert (await eng.health()).ok
+        assert (await eng.generate(GenerationRequest(prompt="x", max_tokens=4))).finish_reason != "abort"
     assert (await eng.health()).state == "stopped"
+
+
+async def test_prompt_plus_max_tokens_is_checked_against_the_context_before_queueing() -> None:
+    eng = engine(kv_capacity_tokens=1 << 16, max_context=100)
+    async with eng:
+        with pytest.raises(RequestRejected, match="prompt is 1000 tokens long, more than the model's context of 100"):
+            await eng.generate(GenerationRequest(prompt="x" * 4000, max_tokens=8))
+        with pytest.raises(RequestRejected, match=r"plus max_tokens \(4096\) exceeds .* at most 90"):
+            await eng.generate(GenerationRequest(prompt="x" * 40, max_tokens=4096))
+        assert eng.metrics().waiting == 0 and eng.metrics().running == 0  # nothing was queued
+        fits = await eng.generate(GenerationRequest(prompt="x" * 40, max_tokens=90))
+        assert fits.finish_reason in ("stop", "length") and (await eng.health()).ok
 
 
 async def test_factory_builds_from_the_cpu_profile() -> None:
