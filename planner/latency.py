@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cortexlang.ir import Workflow
+from cortexlang.semantics import Semantics, join_waits_for_all
 from planner.candidates import U_GRID
 from planner.plan import LatencyDistribution
-from planner.visits import VisitChain, branch_multiplicity
+from planner.visits import VisitChain
 
 DEFAULT_SAMPLES = 10_000
 
@@ -101,7 +102,7 @@ class PathSample:
             sum((vis.values(tables[stage]) for stage, vis in chain), np.zeros(len(fan.runs)))
             for chain in fan.branches
         ])
-        joined = per_branch.min(axis=0) if fan.join == "first" else per_branch.max(axis=0)
+        joined = per_branch.max(axis=0) if join_waits_for_all(fan.join) else per_branch.min(axis=0)
         return np.bincount(fan.runs, weights=joined, minlength=self.n)
 
     def run_latency(self, tables: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -149,7 +150,7 @@ def sample_paths(chain: VisitChain, n: int = DEFAULT_SAMPLES, seed: int = 0,
 
     stage_names = {s.name for s in wf.stages}
     fanout_names = {f.name for f in wf.fanouts}
-    widths = dict(fanout_width or {})
+    sem = Semantics(wf, chain.loop_budget, fanout_width)
     stage_visits: dict[str, Visits] = {}
     fanouts: list[FanoutVisits] = []
     node_of_stage: dict[str, str] = {}
@@ -159,8 +160,7 @@ def sample_paths(chain: VisitChain, n: int = DEFAULT_SAMPLES, seed: int = 0,
             stage_visits[name] = Visits(runs, *_grid_position(rng.random(runs.size)))
         else:
             fan = wf.fanout(name)
-            copies = fan.branch_count(widths.get(name)) if fan.width is not None else 1
-            templates = [b for b in fan.branches for _ in range(copies)]
+            templates = sem.branches(name)
             branches = tuple(
                 tuple((stage, Visits(runs, *_grid_position(rng.random(runs.size)))) for stage in chain_)
                 for chain_ in templates
@@ -170,7 +170,7 @@ def sample_paths(chain: VisitChain, n: int = DEFAULT_SAMPLES, seed: int = 0,
                     node_of_stage[stage] = name
             fanouts.append(FanoutVisits(name, fan.join, runs, branches))
     # Stages never reached still get an (empty) entry so tables can be passed uniformly.
-    inside = branch_multiplicity(wf, widths)
+    inside = sem.branch_multiplicity()
     for s in wf.stages:
         if s.name not in stage_visits and s.name not in inside:
             empty = np.zeros(0, dtype=np.int64)

@@ -2,18 +2,11 @@
 
 The maths
 ---------
-A workflow's call graph with branch probabilities is a Markov chain over its
-nodes, except that loops carry budgets: a loop edge may be taken at most
-``max_iterations`` times, after which it leads to the loop's ``on_exhausted``
-target. Making the budget part of the state restores the Markov property. The
-*expanded* chain has states ``(node, c)`` where ``c`` is the vector of loop
-counters (one per loop, in declaration order), and, for an out-edge ``e`` of
-``node`` taken with probability ``p_e``:
-
-* ``e`` is not a loop edge: ``(node, c) -> (e.target, c)``;
-* ``e`` iterates loop ``L`` and ``c[L] < max_L``: ``-> (e.target, c')`` with
-  ``c'[L] = c[L] + 1`` and the counters of loops nested in ``L`` reset to 0;
-* ``e`` iterates ``L`` and ``c[L] = max_L``: ``-> (L.on_exhausted, c)``.
+A workflow's call graph with branch probabilities and loop budgets is an
+absorbing Markov chain over run states ``(node, loop counters)``; the rules
+(taking a loop edge, exhaustion, nested resets) and the expansion are defined
+once in :mod:`cortexlang.semantics`. This module computes visit statistics
+from that chain.
 
 ``done`` and ``fail`` are the absorbing states. Because the graph without loop
 edges is acyclic and every loop edge increases the counter vector in the
@@ -40,18 +33,16 @@ fan-out). Cancellation by a ``first`` join is ignored (a conservative load).
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from cortexlang.ir import TERMINALS, Workflow
+from cortexlang.ir import Workflow
+from cortexlang.semantics import Semantics, SemanticsError
 
-DONE, FAIL = TERMINALS
 
-
-class ChainError(ValueError):
+class ChainError(SemanticsError):
     """The workflow's graph cannot be expanded (a cycle without a loop edge, a bad reference)."""
 
 
@@ -117,114 +108,24 @@ class VisitChain:
         return mass[self.done_index] + mass[self.fail_index]
 
 
-def _loop_children(workflow: Workflow) -> dict[str, set[str]]:
-    """Loop -> every loop nested in it (transitively), whose counters reset when it iterates."""
-    children: dict[str, set[str]] = defaultdict(set)
-    for lp in workflow.loops:
-        parent = lp.parent
-        while parent is not None:
-            children[parent].add(lp.name)
-            parent = workflow.loop(parent).parent
-    return children
-
-
 def build_chain(workflow: Workflow, loop_budget: Mapping[str, int] | None = None) -> VisitChain:
-    """Expand ``workflow`` into its absorbing chain.
+    """Expand ``workflow`` into its absorbing chain (:meth:`cortexlang.semantics.Semantics.expand`).
 
     ``loop_budget`` overrides loops' ``max_iterations`` (a malleable knob);
     loops not named use their preferred budget. Raises :class:`ChainError` on
     a graph that is not a DAG once loop edges are counted.
     """
-    loops = [lp.name for lp in workflow.loops]
-    budget = {lp.name: lp.max_iterations.preferred for lp in workflow.loops}
-    budget.update(loop_budget or {})
-    children = _loop_children(workflow)
-    nodes = set(workflow.nodes)
-    out_edges = {n: workflow.out_edges(n) for n in nodes}
-    for n in nodes:
-        for e in out_edges[n]:
-            if e.target not in nodes and e.target not in TERMINALS:
-                raise ChainError(f"edge {e.source} -> {e.target}: unknown target")
-
-    def step(node: str, counters: tuple[int, ...]) -> list[tuple[tuple[str, tuple[int, ...]], float]]:
-        result = []
-        for e in out_edges[node]:
-            if e.probability <= 0.0:
-                continue
-            if e.loop is None:
-                result.append(((e.target, counters), e.probability))
-                continue
-            k = loops.index(e.loop)
-            if counters[k] < budget[e.loop]:
-                nxt = list(counters)
-                nxt[k] += 1
-                for child in children.get(e.loop, ()):
-                    nxt[loops.index(child)] = 0
-                result.append(((e.target, tuple(nxt)), e.probability))
-            else:
-                target = workflow.loop(e.loop).on_exhausted
-                result.append(((target, counters), e.probability))
-        return result
-
-    if workflow.entry not in nodes:
-        raise ChainError(f"entry {workflow.entry!r} is not a node of the graph")
-    start = (workflow.entry, tuple(0 for _ in loops))
-    # Discover the transient states and their edges.
-    edges: dict[tuple, list] = {}
-    queue = deque([start])
-    while queue:
-        s = queue.popleft()
-        if s in edges or s[0] in TERMINALS:
-            continue
-        edges[s] = step(*s)
-        for t, _ in edges[s]:
-            if t[0] not in TERMINALS and t not in edges:
-                queue.append(t)
-    # Topological order (Kahn); a leftover means a cycle without a loop edge.
-    indeg: dict[tuple, int] = {s: 0 for s in edges}
-    for s, out in edges.items():
-        for t, _ in out:
-            if t in indeg:
-                indeg[t] += 1
-    order, ready = [], deque(s for s in edges if indeg[s] == 0)
-    while ready:
-        s = ready.popleft()
-        order.append(s)
-        for t, _ in edges[s]:
-            if t in indeg:
-                indeg[t] -= 1
-                if indeg[t] == 0:
-                    ready.append(t)
-    if len(order) != len(edges):
-        stuck = sorted({s[0] for s in edges if s not in order})
-        raise ChainError(f"cycle without a loop edge through {', '.join(stuck)}")
-    if order[0] != start:
-        raise ChainError("the entry is reachable from another node without a loop edge")
-    index = {s: i for i, s in enumerate(order)}
-    n = len(order)
-    term = {DONE: n, FAIL: n + 1}
-    succ = []
-    for s in order:
-        merged: dict[int, float] = defaultdict(float)
-        for t, p in edges[s]:
-            merged[term[t[0]] if t[0] in TERMINALS else index[t]] += p
-        succ.append(tuple(sorted(merged.items())))
-    return VisitChain(workflow=workflow, loop_budget=dict(budget), states=tuple(order), succ=tuple(succ))
+    sem = Semantics(workflow, loop_budget)
+    try:
+        chain = sem.expand()
+    except SemanticsError as exc:
+        raise ChainError(str(exc)) from None
+    return VisitChain(workflow=workflow, loop_budget=dict(sem.budget), states=chain.states, succ=chain.succ)
 
 
 def branch_multiplicity(workflow: Workflow, fanout_width: Mapping[str, int] | None = None) -> dict[str, tuple[str, int]]:
     """Stage inside a fan-out -> (fan-out, branches of one fan-out visit that run it)."""
-    widths = dict(fanout_width or {})
-    result: dict[str, tuple[str, int]] = {}
-    for f in workflow.fanouts:
-        copies = f.branch_count(widths.get(f.name)) if f.width is not None else 1
-        count: dict[str, int] = defaultdict(int)
-        for branch in f.branches:
-            for s in branch:
-                count[s] += copies
-        for s, k in count.items():
-            result[s] = (f.name, k)
-    return result
+    return Semantics(workflow, fanout_width=fanout_width).branch_multiplicity()
 
 
 def expected_stage_visits(chain: VisitChain, fanout_width: Mapping[str, int] | None = None) -> dict[str, float]:

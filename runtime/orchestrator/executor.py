@@ -1,10 +1,11 @@
 """Executing runs: the call-graph walker and the LLM, SQL, tool and fan-out nodes.
 
-The walker follows the IR's semantics (:mod:`cortexlang.ir`): run a node, take
-the out-edge its outcome (or result field) selects, count loop iterations,
-leave a loop through ``on_exhausted`` when its budget is spent (or when the
-policy prunes the retry under SLO pressure), reset nested loops when their
-parent iterates, stop at ``done`` or ``fail``.
+The walker follows the run rules of :mod:`cortexlang.semantics` (the one
+definition the compiler, planner and simulator share): run a node, take the
+out-edge its outcome (or result field) selects, count loop iterations, leave a
+loop through ``on_exhausted`` when its budget is spent (or when the policy
+prunes the retry under SLO pressure), reset nested loops when their parent
+iterates, stop at ``done`` or ``fail``.
 
 Per node kind:
 
@@ -44,7 +45,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from cortexlang.ir import TERMINALS, FanOut, LLMStage, SQLStage, ToolStage
+from cortexlang.ir import TERMINALS, Edge, FanOut, LLMStage, SQLStage, ToolStage
+from cortexlang.semantics import join_succeeds, join_waits_for_all
 from runtime.cache import StateCache
 from runtime.engines.base import EngineError, GenerationRequest, GenerationResult
 from runtime.orchestrator.errors import NoHealthyReplica
@@ -123,38 +125,37 @@ class Executor:
             run.info.node = node
             out = await self.node(run, node, prev)
             run.results[node] = out.value
-            edge = graph.choose_edge(node, out.outcome, out.value)
+            edge = graph.semantics.select_edge(node, out.outcome, out.value)
             if edge is None:
                 raise FlowError(f"stage {node!r} ended {out.outcome!r} and no edge of the flow covers it")
-            target = edge.target
-            if edge.loop is not None:
-                target = self.take_loop(run, edge.loop, edge.target)
+            target = edge.target if edge.loop is None else self.take_loop(run, edge)
             run.emit("edge", source=node, target=target, outcome=out.outcome, loop=edge.loop)
             prev, node = out, target
         run.info.node = node
         return node, prev.value if prev is not None else None
 
-    def take_loop(self, run: "Run", loop_name: str, target: str) -> str:
-        """Count an iteration of ``loop_name`` and return where the edge leads (see module docstring)."""
+    def take_loop(self, run: "Run", edge: Edge) -> str:
+        """Take loop edge ``edge`` (:meth:`Semantics.take`; the policy may prune the retry) and
+        return where it leads."""
         v = run.version
-        loop = v.graph.loops[loop_name]
-        budget = v.knobs.retry_depth.get(loop_name, loop.max_iterations.preferred)
-        count = run.loops.get(loop_name, 0)
-        if count >= budget:
-            run.emit("loop_exhausted", loop=loop_name, iterations=count, target=loop.on_exhausted)
-            return loop.on_exhausted
-        if self.config.malleable and target in v.pools:
-            call = self.view(run, target, None, 0, 0, None)
-            if self.policy.prune_retry(call, loop_name, count + 1, v.pools[target].load()):
+        sem = v.graph.semantics
+        counters = tuple(run.loops.get(name, 0) for name in sem.loop_names)
+        step = sem.take(counters, edge)
+        if step.exhausted is not None:
+            run.emit("loop_exhausted", loop=step.exhausted, iterations=counters[sem.loop_index[step.exhausted]],
+                     target=step.target)
+            return step.target
+        if self.config.malleable and step.target in v.pools:
+            call = self.view(run, step.target, None, 0, 0, None)
+            if self.policy.prune_retry(call, edge.loop, step.iteration, v.pools[step.target].load()):
+                pruned = sem.exhaust(counters, edge)
                 run.info.pruned += 1
-                run.emit("retry_pruned", loop=loop_name, iteration=count + 1, target=loop.on_exhausted)
-                return loop.on_exhausted
-        run.loops[loop_name] = count + 1
-        for child in v.graph.loops_reset_by(loop_name):
-            run.loops[child] = 0
+                run.emit("retry_pruned", loop=edge.loop, iteration=step.iteration, target=pruned.target)
+                return pruned.target
+        run.loops = sem.counters_dict(step.counters)
         run.info.retries += 1
         run.info.loops = dict(run.loops)
-        return target
+        return step.target
 
     def attempt(self, run: "Run", node: str) -> int:
         loop = run.version.graph.innermost_loop.get(node)
@@ -493,17 +494,13 @@ class Executor:
     async def fanout(self, run: "Run", fo: FanOut, prev: StageOutcome | None) -> StageOutcome:
         v = run.version
         started = self.clock()
-        if fo.width is not None:
-            width = v.knobs.fanout_width.get(fo.name, fo.width.preferred)
-            chains = [fo.branches[0]] * width
-        else:
-            chains = list(fo.branches)
+        chains = list(v.graph.semantics.branches(fo.name))
         run.emit("fanout_started", fanout=fo.name, branches=len(chains), join=fo.join)
         tasks = [asyncio.ensure_future(self._branch(run, chain, i, prev)) for i, chain in enumerate(chains)]
         results: list[tuple[bool, dict[str, Any], str | None] | None] = [None] * len(tasks)
         winner: int | None = None
         try:
-            if fo.join == "first":
+            if not join_waits_for_all(fo.join):
                 index = {t: i for i, t in enumerate(tasks)}
                 pending = set(tasks)
                 while pending and winner is None:
@@ -523,12 +520,8 @@ class Executor:
                 await asyncio.gather(*unfinished, return_exceptions=True)
         finished = [(i, r) for i, r in enumerate(results) if r is not None]
         ok = [(i, r) for i, r in finished if r[0]]
-        if fo.join == "all":
-            success = len(ok) == len(chains)
-        elif fo.join == "first":
-            success = winner is not None
-        else:
-            success = bool(ok)
+        success = join_succeeds(fo.join, [r is not None and r[0] for r in results])
+        if fo.join in ("vote", "best"):
             winner = _vote(ok) if fo.join == "vote" else _best(ok)
         branches = [r[1] if r is not None else {} for r in results]
         value: dict[str, Any] = {"branches": branches}

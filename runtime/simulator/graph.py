@@ -2,7 +2,8 @@
 
 :class:`WorkflowGraph` precomputes, once per workflow and cluster:
 
-* the out-edges of every node with cumulative probabilities (for sampling);
+* the run rules (:class:`cortexlang.semantics.Semantics`) under the knobs
+  simulated, and every node's out-edges with cumulative probabilities (for sampling);
 * each stage's standalone time ``t(n)`` on the cluster's fastest device for the
   stage's model, its shared prefix warm in the cache (LLM: ``LatencyProfile.request_s``
   at the declared tokens, less the prefix's prefill;
@@ -22,10 +23,10 @@
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
-from dataclasses import dataclass
+from collections.abc import Mapping
 
-from cortexlang.ir import TERMINALS, FanOut, LLMStage, Program, Workflow
+from cortexlang.ir import TERMINALS, Edge, FanOut, LLMStage, Program, Workflow
+from cortexlang.semantics import Semantics, join_waits_for_all
 from planner.profiles import LatencyProfile
 
 
@@ -40,38 +41,25 @@ def llm_standalone_s(p: LatencyProfile, input_tokens: int, output_tokens: int, c
     return p.prefill_s(input_tokens - cached_tokens) + decode
 
 
-@dataclass(frozen=True)
-class EdgeChoice:
-    target: str
-    loop: str | None
-
-
 class WorkflowGraph:
     """Lookups and estimates for one workflow on one cluster (see module docstring)."""
 
-    def __init__(self, program: Program, workflow: Workflow, ref_profiles: dict[str, LatencyProfile]):
+    def __init__(self, program: Program, workflow: Workflow, ref_profiles: dict[str, LatencyProfile],
+                 loop_budget: Mapping[str, int] | None = None, fanout_width: Mapping[str, int] | None = None):
         self.program = program
         self.workflow = workflow
         self.ref_profiles = ref_profiles
+        self.semantics = Semantics(workflow, loop_budget, fanout_width)
+        """The run rules under the knobs simulated (a plan's retry depths and fan-out widths)."""
         self.stages = {s.name: s for s in workflow.stages}
         self.fanouts = {f.name: f for f in workflow.fanouts}
-        self.loops = {lp.name: lp for lp in workflow.loops}
-        self.children_loops: dict[str, tuple[str, ...]] = {
-            lp.name: tuple(c.name for c in workflow.loops if c.parent == lp.name) for lp in workflow.loops
-        }
-        self.edges: dict[str, tuple[EdgeChoice, ...]] = {}
+        self.edges: dict[str, tuple[Edge, ...]] = {}
         self.cum: dict[str, list[float]] = {}
         for node in workflow.nodes:
-            out = workflow.out_edges(node)
+            cum, out = self.semantics.cumulative(node)
             if not out:
                 raise ValueError(f"workflow {workflow.name!r}: node {node!r} has no out-edge")
-            total = sum(e.probability for e in out) or 1.0
-            acc, cum = 0.0, []
-            for e in out:
-                acc += e.probability / total
-                cum.append(acc)
-            cum[-1] = 1.0
-            self.edges[node] = tuple(EdgeChoice(e.target, e.loop) for e in out)
+            self.edges[node] = out
             self.cum[node] = cum
         self.stage_time = {name: self._stage_time(name) for name in self.stages}
         self.stage_var = {name: self._stage_var(name) for name in self.stages}
@@ -101,15 +89,13 @@ class WorkflowGraph:
         return (s.service_s * s.service_cv) ** 2
 
     def branch_chains(self, fo: FanOut) -> tuple[tuple[str, ...], ...]:
-        if fo.width is None:
-            return fo.branches
-        return tuple(fo.branches[0] for _ in range(fo.branch_count()))
+        return self.semantics.branches(fo.name)
 
     def _node_time(self, node: str) -> float:
         if node in self.fanouts:
             fo = self.fanouts[node]
             chains = [sum(self.stage_time[s] for s in chain) for chain in self.branch_chains(fo)]
-            return min(chains) if fo.join == "first" else max(chains)
+            return max(chains) if join_waits_for_all(fo.join) else min(chains)
         return self.stage_time[node]
 
     def _remaining(self) -> tuple[dict[str, float], dict[str, float]]:
@@ -146,10 +132,9 @@ class WorkflowGraph:
         cum = self.cum[node]
         return [c - (cum[i - 1] if i else 0.0) for i, c in enumerate(cum)]
 
-    def sample_edge(self, node: str, u: float) -> EdgeChoice:
+    def sample_edge(self, node: str, u: float) -> Edge:
         """The out-edge of ``node`` chosen by a uniform draw ``u`` in [0, 1)."""
-        cum = self.cum[node]
-        return self.edges[node][min(bisect_right(cum, u), len(cum) - 1)]
+        return self.semantics.draw_edge(node, u)
 
     def expected_standalone_s(self) -> float:
         """Expected standalone latency of a run (the estimate ``R(entry)``)."""

@@ -2,12 +2,12 @@
 
 Two drivers share the :class:`Run` interface the simulator uses:
 
-* :class:`IRRun` walks a :class:`~cortexlang.ir.Workflow`, exactly as documented
-  in ``cortexlang/ir.py``: it samples one out-edge per node visit by the edges'
-  probabilities, counts loop iterations (a spent budget sends the loop edge to
-  ``Loop.on_exhausted``; taking an edge of a loop resets its child loops), runs
-  fan-out branches in parallel and joins them (``all``/``vote``/``best`` wait for
-  every branch, ``first`` finishes with the first branch and cancels the rest).
+* :class:`IRRun` walks a :class:`~cortexlang.ir.Workflow` by the rules of
+  :mod:`cortexlang.semantics` (the same rules the planner and the orchestrator
+  use): one out-edge per node visit drawn by the edges' probabilities, loop
+  budgets (the simulated plan's knobs) and nested resets, fan-out branches run
+  in parallel and joined (``first`` finishes with the first branch and cancels
+  the rest; the other joins wait for every branch).
 * :class:`~runtime.simulator.trace.TraceRun` replays a recorded request.
 
 Sampling is *scripted*: every random quantity of a run (tokens, service times,
@@ -28,7 +28,8 @@ import random
 from bisect import bisect_right
 from collections.abc import Callable
 
-from cortexlang.ir import LLMStage
+from cortexlang.ir import Edge, LLMStage
+from cortexlang.semantics import join_waits_for_all
 from runtime.simulator.calls import Call
 from runtime.simulator.distributions import NV_MAGICCONST, sample
 from runtime.simulator.graph import WorkflowGraph, llm_standalone_s
@@ -163,24 +164,26 @@ class _Fan:
 class IRRun(Run):
     """A run walking an IR workflow (see module docstring)."""
 
-    __slots__ = ("g", "rng", "script", "visits", "loops", "token_cv", "fans", "_family", "_draws", "_standalone")
+    __slots__ = ("g", "sem", "rng", "script", "visits", "counters", "token_cv", "fans", "_family", "_draws",
+                 "_standalone")
 
     def __init__(self, g: WorkflowGraph, run_id: int, arrival_s: float, rng: random.Random,
                  token_cv: float = 0.3, service_family: str = "lognormal"):
         super().__init__(run_id, g.workflow.name, arrival_s)
         self.g = g
+        self.sem = g.semantics
         self.rng = rng
         self.token_cv = token_cv
         self.script: dict[tuple, tuple] = {}
         self._family = service_family
         self.visits: dict[str, int] = {}
-        self.loops: dict[str, int] = {}
+        self.counters = self.sem.initial_counters()
         self.fans: dict[str, _Fan] = {}
         self._draws = _draw_params(g, token_cv, service_family)
         self._standalone: dict[tuple, float] = {}
         self.standalone_s = self._dry_walk()
         self.visits.clear()
-        self.loops.clear()
+        self.counters = self.sem.initial_counters()
 
 
     # -- scripted samples ----------------------------------------------------
@@ -217,30 +220,12 @@ class IRRun(Run):
         return t
 
     # -- the walk ------------------------------------------------------------
-    def _follow(self, node: str, u: float) -> tuple[str, str | None, int]:
-        """Next node after ``node`` for draw ``u``: (target, loop iterated or None, iteration)."""
-        g = self.g
-        # WorkflowGraph.sample_edge inlined (several times per run): the first edge whose
-        # cumulative probability exceeds u (the last one for rounding).
-        cum = g.cum[node]
+    def _follow(self, node: str, u: float) -> Edge:
+        """The out-edge ``node`` takes for draw ``u`` (:meth:`Semantics.draw_edge`, inlined: several
+        times per run)."""
+        cum = self.g.cum[node]
         i = bisect_right(cum, u)
-        e = g.edges[node][i if i < len(cum) else len(cum) - 1]
-        if e.loop is None:
-            return e.target, None, 0
-        return self._follow_loop(e)
-
-    def _follow_loop(self, e) -> tuple[str, str | None, int]:
-        """:meth:`_follow` for a loop edge ``e``: its target while the budget lasts."""
-        lp = self.g.loops[e.loop]
-        used = self.loops.get(e.loop, 0)
-        if used >= lp.max_iterations.preferred:
-            return lp.on_exhausted, None, 0
-        return e.target, e.loop, used + 1
-
-    def _take_loop(self, loop: str) -> None:
-        self.loops[loop] = self.loops.get(loop, 0) + 1
-        for child in self.g.children_loops.get(loop, ()):
-            self.loops[child] = 0
+        return self.g.edges[node][i if i < len(cum) else len(cum) - 1]
 
     def _visit(self, node: str) -> int:
         v = self.visits.get(node, 0)
@@ -264,7 +249,7 @@ class IRRun(Run):
                 fo = fanouts[node]
                 chains = [sum(self._call_time((node, v, b, i), s) for i, s in enumerate(chain))
                           for b, chain in enumerate(g.branch_chains(fo))]
-                t += min(chains) if fo.join == "first" else max(chains)
+                t += max(chains) if join_waits_for_all(fo.join) else min(chains)
                 u = self._edge_u((node, v, "edge"))
             else:
                 key = (node, v)  # a first visit of this key: the script has no entry yet
@@ -288,9 +273,8 @@ class IRRun(Run):
             if e.loop is None:
                 node = e.target
                 continue
-            node, loop, _ = self._follow_loop(e)
-            if loop is not None:
-                self._take_loop(loop)
+            step = self.sem.take(self.counters, e)
+            node, self.counters = step.target, step.counters
         raise RuntimeError(f"workflow {self.workflow!r}: walk did not terminate")
 
     def _make_call(self, key: tuple, stage: str, cp: float, group: object = None) -> Call:
@@ -298,8 +282,7 @@ class IRRun(Run):
         a, b, _ = sizes if sizes is not None else self._sizes(key, stage)
         draw = self._draws[stage]  # filled by the first draw of this stage
         self.ncalls += 1
-        loops = self.loops
-        attempt = sum(loops.values()) if loops else 0
+        attempt = sum(self.counters)
         if draw[0]:
             model, pkey, expected, remaining, std = draw[5]
             t = self._standalone.get(key)
@@ -340,14 +323,15 @@ class IRRun(Run):
         return self._leave(call.stage, call, u, cp, prune), []
 
     def _leave(self, node: str, call: Call, u: float, cp: float, prune: PruneHook | None) -> list[Call]:
-        target, loop, iteration = self._follow(node, u)
-        if loop is not None:
-            if prune is not None and prune(self, call, loop, iteration):
-                self.pruned += 1
-                target = self.g.loops[loop].on_exhausted
-            else:
-                self._take_loop(loop)
-        return self._enter(target, cp)
+        e = self._follow(node, u)
+        if e.loop is None:
+            return self._enter(e.target, cp)
+        step = self.sem.take(self.counters, e)
+        if step.loop is not None and prune is not None and prune(self, call, step.loop, step.iteration):
+            self.pruned += 1
+            step = self.sem.exhaust(self.counters, e)
+        self.counters = step.counters
+        return self._enter(step.target, cp)
 
     def _branch_done(self, call: Call, cp: float, prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
         node, b, pos = call.group
@@ -362,7 +346,7 @@ class IRRun(Run):
             return [c], []
         del fan.open[b]
         cancel: list[Call] = []
-        if self.g.fanouts[node].join == "first":
+        if not join_waits_for_all(self.g.fanouts[node].join):
             cancel = list(fan.open.values())
             fan.open.clear()
         if fan.open:

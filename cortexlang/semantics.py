@@ -1,0 +1,516 @@
+"""Execution semantics of the IR: how one run moves through a workflow's call graph.
+
+This module is the one definition of those rules. The compiler's SLO pass, the
+planner (visit distributions, path sampling), the simulator's run walker and
+the orchestrator's executor all consume it; it imports nothing but the IR.
+
+A run's *state* between two node visits is ``(node, counters)``: the node about
+to run and one iteration counter per loop, in ``Workflow.loops`` order.
+
+Choosing an edge
+    When a node finishes, exactly one out-edge is taken. At run time it is the
+    edge the node's outcome or result selects (:meth:`Semantics.select_edge`:
+    the only ``always`` edge, else the first matching ``outcome``/``field``
+    edge, else the ``else`` edge). For planning and simulation it is drawn by
+    the edges' planning probabilities (:meth:`Semantics.draw_edge`,
+    :meth:`Semantics.edge_weights`, normalised to sum to 1).
+Taking an edge (:meth:`Semantics.take`)
+    A plain edge moves to its target, counters unchanged. An edge of loop ``L``
+    whose counter is below the budget ``B_L`` increments ``c_L`` and resets the
+    counters of every loop nested in ``L`` (transitively): a new iteration of
+    ``L`` starts its inner loops afresh. Once ``c_L = B_L`` the same edge leads
+    to ``L.on_exhausted`` with counters unchanged. A policy may give up on a
+    retry early (:meth:`Semantics.exhaust`): the edge then behaves as if the
+    budget were spent. Budgets are the loops' preferred values unless a plan's
+    knobs override them (``loop_budget``).
+Fan-outs
+    A fan-out visit runs its branches (:meth:`Semantics.branches`; a templated
+    fan-out runs ``width`` copies of its one branch, the knob's preferred value
+    unless overridden by ``fanout_width``) concurrently, each a chain of stages
+    that stops at its first stage not ending ``ok``. The join decides the
+    fan-out's outcome (:func:`join_succeeds`): ``all`` waits for every branch
+    and is ok iff all are; ``first`` finishes with the first ok branch and
+    cancels the rest; ``vote`` and ``best`` wait for every branch and are ok iff
+    one is.
+The expanded chain (:meth:`Semantics.expand`)
+    With edges drawn by probability, states form an absorbing Markov chain whose
+    absorbing states are ``done`` and ``fail``. Because the graph without loop
+    edges is acyclic and every loop edge increases the counter vector in the
+    order "outer loops first", the chain is a DAG: a run visits each state at
+    most once, and one forward pass in topological order gives reach
+    probabilities and visit distributions exactly. Counters of loops that can no
+    longer be iterated from a node are dropped from its state (they cannot
+    change what happens next), which keeps the chain small.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from cortexlang.ir import TERMINALS, Edge, FanOut, Workflow
+
+DONE, FAIL = TERMINALS
+
+Counters = tuple[int, ...]
+"""One iteration counter per loop, in ``Workflow.loops`` order."""
+
+State = tuple[str, Counters]
+"""``(node about to run, loop counters)``."""
+
+
+class SemanticsError(ValueError):
+    """The workflow cannot be executed as written (a cycle without a loop edge, an unknown target)."""
+
+
+class Step(NamedTuple):
+    """The result of taking one edge."""
+
+    target: str
+    """Where the run goes: the edge's target, or the loop's ``on_exhausted`` target."""
+    counters: Counters
+    loop: str | None
+    """The loop this step iterates (None for a plain edge or an exhausted loop)."""
+    iteration: int
+    """The 1-based iteration of ``loop`` this step starts (0 when ``loop`` is None)."""
+    exhausted: str | None
+    """The loop whose spent budget (or pruned retry) redirected the edge, if any."""
+
+
+def join_succeeds(join: str, branch_ok: Sequence[bool]) -> bool:
+    """The outcome of a fan-out's join from its finished branches' ok flags (see module docstring).
+
+    ``branch_ok`` lists every branch that finished; for ``all`` a missing
+    (cancelled) branch counts as failed, so pass one flag per branch.
+    """
+    if join == "all":
+        return bool(branch_ok) and all(branch_ok)
+    return any(branch_ok)
+
+
+def join_waits_for_all(join: str) -> bool:
+    """Whether the join waits for every branch (``first`` finishes with the first ok one)."""
+    return join != "first"
+
+
+@dataclass(frozen=True)
+class ExpandedChain:
+    """The absorbing chain of one workflow under fixed knobs (see module docstring).
+
+    ``states[i]`` are the transient states in topological order, ``states[0]``
+    the start; index ``len(states)`` stands for ``done`` and ``len(states) + 1``
+    for ``fail``. ``succ[i]`` lists ``(j, p)`` pairs with ``p > 0`` summing to 1.
+    """
+
+    states: tuple[State, ...]
+    succ: tuple[tuple[tuple[int, float], ...], ...]
+
+    @property
+    def done_index(self) -> int:
+        return len(self.states)
+
+    @property
+    def fail_index(self) -> int:
+        return len(self.states) + 1
+
+    def reach(self) -> list[float]:
+        """Probability of reaching every state (transient states, then done, fail)."""
+        r = [0.0] * (len(self.states) + 2)
+        r[0] = 1.0
+        for i, out in enumerate(self.succ):
+            ri = r[i]
+            if ri:
+                for j, p in out:
+                    r[j] += ri * p
+        return r
+
+
+class Semantics:
+    """The execution rules of one workflow under fixed knobs (see module docstring).
+
+    ``loop_budget`` maps loops to the budget a plan chose (others use their
+    preferred ``max_iterations``); ``fanout_width`` does the same for templated
+    fan-outs. Instances are immutable after construction and cheap to query.
+    """
+
+    def __init__(self, workflow: Workflow, loop_budget: Mapping[str, int] | None = None,
+                 fanout_width: Mapping[str, int] | None = None) -> None:
+        self.workflow = workflow
+        self.loop_names: tuple[str, ...] = tuple(lp.name for lp in workflow.loops)
+        self.loop_index = {name: i for i, name in enumerate(self.loop_names)}
+        budget = {lp.name: lp.max_iterations.preferred for lp in workflow.loops}
+        budget.update({k: v for k, v in (loop_budget or {}).items() if k in budget})
+        self.budget: dict[str, int] = budget
+        self._budget = tuple(budget[n] for n in self.loop_names)
+        self._exit = tuple(lp.on_exhausted for lp in workflow.loops)
+        self.nested: dict[str, tuple[str, ...]] = {n: self._nested_in(n) for n in self.loop_names}
+        """Loop -> every loop nested in it, transitively: their counters reset when it iterates."""
+        self._reset = tuple(tuple(self.loop_index[c] for c in self.nested[n]) for n in self.loop_names)
+        self.width: dict[str, int] = {
+            f.name: (fanout_width or {}).get(f.name, f.width.preferred)
+            for f in workflow.fanouts if f.width is not None}
+        self._branches = {f.name: self._branch_chains(f) for f in workflow.fanouts}
+        self._weights: dict[str, tuple[tuple[Edge, float], ...]] = {}
+        self._cumulative: dict[str, tuple[list[float], tuple[Edge, ...]]] = {}
+        for node in workflow.nodes:
+            out = workflow.out_edges(node)
+            total = sum(e.probability for e in out)
+            weights = tuple((e, e.probability / total) for e in out if e.probability > 0) if total > 0 else ()
+            self._weights[node] = weights
+            acc, cum = 0.0, []
+            for e in out:
+                acc += e.probability / total if total > 0 else 1.0 / len(out)
+                cum.append(acc)
+            if cum:
+                cum[-1] = 1.0
+            self._cumulative[node] = (cum, out)
+        self._live: dict[str, frozenset[int]] | None = None
+
+    @property
+    def start(self) -> State:
+        """The state every run starts in."""
+        return self.workflow.entry, self.initial_counters()
+
+    def initial_counters(self) -> Counters:
+        return (0,) * len(self.loop_names)
+
+    def counters_dict(self, counters: Counters) -> dict[str, int]:
+        """``{loop: count}`` for the loops iterated at least once (for reports and events)."""
+        return {name: c for name, c in zip(self.loop_names, counters) if c}
+
+    # ------------------------------------------------------------------ choosing an edge
+    def select_edge(self, node: str, outcome: str, result: object) -> Edge | None:
+        """The out-edge ``node`` takes after finishing with ``outcome`` and ``result`` (None: none matches)."""
+        fallback = None
+        for e in self.workflow.out_edges(node):
+            kind = e.condition.kind
+            if kind == "always":
+                return e
+            if kind == "outcome" and outcome in e.condition.values:
+                return e
+            if kind == "field" and isinstance(result, dict) and e.condition.field in result:
+                if field_text(result[e.condition.field]) in e.condition.values:
+                    return e
+            if kind == "else":
+                fallback = e
+        return fallback
+
+    def edge_weights(self, node: str) -> tuple[tuple[Edge, float], ...]:
+        """``node``'s out-edges with positive planning probability, normalised to sum to 1."""
+        return self._weights[node]
+
+    def cumulative(self, node: str) -> tuple[list[float], tuple[Edge, ...]]:
+        """Cumulative normalised probabilities of ``node``'s out-edges (last = 1), and the edges."""
+        return self._cumulative[node]
+
+    def draw_edge(self, node: str, u: float) -> Edge:
+        """The out-edge chosen by a uniform draw ``u`` in [0, 1): the first whose cumulative
+        probability exceeds ``u``."""
+        cum, edges = self._cumulative[node]
+        i = bisect_right(cum, u)
+        return edges[i if i < len(cum) else len(cum) - 1]
+
+    # ------------------------------------------------------------------ taking an edge
+    def take(self, counters: Counters, edge: Edge) -> Step:
+        """Take ``edge`` with ``counters``: iterate its loop while the budget lasts, else exit it."""
+        if edge.loop is None:
+            return Step(edge.target, counters, None, 0, None)
+        i = self.loop_index[edge.loop]
+        used = counters[i]
+        if used >= self._budget[i]:
+            return Step(self._exit[i], counters, None, 0, edge.loop)
+        nxt = list(counters)
+        nxt[i] = used + 1
+        for j in self._reset[i]:
+            nxt[j] = 0
+        return Step(edge.target, tuple(nxt), edge.loop, used + 1, None)
+
+    def exhaust(self, counters: Counters, edge: Edge) -> Step:
+        """Take loop edge ``edge`` as if its budget were spent (a retry a policy gave up on)."""
+        assert edge.loop is not None, "only a loop edge can be exhausted"
+        return Step(self._exit[self.loop_index[edge.loop]], counters, None, 0, edge.loop)
+
+    # ------------------------------------------------------------------ fan-outs
+    def branches(self, fanout: str) -> tuple[tuple[str, ...], ...]:
+        """The stage chains one visit of ``fanout`` runs (``width`` copies of a templated branch)."""
+        return self._branches[fanout]
+
+    def _branch_chains(self, fo: FanOut) -> tuple[tuple[str, ...], ...]:
+        if fo.width is None:
+            return fo.branches
+        return tuple(fo.branches[0] for _ in range(self.width[fo.name]))
+
+    def branch_multiplicity(self) -> dict[str, tuple[str, int]]:
+        """Stage inside a fan-out -> (fan-out, how many branches of one visit run it)."""
+        out: dict[str, tuple[str, int]] = {}
+        for fo in self.workflow.fanouts:
+            count: dict[str, int] = {}
+            for chain in self._branches[fo.name]:
+                for s in chain:
+                    count[s] = count.get(s, 0) + 1
+            out.update({s: (fo.name, k) for s, k in count.items()})
+        return out
+
+    # ------------------------------------------------------------------ the expanded chain
+    def successors(self, state: State, include_unplanned: bool = False) -> list[tuple[State, float]]:
+        """The states ``state`` moves to, with probabilities (see :meth:`expand`).
+
+        ``include_unplanned`` also follows edges of planning probability 0 (with
+        probability 0): they can still be taken at run time.
+        """
+        node, counters = state
+        if include_unplanned:
+            edges: Iterable[tuple[Edge, float]] = ((e, e.probability) for e in self.workflow.out_edges(node))
+        else:
+            edges = self._weights[node]
+        out: list[tuple[State, float]] = []
+        for e, p in edges:
+            step = self.take(counters, e)
+            out.append(((step.target, self._canonical(step.target, step.counters)), p))
+        return out
+
+    def _canonical(self, node: str, counters: Counters) -> Counters:
+        """``counters`` with the loops that can no longer iterate from ``node`` zeroed."""
+        if node in TERMINALS or not any(counters):
+            return counters if node not in TERMINALS else ()
+        live = self.live_loops()[node]
+        return tuple(c if i in live else 0 for i, c in enumerate(counters))
+
+    def expand(self, max_states: int | None = None) -> ExpandedChain:
+        """The expanded absorbing chain (see module docstring).
+
+        Raises :class:`SemanticsError` on a cycle without a loop edge, an edge
+        to an unknown node, or more than ``max_states`` transient states.
+        """
+        wf = self.workflow
+        nodes = set(wf.nodes)
+        if wf.entry not in nodes:
+            raise SemanticsError(f"entry {wf.entry!r} is not a node of the graph")
+        for e in wf.edges:
+            if e.source in nodes and e.target not in nodes and e.target not in TERMINALS:
+                raise SemanticsError(f"edge {e.source} -> {e.target}: unknown target")
+        start = self.start
+        edges: dict[State, list[tuple[State, float]]] = {}
+        queue = deque([start])
+        while queue:
+            s = queue.popleft()
+            if s in edges:
+                continue
+            edges[s] = out = self.successors(s)
+            if max_states is not None and len(edges) > max_states:
+                raise SemanticsError(f"more than {max_states} run states")
+            for t, _ in out:
+                if t[0] not in TERMINALS and t not in edges:
+                    queue.append(t)
+        # Topological order (Kahn); a leftover means a cycle without a loop edge.
+        indeg = dict.fromkeys(edges, 0)
+        for out in edges.values():
+            for t, _ in out:
+                if t in indeg:
+                    indeg[t] += 1
+        order, ready = [], deque(s for s in edges if indeg[s] == 0)
+        while ready:
+            s = ready.popleft()
+            order.append(s)
+            for t, _ in edges[s]:
+                if t in indeg:
+                    indeg[t] -= 1
+                    if indeg[t] == 0:
+                        ready.append(t)
+        if len(order) != len(edges):
+            placed = set(order)
+            stuck = sorted({s[0] for s in edges if s not in placed})
+            raise SemanticsError(f"cycle without a loop edge through {', '.join(stuck)}")
+        if order[0] != start:
+            raise SemanticsError("the entry is reachable from another node without a loop edge")
+        index = {s: i for i, s in enumerate(order)}
+        term = {DONE: len(order), FAIL: len(order) + 1}
+        succ = []
+        for s in order:
+            merged: dict[int, float] = {}
+            for t, p in edges[s]:
+                j = term[t[0]] if t[0] in TERMINALS else index[t]
+                merged[j] = merged.get(j, 0.0) + p
+            succ.append(tuple(sorted(merged.items())))
+        return ExpandedChain(states=tuple(order), succ=tuple(succ))
+
+    def fastest_path(self, cost: Callable[[str], float]) -> tuple[float, list[str]]:
+        """The cheapest way from the entry to ``done`` as (total cost, nodes visited, then ``done``).
+
+        Each visit to node ``n`` costs ``cost(n) >= 0``. The search runs over
+        run states, so it follows loops' exhaustion exits and counts repeated
+        visits (a path that must iterate a loop pays for every iteration).
+        Edges of planning probability 0 are followed too: they are possible.
+        Returns ``(inf, [])`` when ``done`` cannot be reached.
+        """
+        start = self.start
+        dist: dict[State, float] = {start: cost(start[0])}
+        prev: dict[State, State] = {}
+        heap: list[tuple[float, int, State]] = [(dist[start], 0, start)]
+        tie = 1
+        while heap:
+            d, _, state = heapq.heappop(heap)
+            if state[0] == DONE:
+                path = [state]
+                while path[-1] in prev:
+                    path.append(prev[path[-1]])
+                return d, [s[0] for s in reversed(path)]
+            if d > dist.get(state, float("inf")) or state[0] == FAIL:
+                continue
+            for nxt, _ in self.successors(state, include_unplanned=True):
+                nd = d + (0.0 if nxt[0] in TERMINALS else cost(nxt[0]))
+                if nd < dist.get(nxt, float("inf")):
+                    dist[nxt], prev[nxt] = nd, state
+                    heapq.heappush(heap, (nd, tie, nxt))
+                    tie += 1
+        return float("inf"), []
+
+    # ------------------------------------------------------------------ static structure
+    def _nested_in(self, loop: str) -> tuple[str, ...]:
+        children: dict[str, list[str]] = {}
+        for lp in self.workflow.loops:
+            if lp.parent is not None:
+                children.setdefault(lp.parent, []).append(lp.name)
+        out: list[str] = []
+        stack = list(children.get(loop, ()))
+        while stack:
+            name = stack.pop()
+            out.append(name)
+            stack.extend(children.get(name, ()))
+        return tuple(out)
+
+    def live_loops(self) -> dict[str, frozenset[int]]:
+        """Per node, the indices of loops with an edge reachable from it (their counters still matter).
+
+        ``live(n) = own(n) ∪ live(successors)``, solved on strongly connected
+        components in reverse topological order (linear in the graph size).
+        """
+        if self._live is not None:
+            return self._live
+        wf = self.workflow
+        succ: dict[str, list[str]] = {n: [] for n in wf.nodes}
+        own: dict[str, set[int]] = {n: set() for n in wf.nodes}
+        for e in wf.edges:
+            if e.source not in succ:
+                continue
+            targets = [e.target] + ([self._exit[self.loop_index[e.loop]]] if e.loop is not None else [])
+            succ[e.source].extend(t for t in targets if t in succ)
+            if e.loop is not None:
+                own[e.source].add(self.loop_index[e.loop])
+        live: dict[str, frozenset[int]] = {}
+        for component in strongly_connected_components(succ):  # sinks first
+            members = set(component)
+            loops = set().union(*(own[n] for n in component))
+            for n in component:
+                for m in succ[n]:
+                    if m not in members:
+                        loops |= live[m]
+            frozen = frozenset(loops)
+            for n in component:
+                live[n] = frozen
+        self._live = live
+        return live
+
+    def loop_body(self, loop: str) -> frozenset[str]:
+        """Nodes on a path from ``loop``'s targets to its sources within one iteration.
+
+        Paths follow plain edges and the edges (and exhaustion exits) of loops
+        nested in this one; the loop's own edges and outer loops' edges would
+        leave the iteration.
+        """
+        inner = set(self.nested[loop])
+        adj: dict[str, set[str]] = {}
+        for e in self.workflow.edges:
+            if e.loop is None or e.loop in inner:
+                adj.setdefault(e.source, set()).add(e.target)
+            if e.loop in inner:
+                adj.setdefault(e.source, set()).add(self.workflow.loop(e.loop).on_exhausted)
+        own = [e for e in self.workflow.edges if e.loop == loop]
+        forward = _reach({e.target for e in own}, adj)
+        radj: dict[str, set[str]] = {}
+        for src, targets in adj.items():
+            for dst in targets:
+                radj.setdefault(dst, set()).add(src)
+        backward = _reach({e.source for e in own}, radj)
+        return frozenset(forward & backward)
+
+    def innermost_loops(self) -> dict[str, str]:
+        """Node (or fan-out branch stage) -> the smallest loop body holding it, for ``attempt``."""
+        bodies = {name: self.loop_body(name) for name in self.loop_names}
+        branch_of = {s: f.name for f in self.workflow.fanouts for b in f.branches for s in b}
+        innermost: dict[str, str] = {}
+        for name in (*self.workflow.nodes, *branch_of):
+            node = branch_of.get(name, name)
+            holding = [lp for lp, body in bodies.items() if node in body]
+            if holding:
+                innermost[name] = min(holding, key=lambda lp: (len(bodies[lp]), lp))
+        return innermost
+
+
+def field_text(value: object) -> str:
+    """How a result field compares with a branch's literal values (JSON spelling for booleans/null)."""
+    if isinstance(value, bool) or value is None:
+        return "true" if value is True else "false" if value is False else "null"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _reach(start: set[str], adj: dict[str, set[str]]) -> set[str]:
+    """``start`` and every non-terminal node reachable from it along ``adj``."""
+    seen = set(start)
+    stack = list(start)
+    while stack:
+        for nxt in adj.get(stack.pop(), ()):
+            if nxt not in seen and nxt not in TERMINALS:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
+
+
+def strongly_connected_components(succ: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components, iteratively, in reverse topological order (sinks first)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    out: list[list[str]] = []
+    counter = 0
+    for root in succ:
+        if root in index:
+            continue
+        work = [(root, iter(succ[root]))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(succ[child])))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp = []
+                while True:
+                    m = stack.pop()
+                    on_stack.discard(m)
+                    comp.append(m)
+                    if m == node:
+                        break
+                out.append(comp)
+    return out
