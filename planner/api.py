@@ -87,6 +87,7 @@ class WorkflowModel:
     visits: dict[str, float]
     paths: PathSample
     stages: dict[str, StageCandidates]
+    loads: dict[str, StageLoad]
 
     @property
     def problem_stage(self) -> StageCandidates | None:
@@ -116,12 +117,9 @@ def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: 
     visits = expected_stage_visits(chain, scenario.fanout_width)
     ca2 = 0.0 if workflow.load and workflow.load.pattern == "constant" else (
         workflow.load.burstiness ** 2 if workflow.load else 1.0)
-    loads = stage_loads(visits, rate, ca2)
-    # A fan-out sends its k copies of a stage at once: batch arrivals, whose counting process has
-    # index of dispersion k, so Allen-Cunneen sees ca2 + (k - 1).
-    for stage, (_, k) in branch_multiplicity(workflow, scenario.fanout_width).items():
-        if k > 1:
-            loads[stage] = StageLoad(loads[stage].rate_per_s, loads[stage].visits_per_run, ca2 + (k - 1))
+    # A fan-out sends its k copies of a stage at once: batch arrivals (StageLoad.batch).
+    loads = stage_loads(visits, rate, ca2, {s: k for s, (_, k) in
+                                            branch_multiplicity(workflow, scenario.fanout_width).items()})
     stages = {}
     for st in workflow.stages:
         sc = stage_candidates(program, st, loads[st.name], inventory, unbounded, profile_dir, decode_stretch)
@@ -129,7 +127,7 @@ def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: 
     paths = sample_paths(chain, samples, seed, scenario.fanout_width)
     alone = paths.run_latency({st.name: standalone_table(program, st, inventory, profile_dir)
                                for st in workflow.stages})
-    return WorkflowModel(workflow, scenario, rate, ca2, chain, visits, paths, stages, alone)
+    return WorkflowModel(workflow, scenario, rate, ca2, chain, visits, paths, stages, loads, alone)
 
 
 def inventory_limits(inventory: Inventory, unbounded: bool = False) -> dict[str, int]:

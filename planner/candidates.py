@@ -19,7 +19,10 @@ Per-visit latency of a candidate (all planning assumptions are here):
   ``Q_h(u) = Q_1(1 - (1 - u)^(1/h))``, and the pool sees ``h`` times the calls.
   ``prewarm`` keeps the shared prefix resident, so ``I_new = I - prefix``.
 * SQL/tool stage: ``L = W + S`` with ``S`` Gamma(mean ``service_s``, CV
-  ``service_cv``) and ``W`` the M/G/c wait over the executor slots.
+  ``service_cv``) and ``W`` the M/G/c wait over the executor slots; inside a
+  fan-out of width ``k`` the calls arrive ``k`` at a time and ``W`` is the
+  batch-arrival wait of :func:`planner.queueing.batch_wait` (the batch's wait
+  plus the wait behind its own batch), and the slot range reaches ``k``.
 
 ``W`` and the service part are sampled with a fixed stratified design
 (:data:`TABLE_SAMPLES` points, fixed seed), so tables are deterministic.
@@ -45,7 +48,7 @@ from cortexlang.ir import Inventory, LLMStage, ModelSpec, Program, SQLStage, Too
 from pathlib import Path
 
 from planner.profiles import GIB, PROFILE_DIR, LatencyProfile, all_profiles
-from planner.queueing import llm_batch_point, mgc_wait
+from planner.queueing import BatchWait, batch_wait, llm_batch_point, mgc_wait
 
 OUTPUT_CV = 0.3
 """Coefficient of variation assumed for LLM output lengths (the IR states only the mean); the simulator's default too."""
@@ -78,11 +81,19 @@ U_GRID = np.unique(np.concatenate([
 
 @dataclass(frozen=True)
 class StageLoad:
-    """What a stage must absorb: calls per second into it and the arrivals' squared CV."""
+    """What a stage must absorb: calls per second into it, the arrivals' squared CV, and
+    ``batch``: calls that arrive together (the copies of a fan-out; 1 outside fan-outs)."""
 
     rate_per_s: float
     visits_per_run: float
     ca2: float = 1.0
+    batch: int = 1
+
+    @property
+    def dispersion_ca2(self) -> float:
+        """Squared CV for a single-arrival M/G/c: batches of ``k`` raise the counts' index of
+        dispersion by ``k - 1`` (what the LLM pools' Allen–Cunneen wait uses)."""
+        return self.ca2 + (self.batch - 1)
 
 
 @dataclass
@@ -186,9 +197,18 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
     return _table(_wait_samples(p_wait, mean_wait) + prefill_s + out * t_iter, hedge)
 
 
-def executor_service_table(service_s: float, cv: float, p_wait: float, mean_wait: float) -> np.ndarray:
+@lru_cache(maxsize=None)
+def _positions(batch: int) -> np.ndarray:
+    """Each sample's position in its batch: uniform on ``0..batch-1``, independent of the other draws."""
+    return np.random.default_rng(11).permutation(TABLE_SAMPLES) % batch
+
+
+def executor_service_table(service_s: float, cv: float, p_wait: float, mean_wait: float,
+                           own_wait: tuple[float, ...] = (0.0,)) -> np.ndarray:
+    """Latency table of one executor call: the pool wait, the wait behind its own batch (by position), service."""
     _, pairing = _design()
-    return _table(_wait_samples(p_wait, mean_wait) + service_s * _unit_gamma(cv)[pairing])
+    own = np.asarray(own_wait)[_positions(len(own_wait))]
+    return _table(_wait_samples(p_wait, mean_wait) + own + service_s * _unit_gamma(cv)[pairing])
 
 
 # --------------------------------------------------------------------------- LLM stages
@@ -286,7 +306,7 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
     out = output_tokens_samples(stage.output_tokens, max_tokens)
     service_mean = point.prefill_s + mean_out * point.t_iter
     cs2 = float((point.t_iter ** 2) * out.var() / service_mean ** 2) if service_mean > 0 else 0.0
-    wait = mgc_wait(replicas * max_num_seqs, rate, service_mean, cs2, load.ca2)
+    wait = mgc_wait(replicas * max_num_seqs, rate, service_mean, cs2, load.dispersion_ca2)
     if wait is None:
         return None
     table = llm_service_table(point.prefill_s, point.t_iter, wait.p_wait, wait.mean_if_waiting,
@@ -305,8 +325,9 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
     )
 
 
-def _replica_range(make, limit: int) -> tuple[list[Candidate], int | None]:
-    """Candidates from the smallest stable count while p99 still improves; also that smallest count."""
+def _replica_range(make, limit: int, at_least: int = 0) -> tuple[list[Candidate], int | None]:
+    """Candidates from the smallest stable count while p99 still improves (and up to ``at_least``
+    whatever the improvement, within ``limit``); also that smallest count."""
     first = None
     n = 1
     # Exponential then linear search for the smallest stable count (stability is monotone in n).
@@ -323,11 +344,11 @@ def _replica_range(make, limit: int) -> tuple[list[Candidate], int | None]:
     if first > limit:
         return [], first
     result = [make(first)]
-    for k in range(first + 1, min(limit, first + MAX_EXTRA) + 1):
+    for k in range(first + 1, min(limit, max(first + MAX_EXTRA, at_least)) + 1):
         cand = make(k)
         if cand is None:
             break
-        if cand.quantile(0.99) > (1.0 - FLAT_IMPROVEMENT) * result[-1].quantile(0.99):
+        if k > at_least and cand.quantile(0.99) > (1.0 - FLAT_IMPROVEMENT) * result[-1].quantile(0.99):
             break
         result.append(cand)
     return result, first
@@ -391,10 +412,11 @@ def executor_candidates(stage: SQLStage | ToolStage, load: StageLoad, inventory:
     def make(n: int) -> Candidate | None:
         if load.rate_per_s * stage.service_s > MAX_UTILISATION * n:
             return None
-        wait = mgc_wait(n, load.rate_per_s, stage.service_s, cs2, load.ca2)
+        wait: BatchWait | None = batch_wait(n, load.rate_per_s, stage.service_s, cs2, load.ca2, load.batch)
         if wait is None:
             return None
-        table = executor_service_table(stage.service_s, stage.service_cv, wait.p_wait, wait.mean_if_waiting)
+        table = executor_service_table(stage.service_s, stage.service_cv, wait.batch.p_wait,
+                                       wait.batch.mean_if_waiting, wait.own)
         return Candidate(
             stage=stage.name, kind=stage.kind, device="CPU", units=n, cost_per_hour=n * unit_cost,
             resources={"CPU": n} if cpu is not None else {}, quality=1.0, table=table,
@@ -402,7 +424,7 @@ def executor_candidates(stage: SQLStage | ToolStage, load: StageLoad, inventory:
             visits_per_run=load.visits_per_run,
         )
 
-    cands, first = _replica_range(make, limit)
+    cands, first = _replica_range(make, limit, at_least=load.batch)  # slots for a whole burst are on offer
     if cands:
         return StageCandidates(stage.name, cands)
     return StageCandidates(stage.name, [], problem=f"keeping up with {load.rate_per_s:.3g} calls/s needs {first} CPU slots",
@@ -439,8 +461,11 @@ def prune_dominated(cands: list[Candidate]) -> list[Candidate]:
     return keep
 
 
-def stage_loads(visits: Mapping[str, float], rate_per_s: float, ca2: float) -> dict[str, StageLoad]:
-    return {s: StageLoad(rate_per_s * v, v, ca2) for s, v in visits.items()}
+def stage_loads(visits: Mapping[str, float], rate_per_s: float, ca2: float,
+                batches: Mapping[str, int] | None = None) -> dict[str, StageLoad]:
+    """Per stage: ``rate x visits`` calls/s; ``batches`` gives the fan-out copies of branch stages."""
+    batches = batches or {}
+    return {s: StageLoad(rate_per_s * v, v, ca2, max(1, batches.get(s, 1))) for s, v in visits.items()}
 
 
 __all__ = [

@@ -69,8 +69,9 @@ def _sustainable_rate(planner: "Planner", m: "WorkflowModel", sc: StageCandidate
         return None
 
     def fits(rate: float) -> bool:
-        got = stage_candidates(planner.program, stage, StageLoad(rate * visits, visits, m.ca2), planner.inventory,
-                               False, planner.profile_dir)
+        load = m.loads[sc.stage]
+        got = stage_candidates(planner.program, stage, StageLoad(rate * visits, visits, load.ca2, load.batch),
+                               planner.inventory, False, planner.profile_dir)
         return bool(got.candidates)
 
     lo, hi = 0.0, m.rate

@@ -44,6 +44,41 @@ batching effect is explicit: more load means a larger batch and slower
 iterations for every sequence. Queueing for a batch slot (when the batch is
 full) uses the M/G/c wait above with ``c = replicas * max_num_seqs`` slots
 and service time ``S``.
+
+Executor pools under fan-out bursts (M^X/G/c, batch arrivals)
+-------------------------------------------------------------
+A stage inside a fan-out of width ``k`` receives its calls in *batches*: each
+fan-out visit sends ``k`` calls at once. Erlang-C assumes single Poisson
+arrivals, so it under-predicts the wait badly here (one slot and an 8-way
+fan-out: 7 of 8 calls wait whatever the load, while Erlang-C says ``rho``).
+:func:`batch_wait` treats the ``c`` slots as one pooled server of rate ``c``
+(service seconds per second) and a batch as one job of work
+``B = S_1 + ... + S_k`` (mean ``k S``, squared CV ``cs2 / k``), arriving at
+rate ``lam / k`` with the runs' ``ca2``. The M^X/G/1 decomposition then splits
+a call's wait into two independent parts::
+
+    W = W_B + W_J
+
+* ``W_B``, the other batches: the wait of the batch for the pool. Kingman's
+  G/G/1 (Pollaczek–Khinchine for Poisson batches)::
+
+      P(W_B > 0) = rho,   E[W_B] = rho / (1 - rho) * (ca2 + cs2 / k) / 2 * k S / c
+
+  with the conditional wait exponential, as above.
+* ``W_J``, its own batch: a call at position ``j`` (uniform on ``0..k-1``)
+  starts once the work of the ``j`` calls ahead of it is done::
+
+      W_J(j) = j * S / c
+
+Both means are exact for ``c = 1`` and Poisson batches. For ``c > 1`` the pooled server is
+conservative: it makes a batch wait whenever the pool is busy (``P = rho``,
+while Erlang-C is below ``rho``), never starts two batches at once, and
+delays the calls of a batch that idle slots could start together; so the
+predicted wait is an upper estimate and a plan sized on it holds (checked
+against a FCFS simulation in ``tests/planner/test_queueing.py``: e.g. 4 slots,
+8-way bursts, 72% busy: mean 3.8 s vs 3.2 s simulated, p99 17.9 vs 16.4 in
+units of ``S``; Allen–Cunneen with the batch's dispersion gave a mean of 1.8).
+``k = 1`` (no fan-out) keeps the Allen–Cunneen M/G/c wait.
 """
 
 from __future__ import annotations
@@ -115,6 +150,40 @@ def mgc_wait(servers: int, rate: float, service_mean: float, cs2: float, ca2: fl
     p = erlang_c(servers, a)
     mean_if_waiting = (ca2 + cs2) / 2.0 / (servers / service_mean - rate)
     return Wait(p, mean_if_waiting)
+
+
+@dataclass(frozen=True)
+class BatchWait:
+    """Wait of a call arriving in a batch (see "Executor pools under fan-out bursts")."""
+
+    batch: Wait
+    """``W_B``: the batch's wait for the pool (other batches ahead of it)."""
+    own: tuple[float, ...]
+    """``W_J`` per position in the batch (equally likely): the wait behind the calls of its own batch."""
+
+    @property
+    def mean(self) -> float:
+        return self.batch.mean + sum(self.own) / len(self.own)
+
+
+def batch_wait(servers: int, rate: float, service_mean: float, cs2: float, ca2: float = 1.0,
+               batch: int = 1) -> BatchWait | None:
+    """M^X/G/c wait of calls arriving in batches of ``batch``; None when unstable (``rate * S >= c``).
+
+    ``rate`` counts calls (not batches); ``ca2`` is the squared CV of the batches'
+    inter-arrival times. ``batch == 1`` is :func:`mgc_wait` with ``W_J = 0``.
+    """
+    if batch <= 1:
+        wait = mgc_wait(servers, rate, service_mean, cs2, ca2)
+        return None if wait is None else BatchWait(wait, (0.0,))
+    rho = rate * service_mean / servers
+    if rho >= 1.0:
+        return None
+    own = tuple(j * service_mean / servers for j in range(batch))
+    if rate <= 0:
+        return BatchWait(Wait(0.0, 0.0), own)
+    mean_b = rho / (1.0 - rho) * (ca2 + cs2 / batch) / 2.0 * batch * service_mean / servers
+    return BatchWait(Wait(rho, mean_b / rho), own)
 
 
 @dataclass(frozen=True)
