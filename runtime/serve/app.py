@@ -16,68 +16,105 @@ Routes:
 * ``GET /metrics`` -> Prometheus text format; ``GET /healthz`` (the process answers);
   ``GET /readyz`` (every pool has a healthy replica; 503 otherwise).
 
-Errors are JSON ``{"error": message, "retryable": bool}``: 400 bad input, 404 unknown run,
-429 overloaded (with ``Retry-After``), 503 no healthy replica. With an API token configured every
-route except the health checks needs ``Authorization: Bearer <token>``.
+Errors are JSON ``{"error": message, "retryable": bool}``: 400 bad input (including a request the
+engine refuses: a prompt plus ``max_tokens`` longer than the model's context), 401 missing token,
+403 foreign ``Host``/``Origin``, 404 unknown run or route, 408 body too slow, 413 body too large,
+415 not JSON, 429 overloaded (with ``Retry-After``), 503 no healthy replica. Every request first
+passes :class:`~runtime.serve.guard.RequestGuard` (host, token, content type, body size and
+deadline); bodies are parsed by :func:`~runtime.serve.json_body.parse_json` (UTF-8, strict JSON,
+bounded depth). With an API token configured every route except the health checks needs
+``Authorization: Bearer <token>``; ``/readyz`` names failed replicas but says why only to a caller
+with the token.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
+import logging
 import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from starlette.exceptions import HTTPException
 
-from runtime.engines.base import ChatMessage, GenerationResult
+from runtime.engines.base import ChatMessage, GenerationResult, RequestRejected
 from runtime.orchestrator import BadRequest, NoHealthyReplica, Orchestrator, Overloaded, UnknownRun
+from runtime.serve.errors import error_response
+from runtime.serve.guard import BODY_TIMEOUT_S, MAX_BODY_BYTES, GuardSettings, RequestGuard
+from runtime.serve.json_body import InvalidBody, parse_json
+from runtime.serve.server import check_token
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+log = logging.getLogger("cortex.serve")
+
+NAME_MAX = 128
+Name = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX)]
+"""A workflow, stage or run name as a client gives it."""
 
 
-class StartRun(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Body(BaseModel):
+    """A request body: strict about numbers (no NaN or infinities: answers are strict JSON too)."""
 
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class StartRun(_Body):
     inputs: dict[str, Any]
-    workflow: str | None = None
+    workflow: Name | None = None
     deadline_s: float | None = Field(default=None, gt=0)
+    """Capped at the server's run timeout (the orchestrator's)."""
     wait: bool = False
 
 
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ContentPart(_Body):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    type: str = "text"
+    text: str = ""
+
+
+class ChatMessageIn(_Body):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     role: Literal["system", "user", "assistant"]
-    content: str | list[dict[str, Any]]
+    content: str | list[ContentPart]
 
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.get("text", "") for part in self.content if part.get("type", "text") == "text")
+        return "".join(part.text for part in self.content if part.type == "text")
 
 
-class ChatCompletionIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class CortexMetadata(_Body):
+    """OpenAI's free-form ``metadata``; the ``cortex_*`` keys, when given, must be names."""
 
-    model: str | None = None
-    messages: list[ChatMessageIn] = Field(min_length=1)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    cortex_stage: Name | None = None
+    cortex_run: Name | None = None
+    cortex_workflow: Name | None = None
+
+
+class ChatCompletionIn(_Body):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    model: Annotated[str, StringConstraints(max_length=256)] | None = None
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=10_000)
     max_tokens: int | None = Field(default=None, gt=0)
     max_completion_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(default=None, max_length=16)
     stream: bool = False
     """Answer as ``chat.completion.chunk`` events (the whole text in one chunk once done)."""
     stream_options: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: CortexMetadata | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -85,8 +122,7 @@ class ChatCompletionIn(BaseModel):
         return bool((self.stream_options or {}).get("include_usage"))
 
 
-def _error(status: int, message: str, retryable: bool = False, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "retryable": retryable}, status_code=status, headers=headers)
+_error = error_response
 
 
 def _overloaded(exc: Overloaded) -> JSONResponse:
@@ -104,7 +140,7 @@ def _refusal(exc: BaseException) -> JSONResponse | None:
     """The HTTP answer for a run or call the orchestrator refused (None: not a refusal)."""
     if isinstance(exc, Overloaded):
         return _overloaded(exc)
-    if isinstance(exc, BadRequest):
+    if isinstance(exc, (BadRequest, RequestRejected)):
         return _error(400, str(exc))
     if isinstance(exc, NoHealthyReplica):
         return _error(503, str(exc), True)
@@ -173,8 +209,15 @@ class _Completion:
 
 def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_lifecycle: bool = True,
                on_startup: Callable[[], Awaitable[None]] | None = None,
-               on_shutdown: Callable[[], Awaitable[None]] | None = None) -> FastAPI:
-    """The API over ``orchestrator`` (started and stopped with the app when ``manage_lifecycle``)."""
+               on_shutdown: Callable[[], Awaitable[None]] | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S) -> FastAPI:
+    """The API over ``orchestrator`` (started and stopped with the app when ``manage_lifecycle``).
+
+    ``token`` (at least 16 characters: ValueError otherwise) guards every route but the health
+    checks. ``app.state.guard`` holds the request guard's settings (:mod:`runtime.serve.guard`);
+    :func:`~runtime.serve.server.serve` sets the host names it answers to.
+    """
+    check_token(token or None)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -190,25 +233,26 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
             if manage_lifecycle:
                 await orchestrator.stop(drain_s=5.0)
 
-    app = FastAPI(title="Cortex runtime", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="Cortex runtime", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.orchestrator = orchestrator
+    guard = app.state.guard = GuardSettings(token=token or None, max_body_bytes=max_body_bytes,
+                                            body_timeout_s=body_timeout_s)
+    app.add_middleware(RequestGuard, settings=guard)
 
-    if token:
-        expected = f"Bearer {token}".encode()
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> Response:  # unknown route, wrong method
+        return _error(exc.status_code, str(exc.detail), headers=exc.headers)
 
-        @app.middleware("http")
-        async def require_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-            if request.url.path not in OPEN_PATHS:
-                given = request.headers.get("authorization", "").encode()
-                if not hmac.compare_digest(given, expected):
-                    return _error(401, "missing or wrong API token (send Authorization: Bearer <token>)")
-            return await call_next(request)
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:  # a bug: logged, never shown
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal error (logged on the server)")
 
     async def body_of(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
         try:
-            return model.model_validate(await request.json())
-        except json.JSONDecodeError:
-            return _error(400, "the request body is not valid JSON")
+            return model.model_validate(parse_json(await request.body()))
+        except InvalidBody as exc:
+            return _error(400, str(exc))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
@@ -268,12 +312,15 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
         if isinstance(req, JSONResponse):
             return req
         assert isinstance(req, ChatCompletionIn)
-        meta = req.metadata or {}
-        stage = request.headers.get("x-cortex-stage") or meta.get("cortex_stage") or req.model
-        run_id = request.headers.get("x-cortex-run") or meta.get("cortex_run")
-        workflow = request.headers.get("x-cortex-workflow") or meta.get("cortex_workflow")
+        meta = req.metadata or CortexMetadata()
+        stage = request.headers.get("x-cortex-stage") or meta.cortex_stage or req.model
+        run_id = request.headers.get("x-cortex-run") or meta.cortex_run
+        workflow = request.headers.get("x-cortex-workflow") or meta.cortex_workflow
         if not stage:
             return _error(400, "name the workflow stage: header X-Cortex-Stage or metadata.cortex_stage")
+        for what, value in (("stage", stage), ("run", run_id), ("workflow", workflow)):
+            if value is not None and (len(value) > NAME_MAX or not value.isprintable()):
+                return _error(400, f"the {what} name must be at most {NAME_MAX} printable characters")
         stop = (req.stop,) if isinstance(req.stop, str) else (tuple(req.stop) if req.stop else None)
         messages = tuple(ChatMessage(role=m.role, content=m.text()) for m in req.messages)
         call = asyncio.ensure_future(orchestrator.chat(
@@ -318,33 +365,16 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
         return JSONResponse({"status": "ok"})
 
     @app.get("/readyz")
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
         if orchestrator.ready():
             return JSONResponse({"status": "ready"})
-        down = [f"{p.name}: {r.replica_id} {r.failure}" for p in orchestrator.pools_by_name.values()
-                for r in p.replicas if not r.healthy]
+        # Failure texts can hold engine URLs and internals: only a caller with the token reads them.
+        detailed = guard.authorized({b"authorization": request.headers.get("authorization", "").encode()})
+        down = [f"{p.name}: {r.replica_id}" + (f" {r.failure}" if detailed else "")
+                for p in orchestrator.pools_by_name.values() for r in p.replicas if not r.healthy]
         return JSONResponse({"status": "not ready", "unhealthy": down}, status_code=503)
 
     return app
 
 
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def check_binding(host: str, token: str | None) -> None:
-    """Refuse to expose the API beyond localhost without a token (ValueError with the reason)."""
-    if host not in LOCAL_HOSTS and not token:
-        raise ValueError(f"binding to {host} exposes the API to the network: pass --token (or set CORTEX_API_TOKEN)")
-
-
-async def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-                log_level: str = "warning") -> None:
-    """Run ``app`` with uvicorn until interrupted."""
-    import uvicorn
-
-    check_binding(host, token)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on"))
-    await server.serve()
-
-
-__all__ = ["create_app", "serve", "check_binding"]
+__all__ = ["create_app"]

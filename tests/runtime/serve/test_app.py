@@ -21,6 +21,9 @@ async def client_for(spec, script, token=None, **kwargs):  # type: ignore[no-unt
     return orch, client
 
 
+TOKEN = "a-test-token-of-32-characters!!!"
+
+
 def sql_script(stage: str, prompt: str) -> str:
     return "SELECT COUNT(*) AS customers FROM customers;"
 
@@ -61,7 +64,7 @@ def test_bad_requests_are_clear(sales_db: Path) -> None:
         try:
             r = await client.post("/v1/runs", json={"inputs": {"q": 1}})
             assert r.status_code == 400 and "needs input(s) question" in r.json()["error"]
-            r = await client.post("/v1/runs", content=b"{not json")
+            r = await client.post("/v1/runs", content=b"{not json", headers={"Content-Type": "application/json"})
             assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
             r = await client.get("/v1/runs/nope")
             assert r.status_code == 404 and r.json()["retryable"] is False
@@ -202,11 +205,11 @@ def test_metrics_health_and_readiness(sales_db: Path) -> None:
 
 def test_api_token_guards_everything_but_health(sales_db: Path) -> None:
     async def body() -> None:
-        orch, client = await client_for(example_spec("nl2sql", sales_db), sql_script, token="s3cret")
+        orch, client = await client_for(example_spec("nl2sql", sales_db), sql_script, token=TOKEN)
         try:
             assert (await client.get("/metrics")).status_code == 401
             assert (await client.get("/healthz")).status_code == 200
-            ok = await client.get("/metrics", headers={"Authorization": "Bearer s3cret"})
+            ok = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
             assert ok.status_code == 200
             wrong = await client.get("/v1/workflows", headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401
@@ -219,6 +222,6 @@ def test_api_token_guards_everything_but_health(sales_db: Path) -> None:
 
 def test_binding_beyond_localhost_needs_a_token() -> None:
     check_binding("127.0.0.1", None)
-    check_binding("0.0.0.0", "token")
+    check_binding("0.0.0.0", TOKEN)
     with pytest.raises(ValueError, match="--token"):
         check_binding("0.0.0.0", None)
