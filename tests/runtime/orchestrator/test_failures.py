@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 
 from runtime.build.spec import RuntimeSpec
-from runtime.orchestrator import Overloaded
+from runtime.engines.base import ChatMessage, EngineError, EngineHealth, GenerationRequest, GenerationResult
+from runtime.engines.simulated import SimulatedEngine
+from runtime.orchestrator import Overloaded, UnknownRun
+from runtime.orchestrator.engines import replica_profile
+from runtime.orchestrator.health import ReplicaProber
 
-from .conftest import example_spec, run_async, sim_factory, started
+from .conftest import example_spec, run_async, scripted, sim_factory, started
 
 GOOD_SQL = "SELECT COUNT(*) AS n FROM customers;"
 
@@ -214,6 +218,128 @@ def test_missing_inputs_and_unknown_runs_are_clear_errors(sales_db: Path) -> Non
                 await orch.submit({"query": "wrong name"})
             with pytest.raises(UnknownRun, match="no run 'nope'"):
                 orch.status("nope")
+        finally:
+            await orch.stop()
+
+    run_async(body())
+
+
+class FlakyEngine(SimulatedEngine):
+    """A simulated engine whose backend can be broken (generate raises, health says failed) and repaired."""
+
+    broken = False
+    blips = 0
+    """Calls that fail with a transient error while health stays fine."""
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        if self.broken or self.blips:
+            self.blips = max(self.blips - 1, 0)
+            raise EngineError("connection reset by the engine")
+        return await super().generate(request)
+
+    async def health(self) -> EngineHealth:
+        return EngineHealth(state="failed", detail="down") if self.broken else await super().health()
+
+
+def flaky_factory(engines: list[FlakyEngine]):  # type: ignore[no-untyped-def]
+    def build(spec: RuntimeSpec, pool: object, rep: object) -> FlakyEngine:
+        engine = FlakyEngine(replica_profile(rep), kv_capacity_tokens=rep.kv_capacity_tokens,  # type: ignore[attr-defined]
+                             max_num_seqs=16, responder=scripted(lambda s, p: GOOD_SQL), speedup=2000,
+                             max_context=rep.engine.max_model_len)  # type: ignore[attr-defined]
+        engines.append(engine)
+        return engine
+
+    return build
+
+
+def test_a_failed_replica_is_probed_with_backoff_and_brought_back(sales_db: Path) -> None:
+    engines: list[FlakyEngine] = []
+
+    async def body() -> None:
+        spec = example_spec("nl2sql", sales_db, borrow_idle=False)
+        prober = ReplicaProber(first_delay_s=0.02, max_delay_s=0.08)
+        orch = await started(spec, flaky_factory(engines), prober=prober)
+        try:
+            generate = orch.pools_by_name["generate"]
+            replica = generate.replicas[0]
+            engine = replica.engine
+            assert isinstance(engine, FlakyEngine)
+            engine.broken = True
+            info = await orch.run({"question": "q"})
+            assert info.status == "error" and "no healthy replica" in (info.error or "")
+            await asyncio.sleep(0.3)  # several probes, all failed: still out, still probed
+            assert not orch.ready() and prober.probing == 1 and not replica.healthy
+            engine.broken = False
+            for _ in range(100):
+                if orch.ready():
+                    break
+                await asyncio.sleep(0.01)
+            assert orch.ready() and replica.recoveries == 1 and prober.probing == 0
+            assert (await orch.run({"question": "q"})).status == "done"
+            # A transient error with a healthy engine: the pool is empty only until the first probe.
+            engine.blips = 1
+            info = await orch.run({"question": "q"})
+            await asyncio.sleep(0.1)
+            assert orch.ready() and replica.recoveries == 2
+            assert (await orch.run({"question": "q"})).status == "done"
+            assert 'cortex_replica_recoveries_total{pool="generate",replica="generate-0"} 2' in orch.metrics_text()
+        finally:
+            await orch.stop()
+        assert prober.probing == 0
+
+    run_async(body())
+
+
+def test_a_request_too_long_for_the_context_fails_its_run_not_the_replica(sales_db: Path) -> None:
+    engines: list[FlakyEngine] = []
+
+    async def body() -> None:
+        orch = await started(example_spec("nl2sql", sales_db), flaky_factory(engines))
+        try:
+            info = await orch.run({"question": "x" * 150_000})
+            assert info.status == "error" and "context of 2048 tokens" in (info.error or "")
+            assert orch.ready() and (await orch.run({"question": "q"})).status == "done"
+        finally:
+            await orch.stop()
+
+    run_async(body())
+
+
+def two_speed(stage: str, prompt: str) -> str:
+    """``generate`` answers long (a run stays in flight for seconds); ``fix`` answers at once."""
+    return "SELECT 1 -- " + "padding " * 200 if stage == "generate" else "ok"
+
+
+def test_history_never_evicts_runs_in_flight_and_external_runs_end_when_idle(sales_db: Path) -> None:
+    message = (ChatMessage(role="user", content="fix it"),)
+
+    async def body() -> None:
+        spec = example_spec("nl2sql", sales_db, retained_runs=4, borrow_idle=False)
+        orch = await started(spec, sim_factory(two_speed, speedup=0.5), external_run_idle_s=0.3)
+        try:
+            slow = [await orch.submit({"question": f"slow {i}"}) for i in range(2)]
+            await orch.chat(message, stage="fix", run_id="agent-1")
+            await orch.chat(message, stage="fix", run_id="agent-2")
+            assert orch.status("agent-1").status == "running"  # an external run lasts until idle
+            with pytest.raises(Overloaded, match="history is full of runs in flight"):
+                await orch.chat(message, stage="fix", run_id="agent-3")  # would evict a run in flight
+            assert all(orch.status(r.run_id).status == "running" for r in slow)
+            await asyncio.sleep(0.45)
+            assert orch.status("agent-1").status == "done" and orch.status("agent-2").status == "done"
+            await orch.chat(message, stage="fix", run_id="agent-3")  # room: the oldest finished run goes
+            with pytest.raises(UnknownRun):
+                orch.status("agent-1")
+            assert all(orch.status(r.run_id).status == "running" for r in slow)
+            assert await orch.cancel(slow[0].run_id) is True  # still there, still cancellable
+            # A call in flight keeps its external run alive past the idle time; naming a run that
+            # ended idle starts it afresh.
+            call = asyncio.create_task(orch.chat(message, stage="generate", run_id="agent-2"))
+            await asyncio.sleep(0.5)
+            assert orch.status("agent-2").status == "running" and not call.done()
+            await call
+            assert len(orch.status("agent-2").calls) == 1
+            await asyncio.sleep(0.45)
+            assert orch.status("agent-2").status == "done"
         finally:
             await orch.stop()
 

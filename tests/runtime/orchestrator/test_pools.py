@@ -179,3 +179,31 @@ def test_borrowing_can_be_switched_off_by_the_deployment() -> None:
         waiting.cancel()
 
     run_async(body())
+
+
+def test_a_restored_replica_hands_its_slots_to_waiters_and_failures_are_reported() -> None:
+    async def body() -> None:
+        p = pool(slots=2, replicas=2)
+        failed: list[str] = []
+        p.on_replica_failed = lambda owner, replica: failed.append(f"{owner.name}/{replica.replica_id}")
+        a, _ = await p.acquire(call(run_id=0))
+        b, _ = await p.acquire(call(run_id=1))
+        c, _ = await p.acquire(call(run_id=2))
+        d, _ = await p.acquire(call(run_id=3))  # both replicas full
+        waiters = [asyncio.create_task(p.acquire(call(run_id=i))) for i in (4, 5)]
+        await asyncio.sleep(0)
+        down = p.replicas[0]
+        p.fail_replica(down, "EngineError: reset")
+        p.fail_replica(down, "again")  # already out: not reported twice
+        assert failed == ["s/s-0"] and p.healthy and p.queued == 2
+        for replica in (a, b, c, d):
+            if replica is down:
+                p.release(replica)  # its calls end; a failed replica's slots go to nobody
+        assert p.queued == 2 and down.inflight == 0
+        p.restore_replica(down)
+        granted = await asyncio.gather(*waiters)
+        assert [r for r, _ in granted] == [down, down] and down.recoveries == 1 and down.failure is None
+        p.restore_replica(down)  # healthy already: nothing changes
+        assert down.recoveries == 1
+
+    run_async(body())
