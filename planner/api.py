@@ -39,9 +39,10 @@ from planner import explain
 from planner.candidates import (
     DECODE_STRETCH, Candidate, StageCandidates, StageLoad, prune_dominated, stage_candidates, stage_loads, standalone_table,
 )
+from planner.colocation import Layout, group_candidates, with_layout
 from planner.latency import DEFAULT_SAMPLES, PathSample, attainment, distribution, sample_paths
 from planner.plan import (
-    ExecutorPool, Infeasible, KnobSettings, LLMPool, Mode, Objective, Plan, SolverInfo, StageLatency, WorkflowPlan,
+    ColocatedStage, ExecutorPool, Infeasible, KnobSettings, LLMPool, Mode, Objective, Plan, SolverInfo, StageLatency, WorkflowPlan,
 )
 from planner.profiles import PROFILE_DIR
 from planner.shared_pool import compare
@@ -112,7 +113,7 @@ class WorkflowModel:
 
 def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: float, inventory: Inventory,
                 samples: int, seed: int, profile_dir: Path, unbounded: bool = False,
-                decode_stretch: float = DECODE_STRETCH) -> WorkflowModel:
+                decode_stretch: float = DECODE_STRETCH, layout: Layout = "search") -> WorkflowModel:
     chain = build_chain(workflow, scenario.retry_depth)
     visits = expected_stage_visits(chain, scenario.fanout_width)
     ca2 = 0.0 if workflow.load and workflow.load.pattern == "constant" else (
@@ -124,6 +125,12 @@ def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: 
     for st in workflow.stages:
         sc = stage_candidates(program, st, loads[st.name], inventory, unbounded, profile_dir, decode_stretch)
         stages[st.name] = StageCandidates(sc.stage, prune_dominated(sc.candidates), sc.problem, sc.needs)
+    if layout != "isolated":
+        dedicated = {s: sc.candidates for s, sc in stages.items()}
+        groups = group_candidates(program, workflow, loads, inventory, dedicated, unbounded, profile_dir,
+                                  decode_stretch)
+        for s, cands in with_layout(workflow, dedicated, groups, layout).items():
+            stages[s] = StageCandidates(s, cands, stages[s].problem if not cands else None, stages[s].needs)
     paths = sample_paths(chain, samples, seed, scenario.fanout_width)
     alone = paths.run_latency({st.name: standalone_table(program, st, inventory, profile_dir)
                                for st in workflow.stages})
@@ -144,8 +151,10 @@ class Planner:
 
     def __init__(self, program: Program, inventory: Inventory, rates: dict[str, float], mode: Mode,
                  samples: int, seed: int, profile_dir: Path, progress: Progress | None,
-                 decode_stretch: float = DECODE_STRETCH, time_limit_s: float = TIME_LIMIT_S) -> None:
+                 decode_stretch: float = DECODE_STRETCH, time_limit_s: float = TIME_LIMIT_S,
+                 layout: Layout = "search") -> None:
         self.program, self.inventory, self.rates, self.mode = program, inventory, rates, mode
+        self.layout = layout
         self.decode_stretch = decode_stretch
         self.time_limit_s = time_limit_s
         self.samples, self.seed, self.profile_dir = samples, seed, profile_dir
@@ -164,7 +173,7 @@ class Planner:
         if key not in self._models:
             self._models[key] = build_model(self.program, wf, self.scenarios[wf.name][k], self.rates[wf.name],
                                             self.inventory, self.samples, self.seed, self.profile_dir, unbounded,
-                                            self.decode_stretch)
+                                            self.decode_stretch, self.layout)
         return self._models[key]
 
     def solve_at(self, models: Sequence[WorkflowModel], scale: float, unbounded: bool = False,
@@ -241,10 +250,10 @@ class Planner:
             for k, m in enumerate(models):
                 for s, i in sorted(assigns[k].items()):
                     c = m.stages[s].candidates[i]
-                    if c.kind != "llm" or free.get(c.device, 0) < c.tp:
+                    if c.kind != "llm" or c.group is not None or free.get(c.device, 0) < c.tp:
                         continue
                     j = next((j for j, d in enumerate(m.stages[s].candidates) if d.units == c.units + 1
-                              and _same_config(c, d)), None)
+                              and d.group is None and _same_config(c, d)), None)
                     if j is None:
                         continue
                     assigns[k][s] = j
@@ -351,24 +360,31 @@ class Planner:
         llm_pools, exec_pools = [], []
         for s in sorted(chosen):
             c = chosen[s]
-            lat = StageLatency(mean=_r(c.mean), p50=_r(c.quantile(0.5)), p95=_r(c.quantile(0.95)),
-                               p99=_r(c.quantile(0.99)))
             if c.kind == "llm":
+                if c.group is not None and c.group_stages[0] != s:
+                    continue  # a co-located stage: described by its lead's pool
+                others = [chosen[t] for t in c.group_stages[1:]]
                 llm_pools.append(LLMPool(
                     stage=s, model=c.model, profile=c.profile, device=c.device, replicas=c.units, tp=c.tp,
                     max_num_seqs=c.max_num_seqs, kv_budget_tokens=c.kv_budget_tokens, kv_gib=round(c.kv_gib, 3),
                     max_tokens=c.max_tokens, hedge=c.hedge, prewarm=c.prewarm,
                     arrival_rate_per_s=_r(c.arrival_rate_per_s), visits_per_run=_r(c.visits_per_run),
-                    utilisation=round(c.utilisation, 4), latency=lat, cost_per_hour=round(c.cost_per_hour, 4)))
+                    utilisation=round(c.utilisation, 4), latency=_stage_latency(c),
+                    cost_per_hour=round(c.cost_per_hour, 4),
+                    colocated=tuple(ColocatedStage(
+                        stage=o.stage, max_tokens=o.max_tokens, hedge=o.hedge, prewarm=o.prewarm,
+                        arrival_rate_per_s=_r(o.arrival_rate_per_s), visits_per_run=_r(o.visits_per_run),
+                        latency=_stage_latency(o)) for o in sorted(others, key=lambda o: o.stage))))
             else:
                 exec_pools.append(ExecutorPool(
                     stage=s, kind=c.kind, slots=c.units, arrival_rate_per_s=_r(c.arrival_rate_per_s),
-                    visits_per_run=_r(c.visits_per_run), utilisation=round(c.utilisation, 4), latency=lat,
-                    cost_per_hour=round(c.cost_per_hour, 4)))
+                    visits_per_run=_r(c.visits_per_run), utilisation=round(c.utilisation, 4),
+                    latency=_stage_latency(c), cost_per_hour=round(c.cost_per_hour, 4)))
         quality = m.scenario.quality * math.prod(c.quality for c in chosen.values())
+        llm = {t: c for t, c in chosen.items() if c.kind == "llm"}
         knobs = KnobSettings(
-            models={p.stage: p.model for p in llm_pools}, max_tokens={p.stage: p.max_tokens for p in llm_pools},
-            hedge={p.stage: p.hedge for p in llm_pools},
+            models={t: c.model for t, c in llm.items()}, max_tokens={t: c.max_tokens for t, c in llm.items()},
+            hedge={t: c.hedge for t, c in llm.items()},
             retry_depth=dict(m.chain.loop_budget),
             fanout_width={f.name: f.branch_count(m.scenario.fanout_width.get(f.name))
                           for f in wf.fanouts if f.width is not None},
@@ -386,6 +402,10 @@ class Planner:
             shared_pool=compare(self.program, wf, self.inventory, m.paths, chosen, m.ca2), cost_per_hour=cost)
 
 
+def _stage_latency(c: Candidate) -> StageLatency:
+    return StageLatency(mean=_r(c.mean), p50=_r(c.quantile(0.5)), p95=_r(c.quantile(0.95)), p99=_r(c.quantile(0.99)))
+
+
 def _same_config(a: Candidate, b: Candidate) -> bool:
     """Whether two LLM candidates differ at most in their replica count."""
     return (a.device, a.tp, a.model, a.max_tokens, a.hedge, a.prewarm, a.max_num_seqs) == \
@@ -399,7 +419,8 @@ def _r(x: float) -> float:
 def plan_program(program: Program, inventory: Inventory | None = None, rate: float | None = None,
                  mode: Mode = "cost", profiles: Path | None = None, *, workflows: Sequence[str] | None = None,
                  samples: int = DEFAULT_SAMPLES, seed: int = 0, progress: Progress | None = None,
-                 decode_stretch: float = DECODE_STRETCH, time_limit_s: float = TIME_LIMIT_S) -> Plan | Infeasible:
+                 decode_stretch: float = DECODE_STRETCH, time_limit_s: float = TIME_LIMIT_S,
+                 layout: Layout = "search") -> Plan | Infeasible:
     """Plan ``program`` (or the named ``workflows`` of it) on ``inventory``.
 
     ``inventory`` defaults to the program's ``resources``; ``rate`` (runs per
@@ -409,6 +430,9 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
     ``time_limit_s`` is the wall-clock budget of each solve's cut loop
     (:data:`planner.solver.TIME_LIMIT_S`); a large value makes the plan depend only on
     the iteration cap, so it is the same on a busy machine (benchmarks use that).
+    ``layout`` chooses the pools on offer (:data:`planner.colocation.Layout`): by default
+    dedicated *and* shared pools, so the plan is never costlier than the all-isolated or the
+    all-shared layout (both are in its space); ``isolated`` or ``shared`` restrict it to one.
     Never raises on bad input: returns :class:`Infeasible` with a message.
     """
     inventory = inventory or program.inventory
@@ -432,8 +456,10 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
         return Infeasible(binding="input", message=f"Unknown mode {mode!r}: use cost or headroom.")
     if not decode_stretch >= 1.0:
         return Infeasible(binding="input", message=f"decode_stretch must be at least 1 (got {decode_stretch}).")
+    if layout not in ("search", "isolated", "shared"):
+        return Infeasible(binding="input", message=f"Unknown layout {layout!r}: use search, isolated or shared.")
     planner = Planner(program, inventory, rates, mode, samples, seed, profiles or PROFILE_DIR, progress,
-                      decode_stretch, time_limit_s)
+                      decode_stretch, time_limit_s, layout)
     try:
         return planner.run()
     except ChainError as exc:

@@ -40,7 +40,7 @@ import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -122,11 +122,17 @@ class Candidate:
     kv_gib: float = 0.0
     kv_in_use_gib: float = 0.0
     latency_profile: LatencyProfile | None = field(default=None, repr=False)
+    group: str | None = None
+    """Key of the shared pool this candidate is one member of (:mod:`planner.colocation`); None: a
+    dedicated pool. Members of a group are chosen together; the first (the lead) carries the pool's cost,
+    resources and KV in use, the others none."""
+    group_stages: tuple[str, ...] = ()
+    """The stages the group's pool serves, lead first (empty for a dedicated pool)."""
 
     def quantile(self, q: float) -> float:
         return float(np.interp(q, U_GRID, self.table))
 
-    @property
+    @cached_property
     def mean(self) -> float:
         return float(np.trapezoid(self.table, U_GRID))
 
@@ -184,9 +190,19 @@ def _table(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
     return np.interp(u, levels, x)
 
 
+@lru_cache(maxsize=4096)
 def output_tokens_samples(mean_tokens: int, max_tokens: int) -> np.ndarray:
-    """Planning output lengths: Gamma(mean, OUTPUT_CV) clipped at ``max_tokens`` (sorted)."""
-    return np.minimum(_unit_gamma(OUTPUT_CV) * mean_tokens, max_tokens)
+    """Planning output lengths: Gamma(mean, OUTPUT_CV) clipped at ``max_tokens`` (sorted; shared, read-only)."""
+    out = np.minimum(_unit_gamma(OUTPUT_CV) * mean_tokens, max_tokens)
+    out.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=4096)
+def output_tokens_moments(mean_tokens: int, max_tokens: int) -> tuple[float, float, float]:
+    """Mean, variance and 99th percentile of :func:`output_tokens_samples`."""
+    out = output_tokens_samples(mean_tokens, max_tokens)
+    return float(out.mean()), float(out.var()), float(np.quantile(out, 0.99))
 
 
 def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait: float,
@@ -222,19 +238,22 @@ def profiles_of(family: str | None, device: str, profile_dir: Path = PROFILE_DIR
 
 
 @dataclass(frozen=True)
-class _Device:
+class Device:
+    """A device kind of the inventory as candidates see it."""
+
     kind: str
     cost_per_unit: float  # per GPU, or per CPU slot
     limit: int  # devices (GPUs, or CPU slots) available
 
 
-def _devices(inventory: Inventory, unbounded: bool) -> list[_Device]:
+def devices_of(inventory: Inventory, unbounded: bool) -> list[Device]:
+    """The inventory's GPU kinds and CPU slots (each limited to its count, or :data:`UNBOUNDED`)."""
     devices = [
-        _Device(g.kind, g.cost_per_hour, UNBOUNDED if unbounded else g.count)
+        Device(g.kind, g.cost_per_hour, UNBOUNDED if unbounded else g.count)
         for g in inventory.gpus if g.count > 0 or unbounded
     ]
     if inventory.cpu is not None and (inventory.cpu.slots > 0 or unbounded):
-        devices.append(_Device("CPU", inventory.cpu.cost_per_hour, UNBOUNDED if unbounded else inventory.cpu.slots))
+        devices.append(Device("CPU", inventory.cpu.cost_per_hour, UNBOUNDED if unbounded else inventory.cpu.slots))
     return devices
 
 
@@ -271,11 +290,11 @@ def standalone_table(program: Program, stage, inventory: Inventory, profile_dir:
         return executor_service_table(stage.service_s, stage.service_cv, 0.0, 0.0)
     spec = program.model(stage.models[0].model)
     max_tokens = stage.max_tokens.options[0].value
-    mean_out = float(output_tokens_samples(stage.output_tokens, max_tokens).mean())
+    mean_out = output_tokens_moments(stage.output_tokens, max_tokens)[0]
     prewarm = stage.prewarm or stage.prefix_tokens > 0
     uncached = max(stage.input_tokens - (stage.prefix_tokens if prewarm else 0), 1)
     best = None
-    for device in _devices(inventory, unbounded=True):
+    for device in devices_of(inventory, unbounded=True):
         for prof in profiles_of(spec.profile, device.kind, profile_dir):
             t1 = prof.decode_step_s(1, int(stage.input_tokens + mean_out / 2.0))
             table = llm_service_table(prof.prefill_s(uncached), t1, 0.0, 0.0, stage.output_tokens, max_tokens, 1)
@@ -285,27 +304,27 @@ def standalone_table(program: Program, stage, inventory: Inventory, profile_dir:
     return best
 
 
-def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, device: _Device, load: StageLoad,
+def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, device: Device, load: StageLoad,
                 max_tokens: int, hedge: int, quality: float, replicas: int,
                 stretch: float = DECODE_STRETCH) -> Candidate | None:
     """One LLM candidate, or None when it is unstable or the KV space is too small."""
     kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
     per_seq = stage.input_tokens + max_tokens
-    out99 = float(np.quantile(output_tokens_samples(stage.output_tokens, max_tokens), 0.99))
+    out99 = output_tokens_moments(stage.output_tokens, max_tokens)[2]
     max_num_seqs = min(MAX_NUM_SEQS, kv_tokens // per_seq,
                        latency_cap(profile, stage.input_tokens + out99, stretch)) if per_seq else 0
     if max_num_seqs < 1:
         return None
     prewarm = stage.prewarm or stage.prefix_tokens > 0
     uncached = stage.input_tokens - (stage.prefix_tokens if prewarm else 0)
-    mean_out = float(output_tokens_samples(stage.output_tokens, max_tokens).mean())
+    mean_out = output_tokens_moments(stage.output_tokens, max_tokens)[0]
     rate = load.rate_per_s * hedge
     point = llm_batch_point(profile, rate / replicas, stage.input_tokens, max(uncached, 1), mean_out, max_num_seqs)
     if point is None or point.batch > MAX_UTILISATION * max_num_seqs:
         return None
-    out = output_tokens_samples(stage.output_tokens, max_tokens)
+    out_var = output_tokens_moments(stage.output_tokens, max_tokens)[1]
     service_mean = point.prefill_s + mean_out * point.t_iter
-    cs2 = float((point.t_iter ** 2) * out.var() / service_mean ** 2) if service_mean > 0 else 0.0
+    cs2 = float((point.t_iter ** 2) * out_var / service_mean ** 2) if service_mean > 0 else 0.0
     wait = mgc_wait(replicas * max_num_seqs, rate, service_mean, cs2, load.dispersion_ca2)
     if wait is None:
         return None
@@ -325,7 +344,7 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
     )
 
 
-def _replica_range(make, limit: int, at_least: int = 0) -> tuple[list[Candidate], int | None]:
+def replica_range(make, limit: int, at_least: int = 0) -> tuple[list[Candidate], int | None]:
     """Candidates from the smallest stable count while p99 still improves (and up to ``at_least``
     whatever the improvement, within ``limit``); also that smallest count."""
     first = None
@@ -368,7 +387,7 @@ def llm_candidates(program: Program, stage: LLMStage, load: StageLoad, inventory
         except KeyError:
             return StageCandidates(stage.name, [], problem=f"model {model_opt.model!r} is not declared")
         quality = model_opt.quality * tok_opt.quality * hedge_opt.quality
-        for device in _devices(inventory, unbounded):
+        for device in devices_of(inventory, unbounded):
             profiles = profiles_of(spec.profile, device.kind, profile_dir)
             if not profiles:
                 reasons.append(f"no profile for {spec.profile or spec.name} on {device.kind}")
@@ -383,7 +402,7 @@ def llm_candidates(program: Program, stage: LLMStage, load: StageLoad, inventory
                     return _llm_config(stage, spec, profile, device, load, tok_opt.value, hedge_opt.value, quality, n,
                                        stretch)
 
-                cands, first = _replica_range(make, device.limit // per_device)
+                cands, first = replica_range(make, device.limit // per_device)
                 found.extend(cands)
                 if not cands and first is not None:
                     key = device.kind
@@ -424,7 +443,7 @@ def executor_candidates(stage: SQLStage | ToolStage, load: StageLoad, inventory:
             visits_per_run=load.visits_per_run,
         )
 
-    cands, first = _replica_range(make, limit, at_least=load.batch)  # slots for a whole burst are on offer
+    cands, first = replica_range(make, limit, at_least=load.batch)  # slots for a whole burst are on offer
     if cands:
         return StageCandidates(stage.name, cands)
     return StageCandidates(stage.name, [], problem=f"keeping up with {load.rate_per_s:.3g} calls/s needs {first} CPU slots",

@@ -26,6 +26,9 @@ Semantics of the predictions
 * ``utilisation`` of an LLM pool is its predicted batch-slot occupancy
   (mean running sequences / ``max_num_seqs``); of an executor pool, the
   offered load per slot (arrival rate x mean service time / slots).
+* Layout: an :class:`LLMPool` is dedicated to its stage or shared by several
+  (``LLMPool.colocated``); a runtime applies a shared pool by dedicating its
+  replicas to ``LLMPool.stages`` together.
 """
 
 from __future__ import annotations
@@ -70,8 +73,31 @@ class LatencyDistribution(PlanModel):
     p99: float = Field(ge=0)
 
 
+class ColocatedStage(PlanModel):
+    """A stage served by another stage's pool (co-location): its own knobs and predictions."""
+
+    stage: str
+    max_tokens: int = Field(ge=1, description="The chosen max_tokens for the stage's calls.")
+    hedge: int = Field(ge=1, description="Parallel candidates per call (1 = no hedging).")
+    prewarm: bool = Field(description="Keep the stage's shared prompt prefix resident in every replica of the pool.")
+    arrival_rate_per_s: float = Field(ge=0, description="Predicted requests per second of this stage into the pool.")
+    visits_per_run: float = Field(ge=0, description="Expected visits to the stage per workflow run.")
+    latency: StageLatency
+
+
 class LLMPool(PlanModel):
-    """A dedicated pool of identical engine replicas serving one LLM stage."""
+    """A pool of identical engine replicas serving one LLM stage, or several (co-location).
+
+    A *dedicated* pool serves ``stage`` alone (``colocated`` empty). A *shared*
+    pool serves ``stage`` and every stage in ``colocated`` on the same replicas
+    (one model, one batch); ``stage`` is then the first of its stages by name
+    and names the pool. The per-stage fields (``max_tokens``, ``hedge``,
+    ``prewarm``, ``arrival_rate_per_s``, ``visits_per_run``, ``latency``)
+    describe ``stage``; ``colocated`` holds the same for the others; the pool
+    fields (device, replicas, ``max_num_seqs``, KV, ``utilisation``,
+    ``cost_per_hour``) describe the whole pool. Plans written before
+    co-location have no ``colocated`` field and read as dedicated pools.
+    """
 
     stage: str
     model: str = Field(description="The chosen model variant (a declared model name).")
@@ -90,11 +116,22 @@ class LLMPool(PlanModel):
     utilisation: float = Field(ge=0, description="Predicted batch-slot occupancy per replica.")
     latency: StageLatency
     cost_per_hour: float = Field(ge=0)
+    colocated: tuple[ColocatedStage, ...] = Field(
+        default=(), description="The other stages this pool serves, sorted by stage (empty: a dedicated pool).")
 
     @property
     def devices(self) -> int:
         """Devices the pool occupies (replicas x tp)."""
         return self.replicas * self.tp
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """Every stage the pool serves, ``stage`` first."""
+        return (self.stage, *(c.stage for c in self.colocated))
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.colocated)
 
 
 class ExecutorPool(PlanModel):
@@ -140,10 +177,12 @@ class SharedModelPool(PlanModel):
 
 
 class SharedPoolComparison(PlanModel):
-    """The same inputs served by one shared pool per model instead of one pool per stage.
+    """The same inputs served by one shared pool per model instead of the plan's pools.
 
-    The shared pools get the same devices as the stage-isolated LLM pools
-    (same cost), so the latency difference is what isolation buys.
+    The shared pools get the same devices as the plan's LLM pools (same cost),
+    so the latency difference is what the plan's layout buys over one pool per
+    model. (``isolated_kv_in_use_gib`` is the plan's KV in use; the name
+    predates shared pools in plans.)
     ``replicas_for_slo`` is the smallest total replica count with which the
     shared pools meet the SLO (None when none within the inventory does).
     """
@@ -188,10 +227,22 @@ class WorkflowPlan(PlanModel):
     cost_per_hour: float = Field(ge=0)
 
     def pool(self, stage: str) -> LLMPool | ExecutorPool:
-        for p in (*self.llm_pools, *self.executor_pools):
+        """The pool serving ``stage`` (a shared LLM pool serves several stages)."""
+        for p in self.llm_pools:
+            if stage in p.stages:
+                return p
+        for p in self.executor_pools:
             if p.stage == stage:
                 return p
         raise KeyError(stage)
+
+    @property
+    def layout(self) -> str:
+        """``isolated`` (a dedicated pool per LLM stage), ``shared`` (one pool per model), or ``mixed``."""
+        if not any(p.shared for p in self.llm_pools):
+            return "isolated"
+        models = [p.model for p in self.llm_pools]
+        return "shared" if len(models) == len(set(models)) else "mixed"
 
 
 class SolverInfo(PlanModel):

@@ -9,8 +9,11 @@ Diff semantics, per pool keyed by (workflow, stage):
 
 * ``+`` a pool in the new plan only (to add);
 * ``-`` a pool in the old plan only (to remove);
-* ``~`` a pool in both whose device, model, TP, replicas/slots or chosen
-  knobs differ (to resize: changed in place).
+* ``~`` a pool in both whose device, model, TP, replicas/slots, chosen
+  knobs or served stages differ (to resize: changed in place).
+
+A shared LLM pool is keyed by its first stage (``LLMPool.stage``); the stages
+it serves are in its description.
 
 The summary line counts them: ``Plan: 2 to add, 1 to resize, 0 to remove.``
 """
@@ -24,7 +27,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from planner.plan import ExecutorPool, LLMPool, Plan, WorkflowPlan
+from planner.plan import ColocatedStage, ExecutorPool, LLMPool, Plan, WorkflowPlan
 
 WIDTH = 140
 
@@ -70,15 +73,32 @@ def _llm_table(w: WorkflowPlan) -> Table:
                       ("KV GiB", "right"), ("seqs", "right"), ("knobs", "left"), ("cost/h", "right")]:
         t.add_column(col, justify=just, no_wrap=True)
     for p in w.llm_pools:
-        knobs = [f"max_tokens {p.max_tokens}"]
-        if p.hedge > 1:
-            knobs.append(f"hedge {p.hedge}")
-        if p.prewarm:
-            knobs.append("prewarm")
         t.add_row(p.stage, p.model, f"{p.device} x {p.replicas}", str(p.tp), f"{p.utilisation:.1%}",
                   _s(p.latency.p50), _s(p.latency.p95), _s(p.latency.p99), f"{p.kv_gib * p.replicas:.1f}",
-                  str(p.max_num_seqs), ", ".join(knobs), _money(p.cost_per_hour))
+                  str(p.max_num_seqs), _knobs(p), _money(p.cost_per_hour))
+        for c in p.colocated:  # same replicas: only the stage's own knobs and latency
+            t.add_row(c.stage, p.model, f"  in {p.stage}'s pool", "", "", _s(c.latency.p50), _s(c.latency.p95),
+                      _s(c.latency.p99), "", "", _knobs(c), "")
     return t
+
+
+def _knobs(p: LLMPool | ColocatedStage) -> str:
+    knobs = [f"max_tokens {p.max_tokens}"]
+    if p.hedge > 1:
+        knobs.append(f"hedge {p.hedge}")
+    if p.prewarm:
+        knobs.append("prewarm")
+    return ", ".join(knobs)
+
+
+def _layout_line(w: WorkflowPlan) -> str:
+    """Which LLM stages share a pool and which have their own."""
+    shared = [f"{' + '.join(p.stages)} share {p.model} on {p.device} x {p.replicas}" for p in w.llm_pools if p.shared]
+    alone = [p.stage for p in w.llm_pools if not p.shared]
+    if not shared:
+        return "  layout: stage isolation (a dedicated pool per LLM stage)"
+    parts = shared + ([f"dedicated: {', '.join(alone)}"] if alone else [])
+    return f"  layout: {w.layout}; " + "; ".join(parts)
 
 
 def _exec_table(w: WorkflowPlan) -> Table:
@@ -127,14 +147,14 @@ def _shared_lines(w: WorkflowPlan) -> list[str]:
     else:
         att = f"; attainment {sp.slo_attainment:.2%}" if sp.slo_attainment is not None else ""
         lines.append(f"    p50 {_s(sp.latency.p50)}  p95 {_s(sp.latency.p95)}  p99 {_s(sp.latency.p99)}{att} "
-                     f"(isolated: p99 {_s(w.latency.p99)}"
+                     f"(plan: p99 {_s(w.latency.p99)}"
                      + (f"; {w.slo_attainment:.2%}" if w.slo_attainment is not None else "") + ")")
     lines.append(f"    KV in use {sp.kv_in_use_gib:.2f} GiB of {sp.kv_gib:.0f} GiB "
-                 f"(isolated: {sp.isolated_kv_in_use_gib:.2f} GiB)")
+                 f"(plan: {sp.isolated_kv_in_use_gib:.2f} GiB)")
     if w.slo is not None:
         need = f"{sp.replicas_for_slo} replicas" if sp.replicas_for_slo is not None else "not reachable on the inventory"
         lines.append(f"    shared pools meeting the SLO: {need} "
-                     f"(isolated: {sum(p.replicas for p in w.llm_pools)} replicas)")
+                     f"(plan: {sum(p.replicas for p in w.llm_pools)} replicas)")
     return lines
 
 
@@ -154,6 +174,7 @@ def render_plan(plan: Plan) -> str:
         for line in _workflow_lines(w):
             con.print(line, soft_wrap=True)
         if w.llm_pools:
+            con.print(_layout_line(w), soft_wrap=True)
             con.print("  LLM pools")
             con.print(_llm_table(w))
         if w.executor_pools:
@@ -177,14 +198,15 @@ class Change:
 
 def _describe(p: LLMPool | ExecutorPool) -> str:
     if isinstance(p, LLMPool):
-        return f"{p.model} on {p.device} x {p.replicas}" + (f" tp{p.tp}" if p.tp > 1 else "")
+        return (f"{p.model} on {p.device} x {p.replicas}" + (f" tp{p.tp}" if p.tp > 1 else "")
+                + (f", shared by {', '.join(p.stages)}" if p.shared else ""))
     return f"{p.kind} executor, {p.slots} slots"
 
 
 def _changes(old: LLMPool | ExecutorPool, new: LLMPool | ExecutorPool) -> tuple[str, ...]:
     if type(old) is not type(new):
         return (f"{_describe(old)} -> {_describe(new)}",)
-    fields = ("model", "device", "tp", "replicas", "max_tokens", "hedge", "prewarm", "max_num_seqs") \
+    fields = ("model", "device", "tp", "replicas", "max_tokens", "hedge", "prewarm", "max_num_seqs", "stages") \
         if isinstance(new, LLMPool) else ("slots",)
     return tuple(f"{f}: {getattr(old, f)} -> {getattr(new, f)}" for f in fields if getattr(old, f) != getattr(new, f))
 

@@ -3,24 +3,14 @@
 The maths
 ---------
 All LLM stages that use model ``m`` send their calls to one pool of ``r``
-replicas (device kind and TP: those most used by the isolated pools of ``m``).
-A replica now serves a *mix* of request classes (one per stage ``s``, rate
-``lam_s / r``, prompt ``I_s``, mean output ``O_s``). The batching fixed point
-(:func:`planner.queueing.mixed_batch_point`) gives the common batch ``B*`` and
-iteration time ``t_iter``; class ``s`` is served in ``S_s(o) = P_s + o t_iter``.
-Batch slots are shared, so there is one M/G/c wait for the pool with the
-mixture's service moments::
-
-    E[S] = sum_s w_s E[S_s],  E[S^2] = sum_s w_s (Var S_s + E[S_s]^2),  w_s = lam_s / lam
-
-whose ``cs2 = E[S^2] / E[S]^2 - 1`` includes the spread *between* stages'
-service times: short calls queue behind long ones. Every resident prefix is
-held by every replica, and each replica's ``max_num_seqs`` is sized for the
-longest stage. End-to-end latency then uses the same sampled paths as the
-isolated plan (:mod:`planner.latency`), with the SQL/tool stages unchanged.
+replicas (device kind and TP: those most used by the chosen pools of ``m``),
+modelled as in :mod:`planner.colocation` (one mixed batch, one M/G/c wait with
+the mixture's service moments, every prefix resident in every replica, the
+latency-aware batch cap). End-to-end latency then uses the same sampled paths
+as the plan (:mod:`planner.latency`), with the SQL/tool stages unchanged.
 
 Two comparisons are reported: the shared pools with the *same devices* as the
-isolated plan (same cost: what isolation buys at equal spend), and the
+plan (same cost: what the plan's layout buys at equal spend), and the
 smallest total replica count with which shared pools meet the SLO.
 """
 
@@ -31,14 +21,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from cortexlang.ir import Inventory, LLMStage, Program, Workflow
-from planner.candidates import (
-    CPU_SLOTS_PER_LLM_REPLICA, MAX_NUM_SEQS, Candidate, llm_service_table, output_tokens_samples,
-)
+from cortexlang.ir import Inventory, Program, Workflow
+from planner.candidates import CPU_SLOTS_PER_LLM_REPLICA, Candidate
+from planner.colocation import Member, shared_point
 from planner.latency import PathSample, attainment, distribution
 from planner.plan import SharedModelPool, SharedPoolComparison
 from planner.profiles import GIB, LatencyProfile
-from planner.queueing import mgc_wait, mixed_batch_point
 
 MAX_SEARCH_STEPS = 256
 
@@ -47,52 +35,23 @@ def _shared_tables(program: Program, workflow: Workflow, stages: list[Candidate]
                    replicas: int, ca2: float) -> tuple[dict[str, np.ndarray], SharedModelPool] | None:
     """Latency tables of ``stages`` served by one shared pool, and the pool; None when overloaded."""
     spec = program.model(stages[0].model)
-    kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
-    ir = {c.stage: workflow.stage(c.stage) for c in stages}
-    longest = max(ir[c.stage].input_tokens + c.max_tokens for c in stages)
-    max_num_seqs = min(MAX_NUM_SEQS, kv_tokens // longest)
-    if max_num_seqs < 1:
-        return None
-    classes, outs = [], []
-    for c in stages:
-        st: LLMStage = ir[c.stage]
-        out = output_tokens_samples(st.output_tokens, c.max_tokens)
-        uncached = st.input_tokens - (st.prefix_tokens if c.prewarm else 0)
-        classes.append((c.arrival_rate_per_s / replicas, st.input_tokens, max(uncached, 1), float(out.mean())))
-        outs.append(out)
-    point = mixed_batch_point(profile, classes, max_num_seqs)
+    members = [Member(stage=workflow.stage(c.stage), rate_per_s=c.arrival_rate_per_s, max_tokens=c.max_tokens,
+                      hedge=c.hedge, prewarm=c.prewarm, ca2=ca2) for c in stages]
+    point = shared_point(spec, profile, members, replicas)
     if point is None:
         return None
-    batch, t_iter, prefills = point
-    rate = sum(c.arrival_rate_per_s for c in stages)
-    means = [p + cl[3] * t_iter for p, cl in zip(prefills, classes)]
-    second = [(t_iter ** 2) * o.var() + m * m for o, m in zip(outs, means)]
-    weights = [c.arrival_rate_per_s / rate if rate > 0 else 1.0 / len(stages) for c in stages]
-    mean = sum(w * m for w, m in zip(weights, means))
-    cs2 = max(sum(w * s for w, s in zip(weights, second)) / (mean * mean) - 1.0, 0.0) if mean > 0 else 0.0
-    wait = mgc_wait(replicas * max_num_seqs, rate, mean, cs2, ca2)
-    if wait is None:
-        return None
-    tables = {
-        c.stage: llm_service_table(p, t_iter, wait.p_wait, wait.mean_if_waiting, ir[c.stage].output_tokens,
-                                   c.max_tokens, c.hedge)
-        for c, p in zip(stages, prefills)
-    }
-    context = sum(cl[0] * cl[3] * (cl[1] + cl[3] / 2) for cl in classes) / max(sum(cl[0] * cl[3] for cl in classes), 1e-12)
-    prefixes = sum(ir[c.stage].prefix_tokens for c in stages if c.prewarm)
     kvb = spec.kv_bytes_per_token
     pool = SharedModelPool(
         model=spec.name, stages=tuple(sorted(c.stage for c in stages)), device=stages[0].device, tp=profile.tp,
-        replicas=replicas, max_num_seqs=max_num_seqs, kv_budget_tokens=kv_tokens,
-        kv_gib=round(replicas * kv_tokens * kvb / GIB, 3),
-        kv_in_use_gib=round(replicas * (batch * context + prefixes) * kvb / GIB, 4),
-        utilisation=round(batch / max_num_seqs, 4),
+        replicas=replicas, max_num_seqs=point.max_num_seqs, kv_budget_tokens=point.kv_budget_tokens,
+        kv_gib=round(replicas * point.kv_budget_tokens * kvb / GIB, 3),
+        kv_in_use_gib=round(point.kv_in_use_tokens * kvb / GIB, 4), utilisation=round(point.utilisation, 4),
     )
-    return tables, pool
+    return point.tables, pool
 
 
 def _group(chosen: list[Candidate]) -> dict[str, tuple[str, int, list[Candidate], int]]:
-    """Model -> (device, tp, its stages' candidates, devices the isolated pools use)."""
+    """Model -> (device, tp, its stages' candidates, devices the plan's pools use)."""
     by_model: dict[str, list[Candidate]] = {}
     for c in chosen:
         by_model.setdefault(c.model, []).append(c)
@@ -108,7 +67,7 @@ def _group(chosen: list[Candidate]) -> dict[str, tuple[str, int, list[Candidate]
 
 def compare(program: Program, workflow: Workflow, inventory: Inventory, paths: PathSample,
             chosen: Mapping[str, Candidate], ca2: float) -> SharedPoolComparison | None:
-    """The shared-pool baseline for the isolated choice ``chosen`` (stage -> candidate)."""
+    """The shared-pool baseline for the plan's choice ``chosen`` (stage -> candidate)."""
     llm = [c for c in chosen.values() if c.kind == "llm"]
     if not llm:
         return None
@@ -136,7 +95,7 @@ def compare(program: Program, workflow: Workflow, inventory: Inventory, paths: P
             pools.append(got[1])
         return paths.run_latency(tables), pools
 
-    # Same spend as the isolated pools of each model, on the kind they use most.
+    # Same spend as the plan's pools of each model, on the kind they use most.
     same = {m: max(1, round(sum(c.cost_per_hour for c in g[2]) / (per_device[m] * cost_per_device.get(g[0], 0.0))))
             if cost_per_device.get(g[0], 0.0) > 0 else max(1, g[3] // per_device[m]) for m, g in groups.items()}
     same = {m: min(n, max(1, limits.get(groups[m][0], 0) // per_device[m])) for m, n in same.items()}

@@ -101,6 +101,15 @@ class WorkflowProblem:
 
     def __post_init__(self) -> None:
         self.stages = sorted(self.candidates)
+        self.groups: dict[str, dict[str, int]] = {}
+        """Shared-pool key -> {member stage: its candidate index}; members are chosen together."""
+        for s in self.stages:
+            for i, c in enumerate(self.candidates[s]):
+                if c.group is not None:
+                    self.groups.setdefault(c.group, {})[s] = i
+        for key, members in self.groups.items():
+            if len(members) != len(self.candidates[next(iter(members))][next(iter(members.values()))].group_stages):
+                raise ValueError(f"shared pool {key} lacks members")
         self.envelope = {s: np.min(np.stack([c.table for c in cs]), axis=0) for s, cs in self.candidates.items()}
         self.node_stages: dict[str, tuple[str, ...]] = {}
         for s in self.stages:
@@ -173,9 +182,11 @@ class WorkflowProblem:
         """Move stages to faster candidates while the assignment still misses the SLO."""
         current = dict(assign)
         for s in self.stages:
-            ref = self.candidates[s][current[s]]
-            faster = [i for i, c in enumerate(self.candidates[s]) if i != current[s] and ref.slower_or_equal(c)
-                      and not c.slower_or_equal(ref)]
+            tables = self._stacked(s)
+            ref = tables[current[s]]
+            no_slower = np.all(tables <= ref + 1e-12, axis=1)
+            somewhere_faster = ~np.all(tables >= ref - 1e-12, axis=1)
+            faster = np.flatnonzero(no_slower & somewhere_faster).tolist()
             faster.sort(key=lambda i: self.candidates[s][i].mean)
             for i in faster[:2]:
                 trial = dict(current)
@@ -185,47 +196,109 @@ class WorkflowProblem:
                     break
         return current
 
+    # -- layouts and units -------------------------------------------------------------
+    def option(self, s: str, i: int) -> dict[str, int]:
+        """Choosing candidate ``i`` of ``s``: the assignments it implies (its whole group, if shared)."""
+        c = self.candidates[s][i]
+        return dict(self.groups[c.group]) if c.group is not None else {s: i}
+
+    def consistent(self, assign: Mapping[str, int]) -> bool:
+        """Whether every chosen group member comes with all its co-members."""
+        return all(all(assign.get(t) == j for t, j in self.groups[self.candidates[s][i].group].items())
+                   for s, i in assign.items() if self.candidates[s][i].group is not None)
+
+    def layouts(self) -> list[list[tuple[str, ...]]]:
+        """Partitions of the stages the greedy starts from: every stage alone (stage isolation), and,
+        when shared pools are on offer, the largest blocks that cover each stage at most once."""
+        isolated = [(s,) for s in self.stages]
+        if not self.groups:
+            return [isolated]
+        shared: list[tuple[str, ...]] = []
+        covered: set[str] = set()
+        blocks = {self.candidates[next(iter(m))][next(iter(m.values()))].group_stages for m in self.groups.values()}
+        for block in sorted(blocks, key=lambda b: (-len(b), b)):
+            if covered.isdisjoint(block):
+                shared.append(tuple(sorted(block)))
+                covered.update(block)
+        return [isolated, shared + [(s,) for s in self.stages if s not in covered]]
+
+    def unit_options(self, unit: tuple[str, ...], allowed: Mapping[str, set[int]]) -> list[dict[str, int]]:
+        """The allowed options of one unit: dedicated candidates of a lone stage, or groups with exactly its stages."""
+        if len(unit) == 1:
+            s = unit[0]
+            return [{s: i} for i in sorted(allowed[s]) if self.candidates[s][i].group is None]
+        return [dict(m) for m in self.groups.values()
+                if tuple(sorted(m)) == unit and all(i in allowed[t] for t, i in m.items())]
+
     def greedy(self, allowed: Mapping[str, set[int]], scale: float, cuts: list[dict[str, int]],
                prices: Mapping[str, float] | None = None,
                limits: Mapping[str, int] | None = None) -> dict[str, int] | None:
-        """Cheapest start, then the best latency-gain-per-dollar upgrade until the SLO holds.
+        """The best (quality loss, then priced cost) of :meth:`greedy_layout` over :meth:`layouts`."""
+        best, best_key = None, None
+        for layout in self.layouts():
+            found = self.greedy_layout(layout, allowed, scale, cuts, prices, limits)
+            if found is None:
+                continue
+            key = (sum(quality_loss(self.candidates[s][i]) for s, i in found.items()),
+                   sum(_eff(self.candidates[s][i], prices or {}) for s, i in found.items()))
+            if best_key is None or key < best_key:
+                best, best_key = found, key
+        return best
+
+    def greedy_layout(self, layout: Sequence[tuple[str, ...]], allowed: Mapping[str, set[int]], scale: float,
+                      cuts: list[dict[str, int]], prices: Mapping[str, float] | None = None,
+                      limits: Mapping[str, int] | None = None) -> dict[str, int] | None:
+        """Cheapest start, then the best latency-gain-per-dollar upgrade until the SLO holds, with the
+        stages grouped into ``layout``'s units (a unit of several stages takes shared pools only).
 
         ``prices`` adds a shadow price per device of a kind (the caller raises it for
         kinds the workflows over-use together). With ``limits`` every step stays
         within them; without, the inventory is not checked here.
         """
         prices = prices or {}
+        options = {u: self.unit_options(u, allowed) for u in layout}
 
-        def eff(c: Candidate) -> float:
-            return c.cost_per_hour + sum(prices.get(k, 0.0) * n for k, n in c.resources.items())
+        def eff(o: Mapping[str, int]) -> float:
+            return sum(_eff(self.candidates[s][i], prices) for s, i in o.items())
+
+        def loss(o: Mapping[str, int]) -> int:
+            return sum(quality_loss(self.candidates[s][i]) for s, i in o.items())
+
+        def res(o: Mapping[str, int]) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for s, i in o.items():
+                for k, n in self.candidates[s][i].resources.items():
+                    out[k] = out.get(k, 0) + n
+            return out
 
         used: dict[str, int] = {}
+        cur: dict[str, int] = {}
+        chosen: dict[tuple[str, ...], dict[str, int]] = {}
 
-        def fits_swap(s: str, i: int) -> bool:
+        def fits_swap(u: tuple[str, ...], o: Mapping[str, int]) -> bool:
             if limits is None:
                 return True
-            old = self.candidates[s][cur[s]].resources if s in cur else {}
-            new = self.candidates[s][i].resources
-            return all(used.get(k, 0) - old.get(k, 0) + n <= limits.get(k, 0) for k, n in new.items())
+            old = res(chosen[u]) if u in chosen else {}
+            return all(used.get(k, 0) - old.get(k, 0) + n <= limits.get(k, 0) for k, n in res(o).items())
 
-        def apply(s: str, i: int) -> None:
-            for k, n in (self.candidates[s][cur[s]].resources if s in cur else {}).items():
+        def apply(u: tuple[str, ...], o: dict[str, int]) -> None:
+            for k, n in (res(chosen[u]) if u in chosen else {}).items():
                 used[k] -= n
-            for k, n in self.candidates[s][i].resources.items():
+            for k, n in res(o).items():
                 used[k] = used.get(k, 0) + n
-            cur[s] = i
+            chosen[u] = o
+            cur.update(o)
 
-        cur: dict[str, int] = {}
-        for s in self.stages:
-            ok = sorted((i for i in allowed[s] if fits_swap(s, i)),
-                        key=lambda i: (quality_loss(self.candidates[s][i]), eff(self.candidates[s][i]),
-                                       self.candidates[s][i].mean))
+        def mean(o: Mapping[str, int]) -> float:
+            return sum(self.candidates[s][i].mean for s, i in o.items())
+
+        for u in layout:
+            ok = sorted((o for o in options[u] if fits_swap(u, o)), key=lambda o: (loss(o), eff(o), mean(o)))
             if not ok:
                 return None
-            apply(s, ok[0])
+            apply(u, ok[0])
         if self.slo_latency_s is None:
             return cur
-        level = self.slo_attainment
         for _ in range(500):
             total = self.run_latency(cur)
             if self.meets(total, scale):
@@ -238,26 +311,29 @@ class WorkflowProblem:
             rank = self._tail_rank()
             q_now = float(np.partition(norm[tail], rank)[rank])
             best, best_score = None, 0.0
-            for s in self.stages:
-                node = self.paths.node_of(s)
-                base = total[tail] - self.node_latency(node, cur)[tail]
-                now = self.candidates[s][cur[s]]
-                not_slower = ~np.all(self._stacked(s) >= now.table - 1e-12, axis=1)
-                options = [i for i in allowed[s] if not_slower[i] and fits_swap(s, i)]
-                options.sort(key=lambda i: (eff(self.candidates[s][i]), quality_loss(self.candidates[s][i])))
-                for i in options[:4]:
-                    trial = dict(cur)
-                    trial[s] = i
-                    q = float(np.partition((base + self.node_latency(node, trial)[tail]) / div, rank)[rank])
-                    c = self.candidates[s][i]
-                    extra = (eff(c) - eff(now)) + 0.01 + 10.0 * (quality_loss(c) - quality_loss(now))
+            for u in layout:
+                now = chosen[u]
+                nodes = sorted({self.paths.node_of(s) for s in u})
+                base = total[tail] - sum(self.node_latency(n, cur)[tail] for n in nodes)
+                faster = [o for o in options[u] if o is not now and self._not_slower(o, now) and fits_swap(u, o)]
+                faster.sort(key=lambda o: (eff(o), loss(o)))
+                for o in faster[:4]:
+                    trial = {**cur, **o}
+                    q = float(np.partition((base + sum(self.node_latency(n, trial)[tail] for n in nodes)) / div,
+                                           rank)[rank])
+                    extra = (eff(o) - eff(now)) + 0.01 + 10.0 * (loss(o) - loss(now))
                     score = (q_now - q) / max(extra, 1e-3)
                     if q < q_now and score > best_score:
-                        best, best_score = (s, i), score
+                        best, best_score = (u, o), score
             if best is None:
                 return None
             apply(*best)
         return None
+
+    def _not_slower(self, option: Mapping[str, int], now: Mapping[str, int]) -> bool:
+        """Whether ``option`` is faster than ``now`` somewhere (at some quantile of some stage)."""
+        return any(not np.all(self.candidates[s][i].table >= self.candidates[s][now[s]].table - 1e-12)
+                   for s, i in option.items())
 
     def _stacked(self, stage: str) -> np.ndarray:
         key = ("stack", stage)
@@ -276,25 +352,35 @@ class WorkflowProblem:
 
     def improve(self, assign: dict[str, int], limits: Mapping[str, int], allowed: Mapping[str, set[int]],
                 scale: float) -> dict[str, int]:
-        """Local descent: move single stages to better-ranked (quality, cost) candidates while the SLO holds."""
+        """Local descent: move single units (a lone stage, or a shared pool's stages together) to
+        better-ranked (quality, cost) options of the same unit while the SLO holds."""
         cur = dict(assign)
+        units = sorted({tuple(sorted(self.option(s, i))) for s, i in cur.items()})
         changed = True
         while changed:
             changed = False
-            for s in self.stages:
-                now = _key(self.candidates[s][cur[s]])
-                for i in sorted((i for i in allowed[s] if _key(self.candidates[s][i]) < now),
-                                key=lambda i: _key(self.candidates[s][i])):
-                    trial = dict(cur)
-                    trial[s] = i
+            for u in units:
+                now = self._unit_key({s: cur[s] for s in u})
+                for o in sorted((o for o in self.unit_options(u, allowed) if self._unit_key(o) < now),
+                                key=self._unit_key):
+                    trial = {**cur, **o}
                     if _fits(self, trial, limits) and self.feasible(trial, scale):
                         cur, changed = trial, True
                         break
         return cur
 
+    def _unit_key(self, option: Mapping[str, int]) -> tuple[int, int]:
+        keys = [_key(self.candidates[s][i]) for s, i in option.items()]
+        return sum(k[0] for k in keys), sum(k[1] for k in keys)
+
 
 def _key(c: Candidate) -> tuple[int, int]:
     return quality_loss(c), cost_milli(c)
+
+
+def _eff(c: Candidate, prices: Mapping[str, float]) -> float:
+    """Cost plus the shadow price of the devices it occupies."""
+    return c.cost_per_hour + sum(prices.get(k, 0.0) * n for k, n in c.resources.items())
 
 
 def _fits(problem: WorkflowProblem, assign: Mapping[str, int], limits: Mapping[str, int]) -> bool:
@@ -325,7 +411,12 @@ def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale:
     unreachable = []
     for p in problems:
         hopeless = p.hopeless(scale)
-        allowed.append({s: set(range(len(p.candidates[s]))) - hopeless[s] for s in p.stages})
+        ok = {s: set(range(len(p.candidates[s]))) - hopeless[s] for s in p.stages}
+        for members in p.groups.values():  # a group with a hopeless member is hopeless
+            if any(i not in ok[s] for s, i in members.items()):
+                for s, i in members.items():
+                    ok[s].discard(i)
+        allowed.append(ok)
         if p.slo_latency_s is not None and (not p.feasible({s: None for s in p.stages}, scale)
                                             or any(not a for a in allowed[-1].values())):
             unreachable.append(p.name)
@@ -358,6 +449,10 @@ def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale:
                 if hints is not None:
                     model.AddHint(v, int(hints[w][s] == i))
             xs[s] = vars_
+        for members in p.groups.values():  # a shared pool serves all its stages or none
+            first, *rest = sorted(members.items())
+            for s, i in rest:
+                model.Add(xs[s][i] == xs[first[0]][first[1]])
         x.append(xs)
     for kind, terms in use.items():
         model.Add(sum(terms) <= limits.get(kind, 0))
@@ -485,7 +580,7 @@ def brute_force(problems: Sequence[WorkflowProblem], limits: Mapping[str, int],
         assigns: list[dict[str, int]] = [{} for _ in problems]
         for (w, s), i in zip(flat, combo):
             assigns[w][s] = i
-        if not _joint_fits(problems, assigns, limits):
+        if not _joint_fits(problems, assigns, limits) or not all(p.consistent(a) for p, a in zip(problems, assigns)):
             continue
         key = (sum(quality_loss(problems[w].candidates[s][assigns[w][s]]) for w, s in flat),
                sum(cost_milli(problems[w].candidates[s][assigns[w][s]]) for w, s in flat))

@@ -58,7 +58,7 @@ def _mixed_nl2sql_plan(monkeypatch=None):
     wf = nl2sql().model_copy(update={"slo": SLO(latency_s=600.0, attainment=0.99)})
     inv = Inventory(gpus=tuple(GpuResource(kind=k, count=4, cost_per_hour=1.0) for k in ("A100", "H100", "H200")),
                     cpu=CpuResource(slots=512))
-    return plan_program(program(wf), inv, rate=53.2, mode="headroom")
+    return plan_program(program(wf), inv, rate=53.2, mode="headroom", layout="isolated")
 
 
 def test_headroom_plans_give_idle_devices_to_the_pools_they_help(monkeypatch) -> None:

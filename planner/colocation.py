@@ -1,0 +1,297 @@
+"""Co-located LLM pools: one pool of replicas serving several stages of one model.
+
+Stage isolation is a means, not a dogma: a stage with little load still needs a
+whole replica of its own, while several such stages on one pool share its batch
+slots (statistical multiplexing) at the price of a mixed batch. The planner
+therefore also offers, per model, *group candidates*: a pool serving a block of
+stages, described to the solver as one member :class:`Candidate` per stage
+(each with that stage's latency table in the shared pool) and the same
+``group`` key. The solver picks a group all together or not at all; the
+block's first stage (the *lead*) carries the pool's whole cost and resources,
+the others none, so sums over chosen candidates stay right.
+
+The maths of a shared pool
+--------------------------
+The block's stages send calls at rates ``lam_s`` (hedges included). A replica
+serves the mix (rate ``lam_s / r``, prompt ``I_s``, mean output ``O_s``); the
+batching fixed point of :func:`planner.queueing.mixed_batch_point` gives the
+common batch ``B*`` and iteration time ``t_iter``; stage ``s`` is served in
+``S_s(o) = P_s + o t_iter``. Batch slots are shared, so one M/G/c wait covers
+the pool with the mixture's service moments::
+
+    E[S] = sum_s w_s E[S_s],  E[S^2] = sum_s w_s (Var S_s + E[S_s]^2),  w_s = lam_s / lam
+
+whose ``cs2`` includes the spread *between* stages (short calls queue behind
+long ones). The arrivals' ``ca2`` is the largest of the members' (fan-out
+bursts included). Each replica's ``max_num_seqs`` is the smallest of the KV
+bound for the longest stage and the latency-aware cap
+(:func:`planner.candidates.latency_cap`) at the longest p99 context, so no
+member's decode stretches beyond the isolated pools' bound; every resident
+prefix is held by every replica. Admission within the pool is FCFS (the
+planning model does not credit priorities; a scheduler that prioritises only
+helps the favoured stages).
+
+Which blocks
+------------
+Per model ``m``, the LLM stages that may run ``m`` (any model option). Up to
+:data:`MAX_EXHAUSTIVE` of them: every subset of two or more. Beyond: the
+runs of two to :data:`MAX_RUN` neighbours among those stages ordered by
+expected output then prompt length -- stages with similar calls share best,
+as the mixture's variance is what sharing costs -- plus all of them, plus the
+block of every stage that prefers ``m`` (the all-shared layout). (Every
+contiguous run would be ``n^2 / 2`` blocks: too many candidates for the
+planning-time budget on 20-stage workflows.) Members run their preferred ``max_tokens`` and
+hedge; the model option's quality is the member's. Replica counts range as for
+isolated pools (:func:`planner.candidates.replica_range`) -- for a block other
+than the all-shared one, only below the replicas its stages' smallest dedicated
+pools would use together (consolidation is its only purpose) -- and a group
+candidate that some isolated candidates beat at every member (no slower, no
+costlier together, no more devices, no lower quality) is dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from cortexlang.ir import Inventory, LLMStage, ModelSpec, Program, Workflow
+from planner.candidates import (
+    CPU_SLOTS_PER_LLM_REPLICA, DECODE_STRETCH, MAX_NUM_SEQS, MAX_UTILISATION, U_GRID, UNBOUNDED, Candidate, Device,
+    StageLoad, devices_of,
+    replica_range, latency_cap, llm_service_table, output_tokens_moments, profiles_of,
+)
+from planner.profiles import GIB, PROFILE_DIR, LatencyProfile
+from planner.queueing import mgc_wait, mixed_batch_point
+
+MAX_EXHAUSTIVE = 4
+"""Stages per model up to which every subset (of two or more) is a candidate block."""
+MAX_RUN = 3
+"""Beyond :data:`MAX_EXHAUSTIVE` stages: the longest run of neighbours (in call-size order) offered as a block,
+besides every stage of the model and every stage preferring it."""
+
+Layout = Literal["search", "isolated", "shared"]
+"""The pools on offer: ``search`` -- dedicated and shared pools, the solver picks; ``isolated`` -- a
+dedicated pool per stage; ``shared`` -- one pool per model for the stages that prefer it (the no-isolation
+layout; a model preferred by one stage only keeps a dedicated pool)."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One stage's traffic into a shared pool."""
+
+    stage: LLMStage
+    rate_per_s: float
+    """Calls per second into the pool (hedged copies included)."""
+    max_tokens: int
+    hedge: int
+    prewarm: bool
+    ca2: float = 1.0
+
+
+@dataclass(frozen=True)
+class SharedPoint:
+    """Operating point of a shared pool of ``replicas`` replicas."""
+
+    tables: dict[str, np.ndarray]
+    """Per member stage: the latency table of one call (quantiles on :data:`planner.candidates.U_GRID`)."""
+    max_num_seqs: int
+    kv_budget_tokens: int
+    utilisation: float
+    kv_in_use_tokens: float
+    """Across the pool: running sequences' KV and every resident prefix in every replica."""
+
+
+def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Member], replicas: int,
+                 stretch: float = DECODE_STRETCH, max_utilisation: float = 1.0) -> SharedPoint | None:
+    """The pool's operating point and per-member tables (module docstring); None when unstable,
+    above ``max_utilisation`` of its batch slots, or when a prompt does not fit its KV space."""
+    kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
+    longest = max(m.stage.input_tokens + m.max_tokens for m in members)
+    moments = [output_tokens_moments(m.stage.output_tokens, m.max_tokens) for m in members]
+    context99 = max(m.stage.input_tokens + mo[2] for m, mo in zip(members, moments))
+    max_num_seqs = min(MAX_NUM_SEQS, kv_tokens // longest, latency_cap(profile, context99, stretch))
+    if max_num_seqs < 1:
+        return None
+    classes = []
+    for m, mo in zip(members, moments):
+        uncached = m.stage.input_tokens - (m.stage.prefix_tokens if m.prewarm else 0)
+        classes.append((m.rate_per_s / replicas, m.stage.input_tokens, max(uncached, 1), mo[0]))
+    point = mixed_batch_point(profile, classes, max_num_seqs)
+    if point is None or point[0] > max_utilisation * max_num_seqs:
+        return None
+    batch, t_iter, prefills = point
+    rate = sum(m.rate_per_s for m in members)
+    means = [p + cl[3] * t_iter for p, cl in zip(prefills, classes)]
+    second = [(t_iter ** 2) * mo[1] + mu * mu for mo, mu in zip(moments, means)]
+    weights = [m.rate_per_s / rate if rate > 0 else 1.0 / len(members) for m in members]
+    mean = sum(w * mu for w, mu in zip(weights, means))
+    cs2 = max(sum(w * s for w, s in zip(weights, second)) / (mean * mean) - 1.0, 0.0) if mean > 0 else 0.0
+    wait = mgc_wait(replicas * max_num_seqs, rate, mean, cs2, max(m.ca2 for m in members))
+    if wait is None:
+        return None
+    tables = {m.stage.name: llm_service_table(p, t_iter, wait.p_wait, wait.mean_if_waiting, m.stage.output_tokens,
+                                              m.max_tokens, m.hedge)
+              for m, p in zip(members, prefills)}
+    context = sum(cl[0] * cl[3] * (cl[1] + cl[3] / 2) for cl in classes) / max(sum(cl[0] * cl[3] for cl in classes),
+                                                                               1e-12)
+    prefixes = sum(m.stage.prefix_tokens for m in members if m.prewarm)
+    return SharedPoint(tables=tables, max_num_seqs=max_num_seqs, kv_budget_tokens=kv_tokens,
+                       utilisation=batch / max_num_seqs, kv_in_use_tokens=replicas * (batch * context + prefixes))
+
+
+def blocks(stages: Sequence[LLMStage], preferred: Sequence[str]) -> list[tuple[str, ...]]:
+    """Candidate blocks (sorted stage names) among ``stages`` that may run one model (module docstring)."""
+    names = sorted(s.name for s in stages)
+    if len(names) < 2:
+        return []
+    if len(names) <= MAX_EXHAUSTIVE:
+        return [c for k in range(2, len(names) + 1) for c in itertools.combinations(names, k)]
+    order = [s.name for s in sorted(stages, key=lambda s: (s.output_tokens, s.input_tokens, s.name))]
+    found = {tuple(sorted(order[i:i + k])) for k in range(2, MAX_RUN + 1) for i in range(len(order) - k + 1)}
+    found.add(tuple(sorted(order)))
+    if len(preferred) >= 2:
+        found.add(tuple(sorted(preferred)))
+    return sorted(found, key=lambda b: (len(b), b))
+
+
+def preferred_blocks(workflow: Workflow) -> list[tuple[str, ...]]:
+    """Per model, the (sorted) LLM stages that prefer it, where two or more do: the all-shared layout."""
+    by_model: dict[str, list[str]] = {}
+    for st in workflow.stages:
+        if isinstance(st, LLMStage):
+            by_model.setdefault(st.models[0].model, []).append(st.name)
+    return [tuple(sorted(names)) for _, names in sorted(by_model.items()) if len(names) >= 2]
+
+
+def with_layout(workflow: Workflow, isolated: Mapping[str, list[Candidate]], groups: Sequence[list[Candidate]],
+                layout: Layout) -> dict[str, list[Candidate]]:
+    """Each stage's candidates under ``layout``: its dedicated ones and/or its memberships of ``groups``."""
+    out = {s: list(cs) for s, cs in isolated.items()}
+    if layout == "isolated":
+        return out
+    if layout == "shared":
+        full = set(preferred_blocks(workflow))
+        groups = [g for g in groups if g[0].group_stages in full]
+        for block in full:
+            for s in block:
+                out[s] = []
+    for g in groups:
+        for member in g:
+            out[member.stage].append(member)
+    return out
+
+
+def group_candidates(program: Program, workflow: Workflow, loads: Mapping[str, StageLoad], inventory: Inventory,
+                     isolated: Mapping[str, Sequence[Candidate]], unbounded: bool = False,
+                     profile_dir: Path = PROFILE_DIR, stretch: float = DECODE_STRETCH) -> list[list[Candidate]]:
+    """Every shared-pool candidate of ``workflow``: per group, its member candidates, lead first."""
+    llm = [s for s in workflow.stages if isinstance(s, LLMStage) and loads[s.name].visits_per_run > 0]
+    found: list[list[Candidate]] = []
+    for model in sorted({o.model for s in llm for o in s.models}):
+        try:
+            spec = program.model(model)
+        except KeyError:
+            continue
+        users = [s for s in llm if any(o.model == model for o in s.models)]
+        preferred = tuple(sorted(s.name for s in users if s.models[0].model == model))
+        for block in blocks(users, preferred):
+            members = [workflow.stage(name) for name in block]
+            for device in devices_of(inventory, unbounded):
+                for profile in profiles_of(spec.profile, device.kind, profile_dir):
+                    per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
+                    limit = device.limit // per_device
+                    if block != preferred:  # a partial block is there to consolidate: fewer replicas only
+                        limit = min(limit, _isolated_replicas(isolated, block, device.kind, profile.tp) - 1)
+                    found.extend(_block_range(spec, profile, device, members, loads, stretch, limit))
+    return [g for g in found if not _beaten_by_isolated(g, isolated)]
+
+
+def _isolated_replicas(isolated: Mapping[str, Sequence[Candidate]], block: Sequence[str], device: str,
+                       tp: int) -> int:
+    """Replicas the block's stages need together in dedicated pools of ``device`` at ``tp`` (their smallest
+    counts; a stage without such a pool counts as unbounded)."""
+    total = 0
+    for s in block:
+        counts = [c.units for c in isolated.get(s, ()) if c.device == device and c.tp == tp]
+        if not counts:
+            return UNBOUNDED
+        total += min(counts)
+    return total
+
+
+def _block_range(spec: ModelSpec, profile: LatencyProfile, device: Device, stages: Sequence[LLMStage],
+                 loads: Mapping[str, StageLoad], stretch: float, limit: int) -> list[list[Candidate]]:
+    """The block's group candidates on one device kind and profile, up to ``limit`` replicas."""
+    quality = {s.name: next(o.quality for o in s.models if o.model == spec.name) * s.max_tokens.options[0].quality
+               * s.hedge.options[0].quality for s in stages}
+    members = [Member(stage=s, rate_per_s=loads[s.name].rate_per_s * s.hedge.preferred,
+                      max_tokens=s.max_tokens.preferred, hedge=s.hedge.preferred,
+                      prewarm=s.prewarm or s.prefix_tokens > 0, ca2=loads[s.name].dispersion_ca2) for s in stages]
+    kv = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
+    if any(m.stage.input_tokens + m.max_tokens > kv for m in members):
+        return []
+    per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
+    block = tuple(m.stage.name for m in members)
+
+    def make(n: int) -> _Group | None:
+        point = shared_point(spec, profile, members, n, stretch, MAX_UTILISATION)
+        return None if point is None else _Group(n, point)
+
+    groups, _ = replica_range(make, limit)
+    out = []
+    for g in groups:
+        n, point = g.replicas, g.point
+        key = f"{spec.name}:{'+'.join(block)}@{device.kind}/tp{profile.tp}x{n}"
+        cost = n * per_device * device.cost_per_unit
+        cands = []
+        for i, m in enumerate(members):
+            lead = i == 0
+            cands.append(Candidate(
+                stage=m.stage.name, kind="llm", device=device.kind, units=n, cost_per_hour=cost if lead else 0.0,
+                resources={device.kind: n * per_device} if lead else {}, quality=quality[m.stage.name],
+                table=point.tables[m.stage.name], utilisation=point.utilisation, arrival_rate_per_s=m.rate_per_s,
+                visits_per_run=loads[m.stage.name].visits_per_run, tp=profile.tp, model=spec.name,
+                profile=profile.model, max_tokens=m.max_tokens, hedge=m.hedge, prewarm=m.prewarm,
+                max_num_seqs=point.max_num_seqs, kv_budget_tokens=point.kv_budget_tokens,
+                kv_gib=point.kv_budget_tokens * spec.kv_bytes_per_token / GIB,
+                kv_in_use_gib=point.kv_in_use_tokens * spec.kv_bytes_per_token / GIB if lead else 0.0,
+                latency_profile=profile, group=key, group_stages=block))
+        out.append(cands)
+    return out
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A shared point as :func:`planner.candidates.replica_range` sees it: p99 = the worst member's."""
+
+    replicas: int
+    point: SharedPoint
+
+    def quantile(self, q: float) -> float:
+        return max(float(np.interp(q, U_GRID, t)) for t in self.point.tables.values())
+
+
+def _beaten_by_isolated(group: Sequence[Candidate], isolated: Mapping[str, Sequence[Candidate]]) -> bool:
+    """Whether isolated candidates, one per member, are together no costlier, use no more devices (of the
+    same kind), and are no slower and no worse in quality at every member: then the group is never needed."""
+    lead = group[0]
+    budget = lead.cost_per_hour
+    devices = sum(lead.resources.values())
+    spent, used = 0.0, 0
+    for member in group:
+        options = [c for c in isolated.get(member.stage, ()) if c.resources.keys() <= lead.resources.keys()
+                   and c.quality >= member.quality and member.slower_or_equal(c)]
+        if not options:
+            return False
+        best = min(options, key=lambda c: (c.cost_per_hour, sum(c.resources.values())))
+        spent += best.cost_per_hour
+        used += sum(best.resources.values())
+    return spent <= budget + 1e-9 and used <= devices
+
+
+__all__ = ["Member", "SharedPoint", "shared_point", "blocks", "group_candidates", "MAX_EXHAUSTIVE"]

@@ -1,0 +1,149 @@
+"""Shared pools (co-location) in the search space: brute force agrees with the solver on seeded random
+workflows, the optimum is never costlier than the all-isolated and all-shared layouts, and the plan
+records which stages share a pool (and still reads plans written before co-location)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cortexlang.ir import SLO, Load, Loop, Program, SQLStage, Workflow
+from planner.api import build_model, plan_program, scenarios
+from planner.candidates import Candidate
+from planner.colocation import MAX_EXHAUSTIVE, blocks, preferred_blocks
+from planner.plan import Plan
+from planner.profiles import PROFILE_DIR
+from planner.render import render_plan
+from planner.solver import WorkflowProblem, brute_force, objective_milli, solve
+from planner.synthetic import (
+    LLAMA_8B, LLAMA_70B, SALES_DB, _knob, edge, gpu_inventory, llm, nl2sql_program, research_program,
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+def _random_workflow(rng: np.random.Generator) -> Workflow:
+    """2-4 LLM stages (mostly Llama-3-8B, so they can share), an SQL stage and maybe a retry loop."""
+    n_llm = int(rng.integers(2, 5))
+    stages = [llm(f"l{i}", "llama70b" if rng.random() < 0.2 else "llama8b",
+                  input_tokens=int(rng.integers(100, 1500)), output_tokens=int(rng.integers(10, 150)),
+                  max_tokens=256, prefix_tokens=int(rng.integers(0, 2)) * 80) for i in range(n_llm)]
+    names = [s.name for s in stages]
+    stages.insert(1, SQLStage(name="q", database="sales", service_s=float(rng.uniform(0.01, 0.1))))
+    names.insert(1, "q")
+    edges = [edge(a, b) for a, b in zip(names, names[1:])]
+    loops = ()
+    if rng.random() < 0.5:  # the last stage retries the one before it
+        p = float(rng.uniform(0.1, 0.4))
+        edges.append(edge(names[-1], "done", 1.0 - p, "ok"))
+        edges.append(edge(names[-1], names[-2], p, "error", loop="again"))
+        loops = (Loop(name="again", max_iterations=_knob(2), on_exhausted="fail"),)
+    else:
+        edges.append(edge(names[-1], "done"))
+    return Workflow(name="w", stages=tuple(stages), entry=names[0], edges=tuple(edges), loops=loops,
+                    slo=SLO(latency_s=60.0, attainment=0.9), load=Load(rate_per_s=float(rng.uniform(0.2, 6.0))))
+
+
+def _sample(rng: np.random.Generator, cands: dict[str, list[Candidate]]) -> dict[str, list[Candidate]]:
+    """At most 3 dedicated candidates per stage and 4 groups, all members of a kept group kept."""
+    keys = sorted({c.group for cs in cands.values() for c in cs if c.group is not None})
+    kept = set(rng.choice(keys, size=min(4, len(keys)), replace=False)) if keys else set()
+    out = {}
+    for s, cs in cands.items():
+        own = [c for c in cs if c.group is None]
+        pick = sorted(rng.choice(len(own), size=min(3, len(own)), replace=False))
+        out[s] = [own[i] for i in pick] + [c for c in cs if c.group in kept]
+    return out
+
+
+def _random_problem(seed: int) -> tuple[WorkflowProblem, dict[str, int]]:
+    rng = np.random.default_rng(seed)
+    wf = _random_workflow(rng)
+    program = Program(models=(LLAMA_70B, LLAMA_8B), databases=(SALES_DB,), workflows=(wf,),
+                      inventory=gpu_inventory(h100=8, a100=8, cpu_slots=16))
+    model = build_model(program, wf, scenarios(wf)[0], wf.load.rate_per_s, program.inventory, 2000, seed,
+                        PROFILE_DIR)
+    cands = _sample(rng, {s: sc.candidates for s, sc in model.stages.items()})
+    probe = WorkflowProblem("w", cands, model.paths, None, None)
+    some = next(a for a in (dict(zip(probe.stages, combo))
+                            for combo in itertools.product(*(range(len(cands[s])) for s in probe.stages)))
+                if probe.consistent(a))
+    target = float(np.quantile(probe.run_latency(some), 0.9)) * rng.uniform(0.8, 1.4)
+    limits = {"H100": int(rng.integers(2, 9)), "A100": int(rng.integers(0, 9)), "CPU": 16}
+    return WorkflowProblem("w", cands, model.paths, target, 0.9), limits
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_solver_matches_brute_force_with_shared_pools(seed: int) -> None:
+    problem, limits = _random_problem(seed)
+    reference = brute_force([problem], limits)
+    result = solve([problem], limits, time_limit_s=30.0)
+    if reference is None:
+        assert result.assignments is None
+        return
+    assert result.assignments is not None and result.status == "optimal"
+    assert problem.consistent(result.assignments[0]) and problem.feasible(result.assignments[0])
+    assert objective_milli([problem], result.assignments) == objective_milli([problem], reference[1])
+
+
+def test_some_random_instances_choose_a_shared_pool() -> None:
+    """The property test is not vacuous: sharing wins in a good share of the instances."""
+    shared = 0
+    for seed in range(30):
+        problem, limits = _random_problem(seed)
+        result = solve([problem], limits, time_limit_s=30.0)
+        if result.assignments is not None:
+            shared += any(problem.candidates[s][i].group for s, i in result.assignments[0].items())
+    assert shared >= 5
+
+
+@pytest.mark.parametrize("program", [
+    nl2sql_program(rate=0.5, slo_s=8.0), nl2sql_program(rate=60.0, slo_s=2.5),
+    research_program(rate=0.5, slo_s=20.0), research_program(rate=2.0, slo_s=15.0),
+], ids=["nl2sql-low", "nl2sql-high", "research-low", "research-high"])
+def test_the_optimum_is_never_costlier_than_all_isolated_or_all_shared(program: Program) -> None:
+    plans = {layout: plan_program(program, layout=layout, samples=4000) for layout in ("search", "isolated", "shared")}
+    best = plans["search"]
+    assert isinstance(best, Plan)
+    for layout in ("isolated", "shared"):
+        if isinstance(plans[layout], Plan):
+            assert best.cost_per_hour <= plans[layout].cost_per_hour + 1e-9, layout
+            assert best.workflow().slo_attainment >= best.workflow().slo.attainment
+    assert plans["isolated"].workflow().layout == "isolated"
+
+
+def test_low_load_stages_of_one_model_share_a_pool_and_the_plan_says_so() -> None:
+    plan = plan_program(research_program(rate=0.5, slo_s=20.0), samples=4000)
+    wp = plan.workflow()
+    shared = [p for p in wp.llm_pools if p.shared]
+    assert shared and wp.layout in ("shared", "mixed")
+    pool = shared[0]
+    assert pool.stages[0] == pool.stage and list(pool.stages[1:]) == sorted(pool.stages[1:])
+    for stage in pool.stages:  # every co-located stage keeps its knobs and its own latency
+        assert wp.pool(stage) is pool and stage in wp.knobs.max_tokens
+    assert Plan.from_json(plan.canonical_json()) == plan
+    text = render_plan(plan)
+    assert f"layout: {wp.layout}; {' + '.join(pool.stages)} share {pool.model}" in text
+    assert f"in {pool.stage}'s pool" in text
+
+
+def test_plans_written_before_co_location_load_as_dedicated_pools() -> None:
+    legacy = (DATA / "plan_before_colocation.json").read_text()
+    assert '"colocated"' not in legacy
+    plan = Plan.from_json(legacy)
+    wp = plan.workflow()
+    assert wp.layout == "isolated" and all(p.stages == (p.stage,) for p in wp.llm_pools)
+    assert wp.pool("generate").stage == "generate"
+
+
+def test_blocks_are_every_subset_up_to_the_limit_then_runs_and_the_preferred_block() -> None:
+    few = [llm(f"s{i}") for i in range(MAX_EXHAUSTIVE)]
+    assert len(blocks(few, [s.name for s in few])) == 2 ** MAX_EXHAUSTIVE - MAX_EXHAUSTIVE - 1
+    many = [llm(f"s{i}", output_tokens=10 * (i + 1)) for i in range(8)]
+    found = blocks(many, ["s0", "s7"])
+    assert ("s0", "s7") in found and tuple(s.name for s in many) in found
+    assert ("s0", "s1") in found and ("s0", "s2") not in found  # neighbours in call size only
+    assert preferred_blocks(nl2sql_program().workflow()) == [("fix", "generate")]
