@@ -1,7 +1,8 @@
 """The agentic-state cache: results of SQL statements and tool calls, reused across runs.
 
 A SQL entry is keyed by (database name, database version, normalised
-statement); a tool entry by (entry point, canonical JSON of its arguments). A
+statement: :func:`normalise_sql`, which never merges two different
+statements); a tool entry by (entry point, canonical JSON of its arguments). A
 ``scope`` prefix separates entries that must not be shared (e.g. one run or
 one workflow, as ``CachePolicy.scope`` declares). The database version
 (:meth:`runtime.sql.SQLExecutor.version`) changes whenever the data may have
@@ -24,36 +25,37 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runtime.sql.executor import SQLResult
-from runtime.sql.extract import split_statements
-
-_QUOTED = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")")
-_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
-_PUNCT_SPACE = re.compile(r"\s*([(),=<>+*/;])\s*")
-
+from runtime.sql.lexer import SQL_WHITESPACE, LexError, code_tokens, tokenize
 
 def normalise_sql(statement: str) -> str:
-    """Comments dropped, whitespace collapsed, case folded outside quotes, no trailing ``;``.
+    """The cache's text for ``statement``: equal only for statements that give the same result.
 
-    Quoted literals and identifiers keep their case and spacing, so
-    ``WHERE name = 'Bob'`` and ``where name='Bob'`` match while ``'bob'`` does not.
+    The statement's text from its first to its last code token: leading and
+    trailing whitespace and comments and trailing ``;`` are dropped, found
+    with the rules SQLite and PostgreSQL share (:mod:`runtime.sql.lexer`,
+    ``portable``), so a ``;`` or ``--`` inside a literal is never taken for
+    one. Everything between stays verbatim: SQLite names an unaliased result
+    column by its expression's text, spaces and comments included
+    (``SELECT 1  +  2`` has a column ``1  +  2``), and no case can be folded
+    (``'Bob'``, ``AS Total``). Text the two dialects read differently
+    (``E'...'``, ``$$...$$``, ``/* */``, brackets, backticks) or that does not
+    lex is keyed exactly, less surrounding whitespace.
     """
-    pieces = _QUOTED.split(statement)
-    out: list[str] = []
-    for i, piece in enumerate(pieces):
-        if i % 2:  # a quoted literal or identifier: verbatim
-            out.append(piece)
-            continue
-        text = _COMMENT.sub(" ", piece).lower()
-        text = _PUNCT_SPACE.sub(r"\1", re.sub(r"\s+", " ", text))
-        out.append(text)
-    return "".join(out).strip().rstrip(";").strip()
+    try:
+        code = code_tokens(tokenize(statement, "portable"))
+    except LexError:
+        return statement.strip(SQL_WHITESPACE)
+    while code and code[-1].text == ";":
+        code.pop()
+    if not code:
+        return ""
+    return statement[code[0].start:code[-1].start + len(code[-1].text)]
 
 
 class CacheBackend(Protocol):
@@ -157,9 +159,7 @@ class StateCache:
 
     @staticmethod
     def sql_key(scope: str, database: str, version: str, statement: str) -> str:
-        statements = split_statements(statement)
-        canonical = normalise_sql(statements[0] if len(statements) == 1 else statement)
-        return f"{scope}:sql:{database}:{_digest(version, canonical)}"
+        return f"{scope}:sql:{database}:{_digest(version, normalise_sql(statement))}"
 
     @staticmethod
     def tool_key(scope: str, entry: str, arguments: Any) -> str:

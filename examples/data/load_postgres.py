@@ -24,8 +24,14 @@ Contract of :func:`load`:
   :func:`examples.data.build_sales_db.build` (built first when missing or stale)
   and are bulk-copied with ``COPY``; the returned counts are PostgreSQL's own.
 
-Point a workflow at the schema with :func:`url_with_search_path`, which puts
-``search_path`` into the URL's connection ``options``.
+* the SELECT-only role :data:`~examples.data.readonly_role.READER_ROLE` is
+  created if missing and granted reads on the schema
+  (:func:`examples.data.readonly_role.ensure_reader`), in the same transaction.
+
+Point a workflow at the schema as that role (Cortex refuses to run generated SQL
+as a superuser): ``url_with_search_path(reader_url(url), schema)``, which the
+command prints; :func:`url_with_search_path` puts ``search_path`` into the
+URL's connection ``options``.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from sqlalchemy.engine import URL, make_url  # noqa: E402
 from sqlalchemy.exc import ArgumentError  # noqa: E402
 
 from examples.data.build_sales_db import BUILD_VERSION, DEFAULT_DB, build  # noqa: E402
+from examples.data.readonly_role import READER_ROLE, ensure_reader, reader_url  # noqa: E402
 from examples.data.sales_schema import INDEXES_SQL, SCHEMA_SQL  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -87,8 +94,9 @@ def url_with_search_path(url: str, schema: str) -> str:
 
 
 def load(url: str = DEFAULT_URL, schema: str = DEFAULT_SCHEMA, *, sqlite_path: str | os.PathLike = DEFAULT_DB,
-         force: bool = False) -> dict[str, int]:
-    """Load the sales tables into ``schema`` (see the module docstring); returns rows per table."""
+         force: bool = False, reader: str = READER_ROLE) -> dict[str, int]:
+    """Load the sales tables into ``schema`` as the admin ``url``, readable by ``reader``
+    (see the module docstring); returns rows per table."""
     _check_schema(schema)
     target = conninfo(url)  # refuse a bad URL before building anything
     source = build(sqlite_path)  # no-op when the file is current
@@ -98,6 +106,7 @@ def load(url: str = DEFAULT_URL, schema: str = DEFAULT_SCHEMA, *, sqlite_path: s
             # One lock per schema name: concurrent loaders wait instead of racing the DROP.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(schema.encode()),))
             if not force and _comment(conn, schema) == mark:
+                ensure_reader(conn, reader, [schema])
                 return _counts(conn, schema)
             ident = sql.Identifier(schema)
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident))
@@ -107,6 +116,7 @@ def load(url: str = DEFAULT_URL, schema: str = DEFAULT_SCHEMA, *, sqlite_path: s
             _copy_rows(conn, source)
             conn.execute(INDEXES_SQL)
             conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(ident, sql.Literal(mark)))
+            ensure_reader(conn, reader, [schema])
             return _counts(conn, schema)  # the context manager commits on the way out
     except psycopg.Error as exc:
         raise LoadError(f"cannot load the sales data into {schema!r} at {_safe(url)}: {exc}") from exc
@@ -173,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"schema {args.schema} at {_safe(args.url)} (build {BUILD_VERSION}):")
     for table, n in counts.items():
         print(f"  {table:<10} {n:>6} rows")
-    print(f"workflow URL: {url_with_search_path(args.url, args.schema)}")
+    print(f"workflow URL (SELECT-only role {READER_ROLE}): "
+          f"{url_with_search_path(reader_url(args.url), args.schema)}")
     return 0
 
 

@@ -1,27 +1,29 @@
 """Read-only SQL execution with warm connection pools (SQLAlchemy), per ``cortexlang.ir.Database``.
 
-Read-only access is enforced by the database, in layers:
+Every statement passes three gates, outermost first:
 
-* SQLite: the file is opened with a read-only URI (``file:...?mode=ro``), so
-  SQLite refuses every write; ``PRAGMA query_only=ON`` is a second layer; an
-  authorizer refuses ``ATTACH``/``DETACH`` and pragma assignments, so a
-  statement can neither read other files nor switch ``query_only`` off.
-* PostgreSQL: sessions start with ``default_transaction_read_only=on``; every
-  statement runs in a transaction opened with ``SET TRANSACTION READ ONLY`` and
-  is always rolled back (even ``SET`` is undone). Statements go through the
-  extended query protocol, where the server itself refuses more than one
-  command per call. Use a role without write privileges for defence in depth.
-* Up front, input with more than one statement is refused without touching the
-  database (a fast, clear message for the fix stage; not the enforcement).
-
-Limits: ``statement_timeout_s`` (PostgreSQL ``statement_timeout``; SQLite a
-progress-handler deadline that interrupts the VM) and ``row_limit``
-(``fetchmany(limit + 1)``; the extra row only reports truncation).
+1. :func:`runtime.sql.policy.check_query`: one read-only query, or a clear
+   refusal without touching the database (multi-statement text, ``COPY``,
+   ``DO``, ``SET``, data-modifying ``WITH``, side-effecting functions, ...).
+2. The database's own enforcement, per backend:
+   :mod:`runtime.sql.sqlite_backend` (read-only file, ``query_only``, an
+   authorizer with a function allow-list, a value-length limit) and
+   :mod:`runtime.sql.postgres_backend` (a least-privilege role checked on
+   every connection, read-only transactions always rolled back, a server-side
+   cursor, ``DISCARD ALL`` on check-in).
+3. Limits: ``statement_timeout_s`` enforced from outside the statement by a
+   :class:`~runtime.sql.watchdog.Watchdog` (``interrupt()`` on SQLite, a
+   cancel request on PostgreSQL, whose ``statement_timeout`` also applies),
+   ``row_limit`` rows and ``max_result_bytes`` bytes of result (JSON size),
+   fetched in batches sized to the remaining budget; what does not fit is
+   reported as ``truncated``.
 
 Outcomes mirror the IR's SQL stage: ``ok`` (rows), ``empty`` (no rows),
-``error`` (the database's message, for the fix stage). Bad SQL never raises.
-Values are converted to JSON-safe types (Decimal -> float, dates -> ISO text,
-bytes -> hex) so results can be cached and rendered into prompts.
+``error`` (a refusal or the database's message, for the fix stage). Bad SQL
+never raises, and an executor stays usable after a refused, failed or
+cancelled statement. Values are converted to JSON-safe types (Decimal ->
+float, dates -> ISO text, bytes -> hex) so results can be cached and rendered
+into prompts.
 """
 
 from __future__ import annotations
@@ -29,32 +31,39 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
+import functools
+import json
 import sqlite3
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError
 
 from cortexlang.ir import Database
-from runtime.sql.extract import split_statements
+from runtime.sql import postgres_backend
+from runtime.sql.errors import SQLConfigError
+from runtime.sql.lexer import SQL_WHITESPACE
+from runtime.sql.policy import Backend, RefusedStatement, check_query
+from runtime.sql.sqlite_backend import AUTHORIZER_INFO, Authorizer, sqlite_engine
+from runtime.sql.watchdog import Watchdog
+
+__all__ = ["DEFAULT_MAX_RESULT_BYTES", "SQLConfigError", "SQLExecutor", "SQLOutcome", "SQLResult"]
 
 SQLOutcome = Literal["ok", "empty", "error"]
 JsonValue = str | int | float | bool | None
+Rows = tuple[tuple[JsonValue, ...], ...]
+Fetched = tuple[tuple[str, ...], Rows, bool]
 
-_SQLITE_PROGRESS_OPS = 1000
-"""VM instructions between deadline checks (~microseconds of work)."""
-
-
-class SQLConfigError(ValueError):
-    """A database declaration that cannot be served (missing file, unsupported backend)."""
+DEFAULT_MAX_RESULT_BYTES = 1 << 20
+"""Result size bound when none is given: 1 MiB of JSON, far more than a prompt can hold."""
+_MAX_BATCH_ROWS = 1000
+_CANCEL_TIMEOUT_S = 5.0
 
 
 class SQLResult(BaseModel):
@@ -66,7 +75,7 @@ class SQLResult(BaseModel):
     statement: str
     outcome: SQLOutcome
     columns: tuple[str, ...] = ()
-    rows: tuple[tuple[JsonValue, ...], ...] = ()
+    rows: Rows = ()
     truncated: bool = False
     error: str | None = None
     elapsed_s: float = 0.0
@@ -89,47 +98,45 @@ def _json_safe(value: Any) -> JsonValue:
     return str(value)
 
 
-_SQLITE_READ_PRAGMAS = frozenset({"table_info", "table_xinfo", "index_list", "index_info", "foreign_key_list"})
-"""Pragmas that take an argument but only read the schema."""
-
-
-def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
-    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None and (arg1 or "").lower() not in _SQLITE_READ_PRAGMAS:
-        return sqlite3.SQLITE_DENY  # "PRAGMA x = value" changes a setting (e.g. query_only)
-    return sqlite3.SQLITE_OK
-
-
 class SQLExecutor:
     """One database: a warm SQLAlchemy pool and read-only execution (see module docstring).
 
     ``base_dir`` anchors relative SQLite paths (the .cortex file's directory).
+    ``max_result_bytes`` bounds each result (default :data:`DEFAULT_MAX_RESULT_BYTES`);
+    on SQLite it also caps every single string or blob value.
     """
 
-    def __init__(self, database: Database, base_dir: Path | None = None) -> None:
+    def __init__(self, database: Database, base_dir: Path | None = None, *,
+                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> None:
+        if max_result_bytes < 1024:
+            raise SQLConfigError(f"database {database.name!r}: max_result_bytes must be at least 1024")
         self.database = database
         self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
+        self.max_result_bytes = max_result_bytes
         try:
             url = make_url(database.url)
         except ArgumentError as exc:
             raise SQLConfigError(f"database {database.name!r}: bad SQLAlchemy URL {database.url!r}: {exc}") from exc
-        self.backend = url.get_backend_name()
+        backend = url.get_backend_name()
         self.sqlite_path: Path | None = None
-        if self.backend == "sqlite":
-            self.engine = self._sqlite_engine(url)
-        elif self.backend == "postgresql":
-            self.engine = self._postgres_engine(url)
+        if backend == "sqlite":
+            self.sqlite_path = self._sqlite_file(url.database or "")
+            self.engine: SAEngine = sqlite_engine(self.sqlite_path, pool_size=database.pool_size,
+                                                  max_value_bytes=max_result_bytes)
+        elif backend == "postgresql":
+            self.engine = postgres_backend.postgres_engine(
+                url, pool_size=database.pool_size, statement_timeout_s=database.statement_timeout_s,
+                database=database.name)
         else:
             raise SQLConfigError(
-                f"database {database.name!r}: backend {self.backend!r} is not supported "
+                f"database {database.name!r}: backend {backend!r} is not supported "
                 "(read-only enforcement is implemented for sqlite and postgresql)"
             )
+        self.backend: Backend = backend
         self._threads = ThreadPoolExecutor(max_workers=database.pool_size, thread_name_prefix=f"sql:{database.name}")
+        self._watchdog = Watchdog(database.name)
 
-    # ------------------------------------------------------------------ engines
-    def _sqlite_engine(self, url: Any) -> SAEngine:
-        raw = url.database or ""
+    def _sqlite_file(self, raw: str) -> Path:
         if raw in ("", ":memory:") or raw.startswith("file:"):
             raise SQLConfigError(
                 f"database {self.database.name!r}: give a SQLite file path (sqlite:///path.db); "
@@ -140,45 +147,15 @@ class SQLExecutor:
             path = self.base_dir / path
         if not path.is_file():
             raise SQLConfigError(f"database {self.database.name!r}: SQLite file not found: {path}")
-        self.sqlite_path = path.resolve()
-        ro_url = f"sqlite+pysqlite:///file:{quote(str(self.sqlite_path))}?mode=ro&uri=true"
-        engine = create_engine(
-            ro_url,
-            pool_size=self.database.pool_size,
-            max_overflow=0,
-            connect_args={"check_same_thread": False},
-        )
-
-        @event.listens_for(engine, "connect")
-        def _lock_down(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-            dbapi_conn.execute("PRAGMA query_only = ON")
-            dbapi_conn.set_authorizer(_sqlite_authorizer)
-
-        return engine
-
-    def _postgres_engine(self, url: Any) -> SAEngine:
-        if url.drivername == "postgresql":
-            url = url.set(drivername="postgresql+psycopg")
-        timeout_ms = int(self.database.statement_timeout_s * 1000)
-        # connect_args replace the URL's own ``options`` (e.g. ``-csearch_path=sales``): keep
-        # them, and put ours last so the URL cannot switch read-only off (the last -c wins).
-        url_options = url.query.get("options", "")
-        url_options = " ".join(url_options) if isinstance(url_options, tuple) else url_options
-        options = f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}"
-        return create_engine(
-            url,
-            pool_size=self.database.pool_size,
-            max_overflow=0,
-            pool_pre_ping=True,
-            connect_args={
-                "options": f"{url_options} {options}".strip(),
-                "connect_timeout": 5,
-            },
-        )
+        return path.resolve()
 
     # ------------------------------------------------------------------ lifecycle
     def warm(self) -> None:
-        """Open ``pool_size`` connections now so the first statements do not pay for them."""
+        """Open ``pool_size`` connections now, so the first statements do not pay for them.
+
+        Raises :class:`SQLConfigError` when the PostgreSQL role is unsafe (see
+        :func:`runtime.sql.postgres_backend.check_role`).
+        """
         connections = [self.engine.connect() for _ in range(self.database.pool_size)]
         for conn in connections:
             conn.close()
@@ -187,6 +164,7 @@ class SQLExecutor:
         await asyncio.get_running_loop().run_in_executor(self._threads, self.warm)
 
     def close(self) -> None:
+        self._watchdog.close()
         self.engine.dispose()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
@@ -196,72 +174,90 @@ class SQLExecutor:
         return await asyncio.get_running_loop().run_in_executor(self._threads, self.execute_sync, statement)
 
     def execute_sync(self, statement: str) -> SQLResult:
+        """Run one statement read-only; ``result.statement`` is ``statement`` stripped (the cache keys on it)."""
         started = time.monotonic()
-        statements = split_statements(statement)
-        if not statements:
-            return self._error(statement, "no SQL statement to run", started)
-        if len(statements) > 1:
-            return self._error(statement, f"only one statement may run at a time (got {len(statements)})", started)
-        sql = statements[0]
+        statement = statement.strip(SQL_WHITESPACE)
         try:
+            sql = check_query(statement, self.backend)
             if self.backend == "sqlite":
                 columns, rows, truncated = self._run_sqlite(sql)
             else:
                 columns, rows, truncated = self._run_postgres(sql)
-        except _StatementError as exc:
-            return self._error(sql, str(exc), started)
-        except (SQLAlchemyError, sqlite3.Error) as exc:
-            return self._error(sql, _db_message(exc), started)
-        except Exception as exc:  # driver errors (psycopg) and anything unforeseen
-            return self._error(sql, _db_message(exc), started)
+        except (RefusedStatement, _StatementError, SQLConfigError) as exc:
+            return self._error(statement, str(exc), started)
+        except Exception as exc:  # SQLAlchemy, sqlite3 and psycopg errors: the database's own message
+            return self._error(statement, _db_message(exc), started)
         return SQLResult(
-            database=self.database.name, statement=sql, outcome="ok" if rows else "empty",
+            database=self.database.name, statement=statement, outcome="ok" if rows else "empty",
             columns=columns, rows=rows, truncated=truncated, elapsed_s=time.monotonic() - started,
         )
 
-    def _fetch(self, cursor: Any) -> tuple[tuple[str, ...], tuple[tuple[JsonValue, ...], ...], bool]:
-        if cursor.description is None:
-            raise _StatementError("the statement returned no result set; only queries are allowed")
-        columns = tuple(str(d[0]) for d in cursor.description)
-        limit = self.database.row_limit
-        fetched = cursor.fetchmany(limit + 1)
-        rows = tuple(tuple(_json_safe(v) for v in row) for row in fetched[:limit])
-        return columns, rows, len(fetched) > limit
-
-    def _run_sqlite(self, sql: str) -> tuple[tuple[str, ...], tuple[tuple[JsonValue, ...], ...], bool]:
-        deadline = time.monotonic() + self.database.statement_timeout_s
+    def _run_sqlite(self, sql: str) -> Fetched:
+        timeout_s = self.database.statement_timeout_s
         with self.engine.connect() as conn:
             dbapi = conn.connection.dbapi_connection
             assert isinstance(dbapi, sqlite3.Connection)
-            dbapi.set_progress_handler(lambda: int(time.monotonic() > deadline), _SQLITE_PROGRESS_OPS)
+            authorizer: Authorizer = conn.connection.info[AUTHORIZER_INFO]
+            authorizer.denied_function = None
             cursor = dbapi.cursor()
             try:
-                cursor.execute(sql)
-                return self._fetch(cursor)
-            except sqlite3.OperationalError as exc:
-                if time.monotonic() > deadline and "interrupt" in str(exc):
-                    raise _StatementError(
-                        f"statement timeout: cancelled after {self.database.statement_timeout_s:g} s"
-                    ) from exc
-                raise
+                with self._watchdog.guard(timeout_s, dbapi.interrupt) as deadline:
+                    try:
+                        cursor.execute(sql)
+                        return self._fetch(cursor)
+                    except sqlite3.DatabaseError as exc:
+                        if deadline.fired:
+                            raise _StatementError(f"statement timeout: cancelled after {timeout_s:g} s") from exc
+                        if authorizer.denied_function and "not authorized" in str(exc):
+                            raise _StatementError(
+                                f"function {authorizer.denied_function}() is not allowed: only the SQLite "
+                                "functions on the read-only allow-list may run") from exc
+                        if "string or blob too big" in str(exc):
+                            raise _StatementError(
+                                f"a value exceeds max_result_bytes ({self.max_result_bytes} bytes): "
+                                "select smaller values") from exc
+                        raise
             finally:
                 cursor.close()
-                dbapi.set_progress_handler(None, 0)
                 conn.rollback()
 
-    def _run_postgres(self, sql: str) -> tuple[tuple[str, ...], tuple[tuple[JsonValue, ...], ...], bool]:
-        timeout_ms = int(self.database.statement_timeout_s * 1000)
+    def _run_postgres(self, sql: str) -> Fetched:
+        timeout_s = self.database.statement_timeout_s
         with self.engine.connect() as conn:
-            try:
-                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
-                dbapi = conn.connection.dbapi_connection
-                with dbapi.cursor() as cursor:  # type: ignore[union-attr]
-                    # prepare=True: extended protocol, one command per call, no client-side splitting.
-                    cursor.execute(sql, prepare=True)
-                    return self._fetch(cursor)
-            finally:
-                conn.rollback()
+            cancel = functools.partial(conn.connection.dbapi_connection.cancel_safe,  # type: ignore[union-attr]
+                                       timeout=_CANCEL_TIMEOUT_S)
+            with self._watchdog.guard(timeout_s, cancel) as deadline:
+                try:
+                    return postgres_backend.run_query(conn, sql, timeout_s, self._fetch)
+                except Exception as exc:
+                    if deadline.fired:
+                        raise _StatementError(f"statement timeout: cancelled after {timeout_s:g} s") from exc
+                    raise
+
+    def _fetch(self, cursor: Any) -> Fetched:
+        """Rows up to ``row_limit`` and ``max_result_bytes``, in batches sized to what is left of both."""
+        if cursor.description is None:
+            raise _StatementError("the statement returned no result set; only queries are allowed")
+        columns = tuple(str(d[0]) for d in cursor.description)
+        limit, budget = self.database.row_limit, self.max_result_bytes
+        rows: list[tuple[JsonValue, ...]] = []
+        size, batch = 0, 1  # the first row prices the rest: a few huge rows never arrive together
+        while True:
+            want = min(batch, limit + 1 - len(rows))
+            fetched = cursor.fetchmany(want)
+            for raw in fetched:
+                row = tuple(_json_safe(v) for v in raw)
+                size += len(json.dumps(row, default=str))
+                if len(rows) == limit or size > budget:
+                    if not rows:
+                        raise _StatementError(
+                            f"the first row alone is over max_result_bytes ({budget} bytes): "
+                            "select fewer or smaller columns")
+                    return columns, tuple(rows), True
+                rows.append(row)
+            if len(fetched) < want:
+                return columns, tuple(rows), False
+            batch = max(1, min(_MAX_BATCH_ROWS, (budget - size) * len(rows) // max(size, 1)))
 
     def _error(self, statement: str, message: str, started: float) -> SQLResult:
         return SQLResult(
@@ -296,7 +292,7 @@ class SQLExecutor:
 
 
 class _StatementError(Exception):
-    """A statement refused by the executor's own checks (message goes to the result)."""
+    """A statement stopped by the executor's own limits (message goes to the result)."""
 
 
 def _db_message(exc: BaseException) -> str:

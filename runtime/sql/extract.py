@@ -4,9 +4,9 @@
 literals (``'...'`` with ``''`` escapes), quoted identifiers (``"..."``,
 `` `...` ``, ``[...]``), comments (``--`` and ``/* */``) and PostgreSQL
 dollar quotes (``$tag$...$tag$``), so a ``;`` inside any of them does not
-split. It is used to take the first statement of model output and to refuse
-multi-statement input up front; the database remains the enforcer of
-read-only access (see :mod:`runtime.sql.executor`).
+split. It is dialect-agnostic, for finding SQL in model output; what may run
+is decided by the executor with the dialect's own lexer
+(:mod:`runtime.sql.policy`), and enforced by the database.
 """
 
 from __future__ import annotations
@@ -18,6 +18,13 @@ _FENCE = re.compile(r"```(?:[ \t]*[A-Za-z0-9_+-]*[ \t]*\n)?(.*?)(?:```|\Z)", re.
 _QUERY_START = re.compile(r"\b(SELECT|WITH|VALUES|EXPLAIN|PRAGMA|SHOW|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER)\b",
                           re.IGNORECASE)
 _DOLLAR_TAG = re.compile(r"\$[A-Za-z_]*\$")
+_COMMAND = re.compile(
+    r"(SELECT|WITH|VALUES|TABLE|EXPLAIN|PRAGMA|SHOW|INSERT|UPDATE|DELETE|MERGE|REPLACE|UPSERT|CREATE|DROP|ALTER"
+    r"|TRUNCATE|COPY|LOAD|DO|CALL|SET|RESET|LISTEN|NOTIFY|UNLISTEN|PREPARE|EXECUTE|DEALLOCATE|VACUUM|ANALYZE"
+    r"|LOCK|GRANT|REVOKE|BEGIN|START|COMMIT|ROLLBACK|ABORT|END|SAVEPOINT|RELEASE|ATTACH|DETACH|DECLARE|FETCH"
+    r"|MOVE|CLOSE|DISCARD|CHECKPOINT|CLUSTER|REINDEX|REFRESH|COMMENT|IMPORT|SECURITY|REASSIGN)\b|\(",
+    re.IGNORECASE)
+"""What a statement (not prose) starts with."""
 
 
 def split_statements(sql: str) -> list[str]:
@@ -58,17 +65,23 @@ def split_statements(sql: str) -> list[str]:
 
 
 def _has_code(fragment: str) -> bool:
-    stripped = re.sub(r"--[^\n]*|/\*.*?(\*/|\Z)", "", fragment, flags=re.DOTALL)
-    return bool(stripped.strip())
+    return bool(_code_of(fragment))
+
+
+def _code_of(fragment: str) -> str:
+    return re.sub(r"--[^\n]*|/\*.*?(\*/|\Z)", "", fragment, flags=re.DOTALL).strip()
 
 
 def extract_sql(text: str) -> str:
-    """The first SQL statement in model output ('' when there is none).
+    """The SQL in model output ('' when there is none), never silently cut to its first statement.
 
     Takes the first fenced code block if there is one (a missing closing fence
     is fine: a stop string may have cut it); otherwise starts at the first SQL
-    keyword, skipping prose such as "Here is the query:". Returns the first
-    statement without its ``;``.
+    keyword, skipping prose such as "Here is the query:". Of its
+    ``;``-separated parts, keeps the first and every later one that starts like
+    a statement (prose after the query is dropped), joined with ``";\\n"`` (a
+    newline, so a trailing ``--`` comment cannot swallow the next one): more
+    than one statement then reaches the executor, which refuses them all.
     """
     body = text
     fence = _FENCE.search(text)
@@ -79,4 +92,5 @@ def extract_sql(text: str) -> str:
         if keyword is not None:
             body = text[keyword.start():]
     statements = split_statements(body)
-    return statements[0] if statements else ""
+    kept = statements[:1] + [s for s in statements[1:] if _COMMAND.match(_code_of(s))]
+    return ";\n".join(kept)

@@ -17,6 +17,7 @@ import pytest
 from cortexlang.ir import Database
 from examples.data.build_sales_db import table_counts
 from examples.data.load_postgres import LoadError, drop, load, main, postgres_schema_sql, url_with_search_path
+from examples.data.readonly_role import reader_url
 from runtime.sql import SQLExecutor
 from tests.conftest import POSTGRES_DSN, POSTGRES_URL, require_postgres
 
@@ -76,7 +77,7 @@ def test_reload_is_skipped_unless_forced(schema: str, sales_db: Path) -> None:
 def test_every_reference_query_gives_the_same_rows_on_postgres_and_sqlite(schema: str, sales_db: Path) -> None:
     # The demo checks answers against these on either database: they must be standard SQL (no
     # strftime, no SQLite-only grouping leniency, aliased subqueries, no output aliases in HAVING).
-    pg = SQLExecutor(Database(name="pg", url=url_with_search_path(URL, schema), statement_timeout_s=10))
+    pg = SQLExecutor(Database(name="pg", url=url_with_search_path(reader_url(URL), schema), statement_timeout_s=10))
     lite = SQLExecutor(Database(name="lite", url=f"sqlite:///{sales_db}", statement_timeout_s=10))
     checked = 0
     try:

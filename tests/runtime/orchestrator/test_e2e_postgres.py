@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from examples.data.load_postgres import drop, load, url_with_search_path
+from examples.data.readonly_role import reader_url
 from runtime.build.layout import default_spec
 from runtime.build.spec import RuntimeSpec
 
@@ -44,7 +45,7 @@ def schema(sales_db_master: Path) -> Iterator[str]:
 def pg_spec(schema: str) -> RuntimeSpec:
     """The compiled nl2sql example, its ``sales`` database swapped (on the IR) to PostgreSQL."""
     program = compile_example("nl2sql")
-    url = url_with_search_path(URL, schema)
+    url = url_with_search_path(reader_url(URL), schema)  # the SELECT-only role load() grants
     program = program.model_copy(update={"databases": tuple(
         d.model_copy(update={"url": url}) for d in program.databases)})
     return default_spec(program, base_dir=EXAMPLES, backend="simulated")
@@ -134,7 +135,7 @@ def test_destructive_statement_is_refused_and_data_unchanged(schema: str, statem
             await orch.stop()
         assert fingerprint(schema) == before
         assert [c.outcome for c in info.calls if c.stage == "execute"] == ["error", "ok"]
-        assert "read-only transaction" in fix_prompts[0]  # the server refused it, and said why
+        assert "not allowed" in fix_prompts[0]  # refused before reaching the server, and said why
         assert info.status == "done" and info.output["rows"] == [[total_2024(schema)]]
 
     run_async(body())

@@ -1,4 +1,4 @@
-"""Taking one statement out of model output; splitting SQL without breaking literals or comments."""
+"""Taking the SQL out of model output (never cut to its first statement); splitting without breaking literals."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ from runtime.sql.extract import extract_sql, split_statements
         ("```sql\nSELECT region FROM sales;\n```\nThis query...", "SELECT region FROM sales"),
         ("```sql\nSELECT * FROM sales WHERE region = 'Europe'", "SELECT * FROM sales WHERE region = 'Europe'"),
         ("```SELECT 1```", "SELECT 1"),
-        ("Here is the query: SELECT a FROM t; DROP TABLE t;", "SELECT a FROM t"),
-        ("  select ';' as semi, 'it''s' from t; select 2", "select ';' as semi, 'it''s' from t"),
+        # Later statements are kept, so the executor refuses the whole output instead of running part of it.
+        ("Here is the query: SELECT a FROM t; DROP TABLE t;", "SELECT a FROM t;\nDROP TABLE t"),
+        ("  select ';' as semi, 'it''s' from t; select 2", "select ';' as semi, 'it''s' from t;\nselect 2"),
+        ("SELECT 1 -- note; DROP\n; COPY t TO PROGRAM 'id'", "SELECT 1 -- note; DROP;\nCOPY t TO PROGRAM 'id'"),
+        # Prose after the query is not a statement.
+        ("SELECT a FROM t; This query lists every a.", "SELECT a FROM t"),
         ("WITH x AS (SELECT 1) SELECT * FROM x", "WITH x AS (SELECT 1) SELECT * FROM x"),
         ("I cannot answer that.", "I cannot answer that."),
         ("", ""),

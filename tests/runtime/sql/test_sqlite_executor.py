@@ -1,10 +1,12 @@
-"""SQLite: read-only enforced by the database, limits, outcomes, paths, versions."""
+"""SQLite: read-only enforced by the database, function allow-list, limits in time and bytes, outcomes."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import resource
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -78,8 +80,10 @@ def test_ok_empty_and_truncated(executor: SQLExecutor) -> None:
 
 
 def test_bad_sql_is_an_error_outcome_with_the_database_message(executor: SQLExecutor) -> None:
-    typo = executor.execute_sync("SELEC region FROM sales")
+    typo = executor.execute_sync("SELECT region FROM sales WHER region = 'eu'")
     assert typo.outcome == "error" and "syntax error" in (typo.error or "")
+    not_a_query = executor.execute_sync("SELEC region FROM sales")
+    assert not_a_query.outcome == "error" and "SELEC statements are not allowed" in (not_a_query.error or "")
     missing = executor.execute_sync("SELECT nope FROM sales")
     assert missing.outcome == "error" and "no such column: nope" in (missing.error or "")
     assert executor.execute_sync("   ").outcome == "error"
@@ -148,3 +152,57 @@ def test_configuration_errors_are_clear(tmp_path: Path) -> None:
         SQLExecutor(Database(name="x", url="mysql://u@localhost/db"))
     with pytest.raises(SQLConfigError, match="bad SQLAlchemy URL"):
         SQLExecutor(Database(name="x", url="not a url"))
+
+
+def test_multi_statement_text_is_refused_whole_not_cut(executor: SQLExecutor) -> None:
+    result = executor.execute_sync("SELECT 1; SELECT 2")
+    assert result.outcome == "error" and "only one statement" in (result.error or "") and not result.rows
+
+
+@pytest.mark.parametrize(("statement", "function"), [
+    ("SELECT hex(fts3_tokenizer('simple'))", "fts3_tokenizer"),  # leaks a native pointer
+    ("SELECT load_extension('/tmp/cortex-attack.so')", "load_extension"),
+    ("SELECT length(zeroblob(10))", "zeroblob"),
+    ("SELECT last_insert_rowid()", "last_insert_rowid"),
+    ("SELECT region FROM sales WHERE length(randomblob(8)) = 8", "randomblob"),
+])
+def test_functions_outside_the_allow_list_are_denied_by_the_authorizer(executor: SQLExecutor, statement: str,
+                                                                      function: str) -> None:
+    result = executor.execute_sync(statement)
+    assert result.outcome == "error" and f"function {function}() is not allowed" in (result.error or "")
+    assert executor.execute_sync("SELECT upper(region), round(avg(amount), 1) FROM sales GROUP BY 1 ORDER BY 1"
+                                 ).rows == (("APAC", 4.5), ("EU", 0.5), ("US", 2.5))
+
+
+BIG = "WITH RECURSIVE s(x) AS (SELECT 'x' UNION ALL SELECT x || x FROM s WHERE length(x) < {n}) "
+
+
+def test_a_gigabyte_value_is_refused_at_once_without_allocating_it(executor: SQLExecutor) -> None:
+    # One function call cannot be interrupted: the length limit stops it before it allocates.
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for statement in ("SELECT randomblob(1000000000)", "SELECT printf('%.*c', 2000000000, 'x')",
+                      BIG.format(n=1 << 31) + "SELECT max(length(x)) FROM s",
+                      BIG.format(n=1 << 19) + "SELECT max(length(replace(x, 'x', 'xxxxxxxxxxxxxxxx'))) FROM s",
+                      BIG.format(n=1 << 19) + "SELECT length(group_concat(x)) FROM s, sales"):
+        started = time.monotonic()
+        result = executor.execute_sync(statement)
+        assert result.outcome == "error", result
+        assert "exceeds max_result_bytes" in (result.error or "") or "is not allowed" in (result.error or "")
+        assert time.monotonic() - started < 0.2
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024 < 100  # MiB
+    assert executor.execute_sync("SELECT COUNT(*) FROM sales").rows == ((6,),)
+
+
+def test_results_are_bounded_in_bytes_not_only_rows(db_dir: Path) -> None:
+    ex = SQLExecutor(Database(name="shop", url="sqlite:///data/shop.db", row_limit=1000, pool_size=1),
+                     base_dir=db_dir, max_result_bytes=64 * 1024)
+    try:
+        # 50 rows of 8 kB each = 400 kB of result: cut at the byte budget, reported as truncated.
+        result = ex.execute_sync(BIG.format(n=8000) + ", c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 50) "
+                                 "SELECT i, x FROM c, s WHERE length(x) = 8192")
+        assert result.outcome == "ok" and result.truncated and 6 <= len(result.rows) <= 8
+        assert sum(len(str(row)) for row in result.rows) <= 64 * 1024
+        too_big = ex.execute_sync(BIG.format(n=20000) + "SELECT x, x FROM s WHERE length(x) = 32768")
+        assert too_big.outcome == "error" and "first row alone is over max_result_bytes" in (too_big.error or "")
+    finally:
+        ex.close()

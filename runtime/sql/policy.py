@@ -1,0 +1,136 @@
+"""Which statements an executor sends to the database at all: one read-only query, nothing else.
+
+:func:`check_query` reads the text with the dialect's lexer
+(:mod:`runtime.sql.lexer`) and refuses, with a message meant for the fix
+stage, anything the runtime can recognise as more than one plain query:
+
+* text that cannot be read exactly (unterminated quotes or comments);
+* more than one statement (a ``;`` outside quotes and comments): refused
+  whole, never cut to its first statement;
+* a statement that does not start with a query keyword (``COPY``, ``LOAD``,
+  ``DO``, ``CALL``, ``SET``, ``LISTEN``, ``PREPARE``, ``VACUUM``, ``LOCK``,
+  ``GRANT``, DDL, DML, ...);
+* data changes or row locks inside a query: ``INSERT``/``UPDATE``/``DELETE``/
+  ``MERGE`` anywhere (data-modifying CTEs), ``INTO`` (``SELECT ... INTO``),
+  ``FOR UPDATE``/``FOR SHARE``;
+* on PostgreSQL, calls to functions with side effects or access outside the
+  database (:data:`PG_DENIED_FUNCTIONS`, :data:`PG_DENIED_PREFIXES`).
+
+This is defence in depth. The enforcement is the database's: a role without
+dangerous privileges and read-only transactions on PostgreSQL
+(:mod:`runtime.sql.postgres_backend`), a read-only file, ``query_only`` and a
+function allow-list in the authorizer on SQLite
+(:mod:`runtime.sql.sqlite_backend`). A keyword used as a bare identifier (a
+column named ``update``) is refused too; quoting it (``"update"``) passes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from runtime.sql.lexer import LexError, Token, code_tokens, tokenize
+
+Backend = Literal["sqlite", "postgresql"]
+
+QUERY_STARTS: dict[Backend, frozenset[str]] = {
+    # PostgreSQL runs queries through DECLARE ... CURSOR, which takes exactly these.
+    "postgresql": frozenset({"SELECT", "WITH", "VALUES", "TABLE"}),
+    # EXPLAIN only compiles on SQLite; PRAGMA is held to schema reads by the authorizer.
+    "sqlite": frozenset({"SELECT", "WITH", "VALUES", "EXPLAIN", "PRAGMA"}),
+}
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
+_ROW_LOCKS = frozenset({"UPDATE", "SHARE", "NO", "KEY"})  # FOR UPDATE | SHARE | NO KEY UPDATE | KEY SHARE
+
+PG_DENIED_FUNCTIONS = frozenset({
+    "set_config", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile",
+    "pg_switch_wal", "pg_promote", "pg_notify", "nextval", "setval", "pg_export_snapshot", "pg_stat_file",
+    "pg_current_logfile", "pg_start_backup", "pg_stop_backup", "pg_prewarm", "pg_stat_statements_reset",
+    "pg_create_restore_point",
+})
+"""PostgreSQL functions that change state outside the (rolled-back) transaction or read the host."""
+PG_DENIED_PREFIXES = (
+    "pg_read_", "pg_ls_", "pg_file_", "lo_", "dblink", "pg_sleep", "pg_advisory_", "pg_try_advisory_",
+    "pg_create_", "pg_drop_", "pg_copy_", "pg_replication_", "pg_logical_", "pg_stat_reset", "pg_backup_",
+    "pg_wal_replay_", "pg_log_", "pg_import_", "query_to_xml", "cursor_to_xml", "txid_current",
+    "pg_current_xact_id",
+)
+"""Families: server files, large objects, other servers, sleeps and advisory locks (session state that
+outlives a rollback), replication slots, statistics resets, xid assignment, and functions that run SQL
+given as a string (``query_to_xml``), which would bypass these checks."""
+
+
+class RefusedStatement(ValueError):
+    """A statement the executor will not send; the message is for the caller (and the fix stage)."""
+
+
+def check_query(sql: str, backend: Backend) -> str:
+    """The one query in ``sql``, from its first to its last code token (no trailing ``;``).
+
+    Raises :class:`RefusedStatement` for anything else (see the module docstring).
+    """
+    try:
+        tokens = tokenize(sql, backend)
+    except LexError as exc:
+        raise RefusedStatement(f"cannot read the statement: {exc}") from exc
+    statements = _statements(code_tokens(tokens))
+    if not statements:
+        raise RefusedStatement("no SQL statement to run")
+    if len(statements) > 1:
+        raise RefusedStatement(
+            f"only one statement may run at a time; this text holds {len(statements)} "
+            "(separated by ';'). Send a single query.")
+    code = statements[0]
+    _check_start(code, backend)
+    _check_body(code, backend)
+    return sql[code[0].start:code[-1].start + len(code[-1].text)]
+
+
+def _statements(code: list[Token]) -> list[list[Token]]:
+    out: list[list[Token]] = [[]]
+    for token in code:
+        if token.text == ";":
+            out.append([])
+        else:
+            out[-1].append(token)
+    return [s for s in out if s]
+
+
+def _check_start(code: list[Token], backend: Backend) -> None:
+    first = next((t for t in code if t.text != "("), code[0])  # "(SELECT 1) UNION (SELECT 2)"
+    allowed = QUERY_STARTS[backend]
+    if first.kind != "word" or first.upper not in allowed:
+        command = first.upper if first.kind == "word" else repr(first.text)
+        raise RefusedStatement(
+            f"{command} statements are not allowed: only read-only queries may run "
+            f"(statements starting with {', '.join(sorted(allowed))})")
+
+
+def _check_body(code: list[Token], backend: Backend) -> None:
+    for i, token in enumerate(code):
+        nxt = code[i + 1] if i + 1 < len(code) else None
+        if token.kind == "word":
+            word = token.upper
+            if word == "FOR" and nxt is not None and nxt.kind == "word" and nxt.upper in _ROW_LOCKS:
+                raise RefusedStatement(f"row locks (FOR {nxt.upper} ...) are not allowed in a read-only query")
+            if word in _WRITES:
+                raise RefusedStatement(f"{word} is not allowed: queries may only read (no data-modifying WITH)")
+            if word == "INTO":
+                raise RefusedStatement("INTO is not allowed: SELECT ... INTO creates a table; queries may only read")
+        if backend == "postgresql" and nxt is not None and nxt.text == "(" and token.kind in ("word", "quoted"):
+            _check_function(code, i)
+
+
+def _check_function(code: list[Token], i: int) -> None:
+    """Refuse a denied function called at ``code[i]`` (bare, quoted or schema-qualified)."""
+    token = code[i]
+    if token.kind == "quoted":
+        if i >= 2 and code[i - 1].text == "&" and code[i - 2].upper == "U":
+            raise RefusedStatement('unicode-escaped function names (U&"...") are not allowed')
+        name = token.text[1:-1].replace('""', '"')
+    else:
+        name = token.text
+    name = name.lower()
+    if name in PG_DENIED_FUNCTIONS or name.startswith(PG_DENIED_PREFIXES):
+        raise RefusedStatement(
+            f"function {name}() is not allowed: it has effects outside a read-only query "
+            "(server files, other sessions, locks or settings)")
