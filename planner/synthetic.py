@@ -158,3 +158,31 @@ def chain_program(n_workflows: int = 1, n_stages: int = 20, seed: int = 0, inven
     return Program(models=(LLAMA_70B, LLAMA_8B, SMOLLM2), databases=(SALES_DB,),
                    inventory=inventory or gpu_inventory(h100=64, a100=64, h200=64, l40=64, cpu_slots=256),
                    workflows=wfs)
+
+
+def random_program(seed: int) -> Program:
+    """A small seeded random workflow for search-space checks: 2-4 LLM stages (mostly Llama-3-8B, so some
+    can share a pool), an SQL stage after the first, sometimes a retry loop on the last two, 0.2-30 runs/s
+    (log-uniform: from one idle replica per stage to several busy ones), SLO p90 <= 60 s, on
+    16xH100 + 16xA100 + 32 CPU slots."""
+    rng = np.random.default_rng(seed)
+    n_llm = int(rng.integers(2, 5))
+    stages: list = [llm(f"l{i}", "llama70b" if rng.random() < 0.2 else "llama8b",
+                        input_tokens=int(rng.integers(100, 1500)), output_tokens=int(rng.integers(10, 150)),
+                        max_tokens=256, prefix_tokens=int(rng.integers(0, 2)) * 80) for i in range(n_llm)]
+    stages.insert(1, SQLStage(name="q", database="sales", service_s=float(rng.uniform(0.01, 0.1))))
+    names = [st.name for st in stages]
+    edges = [edge(a, b) for a, b in zip(names, names[1:])]
+    loops: tuple[Loop, ...] = ()
+    if rng.random() < 0.5:
+        p = float(rng.uniform(0.1, 0.4))
+        edges += [edge(names[-1], "done", 1.0 - p, "ok"), edge(names[-1], names[-2], p, "error", loop="again")]
+        loops = (Loop(name="again", max_iterations=_knob(2), on_exhausted="fail"),)
+    else:
+        edges.append(edge(names[-1], "done"))
+    wf = Workflow(name=f"random{seed}", stages=tuple(stages), entry=names[0], edges=tuple(edges), loops=loops,
+                  slo=SLO(latency_s=60.0, attainment=0.9),
+                  load=Load(rate_per_s=float(np.exp(rng.uniform(np.log(0.2), np.log(30.0))))))
+    return Program(models=(LLAMA_70B, LLAMA_8B), databases=(SALES_DB,), workflows=(wf,),
+                   inventory=gpu_inventory(h100=16, a100=16, cpu_slots=32))
+

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cortexlang.ir import SLO, Load, Loop, Program, SQLStage, Workflow
+from cortexlang.ir import Program
 from planner.api import build_model, plan_program, scenarios
 from planner.candidates import Candidate
 from planner.colocation import MAX_EXHAUSTIVE, blocks, preferred_blocks
@@ -18,37 +18,14 @@ from planner.plan import Plan
 from planner.profiles import PROFILE_DIR
 from planner.render import render_plan
 from planner.solver import WorkflowProblem, brute_force, objective_milli, solve
-from planner.synthetic import (
-    LLAMA_8B, LLAMA_70B, SALES_DB, _knob, edge, gpu_inventory, llm, nl2sql_program, research_program,
-)
+from planner.synthetic import llm, nl2sql_program, random_program, research_program
 
 DATA = Path(__file__).parent / "data"
 
 
-def _random_workflow(rng: np.random.Generator) -> Workflow:
-    """2-4 LLM stages (mostly Llama-3-8B, so they can share), an SQL stage and maybe a retry loop."""
-    n_llm = int(rng.integers(2, 5))
-    stages = [llm(f"l{i}", "llama70b" if rng.random() < 0.2 else "llama8b",
-                  input_tokens=int(rng.integers(100, 1500)), output_tokens=int(rng.integers(10, 150)),
-                  max_tokens=256, prefix_tokens=int(rng.integers(0, 2)) * 80) for i in range(n_llm)]
-    names = [s.name for s in stages]
-    stages.insert(1, SQLStage(name="q", database="sales", service_s=float(rng.uniform(0.01, 0.1))))
-    names.insert(1, "q")
-    edges = [edge(a, b) for a, b in zip(names, names[1:])]
-    loops = ()
-    if rng.random() < 0.5:  # the last stage retries the one before it
-        p = float(rng.uniform(0.1, 0.4))
-        edges.append(edge(names[-1], "done", 1.0 - p, "ok"))
-        edges.append(edge(names[-1], names[-2], p, "error", loop="again"))
-        loops = (Loop(name="again", max_iterations=_knob(2), on_exhausted="fail"),)
-    else:
-        edges.append(edge(names[-1], "done"))
-    return Workflow(name="w", stages=tuple(stages), entry=names[0], edges=tuple(edges), loops=loops,
-                    slo=SLO(latency_s=60.0, attainment=0.9), load=Load(rate_per_s=float(rng.uniform(0.2, 6.0))))
-
-
 def _sample(rng: np.random.Generator, cands: dict[str, list[Candidate]]) -> dict[str, list[Candidate]]:
-    """At most 3 dedicated candidates per stage and 4 groups, all members of a kept group kept."""
+    """At most 3 dedicated candidates per stage and 4 groups (all members of a kept group): small enough
+    for brute force."""
     keys = sorted({c.group for cs in cands.values() for c in cs if c.group is not None})
     kept = set(rng.choice(keys, size=min(4, len(keys)), replace=False)) if keys else set()
     out = {}
@@ -60,10 +37,9 @@ def _sample(rng: np.random.Generator, cands: dict[str, list[Candidate]]) -> dict
 
 
 def _random_problem(seed: int) -> tuple[WorkflowProblem, dict[str, int]]:
-    rng = np.random.default_rng(seed)
-    wf = _random_workflow(rng)
-    program = Program(models=(LLAMA_70B, LLAMA_8B), databases=(SALES_DB,), workflows=(wf,),
-                      inventory=gpu_inventory(h100=8, a100=8, cpu_slots=16))
+    rng = np.random.default_rng(seed + 1000)
+    program = random_program(seed)
+    wf = program.workflow()
     model = build_model(program, wf, scenarios(wf)[0], wf.load.rate_per_s, program.inventory, 2000, seed,
                         PROFILE_DIR)
     cands = _sample(rng, {s: sc.candidates for s, sc in model.stages.items()})
