@@ -156,7 +156,7 @@ def llm_work(graph: WorkflowGraph, n: int = 400) -> dict[str, float]:
         for key, vals in run.script.items():
             if len(vals) != 3:
                 continue
-            stage = key[0] if len(key) == 2 else graph.fanouts[key[0]].branches[0][key[3]]
+            stage = key[-2]  # keys end (stage, visit)
             st = graph.stages[stage]
             if st.kind == "llm":
                 work[stage] = work.get(stage, 0.0) + (vals[0] - st.prefix_tokens) + 3.0 * vals[1]

@@ -35,11 +35,20 @@ loop's budget (``Loop.max_iterations``) is spent, the edge leads to
 ``Loop.on_exhausted`` instead. A loop with ``parent`` is nested: its counter
 resets whenever an edge of the parent loop is taken.
 
+A loop whose budget is spent inside an enclosing loop may rejoin it
+(``Loop.rejoin_parent``): leaving through ``on_exhausted`` then counts as an
+iteration of the parent loop (and is bounded by the parent's budget).
+
 Fan-out: a :class:`FanOut` node starts its branches in parallel; each branch is
-a linear chain of stages. The join decides the fan-out's outcome: ``all`` waits
-for every branch (ok iff all ok); ``first`` finishes with the first ok branch and
-cancels the rest; ``vote`` and ``best`` wait for every branch and pick a result
-(majority answer, highest ``score`` field), ok iff at least one branch is ok.
+a :class:`SubFlow`, a call graph of its own (branches, loops, nested fan-outs)
+that ends at ``done`` (branch ok) or ``fail``. The number of branches is fixed,
+a knob, or the length of a list produced at run time (a *map*). The join
+decides the fan-out's outcome: ``all`` waits for every branch (ok iff all ok);
+``first`` finishes with the first ok branch and cancels the rest; ``vote`` and
+``best`` wait for every branch and pick a result (majority answer, highest
+``score`` field), ok iff at least one branch is ok.
+
+These rules are implemented once, in :mod:`cortexlang.semantics`.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ import json
 from functools import cached_property
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 IR_VERSION = "1"
 
@@ -64,12 +73,15 @@ OUTCOMES: dict[str, tuple[str, ...]] = {
 """The outcomes each node kind can end with."""
 
 
-TEMPLATE_BUILTINS = ("previous", "attempt", "error", "sql")
+TEMPLATE_BUILTINS = ("previous", "attempt", "error", "sql", "history", "branch", "item")
 """Variables the runtime gives every prompt template besides the workflow's inputs, its
 ``vars`` and the results of earlier stages (by stage name): ``previous`` is the result of
 the stage that led here, ``attempt`` the 1-based iteration of the innermost loop being
 iterated, ``error`` the previous stage's error message (or "the query returned no rows"
-after an ``empty`` SQL outcome), ``sql`` the last statement an SQL stage ran."""
+after an ``empty`` SQL outcome), ``sql`` the last statement an SQL stage ran, ``history``
+maps each stage to the results of its earlier visits in this run (oldest first; a loop body
+reads its previous iterations there). Inside a fan-out branch, ``branch`` is the branch's
+0-based index and ``item`` the list element a map's branch works on (None otherwise)."""
 
 
 class IRModel(BaseModel):
@@ -255,24 +267,6 @@ class ToolStage(StageBase):
 Stage = Annotated[Union[LLMStage, SQLStage, ToolStage], Field(discriminator="kind")]
 
 
-class FanOut(IRModel):
-    """Parallel branches and a join.
-
-    With ``width`` set there is exactly one branch template, run ``width`` times.
-    """
-
-    name: str
-    kind: Literal["fanout"] = "fanout"
-    branches: tuple[tuple[str, ...], ...] = Field(min_length=1)
-    width: IntKnob | None = None
-    join: Literal["all", "first", "vote", "best"] = "all"
-
-    def branch_count(self, width: int | None = None) -> int:
-        if self.width is None:
-            return len(self.branches)
-        return width if width is not None else self.width.preferred
-
-
 class Condition(IRModel):
     """When an edge is taken."""
 
@@ -294,6 +288,106 @@ class Loop(IRModel):
     max_iterations: IntKnob
     on_exhausted: str = Field(default="fail", description="Where a loop edge leads once the budget is spent.")
     parent: str | None = None
+    rejoin_parent: bool = Field(
+        default=False, description="Leaving through on_exhausted starts a new iteration of the parent loop.")
+
+
+class Graph(IRModel):
+    """A call graph: ``entry``, edges and loops (the fields a :class:`Workflow` and every
+    fan-out branch's :class:`SubFlow` share), with derived lookups."""
+
+    entry: str
+    edges: tuple[Edge, ...]
+    loops: tuple[Loop, ...] = ()
+
+    @cached_property
+    def _graph_index(self) -> dict[str, dict]:
+        out_edges: dict[str, list[Edge]] = {}
+        for e in self.edges:
+            out_edges.setdefault(e.source, []).append(e)
+        return {"loop": {lp.name: lp for lp in self.loops}, "out": {k: tuple(v) for k, v in out_edges.items()}}
+
+    def loop(self, name: str) -> Loop:
+        return self._graph_index["loop"][name]
+
+    def out_edges(self, name: str) -> tuple[Edge, ...]:
+        return self._graph_index["out"].get(name, ())
+
+
+class SubFlow(Graph):
+    """One fan-out branch: a call graph of its own over stages (and nested fan-outs) that
+    belong to the fan-out. It starts at ``entry``; reaching ``done`` means the branch
+    succeeded, ``fail`` that it failed. A linear chain ``a -> b`` is the sub-flow
+    ``a -ok-> b -ok-> done`` whose ``error`` edges (planning probability 0) lead to ``fail``."""
+
+    @cached_property
+    def nodes(self) -> tuple[str, ...]:
+        """The sub-flow's nodes: its entry and every edge's endpoints, terminals excluded."""
+        names = {self.entry} | {e.source for e in self.edges} | {e.target for e in self.edges}
+        names |= {lp.on_exhausted for lp in self.loops}
+        return tuple(sorted(n for n in names if n not in TERMINALS))
+
+    @classmethod
+    def chain(cls, stages: tuple[str, ...]) -> "SubFlow":
+        """The sub-flow of a linear chain (see the class docstring)."""
+        edges: list[Edge] = []
+        for i, stage in enumerate(stages):
+            nxt = stages[i + 1] if i + 1 < len(stages) else "done"
+            edges.append(Edge(source=stage, target=nxt, condition=Condition(kind="outcome", values=("ok",)),
+                              probability=1.0))
+            edges.append(Edge(source=stage, target="fail", condition=Condition(kind="else"), probability=0.0))
+        return cls(entry=stages[0], edges=tuple(edges))
+
+
+class WidthShare(IRModel):
+    """One value of a data-dependent fan-out's width and its planning probability."""
+
+    width: int = Field(ge=0)
+    probability: float = Field(gt=0.0, le=1.0)
+
+
+class FanOut(IRModel):
+    """Parallel branches and a join.
+
+    Each branch is a :class:`SubFlow`. How many branches one visit runs:
+
+    * ``over`` unset, ``width`` unset: one per listed branch;
+    * ``over`` unset, ``width`` set: ``width`` copies of the one branch (a knob);
+    * ``over`` set: one copy of the one branch per item of a list produced at run
+      time -- ``"stage.field"`` (a list field of an earlier stage's JSON result) or
+      the name of another fan-out (one branch per branch of its latest visit, so
+      both share a width). ``widths`` is the planning distribution of that count;
+      ``width``, when set, caps it (a knob).
+    """
+
+    name: str
+    kind: Literal["fanout"] = "fanout"
+    branches: tuple[SubFlow, ...] = Field(min_length=1)
+    width: IntKnob | None = None
+    over: str | None = Field(default=None, description="List the branches map over: 'stage.field' or a fan-out.")
+    widths: tuple[WidthShare, ...] = Field(default=(), description="Planning distribution of a map's width.")
+    join: Literal["all", "first", "vote", "best"] = "all"
+
+    @field_validator("branches", mode="before")
+    @classmethod
+    def _chains_are_sub_flows(cls, value: object) -> object:
+        """A branch may be given as a chain of stage names: it becomes :meth:`SubFlow.chain`."""
+        if isinstance(value, (list, tuple)):
+            return tuple(SubFlow.chain(tuple(b)) if isinstance(b, (list, tuple)) and all(
+                isinstance(x, str) for x in b) else b for b in value)
+        return value
+
+    def branch_count(self, width: int | None = None) -> int:
+        """Branches one visit runs when that is fixed: listed branches, else ``width`` (default:
+        the knob's preferred value). A map's count is data-dependent: see ``widths``."""
+        if self.width is None:
+            return len(self.branches)
+        return width if width is not None else self.width.preferred
+
+    @cached_property
+    def stages(self) -> tuple[str, ...]:
+        """Every node of the fan-out's branches (stages and nested fan-outs), sorted."""
+        return tuple(sorted({n for b in self.branches for n in b.nodes}))
 
 
 class SLO(IRModel):
@@ -311,39 +405,25 @@ class Load(IRModel):
     burstiness: float = Field(default=1.0, gt=0, description="Inter-arrival coefficient of variation.")
 
 
-class Workflow(IRModel):
+class Workflow(Graph):
     name: str
     inputs: tuple[str, ...] = ()
     vars: dict[str, str] = Field(default_factory=dict, description="Constants for prompt templates.")
     stages: tuple[Stage, ...]
     fanouts: tuple[FanOut, ...] = ()
-    entry: str
-    edges: tuple[Edge, ...]
-    loops: tuple[Loop, ...] = ()
     slo: SLO | None = None
     load: Load | None = None
 
     # -- lookups (derived once, not serialised) ---------------------------
     @cached_property
     def _index(self) -> dict[str, dict]:
-        out_edges: dict[str, list[Edge]] = {}
-        for e in self.edges:
-            out_edges.setdefault(e.source, []).append(e)
-        return {
-            "stage": {s.name: s for s in self.stages},
-            "fanout": {f.name: f for f in self.fanouts},
-            "loop": {lp.name: lp for lp in self.loops},
-            "out": {k: tuple(v) for k, v in out_edges.items()},
-        }
+        return {"stage": {s.name: s for s in self.stages}, "fanout": {f.name: f for f in self.fanouts}}
 
     def stage(self, name: str) -> LLMStage | SQLStage | ToolStage:
         return self._index["stage"][name]
 
     def fanout(self, name: str) -> FanOut:
         return self._index["fanout"][name]
-
-    def loop(self, name: str) -> Loop:
-        return self._index["loop"][name]
 
     def node_kind(self, name: str) -> str:
         """'llm' | 'sql' | 'tool' | 'fanout' | 'terminal'."""
@@ -353,15 +433,16 @@ class Workflow(IRModel):
             return "fanout"
         return self.stage(name).kind
 
-    def out_edges(self, name: str) -> tuple[Edge, ...]:
-        return self._index["out"].get(name, ())
-
     @cached_property
     def nodes(self) -> tuple[str, ...]:
-        """Graph nodes: stages that are not inside a fan-out branch, and fan-outs."""
-        in_branches = {s for f in self.fanouts for b in f.branches for s in b}
-        names = [s.name for s in self.stages if s.name not in in_branches]
-        return tuple(sorted(names + [f.name for f in self.fanouts]))
+        """Top-level graph nodes: stages and fan-outs that are not inside a fan-out's branches."""
+        in_branches = {n for f in self.fanouts for n in f.stages}
+        names = [s.name for s in self.stages] + [f.name for f in self.fanouts]
+        return tuple(sorted(n for n in names if n not in in_branches))
+
+    def branch_owner(self) -> dict[str, str]:
+        """Node inside a fan-out's branches -> that fan-out (the innermost one)."""
+        return {n: f.name for f in self.fanouts for n in f.stages}
 
 
 class Program(IRModel):

@@ -24,14 +24,23 @@ Taking an edge (:meth:`Semantics.take`)
     budget were spent. Budgets are the loops' preferred values unless a plan's
     knobs override them (``loop_budget``).
 Fan-outs
-    A fan-out visit runs its branches (:meth:`Semantics.branches`; a templated
-    fan-out runs ``width`` copies of its one branch, the knob's preferred value
-    unless overridden by ``fanout_width``) concurrently, each a chain of stages
-    that stops at its first stage not ending ``ok``. The join decides the
-    fan-out's outcome (:func:`join_succeeds`): ``all`` waits for every branch
-    and is ok iff all are; ``first`` finishes with the first ok branch and
-    cancels the rest; ``vote`` and ``best`` wait for every branch and are ok iff
-    one is.
+    A fan-out visit runs its branches concurrently. How many
+    (:meth:`Semantics.width_pmf`): one per listed branch; ``width`` copies of a
+    templated branch (the knob's preferred value unless ``fanout_width``
+    overrides it); or, for a map, one per item of a list produced at run time,
+    planned by its declared width distribution (capped by ``width`` when set).
+    Each branch is a :class:`~cortexlang.ir.SubFlow` walked by these same rules
+    (:meth:`Semantics.branch`, with its own loop counters) until ``done`` (the
+    branch is ok) or ``fail``. The join decides the fan-out's outcome
+    (:func:`join_succeeds`): ``all`` waits for every branch and is ok iff all
+    are (vacuously, with no branch); ``first`` finishes with the first ok branch
+    and cancels the rest; ``vote`` and ``best`` wait for every branch and are ok
+    iff one is.
+Rejoining a loop
+    A nested loop whose ``rejoin_parent`` is set leaves through
+    ``on_exhausted`` by iterating its parent: the step counts an iteration of
+    the parent (resetting the nested counters, the spent one included), or, if
+    the parent's budget is spent too, leaves the parent by its own rule.
 The expanded chain (:meth:`Semantics.expand`)
     With edges drawn by probability, states form an absorbing Markov chain whose
     absorbing states are ``done`` and ``fail``. Because the graph without loop
@@ -52,7 +61,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from cortexlang.ir import TERMINALS, Edge, FanOut, Workflow
+from cortexlang.ir import TERMINALS, Edge, FanOut, Graph, Workflow
 
 DONE, FAIL = TERMINALS
 
@@ -82,13 +91,10 @@ class Step(NamedTuple):
 
 
 def join_succeeds(join: str, branch_ok: Sequence[bool]) -> bool:
-    """The outcome of a fan-out's join from its finished branches' ok flags (see module docstring).
-
-    ``branch_ok`` lists every branch that finished; for ``all`` a missing
-    (cancelled) branch counts as failed, so pass one flag per branch.
-    """
+    """The outcome of a fan-out's join from its branches' ok flags, one per branch (a branch
+    cancelled by a ``first`` join counts as not ok); see the module docstring."""
     if join == "all":
-        return bool(branch_ok) and all(branch_ok)
+        return all(branch_ok)
     return any(branch_ok)
 
 
@@ -138,26 +144,32 @@ class Semantics:
     """
 
     def __init__(self, workflow: Workflow, loop_budget: Mapping[str, int] | None = None,
-                 fanout_width: Mapping[str, int] | None = None) -> None:
+                 fanout_width: Mapping[str, int] | None = None, graph: Graph | None = None) -> None:
         self.workflow = workflow
-        self.loop_names: tuple[str, ...] = tuple(lp.name for lp in workflow.loops)
+        self.graph: Graph = workflow if graph is None else graph
+        """The call graph walked: the workflow, or one fan-out branch's sub-flow (:meth:`branch`)."""
+        self._knobs = (dict(loop_budget or {}), dict(fanout_width or {}))
+        loops = self.graph.loops
+        self.loop_names: tuple[str, ...] = tuple(lp.name for lp in loops)
         self.loop_index = {name: i for i, name in enumerate(self.loop_names)}
-        budget = {lp.name: lp.max_iterations.preferred for lp in workflow.loops}
-        budget.update({k: v for k, v in (loop_budget or {}).items() if k in budget})
+        budget = {lp.name: lp.max_iterations.preferred for lp in loops}
+        budget.update({k: v for k, v in self._knobs[0].items() if k in budget})
         self.budget: dict[str, int] = budget
         self._budget = tuple(budget[n] for n in self.loop_names)
-        self._exit = tuple(lp.on_exhausted for lp in workflow.loops)
+        self._exit = tuple(lp.on_exhausted for lp in loops)
+        self._rejoin = tuple(self.loop_index[lp.parent] if lp.rejoin_parent and lp.parent else -1 for lp in loops)
         self.nested: dict[str, tuple[str, ...]] = {n: self._nested_in(n) for n in self.loop_names}
         """Loop -> every loop nested in it, transitively: their counters reset when it iterates."""
         self._reset = tuple(tuple(self.loop_index[c] for c in self.nested[n]) for n in self.loop_names)
         self.width: dict[str, int] = {
-            f.name: (fanout_width or {}).get(f.name, f.width.preferred)
+            f.name: self._knobs[1].get(f.name, f.width.preferred)
             for f in workflow.fanouts if f.width is not None}
-        self._branches = {f.name: self._branch_chains(f) for f in workflow.fanouts}
+        self._fanouts = {f.name: f for f in workflow.fanouts}
+        self._branch_sem: dict[tuple[str, int], Semantics] = {}
         self._weights: dict[str, tuple[tuple[Edge, float], ...]] = {}
         self._cumulative: dict[str, tuple[list[float], tuple[Edge, ...]]] = {}
-        for node in workflow.nodes:
-            out = workflow.out_edges(node)
+        for node in self.graph.nodes:
+            out = self.graph.out_edges(node)
             total = sum(e.probability for e in out)
             weights = tuple((e, e.probability / total) for e in out if e.probability > 0) if total > 0 else ()
             self._weights[node] = weights
@@ -172,8 +184,8 @@ class Semantics:
 
     @property
     def start(self) -> State:
-        """The state every run starts in."""
-        return self.workflow.entry, self.initial_counters()
+        """The state every run (or branch run) starts in."""
+        return self.graph.entry, self.initial_counters()
 
     def initial_counters(self) -> Counters:
         return (0,) * len(self.loop_names)
@@ -186,7 +198,7 @@ class Semantics:
     def select_edge(self, node: str, outcome: str, result: object) -> Edge | None:
         """The out-edge ``node`` takes after finishing with ``outcome`` and ``result`` (None: none matches)."""
         fallback = None
-        for e in self.workflow.out_edges(node):
+        for e in self.graph.out_edges(node):
             kind = e.condition.kind
             if kind == "always":
                 return e
@@ -219,41 +231,69 @@ class Semantics:
         """Take ``edge`` with ``counters``: iterate its loop while the budget lasts, else exit it."""
         if edge.loop is None:
             return Step(edge.target, counters, None, 0, None)
-        i = self.loop_index[edge.loop]
+        return self._iterate(counters, self.loop_index[edge.loop], edge.target)
+
+    def _iterate(self, counters: Counters, i: int, target: str) -> Step:
         used = counters[i]
         if used >= self._budget[i]:
-            return Step(self._exit[i], counters, None, 0, edge.loop)
+            return self._leave(counters, i)
         nxt = list(counters)
         nxt[i] = used + 1
         for j in self._reset[i]:
             nxt[j] = 0
-        return Step(edge.target, tuple(nxt), edge.loop, used + 1, None)
+        return Step(target, tuple(nxt), self.loop_names[i], used + 1, None)
+
+    def _leave(self, counters: Counters, i: int) -> Step:
+        """Leave loop ``i`` through its exit; a rejoining loop iterates its parent instead."""
+        parent = self._rejoin[i]
+        if parent < 0:
+            return Step(self._exit[i], counters, None, 0, self.loop_names[i])
+        step = self._iterate(counters, parent, self._exit[i])
+        return step._replace(exhausted=step.exhausted or self.loop_names[i])
 
     def exhaust(self, counters: Counters, edge: Edge) -> Step:
         """Take loop edge ``edge`` as if its budget were spent (a retry a policy gave up on)."""
         assert edge.loop is not None, "only a loop edge can be exhausted"
-        return Step(self._exit[self.loop_index[edge.loop]], counters, None, 0, edge.loop)
+        return self._leave(counters, self.loop_index[edge.loop])
 
     # ------------------------------------------------------------------ fan-outs
-    def branches(self, fanout: str) -> tuple[tuple[str, ...], ...]:
-        """The stage chains one visit of ``fanout`` runs (``width`` copies of a templated branch)."""
-        return self._branches[fanout]
+    def fanout(self, name: str) -> FanOut:
+        return self._fanouts[name]
 
-    def _branch_chains(self, fo: FanOut) -> tuple[tuple[str, ...], ...]:
-        if fo.width is None:
-            return fo.branches
-        return tuple(fo.branches[0] for _ in range(self.width[fo.name]))
+    def width_pmf(self, fanout: str) -> tuple[tuple[int, float], ...]:
+        """Planning distribution of the number of branches one visit of ``fanout`` runs:
+        ``((width, probability), ...)`` (see module docstring)."""
+        fo = self._fanouts[fanout]
+        if fo.over is not None:
+            source = self._fanouts.get(fo.over)
+            shares = self.width_pmf(source.name) if source is not None else tuple(
+                (w.width, w.probability) for w in fo.widths)
+            cap = self.width.get(fanout)
+            if cap is None:
+                return shares
+            merged: dict[int, float] = {}
+            for w, p in shares:
+                merged[min(w, cap)] = merged.get(min(w, cap), 0.0) + p
+            return tuple(sorted(merged.items()))
+        if fo.width is not None:
+            return ((self.width[fanout], 1.0),)
+        return ((len(fo.branches), 1.0),)
 
-    def branch_multiplicity(self) -> dict[str, tuple[str, int]]:
-        """Stage inside a fan-out -> (fan-out, how many branches of one visit run it)."""
-        out: dict[str, tuple[str, int]] = {}
-        for fo in self.workflow.fanouts:
-            count: dict[str, int] = {}
-            for chain in self._branches[fo.name]:
-                for s in chain:
-                    count[s] = count.get(s, 0) + 1
-            out.update({s: (fo.name, k) for s, k in count.items()})
-        return out
+    def expected_width(self, fanout: str) -> float:
+        return sum(w * p for w, p in self.width_pmf(fanout))
+
+    def branch_index(self, fanout: str, branch: int) -> int:
+        """Which of ``fanout``'s sub-flows branch number ``branch`` of a visit runs."""
+        return branch if len(self._fanouts[fanout].branches) > 1 else 0
+
+    def branch(self, fanout: str, index: int = 0) -> "Semantics":
+        """The rules of ``fanout``'s sub-flow ``index`` (same workflow and knobs; its own loops)."""
+        key = (fanout, index)
+        sem = self._branch_sem.get(key)
+        if sem is None:
+            sem = self._branch_sem[key] = Semantics(self.workflow, *self._knobs,
+                                                    graph=self._fanouts[fanout].branches[index])
+        return sem
 
     # ------------------------------------------------------------------ the expanded chain
     def successors(self, state: State, include_unplanned: bool = False) -> list[tuple[State, float]]:
@@ -264,7 +304,7 @@ class Semantics:
         """
         node, counters = state
         if include_unplanned:
-            edges: Iterable[tuple[Edge, float]] = ((e, e.probability) for e in self.workflow.out_edges(node))
+            edges: Iterable[tuple[Edge, float]] = ((e, e.probability) for e in self.graph.out_edges(node))
         else:
             edges = self._weights[node]
         out: list[tuple[State, float]] = []
@@ -286,11 +326,11 @@ class Semantics:
         Raises :class:`SemanticsError` on a cycle without a loop edge, an edge
         to an unknown node, or more than ``max_states`` transient states.
         """
-        wf = self.workflow
-        nodes = set(wf.nodes)
-        if wf.entry not in nodes:
-            raise SemanticsError(f"entry {wf.entry!r} is not a node of the graph")
-        for e in wf.edges:
+        g = self.graph
+        nodes = set(g.nodes)
+        if g.entry not in nodes:
+            raise SemanticsError(f"entry {g.entry!r} is not a node of the graph")
+        for e in g.edges:
             if e.source in nodes and e.target not in nodes and e.target not in TERMINALS:
                 raise SemanticsError(f"edge {e.source} -> {e.target}: unknown target")
         start = self.start
@@ -372,7 +412,7 @@ class Semantics:
     # ------------------------------------------------------------------ static structure
     def _nested_in(self, loop: str) -> tuple[str, ...]:
         children: dict[str, list[str]] = {}
-        for lp in self.workflow.loops:
+        for lp in self.graph.loops:
             if lp.parent is not None:
                 children.setdefault(lp.parent, []).append(lp.name)
         out: list[str] = []
@@ -391,16 +431,22 @@ class Semantics:
         """
         if self._live is not None:
             return self._live
-        wf = self.workflow
-        succ: dict[str, list[str]] = {n: [] for n in wf.nodes}
-        own: dict[str, set[int]] = {n: set() for n in wf.nodes}
-        for e in wf.edges:
+        g = self.graph
+        succ: dict[str, list[str]] = {n: [] for n in g.nodes}
+        own: dict[str, set[int]] = {n: set() for n in g.nodes}
+        for e in g.edges:
             if e.source not in succ:
                 continue
-            targets = [e.target] + ([self._exit[self.loop_index[e.loop]]] if e.loop is not None else [])
-            succ[e.source].extend(t for t in targets if t in succ)
+            targets = [e.target]
             if e.loop is not None:
-                own[e.source].add(self.loop_index[e.loop])
+                i = self.loop_index[e.loop]
+                own[e.source].add(i)
+                while i >= 0:  # the exit, and for a rejoining loop its parent's iteration too
+                    targets.append(self._exit[i])
+                    if self._rejoin[i] >= 0:
+                        own[e.source].add(self._rejoin[i])
+                    i = self._rejoin[i]
+            succ[e.source].extend(t for t in targets if t in succ)
         live: dict[str, frozenset[int]] = {}
         for component in strongly_connected_components(succ):  # sinks first
             members = set(component)
@@ -424,12 +470,13 @@ class Semantics:
         """
         inner = set(self.nested[loop])
         adj: dict[str, set[str]] = {}
-        for e in self.workflow.edges:
+        g = self.graph
+        for e in g.edges:
             if e.loop is None or e.loop in inner:
                 adj.setdefault(e.source, set()).add(e.target)
             if e.loop in inner:
-                adj.setdefault(e.source, set()).add(self.workflow.loop(e.loop).on_exhausted)
-        own = [e for e in self.workflow.edges if e.loop == loop]
+                adj.setdefault(e.source, set()).add(g.loop(e.loop).on_exhausted)
+        own = [e for e in g.edges if e.loop == loop]
         forward = _reach({e.target for e in own}, adj)
         radj: dict[str, set[str]] = {}
         for src, targets in adj.items():
@@ -439,15 +486,21 @@ class Semantics:
         return frozenset(forward & backward)
 
     def innermost_loops(self) -> dict[str, str]:
-        """Node (or fan-out branch stage) -> the smallest loop body holding it, for ``attempt``."""
+        """Node -> the smallest loop body holding it, for ``attempt``. A node inside a fan-out's
+        branch takes its branch's innermost loop, else the fan-out's (recursively)."""
         bodies = {name: self.loop_body(name) for name in self.loop_names}
-        branch_of = {s: f.name for f in self.workflow.fanouts for b in f.branches for s in b}
         innermost: dict[str, str] = {}
-        for name in (*self.workflow.nodes, *branch_of):
-            node = branch_of.get(name, name)
+        for node in self.graph.nodes:
             holding = [lp for lp, body in bodies.items() if node in body]
             if holding:
-                innermost[name] = min(holding, key=lambda lp: (len(bodies[lp]), lp))
+                innermost[node] = min(holding, key=lambda lp: (len(bodies[lp]), lp))
+            if node in self._fanouts:
+                for index in range(len(self._fanouts[node].branches)):
+                    inner = self.branch(node, index).innermost_loops()
+                    for member in self.branch(node, index).graph.nodes:
+                        loop = inner.get(member, innermost.get(node))
+                        if loop is not None:
+                            innermost[member] = loop
         return innermost
 
 

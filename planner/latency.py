@@ -4,15 +4,17 @@ The maths
 ---------
 A run's latency is the sum, over the nodes it visits, of each visit's latency;
 a fan-out visit takes the ``max`` over its branches (join ``all``, ``vote``,
-``best``) or the ``min`` (join ``first``) of each branch's chain sum. Runs are
-sampled in two independent layers:
+``best``) or the ``min`` (join ``first``) of each branch run's latency, itself
+the same sum over the branch's sub-flow. Runs are sampled in two independent
+layers:
 
 1. *Paths*: ``n`` runs walk the expanded absorbing chain of
    :mod:`planner.visits` (one vectorised step for all runs at a time; next
    states by inverse-CDF on per-state cumulative transition rows). Each visit
-   to a stage gets its own uniform ``u``; every fan-out visit gets one ``u``
-   per branch and chain position. Paths depend only on the workflow and its
-   knobs, never on pool sizes, so they are drawn once per knob scenario.
+   to a stage gets its own uniform ``u``; every fan-out visit draws its width
+   (a map's from its declared distribution) and walks each branch slot's
+   sub-flow the same way, recursively. Paths depend only on the workflow and
+   its knobs, never on pool sizes, so they are drawn once per knob scenario.
 2. *Latencies*: a visit with uniform ``u`` to a stage whose chosen candidate
    has quantile table ``Q`` takes ``Q(u)`` (linear interpolation on
    :data:`planner.candidates.U_GRID`).
@@ -38,14 +40,14 @@ from cortexlang.ir import Workflow
 from cortexlang.semantics import Semantics, join_waits_for_all
 from planner.candidates import U_GRID
 from planner.plan import LatencyDistribution
-from planner.visits import VisitChain
+from planner.visits import VisitChain, branch_chain
 
 DEFAULT_SAMPLES = 10_000
 
 
 @dataclass(frozen=True)
 class Visits:
-    """Visits to one stage at the top level: the run of each visit and its grid position."""
+    """Visits to one stage: the instance (run, or branch run) of each visit and its grid position."""
 
     runs: np.ndarray
     index: np.ndarray
@@ -55,16 +57,6 @@ class Visits:
         return table[self.index] * (1.0 - self.weight) + table[self.index + 1] * self.weight
 
 
-@dataclass(frozen=True)
-class FanoutVisits:
-    """Visits to one fan-out: per branch, per chain position, the stage and its draws."""
-
-    name: str
-    join: str
-    runs: np.ndarray
-    branches: tuple[tuple[tuple[str, Visits], ...], ...]
-
-
 def _grid_position(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = np.clip(np.searchsorted(U_GRID, u, side="right") - 1, 0, len(U_GRID) - 2)
     w = (u - U_GRID[idx]) / (U_GRID[idx + 1] - U_GRID[idx])
@@ -72,51 +64,75 @@ def _grid_position(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass
-class PathSample:
-    """Sampled paths of ``n`` runs; evaluates run latencies for any choice of stage tables."""
+class GraphSample:
+    """Sampled walks of ``n`` instances through one call graph (a workflow, or a fan-out
+    branch's sub-flow); evaluates each instance's latency for any choice of stage tables."""
 
-    workflow: Workflow
     n: int
     stage_visits: dict[str, Visits]
-    fanouts: tuple[FanoutVisits, ...]
+    fanouts: dict[str, "FanoutVisits"]
     done: np.ndarray
-    _node_of_stage: dict[str, str] = field(default_factory=dict)
-
-    def node_of(self, stage: str) -> str:
-        """The graph node whose latency depends on ``stage`` (the stage itself, or its fan-out)."""
-        return self._node_of_stage.get(stage, stage)
 
     @property
     def nodes(self) -> tuple[str, ...]:
-        return tuple(self.stage_visits) + tuple(f.name for f in self.fanouts)
+        return tuple(self.stage_visits) + tuple(self.fanouts)
 
     def node_latency(self, node: str, tables: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Per-run total latency spent in ``node`` (length ``n``)."""
+        """Per-instance total latency spent in ``node`` (length ``n``)."""
         if node in self.stage_visits:
             v = self.stage_visits[node]
             return np.bincount(v.runs, weights=v.values(tables[node]), minlength=self.n)
-        fan = next((f for f in self.fanouts if f.name == node), None)
+        fan = self.fanouts.get(node)
         if fan is None or len(fan.runs) == 0:
             return np.zeros(self.n)
-        per_branch = np.stack([
-            sum((vis.values(tables[stage]) for stage, vis in chain), np.zeros(len(fan.runs)))
-            for chain in fan.branches
-        ])
-        joined = per_branch.max(axis=0) if join_waits_for_all(fan.join) else per_branch.min(axis=0)
-        return np.bincount(fan.runs, weights=joined, minlength=self.n)
+        return np.bincount(fan.runs, weights=fan.latency(tables), minlength=self.n)
 
-    def run_latency(self, tables: Mapping[str, np.ndarray]) -> np.ndarray:
+    def latency(self, tables: Mapping[str, np.ndarray]) -> np.ndarray:
         total = np.zeros(self.n)
         for node in self.nodes:
             total += self.node_latency(node, tables)
         return total
 
 
-def sample_paths(chain: VisitChain, n: int = DEFAULT_SAMPLES, seed: int = 0,
-                 fanout_width: Mapping[str, int] | None = None) -> PathSample:
-    """Draw ``n`` runs through ``chain`` (see the module docstring)."""
-    wf = chain.workflow
-    rng = np.random.default_rng(seed)
+@dataclass(frozen=True)
+class FanoutVisits:
+    """Visits to one fan-out: the instance of each visit, and per branch slot whether that
+    visit runs it (a map's width varies) and the slot's sampled branch runs (one per visit)."""
+
+    name: str
+    join: str
+    runs: np.ndarray
+    active: np.ndarray
+    """``(slots, visits)`` booleans."""
+    branches: tuple[GraphSample, ...]
+
+    def latency(self, tables: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Per-visit latency: the slowest active branch (the fastest for ``first``); 0 without one."""
+        per_branch = np.stack([b.latency(tables) for b in self.branches])
+        if join_waits_for_all(self.join):
+            return np.where(self.active, per_branch, 0.0).max(axis=0)
+        fastest = np.where(self.active, per_branch, np.inf).min(axis=0)
+        return np.where(np.isfinite(fastest), fastest, 0.0)
+
+
+@dataclass
+class PathSample(GraphSample):
+    """Sampled paths of ``n`` runs through a workflow (see the module docstring)."""
+
+    workflow: Workflow | None = None
+    _node_of_stage: dict[str, str] = field(default_factory=dict)
+
+    def node_of(self, stage: str) -> str:
+        """The top-level node whose latency depends on ``stage`` (the stage itself, or its fan-out)."""
+        return self._node_of_stage.get(stage, stage)
+
+    def run_latency(self, tables: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.latency(tables)
+
+
+def _walk(chain: VisitChain, n: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Walk ``n`` instances through ``chain`` at once: per node, the instance of every visit
+    (sorted), and which instances reached ``done``."""
     n_states = len(chain.states)
     width = max(len(s) for s in chain.succ)
     nxt = np.full((n_states, width), chain.fail_index, dtype=np.int64)
@@ -146,36 +162,62 @@ def sample_paths(chain: VisitChain, n: int = DEFAULT_SAMPLES, seed: int = 0,
         choice = (u[:, None] > cum[states]).sum(axis=1)
         current[alive] = nxt[states, choice]
         alive = alive[current[alive] < n_states]
-    done = current == chain.done_index
+    visits = {name: np.sort(np.concatenate([np.zeros(0, dtype=np.int64), *runs_of_node[node_id[name]]]))
+              for name in node_names}
+    return visits, current == chain.done_index
 
-    stage_names = {s.name for s in wf.stages}
-    fanout_names = {f.name for f in wf.fanouts}
-    sem = Semantics(wf, chain.loop_budget, fanout_width)
+
+def _sample_graph(chain: VisitChain, sem: Semantics, n: int, rng: np.random.Generator,
+                  fanout_width: Mapping[str, int] | None) -> GraphSample:
+    """Walk ``n`` instances through ``chain``; every stage visit gets its own uniform ``u``;
+    every fan-out visit draws its width and walks each branch slot's sub-flow (recursively)."""
+    visits, done = _walk(chain, n, rng)
     stage_visits: dict[str, Visits] = {}
-    fanouts: list[FanoutVisits] = []
-    node_of_stage: dict[str, str] = {}
-    for name in node_names:
-        runs = np.sort(np.concatenate([np.zeros(0, dtype=np.int64), *runs_of_node[node_id[name]]]))
-        if name in stage_names and name not in fanout_names:
+    fanouts: dict[str, FanoutVisits] = {}
+    for name, runs in visits.items():
+        if name not in sem.workflow._index["fanout"]:
             stage_visits[name] = Visits(runs, *_grid_position(rng.random(runs.size)))
-        else:
-            fan = wf.fanout(name)
-            templates = sem.branches(name)
-            branches = tuple(
-                tuple((stage, Visits(runs, *_grid_position(rng.random(runs.size)))) for stage in chain_)
-                for chain_ in templates
-            )
-            for chain_ in templates:
-                for stage in chain_:
-                    node_of_stage[stage] = name
-            fanouts.append(FanoutVisits(name, fan.join, runs, branches))
+            continue
+        fo = sem.fanout(name)
+        pmf = sem.width_pmf(name)
+        slots = len(fo.branches) if len(fo.branches) > 1 else max(w for w, _ in pmf)
+        if len(pmf) == 1:
+            active = np.ones((slots, runs.size), dtype=bool)
+        else:  # a map: draw each visit's width by inverse CDF
+            widths = np.array([w for w, _ in pmf])
+            cdf = np.cumsum([p for _, p in pmf])
+            cdf[-1] = 1.0
+            drawn = widths[np.searchsorted(cdf, rng.random(runs.size), side="right").clip(max=len(widths) - 1)]
+            active = np.arange(slots)[:, None] < drawn[None, :]
+        branches = []
+        for b in range(slots):
+            index = sem.branch_index(name, b)
+            sub = sem.branch(name, index)
+            branches.append(_sample_graph(branch_chain(chain, name, index, fanout_width), sub, runs.size, rng,
+                                          fanout_width))
+        fanouts[name] = FanoutVisits(name, fo.join, runs, active, tuple(branches))
+    return GraphSample(n, stage_visits, fanouts, done)
+
+
+def sample_paths(chain: VisitChain, n: int = DEFAULT_SAMPLES, seed: int = 0,
+                 fanout_width: Mapping[str, int] | None = None) -> PathSample:
+    """Draw ``n`` runs through ``chain`` (see the module docstring)."""
+    wf = chain.workflow
+    rng = np.random.default_rng(seed)
+    top = _sample_graph(chain, Semantics(wf, chain.loop_budget, fanout_width), n, rng, fanout_width)
     # Stages never reached still get an (empty) entry so tables can be passed uniformly.
-    inside = sem.branch_multiplicity()
+    owner = wf.branch_owner()
     for s in wf.stages:
-        if s.name not in stage_visits and s.name not in inside:
+        if s.name not in top.stage_visits and s.name not in owner:
             empty = np.zeros(0, dtype=np.int64)
-            stage_visits[s.name] = Visits(empty, empty, np.zeros(0))
-    return PathSample(wf, n, stage_visits, tuple(fanouts), done, node_of_stage)
+            top.stage_visits[s.name] = Visits(empty, empty, np.zeros(0))
+    node_of_stage = {}
+    for node in owner:
+        top_node = node
+        while top_node in owner:
+            top_node = owner[top_node]
+        node_of_stage[node] = top_node
+    return PathSample(top.n, top.stage_visits, top.fanouts, top.done, wf, node_of_stage)
 
 
 def distribution(latency: np.ndarray) -> LatencyDistribution:

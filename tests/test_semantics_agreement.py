@@ -2,7 +2,8 @@
 walks and the orchestrator's real executions agree on random workflows.
 
 The workflows are random DAGs of tool stages with outcome branches, retry
-loops (nested or not, with budgets and exhaustion targets) and fan-outs. Each
+loops (nested or not, with budgets and exhaustion targets) and fan-outs whose
+branches are random sub-flows of the same kind. Each
 tool succeeds with exactly the planning probability of its ``ok`` edge (see
 ``tests/semantics_tools/flaky.py``), so all three must produce the same
 distribution of visits per stage and the same P(done). The planner's numbers
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 
 from cortexlang.ir import (
-    Condition, Edge, FanOut, IntKnob, Loop, Program, ToolStage, Workflow,
+    Condition, Edge, FanOut, IntKnob, Loop, Program, SubFlow, ToolStage, Workflow,
 )
 from cortexlang.semantics import Semantics
 from planner.visits import build_chain, stage_visit_distribution
@@ -40,30 +41,22 @@ def _edge(src: str, dst: str, p: float = 1.0, outcome: str | None = None, loop: 
     return Edge(source=src, target=dst, condition=cond, probability=p, loop=loop)
 
 
-def random_workflow(seed: int) -> Workflow:
-    """A random valid workflow: stages s0..s{n-1} in topological order (see module docstring)."""
-    rng = random.Random(seed)
-    n = rng.randint(2, 6)
-    names = [f"s{i}" for i in range(n)]
-    ok_p: dict[str, float] = {}
+def random_graph(rng: random.Random, names: list[str], ok_p: dict[str, float], loop_prefix: str,
+                 fixed: frozenset[str] = frozenset()) -> tuple[list[Edge], list[Loop]]:
+    """Random edges and loops over ``names`` (in topological order); fills each node's ok probability.
+    Nodes in ``fixed`` (fan-outs, whose branches decide their outcome) get one unconditional edge."""
+    n = len(names)
     edges: list[Edge] = []
     loops: list[Loop] = []
-    spans: list[tuple[int, int, str]] = []  # (back-edge target index, source index, loop) for nesting
+    spans: list[tuple[int, int, str]] = []  # (back-edge target index, source index, loop), for nesting
 
-    def forward(i: int) -> str:  # mostly the next stage, so most stages are reached
+    def forward(i: int) -> str:  # mostly the next node, so most nodes are reached
         if i + 1 >= n:
             return "done"
         return names[i + 1] if rng.random() < 0.7 else rng.choice(names[i + 1:] + ["done"])
 
-    fanout: FanOut | None = None
-    if n >= 3 and rng.random() < 0.4:  # the middle stage becomes a fan-out of one- or two-stage branches
-        k = rng.randint(1, n - 2)
-        width = rng.randint(2, 3)
-        branch = (f"b{k}a",) if rng.random() < 0.5 else (f"b{k}a", f"b{k}b")
-        fanout = FanOut(name=names[k], branches=(branch,), width=IntKnob.fixed(width),
-                        join=rng.choice(["all", "first", "vote", "best"]))
     for i, name in enumerate(names):
-        if rng.random() < 0.35 or (fanout is not None and name == fanout.name):  # a fan-out's branches never fail
+        if rng.random() < 0.35 or name in fixed:
             ok_p[name] = 1.0
             edges.append(_edge(name, forward(i)))
             continue
@@ -71,9 +64,9 @@ def random_workflow(seed: int) -> Workflow:
         ok_p[name] = p
         edges.append(_edge(name, forward(i), p, "ok"))
         roll = rng.random()
-        if roll < 0.55:  # a retry loop back to an earlier (or the same) stage
+        if roll < 0.55:  # a retry loop back to an earlier (or the same) node
             back = rng.randint(0, i)
-            loop = f"l{i}"
+            loop = f"{loop_prefix}l{i}"
             parent = next((lp for b, src, lp in sorted(spans, key=lambda t: t[1] - t[0])
                            if b <= back and i < src), None)
             spans.append((back, i, loop))
@@ -82,15 +75,30 @@ def random_workflow(seed: int) -> Workflow:
             edges.append(_edge(name, names[back], 1 - p, "error", loop=loop))
         else:
             edges.append(_edge(name, "fail" if roll < 0.8 else forward(i), 1 - p, "error"))
-    stages = []
-    for name in names:
-        if fanout is not None and name == fanout.name:
-            continue
-        stages.append(ToolStage(name=name, entry=f"flaky:ok_{round(ok_p[name] * 1000)}", service_s=0.01))
-    if fanout is not None:
-        stages += [ToolStage(name=s, entry="flaky:ok_1000", service_s=0.01) for s in fanout.branches[0]]
     # Loops are declared outer first (the order the expanded chain's counters use).
-    loops.sort(key=lambda lp: _depth(lp, {x.name: x for x in loops}))
+    by_name = {x.name: x for x in loops}
+    loops.sort(key=lambda lp: _depth(lp, by_name))
+    return edges, loops
+
+
+def random_workflow(seed: int) -> Workflow:
+    """A random valid workflow: stages s0..s{n-1} in topological order, maybe one of them a
+    fan-out whose branch is a random sub-flow with its own branches and loops."""
+    rng = random.Random(seed)
+    n = rng.randint(2, 6)
+    names = [f"s{i}" for i in range(n)]
+    ok_p: dict[str, float] = {}
+    fanout: FanOut | None = None
+    if n >= 3 and rng.random() < 0.5:
+        k = rng.randint(1, n - 2)
+        inner = [f"b{k}{c}" for c in "abc"[: rng.randint(1, 3)]]
+        edges, loops = random_graph(rng, inner, ok_p, f"{names[k]}_")
+        branch = SubFlow(entry=inner[0], edges=tuple(edges), loops=tuple(loops))
+        fanout = FanOut(name=names[k], branches=(branch,), width=IntKnob.fixed(rng.randint(2, 3)),
+                        join=rng.choice(["all", "first", "vote", "best"]))
+    edges, loops = random_graph(rng, names, ok_p, "", frozenset({fanout.name}) if fanout else frozenset())
+    stages = [ToolStage(name=name, entry=f"flaky:ok_{round(ok_p[name] * 1000)}", service_s=0.01)
+              for name in names + list(fanout.stages if fanout else ()) if not (fanout and name == fanout.name)]
     return Workflow(name=f"w{seed}", stages=tuple(stages), fanouts=(fanout,) if fanout else (),
                     entry="s0", edges=tuple(edges), loops=tuple(loops))
 
@@ -115,7 +123,7 @@ def assert_agrees(wf: Workflow, observed: list[Counter], done: int, what: str) -
     conservative load, see :mod:`planner.visits`).
     """
     pmfs, p_done = exact(wf)
-    cancelled = {s for f in wf.fanouts if f.join == "first" for b in f.branches for s in b}
+    cancelled = {s for f in wf.fanouts if f.join == "first" for s in f.stages}
     n = len(observed)
     for stage, pmf in pmfs.items():
         if stage in cancelled:

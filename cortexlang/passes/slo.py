@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from cortexlang import ir
 from cortexlang.diagnostics import DiagnosticCollector, Span
-from cortexlang.semantics import Semantics, SemanticsError
+from cortexlang.semantics import Semantics, SemanticsError, join_waits_for_all
 
 MAX_STATES = 200_000
 
@@ -36,21 +36,28 @@ def success_probability(wf: ir.Workflow, max_states: int = MAX_STATES) -> float 
     return chain.reach()[chain.done_index]
 
 
-def _node_floor(wf: ir.Workflow, node: str, use_budget: bool) -> float:
-    """A lower bound on a node's time: declared service (sql/tool) or budget; LLM = 0."""
-    kind = wf.node_kind(node)
-    if kind == "terminal":
+def _node_floor(sem: Semantics, node: str, use_budget: bool) -> float:
+    """A lower bound on a node's time: declared service (sql/tool) or budget, LLM = 0; a fan-out
+    waits for its branches' fastest runs (the slowest of them, or the fastest for ``first``)."""
+    if node in ir.TERMINALS:
         return 0.0
-    if kind == "fanout":
-        fo = wf.fanout(node)
-        return max(sum(_stage_floor(wf.stage(s), use_budget) for s in branch) for branch in fo.branches)
-    return _stage_floor(wf.stage(node), use_budget)
+    if sem.workflow.node_kind(node) != "fanout":
+        return _stage_floor(sem.workflow.stage(node), use_budget)
+    fo = sem.fanout(node)
+    if min(w for w, _ in sem.width_pmf(node)) == 0:
+        return 0.0  # a map over an empty list runs no branch
+    floors = [_fastest(sem.branch(node, i), use_budget)[0] for i in range(len(fo.branches))]
+    return max(floors) if join_waits_for_all(fo.join) else min(floors)
 
 
 def _stage_floor(stage, use_budget: bool) -> float:
     if use_budget:
         return stage.budget_s or 0.0
     return 0.0 if stage.kind == "llm" else stage.service_s
+
+
+def _fastest(sem: Semantics, use_budget: bool) -> tuple[float, list[str]]:
+    return sem.fastest_path(lambda node: _node_floor(sem, node, use_budget))
 
 
 def fastest_path_s(wf: ir.Workflow, use_budget: bool = False) -> tuple[float, list[str]]:
@@ -60,7 +67,7 @@ def fastest_path_s(wf: ir.Workflow, use_budget: bool = False) -> tuple[float, li
     so a path that can only reach ``done`` by spending a loop's budget pays for
     every iteration.
     """
-    return Semantics(wf).fastest_path(lambda node: _node_floor(wf, node, use_budget))
+    return _fastest(Semantics(wf), use_budget)
 
 
 def check_slo(wf: ir.Workflow, slo_span: Span | None, diags: DiagnosticCollector) -> None:

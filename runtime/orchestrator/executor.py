@@ -42,11 +42,12 @@ import json
 import math
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cortexlang.ir import TERMINALS, Edge, FanOut, LLMStage, SQLStage, ToolStage
-from cortexlang.semantics import join_succeeds, join_waits_for_all
+from cortexlang.semantics import Semantics, join_succeeds, join_waits_for_all
 from runtime.cache import StateCache
 from runtime.engines.base import EngineError, GenerationRequest, GenerationResult
 from runtime.orchestrator.errors import NoHealthyReplica
@@ -125,6 +126,7 @@ class Executor:
             run.info.node = node
             out = await self.node(run, node, prev)
             run.results[node] = out.value
+            run.remember(node, out.value)
             edge = graph.semantics.select_edge(node, out.outcome, out.value)
             if edge is None:
                 raise FlowError(f"stage {node!r} ended {out.outcome!r} and no edge of the flow covers it")
@@ -157,25 +159,31 @@ class Executor:
         run.info.loops = dict(run.loops)
         return step.target
 
-    def attempt(self, run: "Run", node: str) -> int:
+    def attempt(self, run: "Run", node: str, scope: BranchScope | None = None) -> int:
+        """The 1-based iteration of ``node``'s innermost loop (a branch's own loops counted in its scope)."""
         loop = run.version.graph.innermost_loop.get(node)
-        return run.loops.get(loop, 0) + 1 if loop else 1
+        if loop is None:
+            return 1
+        if scope is not None and loop in scope.loops:
+            return scope.loops[loop] + 1
+        return run.loops.get(loop, 0) + 1
 
-    async def node(self, run: "Run", node: str, prev: StageOutcome | None, branch: int | None = None,
-                   branch_results: dict[str, Any] | None = None) -> StageOutcome:
+    async def node(self, run: "Run", node: str, prev: StageOutcome | None,
+                   scope: BranchScope | None = None) -> StageOutcome:
         v = run.version
         if node in v.graph.fanouts:
             return await self.fanout(run, v.graph.fanouts[node], prev)
         stage = v.graph.stages[node]
-        attempt = self.attempt(run, node)
+        attempt = self.attempt(run, node, scope)
+        branch = scope.index if scope is not None else None
         run.emit("stage_started", stage=node, attempt=attempt, branch=branch)
         started = self.clock()
         try:
             if stage.budget_s is not None:
                 async with asyncio.timeout(stage.budget_s):
-                    out = await self._stage(run, stage, prev, attempt, branch, branch_results)
+                    out = await self._stage(run, stage, prev, attempt, scope)
             else:
-                out = await self._stage(run, stage, prev, attempt, branch, branch_results)
+                out = await self._stage(run, stage, prev, attempt, scope)
         except TimeoutError:
             out = self.failed(run, stage.name, stage.kind, started, attempt, branch,
                               f"stage {stage.name!r} exceeded its budget of {stage.budget_s:g} s")
@@ -185,13 +193,13 @@ class Executor:
                  error=out.error, branch=branch)
         return out
 
-    async def _stage(self, run: "Run", stage: Any, prev: StageOutcome | None, attempt: int, branch: int | None,
-                     branch_results: dict[str, Any] | None) -> StageOutcome:
+    async def _stage(self, run: "Run", stage: Any, prev: StageOutcome | None, attempt: int,
+                     scope: BranchScope | None) -> StageOutcome:
         if isinstance(stage, LLMStage):
-            return await self.llm(run, stage, prev, attempt, branch, branch_results)
+            return await self.llm(run, stage, prev, attempt, scope)
         if isinstance(stage, SQLStage):
-            return await self.sql(run, stage, prev, attempt, branch, branch_results)
-        return await self.tool(run, stage, prev, attempt, branch, branch_results)
+            return await self.sql(run, stage, prev, attempt, scope)
+        return await self.tool(run, stage, prev, attempt, scope)
 
     # ------------------------------------------------------------------ records
     def view(self, run: "Run", stage: str, model: str | None, input_tokens: int, output_tokens: int,
@@ -234,12 +242,13 @@ class Executor:
         return StageOutcome("error", None, error=message, record=rec)
 
     # ------------------------------------------------------------------ LLM
-    async def llm(self, run: "Run", stage: LLMStage, prev: StageOutcome | None, attempt: int, branch: int | None,
-                  branch_results: dict[str, Any] | None) -> StageOutcome:
+    async def llm(self, run: "Run", stage: LLMStage, prev: StageOutcome | None, attempt: int,
+                  scope: BranchScope | None) -> StageOutcome:
+        branch = scope.index if scope is not None else None
         v = run.version
         started = self.clock()
         try:
-            messages = v.renderer.render(stage.name, run.context(prev, attempt, branch, branch_results))
+            messages = v.renderer.render(stage.name, run.context(prev, attempt, scope))
         except PromptError as exc:
             return self.failed(run, stage.name, "llm", started, attempt, branch, str(exc))
         model = v.knobs.models.get(stage.name, stage.models[0].model)
@@ -394,13 +403,14 @@ class Executor:
         return failures
 
     # ------------------------------------------------------------------ SQL
-    async def sql(self, run: "Run", stage: SQLStage, prev: StageOutcome | None, attempt: int, branch: int | None,
-                  branch_results: dict[str, Any] | None) -> StageOutcome:
+    async def sql(self, run: "Run", stage: SQLStage, prev: StageOutcome | None, attempt: int,
+                  scope: BranchScope | None) -> StageOutcome:
+        branch = scope.index if scope is not None else None
         v = run.version
         started = self.clock()
         if stage.query_from:
             source = stage.query_from
-            value = (branch_results or {}).get(source, run.results.get(source))
+            value = (scope.results if scope is not None else {}).get(source, run.results.get(source))
         else:
             source = "the previous stage"
             value = prev.value if prev is not None else None
@@ -445,12 +455,16 @@ class Executor:
         return "global"
 
     # ------------------------------------------------------------------ tools
-    async def tool(self, run: "Run", stage: ToolStage, prev: StageOutcome | None, attempt: int, branch: int | None,
-                   branch_results: dict[str, Any] | None) -> StageOutcome:
+    async def tool(self, run: "Run", stage: ToolStage, prev: StageOutcome | None, attempt: int,
+                   scope: BranchScope | None) -> StageOutcome:
+        branch = scope.index if scope is not None else None
         v = run.version
         started = self.clock()
         tool = v.tools[stage.name]
-        ctx = run.context(prev, attempt, branch, branch_results)
+        ctx = run.context(prev, attempt, scope)
+        # Tools see the run's context but not ``history``: it grows with every visit and would make
+        # every call's cache key (the context) unique; a tool that needs it is given it in ``args``.
+        ctx.pop("history", None)
         cache_scope = None
         value = None
         cached = False
@@ -493,10 +507,17 @@ class Executor:
     # ------------------------------------------------------------------ fan-out
     async def fanout(self, run: "Run", fo: FanOut, prev: StageOutcome | None) -> StageOutcome:
         v = run.version
+        sem = v.graph.semantics
         started = self.clock()
-        chains = list(v.graph.semantics.branches(fo.name))
-        run.emit("fanout_started", fanout=fo.name, branches=len(chains), join=fo.join)
-        tasks = [asyncio.ensure_future(self._branch(run, chain, i, prev)) for i, chain in enumerate(chains)]
+        try:
+            items = self.map_items(run, fo)
+        except FlowError as exc:
+            return self._fanout_finished(run, fo, started, "error", {"branches": []}, str(exc), 0)
+        width = len(items) if items is not None else sem.width_pmf(fo.name)[0][0]
+        run.emit("fanout_started", fanout=fo.name, branches=width, join=fo.join)
+        tasks = [asyncio.ensure_future(self._branch(
+            run, sem.branch(fo.name, sem.branch_index(fo.name, i)),
+            BranchScope(i, items[i] if items is not None else None), prev)) for i in range(width)]
         results: list[tuple[bool, dict[str, Any], str | None] | None] = [None] * len(tasks)
         winner: int | None = None
         try:
@@ -527,31 +548,70 @@ class Executor:
         value: dict[str, Any] = {"branches": branches}
         if winner is not None:
             value["winner"] = winner
-        if fo.width is None:  # distinct stage names: publish them at the top level too (rag's dense/sparse/web)
+        if len(fo.branches) > 1:  # distinct stage names: publish them at the top level too (rag's dense/sparse/web)
             for b in branches:
                 run.results.update(b)
         errors = [r[2] for _, r in finished if not r[0] and r[2]]
         error = None if success else (errors[0] if errors else f"fan-out {fo.name!r}: no branch succeeded")
-        outcome = "ok" if success else "error"
-        rec = CallRecord(stage=fo.name, kind="fanout", outcome=outcome, started_s=started - run.arrival,
-                         latency_s=self.clock() - started, error=error, candidates=len(chains))
+        return self._fanout_finished(run, fo, started, "ok" if success else "error", value, error, width, winner)
+
+    def _fanout_finished(self, run: "Run", fo: FanOut, started: float, outcome: str, value: dict[str, Any],
+                         error: str | None, width: int, winner: int | None = None) -> StageOutcome:
+        rec = CallRecord(stage=fo.name, kind="fanout", outcome=outcome, started_s=started - run.arrival,  # type: ignore[arg-type]
+                         latency_s=self.clock() - started, error=error, candidates=width)
         run.info.calls.append(rec)  # not record(): its branches' calls already count as service
-        self.stats(v.name, fo.name).outcomes[outcome] += 1
-        self.stats(v.name, fo.name).latency.observe(rec.latency_s)
+        self.stats(run.version.name, fo.name).outcomes[outcome] += 1
+        self.stats(run.version.name, fo.name).latency.observe(rec.latency_s)
         run.emit("fanout_finished", fanout=fo.name, outcome=outcome, winner=winner)
         return StageOutcome(outcome, value, error=error, record=rec)
 
-    async def _branch(self, run: "Run", chain: tuple[str, ...], index: int,
+    def map_items(self, run: "Run", fo: FanOut) -> list[Any] | None:
+        """The items a map fan-out runs one branch for (None for a fan-out of fixed width), capped
+        by its width knob. Raises :class:`FlowError` when the source holds no list."""
+        if fo.over is None:
+            return None
+        source, _, field = fo.over.partition(".")
+        value = run.results.get(source)
+        if field:
+            value = value.get(field) if isinstance(value, dict) else None
+        elif source in run.version.graph.fanouts and isinstance(value, dict):
+            value = value.get("branches")
+        if not isinstance(value, list):
+            raise FlowError(f"fan-out {fo.name!r} maps over `{fo.over}`, which is not a list "
+                            f"(got {type(value).__name__})")
+        cap = run.version.graph.semantics.width.get(fo.name)
+        return value if cap is None else value[:cap]
+
+    async def _branch(self, run: "Run", sem: Semantics, scope: BranchScope,
                       prev: StageOutcome | None) -> tuple[bool, dict[str, Any], str | None]:
-        results: dict[str, Any] = {}
-        last = prev
-        for stage in chain:
-            out = await self.node(run, stage, last, branch=index, branch_results=results)
-            results[stage] = out.value
+        """Walk one branch's sub-flow to ``done`` (ok) or ``fail``: (ok, results by stage, error)."""
+        counters = sem.initial_counters()
+        node, last, error = sem.graph.entry, prev, None
+        while node not in TERMINALS:
+            out = await self.node(run, node, last, scope)
+            scope.results[node] = out.value
+            run.remember(node, out.value)
             if out.outcome != "ok":
-                return False, results, out.error or f"stage {stage!r} ended {out.outcome}"
-            last = out
-        return True, results, None
+                error = out.error or f"stage {node!r} ended {out.outcome}"
+            edge = sem.select_edge(node, out.outcome, out.value)
+            if edge is None:
+                raise FlowError(f"stage {node!r} ended {out.outcome!r} and no edge of its branch covers it")
+            step = sem.take(counters, edge)
+            counters = step.counters
+            scope.loops = sem.counters_dict(counters)
+            node, last = step.target, out
+        return node == "done", scope.results, None if node == "done" else (error or "the branch failed")
+
+
+@dataclass
+class BranchScope:
+    """What one fan-out branch run adds to its stages' context: its index, the map item it works
+    on, its stages' results so far and its own loops' counters."""
+
+    index: int
+    item: Any = None
+    results: dict[str, Any] = field(default_factory=dict)
+    loops: dict[str, int] = field(default_factory=dict)
 
 
 def _acceptable(result: GenerationResult, want_json: bool) -> bool:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.orchestrator.results import NO_ROWS, RunEvent, RunInfo, StageOutcome
 from runtime.orchestrator.versions import WorkflowVersion
+
+if TYPE_CHECKING:
+    from runtime.orchestrator.executor import BranchScope
 
 MAX_EVENTS = 2_000
 """Events kept per run (the oldest are dropped first); subscribers see every event live."""
@@ -23,7 +26,7 @@ MAX_EVENTS = 2_000
 class Run:
     """One workflow run in flight or finished (see module docstring)."""
 
-    __slots__ = ("run_id", "version", "info", "arrival", "slo_deadline", "timeout_at", "results", "loops",
+    __slots__ = ("run_id", "version", "info", "arrival", "slo_deadline", "timeout_at", "results", "history", "loops",
                  "last_replica", "attained_s", "critical_s", "events", "subscribers", "task", "finished",
                  "last_sql", "requests", "clock", "number", "external", "last_active", "calls_in_flight",
                  "idle_timer")
@@ -39,6 +42,8 @@ class Run:
         self.info = RunInfo(run_id=run_id, workflow=version.name, version=version.number, status="queued",
                             inputs=inputs, arrival_s=arrival, slo_latency_s=slo.latency_s if slo else None)
         self.results: dict[str, Any] = {}
+        self.history: dict[str, list[Any]] = {}
+        """Stage -> its results in this run, oldest first (the ``history`` template builtin)."""
         self.loops: dict[str, int] = {}
         self.last_replica: dict[str, str] = {}
         self.attained_s = 0.0
@@ -72,16 +77,20 @@ class Run:
             queue.put_nowait(None)
 
     # ------------------------------------------------------------------ context
-    def context(self, prev: StageOutcome | None, attempt: int, branch: int | None = None,
-                branch_results: dict[str, Any] | None = None) -> dict[str, Any]:
+    def remember(self, node: str, value: Any) -> None:
+        """Keep ``node``'s result for the ``history`` builtin (every visit, oldest first)."""
+        self.history.setdefault(node, []).append(value)
+
+    def context(self, prev: StageOutcome | None, attempt: int, scope: "BranchScope | None" = None) -> dict[str, Any]:
         """What a template or tool sees (see :mod:`runtime.orchestrator.templates`)."""
         ctx: dict[str, Any] = dict(self.version.workflow.vars)
         ctx.update(self.info.inputs)
         ctx.update(self.results)
-        if branch_results:
-            ctx.update(branch_results)
-        if branch is not None:
-            ctx["branch"] = branch
+        if scope is not None:
+            ctx.update(scope.results)
+        ctx["branch"] = scope.index if scope is not None else None
+        ctx["item"] = scope.item if scope is not None else None
+        ctx["history"] = {stage: list(values) for stage, values in self.history.items()}
         ctx["previous"] = prev.value if prev is not None else None
         ctx["attempt"] = attempt
         ctx["error"] = _error_text(prev)

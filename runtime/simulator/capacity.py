@@ -34,7 +34,7 @@ def run_demand(g: WorkflowGraph, samples: int = 400, seed: int = 7, model: str |
         for key, vals in run.script.items():
             if len(vals) != 3:
                 continue
-            stage = g.stages[key[0] if len(key) == 2 else g.fanouts[key[0]].branches[0][key[3]]]
+            stage = g.stages[key[-2]]  # keys end (stage, visit)
             if isinstance(stage, LLMStage):
                 if model is not None and stage.models[0].model != model:
                     continue

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from cortexlang.ir import TERMINALS, Edge, FanOut, LLMStage, Program, Workflow
+from cortexlang.ir import TERMINALS, Edge, LLMStage, Program, Workflow
 from cortexlang.semantics import Semantics, join_waits_for_all
 from planner.profiles import LatencyProfile
 
@@ -88,45 +88,63 @@ class WorkflowGraph:
             return 0.0
         return (s.service_s * s.service_cv) ** 2
 
-    def branch_chains(self, fo: FanOut) -> tuple[tuple[str, ...], ...]:
-        return self.semantics.branches(fo.name)
-
     def _node_time(self, node: str) -> float:
         if node in self.fanouts:
-            fo = self.fanouts[node]
-            chains = [sum(self.stage_time[s] for s in chain) for chain in self.branch_chains(fo)]
-            return max(chains) if join_waits_for_all(fo.join) else min(chains)
+            return self._fanout_time(self.semantics, node)
         return self.stage_time[node]
 
-    def _remaining(self) -> tuple[dict[str, float], dict[str, float]]:
-        nodes = self.workflow.nodes
+    def _fanout_time(self, sem: Semantics, node: str) -> float:
+        """Expected time of a fan-out visit: its branch runs' expected times joined (the slowest,
+        or the fastest for ``first``); a map's count does not change it, unless it can be 0."""
+        fo = sem.fanout(node)
+        times = [self._graph_remaining(sem.branch(node, i))[0][sem.branch(node, i).graph.entry]
+                 for i in range(len(fo.branches))]
+        return max(times) if join_waits_for_all(fo.join) else min(times)
+
+    def _graph_remaining(self, sem: Semantics) -> tuple[dict[str, float], dict[str, float]]:
+        """``R`` and ``M`` (module docstring) over one graph's nodes, by fixed-point iteration."""
+        nodes = sem.graph.nodes
         r = {n: 0.0 for n in (*nodes, *TERMINALS)}
         m = dict(r)
+        times = {n: (self._fanout_time(sem, n) if n in self.fanouts else self.stage_time[n]) for n in nodes}
+        out = {n: sem.cumulative(n) for n in nodes}
         for _ in range(200):
             delta = 0.0
             for n in nodes:
-                t = self.node_time[n]
+                t = times[n]
                 var = self.stage_var.get(n, 0.0)
-                probs = self._probs(n)
-                er = sum(p * r[e.target] for p, e in zip(probs, self.edges[n]))
-                em = sum(p * m[e.target] for p, e in zip(probs, self.edges[n]))
+                cum, edges = out[n]
+                probs = [c - (cum[i - 1] if i else 0.0) for i, c in enumerate(cum)]
+                er = sum(p * r[e.target] for p, e in zip(probs, edges))
+                em = sum(p * m[e.target] for p, e in zip(probs, edges))
                 new_r = t + er
                 delta = max(delta, abs(new_r - r[n]))
                 r[n] = new_r
                 m[n] = var + t * t + 2 * t * er + em
             if delta < 1e-9:
                 break
+        return r, m
+
+    def _remaining(self) -> tuple[dict[str, float], dict[str, float]]:
+        r, m = self._graph_remaining(self.semantics)
         std = {n: math.sqrt(max(m[n] - r[n] ** 2, 0.0)) for n in r}
-        # Stages inside fan-out branches: remaining = rest of the chain + the fan-out's successors.
-        for fo in self.fanouts.values():
-            after = r[fo.name] - self.node_time[fo.name]
-            for chain in self.branch_chains(fo):
-                tail = 0.0
-                for s in reversed(chain):
-                    tail += self.stage_time[s]
-                    r[s] = max(r.get(s, 0.0), tail + after)
-                    std.setdefault(s, std[fo.name])
+        self._branch_remaining(self.semantics, r, std)
         return r, std
+
+    def _branch_remaining(self, sem: Semantics, r: dict[str, float], std: dict[str, float]) -> None:
+        """Nodes inside fan-out branches: remaining = the rest of their branch run + what follows
+        the fan-out (its remaining less its own time), recursively for nested fan-outs."""
+        for node in sem.graph.nodes:
+            if node not in self.fanouts:
+                continue
+            after = r[node] - self._fanout_time(sem, node)
+            for i in range(len(sem.fanout(node).branches)):
+                branch = sem.branch(node, i)
+                inner, _ = self._graph_remaining(branch)
+                for n in branch.graph.nodes:
+                    r[n] = max(r.get(n, 0.0), inner[n] + after)
+                    std.setdefault(n, std[node])
+                self._branch_remaining(branch, r, std)
 
     def _probs(self, node: str) -> list[float]:
         cum = self.cum[node]

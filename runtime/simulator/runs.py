@@ -28,8 +28,8 @@ import random
 from bisect import bisect_right
 from collections.abc import Callable
 
-from cortexlang.ir import Edge, LLMStage
-from cortexlang.semantics import join_waits_for_all
+from cortexlang.ir import LLMStage
+from cortexlang.semantics import Semantics, join_waits_for_all
 from runtime.simulator.calls import Call
 from runtime.simulator.distributions import NV_MAGICCONST, sample
 from runtime.simulator.graph import WorkflowGraph, llm_standalone_s
@@ -147,25 +147,52 @@ class Run:
         raise NotImplementedError
 
 
+class _Walk:
+    """One walk through a call graph: the run's own, or one branch run of a fan-out visit.
+
+    ``prefix`` starts the script keys of its visits (``()`` for the run's own walk,
+    ``fan.key + (branch,)`` for a branch), so every visit of a run has its own key.
+    """
+
+    __slots__ = ("sem", "prefix", "counters", "visits", "fan", "branch", "current", "child")
+
+    def __init__(self, sem: Semantics, prefix: tuple, fan: "_Fan | None" = None, branch: int = 0):
+        self.sem = sem
+        self.prefix = prefix
+        self.counters = sem.initial_counters()
+        self.visits: dict[str, int] = {}
+        self.fan = fan
+        self.branch = branch
+        self.current: Call | None = None
+        self.child: _Fan | None = None
+
+    def in_flight(self) -> list[Call]:
+        """The calls this walk has running, its nested fan-outs' included (to cancel them)."""
+        if self.current is not None:
+            return [self.current]
+        if self.child is None:
+            return []
+        return [c for w in self.child.open.values() for c in w.in_flight()]
+
+
 class _Fan:
-    """One in-flight fan-out instance."""
+    """One in-flight fan-out visit: its branch walks still running."""
 
-    __slots__ = ("node", "visit", "chains", "open", "cp", "done")
+    __slots__ = ("node", "key", "walk", "open", "cp", "done")
 
-    def __init__(self, node: str, visit: int, chains: tuple[tuple[str, ...], ...]):
+    def __init__(self, node: str, key: tuple, walk: _Walk, cp: float):
         self.node = node
-        self.visit = visit
-        self.chains = chains
-        self.open: dict[int, Call] = {}
-        self.cp = 0.0
+        self.key = key
+        self.walk = walk
+        self.open: dict[int, _Walk] = {}
+        self.cp = cp
         self.done = False
 
 
 class IRRun(Run):
     """A run walking an IR workflow (see module docstring)."""
 
-    __slots__ = ("g", "sem", "rng", "script", "visits", "counters", "token_cv", "fans", "_family", "_draws",
-                 "_standalone")
+    __slots__ = ("g", "sem", "rng", "script", "top", "token_cv", "widths", "_family", "_draws", "_standalone")
 
     def __init__(self, g: WorkflowGraph, run_id: int, arrival_s: float, rng: random.Random,
                  token_cv: float = 0.3, service_family: str = "lognormal"):
@@ -176,15 +203,19 @@ class IRRun(Run):
         self.token_cv = token_cv
         self.script: dict[tuple, tuple] = {}
         self._family = service_family
-        self.visits: dict[str, int] = {}
-        self.counters = self.sem.initial_counters()
-        self.fans: dict[str, _Fan] = {}
+        self.widths: dict[str, int] = {}
+        """Fan-out -> branches of its latest visit (a map ``over`` another fan-out shares it)."""
         self._draws = _draw_params(g, token_cv, service_family)
         self._standalone: dict[tuple, float] = {}
+        self.top = _Walk(self.sem, ())
         self.standalone_s = self._dry_walk()
-        self.visits.clear()
-        self.counters = self.sem.initial_counters()
+        self.top = _Walk(self.sem, ())
+        self.widths.clear()
 
+    @property
+    def counters(self) -> tuple[int, ...]:
+        """The loop counters of the run's own walk."""
+        return self.top.counters
 
     # -- scripted samples ----------------------------------------------------
     def _sizes(self, key: tuple, stage: str) -> tuple:
@@ -219,25 +250,35 @@ class IRRun(Run):
             self._standalone[key] = t
         return t
 
+    def _width(self, sem: Semantics, node: str, key: tuple) -> int:
+        """Branches of the fan-out visit at ``key``: fixed, shared with another fan-out's latest
+        visit, or drawn once (scripted) from a map's planning distribution."""
+        fo = sem.fanout(node)
+        if fo.over is not None and fo.over in self.g.fanouts:
+            width = self.widths.get(fo.over, 0)
+            cap = sem.width.get(node)
+            width = width if cap is None else min(width, cap)
+        else:
+            pmf = sem.width_pmf(node)
+            if len(pmf) == 1:
+                width = pmf[0][0]
+            else:
+                u, acc, width = self._edge_u(key + ("width",)), 0.0, pmf[-1][0]
+                for w, p in pmf:
+                    acc += p
+                    if u < acc:
+                        width = w
+                        break
+        self.widths[node] = width
+        return width
+
     # -- the walk ------------------------------------------------------------
-    def _follow(self, node: str, u: float) -> Edge:
-        """The out-edge ``node`` takes for draw ``u`` (:meth:`Semantics.draw_edge`, inlined: several
-        times per run)."""
-        cum = self.g.cum[node]
-        i = bisect_right(cum, u)
-        return self.g.edges[node][i if i < len(cum) else len(cum) - 1]
-
-    def _visit(self, node: str) -> int:
-        v = self.visits.get(node, 0)
-        self.visits[node] = v + 1
-        return v
-
     def _dry_walk(self) -> float:
         """Standalone latency of this run's scripted path (idle cluster, fastest devices)."""
-        # The hot part of every arrival: _visit, _sizes, _call_time and _follow are written out for
-        # stage nodes (same draws in the same order: input tokens, output tokens, edge).
+        # The hot part of every arrival: visits, _sizes, _call_time and the edge draw are written out
+        # for stage nodes (same draws in the same order: input tokens, output tokens, edge).
         g = self.g
-        fanouts, visits, script, standalone = g.fanouts, self.visits, self.script, self._standalone
+        fanouts, visits, script, standalone = g.fanouts, self.top.visits, self.script, self._standalone
         rng, draws, cums, edges = self.rng, self._draws, g.cum, g.edges
         t, node = 0.0, g.workflow.entry
         for _ in range(100_000):
@@ -246,10 +287,7 @@ class IRRun(Run):
             v = visits.get(node, 0)
             visits[node] = v + 1
             if node in fanouts:
-                fo = fanouts[node]
-                chains = [sum(self._call_time((node, v, b, i), s) for i, s in enumerate(chain))
-                          for b, chain in enumerate(g.branch_chains(fo))]
-                t += max(chains) if join_waits_for_all(fo.join) else min(chains)
+                t += self._dry_fan(self.sem, node, (node, v))
                 u = self._edge_u((node, v, "edge"))
             else:
                 key = (node, v)  # a first visit of this key: the script has no entry yet
@@ -273,16 +311,48 @@ class IRRun(Run):
             if e.loop is None:
                 node = e.target
                 continue
-            step = self.sem.take(self.counters, e)
-            node, self.counters = step.target, step.counters
+            step = self.sem.take(self.top.counters, e)
+            node, self.top.counters = step.target, step.counters
         raise RuntimeError(f"workflow {self.workflow!r}: walk did not terminate")
 
-    def _make_call(self, key: tuple, stage: str, cp: float, group: object = None) -> Call:
+    def _dry_fan(self, sem: Semantics, node: str, key: tuple) -> float:
+        """Standalone time of the fan-out visit at ``key``: its slowest branch run (for ``first``,
+        its fastest successful one, else its slowest)."""
+        width = self._width(sem, node, key)
+        if width == 0:
+            return 0.0
+        runs = [self._dry_branch(sem.branch(node, sem.branch_index(node, b)), key + (b,)) for b in range(width)]
+        if not join_waits_for_all(sem.fanout(node).join):
+            ok = [t for t, reached in runs if reached]
+            if ok:
+                return min(ok)
+        return max(t for t, _ in runs)
+
+    def _dry_branch(self, sem: Semantics, prefix: tuple) -> tuple[float, bool]:
+        """Standalone time of one branch run and whether it reaches ``done``."""
+        t, node, counters, visits = 0.0, sem.graph.entry, sem.initial_counters(), {}
+        for _ in range(100_000):
+            if node == "done" or node == "fail":
+                return t, node == "done"
+            v = visits.get(node, 0)
+            visits[node] = v + 1
+            key = prefix + (node, v)
+            if node in self.g.fanouts:
+                t += self._dry_fan(sem, node, key)
+                u = self._edge_u(key + ("edge",))
+            else:
+                t += self._call_time(key, node)
+                u = self.script[key][2]
+            step = sem.take(counters, sem.draw_edge(node, u))
+            node, counters = step.target, step.counters
+        raise RuntimeError(f"workflow {self.workflow!r}: a branch walk did not terminate")
+
+    def _make_call(self, key: tuple, stage: str, cp: float, group: _Walk | None = None) -> Call:
         sizes = self.script.get(key)  # usually drawn by the dry walk already
         a, b, _ = sizes if sizes is not None else self._sizes(key, stage)
         draw = self._draws[stage]  # filled by the first draw of this stage
         self.ncalls += 1
-        attempt = sum(self.counters)
+        attempt = sum(self.top.counters) + (sum(group.counters) if group is not None else 0)
         if draw[0]:
             model, pkey, expected, remaining, std = draw[5]
             t = self._standalone.get(key)
@@ -292,65 +362,96 @@ class IRRun(Run):
         kind, expected, remaining, std = draw[3]
         return Call(self, key, stage, kind, None, 0, 0, None, 0, a, a, expected, remaining, std, group, attempt, cp)
 
-    def _enter(self, node: str, cp: float) -> list[Call]:
+    def _enter(self, walk: _Walk, node: str, cp: float, call: Call | None,
+               prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
+        """Start ``node`` on ``walk``: the calls to start and the calls to cancel."""
         if node == "done" or node == "fail":
-            self.status = node
-            return []
-        visits = self.visits  # _visit inlined
+            if walk.fan is None:
+                self.status = node
+                return [], []
+            return self._branch_end(walk, node == "done", cp, call, prune)
+        visits = walk.visits
         v = visits.get(node, 0)
         visits[node] = v + 1
+        key = walk.prefix + (node, v)
         if node in self.g.fanouts:
-            fo = self.g.fanouts[node]
-            fan = _Fan(node, v, self.g.branch_chains(fo))
-            fan.cp = cp
-            self.fans[node] = fan
-            calls = []
-            for b, chain in enumerate(fan.chains):
-                c = self._make_call((node, v, b, 0), chain[0], cp, (node, b, 0))
-                fan.open[b] = c
-                calls.append(c)
-            return calls
-        return [self._make_call((node, v), node, cp)]
+            return self._start_fan(walk, node, key, cp, call, prune)
+        c = self._make_call(key, node, cp, walk if walk.fan is not None else None)
+        walk.current = c
+        return [c], []
+
+    def _start_fan(self, walk: _Walk, node: str, key: tuple, cp: float, call: Call | None,
+                   prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
+        sem = walk.sem
+        fan = _Fan(node, key, walk, cp)
+        walk.child = fan
+        width = self._width(sem, node, key)
+        if width == 0:
+            return self._fan_end(fan, call, prune)
+        start: list[Call] = []
+        cancel: list[Call] = []
+        for b in range(width):
+            branch = _Walk(sem.branch(node, sem.branch_index(node, b)), key + (b,), fan, b)
+            fan.open[b] = branch
+        for b, branch in list(fan.open.items()):
+            if fan.done or b not in fan.open:  # a branch ended at once and a `first` join closed the rest
+                continue
+            s, c = self._enter(branch, branch.sem.graph.entry, cp, call, prune)
+            start += s
+            cancel += c
+        return start, cancel
 
     def first_calls(self) -> list[Call]:
-        return self._enter(self.g.workflow.entry, 0.0)
+        return self._enter(self.top, self.g.workflow.entry, 0.0, None, None)[0]
 
     def on_done(self, call: Call, prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
         cp = call.cp_service_s + (call.t_end - call.t_start)
-        if call.group is not None:
-            return self._branch_done(call, cp, prune)
+        walk = call.group if call.group is not None else self.top
+        if walk.fan is not None and walk.fan.done:
+            return [], []
+        walk.current = None
         u = self.script[call.key][2]  # drawn when the call was made
-        return self._leave(call.stage, call, u, cp, prune), []
+        return self._leave(walk, call.stage, call, u, cp, prune)
 
-    def _leave(self, node: str, call: Call, u: float, cp: float, prune: PruneHook | None) -> list[Call]:
-        e = self._follow(node, u)
+    def _leave(self, walk: _Walk, node: str, call: Call | None, u: float, cp: float,
+               prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
+        sem = walk.sem
+        if walk.fan is None:  # the run's own graph: the edge draw inlined (hot path)
+            cum = self.g.cum[node]
+            i = bisect_right(cum, u)
+            e = self.g.edges[node][i if i < len(cum) else len(cum) - 1]
+        else:
+            e = sem.draw_edge(node, u)
         if e.loop is None:
-            return self._enter(e.target, cp)
-        step = self.sem.take(self.counters, e)
-        if step.loop is not None and prune is not None and prune(self, call, step.loop, step.iteration):
+            return self._enter(walk, e.target, cp, call, prune)
+        step = sem.take(walk.counters, e)
+        if (step.loop is not None and prune is not None and call is not None
+                and prune(self, call, step.loop, step.iteration)):
             self.pruned += 1
-            step = self.sem.exhaust(self.counters, e)
-        self.counters = step.counters
-        return self._enter(step.target, cp)
+            step = sem.exhaust(walk.counters, e)
+        walk.counters = step.counters
+        return self._enter(walk, step.target, cp, call, prune)
 
-    def _branch_done(self, call: Call, cp: float, prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
-        node, b, pos = call.group
-        fan = self.fans[node]
+    def _branch_end(self, branch: _Walk, ok: bool, cp: float, call: Call | None,
+                    prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
+        fan = branch.fan
+        assert fan is not None
         if fan.done:
             return [], []
         fan.cp = max(fan.cp, cp)
-        chain = fan.chains[b]
-        if pos + 1 < len(chain):
-            c = self._make_call((node, fan.visit, b, pos + 1), chain[pos + 1], cp, (node, b, pos + 1))
-            fan.open[b] = c
-            return [c], []
-        del fan.open[b]
+        del fan.open[branch.branch]
         cancel: list[Call] = []
-        if not join_waits_for_all(self.g.fanouts[node].join):
-            cancel = list(fan.open.values())
+        if ok and not join_waits_for_all(branch.sem.fanout(fan.node).join):
+            for other in fan.open.values():
+                cancel += other.in_flight()
             fan.open.clear()
         if fan.open:
-            return [], []
+            return [], cancel
+        start, more = self._fan_end(fan, call, prune)
+        return start, cancel + more
+
+    def _fan_end(self, fan: _Fan, call: Call | None, prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
         fan.done = True
-        u = self._edge_u((node, fan.visit, "edge"))
-        return self._leave(node, call, u, fan.cp, prune), cancel
+        fan.walk.child = None
+        u = self._edge_u(fan.key + ("edge",))
+        return self._leave(fan.walk, fan.node, call, u, fan.cp, prune)

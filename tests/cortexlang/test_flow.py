@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cortexlang.ir import SubFlow
 from tests.cortexlang.helpers import codes, llm, workflow
 
 SQL = "sql q { database = db }\n"
@@ -56,7 +57,7 @@ def test_fanout_each_with_width() -> None:
       fanout many { each = [search, summarize]  width = 4 | 2 @ 90%  join = all }
       flow { many -> done }""")
     (fo,) = result.program.workflows[0].fanouts
-    assert fo.branches == (("search", "summarize"),)
+    assert fo.branches == (SubFlow.chain(("search", "summarize")),)  # a chain is a sub-flow
     assert fo.branch_count() == 4 and fo.branch_count(2) == 2
     assert result.program.workflows[0].nodes == ("many",)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cortexlang.compiler import compile_file
-from cortexlang.ir import LLMStage, Program, ToolStage
+from cortexlang.ir import LLMStage, Program, SubFlow, ToolStage
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MINE = ["rag", "react_agent", "deep_research"]
@@ -39,7 +39,7 @@ def test_compiles_cleanly_with_llama3_models(name: str) -> None:
 def test_rag_shape() -> None:
     wf = compiled("rag").workflow()
     retrieve = wf.fanout("retrieve")
-    assert retrieve.join == "all" and retrieve.branches == (("dense",), ("sparse",), ("web",))
+    assert retrieve.join == "all" and retrieve.branches == tuple(SubFlow.chain((s,)) for s in ("dense", "sparse", "web"))
     answer = wf.stage("answer")
     assert isinstance(answer, LLMStage)
     assert [m.model for m in answer.models] == ["llama70b", "llama8b"] and answer.models[1].quality == 0.9
@@ -62,7 +62,7 @@ def test_react_shape() -> None:
 def test_deep_research_shape() -> None:
     wf = compiled("deep_research").workflow()
     research = wf.fanout("research")
-    assert research.branches == (("search", "summarize"),)
+    assert research.branches == (SubFlow.chain(("search", "summarize")),)
     assert [o.value for o in research.width.options] == [4, 2]
     assert wf.loop("refetch").parent == "rounds"
     assert wf.loop("refetch").on_exhausted == "synthesize"
