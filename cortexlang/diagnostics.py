@@ -43,9 +43,10 @@ class Span:
 CODES: dict[str, str] = {
     # syntax
     "CX001": "unexpected token",
-    "CX002": "unexpected end of file",
+    "CX002": "unclosed block or unexpected end of file",
     "CX003": "invalid character",
     "CX004": "unterminated string",
+    "CX005": "nested too deeply",
     # structure
     "CX101": "unknown block type",
     "CX102": "unknown attribute",
@@ -65,6 +66,7 @@ CODES: dict[str, str] = {
     "CX205": "cannot read file",
     "CX206": "unknown function",
     "CX207": "inconsistent model facts",
+    "CX208": "file outside the workflow's folder",
     # names
     "CX301": "unknown name",
     "CX302": "wrong kind of name",
@@ -118,6 +120,7 @@ class DiagnosticCollector:
     path: str
     source: str = ""
     items: list[Diagnostic] = field(default_factory=list)
+    _seen: set[Diagnostic] = field(default_factory=set, repr=False)
 
     def error(self, code: str, message: str, span: Span | None = None, *,
               hint: str | None = None, notes: Iterable[str] = ()) -> None:
@@ -131,8 +134,14 @@ class DiagnosticCollector:
              hint: str | None, notes: Iterable[str]) -> None:
         assert code in CODES, f"unregistered diagnostic code {code}"
         diag = Diagnostic(code, severity, message, self.path, span, hint, tuple(notes))
-        if diag not in self.items:  # a pass may reach the same fact twice
+        if diag not in self._seen:  # a pass may reach the same fact twice
+            self._seen.add(diag)
             self.items.append(diag)
+
+    def absorb(self, other: "DiagnosticCollector") -> None:
+        """Add what another collector (for the same file) gathered."""
+        for d in other.items:
+            self._add(d.code, d.severity, d.message, d.span, d.hint, d.notes)
 
     @property
     def has_errors(self) -> bool:
@@ -157,43 +166,89 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     return f"did you mean `{match[0]}`?" if match else None
 
 
-def render(diag: Diagnostic, source: str | None) -> str:
-    """``path:line:col: severity[CODE]: message``, the source line with a caret, then hints."""
+MAX_SHOWN = 50  # diagnostics printed per file, errors first; the summary counts them all
+EXCERPT_WIDTH = 120  # characters of a source line shown around the caret
+MAX_TEXT = 400  # characters of a message or hint
+
+
+class SourceLines:
+    """A source split once into lines as the lexer counts them (at ``\\n`` only): O(1) per lookup."""
+
+    def __init__(self, source: str) -> None:
+        self._lines = source.split("\n") if source else []
+
+    def get(self, line: int) -> str | None:
+        """Line ``line`` (1-based), or None when out of range."""
+        return self._lines[line - 1] if 1 <= line <= len(self._lines) else None
+
+
+def render(diag: Diagnostic, source: str | SourceLines | None) -> str:
+    """``path:line:col: severity[CODE]: message``, the source line with a caret, then hints.
+
+    The excerpt shows at most :data:`EXCERPT_WIDTH` characters of the line around the
+    caret (``…`` marks a cut) with control characters blanked, so no input makes the
+    output much larger than the input's number of diagnostics.
+    """
     span = diag.span
     where = f"{diag.path}:{span.line}:{span.col}" if span else diag.path
-    out = [f"{where}: {diag.severity.value}[{diag.code}]: {diag.message}"]
-    lines = source.splitlines() if source else []
-    if span and 1 <= span.line <= len(lines):
-        text = lines[span.line - 1].expandtabs(1)
+    out = [f"{where}: {diag.severity.value}[{diag.code}]: {_clip(diag.message)}"]
+    lines = SourceLines(source) if isinstance(source, str) else source
+    text = lines.get(span.line) if span and lines is not None else None
+    if span and text is not None:
+        end = span.end_col if span.end_line == span.line else len(text) + 1
+        shown, caret, width = _excerpt(text, span.col, end)
         gutter = str(span.line)
         pad = " " * len(gutter)
-        end = span.end_col if span.end_line == span.line else len(text) + 1
-        width = max(1, min(end, len(text) + 1) - span.col)
-        out.append(f" {gutter} | {text}")
-        out.append(f" {pad} | {' ' * (span.col - 1)}{'^' * width}")
+        out.append(f" {gutter} | {shown}")
+        out.append(f" {pad} | {' ' * caret}{'^' * width}")
         for note in diag.notes:
-            out.append(f" {pad} = note: {note}")
+            out.append(f" {pad} = note: {_clip(note)}")
         if diag.hint:
-            out.append(f" {pad} = help: {diag.hint}")
+            out.append(f" {pad} = help: {_clip(diag.hint)}")
     else:
-        out.extend(f"  = note: {n}" for n in diag.notes)
+        out.extend(f"  = note: {_clip(n)}" for n in diag.notes)
         if diag.hint:
-            out.append(f"  = help: {diag.hint}")
+            out.append(f"  = help: {_clip(diag.hint)}")
     return "\n".join(out)
 
 
-def render_all(diags: Iterable[Diagnostic], sources: dict[str, str] | None = None) -> str:
-    """Render diagnostics (errors first) followed by a one-line summary."""
+def _excerpt(line: str, col: int, end: int) -> tuple[str, int, int]:
+    """(text shown, caret offset in it, caret width) for columns [col, end) of ``line``."""
+    col = min(max(col, 1), len(line) + 1)
+    width = max(1, min(end, len(line) + 1) - col)
+    start = 0
+    if len(line) > EXCERPT_WIDTH:
+        start = max(0, min(col - 1 - EXCERPT_WIDTH // 3, len(line) - EXCERPT_WIDTH))
+        width = min(width, EXCERPT_WIDTH - (col - 1 - start))
+    head = "…" if start > 0 else ""
+    tail = "…" if start + EXCERPT_WIDTH < len(line) else ""
+    shown = "".join(c if c.isprintable() else " " for c in line[start:start + EXCERPT_WIDTH])  # a tab: one column
+    return head + shown + tail, col - 1 - start + len(head), width
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
+
+
+def render_all(diags: Iterable[Diagnostic], sources: dict[str, str] | None = None, *, limit: int = MAX_SHOWN) -> str:
+    """Render diagnostics (errors first) followed by a one-line summary.
+
+    Like a C compiler's error limit, at most ``limit`` are printed; the summary still
+    counts every one. Each source is split into lines once.
+    """
     diags = list(diags)
-    sources = sources or {}
-    blocks = [render(d, sources.get(d.path)) for d in diags]
+    if not diags:
+        return ""
+    lines = {path: SourceLines(text) for path, text in (sources or {}).items()}
+    blocks = [render(d, lines.get(d.path)) for d in diags[:limit]]
+    if len(diags) > limit:
+        blocks.append(f"... {len(diags) - limit} more not shown (the first {limit} are above)")
     n_err = sum(d.is_error for d in diags)
     n_warn = len(diags) - n_err
-    if diags:
-        parts = []
-        if n_err:
-            parts.append(f"{n_err} error{'s' if n_err != 1 else ''}")
-        if n_warn:
-            parts.append(f"{n_warn} warning{'s' if n_warn != 1 else ''}")
-        blocks.append(", ".join(parts) + " found")
-    return "\n\n".join(blocks[:-1]) + ("\n\n" if len(blocks) > 1 else "") + blocks[-1] if blocks else ""
+    parts = []
+    if n_err:
+        parts.append(f"{n_err} error{'s' if n_err != 1 else ''}")
+    if n_warn:
+        parts.append(f"{n_warn} warning{'s' if n_warn != 1 else ''}")
+    blocks.append(", ".join(parts) + " found")
+    return "\n\n".join(blocks)

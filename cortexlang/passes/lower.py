@@ -2,8 +2,9 @@
 
 Runs only on declarations the earlier passes accepted. Everything that can still
 be wrong here (an unknown model, a context window too small for the declared
-tokens, inconsistent KV facts) is reported as a diagnostic; a residual pydantic
-ValidationError would be a compiler bug and is reported as CX901, never raised.
+tokens, inconsistent KV facts) is reported as a diagnostic. A value the IR's own
+constraints refuse (a zero service time, a 0% attainment) is reported as CX203 at
+the attribute it was written in; nothing here raises.
 """
 
 from __future__ import annotations
@@ -26,6 +27,29 @@ _DB_URL = re.compile(r"[\w+]+://(?:[^:/]*(?::[^@]*)?@)?(?:(?:\[[^/?]+\]|[^/:?]+)
 GPU_MEMORY = {"A100": 80 * 2**30, "H100": 80 * 2**30, "H200": 141 * 2**30, "L4": 24 * 2**30, "A10G": 24 * 2**30}
 
 
+# IR fields whose attribute is spelt differently, to point at the value the IR refused.
+_ATTRIBUTE_OF = {"service_s": "service", "budget_s": "budget", "ttl_s": "ttl", "statement_timeout_s": "timeout",
+                 "pool_size": "pool", "latency_s": "latency", "rate_per_s": "rate", "memory_bytes": "memory",
+                 "cost_per_hour": "cost"}
+
+
+def _refused(exc: ValidationError, decl: Decl, ctx: ValueContext) -> None:
+    """Report the first value of ``decl`` that the IR's constraints refuse (CX203)."""
+    err = exc.errors()[0]
+    field = next((str(p) for p in reversed(err["loc"]) if isinstance(p, str)), "")
+    attr = _ATTRIBUTE_OF.get(field, field)
+    rule = str(err["msg"]).replace("Input should be", "must be").replace("Value error, ", "")
+    span = _value_span(decl, attr)
+    where = f"`{decl.type} {decl.label}`" if decl.label else f"`{decl.type}`"
+    ctx.diags.error("CX203", f"`{attr}` is out of range in {where}: {rule}", span or decl.span)
+
+
+def _value_span(decl: Decl, attr: str):
+    if attr in decl.value_spans:
+        return decl.value_spans[attr]
+    return next((s for c in decl.children if (s := _value_span(c, attr)) is not None), None)
+
+
 def lower_models(root: Decl, ctx: ValueContext) -> dict[str, ir.ModelSpec]:
     out: dict[str, ir.ModelSpec] = {}
     for d in root.children_of("model"):
@@ -35,6 +59,9 @@ def lower_models(root: Decl, ctx: ValueContext) -> dict[str, ir.ModelSpec]:
         arch = [d.get(k) for k in ("layers", "kv_heads", "head_dim")]
         derived = 2 * arch[0] * arch[1] * arch[2] * DTYPE_BYTES[dtype] if all(arch) else None
         declared = d.get("kv_bytes_per_token")
+        invalid = d.attr_spans.keys() - d.values.keys()  # written, but refused (already reported)
+        if invalid & {"kv_bytes_per_token", "layers", "kv_heads", "head_dim", "dtype"}:
+            continue
         if declared is None and derived is None:
             given = [k for k in ("layers", "kv_heads", "head_dim") if d.get(k)]
             ctx.diags.error("CX207", f"model `{d.label}` needs `kv_bytes_per_token`, or `layers`, `kv_heads` "
@@ -45,11 +72,14 @@ def lower_models(root: Decl, ctx: ValueContext) -> dict[str, ir.ModelSpec]:
             ctx.diags.warning("CX207", f"model `{d.label}`: `kv_bytes_per_token` ({declared} B) differs from "
                               f"2 × layers × kv_heads × head_dim × {DTYPE_BYTES[dtype]} B = {derived} B",
                               d.value_spans["kv_bytes_per_token"], hint="the declared value is used")
-        out[d.label] = ir.ModelSpec(
-            name=d.label, weights=d.get("weights"), params=d.get("params"), max_context=d.get("max_context"),
-            kv_bytes_per_token=declared or derived, dtype=dtype, layers=arch[0], kv_heads=arch[1],
-            head_dim=arch[2], profile=d.get("profile"),
-        )
+        try:
+            out[d.label] = ir.ModelSpec(
+                name=d.label, weights=d.get("weights"), params=d.get("params"), max_context=d.get("max_context"),
+                kv_bytes_per_token=declared or derived, dtype=dtype, layers=arch[0], kv_heads=arch[1],
+                head_dim=arch[2], profile=d.get("profile"),
+            )
+        except ValidationError as exc:
+            _refused(exc, d, ctx)
     return out
 
 
@@ -63,11 +93,14 @@ def lower_databases(root: Decl, ctx: ValueContext) -> dict[str, ir.Database]:
             ctx.diags.error("CX201", f"`{url}` is not a SQLAlchemy URL", d.value_spans["url"],
                             hint='for example "sqlite:///data/sales.db" or "postgresql+psycopg://host/db"')
             continue
-        out[d.label] = ir.Database(
-            name=d.label, url=url, access=d.get("access", "read_only"),
-            statement_timeout_s=d.get("timeout", 5.0), row_limit=d.get("row_limit", 1000),
-            pool_size=d.get("pool", 4),
-        )
+        try:
+            out[d.label] = ir.Database(
+                name=d.label, url=url, access=d.get("access", "read_only"),
+                statement_timeout_s=d.get("timeout", 5.0), row_limit=d.get("row_limit", 1000),
+                pool_size=d.get("pool", 4),
+            )
+        except ValidationError as exc:
+            _refused(exc, d, ctx)
     return out
 
 
@@ -77,25 +110,33 @@ def _is_db_url(url: str) -> bool:
     return m is not None and (not port or (port.isascii() and port.isdigit() and int(port) <= 65535))
 
 
-def lower_inventory(root: Decl) -> ir.Inventory | None:
+def lower_inventory(root: Decl, ctx: ValueContext) -> ir.Inventory | None:
     res = root.child("resources")
     if res is None:
         return None
-    gpus = [
-        ir.GpuResource(kind=g.label, count=g.get("count", 0), cost_per_hour=g.get("cost", 0.0),
-                       memory_bytes=g.get("memory", GPU_MEMORY.get(g.label)))
-        for g in res.children_of("gpu") if "count" in g.values and "cost" in g.values
-    ]
+    gpus = []
+    for g in res.children_of("gpu"):
+        if "count" in g.values and "cost" in g.values:
+            try:
+                gpus.append(ir.GpuResource(kind=g.label, count=g.get("count", 0), cost_per_hour=g.get("cost", 0.0),
+                                           memory_bytes=g.get("memory", GPU_MEMORY.get(g.label))))
+            except ValidationError as exc:
+                _refused(exc, g, ctx)
     cpu_decl = res.child("cpu")
     cpu = None
     if cpu_decl is not None and "slots" in cpu_decl.values:
-        cpu = ir.CpuResource(slots=cpu_decl.get("slots"), cost_per_hour=cpu_decl.get("cost", 0.0))
+        try:
+            cpu = ir.CpuResource(slots=cpu_decl.get("slots"), cost_per_hour=cpu_decl.get("cost", 0.0))
+        except ValidationError as exc:
+            _refused(exc, cpu_decl, ctx)
     return ir.Inventory(gpus=tuple(sorted(gpus, key=lambda g: g.kind)), cpu=cpu)
 
 
 def _resolve(use: NameUse, table: dict, what: str, ctx: ValueContext, others: dict[str, str]) -> bool:
     if use.name in table:
         return True
+    if others.get(use.name) == what:
+        return False  # declared, but its declaration has errors (reported)
     if use.name in others:
         ctx.diags.error("CX302", f"`{use.name}` is a {others[use.name]}, not a {what}", use.span)
     else:
@@ -121,18 +162,28 @@ def lower_workflow(wf: Decl, graph: FlowGraph, models: dict[str, ir.ModelSpec],
     for name, d in sorted(stage_decls.items()):
         try:
             stage = _lower_stage(d, stage_decls, models, databases, names, ctx)
-        except ValidationError as exc:  # pragma: no cover - a pass let bad data through
-            ctx.diags.error("CX901", f"internal compiler error lowering `{name}`: {exc.errors()[0]['msg']}", d.span)
+        except ValidationError as exc:
+            _refused(exc, d, ctx)
             stage = None
         ok = ok and stage is not None
         stages.append(stage)
+    slo_d, load_d, vars_d = wf.child("slo"), wf.child("load"), wf.child("vars")
+    slo = load = None
+    try:
+        if slo_d and {"latency", "attainment"} <= slo_d.values.keys():
+            slo = ir.SLO(latency_s=slo_d.get("latency"), attainment=slo_d.get("attainment"))
+    except ValidationError as exc:
+        _refused(exc, slo_d, ctx)
+        ok = False
+    try:
+        if load_d and "rate" in load_d.values:
+            load = ir.Load(rate_per_s=load_d.get("rate"), pattern=load_d.get("pattern", "poisson"),
+                           burstiness=load_d.get("burstiness", 1.0))
+    except ValidationError as exc:
+        _refused(exc, load_d, ctx)
+        ok = False
     if not ok:
         return None
-    slo_d, load_d, vars_d = wf.child("slo"), wf.child("load"), wf.child("vars")
-    slo = ir.SLO(latency_s=slo_d.get("latency"), attainment=slo_d.get("attainment")) if (
-        slo_d and {"latency", "attainment"} <= slo_d.values.keys()) else None
-    load = ir.Load(rate_per_s=load_d.get("rate"), pattern=load_d.get("pattern", "poisson"),
-                   burstiness=load_d.get("burstiness", 1.0)) if load_d and "rate" in load_d.values else None
     edges = sorted(
         (ir.Edge(source=e.source, target=e.target,
                  condition=ir.Condition(kind=e.kind, values=e.values, field=e.field),

@@ -14,7 +14,7 @@ from cortexlang.diagnostics import Span, did_you_mean
 from cortexlang.passes import schema as S
 from cortexlang.passes.values import INVALID, ValueContext, text_or_file
 from cortexlang.syntax import ast
-from cortexlang.syntax.parser import RESERVED
+from cortexlang.syntax.errors import RESERVED
 
 
 @dataclass
@@ -39,6 +39,11 @@ class Decl:
     @property
     def label_span(self) -> Span | None:
         return self.block.label_span
+
+    @property
+    def recovered(self) -> bool:
+        """A syntax error dropped this block's contents (reported); only its header is known."""
+        return self.block.recovered
 
     def child(self, type_: str) -> "Decl | None":
         return next((c for c in self.children if c.type == type_), None)
@@ -94,6 +99,11 @@ def _check_children(parent: Decl, members: tuple[ast.Member, ...] | tuple[ast.Bl
                 continue
             labels[key] = member
         decl = Decl(member.type, member.label, member)
+        if member.recovered:  # the name stands; what it held is unknown, so nothing is missing
+            if member.label is not None:
+                parent.broken_names.add(member.label)
+            parent.children.append(decl)
+            continue
         _check_attributes(decl, child_schema, ctx)
         _check_children(decl, member.members, child_schema, ctx)
         parent.children.append(decl)

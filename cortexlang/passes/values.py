@@ -15,7 +15,9 @@ from typing import Any, Callable
 
 from cortexlang import ir
 from cortexlang.diagnostics import DiagnosticCollector, did_you_mean
+from cortexlang.passes.files import FileRefused, read_workflow_file
 from cortexlang.syntax import ast
+from cortexlang.units import COUNT_UNITS, DURATION_UNITS, RATE_PER, SIZE_UNITS
 
 
 class _Invalid:
@@ -27,19 +29,16 @@ class _Invalid:
 
 INVALID: Any = _Invalid()
 
-DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-SIZE_UNITS = {
-    "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
-}
-COUNT_UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
-RATE_PER = {"s": 1.0, "min": 1 / 60.0, "m": 1 / 60.0, "h": 1 / 3600.0}
+
+
+# A written number above this is a typo, and past float precision anyway (`params = 7.6B` is 7.6 before its unit).
+MAX_NUMBER = 1e15
 
 
 @dataclass
 class ValueContext:
     diags: DiagnosticCollector
-    base_dir: Path | None  # directory that relative file(...) paths are read from
+    base_dir: Path | None  # the workflow's folder: file(...) reads inside it (None: the current directory)
 
 
 Converter = Callable[[ast.Expr, ValueContext], Any]
@@ -67,8 +66,19 @@ def _no_choice(expr: ast.Expr, ctx: ValueContext, wanted: str) -> bool:
     return False
 
 
+def _too_large(q: ast.Quantity | ast.Money, ctx: ValueContext) -> bool:
+    """Report (CX203) a number past :data:`MAX_NUMBER`, including one too long to be a float."""
+    if (q.number if isinstance(q, ast.Quantity) else q.amount) <= MAX_NUMBER:
+        return False
+    shown = q.raw if len(q.raw) <= 24 else q.raw[:20] + "…"
+    ctx.diags.error("CX203", f"`{shown}` is too large", q.span, hint=f"numbers are at most {MAX_NUMBER:.0e}")
+    return True
+
+
 def _unit_value(q: ast.Quantity, ctx: ValueContext, units: dict[str, float], what: str,
                 example: str) -> Any:
+    if _too_large(q, ctx):
+        return INVALID
     if q.per:
         ctx.diags.error("CX202", f"`{q.raw}` is a rate; expected {what}", q.span)
         return INVALID
@@ -120,6 +130,8 @@ def integer(lo: int = 0, hi: int | None = None) -> Converter:
 def _int(expr: ast.Expr, ctx: ValueContext, lo: int, hi: int | None) -> Any:
     if not isinstance(expr, ast.Quantity):
         return _wrong(expr, ctx, "a whole number")
+    if _too_large(expr, ctx):
+        return INVALID
     if expr.unit or expr.per:
         v = _unit_value(expr, ctx, {"": 1, "K": 1000}, "a whole number", "128")
         if v is INVALID:
@@ -143,6 +155,8 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
             return INVALID
         if not isinstance(expr, ast.Quantity):
             return _wrong(expr, ctx, "a number")
+        if _too_large(expr, ctx):
+            return INVALID
         if expr.unit or expr.per:
             ctx.diags.error("CX202", f"`{expr.raw}` takes no unit here", expr.span)
             return INVALID
@@ -160,6 +174,8 @@ def rate(expr: ast.Expr, ctx: ValueContext) -> Any:
         return INVALID
     if not isinstance(expr, ast.Quantity):
         return _wrong(expr, ctx, "a rate like `5/s`")
+    if _too_large(expr, ctx):
+        return INVALID
     if not expr.per or expr.unit:
         ctx.diags.error("CX202", f"`{expr.raw}` is not a rate", expr.span, hint="write it like `5/s` or `120/min`")
         return INVALID
@@ -182,6 +198,8 @@ def percent(expr: ast.Expr, ctx: ValueContext) -> Any:
 def percentage_value(expr: ast.Expr, ctx: ValueContext) -> Any:
     if not isinstance(expr, ast.Quantity):
         return _wrong(expr, ctx, "a percentage like `99%`")
+    if _too_large(expr, ctx):
+        return INVALID
     if expr.unit != "%" or expr.per:
         # A bare number up to 1 is a fraction (`0.95` means 95%), anything else already counts percent.
         suggested = expr.number * 100 if not expr.unit and not expr.per and expr.number <= 1 else expr.number
@@ -199,6 +217,8 @@ def money_per_hour(expr: ast.Expr, ctx: ValueContext) -> Any:
         return INVALID
     if not isinstance(expr, ast.Money):
         return _wrong(expr, ctx, "a price like `$3.50/h`")
+    if _too_large(expr, ctx):
+        return INVALID
     if expr.per not in ("h", "hr", "hour"):
         ctx.diags.error("CX202", f"`{expr.raw}` needs a per-hour unit", expr.span, hint="write it like `$3.50/h`")
         return INVALID
@@ -215,7 +235,7 @@ def text(expr: ast.Expr, ctx: ValueContext) -> Any:
 
 
 def text_or_file(expr: ast.Expr, ctx: ValueContext) -> Any:
-    """A string, or ``file("path")`` read relative to the source file: returns (text, path|None)."""
+    """A string, or ``file("path")`` read from the workflow's folder (:mod:`.files`): (text, path|None)."""
     if isinstance(expr, ast.Call):
         if expr.name != "file":
             ctx.diags.error("CX206", f"unknown function `{expr.name}`", expr.span,
@@ -225,12 +245,12 @@ def text_or_file(expr: ast.Expr, ctx: ValueContext) -> Any:
             ctx.diags.error("CX201", "`file` takes one string: the path", expr.span)
             return INVALID
         rel = expr.args[0].value
-        path = (ctx.base_dir / rel) if ctx.base_dir is not None else Path(rel)
         try:
-            return path.read_text(encoding="utf-8"), rel
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            ctx.diags.error("CX205", f"cannot read `{rel}`: {reason}", expr.args[0].span)
+            return read_workflow_file(ctx.base_dir or Path.cwd(), rel), rel
+        except FileRefused as refused:
+            shown = rel if len(rel) <= 60 and rel.isprintable() else repr(rel[:60])
+            ctx.diags.error(refused.code, f"cannot read `{shown}`: {refused.reason}", expr.args[0].span,
+                            hint=refused.hint)
             return INVALID
     value = text(expr, ctx)
     return INVALID if value is INVALID else (value, None)

@@ -169,6 +169,7 @@ FlowStmt = Union[Chain, OnBlock]
 class Flow:
     statements: tuple[FlowStmt, ...]
     span: Span
+    recovered: bool = False  # a syntax error dropped some of its statements: the graph is incomplete
 
 
 # ----------------------------------------------------------------- structure
@@ -191,6 +192,7 @@ class Block:
     label_quoted: bool
     members: tuple["Member", ...]
     span: Span
+    recovered: bool = False  # a syntax error inside: its contents were dropped, only the header remains
 
     def attributes(self) -> list[Attribute]:
         return [m for m in self.members if isinstance(m, Attribute)]
@@ -220,3 +222,4 @@ class Module:
     source: str
     blocks: tuple[Block, ...]
     comments: tuple[Comment, ...] = field(default=())
+    recovered: bool = False  # parsed past syntax errors: some blocks are `recovered`; never format it

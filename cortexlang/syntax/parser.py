@@ -2,7 +2,9 @@
 
 The Lark LALR parser builds the AST directly (the transformer runs inline, so no
 intermediate parse tree is allocated). Lark's exceptions never escape: they are
-turned into CX0xx diagnostics with a human description of what was expected.
+turned into CX0xx diagnostics (:mod:`cortexlang.syntax.errors`), and recovery
+(:mod:`cortexlang.syntax.recovery`) edits the text so that one run reports every
+independent syntax error and the passes can still check the blocks that parsed.
 """
 
 from __future__ import annotations
@@ -13,27 +15,20 @@ import re
 import threading
 
 from lark import Lark, Token, Transformer
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedInput
 
 from cortexlang.diagnostics import DiagnosticCollector, Span
 from cortexlang.syntax import ast
+from cortexlang.syntax.errors import RESERVED
+from cortexlang.syntax.recovery import (
+    MAX_SYNTAX_ERRORS, PARSE_BUDGET, Recovery, close_unclosed_blocks, recover_from,
+)
 from grammar import GRAMMAR_PATH
 
-RESERVED = {"flow", "on", "loop", "max", "then", "within", "else", "done", "fail", "true", "false"}
+__all__ = ["RESERVED", "MAX_SYNTAX_ERRORS", "parse"]
 
 _QUANTITY = re.compile(r"^([0-9][0-9_]*(?:\.[0-9]+)?)([A-Za-z%]*)(?:/([A-Za-z]+))?$")
 _MONEY = re.compile(r"^\$([0-9][0-9_]*(?:\.[0-9]+)?)(?:/([A-Za-z]+))?$")
-
-# What each terminal looks like to a user, for "expected ..." messages.
-_TERMINAL_NAMES = {
-    "NAME": "a name", "STRING": "a string", "LONG_STRING": "a string", "QUANTITY": "a number",
-    "MONEY": "an amount like `$3.50/h`", "LBRACE": "`{`", "RBRACE": "`}`", "LSQB": "`[`",
-    "RSQB": "`]`", "LPAR": "`(`", "RPAR": "`)`", "COMMA": "`,`", "EQUAL": "`=`", "DOT": "`.`",
-    "VBAR": "`|`", "AT": "`@`", "ARROW": "`->`", "DOTDOT": "`..`", "FLOW": "`flow`",
-    "ON": "`on`", "ELSE": "`else`", "DONE": "`done`", "FAIL": "`fail`", "LOOP": "`loop`",
-    "MAX": "`max`", "THEN": "`then`", "WITHIN": "`within`", "TRUE": "`true`", "FALSE": "`false`",
-    "$END": "end of file",
-}
 
 
 def _span(tok: Token) -> Span:
@@ -67,6 +62,8 @@ def _unquote(raw: str) -> str:
 class _Builder(Transformer):
     """Builds AST nodes bottom-up while the LALR parser reduces."""
 
+    stubs: frozenset[int] = frozenset()  # offsets of `{` whose block contents recovery blanked
+
     # -- structure
     def start(self, children):
         return tuple(children)
@@ -80,11 +77,13 @@ class _Builder(Transformer):
         label = None
         if label_tok is not None:
             label = _unquote(str(label_tok)) if label_tok.type == "STRING" else str(label_tok)
+        opened = next(t for t in c if isinstance(t, Token) and t.type == "LBRACE")
         return ast.Block(
             type=str(type_tok), type_span=_span(type_tok),
             label=label, label_span=_span(label_tok) if label_tok is not None else None,
             label_quoted=label_tok is not None and label_tok.type == "STRING",
             members=members, span=_join(_span(type_tok), _span(close)),
+            recovered=opened.start_pos in self.stubs,
         )
 
     def attribute(self, c):
@@ -143,7 +142,9 @@ class _Builder(Transformer):
     # -- flow
     def flow(self, c):
         stmts = tuple(x for x in c if not isinstance(x, Token))
-        return ast.Flow(stmts, _join(_span(c[0]), _span(c[-1])))
+        opened, closed = c[1].start_pos, c[-1].start_pos
+        recovered = any(opened <= s < closed for s in self.stubs)  # the flow's own `{` or an `on` block's
+        return ast.Flow(stmts, _join(_span(c[0]), _span(c[-1])), recovered=recovered)
 
     def node(self, c):
         (tok,) = c
@@ -231,15 +232,18 @@ class _Parser:
     def __init__(self) -> None:
         self._comments: list[Token] = []
         self._lock = threading.Lock()
+        self._builder = _Builder()
         self._lark = Lark(
             GRAMMAR_PATH.read_text(), parser="lalr", lexer="contextual", cache=_table_cache(),
-            transformer=_Builder(), maybe_placeholders=True,
+            transformer=self._builder, maybe_placeholders=True,
             lexer_callbacks={"COMMENT": self._comments.append},
         )
 
-    def parse(self, source: str) -> tuple[tuple[ast.Block, ...], list[Token]]:
+    def parse(self, source: str, stubs: frozenset[int] = frozenset()) -> tuple[tuple[ast.Block, ...], list[Token]]:
+        """Raises Lark's UnexpectedInput; ``stubs`` are the offsets of `{` of blocks emptied by recovery."""
         with self._lock:
             self._comments.clear()
+            self._builder.stubs = stubs
             try:
                 blocks = self._lark.parse(source)
             finally:
@@ -263,178 +267,31 @@ def _parser() -> _Parser:
     return _PARSER
 
 
-MAX_SYNTAX_ERRORS = 20
+def parse(source: str, path: str, diags: DiagnosticCollector, *, recover: bool = False) -> ast.Module | None:
+    """Parse ``source``, reporting syntax errors to ``diags``.
 
-
-def parse(source: str, path: str, diags: DiagnosticCollector) -> ast.Module | None:
-    """Parse ``source``; on syntax errors, report them to ``diags`` and return None.
-
-    Recovery, to report independent syntax errors in one run: the innermost
-    ``{ ... }`` block around an error (with its header line) is blanked out with
-    spaces, which keeps every position, and the rest is parsed again. Errors
-    are therefore reported at most one per block and never cascade; no AST is
-    returned once the file has a syntax error.
+    Without ``recover``: the module, or None when the file has any syntax error
+    (what ``cortexc fmt`` needs). With ``recover``: also a module when every error
+    could be recovered from; blocks whose contents were dropped are marked
+    ``recovered`` (see :mod:`cortexlang.syntax.recovery`) and ``Module.recovered``
+    is set. None when the file is too broken to check further.
     """
-    try:
-        blocks, comments = _parser().parse(source)
-    except UnexpectedInput as exc:
-        _report(exc, source, diags)
-        _recover(source, exc, diags)
+    state = Recovery(source)
+    if not close_unclosed_blocks(state, diags):
         return None
+    parsed, budget = None, PARSE_BUDGET
+    while parsed is None:
+        budget -= len(state.text)
+        try:
+            parsed = _parser().parse(state.text, frozenset(state.stubs))
+        except UnexpectedInput as exc:
+            if not recover_from(exc, state, diags) or budget < len(state.text):
+                return None
+    if state.errors and (not recover or not state.complete):
+        return None
+    blocks, comments = parsed
     return ast.Module(
         path=path, source=source, blocks=blocks,
         comments=tuple(ast.Comment(str(t), t.line, t.column) for t in comments),
+        recovered=state.errors > 0,
     )
-
-
-# ----------------------------------------------------------------- syntax errors
-
-
-def _recover(source: str, exc: UnexpectedInput, diags: DiagnosticCollector) -> None:
-    """Report further syntax errors, blanking the block around each one (see :func:`parse`)."""
-    text = source
-    for _ in range(MAX_SYNTAX_ERRORS - 1):
-        region = _error_region(text, exc)
-        if region is None:
-            return
-        start, end = region
-        text = text[:start] + "".join(c if c == "\n" else " " for c in text[start:end]) + text[end:]
-        try:
-            _parser().parse(text)
-            return
-        except UnexpectedInput as nxt:
-            if _error_offset(nxt) is not None and _error_offset(nxt) < end and _error_offset(nxt) >= start:
-                return  # no progress: stop rather than loop
-            _report(nxt, source, diags)  # rendered against the original text: same positions
-            exc = nxt
-
-
-def _error_offset(exc: UnexpectedInput) -> int | None:
-    if isinstance(exc, UnexpectedToken):
-        return None if exc.token.type == "$END" else exc.token.start_pos
-    if isinstance(exc, UnexpectedCharacters):
-        return exc.pos_in_stream
-    return None
-
-
-def _error_region(text: str, exc: UnexpectedInput) -> tuple[int, int] | None:
-    """Offsets [start, end) of the innermost closed block containing the error, header included."""
-    pos = _error_offset(exc)
-    if pos is None:
-        return None
-    best = None
-    for open_at, close_at in _brace_pairs(text):
-        if open_at < pos <= close_at and (best is None or open_at > best[0]):
-            best = (open_at, close_at)
-    if best is None:
-        return None
-    # The header (`llm name`, `on x`, `flow`) starts after the nearest `{`, `}` or line break.
-    boundary = max(text.rfind(c, 0, best[0]) for c in "{}\n") + 1
-    header = text[boundary:best[0]]
-    return boundary + len(header) - len(header.lstrip()), best[1] + 1
-
-
-def _brace_pairs(text: str) -> list[tuple[int, int]]:
-    """Matched ``{``/``}`` offsets, skipping strings and comments."""
-    pairs, stack, i, n = [], [], 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "#":
-            nl = text.find("\n", i)
-            i = n if nl < 0 else nl
-            continue
-        if ch == '"':
-            if text.startswith('"""', i):
-                end = text.find('"""', i + 3)
-                i = n if end < 0 else end + 3
-            else:
-                end = i + 1
-                while end < n and text[end] not in '"\n':
-                    end += 2 if text[end] == "\\" else 1
-                i = end + 1
-            continue
-        if ch == "{":
-            stack.append(i)
-        elif ch == "}" and stack:
-            pairs.append((stack.pop(), i))
-        i += 1
-    return pairs
-
-
-def _describe_expected(expected: set[str]) -> str:
-    names = sorted({_TERMINAL_NAMES.get(e, f"`{e.lower()}`") for e in expected})
-    if len(names) > 6:
-        names = names[:6] + ["…"]
-    return ", ".join(names)
-
-
-def _token_text(tok: Token) -> str:
-    if tok.type == "$END":
-        return "end of file"
-    text = str(tok)
-    return f"`{text if len(text) <= 30 else text[:27] + '...'}`"
-
-
-def _unclosed_brace(source: str) -> tuple[int, int] | None:
-    """(line, col) of the innermost `{` left open, skipping strings and comments."""
-    stack: list[tuple[int, int]] = []
-    line, col, i, n = 1, 1, 0, len(source)
-    while i < n:
-        ch = source[i]
-        if ch == "#":
-            while i < n and source[i] != "\n":
-                i += 1
-            continue
-        if ch == '"':
-            end = source.find('"""', i + 3) + 3 if source.startswith('"""', i) else source.find('"', i + 1) + 1
-            end = n if end <= 0 else end
-            chunk = source[i:end]
-            newlines = chunk.count("\n")
-            line, col = (line + newlines, len(chunk) - chunk.rfind("\n")) if newlines else (line, col + len(chunk))
-            i = end
-            continue
-        if ch == "{":
-            stack.append((line, col))
-        elif ch == "}" and stack:
-            stack.pop()
-        line, col = (line + 1, 1) if ch == "\n" else (line, col + 1)
-        i += 1
-    return stack[-1] if stack else None
-
-
-def _report(exc: UnexpectedInput, source: str, diags: DiagnosticCollector) -> None:
-    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
-        lines = source.splitlines() or [""]
-        line = len(lines)
-        col = len(lines[-1]) + 1
-        opened = _unclosed_brace(source)
-        if opened is not None:
-            diags.error("CX002", "unexpected end of file: a `{` is never closed", Span.point(*opened),
-                        hint="add the missing `}`")
-        else:
-            diags.error("CX002", "unexpected end of file; the last statement is incomplete",
-                        Span.point(line, col))
-        return
-    if isinstance(exc, UnexpectedToken):
-        tok = exc.token
-        expected = set(exc.accepts or exc.expected)
-        hint = None
-        if str(tok) in RESERVED and "NAME" in expected:
-            hint = f"`{tok}` is a reserved word; choose another name"
-        elif tok.type == "NAME" and "EQUAL" in expected:
-            hint = "attributes are written `name = value`"
-        elif tok.type == "NAME" and "__ANON_0" in expected:
-            hint = "flow statements are edges: `a -> b`"
-        diags.error("CX001", f"unexpected {_token_text(tok)}; expected {_describe_expected(expected)}",
-                    _span(tok), hint=hint)
-        return
-    if isinstance(exc, UnexpectedCharacters):
-        char = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else ""
-        span = Span.point(exc.line, exc.column)
-        if char == '"':
-            diags.error("CX004", "unterminated string", span,
-                        hint='close it with `"` on the same line, or use `"""` for text over several lines')
-        else:
-            diags.error("CX003", f"invalid character `{char}`", span)
-        return
-    diags.error("CX001", str(exc).splitlines()[0], None)  # pragma: no cover - other Lark errors

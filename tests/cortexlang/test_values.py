@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
+from cortexlang.passes.files import MAX_FILE_BYTES
 from tests.cortexlang.helpers import MODEL, codes, compile_source
 
 
@@ -98,3 +102,71 @@ def test_inconsistent_kv_facts_warn() -> None:
     result = compile_source('model m { weights = "w"  params = 8B  max_context = 8192  layers = 32  kv_heads = 8  head_dim = 128  kv_bytes_per_token = 1KiB }', "t")
     assert result.ok and codes(result) == ["CX207"]
     assert result.program.models[0].kv_bytes_per_token == 1024
+
+
+@pytest.mark.parametrize("stage, attr", [('sql s { database = db  service = 0ms }', "service"),
+                                         ('tool t { entry = "m:f"  service = 0s }', "service"),
+                                         ('tool t { entry = "m:f"  service = 1ms  budget = 0s }', "budget")])
+def test_zero_durations_the_ir_refuses_are_range_errors_at_the_value(stage: str, attr: str) -> None:
+    name = stage.split()[1]
+    result = compile_source(MODEL + f"workflow w {{\n  {stage}\n  flow {{ {name} -> done }}\n}}\n", "t.cortex")
+    (d,) = result.diagnostics
+    assert d.code == "CX203" and f"`{attr}` is out of range" in d.message and "greater than 0" in d.message
+    assert result.source.split("\n")[d.span.line - 1][d.span.col - 1:].startswith("0")
+
+
+def test_a_zero_attainment_is_a_range_error() -> None:
+    result = _slo_load("latency = 8s  attainment = 0%")
+    assert codes(result) == ["CX203"] and "`attainment`" in result.diagnostics[0].message
+
+
+@pytest.mark.parametrize("number", ["9" * 400, "1" + "0" * 16, "1" + "0" * 400 + ".5"])
+def test_huge_numbers_are_range_errors(number: str) -> None:
+    for attr in (f"kv_bytes_per_token = {number}KiB", f"layers = {number}"):
+        result = _model(attr)
+        assert codes(result) == ["CX203"] and "too large" in result.diagnostics[0].message, attr
+    count = compile_source(f'model m {{ weights = "w"  params = {number}B  max_context = 4096  kv_bytes_per_token = 1KiB }}', "t")
+    assert codes(count) == ["CX203"]
+    assert codes(_slo_load(f"latency = {number}s  attainment = 99%")) == ["CX203"]
+    assert codes(_slo_load("latency = 8s  attainment = 99%", f"rate = {number}/s")) == ["CX203"]
+
+
+def _prompt_file(path: str, base: Path):
+    return compile_source(MODEL + f'workflow w {{\n  llm a {{ model = m  prompt = file("{path}")  max_tokens = 16  '
+                          'input_tokens = 10  output_tokens = 5 }\n  flow { a -> done }\n}\n', "t.cortex", base)
+
+
+def test_file_reads_inside_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "p.j2").write_text("Hello")
+    assert _prompt_file("prompts/p.j2", tmp_path).program.workflows[0].stages[0].prompt.template == "Hello"
+
+
+@pytest.mark.parametrize("path, code, reason", [
+    ("\\0", "CX205", "NUL character"),
+    ("/etc/passwd", "CX208", "outside the workflow's folder"),
+    ("/proc/self/environ", "CX208", "outside the workflow's folder"),
+    ("../outside.txt", "CX208", "outside the workflow's folder"),
+    ("link_out", "CX208", "a symbolic link leads outside"),
+    ("zero", "CX208", "a symbolic link leads outside"),
+    ("fifo", "CX205", "not a regular file"),
+    ("sub", "CX205", "is a directory"),
+    ("big.txt", "CX205", "larger than 1024 KiB"),
+    ("latin1.txt", "CX205", "not UTF-8"),
+    ("missing.txt", "CX205", "No such file"),
+])
+def test_file_refuses_what_is_not_a_small_text_file_in_the_folder(tmp_path: Path, path: str, code: str,
+                                                                  reason: str) -> None:
+    folder = tmp_path / "wf"
+    folder.mkdir()
+    (tmp_path / "outside.txt").write_text("secret")
+    (folder / "link_out").symlink_to(tmp_path / "outside.txt")
+    (folder / "zero").symlink_to("/dev/zero")
+    os.mkfifo(folder / "fifo")  # opening it must not block
+    (folder / "sub").mkdir()
+    (folder / "big.txt").write_bytes(b"x" * (MAX_FILE_BYTES + 1))
+    (folder / "latin1.txt").write_bytes("café".encode("latin-1"))
+    result = _prompt_file(path, folder)
+    (d,) = result.diagnostics
+    assert d.code == code and reason in d.message, d.message
+    assert "secret" not in d.message
