@@ -205,12 +205,32 @@ def output_tokens_moments(mean_tokens: int, max_tokens: int) -> tuple[float, flo
     return float(out.mean()), float(out.var()), float(np.quantile(out, 0.99))
 
 
+@lru_cache(maxsize=None)
+def _unit_normal() -> np.ndarray:
+    """Standard normal draws in an order independent of the other draws (fixed seed)."""
+    return np.random.default_rng(13).standard_normal(TABLE_SAMPLES)
+
+
 def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait: float,
-                      mean_tokens: int, max_tokens: int, hedge: int) -> np.ndarray:
-    """Latency table of one LLM call: wait + prefill + output tokens x iteration time."""
+                      mean_tokens: int, max_tokens: int, hedge: int, per_seq_s: float = 0.0,
+                      batch: float = 0.0, max_num_seqs: int = 0) -> np.ndarray:
+    """Latency table of one LLM call: wait + prefill + output tokens x iteration time.
+
+    With ``per_seq_s`` (the iteration time one more running sequence adds) the
+    iteration time follows the batch the call runs in rather than its mean:
+    the running sequences of a replica are the busy servers of an M/G/inf-like
+    system, Poisson with mean ``batch`` (approximated as normal, clipped to
+    ``0..max_num_seqs-1``), and the call adds itself:
+    ``t = t_iter + per_seq_s (N + 1 - batch)``. A busy moment slows every call
+    in it; the mean-batch model alone under-predicts the tail of busy pools.
+    """
     _, pairing = _design()
     out = output_tokens_samples(mean_tokens, max_tokens)[pairing]
-    return _table(_wait_samples(p_wait, mean_wait) + prefill_s + out * t_iter, hedge)
+    t = t_iter
+    if per_seq_s > 0.0 and batch > 0.0:
+        running = np.clip(batch + np.sqrt(batch) * _unit_normal(), 0.0, max(max_num_seqs - 1, 0))
+        t = np.maximum(t_iter + per_seq_s * (running + 1.0 - batch), t_iter - per_seq_s * batch)
+    return _table(_wait_samples(p_wait, mean_wait) + prefill_s + out * t, hedge)
 
 
 @lru_cache(maxsize=None)
@@ -329,7 +349,7 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
     if wait is None:
         return None
     table = llm_service_table(point.prefill_s, point.t_iter, wait.p_wait, wait.mean_if_waiting,
-                              stage.output_tokens, max_tokens, hedge)
+                              stage.output_tokens, max_tokens, hedge, point.per_seq_s, point.batch, max_num_seqs)
     per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
     in_use_tokens = point.batch * (stage.input_tokens + mean_out / 2.0) + (stage.prefix_tokens if prewarm else 0)
     return Candidate(

@@ -124,7 +124,7 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
     point = mixed_batch_point(profile, classes, max_num_seqs)
     if point is None or point[0] > max_utilisation * max_num_seqs:
         return None
-    batch, t_iter, prefills = point
+    batch, t_iter, prefills, per_seq = point
     rate = sum(m.rate_per_s for m in members)
     means = [p + cl[3] * t_iter for p, cl in zip(prefills, classes)]
     second = [(t_iter ** 2) * mo[1] + mu * mu for mo, mu in zip(moments, means)]
@@ -135,7 +135,7 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
     if wait is None:
         return None
     tables = {m.stage.name: llm_service_table(p, t_iter, wait.p_wait, wait.mean_if_waiting, m.stage.output_tokens,
-                                              m.max_tokens, m.hedge)
+                                              m.max_tokens, m.hedge, per_seq, batch, max_num_seqs)
               for m, p in zip(members, prefills)}
     context = sum(cl[0] * cl[3] * (cl[1] + cl[3] / 2) for cl in classes) / max(sum(cl[0] * cl[3] for cl in classes),
                                                                                1e-12)

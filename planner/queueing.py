@@ -196,6 +196,8 @@ class BatchPoint:
     """Seconds per engine iteration at ``B*``."""
     prefill_s: float
     """Prefill time of one request's uncached prompt."""
+    per_seq_s: float = 0.0
+    """Iteration time one more running sequence adds: ``d1 / (1 - x)``."""
 
     def service_s(self, output_tokens: float) -> float:
         return self.prefill_s + output_tokens * self.t_iter
@@ -224,7 +226,7 @@ def llm_batch_point(
     if batch >= max_num_seqs:
         return None
     t_iter = (d0 + d1 * batch) / (1.0 - x)
-    return BatchPoint(batch=batch, t_iter=t_iter, prefill_s=prefill)
+    return BatchPoint(batch=batch, t_iter=t_iter, prefill_s=prefill, per_seq_s=d1 / (1.0 - x))
 
 
 def mixed_batch_point(
@@ -236,12 +238,12 @@ def mixed_batch_point(
 
     ``classes`` holds ``(rate_per_replica, input_tokens, uncached_tokens,
     mean_output_tokens)``. The per-sequence decode cost uses the rate-weighted
-    mean context. Returns ``(B*, t_iter, [prefill_s per class])`` or None when
-    unstable. Same maths as :func:`llm_batch_point` with sums over classes.
+    mean context. Returns ``(B*, t_iter, [prefill_s per class], per_seq_s)`` or None when
+    unstable (``per_seq_s``: the iteration time one more running sequence adds). Same maths as :func:`llm_batch_point` with sums over classes.
     """
     total_rate = sum(c[0] for c in classes)
     if total_rate <= 0:
-        return 0.0, profile.decode_fixed_s, [profile.prefill_s(c[2]) for c in classes]
+        return 0.0, profile.decode_fixed_s, [profile.prefill_s(c[2]) for c in classes], 0.0
     x = sum(profile.prefill_per_token_s * lam * unc for lam, _, unc, _ in classes)
     if x >= 1.0:
         return None
@@ -258,4 +260,4 @@ def mixed_batch_point(
     batch = numerator / denominator
     if batch >= max_num_seqs or not math.isfinite(batch):
         return None
-    return batch, (d0 + d1 * batch) / (1.0 - x), prefills
+    return batch, (d0 + d1 * batch) / (1.0 - x), prefills, d1 / (1.0 - x)

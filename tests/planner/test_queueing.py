@@ -104,3 +104,14 @@ def test_executor_pools_in_a_fan_out_are_offered_a_slot_per_branch_and_priced_fo
     assert {1, 8} <= set(by_slots)
     assert by_slots[1].quantile(0.99) >= 7 * 0.3
     assert by_slots[8].quantile(0.99) < by_slots[1].quantile(0.99) / 2
+
+
+def test_busy_batches_widen_the_tail_not_the_body_of_an_llm_call() -> None:
+    """The running batch fluctuates around B*: the p99 grows with the per-sequence cost, the median barely."""
+    from planner.candidates import U_GRID, llm_service_table
+
+    flat = llm_service_table(0.05, 0.02, 0.0, 0.0, 100, 256, 1)
+    busy = llm_service_table(0.05, 0.02, 0.0, 0.0, 100, 256, 1, per_seq_s=0.0004, batch=20.0, max_num_seqs=32)
+    p50, p99 = (int(np.searchsorted(U_GRID, q)) for q in (0.5, 0.99))
+    assert busy[p99] > 1.05 * flat[p99]
+    assert abs(busy[p50] - flat[p50]) < 0.05 * flat[p50]
