@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the compiler loads when a command compiles, so `--version` 
     from cortexlang.compiler import CompileResult
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+MAX_SOURCE_BYTES = 16 << 20  # a .cortex file is a few KB; this bounds what `cortexc check /dev/zero` reads
 
 
 def usage_error(message: str) -> "typer.Exit":
@@ -24,20 +25,28 @@ def usage_error(message: str) -> "typer.Exit":
 
 
 def read_source(path: Path) -> str:
+    """The file's text; a usage error (exit 2) when it is missing, unreadable, too large or not UTF-8."""
     try:
-        return path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_SOURCE_BYTES + 1)
     except FileNotFoundError:
         raise usage_error(f"cannot read {path}: no such file")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise usage_error(f"cannot read {path}: {exc}")
+    except OSError as exc:
+        raise usage_error(f"cannot read {path}: {exc.strerror or exc}")
+    if len(data) > MAX_SOURCE_BYTES:
+        raise usage_error(f"cannot read {path}: larger than {MAX_SOURCE_BYTES >> 20} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise usage_error(f"cannot read {path}: not UTF-8 text (line {line})")
 
 
 def compile_path(path: Path) -> CompileResult:
-    """Compile one file; usage error (exit 2) if it cannot be read."""
-    from cortexlang.compiler import compile_file
+    """Compile one file (``file(...)`` reads from its folder); usage error (exit 2) if it cannot be read."""
+    from cortexlang.compiler import compile_source
 
-    read_source(path)  # for a clean usage error
-    return compile_file(path)
+    return compile_source(read_source(path), str(path), path.parent)
 
 
 def print_diagnostics(result: CompileResult) -> None:

@@ -110,6 +110,21 @@ def prepare_spec(target: Path, *, plan_path: Path | None, workflow: str | None, 
     return spec
 
 
+def check_tools(spec: Any, console: Console) -> None:
+    """Import every tool stage's entry point now: a missing module is one line and exit 1,
+    rather than a traceback from inside the engines' start-up."""
+    from runtime.orchestrator.versions import ToolImportError, import_tool
+
+    for stage in spec.program.workflow(spec.workflow).stages:
+        if stage.kind == "tool":
+            try:
+                import_tool(stage.entry, Path(spec.base_dir))
+            except ToolImportError as exc:
+                console.print(f"error: tool stage `{stage.name}`: {exc}", markup=False, highlight=False,
+                              soft_wrap=True)
+                raise typer.Exit(EXIT_ERRORS)
+
+
 def parse_endpoints(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -299,6 +314,7 @@ def register(app: typer.Typer) -> None:
         console = _console(width=None if sys.stdout.isatty() else 140)
         spec = prepare_spec(target, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console,
                             policy=policy)
+        check_tools(spec, console)
         names = spec.program.workflow(spec.workflow).inputs
         rows = read_inputs(input, names, limit)
         factory, backend = make_factory(spec, engine, endpoint, use_ray=use_ray)
@@ -335,6 +351,7 @@ def register(app: typer.Typer) -> None:
         console = _console(stderr=True)
         spec = prepare_spec(target, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console,
                             policy=policy)
+        check_tools(spec, console)
         factory, backend = make_factory(spec, engine, endpoint, use_ray=use_ray)
         app = create_app(Orchestrator(spec, factory), token=token)
         console.print(f"serving {spec.workflow} on http://{host}:{port} ({backend} engines"
@@ -370,6 +387,7 @@ def register(app: typer.Typer) -> None:
             console.print(text, markup=False, highlight=False)
         if spec is None:
             raise typer.Exit(EXIT_ERRORS)
+        check_tools(spec, console)
         factory, backend = make_factory(spec, engine, [])
         server = DevServer(target, spec, factory, compile_fn=compile_spec,
                            report=lambda text: console.print(text, markup=False, highlight=False))

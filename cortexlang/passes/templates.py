@@ -43,6 +43,9 @@ def check_templates(wf: ir.Workflow, spans: dict[str, Span], diags: DiagnosticCo
             except TemplateSyntaxError as exc:
                 diags.error("CX601", f"jinja2 error in {where}, line {exc.lineno}: {exc.message}", span)
                 continue
+            except RecursionError:  # jinja2's parser recurses once per nesting level
+                diags.error("CX601", f"jinja2 error in {where}: expressions nest too deeply", span)
+                continue
             for var in sorted(variables - known):
                 diags.warning("CX602", f"{where} of `{stage.name}` uses `{var}`, which is not an input, a var or "
                               "a stage", span, hint=did_you_mean(var, known)

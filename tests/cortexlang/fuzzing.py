@@ -98,7 +98,9 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
         return data[:i] + rng.choice(_CHUNKS) + data[i + rng.choice([0, 0, 1, 3]):]
     if kind == 4:  # truncate
         return data[:i]
-    if kind == 5:  # deep nesting
+    if kind == 5:  # deep nesting, in the language or in a template expression
+        if b"{{ " in data and rng.random() < 0.3:
+            return data.replace(b"{{ ", b"{{ " + rng.choice([b"(", b"[", b"-", b"x."]) * rng.choice([50, 1000, 5000]), 1)
         return data[:i] + _nest(rng) + data[i:]
     if kind == 6:  # replace a number by a huge, zero or odd one
         digits = [k for k in range(n) if data[k:k + 1].isdigit() and (k == 0 or not data[k - 1:k].isdigit())]

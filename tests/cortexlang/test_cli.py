@@ -80,3 +80,34 @@ def test_fmt_reports_syntax_errors() -> None:
 def test_version_and_help() -> None:
     assert runner.invoke(compiler_app, ["--version"]).output.startswith("cortex ")
     assert "compile" in runner.invoke(compiler_app, ["--help"]).output
+
+
+def test_cortex_run_with_a_missing_tool_module_is_one_line(tmp_path: Path) -> None:
+    from cortexlang.cli import runtime_app
+
+    source = tmp_path / "t.cortex"
+    source.write_text('workflow w {\n  inputs = [q]\n  tool t { entry = "no_such_module:run"  service = 10ms }\n'
+                      "  flow { t -> done }\n}\n")
+    inputs = tmp_path / "q.jsonl"
+    inputs.write_text('{"q": "x"}\n')
+    result = runner.invoke(runtime_app, ["run", str(source), "--input", str(inputs), "--engine", "simulated",
+                                         "--no-plan"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [
+        f"error: tool stage `t`: cannot import tool module 'no_such_module' (from {tmp_path.resolve()}): "
+        "ModuleNotFoundError: No module named 'no_such_module'"]
+
+
+def test_fmt_refuses_deep_nesting_without_a_traceback(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.cortex"
+    deep.write_text("model m {\n  params = " + "[" * 1000 + "]" * 1000 + "\n}\n")
+    result = runner.invoke(compiler_app, ["fmt", "--check", str(deep)])
+    assert result.exit_code == 1 and "error[CX005]" in result.output and result.exception is None or \
+        isinstance(result.exception, SystemExit)
+
+
+def test_a_file_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.cortex"
+    bad.write_bytes(b"model m {\n  weights = \"\xff\xfe\"\n}\n")
+    result = runner.invoke(compiler_app, ["check", str(bad)])
+    assert result.exit_code == 2 and f"cannot read {bad}: not UTF-8 text (line 2)" in result.output

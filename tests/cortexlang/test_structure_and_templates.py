@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cortexlang.compiler import compile_source
 from tests.cortexlang.helpers import MODEL, codes, llm, workflow
 
@@ -63,3 +65,18 @@ def test_sql_query_must_name_a_writing_stage() -> None:
 def test_bad_sqlalchemy_url() -> None:
     result = compile_source(MODEL.replace('"sqlite:///x.db"', '"not a url"'), "t")
     assert codes(result) == ["CX201"]
+
+
+def test_a_template_nested_too_deeply_is_a_template_error() -> None:
+    result = workflow(llm("g").replace('"p"', '"{{ ' + "(" * 2000 + "1" + ")" * 2000 + ' }}"') + "flow { g -> done }")
+    (d,) = result.diagnostics
+    assert d.code == "CX601" and "nest too deeply" in d.message
+
+
+@pytest.mark.parametrize("url, ok", [("sqlite:///data/sales.db", True), ("postgresql+psycopg://u:p@h:5432/db", True),
+                                     ("postgresql://[::1]:5432/db", True), ("sqlite://", True),
+                                     ("postgresql://h:port/db", False), ("postgresql://h:99999/db", False),
+                                     ("://h/db", False), ("sales.db", False)])
+def test_database_urls_have_the_shape_sqlalchemy_parses(url: str, ok: bool) -> None:
+    result = compile_source(MODEL.replace('"sqlite:///x.db"', f'"{url}"'), "t")
+    assert codes(result) == ([] if ok else ["CX201"])
