@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from cortexlang.ir import TERMINALS, Edge, FanOut, LLMStage, SQLStage, ToolStage
 from cortexlang.semantics import Semantics, join_succeeds, join_waits_for_all
 from runtime.cache import StateCache
-from runtime.engines.base import EngineError, GenerationRequest, GenerationResult
+from runtime.engines.base import EngineError, GenerationRequest, GenerationResult, RequestRejected
 from runtime.orchestrator.errors import NoHealthyReplica
 from runtime.orchestrator.metrics import StageStats
 from runtime.orchestrator.pools import Pool, Replica
@@ -364,10 +364,14 @@ class Executor:
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                rejected: RequestRejected | None = None
                 for task in done:
                     replica = tasks[task]
                     exc = task.exception()
                     if exc is not None:
+                        if isinstance(exc, RequestRejected):  # every candidate is the same request
+                            rejected = exc
+                            continue
                         if isinstance(exc, EngineError):
                             self._engine_failed(replica, exc, 0)
                         continue
@@ -378,6 +382,8 @@ class Executor:
                         self._engine_failed(replica, EngineError("stopped mid-request"), 0)
                         continue
                     fallback = fallback or (result, replica)
+                if rejected is not None:
+                    raise rejected
             return fallback
         finally:
             for task in pending:

@@ -344,3 +344,23 @@ def test_history_never_evicts_runs_in_flight_and_external_runs_end_when_idle(sal
             await orch.stop()
 
     run_async(body())
+
+
+def test_a_refused_hedged_request_fails_its_run_and_keeps_every_candidate_replica() -> None:
+    engines: list[SimulatedEngine] = []
+
+    async def body() -> None:
+        spec = with_replicas(example_spec("rag"), "answer", 2)
+        assert spec.knobs.hedge["answer"] == 2
+        orch = await started(spec, sim_factory(lambda s, p: "an answer " * 5, speedup=500, engines=engines))
+        try:
+            for replica in orch.pools_by_name["answer"].replicas:
+                replica.engine.max_context = 1024  # type: ignore[union-attr]
+            info = await orch.run({"question": "Who approves a discount? " * 400})
+            assert info.status == "error" and (info.error or "").startswith("stage 'answer'")
+            assert "context of 1024 tokens" in (info.error or "")
+            assert orch.ready() and all(r.healthy for r in orch.pools_by_name["answer"].replicas)
+        finally:
+            await orch.stop()
+
+    run_async(body())
