@@ -11,3 +11,7 @@ READ_ONLY_ROLE_HELP = (
 
 class SQLConfigError(ValueError):
     """A database declaration that cannot be served (missing file, unsupported backend, unsafe role)."""
+
+
+class StatementError(Exception):
+    """A statement stopped by the executor's own limits (timeout, result size); the message is for the caller."""

@@ -14,7 +14,7 @@ Every statement passes three gates, outermost first:
 3. Limits: ``statement_timeout_s`` enforced from outside the statement by a
    :class:`~runtime.sql.watchdog.Watchdog` (``interrupt()`` on SQLite, a
    cancel request on PostgreSQL, whose ``statement_timeout`` also applies),
-   ``row_limit`` rows and ``max_result_bytes`` bytes of result (JSON size),
+   ``row_limit`` rows and ``max_result_bytes`` of result (its length as JSON),
    fetched in batches sized to the remaining budget; what does not fit is
    reported as ``truncated``.
 
@@ -29,13 +29,9 @@ into prompts.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import decimal
 import functools
-import json
 import sqlite3
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -47,22 +43,19 @@ from sqlalchemy.exc import ArgumentError
 
 from cortexlang.ir import Database
 from runtime.sql import postgres_backend
-from runtime.sql.errors import SQLConfigError
+from runtime.sql.errors import SQLConfigError, StatementError
 from runtime.sql.lexer import SQL_WHITESPACE
 from runtime.sql.policy import Backend, RefusedStatement, check_query
-from runtime.sql.sqlite_backend import AUTHORIZER_INFO, Authorizer, sqlite_engine
+from runtime.sql.rows import Fetched, Row, fetch_bounded
+from runtime.sql.sqlite_backend import AUTHORIZER_INFO, Authorizer, lockdown_refusal, sqlite_engine
 from runtime.sql.watchdog import Watchdog
 
 __all__ = ["DEFAULT_MAX_RESULT_BYTES", "SQLConfigError", "SQLExecutor", "SQLOutcome", "SQLResult"]
 
 SQLOutcome = Literal["ok", "empty", "error"]
-JsonValue = str | int | float | bool | None
-Rows = tuple[tuple[JsonValue, ...], ...]
-Fetched = tuple[tuple[str, ...], Rows, bool]
 
 DEFAULT_MAX_RESULT_BYTES = 1 << 20
 """Result size bound when none is given: 1 MiB of JSON, far more than a prompt can hold."""
-_MAX_BATCH_ROWS = 1000
 _CANCEL_TIMEOUT_S = 5.0
 
 
@@ -75,27 +68,11 @@ class SQLResult(BaseModel):
     statement: str
     outcome: SQLOutcome
     columns: tuple[str, ...] = ()
-    rows: Rows = ()
+    rows: tuple[Row, ...] = ()
     truncated: bool = False
     error: str | None = None
     elapsed_s: float = 0.0
     cached: bool = False
-
-
-def _json_safe(value: Any) -> JsonValue:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return str(value)
 
 
 class SQLExecutor:
@@ -183,7 +160,7 @@ class SQLExecutor:
                 columns, rows, truncated = self._run_sqlite(sql)
             else:
                 columns, rows, truncated = self._run_postgres(sql)
-        except (RefusedStatement, _StatementError, SQLConfigError) as exc:
+        except (RefusedStatement, StatementError, SQLConfigError) as exc:
             return self._error(statement, str(exc), started)
         except Exception as exc:  # SQLAlchemy, sqlite3 and psycopg errors: the database's own message
             return self._error(statement, _db_message(exc), started)
@@ -207,15 +184,9 @@ class SQLExecutor:
                         return self._fetch(cursor)
                     except sqlite3.DatabaseError as exc:
                         if deadline.fired:
-                            raise _StatementError(f"statement timeout: cancelled after {timeout_s:g} s") from exc
-                        if authorizer.denied_function and "not authorized" in str(exc):
-                            raise _StatementError(
-                                f"function {authorizer.denied_function}() is not allowed: only the SQLite "
-                                "functions on the read-only allow-list may run") from exc
-                        if "string or blob too big" in str(exc):
-                            raise _StatementError(
-                                f"a value exceeds max_result_bytes ({self.max_result_bytes} bytes): "
-                                "select smaller values") from exc
+                            raise StatementError(f"statement timeout: cancelled after {timeout_s:g} s") from exc
+                        if (refusal := lockdown_refusal(exc, authorizer, self.max_result_bytes)) is not None:
+                            raise StatementError(refusal) from exc
                         raise
             finally:
                 cursor.close()
@@ -231,33 +202,11 @@ class SQLExecutor:
                     return postgres_backend.run_query(conn, sql, timeout_s, self._fetch)
                 except Exception as exc:
                     if deadline.fired:
-                        raise _StatementError(f"statement timeout: cancelled after {timeout_s:g} s") from exc
+                        raise StatementError(f"statement timeout: cancelled after {timeout_s:g} s") from exc
                     raise
 
     def _fetch(self, cursor: Any) -> Fetched:
-        """Rows up to ``row_limit`` and ``max_result_bytes``, in batches sized to what is left of both."""
-        if cursor.description is None:
-            raise _StatementError("the statement returned no result set; only queries are allowed")
-        columns = tuple(str(d[0]) for d in cursor.description)
-        limit, budget = self.database.row_limit, self.max_result_bytes
-        rows: list[tuple[JsonValue, ...]] = []
-        size, batch = 0, 1  # the first row prices the rest: a few huge rows never arrive together
-        while True:
-            want = min(batch, limit + 1 - len(rows))
-            fetched = cursor.fetchmany(want)
-            for raw in fetched:
-                row = tuple(_json_safe(v) for v in raw)
-                size += len(json.dumps(row, default=str))
-                if len(rows) == limit or size > budget:
-                    if not rows:
-                        raise _StatementError(
-                            f"the first row alone is over max_result_bytes ({budget} bytes): "
-                            "select fewer or smaller columns")
-                    return columns, tuple(rows), True
-                rows.append(row)
-            if len(fetched) < want:
-                return columns, tuple(rows), False
-            batch = max(1, min(_MAX_BATCH_ROWS, (budget - size) * len(rows) // max(size, 1)))
+        return fetch_bounded(cursor, self.database.row_limit, self.max_result_bytes)
 
     def _error(self, statement: str, message: str, started: float) -> SQLResult:
         return SQLResult(
@@ -289,10 +238,6 @@ class SQLExecutor:
 
     async def version(self) -> str:
         return await asyncio.get_running_loop().run_in_executor(self._threads, self.version_sync)
-
-
-class _StatementError(Exception):
-    """A statement stopped by the executor's own limits (message goes to the result)."""
 
 
 def _db_message(exc: BaseException) -> str:

@@ -140,13 +140,13 @@ def _reset(dbapi_conn: Any, _record: Any, reset_state: Any) -> None:
 
 
 def run_query(conn: Connection, sql: str, statement_timeout_s: float, fetch: Callable[[Any], T]) -> T:
-    """``fetch(cursor)`` over a server-side cursor for ``sql`` in a read-only transaction, rolled back."""
+    """``fetch(cursor)`` over a server-side cursor for ``sql`` in a read-only transaction, always rolled back."""
     try:
         conn.exec_driver_sql("SET TRANSACTION READ ONLY")
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {_server_timeout_ms(statement_timeout_s)}")
         dbapi = conn.connection.dbapi_connection
         with dbapi.cursor(name="cortex_query") as cursor:  # type: ignore[union-attr]
             cursor.execute(sql)  # DECLARE "cortex_query" CURSOR FOR <sql>, extended protocol
-            return fetch(cursor)
+            return fetch(cursor)  # each fetchmany(n) is one FETCH FORWARD n
     finally:
         conn.rollback()

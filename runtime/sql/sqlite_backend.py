@@ -72,6 +72,16 @@ class Authorizer:
         return sqlite3.SQLITE_OK
 
 
+def lockdown_refusal(exc: sqlite3.DatabaseError, authorizer: Authorizer, max_value_bytes: int) -> str | None:
+    """A clear message for an error that one of the lock-down layers caused, else None (SQLite's own is fine)."""
+    if authorizer.denied_function and "not authorized" in str(exc):
+        return (f"function {authorizer.denied_function}() is not allowed: only the SQLite functions "
+                "on the read-only allow-list may run")
+    if "string or blob too big" in str(exc):
+        return f"a value exceeds max_result_bytes ({max_value_bytes} bytes): select smaller values"
+    return None
+
+
 AUTHORIZER_INFO = "cortex_authorizer"
 """Key of a pooled connection's :class:`Authorizer` in its ``info`` dict (SQLAlchemy's connection record)."""
 

@@ -1,0 +1,61 @@
+"""What the executors send at all: one read-only query; everything else refused with a clear reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.sql.policy import RefusedStatement, check_query
+
+
+@pytest.mark.parametrize(("sql", "backend", "sent"), [
+    ("SELECT 1", "postgresql", "SELECT 1"),
+    ("  -- why\n SELECT a FROM t WHERE b LIKE '%;%' ;  -- done", "postgresql", "SELECT a FROM t WHERE b LIKE '%;%'"),
+    ("WITH x AS (SELECT 1) SELECT * FROM x", "sqlite", "WITH x AS (SELECT 1) SELECT * FROM x"),
+    ("(SELECT 1) UNION (SELECT 2)", "postgresql", "(SELECT 1) UNION (SELECT 2)"),
+    ("VALUES (1), (2)", "postgresql", "VALUES (1), (2)"),
+    ("TABLE sales", "postgresql", "TABLE sales"),
+    ("PRAGMA table_info(sales)", "sqlite", "PRAGMA table_info(sales)"),
+    ("SELECT E'\\'; DELETE FROM t; --'", "postgresql", "SELECT E'\\'; DELETE FROM t; --'"),  # one string literal
+    ('SELECT "update", last_update, "insert"(x) FROM t', "postgresql",
+     'SELECT "update", last_update, "insert"(x) FROM t'),  # quoted or longer names are not keywords
+    ("SELECT substring(name FROM 1 FOR 3) FROM t", "postgresql", "SELECT substring(name FROM 1 FOR 3) FROM t"),
+])
+def test_one_read_only_query_is_sent_as_written(sql: str, backend: str, sent: str) -> None:
+    assert check_query(sql, backend) == sent  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("sql", "backend", "reason"), [
+    ("", "sqlite", "no SQL statement"),
+    ("-- only a comment\n;", "postgresql", "no SQL statement"),
+    ("SELECT 1; SELECT 2", "postgresql", "only one statement may run at a time; this text holds 2"),
+    ("SELECT $$;$$; SELECT 2", "postgresql", "holds 2"),
+    ("SELECT 'x", "sqlite", "cannot read the statement: unterminated string"),
+    ("COPY (SELECT 1) TO PROGRAM 'id'", "postgresql", "COPY statements are not allowed"),
+    ("LOAD 'x'", "postgresql", "LOAD statements are not allowed"),
+    ("DO $$ BEGIN END $$", "postgresql", "DO statements are not allowed"),
+    ("SET search_path = x", "postgresql", "SET statements are not allowed"),
+    ("SHOW ALL", "postgresql", "SHOW statements are not allowed"),
+    ("EXPLAIN ANALYZE DELETE FROM t", "postgresql", "EXPLAIN statements are not allowed"),
+    ("ATTACH 'x.db' AS x", "sqlite", "ATTACH statements are not allowed"),
+    ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", "postgresql", "DELETE is not allowed"),
+    ("WITH d AS (UPDATE t SET a = 1 RETURNING *) SELECT * FROM d", "sqlite", "UPDATE is not allowed"),
+    ("SELECT * INTO t2 FROM t", "postgresql", "INTO is not allowed"),
+    ("SELECT * FROM t FOR UPDATE", "postgresql", "row locks (FOR UPDATE"),
+    ("SELECT * FROM t FOR KEY SHARE", "postgresql", "row locks (FOR KEY"),
+    ("SELECT pg_catalog.pg_read_file('/etc/passwd')", "postgresql", "function pg_read_file() is not allowed"),
+    ('SELECT "PG_SLEEP"(1)', "postgresql", "function pg_sleep() is not allowed"),
+    ("SELECT pg_advisory_xact_lock (1)", "postgresql", "function pg_advisory_xact_lock() is not allowed"),
+    ("SELECT lo_import('/etc/passwd')", "postgresql", "function lo_import() is not allowed"),
+    ("SELECT set_config('role', 'postgres', true)", "postgresql", "function set_config() is not allowed"),
+    ('SELECT U&"pg\\005fsleep"(1)', "postgresql", "unicode-escaped function names"),
+])
+def test_anything_else_is_refused_with_a_reason(sql: str, backend: str, reason: str) -> None:
+    with pytest.raises(RefusedStatement) as refused:
+        check_query(sql, backend)  # type: ignore[arg-type]
+    assert reason in str(refused.value)
+
+
+def test_function_names_are_only_checked_on_postgres() -> None:
+    # SQLite's authorizer holds functions to an allow-list; a table called like a PostgreSQL function is fine.
+    assert check_query("SELECT * FROM pg_sleep", "postgresql") == "SELECT * FROM pg_sleep"
+    assert check_query("SELECT pg_sleep(1)", "sqlite") == "SELECT pg_sleep(1)"
