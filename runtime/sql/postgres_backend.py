@@ -79,14 +79,16 @@ def check_role(dbapi_conn: Any) -> list[str]:
     dbapi_conn.rollback()
     warnings: list[str] = []
     for name, superuser, replication, createrole, bypassrls, createdb, refused, warned in rows:
-        problems = [attr for attr, held in (("SUPERUSER", superuser), ("REPLICATION", replication),
-                                            ("CREATEROLE", createrole)) if held]
-        problems += [f"member of {role}" for role in refused]
+        if superuser:  # a superuser is a member of every role: name the one attribute that matters
+            problems = ["SUPERUSER"]
+        else:
+            problems = [attr for attr, held in (("REPLICATION", replication), ("CREATEROLE", createrole)) if held]
+            problems += [f"membership of {role}" for role in refused]
         if problems:
             raise SQLConfigError(
-                f"refusing to run generated SQL as PostgreSQL role {name!r}: it has {', '.join(problems)}, "
-                "which reach beyond a read-only transaction (server programs and files, other sessions, "
-                f"replication slots); {READ_ONLY_ROLE_HELP}")
+                f"refusing to run generated SQL as PostgreSQL role {name!r} ({', '.join(problems)}): "
+                "a read-only transaction does not keep such a role from server programs and files, other "
+                f"sessions or replication slots; {READ_ONLY_ROLE_HELP}")
         warnings += [f"role {name!r} has {attr}" for attr, held in (("BYPASSRLS", bypassrls),
                                                                      ("CREATEDB", createdb)) if held]
         warnings += [f"role {name!r} is a member of {role}" for role in warned]

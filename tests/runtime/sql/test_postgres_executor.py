@@ -183,7 +183,7 @@ def test_url_options_are_kept_but_cannot_switch_read_only_off(schema: str) -> No
 def test_a_superuser_is_refused_with_a_way_out(schema: str) -> None:
     ex = SQLExecutor(Database(name="pg", url=POSTGRES_URL, pool_size=1))
     try:
-        with pytest.raises(SQLConfigError, match=r"role 'postgres': it has SUPERUSER.*readonly_role\.py"):
+        with pytest.raises(SQLConfigError, match=r"role 'postgres' \(SUPERUSER\).*readonly_role\.py"):
             ex.warm()
         refused = ex.execute_sync("SELECT 1")  # no statement ever runs as that role
         assert refused.outcome == "error" and "SUPERUSER" in (refused.error or "")
