@@ -1,0 +1,119 @@
+"""Long fuzz run of `cortexc check` and `cortexc fmt --diff` over mutated examples.
+
+Target (issue 13): >= 100,000 inputs, no exception (only diagnostics or a clean usage
+error) and no input over 1 s. The mutator and the harness are the test suite's
+(tests/cortexlang/fuzzing.py; the suite runs a few thousand of the same inputs):
+input ``i`` of seed ``s`` is always the same bytes, so any failure listed here is
+reproduced with ``make_input(s, i)``.
+
+Worker processes take chunks of input indices; inside a worker each input is bounded
+at 1 s by SIGALRM, and the parent gives up on a chunk that does not come back (a
+hang inside C code would not see the alarm) and counts it. Times are wall seconds
+per input, `check` and `fmt --diff` together. Writes benchmarks/results/fuzz_compiler.md.
+
+    .venv/bin/python benchmarks/fuzz_compiler.py [--inputs 100000] [--seed 1] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.cortexlang.fuzzing import LIMIT_S, Harness, make_input  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "fuzz_compiler.md"
+CHUNK = 250
+_harness: Harness | None = None
+
+
+def _run_chunk(task: tuple[int, int, int]) -> list[tuple[int, int, float, str | None]]:
+    """(index, input bytes, seconds, failure) for inputs [start, stop) of ``seed``."""
+    global _harness
+    seed, start, stop = task
+    if _harness is None:
+        _harness = Harness(Path(tempfile.mkdtemp(prefix="cortex-fuzz-")))
+    out = []
+    for index in range(start, stop):
+        data = make_input(seed, index)
+        outcome = _harness.run(data)
+        out.append((index, len(data), outcome.seconds, outcome.failure))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+
+    tasks = [(args.seed, s, min(s + CHUNK, args.inputs)) for s in range(0, args.inputs, CHUNK)]
+    rows: list[tuple[int, int, float, str | None]] = []
+    lost = 0
+    started = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
+        results = pool.imap_unordered(_run_chunk, tasks)
+        for done in range(len(tasks)):
+            try:
+                rows.extend(results.next(timeout=CHUNK * LIMIT_S * 2 + 60))
+            except multiprocessing.TimeoutError:
+                lost = len(tasks) - done
+                pool.terminate()
+                break
+            if (done + 1) % 40 == 0:
+                print(f"{len(rows):,} inputs, {sum(r[3] is not None for r in rows)} failures, "
+                      f"{time.perf_counter() - started:.0f} s", flush=True)
+    wall = time.perf_counter() - started
+    write_report(args, rows, lost, wall)
+
+
+def write_report(args: argparse.Namespace, rows: list, lost_chunks: int, wall: float) -> None:
+    times = sorted(r[2] for r in rows)
+    failures = [r for r in rows if r[3] is not None]
+    kinds = Counter(r[3].split(" at ")[0][:100] for r in failures)
+    slowest = sorted(rows, key=lambda r: -r[2])[:5]
+    q = statistics.quantiles(times, n=1000, method="inclusive") if len(times) >= 2 else times * 999
+    lines = [
+        "# Fuzzing `cortexc check` and `cortexc fmt --diff`",
+        "",
+        f"Written by `benchmarks/fuzz_compiler.py --inputs {args.inputs} --seed {args.seed} --workers {args.workers}`"
+        f" on {os.cpu_count()} CPU(s) shared with other work. Inputs are the examples (`examples/*.cortex`,"
+        " `examples/errors/*.cortex`) with one to three mutations each: bytes (non-UTF-8 included), token"
+        " splices, truncation, deep nesting (language and templates), huge/zero numbers, units apart from"
+        " their numbers, hostile `file(...)` paths, repeated slices, long lines, control characters.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| inputs run | {len(rows):,} |",
+        f"| failures (exception, CX901, exit code, or over {LIMIT_S:g} s) | {len(failures)} |",
+        f"| chunks lost to a hung worker | {lost_chunks} |",
+        f"| slowest input | {times[-1] * 1000:.0f} ms |" if times else "| slowest input | - |",
+        f"| p99 | {q[989] * 1000:.1f} ms |",
+        f"| p99.9 | {q[998] * 1000:.1f} ms |",
+        f"| median | {statistics.median(times) * 1000:.1f} ms |",
+        f"| total wall time | {wall:.0f} s |",
+        "",
+        "Slowest inputs (`make_input(seed, index)` in tests/cortexlang/fuzzing.py reproduces each):",
+        "",
+        *(f"- index {i}: {size:,} bytes, {s * 1000:.0f} ms" for i, size, s, _ in slowest),
+        "",
+    ]
+    if failures:
+        lines += ["Failures by kind:", "", *(f"- {n} x {kind}" for kind, n in kinds.most_common()), "",
+                  "First failing inputs: " + ", ".join(str(r[0]) for r in failures[:20]), ""]
+    RESULTS.write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
