@@ -17,14 +17,19 @@ _FENCE = re.compile(r"```(?:[ \t]*[A-Za-z0-9_+-]*[ \t]*\n)?(.*?)(?:```|\Z)", re.
 """A fenced block; the info string (``sql``) counts only when a newline follows it."""
 _QUERY_START = re.compile(r"\b(SELECT|WITH|VALUES|EXPLAIN|PRAGMA|SHOW|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER)\b",
                           re.IGNORECASE)
+"""Where SQL starts after prose ("Here is the query: SELECT ..."): keywords rarely used in prose."""
 _DOLLAR_TAG = re.compile(r"\$[A-Za-z_]*\$")
-_COMMAND = re.compile(
-    r"(SELECT|WITH|VALUES|TABLE|EXPLAIN|PRAGMA|SHOW|INSERT|UPDATE|DELETE|MERGE|REPLACE|UPSERT|CREATE|DROP|ALTER"
-    r"|TRUNCATE|COPY|LOAD|DO|CALL|SET|RESET|LISTEN|NOTIFY|UNLISTEN|PREPARE|EXECUTE|DEALLOCATE|VACUUM|ANALYZE"
-    r"|LOCK|GRANT|REVOKE|BEGIN|START|COMMIT|ROLLBACK|ABORT|END|SAVEPOINT|RELEASE|ATTACH|DETACH|DECLARE|FETCH"
-    r"|MOVE|CLOSE|DISCARD|CHECKPOINT|CLUSTER|REINDEX|REFRESH|COMMENT|IMPORT|SECURITY|REASSIGN)\b|\(",
-    re.IGNORECASE)
-"""What a statement (not prose) starts with."""
+_COMMANDS = (
+    "SELECT|WITH|VALUES|TABLE|EXPLAIN|PRAGMA|SHOW|INSERT|UPDATE|DELETE|MERGE|REPLACE|UPSERT|CREATE|DROP|ALTER"
+    "|TRUNCATE|COPY|LOAD|DO|CALL|SET|RESET|LISTEN|NOTIFY|UNLISTEN|PREPARE|EXECUTE|DEALLOCATE|VACUUM|ANALYZE"
+    "|LOCK|GRANT|REVOKE|BEGIN|START|COMMIT|ROLLBACK|ABORT|END|SAVEPOINT|RELEASE|ATTACH|DETACH|DECLARE|FETCH"
+    "|MOVE|CLOSE|DISCARD|CHECKPOINT|CLUSTER|REINDEX|REFRESH|COMMENT|IMPORT|SECURITY|REASSIGN")
+_COMMAND = re.compile(rf"({_COMMANDS})\b", re.IGNORECASE)
+"""What a statement starts with, in any case."""
+_UPPER_COMMAND = re.compile(rf"\b({_COMMANDS})\b")
+"""A statement keyword written in capitals: SQL after prose even when prose uses the word ("copy")."""
+_PROSE = re.compile(r"[^\W\d_]")
+"""A part that starts with a letter (and not with a statement keyword) is prose."""
 
 
 def split_statements(sql: str) -> list[str]:
@@ -73,13 +78,14 @@ def _code_of(fragment: str) -> str:
 
 
 def extract_sql(text: str) -> str:
-    """The SQL in model output ('' when there is none), never silently cut to its first statement.
+    """The SQL in model output ('' when there is none), never silently cut to part of it.
 
     Takes the first fenced code block if there is one (a missing closing fence
-    is fine: a stop string may have cut it); otherwise starts at the first SQL
-    keyword, skipping prose such as "Here is the query:". Of its
-    ``;``-separated parts, keeps the first and every later one that starts like
-    a statement (prose after the query is dropped), joined with ``";\\n"`` (a
+    is fine: a stop string may have cut it); else the whole text if it starts
+    with a statement keyword; else the text from the first SQL keyword on,
+    skipping prose such as "Here is the query:". Of its ``;``-separated parts,
+    keeps the first and every later one that is not prose (prose starts with a
+    letter but not with a statement keyword), joined with ``";\\n"`` (a
     newline, so a trailing ``--`` comment cannot swallow the next one): more
     than one statement then reaches the executor, which refuses them all.
     """
@@ -87,10 +93,14 @@ def extract_sql(text: str) -> str:
     fence = _FENCE.search(text)
     if fence is not None:
         body = fence.group(1)
-    else:
-        keyword = _QUERY_START.search(text)
-        if keyword is not None:
-            body = text[keyword.start():]
+    elif not _COMMAND.match(_code_of(text)):
+        starts = [m.start() for m in (_QUERY_START.search(text), _UPPER_COMMAND.search(text)) if m is not None]
+        if starts:
+            body = text[min(starts):]
     statements = split_statements(body)
-    kept = statements[:1] + [s for s in statements[1:] if _COMMAND.match(_code_of(s))]
+    kept = statements[:1] + [s for s in statements[1:] if not _is_prose(_code_of(s))]
     return ";\n".join(kept)
+
+
+def _is_prose(code: str) -> bool:
+    return bool(_PROSE.match(code)) and not _COMMAND.match(code)

@@ -17,8 +17,13 @@ from runtime.sql.extract import extract_sql, split_statements
         ("Here is the query: SELECT a FROM t; DROP TABLE t;", "SELECT a FROM t;\nDROP TABLE t"),
         ("  select ';' as semi, 'it''s' from t; select 2", "select ';' as semi, 'it''s' from t;\nselect 2"),
         ("SELECT 1 -- note; DROP\n; COPY t TO PROGRAM 'id'", "SELECT 1 -- note; DROP;\nCOPY t TO PROGRAM 'id'"),
-        # Prose after the query is not a statement.
+        # Prose after the query is not a statement; code that is not a statement is kept (and refused).
         ("SELECT a FROM t; This query lists every a.", "SELECT a FROM t"),
+        ("/* /* */ SELECT 1; */ DELETE FROM t", "/* /* */ SELECT 1;\n*/ DELETE FROM t"),
+        # A statement keyword the prose skipper does not know still starts the SQL.
+        ("REPLACE INTO t VALUES (1)", "REPLACE INTO t VALUES (1)"),
+        ("Sure: COPY t TO PROGRAM 'id'", "COPY t TO PROGRAM 'id'"),
+        ("I will copy this: SELECT 1", "SELECT 1"),
         ("WITH x AS (SELECT 1) SELECT * FROM x", "WITH x AS (SELECT 1) SELECT * FROM x"),
         ("I cannot answer that.", "I cannot answer that."),
         ("", ""),
