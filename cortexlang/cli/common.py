@@ -24,22 +24,34 @@ def usage_error(message: str) -> "typer.Exit":
     return typer.Exit(EXIT_USAGE)
 
 
-def read_source(path: Path) -> str:
-    """The file's text; a usage error (exit 2) when it is missing, unreadable, too large or not UTF-8."""
+class SourceError(Exception):
+    """A source file cannot be read; the message says which and why."""
+
+
+def load_source(path: Path) -> str:
+    """The file's text; raises :class:`SourceError` when it is missing, unreadable, too large or not UTF-8."""
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_SOURCE_BYTES + 1)
     except FileNotFoundError:
-        raise usage_error(f"cannot read {path}: no such file")
+        raise SourceError(f"cannot read {path}: no such file")
     except OSError as exc:
-        raise usage_error(f"cannot read {path}: {exc.strerror or exc}")
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}")
     if len(data) > MAX_SOURCE_BYTES:
-        raise usage_error(f"cannot read {path}: larger than {MAX_SOURCE_BYTES >> 20} MiB")
+        raise SourceError(f"cannot read {path}: larger than {MAX_SOURCE_BYTES >> 20} MiB")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise usage_error(f"cannot read {path}: not UTF-8 text (line {line})")
+        raise SourceError(f"cannot read {path}: not UTF-8 text (line {line})")
+
+
+def read_source(path: Path) -> str:
+    """:func:`load_source`, with a usage error (exit 2) when the file cannot be read."""
+    try:
+        return load_source(path)
+    except SourceError as exc:
+        raise usage_error(str(exc))
 
 
 def compile_path(path: Path) -> CompileResult:

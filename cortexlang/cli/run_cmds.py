@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from cortexlang.cli.common import EXIT_ERRORS, compile_or_exit, read_source, usage_error
+from cortexlang.cli.common import EXIT_ERRORS, SourceError, compile_or_exit, load_source, read_source, usage_error
 
 if TYPE_CHECKING:  # rich loads when a command runs, so `cortexc --version` and `check` start fast
     from rich.console import Console
@@ -414,13 +414,17 @@ def _dev_compiler(workflow: str | None, policy: str | None) -> Any:
     """The compile callback ``cortex dev`` injects (the runtime never imports the compiler)."""
 
     def compile_spec(path: Path) -> tuple[Any, str | None]:
-        from cortexlang.compiler import compile_file
+        from cortexlang.compiler import compile_source
         from cortexlang.diagnostics import render_all
         from planner.api import plan_program
         from planner.plan import Infeasible
         from runtime.build import BuildError, default_spec, spec_from_plan
 
-        result = compile_file(path)
+        try:  # a save caught half-written, or the file moved: report it and keep watching
+            source = load_source(path)
+        except SourceError as exc:
+            return None, f"error: {exc}"
+        result = compile_source(source, str(path), path.parent)
         text = render_all(result.diagnostics, {result.path: result.source}) if result.diagnostics else None
         if result.program is None:
             return None, text

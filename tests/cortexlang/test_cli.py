@@ -111,3 +111,14 @@ def test_a_file_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
     bad.write_bytes(b"model m {\n  weights = \"\xff\xfe\"\n}\n")
     result = runner.invoke(compiler_app, ["check", str(bad)])
     assert result.exit_code == 2 and f"cannot read {bad}: not UTF-8 text (line 2)" in result.output
+
+
+def test_cortex_dev_reports_an_unreadable_save_and_keeps_watching(tmp_path: Path) -> None:
+    from cortexlang.cli.run_cmds import _dev_compiler
+
+    bad = tmp_path / "bad.cortex"
+    bad.write_bytes(b"workflow w {\n  \xff\n}\n")
+    spec, text = _dev_compiler(None, None)(bad)
+    assert spec is None and text == f"error: cannot read {bad}: not UTF-8 text (line 2)"
+    spec, text = _dev_compiler(None, None)(tmp_path / "gone.cortex")
+    assert spec is None and text.endswith("no such file")
