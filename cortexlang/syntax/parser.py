@@ -19,13 +19,8 @@ from lark.exceptions import UnexpectedInput
 
 from cortexlang.diagnostics import DiagnosticCollector, Span
 from cortexlang.syntax import ast
-from cortexlang.syntax.errors import RESERVED
-from cortexlang.syntax.recovery import (
-    MAX_SYNTAX_ERRORS, PARSE_BUDGET, Recovery, close_unclosed_blocks, recover_from,
-)
+from cortexlang.syntax.recovery import PARSE_BUDGET, Recovery, close_unclosed_blocks, recover_from
 from grammar import GRAMMAR_PATH
-
-__all__ = ["RESERVED", "MAX_SYNTAX_ERRORS", "parse"]
 
 _QUANTITY = re.compile(r"^([0-9][0-9_]*(?:\.[0-9]+)?)([A-Za-z%]*)(?:/([A-Za-z]+))?$")
 _MONEY = re.compile(r"^\$([0-9][0-9_]*(?:\.[0-9]+)?)(?:/([A-Za-z]+))?$")

@@ -122,3 +122,13 @@ def test_strict_parse_returns_nothing_past_a_syntax_error() -> None:
     module = parse(source, "t", recovering, recover=True)
     assert module.recovered and [b.recovered for b in module.blocks] == [True, False]
     assert strict.items == recovering.items
+
+
+def test_errors_in_one_workflow_hide_nothing_in_another() -> None:
+    broken = "workflow a {\n" + llm("x", "top_k = 3") + "flow { x -> done }\n}\n"
+    sound = ("workflow b {\n  slo { latency = 10ms  attainment = 99% }\n"
+             + llm("g").replace('"p"', '"{{ questoin }}"') + 'tool t { entry = "m:f"  service = 1s }\n'
+             + "flow { g -> t -> done }\n}\n")
+    result = compile_source(MODEL + broken + sound, "t.cortex")
+    # unknown attribute in `a`; in `b`, the SLO its tool alone cannot meet and the template's typo
+    assert sorted(codes(result)) == ["CX102", "CX501", "CX602"]
