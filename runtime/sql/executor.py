@@ -195,11 +195,11 @@ class SQLExecutor:
     def _run_postgres(self, sql: str) -> Fetched:
         timeout_s = self.database.statement_timeout_s
         with self.engine.connect() as conn:
-            cancel = functools.partial(conn.connection.dbapi_connection.cancel_safe,  # type: ignore[union-attr]
-                                       timeout=_CANCEL_TIMEOUT_S)
+            dbapi = conn.connection.dbapi_connection
+            cancel = functools.partial(dbapi.cancel_safe, timeout=_CANCEL_TIMEOUT_S)  # type: ignore[union-attr]
             with self._watchdog.guard(timeout_s, cancel) as deadline:
                 try:
-                    return postgres_backend.run_query(conn, sql, timeout_s, self._fetch)
+                    return postgres_backend.run_query(dbapi, sql, timeout_s, self._fetch)
                 except Exception as exc:
                     if deadline.fired:
                         raise StatementError(f"statement timeout: cancelled after {timeout_s:g} s") from exc

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import URL, Engine
 
 from runtime.sql.errors import READ_ONLY_ROLE_HELP, SQLConfigError
 
@@ -141,14 +141,14 @@ def _reset(dbapi_conn: Any, _record: Any, reset_state: Any) -> None:
         dbapi_conn.autocommit = False
 
 
-def run_query(conn: Connection, sql: str, statement_timeout_s: float, fetch: Callable[[Any], T]) -> T:
+def run_query(dbapi_conn: Any, sql: str, statement_timeout_s: float, fetch: Callable[[Any], T]) -> T:
     """``fetch(cursor)`` over a server-side cursor for ``sql`` in a read-only transaction, always rolled back."""
     try:
-        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {_server_timeout_ms(statement_timeout_s)}")
-        dbapi = conn.connection.dbapi_connection
-        with dbapi.cursor(name="cortex_query") as cursor:  # type: ignore[union-attr]
+        # One round trip (simple protocol, our own text): the session's defaults again, for this transaction.
+        dbapi_conn.execute(
+            f"SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {_server_timeout_ms(statement_timeout_s)}")
+        with dbapi_conn.cursor(name="cortex_query") as cursor:
             cursor.execute(sql)  # DECLARE "cortex_query" CURSOR FOR <sql>, extended protocol
             return fetch(cursor)  # each fetchmany(n) is one FETCH FORWARD n
     finally:
-        conn.rollback()
+        dbapi_conn.rollback()
