@@ -14,7 +14,7 @@ import pytest
 from cortexlang.ir import Database
 from examples.data.readonly_role import ensure_reader, main, reader_url
 from runtime.sql import SQLExecutor
-from tests.conftest import POSTGRES_DSN, POSTGRES_URL
+from tests.conftest import POSTGRES_DSN, POSTGRES_URL, require_postgres
 from tests.security.databases import postgres_schema
 
 psycopg = pytest.importorskip("psycopg")
@@ -22,6 +22,7 @@ psycopg = pytest.importorskip("psycopg")
 
 @pytest.fixture
 def role() -> Iterator[str]:
+    require_postgres()
     name = f"cortex_t_{uuid.uuid4().hex[:8]}"
     yield name
     with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
