@@ -31,25 +31,12 @@ from cortexlang.ir import SLO, IntKnob, Load, Loop, Program, ToolStage, Workflow
 from planner.api import plan_program  # noqa: E402
 from planner.plan import Plan  # noqa: E402
 from runtime.policies.registry import make_policy  # noqa: E402
-from runtime.simulator.cluster import ReplicaSpec  # noqa: E402
+from runtime.simulator.cluster import layout_from_plan  # noqa: E402
 from runtime.simulator.sim import SimConfig, Simulator, Stream  # noqa: E402
 from runtime.simulator.workloads import edge, fanout, llm, nl2sql, outcome, program, react  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "results"
-
-
-def plan_layout(plan: Plan, workflow: str) -> tuple[ReplicaSpec, ...]:
-    """The plan's pools as simulator replicas: each LLM pool's replicas serve every stage it lists
-    (a shared pool, ``LLMPool.stages``), each executor pool is one dedicated group."""
-    wp = plan.workflow(workflow)
-    reps = [ReplicaSpec(name=f"{pool.stage}-{pool.device}-{i}", kind="llm", device=pool.device, model=pool.model,
-                        tp=pool.tp, stages=frozenset(pool.stages), slots=pool.max_num_seqs,
-                        kv_capacity_tokens=pool.kv_budget_tokens or None)
-            for pool in wp.llm_pools for i in range(pool.replicas)]
-    reps += [ReplicaSpec(name=f"exec-{ex.stage}", kind="executor", slots=ex.slots, stages=frozenset({ex.stage}))
-             for ex in wp.executor_pools]
-    return tuple(reps)
 
 
 def fanout8() -> Workflow:
@@ -101,9 +88,10 @@ def check(name: str, prog: Program) -> list[dict]:
             rows.append({"example": name, "workflow": wf.name, "error": str(plan)})
             continue
         wp = plan.workflow(wf.name)
-        res = Simulator(prog, plan_layout(plan, wf.name), make_policy("fcfs"),
+        res = Simulator(prog, layout_from_plan(plan, wf.name), make_policy("fcfs"),
                         [Stream(wf.name, wp.rate_per_s)],
-                        SimConfig(runs=3000, seed=1, record_calls=True, warmup_fraction=0.1)).run()
+                        SimConfig(runs=3000, seed=1, record_calls=True, warmup_fraction=0.1),
+                        knobs={wf.name: wp.knobs}).run()
         lat = res.latency()
         warm_ids = set(res.run_id[: res.warmup].tolist())
         by_stage: dict[str, list[float]] = {}

@@ -207,6 +207,31 @@ class Objective(PlanModel):
     unit: str = Field(description="'$/h' for cost mode, 'fraction' (of the SLO latency) for headroom mode.")
 
 
+class Verification(PlanModel):
+    """The plan checked in the discrete-event simulator (every figure here is *simulated*).
+
+    The simulator runs the plan's pools and knobs on the same latency profiles
+    under ``policy``; ``slo_attainment`` is measured against the file's SLO, with
+    a 95% Wilson interval over the ``runs`` measured. When the first plan missed
+    its SLO in simulation the planner was asked again for a tighter latency
+    target (``planned_latency_s``), ``rounds`` times in all.
+    """
+
+    label: Literal["simulated"] = "simulated"
+    policy: str
+    runs: int = Field(ge=0, description="Measured runs (after warm-up).")
+    seed: int
+    latency: LatencyDistribution
+    slo_attainment: float | None = Field(default=None, ge=0, le=1)
+    attainment_interval: tuple[float, float] | None = Field(default=None, description="95% Wilson interval.")
+    holds: bool | None = Field(default=None, description="Simulated attainment meets the SLO (None: no SLO).")
+    latency_at_target_s: float | None = Field(
+        default=None, description="Simulated latency at the SLO's attainment quantile (inf: too many rejected).")
+    planned_latency_s: float | None = Field(
+        default=None, description="The SLO latency the pools were sized for (below the file's after tightening).")
+    rounds: int = Field(default=1, ge=1, description="Plans simulated, the first included.")
+
+
 class WorkflowPlan(PlanModel):
     """The plan of one workflow."""
 
@@ -225,6 +250,8 @@ class WorkflowPlan(PlanModel):
     p_done: float = Field(ge=0, le=1, description="Probability that a run ends at 'done' (else 'fail').")
     shared_pool: SharedPoolComparison | None = Field(default=None, description="None when the workflow has no LLM stage.")
     cost_per_hour: float = Field(ge=0)
+    verification: Verification | None = Field(
+        default=None, description="The plan simulated before it was shown (None: not verified).")
 
     def pool(self, stage: str) -> LLMPool | ExecutorPool:
         """The pool serving ``stage`` (a shared LLM pool serves several stages)."""

@@ -129,10 +129,24 @@ def _workflow_lines(w: WorkflowPlan) -> list[str]:
     d = w.latency
     lines.append(f"  end-to-end: p50 {_s(d.p50)}  p90 {_s(d.p90)}  p95 {_s(d.p95)}  p99 {_s(d.p99)}  "
                  f"mean {_s(d.mean)};  P(done) {w.p_done:.2%}")
+    v = w.verification
+    sized_for = v.planned_latency_s if v is not None and slo and v.planned_latency_s is not None else None
     if slo and w.slo_attainment is not None:
         ok = "meets" if w.slo_attainment >= slo.attainment else "MISSES"
-        lines.append(f"  SLO: {w.slo_attainment:.2%} of runs within {slo.latency_s:g}s "
+        within = sized_for if sized_for is not None else slo.latency_s
+        tightened = f" (tightened from {slo.latency_s:g}s after simulation)" if within < slo.latency_s else ""
+        lines.append(f"  SLO: {w.slo_attainment:.2%} of runs within {within:g}s{tightened} "
                      f"(target {slo.attainment:.2%}): {ok}; headroom {w.headroom:.1%}")
+    if v is not None:
+        d = v.latency
+        lines.append(f"  simulated ({v.policy}, {v.runs:,} runs, seed {v.seed}): p50 {_s(d.p50)}  p90 {_s(d.p90)}  "
+                     f"p95 {_s(d.p95)}  p99 {_s(d.p99)}")
+        if slo and v.slo_attainment is not None and v.attainment_interval is not None:
+            lo, hi = v.attainment_interval
+            verdict = "holds" if v.holds else "MISSES the SLO in simulation"
+            rounds = f"; {v.rounds} plans simulated" if v.rounds > 1 else ""
+            lines.append(f"  simulated SLO: {v.slo_attainment:.2%} of runs within {slo.latency_s:g}s "
+                         f"(95% interval {lo:.2%}-{hi:.2%}): {verdict}{rounds}")
     return lines
 
 

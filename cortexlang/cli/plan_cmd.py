@@ -1,4 +1,5 @@
-"""``cortexc plan``: size a dedicated pool per stage and show (or diff) the plan.
+"""``cortexc plan``: size pools (dedicated or shared) per stage, verify the plan in the
+simulator, and show (or diff) it.
 
 Exit codes: 0 success, 1 errors in the input or no feasible plan, 2 usage
 error. With ``--detailed-exitcode`` (as in ``terraform plan``): 0 no changes,
@@ -83,16 +84,24 @@ def load_plan(path: Path) -> Plan:
                           f"{str(exc).splitlines()[0]}")
 
 
-def _solve_with_feedback(console: Console, **kwargs) -> Plan | Infeasible:
-    """Run the planner; show a spinner with its current step once it has taken more than a second."""
-    from planner.api import plan_program
+def _solve_with_feedback(console: Console, verify_budget_s: float | None, **kwargs) -> Plan | Infeasible:
+    """Run the planner (and, unless ``verify_budget_s`` is None, verify the plan in the simulator);
+    show a spinner with its current step once it has taken more than a second."""
+    if verify_budget_s is None:
+        from planner.api import plan_program as solve
+    else:
+        from functools import partial
+
+        from cortexlang.cli.plan_verify import plan_and_verify
+
+        solve = partial(plan_and_verify, budget_s=verify_budget_s)
 
     result: dict = {}
     step = {"text": "planning"}
 
     def work() -> None:
         try:
-            result["value"] = plan_program(progress=lambda msg: step.__setitem__("text", msg), **kwargs)
+            result["value"] = solve(progress=lambda msg: step.__setitem__("text", msg), **kwargs)
         except BaseException as exc:  # re-raised in the caller's thread
             result["error"] = exc
 
@@ -119,6 +128,10 @@ def plan(
     diff: Optional[Path] = typer.Option(None, "--diff", help="Show changes against this saved plan."),
     detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="Exit 0 no changes, 1 error, 2 changes present."),
     seed: int = typer.Option(0, "--seed", help="Monte Carlo seed (plans are deterministic per seed)."),
+    verify: bool = typer.Option(True, "--verify/--no-verify",
+                                help="Simulate the plan before showing it; tighten it until it holds there."),
+    verify_budget: float = typer.Option(2.0, "--verify-budget", min=0.1,
+                                        help="Seconds of simulation per verification round."),
 ) -> None:
     """Choose a dedicated pool per stage (GPU kind x replicas, TP, batch/KV budget, executor slots) and knobs."""
     from rich.console import Console
@@ -131,7 +144,8 @@ def plan(
     program = compile_program(file)
     inv = load_inventory(inventory) if inventory is not None else None
     err = Console(stderr=True)
-    result = _solve_with_feedback(err, program=program, inventory=inv, rate=rate_per_s, mode=mode.value, seed=seed)
+    result = _solve_with_feedback(err, verify_budget if verify else None, program=program, inventory=inv,
+                                  rate=rate_per_s, mode=mode.value, seed=seed)
     if isinstance(result, Infeasible):
         if as_json:
             write_output(result.model_dump_json(indent=2) + "\n", None)

@@ -102,38 +102,56 @@ def register(app: typer.Typer) -> None:
                 if wf.load is None:
                     raise usage_error(f"workflow {wf.name} declares no load; pass --rate")
                 rate = wf.load.rate_per_s
-            devices = (parse_cluster(cluster) if cluster or program.inventory is None
+            devices = (parse_cluster(cluster or "mixed12") if cluster or program.inventory is None
                        else {g.kind: g.count for g in program.inventory.gpus})
         planned = None
-        if wf is not None and layout == "auto":
-            planned = _planned_layout(cl, program, wf, devices, rate)
+        knobs = None
+        if wf is not None and (layout == "auto" or layout == "plan"):
+            planned = (_planned(program, wf, devices, rate) if layout == "auto" else _load_plan(plan))
+            try:
+                knobs = {wf.name: planned.workflow(wf.name).knobs}
+            except KeyError:
+                raise usage_error(f"--plan {plan}: it has no workflow {wf.name!r}")
         rows = []
+        slo = wf.slo if wf is not None else None
         for name in policy:
             try:
                 if planned is not None:
-                    lay = planned if name == "cortex" else cl.pooled(planned)
+                    # The plan's pools for cortex (auto) or for every policy (--layout plan); under
+                    # auto the baselines share the same replicas, pooled. The plan's knobs apply to all.
+                    lay = cl.layout_from_plan(planned, wf.name)
+                    lay = lay if (name == "cortex" or layout == "plan") else cl.pooled(lay)
                 else:
-                    lay = _layout(cl, program, wf, model, devices, layout, name, plan)
+                    lay = _layout(cl, program, wf, model, devices, layout, name)
                 if split:
                     lay = cl.disaggregate(lay, split, model=model)
                 sim = Simulator(program, lay, make_policy(name), [Stream(wf.name, rate)] if wf else [],
-                                SimConfig(runs=runs, seed=seed, slo_scale=slo_scale), trace=requests)
+                                SimConfig(runs=runs, seed=seed, slo_scale=slo_scale), trace=requests, knobs=knobs)
                 res = sim.run()
             except (cl.LayoutError, ValueError, LookupError) as exc:
                 typer.echo(f"error: {name}: {exc}", err=True)
                 raise typer.Exit(EXIT_ERRORS)
-            rows.append(res.summary())
+            row = res.summary()
+            if slo is not None:
+                row["slo_attainment"] = _attainment(res, slo.latency_s)
+            rows.append(row)
         if as_json:
             typer.echo(json.dumps({"label": "simulated", "cluster": devices, "rows": rows}, indent=2))
             return
         typer.echo(f"simulated: {('trace ' + str(trace)) if trace else wf.name} on "
                    + _cluster_text(devices, program)
-                   + (f" at {rate:g} runs/s" if rate else ""))
-        typer.echo(f"{'policy':18s} {'runs':>6s} {'p50 s':>8s} {'p99 s':>8s} {'scale@95':>9s} {'scale@99':>9s} "
-                   f"{'rejected':>9s}")
+                   + (f" at {rate:g} runs/s" if rate else "")
+                   + (f"; SLO {slo.attainment * 100:.4g}% within {slo.latency_s:g}s" if slo else ""))
+        scales = not (trace is not None and slo_scale is None)  # a trace without --slo-scale has no deadlines
+        head = f"{'policy':18s} {'runs':>6s} {'p50 s':>8s} {'p99 s':>8s}"
+        head += f" {'scale@95':>9s} {'scale@99':>9s}" if scales else ""
+        head += f" {'SLO met':>8s}" if slo else ""
+        typer.echo(head + f" {'rejected':>9s}")
         for r in rows:
-            typer.echo(f"{r['policy']:18s} {r['runs']:6d} {r['p50_s']:8.2f} {r['p99_s']:8.2f} {r['scale95']:9.2f} "
-                       f"{r['scale99']:9.2f} {r['rejected']:9.3f}")
+            line = f"{r['policy']:18s} {r['runs']:6d} {r['p50_s']:8.2f} {r['p99_s']:8.2f}"
+            line += f" {r['scale95']:9.2f} {r['scale99']:9.2f}" if scales else ""
+            line += f" {r['slo_attainment']:8.2%}" if slo else ""
+            typer.echo(line + f" {r['rejected']:9.3f}")
 
 
 def _cluster_text(devices: dict[str, int], program) -> str:
@@ -144,8 +162,18 @@ def _cluster_text(devices: dict[str, int], program) -> str:
     return f"CPU only ({cpu.slots} slots)" if cpu is not None else "CPU only"
 
 
-def _planned_layout(cl, program, wf, devices, rate):
-    """Planner-sized pools (headroom mode) on ``devices`` plus the file's CPU slots."""
+def _attainment(res, latency_s: float) -> float:
+    """Share of measured runs admitted and finished within ``latency_s`` (a run ending at `fail`
+    counts with its latency, as in the planner)."""
+    import numpy as np
+
+    m = res.measured
+    ok = (res.status[m] != "rejected") & ((res.end[m] - res.arrival[m]) <= latency_s)
+    return float(np.mean(ok)) if len(ok) else 0.0
+
+
+def _planned(program, wf, devices, rate):
+    """A plan (headroom mode) of ``wf`` on ``devices`` plus the file's CPU slots."""
     from cortexlang.ir import CpuResource, GpuResource, Inventory
     from planner.api import plan_program
     from planner.plan import Plan
@@ -155,22 +183,24 @@ def _planned_layout(cl, program, wf, devices, rate):
                     cpu=cpu)
     result = plan_program(program, inv, rate=rate, mode="headroom", workflows=[wf.name])
     if not isinstance(result, Plan):
-        typer.echo(f"error: the planner found no plan ({result}); try --layout shared", err=True)
+        typer.echo(f"error: the planner found no plan ({result.message}); try --layout shared", err=True)
         raise typer.Exit(EXIT_ERRORS)
-    return cl.layout_from_plan(result, wf.name)
+    return result
 
 
-def _layout(cl, program, wf, model, devices, layout, policy, plan_path):
+def _load_plan(plan_path):
+    from planner.plan import Plan
+
+    if plan_path is None:
+        raise usage_error("--layout plan needs --plan PLAN.json")
+    try:
+        return Plan.load(plan_path)
+    except (OSError, ValueError) as exc:
+        raise usage_error(f"--plan {plan_path}: {str(exc).splitlines()[0]}")
+
+
+def _layout(cl, program, wf, model, devices, layout, policy):
     choice = layout if layout != "auto" else ("isolated" if policy == "cortex" and wf is not None else "shared")
-    if choice == "plan":
-        from planner.plan import Plan
-
-        if plan_path is None:
-            raise usage_error("--layout plan needs --plan PLAN.json")
-        try:
-            return cl.layout_from_plan(Plan.load(plan_path), wf.name if wf else None)
-        except (OSError, ValueError) as exc:
-            raise usage_error(f"--plan {plan_path}: {exc}")
     if choice == "isolated" and wf is not None:
         # Work share per LLM stage from its declared tokens (decode tokens weighted 3x).
         visits = {s.name: s.input_tokens + 3.0 * s.output_tokens for s in wf.stages if isinstance(s, LLMStage)}

@@ -43,6 +43,7 @@ class LoopInfo:
     within: str | None = None
     within_span: Span | None = None
     first_span: Span | None = None
+    rejoin: bool = False  # spent, it goes back into its `within` loop: that counts as the parent's iteration
 
 
 @dataclass
@@ -51,6 +52,10 @@ class FanOutInfo:
     branches: tuple[tuple[str, ...], ...]
     width: ir.IntKnob | None
     join: str
+    flow: ast.Flow | None = None  # a branch written as a sub-flow (`flow { ... }` in the fan-out)
+    subflow: "FlowGraph | None" = None  # that sub-flow, checked
+    over: str | None = None
+    widths: tuple[ir.WidthShare, ...] = ()
 
 
 @dataclass
@@ -63,38 +68,56 @@ class FlowGraph:
 
 
 def build_flow(workflow: Decl, ctx: ValueContext) -> FlowGraph | None:
-    """Check one workflow's flow; None when it has none (reported) or errors make it unusable."""
+    """Check one workflow's flow and its fan-outs' sub-flows; None when it has none (reported) or
+    errors make it unusable."""
     diags = ctx.diags
     stages = {d.label: d for d in workflow.children_of("llm", "sql", "tool")}
     fanout_decls = {d.label: d for d in workflow.children_of("fanout")}
     fanouts, member_of = _fanouts(fanout_decls, stages, ctx)
     node_kinds = {n: d.type for n, d in stages.items() if n not in member_of}
-    node_kinds.update({n: "fanout" for n in fanout_decls})
+    node_kinds.update({n: "fanout" for n in fanout_decls if n not in member_of})
 
     if workflow.flow is None or not workflow.flow.statements:
         span = workflow.flow.span if workflow.flow else workflow.span
         diags.error("CX110", f"workflow `{workflow.label}` has no flow", span,
                     hint="add `flow { first_stage -> ... -> done }`")
         return None
+    graph = _graph(workflow.flow, node_kinds, member_of, stages, workflow.broken_names, ctx)
+    ok = graph is not None
+    for info in fanouts.values():
+        if info.flow is None:
+            continue
+        kinds = {n: stages[n].type if n in stages else "fanout" for n, f in member_of.items() if f == info.name}
+        info.subflow = _graph(info.flow, kinds, member_of, stages, workflow.broken_names, ctx)
+        ok = ok and info.subflow is not None
+    if not ok or graph is None:
+        return None
+    graph.fanouts = fanouts
+    _check_loop_names(graph, ctx)
+    _check_unused(stages, fanout_decls, member_of, graph, ctx)
+    _check_map_sources(fanouts, stages, member_of, ctx)
+    return None if diags.has_errors else graph
 
-    first = workflow.flow.statements[0]
+
+def _graph(flow: ast.Flow, node_kinds: dict[str, str], member_of: dict[str, str], stages: dict[str, Decl],
+           broken: set[str], ctx: ValueContext) -> FlowGraph | None:
+    """Check one call graph (a workflow's flow, or a fan-out's sub-flow) over ``node_kinds``."""
+    first = flow.statements[0]
     entry_ref = first.nodes[0] if isinstance(first, ast.Chain) else ast.NodeRef(first.subject, first.subject_span)
-    graph = FlowGraph(entry=entry_ref.name, node_kinds=node_kinds, fanouts=fanouts)
-    resolver = _Resolver(node_kinds, member_of, workflow.broken_names, ctx)
-
-    for stmt in workflow.flow.statements:
+    graph = FlowGraph(entry=entry_ref.name, node_kinds=node_kinds)
+    resolver = _Resolver(node_kinds, member_of, broken, ctx)
+    for stmt in flow.statements:
         if isinstance(stmt, ast.Chain):
             _chain_edges(stmt, resolver, graph)
         else:
             _on_block_edges(stmt, resolver, graph, stages, ctx)
     if not resolver.ok:
         return None
-
     by_source: dict[str, list[EdgeInfo]] = defaultdict(list)
     for e in graph.edges:
         by_source[e.source].append(e)
     ok = all([
-        _check_one_way_out(by_source, workflow, ctx),
+        _check_one_way_out(by_source, ctx),
         _check_coverage(by_source, node_kinds, ctx),
         _assign_probabilities(by_source, ctx),
         _check_loops(graph, resolver, ctx),
@@ -102,10 +125,56 @@ def build_flow(workflow: Decl, ctx: ValueContext) -> FlowGraph | None:
     if not ok:
         return None
     _check_dead_ends_and_reachability(graph, by_source, ctx)
-    _check_unused(stages, fanout_decls, member_of, graph, ctx)
     if not _check_acyclic(graph, ctx):
         return None
-    return None if diags.has_errors else graph
+    return graph
+
+
+def _flow_names(flow: ast.Flow) -> list[ast.NodeRef]:
+    """Every node a flow names (terminals included)."""
+    out: list[ast.NodeRef] = []
+    for stmt in flow.statements:
+        if isinstance(stmt, ast.Chain):
+            out.extend(stmt.nodes)
+            clauses = [stmt.loop]
+        else:
+            out.append(ast.NodeRef(stmt.subject, stmt.subject_span))
+            out.extend(c.target for c in stmt.cases)
+            clauses = [c.loop for c in stmt.cases]
+        out.extend(c.then for c in clauses if c is not None and c.then is not None)
+    return out
+
+
+def _check_loop_names(graph: FlowGraph, ctx: ValueContext) -> None:
+    """A loop's name is its knob's name: one loop per name across the workflow and its sub-flows."""
+    seen: dict[str, LoopInfo] = dict(graph.loops)
+    for info in graph.fanouts.values():
+        for name, loop in (info.subflow.loops.items() if info.subflow else ()):
+            if name in seen:
+                ctx.diags.error("CX408", f"loop `{name}` is declared in two flows", loop.first_span,
+                                hint="give each loop its own name: it names a retry-depth knob")
+            seen[name] = loop
+
+
+def _check_map_sources(fanouts: dict[str, FanOutInfo], stages: dict[str, Decl], member_of: dict[str, str],
+                       ctx: ValueContext) -> None:
+    """``over`` names a list field of a stage with named fields, or another fan-out."""
+    for info in fanouts.values():
+        if info.over is None:
+            continue
+        source, _, field_name = info.over.partition(".")
+        if not field_name:
+            if source not in fanouts or source == info.name:
+                ctx.diags.error("CX301", f"fan-out `{info.name}` maps over `{source}`, which is not another fan-out",
+                                None, hint="write `over = stage.field` for a list in a stage's JSON result")
+            continue
+        decl = stages.get(source)
+        if decl is None:
+            ctx.diags.error("CX301", f"fan-out `{info.name}` maps over `{info.over}`: no stage `{source}`", None,
+                            hint=did_you_mean(source, stages))
+        elif not (decl.type == "tool" or (decl.type == "llm" and decl.get("output") == "json")):
+            ctx.diags.error("CX409", f"fan-out `{info.name}` maps over `{info.over}`, but `{source}` has no "
+                            "named fields", None, hint=f"set `output = json` on `{source}`")
 
 
 # ---------------------------------------------------------------- fan-outs
@@ -113,46 +182,81 @@ def build_flow(workflow: Decl, ctx: ValueContext) -> FlowGraph | None:
 
 def _fanouts(decls: dict[str, Decl], stages: dict[str, Decl], ctx: ValueContext
              ) -> tuple[dict[str, FanOutInfo], dict[str, str]]:
+    """Each fan-out's branch shape, and which fan-out every branch node belongs to.
+
+    A branch is one stage per branch (``branches``), a chain run ``width``
+    times (``each``), or a sub-flow (a ``flow`` block, run ``width`` times,
+    or once per item with ``over``): every stage or fan-out its flow names
+    belongs to that fan-out.
+    """
     out: dict[str, FanOutInfo] = {}
     member_of: dict[str, str] = {}
     for name, d in decls.items():
-        branches_v, each_v, width = d.get("branches"), d.get("each"), d.get("width")
-        if branches_v is not None and each_v is not None:
-            ctx.diags.error("CX201", f"fan-out `{name}` sets both `branches` and `each`", d.attr_spans["each"],
-                            hint="`branches` lists one stage per branch; `each` is one chain run `width` times")
+        branches_v, each_v, width, over = d.get("branches"), d.get("each"), d.get("width"), d.get("over")
+        shapes = [k for k, v in (("branches", branches_v), ("each", each_v), ("flow", d.flow)) if v is not None]
+        if len(shapes) > 1:
+            ctx.diags.error("CX201", f"fan-out `{name}` sets both `{shapes[0]}` and `{shapes[1]}`",
+                            d.attr_spans.get(shapes[1], d.span),
+                            hint="`branches` lists one stage per branch; `each` is one chain and `flow` one "
+                                 "sub-flow, run `width` times or once per item of `over`")
             continue
-        if branches_v is None and each_v is None:
-            ctx.diags.error("CX103", f"fan-out `{name}` needs `branches = [...]` or `each = [...]`", d.span)
+        if not shapes:
+            ctx.diags.error("CX103", f"fan-out `{name}` needs `branches = [...]`, `each = [...]` or a `flow`",
+                            d.span)
             continue
-        if each_v is not None and width is None:
-            ctx.diags.error("CX103", f"fan-out `{name}` uses `each` and needs `width`", d.attr_spans["each"],
-                            hint="add `width = 4` (or a choice like `4 | 2 @ 90%`)")
+        if shapes[0] != "branches" and width is None and over is None:
+            ctx.diags.error("CX103", f"fan-out `{name}` runs one branch shape and needs `width` or `over`",
+                            d.attr_spans.get("each", d.span),
+                            hint="add `width = 4` (or a choice like `4 | 2 @ 90%`), or `over = stage.field`")
             continue
-        if branches_v is not None and width is not None:
-            ctx.diags.error("CX201", f"`width` applies to `each`; fan-out `{name}` lists its branches",
-                            d.attr_spans["width"])
+        if branches_v is not None and (width is not None or over is not None):
+            key = "width" if width is not None else "over"
+            ctx.diags.error("CX201", f"`{key}` applies to `each` or `flow`; fan-out `{name}` lists its branches",
+                            d.attr_spans[key])
             continue
-        uses: list[NameUse] = list(branches_v or each_v)
+        widths = d.get("widths", ())
+        if over is not None and "." in over.name and not widths:
+            ctx.diags.error("CX103", f"fan-out `{name}` maps over `{over.name}` and needs `widths` for planning",
+                            d.attr_spans["over"], hint="add `widths = 2..4` or `widths = 2 @ 30% | 3 @ 70%`")
+            continue
+        if widths and (over is None or "." not in over.name):
+            ctx.diags.error("CX201", f"`widths` describes a map over a stage's list; fan-out `{name}` has none",
+                            d.attr_spans["widths"], hint="use `width` for a fixed number of branches")
+            continue
+        uses: list[NameUse] = list(branches_v or each_v or ())
+        if d.flow is not None:
+            uses = [NameUse(r.name, r.span) for r in _flow_names(d.flow) if r.name not in ir.TERMINALS]
         valid = True
         for use in uses:
-            if use.name in decls:
-                ctx.diags.error("CX302", f"`{use.name}` is a fan-out; fan-outs cannot be nested", use.span)
+            nested = use.name in decls
+            if nested and d.flow is None:
+                ctx.diags.error("CX302", f"`{use.name}` is a fan-out; nest fan-outs inside a fan-out's `flow`",
+                                use.span)
                 valid = False
-            elif use.name not in stages:
+            elif use.name == name:
+                ctx.diags.error("CX302", f"fan-out `{name}` cannot run inside itself", use.span)
+                valid = False
+            elif not nested and use.name not in stages:
+                if d.flow is not None:
+                    continue  # the sub-flow's own check reports it, with did-you-mean
                 ctx.diags.error("CX301", f"unknown stage `{use.name}` in fan-out `{name}`", use.span,
                                 hint=did_you_mean(use.name, stages))
                 valid = False
-            elif use.name in member_of and (member_of[use.name] != name or each_v is None):
-                ctx.diags.error("CX303", f"stage `{use.name}` already runs in fan-out `{member_of[use.name]}`",
+            elif use.name in member_of and member_of[use.name] != name:
+                ctx.diags.error("CX303", f"`{use.name}` already runs in fan-out `{member_of[use.name]}`",
                                 use.span, hint="declare a separate stage for each branch")
+                valid = False
+            elif use.name in member_of and branches_v is not None:
+                ctx.diags.error("CX303", f"stage `{use.name}` is listed twice in fan-out `{name}`", use.span)
                 valid = False
             else:
                 member_of[use.name] = name
         if not valid:
             continue
         names = tuple(u.name for u in uses)
-        branches = tuple((n,) for n in names) if branches_v is not None else (names,)
-        out[name] = FanOutInfo(name, branches, width, d.get("join", "all"))
+        branches = tuple((n,) for n in names) if branches_v is not None else (names,) if each_v else ()
+        out[name] = FanOutInfo(name, branches, width, d.get("join", "all"), flow=d.flow,
+                               over=over.name if over is not None else None, widths=widths)
     return out, member_of
 
 
@@ -305,7 +409,7 @@ def _record_loop(clause: ast.LoopClause, graph: FlowGraph, resolver: _Resolver) 
 # ---------------------------------------------------------------- checks
 
 
-def _check_one_way_out(by_source: dict[str, list[EdgeInfo]], workflow: Decl, ctx: ValueContext) -> bool:
+def _check_one_way_out(by_source: dict[str, list[EdgeInfo]], ctx: ValueContext) -> bool:
     ok = True
     for source, edges in by_source.items():
         always = [e for e in edges if e.kind == "always"]
@@ -442,12 +546,42 @@ def _check_unused(stages: dict[str, Decl], fanouts: dict[str, Decl], member_of: 
 
 
 def _check_acyclic(graph: FlowGraph, ctx: ValueContext) -> bool:
-    """Iterative DFS over non-loop edges plus each loop edge's exhaustion edge."""
+    """No cycle except through a loop edge, counting each loop's exhaustion edge.
+
+    A nested loop whose exhaustion edge leads back into it (``then think
+    within rounds``, where ``think`` starts the next round) *rejoins* its
+    parent: leaving it counts as an iteration of the parent, so that edge is
+    bounded too and marked (``LoopInfo.rejoin``) instead of reported.
+    """
+    while True:
+        cycle = _find_cycle(graph)
+        if cycle is None:
+            return True
+        path, edge, via_exhaustion = cycle
+        loop = graph.loops[edge.loop] if edge.loop else None
+        if via_exhaustion and loop is not None and loop.within is not None and not loop.rejoin:
+            loop.rejoin = True
+            continue
+        if via_exhaustion:
+            hint = ("end the loop at `done`, `fail` or a node after it (`then done`), or, if it runs inside an "
+                    "outer loop, make it start the outer loop's next iteration: `within OUTER`")
+            ctx.diags.error("CX406", f"when loop `{edge.loop}` runs out it goes to `{loop.then or 'fail'}`, which "
+                            f"leads back into it: {' -> '.join(path)}", edge.span, hint=hint)
+        else:
+            ctx.diags.error("CX406", f"cycle without a loop: {' -> '.join(path)}", edge.span,
+                            hint=f"bound it: `{edge.source} -> {edge.target} loop NAME max 3`")
+        return False
+
+
+def _find_cycle(graph: FlowGraph) -> tuple[list[str], EdgeInfo, bool] | None:
+    """A cycle over plain edges and the exhaustion edges of loops that do not rejoin their parent:
+    (its nodes, the edge to blame, whether that is an exhaustion edge); None if acyclic. An
+    exhaustion edge on the cycle is blamed first: bounding the loop it leaves is the fix."""
     succ: dict[str, list[tuple[str, EdgeInfo, bool]]] = defaultdict(list)
     for e in graph.edges:
         if e.loop is None:
             succ[e.source].append((e.target, e, False))
-        else:
+        elif not graph.loops[e.loop].rejoin:
             succ[e.source].append((graph.loops[e.loop].then or "fail", e, True))
     WHITE, GREY, BLACK = 0, 1, 2
     color: dict[str, int] = defaultdict(int)
@@ -455,27 +589,25 @@ def _check_acyclic(graph: FlowGraph, ctx: ValueContext) -> bool:
         if color[root] != WHITE:
             continue
         path: list[str] = [root]
+        via: list[tuple[EdgeInfo, bool] | None] = [None]  # the edge that led to each node of the path
         stack = [iter(succ[root])]
         color[root] = GREY
         while stack:
             step = next(stack[-1], None)
             if step is None:
                 color[path.pop()] = BLACK
+                via.pop()
                 stack.pop()
                 continue
             nxt, edge, via_exhaustion = step
             if color[nxt] == GREY:
-                cycle = path[path.index(nxt):] + [nxt]
-                if via_exhaustion:
-                    ctx.diags.error("CX406", f"when loop `{edge.loop}` runs out it goes to `{nxt}`, which leads "
-                                    f"back into it: {' -> '.join(cycle)}", edge.span,
-                                    hint="end the loop at `done`, `fail` or a node after it: `then done`")
-                else:
-                    ctx.diags.error("CX406", f"cycle without a loop: {' -> '.join(cycle)}", edge.span,
-                                    hint=f"bound it: `{edge.source} -> {edge.target} loop NAME max 3`")
-                return False
+                start = path.index(nxt)
+                edges = [v for v in via[start + 1:] if v is not None] + [(edge, via_exhaustion)]
+                blamed = next((v for v in edges if v[1]), edges[-1])
+                return path[start:] + [nxt], blamed[0], blamed[1]
             if color[nxt] == WHITE:
                 color[nxt] = GREY
                 path.append(nxt)
+                via.append((edge, via_exhaustion))
                 stack.append(iter(succ[nxt]))
-    return True
+    return None

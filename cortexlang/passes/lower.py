@@ -184,21 +184,35 @@ def lower_workflow(wf: Decl, graph: FlowGraph, models: dict[str, ir.ModelSpec],
         ok = False
     if not ok:
         return None
+    edges, loops = _lower_graph(graph)
+    fanouts = tuple(
+        ir.FanOut(name=f.name, branches=(_sub_flow(f.subflow),) if f.subflow is not None else f.branches,
+                  width=f.width, over=f.over, widths=f.widths, join=f.join)
+        for f in sorted(graph.fanouts.values(), key=lambda f: f.name))
+    return ir.Workflow(
+        name=wf.label, inputs=tuple(u.name for u in wf.get("inputs", ())),
+        vars=dict(vars_d.vars) if vars_d else {}, stages=tuple(stages), fanouts=fanouts,
+        entry=graph.entry, edges=edges, loops=loops, slo=slo, load=load,
+    )
+
+
+def _sub_flow(graph: FlowGraph) -> ir.SubFlow:
+    edges, loops = _lower_graph(graph)
+    return ir.SubFlow(entry=graph.entry, edges=edges, loops=loops)
+
+
+def _lower_graph(graph: FlowGraph) -> tuple[tuple[ir.Edge, ...], tuple[ir.Loop, ...]]:
+    """A checked flow's edges and loops in IR form, in canonical order."""
     edges = sorted(
         (ir.Edge(source=e.source, target=e.target,
                  condition=ir.Condition(kind=e.kind, values=e.values, field=e.field),
                  probability=round(e.probability, 12), loop=e.loop) for e in graph.edges),
         key=lambda e: (e.source, e.condition.kind, e.condition.values, e.target),
     )
-    loops = tuple(ir.Loop(name=i.name, max_iterations=i.max, on_exhausted=i.then or "fail", parent=i.within)
+    loops = tuple(ir.Loop(name=i.name, max_iterations=i.max, on_exhausted=i.then or "fail", parent=i.within,
+                          rejoin_parent=i.rejoin)
                   for i in sorted(graph.loops.values(), key=lambda i: i.name))
-    fanouts = tuple(ir.FanOut(name=f.name, branches=f.branches, width=f.width, join=f.join)
-                    for f in sorted(graph.fanouts.values(), key=lambda f: f.name))
-    return ir.Workflow(
-        name=wf.label, inputs=tuple(u.name for u in wf.get("inputs", ())),
-        vars=dict(vars_d.vars) if vars_d else {}, stages=tuple(stages), fanouts=fanouts,
-        entry=graph.entry, edges=tuple(edges), loops=loops, slo=slo, load=load,
-    )
+    return tuple(edges), loops
 
 
 def _lower_stage(d: Decl, stage_decls: dict[str, Decl], models: dict[str, ir.ModelSpec],

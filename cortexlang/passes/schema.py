@@ -75,10 +75,12 @@ TOOL = BlockSchema("tool", labelled=True, doc="a Python function call", attrs={
     **_COMMON_STAGE,
 }, blocks={"cache": CACHE})
 
-FANOUT = BlockSchema("fanout", labelled=True, doc="parallel branches and a join", attrs={
+FANOUT = BlockSchema("fanout", labelled=True, has_flow=True, doc="parallel branches and a join", attrs={
     "branches": Attr(v.name_list, doc="one stage per branch"),
     "each": Attr(v.name_list, doc="a chain of stages run `width` times"),
-    "width": Attr(v.int_knob(1, 1024)),
+    "width": Attr(v.int_knob(1, 1024), doc="branches per visit (a knob); for a map, a cap"),
+    "over": Attr(v.list_source, doc="a map: one branch per item of a stage field's list, or per branch of a fan-out"),
+    "widths": Attr(v.width_distribution, doc="a map's planning distribution of widths"),
     "join": Attr(v.enum("all", "first", "vote", "best")),
 })
 

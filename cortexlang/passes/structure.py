@@ -150,9 +150,9 @@ def _where_allowed(block_type: str) -> str | None:
 
 def _check_flow_placement(parent: Decl, flow: ast.Flow, schema: S.BlockSchema, ctx: ValueContext) -> None:
     if not schema.has_flow:
-        ctx.diags.error("CX108", "`flow` belongs inside a `workflow`", flow.span)
+        ctx.diags.error("CX108", "`flow` belongs inside a `workflow` or a `fanout`", flow.span)
     elif parent.flow is not None:
-        ctx.diags.error("CX109", "a workflow has one `flow` block", flow.span,
+        ctx.diags.error("CX109", f"a {parent.type} has one `flow` block", flow.span,
                         notes=[f"the first is at line {parent.flow.span.line}"])
     else:
         parent.flow = flow

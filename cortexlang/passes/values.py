@@ -387,3 +387,50 @@ def _distinct(values: list, expr: ast.Expr, ctx: ValueContext) -> bool:
         ctx.diags.error("CX204", "a choice lists the same option twice", expr.span)
         return False
     return True
+
+
+def list_source(expr: ast.Expr, ctx: ValueContext) -> Any:
+    """``plan.questions`` (a list field of a stage's JSON result) or ``candidates`` (a fan-out):
+    what a map fan-out runs one branch per item of. Returns a :class:`NameUse` of the dotted path."""
+    if _no_choice(expr, ctx, "a stage field or a fan-out"):
+        return INVALID
+    if not isinstance(expr, ast.Ref) or len(expr.parts) > 2:
+        return _wrong(expr, ctx, "a stage field like `plan.questions` or a fan-out's name")
+    return NameUse(expr.dotted, expr.span)
+
+
+def width_distribution(expr: ast.Expr, ctx: ValueContext) -> Any:
+    """A map's planning distribution of widths: ``3``, ``2..4`` (uniform) or
+    ``2 @ 30% | 3 @ 50% | 4 @ 20%`` (the shares must add up to 100%)."""
+    if isinstance(expr, ast.Range):
+        a, b = _int(expr.lo, ctx, 0, 4096), _int(expr.hi, ctx, 0, 4096)
+        if INVALID in (a, b):
+            return INVALID
+        if a > b:
+            ctx.diags.error("CX203", f"empty range `{expr.lo.raw}..{expr.hi.raw}`", expr.span,
+                            hint="write the smaller bound first")
+            return INVALID
+        return tuple(ir.WidthShare(width=w, probability=1.0 / (b - a + 1)) for w in range(a, b + 1))
+    shares = []
+    alts = _alternatives(expr)
+    for alt in alts:
+        w = _int(alt.value, ctx, 0, 4096)
+        if w is INVALID:
+            return INVALID
+        if alt.quality is None and len(alts) > 1:
+            ctx.diags.error("CX202", f"width `{w}` needs its share, like `{w} @ 30%`", alt.span)
+            return INVALID
+        p = 1.0 if alt.quality is None else percentage_value(alt.quality, ctx)
+        if p is INVALID:
+            return INVALID
+        if p <= 0:
+            ctx.diags.error("CX202", f"width `{w}` has a share of 0%", alt.span, hint="leave it out")
+            return INVALID
+        shares.append(ir.WidthShare(width=w, probability=p))
+    if not _distinct([s.width for s in shares], expr, ctx):
+        return INVALID
+    total = sum(s.probability for s in shares)
+    if abs(total - 1.0) > 1e-6:
+        ctx.diags.error("CX405", f"the width shares add up to {total:.0%}, not 100%", expr.span)
+        return INVALID
+    return tuple(sorted(shares, key=lambda s: s.width))

@@ -186,7 +186,8 @@ def default_spec(program: Program, workflow: str | None = None, *, base_dir: Pat
 def spec_from_plan(program: Program, plan: Plan, workflow: str | None = None, *, base_dir: Path,
                    source: str | None = None, orchestrator: OrchestratorSpec | None = None,
                    backend: Backend = "vllm-inproc") -> RuntimeSpec:
-    """The plan's pools and knobs, one dedicated pool per stage."""
+    """The plan's pools and knobs: each plan pool serves the stages it lists (one, or several
+    sharing its replicas)."""
     wf = _workflow(program, workflow)
     try:
         wp = plan.workflow(wf.name)
@@ -219,9 +220,9 @@ def spec_from_plan(program: Program, plan: Plan, workflow: str | None = None, *,
             )
             for i in range(lp.replicas)
         )
-        pools.append(LLMPoolSpec(name=lp.stage, stages=(lp.stage,), model=lp.model, replicas=reps,
+        pools.append(LLMPoolSpec(name=lp.stage, stages=tuple(lp.stages), model=lp.model, replicas=reps,
                                  max_queue=queue_bound(lp.max_num_seqs * lp.replicas)))
-    planned = {p.name for p in pools}
+    planned = {stage for p in pools for stage in p.stages}
     default = default_spec(program, wf.name, base_dir=base_dir)
     pools += [p for p in default.llm_pools if p.name not in planned]  # stages the plan left out (should be none)
     return RuntimeSpec(

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from cortexlang.ir import Edge, FanOut, LLMStage, Program, Workflow
 from cortexlang.semantics import Semantics, field_text
 from planner.profiles import LatencyProfile, all_profiles
-from runtime.simulator.graph import WorkflowGraph
+from runtime.simulator.graph import KnobChoices, WorkflowGraph
 
 __all__ = ["ExecGraph", "field_text"]
 
@@ -31,14 +31,12 @@ class ExecGraph:
     """Lookups for one workflow version (see module docstring)."""
 
     def __init__(self, program: Program, workflow: Workflow, profiles: Mapping[str, LatencyProfile],
-                 loop_budget: Mapping[str, int] | None = None,
-                 fanout_width: Mapping[str, int] | None = None) -> None:
+                 knobs: KnobChoices | None = None) -> None:
         self.workflow = workflow
         self.stages = {s.name: s for s in workflow.stages}
         self.fanouts: dict[str, FanOut] = {f.name: f for f in workflow.fanouts}
         self.loops = {lp.name: lp for lp in workflow.loops}
-        self._estimates = WorkflowGraph(program, workflow, _complete_profiles(program, workflow, profiles),
-                                        loop_budget, fanout_width)
+        self._estimates = WorkflowGraph(program, workflow, _complete_profiles(program, workflow, profiles), knobs)
         self.semantics: Semantics = self._estimates.semantics
         self.innermost_loop = self.semantics.innermost_loops()
 
@@ -75,10 +73,11 @@ def _complete_profiles(program: Program, workflow: Workflow,
     out = dict(profiles)
     for s in workflow.stages:
         if isinstance(s, LLMStage):
-            model = s.models[0].model
-            if model in out:
-                continue
-            family = program.model(model).profile
-            candidates = [p for p in all_profiles() if p.model == family] or list(all_profiles())
-            out[model] = candidates[0]
+            for option in s.models:  # a knob may run any declared option
+                model = option.model
+                if model in out:
+                    continue
+                family = program.model(model).profile
+                candidates = [p for p in all_profiles() if p.model == family] or list(all_profiles())
+                out[model] = candidates[0]
     return out

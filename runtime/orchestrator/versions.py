@@ -185,8 +185,7 @@ class WorkflowVersion:
         self.program = spec.program
         self.workflow: Workflow = spec.program.workflow(spec.workflow)
         self.knobs = spec.knobs
-        self.graph = ExecGraph(self.program, self.workflow, profiles_of(spec), self.knobs.retry_depth,
-                               self.knobs.fanout_width)
+        self.graph = ExecGraph(self.program, self.workflow, profiles_of(spec), self.knobs)
         self.renderer = PromptRenderer(self.workflow)
         self.pools = pools
         """Stage name -> its pool (several stages share one pool in the shared layout)."""

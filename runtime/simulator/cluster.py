@@ -153,10 +153,12 @@ def isolated_layout(devices: Mapping[str, int], program: Program, workflow: Work
 
 
 def layout_from_plan(plan: Plan, workflow: str | None = None) -> tuple[ReplicaSpec, ...]:
-    """The replicas a planner :class:`~planner.plan.Plan` sizes, one dedicated pool per stage.
+    """The replicas a planner :class:`~planner.plan.Plan` sizes, one pool per plan pool.
 
-    LLM pools keep the plan's device, tp, ``max_num_seqs`` and KV budget; each
-    executor pool becomes one dedicated executor group with the plan's slots.
+    LLM pools keep the plan's device, tp, ``max_num_seqs`` and KV budget, and
+    serve every stage the plan gives them (one, or several for a shared pool);
+    each executor pool becomes one dedicated executor group with the plan's
+    slots. The plan's knobs are applied separately (``Simulator(knobs=...)``).
     """
     wp = plan.workflow(workflow)
     reps: list[ReplicaSpec] = []
@@ -164,7 +166,7 @@ def layout_from_plan(plan: Plan, workflow: str | None = None) -> tuple[ReplicaSp
         for i in range(pool.replicas):
             reps.append(ReplicaSpec(
                 name=f"{pool.stage}-{pool.device}-{i}", kind="llm", device=pool.device, model=pool.model,
-                tp=pool.tp, stages=frozenset({pool.stage}), slots=pool.max_num_seqs,
+                tp=pool.tp, stages=frozenset(pool.stages), slots=pool.max_num_seqs,
                 kv_capacity_tokens=pool.kv_budget_tokens or None,
             ))
     for ex in wp.executor_pools:

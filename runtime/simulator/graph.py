@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Protocol
 
 from cortexlang.ir import TERMINALS, Edge, LLMStage, Program, Workflow
 from cortexlang.semantics import Semantics, join_waits_for_all
@@ -41,17 +42,34 @@ def llm_standalone_s(p: LatencyProfile, input_tokens: int, output_tokens: int, c
     return p.prefill_s(input_tokens - cached_tokens) + decode
 
 
+class KnobChoices(Protocol):
+    """The knob values a simulation applies (a plan's :class:`~planner.plan.KnobSettings` or a
+    runtime spec's knobs): stage -> model and max_tokens, loop -> budget, fan-out -> width."""
+
+    models: Mapping[str, str]
+    max_tokens: Mapping[str, int]
+    retry_depth: Mapping[str, int]
+    fanout_width: Mapping[str, int]
+
+
 class WorkflowGraph:
     """Lookups and estimates for one workflow on one cluster (see module docstring)."""
 
     def __init__(self, program: Program, workflow: Workflow, ref_profiles: dict[str, LatencyProfile],
-                 loop_budget: Mapping[str, int] | None = None, fanout_width: Mapping[str, int] | None = None):
+                 knobs: KnobChoices | None = None):
         self.program = program
         self.workflow = workflow
         self.ref_profiles = ref_profiles
-        self.semantics = Semantics(workflow, loop_budget, fanout_width)
+        self.semantics = Semantics(workflow, knobs.retry_depth if knobs else None,
+                                   knobs.fanout_width if knobs else None)
         """The run rules under the knobs simulated (a plan's retry depths and fan-out widths)."""
         self.stages = {s.name: s for s in workflow.stages}
+        llm = [s for s in workflow.stages if isinstance(s, LLMStage)]
+        self.model = {s.name: (knobs.models.get(s.name) if knobs else None) or s.models[0].model for s in llm}
+        """LLM stage -> the model its calls run on (the plan's model variant, else the preferred one)."""
+        self.max_tokens = {s.name: (knobs.max_tokens.get(s.name) if knobs else None) or s.max_tokens.preferred
+                           for s in llm}
+        """LLM stage -> its output cap (the plan's, else the preferred one)."""
         self.fanouts = {f.name: f for f in workflow.fanouts}
         self.edges: dict[str, tuple[Edge, ...]] = {}
         self.cum: dict[str, list[float]] = {}
@@ -78,7 +96,7 @@ class WorkflowGraph:
     def _stage_time(self, name: str) -> float:
         s = self.stages[name]
         if isinstance(s, LLMStage):
-            return llm_standalone_s(self.profile_for(s.models[0].model), s.input_tokens, s.output_tokens,
+            return llm_standalone_s(self.profile_for(self.model[name]), s.input_tokens, s.output_tokens,
                                     s.prefix_tokens)
         return s.service_s
 

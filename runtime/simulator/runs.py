@@ -48,10 +48,10 @@ def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
     stage would otherwise look these up again."""
     remaining, std = g.remaining.get(s.name, 0.0), g.remaining_std.get(s.name, 0.0)
     if isinstance(s, LLMStage):
-        model = s.models[0].model
+        model = g.model[s.name]
         pkey = f"{g.workflow.name}/{s.name}@{model}" if s.prefix_tokens else None
         return (True, _token_params(s.input_tokens, token_cv * 0.5, s.prefix_tokens + 1, None),
-                _token_params(s.output_tokens, token_cv, 1, s.max_tokens.preferred),
+                _token_params(s.output_tokens, token_cv, 1, g.max_tokens[s.name]),
                 g.profile_for(model), s.prefix_tokens, (model, pkey, g.stage_time[s.name], remaining, std))
     return (False, s.service_s, s.service_cv, (s.kind, s.service_s, remaining, std))
 

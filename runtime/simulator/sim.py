@@ -20,7 +20,7 @@ import gc
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from heapq import heappop, heappush
 
@@ -33,7 +33,7 @@ from runtime.simulator.cluster import LayoutError, ReplicaSpec, model_profile
 from runtime.simulator.distributions import interarrival
 from runtime.simulator.engine import LLMEngine
 from runtime.simulator.executor import ExecutorGroup
-from runtime.simulator.graph import WorkflowGraph
+from runtime.simulator.graph import KnobChoices, WorkflowGraph
 from runtime.simulator.records import SimResult
 from runtime.simulator.runs import IRRun, Run
 from runtime.simulator.trace import TraceRequest, TraceRun
@@ -75,7 +75,7 @@ class Simulator:
 
     def __init__(self, program: Program, layout: Sequence[ReplicaSpec], policy: Policy,
                  streams: Sequence[Stream] = (), config: SimConfig | None = None,
-                 trace: Sequence[TraceRequest] | None = None):
+                 trace: Sequence[TraceRequest] | None = None, knobs: Mapping[str, KnobChoices] | None = None):
         self.program = program
         self.policy = policy
         self.cfg = config or SimConfig()
@@ -88,8 +88,10 @@ class Simulator:
         self.executors: list[ExecutorGroup] = []
         self.replicas: dict[str, LLMEngine | ExecutorGroup] = {}
         self._build(layout)
-        self.graphs = {w.name: WorkflowGraph(program, w, self.ref_profiles) for w in program.workflows
-                       if any(s.workflow == w.name for s in self.streams)}
+        self.graphs = {w.name: WorkflowGraph(program, w, self.ref_profiles, (knobs or {}).get(w.name))
+                       for w in program.workflows if any(s.workflow == w.name for s in self.streams)}
+        """Per workflow: its graph under the knobs simulated (``knobs``: workflow -> a plan's knob
+        settings; a workflow not named runs every knob at its preferred value)."""
         self._candidates: dict[tuple[str, str | None], list] = {}
         self._stage_load_parts: dict[tuple, tuple[list, tuple[str, ...], dict]] = {}
         self._stage_list: dict[str, list[tuple[str, str, str | None]]] = {}
@@ -343,7 +345,7 @@ class Simulator:
             if g is None:
                 return {}
             stages = self._stage_list[run.workflow] = [
-                (name, s.kind, s.models[0].model if isinstance(s, LLMStage) else None) for name, s in g.stages.items()]
+                (name, s.kind, g.model.get(name)) for name, s in g.stages.items()]
         return {name: self.stage_load(name, kind, model) for name, kind, model in stages}
 
     def dispatch(self, call: Call, exclude: frozenset[str] = frozenset()) -> None:
