@@ -197,7 +197,7 @@ def read_inputs(path: Path, names: tuple[str, ...], limit: int | None) -> list[t
 
 async def run_batch(spec: Any, factory: Any, rows: list[tuple[str, dict[str, Any]]], *, concurrency: int,
                     rate: float | None, seed: int, console: Console, json_out: Path | None,
-                    deadline_s: float | None) -> int:
+                    deadline_s: float | None, record: Path | None = None) -> int:
     import asyncio
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -208,11 +208,14 @@ async def run_batch(spec: Any, factory: Any, rows: list[tuple[str, dict[str, Any
     from runtime.orchestrator.report import KvSampler, batch_report, render_report
 
     orchestrator = Orchestrator(spec, factory)
+    recorder = open_recorder(record, spec, orchestrator)  # before the engines start: a bad path stops nothing
     try:
         with console.status("starting engines ..."):
             await orchestrator.start()
     except (EngineSetupError, OrchestratorError) as exc:
         console.print(f"error: cannot start the runtime: {exc}", markup=False)
+        if recorder is not None:
+            recorder.close()
         return EXIT_ERRORS
     sampler = KvSampler(orchestrator)
     sampler.start()
@@ -259,7 +262,25 @@ async def run_batch(spec: Any, factory: Any, rows: list[tuple[str, dict[str, Any
             console.print(f"wrote {json_out}")
     finally:
         await orchestrator.stop()
+        if recorder is not None:
+            recorder.close()
+            console.print(f"recorded {recorder.written} runs to {record} (trace format: docs/trace-format.md)",
+                          markup=False)
     return 0
+
+
+def open_recorder(path: Path | None, spec: Any, orchestrator: Any) -> Any:
+    """A :class:`TraceRecorder` listening to ``orchestrator`` (``--record``), or None without a path."""
+    if path is None:
+        return None
+    from runtime.orchestrator.recorder import TraceRecorder
+
+    try:
+        recorder = TraceRecorder(path, spec.program)
+    except OSError as exc:
+        raise usage_error(f"--record {path}: cannot write: {exc.strerror or exc}")
+    orchestrator.run_listeners.append(recorder)
+    return recorder
 
 
 def _run_line(row_id: str, info: Any) -> str:
@@ -305,6 +326,8 @@ def register(app: typer.Typer) -> None:
         deadline: Optional[float] = typer.Option(None, "--deadline", min=0.001, help="Per-run timeout, seconds."),
         endpoint: list[str] = typer.Option([], "--endpoint", help="MODEL=URL for --engine openai (repeatable)."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary as JSON here."),
+        record: Optional[Path] = typer.Option(None, "--record", help="Record every run as a JSONL trace here "
+                                                                     "(docs/trace-format.md)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the arrival times."),
         use_ray: bool = typer.Option(False, "--ray", help="Place engine replicas as Ray actors (RAY_ADDRESS or local)."),
     ) -> None:
@@ -322,7 +345,7 @@ def register(app: typer.Typer) -> None:
             console.print("[bold yellow]SIMULATED engines[/bold yellow]: latencies come from the latency "
                           "profiles, texts are synthetic; nothing here is a real model's output.")
         code = asyncio.run(run_batch(spec, factory, rows, concurrency=concurrency, rate=rate, seed=seed,
-                                     console=console, json_out=json_out, deadline_s=deadline))
+                                     console=console, json_out=json_out, deadline_s=deadline, record=record))
         raise typer.Exit(code)
 
     @app.command("serve")
@@ -339,6 +362,8 @@ def register(app: typer.Typer) -> None:
         policy: Optional[str] = typer.Option(None, "--policy"),
         endpoint: list[str] = typer.Option([], "--endpoint"),
         use_ray: bool = typer.Option(False, "--ray", help="Place engine replicas as Ray actors (RAY_ADDRESS or local)."),
+        record: Optional[Path] = typer.Option(None, "--record", help="Record every finished run as a JSONL trace "
+                                                                     "here (docs/trace-format.md)."),
     ) -> None:
         """Serve the workflow over HTTP: runs, events (SSE), OpenAI-compatible chat, /metrics, health."""
         from runtime.orchestrator.orchestrator import Orchestrator
@@ -353,10 +378,18 @@ def register(app: typer.Typer) -> None:
                             policy=policy)
         check_tools(spec, console)
         factory, backend = make_factory(spec, engine, endpoint, use_ray=use_ray)
-        app = create_app(Orchestrator(spec, factory), token=token)
+        orchestrator = Orchestrator(spec, factory)
+        recorder = open_recorder(record, spec, orchestrator)
+        app = create_app(orchestrator, token=token)
         console.print(f"serving {spec.workflow} on http://{host}:{port} ({backend} engines"
                       f"{', SIMULATED' if backend == 'simulated' else ''}); Ctrl-C stops", markup=False)
-        _serve_or_exit(app, host, port, token)
+        if recorder is not None:
+            console.print(f"recording every finished run to {record}", markup=False)
+        try:
+            _serve_or_exit(app, host, port, token)
+        finally:
+            if recorder is not None:
+                recorder.close()
 
     @app.command("dev")
     def dev_cmd(

@@ -172,7 +172,9 @@ class Executor:
                    scope: BranchScope | None = None) -> StageOutcome:
         v = run.version
         if node in v.graph.fanouts:
-            return await self.fanout(run, v.graph.fanouts[node], prev)
+            out = await self.fanout(run, v.graph.fanouts[node], prev)
+            _link(out, prev)
+            return out
         stage = v.graph.stages[node]
         attempt = self.attempt(run, node, scope)
         branch = scope.index if scope is not None else None
@@ -187,6 +189,7 @@ class Executor:
         except TimeoutError:
             out = self.failed(run, stage.name, stage.kind, started, attempt, branch,
                               f"stage {stage.name!r} exceeded its budget of {stage.budget_s:g} s")
+        _link(out, prev)
         rec = out.record
         run.emit("stage_finished", stage=node, outcome=out.outcome, latency_s=round(rec.latency_s, 6) if rec else None,
                  replica=rec.replica if rec else None, cached=rec.cached if rec else False,
@@ -218,13 +221,15 @@ class Executor:
         )
 
     def record(self, run: "Run", rec: CallRecord) -> None:
+        rec.seq = len(run.info.calls)
         run.info.calls.append(rec)
         latency = rec.latency_s
         run.attained_s += latency
         run.critical_s += latency
         st = self.stats(run.version.name, rec.stage)
         st.outcomes[rec.outcome] += 1
-        st.latency.observe(latency)
+        st.observe_call(latency, rec.queue_s, engine_queue_s=rec.engine_queue_s, ttft_s=rec.ttft_s,
+                        engine_s=rec.engine_s, output_tokens=rec.output_tokens)
         if rec.cached:
             st.cached += 1
         if rec.candidates > 1:
@@ -295,6 +300,7 @@ class Executor:
             latency_s=self.clock() - started, queue_s=queue_s, attempt=attempt, replica=replica.replica_id,
             engine=result.engine, model=model, candidates=candidates, borrowed=borrowed,
             prompt_tokens=result.prompt_tokens, output_tokens=result.output_tokens, error=error, branch=branch,
+            **engine_timing(result),
         )
         self.record(run, rec)
         if swapped:
@@ -564,7 +570,7 @@ class Executor:
     def _fanout_finished(self, run: "Run", fo: FanOut, started: float, outcome: str, value: dict[str, Any],
                          error: str | None, width: int, winner: int | None = None) -> StageOutcome:
         rec = CallRecord(stage=fo.name, kind="fanout", outcome=outcome, started_s=started - run.arrival,  # type: ignore[arg-type]
-                         latency_s=self.clock() - started, error=error, candidates=width)
+                         latency_s=self.clock() - started, error=error, candidates=width, seq=len(run.info.calls))
         run.info.calls.append(rec)  # not record(): its branches' calls already count as service
         self.stats(run.version.name, fo.name).outcomes[outcome] += 1
         self.stats(run.version.name, fo.name).latency.observe(rec.latency_s)
@@ -618,6 +624,19 @@ class BranchScope:
     item: Any = None
     results: dict[str, Any] = field(default_factory=dict)
     loops: dict[str, int] = field(default_factory=dict)
+
+
+def engine_timing(result: GenerationResult) -> dict[str, Any]:
+    """The engine's own measurements of one call, as :class:`CallRecord` fields."""
+    t = result.timing
+    return {"engine_queue_s": t.queue_s, "ttft_s": t.ttft_s, "engine_s": t.total_s,
+            "cached_tokens": result.cached_prompt_tokens, "finish_reason": result.finish_reason}
+
+
+def _link(out: StageOutcome, prev: StageOutcome | None) -> None:
+    """Record which call led to ``out`` (the trace's ``parents``; see :class:`CallRecord`.after)."""
+    if out.record is not None and prev is not None and prev.record is not None:
+        out.record.after = prev.record.seq
 
 
 def _acceptable(result: GenerationResult, want_json: bool) -> bool:

@@ -50,19 +50,57 @@ class Histogram:
         return percentile(self.recent, q)
 
 
-class StageStats:
-    """Per-stage counters and latency."""
+TOKENS_PER_S_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
 
-    __slots__ = ("outcomes", "latency", "cached", "hedged", "borrowed", "swapped", "failovers")
+
+class StageStats:
+    """Per-stage counters and latency, split where it is spent.
+
+    ``latency`` = ``queue`` (waiting for a slot in Cortex's pool) + ``service`` (everything
+    after: prompt rendering and, for LLM calls, the engine's own queue, prefill and decode).
+    For LLM calls the engine's figures add ``engine_queue`` (waiting inside the engine's
+    batch, where the engine reports it), ``ttft`` (dispatch to first token) and
+    ``tokens_per_s`` (decode rate: output tokens after the first per second after it).
+    """
+
+    __slots__ = ("outcomes", "latency", "queue", "service", "engine_queue", "ttft", "tokens_per_s", "cached",
+                 "hedged", "borrowed", "swapped", "failovers")
 
     def __init__(self) -> None:
         self.outcomes: Counter[str] = Counter()
         self.latency = Histogram()
+        self.queue = Histogram()
+        self.service = Histogram()
+        self.engine_queue = Histogram()
+        self.ttft = Histogram()
+        self.tokens_per_s = Histogram(TOKENS_PER_S_BUCKETS)
         self.cached = 0
         self.hedged = 0
         self.borrowed = 0
         self.swapped = 0
         self.failovers = 0
+
+    def observe_call(self, latency_s: float, queue_s: float, *, engine_queue_s: float | None = None,
+                     ttft_s: float | None = None, engine_s: float | None = None, output_tokens: int = 0) -> None:
+        """Account one finished call (engine figures only where the engine reported them)."""
+        self.latency.observe(latency_s)
+        self.queue.observe(queue_s)
+        self.service.observe(max(latency_s - queue_s, 0.0))
+        if engine_queue_s is not None:
+            self.engine_queue.observe(engine_queue_s)
+        if ttft_s is not None:
+            self.ttft.observe(ttft_s)
+            if engine_s is not None and output_tokens > 1 and engine_s > ttft_s:
+                self.tokens_per_s.observe((output_tokens - 1) / (engine_s - ttft_s))
+
+    def summary(self) -> dict[str, float]:
+        """p50/p95 of each figure (nan where nothing was observed), for batch summaries."""
+        out: dict[str, float] = {}
+        for name in ("latency", "queue", "service", "engine_queue", "ttft", "tokens_per_s"):
+            hist: Histogram = getattr(self, name)
+            out[f"{name}_p50"] = hist.percentile(50)
+            out[f"{name}_p95"] = hist.percentile(95)
+        return out
 
 
 class RunStats:

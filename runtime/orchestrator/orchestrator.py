@@ -56,7 +56,7 @@ from runtime.cache import InProcessCache, RedisCache, StateCache
 from runtime.engines.base import ChatMessage, GenerationRequest, GenerationResult, RequestRejected
 from runtime.orchestrator.engines import EngineFactory
 from runtime.orchestrator.errors import BadRequest, NoHealthyReplica, OrchestratorError, Overloaded, UnknownRun
-from runtime.orchestrator.executor import Executor, FlowError, engine_priority
+from runtime.orchestrator.executor import Executor, FlowError, engine_priority, engine_timing
 from runtime.orchestrator.health import ReplicaProber
 from runtime.orchestrator.metrics import PromText, RunStats
 from runtime.orchestrator.pools import Pool, Replica
@@ -119,6 +119,9 @@ class Orchestrator:
         self._lock = asyncio.Lock()
         self._policy_admits = type(self.policy).admit is not Policy.admit
         """Only a policy that overrides ``admit`` needs the per-stage loads at every admission."""
+        self.run_listeners: list[Callable[[RunInfo], None]] = []
+        """Called with every finished run's info, in order of finishing (e.g. a trace recorder); a listener
+        that raises is logged and kept."""
 
     def _cache_backend(self) -> Any:
         if self.config.cache == "redis":
@@ -440,6 +443,7 @@ class Orchestrator:
             stats.slo_met += int(info.slo_met)
         run.emit("run_finished", status=info.status, latency_s=round(info.latency_s, 6), error=info.error,
                  slo_met=info.slo_met)
+        self._announce(info)
         run.close_streams()
         run.finished.set()
         self.active -= 1
@@ -569,7 +573,9 @@ class Orchestrator:
             stage=stage, kind="llm", outcome="ok" if result.finish_reason != "abort" else "error",
             started_s=started - run.arrival, latency_s=self.clock() - started, queue_s=queue_s,
             replica=replica.replica_id, engine=result.engine, model=model, borrowed=borrowed,
-            prompt_tokens=result.prompt_tokens, output_tokens=result.output_tokens))
+            prompt_tokens=result.prompt_tokens, output_tokens=result.output_tokens,
+            after=run.info.calls[-1].seq if run.info.calls else None,  # an agent's calls: one after another
+            **engine_timing(result)))
         run.emit("external_call", stage=stage, replica=replica.replica_id, latency_s=self.clock() - started)
         return result
 
@@ -604,10 +610,18 @@ class Orchestrator:
         info.latency_s = run.last_active - run.arrival
         run.emit("run_finished", status="done", latency_s=round(info.latency_s, 6), error=None, slo_met=None,
                  reason=f"no call for {self.external_run_idle_s:g} s")
+        self._announce(info)
         run.close_streams()
         run.finished.set()
         self._finished_ids[run.run_id] = None
         self._evict()
+
+    def _announce(self, info: RunInfo) -> None:
+        for listener in self.run_listeners:
+            try:
+                listener(info)
+            except Exception:  # a broken listener must not end the run badly
+                log.exception("run listener %r failed on run %s", listener, info.run_id)
 
     # ------------------------------------------------------------------ observability
     def ready(self) -> bool:
@@ -625,7 +639,7 @@ class Orchestrator:
                 "calls": sum(st.outcomes.values()), "outcomes": dict(st.outcomes), "cached": st.cached,
                 "hedged": st.hedged, "borrowed": st.borrowed, "swapped": st.swapped,
                 "p50_s": st.latency.percentile(50), "p95_s": st.latency.percentile(95),
-                "p99_s": st.latency.percentile(99),
+                "p99_s": st.latency.percentile(99), **st.summary(),
             }
         pools = {}
         for pool in {p.name: p for p in version.pools.values()}.values():
@@ -682,6 +696,19 @@ class Orchestrator:
                 out.sample("cortex_stage_calls_total", n, workflow=wf, stage=stage, outcome=outcome)
             out.family("cortex_stage_latency_seconds", "histogram", "Stage latency (queueing + service).")
             out.histogram("cortex_stage_latency_seconds", st.latency, workflow=wf, stage=stage)
+            for name, hist, help_text in (
+                ("cortex_stage_queue_seconds", st.queue, "Wait for a slot in Cortex's pool."),
+                ("cortex_stage_service_seconds", st.service, "Stage latency after Cortex's queue (engine queue, "
+                                                             "prefill and decode included)."),
+                ("cortex_stage_engine_queue_seconds", st.engine_queue, "Wait inside the engine before its first "
+                                                                       "scheduling (engines that report it)."),
+                ("cortex_stage_ttft_seconds", st.ttft, "Dispatch to the engine until the first output token."),
+                ("cortex_stage_output_tokens_per_second", st.tokens_per_s, "Decode rate per call (tokens after "
+                                                                           "the first per second)."),
+            ):
+                if hist.count:
+                    out.family(name, "histogram", help_text)
+                    out.histogram(name, hist, workflow=wf, stage=stage)
             out.family("cortex_stage_cache_hits_total", "counter", "Stage results served from the agentic-state cache.")
             out.sample("cortex_stage_cache_hits_total", st.cached, workflow=wf, stage=stage)
         for pool in self.pools_by_name.values():
@@ -711,6 +738,10 @@ class Orchestrator:
                                replica=r.replica_id, engine=m.label)
                 out.family("cortex_replica_requests_running", "gauge", "Requests in the engine's running batch.")
                 out.sample("cortex_replica_requests_running", m.running, pool=pool.name, replica=r.replica_id,
+                           engine=m.label)
+                out.family("cortex_replica_requests_waiting", "gauge",
+                           "Requests queued inside the engine (admitted by Cortex, not yet in its batch).")
+                out.sample("cortex_replica_requests_waiting", m.waiting, pool=pool.name, replica=r.replica_id,
                            engine=m.label)
         out.family("cortex_cache_hits_total", "counter", "Agentic-state cache hits.")
         out.sample("cortex_cache_hits_total", self.cache.stats.hits)

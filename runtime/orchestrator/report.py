@@ -137,11 +137,15 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     if report["slo_latency_s"] is not None:
         console.print(f"SLO attainment (<= {report['slo_latency_s']:g} s): {_pct(report['slo_attainment'])}")
     stages = Table(title="stages" + label, show_lines=False)
-    for col in ("stage", "calls", "outcomes", "p50", "p95", "cached", "hedged", "borrowed"):
+    for col in ("stage", "calls", "outcomes", "p50", "p95", "queue p50", "service p50", "TTFT p50", "tok/s p50",
+                "cached", "hedged", "borrowed"):
         stages.add_column(col)
     for name, st in report["stages"].items():
+        tps = st.get("tokens_per_s_p50")
         stages.add_row(name, str(st["calls"]), ", ".join(f"{k} {v}" for k, v in sorted(st["outcomes"].items())),
-                       _s(st["p50_s"]), _s(st["p95_s"]), str(st["cached"]), str(st["hedged"]), str(st["borrowed"]))
+                       _s(st["p50_s"]), _s(st["p95_s"]), _s(st.get("queue_p50")), _s(st.get("service_p50")),
+                       _s(st.get("ttft_p50")), "-" if tps is None or math.isnan(tps) else f"{tps:.1f}",
+                       str(st["cached"]), str(st["hedged"]), str(st["borrowed"]))
     console.print(stages)
     kv = Table(title="KV cache per pool" + label)
     for col in ("pool", "replica", "engine", "served", "lent", "KV peak", "KV mean", "peak tokens", "prefix hits"):

@@ -111,6 +111,21 @@ class CallRecord(BaseModel):
     output_tokens: int = 0
     error: str | None = None
     branch: int | None = None
+    seq: int = Field(default=0, description="Position of this record in the run's ``calls`` (0-based).")
+    after: int | None = Field(
+        default=None, description="``seq`` of the record whose outcome led here (the node before it in the walk, "
+                                  "or before its fan-out for a branch's first call); None for the run's first node.")
+    engine_queue_s: float | None = Field(
+        default=None, description="Seconds inside the engine before it first scheduled the request (where reported).")
+    ttft_s: float | None = Field(default=None, description="Seconds from dispatch to the engine to the first token.")
+    engine_s: float | None = Field(default=None, description="Seconds from dispatch to the engine to its result.")
+    cached_tokens: int | None = Field(default=None, description="Prompt tokens served from the prefix cache.")
+    finish_reason: str | None = Field(default=None, description="The engine's: stop, length (max_tokens) or abort.")
+
+    @property
+    def service_s(self) -> float:
+        """The call's time after Cortex's queue: prompt rendering, engine queue, prefill and decode."""
+        return max(self.latency_s - self.queue_s, 0.0)
 
 
 class RunInfo(BaseModel):

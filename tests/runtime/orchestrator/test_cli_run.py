@@ -46,3 +46,23 @@ def test_cortex_run_reports_bad_input_without_a_traceback(tmp_path: Path) -> Non
     missing = CliRunner().invoke(app(), ["run", str(EXAMPLES / "nl2sql.cortex"), "--input", str(tmp_path / "none"),
                                          "--engine", "simulated"])
     assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def test_cortex_run_records_a_trace_the_simulator_replays(tmp_path: Path) -> None:
+    from runtime.simulator.trace import load_trace
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("\n".join(json.dumps({"question": f"discount approval {i}"}) for i in range(3)) + "\n")
+    trace = tmp_path / "trace.jsonl"
+    result = CliRunner().invoke(app(), ["run", str(EXAMPLES / "react_agent.cortex"), "--input", str(questions),
+                                        "--engine", "simulated", "--no-plan", "--record", str(trace)])
+    assert result.exit_code == 0, result.output
+    assert f"recorded 3 runs to {trace}" in result.output
+    assert "queue p50" in result.output and "TTFT p50" in result.output  # the stage table splits queue/service
+    requests = load_trace(trace)
+    assert len(requests) == 3 and all(r.workflow == "react_agent" for r in requests)
+    assert all(r.calls[0].stage == "think" and r.calls[0].parents == () for r in requests)
+    unwritable = CliRunner().invoke(app(), ["run", str(EXAMPLES / "react_agent.cortex"), "--input", str(questions),
+                                            "--engine", "simulated", "--no-plan",
+                                            "--record", str(tmp_path / "no" / "such" / "dir.jsonl")])
+    assert unwritable.exit_code == 2 and "--record" in unwritable.output and "Traceback" not in unwritable.output
