@@ -251,16 +251,32 @@ class SQLStage(StageBase):
     )
     service_s: float = Field(default=0.05, gt=0, description="Expected service time.")
     service_cv: float = Field(default=1.0, ge=0, description="Coefficient of variation of service time.")
+    service_range_s: tuple[float, float] | None = Field(
+        default=None, description="Service time uniform on [low, high] (service_s and service_cv are its moments).")
     cache: CachePolicy | None = None
 
 
+class Retry(IRModel):
+    """Retries of a failed tool call inside the stage: up to ``max_retries`` more attempts, the
+    ``i``-th after waiting ``backoff_s * 2**(i-1)``. Only a call whose every attempt failed ends
+    the stage with ``error``."""
+
+    max_retries: int = Field(ge=1, le=100)
+    backoff_s: float = Field(default=0.0, ge=0)
+
+
 class ToolStage(StageBase):
-    """Calls a Python function ``module:function`` with the run's context."""
+    """Calls a Python function ``module:function``: with named ``args`` (jinja2 templates rendered
+    from the run's context) when given, else with the whole context."""
 
     kind: Literal["tool"] = "tool"
     entry: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    service_s: float = Field(gt=0, description="Expected service time.")
+    service_s: float = Field(gt=0, description="Expected service time of one attempt.")
     service_cv: float = Field(default=1.0, ge=0)
+    service_range_s: tuple[float, float] | None = Field(
+        default=None, description="Service time uniform on [low, high] (service_s and service_cv are its moments).")
+    args: dict[str, str] = Field(default_factory=dict, description="Argument name -> jinja2 template.")
+    retry: Retry | None = None
     cache: CachePolicy | None = None
 
 

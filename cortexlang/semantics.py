@@ -256,6 +256,46 @@ class Semantics:
         assert edge.loop is not None, "only a loop edge can be exhausted"
         return self._leave(counters, self.loop_index[edge.loop])
 
+    def holder(self, node: str) -> "Semantics":
+        """The rules of the graph ``node`` belongs to: this one, or (recursively) a fan-out branch's."""
+        if node in self.graph.nodes:
+            return self
+        for fo in self._fanouts.values():
+            if node in fo.stages and fo.name in self.graph.nodes:
+                for i, branch in enumerate(fo.branches):
+                    if node in branch.nodes or any(node in self._fanouts[n].stages
+                                                   for n in branch.nodes if n in self._fanouts):
+                        return self.branch(fo.name, i).holder(node)
+        raise KeyError(node)
+
+    # ------------------------------------------------------------------ tool retries
+    def error_probability(self, node: str) -> float:
+        """Planning probability that ``node`` ends with ``error``: the share of its out-edges an
+        ``error`` outcome takes (an ``else`` edge counts when no edge lists ``error``)."""
+        edges = self.graph.out_edges(node)
+        listed = [e for e in edges if e.condition.kind == "outcome" and "error" in e.condition.values]
+        if not listed:
+            listed = [e for e in edges if e.condition.kind == "else"]
+        total = sum(e.probability for e in edges)
+        return sum(e.probability for e in listed) / total if total > 0 else 0.0
+
+    def attempts_pmf(self, stage: str) -> tuple[tuple[int, float], ...]:
+        """Distribution of the attempts one call of ``stage`` makes: ``((k, p), ...)``.
+
+        A tool with ``retry`` retries a failed attempt up to ``R`` times. With
+        ``P`` the planning probability that the stage ends ``error`` (every
+        attempt failed), attempts fail independently with ``q = P^(1/(R+1))``,
+        so ``P(k) = q^(k-1) (1-q)`` for ``k <= R`` and ``P(R+1) = q^R``.
+        Without ``retry``: one attempt.
+        """
+        st = self.workflow.stage(stage)
+        retry = getattr(st, "retry", None)
+        if retry is None:
+            return ((1, 1.0),)
+        q = self.error_probability(stage) ** (1.0 / (retry.max_retries + 1))
+        pmf = [(k, q ** (k - 1) * (1 - q)) for k in range(1, retry.max_retries + 1)]
+        return tuple(pmf + [(retry.max_retries + 1, q ** retry.max_retries)])
+
     # ------------------------------------------------------------------ fan-outs
     def fanout(self, name: str) -> FanOut:
         return self._fanouts[name]

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cortexlang.ir import Inventory, Program, Workflow
+from cortexlang.ir import Inventory, LLMStage, Program, Workflow
+from cortexlang.semantics import Semantics
 from planner import explain
 from planner.candidates import (
     DECODE_STRETCH, Candidate, StageCandidates, StageLoad, prune_dominated, stage_candidates, stage_loads, standalone_table,
@@ -45,6 +46,7 @@ from planner.plan import (
     ColocatedStage, ExecutorPool, Infeasible, KnobSettings, LLMPool, Mode, Objective, Plan, SolverInfo, StageLatency, WorkflowPlan,
 )
 from planner.profiles import PROFILE_DIR
+from planner.service import planned_stage
 from planner.shared_pool import compare
 from planner.solver import TIME_LIMIT_S, SolveResult, WorkflowProblem, objective_milli, solve
 from planner.visits import ChainError, VisitChain, branch_multiplicity, build_chain, expected_stage_visits
@@ -122,7 +124,9 @@ def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: 
     loads = stage_loads(visits, rate, ca2, {s: k for s, (_, k) in
                                             branch_multiplicity(workflow, scenario.fanout_width).items()})
     stages = {}
-    for st in workflow.stages:
+    sem = Semantics(workflow, chain.loop_budget, scenario.fanout_width)
+    planned = {st.name: st if isinstance(st, LLMStage) else planned_stage(sem, st) for st in workflow.stages}
+    for st in planned.values():
         sc = stage_candidates(program, st, loads[st.name], inventory, unbounded, profile_dir, decode_stretch)
         stages[st.name] = StageCandidates(sc.stage, prune_dominated(sc.candidates), sc.problem, sc.needs)
     if layout != "isolated":
@@ -133,7 +137,7 @@ def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: 
             stages[s] = StageCandidates(s, cands, stages[s].problem if not cands else None, stages[s].needs)
     paths = sample_paths(chain, samples, seed, scenario.fanout_width)
     alone = paths.run_latency({st.name: standalone_table(program, st, inventory, profile_dir)
-                               for st in workflow.stages})
+                               for st in planned.values()})
     return WorkflowModel(workflow, scenario, rate, ca2, chain, visits, paths, stages, loads, alone)
 
 

@@ -3,7 +3,7 @@ walks and the orchestrator's real executions agree on random workflows.
 
 The workflows are random DAGs of tool stages with outcome branches, retry
 loops (nested or not, with budgets and exhaustion targets) and fan-outs whose
-branches are random sub-flows of the same kind. Each
+branches are random sub-flows of the same kind; some tools retry failed attempts. Each
 tool succeeds with exactly the planning probability of its ``ok`` edge (see
 ``tests/semantics_tools/flaky.py``), so all three must produce the same
 distribution of visits per stage and the same P(done). The planner's numbers
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from cortexlang.ir import (
-    Condition, Edge, FanOut, IntKnob, Loop, Program, SubFlow, ToolStage, Workflow,
+    Condition, Edge, FanOut, IntKnob, Loop, Program, Retry, SubFlow, ToolStage, Workflow,
 )
 from cortexlang.semantics import Semantics
 from planner.visits import build_chain, stage_visit_distribution
@@ -97,10 +97,21 @@ def random_workflow(seed: int) -> Workflow:
         fanout = FanOut(name=names[k], branches=(branch,), width=IntKnob.fixed(rng.randint(2, 3)),
                         join=rng.choice(["all", "first", "vote", "best"]))
     edges, loops = random_graph(rng, names, ok_p, "", frozenset({fanout.name}) if fanout else frozenset())
-    stages = [ToolStage(name=name, entry=f"flaky:ok_{round(ok_p[name] * 1000)}", service_s=0.01)
+    stages = [_tool(rng, name, ok_p[name])
               for name in names + list(fanout.stages if fanout else ()) if not (fanout and name == fanout.name)]
     return Workflow(name=f"w{seed}", stages=tuple(stages), fanouts=(fanout,) if fanout else (),
                     entry="s0", edges=tuple(edges), loops=tuple(loops))
+
+
+def _tool(rng: random.Random, name: str, p_ok: float) -> ToolStage:
+    """A flaky tool stage ending ``ok`` with probability ``p_ok``; some retry failed attempts, each
+    attempt then succeeding with ``1 - (1 - p_ok)^(1/(R+1))`` so the stage's outcome keeps ``p_ok``."""
+    if p_ok < 1.0 and rng.random() < 0.3:
+        retries = rng.randint(1, 2)
+        per_attempt = 1 - (1 - p_ok) ** (1 / (retries + 1))
+        return ToolStage(name=name, entry=f"flaky:ok_{round(per_attempt * 1000)}", service_s=0.01,
+                         retry=Retry(max_retries=retries))
+    return ToolStage(name=name, entry=f"flaky:ok_{round(p_ok * 1000)}", service_s=0.01)
 
 
 def _depth(lp: Loop, by_name: dict[str, Loop]) -> int:

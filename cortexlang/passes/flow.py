@@ -116,6 +116,8 @@ def _graph(flow: ast.Flow, node_kinds: dict[str, str], member_of: dict[str, str]
     by_source: dict[str, list[EdgeInfo]] = defaultdict(list)
     for e in graph.edges:
         by_source[e.source].append(e)
+    if not _repeats(graph, by_source, stages, ctx):
+        return None
     ok = all([
         _check_one_way_out(by_source, ctx),
         _check_coverage(by_source, node_kinds, ctx),
@@ -128,6 +130,32 @@ def _graph(flow: ast.Flow, node_kinds: dict[str, str], member_of: dict[str, str]
     if not _check_acyclic(graph, ctx):
         return None
     return graph
+
+
+def _repeats(graph: FlowGraph, by_source: dict[str, list[EdgeInfo]], stages: dict[str, Decl],
+             ctx: ValueContext) -> bool:
+    """``repeat = N`` on a stage: it runs N times in a row, then takes its way out. Written as the
+    loop ``STAGE.repeat`` (a self-edge, budget N - 1, exit the stage's one unconditional edge), so
+    every consumer sees an ordinary loop; a choice ``3 | 1 @ 90%`` makes its budget a knob."""
+    ok = True
+    for node in list(by_source):
+        decl = stages.get(node)
+        knob = decl.get("repeat") if decl is not None else None
+        if knob is None:
+            continue
+        edges = by_source[node]
+        if len(edges) != 1 or edges[0].kind != "always" or edges[0].loop is not None:
+            ctx.diags.error("CX402", f"`{node}` repeats, so it needs one unconditional way out", edges[0].span,
+                            hint=f"write `{node} -> next`; branch on the repeated results in the next stage")
+            ok = False
+            continue
+        (edge,) = edges
+        name = f"{node}.repeat"
+        times = ir.IntKnob(options=tuple(o.model_copy(update={"value": o.value - 1}) for o in knob.options))
+        graph.loops[name] = LoopInfo(name, max=times, max_span=decl.value_spans["repeat"], then=edge.target,
+                                     first_span=decl.value_spans["repeat"])
+        edge.target, edge.loop = node, name
+    return ok
 
 
 def _flow_names(flow: ast.Flow) -> list[ast.NodeRef]:

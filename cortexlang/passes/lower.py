@@ -256,8 +256,21 @@ def _lower_stage(d: Decl, stage_decls: dict[str, Decl], models: dict[str, ir.Mod
                                 "the statement", query.span)
                 return None
         return ir.SQLStage(**common, database=db.name, query_from=query.name if query else None,
-                           service_s=d.get("service", 0.05), service_cv=d.get("service_cv", 1.0), cache=_cache(d))
+                           **_service(d, 0.05), cache=_cache(d))
     if "entry" not in d.values or "service" not in d.values:
         return None
-    return ir.ToolStage(**common, entry=d.get("entry"), service_s=d.get("service"),
-                        service_cv=d.get("service_cv", 1.0), cache=_cache(d))
+    retry, args = d.child("retry"), d.child("args")
+    return ir.ToolStage(**common, entry=d.get("entry"), **_service(d, None), cache=_cache(d),
+                        retry=ir.Retry(max_retries=retry.get("max"), backoff_s=retry.get("backoff", 0.0))
+                        if retry is not None and "max" in retry.values else None,
+                        args=dict(args.vars) if args is not None else {})
+
+
+def _service(d: Decl, default: float | None) -> dict:
+    """``service_s``/``service_cv``, and ``service_range_s`` for a range (uniform: its mean and CV)."""
+    value = d.get("service", default)
+    if not isinstance(value, tuple):
+        return {"service_s": value, "service_cv": d.get("service_cv", 1.0)}
+    lo, hi = value
+    mean = (lo + hi) / 2
+    return {"service_s": mean, "service_cv": (hi - lo) / (12 ** 0.5 * mean), "service_range_s": (lo, hi)}

@@ -42,7 +42,16 @@ CACHE = BlockSchema("cache", labelled=False, repeatable=False, doc="agentic-stat
 _COMMON_STAGE = {
     "budget": Attr(v.duration, doc="per-stage latency budget"),
     "prewarm": Attr(v.boolean, doc="speculatively warm this stage"),
+    "repeat": Attr(v.int_knob(1, 100), doc="run the stage this many times in a row (a knob), then go on"),
 }
+
+RETRY = BlockSchema("retry", labelled=False, repeatable=False, doc="retries of a failed tool call", attrs={
+    "max": Attr(v.integer(1, 100), required=True, doc="retries after the first attempt"),
+    "backoff": Attr(v.duration, doc="wait before the first retry, doubled before each next one"),
+})
+
+ARGS = BlockSchema("args", labelled=False, repeatable=False,
+                   doc="named arguments of a tool call: jinja2 templates over the run's context")
 
 LLM = BlockSchema("llm", labelled=True, doc="a language-model call", attrs={
     "model": Attr(v.model_choice, required=True, doc="a model, or a malleable choice of models"),
@@ -63,17 +72,17 @@ LLM = BlockSchema("llm", labelled=True, doc="a language-model call", attrs={
 SQL = BlockSchema("sql", labelled=True, doc="a read-only statement on a database", attrs={
     "database": Attr(v.name, required=True),
     "query": Attr(v.name, doc="stage whose output is the statement (default: the stage that led here)"),
-    "service": Attr(v.duration, doc="expected service time"),
+    "service": Attr(v.duration_or_range, doc="expected service time, or a range like 50ms..400ms"),
     "service_cv": Attr(v.number(0.0)),
     **_COMMON_STAGE,
 }, blocks={"cache": CACHE})
 
 TOOL = BlockSchema("tool", labelled=True, doc="a Python function call", attrs={
     "entry": Attr(v.entry_point, required=True, doc='"module:function"'),
-    "service": Attr(v.duration, required=True, doc="expected service time"),
+    "service": Attr(v.duration_or_range, required=True, doc="expected service time, or a range like 50ms..400ms"),
     "service_cv": Attr(v.number(0.0)),
     **_COMMON_STAGE,
-}, blocks={"cache": CACHE})
+}, blocks={"cache": CACHE, "retry": RETRY, "args": ARGS})
 
 FANOUT = BlockSchema("fanout", labelled=True, has_flow=True, doc="parallel branches and a join", attrs={
     "branches": Attr(v.name_list, doc="one stage per branch"),

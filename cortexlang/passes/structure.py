@@ -29,7 +29,7 @@ class Decl:
     value_spans: dict[str, Span] = field(default_factory=dict)
     children: list["Decl"] = field(default_factory=list)
     flow: ast.Flow | None = None
-    vars: dict[str, str] = field(default_factory=dict)  # only for `vars` blocks
+    vars: dict[str, str] = field(default_factory=dict)  # only for `vars` and `args` blocks
     broken_names: set[str] = field(default_factory=set)  # labels of children that failed their own checks
 
     @property
@@ -167,7 +167,7 @@ def _check_attributes(decl: Decl, schema: S.BlockSchema, ctx: ValueContext) -> N
                             notes=[f"first set at line {seen[attr.name].name_span.line}"])
             continue
         seen[attr.name] = attr
-        if schema is S.VARS:
+        if schema is S.VARS or schema is S.ARGS:  # free-form names, each a template
             _check_var(decl, attr, ctx)
             continue
         spec = schema.attrs.get(attr.name)

@@ -30,10 +30,14 @@ def check_templates(wf: ir.Workflow, spans: dict[str, Span], diags: DiagnosticCo
     known = set(wf.inputs) | set(wf.vars) | {s.name for s in wf.stages} | {f.name for f in wf.fanouts}
     known |= set(ir.TEMPLATE_BUILTINS)
     for stage in wf.stages:
-        if stage.kind != "llm":
+        if stage.kind == "llm":
+            templates = ((stage.name, stage.prompt.template, stage.prompt.path),
+                         (f"{stage.name}.system", stage.prompt.system, None))
+        elif stage.kind == "tool":  # named arguments are templates too
+            templates = tuple((f"{stage.name}.args", t, None) for t in stage.args.values())
+        else:
             continue
-        for key, template, path in ((stage.name, stage.prompt.template, stage.prompt.path),
-                                    (f"{stage.name}.system", stage.prompt.system, None)):
+        for key, template, path in templates:
             if template is None:
                 continue
             span = spans.get(key)

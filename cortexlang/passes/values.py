@@ -434,3 +434,18 @@ def width_distribution(expr: ast.Expr, ctx: ValueContext) -> Any:
         ctx.diags.error("CX405", f"the width shares add up to {total:.0%}, not 100%", expr.span)
         return INVALID
     return tuple(sorted(shares, key=lambda s: s.width))
+
+
+def duration_or_range(expr: ast.Expr, ctx: ValueContext) -> Any:
+    """``250ms`` (a mean) or ``50ms..400ms`` (uniform on that range): a float, or a (low, high) pair."""
+    if not isinstance(expr, ast.Range):
+        return duration(expr, ctx)
+    lo = _unit_value(expr.lo, ctx, DURATION_UNITS, "a duration", "50ms")
+    hi = _unit_value(expr.hi, ctx, DURATION_UNITS, "a duration", "400ms")
+    if INVALID in (lo, hi):
+        return INVALID
+    if not 0 < lo <= hi:
+        ctx.diags.error("CX203", f"`{expr.lo.raw}..{expr.hi.raw}` is not a range of positive durations", expr.span,
+                        hint="write the smaller bound first, above zero")
+        return INVALID
+    return (lo, hi)

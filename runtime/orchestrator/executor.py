@@ -43,6 +43,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -474,15 +475,20 @@ class Executor:
         started = self.clock()
         tool = v.tools[stage.name]
         ctx = run.context(prev, attempt, scope)
-        # Tools see the run's context but not ``history``: it grows with every visit and would make
-        # every call's cache key (the context) unique; a tool that needs it is given it in ``args``.
+        try:
+            args = v.renderer.arguments(stage.name, ctx)
+        except PromptError as exc:
+            return self.failed(run, stage.name, "tool", started, attempt, branch, str(exc))
+        # A tool without ``args`` sees the run's context but not ``history``: it grows with every
+        # visit and would make every call's cache key (the context) unique; ``args`` may use it.
         ctx.pop("history", None)
+        received: Any = args if args is not None else ctx  # what the tool gets is its cache key
         cache_scope = None
         value = None
         cached = False
         if stage.cache is not None and stage.cache.enabled:
             cache_scope = self.scope(run, stage.cache.scope)
-            value = await self.cache.get_tool(cache_scope, stage.entry, ctx)
+            value = await self.cache.get_tool(cache_scope, stage.entry, received)
             cached = value is not None
         queue_s = 0.0
         replica_id = None
@@ -492,11 +498,7 @@ class Executor:
             queue_s = self.clock() - started
             replica_id = replica.replica_id
             try:
-                if tool.is_async:
-                    raw = await tool.func(ctx)
-                else:
-                    raw = await asyncio.get_running_loop().run_in_executor(tool.threads, tool.func, ctx)
-                value = tool_value(raw)
+                value = tool_value(await self._call_tool(tool, stage, ctx, args))
             except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:
@@ -509,12 +511,32 @@ class Executor:
                 return StageOutcome("error", None, error=message, record=rec)
             pool.release(replica)
             if cache_scope is not None:
-                await self.cache.put_tool(cache_scope, stage.entry, ctx, value, ttl_s=stage.cache.ttl_s)  # type: ignore[union-attr]
+                await self.cache.put_tool(cache_scope, stage.entry, received, value, ttl_s=stage.cache.ttl_s)  # type: ignore[union-attr]
         rec = CallRecord(stage=stage.name, kind="tool", outcome="ok", started_s=started - run.arrival,
                          latency_s=self.clock() - started, queue_s=queue_s, attempt=attempt, replica=replica_id,
                          cached=cached, branch=branch)
         self.record(run, rec)
         return StageOutcome("ok", value, record=rec)
+
+    @staticmethod
+    async def _call_tool(tool: Any, stage: ToolStage, ctx: dict[str, Any], args: dict[str, str] | None) -> Any:
+        """One call of ``stage``'s function (with ``args`` as keywords, else with the context), its
+        retries included: a failed attempt is retried up to ``retry.max_retries`` times, the ``i``-th
+        retry after ``retry.backoff_s * 2**(i-1)``; the last attempt's exception propagates."""
+        retries = stage.retry.max_retries if stage.retry is not None else 0
+        call = partial(tool.func, **args) if args is not None else partial(tool.func, ctx)
+        for i in range(retries + 1):
+            try:
+                if tool.is_async:
+                    return await call()
+                return await asyncio.get_running_loop().run_in_executor(tool.threads, call)
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                raise
+            except Exception:
+                if i == retries:
+                    raise
+                await asyncio.sleep(stage.retry.backoff_s * 2 ** i)  # type: ignore[union-attr]
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ fan-out
     async def fanout(self, run: "Run", fo: FanOut, prev: StageOutcome | None) -> StageOutcome:

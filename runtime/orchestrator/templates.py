@@ -23,7 +23,7 @@ import json
 from jinja2 import ChainableUndefined, Template, TemplateError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from cortexlang.ir import LLMStage, Workflow
+from cortexlang.ir import LLMStage, ToolStage, Workflow
 from runtime.engines.base import ChatMessage
 
 
@@ -32,7 +32,8 @@ class PromptError(ValueError):
 
 
 class PromptRenderer:
-    """Compiled prompt and system templates of one workflow's LLM stages."""
+    """Compiled templates of one workflow: its LLM stages' prompts and system messages, and its
+    tools' named arguments."""
 
     def __init__(self, workflow: Workflow) -> None:
         self._env = SandboxedEnvironment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=False)
@@ -44,6 +45,9 @@ class PromptRenderer:
                 self._prompts[s.name] = self._compile(s.name, s.prompt.template)
                 if s.prompt.system:
                     self._systems[s.name] = self._compile(s.name, s.prompt.system)
+        self._args: dict[str, dict[str, Template]] = {
+            s.name: {k: self._compile(s.name, t) for k, t in s.args.items()}
+            for s in workflow.stages if isinstance(s, ToolStage) and s.args}
 
     def _compile(self, stage: str, text: str) -> Template:
         try:
@@ -63,6 +67,19 @@ class PromptRenderer:
         if system:
             return (ChatMessage(role="system", content=system), ChatMessage(role="user", content=user))
         return (ChatMessage(role="user", content=user),)
+
+
+    def arguments(self, stage: str, context: Mapping[str, Any]) -> dict[str, str] | None:
+        """The tool stage's named arguments rendered from ``context`` (None: it takes the context)."""
+        templates = self._args.get(stage)
+        if templates is None:
+            return None
+        try:
+            return {name: t.render(context) for name, t in templates.items()}
+        except TemplateError as exc:
+            raise PromptError(f"an argument of stage {stage!r} failed to render: {exc}") from exc
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError) as exc:
+            raise PromptError(f"an argument of stage {stage!r} failed to render: {type(exc).__name__}: {exc}") from exc
 
 
 def _dumps(value: Any, **kwargs: Any) -> str:

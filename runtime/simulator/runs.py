@@ -44,7 +44,8 @@ def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
     ``(True, input params, output params, reference profile, prefix tokens, (model, prefix key,
     expected s, remaining critical path s, its std))`` for LLM stages (see :func:`_tokens`; the
     profile and prefix tokens give the standalone time), ``(False, mean, cv, (kind, expected s,
-    remaining s, its std))`` for SQL/tool service times. Cached per stage: every call of the
+    remaining s, its std), extra)`` for SQL/tool service times (``extra``: None, or a uniform
+    range and the cumulative attempts distribution and backoff of retries; see :func:`_service`). Cached per stage: every call of the
     stage would otherwise look these up again."""
     remaining, std = g.remaining.get(s.name, 0.0), g.remaining_std.get(s.name, 0.0)
     if isinstance(s, LLMStage):
@@ -53,7 +54,38 @@ def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
         return (True, _token_params(s.input_tokens, token_cv * 0.5, s.prefix_tokens + 1, None),
                 _token_params(s.output_tokens, token_cv, 1, g.max_tokens[s.name]),
                 g.profile_for(model), s.prefix_tokens, (model, pkey, g.stage_time[s.name], remaining, std))
-    return (False, s.service_s, s.service_cv, (s.kind, s.service_s, remaining, std))
+    extra = None
+    retry = getattr(s, "retry", None)
+    if s.service_range_s is not None or retry is not None:
+        cum = None
+        if retry is not None:
+            acc, cum = 0.0, []
+            for _, p in g.semantics.holder(s.name).attempts_pmf(s.name):
+                acc += p
+                cum.append(acc)
+            cum[-1] = 1.0
+        extra = (s.service_range_s, cum, retry.backoff_s if retry is not None else 0.0)
+    return (False, s.service_s, s.service_cv, (s.kind, g.stage_time[s.name], remaining, std), extra)
+
+
+def _service(rng: random.Random, draw: tuple, family: str) -> float:
+    """One scripted SQL/tool call's service time: one draw, or (a range, retries) the attempts'
+    draws (uniform on the range, else from ``family``) plus the backoffs between them."""
+    extra = draw[4]
+    if extra is None:
+        return sample(rng, draw[1], draw[2], family)
+    span, cum, backoff = extra
+    attempts = 1
+    if cum is not None:
+        u = rng.random()
+        attempts = next((k + 1 for k, c in enumerate(cum) if u < c), len(cum))
+    total = 0.0
+    for i in range(attempts):
+        total += span[0] + (span[1] - span[0]) * rng.random() if span is not None else sample(
+            rng, draw[1], draw[2], family)
+        if i:
+            total += backoff * 2 ** (i - 1)
+    return total
 
 
 def _token_params(mean: int, cv: float, low: int, high: int | None) -> tuple:
@@ -229,7 +261,7 @@ class IRRun(Run):
             if draw[0]:
                 got = (_tokens(rng, draw[1]), _tokens(rng, draw[2]), rng.random())
             else:
-                got = (sample(rng, draw[1], draw[2], self._family), 0, rng.random())
+                got = (_service(rng, draw, self._family), 0, rng.random())
             self.script[key] = got
         return got
 
@@ -299,7 +331,7 @@ class IRRun(Run):
                     u = rng.random()
                     ct = llm_standalone_s(draw[3], a, b, draw[4])
                 else:
-                    a, b = sample(rng, draw[1], draw[2], self._family), 0
+                    a, b = _service(rng, draw, self._family), 0
                     u = rng.random()
                     ct = a
                 script[key] = (a, b, u)
