@@ -33,6 +33,7 @@ INVALID: Any = _Invalid()
 
 # A written number above this is a typo, and past float precision anyway (`params = 7.6B` is 7.6 before its unit).
 MAX_NUMBER = 1e15
+MAX_RANGE_VALUES = 1024  # a range knob lists every value it spans: `1..99999999` would be 10^8 options
 
 
 @dataclass
@@ -344,6 +345,11 @@ def int_knob(lo: int = 0, hi: int | None = None) -> Converter:
             if a > b:
                 ctx.diags.error("CX203", f"empty range `{expr.lo.raw}..{expr.hi.raw}`", expr.span,
                                 hint="write the smaller bound first")
+                return INVALID
+            if b - a >= MAX_RANGE_VALUES:
+                ctx.diags.error("CX203", f"`{expr.lo.raw}..{expr.hi.raw}` spans {b - a + 1:,} values; a range "
+                                f"knob spans at most {MAX_RANGE_VALUES}", expr.span,
+                                hint="list a few values as a choice: `512 | 256 @ 95% | 128 @ 90%`")
                 return INVALID
             return ir.IntKnob(options=tuple(ir.IntOption(value=v) for v in range(b, a - 1, -1)))
         alts = _alternatives(expr)

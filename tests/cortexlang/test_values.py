@@ -170,3 +170,10 @@ def test_file_refuses_what_is_not_a_small_text_file_in_the_folder(tmp_path: Path
     (d,) = result.diagnostics
     assert d.code == code and reason in d.message, d.message
     assert "secret" not in d.message
+
+
+def test_a_range_knob_spans_at_most_so_many_values() -> None:
+    body = 'llm a { model = m  prompt = "p"  max_tokens = 1..99999999  input_tokens = 10  output_tokens = 5 }\n'
+    result = compile_source(MODEL + "workflow w {\n" + body + "flow { a -> done }\n}\n", "t.cortex")
+    (d,) = result.diagnostics
+    assert d.code == "CX203" and "spans 99,999,999 values" in d.message
