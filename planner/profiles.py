@@ -26,6 +26,13 @@ The KV capacity of one replica (``tp`` devices) in tokens is::
 
 or, where a profile fixes the KV space (CPU engines), ``kv_cache_bytes /
 kv_bytes_per_token``.
+
+**Calibrated profiles.** The shipped files are measurements of other machines.
+:func:`use_calibrated` puts a directory of profiles measured where Cortex
+serves (``cortex calibrate``; ``runtime/profiles.py`` keys them by machine)
+ahead of the shipped ones: every lookup in the default directory then returns
+the calibrated profile of a (model, device, tp) where one exists, the shipped
+one otherwise. ``LatencyProfile.path`` says which file a profile came from.
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ class LatencyProfile:
     memory_utilization: float
     kv_cache_bytes: int | None
     sources: tuple[str, ...]
+    path: str | None = None
+    """The file it was read from (None when built in code)."""
 
     def prefill_s(self, tokens: int) -> float:
         """Time of one iteration that prefills ``tokens`` prompt tokens and nothing else."""
@@ -88,7 +97,7 @@ class LatencyProfile:
         return max(int(free // kv_bytes_per_token), 0)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LatencyProfile":
+    def from_dict(cls, data: dict, path: str | None = None) -> "LatencyProfile":
         kv = data.get("kv_cache_gib")
         return cls(
             model=data["model"],
@@ -103,6 +112,7 @@ class LatencyProfile:
             memory_utilization=float(data.get("memory_utilization", 0.9)),
             kv_cache_bytes=int(kv * GIB) if kv is not None else None,
             sources=tuple(data.get("sources", ())),
+            path=path,
         )
 
 
@@ -110,11 +120,44 @@ class ProfileNotFound(LookupError):
     """No profile for the requested (model, device, tp)."""
 
 
+_calibrated: tuple[Path, ...] = ()
+
+
+def use_calibrated(*directories: Path) -> None:
+    """Profiles in ``directories`` (earlier first) take precedence over the shipped ones in every
+    lookup of the default directory, for this process; no argument restores the shipped profiles."""
+    global _calibrated
+    _calibrated = tuple(Path(d) for d in directories)
+
+
+def calibrated_directories() -> tuple[Path, ...]:
+    """The directories :func:`use_calibrated` put ahead of the shipped profiles."""
+    return _calibrated
+
+
 @lru_cache(maxsize=None)
+def _read(directory: Path) -> tuple[LatencyProfile, ...]:
+    return tuple(LatencyProfile.from_dict(json.loads(p.read_text()), str(p)) for p in sorted(directory.glob("*.json")))
+
+
+@lru_cache(maxsize=None)
+def _merged(directory: Path, overlays: tuple[Path, ...]) -> tuple[LatencyProfile, ...]:
+    found = {(p.model, p.device.lower(), p.tp): p for p in _read(directory)}
+    for overlay in reversed(overlays):
+        found.update({(p.model, p.device.lower(), p.tp): p for p in _read(overlay)})
+    return tuple(sorted(found.values(), key=lambda p: (p.model, p.device, p.tp)))
+
+
 def all_profiles(directory: Path = PROFILE_DIR) -> tuple[LatencyProfile, ...]:
-    """Every profile in ``directory``, sorted by (model, device, tp)."""
-    found = [LatencyProfile.from_dict(json.loads(p.read_text())) for p in sorted(directory.glob("*.json"))]
-    return tuple(sorted(found, key=lambda p: (p.model, p.device, p.tp)))
+    """Every profile in ``directory`` (for the default one, calibrated profiles first: see
+    :func:`use_calibrated`), sorted by (model, device, tp)."""
+    return _merged(Path(directory), _calibrated if Path(directory) == PROFILE_DIR else ())
+
+
+def clear_cache() -> None:
+    """Forget profiles read so far (after a calibration rewrote a file)."""
+    _read.cache_clear()
+    _merged.cache_clear()
 
 
 def profiles_for(model: str, device: str | None = None, directory: Path = PROFILE_DIR) -> tuple[LatencyProfile, ...]:

@@ -44,3 +44,15 @@ def require_postgres() -> None:
         psycopg.connect(POSTGRES_DSN).close()
     except psycopg.OperationalError as exc:
         pytest.skip(f"PostgreSQL at 127.0.0.1:5432 (db test) does not answer: {exc}")
+
+
+@pytest.fixture(autouse=True)
+def _shipped_profiles_only(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Every test sees the shipped latency profiles unless it calibrates itself: a profile that
+    `cortex calibrate` (or `make demo`) stored for this machine must not leak into goldens or
+    timings, nor a test's calibration into the next test."""
+    from planner.profiles import use_calibrated
+
+    monkeypatch.setenv("CORTEX_PROFILE_CACHE", str(tmp_path_factory.mktemp("profile-cache")))
+    yield
+    use_calibrated()

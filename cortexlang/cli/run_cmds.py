@@ -125,6 +125,27 @@ def check_tools(spec: Any, console: Console) -> None:
                 raise typer.Exit(EXIT_ERRORS)
 
 
+def use_machine_profiles() -> None:
+    """Put this machine's calibrated profiles (``cortex calibrate``) ahead of the shipped ones."""
+    from runtime.profiles import activate
+
+    activate()
+
+
+def print_profiles(spec: Any, console: Console, backend: str) -> None:
+    """One line per latency profile the spec's engines use: calibrated here, or the shipped fallback."""
+    from runtime.profiles import describe
+
+    seen = dict.fromkeys((rep.profile, rep.device, rep.tp) for pool in spec.llm_pools for rep in pool.replicas)
+    for model, device, tp in seen:
+        use = describe(model, device, tp)
+        if use is None:
+            console.print(f"profile {model} on {device} tp{tp}: none", markup=False, highlight=False)
+            continue
+        note = " (drives the simulated engines)" if backend == "simulated" else " (planning and scheduling estimates)"
+        console.print(use.line() + note, markup=False, highlight=False, soft_wrap=True)
+
+
 def parse_endpoints(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -283,6 +304,64 @@ def open_recorder(path: Path | None, spec: Any, orchestrator: Any) -> Any:
     return recorder
 
 
+async def calibrate_engines(spec: Any, factory: Any, backend: str, console: Console, *, quick: bool,
+                            how: str) -> int:
+    """``cortex calibrate``'s body: start the layout's engines, measure them at once, store and show
+    the profiles (simulated engines are measured and shown, never stored: they follow a profile)."""
+    from runtime.calibrate import QUICK, Probes, calibrate_orchestrator, fit, measure
+    from runtime.orchestrator import OrchestratorError
+    from runtime.orchestrator.engines import EngineSetupError
+    from runtime.orchestrator.orchestrator import Orchestrator
+    from runtime.profiles import machine_dir, machine_text
+
+    probes = QUICK if quick else Probes()
+    engines = sum(len(p.replicas) for p in spec.llm_pools)
+    console.print(f"calibrating {engines} {backend} engine(s) at once on {machine_text()}", markup=False)
+    orchestrator = Orchestrator(spec, factory)
+    try:
+        with console.status("starting engines ..."):
+            await orchestrator.start()
+    except (EngineSetupError, OrchestratorError) as exc:
+        console.print(f"error: cannot start the engines: {exc}", markup=False)
+        return EXIT_ERRORS
+    say = lambda line: console.print("  " + line, markup=False, highlight=False)  # noqa: E731
+    try:
+        if backend == "simulated":
+            live = [r.engine for p in orchestrator.pools_by_name.values() if p.kind == "llm" for r in p.replicas]
+            result = fit(await measure(live, probes, say), engines=len(live))
+            console.print("SIMULATED engines follow their profile: measured, not stored", markup=False)
+            _coefficient_table(console, result.coefficients, None, result)
+            return 0
+        done = await calibrate_orchestrator(orchestrator, probes, how=how, progress=say)
+    finally:
+        await orchestrator.stop()
+    for c in done:
+        console.print(f"\nprofile {c.model} on {c.device} tp{c.tp} -> {c.path}", markup=False, highlight=False)
+        _coefficient_table(console, c.calibration.coefficients, c.previous, c.calibration, c.previous_path)
+    console.print(f"`cortex run|serve` and the demo use the profiles in {machine_dir()} on this machine", markup=False)
+    return 0
+
+
+def _coefficient_table(console: Console, coef: dict[str, float], previous: dict[str, float] | None,
+                       calibration: Any, previous_path: str | None = None) -> None:
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    for col in ("coefficient", "before" if previous else "-", "measured", "fastest .. slowest"):
+        table.add_column(col)
+    for name, value in coef.items():
+        before = f"{previous[name]:.4g}" if previous else "-"
+        table.add_row(name, before, f"{value:.4g}",
+                      f"{calibration.fastest[name]:.4g} .. {calibration.slowest[name]:.4g}")
+    console.print(table)
+    if previous_path:
+        console.print(f"before: {previous_path}", markup=False, highlight=False)
+    console.print(f"largest probe spread {100 * calibration.max_spread:.0f}%; fit error prefill "
+                  f"{100 * calibration.prefill_error:.1f}%, decode {100 * calibration.decode_error:.1f}%; "
+                  f"load average {calibration.load_average[0]:.1f} -> {calibration.load_average[1]:.1f}",
+                  markup=False, highlight=False)
+
+
 def _run_line(row_id: str, info: Any) -> str:
     tag = " [simulated]" if info.simulated else ""
     latency = f"{info.latency_s:.2f}s" if info.latency_s is not None else "-"
@@ -335,12 +414,14 @@ def register(app: typer.Typer) -> None:
         import asyncio
 
         console = _console(width=None if sys.stdout.isatty() else 140)
+        use_machine_profiles()
         spec = prepare_spec(target, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console,
                             policy=policy)
         check_tools(spec, console)
         names = spec.program.workflow(spec.workflow).inputs
         rows = read_inputs(input, names, limit)
         factory, backend = make_factory(spec, engine, endpoint, use_ray=use_ray)
+        print_profiles(spec, console, backend)
         if backend == "simulated":
             console.print("[bold yellow]SIMULATED engines[/bold yellow]: latencies come from the latency "
                           "profiles, texts are synthetic; nothing here is a real model's output.")
@@ -374,10 +455,12 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise usage_error(str(exc))
         console = _console(stderr=True)
+        use_machine_profiles()
         spec = prepare_spec(target, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console,
                             policy=policy)
         check_tools(spec, console)
         factory, backend = make_factory(spec, engine, endpoint, use_ray=use_ray)
+        print_profiles(spec, console, backend)
         orchestrator = Orchestrator(spec, factory)
         recorder = open_recorder(record, spec, orchestrator)
         app = create_app(orchestrator, token=token)
@@ -390,6 +473,28 @@ def register(app: typer.Typer) -> None:
         finally:
             if recorder is not None:
                 recorder.close()
+
+    @app.command("calibrate")
+    def calibrate_cmd(
+        target: Path = typer.Argument(..., help="A .cortex file or a build directory: the engines to measure."),
+        engine: EngineChoice = typer.Option(EngineChoice.vllm, "--engine", help="Engine backend (as you will serve)."),
+        plan: Optional[Path] = typer.Option(None, "--plan", help="A plan made by `cortexc plan -o`."),
+        no_plan: bool = typer.Option(False, "--no-plan", help="Skip planning: one replica per LLM stage."),
+        workflow: Optional[str] = typer.Option(None, "--workflow"),
+        quick: bool = typer.Option(False, "--quick", help="Fewer probes, one repeat (about half the time)."),
+        endpoint: list[str] = typer.Option([], "--endpoint", help="MODEL=URL for --engine openai (repeatable)."),
+    ) -> None:
+        """Measure the layout's engines as they serve (same backend and pinning, all at once) and store the
+        fitted profile for this machine; `cortex run|serve` and planning then use it."""
+        import asyncio
+
+        console = _console(width=None if sys.stdout.isatty() else 140)
+        use_machine_profiles()
+        spec = prepare_spec(target, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console)
+        factory, backend = make_factory(spec, engine, endpoint)
+        command = f"cortex calibrate {target}" + (f" --plan {plan}" if plan else "") + (" --quick" if quick else "")
+        raise typer.Exit(asyncio.run(calibrate_engines(spec, factory, backend, console, quick=quick,
+                                                       how=f"`{command}` ({backend} engines)")))
 
     @app.command("dev")
     def dev_cmd(

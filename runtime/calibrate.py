@@ -1,0 +1,313 @@
+"""Measuring LLM engines where they serve, and fitting a latency profile with its spread.
+
+``cortex calibrate`` and the demo call :func:`measure` on the engines of a
+runtime spec *as they will serve*: the same backend (an in-process engine, or
+one ``vllm serve`` process per engine), the same core pinning, and every engine
+of the layout running at once -- each probe is sent to all engines together,
+so engines that share a machine's cores or memory bandwidth slow each other
+down in the measurement exactly as in service. Timings come from the
+:class:`~runtime.engines.base.Engine` interface (``ttft_s``, ``total_s``), i.e.
+through the serving path (HTTP and streaming included for ``vllm-server``).
+
+Probes, each repeated ``repeats`` times on every engine:
+
+* prefill: one prompt of ``n`` random words with ``max_tokens=1``; TTFT is one
+  prefill iteration of ``n`` tokens (no shared prefix: random words);
+* decode: ``b`` concurrent counting prompts (``List k: 1, 2, ...,``: the model keeps
+  counting, so it does not stop early), optionally padded to a long context;
+  the step time is ``(total - ttft) / (output_tokens - 1)``, its median over the batch.
+
+:func:`fit` gives the profile's coefficients (:mod:`planner.profiles`) by
+non-negative least squares on the per-probe medians, and the *spread*: the
+same fit on the per-probe fastest and slowest measurements, the largest
+slowest/fastest ratio of any probe, and the fit's mean absolute error. A noisy
+machine yields a wide spread, never a refusal: the spread is part of the profile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runtime.engines.base import Engine, GenerationRequest, GenerationResult
+
+WORDS = ("the sales table lists each order with its region quarter amount customer product date and "
+         "status so a query can group sum count filter sort join compare rank average").split()
+
+COEFFICIENTS = ("prefill_fixed_ms", "prefill_us_per_token", "decode_fixed_ms", "decode_ms_per_seq",
+                "decode_ns_per_kv_token")
+
+
+@dataclass(frozen=True)
+class Probes:
+    """What :func:`measure` sends. The default takes about a minute per repeat on a 2-core CPU
+    through ``vllm serve`` (SmolLM2-135M); GPUs finish in seconds."""
+
+    prefill_lengths: tuple[int, ...] = (64, 384, 1024)
+    decode_batches: tuple[int, ...] = (1, 4, 8)
+    decode_tokens: int = 24
+    long_context: tuple[int, int] = (2, 768)
+    """(batch, padding tokens) of one decode probe with a long context (separates the per-KV-token cost)."""
+    repeats: int = 2
+
+
+QUICK = Probes(prefill_lengths=(64, 768), decode_batches=(1, 4), decode_tokens=16, long_context=(2, 512), repeats=1)
+"""A smaller set (about half the time): for demos and tests."""
+
+
+@dataclass
+class Sample:
+    """One measurement on one engine: a prefill of ``tokens`` or a decode step of ``batch`` sequences
+    holding ``kv_tokens``; ``seconds`` is the TTFT or the median step time."""
+
+    kind: str
+    probe: str
+    """Which probe: ``prefill-<length>`` or ``decode-<batch>+<padding>`` (same probe = same request shape)."""
+    engine: int
+    repeat: int
+    seconds: float
+    tokens: int = 0
+    batch: int = 0
+    kv_tokens: int = 0
+    min_output_tokens: int = 0
+
+
+@dataclass
+class Calibration:
+    """A fitted profile's coefficients, their spread and the samples behind them."""
+
+    coefficients: dict[str, float]
+    fastest: dict[str, float]
+    slowest: dict[str, float]
+    max_spread: float
+    """Largest slowest/fastest ratio of any probe, minus 1 (0.3 = the slowest run of some probe took 30% longer)."""
+    prefill_error: float
+    decode_error: float
+    """Mean absolute relative error of the fit on the per-probe medians."""
+    samples: list[Sample] = field(default_factory=list)
+    engines: int = 1
+    load_average: tuple[float, float] = (0.0, 0.0)
+
+    def record(self) -> dict[str, Any]:
+        """The ``calibration`` record stored with the profile."""
+        return {
+            "engines_at_once": self.engines, "fastest": self.fastest, "slowest": self.slowest,
+            "max_probe_spread": round(self.max_spread, 3), "fit_error": {
+                "prefill": round(self.prefill_error, 3), "decode": round(self.decode_error, 3)},
+            "load_average_before_after": [round(x, 2) for x in self.load_average],
+            "samples": [asdict(s) for s in self.samples],
+        }
+
+
+def filler(tokens_hint: int, salt: int) -> str:
+    """About ``tokens_hint`` tokens of common words (~1 token each), shuffled by ``salt``."""
+    rng = random.Random(salt)
+    return " ".join(rng.choice(WORDS) for _ in range(max(tokens_hint, 1)))
+
+
+def counting_prompt(salt: int, pad_tokens: int = 0) -> str:
+    """A prompt the model answers by counting on (it does not stop early)."""
+    pad = (filler(pad_tokens, salt) + "\n") if pad_tokens else ""
+    return pad + f"List {salt}: " + ", ".join(str(i) for i in range(1, 9)) + ","
+
+
+def nonneg_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares with coefficients >= 0: drop the most negative term and refit."""
+    active = list(range(x.shape[1]))
+    while True:
+        coef, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
+        if (coef >= 0).all():
+            full = np.zeros(x.shape[1])
+            full[active] = coef
+            return full
+        active.pop(int(np.argmin(coef)))
+
+
+async def measure(engines: Sequence[Engine], probes: Probes = Probes(),
+                  progress: Callable[[str], None] = lambda _: None) -> list[Sample]:
+    """Run ``probes`` on every engine at once (see module docstring); engines must be started."""
+    n = len(engines)
+
+    async def on_all(make: Callable[[int], list[GenerationRequest]]) -> list[list[GenerationResult]]:
+        return await asyncio.gather(*(asyncio.gather(*(e.generate(r) for r in make(i)))
+                                      for i, e in enumerate(engines)))
+
+    await on_all(lambda i: [GenerationRequest(prompt=f"warm up {i}", max_tokens=2)])
+    samples: list[Sample] = []
+    decodes = [(b, 0) for b in probes.decode_batches] + ([probes.long_context] if probes.long_context else [])
+    for rep in range(probes.repeats):
+        for length in probes.prefill_lengths:
+            results = await on_all(lambda i: [GenerationRequest(
+                prompt=filler(length, 7919 * (rep + 1) + 104729 * i + length), max_tokens=1)])
+            for i, (r,) in enumerate(results):
+                if r.timing.ttft_s is not None:
+                    samples.append(Sample("prefill", f"prefill-{length}", i, rep, r.timing.ttft_s,
+                                          tokens=r.prompt_tokens))
+            progress(f"prefill {length} tokens x {n} engine(s): "
+                     + ", ".join(f"{rs[0].timing.ttft_s or float('nan'):.3f} s" for rs in results))
+        for salt, (batch, pad) in enumerate(decodes):
+            results = await on_all(lambda i: [GenerationRequest(
+                prompt=counting_prompt(1000 * salt + 100 * rep + 10 * i + j + 10_000 * (rep + 1), pad),
+                max_tokens=probes.decode_tokens) for j in range(batch)])
+            for i, rs in enumerate(results):
+                steps = [(r.timing.total_s - r.timing.ttft_s) / (r.output_tokens - 1)
+                         for r in rs if r.timing.ttft_s is not None and r.output_tokens > 1]
+                if not steps:
+                    continue
+                kv = statistics.mean(r.prompt_tokens + r.output_tokens / 2 for r in rs) * batch
+                samples.append(Sample("decode", f"decode-{batch}+{pad}", i, rep, statistics.median(steps),
+                                      batch=batch, kv_tokens=int(kv), min_output_tokens=min(r.output_tokens for r in rs)))
+            progress(f"decode batch {batch}{f' (+{pad} context)' if pad else ''} x {n} engine(s): "
+                     + ", ".join(f"{s.seconds * 1e3:.1f} ms/step" for s in samples[-n:] if s.kind == "decode"))
+    return samples
+
+
+def _groups(samples: Sequence[Sample], kind: str) -> dict[str, list[Sample]]:
+    """Samples of each probe across engines and repeats."""
+    out: dict[str, list[Sample]] = {}
+    for s in samples:
+        if s.kind == kind:
+            out.setdefault(s.probe, []).append(s)
+    return out
+
+
+def _fit(points: list[tuple[float, ...]], decode: bool) -> dict[str, float]:
+    arr = np.array(points, dtype=float)
+    if decode:
+        coef = nonneg_lstsq(np.column_stack([np.ones(len(arr)), arr[:, 0], arr[:, 1]]), arr[:, 2])
+        return {"decode_fixed_ms": round(float(coef[0]) * 1e3, 3), "decode_ms_per_seq": round(float(coef[1]) * 1e3, 3),
+                "decode_ns_per_kv_token": round(float(coef[2]) * 1e9, 1)}
+    coef = nonneg_lstsq(np.column_stack([np.ones(len(arr)), arr[:, 0]]), arr[:, 1])
+    return {"prefill_fixed_ms": round(float(coef[0]) * 1e3, 3), "prefill_us_per_token": round(float(coef[1]) * 1e6, 2)}
+
+
+def fit(samples: Sequence[Sample], engines: int = 1, load_average: tuple[float, float] = (0.0, 0.0)) -> Calibration:
+    """Coefficients from the per-probe medians, and the spread (see module docstring).
+
+    Raises ValueError without at least two prefill lengths and three decode configurations.
+    """
+    pre, dec = _groups(samples, "prefill"), _groups(samples, "decode")
+    if len(pre) < 2 or len(dec) < 3:
+        raise ValueError(f"too few probes to fit a profile ({len(pre)} prefill lengths, {len(dec)} decode "
+                         "configurations; need 2 and 3)")
+
+    def points(pick: Callable[[list[float]], float]) -> tuple[list, list]:
+        p = [(statistics.mean(s.tokens for s in g), pick([s.seconds for s in g])) for g in pre.values()]
+        d = [(g[0].batch, statistics.mean(s.kv_tokens for s in g), pick([s.seconds for s in g])) for g in dec.values()]
+        return p, d
+
+    mid_p, mid_d = points(statistics.median)
+    coef = _fit(mid_p, False) | _fit(mid_d, True)
+    fast = _fit(points(min)[0], False) | _fit(points(min)[1], True)
+    slow = _fit(points(max)[0], False) | _fit(points(max)[1], True)
+    spread = max(max(s.seconds for s in g) / max(min(s.seconds for s in g), 1e-9) - 1.0
+                 for g in [*pre.values(), *dec.values()])
+
+    def err(rows: list, predict: Callable[..., float]) -> float:
+        return statistics.mean(abs(predict(*r[:-1]) - r[-1]) / r[-1] for r in rows)
+
+    p_err = err(mid_p, lambda n: (coef["prefill_fixed_ms"] * 1e-3 + coef["prefill_us_per_token"] * 1e-6 * n))
+    d_err = err(mid_d, lambda b, k: (coef["decode_fixed_ms"] * 1e-3 + coef["decode_ms_per_seq"] * 1e-3 * b
+                                     + coef["decode_ns_per_kv_token"] * 1e-9 * k))
+    return Calibration({k: coef[k] for k in COEFFICIENTS}, {k: fast[k] for k in COEFFICIENTS},
+                       {k: slow[k] for k in COEFFICIENTS}, spread, p_err, d_err, list(samples), engines, load_average)
+
+
+def profile_data(calibration: Calibration, *, model: str, device: str, tp: int, kv_cache_gib: float | None,
+                 device_memory_gib: float, memory_utilization: float, how: str, where: str,
+                 machine_key: str) -> dict[str, Any]:
+    """A profile file's content (the ``planner/profile_data`` schema) with its ``calibration`` record."""
+    today = dt.date.today().isoformat()
+    data: dict[str, Any] = {
+        "model": model, "gpu": device, "tp": tp, **calibration.coefficients,
+        "device_memory_gib": device_memory_gib, "memory_utilization": memory_utilization,
+        "sources": [f"calibrated on {today} by {how}; {where}"],
+        "notes": f"measured with {calibration.engines} engine(s) serving at once; spread: fastest and slowest fits "
+                 f"in calibration; largest probe spread {100 * calibration.max_spread:.0f}%",
+        "calibration": {"machine_key": machine_key, "machine": where, "date": today, "how": how,
+                        **calibration.record()},
+    }
+    if kv_cache_gib is not None:
+        data["kv_cache_gib"] = kv_cache_gib
+    return data
+
+
+def load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
+@dataclass
+class Calibrated:
+    """One profile written by :func:`calibrate_orchestrator`."""
+
+    model: str
+    device: str
+    tp: int
+    path: str
+    calibration: Calibration
+    previous: dict[str, float] | None
+    """The coefficients the lookups returned before (shipped or an older calibration), None if there was none."""
+    previous_path: str | None
+
+
+async def calibrate_orchestrator(orchestrator: Any, probes: Probes = Probes(), *, how: str,
+                                 progress: Callable[[str], None] = lambda _: None) -> list[Calibrated]:
+    """Measure every LLM engine of a started orchestrator at once, fit one profile per (model
+    family, device, tp) and store it for this machine (:mod:`runtime.profiles`)."""
+    from planner.profiles import ProfileNotFound, get_profile
+    from runtime import profiles as cache
+
+    replicas = [(rep, orchestrator.pools_by_name[pool.name]) for pool in orchestrator.spec.llm_pools
+                for rep in pool.replicas]
+    engines: list[Engine] = []
+    family: list[tuple[str, str, int]] = []
+    kv: dict[tuple[str, str, int], int | None] = {}
+    for rep, pool in replicas:
+        live = next((r for r in pool.replicas if r.replica_id == rep.replica_id), None)
+        if live is None or live.engine is None:
+            continue
+        engines.append(live.engine)
+        key = (rep.profile, rep.device, rep.tp)
+        family.append(key)
+        kv.setdefault(key, rep.engine.kv_cache_bytes)
+    if not engines:
+        raise ValueError("the layout has no running LLM engine to calibrate")
+    before = load_average()
+    samples = await measure(engines, probes, progress)
+    load = (before, load_average())
+    out: list[Calibrated] = []
+    for key in dict.fromkeys(family):
+        mine = [i for i, k in enumerate(family) if k == key]
+        calibration = fit([s for s in samples if s.engine in mine], engines=len(engines), load_average=load)
+        model, device, tp = key
+        try:
+            prev = get_profile(model, device, tp)
+        except ProfileNotFound:
+            prev = None
+        previous = None if prev is None else {
+            "prefill_fixed_ms": prev.prefill_fixed_s * 1e3, "prefill_us_per_token": prev.prefill_per_token_s * 1e6,
+            "decode_fixed_ms": prev.decode_fixed_s * 1e3, "decode_ms_per_seq": prev.decode_per_seq_s * 1e3,
+            "decode_ns_per_kv_token": prev.decode_per_kv_token_s * 1e9}
+        kv_bytes = kv[key] or (prev.kv_cache_bytes if prev is not None else None)
+        data = profile_data(
+            calibration, model=model, device=device, tp=tp,
+            kv_cache_gib=None if kv_bytes is None else kv_bytes / (1 << 30),
+            device_memory_gib=(prev.device_memory_bytes / (1 << 30)) if prev is not None else 24.0,
+            memory_utilization=prev.memory_utilization if prev is not None else 0.9,
+            how=how, where=cache.machine_text(), machine_key=cache.machine_key())
+        path = cache.write_profile(data)
+        out.append(Calibrated(model, device, tp, str(path), calibration, previous,
+                              prev.path if prev is not None else None))
+    cache.activate()
+    return out

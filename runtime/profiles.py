@@ -1,0 +1,164 @@
+"""Calibrated latency profiles, cached per machine (``cortex calibrate`` writes them).
+
+A profile measured on one machine is wrong on another (the shipped SmolLM2 CPU
+profile was measured on an AVX-512 machine; in-process rather than through the
+serving path; with one engine where the plan runs two). So profiles measured
+where Cortex serves live in a local cache keyed by the machine::
+
+    $CORTEX_PROFILE_CACHE (default ~/.cache/cortex/profiles)/<machine key>/<model>__<device>__tp<N>.json
+
+The machine key names what the latency depends on: the CPU model and core
+count, and the GPU kind and count where there are GPUs (e.g.
+``intel-xeon-processor-2c`` or ``nvidia-h100-80gb-hbm3-x8-amd-epyc-9654-192c``);
+``CORTEX_MACHINE_KEY`` overrides it. :func:`activate` puts this machine's
+directory ahead of the shipped profiles (:func:`planner.profiles.use_calibrated`)
+so the planner, the simulator, the simulated engines and the orchestrator's
+estimates all use the calibrated figures; the shipped files stay as a labelled
+fallback. :func:`describe` says which file a (model, device, tp) comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from planner.profiles import (
+    PROFILE_DIR, LatencyProfile, ProfileNotFound, calibrated_directories, clear_cache, get_profile, use_calibrated,
+)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return re.sub(r"\(R\)|\(TM\)|\bCPU\b|@.*$", "", line.split(":", 1)[1]).strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask, which containers narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def gpus() -> tuple[str, int] | None:
+    """(GPU kind, count) from ``nvidia-smi``, or None without NVIDIA GPUs."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = [line.strip() for line in out.splitlines() if line.strip()]
+    return (names[0], len(names)) if names else None
+
+
+def machine_key() -> str:
+    """The cache key of this machine (see module docstring)."""
+    override = os.environ.get("CORTEX_MACHINE_KEY")
+    if override:
+        return _slug(override)
+    cpu = f"{_slug(cpu_model())}-{cpu_cores()}c"
+    gpu = gpus()
+    return f"{_slug(gpu[0])}-x{gpu[1]}-{cpu}" if gpu else cpu
+
+
+def machine_text() -> str:
+    """This machine in words, for reports."""
+    gpu = gpus()
+    cpu = f"{cpu_model()}, {cpu_cores()} cores"
+    return f"{gpu[1]}x {gpu[0]}; {cpu}" if gpu else cpu
+
+
+def cache_root() -> Path:
+    env = os.environ.get("CORTEX_PROFILE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cortex" / "profiles"
+
+
+def machine_dir(key: str | None = None) -> Path:
+    """Where this machine's (or ``key``'s) calibrated profiles live."""
+    return cache_root() / (key or machine_key())
+
+
+def profile_filename(model: str, device: str, tp: int) -> str:
+    """The file name of a profile, as in ``planner/profile_data``."""
+    return f"{model}__{device.lower()}__tp{tp}.json"
+
+
+def write_profile(data: dict, key: str | None = None) -> Path:
+    """Store a calibrated profile (the ``planner/profile_data`` schema plus a ``calibration`` record)
+    for this machine and make it visible to lookups; returns its path."""
+    LatencyProfile.from_dict(data)  # the schema every reader expects, or KeyError here rather than later
+    directory = machine_dir(key)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / profile_filename(data["model"], data["gpu"], int(data["tp"]))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    clear_cache()
+    return path
+
+
+def activate(key: str | None = None) -> Path | None:
+    """Use this machine's calibrated profiles ahead of the shipped ones (in this process);
+    returns their directory, or None (shipped profiles only) when none were calibrated here."""
+    directory = machine_dir(key)
+    if directory.is_dir() and any(directory.glob("*.json")):
+        use_calibrated(directory)
+        clear_cache()
+        return directory
+    use_calibrated()
+    return None
+
+
+@dataclass(frozen=True)
+class ProfileUse:
+    """Which profile serves one (model family, device, tp), in words."""
+
+    model: str
+    device: str
+    tp: int
+    calibrated: bool
+    path: str | None
+    source: str
+
+    def line(self) -> str:
+        kind = "calibrated on this machine" if self.calibrated else "SHIPPED FALLBACK (not measured here: run " \
+                                                                  "`cortex calibrate FILE` to measure this machine)"
+        return f"profile {self.model} on {self.device} tp{self.tp}: {kind}; {self.path or '-'}"
+
+
+def describe(model: str, device: str, tp: int = 1) -> ProfileUse | None:
+    """Which profile the lookups return for (model, device, tp); None when there is none."""
+    try:
+        prof = get_profile(model, device, tp)
+    except ProfileNotFound:
+        return None
+    calibrated = prof.path is not None and any(Path(prof.path).parent == d for d in calibrated_directories())
+    return ProfileUse(model, device, tp, calibrated, prof.path, prof.sources[0] if prof.sources else "")
+
+
+def shipped_path(model: str, device: str, tp: int) -> Path:
+    return PROFILE_DIR / profile_filename(model, device, tp)

@@ -1,0 +1,140 @@
+"""Calibration where Cortex serves (runtime/calibrate.py, runtime/profiles.py, `cortex calibrate`).
+
+Simulated engines follow a known profile (their reported timings are in model seconds,
+whatever the speed-up), so measuring them must give that profile back; a calibrated
+profile stored for this machine must then be what every lookup returns, labelled as such,
+with the shipped one as the fallback. A noisy machine widens the spread and never refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cortexlang.cli.run_cmds import register
+from planner.profiles import PROFILE_DIR, get_profile
+from runtime import profiles as cache
+from runtime.calibrate import QUICK, Sample, calibrate_orchestrator, fit, measure
+from runtime.engines.simulated import SimulatedEngine
+from runtime.orchestrator import Orchestrator
+
+from .orchestrator.conftest import EXAMPLES, example_spec, sim_factory
+
+SHIPPED = get_profile("smollm2-135m", "CPU", 1)
+
+
+def _synthetic(noise: float, seed: int = 0) -> list[Sample]:
+    """Samples a machine following SHIPPED would give, each time multiplied by up to 1 + noise."""
+    rng = random.Random(seed)
+    out = []
+    for rep in range(3):
+        for n in (64, 512, 1024):
+            out.append(Sample("prefill", f"prefill-{n}", 0, rep, SHIPPED.prefill_s(n) * (1 + rng.random() * noise),
+                              tokens=n))
+        for b, k in ((1, 40), (4, 160), (8, 320), (2, 1600)):
+            out.append(Sample("decode", f"decode-{b}+{k}", 0, rep,
+                              SHIPPED.decode_step_s(b, k) * (1 + rng.random() * noise), batch=b, kv_tokens=k))
+    return out
+
+
+def test_fit_recovers_a_profile_and_reports_the_spread_of_a_noisy_machine() -> None:
+    quiet = fit(_synthetic(0.0))
+    assert quiet.coefficients["prefill_us_per_token"] == pytest.approx(SHIPPED.prefill_per_token_s * 1e6, rel=1e-3)
+    assert quiet.coefficients["decode_fixed_ms"] == pytest.approx(SHIPPED.decode_fixed_s * 1e3, rel=1e-3)
+    assert quiet.coefficients["decode_ns_per_kv_token"] == pytest.approx(SHIPPED.decode_per_kv_token_s * 1e9, rel=1e-2)
+    assert quiet.max_spread == pytest.approx(0.0, abs=1e-9) and quiet.decode_error < 1e-3
+    noisy = fit(_synthetic(1.0))  # up to 2x slower at random: a busy machine
+    assert noisy.max_spread > 0.3  # measured, kept, not refused
+    for name in ("prefill_us_per_token", "decode_fixed_ms"):
+        assert noisy.slowest[name] > noisy.fastest[name]
+        assert noisy.fastest[name] <= noisy.coefficients[name] * 1.05
+    with pytest.raises(ValueError, match="too few probes"):
+        fit([s for s in _synthetic(0.0) if s.kind == "prefill"])
+
+
+def test_measuring_simulated_engines_gives_their_profile_back() -> None:
+    async def body():
+        # Real-time engines: slower than real time, so a busy test machine's late wake-ups stay small
+        # against the modelled step times (late wake-ups only add time: compare the fastest fit).
+        engines = [SimulatedEngine(SHIPPED, kv_capacity_tokens=50_000, max_num_seqs=16, speedup=0.5)
+                   for _ in range(2)]
+        for e in engines:
+            await e.start()
+        try:
+            return fit(await measure(engines, QUICK), engines=2)
+        finally:
+            for e in engines:
+                await e.stop()
+
+    got = asyncio.run(asyncio.wait_for(body(), 60))
+    assert got.engines == 2 and len({s.engine for s in got.samples}) == 2
+    assert got.fastest["prefill_us_per_token"] == pytest.approx(SHIPPED.prefill_per_token_s * 1e6, rel=0.1)
+    assert got.fastest["decode_fixed_ms"] == pytest.approx(SHIPPED.decode_fixed_s * 1e3, rel=0.25)
+
+
+def test_a_calibrated_profile_is_stored_per_machine_and_used_ahead_of_the_shipped_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORTEX_MACHINE_KEY", "Test Box, 2 cores")
+    slow = SHIPPED.__class__(**{**SHIPPED.__dict__, "prefill_per_token_s": 4 * SHIPPED.prefill_per_token_s,
+                                "decode_fixed_s": 4 * SHIPPED.decode_fixed_s, "path": None})
+
+    def factory(spec, pool, rep):  # engines that are 4x slower than the shipped profile says
+        return SimulatedEngine(slow, kv_capacity_tokens=rep.kv_capacity_tokens, max_num_seqs=16, speedup=50.0)
+
+    async def body():
+        orch = Orchestrator(example_spec("nl2sql"), factory)
+        await orch.start()
+        try:
+            return await calibrate_orchestrator(orch, QUICK, how="a test")
+        finally:
+            await orch.stop()
+
+    assert cache.describe("smollm2-135m", "CPU").calibrated is False  # before: the shipped fallback
+    (done,) = asyncio.run(asyncio.wait_for(body(), 60))
+    assert Path(done.path).parent == cache.machine_dir() and cache.machine_dir().name == "test-box-2-cores"
+    assert done.previous_path == str(PROFILE_DIR / "smollm2-135m__cpu__tp1.json")
+    stored = json.loads(Path(done.path).read_text())
+    assert stored["calibration"]["engines_at_once"] == 2 and stored["calibration"]["samples"]
+    assert "fastest" in stored["calibration"] and stored["sources"][0].startswith("calibrated on")
+    now = get_profile("smollm2-135m", "CPU", 1)  # every lookup now returns the calibration
+    assert now.path == done.path
+    assert now.prefill_per_token_s == pytest.approx(slow.prefill_per_token_s, rel=0.05)
+    use = cache.describe("smollm2-135m", "CPU")
+    assert use.calibrated and "calibrated on this machine" in use.line()
+    monkeypatch.setenv("CORTEX_MACHINE_KEY", "another box")  # another machine: the shipped fallback
+    assert cache.activate() is None
+    assert get_profile("smollm2-135m", "CPU", 1).path == str(PROFILE_DIR / "smollm2-135m__cpu__tp1.json")
+    assert "SHIPPED FALLBACK" in cache.describe("smollm2-135m", "CPU").line()
+
+
+def _app() -> typer.Typer:
+    a = typer.Typer()
+    register(a)
+    return a
+
+
+def test_cortex_calibrate_and_run_say_which_profile_they_use(tmp_path: Path) -> None:
+    result = CliRunner().invoke(_app(), ["calibrate", str(EXAMPLES / "nl2sql.cortex"), "--engine", "simulated",
+                                         "--quick", "--no-plan"])
+    assert result.exit_code == 0, result.output
+    assert "calibrating 2 simulated engine(s) at once" in result.output
+    assert "measured, not stored" in result.output and "prefill_us_per_token" in result.output
+    assert not any(cache.cache_root().glob("*/*.json"))  # a simulated calibration is never stored
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question": "total revenue in 2024?"}) + "\n")
+    run = CliRunner().invoke(_app(), ["run", str(EXAMPLES / "nl2sql.cortex"), "--input", str(questions),
+                                      "--engine", "simulated", "--no-plan"])
+    assert run.exit_code == 0, run.output
+    assert "profile smollm2-135m on CPU tp1: SHIPPED FALLBACK" in run.output
+
+
+def test_sim_factory_still_works_with_calibration_module_loaded() -> None:
+    # The orchestrator fixtures build engines from the replica's profile lookup: unaffected by the
+    # cache (empty in tests) -- a guard that the autouse fixture keeps the shipped profiles.
+    assert sim_factory() is not None and get_profile("smollm2-135m", "CPU", 1).path.startswith(str(PROFILE_DIR))
