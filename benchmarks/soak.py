@@ -364,7 +364,17 @@ async def recovery(url: str, timeout_s: float = 60.0) -> tuple[float, float, str
     return float("nan"), float("nan"), "not admitted"
 
 
+def git_commit() -> str:
+    """The checked-out commit, with ``+changes`` when the work tree differs from it."""
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no")
+                                                  else "")
+
+
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    commit = git_commit()  # what the server runs: taken before it starts
     folder = Path(tempfile.mkdtemp(prefix="cortex-soak-"))
     target = scratch_example(folder)
     port = free_port()
@@ -428,7 +438,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         if proc.returncode not in (0, -15):
             print(log_tail, file=sys.stderr)
     return {
-        "duration_s": args.duration, "startup_s": startup_s, "capacity_runs_per_s": capacity,
+        "commit": commit, "duration_s": args.duration, "startup_s": startup_s, "capacity_runs_per_s": capacity,
         "factor": args.factor, "rates_per_s": rates, "tally": tally, "peak_rss_bytes": peak, "rss": rss,
         "recovered_s": recovered_s, "recovered_run_s": recovered_run_s, "recovered_status": recovered_status,
         "server_alive": server_alive, "log_tail": log_tail, "tracebacks": log_tail.count("Traceback"),
@@ -445,8 +455,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> str:
     t: Tally = result["tally"]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
+    commit = result["commit"]
     mib = 1024 * 1024
     admitted = sum(t.final.values()) + len(t.lost) + len(t.pending)
     by_kind: dict[str, Counter[int]] = {}
@@ -457,7 +466,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
         "# Soak: 10x admitted capacity, mixed valid and malformed traffic (simulated engines)",
         "",
         f"`.venv/bin/python benchmarks/soak.py --duration {args.duration:g} --factor {args.factor:g}` "
-        f"(commit {commit}, {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}); "
+        f"(server started at commit {commit}, {platform.node()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}); "
         "`cortex serve examples/nl2sql.cortex --engine simulated` on 127.0.0.1, load generator in another "
         "process on the same machine. Engines are **simulated** (SmolLM2 CPU profile, real time).",
         "",

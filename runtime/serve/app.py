@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException
 
 from runtime.engines.base import ChatMessage, GenerationResult, RequestRejected
 from runtime.orchestrator import BadRequest, NoHealthyReplica, Orchestrator, Overloaded, UnknownRun
-from runtime.serve.errors import error_response
+from runtime.serve.errors import error_response as _error
 from runtime.serve.guard import BODY_TIMEOUT_S, MAX_BODY_BYTES, GuardSettings, RequestGuard
 from runtime.serve.json_body import InvalidBody, parse_json
 from runtime.serve.server import check_token
@@ -120,9 +120,6 @@ class ChatCompletionIn(_Body):
     def include_usage(self) -> bool:
         """OpenAI's ``stream_options.include_usage``: a last chunk with the token usage."""
         return bool((self.stream_options or {}).get("include_usage"))
-
-
-_error = error_response
 
 
 def _overloaded(exc: Overloaded) -> JSONResponse:

@@ -121,9 +121,9 @@ class RequestGuard:
             if host_name(host) not in s.allowed_hosts:
                 return error_response(403, f"this server does not answer to Host {host[:100]!r} "
                                            f"(it answers to {', '.join(sorted(s.allowed_hosts))})")
-            origin = headers.get(b"origin")
-            if origin is not None and host_name(urlsplit(origin.decode("latin-1")).netloc) not in s.allowed_hosts:
-                return error_response(403, f"cross-origin requests are refused (Origin {origin.decode('latin-1')[:100]!r})")
+            origin = headers.get(b"origin", b"").decode("latin-1")
+            if origin and host_name(urlsplit(origin).netloc) not in s.allowed_hosts:
+                return error_response(403, f"cross-origin requests are refused (Origin {origin[:100]!r})")
         if s.token and scope["path"] not in OPEN_PATHS and not s.authorized(headers):
             return error_response(401, "missing or wrong API token (send Authorization: Bearer <token>)")
         if scope["method"] not in BODY_METHODS:

@@ -43,16 +43,6 @@ def verbatim(spec: RuntimeSpec) -> RuntimeSpec:
                                    "databases": databases})
 
 
-EXTRACTION_GAPS = {
-    "REPLACE INTO sales VALUES ('eu', 'Q1', 0, '2024-01-02')":
-        "extract_sql starts at the first keyword it knows, VALUES, and runs that part (harmless, not refused)",
-    "/* /* */ SELECT 1; */ DELETE FROM sales":
-        "extract_sql drops the part after ';' as prose and runs SELECT 1 (harmless, not refused)",
-}
-"""Corpus statements the runtime defuses instead of refusing: what the model wrote is not what runs.
-Found by this test; :mod:`runtime.sql.extract` owns the fix (strict: an XPASS says to drop the entry)."""
-
-
 @pytest.fixture(scope="module")
 def scripted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, Path, dict[str, str]]]:
     db = make_sqlite(tmp_path_factory.mktemp("e2e-attacks") / "shop.db")
@@ -68,9 +58,7 @@ def test_the_corpus_has_the_sqlite_attacks() -> None:
     assert len(attacks("sqlite")) >= 30
 
 
-@pytest.mark.parametrize("attack", [
-    pytest.param(a, marks=pytest.mark.xfail(strict=True, reason=EXTRACTION_GAPS[a.statement]))
-    if a.statement in EXTRACTION_GAPS else a for a in attacks("sqlite")], ids=lambda a: a.id)
+@pytest.mark.parametrize("attack", attacks("sqlite"), ids=lambda a: a.id)
 def test_the_attack_is_refused_end_to_end_and_nothing_changes(
         scripted_server: tuple[LiveServer, Path, dict[str, str]], attack: Attack) -> None:
     live, db, current = scripted_server
