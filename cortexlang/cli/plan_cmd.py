@@ -84,6 +84,34 @@ def load_plan(path: Path) -> Plan:
                           f"{str(exc).splitlines()[0]}")
 
 
+def apply_observed(program: Program, path: Path, *, to_stderr: bool) -> Program:
+    """``--observed TRACE``: the program with the parameters learnt from recorded runs of each of its
+    workflows the trace holds; the comparison with the declared values is printed first."""
+    from planner.observed import TraceFormatError, observe, read_trace, render
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise usage_error(f"--observed {path}: no such file")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise usage_error(f"--observed {path}: cannot read it: {exc}")
+    try:
+        runs = read_trace(lines, str(path))
+        names = {str(r.get("workflow", "trace")) for r in runs}
+        workflows = [w.name for w in program.workflows if w.name in names]
+        if not workflows:
+            raise TraceFormatError(f"{path}: no run of {', '.join(w.name for w in program.workflows)} "
+                                   f"(the trace has: {', '.join(sorted(names))})")
+        for name in workflows:
+            observed = observe(program, runs, name)
+            typer.echo(render(observed), err=to_stderr)
+            program = observed.program
+    except TraceFormatError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERRORS)
+    return program
+
+
 def _solve_with_feedback(console: Console, verify_budget_s: float | None, **kwargs) -> Plan | Infeasible:
     """Run the planner (and, unless ``verify_budget_s`` is None, verify the plan in the simulator);
     show a spinner with its current step once it has taken more than a second."""
@@ -132,6 +160,9 @@ def plan(
                                 help="Simulate the plan before showing it; tighten it until it holds there."),
     verify_budget: float = typer.Option(2.0, "--verify-budget", min=0.1,
                                         help="Seconds of simulation per verification round."),
+    observed: Optional[Path] = typer.Option(None, "--observed", help="A trace of recorded runs (cortex run "
+                                            "--record): plan with the branch probabilities, token counts, "
+                                            "service times and arrival rate it shows."),
 ) -> None:
     """Choose a dedicated pool per stage (GPU kind x replicas, TP, batch/KV budget, executor slots) and knobs."""
     from rich.console import Console
@@ -142,6 +173,8 @@ def plan(
     rate_per_s = parse_rate(rate) if rate is not None else None
     old = load_plan(diff) if diff is not None else None
     program = compile_program(file)
+    if observed is not None:
+        program = apply_observed(program, observed, to_stderr=as_json)
     inv = load_inventory(inventory) if inventory is not None else None
     err = Console(stderr=True)
     result = _solve_with_feedback(err, verify_budget if verify else None, program=program, inventory=inv,

@@ -1,0 +1,341 @@
+"""Learning a workflow's planning parameters from recorded runs (``cortexc plan --observed TRACE``).
+
+A trace (``cortex run|serve --record``, docs/trace-format.md; parsed here from
+its documented JSON, never through the runtime) says what the workflow really
+did. :func:`observe` estimates from it, per workflow:
+
+* **branch probabilities**, per out-edge of every stage: the share of the
+  stage's recorded calls that took it. Outcome conditions are matched on the
+  call's outcome; a result-field condition (``on think.action``) by where the
+  run went next (the stage of the calls that have this one as parent, or the
+  run's terminal when none does). Estimates are shrunk towards the declared
+  value by ``PRIOR_WEIGHT`` pseudo-calls, so a handful of runs moves the plan
+  only as far as they justify: ``p = (k + w p_declared) / (n + w)``;
+* **token counts** of LLM stages: mean prompt and output tokens per call; the
+  share of calls cut at ``max_tokens`` and the prefix-cache hits are reported;
+* **service times** of SQL/tool stages: mean and coefficient of variation of
+  ``duration_s``; for LLM stages the measured service, TTFT and decode rate are
+  shown beside the standalone time the latency profile predicts for the
+  observed tokens (a large gap says: calibrate this machine);
+* **the arrival process**: rate ``(n - 1) / span`` of the runs' arrivals and the
+  coefficient of variation of their gaps (``load.pattern``/``burstiness``);
+  runs that all arrived within ``BURST_S`` are a burst with no rate to learn.
+
+Estimates resting on fewer than ``MIN_CALLS`` calls are shown but not applied.
+:attr:`Observed.program` is the program with the applied estimates, to plan with.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cortexlang.ir import TERMINALS, Edge, Graph, LLMStage, Program, Workflow
+
+MIN_CALLS = 5
+PRIOR_WEIGHT = 2.0
+BURST_S = 1.0
+FLAG_PROBABILITY = 0.10
+"""Absolute difference of a branch probability that is flagged."""
+FLAG_RELATIVE = 0.25
+"""Relative difference of a token count, service time or rate that is flagged."""
+
+
+class TraceFormatError(ValueError):
+    """A trace line the estimator cannot read; the message names ``FILE:LINE``."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One planning parameter: declared in the program, observed in the trace."""
+
+    what: str
+    declared: float | None
+    observed: float | None
+    samples: int
+    unit: str = ""
+    applied: bool = False
+    note: str = ""
+
+    @property
+    def flagged(self) -> bool:
+        if self.declared is None or self.observed is None:
+            return False
+        if self.unit == "%":
+            return abs(self.observed - self.declared) > FLAG_PROBABILITY
+        return abs(self.observed - self.declared) > FLAG_RELATIVE * max(abs(self.declared), 1e-12)
+
+
+@dataclass
+class Observed:
+    """What a trace says about one workflow, and the program to plan with."""
+
+    workflow: str
+    runs: int
+    estimates: list[Estimate]
+    program: Program
+    measured: dict[str, float] = field(default_factory=dict)
+    """End-to-end figures of the recorded runs: p50_s, p99_s, slo_attainment (where recorded)."""
+
+
+def read_trace(lines: Iterable[str], source: str = "trace") -> list[dict[str, Any]]:
+    """The trace's runs as dicts (blank lines skipped); :class:`TraceFormatError` on malformed lines."""
+    runs = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TraceFormatError(f"{source}:{n}: not JSON ({exc.msg})") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("calls"), list):
+            raise TraceFormatError(f"{source}:{n}: expected an object with a 'calls' list")
+        arrival = raw.get("arrival_s")
+        if not isinstance(arrival, (int, float)) or isinstance(arrival, bool) or not math.isfinite(arrival):
+            raise TraceFormatError(f"{source}:{n}: missing or invalid 'arrival_s'")
+        for i, call in enumerate(raw["calls"]):
+            if not isinstance(call, dict) or not isinstance(call.get("stage"), str) or "id" not in call:
+                raise TraceFormatError(f"{source}:{n}: call {i} needs 'id' and 'stage'")
+        runs.append(raw)
+    if not runs:
+        raise TraceFormatError(f"{source}: the trace holds no runs")
+    return runs
+
+
+def _num(call: dict, key: str) -> float | None:
+    v = call.get(key)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _graphs(workflow: Workflow) -> list[tuple[tuple, Graph]]:
+    """The workflow's graph and every fan-out branch's sub-flow, with a path into the dumped IR."""
+    out: list[tuple[tuple, Graph]] = [((), workflow)]
+    for i, fo in enumerate(workflow.fanouts):
+        for j, branch in enumerate(fo.branches):
+            out.append((("fanouts", i, "branches", j), branch))
+    return out
+
+
+def _selected(edges: tuple[Edge, ...], call: dict, next_stages: set[str], status: str) -> Edge | None:
+    """The out-edge a recorded call took (None when the trace cannot tell)."""
+    if any(e.condition.kind == "field" for e in edges):
+        targets = next_stages or ({status} if status in TERMINALS else set())
+        matches = [e for e in edges if e.target in targets]
+        return matches[0] if len({e.target for e in matches}) == 1 else None
+    fallback = None
+    for e in edges:
+        if e.condition.kind == "always":
+            return e
+        if e.condition.kind == "outcome" and call.get("outcome", "ok") in e.condition.values:
+            return e
+        if e.condition.kind == "else":
+            fallback = e
+    return fallback
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    pos = (len(s) - 1) * q
+    lo = int(pos)
+    return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (pos - lo)
+
+
+def observe(program: Program, runs: list[dict[str, Any]], workflow: str | None = None) -> Observed:
+    """Estimate ``workflow``'s planning parameters from ``runs`` (:func:`read_trace`); see module docstring.
+
+    Raises :class:`TraceFormatError` when the trace has no run of the workflow.
+    """
+    wf = program.workflow(workflow)
+    mine = [r for r in runs if r.get("workflow", "trace") == wf.name]
+    if not mine:
+        names = sorted({str(r.get("workflow", "trace")) for r in runs})
+        raise TraceFormatError(f"the trace has no run of workflow {wf.name!r} (it has: {', '.join(names)})")
+    dump = wf.model_dump()
+    estimates: list[Estimate] = []
+    calls_by_stage: dict[str, list[tuple[dict, dict]]] = defaultdict(list)
+    for run in mine:
+        for call in run["calls"]:
+            calls_by_stage[call["stage"]].append((call, run))
+
+    # Branch probabilities, per out-edge of every stage.
+    for path, graph in _graphs(wf):
+        target = dump
+        for key in path:
+            target = target[key]
+        sources = dict.fromkeys(e.source for e in graph.edges)
+        for source in sources:
+            edges = graph.out_edges(source)
+            if len(edges) < 2 or source not in calls_by_stage:
+                continue
+            taken: Counter[int] = Counter()
+            for call, run in calls_by_stage[source]:
+                children = {c["stage"] for c in run["calls"] if call["id"] in (c.get("parents") or ())}
+                edge = _selected(edges, call, children, str(run.get("status", "done")))
+                if edge is not None:
+                    taken[edges.index(edge)] += 1
+            n = sum(taken.values())
+            total = sum(e.probability for e in edges) or 1.0
+            apply = n >= MIN_CALLS
+            for k, e in enumerate(edges):
+                declared = e.probability / total
+                observed = taken[k] / n if n else None
+                if apply:
+                    shrunk = (taken[k] + PRIOR_WEIGHT * declared) / (n + PRIOR_WEIGHT)
+                    index = graph.edges.index(e)
+                    target["edges"][index]["probability"] = shrunk
+                label = ", ".join(e.condition.values) or e.condition.kind
+                estimates.append(Estimate(f"{source} -> {e.target} ({label})", declared, observed, n, "%", apply,
+                                          "" if apply else f"fewer than {MIN_CALLS} calls"))
+
+    # Stages: tokens of LLM calls, service times of SQL/tool calls.
+    for i, stage in enumerate(wf.stages):
+        calls = [c for c, _ in calls_by_stage.get(stage.name, ())]
+        if not calls:
+            continue
+        sd = dump["stages"][i]
+        if isinstance(stage, LLMStage):
+            ins = [v for c in calls if (v := _num(c, "input_tokens")) and v > 0]
+            outs = [v for c in calls if (v := _num(c, "output_tokens")) and v > 0]
+            for name, xs, declared in (("input tokens", ins, stage.input_tokens),
+                                       ("output tokens", outs, stage.output_tokens)):
+                if not xs:
+                    continue
+                apply = len(xs) >= MIN_CALLS
+                mean = statistics.fmean(xs)
+                if apply:
+                    sd[name.replace(" ", "_")] = max(int(round(mean)), 1)
+                estimates.append(Estimate(f"{stage.name}: {name} per call", declared, mean, len(xs), "tokens", apply))
+            sd["prefix_tokens"] = min(sd["prefix_tokens"], sd["input_tokens"])  # a prefix is part of the prompt
+            cut = [c for c in calls if c.get("finish_reason") in ("stop", "length", "abort")]
+            if cut:
+                share = sum(c["finish_reason"] == "length" for c in cut) / len(cut)
+                estimates.append(Estimate(f"{stage.name}: calls cut at max_tokens ({stage.max_tokens.preferred})",
+                                          None, share, len(cut), "%",
+                                          note="raise max_tokens or add a stop string" if share > 0.1 else ""))
+            cached = [v for c in calls if (v := _num(c, "cached_tokens")) is not None]
+            if cached:
+                estimates.append(Estimate(f"{stage.name}: prompt tokens from the prefix cache", stage.prefix_tokens,
+                                          statistics.fmean(cached), len(cached), "tokens",
+                                          note="declared = prefix_tokens; informational"))
+            estimates.extend(_llm_service(program, stage, calls, ins, outs))
+        else:
+            xs = [v for c in calls if (v := _num(c, "duration_s")) and v > 0]
+            if not xs:
+                continue
+            apply = len(xs) >= MIN_CALLS
+            mean = statistics.fmean(xs)
+            cv = statistics.pstdev(xs) / mean if len(xs) > 1 and mean > 0 else 0.0
+            if apply:
+                sd["service_s"], sd["service_cv"] = mean, cv
+            estimates.append(Estimate(f"{stage.name}: service time", stage.service_s, mean, len(xs), "s", apply))
+            estimates.append(Estimate(f"{stage.name}: service time CV", stage.service_cv, cv, len(xs), "", apply))
+
+    # Visits per run (what the probabilities above produce; informational).
+    for stage in wf.stages:
+        if isinstance(stage, LLMStage) and stage.name in calls_by_stage:
+            estimates.append(Estimate(f"{stage.name}: calls per run", None,
+                                      len(calls_by_stage[stage.name]) / len(mine), len(mine), "",
+                                      note="result of the branch probabilities"))
+
+    estimates.extend(_arrivals(wf, mine, dump))
+    observed_program = Program.model_validate(
+        program.model_dump() | {"workflows": [Workflow.model_validate(dump) if w.name == wf.name else w
+                                              for w in program.workflows]})
+    return Observed(wf.name, len(mine), estimates, observed_program, _measured(mine))
+
+
+def _llm_service(program: Program, stage: LLMStage, calls: list[dict], ins: list[float],
+                 outs: list[float]) -> list[Estimate]:
+    """Measured service / TTFT / decode rate beside what the latency profile predicts (not applied:
+    LLM service follows from the profile; a gap says the profile is not this machine's)."""
+    from planner.profiles import profiles_for
+
+    service = [v for c in calls if (v := _num(c, "service_s")) is not None]
+    if not service:
+        return []
+    model = program.model(stage.models[0].model)
+    profs = profiles_for(model.profile) if model.profile else ()
+    predicted = None
+    note = "no profile"
+    if profs and ins and outs:
+        prof = profs[0]
+        predicted = prof.request_s(int(statistics.fmean(ins)), int(statistics.fmean(outs)))
+        note = f"profile {prof.model} on {prof.device} alone" + (" (calibrated)" if prof.path and
+                                                               "profile_data" not in prof.path else " (shipped)")
+    out = [Estimate(f"{stage.name}: service p50 (LLM)", predicted, statistics.median(service), len(service), "s",
+                    note=note)]
+    ttft = [v for c in calls if (v := _num(c, "ttft_s")) is not None]
+    if ttft:
+        out.append(Estimate(f"{stage.name}: time to first token p50", None, statistics.median(ttft), len(ttft), "s"))
+    return out
+
+
+def _arrivals(wf: Workflow, runs: list[dict], dump: dict) -> list[Estimate]:
+    arrivals = sorted(float(r["arrival_s"]) for r in runs)
+    declared = wf.load.rate_per_s if wf.load else None
+    span = arrivals[-1] - arrivals[0]
+    if len(arrivals) < 3 or span < BURST_S:
+        return [Estimate("arrival rate", declared, None, len(arrivals), "/s",
+                         note=f"all {len(arrivals)} runs arrived within {span:.2f} s: a burst, no rate to learn"
+                         if len(arrivals) >= 3 else "fewer than 3 runs")]
+    rate = (len(arrivals) - 1) / span
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    mean_gap = statistics.fmean(gaps)
+    cv = statistics.pstdev(gaps) / mean_gap if mean_gap > 0 else 0.0
+    apply = len(arrivals) >= MIN_CALLS
+    if apply:
+        pattern = "constant" if cv < 0.3 else ("poisson" if cv <= 1.3 else "bursty")
+        dump["load"] = {"rate_per_s": rate, "pattern": pattern, "burstiness": max(cv, 1e-3)}
+    return [Estimate("arrival rate", declared, rate, len(arrivals), "/s", apply),
+            Estimate("inter-arrival CV", wf.load.burstiness if wf.load else None, cv, len(gaps), "", apply)]
+
+
+def _measured(runs: list[dict]) -> dict[str, float]:
+    lat = [v for r in runs if (v := _num(r, "latency_s")) is not None]
+    out: dict[str, float] = {}
+    if lat:
+        out = {"p50_s": _pct(lat, 0.5), "p99_s": _pct(lat, 0.99)}
+    met = [r["slo_met"] for r in runs if isinstance(r.get("slo_met"), bool)]
+    if met:
+        out["slo_attainment"] = sum(met) / len(met)
+    return out
+
+
+def _fmt(x: float | None, unit: str) -> str:
+    if x is None:
+        return "-"
+    if unit == "%":
+        return f"{100 * x:.1f}%"
+    if unit == "s":
+        return f"{x * 1e3:.0f}ms" if x < 1 else f"{x:.2f}s"
+    if unit == "/s":
+        return f"{x:.4g}/s"
+    if unit == "tokens":
+        return f"{x:.0f}"
+    return f"{x:.2f}"
+
+
+def render(observed: Observed) -> str:
+    """Declared beside observed, differences flagged (``!``), applied estimates marked (``*``)."""
+    lines = [f"Observed: {observed.runs} recorded runs of workflow {observed.workflow}"
+             + ("; measured end-to-end p50 {}, p99 {}".format(_fmt(observed.measured["p50_s"], "s"),
+                                                             _fmt(observed.measured["p99_s"], "s"))
+                if "p50_s" in observed.measured else "")
+             + (f", SLO attainment {100 * observed.measured['slo_attainment']:.1f}%"
+                if "slo_attainment" in observed.measured else "")]
+    width = max(len(e.what) for e in observed.estimates) if observed.estimates else 10
+    lines.append(f"  {'':2s}{'parameter':{width}s}  {'declared':>10s}  {'observed':>10s}  {'n':>5s}")
+    for e in observed.estimates:
+        mark = ("!" if e.flagged else " ") + ("*" if e.applied else " ")
+        note = f"  {e.note}" if e.note else ""
+        lines.append(f"  {mark}{e.what:{width}s}  {_fmt(e.declared, e.unit):>10s}  {_fmt(e.observed, e.unit):>10s}  "
+                     f"{e.samples:5d}{note}")
+    lines.append(f"  ! differs from the declared value (probabilities by > {100 * FLAG_PROBABILITY:.0f} points, "
+                 f"the rest by > {100 * FLAG_RELATIVE:.0f}%); * used for this plan (probabilities shrunk towards "
+                 f"the declared value by {PRIOR_WEIGHT:g} calls)")
+    return "\n".join(lines) + "\n"
