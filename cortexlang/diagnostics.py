@@ -67,6 +67,7 @@ CODES: dict[str, str] = {
     "CX206": "unknown function",
     "CX207": "inconsistent model facts",
     "CX208": "file outside the workflow's folder",
+    "CX210": "stages sharing a pool prefer different models",
     # names
     "CX301": "unknown name",
     "CX302": "wrong kind of name",

@@ -238,6 +238,8 @@ class LLMStage(StageBase):
         default_factory=lambda: IntKnob.fixed(1),
         description="Parallel candidates per call; the first acceptable one wins.",
     )
+    pool: str | None = Field(
+        default=None, description="Stages naming the same pool share its replicas (co-location the user asked for).")
 
 
 class SQLStage(StageBase):

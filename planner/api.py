@@ -40,7 +40,7 @@ from planner import explain
 from planner.candidates import (
     DECODE_STRETCH, Candidate, StageCandidates, StageLoad, prune_dominated, stage_candidates, stage_loads, standalone_table,
 )
-from planner.colocation import Layout, group_candidates, with_layout
+from planner.colocation import Layout, declared_blocks, group_candidates, with_layout
 from planner.latency import DEFAULT_SAMPLES, PathSample, attainment, distribution, sample_paths
 from planner.plan import (
     ColocatedStage, ExecutorPool, Infeasible, KnobSettings, LLMPool, Mode, Objective, Plan, SolverInfo, StageLatency, WorkflowPlan,
@@ -129,7 +129,7 @@ def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: 
     for st in planned.values():
         sc = stage_candidates(program, st, loads[st.name], inventory, unbounded, profile_dir, decode_stretch)
         stages[st.name] = StageCandidates(sc.stage, prune_dominated(sc.candidates), sc.problem, sc.needs)
-    if layout != "isolated":
+    if layout != "isolated" or declared_blocks(workflow):  # the file's pools hold in every layout
         dedicated = {s: sc.candidates for s, sc in stages.items()}
         groups = group_candidates(program, workflow, loads, inventory, dedicated, unbounded, profile_dir,
                                   decode_stretch)

@@ -168,18 +168,36 @@ def preferred_blocks(workflow: Workflow) -> list[tuple[str, ...]]:
     return [tuple(sorted(names)) for _, names in sorted(by_model.items()) if len(names) >= 2]
 
 
+def declared_blocks(workflow: Workflow) -> list[tuple[str, ...]]:
+    """The (sorted) LLM stages of each pool the file declares (``pool = NAME``) with two or more."""
+    by_pool: dict[str, list[str]] = {}
+    for st in workflow.stages:
+        if isinstance(st, LLMStage) and st.pool is not None:
+            by_pool.setdefault(st.pool, []).append(st.name)
+    return [tuple(sorted(names)) for _, names in sorted(by_pool.items()) if len(names) >= 2]
+
+
 def with_layout(workflow: Workflow, isolated: Mapping[str, list[Candidate]], groups: Sequence[list[Candidate]],
                 layout: Layout) -> dict[str, list[Candidate]]:
-    """Each stage's candidates under ``layout``: its dedicated ones and/or its memberships of ``groups``."""
+    """Each stage's candidates under ``layout``: its dedicated ones and/or its memberships of ``groups``.
+    A pool the file declares is not a choice: its stages get only that block's group candidates."""
     out = {s: list(cs) for s, cs in isolated.items()}
+    declared = set(declared_blocks(workflow))
+    taken = {s for block in declared for s in block}
+    groups = [g for g in groups if g[0].group_stages in declared or not set(g[0].group_stages) & taken]
     if layout == "isolated":
-        return out
-    if layout == "shared":
-        full = set(preferred_blocks(workflow))
-        groups = [g for g in groups if g[0].group_stages in full]
+        groups = [g for g in groups if g[0].group_stages in declared]
+    if layout == "shared":  # one pool per model for the stages preferring it, less those in declared pools
+        offered = {g[0].group_stages for g in groups}
+        full = {rest for b in preferred_blocks(workflow)
+                if (rest := tuple(s for s in b if s not in taken)) in offered}
+        groups = [g for g in groups if g[0].group_stages in full or g[0].group_stages in declared]
         for block in full:
             for s in block:
                 out[s] = []
+    for block in declared:
+        for s in block:
+            out[s] = []
     for g in groups:
         for member in g:
             out[member.stage].append(member)
@@ -199,16 +217,18 @@ def group_candidates(program: Program, workflow: Workflow, loads: Mapping[str, S
             continue
         users = [s for s in llm if any(o.model == model for o in s.models)]
         preferred = tuple(sorted(s.name for s in users if s.models[0].model == model))
-        for block in blocks(users, preferred):
+        declared = [b for b in declared_blocks(workflow) if workflow.stage(b[0]).models[0].model == model]
+        for block in sorted(set(blocks(users, preferred)) | set(declared), key=lambda b: (len(b), b)):
             members = [workflow.stage(name) for name in block]
             for device in devices_of(inventory, unbounded):
                 for profile in profiles_of(spec.profile, device.kind, profile_dir):
                     per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
                     limit = device.limit // per_device
-                    if block != preferred:  # a partial block is there to consolidate: fewer replicas only
+                    if block != preferred and block not in declared:  # a partial block consolidates: fewer replicas
                         limit = min(limit, _isolated_replicas(isolated, block, device.kind, profile.tp) - 1)
                     found.extend(_block_range(spec, profile, device, members, loads, stretch, limit))
-    return [g for g in found if not _beaten_by_isolated(g, isolated)]
+    forced = set(declared_blocks(workflow))  # the file's pools are no choice: never pruned
+    return [g for g in found if g[0].group_stages in forced or not _beaten_by_isolated(g, isolated)]
 
 
 def _isolated_replicas(isolated: Mapping[str, Sequence[Candidate]], block: Sequence[str], device: str,

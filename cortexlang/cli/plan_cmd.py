@@ -159,7 +159,7 @@ def plan(
     verify: bool = typer.Option(True, "--verify/--no-verify",
                                 help="Simulate the plan before showing it; tighten it until it holds there."),
     verify_budget: float = typer.Option(2.0, "--verify-budget", min=0.1,
-                                        help="Seconds of simulation per verification round."),
+                                        help="Simulation per verification round, in seconds at a nominal speed (the run count is the same on every machine)."),
     observed: Optional[Path] = typer.Option(None, "--observed", help="A trace of recorded runs (cortex run "
                                             "--record): plan with the branch probabilities, token counts, "
                                             "service times and arrival rate it shows."),

@@ -167,6 +167,7 @@ def lower_workflow(wf: Decl, graph: FlowGraph, models: dict[str, ir.ModelSpec],
             stage = None
         ok = ok and stage is not None
         stages.append(stage)
+    ok = ok and _check_pools([s for s in stages if isinstance(s, ir.LLMStage)], stage_decls, ctx)
     slo_d, load_d, vars_d = wf.child("slo"), wf.child("load"), wf.child("vars")
     slo = load = None
     try:
@@ -194,6 +195,26 @@ def lower_workflow(wf: Decl, graph: FlowGraph, models: dict[str, ir.ModelSpec],
         vars=dict(vars_d.vars) if vars_d else {}, stages=tuple(stages), fanouts=fanouts,
         entry=graph.entry, edges=edges, loops=loops, slo=slo, load=load,
     )
+
+
+def _check_pools(stages: list[ir.LLMStage], decls: dict[str, Decl], ctx: ValueContext) -> bool:
+    """Stages sharing a declared pool run one model on its replicas: they must prefer the same one."""
+    ok = True
+    by_pool: dict[str, list[ir.LLMStage]] = {}
+    for st in stages:
+        if st.pool is not None:
+            by_pool.setdefault(st.pool, []).append(st)
+    for pool, members in sorted(by_pool.items()):
+        first = members[0]
+        for st in members[1:]:
+            if st.models[0].model != first.models[0].model:
+                ctx.diags.error("CX210", f"`{st.name}` and `{first.name}` share pool `{pool}` but prefer different "
+                                f"models (`{st.models[0].model}`, `{first.models[0].model}`)",
+                                decls[st.name].value_spans["pool"],
+                                hint="a pool's replicas run one model: give both stages the same preferred model, "
+                                     "or separate pools")
+                ok = False
+    return ok
 
 
 def _sub_flow(graph: FlowGraph) -> ir.SubFlow:
@@ -240,7 +261,7 @@ def _lower_stage(d: Decl, stage_decls: dict[str, Decl], models: dict[str, ir.Mod
             max_tokens=d.get("max_tokens"), temperature=d.get("temperature", 0.0), top_p=d.get("top_p", 1.0),
             stop=d.get("stop", ()), output=d.get("output", "text"), input_tokens=d.get("input_tokens"),
             output_tokens=d.get("output_tokens"), prefix_tokens=d.get("prefix_tokens", 0),
-            hedge=d.get("hedge", ir.IntKnob.fixed(1)),
+            hedge=d.get("hedge", ir.IntKnob.fixed(1)), pool=d.get("pool").name if d.get("pool") else None,
         )
     if d.type == "sql":
         db = d.get("database")

@@ -66,6 +66,7 @@ LLM = BlockSchema("llm", labelled=True, doc="a language-model call", attrs={
     "output_tokens": Attr(v.integer(1), required=True, doc="expected output tokens"),
     "prefix_tokens": Attr(v.integer(0), doc="prompt tokens shared by every call"),
     "hedge": Attr(v.int_knob(1, 16), doc="parallel candidates per call"),
+    "pool": Attr(v.name, doc="share one pool of replicas with the other stages naming this pool"),
     **_COMMON_STAGE,
 })
 

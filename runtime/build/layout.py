@@ -156,12 +156,17 @@ def _kv_tokens(program: Program, model: str, kv_bytes: int | None, profile: str,
 
 def default_spec(program: Program, workflow: str | None = None, *, base_dir: Path, source: str | None = None,
                  orchestrator: OrchestratorSpec | None = None, backend: Backend = "vllm-inproc") -> RuntimeSpec:
-    """One replica per LLM stage, knobs at their preferred values (no plan)."""
+    """One replica per LLM stage (per declared ``pool`` for stages that name one), knobs at their
+    preferred values (no plan)."""
     wf = _workflow(program, workflow)
     knobs = preferred_knobs(wf)
     pools = []
+    sharing: dict[str, list[str]] = {}
     for s in wf.stages:
-        if not isinstance(s, LLMStage):
+        if isinstance(s, LLMStage) and s.pool is not None:
+            sharing.setdefault(s.pool, []).append(s.name)
+    for s in wf.stages:
+        if not isinstance(s, LLMStage) or (s.pool is not None and sharing[s.pool][0] != s.name):
             continue
         model = knobs.models[s.name]
         m = program.model(model)
@@ -174,8 +179,8 @@ def default_spec(program: Program, workflow: str | None = None, *, base_dir: Pat
         engine = _engine_spec(program, model, device, tp, seqs, kv_bytes, None, model)
         rep = ReplicaSpec(replica_id=f"{s.name}-0", device=device, profile=profile, tp=tp,
                           kv_capacity_tokens=_kv_tokens(program, model, kv_bytes, profile, device, tp), engine=engine)
-        pools.append(LLMPoolSpec(name=s.name, stages=(s.name,), model=model, replicas=(rep,),
-                                 max_queue=queue_bound(seqs)))
+        pools.append(LLMPoolSpec(name=s.name, stages=tuple(sharing[s.pool]) if s.pool else (s.name,), model=model,
+                                 replicas=(rep,), max_queue=queue_bound(seqs)))
     return RuntimeSpec(
         workflow=wf.name, source=source, base_dir=str(base_dir.resolve()), program=program, plan=None,
         layout="default", knobs=knobs, llm_pools=_bind_cpu(pools), executor_pools=_executor_pools(program, wf, {}),

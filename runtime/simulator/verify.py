@@ -5,17 +5,16 @@ shared pools included) with its knobs (model variants, max_tokens, retry depths,
 at its planned arrival rate, on the same latency profiles the planner used, and measures the
 end-to-end latency distribution and the attainment of the file's SLO.
 
-The number of runs is sized to a wall-clock budget: a pilot of :data:`PILOT_RUNS` runs measures
-this machine's simulation speed for this plan, then the measured run (same seed, so the pilot's
-runs are its first runs: common random numbers) gets as many runs as the budget allows, between
-:data:`MIN_RUNS` and :data:`MAX_RUNS`. The attainment's 95% Wilson interval says how much the
-verdict can be trusted at that size.
+The number of runs is sized to a budget in seconds at a nominal simulation speed of
+:data:`NOMINAL_CALLS_PER_S` calls per second, from the plan's expected calls per run, between
+:data:`MIN_RUNS` and :data:`MAX_RUNS` -- not from this machine's measured speed, so a plan and
+its verdict are the same on every machine for a given seed. The attainment's 95% Wilson interval
+says how much the verdict can be trusted at that size.
 """
 
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
@@ -25,7 +24,9 @@ from runtime.policies.registry import make_policy
 from runtime.simulator.cluster import layout_from_plan
 from runtime.simulator.sim import SimConfig, Simulator, Stream
 
-PILOT_RUNS = 300
+NOMINAL_CALLS_PER_S = 25_000
+"""Simulated calls per second assumed when sizing a verification (the Cortex policy's speed on the
+2-core development machines, rounded)."""
 MIN_RUNS = 1_000
 MAX_RUNS = 20_000
 WARMUP_FRACTION = 0.1
@@ -39,6 +40,14 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def calls_per_run(plan: Plan, workflow: str) -> float:
+    """Expected calls of one run of ``workflow`` under ``plan`` (every stage's visits)."""
+    wp = plan.workflow(workflow)
+    visits = [p.visits_per_run for p in wp.llm_pools] + [c.visits_per_run for p in wp.llm_pools for c in p.colocated]
+    visits += [p.visits_per_run for p in wp.executor_pools]
+    return max(sum(visits), 1.0)
 
 
 def _simulate(program: Program, plan: Plan, workflow: str, runs: int, seed: int, policy: str):
@@ -56,10 +65,7 @@ def simulate_plan(program: Program, plan: Plan, workflow: str, *, budget_s: floa
     instead of sizing it to ``budget_s``; attainment is measured against ``slo`` (default: the
     plan's). Raises ``ValueError`` when the plan's layout cannot serve the workflow."""
     if runs is None:
-        started = time.perf_counter()
-        _simulate(program, plan, workflow, PILOT_RUNS, seed, policy)
-        per_run = (time.perf_counter() - started) / PILOT_RUNS
-        runs = int(min(MAX_RUNS, max(MIN_RUNS, budget_s / max(per_run, 1e-9))))
+        runs = int(min(MAX_RUNS, max(MIN_RUNS, budget_s * NOMINAL_CALLS_PER_S / calls_per_run(plan, workflow))))
     res = _simulate(program, plan, workflow, runs, seed, policy)
     m = res.measured
     admitted = res.status[m] != "rejected"
