@@ -74,14 +74,15 @@ def spaced_unit(text: str, exc: UnexpectedInput) -> tuple[int, int, str] | None:
 def report_spaced_unit(text: str, start: int, end: int, fixed: str, diags: DiagnosticCollector) -> None:
     line, col = position(text, start)
     written = text[start:end]
-    diags.error("CX001", f"`{written}`: a number and its unit are written together", Span(line, col, line, col + len(written)),
-                hint=f"write `{fixed}`")
+    diags.error("CX001", f"`{written}`: a number and its unit are written together",
+                Span(line, col, line, col + len(written)), hint=f"write `{fixed}`")
 
 
 def report_unclosed(text: str, brace: Brace, misplaced: Misplaced | None, after_line: int | None,
                     diags: DiagnosticCollector) -> None:
     """CX002 at the ``{`` of a block that is never closed, with where its ``}`` belongs."""
-    header = text[text.rfind("\n", 0, brace.open_at) + 1:brace.open_at].strip()
+    # the block's header: from the last brace or line break before its `{`
+    header = text[max(text.rfind(c, 0, brace.open_at) for c in "{}\n") + 1:brace.open_at].strip()
     header = header if len(header) <= 40 else header[:37] + "..."
     what = f"`{header} {{`" if header else "this `{`"
     _, col = position(text, brace.open_at)
