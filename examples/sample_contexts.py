@@ -118,9 +118,27 @@ def _nl2sql_contexts() -> list[tuple[str, str, dict]]:
     ]
 
 
+def _chess_contexts() -> list[tuple[str, str, dict]]:
+    base = {"question": "Which region had the highest revenue in 2024?", "schema": schema_text()}
+    unite = {"tables": ["regions", "sales"], "needs_keywords": True, "links": 3}
+    tests = {"branches": [{"unit_test": {"candidate": i, "score": s, "rows": r}}
+                          for i, (s, r) in enumerate([(1.0, 4), (0.4, 0), (0.8, 4)])]}
+    failed = "SELECT name, SUM(revenue) FROM sales GROUP BY name;"
+    return [
+        ("chess_link.j2", "first link", {**base, "history": {}}),
+        ("chess_link.j2", "third link", {**base, "history": {"link": [{"tables": ["sales"]},
+                                                                      {"tables": ["sales", "regions"]}]}}),
+        ("chess_keywords.j2", "keywords", {**base, "unite": unite}),
+        ("chess_draft.j2", "without keywords", {**base, "unite": unite, "keywords": None, "branch": 0}),
+        ("chess_draft.j2", "with keywords", {**base, "unite": unite, "keywords": {"keywords": ["2024"]}, "branch": 2}),
+        ("chess_revise.j2", "revise", {**base, "sql": failed, "error": "no such column: name"}),
+        ("chess_select.j2", "select", {**base, "testers": tests}),
+    ]
+
+
 def sample_contexts() -> list[tuple[str, str, dict]]:
     """``(template file name, case, ctx)`` for every template in ``examples/prompts``."""
-    return _nl2sql_contexts() + _rag_contexts() + _react_contexts() + _research_contexts()
+    return _nl2sql_contexts() + _rag_contexts() + _react_contexts() + _research_contexts() + _chess_contexts()
 
 
 def render(template_file: str, ctx: dict, *, strict: bool = True) -> str:

@@ -180,24 +180,28 @@ def declared_blocks(workflow: Workflow) -> list[tuple[str, ...]]:
 def with_layout(workflow: Workflow, isolated: Mapping[str, list[Candidate]], groups: Sequence[list[Candidate]],
                 layout: Layout) -> dict[str, list[Candidate]]:
     """Each stage's candidates under ``layout``: its dedicated ones and/or its memberships of ``groups``.
-    A pool the file declares is not a choice: its stages get only that block's group candidates."""
+    A pool the file declares is not a choice: its stages get only group candidates that hold the whole
+    declared block (it, or a larger pool the planner adds stages to)."""
     out = {s: list(cs) for s, cs in isolated.items()}
     declared = set(declared_blocks(workflow))
     taken = {s for block in declared for s in block}
-    groups = [g for g in groups if g[0].group_stages in declared or not set(g[0].group_stages) & taken]
+
+    def keeps_declared(stages: tuple[str, ...]) -> bool:
+        return all(set(b) <= set(stages) or not set(b) & set(stages) for b in declared)
+
+    groups = [g for g in groups if keeps_declared(g[0].group_stages)]
     if layout == "isolated":
         groups = [g for g in groups if g[0].group_stages in declared]
-    if layout == "shared":  # one pool per model for the stages preferring it, less those in declared pools
+    if layout == "shared":  # one pool per model for the stages preferring it (less declared pools it splits)
         offered = {g[0].group_stages for g in groups}
-        full = {rest for b in preferred_blocks(workflow)
-                if (rest := tuple(s for s in b if s not in taken)) in offered}
+        full = {b if b in offered else tuple(s for s in b if s not in taken) for b in preferred_blocks(workflow)}
+        full &= offered
         groups = [g for g in groups if g[0].group_stages in full or g[0].group_stages in declared]
         for block in full:
             for s in block:
                 out[s] = []
-    for block in declared:
-        for s in block:
-            out[s] = []
+    for s in taken:
+        out[s] = []
     for g in groups:
         for member in g:
             out[member.stage].append(member)

@@ -49,3 +49,16 @@ def test_cli_prints_analytic_and_simulated_predictions() -> None:
     assert "simulated SLO:" in out.output and "holds" in out.output
     quiet = CliRunner().invoke(compiler_app, ["plan", str(EXAMPLES / "nl2sql.cortex"), "--no-verify"])
     assert quiet.exit_code == 0 and "simulated" not in quiet.output
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.cortex")))
+def test_every_example_is_planned_and_its_plan_simulated(name: str) -> None:
+    program = compile_file(EXAMPLES / f"{name}.cortex").program
+    plan = plan_and_verify(program, runs=1000)
+    assert isinstance(plan, Plan), plan
+    for wp in plan.workflows:
+        v = wp.verification
+        assert v is not None and v.runs == 900 and v.latency.p99 > 0
+        # The simulated median is within a factor of 1.5 of the analytic one on every example
+        # (the tails are compared, with their tolerance, in benchmarks/sim_planner_check.py).
+        assert 1 / 1.5 < v.latency.p50 / wp.latency.p50 < 1.5, (v.latency, wp.latency)

@@ -81,7 +81,7 @@ def test_planned_runs_of_every_example_reach_a_terminal(sales_db: Path) -> None:
             await orch.stop()
 
     async def body() -> None:
-        for name in ("nl2sql", "rag", "react_agent", "deep_research"):
+        for name in ("nl2sql", "rag", "react_agent", "deep_research", "chess_sql"):
             infos = await one(name, 6)
             assert all(i.status in ("done", "fail") for i in infos), [(i.status, i.error) for i in infos]
             assert all(i.engines and "simulated" in i.engines for i in infos)
@@ -170,3 +170,37 @@ def test_deep_research_nested_loop_resets_each_round() -> None:
         assert len(summaries) == 4 and {c.branch for c in summaries} == {0, 1}
 
     run_async(body(), timeout_s=90)
+
+
+def test_chess_candidates_repair_in_their_own_loops_and_one_tester_runs_per_candidate(sales_db: Path) -> None:
+    """CHESS-style: three linked schemas, three candidates of which the second needs one repair of its
+    own, one unit test per candidate (the map shares the candidates' width), then a selection."""
+    good = GOOD_SQL + ";"
+
+    def script(stage: str, prompt: str) -> str:
+        if stage == "link":
+            return json.dumps({"tables": ["sales", "regions"]})
+        if stage == "keywords":
+            return json.dumps({"keywords": ["2024"]})
+        if stage == "draft":
+            return "SELECT nonsense FROM nowhere;" if "candidate 2" in prompt else good
+        if stage == "revise":
+            return good
+        return json.dumps({"winner": 0})
+
+    async def body() -> None:
+        orch = await started(example_spec("chess_sql", sales_db), sim_factory(script))
+        try:
+            info = await orch.run({"question": "What was our total revenue in 2024?"})
+        finally:
+            await orch.stop()
+        assert info.status == "done", info.error
+        stages = [c.stage for c in info.calls]
+        assert stages.count("link") == 3 and stages.count("draft") == 3 and stages.count("select") == 1
+        # Only candidate 2 (branch 1) repaired, inside its own branch.
+        assert [(c.stage, c.branch) for c in info.calls if c.stage == "revise"] == [("revise", 1)]
+        assert sorted(c.branch for c in info.calls if c.stage == "run") == [0, 1, 1, 2]
+        # One tester per candidate, each given its candidate through `args`.
+        assert sorted(c.branch for c in info.calls if c.stage == "unit_test") == [0, 1, 2]
+
+    run_async(body(), timeout_s=120)
