@@ -16,8 +16,12 @@ from runtime.engines.base import (
     GenerationResult,
     GenerationTiming,
     RequestRejected,
+    TokenDelta,
+    TokenSink,
     check_context,
     estimate_min_tokens,
+    streaming_to,
+    token_sink,
 )
 
 __all__ = [
@@ -32,6 +36,10 @@ __all__ = [
     "GenerationResult",
     "GenerationTiming",
     "RequestRejected",
+    "TokenDelta",
+    "TokenSink",
     "check_context",
     "estimate_min_tokens",
+    "streaming_to",
+    "token_sink",
 ]

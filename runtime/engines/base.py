@@ -29,12 +29,28 @@ Contract, for every backend:
   snapshot (remote backends refresh it in the background).
 * ``priority``: lower values are scheduled first (vLLM's priority scheduling);
   backends without priority scheduling ignore it and say so in ``capabilities``.
+* Streaming: ``stream(request)`` yields :class:`TokenDelta` items as tokens are
+  generated and then the :class:`GenerationResult` as its last item; the deltas'
+  texts concatenate to the result's text. Backends that stream (capability
+  ``"stream"``) hand each delta, while ``generate`` runs, to the sink of the
+  calling context (:func:`streaming_to`, read once per request with
+  :func:`token_sink`); the default ``stream`` of a backend that does not yields
+  the whole text once, when it is done. Closing the iterator early aborts the
+  request in the engine.
+* Optional request features (``response_format``, ``tools``, ``logprobs``,
+  ``seed``) are honoured only by backends that list them in ``capabilities``;
+  :meth:`Engine.check_request` refuses a request using any other one with
+  :class:`RequestRejected` (never silently ignored).
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -71,10 +87,24 @@ class GenerationRequest(_Frozen):
     stop: tuple[str, ...] = ()
     priority: int = Field(default=0, description="Lower is scheduled first.")
     seed: int | None = None
+    response_format: dict[str, Any] | None = None
+    """OpenAI's ``response_format``: ``{"type": "json_object"}`` or ``{"type": "json_schema", "json_schema":
+    {"name", "schema", ...}}`` (``{"type": "text"}`` is normalised to None by callers)."""
+    tools: tuple[dict[str, Any], ...] | None = None
+    """OpenAI's ``tools`` (function definitions), with ``tool_choice`` as the client sent it."""
+    tool_choice: str | dict[str, Any] | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    """Return the sampled tokens' log-probabilities with this many alternatives each (None: none)."""
 
     @property
     def is_chat(self) -> bool:
         return not isinstance(self.prompt, str)
+
+    def features(self) -> tuple[str, ...]:
+        """The optional features this request uses (capability names, see :meth:`Engine.check_request`)."""
+        used = (("response_format", self.response_format is not None), ("tools", bool(self.tools)),
+                ("logprobs", self.logprobs is not None), ("seed", self.seed is not None))
+        return tuple(name for name, on in used if on)
 
 
 class GenerationTiming(_Frozen):
@@ -99,6 +129,39 @@ class GenerationResult(_Frozen):
     timing: GenerationTiming
     engine: EngineLabel = Field(description="Label of the engine that produced it ('simulated' for the model).")
     cached_prompt_tokens: int | None = Field(default=None, description="Prompt tokens served from the prefix cache.")
+    tool_calls: tuple[dict[str, Any], ...] | None = None
+    """Tool calls in OpenAI's format (``{"id", "type": "function", "function": {"name", "arguments"}}``)."""
+    logprobs: tuple[dict[str, Any], ...] | None = None
+    """Per output token, OpenAI's ``{"token", "logprob", "bytes", "top_logprobs"}`` (when asked for)."""
+
+
+class TokenDelta(_Frozen):
+    """Text generated for one request since its previous delta (see :meth:`Engine.stream`)."""
+
+    request_id: str
+    text: str
+    tokens: int = Field(default=1, ge=0, description="Output tokens this delta carries.")
+
+
+TokenSink = Callable[[TokenDelta], None]
+"""Receives a request's deltas as they are generated; called on the event loop, must not block."""
+
+_token_sink: ContextVar[TokenSink | None] = ContextVar("cortex_token_sink", default=None)
+
+
+def token_sink() -> TokenSink | None:
+    """The sink of the calling context (a streaming engine reads it once, when ``generate`` is called)."""
+    return _token_sink.get()
+
+
+@contextmanager
+def streaming_to(sink: TokenSink | None) -> Iterator[None]:
+    """Within the block (and tasks created in it), streaming engines hand each delta to ``sink``."""
+    reset = _token_sink.set(sink)
+    try:
+        yield
+    finally:
+        _token_sink.reset(reset)
 
 
 class EngineMetrics(_Frozen):
@@ -215,7 +278,41 @@ class Engine(abc.ABC):
 
     label: ClassVar[EngineLabel]
     capabilities: ClassVar[frozenset[str]] = frozenset()
-    """Optional features: "priority", "prefix_cache", "abort", "metrics"."""
+    """Optional features: "priority", "prefix_cache", "abort", "metrics", "stream" (deltas while
+    generating), and the request features "response_format", "tools", "logprobs", "seed"."""
+
+    def check_request(self, request: GenerationRequest) -> None:
+        """Raise :class:`RequestRejected` naming every feature of ``request`` this backend cannot honour."""
+        missing = [f for f in request.features() if f not in self.capabilities]
+        if missing:
+            raise RequestRejected(f"the {self.label} engine cannot honour {', '.join(missing)}; "
+                                  "send the request without it or to a stage served by an engine that can")
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator["TokenDelta | GenerationResult"]:
+        """Deltas as they are generated, then the result (see the module docstring).
+
+        Runs ``generate`` in a task with a sink on a queue: a backend that streams fills it while
+        generating, any other yields its whole text once at the end. Closing the iterator before the
+        result cancels the task, which aborts the request in the engine.
+        """
+        queue: asyncio.Queue[TokenDelta | None] = asyncio.Queue()
+        with streaming_to(queue.put_nowait):
+            task = asyncio.ensure_future(self.generate(request))  # the task copies the context: the sink
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        sent = 0
+        try:
+            while (delta := await queue.get()) is not None:
+                sent += len(delta.text)
+                yield delta
+            result = task.result()
+            if len(result.text) > sent:  # a backend that does not stream, or a tail it did not send
+                yield TokenDelta(request_id=request.request_id, text=result.text[sent:],
+                                 tokens=result.output_tokens if sent == 0 else 0)
+            yield result
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     @abc.abstractmethod
     async def start(self) -> None: ...

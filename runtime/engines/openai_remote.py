@@ -22,6 +22,12 @@ else (5xx, 401/403/404, 429, a broken connection) is the endpoint failing
 request whose prompt (estimated from below, :func:`estimate_min_tokens`) plus
 ``max_tokens`` cannot fit is refused before it is sent.
 
+Streaming: every content piece is handed to the request's token sink as it
+arrives. ``seed``, ``response_format``, ``tools``/``tool_choice`` and
+``logprobs`` are passed through as the OpenAI API defines them; an endpoint that
+cannot honour one answers 400, which is a :class:`RequestRejected` like any
+other. Streamed tool-call pieces are joined per index into whole calls.
+
 ``priority`` and ``request_id`` are sent in the body only when
 ``vllm_extensions`` is set (vLLM accepts them; other servers may reject
 unknown fields).
@@ -48,8 +54,11 @@ from runtime.engines.base import (
     GenerationResult,
     GenerationTiming,
     RequestRejected,
+    TokenDelta,
+    TokenSink,
     check_context,
     estimate_min_tokens,
+    token_sink,
 )
 
 PROMETHEUS_NAMES = {
@@ -116,10 +125,18 @@ async def _head(response: httpx.Response, limit: int) -> str:
     return data[:limit].decode(errors="replace")
 
 
+REQUEST_FEATURES = frozenset({"stream", "seed", "response_format", "tools", "logprobs"})
+"""What the OpenAI API lets a client ask of any compatible endpoint (see module docstring)."""
+
+
 @dataclass
 class _StreamState:
     started: float
+    request_id: str = ""
+    sink: TokenSink | None = None
     text: list[str] = field(default_factory=list)
+    tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
     chunks: int = 0
     first_token_at: float | None = None
     finish_reason: str | None = None
@@ -131,7 +148,7 @@ class OpenAIRemoteEngine(Engine):
     """A streaming client for one model on an OpenAI-compatible server."""
 
     label: EngineLabel = "openai-remote"  # type: ignore[misc]
-    capabilities = frozenset({"abort"})
+    capabilities = frozenset({"abort"}) | REQUEST_FEATURES
 
     def __init__(
         self,
@@ -244,13 +261,23 @@ class OpenAIRemoteEngine(Engine):
             body["stop"] = list(request.stop)
         if request.seed is not None:
             body["seed"] = request.seed
+        if request.response_format is not None:
+            body["response_format"] = request.response_format
+        if request.tools:
+            body["tools"] = list(request.tools)
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
         if self.vllm_extensions:
             body["priority"] = request.priority
             body["request_id"] = request.request_id
         if isinstance(request.prompt, str):
             body["prompt"] = request.prompt
+            if request.logprobs is not None:
+                body["logprobs"] = request.logprobs
             return "/v1/completions", body
         body["messages"] = [m.model_dump() for m in request.prompt]
+        if request.logprobs is not None:
+            body.update(logprobs=True, top_logprobs=request.logprobs)
         return "/v1/chat/completions", body
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
@@ -261,7 +288,8 @@ class OpenAIRemoteEngine(Engine):
             raise EngineError(f"request id {rid!r} is already in flight")
         prompt = request.prompt if isinstance(request.prompt, str) else "".join(m.content for m in request.prompt)
         check_context(estimate_min_tokens(prompt), request.max_tokens, self.max_context, estimated=True)
-        state = _StreamState(started=time.monotonic())
+        self.check_request(request)
+        state = _StreamState(started=time.monotonic(), request_id=rid, sink=token_sink())
         task = asyncio.create_task(self._stream(request, state), name=f"stream:{rid}")
         self._tasks[rid] = (task, state)
         try:
@@ -309,14 +337,20 @@ class OpenAIRemoteEngine(Engine):
         if chunk.get("usage"):
             state.usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
             piece = choice.get("text")
             if piece is None:
-                piece = (choice.get("delta") or {}).get("content")
+                piece = delta.get("content")
             if piece:
                 state.text.append(piece)
                 state.chunks += 1
                 if state.first_token_at is None:
                     state.first_token_at = time.monotonic()
+                if state.sink is not None:
+                    state.sink(TokenDelta(request_id=state.request_id, text=piece))
+            for call in delta.get("tool_calls") or ():
+                _merge_tool_call(state.tool_calls, call)
+            state.logprobs.extend(_logprob_entries(choice.get("logprobs")))
             if choice.get("finish_reason"):
                 state.finish_reason = choice["finish_reason"]
 
@@ -341,4 +375,30 @@ class OpenAIRemoteEngine(Engine):
             ),
             engine=self.label,
             cached_prompt_tokens=details.get("cached_tokens"),
+            tool_calls=tuple(state.tool_calls[i] for i in sorted(state.tool_calls)) or None,
+            logprobs=tuple(state.logprobs) if request.logprobs is not None else None,
         )
+
+
+def _merge_tool_call(calls: dict[int, dict[str, Any]], piece: dict[str, Any]) -> None:
+    """Add one streamed tool-call piece (OpenAI sends the id and name once, the arguments in parts)."""
+    call = calls.setdefault(int(piece.get("index", len(calls))),
+                            {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+    if piece.get("id"):
+        call["id"] = piece["id"]
+    function = piece.get("function") or {}
+    call["function"]["name"] += function.get("name") or ""
+    call["function"]["arguments"] += function.get("arguments") or ""
+
+
+def _logprob_entries(logprobs: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A chunk's logprobs as OpenAI chat entries (chat chunks carry them; legacy completions are converted)."""
+    if not logprobs:
+        return []
+    if "content" in logprobs:
+        return list(logprobs["content"] or ())
+    tokens, values = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
+    tops = logprobs.get("top_logprobs") or [None] * len(tokens)
+    return [{"token": t, "logprob": v, "bytes": list(t.encode()),
+             "top_logprobs": [{"token": k, "logprob": p, "bytes": list(k.encode())} for k, p in (top or {}).items()]}
+            for t, v, top in zip(tokens, values, tops)]

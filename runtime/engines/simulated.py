@@ -23,6 +23,10 @@ The model of one engine replica (a simplified vLLM V1 scheduler):
 * Preemption: when a decode step needs a block and none is free, the most
   recently admitted request is preempted (recompute: it goes back to the
   front of its priority class and is prefilled again), as in vLLM.
+* Streaming: each token's text (``CHARS_PER_TOKEN`` characters of the answer)
+  goes to the request's token sink at the end of the iteration that produced it.
+  ``seed`` is accepted (the answers are deterministic anyway); ``response_format``,
+  ``tools`` and ``logprobs`` are refused (it has no model to constrain or score).
 
 ``speedup`` divides every sleep; reported timings are in model seconds (wall
 seconds times ``speedup``), so results do not depend on it.
@@ -51,7 +55,10 @@ from runtime.engines.base import (
     GenerationResult,
     GenerationTiming,
     RequestRejected,
+    TokenDelta,
+    TokenSink,
     check_context,
+    token_sink,
 )
 
 CHARS_PER_TOKEN = 4
@@ -112,6 +119,7 @@ class _Sequence:
     first_token_at: float | None = None
     blocks: int = 0
     abort_requested: bool = False
+    sink: TokenSink | None = None
 
     @property
     def target_tokens(self) -> int:
@@ -138,7 +146,7 @@ class SimulatedEngine(Engine):
     """A real-time simulation of one continuous-batching engine replica (see module docstring)."""
 
     label = "simulated"
-    capabilities = frozenset({"priority", "prefix_cache", "abort", "metrics"})
+    capabilities = frozenset({"priority", "prefix_cache", "abort", "metrics", "stream", "seed"})
 
     def __init__(
         self,
@@ -208,6 +216,7 @@ class SimulatedEngine(Engine):
             raise EngineNotRunning("simulated engine is not started")
         if request.request_id in self._by_id:
             raise EngineError(f"request id {request.request_id!r} is already in flight")
+        self.check_request(request)
         text = prompt_text(request)
         prompt_tokens = max(count_tokens(text), 1)
         check_context(prompt_tokens, request.max_tokens, self.max_context)
@@ -220,7 +229,7 @@ class SimulatedEngine(Engine):
         seq = _Sequence(
             request=request, target=target, finish=finish, prompt_tokens=prompt_tokens,
             prompt_blocks=self._block_hashes(text), arrival=self._now(),
-            future=asyncio.get_running_loop().create_future(), order=next(self._seq),
+            future=asyncio.get_running_loop().create_future(), order=next(self._seq), sink=token_sink(),
         )
         self._by_id[request.request_id] = seq
         heapq.heappush(self._waiting, (request.priority, seq.order, seq))
@@ -363,6 +372,9 @@ class SimulatedEngine(Engine):
         self._counters.generation_tokens += 1
         if seq.first_token_at is None:
             seq.first_token_at = self._now()
+        if seq.sink is not None:
+            end = seq.generated * CHARS_PER_TOKEN
+            seq.sink(TokenDelta(request_id=seq.request.request_id, text=seq.target[end - CHARS_PER_TOKEN:end]))
         if seq.generated >= seq.target_tokens:
             self._finish(seq, seq.finish)
 

