@@ -7,11 +7,14 @@ Routes:
 * ``GET /v1/runs/{id}`` -> the run's status and, once finished, its result (:class:`RunInfo`);
 * ``GET /v1/runs/{id}/events`` -> Server-Sent Events: every event of the run, live, until it ends;
 * ``DELETE /v1/runs/{id}`` -> cancel it (its calls are aborted in the engines);
-* ``POST /v1/chat/completions`` -> OpenAI-compatible chat completion for external agents
-  (LangGraph, plain OpenAI clients). The workflow stage is named by the ``X-Cortex-Stage`` header or
-  ``metadata.cortex_stage`` (or a ``model`` equal to a stage name), the run by ``X-Cortex-Run`` /
-  ``metadata.cortex_run``, the workflow by ``X-Cortex-Workflow`` / ``metadata.cortex_workflow``;
-  the call is then queued and prioritised as that stage of that run;
+* ``POST /v1/chat/completions``, ``POST /v1/completions`` (legacy) -> OpenAI-compatible completions
+  for external agents (LangGraph, plain OpenAI clients; formats in :mod:`runtime.serve.openai_api`).
+  The workflow stage is named by the ``X-Cortex-Stage`` header or ``metadata.cortex_stage``, else by
+  the ``model`` (a stage, ``workflow/stage`` or a model name: :mod:`runtime.serve.catalog`), the run
+  by ``X-Cortex-Run`` / ``metadata.cortex_run``, the workflow by ``X-Cortex-Workflow`` /
+  ``metadata.cortex_workflow``; each of the ``n`` calls is then queued and prioritised as that stage
+  of that run, and with ``stream`` its text is sent as the engine generates it;
+* ``GET /v1/models``, ``GET /v1/models/{id}`` -> what ``model`` may name, in OpenAI's schema;
 * ``GET /v1/workflows`` -> deployed workflows and versions;
 * ``GET /metrics`` -> Prometheus text format; ``GET /healthz`` (the process answers);
   ``GET /readyz`` (every pool has a healthy replica; 503 otherwise).
@@ -34,92 +37,33 @@ import json
 import logging
 import math
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from runtime.engines.base import ChatMessage, GenerationResult, RequestRejected
 from runtime.orchestrator import BadRequest, NoHealthyReplica, Orchestrator, Overloaded, UnknownRun
+from runtime.serve.catalog import UnknownTarget, model_objects, resolve
 from runtime.serve.errors import error_response as _error
 from runtime.serve.guard import BODY_TIMEOUT_S, MAX_BODY_BYTES, GuardSettings, RequestGuard
 from runtime.serve.json_body import InvalidBody, parse_json
+from runtime.serve.openai_api import (NAME_MAX, Body, ChatCompletionIn, Completion, CompletionIn, CortexMetadata,
+                                      Name, feed)
 from runtime.serve.server import check_token
 
 log = logging.getLogger("cortex.serve")
 
-NAME_MAX = 128
-Name = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX)]
-"""A workflow, stage or run name as a client gives it."""
-
-
-class _Body(BaseModel):
-    """A request body: strict about numbers (no NaN or infinities: answers are strict JSON too)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class StartRun(_Body):
+class StartRun(Body):
     inputs: dict[str, Any]
     workflow: Name | None = None
     deadline_s: float | None = Field(default=None, gt=0)
     """Capped at the server's run timeout (the orchestrator's)."""
     wait: bool = False
-
-
-class ContentPart(_Body):
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
-
-    type: str = "text"
-    text: str = ""
-
-
-class ChatMessageIn(_Body):
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
-
-    role: Literal["system", "user", "assistant"]
-    content: str | list[ContentPart]
-
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content if part.type == "text")
-
-
-class CortexMetadata(_Body):
-    """OpenAI's free-form ``metadata``; the ``cortex_*`` keys, when given, must be names."""
-
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-
-    cortex_stage: Name | None = None
-    cortex_run: Name | None = None
-    cortex_workflow: Name | None = None
-
-
-class ChatCompletionIn(_Body):
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
-
-    model: Annotated[str, StringConstraints(max_length=256)] | None = None
-    messages: list[ChatMessageIn] = Field(min_length=1, max_length=10_000)
-    max_tokens: int | None = Field(default=None, gt=0)
-    max_completion_tokens: int | None = Field(default=None, gt=0)
-    temperature: float | None = Field(default=None, ge=0)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    stop: str | list[str] | None = Field(default=None, max_length=16)
-    stream: bool = False
-    """Answer as ``chat.completion.chunk`` events (the whole text in one chunk once done)."""
-    stream_options: dict[str, Any] | None = None
-    metadata: CortexMetadata | None = None
-
-    @property
-    def include_usage(self) -> bool:
-        """OpenAI's ``stream_options.include_usage``: a last chunk with the token usage."""
-        return bool((self.stream_options or {}).get("include_usage"))
 
 
 def _overloaded(exc: Overloaded) -> JSONResponse:
@@ -128,9 +72,6 @@ def _overloaded(exc: Overloaded) -> JSONResponse:
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 """Server-sent events: never cached, never buffered by a proxy."""
-
-STREAM_KEEPALIVE_S = 10.0
-"""While a streamed call waits or runs, an SSE comment this often keeps proxies from timing out."""
 
 
 def _refusal(exc: BaseException) -> JSONResponse | None:
@@ -144,64 +85,22 @@ def _refusal(exc: BaseException) -> JSONResponse | None:
     return None
 
 
-class _Completion:
-    """One chat completion in OpenAI's formats, whole or as ``chat.completion.chunk`` events."""
+async def _settled(calls: list[asyncio.Future[GenerationResult]]) -> JSONResponse | None:
+    """After one turn of the loop, the answer to the first refused call (the others are cancelled).
 
-    def __init__(self, model: str, stage: str, run_id: str | None) -> None:
-        self.head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model}
-        self.stage = stage
-        self.run_id = run_id
-
-    def _parts(self, result: GenerationResult) -> tuple[str, dict[str, int], dict[str, Any]]:
-        finish = {"stop": "stop", "length": "length"}.get(result.finish_reason, "stop")
-        usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.output_tokens,
-                 "total_tokens": result.prompt_tokens + result.output_tokens}
-        cortex = {"engine": result.engine, "stage": self.stage, "run_id": self.run_id,
-                  "aborted": result.finish_reason == "abort"}
-        return finish, usage, cortex
-
-    def whole(self, result: GenerationResult) -> dict[str, Any]:
-        finish, usage, cortex = self._parts(result)
-        return {**self.head, "object": "chat.completion",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                             "finish_reason": finish}],
-                "usage": usage, "cortex": cortex}
-
-    async def stream(self, call: asyncio.Future[GenerationResult], include_usage: bool) -> AsyncIterator[bytes]:
-        """The role chunk at once (headers and a first byte go out before the engine is done), SSE
-        comments every :data:`STREAM_KEEPALIVE_S` while waiting, then the whole text in one chunk
-        (Cortex schedules a call as one unit: no earlier tokens to send), the finish reason, the
-        usage when asked for (other chunks then carry ``"usage": null``, as OpenAI's do), and
-        ``[DONE]``. A failure after the first byte is an ``error`` event. A client that goes away
-        cancels the call."""
-        extra = {"usage": None} if include_usage else {}
-
-        def event(choices: list[dict[str, Any]], **fields: Any) -> bytes:
-            body = {**self.head, "object": "chat.completion.chunk", "choices": choices, **extra, **fields}
-            return f"data: {json.dumps(body)}\n\n".encode()
-
-        try:
-            yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-            while True:
-                try:
-                    result = await asyncio.wait_for(asyncio.shield(call), STREAM_KEEPALIVE_S)
-                    break
-                except asyncio.TimeoutError:
-                    yield b": waiting for the engine\n\n"
-                except Exception as exc:
-                    message = str(exc) if _refusal(exc) is not None else f"{type(exc).__name__}: {exc}"
-                    yield f"data: {json.dumps({'error': {'message': message, 'type': type(exc).__name__}})}\n\n".encode()
-                    yield b"data: [DONE]\n\n"
-                    return
-            finish, usage, cortex = self._parts(result)
-            yield event([{"index": 0, "delta": {"content": result.text}, "finish_reason": None}])
-            yield event([{"index": 0, "delta": {}, "finish_reason": finish}], cortex=cortex)
-            if include_usage:
-                yield event([], usage=usage)
-            yield b"data: [DONE]\n\n"
-        finally:
-            if not call.done():
-                call.cancel()
+    Validation and admission run before a call's first suspension, so a refused call has failed by
+    then and gets a plain HTTP error, even when streaming."""
+    await asyncio.sleep(0)
+    for call in calls:
+        failure = call.exception() if call.done() and not call.cancelled() else None
+        if failure is not None:
+            for other in calls:
+                other.cancel()
+            refused = _refusal(failure)
+            if refused is None:
+                raise failure
+            return refused
+    return None
 
 
 def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_lifecycle: bool = True,
@@ -231,6 +130,7 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
                 await orchestrator.stop(drain_s=5.0)
 
     app = FastAPI(title="Cortex runtime", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    created = int(time.time())
     app.state.orchestrator = orchestrator
     guard = app.state.guard = GuardSettings(token=token or None, max_body_bytes=max_body_bytes,
                                             body_timeout_s=body_timeout_s)
@@ -303,48 +203,90 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers=SSE_HEADERS)
 
+    async def complete(request: Request, req: ChatCompletionIn | CompletionIn) -> Response:
+        """Chat and legacy completions: name the stage, start the ``n`` calls (per prompt), answer."""
+        why = req.unsupported()
+        if why is not None:
+            return _error(400, why)
+        meta = req.metadata or CortexMetadata()
+        stage = request.headers.get("x-cortex-stage") or meta.cortex_stage
+        run_id = request.headers.get("x-cortex-run") or meta.cortex_run
+        workflow = request.headers.get("x-cortex-workflow") or meta.cortex_workflow
+        for what, value in (("stage", stage), ("run", run_id), ("workflow", workflow)):
+            if value is not None and (len(value) > NAME_MAX or not value.isprintable()):
+                return _error(400, f"the {what} name must be at most {NAME_MAX} printable characters")
+        if not stage:
+            if not req.model:
+                return _error(400, "name the model (a stage, workflow/stage or model: GET /v1/models lists them) "
+                                   "or the workflow stage: header X-Cortex-Stage or metadata.cortex_stage")
+            try:
+                target = resolve(orchestrator, req.model, workflow)
+            except UnknownTarget as exc:
+                return _error(400, str(exc))
+            stage, workflow = target.stage, target.workflow
+        if isinstance(req, ChatCompletionIn):
+            prompts: list[Any] = [tuple(ChatMessage(role=m.role, content=m.text()) for m in req.messages)]
+            max_tokens = req.max_completion_tokens or req.max_tokens
+        else:
+            prompts, max_tokens = req.prompts(), req.max_tokens
+        options = req.engine_options()
+        pieces: asyncio.Queue[Any] = asyncio.Queue()
+        calls: list[asyncio.Future[GenerationResult]] = []
+        for index, prompt in enumerate(p for p in prompts for _ in range(req.n)):
+            sink, done = feed(index, pieces) if req.stream else (None, None)
+            seeded = {**options, "seed": options["seed"] + index} if "seed" in options else options
+            call = asyncio.ensure_future(orchestrator.chat(
+                prompt, stage=str(stage), workflow=workflow, run_id=str(run_id) if run_id else None,
+                max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, stop=req.stop_strings(),
+                options=seeded, on_token=sink))
+            if done is not None:
+                call.add_done_callback(done)
+            calls.append(call)
+        refused = await _settled(calls)
+        if refused is not None:
+            return refused
+        completion = Completion("chat" if isinstance(req, ChatCompletionIn) else "text", req.model or str(stage),
+                                str(stage), run_id)
+        if req.stream:
+            return StreamingResponse(completion.stream(calls, pieces, req.include_usage),
+                                     media_type="text/event-stream", headers=SSE_HEADERS)
+        try:
+            results = list(await asyncio.gather(*calls))
+        except Exception as exc:
+            for call in calls:
+                call.cancel()
+            refused = _refusal(exc)
+            if refused is None:
+                raise
+            return refused
+        return JSONResponse(completion.whole(results))
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         req = await body_of(request, ChatCompletionIn)
         if isinstance(req, JSONResponse):
             return req
         assert isinstance(req, ChatCompletionIn)
-        meta = req.metadata or CortexMetadata()
-        stage = request.headers.get("x-cortex-stage") or meta.cortex_stage or req.model
-        run_id = request.headers.get("x-cortex-run") or meta.cortex_run
-        workflow = request.headers.get("x-cortex-workflow") or meta.cortex_workflow
-        if not stage:
-            return _error(400, "name the workflow stage: header X-Cortex-Stage or metadata.cortex_stage")
-        for what, value in (("stage", stage), ("run", run_id), ("workflow", workflow)):
-            if value is not None and (len(value) > NAME_MAX or not value.isprintable()):
-                return _error(400, f"the {what} name must be at most {NAME_MAX} printable characters")
-        stop = (req.stop,) if isinstance(req.stop, str) else (tuple(req.stop) if req.stop else None)
-        messages = tuple(ChatMessage(role=m.role, content=m.text()) for m in req.messages)
-        call = asyncio.ensure_future(orchestrator.chat(
-            messages, stage=str(stage), workflow=workflow, run_id=str(run_id) if run_id else None,
-            max_tokens=req.max_completion_tokens or req.max_tokens, temperature=req.temperature,
-            top_p=req.top_p, stop=stop))
-        # Validation and admission run before the call's first suspension: after one turn of the
-        # loop a refused call has failed already, and gets a plain HTTP error even when streaming.
-        await asyncio.sleep(0)
-        failure = call.exception() if call.done() else None
-        if failure is not None:
-            refused = _refusal(failure)
-            if refused is None:
-                raise failure
-            return refused
-        completion = _Completion(req.model or str(stage), str(stage), run_id)
-        if req.stream:
-            return StreamingResponse(completion.stream(call, req.include_usage), media_type="text/event-stream",
-                                     headers=SSE_HEADERS)
-        try:
-            result = await call
-        except Exception as exc:
-            refused = _refusal(exc)
-            if refused is None:
-                raise
-            return refused
-        return JSONResponse(completion.whole(result))
+        return await complete(request, req)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        req = await body_of(request, CompletionIn)
+        if isinstance(req, JSONResponse):
+            return req
+        assert isinstance(req, CompletionIn)
+        return await complete(request, req)
+
+    @app.get("/v1/models")
+    async def list_models() -> Response:
+        return JSONResponse({"object": "list", "data": model_objects(orchestrator, created)})
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str) -> Response:
+        found = next((m for m in model_objects(orchestrator, created) if m["id"] == model_id), None)
+        if found is None:
+            return _error(404, f"no model {model_id[:NAME_MAX]!r} (GET /v1/models lists them)")
+        return JSONResponse(found)
 
     @app.get("/v1/workflows")
     async def workflows() -> Response:

@@ -122,7 +122,9 @@ def test_stream_true_answers_with_openai_chunks(sales_db: Path) -> None:
             assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}  # sent at once
             text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
             assert text == "answer from fix"
-            assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]] == [None, None, "stop"]
+            # The role chunk, one chunk per simulated token (4 characters) as generated, then the finish.
+            finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+            assert finishes == [None] * (1 + len("answer from fix") // 4 + 1) + ["stop"]
             assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
             assert all(c["usage"] is None for c in chunks[:-1])  # as OpenAI's, with include_usage
             # Without include_usage: no usage chunk; errors before the answer stay plain JSON errors.
@@ -141,9 +143,9 @@ def test_stream_true_answers_with_openai_chunks(sales_db: Path) -> None:
 
 
 def test_a_slow_streamed_call_sends_its_first_byte_and_keepalives_at_once(sales_db: Path, monkeypatch) -> None:
-    from runtime.serve import app as app_module
+    from runtime.serve import openai_api
 
-    monkeypatch.setattr(app_module, "STREAM_KEEPALIVE_S", 0.01)
+    monkeypatch.setattr(openai_api, "STREAM_KEEPALIVE_S", 0.01)
 
     async def body() -> None:
         orch = await started(example_spec("nl2sql", sales_db), sim_factory(lambda s, p: "x " * 40, speedup=1.0))
@@ -154,7 +156,7 @@ def test_a_slow_streamed_call_sends_its_first_byte_and_keepalives_at_once(sales_
                                   json={"stream": True, "messages": [{"role": "user", "content": "x"}]})
             lines = [line for line in r.text.splitlines() if line]
             assert lines[0].startswith("data: ") and '"role": "assistant"' in lines[0]
-            assert lines[1].startswith(": ")  # a comment while the engine works
+            assert any(line.startswith(": ") for line in lines)  # comments while the engine works
             assert lines[-1] == "data: [DONE]"
         finally:
             await client.aclose()
