@@ -32,3 +32,8 @@ class UnknownRun(OrchestratorError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
         return str(self.args[0]) if self.args else "unknown run"
+
+
+class DatabaseSetupError(OrchestratorError):
+    """A database the workflow declares cannot be served safely (e.g. its role may write or reach the
+    server's files); the message names the problem and the fix."""

@@ -56,7 +56,9 @@ from runtime.cache import InProcessCache, RedisCache, StateCache
 from runtime.engines.base import (ChatMessage, GenerationRequest, GenerationResult, RequestRejected, TokenDelta,
                                   TokenSink, streaming_to)
 from runtime.orchestrator.engines import EngineFactory
-from runtime.orchestrator.errors import BadRequest, NoHealthyReplica, OrchestratorError, Overloaded, UnknownRun
+from runtime.orchestrator.errors import (
+    BadRequest, DatabaseSetupError, NoHealthyReplica, OrchestratorError, Overloaded, UnknownRun,
+)
 from runtime.orchestrator.executor import Executor, FlowError, engine_priority, engine_timing
 from runtime.orchestrator.health import ReplicaProber
 from runtime.orchestrator.metrics import PromText, RunStats
@@ -67,7 +69,7 @@ from runtime.orchestrator.simulated import request_stage
 from runtime.orchestrator.versions import Tool, WorkflowVersion, executor_pool_key, import_tool, llm_pool_key
 from runtime.policies.base import Policy
 from runtime.policies.registry import make_policy
-from runtime.sql.executor import SQLExecutor
+from runtime.sql.executor import SQLConfigError, SQLExecutor
 
 log = logging.getLogger("cortex.orchestrator")
 
@@ -288,7 +290,10 @@ class Orchestrator:
             if held is None or held[0] != key:
                 executor = SQLExecutor(Database(name=db.name, url=db.url, statement_timeout_s=db.statement_timeout_s,
                                                 row_limit=db.row_limit, pool_size=db.pool_size))
-                await executor.start()
+                try:
+                    await executor.start()
+                except SQLConfigError as exc:  # e.g. a superuser role: the CLI says so in one line
+                    raise DatabaseSetupError(f"database {db.name!r}: {exc}") from exc
                 self._sql[db.name] = (key, executor)  # a replaced executor keeps serving the runs that hold it
             out[db.name] = self._sql[db.name][1]
         return out

@@ -30,7 +30,9 @@ from runtime.policies.disaggregation import is_disaggregated, route_each_side
 class HexGenText2SQL(Policy):
     name: str = "hexgen-text2sql"
     description: str = "HexGen-Text2SQL: least per-stage slack first; speed+load weighted dispatch."
-    alpha: float = 0.5
+    alpha: float = 0.2
+    """Tuned by simulation as the paper does (benchmarks/sim_tune.py, seed 2; docs/simulator.md): the CLI and
+    the benchmarks run the same value."""
 
     def priority(self, call: CallView) -> PriorityKey:
         if call.deadline_s is None:

@@ -230,4 +230,11 @@ def trace_models(requests: Iterable[TraceRequest]) -> tuple[ModelSpec, ...]:
     unknown = [n for n in names if n not in KNOWN_MODELS]
     if unknown:
         raise TraceError(f"unknown models in trace: {unknown}; known: {sorted(KNOWN_MODELS)}")
+    for r in requests:  # vLLM refuses a request longer than the model's context: so does the replay
+        for c in r.calls:
+            if c.kind == "llm" and c.model:
+                limit = KNOWN_MODELS[c.model].max_context
+                if c.input_tokens + c.output_tokens > limit:
+                    raise TraceError(f"run {r.run_id!r}, call {c.id!r}: {c.input_tokens} prompt + "
+                                     f"{c.output_tokens} output tokens exceed {c.model}'s context of {limit}")
     return tuple(KNOWN_MODELS[n] for n in names)

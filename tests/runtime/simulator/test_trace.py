@@ -70,3 +70,10 @@ def test_unknown_model_is_reported():
                         ' "input_tokens": 5, "output_tokens": 5}]}'])
     with pytest.raises(TraceError, match="unknown models"):
         trace_models(reqs)
+
+
+def test_a_call_longer_than_the_models_context_is_refused_like_vllm_would():
+    reqs = parse_trace(['{"run_id": "long", "arrival_s": 0, "calls": [{"id": "a", "stage": "s", "kind": "llm",'
+                        ' "model": "llama8b", "input_tokens": 12000, "output_tokens": 50}]}'])
+    with pytest.raises(TraceError, match="exceed llama8b's context of 8192"):
+        trace_models(reqs)
