@@ -1,0 +1,34 @@
+"""`cortex run` against a PostgreSQL role the SQL executor refuses (a superuser): one clear line and exit 1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from cortexlang.cli.run_cmds import register
+from tests.conftest import POSTGRES_URL, require_postgres
+
+from .conftest import EXAMPLES
+
+
+def test_a_superuser_database_url_is_refused_in_one_line(tmp_path: Path) -> None:
+    require_postgres()
+    source = (EXAMPLES / "nl2sql.cortex").read_text(encoding="utf-8")
+    source = source.replace('url       = "sqlite:///data/sales.db"', f'url       = "{POSTGRES_URL}"')
+    assert POSTGRES_URL in source
+    (tmp_path / "nl2sql.cortex").write_text(source, encoding="utf-8")
+    shutil.copytree(EXAMPLES / "prompts", tmp_path / "prompts")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question": "How many orders?"}) + "\n")
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "nl2sql.cortex"), "--input", str(questions),
+                                      "--engine", "simulated", "--no-plan"])
+    assert result.exit_code == 1, result.output
+    assert "error: cannot start the runtime: database 'sales'" in result.output
+    assert "SUPERUSER" in result.output and "readonly_role.py" in result.output
+    assert "Traceback" not in result.output
