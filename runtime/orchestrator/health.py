@@ -76,6 +76,11 @@ class ReplicaProber:
         """Stop probing ``pool``'s replicas (the pool is being stopped)."""
         await self._cancel([t for (name, _), t in self._tasks.items() if name == pool.name])
 
+    async def forget_replica(self, pool: Pool, replica: Replica) -> None:
+        """Stop probing one replica (it is leaving its pool: scale-in)."""
+        task = self._tasks.get((pool.name, replica.replica_id))
+        await self._cancel([task] if task is not None else [])
+
     async def stop(self) -> None:
         """Stop every probe."""
         await self._cancel(list(self._tasks.values()))

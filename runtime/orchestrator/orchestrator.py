@@ -331,6 +331,19 @@ class Orchestrator:
             if all(tool is not t for v in self._all_versions for t in v.tools.values()):
                 tool.close()
 
+    def adopt_pool_spec(self, pool: Pool, lp: LLMPoolSpec) -> str | None:
+        """Record that live ``pool`` now matches ``lp`` (resized in place by
+        :mod:`runtime.orchestrator.scaling`), so a deploy of a spec holding ``lp`` keeps its engines;
+        the previous record (to restore it with :meth:`restore_pool_key`)."""
+        previous = self._pool_keys.get(pool.name)
+        self._pool_keys[pool.name] = llm_pool_key(lp)
+        return previous
+
+    def restore_pool_key(self, pool: Pool, key: str | None) -> None:
+        """Undo :meth:`adopt_pool_spec` (an apply whose deploy failed)."""
+        if key is not None:
+            self._pool_keys[pool.name] = key
+
     async def _stop_pool(self, pool: Pool) -> None:
         await self.prober.forget(pool)
         engines = [r.engine for r in pool.replicas if r.engine is not None]

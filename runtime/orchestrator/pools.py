@@ -23,6 +23,10 @@ slot* (:meth:`Pool.acquire`), then runs on the granted replica, then
   policy borrows, idle replicas of other pools serving the same model (with
   ``borrow_spare``: any with a free slot and no queue), with KV use below the
   borrowing threshold, are offered too (``ReplicaView.borrowed``).
+* Pools are resizable while serving (:mod:`runtime.orchestrator.scaling`):
+  :meth:`Pool.add_replica` puts a started engine in rotation and hands it the
+  waiters; :meth:`Pool.detach_replica` takes one out of rotation *draining*: it
+  gets no new call, its calls in flight finish and release normally.
 * A replica that fails is taken out of rotation (``on_replica_failed`` is told,
   so it can be probed and brought back with :meth:`Pool.restore_replica`, which
   hands its free slots to the waiters); when a pool has no healthy replica left,
@@ -55,7 +59,8 @@ class Replica:
     """One engine replica (or an executor's slot group) and its live load."""
 
     __slots__ = ("replica_id", "pool", "model", "device", "engine", "slots", "inflight", "healthy", "failure",
-                 "kv_capacity_tokens", "resident", "speed", "served", "borrowed_served", "profile", "recoveries")
+                 "kv_capacity_tokens", "resident", "speed", "served", "borrowed_served", "profile", "recoveries",
+                 "draining")
 
     def __init__(self, replica_id: str, pool: str, slots: int, *, model: str | None = None, device: str = "CPU",
                  engine: Engine | None = None, kv_capacity_tokens: int = 0, speed: float = 1.0,
@@ -78,10 +83,12 @@ class Replica:
         """The replica's latency model, for profile-aware routing (None: unknown)."""
         self.recoveries = 0
         """Times it was brought back into rotation after a failure."""
+        self.draining = False
+        """Detached from its pool (scale-in): takes no new call, finishes those it holds."""
 
     @property
     def free(self) -> bool:
-        return self.healthy and self.inflight < self.slots
+        return self.healthy and not self.draining and self.inflight < self.slots
 
     def kv_usage(self) -> float:
         """Used fraction of the engine's KV blocks (0 for executors)."""
@@ -322,6 +329,30 @@ class Pool:
         replica.healthy = True
         replica.failure = None
         replica.recoveries += 1
+        self._hand_out(replica)
+
+    # ------------------------------------------------------------------ resizing
+    def add_replica(self, replica: Replica) -> None:
+        """Put a started, warmed ``replica`` in rotation and hand its slots to the best waiters."""
+        if any(r.replica_id == replica.replica_id for r in self.replicas):
+            raise ValueError(f"pool {self.name!r} already has a replica {replica.replica_id!r}")
+        self.replicas.append(replica)
+        self._hand_out(replica)
+
+    def detach_replica(self, replica_id: str) -> Replica:
+        """Take a replica out of rotation, draining (see module docstring); the caller stops its engine
+        once ``inflight`` is 0. Refused (ValueError) for the last replica in rotation: a pool never
+        empties itself by scaling in."""
+        replica = next((r for r in self.replicas if r.replica_id == replica_id), None)
+        if replica is None:
+            raise ValueError(f"pool {self.name!r} has no replica {replica_id!r}")
+        if not any(r.healthy for r in self.replicas if r is not replica):
+            raise ValueError(f"pool {self.name!r} would have no healthy replica left without {replica_id!r}")
+        replica.draining = True
+        self.replicas.remove(replica)
+        return replica
+
+    def _hand_out(self, replica: Replica) -> None:
         while replica.free and self._waiting:
             granted = replica.inflight
             self._grant(replica)

@@ -1,0 +1,270 @@
+"""Resizing a running orchestrator's LLM pools: add a replica, drain one out.
+
+:class:`PoolScaler` works on the live :class:`~runtime.orchestrator.pools.Pool`
+objects of an :class:`~runtime.orchestrator.orchestrator.Orchestrator`, for every
+backend, through the orchestrator's own engine factory (simulated, vLLM
+in-process or server, OpenAI-compatible endpoints, Ray actors when the factory
+is Ray's):
+
+* **scale out** (:meth:`PoolScaler.add_replica`): build the engine off the event
+  loop, start it, wait until its health check answers ready, then
+  :meth:`Pool.add_replica` puts it in rotation and hands it the waiting calls.
+  An engine that fails to start or to become ready is stopped and the pool is
+  left as it was (:class:`ScalingError`).
+* **scale in** (:meth:`PoolScaler.remove_replica`): :meth:`Pool.detach_replica`
+  stops routing to it at once (it is gone from the pool's rotation, views and
+  metrics); its calls in flight finish and release normally; once none is left
+  (or after ``drain_timeout_s``: the engine is then stopped and the executor's
+  failover retries those calls on the remaining replicas) the engine stops. The
+  last replica in rotation is never removed.
+
+Operations on one pool are serialised (one lock per pool); different pools scale
+concurrently. The scaler keeps the *live* :class:`LLMPoolSpec` of every pool it
+resized (its replica list as it is now) and tells the orchestrator
+(:meth:`Orchestrator.adopt_pool_spec`), so a later deploy of a spec describing the
+pool as it now is keeps its engines. Every action is recorded as a
+:class:`ScaleEvent` (kept in ``events`` and passed to ``listeners``: logs,
+metrics, SSE). CPU replicas added here share the cores of the replica they copy
+(core bindings are assigned at build time, for the whole machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runtime.build.spec import LLMPoolSpec, ReplicaSpec, RuntimeSpec
+from runtime.orchestrator.engines import replica_profile
+from runtime.orchestrator.pools import Pool, Replica
+
+if TYPE_CHECKING:
+    from runtime.orchestrator.orchestrator import Orchestrator
+
+log = logging.getLogger("cortex.scaling")
+
+DRAIN_TIMEOUT_S = 300.0
+"""How long a removed replica may keep finishing its calls before its engine is stopped anyway."""
+READY_TIMEOUT_S = 600.0
+"""How long a new engine may take to start and answer ready (vLLM loads weights and compiles)."""
+EVENTS_KEPT = 1000
+
+
+class ScalingError(RuntimeError):
+    """A pool could not be resized; the message says why; the pool is as it was."""
+
+
+@dataclass(frozen=True)
+class ScaleEvent:
+    """One scaling action (or its failure), for logs, metrics and SSE."""
+
+    t: float
+    """Wall-clock time (seconds since the epoch)."""
+    pool: str
+    action: str
+    """``scale_out``, ``scale_in``, ``scale_out_failed``, ``scale_in_forced``."""
+    replica: str
+    replicas: int
+    """Replicas in rotation after the action."""
+    reason: str = ""
+    duration_s: float = 0.0
+    """Engine start-to-ready time (scale out) or drain time (scale in)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PoolScaler:
+    """Adds and removes replicas of a running orchestrator's LLM pools (see module docstring)."""
+
+    def __init__(self, orchestrator: "Orchestrator", *, drain_timeout_s: float = DRAIN_TIMEOUT_S,
+                 ready_timeout_s: float = READY_TIMEOUT_S, poll_s: float = 0.01) -> None:
+        self.orchestrator = orchestrator
+        self.drain_timeout_s = drain_timeout_s
+        self.ready_timeout_s = ready_timeout_s
+        self.poll_s = poll_s
+        self.events: collections.deque[ScaleEvent] = collections.deque(maxlen=EVENTS_KEPT)
+        self.listeners: list[Callable[[ScaleEvent], None]] = []
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        """(pool, action) -> how many times it happened (exported as metrics)."""
+        self._live: dict[str, LLMPoolSpec] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._draining: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lookup
+    def pool(self, name: str) -> Pool:
+        pool = self.orchestrator.pools_by_name.get(name)
+        if pool is None or pool.kind != "llm":
+            llm = [p.name for p in self.orchestrator.pools_by_name.values() if p.kind == "llm"]
+            raise ScalingError(f"no LLM pool {name!r} (pools: {', '.join(llm) or 'none'})")
+        return pool
+
+    def owner_spec(self, pool: Pool) -> tuple[RuntimeSpec, LLMPoolSpec]:
+        """The runtime spec of a current version served by ``pool``, and the pool's live spec."""
+        for version in self.orchestrator.versions.values():
+            for stage, p in version.pools.items():
+                if p is pool:
+                    lp = self._live.get(pool.name) or version.spec.pool_of_stage(stage)
+                    assert isinstance(lp, LLMPoolSpec)
+                    return version.spec, lp
+        raise ScalingError(f"pool {pool.name!r} serves no current version (it is being retired)")
+
+    def live_spec(self, name: str) -> LLMPoolSpec:
+        """The pool's spec as it is now (its replicas in rotation)."""
+        return self.owner_spec(self.pool(name))[1]
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    # ------------------------------------------------------------------ scale out
+    async def add_replica(self, name: str, rep: ReplicaSpec | None = None, *, reason: str = "") -> Replica:
+        """Start one more replica of pool ``name`` (``rep``, else a copy of its last replica with the next
+        free id), wait until it is ready, put it in rotation; :class:`ScalingError` if it cannot start."""
+        async with self._lock(name):
+            pool = self.pool(name)
+            spec, lp = self.owner_spec(pool)
+            rep = rep or self._next_replica(pool, lp)
+            started = time.monotonic()
+            engine = None
+            try:
+                engine = await asyncio.to_thread(self.orchestrator.engine_factory, spec, lp, rep)
+                async with asyncio.timeout(self.ready_timeout_s):
+                    await engine.start()
+                    health = await engine.health()
+                if not health.ok:
+                    raise ScalingError(f"engine answered {health.state}: {health.detail}")
+                profile = replica_profile(rep)
+            except (Exception, asyncio.CancelledError) as exc:
+                if engine is not None:
+                    await asyncio.gather(engine.stop(), return_exceptions=True)
+                why = "timed out waiting for it to become ready" if isinstance(exc, TimeoutError) else str(exc)
+                self._record(pool, "scale_out_failed", rep.replica_id, reason=f"{reason}; {why}" if reason else why,
+                             duration_s=time.monotonic() - started)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                raise ScalingError(f"replica {rep.replica_id} of pool {name!r} did not start: {why}") from exc
+            replica = Replica(rep.replica_id, pool.name, rep.engine.max_num_seqs or 16, model=lp.model,
+                              device=rep.device, engine=engine, kv_capacity_tokens=rep.kv_capacity_tokens,
+                              profile=profile)
+            pool.add_replica(replica)
+            self.adopt(pool, lp.model_copy(update={"replicas": (*lp.replicas, rep)}))
+            self._record(pool, "scale_out", rep.replica_id, reason=reason, duration_s=time.monotonic() - started)
+            return replica
+
+    @staticmethod
+    def _next_replica(pool: Pool, lp: LLMPoolSpec) -> ReplicaSpec:
+        taken = {r.replica_id for r in lp.replicas} | {r.replica_id for r in pool.replicas}
+        n = next(i for i in range(len(taken) + 1) if f"{lp.name}-{i}" not in taken)
+        return lp.replicas[-1].model_copy(update={"replica_id": f"{lp.name}-{n}"})
+
+    # ------------------------------------------------------------------ scale in
+    async def remove_replica(self, name: str, replica_id: str | None = None, *, reason: str = "",
+                             wait: bool = True) -> str:
+        """Take a replica of pool ``name`` out of rotation (``replica_id``, else the one with the fewest calls
+        in flight, the newest on ties), let its calls finish, stop its engine; the replica id.
+
+        ``wait=False`` returns once it is out of rotation (the drain and the stop continue in the
+        background; :meth:`stop` waits for them)."""
+        async with self._lock(name):
+            pool = self.pool(name)
+            _, lp = self.owner_spec(pool)
+            if replica_id is None:
+                if len(pool.replicas) <= 1:
+                    raise ScalingError(f"pool {name!r} has one replica: it cannot scale in")
+                order = {r.replica_id: i for i, r in enumerate(pool.replicas)}
+                # An unhealthy replica first (it serves nothing), then the least busy, the newest on ties.
+                replica_id = min(pool.replicas, key=lambda r: (r.healthy, r.inflight, -order[r.replica_id])).replica_id
+            try:
+                replica = pool.detach_replica(replica_id)
+            except ValueError as exc:
+                raise ScalingError(str(exc)) from None
+            self.adopt(pool, lp.model_copy(update={
+                "replicas": tuple(r for r in lp.replicas if r.replica_id != replica_id) or lp.replicas[:1]}))
+        task = asyncio.get_running_loop().create_task(self._drain(pool, replica, reason), name=f"drain:{replica_id}")
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+        if wait:
+            await asyncio.shield(task)
+        return replica_id
+
+    async def _drain(self, pool: Pool, replica: Replica, reason: str) -> None:
+        started = time.monotonic()
+        forced = False
+        deadline = started + self.drain_timeout_s
+        while replica.inflight > 0:
+            if time.monotonic() >= deadline:
+                forced = True  # its calls fail over to the replicas left (the executor retries them)
+                break
+            await asyncio.sleep(self.poll_s)
+        await self.orchestrator.prober.forget_replica(pool, replica)
+        if replica.engine is not None:
+            try:
+                await replica.engine.stop()
+            except Exception:  # the replica is out of rotation either way
+                log.exception("stopping engine of replica %s failed", replica.replica_id)
+        self._record(pool, "scale_in_forced" if forced else "scale_in", replica.replica_id, reason=reason,
+                     duration_s=time.monotonic() - started)
+
+    # ------------------------------------------------------------------ resize
+    async def resize(self, name: str, replicas: int, *, target: LLMPoolSpec | None = None, reason: str = "") -> int:
+        """Bring pool ``name`` to ``replicas`` replicas in rotation (one at a time; the replicas ``target``
+        names first, when given); the number of replicas added (negative: removed)."""
+        if replicas < 1:
+            raise ScalingError(f"pool {name!r}: at least one replica is needed (asked for {replicas})")
+        pool = self.pool(name)
+        start = len(pool.replicas)
+        wanted = [r for r in (target.replicas if target else ()) if r.replica_id not in
+                  {x.replica_id for x in pool.replicas}]
+        while len(pool.replicas) < replicas:
+            await self.add_replica(name, wanted.pop(0) if wanted else None, reason=reason)
+        keep = {r.replica_id for r in target.replicas} if target else set()
+        while len(pool.replicas) > replicas:
+            extra = [r for r in pool.replicas if target and r.replica_id not in keep]
+            await self.remove_replica(name, min(extra, key=lambda r: r.inflight).replica_id if extra else None,
+                                      reason=reason)
+        return len(pool.replicas) - start
+
+    # ------------------------------------------------------------------ bookkeeping
+    def adopt(self, pool: Pool, lp: LLMPoolSpec) -> None:
+        """Record ``lp`` as ``pool``'s live spec (its replicas as they are now), here and in the orchestrator."""
+        self._live[pool.name] = lp
+        self.orchestrator.adopt_pool_spec(pool, lp)
+
+    def _record(self, pool: Pool, action: str, replica: str, *, reason: str, duration_s: float) -> None:
+        event = ScaleEvent(time.time(), pool.name, action, replica, len(pool.replicas), reason, round(duration_s, 6))
+        self.events.append(event)
+        self.counts[(pool.name, action)] += 1
+        (log.warning if action.endswith(("failed", "forced")) else log.info)(
+            "pool %s: %s %s -> %d replicas (%.3f s)%s", pool.name, action, replica, event.replicas, duration_s,
+            f": {reason}" if reason else "")
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # a broken listener must not break scaling
+                log.exception("scale listener %r failed", listener)
+
+    async def stop(self) -> None:
+        """Wait for the replicas being drained (their engines stop)."""
+        if self._draining:
+            await asyncio.gather(*list(self._draining), return_exceptions=True)
+
+    def replica_count(self, name: str) -> int:
+        return len(self.pool(name).replicas)
+
+    def metrics_lines(self) -> list[tuple[str, dict[str, str], float]]:
+        """(metric, labels, value) samples: scaling actions per pool and action, replicas per pool."""
+        out: list[tuple[str, dict[str, str], float]] = []
+        for (pool, action), n in sorted(self.counts.items()):
+            out.append(("cortex_pool_scaling_actions_total", {"pool": pool, "action": action}, float(n)))
+        for pool in self.orchestrator.pools_by_name.values():
+            if pool.kind == "llm":
+                out.append(("cortex_pool_replicas", {"pool": pool.name}, float(len(pool.replicas))))
+        return out
+
+
+__all__ = ["PoolScaler", "ScaleEvent", "ScalingError"]
