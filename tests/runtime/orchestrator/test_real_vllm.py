@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +83,34 @@ def test_external_chat_call_on_vllm(orchestrator: Orchestrator, loop: asyncio.Ab
         (ChatMessage(role="user", content="Write a SQLite query that counts the rows of table sales."),),
         stage="generate", run_id="agent-it", max_tokens=32), 120))
     assert result.engine == "vllm-inproc" and result.output_tokens > 0 and ";" not in result.text
+
+
+def test_recorded_trace_carries_vllm_measurements_and_calibration_fits(
+        orchestrator: Orchestrator, loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
+    """`--record` on a real engine: vLLM's own queue time, TTFT and cached tokens reach the trace,
+    which the simulator parses; and the calibration probes fit a profile on that engine."""
+    from runtime.calibrate import Probes, fit, measure
+    from runtime.orchestrator.recorder import TraceRecorder
+    from runtime.simulator.trace import load_trace
+
+    path = tmp_path / "trace.jsonl"
+    recorder = TraceRecorder(path, orchestrator.spec.program)
+    orchestrator.run_listeners.append(recorder)
+    try:
+        info = loop.run_until_complete(orchestrator.run({"question": QUESTIONS[1]}))
+    finally:
+        orchestrator.run_listeners.remove(recorder)
+        recorder.close()
+    assert info.status in ("done", "fail") and recorder.written == 1
+    (request,) = load_trace(path)
+    llm = [c for c in json.loads(path.read_text())["calls"] if c["kind"] == "llm"]
+    assert llm and request.calls[0].stage == "generate"
+    for c in llm:
+        assert c["engine"] == "vllm-inproc" and c["input_tokens"] > 100 and c["output_tokens"] > 0
+        assert c["engine_queue_s"] is not None and 0 <= c["engine_queue_s"] <= c["ttft_s"] <= c["engine_s"]
+        assert isinstance(c["cached_tokens"], int) and c["finish_reason"] in ("stop", "length")
+    engine = orchestrator.pools_by_name[orchestrator.spec.llm_pools[0].name].replicas[0].engine
+    probes = Probes(prefill_lengths=(32, 256), decode_batches=(1, 2), decode_tokens=8, long_context=(1, 256),
+                    repeats=1)
+    calibration = fit(loop.run_until_complete(measure([engine], probes)))
+    assert calibration.coefficients["prefill_us_per_token"] > 0 and calibration.coefficients["decode_fixed_ms"] > 0

@@ -1,0 +1,41 @@
+"""`make demo`'s loop (examples/demo.py) on simulated engines: plan for the load it sends, record,
+compare with the plan, replay in the simulator; the second run learns from the first one's trace.
+The real-engine run is `make demo` itself and benchmarks/real_vs_sim.py."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from examples import demo
+
+
+def _run(tmp_path: Path, *extra: str) -> tuple[dict, str]:
+    out = io.StringIO()
+    args = demo.parser().parse_args(["--engine", "simulated", "--questions", "4", "--rate", "1",
+                                     "--record", str(tmp_path / "trace.jsonl"), *extra])
+    result = asyncio.run(asyncio.wait_for(demo.run_demo(args, Console(file=out, width=160)), 120))
+    return result, out.getvalue()
+
+
+def test_demo_loop_on_simulated_engines(tmp_path: Path) -> None:
+    first, text = _run(tmp_path)
+    assert "no recorded runs yet" in text and "4 runs, Poisson at 1 runs/s" in text
+    assert first["plan"] is not None and first["plan"].workflows[0].rate_per_s == 1.0  # planned for what it sends
+    lines = (tmp_path / "trace.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(x)["workflow"] == "nl2sql" for x in lines)
+    rows = {r["what"]: r for r in first["predicted"]}
+    assert {"generate", "end to end", "SLO attainment"} <= set(rows)
+    assert rows["end to end"]["predicted_p50"] > 0 and rows["end to end"]["measured_p50"] > 0
+    replay = first["replay"]
+    assert replay.get("end to end", "p50").n == 4 and replay.get("generate", "p50").simulated > 0
+    assert "simulated replay vs measured" in text and "predicted vs measured [SIMULATED ENGINES]" in text
+    assert "calibrating" not in text  # simulated engines follow their profile: nothing to calibrate
+
+    second, text = _run(tmp_path)
+    assert "learning from the previous run's trace" in text and "Observed: 4 recorded runs" in text
+    assert second["plan"] is not None
