@@ -51,6 +51,8 @@ class Histogram:
 
 
 TOKENS_PER_S_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
+TPOT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+"""Time per output token: from a GPU's ~1 ms to a busy CPU engine's ~0.2-1 s."""
 
 
 class StageStats:
@@ -60,11 +62,13 @@ class StageStats:
     after: prompt rendering and, for LLM calls, the engine's own queue, prefill and decode).
     For LLM calls the engine's figures add ``engine_queue`` (waiting inside the engine's
     batch, where the engine reports it), ``ttft`` (dispatch to first token) and
-    ``tokens_per_s`` (decode rate: output tokens after the first per second after it).
+    ``tokens_per_s`` (decode rate: output tokens after the first per second after it) and its
+    inverse ``tpot`` (time per output token after the first); ``output_tokens`` and
+    ``prompt_tokens`` count the tokens of every call.
     """
 
-    __slots__ = ("outcomes", "latency", "queue", "service", "engine_queue", "ttft", "tokens_per_s", "cached",
-                 "hedged", "borrowed", "swapped", "failovers")
+    __slots__ = ("outcomes", "latency", "queue", "service", "engine_queue", "ttft", "tokens_per_s", "tpot",
+                 "output_tokens", "prompt_tokens", "cached", "hedged", "borrowed", "swapped", "failovers")
 
     def __init__(self) -> None:
         self.outcomes: Counter[str] = Counter()
@@ -74,6 +78,9 @@ class StageStats:
         self.engine_queue = Histogram()
         self.ttft = Histogram()
         self.tokens_per_s = Histogram(TOKENS_PER_S_BUCKETS)
+        self.tpot = Histogram(TPOT_BUCKETS_S)
+        self.output_tokens = 0
+        self.prompt_tokens = 0
         self.cached = 0
         self.hedged = 0
         self.borrowed = 0
@@ -81,22 +88,26 @@ class StageStats:
         self.failovers = 0
 
     def observe_call(self, latency_s: float, queue_s: float, *, engine_queue_s: float | None = None,
-                     ttft_s: float | None = None, engine_s: float | None = None, output_tokens: int = 0) -> None:
+                     ttft_s: float | None = None, engine_s: float | None = None, output_tokens: int = 0,
+                     prompt_tokens: int = 0) -> None:
         """Account one finished call (engine figures only where the engine reported them)."""
         self.latency.observe(latency_s)
         self.queue.observe(queue_s)
         self.service.observe(max(latency_s - queue_s, 0.0))
+        self.output_tokens += output_tokens
+        self.prompt_tokens += prompt_tokens
         if engine_queue_s is not None:
             self.engine_queue.observe(engine_queue_s)
         if ttft_s is not None:
             self.ttft.observe(ttft_s)
             if engine_s is not None and output_tokens > 1 and engine_s > ttft_s:
                 self.tokens_per_s.observe((output_tokens - 1) / (engine_s - ttft_s))
+                self.tpot.observe((engine_s - ttft_s) / (output_tokens - 1))
 
     def summary(self) -> dict[str, float]:
         """p50/p95 of each figure (nan where nothing was observed), for batch summaries."""
         out: dict[str, float] = {}
-        for name in ("latency", "queue", "service", "engine_queue", "ttft", "tokens_per_s"):
+        for name in ("latency", "queue", "service", "engine_queue", "ttft", "tokens_per_s", "tpot"):
             hist: Histogram = getattr(self, name)
             out[f"{name}_p50"] = hist.percentile(50)
             out[f"{name}_p95"] = hist.percentile(95)
@@ -104,7 +115,10 @@ class StageStats:
 
 
 class RunStats:
-    """Per-workflow run counters: by final status, latency, SLO attainment, rejections."""
+    """Per-workflow run counters: by final status, latency, SLO attainment, rejections.
+
+    SLO attainment counts the runs that ended on their own (``cancelled`` runs are counted in
+    ``statuses`` only: a caller's cancellation is no SLO miss)."""
 
     __slots__ = ("statuses", "latency", "slo_met", "slo_counted", "rejected", "retries", "pruned")
 

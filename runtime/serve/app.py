@@ -19,8 +19,9 @@ Routes:
 * ``GET /metrics`` -> Prometheus text format; ``GET /healthz`` (the process answers);
   ``GET /readyz`` (every pool has a healthy replica; 503 otherwise).
 
-Errors are JSON ``{"error": message, "retryable": bool}``: 400 bad input (including a request the
-engine refuses: a prompt plus ``max_tokens`` longer than the model's context), 401 missing token,
+Errors are JSON ``{"error": message, "retryable": bool}`` (on the OpenAI routes in OpenAI's shape,
+``{"error": {"message", "type", "param", "code"}, "retryable"}``, :func:`~runtime.serve.errors.openai_error`):
+400 bad input (including a request the engine refuses: a prompt plus ``max_tokens`` longer than the model's context), 401 missing token,
 403 foreign ``Host``/``Origin``, 404 unknown run or route, 408 body too slow, 413 body too large,
 415 not JSON, 429 overloaded (with ``Retry-After``), 503 no healthy replica. Every request first
 passes :class:`~runtime.serve.guard.RequestGuard` (host, token, content type, body size and
@@ -50,6 +51,7 @@ from runtime.engines.base import ChatMessage, GenerationResult, RequestRejected
 from runtime.orchestrator import BadRequest, NoHealthyReplica, Orchestrator, Overloaded, UnknownRun
 from runtime.serve.catalog import UnknownTarget, model_objects, resolve
 from runtime.serve.errors import error_response as _error
+from runtime.serve.errors import openai_error
 from runtime.serve.guard import BODY_TIMEOUT_S, MAX_BODY_BYTES, GuardSettings, RequestGuard
 from runtime.serve.json_body import InvalidBody, parse_json
 from runtime.serve.openai_api import (NAME_MAX, Body, ChatCompletionIn, Completion, CompletionIn, CortexMetadata,
@@ -132,6 +134,8 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
     app = FastAPI(title="Cortex runtime", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     created = int(time.time())
     app.state.orchestrator = orchestrator
+    app.state.extra_metrics = []
+    """More Prometheus text for ``/metrics`` (callables; e.g. the scaler's: runtime.serve.deploy_api)."""
     guard = app.state.guard = GuardSettings(token=token or None, max_body_bytes=max_body_bytes,
                                             body_timeout_s=body_timeout_s)
     app.add_middleware(RequestGuard, settings=guard)
@@ -261,21 +265,20 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
             return refused
         return JSONResponse(completion.whole(results))
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        req = await body_of(request, ChatCompletionIn)
+    async def completion_route(request: Request, model: type[ChatCompletionIn] | type[CompletionIn]) -> Response:
+        req = await body_of(request, model)
         if isinstance(req, JSONResponse):
             return req
-        assert isinstance(req, ChatCompletionIn)
+        assert isinstance(req, (ChatCompletionIn, CompletionIn))
         return await complete(request, req)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return openai_error(await completion_route(request, ChatCompletionIn))
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        req = await body_of(request, CompletionIn)
-        if isinstance(req, JSONResponse):
-            return req
-        assert isinstance(req, CompletionIn)
-        return await complete(request, req)
+        return openai_error(await completion_route(request, CompletionIn))
 
     @app.get("/v1/models")
     async def list_models() -> Response:
@@ -285,7 +288,7 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
     async def get_model(model_id: str) -> Response:
         found = next((m for m in model_objects(orchestrator, created) if m["id"] == model_id), None)
         if found is None:
-            return _error(404, f"no model {model_id[:NAME_MAX]!r} (GET /v1/models lists them)")
+            return openai_error(_error(404, f"no model {model_id[:NAME_MAX]!r} (GET /v1/models lists them)"))
         return JSONResponse(found)
 
     @app.get("/v1/workflows")
@@ -297,7 +300,8 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return PlainTextResponse(orchestrator.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        text = orchestrator.metrics_text() + "".join(extra() for extra in app.state.extra_metrics)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -19,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from runtime.engines.base import ChatMessage, EngineError, GenerationRequest, RequestRejected
+from runtime.engines.base import ChatMessage, EngineError, GenerationRequest, RequestRejected, TokenDelta
 from runtime.engines.openai_remote import OpenAIRemoteEngine, metrics_from_prometheus, parse_prometheus
 
 pytestmark = pytest.mark.anyio
@@ -51,6 +51,12 @@ def build_app(seen: list[dict[str, Any]], disconnected: list[str]) -> FastAPI:
     async def stream(body: dict[str, Any], chat: bool) -> AsyncIterator[str]:
         words = ["SELECT ", "1 ", "FROM ", "t", ";", " extra"] if body["max_tokens"] < 100 else ["w "] * 10_000
         sent, reason = 0, "length"
+        if chat and body.get("tools"):  # a tool call, streamed as OpenAI does: id and name once, arguments in parts
+            name = body["tools"][0]["function"]["name"]
+            for piece in ({"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}},
+                          {"index": 0, "function": {"arguments": '{"q": '}}, {"index": 0, "function": {"arguments": '1}'}}):
+                yield f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'tool_calls': [piece]}}]})}\n\n"
+            words, reason = [], "tool_calls"
         try:
             for word in words:
                 if word.strip() in body.get("stop", []):
@@ -59,6 +65,9 @@ def build_app(seen: list[dict[str, Any]], disconnected: list[str]) -> FastAPI:
                 if sent == body["max_tokens"]:
                     break
                 choice = {"index": 0, "delta": {"content": word}} if chat else {"index": 0, "text": word}
+                if chat and body.get("logprobs"):
+                    choice["logprobs"] = {"content": [{"token": word, "logprob": -0.5, "bytes": list(word.encode()),
+                                                       "top_logprobs": []}]}
                 yield f"data: {json.dumps({'choices': [choice]})}\n\n"
                 sent += 1
                 await asyncio.sleep(0.002)
@@ -197,3 +206,25 @@ def test_cpu_list_parsing_for_process_pinning() -> None:
     assert parse_cpu_list("0-1") == {0, 1}
     assert parse_cpu_list("0,2-3") == {0, 2, 3}
     assert parse_cpu_list("auto") is None and parse_cpu_list(None) is None
+
+
+@pytest.mark.anyio
+async def test_deltas_stream_as_chunks_arrive_and_options_pass_through(server) -> None:  # type: ignore[no-untyped-def]
+    url, seen, _ = server
+    async with OpenAIRemoteEngine(url, "m") as engine:
+        items = [item async for item in engine.stream(GenerationRequest(
+            prompt=(ChatMessage(role="user", content="q"),), max_tokens=50, seed=7, logprobs=2,
+            response_format={"type": "json_object"}))]
+        deltas, result = items[:-1], items[-1]
+        assert [d.text for d in deltas] == ["SELECT ", "1 ", "FROM ", "t", ";", " extra"]
+        assert all(isinstance(d, TokenDelta) for d in deltas) and result.text == "".join(d.text for d in deltas)
+        assert seen[-1]["seed"] == 7 and seen[-1]["response_format"] == {"type": "json_object"}
+        assert seen[-1]["logprobs"] is True and seen[-1]["top_logprobs"] == 2
+        assert [e["token"] for e in result.logprobs] == [d.text for d in deltas]
+
+        tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+        called = await engine.generate(GenerationRequest(prompt=(ChatMessage(role="user", content="q"),),
+                                                         max_tokens=50, tools=(tool,), tool_choice="required"))
+        assert seen[-1]["tools"] == [tool] and seen[-1]["tool_choice"] == "required"
+        assert called.tool_calls == ({"id": "call_1", "type": "function",
+                                      "function": {"name": "lookup", "arguments": '{"q": 1}'}},)

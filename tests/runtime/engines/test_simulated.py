@@ -8,7 +8,8 @@ import pytest
 
 from planner.profiles import LatencyProfile, get_profile
 from runtime.engines.base import (
-    ChatMessage, EngineError, EngineNotRunning, EngineSpec, GenerationRequest, RequestRejected,
+    ChatMessage, Engine, EngineError, EngineNotRunning, EngineSpec, GenerationRequest, GenerationResult,
+    RequestRejected, TokenDelta,
 )
 from runtime.engines.factory import make_engine
 from runtime.engines.simulated import CHARS_PER_TOKEN, SimulatedEngine, count_tokens
@@ -171,3 +172,52 @@ async def test_factory_builds_from_the_cpu_profile() -> None:
     # Reported timings are in model seconds: at least the profile's prefill + 3 decode steps.
     expected = profile.prefill_s(result.prompt_tokens) + 3 * profile.decode_step_s(1, 0)
     assert result.timing.total_s >= expected * 0.99
+
+
+async def test_stream_yields_each_token_on_its_iteration_then_the_result() -> None:
+    loop = asyncio.get_running_loop()
+    async with engine(default_output_tokens=6) as eng:
+        arrivals, items = [], []
+        async for item in eng.stream(GenerationRequest(prompt="q", seed=3)):
+            arrivals.append(loop.time())
+            items.append(item)
+        *deltas, result = items
+        assert isinstance(result, GenerationResult) and len(deltas) == 6
+        assert all(isinstance(d, TokenDelta) and len(d.text) == CHARS_PER_TOKEN for d in deltas)
+        assert "".join(d.text for d in deltas) == result.text
+        assert arrivals[1] > arrivals[0]  # one decode iteration apart, not all at the end
+
+        stream = eng.stream(GenerationRequest(prompt="long", max_tokens=200))
+        async for _ in stream:
+            break
+        await stream.aclose()  # closing early aborts the request in the engine
+        assert eng.metrics().running == 0 and not eng._by_id
+
+
+async def test_features_it_cannot_honour_are_refused_not_ignored() -> None:
+    async with engine() as eng:
+        for options in ({"response_format": {"type": "json_object"}}, {"logprobs": 0},
+                        {"tools": ({"type": "function", "function": {"name": "f"}},)}):
+            with pytest.raises(RequestRejected, match="simulated engine cannot honour"):
+                await eng.generate(GenerationRequest(prompt="q", **options))
+
+
+async def test_an_engine_that_does_not_stream_yields_its_whole_text_once() -> None:
+    class Whole(Engine):
+        label = "simulated"
+
+        async def start(self) -> None: ...
+        async def stop(self) -> None: ...
+        async def abort(self, request_id: str) -> bool: return False
+        def metrics(self): ...  # type: ignore[no-untyped-def]
+        async def health(self): ...  # type: ignore[no-untyped-def]
+
+        async def generate(self, request: GenerationRequest) -> GenerationResult:
+            from runtime.engines.base import GenerationTiming
+            return GenerationResult(request_id=request.request_id, text="all at once", prompt_tokens=1,
+                                    output_tokens=3, finish_reason="stop", timing=GenerationTiming(total_s=0.0),
+                                    engine="simulated")
+
+    items = [item async for item in Whole().stream(GenerationRequest(prompt="q"))]
+    assert [type(i) for i in items] == [TokenDelta, GenerationResult]
+    assert items[0].text == "all at once" and items[0].tokens == 3

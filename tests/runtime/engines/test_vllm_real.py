@@ -140,3 +140,45 @@ def test_server_adapter_round_trip(model_dir: str, engine) -> None:  # type: ign
     assert result.prompt_tokens > 20 and result.output_tokens > 0
     assert metrics.label == "vllm-server" and metrics.requests_finished >= 1
     assert server._process is None  # stopped and reaped
+
+
+def test_stream_yields_text_as_it_is_generated_and_closing_aborts(engine, loop) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import time
+
+    from runtime.engines.base import TokenDelta
+
+    async def streamed() -> tuple[list[tuple[float, TokenDelta]], object, float]:
+        t0, deltas, result = time.monotonic(), [], None
+        async for item in engine.stream(GenerationRequest(prompt=SQL_QUESTION, max_tokens=24)):
+            if isinstance(item, TokenDelta):
+                deltas.append((time.monotonic() - t0, item))
+            else:
+                result = item
+        return deltas, result, time.monotonic() - t0
+
+    deltas, result, total_s = loop.run_until_complete(streamed())
+    assert len(deltas) > 3 and "".join(d.text for _, d in deltas) == result.text
+    assert deltas[0][0] < total_s / 2  # the first text came long before the last
+
+    async def close_early() -> int:
+        stream = engine.stream(GenerationRequest(prompt="Count from one to two hundred: one, two,", max_tokens=400))
+        async for item in stream:
+            break
+        await stream.aclose()  # the request is aborted in the engine
+        for _ in range(100):
+            if not engine._pending:
+                break
+            await asyncio.sleep(0.05)
+        return len(engine._pending)
+
+    assert loop.run_until_complete(close_early()) == 0
+
+    constrained = loop.run_until_complete(engine.generate(GenerationRequest(
+        prompt=SQL_QUESTION, max_tokens=48, response_format={
+            "type": "json_schema", "json_schema": {"name": "q", "schema": {
+                "type": "object", "properties": {"sql": {"type": "string"}}, "required": ["sql"]}}})))
+    if constrained.finish_reason == "stop":
+        assert "sql" in json.loads(constrained.text)
+    else:  # cut at max_tokens: still the schema's prefix
+        assert constrained.text.lstrip().startswith('{')

@@ -69,10 +69,10 @@ def test_bad_requests_are_clear(sales_db: Path) -> None:
             r = await client.get("/v1/runs/nope")
             assert r.status_code == 404 and r.json()["retryable"] is False
             r = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
-            assert r.status_code == 400 and "X-Cortex-Stage" in r.json()["error"]
+            assert r.status_code == 400 and "X-Cortex-Stage" in r.json()["error"]["message"]
             r = await client.post("/v1/chat/completions", headers={"X-Cortex-Stage": "execute"},
                                   json={"messages": [{"role": "user", "content": "x"}]})
-            assert r.status_code == 400 and "no LLM stage 'execute'" in r.json()["error"]
+            assert r.status_code == 400 and "no LLM stage 'execute'" in r.json()["error"]["message"]
         finally:
             await client.aclose()
             await orch.stop()
@@ -134,7 +134,7 @@ def test_stream_true_answers_with_openai_chunks(sales_db: Path) -> None:
                        if line.startswith("data: {"))
             r = await client.post("/v1/chat/completions", headers={"X-Cortex-Stage": "execute"},
                                   json={"stream": True, "messages": [{"role": "user", "content": "x"}]})
-            assert r.status_code == 400 and "no LLM stage 'execute'" in r.json()["error"]
+            assert r.status_code == 400 and "no LLM stage 'execute'" in r.json()["error"]["message"]
         finally:
             await client.aclose()
             await orch.stop()

@@ -48,9 +48,9 @@ def test_a_150_kb_question_is_refused_and_the_pool_keeps_serving(sales_db_master
                         engine_factory("simulated", responder=scripted(good_sql), speedup=SPEEDUP))
     with live_server(create_app(orch)) as live:
         r = chat(live, QUESTION_150KB)
-        assert r.status_code == 400 and "more than the model's context of 2048 tokens" in r.json()["error"]
+        assert r.status_code == 400 and "more than the model's context of 2048 tokens" in r.json()["error"]["message"]
         r = chat(live, "How many customers?", max_tokens=4096)
-        assert r.status_code == 400 and "max_tokens (4096) exceeds the model's context" in r.json()["error"]
+        assert r.status_code == 400 and "max_tokens (4096) exceeds the model's context" in r.json()["error"]["message"]
         run = httpx.post(f"{live.url}/v1/runs", json={"inputs": {"question": QUESTION_150KB}, "wait": True},
                          timeout=30).json()
         assert run["status"] == "error" and "stage 'generate'" in run["error"] and "context" in run["error"]
@@ -64,11 +64,12 @@ def test_an_openai_endpoint_answering_400_fails_only_that_call(sales_db_master: 
         with live_server(create_app(orch)) as live:
             # Over the declared context of 2048: refused here, before anything is sent.
             r = chat(live, "How many customers?", max_tokens=4096)
-            assert r.status_code == 400 and "max_tokens (4096)" in r.json()["error"]
+            assert r.status_code == 400 and "max_tokens (4096)" in r.json()["error"]["message"]
             assert not any(body["max_tokens"] == 4096 for body in fake.seen)
             # Within the declared context, but the endpoint's is smaller: its HTTP 400 is relayed.
             r = chat(live, "How many customers?", max_tokens=1500)
             assert r.status_code == 400, r.text
-            assert "HTTP 400" in r.json()["error"] and "maximum context length is 1024" in r.json()["error"]
+            message = r.json()["error"]["message"]
+            assert "HTTP 400" in message and "maximum context length is 1024" in message
             assert fake.seen[-1]["max_tokens"] == 1500
             still_serving(live)

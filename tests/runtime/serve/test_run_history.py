@@ -33,7 +33,7 @@ def test_fresh_run_ids_cannot_evict_runs_in_flight(sales_db_master: Path) -> Non
 
         assert chat("agent-1").status_code == 200 and chat("agent-2").status_code == 200
         refused = chat("agent-3")
-        assert refused.status_code == 429 and "history is full" in refused.json()["error"]
+        assert refused.status_code == 429 and "history is full" in refused.json()["error"]["message"]
         assert refused.json()["retryable"] is True and int(refused.headers["retry-after"]) >= 1
         for run_id in slow:
             assert httpx.get(f"{live.url}/v1/runs/{run_id}").json()["status"] == "running"

@@ -1,0 +1,112 @@
+"""`/v1/deployment` on a real uvicorn server (simulated engines): inspect, dry-run, apply, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+from planner.plan import Plan
+from runtime.orchestrator import Orchestrator
+from runtime.orchestrator.deployment import Deployment
+from runtime.orchestrator.scaling import PoolScaler
+from runtime.serve import create_app
+from runtime.serve.deploy_api import install_deployment_routes
+from tests.runtime.orchestrator.conftest import sim_factory
+from tests.runtime.orchestrator.test_deployment import changed, nl2sql_plan, planned_spec  # noqa: F401
+from tests.runtime.orchestrator.test_failures import long_answer
+
+from .live import live_server
+
+TOKEN = "s3cret-token-for-apply-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def app_for(plan: Plan, db: Path, token: str | None = TOKEN):  # type: ignore[no-untyped-def]
+    orch = Orchestrator(planned_spec(plan, db), sim_factory(long_answer, speedup=200))
+    scaler = PoolScaler(orch)
+    app = create_app(orch, token=token, on_shutdown=scaler.stop)
+    install_deployment_routes(app, Deployment(orch, scaler))
+    return app
+
+
+def test_apply_over_http_streams_progress_and_changes_the_deployment(nl2sql_plan: Plan, sales_db: Path) -> None:  # noqa: F811
+    with live_server(app_for(nl2sql_plan, sales_db)) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
+        assert http.get("/v1/deployment").status_code == 401  # the token guards it
+        live = http.get("/v1/deployment", headers=AUTH).json()
+        assert live["llm_pools"][0]["replicas"] == 1 and live["plan"] is not None
+        runs = [http.post("/v1/runs", json={"inputs": {"question": f"customers {i}"}}, headers=AUTH).json()["run_id"]
+                for i in range(12)]
+        body = {"plan": json.loads(changed(nl2sql_plan, replicas=2, max_tokens=64).canonical_json()),
+                "revision": live["revision"]}
+        dry = http.post("/v1/deployment/apply", json={**body, "dry_run": True}, headers=AUTH).json()
+        assert [s["action"] for s in dry["steps"]] == ["scale_out", "deploy"]
+        assert http.get("/v1/deployment", headers=AUTH).json()["revision"] == live["revision"]  # dry: no change
+        with http.stream("POST", "/v1/deployment/apply", json=body, headers=AUTH) as resp:
+            assert resp.status_code == 200 and resp.headers["content-type"].startswith("application/x-ndjson")
+            lines = [json.loads(line) for line in resp.iter_lines() if line]
+        progress = [(x["step"]["action"], x["step"]["status"]) for x in lines if "step" in x]
+        assert progress == [("scale_out", "running"), ("scale_out", "done"), ("deploy", "running"), ("deploy", "done")]
+        result = lines[-1]["result"]
+        assert result["status"] == "applied"
+        assert result["deployment"]["llm_pools"][0]["replicas"] == 2
+        assert result["deployment"]["knobs"]["max_tokens"]["generate"] == 64
+        for run_id in runs:
+            info = http.get(f"/v1/runs/{run_id}", headers=AUTH).json()
+            while info["status"] == "running":
+                info = http.get(f"/v1/runs/{run_id}", headers=AUTH).json()
+            assert info["status"] in ("done", "fail") and info["error"] is None
+        stale = http.post("/v1/deployment/apply", json=body, headers=AUTH)
+        assert stale.status_code == 409 and "changed since" in stale.json()["error"]
+        metrics = http.get("/metrics", headers=AUTH).text
+        assert 'cortex_pool_replicas{pool="fix"} 2' in metrics
+        assert 'cortex_pool_scaling_actions_total{pool="fix",action="scale_out"} 1' in metrics
+
+
+def test_apply_refusals_change_nothing(nl2sql_plan: Plan, sales_db: Path) -> None:  # noqa: F811
+    plan_json = json.loads(changed(nl2sql_plan, replicas=2).canonical_json())
+    with live_server(app_for(nl2sql_plan, sales_db)) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
+        before = http.get("/v1/deployment", headers=AUTH).json()
+        assert http.post("/v1/deployment/apply", json={"plan": plan_json}).status_code == 401
+        assert http.post("/v1/deployment/apply", content=json.dumps({"plan": plan_json}),
+                         headers={**AUTH, "Content-Type": "text/plain"}).status_code == 415
+        bad = http.post("/v1/deployment/apply", json={"plan": {"workflows": []}}, headers=AUTH)
+        assert bad.status_code == 400 and bad.json()["error"].startswith("invalid request: ")
+        other = json.loads(nl2sql_plan.canonical_json())
+        other["workflows"][0]["workflow"] = "elsewhere"
+        wrong = http.post("/v1/deployment/apply", json={"plan": other}, headers=AUTH)
+        assert wrong.status_code == 400 and "elsewhere" in wrong.json()["error"]
+        assert http.get("/v1/deployment", headers=AUTH).json() == before
+    with live_server(app_for(nl2sql_plan, sales_db, token=None)) as srv, httpx.Client(base_url=srv.url) as http:
+        refused = http.post("/v1/deployment/apply", json={"plan": plan_json})
+        assert refused.status_code == 403 and "--token" in refused.json()["error"]
+
+
+def test_cortex_apply_shows_the_diff_and_applies_with_yes(nl2sql_plan: Plan, sales_db: Path,  # noqa: F811
+                                                           tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cortexlang.cli import runtime_app
+
+    new_plan = tmp_path / "new.json"
+    new_plan.write_text(changed(nl2sql_plan, replicas=2, max_tokens=64).canonical_json())
+    runner = CliRunner()
+    with live_server(app_for(nl2sql_plan, sales_db)) as srv:
+        args = ["apply", str(new_plan), "--server", srv.url]
+        no_token = runner.invoke(runtime_app, args, env={"CORTEX_API_TOKEN": ""})
+        assert no_token.exit_code == 2 and "--token" in no_token.output
+        wrong = runner.invoke(runtime_app, [*args, "--token", "x" * 20])
+        assert wrong.exit_code == 1 and "HTTP 401" in wrong.output
+        declined = runner.invoke(runtime_app, [*args, "--token", TOKEN])  # not a terminal: asks for --yes
+        assert declined.exit_code == 2 and "--yes" in declined.output
+        assert "~ nl2sql.fix" in declined.output and "replicas: 1 -> 2" in declined.output
+        assert "1. scale_out fix: replicas 1 -> 2" in declined.output
+        done = runner.invoke(runtime_app, [*args, "--token", TOKEN, "--yes"])
+        assert done.exit_code == 0, done.output
+        assert "[1/2] scale_out fix" in done.output and "[2/2] done" in done.output
+        assert "Applied: 2 step(s)." in done.output and "x 2 (fix-0, fix-1)" in done.output
+        again = runner.invoke(runtime_app, [*args, "--token", TOKEN, "--yes"])
+        assert again.exit_code == 0 and "Nothing to change" in again.output
+        with httpx.Client(base_url=srv.url) as http:
+            assert http.get("/v1/deployment", headers=AUTH).json()["llm_pools"][0]["replicas"] == 2
