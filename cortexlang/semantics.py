@@ -36,6 +36,11 @@ Fan-outs
     are (vacuously, with no branch); ``first`` finishes with the first ok branch
     and cancels the rest; ``vote`` and ``best`` wait for every branch and are ok
     iff one is.
+Retries inside a call (:meth:`Semantics.attempts_pmf`)
+    A tool stage with ``retry`` makes up to ``R + 1`` attempts per call; for
+    planning, attempts fail independently with ``q = P(error)^(1/(R+1))`` so
+    the stage's declared error probability is that of the whole call.
+    (``repeat = N`` is lowered by the compiler to an ordinary loop.)
 Rejoining a loop
     A nested loop whose ``rejoin_parent`` is set leaves through
     ``on_exhausted`` by iterating its parent: the step counts an iteration of
