@@ -14,7 +14,7 @@ from lark import Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from cortexlang.diagnostics import DiagnosticCollector, Span
-from cortexlang.syntax.scan import MAX_NESTING, Brace, Misplaced
+from cortexlang.syntax.scan import MAX_NESTING, Brace, EarlyEnd
 from cortexlang.units import UNIT_WORDS
 
 RESERVED = {"flow", "on", "loop", "max", "then", "within", "else", "done", "fail", "true", "false"}
@@ -78,16 +78,15 @@ def report_spaced_unit(text: str, start: int, end: int, fixed: str, diags: Diagn
                 Span(line, col, line, col + len(written)), hint=f"write `{fixed}`")
 
 
-def report_unclosed(text: str, brace: Brace, misplaced: Misplaced | None, after_line: int | None,
-                    diags: DiagnosticCollector) -> None:
+def report_unclosed(text: str, brace: Brace, early: EarlyEnd | None, diags: DiagnosticCollector) -> None:
     """CX002 at the ``{`` of a block that is never closed, with where its ``}`` belongs."""
     # the block's header: from the last brace or line break before its `{`
     header = text[max(text.rfind(c, 0, brace.open_at) for c in "{}\n") + 1:brace.open_at].strip()
     header = header if len(header) <= 40 else header[:37] + "..."
     what = f"`{header} {{`" if header else "this `{`"
     _, col = position(text, brace.open_at)
-    if misplaced is not None and after_line is not None:
-        hint = f"add `}}` after line {after_line}: line {misplaced.before_line} is indented as if {what} had ended"
+    if early is not None:
+        hint = f"add `}}` after line {early.after_line}: line {early.before_line} is indented as if {what} had ended"
     else:
         hint = "add `}` at the end of the file"
     diags.error("CX002", f"unclosed `{{` opened here: {what} is never closed", Span.point(brace.line, col),

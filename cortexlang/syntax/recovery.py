@@ -18,18 +18,20 @@ parsed, so recovery always ends, and soon.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from lark.exceptions import UnexpectedInput
 
 from cortexlang.diagnostics import DiagnosticCollector
 from cortexlang.syntax import errors
-from cortexlang.syntax.scan import scan
+from cortexlang.syntax.scan import Scan, scan
 
 MAX_SYNTAX_ERRORS = 20
 # Characters the parser may read in all for one file: each recovery step parses the whole
 # text again, so a large file stops sooner (a 10 KB file gets every step, a 100 KB one two).
 PARSE_BUDGET = 200_000
+_NOT_NEWLINE = re.compile(r"[^\n]")
 
 
 @dataclass
@@ -40,31 +42,43 @@ class Recovery:
     stubs: set[int] = field(default_factory=set)  # offsets of `{` whose block contents were blanked
     errors: int = 0  # syntax errors reported
     complete: bool = True  # False once something was dropped that leaves nothing worth checking
+    # The blocks of the text. Blanking never moves a brace, and a blanked one cannot enclose a
+    # later error, so one scan serves every step after the braces are balanced.
+    blocks: Scan | None = None
 
     def blank(self, start: int, end: int) -> None:
-        self.text = self.text[:start] + "".join(c if c == "\n" else " " for c in self.text[start:end]) + self.text[end:]
+        """Spaces over ``[start, end)``, line breaks kept: every other position stays where it was."""
+        self.text = self.text[:start] + _NOT_NEWLINE.sub(" ", self.text[start:end]) + self.text[end:]
 
 
 def close_unclosed_blocks(state: Recovery, diags: DiagnosticCollector) -> bool:
-    """Report blocks nested too deep (False: do not parse) and close blocks left open (CX002)."""
-    while state.errors < MAX_SYNTAX_ERRORS:
-        found = scan(state.text)
-        if found.too_deep_at is not None:
-            errors.report_too_deep(state.text, found.too_deep_at, diags)
-            state.errors += 1
-            return False
-        if not found.unclosed:
-            return True
-        misplaced = found.first_misplaced
-        if misplaced is not None:
-            after = max((ln for ln in found.line_code_end if ln < misplaced.before_line), default=misplaced.brace.line)
-            at = found.line_code_end.get(after, misplaced.brace.open_at + 1)
-            errors.report_unclosed(state.text, misplaced.brace, misplaced, after, diags)
-        else:
-            at = len(state.text)
-            errors.report_unclosed(state.text, found.unclosed[-1], None, None, diags)
-        state.text = state.text[:at] + "}" + state.text[at:]
+    """Report blocks nested too deep (False: do not parse) and close blocks left open (CX002).
+
+    Three scans whatever the number of open blocks: one to count them, one to find where
+    the indentation ends each (:func:`~cortexlang.syntax.scan.scan`'s ``close_early``; the
+    rest close at the end of the file, innermost first), and one of the closed text.
+    """
+    found = scan(state.text)
+    if found.too_deep_at is not None:
+        errors.report_too_deep(state.text, found.too_deep_at, diags)
         state.errors += 1
+        return False
+    if found.unclosed:
+        budget = MAX_SYNTAX_ERRORS - state.errors
+        ends = scan(state.text, close_early=min(len(found.unclosed), budget))
+        insert_at = []
+        for end in ends.early_ends:
+            errors.report_unclosed(state.text, end.brace, end, diags)
+            insert_at.append(end.insert_at)
+        remaining = max(budget - len(ends.early_ends), 0)
+        for brace in ends.unclosed[::-1][:remaining]:  # innermost first, each closed at the end
+            errors.report_unclosed(state.text, brace, None, diags)
+            insert_at.append(len(state.text))
+        for at in sorted(insert_at, reverse=True):
+            state.text = state.text[:at] + "}" + state.text[at:]
+        state.errors += len(insert_at)
+        found = scan(state.text)
+    state.blocks = found
     return True
 
 
@@ -79,7 +93,7 @@ def recover_from(exc: UnexpectedInput, state: Recovery, diags: DiagnosticCollect
         return state.errors < MAX_SYNTAX_ERRORS
     errors.report(exc, state.text, diags)
     pos = errors.error_offset(exc)
-    brace = scan(state.text).innermost_around(pos) if pos is not None else None
+    brace = state.blocks.innermost_around(pos) if pos is not None and state.blocks else None
     if state.errors >= MAX_SYNTAX_ERRORS or brace is None or brace.close_at is None:
         state.complete = False
         return False
