@@ -392,7 +392,10 @@ def _preview(output: Any, width: int = 100) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    """``cortex run``, ``cortex serve`` and ``cortex dev``."""
+    """``cortex run``, ``cortex serve``, ``cortex dev`` and ``cortex apply``."""
+    from cortexlang.cli import apply_cmd
+
+    apply_cmd.register(app)
 
     @app.command("run")
     def run_cmd(

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.build.spec import LLMPoolSpec, ReplicaSpec, RuntimeSpec
 from runtime.orchestrator.engines import replica_profile
+from runtime.orchestrator.metrics import PromText
 from runtime.orchestrator.pools import Pool, Replica
 
 if TYPE_CHECKING:
@@ -194,21 +195,21 @@ class PoolScaler:
 
     async def _drain(self, pool: Pool, replica: Replica, reason: str) -> None:
         started = time.monotonic()
-        forced = False
-        deadline = started + self.drain_timeout_s
-        while replica.inflight > 0:
-            if time.monotonic() >= deadline:
-                forced = True  # its calls fail over to the replicas left (the executor retries them)
-                break
-            await asyncio.sleep(self.poll_s)
-        await self.orchestrator.prober.forget_replica(pool, replica)
-        if replica.engine is not None:
-            try:
-                await replica.engine.stop()
-            except Exception:  # the replica is out of rotation either way
-                log.exception("stopping engine of replica %s failed", replica.replica_id)
-        self._record(pool, "scale_in_forced" if forced else "scale_in", replica.replica_id, reason=reason,
-                     duration_s=time.monotonic() - started)
+        forced = True  # unless its calls all finish: cancelled (stop) or timed out, they fail over
+        try:
+            deadline = started + self.drain_timeout_s
+            while replica.inflight > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(self.poll_s)
+            forced = replica.inflight > 0
+        finally:
+            await self.orchestrator.prober.forget_replica(pool, replica)
+            if replica.engine is not None:
+                try:
+                    await replica.engine.stop()
+                except Exception:  # the replica is out of rotation either way
+                    log.exception("stopping engine of replica %s failed", replica.replica_id)
+            self._record(pool, "scale_in_forced" if forced else "scale_in", replica.replica_id, reason=reason,
+                         duration_s=time.monotonic() - started)
 
     # ------------------------------------------------------------------ resize
     async def resize(self, name: str, replicas: int, *, target: LLMPoolSpec | None = None, reason: str = "") -> int:
@@ -248,23 +249,31 @@ class PoolScaler:
             except Exception:  # a broken listener must not break scaling
                 log.exception("scale listener %r failed", listener)
 
-    async def stop(self) -> None:
-        """Wait for the replicas being drained (their engines stop)."""
-        if self._draining:
-            await asyncio.gather(*list(self._draining), return_exceptions=True)
+    async def stop(self, *, wait_s: float | None = None) -> None:
+        """Wait for the replicas being drained (their engines stop); after ``wait_s`` (None: no limit)
+        stop the ones still draining at once (shutdown: the orchestrator is ending every run anyway)."""
+        tasks = list(self._draining)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=wait_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def replica_count(self, name: str) -> int:
         return len(self.pool(name).replicas)
 
-    def metrics_lines(self) -> list[tuple[str, dict[str, str], float]]:
-        """(metric, labels, value) samples: scaling actions per pool and action, replicas per pool."""
-        out: list[tuple[str, dict[str, str], float]] = []
-        for (pool, action), n in sorted(self.counts.items()):
-            out.append(("cortex_pool_scaling_actions_total", {"pool": pool, "action": action}, float(n)))
+    def metrics_text(self) -> str:
+        """Prometheus text: replicas in rotation per LLM pool, scaling actions per pool and action."""
+        out = PromText()
+        out.family("cortex_pool_replicas", "gauge", "Replicas in rotation (resized live by scaling).")
         for pool in self.orchestrator.pools_by_name.values():
             if pool.kind == "llm":
-                out.append(("cortex_pool_replicas", {"pool": pool.name}, float(len(pool.replicas))))
-        return out
+                out.sample("cortex_pool_replicas", len(pool.replicas), pool=pool.name)
+        out.family("cortex_pool_scaling_actions_total", "counter", "Replicas added, drained out, or failing to start.")
+        for (pool_name, action), n in sorted(self.counts.items()):
+            out.sample("cortex_pool_scaling_actions_total", n, pool=pool_name, action=action)
+        return out.text()
 
 
 __all__ = ["PoolScaler", "ScaleEvent", "ScalingError"]
