@@ -1,0 +1,389 @@
+"""The monitor: per LLM pool, from live signals, scale out or in within the replicas it is allowed.
+
+Every ``interval_s`` :meth:`Autoscaler.tick` samples each LLM pool (grants to its
+replicas, calls waiting in Cortex's queue, calls running, requests waiting inside
+the engines) and keeps the samples of the last ``window_s``. From them it measures,
+per pool, over the window:
+
+* the arrival rate ``lambda`` (calls granted + growth of the queue, per second),
+* the throughput ``X`` (grants per second) and the mean calls running ``L``, hence
+  the service time per call ``S = L / X`` (Little's law; the graph's standalone
+  estimate before any traffic),
+* the mean wait in Cortex's queue ``Wq = mean queued / lambda`` and the requests
+  waiting inside the engines,
+
+and, per workflow, the SLO attainment of the runs that finished in the window.
+
+**Sizing** uses the planner's queueing model (:func:`planner.queueing.mgc_wait`, the
+Allen-Cunneen M/G/c wait the planner sizes pools with): the pool is ``n x slots``
+servers (``slots`` = the replica's ``max_num_seqs``) of service time ``S`` at arrival
+rate ``lambda``; the wanted size is the smallest ``n`` within ``[min, max]`` whose
+predicted utilisation is at most ``target_utilisation`` and whose predicted mean
+wait is at most ``wait_budget`` x ``S``. A pool missing its SLO in the window
+(attainment under ``slo_target``) with calls waiting gets at least one more replica.
+
+**No flapping**: scaling out happens at once (after ``scale_out_cooldown_s`` since the
+pool's last action), by as many replicas as the model asks; scaling in needs the
+model to want fewer replicas *at a lower utilisation* (``scale_in_utilisation``:
+the band between the two is the hysteresis) continuously for ``scale_in_stable_s``,
+not within ``scale_in_cooldown_s`` of the last action, and removes one replica at a
+time, never while the window's attainment is under target. ``budget_per_hour``
+caps the replica-hours a scale-out may add (a replica's price: the plan's pool
+cost per replica; unpriced replicas are not capped).
+
+Every decision that changes something or is held back by a limit is a
+:class:`Decision` (logged with its reason and signals, kept in ``decisions``, sent
+to ``listeners``: the SSE stream; counted in :meth:`metrics_text`). Actions run
+through :class:`~runtime.orchestrator.scaling.PoolScaler` in the background; a pool
+with an action in progress is not decided on again until it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from planner.queueing import mgc_wait
+from runtime.orchestrator.metrics import PromText
+from runtime.orchestrator.pools import Pool
+from runtime.orchestrator.results import RunInfo
+from runtime.orchestrator.scaling import PoolScaler, ScalingError
+
+if TYPE_CHECKING:
+    from runtime.orchestrator.orchestrator import Orchestrator
+
+log = logging.getLogger("cortex.autoscaler")
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """The inventory one pool may use."""
+
+    min_replicas: int = 1
+    max_replicas: int = 4
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_replicas <= self.max_replicas:
+            raise ValueError(f"need 1 <= min <= max replicas (got min={self.min_replicas}, max={self.max_replicas})")
+
+
+@dataclass(frozen=True)
+class AutoscalerConfig:
+    """The monitor's settings (see module docstring)."""
+
+    default: PoolLimits = PoolLimits()
+    pools: dict[str, PoolLimits] = field(default_factory=dict)
+    """Per pool (spec name, e.g. ``generate``) limits; others get ``default``."""
+    interval_s: float = 0.5
+    window_s: float = 20.0
+    target_utilisation: float = 0.8
+    scale_in_utilisation: float = 0.55
+    wait_budget: float = 0.5
+    """Predicted mean queue wait allowed, as a fraction of the measured service time."""
+    slo_target: float = 0.95
+    scale_out_cooldown_s: float = 5.0
+    scale_in_cooldown_s: float = 30.0
+    scale_in_stable_s: float = 20.0
+    budget_per_hour: float | None = None
+
+    def limits(self, pool: str) -> PoolLimits:
+        return self.pools.get(pool.partition("@")[0], self.default)
+
+
+def parse_limits(items: list[str]) -> AutoscalerConfig:
+    """``[POOL:]min=N,max=M`` items (``cortex serve --autoscale``, repeatable; ``budget=$/h`` on one
+    without a pool sets the hourly budget) -> a config; ValueError with the offending item."""
+    default, pools, budget = PoolLimits(), {}, None
+    for item in items:
+        pool, _, spec = item.rpartition(":")
+        values: dict[str, float] = {}
+        for part in filter(None, spec.split(",")):
+            key, sep, value = part.partition("=")
+            if not sep or key.strip() not in ("min", "max", "budget"):
+                raise ValueError(f"--autoscale {item!r}: expected [POOL:]min=N,max=M[,budget=DOLLARS_PER_HOUR]")
+            try:
+                values[key.strip()] = float(value)
+            except ValueError:
+                raise ValueError(f"--autoscale {item!r}: {key} must be a number") from None
+        current = pools.get(pool, default)
+        limits = PoolLimits(int(values.get("min", current.min_replicas)), int(values.get("max", current.max_replicas)))
+        if pool:
+            pools[pool] = limits
+        else:
+            default = limits
+        budget = values.get("budget", budget)
+    return AutoscalerConfig(default=default, pools=pools, budget_per_hour=budget)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the monitor measured for one pool over the window."""
+
+    arrival_rate: float
+    throughput: float
+    running: float
+    queued: float
+    service_s: float
+    queue_wait_s: float
+    engine_waiting: float
+    attainment: float | None
+    replicas: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision of the monitor (see module docstring)."""
+
+    t: float
+    pool: str
+    action: str
+    """``scale_out``, ``scale_in`` or ``hold`` (held back by a limit, a cool-down or the budget)."""
+    current: int
+    desired: int
+    reason: str
+    signals: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "kind": "decision"}
+
+
+class _Sample:
+    __slots__ = ("t", "grants", "queued", "running", "engine_waiting")
+
+    def __init__(self, t: float, grants: int, queued: int, running: int, engine_waiting: int) -> None:
+        self.t, self.grants, self.queued, self.running, self.engine_waiting = t, grants, queued, running, engine_waiting
+
+
+class Autoscaler:
+    """Scales each LLM pool from live signals with the planner's queueing model (see module docstring)."""
+
+    def __init__(self, orchestrator: "Orchestrator", scaler: PoolScaler, config: AutoscalerConfig | None = None,
+                 *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.orchestrator = orchestrator
+        self.scaler = scaler
+        self.config = config or AutoscalerConfig()
+        self.clock = clock
+        self.decisions: collections.deque[Decision] = collections.deque(maxlen=1000)
+        self.listeners: list[Callable[[Decision], None]] = []
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.desired: dict[str, int] = {}
+        self.signals: dict[str, Signals] = {}
+        self._samples: dict[str, collections.deque[_Sample]] = {}
+        self._grants: dict[str, dict[str, int]] = {}
+        """Pool -> replica -> grants seen (a replica's ``served`` counter, to count grants by difference)."""
+        self._totals: dict[str, int] = collections.defaultdict(int)
+        self._runs: dict[str, collections.deque[tuple[float, bool]]] = collections.defaultdict(collections.deque)
+        self._last_action: dict[str, float] = {}
+        self._fewer_since: dict[str, float] = {}
+        self._busy: dict[str, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        orchestrator.run_listeners.append(self._on_run)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Tick every ``interval_s`` in the background until :meth:`stop`."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="autoscaler")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._busy.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+        if self._on_run in self.orchestrator.run_listeners:
+            self.orchestrator.run_listeners.remove(self._on_run)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                self.tick()
+            except Exception:  # a bug in a tick must not stop the monitor
+                log.exception("autoscaler tick failed")
+            await asyncio.sleep(self.config.interval_s)
+
+    # ------------------------------------------------------------------ signals
+    def _on_run(self, info: RunInfo) -> None:
+        if info.slo_met is not None:
+            self._runs[info.workflow].append((self.clock(), info.slo_met))
+
+    def _attainment(self, workflow: str, now: float) -> float | None:
+        runs = self._runs[workflow]
+        while runs and runs[0][0] < now - self.config.window_s:
+            runs.popleft()
+        return sum(met for _, met in runs) / len(runs) if runs else None
+
+    def _sample(self, pool: Pool, now: float) -> None:
+        seen = self._grants.setdefault(pool.name, {})
+        for r in pool.replicas:
+            self._totals[pool.name] += r.served - seen.get(r.replica_id, 0)
+            seen[r.replica_id] = r.served
+        waiting = sum(r.engine.metrics().waiting for r in pool.replicas if r.engine is not None)
+        samples = self._samples.setdefault(pool.name, collections.deque())
+        samples.append(_Sample(now, self._totals[pool.name], pool.queued, pool.running, waiting))
+        while len(samples) > 2 and samples[0].t < now - self.config.window_s:
+            samples.popleft()
+
+    def measure(self, pool: Pool, workflow: str, now: float) -> Signals | None:
+        """The pool's signals over the window (None until the samples span half a window)."""
+        samples = self._samples.get(pool.name)
+        if not samples or len(samples) < 2 or samples[-1].t - samples[0].t < self.config.window_s / 2:
+            return None  # too short to tell a rate from noise
+        first, last = samples[0], samples[-1]
+        span = last.t - first.t
+        grants = last.grants - first.grants
+        throughput = grants / span
+        arrival = max(grants + last.queued - first.queued, 0) / span
+        running = sum(s.running for s in samples) / len(samples)
+        queued = sum(s.queued for s in samples) / len(samples)
+        service = running / throughput if throughput > 0 else max(pool.expected_s, 1e-3)
+        return Signals(arrival_rate=arrival, throughput=throughput, running=running, queued=queued,
+                       service_s=service, queue_wait_s=queued / arrival if arrival > 0 else 0.0,
+                       engine_waiting=sum(s.engine_waiting for s in samples) / len(samples),
+                       attainment=self._attainment(workflow, now), replicas=len(pool.replicas))
+
+    # ------------------------------------------------------------------ sizing
+    def size(self, signals: Signals, slots: int, limits: PoolLimits, utilisation: float) -> int:
+        """The smallest replica count in ``limits`` whose M/G/c model meets the utilisation and wait targets
+        at the measured rate and service time (``limits.max_replicas`` when none does)."""
+        for n in range(limits.min_replicas, limits.max_replicas + 1):
+            servers = n * slots
+            offered = signals.arrival_rate * signals.service_s
+            if offered > utilisation * servers:
+                continue
+            wait = mgc_wait(servers, signals.arrival_rate, signals.service_s, cs2=1.0)
+            if wait is not None and wait.mean <= self.config.wait_budget * signals.service_s:
+                return n
+        return limits.max_replicas
+
+    # ------------------------------------------------------------------ deciding
+    def tick(self) -> list[Decision]:
+        """Sample every LLM pool, decide, start the actions decided; the decisions made."""
+        now = self.clock()
+        made = []
+        for version in list(self.orchestrator.versions.values()):
+            for pool in {p.name: p for p in version.pools.values() if p.kind == "llm"}.values():
+                self._sample(pool, now)
+                if pool.name in self._busy:
+                    continue
+                decision = self._decide(pool, version.name, now)
+                if decision is not None:
+                    made.append(decision)
+                    self._record(decision)
+        return made
+
+    def _decide(self, pool: Pool, workflow: str, now: float) -> Decision | None:
+        signals = self.measure(pool, workflow, now)
+        if signals is None:
+            return None
+        self.signals[pool.name] = signals
+        cfg, limits = self.config, self.config.limits(pool.name)
+        slots = max((r.slots for r in pool.replicas), default=1)
+        current = len(pool.replicas)
+        want = self.size(signals, slots, limits, cfg.target_utilisation)
+        missing_slo = signals.attainment is not None and signals.attainment < cfg.slo_target
+        if missing_slo and signals.queued >= 1 and want <= current:
+            want = min(current + 1, limits.max_replicas)
+        want = max(want, limits.min_replicas)
+        self.desired[pool.name] = want
+        since = now - self._last_action.get(pool.name, -math.inf)
+        facts = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(signals).items()}
+        why = (f"lambda={signals.arrival_rate:.2f}/s S={signals.service_s:.3f}s "
+               f"rho={signals.arrival_rate * signals.service_s / max(current * slots, 1):.2f} "
+               f"Wq={signals.queue_wait_s:.3f}s queued={signals.queued:.1f}"
+               + (f" attainment={signals.attainment:.3f}" if signals.attainment is not None else ""))
+        if want > current:
+            self._fewer_since.pop(pool.name, None)
+            if since < cfg.scale_out_cooldown_s:
+                return None  # the last action's effect is not measured yet
+            affordable = self._affordable(pool, want - current)
+            if affordable <= 0:
+                return Decision(now, pool.name, "hold", current, want, f"budget reached; {why}", facts)
+            target = current + affordable
+            model = f"M/G/c model wants {want} replicas" + (" (SLO missed in the window)" if missing_slo else "")
+            return Decision(now, pool.name, "scale_out", current, target, f"{model}: {why}", facts)
+        fewer = self.size(signals, slots, limits, cfg.scale_in_utilisation)
+        if fewer >= current or missing_slo or signals.queued >= 1:
+            self._fewer_since.pop(pool.name, None)
+            return None
+        first = self._fewer_since.setdefault(pool.name, now)
+        if now - first < cfg.scale_in_stable_s or since < cfg.scale_in_cooldown_s:
+            return None
+        return Decision(now, pool.name, "scale_in", current, current - 1,
+                        f"{fewer} replicas would serve at utilisation <= {cfg.scale_in_utilisation:g} "
+                        f"for {now - first:.0f} s: {why}", facts)
+
+    def _affordable(self, pool: Pool, more: int) -> int:
+        """How many of ``more`` replicas the hourly budget allows (all when unpriced or unbudgeted)."""
+        budget = self.config.budget_per_hour
+        price = self._price(pool)
+        if budget is None or price <= 0:
+            return more
+        spent = sum(len(p.replicas) * self._price(p) for p in self.orchestrator.pools_by_name.values()
+                    if p.kind == "llm")
+        return max(min(more, int((budget - spent) // price)), 0)
+
+    def _price(self, pool: Pool) -> float:
+        """$/h of one replica of ``pool``: its plan pool's cost per replica (0 when unplanned)."""
+        for version in self.orchestrator.versions.values():
+            plan = version.spec.plan
+            if plan is None:
+                continue
+            for w in plan.workflows:
+                for p in w.llm_pools:
+                    if version.pools.get(p.stage) is pool:
+                        return p.cost_per_hour / max(p.replicas, 1)
+        return 0.0
+
+    def _record(self, decision: Decision) -> None:
+        self.decisions.append(decision)
+        self.counts[(decision.pool, decision.action)] += 1
+        log.info("autoscaler: pool %s %s %d -> %d: %s", decision.pool, decision.action, decision.current,
+                 decision.desired, decision.reason)
+        for listener in self.listeners:
+            try:
+                listener(decision)
+            except Exception:
+                log.exception("autoscaler listener %r failed", listener)
+        if decision.action == "hold":
+            return
+        self._last_action[decision.pool] = decision.t
+        self._fewer_since.pop(decision.pool, None)
+        task = asyncio.get_running_loop().create_task(self._act(decision), name=f"autoscale:{decision.pool}")
+        self._busy[decision.pool] = task
+
+    async def _act(self, decision: Decision) -> None:
+        try:
+            await self.scaler.resize(decision.pool, decision.desired, reason=f"autoscaler: {decision.reason}")
+        except ScalingError as exc:
+            log.warning("autoscaler: pool %s could not %s: %s", decision.pool, decision.action, exc)
+        finally:
+            self._busy.pop(decision.pool, None)
+            self._last_action[decision.pool] = self.clock()  # cool-downs count from the action's end
+
+    # ------------------------------------------------------------------ metrics
+    def metrics_text(self) -> str:
+        """Prometheus text: per pool the desired replicas and measured signals, decisions by action."""
+        out = PromText()
+        gauges = (("cortex_autoscaler_desired_replicas", "Replicas the monitor wants for the pool.", None),
+                  ("cortex_autoscaler_arrival_rate", "Calls per second into the pool (window).", "arrival_rate"),
+                  ("cortex_autoscaler_service_seconds", "Measured service time per call (window).", "service_s"),
+                  ("cortex_autoscaler_queue_wait_seconds", "Mean wait in Cortex's queue (window).", "queue_wait_s"))
+        for name, help_text, attr in gauges:
+            out.family(name, "gauge", help_text)
+            for pool, signals in sorted(self.signals.items()):
+                value = self.desired.get(pool, signals.replicas) if attr is None else getattr(signals, attr)
+                out.sample(name, value, pool=pool)
+        out.family("cortex_autoscaler_decisions_total", "counter", "Monitor decisions by pool and action.")
+        for (pool, action), n in sorted(self.counts.items()):
+            out.sample("cortex_autoscaler_decisions_total", n, pool=pool, action=action)
+        return out.text()
+
+
+__all__ = ["Autoscaler", "AutoscalerConfig", "Decision", "PoolLimits", "Signals", "parse_limits"]
