@@ -497,19 +497,19 @@ class Executor:
             replica, _ = await pool.acquire(self.view(run, stage.name, None, 0, 0, None))
             queue_s = self.clock() - started
             replica_id = replica.replica_id
-            try:
+            try:  # the slot goes back however the call ends (a `first` join cancels the losers)
                 value = tool_value(await self._call_tool(tool, stage, ctx, args))
             except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:
-                pool.release(replica)
                 message = f"{type(exc).__name__}: {exc}"
                 rec = CallRecord(stage=stage.name, kind="tool", outcome="error", started_s=started - run.arrival,
                                  latency_s=self.clock() - started, queue_s=queue_s, attempt=attempt,
                                  replica=replica_id, error=message, branch=branch)
                 self.record(run, rec)
                 return StageOutcome("error", None, error=message, record=rec)
-            pool.release(replica)
+            finally:
+                pool.release(replica)
             if cache_scope is not None:
                 await self.cache.put_tool(cache_scope, stage.entry, received, value, ttl_s=stage.cache.ttl_s)  # type: ignore[union-attr]
         rec = CallRecord(stage=stage.name, kind="tool", outcome="ok", started_s=started - run.arrival,
