@@ -452,13 +452,19 @@ def register(app: typer.Typer) -> None:
         use_ray: bool = typer.Option(False, "--ray", help="Place engine replicas as Ray actors (RAY_ADDRESS or local)."),
         record: Optional[Path] = typer.Option(None, "--record", help="Record every finished run as a JSONL trace "
                                                                      "here (docs/trace-format.md)."),
+        autoscale: list[str] = typer.Option([], "--autoscale", help="[POOL:]min=N,max=M[,budget=$/h]: the monitor "
+                                                                    "resizes LLM pools within these (repeatable)."),
     ) -> None:
-        """Serve the workflow over HTTP: runs, events (SSE), OpenAI-compatible chat, /metrics, health."""
+        """Serve the workflow over HTTP: runs, events (SSE), OpenAI-compatible chat, /metrics, health;
+        `cortex apply` changes it live, `--autoscale` resizes its pools with the load."""
+        from runtime.orchestrator.autoscaler import parse_limits
         from runtime.orchestrator.orchestrator import Orchestrator
-        from runtime.serve import check_binding, create_app
+        from runtime.serve import check_binding
+        from runtime.serve.deploy_api import scalable_app
 
         try:
             check_binding(host, token)
+            limits = parse_limits(autoscale) if autoscale else None
         except ValueError as exc:
             raise usage_error(str(exc))
         console = _console(stderr=True)
@@ -470,7 +476,7 @@ def register(app: typer.Typer) -> None:
         print_profiles(spec, console, backend)
         orchestrator = Orchestrator(spec, factory)
         recorder = open_recorder(record, spec, orchestrator)
-        app = create_app(orchestrator, token=token)
+        app = scalable_app(orchestrator, token=token, autoscale=limits)
         console.print(f"serving {spec.workflow} on http://{host}:{port} ({backend} engines"
                       f"{', SIMULATED' if backend == 'simulated' else ''}); Ctrl-C stops", markup=False)
         if recorder is not None:

@@ -34,7 +34,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field, ValidationError
 
 from planner.plan import Plan
+from runtime.orchestrator import Orchestrator
+from runtime.orchestrator.autoscaler import Autoscaler, AutoscalerConfig
 from runtime.orchestrator.deployment import ApplyError, Deployment, Step
+from runtime.orchestrator.scaling import PoolScaler
+from runtime.serve.app import create_app
 from runtime.serve.errors import error_response
 from runtime.serve.json_body import InvalidBody, parse_json
 from runtime.serve.openai_api import Body, Name
@@ -147,8 +151,35 @@ def install_deployment_routes(app: FastAPI, deployment: Deployment,
         return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
+SHUTDOWN_DRAIN_S = 5.0
+"""At shutdown, replicas still draining get this long before their engines stop (as runs get)."""
+
+
+def scalable_app(orchestrator: Orchestrator, *, token: str | None = None,
+                 autoscale: AutoscalerConfig | None = None) -> FastAPI:
+    """:func:`create_app` with the routes above, a :class:`PoolScaler`, and with ``autoscale`` the
+    monitor (started and stopped with the app; its decisions on ``/v1/scaling/events`` and ``/metrics``)."""
+    scaler = PoolScaler(orchestrator)
+    monitor = Autoscaler(orchestrator, scaler, autoscale) if autoscale is not None else None
+
+    async def startup() -> None:
+        if monitor is not None:
+            await monitor.start()
+
+    async def shutdown() -> None:
+        if monitor is not None:
+            await monitor.stop()
+        await scaler.stop(wait_s=SHUTDOWN_DRAIN_S)
+
+    app = create_app(orchestrator, token=token, on_startup=startup, on_shutdown=shutdown)
+    install_deployment_routes(app, Deployment(orchestrator, scaler), [monitor.listeners] if monitor else [])
+    if monitor is not None:
+        app.state.extra_metrics.append(monitor.metrics_text)
+    return app
+
+
 def _sse(event: dict[str, Any]) -> bytes:
     return f"event: {event.get('action', 'scaling')}\ndata: {json.dumps(event, default=str)}\n\n".encode()
 
 
-__all__ = ["install_deployment_routes"]
+__all__ = ["install_deployment_routes", "scalable_app"]

@@ -9,10 +9,8 @@ import httpx
 
 from planner.plan import Plan
 from runtime.orchestrator import Orchestrator
-from runtime.orchestrator.deployment import Deployment
-from runtime.orchestrator.scaling import PoolScaler
-from runtime.serve import create_app
-from runtime.serve.deploy_api import install_deployment_routes
+from runtime.orchestrator.autoscaler import AutoscalerConfig, PoolLimits
+from runtime.serve.deploy_api import scalable_app
 from tests.runtime.orchestrator.conftest import sim_factory
 from tests.runtime.orchestrator.test_deployment import changed, nl2sql_plan, planned_spec  # noqa: F401
 from tests.runtime.orchestrator.test_failures import long_answer
@@ -23,12 +21,10 @@ TOKEN = "s3cret-token-for-apply-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def app_for(plan: Plan, db: Path, token: str | None = TOKEN):  # type: ignore[no-untyped-def]
-    orch = Orchestrator(planned_spec(plan, db), sim_factory(long_answer, speedup=200))
-    scaler = PoolScaler(orch)
-    app = create_app(orch, token=token, on_shutdown=scaler.stop)
-    install_deployment_routes(app, Deployment(orch, scaler))
-    return app
+def app_for(plan: Plan, db: Path, token: str | None = TOKEN, autoscale: AutoscalerConfig | None = None):  # type: ignore[no-untyped-def]
+    """What `cortex serve` runs (simulated engines)."""
+    return scalable_app(Orchestrator(planned_spec(plan, db), sim_factory(long_answer, speedup=200)), token=token,
+                        autoscale=autoscale)
 
 
 def test_apply_over_http_streams_progress_and_changes_the_deployment(nl2sql_plan: Plan, sales_db: Path) -> None:  # noqa: F811
@@ -62,6 +58,27 @@ def test_apply_over_http_streams_progress_and_changes_the_deployment(nl2sql_plan
         metrics = http.get("/metrics", headers=AUTH).text
         assert 'cortex_pool_replicas{pool="fix"} 2' in metrics
         assert 'cortex_pool_scaling_actions_total{pool="fix",action="scale_out"} 1' in metrics
+        with http.stream("GET", "/v1/scaling/events", headers=AUTH) as events:
+            first = next(line for line in events.iter_lines() if line.startswith("data: "))
+        event = json.loads(first.removeprefix("data: "))
+        assert event["action"] == "scale_out" and event["pool"] == "fix" and event["replica"] == "fix-1"
+
+
+def test_serve_with_the_monitor_exports_its_decisions(nl2sql_plan: Plan, sales_db: Path) -> None:  # noqa: F811
+    config = AutoscalerConfig(default=PoolLimits(1, 3), interval_s=0.05, window_s=0.4, scale_out_cooldown_s=0.1)
+    with live_server(app_for(nl2sql_plan, sales_db, autoscale=config)) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30, headers=AUTH) as http:
+        for i in range(60):  # well beyond one replica's 4 slots
+            assert http.post("/v1/runs", json={"inputs": {"question": f"customers {i}"}}).status_code in (202, 429)
+        with http.stream("GET", "/v1/scaling/events") as events:
+            data = (json.loads(line.removeprefix("data: ")) for line in events.iter_lines()
+                    if line.startswith("data: "))
+            decision = next(e for e in data if e.get("kind") == "decision")
+        assert decision["action"] == "scale_out" and decision["pool"] == "fix" and "M/G/c" in decision["reason"]
+        assert decision["signals"]["arrival_rate"] > 0
+        metrics = http.get("/metrics").text
+        assert 'cortex_autoscaler_decisions_total{pool="fix",action="scale_out"}' in metrics
+        assert 'cortex_autoscaler_desired_replicas{pool="fix"}' in metrics
 
 
 def test_apply_refusals_change_nothing(nl2sql_plan: Plan, sales_db: Path) -> None:  # noqa: F811
@@ -110,3 +127,13 @@ def test_cortex_apply_shows_the_diff_and_applies_with_yes(nl2sql_plan: Plan, sal
         assert again.exit_code == 0 and "Nothing to change" in again.output
         with httpx.Client(base_url=srv.url) as http:
             assert http.get("/v1/deployment", headers=AUTH).json()["llm_pools"][0]["replicas"] == 2
+
+
+def test_serve_refuses_bad_autoscale_limits_before_starting_anything() -> None:
+    from typer.testing import CliRunner
+
+    from cortexlang.cli import runtime_app
+
+    result = CliRunner().invoke(runtime_app, ["serve", "examples/nl2sql.cortex", "--engine", "simulated",
+                                              "--autoscale", "min=3,max=2"])
+    assert result.exit_code == 2 and "min <= max" in result.output
