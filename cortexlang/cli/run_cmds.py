@@ -312,13 +312,13 @@ async def calibrate_engines(spec: Any, factory: Any, backend: str, console: Cons
                             how: str) -> int:
     """``cortex calibrate``'s body: start the layout's engines, measure them at once, store and show
     the profiles (simulated engines are measured and shown, never stored: they follow a profile)."""
-    from runtime.calibrate import QUICK, Probes, calibrate_orchestrator, fit, measure
+    from runtime.calibrate import calibrate_orchestrator, fit, measure, probes_for
     from runtime.orchestrator import OrchestratorError
     from runtime.orchestrator.engines import EngineSetupError
     from runtime.orchestrator.orchestrator import Orchestrator
     from runtime.profiles import machine_dir, machine_text
 
-    probes = QUICK if quick else Probes()
+    probes = probes_for(spec, quick)
     engines = sum(len(p.replicas) for p in spec.llm_pools)
     console.print(f"calibrating {engines} {backend} engine(s) at once on {machine_text()}", markup=False)
     orchestrator = Orchestrator(spec, factory)

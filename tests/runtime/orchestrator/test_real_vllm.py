@@ -110,7 +110,7 @@ def test_recorded_trace_carries_vllm_measurements_and_calibration_fits(
         assert c["engine_queue_s"] is not None and 0 <= c["engine_queue_s"] <= c["ttft_s"] <= c["engine_s"]
         assert isinstance(c["cached_tokens"], int) and c["finish_reason"] in ("stop", "length")
     engine = orchestrator.pools_by_name[orchestrator.spec.llm_pools[0].name].replicas[0].engine
-    probes = Probes(prefill_lengths=(32, 256), decode_batches=(1, 2), decode_tokens=8, long_context=(1, 256),
+    probes = Probes(prefill_lengths=(32, 256), decode_batches=(1, 2), decode_tokens=8, long_contexts=((1, 256),),
                     repeats=1)
     calibration = fit(loop.run_until_complete(measure([engine], probes)))
     assert calibration.coefficients["prefill_us_per_token"] > 0 and calibration.coefficients["decode_fixed_ms"] > 0
