@@ -18,6 +18,7 @@ left it incomplete; passes 4-6 run on each workflow whose flow and stages are so
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,13 @@ def compile_source(source: str, path: str = "<input>", base_dir: Path | None = N
     module = parse(source, path, diags, recover=True)
     program = None
     if module is not None:
-        program = _analyse(module, ValueContext(diags, base_dir))
+        try:
+            program = _analyse(module, ValueContext(diags, base_dir))
+        except Exception as exc:  # a compiler bug: still a diagnostic, never a traceback
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            diags.error("CX901", f"internal compiler error: {type(exc).__name__}: {str(exc)[:200]} "
+                        f"(at {Path(frame.filename).name}:{frame.lineno})", None,
+                        hint="please report it with the file that caused it")
         if diags.has_errors:
             program = None
     return CompileResult(path, source, None if module is None or module.recovered else module, program,
@@ -107,9 +114,10 @@ def _flow_checkable(wf: Decl) -> bool:
 
     A stage whose contents were dropped still exists as a node, so the flow around it can be
     checked, unless the flow branches on one of its fields (its `output` is unknown). A flow
-    missing statements, or a recovered fan-out, cannot be checked without false errors.
+    missing statements (the workflow's or a fan-out's), or a recovered fan-out, cannot be
+    checked without false errors.
     """
-    if wf.recovered or (wf.flow is not None and wf.flow.recovered):
+    if wf.recovered or _holds_recovered_flow(wf):
         return False
     recovered = {d.label: d.type for d in wf.children if d.recovered}
     if any(t in NODE_TYPES and t not in STAGE_TYPES for t in recovered.values()):
@@ -117,6 +125,10 @@ def _flow_checkable(wf: Decl) -> bool:
     branched_on_fields = {s.subject for s in wf.flow.statements if isinstance(s, ast.OnBlock) and s.field} \
         if wf.flow is not None else set()
     return not branched_on_fields & recovered.keys()
+
+
+def _holds_recovered_flow(decl: Decl) -> bool:
+    return (decl.flow is not None and decl.flow.recovered) or any(_holds_recovered_flow(c) for c in decl.children)
 
 
 def _holds_recovered(decl: Decl) -> bool:

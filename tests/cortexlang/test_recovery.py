@@ -132,3 +132,23 @@ def test_errors_in_one_workflow_hide_nothing_in_another() -> None:
     result = compile_source(MODEL + broken + sound, "t.cortex")
     # unknown attribute in `a`; in `b`, the SLO its tool alone cannot meet and the template's typo
     assert sorted(codes(result)) == ["CX102", "CX501", "CX602"]
+
+
+def test_a_syntax_error_in_a_fan_out_branch_flow_skips_the_workflow_flow() -> None:
+    source = (EXAMPLES / "chess_sql.cortex").read_text(encoding="utf-8")
+    start = source.index("flow {", source.index("fanout testers"))
+    broken = source[:start] + "flow { unit_test -> -> done }" + source[source.index("\n  }\n", start):]
+    result = compile_source(broken, "t.cortex", EXAMPLES)
+    assert codes(result) == ["CX001"]
+
+
+def test_a_compiler_bug_is_an_internal_error_diagnostic_not_a_traceback(monkeypatch) -> None:
+    import cortexlang.compiler as compiler
+
+    def broken(*args, **kwargs):
+        raise IndexError("tuple index out of range")
+
+    monkeypatch.setattr(compiler, "build_flow", broken)
+    result = compile_source(MODEL + "workflow w {\n" + llm("a") + "flow { a -> done }\n}\n", "t.cortex")
+    (d,) = result.diagnostics
+    assert d.code == "CX901" and "IndexError: tuple index out of range" in d.message and result.program is None
