@@ -86,17 +86,19 @@ def _profile(rep: ReplicaSpec) -> LatencyProfile | None:
         return None
 
 
-def _token_events(run: Run) -> TokenSink:
-    """A sink that sends each generated piece of a run's LLM calls as a ``token`` event to the run's
-    live subscribers (SSE), and keeps none in its event history: that would hold every token of
-    every retained run. Hedged candidates stream too; ``request_id`` tells them apart."""
+def _token_events(run: Run, subscribers: dict[str, list[asyncio.Queue[RunEvent | None]]]) -> TokenSink:
+    """A sink that sends each generated piece of a run's LLM calls as a ``token`` event to the
+    run's subscribers that asked for tokens (``subscribers[run_id]``), and keeps none in its event
+    history: that would hold every token of every retained run and push out its other events.
+    Hedged candidates stream too; ``request_id`` tells them apart."""
 
     def sink(delta: TokenDelta) -> None:
-        if run.subscribers:
+        queues = subscribers.get(run.run_id)
+        if queues:
             event = RunEvent(run.run_id, "token", run.clock() - run.arrival,
                              {"stage": request_stage(delta.request_id), "request_id": delta.request_id,
                               "text": delta.text})
-            for queue in run.subscribers:
+            for queue in queues:
                 queue.put_nowait(event)
 
     return sink
@@ -139,6 +141,8 @@ class Orchestrator:
         self._lock = asyncio.Lock()
         self._policy_admits = type(self.policy).admit is not Policy.admit
         """Only a policy that overrides ``admit`` needs the per-stage loads at every admission."""
+        self.token_subscribers: dict[str, list[asyncio.Queue[RunEvent | None]]] = {}
+        """Run id -> the event queues of its subscribers that asked for ``token`` events."""
         self.run_listeners: list[Callable[[RunInfo], None]] = []
         """Called with every finished run's info, in order of finishing (e.g. a trace recorder); a listener
         that raises is logged and kept."""
@@ -438,7 +442,7 @@ class Orchestrator:
     async def _execute(self, run: Run) -> None:
         info = run.info
         try:
-            with streaming_to(_token_events(run)):
+            with streaming_to(_token_events(run, self.token_subscribers)):
                 if run.timeout_at is not None:
                     async with asyncio.timeout_at(self._loop_time(run.timeout_at)):
                         terminal, output = await self.executor.walk(run)
@@ -535,14 +539,18 @@ class Orchestrator:
         await asyncio.gather(run.task, return_exceptions=True)
         return True
 
-    async def events(self, run_id: str) -> AsyncIterator[RunEvent]:
-        """The run's events so far, then live ones until it finishes."""
+    async def events(self, run_id: str, *, tokens: bool = False) -> AsyncIterator[RunEvent]:
+        """The run's events so far, then live ones until it finishes; with ``tokens``, also a ``token``
+        event for each piece of text its LLM calls generate from now on (never stored: see
+        :func:`_token_events`)."""
         run = self.get(run_id)
         queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
         backlog = list(run.events)
         finished = run.info.status in FINISHED
         if not finished:
             run.subscribers.append(queue)
+            if tokens:
+                self.token_subscribers.setdefault(run_id, []).append(queue)
         try:
             for event in backlog:
                 yield event
@@ -556,6 +564,11 @@ class Orchestrator:
         finally:
             if queue in run.subscribers:
                 run.subscribers.remove(queue)
+            listening = self.token_subscribers.get(run_id, [])
+            if queue in listening:
+                listening.remove(queue)
+                if not listening:
+                    del self.token_subscribers[run_id]
 
     # ------------------------------------------------------------------ external LLM calls
     async def chat(self, messages: str | tuple[ChatMessage, ...], *, stage: str, workflow: str | None = None,

@@ -5,7 +5,8 @@ Routes:
 * ``POST /v1/runs`` ``{"inputs": {...}, "workflow"?, "deadline_s"?, "wait"?}`` -> 202 ``{"run_id", "status"}``
   (200 with the finished run when ``wait`` is true);
 * ``GET /v1/runs/{id}`` -> the run's status and, once finished, its result (:class:`RunInfo`);
-* ``GET /v1/runs/{id}/events`` -> Server-Sent Events: every event of the run, live, until it ends;
+* ``GET /v1/runs/{id}/events[?tokens=true]`` -> Server-Sent Events: every event of the run, live, until
+  it ends; with ``tokens``, also a ``token`` event per piece of text its LLM calls generate;
 * ``DELETE /v1/runs/{id}`` -> cancel it (its calls are aborted in the engines);
 * ``POST /v1/chat/completions``, ``POST /v1/completions`` (legacy) -> OpenAI-compatible completions
   for external agents (LangGraph, plain OpenAI clients; formats in :mod:`runtime.serve.openai_api`).
@@ -20,12 +21,13 @@ Routes:
   ``GET /readyz`` (every pool has a healthy replica; 503 otherwise).
 
 Errors are JSON ``{"error": message, "retryable": bool}`` (on the OpenAI routes in OpenAI's shape,
-``{"error": {"message", "type", "param", "code"}, "retryable"}``, :func:`~runtime.serve.errors.openai_error`):
-400 bad input (including a request the engine refuses: a prompt plus ``max_tokens`` longer than the model's context), 401 missing token,
-403 foreign ``Host``/``Origin``, 404 unknown run or route, 408 body too slow, 413 body too large,
-415 not JSON, 429 overloaded (with ``Retry-After``), 503 no healthy replica. Every request first
-passes :class:`~runtime.serve.guard.RequestGuard` (host, token, content type, body size and
-deadline); bodies are parsed by :func:`~runtime.serve.json_body.parse_json` (UTF-8, strict JSON,
+``{"error": {"message", "type", "param", "code"}, "retryable"}``: :func:`~runtime.serve.errors.openai_error`):
+400 bad input (including a request the engine refuses: a prompt plus ``max_tokens`` longer than the
+model's context, or an option its engine cannot honour), 401 missing token, 403 foreign
+``Host``/``Origin``, 404 unknown run or route, 408 body too slow, 413 body too large, 415 not JSON,
+429 overloaded (with ``Retry-After``), 503 no healthy replica. Every request first passes
+:class:`~runtime.serve.guard.RequestGuard` (host, token, content type, body size and deadline);
+bodies are parsed by :func:`~runtime.serve.json_body.parse_json` (UTF-8, strict JSON,
 bounded depth). With an API token configured every route except the health checks needs
 ``Authorization: Bearer <token>``; ``/readyz`` names failed replicas but says why only to a caller
 with the token.
@@ -194,14 +196,15 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
             return _error(404, str(exc))
 
     @app.get("/v1/runs/{run_id}/events")
-    async def run_events(run_id: str) -> Response:
+    async def run_events(run_id: str, request: Request) -> Response:
+        tokens = request.query_params.get("tokens", "").lower() in ("1", "true", "yes")
         try:
             orchestrator.get(run_id)
         except UnknownRun as exc:
             return _error(404, str(exc))
 
         async def stream() -> AsyncIterator[bytes]:
-            async for event in orchestrator.events(run_id):
+            async for event in orchestrator.events(run_id, tokens=tokens):
                 yield f"event: {event.kind}\ndata: {json.dumps(event.as_dict(), default=str)}\n\n".encode()
 
         return StreamingResponse(stream(), media_type="text/event-stream",

@@ -245,6 +245,17 @@ class Completion:
                 "usage": self.usage(results), "cortex": self._cortex(results)}
 
     # ------------------------------------------------------------------ streaming
+    def _piece_template(self, include_usage: bool) -> tuple[str, str, str]:
+        """A text piece's chunk around its index and text, which are all the hot path (one chunk per
+        generated token) serialises: ``prefix + index + middle + json(text) + suffix``."""
+        head = json.dumps({**self.head, "object": self.chunk_object})[:-1]
+        usage = ', "usage": null' if include_usage else ""
+        if self.kind == "chat":
+            return f'data: {head}, "choices": [{{"index": ', ', "delta": {"content": ', \
+                f'}}, "finish_reason": null}}]{usage}}}\n\n'
+        return f'data: {head}, "choices": [{{"index": ', ', "text": ', \
+            f', "finish_reason": null, "logprobs": null}}]{usage}}}\n\n'
+
     def _event(self, choices: list[dict[str, Any]], include_usage: bool, **fields: Any) -> bytes:
         body = {**self.head, "object": self.chunk_object, "choices": choices,
                 **({"usage": None} if include_usage else {}), **fields}
@@ -268,16 +279,21 @@ class Completion:
         try:
             if self.kind == "chat":
                 yield self._event([self._delta(i, "", role="assistant") for i in range(len(calls))], include_usage)
+            prefix, middle, suffix = self._piece_template(include_usage)
             left = len(calls)
             while left:
                 try:
-                    index, item = await asyncio.wait_for(pieces.get(), STREAM_KEEPALIVE_S)
-                except TimeoutError:
-                    yield b": waiting for the engine\n\n"
-                    continue
+                    index, item = pieces.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:
+                        async with asyncio.timeout(STREAM_KEEPALIVE_S):  # no task per wait, unlike wait_for
+                            index, item = await pieces.get()
+                    except TimeoutError:
+                        yield b": waiting for the engine\n\n"
+                        continue
                 if isinstance(item, TokenDelta):
                     if item.text:
-                        yield self._event([self._delta(index, item.text)], include_usage)
+                        yield (prefix + str(index) + middle + json.dumps(item.text) + suffix).encode()
                     continue
                 if isinstance(item, BaseException):
                     error = {"message": str(item) or type(item).__name__, "type": type(item).__name__}

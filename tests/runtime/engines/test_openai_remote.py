@@ -53,8 +53,9 @@ def build_app(seen: list[dict[str, Any]], disconnected: list[str]) -> FastAPI:
         sent, reason = 0, "length"
         if chat and body.get("tools"):  # a tool call, streamed as OpenAI does: id and name once, arguments in parts
             name = body["tools"][0]["function"]["name"]
-            for piece in ({"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}},
-                          {"index": 0, "function": {"arguments": '{"q": '}}, {"index": 0, "function": {"arguments": '1}'}}):
+            first = {"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}
+            for piece in (first, {"index": 0, "function": {"arguments": '{"q": '}},
+                          {"index": 0, "function": {"arguments": '1}'}}):
                 yield f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'tool_calls': [piece]}}]})}\n\n"
             words, reason = [], "tool_calls"
         try:

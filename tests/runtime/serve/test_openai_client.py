@@ -167,13 +167,13 @@ def test_legacy_completions_whole_and_streamed(client: OpenAI) -> None:
 def test_a_runs_event_stream_carries_its_tokens(live: LiveServer) -> None:
     with httpx.Client(base_url=live.url, timeout=30) as http:
         run_id = http.post("/v1/runs", json={"inputs": {"question": "long"}}).json()["run_id"]
-        with http.stream("GET", f"/v1/runs/{run_id}/events") as events:
+        with http.stream("GET", f"/v1/runs/{run_id}/events", params={"tokens": "true"}) as events:
             frames = [json.loads(line[6:]) for line in events.iter_lines() if line.startswith("data: ")]
     tokens = [f for f in frames if f["event"] == "token"]
     assert tokens and {f["stage"] for f in tokens} <= {"generate", "fix"}
     assert all(f["run_id"] == run_id and f["request_id"].startswith(f"{run_id}.") for f in tokens)
     assert frames[-1]["event"] == "run_finished"
-    # Token events go to live subscribers only, not into the run's kept history.
+    # Token events go to live subscribers that ask for them only, not into the run's kept history.
     with httpx.Client(base_url=live.url, timeout=30) as http:
         with http.stream("GET", f"/v1/runs/{run_id}/events") as events:
             replayed = [json.loads(line[6:]) for line in events.iter_lines() if line.startswith("data: ")]
