@@ -1,4 +1,4 @@
-"""Fuzzing `cortexc check` and `cortexc fmt --diff`: diagnostics only, never an exception, never over a second.
+"""Fuzzing `cortexc check` and `cortexc fmt --diff`: diagnostics only, never an exception, never over a CPU second.
 
 A few thousand seeded inputs here (the same ones every run); benchmarks/fuzz_compiler.py
 runs the same mutator over 100,000 and more. See tests/cortexlang/fuzzing.py.
@@ -14,7 +14,7 @@ SEED = 13
 INPUTS = 2500
 
 
-def test_mutated_examples_give_diagnostics_within_a_second(tmp_path: Path) -> None:
+def test_mutated_examples_give_diagnostics_within_a_cpu_second(tmp_path: Path) -> None:
     harness = Harness(tmp_path)
     failures = []
     for index in range(INPUTS):
