@@ -34,8 +34,10 @@ def test_the_planner_keeps_a_declared_pool_together_in_every_layout() -> None:
     for layout in ("search", "isolated", "shared"):
         plan = plan_program(program, layout=layout)
         assert isinstance(plan, Plan), plan
-        assert plan.workflow("w").pool("a").stages == plan.workflow("w").pool("b").stages == ("a", "b"), layout
-        assert "c" not in plan.workflow("w").pool("a").stages
+        pool = plan.workflow("w").pool("a").stages
+        assert pool == plan.workflow("w").pool("b").stages and {"a", "b"} <= set(pool), layout
+        if layout == "isolated":  # nothing else shares: c keeps a dedicated pool
+            assert pool == ("a", "b")
 
 
 def test_the_default_layout_gives_a_declared_pool_one_set_of_replicas(tmp_path) -> None:
