@@ -38,7 +38,7 @@ from cortexlang.compiler import compile_file
 from runtime.build.layout import default_spec
 from runtime.build.spec import RuntimeSpec
 from runtime.orchestrator import Orchestrator, Overloaded
-from runtime.orchestrator.autoscaler import Autoscaler, AutoscalerConfig, PoolLimits, Signals
+from runtime.orchestrator.autoscaler import Autoscaler, AutoscalerConfig, PoolLimits, Signals, size_pool
 from runtime.orchestrator.engines import engine_factory
 from runtime.orchestrator.scaling import PoolScaler
 
@@ -142,7 +142,8 @@ async def run_config(name: str, args: argparse.Namespace, times: list[float], re
     monitor = None
     if limits is not None:
         monitor = Autoscaler(orch, scaler, AutoscalerConfig(
-            pools=limits, interval_s=0.25, window_s=args.window, scale_out_cooldown_s=args.window / 2,
+            pools=limits, interval_s=0.1, window_s=args.window, fast_window_s=args.fast_window,
+            scale_out_cooldown_s=args.fast_window,
             scale_in_cooldown_s=args.window * 1.5, scale_in_stable_s=args.window))
         await monitor.start()
     wall0 = time.time()
@@ -207,7 +208,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, sizes: dict[
     lines = [
         "# Autoscaling under a 5x load step (simulated engines)", "",
         f"`python -m benchmarks.autoscale --duration {args.duration:g} --speedup {args.speedup:g} "
-        f"--slots {args.slots} --window {args.window:g} --seed {args.seed}` on this machine (2 shared cores). NL2SQL, default layout, "
+        f"--slots {args.slots} --window {args.window:g} --fast-window {args.fast_window:g} --seed {args.seed}` on this machine (2 shared cores). NL2SQL, default layout, "
         f"{args.slots} batch slots per LLM replica; simulated engines (the simulator's engine model in real time) "
         f"sped up x{k:g}: service times and the SLO ({results[0]['slo_s'] * k:g} s -> {results[0]['slo_s']:.2f} s) "
         f"are divided by {k:g}. Everything below is SIMULATED; no real engine ran.", "",
@@ -250,13 +251,12 @@ async def main_async(args: argparse.Namespace) -> None:
     low = args.low_utilisation * args.slots / busiest.service_s / max(busiest.arrival_rate / (2.0 * args.speedup / 10),
                                                                       1e-9)
     times = arrivals(low, args.duration, args.seed)
-    sizer = Autoscaler.__new__(Autoscaler)
-    sizer.config = AutoscalerConfig()
+    defaults = AutoscalerConfig()
     per_run = {name: s.arrival_rate / (2.0 * args.speedup / 10) for name, s in signals.items()}  # calls per run
 
     def sized(rate: float) -> dict[str, int]:
-        return {name: sizer.size(Signals(rate * per_run[name], 0, 0, 0, s.service_s, 0, 0, None, 1), args.slots,
-                                 PoolLimits(1, 64), sizer.config.target_utilisation)
+        return {name: size_pool(Signals(rate * per_run[name], 0, 0, 0, s.service_s, 0, 0, None, 1), args.slots,
+                                PoolLimits(1, 64), defaults.target_utilisation, defaults.wait_budget)
                 for name, s in signals.items()}
 
     mean_rate = len(times) / args.duration
@@ -286,6 +286,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=4, help="Batch slots (max_num_seqs) per LLM replica.")
     parser.add_argument("--low-utilisation", type=float, default=0.3)
     parser.add_argument("--window", type=float, default=3.0, help="The monitor's window, sped-up seconds.")
+    parser.add_argument("--fast-window", type=float, default=0.6, help="Its scale-out window, sped-up seconds.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="autoscale", help="Results file names in benchmarks/results/.")
     asyncio.run(main_async(parser.parse_args()))

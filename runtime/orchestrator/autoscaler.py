@@ -3,7 +3,9 @@
 Every ``interval_s`` :meth:`Autoscaler.tick` samples each LLM pool (grants to its
 replicas, calls waiting in Cortex's queue, calls running, requests waiting inside
 the engines) and keeps the samples of the last ``window_s``. From them it measures,
-per pool, over the window:
+per pool, over the window and over the last ``fast_window_s`` (scaling out reads the
+short window, so a load step is acted on within seconds; scaling in needs both
+windows to agree):
 
 * the arrival rate ``lambda`` (calls granted + growth of the queue, per second),
 * the throughput ``X`` (grants per second) and the mean calls running ``L``, hence
@@ -53,7 +55,7 @@ from planner.queueing import mgc_wait
 from runtime.orchestrator.metrics import PromText
 from runtime.orchestrator.pools import Pool
 from runtime.orchestrator.results import RunInfo
-from runtime.orchestrator.scaling import PoolScaler, ScalingError
+from runtime.orchestrator.scaling import PoolScaler
 
 if TYPE_CHECKING:
     from runtime.orchestrator.orchestrator import Orchestrator
@@ -82,6 +84,9 @@ class AutoscalerConfig:
     """Per pool (spec name, e.g. ``generate``) limits; others get ``default``."""
     interval_s: float = 0.5
     window_s: float = 20.0
+    """Signals for scaling in (and the SLO attainment) are measured over this long."""
+    fast_window_s: float = 4.0
+    """Signals for scaling out: a short window, so a load step is acted on within seconds."""
     target_utilisation: float = 0.8
     scale_in_utilisation: float = 0.55
     wait_budget: float = 0.5
@@ -151,6 +156,20 @@ class Decision:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "kind": "decision"}
+
+
+def size_pool(signals: Signals, slots: int, limits: PoolLimits, utilisation: float, wait_budget: float) -> int:
+    """The smallest replica count in ``limits`` whose M/G/c model (``n x slots`` servers, the measured
+    arrival rate and service time) predicts a utilisation of at most ``utilisation`` and a mean queue
+    wait of at most ``wait_budget`` x the service time; ``limits.max_replicas`` when none does."""
+    for n in range(limits.min_replicas, limits.max_replicas + 1):
+        servers = n * slots
+        if signals.arrival_rate * signals.service_s > utilisation * servers:
+            continue
+        wait = mgc_wait(servers, signals.arrival_rate, signals.service_s, cs2=1.0)
+        if wait is not None and wait.mean <= wait_budget * signals.service_s:
+            return n
+    return limits.max_replicas
 
 
 class _Sample:
@@ -230,11 +249,13 @@ class Autoscaler:
         while len(samples) > 2 and samples[0].t < now - self.config.window_s:
             samples.popleft()
 
-    def measure(self, pool: Pool, workflow: str, now: float) -> Signals | None:
-        """The pool's signals over the window (None until the samples span half a window)."""
-        samples = self._samples.get(pool.name)
-        if not samples or len(samples) < 2 or samples[-1].t - samples[0].t < self.config.window_s / 2:
-            return None  # too short to tell a rate from noise
+    def measure(self, pool: Pool, workflow: str, now: float, span_s: float | None = None) -> Signals | None:
+        """The pool's signals over the last ``span_s`` (default: the window); None until the samples
+        cover half of it (too short to tell a rate from noise)."""
+        span_s = min(span_s or self.config.window_s, self.config.window_s)
+        samples = [s for s in self._samples.get(pool.name, ()) if s.t >= now - span_s]
+        if len(samples) < 2 or samples[-1].t - samples[0].t < span_s / 2:
+            return None
         first, last = samples[0], samples[-1]
         span = last.t - first.t
         grants = last.grants - first.grants
@@ -248,19 +269,9 @@ class Autoscaler:
                        engine_waiting=sum(s.engine_waiting for s in samples) / len(samples),
                        attainment=self._attainment(workflow, now), replicas=len(pool.replicas))
 
-    # ------------------------------------------------------------------ sizing
     def size(self, signals: Signals, slots: int, limits: PoolLimits, utilisation: float) -> int:
-        """The smallest replica count in ``limits`` whose M/G/c model meets the utilisation and wait targets
-        at the measured rate and service time (``limits.max_replicas`` when none does)."""
-        for n in range(limits.min_replicas, limits.max_replicas + 1):
-            servers = n * slots
-            offered = signals.arrival_rate * signals.service_s
-            if offered > utilisation * servers:
-                continue
-            wait = mgc_wait(servers, signals.arrival_rate, signals.service_s, cs2=1.0)
-            if wait is not None and wait.mean <= self.config.wait_budget * signals.service_s:
-                return n
-        return limits.max_replicas
+        """:func:`size_pool` with this monitor's wait budget."""
+        return size_pool(signals, slots, limits, utilisation, self.config.wait_budget)
 
     # ------------------------------------------------------------------ deciding
     def tick(self) -> list[Decision]:
@@ -279,14 +290,17 @@ class Autoscaler:
         return made
 
     def _decide(self, pool: Pool, workflow: str, now: float) -> Decision | None:
-        signals = self.measure(pool, workflow, now)
-        if signals is None:
-            return None
-        self.signals[pool.name] = signals
         cfg, limits = self.config, self.config.limits(pool.name)
+        recent = self.measure(pool, workflow, now, cfg.fast_window_s)
+        signals = self.measure(pool, workflow, now)
+        if recent is None:
+            return None
+        self.signals[pool.name] = signals or recent
         slots = max((r.slots for r in pool.replicas), default=1)
         current = len(pool.replicas)
-        want = self.size(signals, slots, limits, cfg.target_utilisation)
+        # Up on the short window (a load step shows within seconds), down only when both windows agree.
+        want = self.size(recent, slots, limits, cfg.target_utilisation)
+        signals = recent if signals is None or want > current else signals
         missing_slo = signals.attainment is not None and signals.attainment < cfg.slo_target
         if missing_slo and signals.queued >= 1 and want <= current:
             want = min(current + 1, limits.max_replicas)
@@ -308,8 +322,9 @@ class Autoscaler:
             target = current + affordable
             model = f"M/G/c model wants {want} replicas" + (" (SLO missed in the window)" if missing_slo else "")
             return Decision(now, pool.name, "scale_out", current, target, f"{model}: {why}", facts)
-        fewer = self.size(signals, slots, limits, cfg.scale_in_utilisation)
-        if fewer >= current or missing_slo or signals.queued >= 1:
+        fewer = max(self.size(signals, slots, limits, cfg.scale_in_utilisation),
+                    self.size(recent, slots, limits, cfg.scale_in_utilisation))
+        if fewer >= current or missing_slo or signals.queued >= 1 or recent.queued >= 1:
             self._fewer_since.pop(pool.name, None)
             return None
         first = self._fewer_since.setdefault(pool.name, now)
@@ -361,7 +376,7 @@ class Autoscaler:
     async def _act(self, decision: Decision) -> None:
         try:
             await self.scaler.resize(decision.pool, decision.desired, reason=f"autoscaler: {decision.reason}")
-        except ScalingError as exc:
+        except Exception as exc:  # ScalingError, or a pool retired meanwhile: the next tick decides again
             log.warning("autoscaler: pool %s could not %s: %s", decision.pool, decision.action, exc)
         finally:
             self._busy.pop(decision.pool, None)
@@ -386,4 +401,4 @@ class Autoscaler:
         return out.text()
 
 
-__all__ = ["Autoscaler", "AutoscalerConfig", "Decision", "PoolLimits", "Signals", "parse_limits"]
+__all__ = ["Autoscaler", "AutoscalerConfig", "Decision", "PoolLimits", "Signals", "parse_limits", "size_pool"]

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runtime.build.spec import LLMPoolSpec, ReplicaSpec, RuntimeSpec
-from runtime.orchestrator.engines import replica_profile
+from runtime.orchestrator.engines import EngineSetupError, replica_profile
 from runtime.orchestrator.metrics import PromText
 from runtime.orchestrator.pools import Pool, Replica
 
@@ -139,7 +139,6 @@ class PoolScaler:
                     health = await engine.health()
                 if not health.ok:
                     raise ScalingError(f"engine answered {health.state}: {health.detail}")
-                profile = replica_profile(rep)
             except (Exception, asyncio.CancelledError) as exc:
                 if engine is not None:
                     await asyncio.gather(engine.stop(), return_exceptions=True)
@@ -149,6 +148,10 @@ class PoolScaler:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 raise ScalingError(f"replica {rep.replica_id} of pool {name!r} did not start: {why}") from exc
+            try:
+                profile = replica_profile(rep)
+            except EngineSetupError:  # no latency profile for it: routed without one, as at start
+                profile = None
             replica = Replica(rep.replica_id, pool.name, rep.engine.max_num_seqs or 16, model=lp.model,
                               device=rep.device, engine=engine, kv_capacity_tokens=rep.kv_capacity_tokens,
                               profile=profile)

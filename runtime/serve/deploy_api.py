@@ -41,7 +41,7 @@ from runtime.orchestrator.scaling import PoolScaler
 from runtime.serve.app import create_app
 from runtime.serve.errors import error_response
 from runtime.serve.json_body import InvalidBody, parse_json
-from runtime.serve.openai_api import Body, Name
+from runtime.serve.openai_api import NAME_MAX, Body, Name
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RECENT_EVENTS = 100
@@ -77,6 +77,8 @@ def install_deployment_routes(app: FastAPI, deployment: Deployment,
 
     @app.get("/v1/deployment")
     async def get_deployment(workflow: str | None = None) -> Response:
+        if workflow is not None and (len(workflow) > NAME_MAX or not workflow.isprintable()):
+            return error_response(400, f"the workflow name must be at most {NAME_MAX} printable characters")
         try:
             return JSONResponse(deployment.describe(workflow))
         except ApplyError as exc:

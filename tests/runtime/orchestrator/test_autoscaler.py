@@ -11,7 +11,8 @@ import pytest
 from planner.queueing import mgc_wait
 from runtime.build.spec import RuntimeSpec
 from runtime.orchestrator import Overloaded
-from runtime.orchestrator.autoscaler import Autoscaler, AutoscalerConfig, PoolLimits, Signals, parse_limits
+from runtime.orchestrator.autoscaler import (Autoscaler, AutoscalerConfig, PoolLimits, Signals, parse_limits,
+                                             size_pool)
 from runtime.orchestrator.scaling import PoolScaler
 
 from .conftest import example_spec, run_async, sim_factory, started
@@ -44,7 +45,7 @@ def test_a_load_step_scales_out_and_back_in_without_failing_a_run(sales_db: Path
         orch = await started(spec, sim_factory(long_answer, speedup=100))
         scaler = PoolScaler(orch)
         config = AutoscalerConfig(pools={"generate": PoolLimits(1, 4)}, default=PoolLimits(1, 1), interval_s=0.05,
-                                  window_s=0.6, scale_out_cooldown_s=0.2, scale_in_cooldown_s=0.5,
+                                  window_s=0.6, fast_window_s=0.4, scale_out_cooldown_s=0.2, scale_in_cooldown_s=0.5,
                                   scale_in_stable_s=0.5)
         monitor = Autoscaler(orch, scaler, config)
         await monitor.start()
@@ -78,21 +79,20 @@ def test_a_load_step_scales_out_and_back_in_without_failing_a_run(sales_db: Path
 
 
 def test_sizing_follows_the_queueing_model_within_the_limits() -> None:
-    monitor = Autoscaler.__new__(Autoscaler)
-    monitor.config = AutoscalerConfig()
+    budget = AutoscalerConfig().wait_budget
     limits = PoolLimits(1, 6)
 
     def at(rate: float) -> int:
         signals = Signals(arrival_rate=rate, throughput=rate, running=0, queued=0, service_s=0.5, queue_wait_s=0,
                           engine_waiting=0, attainment=None, replicas=1)
-        return monitor.size(signals, 4, limits, 0.8)
+        return size_pool(signals, 4, limits, 0.8, budget)
 
     sizes = [at(r) for r in (0.0, 4.0, 8.0, 16.0, 32.0, 1000.0)]
     assert sizes == sorted(sizes) and sizes[0] == 1 and sizes[-1] == 6
 
     def meets(rate: float, n: int) -> bool:  # the planner's M/G/c model at n replicas of 4 slots, S = 0.5 s
         wait = mgc_wait(4 * n, rate, 0.5, cs2=1.0)
-        return rate * 0.5 <= 0.8 * 4 * n and wait is not None and wait.mean <= monitor.config.wait_budget * 0.5
+        return rate * 0.5 <= 0.8 * 4 * n and wait is not None and wait.mean <= budget * 0.5
 
     for rate in (2.0, 6.0, 6.5, 9.0, 13.0, 20.0):
         n = at(rate)
