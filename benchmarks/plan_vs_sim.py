@@ -7,8 +7,8 @@ Each case is planned the way ``cortexc plan`` does (:func:`cortexlang.cli.plan_v
 simulate, tighten until the SLO holds in simulation). The random workflows (seeded) are
 :func:`planner.synthetic.random_program` -- an LLM chain with an SQL stage and sometimes a retry
 loop, 0.2-30 runs/s -- and, for odd seeds, a fan-out of 3-6 branches, each a search tool (a range
-service time, retried on error) then an LLM summary, before the last stage; the planner sizes every
-pool, so tool pools run at the utilisation it chose. Reported per case: analytic and simulated
+service time, retried on error) then an LLM summary, before the last stage (with 256 CPU slots); the
+planner sizes every pool, so tool pools run at the utilisation it chose. Reported per case: analytic and simulated
 p50/p99 of the final plan (ratio simulated / analytic) and simulated attainment against the target.
 Results: benchmarks/results/plan_vs_sim.md (simulated; FCFS scheduling in the simulator).
 """
@@ -51,7 +51,9 @@ def with_fanout(program: Program, seed: int) -> Program:
                   for e in wf.edges)
     edges += (Edge(source="explore", target=last, condition=Condition(kind="always"), probability=1.0),)
     wf = wf.model_copy(update={"stages": wf.stages + (search, summary), "fanouts": (fan,), "edges": edges})
-    return program.model_copy(update={"workflows": (wf,)})
+    cpu = program.inventory.cpu.model_copy(update={"slots": 256})  # the fan-out's tools need slots at 30 runs/s
+    return program.model_copy(update={"workflows": (wf,), "inventory": program.inventory.model_copy(
+        update={"cpu": cpu})})
 
 
 def cases(n_random: int) -> list[tuple[str, Program]]:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cortexlang.ir import Graph, Loop, Workflow
-from cortexlang.semantics import Semantics, SemanticsError
+from cortexlang.semantics import ExpandedChain, Semantics, SemanticsError
 
 
 class ChainError(SemanticsError):
@@ -79,13 +79,7 @@ class VisitChain:
 
     def reach(self) -> np.ndarray:
         """Reach probability of every state (transient states, then done, fail)."""
-        r = np.zeros(len(self.states) + 2)
-        r[0] = 1.0
-        for i, out in enumerate(self.succ):
-            if r[i]:
-                for j, p in out:
-                    r[j] += r[i] * p
-        return r
+        return np.array(ExpandedChain(self.states, self.succ).reach())
 
     def p_done(self) -> float:
         return float(self.reach()[self.done_index])

@@ -334,18 +334,27 @@ def _quality(alt: ast.Alternative, ctx: ValueContext) -> Any:
     return percentage_value(alt.quality, ctx)
 
 
+def _int_range(expr: ast.Range, ctx: ValueContext, lo: int, hi: int | None) -> Any:
+    """The bounds of ``a..b`` as integers in [lo, hi], the smaller first; INVALID (reported) otherwise."""
+    a, b = _int(expr.lo, ctx, lo, hi), _int(expr.hi, ctx, lo, hi)
+    if INVALID in (a, b):
+        return INVALID
+    if a > b:
+        ctx.diags.error("CX203", f"empty range `{expr.lo.raw}..{expr.hi.raw}`", expr.span,
+                        hint="write the smaller bound first")
+        return INVALID
+    return a, b
+
+
 def int_knob(lo: int = 0, hi: int | None = None) -> Converter:
     """``3``, ``1..3`` (every value, largest preferred) or ``256 | 128 @ 95%``."""
 
     def convert(expr: ast.Expr, ctx: ValueContext) -> Any:
         if isinstance(expr, ast.Range):
-            a, b = _int(expr.lo, ctx, lo, hi), _int(expr.hi, ctx, lo, hi)
-            if INVALID in (a, b):
+            bounds = _int_range(expr, ctx, lo, hi)
+            if bounds is INVALID:
                 return INVALID
-            if a > b:
-                ctx.diags.error("CX203", f"empty range `{expr.lo.raw}..{expr.hi.raw}`", expr.span,
-                                hint="write the smaller bound first")
-                return INVALID
+            a, b = bounds
             if b - a >= MAX_RANGE_VALUES:
                 ctx.diags.error("CX203", f"`{expr.lo.raw}..{expr.hi.raw}` spans {b - a + 1:,} values; a range "
                                 f"knob spans at most {MAX_RANGE_VALUES}", expr.span,
@@ -409,13 +418,10 @@ def width_distribution(expr: ast.Expr, ctx: ValueContext) -> Any:
     """A map's planning distribution of widths: ``3``, ``2..4`` (uniform) or
     ``2 @ 30% | 3 @ 50% | 4 @ 20%`` (the shares must add up to 100%)."""
     if isinstance(expr, ast.Range):
-        a, b = _int(expr.lo, ctx, 0, 4096), _int(expr.hi, ctx, 0, 4096)
-        if INVALID in (a, b):
+        bounds = _int_range(expr, ctx, 0, 4096)
+        if bounds is INVALID:
             return INVALID
-        if a > b:
-            ctx.diags.error("CX203", f"empty range `{expr.lo.raw}..{expr.hi.raw}`", expr.span,
-                            hint="write the smaller bound first")
-            return INVALID
+        a, b = bounds
         return tuple(ir.WidthShare(width=w, probability=1.0 / (b - a + 1)) for w in range(a, b + 1))
     shares = []
     alts = _alternatives(expr)
