@@ -52,34 +52,21 @@ class ChainError(SemanticsError):
 
 
 @dataclass(frozen=True)
-class VisitChain:
-    """The expanded absorbing chain of one call graph (a workflow, or one fan-out branch's
-    sub-flow) under fixed loop budgets.
-
-    ``states[i] = (node, counters)`` for transient states, in topological
-    order (``states[0]`` is the start); index ``len(states)`` is ``done`` and
-    ``len(states) + 1`` is ``fail``. ``succ[i]`` lists ``(j, p)`` pairs.
-    ``loop_budget`` holds the budget of every loop of the workflow, branches' included.
+class VisitChain(ExpandedChain):
+    """The expanded absorbing chain (:class:`cortexlang.semantics.ExpandedChain`: ``states`` in
+    topological order, ``succ`` as ``(j, p)`` pairs, then ``done`` and ``fail``) of one call graph --
+    a workflow, or one fan-out branch's sub-flow -- under fixed loop budgets, with what visit
+    statistics need. ``loop_budget`` holds the budget of every loop of the workflow, branches' included.
     """
 
     workflow: Workflow
     loop_budget: Mapping[str, int]
-    states: tuple[tuple[str, tuple[int, ...]], ...]
-    succ: tuple[tuple[tuple[int, float], ...], ...]
     graph: Graph | None = None
     """The graph expanded; None for the workflow itself."""
 
-    @property
-    def done_index(self) -> int:
-        return len(self.states)
-
-    @property
-    def fail_index(self) -> int:
-        return len(self.states) + 1
-
-    def reach(self) -> np.ndarray:
+    def reach(self) -> np.ndarray:  # type: ignore[override]
         """Reach probability of every state (transient states, then done, fail)."""
-        return np.array(ExpandedChain(self.states, self.succ).reach())
+        return np.array(super().reach())
 
     def p_done(self) -> float:
         return float(self.reach()[self.done_index])
