@@ -104,14 +104,19 @@ def register(app: typer.Typer) -> None:
                 rate = wf.load.rate_per_s
             devices = (parse_cluster(cluster or "mixed12") if cluster or program.inventory is None
                        else {g.kind: g.count for g in program.inventory.gpus})
+        if trace is not None and layout == "isolated":
+            raise usage_error("a trace names no workflow to isolate stages of: replay it on a plan's pools "
+                              "(--layout plan --plan PLAN.json) or on a shared layout")
         planned = None
         knobs = None
-        if wf is not None and (layout == "auto" or layout == "plan"):
-            planned = (_planned(program, wf, devices, rate) if layout == "auto" else _load_plan(plan))
+        if layout == "plan" or (wf is not None and layout == "auto"):
+            planned = _load_plan(plan) if layout == "plan" else _planned(program, wf, devices, rate)
             try:
-                knobs = {wf.name: planned.workflow(wf.name).knobs}
+                wp = planned.workflow(wf.name if wf is not None else None)
             except KeyError:
-                raise usage_error(f"--plan {plan}: it has no workflow {wf.name!r}")
+                raise usage_error(f"--plan {plan}: it has no workflow {wf.name if wf else ''!r} "
+                                  "(a trace replays on a plan of one workflow)")
+            knobs = {wf.name: wp.knobs} if wf is not None else None  # a trace's calls are already sized
         rows = []
         slo = wf.slo if wf is not None else None
         for name in policy:
@@ -119,7 +124,7 @@ def register(app: typer.Typer) -> None:
                 if planned is not None:
                     # The plan's pools for cortex (auto) or for every policy (--layout plan); under
                     # auto the baselines share the same replicas, pooled. The plan's knobs apply to all.
-                    lay = cl.layout_from_plan(planned, wf.name)
+                    lay = cl.layout_from_plan(planned, wf.name if wf is not None else None)
                     lay = lay if (name == "cortex" or layout == "plan") else cl.pooled(lay)
                 else:
                     lay = _layout(cl, program, wf, model, devices, layout, name)

@@ -91,3 +91,20 @@ def test_prefill_split_without_decoders_is_a_clear_error(tmp_path):
     r = CliRunner().invoke(_app(), ["simulate", "--trace", str(trace), "--cluster", "H100=2", "--prefill", "H100=2"])
     assert r.exit_code == 1
     assert "needs both prefill and decode replicas" in r.output and "Traceback" not in r.output
+
+
+def test_a_trace_replays_on_a_plans_pools_and_isolated_without_a_plan_is_a_usage_error(tmp_path):
+    from planner.api import plan_program
+    from planner.synthetic import nl2sql_program
+
+    program = nl2sql_program()
+    plan = plan_program(program)
+    (tmp_path / "plan.json").write_text(plan.canonical_json())
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(line for line in LINES if '"lookup"' not in line) + "\n")
+    r = CliRunner().invoke(_app(), ["simulate", "--trace", str(trace), "--layout", "plan", "--plan",
+                                    str(tmp_path / "plan.json"), "-p", "fcfs", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["rows"][0]["runs"] >= 1
+    r = CliRunner().invoke(_app(), ["simulate", "--trace", str(trace), "--layout", "isolated", "-p", "fcfs"])
+    assert r.exit_code == 2 and "--layout plan" in r.output
