@@ -57,7 +57,7 @@ from runtime.serve.errors import openai_error
 from runtime.serve.guard import BODY_TIMEOUT_S, MAX_BODY_BYTES, GuardSettings, RequestGuard
 from runtime.serve.json_body import InvalidBody, parse_json
 from runtime.serve.openai_api import (NAME_MAX, Body, ChatCompletionIn, Completion, CompletionIn, CortexMetadata,
-                                      Name, feed)
+                                      Name, Piece, feed)
 from runtime.serve.server import check_token
 
 log = logging.getLogger("cortex.serve")
@@ -237,7 +237,7 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
         else:
             prompts, max_tokens = req.prompts(), req.max_tokens
         options = req.engine_options()
-        pieces: asyncio.Queue[Any] = asyncio.Queue()
+        pieces: asyncio.Queue[Piece] = asyncio.Queue()
         calls: list[asyncio.Future[GenerationResult]] = []
         for index, prompt in enumerate(p for p in prompts for _ in range(req.n)):
             sink, done = feed(index, pieces) if req.stream else (None, None)

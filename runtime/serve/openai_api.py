@@ -20,12 +20,12 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from runtime.engines.base import GenerationResult, TokenDelta
+from runtime.engines.base import GenerationResult, TokenDelta, TokenSink
 
 NAME_MAX = 128
 Name = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX)]
@@ -270,7 +270,7 @@ class Completion:
         return {"index": index, "delta": delta, "finish_reason": finish}
 
     async def stream(self, calls: list[asyncio.Future[GenerationResult]],
-                     pieces: asyncio.Queue[tuple[int, TokenDelta | BaseException | GenerationResult]],
+                     pieces: asyncio.Queue[Piece],
                      include_usage: bool) -> AsyncIterator[bytes]:
         """Server-sent events for ``calls`` (choice ``i`` is ``calls[i]``), whose token sinks and
         results arrive on ``pieces`` as ``(i, item)`` (see :func:`feed`). Closing the stream (the
@@ -315,7 +315,14 @@ class Completion:
                     call.cancel()
 
 
-def feed(index: int, pieces: asyncio.Queue[tuple[int, Any]]) -> tuple[Any, Any]:
+Piece = tuple[int, "TokenDelta | BaseException | GenerationResult"]
+"""What a streamed request's calls put on its queue: the choice index and a delta, failure or result."""
+
+
+CallDone = Callable[["asyncio.Future[GenerationResult]"], None]
+
+
+def feed(index: int, pieces: asyncio.Queue[Piece]) -> tuple[TokenSink, CallDone]:
     """A token sink for choice ``index`` and a done-callback that puts the call's result or failure
     on ``pieces`` after its last delta (a cancelled call puts nothing: the stream is closing)."""
 
