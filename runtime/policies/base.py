@@ -270,8 +270,10 @@ class Policy:
 
 
 def least_backlog_route(candidates: Sequence[ReplicaView]) -> Route:
-    """Default dispatch: the least-backlogged replica (for disaggregated candidates,
-    the least-backlogged prefill replica and the decode replica with most free KV)."""
+    """Default dispatch: the least-backlogged replica (for disaggregated candidates, the
+    least-backlogged prefill replica and the least-backlogged decode replica, most free KV among
+    equals: sending every decode to the replica with the most free KV piled them on the largest
+    GPUs and made FCFS collapse on P/D layouts, a routing default rather than its queue)."""
     best = _least_backlog(candidates, skip_decode=True) or _least_backlog(candidates, skip_decode=False)
     assert best is not None, "route() needs at least one candidate"
     if best.role != "prefill":
@@ -279,7 +281,7 @@ def least_backlog_route(candidates: Sequence[ReplicaView]) -> Route:
     decoders = [r for r in candidates if r.role == "decode"]
     if not decoders:
         return Route(best.replica_id)
-    dec = min(decoders, key=lambda r: (-r.kv_free_tokens, r.running, r.replica_id))
+    dec = min(decoders, key=lambda r: (r.backlog_s, -r.kv_free_tokens, r.running, r.replica_id))
     return Route(best.replica_id, dec.replica_id)
 
 
