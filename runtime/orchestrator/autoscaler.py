@@ -161,7 +161,10 @@ class Decision:
 def size_pool(signals: Signals, slots: int, limits: PoolLimits, utilisation: float, wait_budget: float) -> int:
     """The smallest replica count in ``limits`` whose M/G/c model (``n x slots`` servers, the measured
     arrival rate and service time) predicts a utilisation of at most ``utilisation`` and a mean queue
-    wait of at most ``wait_budget`` x the service time; ``limits.max_replicas`` when none does."""
+    wait of at most ``wait_budget`` x the service time; ``limits.max_replicas`` when none does,
+    ``limits.min_replicas`` when there is no load to size for."""
+    if signals.arrival_rate <= 0 or signals.service_s <= 0:
+        return limits.min_replicas
     for n in range(limits.min_replicas, limits.max_replicas + 1):
         servers = n * slots
         if signals.arrival_rate * signals.service_s > utilisation * servers:
@@ -283,7 +286,11 @@ class Autoscaler:
                 self._sample(pool, now)
                 if pool.name in self._busy:
                     continue
-                decision = self._decide(pool, version.name, now)
+                try:
+                    decision = self._decide(pool, version.name, now)
+                except Exception:  # a bug deciding one pool must not stop the others
+                    log.exception("autoscaler: deciding pool %s failed", pool.name)
+                    continue
                 if decision is not None:
                     made.append(decision)
                     self._record(decision)

@@ -87,6 +87,9 @@ def test_sizing_follows_the_queueing_model_within_the_limits() -> None:
                           engine_waiting=0, attainment=None, replicas=1)
         return size_pool(signals, 4, limits, 0.8, budget)
 
+    idle = Signals(arrival_rate=3.0, throughput=3.0, running=0, queued=0, service_s=0.0, queue_wait_s=0,
+                   engine_waiting=0, attainment=None, replicas=2)  # calls too short to be seen running
+    assert size_pool(idle, 4, limits, 0.8, budget) == 1
     sizes = [at(r) for r in (0.0, 4.0, 8.0, 16.0, 32.0, 1000.0)]
     assert sizes == sorted(sizes) and sizes[0] == 1 and sizes[-1] == 6
 
