@@ -225,7 +225,7 @@ def markdown(r: dict[str, Any], argv: list[str]) -> str:
         f"the Cortex process used **{r['cortex_cpu_per_token_ms']:.3f} ms of CPU per streamed token** "
         f"({r['cortex_cpu_per_call_ms']:.1f} ms per call) "
         f"(each call's fixed costs and {'the simulated engine' if r['engine'] == 'simulated' else 'metrics polling'} "
-        "included).", ""])
+        "included).", "", ""])
 
 
 def best_of(reports: list[dict[str, Any]]) -> dict[str, Any]:
