@@ -9,14 +9,14 @@ by :func:`planner.render.diff_plans`).
 
 1. ``scale_out``: a pool that keeps its shape (model, device, TP, engine arguments,
    stages) and needs more replicas gets them in place (:class:`PoolScaler`), one
-   engine at a time, each warmed before it takes traffic;
+   step per engine, each warmed before it takes traffic;
 2. ``deploy``: everything else (knobs: model variant, max_tokens, retry depth,
    fan-out width, hedging; changed, new or removed pools; executor slots) becomes a
    new :class:`WorkflowVersion` through the orchestrator's hot reload: runs in
    flight finish on the version they started with; a pool whose shape changed gets
    new engines and the old ones stop once their runs are done;
-3. ``scale_in``: pools that keep their shape and need fewer replicas drain them last,
-   so capacity never drops before what replaces it serves.
+3. ``scale_in``: pools that keep their shape and need fewer replicas drain them last
+   (one step per replica), so capacity never drops before what replaces it serves.
 
 :meth:`Deployment.apply` runs them in that order and stops at the first failure;
 every step is atomic (a replica is in rotation fully warmed or not at all; a
@@ -189,10 +189,11 @@ class Deployment:
                 continue
             kept.add(pool.name)
             have, want = len(pool.replicas), len(lp.replicas)
-            if want != have:
-                step = Step("scale_out" if want > have else "scale_in", pool.name,
-                            (f"replicas {have} -> {want} ({lp.model} on {lp.replicas[0].device})",), want)
-                (outs if want > have else ins).append(step)
+            where = f"({lp.model} on {lp.replicas[0].device})"
+            for n in range(have + 1, want + 1):  # one replica per step: each step is atomic
+                outs.append(Step("scale_out", pool.name, (f"replicas {n - 1} -> {n} {where}",), n))
+            for n in range(have - 1, want - 1, -1):
+                ins.append(Step("scale_in", pool.name, (f"replicas {n + 1} -> {n} {where}",), n))
         for pool, lp in live:
             if pool.name not in kept and not any(s in {x for p in target.llm_pools for x in p.stages}
                                                  for s in lp.stages):

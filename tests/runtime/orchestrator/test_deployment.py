@@ -63,18 +63,18 @@ def test_apply_scales_out_changes_knobs_then_scales_in_under_load(nl2sql_plan: P
             assert [c.action for c in diff_plans(Plan.model_validate(live["plan"]), bigger)] == ["~"]
             target = deployment.target(bigger)
             steps = deployment.steps(target)
-            assert [s.action for s in steps] == ["scale_out", "deploy"]
-            assert any("max_tokens[generate]: 96 -> 64" in d for d in steps[1].details)
-            assert any("retry_depth[repair]: 3 -> 2" in d for d in steps[1].details)
+            assert [(s.action, s.replicas) for s in steps] == [("scale_out", 2), ("scale_out", 3), ("deploy", None)]
+            assert any("max_tokens[generate]: 96 -> 64" in d for d in steps[2].details)
+            assert any("retry_depth[repair]: 3 -> 2" in d for d in steps[2].details)
 
             old_runs = [await orch.submit({"question": f"how many customers {i}"}) for i in range(30)]
             await asyncio.sleep(0.01)
             seen: list[tuple[str, str]] = []
             done = await deployment.apply(target, expect_revision=live["revision"],
                                           on_step=lambda s: seen.append((s.action, s.status)))
-            assert [(s.action, s.status) for s in done] == [("scale_out", "done"), ("deploy", "done")]
-            assert seen == [("scale_out", "running"), ("scale_out", "done"), ("deploy", "running"),
-                            ("deploy", "done")]
+            assert [(s.action, s.status) for s in done] == [("scale_out", "done")] * 2 + [("deploy", "done")]
+            assert seen == [("scale_out", "running"), ("scale_out", "done")] * 2 + [("deploy", "running"),
+                                                                                     ("deploy", "done")]
             version = orch.version()
             assert version.number == 2 and version.knobs.max_tokens["generate"] == 64
             pool = version.pools["generate"]
@@ -84,9 +84,9 @@ def test_apply_scales_out_changes_knobs_then_scales_in_under_load(nl2sql_plan: P
             with pytest.raises(ApplyError, match="changed since"):
                 await deployment.apply(target, expect_revision=live["revision"])
             smaller = deployment.target(changed(nl2sql_plan, replicas=1, max_tokens=64, retry_depth=2))
-            assert [s.action for s in deployment.steps(smaller)] == ["scale_in"]
+            assert [s.action for s in deployment.steps(smaller)] == ["scale_in", "scale_in"]
             done = await deployment.apply(smaller)
-            assert [(s.action, s.status) for s in done] == [("scale_in", "done")]
+            assert [(s.action, s.status) for s in done] == [("scale_in", "done")] * 2
             assert [r.replica_id for r in pool.replicas] == ["fix-0"]
 
             infos = await asyncio.gather(*(orch.wait(r.run_id, timeout_s=30) for r in old_runs + new_runs))
@@ -118,8 +118,9 @@ def test_a_failing_step_stops_the_apply_and_reports_what_changed(nl2sql_plan: Pl
         deployment = Deployment(orch, PoolScaler(orch))
         try:
             steps = await deployment.apply(deployment.target(changed(nl2sql_plan, replicas=4, max_tokens=64)))
-            assert [(s.action, s.status) for s in steps] == [("scale_out", "failed"), ("deploy", "skipped")]
-            assert "out of memory" in (steps[0].error or "")
+            assert [(s.action, s.status) for s in steps] == [("scale_out", "done"), ("scale_out", "failed"),
+                                                            ("scale_out", "skipped"), ("deploy", "skipped")]
+            assert "out of memory" in (steps[1].error or "")
             live = deployment.describe()
             assert live["llm_pools"][0]["replicas"] == 2  # the one replica that started serves; nothing else
             assert live["version"] == 1 and live["knobs"]["max_tokens"]["generate"] == 96

@@ -137,3 +137,39 @@ def test_serve_refuses_bad_autoscale_limits_before_starting_anything() -> None:
     result = CliRunner().invoke(runtime_app, ["serve", "examples/nl2sql.cortex", "--engine", "simulated",
                                               "--autoscale", "min=3,max=2"])
     assert result.exit_code == 2 and "min <= max" in result.output
+
+
+def test_cortex_apply_reports_a_partial_failure(nl2sql_plan: Plan, sales_db: Path, tmp_path: Path) -> None:  # noqa: F811
+    from typer.testing import CliRunner
+
+    from cortexlang.cli import runtime_app
+    from runtime.engines.base import EngineHealth
+
+    good = sim_factory(long_answer, speedup=200)
+    built = {"n": 0}
+
+    def factory(spec, lp, rep):  # type: ignore[no-untyped-def]  # the third engine built never gets ready
+        built["n"] += 1
+        engine = good(spec, lp, rep)
+        if built["n"] == 3:
+            async def failed() -> EngineHealth:
+                return EngineHealth(state="failed", detail="out of memory")
+            engine.health = failed  # type: ignore[method-assign]
+        return engine
+
+    new_plan = tmp_path / "new.json"
+    new_plan.write_text(changed(nl2sql_plan, replicas=3, max_tokens=64).canonical_json())
+    app = scalable_app(Orchestrator(planned_spec(nl2sql_plan, sales_db), factory), token=TOKEN)
+    with live_server(app) as srv:
+        result = CliRunner().invoke(runtime_app, ["apply", str(new_plan), "--server", srv.url, "--token", TOKEN,
+                                                  "--yes"])
+        assert result.exit_code == 1
+        assert "[1/3] done" in result.output and "[2/3] failed" in result.output
+        assert "out of memory" in result.output
+        assert "Changed: scale_out fix: replicas 1 -> 2" in result.output
+        assert "Not changed: scale_out fix: replicas 2 -> 3" in result.output
+        assert "deploy: knob max_tokens[fix]: 96 -> 64" in result.output
+        assert "x 2 (fix-0, fix-1)" in result.output  # the replica that started serves; the deployment says so
+        with httpx.Client(base_url=srv.url, headers=AUTH) as http:
+            live = http.get("/v1/deployment").json()
+        assert live["llm_pools"][0]["replicas"] == 2 and live["knobs"]["max_tokens"]["fix"] == 96
