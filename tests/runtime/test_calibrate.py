@@ -85,7 +85,7 @@ def test_a_calibrated_profile_is_stored_per_machine_and_used_ahead_of_the_shippe
                                 "decode_fixed_s": 4 * SHIPPED.decode_fixed_s, "path": None})
 
     def factory(spec, pool, rep):  # engines that are 4x slower than the shipped profile says
-        return SimulatedEngine(slow, kv_capacity_tokens=rep.kv_capacity_tokens, max_num_seqs=16, speedup=50.0)
+        return SimulatedEngine(slow, kv_capacity_tokens=rep.kv_capacity_tokens, max_num_seqs=16, speedup=5.0)
 
     async def body():
         orch = Orchestrator(example_spec("nl2sql"), factory)
@@ -104,7 +104,7 @@ def test_a_calibrated_profile_is_stored_per_machine_and_used_ahead_of_the_shippe
     assert "fastest" in stored["calibration"] and stored["sources"][0].startswith("calibrated on")
     now = get_profile("smollm2-135m", "CPU", 1)  # every lookup now returns the calibration
     assert now.path == done.path
-    assert now.prefill_per_token_s == pytest.approx(slow.prefill_per_token_s, rel=0.05)
+    assert now.prefill_per_token_s == pytest.approx(slow.prefill_per_token_s, rel=0.1)
     use = cache.describe("smollm2-135m", "CPU")
     assert use.calibrated and "calibrated on this machine" in use.line()
     monkeypatch.setenv("CORTEX_MACHINE_KEY", "another box")  # another machine: the shipped fallback
