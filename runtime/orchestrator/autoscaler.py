@@ -4,8 +4,8 @@ Every ``interval_s`` :meth:`Autoscaler.tick` samples each LLM pool (grants to it
 replicas, calls waiting in Cortex's queue, calls running, requests waiting inside
 the engines) and keeps the samples of the last ``window_s``. From them it measures,
 per pool, over the window and over the last ``fast_window_s`` (scaling out reads the
-short window, so a load step is acted on within seconds; scaling in needs both
-windows to agree):
+short window too, while calls are waiting, so a load step is acted on within
+seconds; scaling in needs both windows to agree):
 
 * the arrival rate ``lambda`` (calls granted + growth of the queue, per second),
 * the throughput ``X`` (grants per second) and the mean calls running ``L``, hence
@@ -305,9 +305,13 @@ class Autoscaler:
         self.signals[pool.name] = signals or recent
         slots = max((r.slots for r in pool.replicas), default=1)
         current = len(pool.replicas)
-        # Up on the short window (a load step shows within seconds), down only when both windows agree.
-        want = self.size(recent, slots, limits, cfg.target_utilisation)
-        signals = recent if signals is None or want > current else signals
+        # Up on the long window, or on the short one (a load step shows within seconds) while calls are
+        # waiting (a burst of arrivals that finds free slots is noise, not a step); down only when both agree.
+        sustained = self.size(signals, slots, limits, cfg.target_utilisation) if signals else limits.min_replicas
+        pressed = recent.queued >= 0.5 or recent.engine_waiting >= 0.5
+        sudden = self.size(recent, slots, limits, cfg.target_utilisation) if pressed else limits.min_replicas
+        want = max(sustained, sudden)
+        signals = recent if signals is None or sudden > sustained else signals
         missing_slo = signals.attainment is not None and signals.attainment < cfg.slo_target
         if missing_slo and signals.queued >= 1 and want <= current:
             want = min(current + 1, limits.max_replicas)
