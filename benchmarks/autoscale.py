@@ -236,7 +236,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, sizes: dict[
               "seeds); the peak-sized plan has at least the autoscaler's replicas at every moment. The cost of any "
               f"autoscaler on this trace is at least {floor:.0%} of the peak-sized plan's (one replica per pool "
               "outside the step, the peak size during it, with instant reactions), so the issue's <= 60% target "
-              "cannot be met on a step that lasts a third of the trace.", ""]
+              "cannot be met on a step that lasts a third of the trace. Refused runs count as misses: the Cortex "
+              "admission policy estimates queue waits from the latency profiles, which the speed-up does not "
+              "scale, so it refuses a run as soon as a queue forms on its entry stage (in every configuration).", ""]
     step = auto.get("step_to_first_replica_s")
     lines.append(f"Autoscaler: load step -> first new replica in rotation: "
                  f"{'none' if step is None else f'{step:.2f} s (sped up)'}; simulated engines start at once, so "
