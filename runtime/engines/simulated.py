@@ -17,9 +17,7 @@ The model of one engine replica (a simplified vLLM V1 scheduler):
 * Prefix cache: prompts are hashed block by block (a chain hash, like vLLM);
   blocks seen before (LRU, bounded by the KV capacity) need no prefill.
 * One iteration lasts ``profile.iteration_s(prefill_tokens, decode_batch,
-  kv_tokens)`` (prefill-only iterations ``profile.prefill_s``), paced on the
-  engine's own clock (a late wake-up of the event loop is made up, not
-  added to every later iteration); every admitted
+  kv_tokens)`` (prefill-only iterations ``profile.prefill_s``); every admitted
   request gets its first token at the end of its prefill iteration and every
   running one a token per decode iteration.
 * Preemption: when a decode step needs a block and none is free, the most
@@ -342,8 +340,6 @@ class SimulatedEngine(Engine):
             heapq.heappush(self._waiting, (victim.request.priority, -1 - victim.order, victim))
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        ends_at = 0.0
         while True:
             if not self._waiting and not self._running:
                 self._wakeup.clear()
@@ -354,11 +350,7 @@ class SimulatedEngine(Engine):
             prefill_tokens = sum(t for _, t in admitted)
             kv_tokens = sum(s.kv_tokens for s in decoding)
             duration = self.profile.iteration_s(prefill_tokens, len(decoding), kv_tokens)
-            # Iterations follow one another on the engine's own clock, as on a real engine: the next
-            # ends `duration` after the previous one (after now when idle), however late the event
-            # loop, busy with the callers' work (streaming, say), woke this task.
-            ends_at = max(ends_at, loop.time()) + duration / self.speedup
-            await asyncio.sleep(ends_at - loop.time())
+            await asyncio.sleep(duration / self.speedup)
             self._counters.iterations += 1
             self._counters.busy_s += duration
             self._counters.prompt_tokens += prefill_tokens
