@@ -74,6 +74,9 @@ def prepare_environment() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_DO_NOT_TRACK", "1")
+    # Read when OpenMP starts (with torch): spin-waiting threads made vLLM-CPU decode ~7x slower on
+    # shared cores (see vllm_server.py); `cortex run|serve` also set it before anything imports torch.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def is_cpu_platform() -> bool:
