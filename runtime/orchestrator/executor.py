@@ -230,7 +230,7 @@ class Executor:
         st = self.stats(run.version.name, rec.stage)
         st.outcomes[rec.outcome] += 1
         st.observe_call(latency, rec.queue_s, engine_queue_s=rec.engine_queue_s, ttft_s=rec.ttft_s,
-                        engine_s=rec.engine_s, output_tokens=rec.output_tokens)
+                        engine_s=rec.engine_s, prompt_tokens=rec.prompt_tokens, output_tokens=rec.output_tokens)
         if rec.cached:
             st.cached += 1
         if rec.candidates > 1:

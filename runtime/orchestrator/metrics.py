@@ -63,12 +63,12 @@ class StageStats:
     For LLM calls the engine's figures add ``engine_queue`` (waiting inside the engine's
     batch, where the engine reports it), ``ttft`` (dispatch to first token) and
     ``tokens_per_s`` (decode rate: output tokens after the first per second after it) and its
-    inverse ``tpot`` (time per output token after the first); ``output_tokens`` counts the
-    tokens every call generated.
+    inverse ``tpot`` (time per output token after the first); ``prompt_tokens`` and
+    ``output_tokens`` count the tokens every call read and generated.
     """
 
     __slots__ = ("outcomes", "latency", "queue", "service", "engine_queue", "ttft", "tokens_per_s", "tpot",
-                 "output_tokens", "cached", "hedged", "borrowed", "swapped", "failovers")
+                 "prompt_tokens", "output_tokens", "cached", "hedged", "borrowed", "swapped", "failovers")
 
     def __init__(self) -> None:
         self.outcomes: Counter[str] = Counter()
@@ -79,6 +79,7 @@ class StageStats:
         self.ttft = Histogram()
         self.tokens_per_s = Histogram(TOKENS_PER_S_BUCKETS)
         self.tpot = Histogram(TPOT_BUCKETS_S)
+        self.prompt_tokens = 0
         self.output_tokens = 0
         self.cached = 0
         self.hedged = 0
@@ -87,11 +88,13 @@ class StageStats:
         self.failovers = 0
 
     def observe_call(self, latency_s: float, queue_s: float, *, engine_queue_s: float | None = None,
-                     ttft_s: float | None = None, engine_s: float | None = None, output_tokens: int = 0) -> None:
+                     ttft_s: float | None = None, engine_s: float | None = None, prompt_tokens: int = 0,
+                     output_tokens: int = 0) -> None:
         """Account one finished call (engine figures only where the engine reported them)."""
         self.latency.observe(latency_s)
         self.queue.observe(queue_s)
         self.service.observe(max(latency_s - queue_s, 0.0))
+        self.prompt_tokens += prompt_tokens
         self.output_tokens += output_tokens
         if engine_queue_s is not None:
             self.engine_queue.observe(engine_queue_s)

@@ -191,6 +191,7 @@ def test_metrics_split_tokens_and_tpot_and_a_cancelled_run_is_no_slo_miss(client
     assert 'cortex_stage_time_per_output_token_seconds_count{workflow="nl2sql",stage="fix"}' in text
     assert 'cortex_stage_queue_seconds_count{workflow="nl2sql",stage="fix"}' in text
     assert 'cortex_stage_ttft_seconds_count{workflow="nl2sql",stage="fix"}' in text
-    out = next(line for line in text.splitlines()
-               if line.startswith('cortex_stage_output_tokens_total{workflow="nl2sql",stage="fix"}'))
-    assert int(out.split()[-1]) > 0
+    for counter in ("cortex_stage_output_tokens_total", "cortex_stage_prompt_tokens_total"):
+        line = next(line for line in text.splitlines()
+                    if line.startswith(counter + '{workflow="nl2sql",stage="fix"}'))
+        assert int(line.split()[-1]) > 0
