@@ -21,9 +21,10 @@ TOKEN = "s3cret-token-for-apply-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def app_for(plan: Plan, db: Path, token: str | None = TOKEN, autoscale: AutoscalerConfig | None = None):  # type: ignore[no-untyped-def]
+def app_for(plan: Plan, db: Path, token: str | None = TOKEN, autoscale: AutoscalerConfig | None = None,  # type: ignore[no-untyped-def]
+            speedup: float = 200):
     """What `cortex serve` runs (simulated engines)."""
-    return scalable_app(Orchestrator(planned_spec(plan, db), sim_factory(long_answer, speedup=200)), token=token,
+    return scalable_app(Orchestrator(planned_spec(plan, db), sim_factory(long_answer, speedup=speedup)), token=token,
                         autoscale=autoscale)
 
 
@@ -66,7 +67,7 @@ def test_apply_over_http_streams_progress_and_changes_the_deployment(nl2sql_plan
 
 def test_serve_with_the_monitor_exports_its_decisions(nl2sql_plan: Plan, sales_db: Path) -> None:  # noqa: F811
     config = AutoscalerConfig(default=PoolLimits(1, 3), interval_s=0.05, window_s=0.4, scale_out_cooldown_s=0.1)
-    with live_server(app_for(nl2sql_plan, sales_db, autoscale=config)) as srv, \
+    with live_server(app_for(nl2sql_plan, sales_db, autoscale=config, speedup=20)) as srv, \
             httpx.Client(base_url=srv.url, timeout=30, headers=AUTH) as http:
         for i in range(60):  # well beyond one replica's 4 slots
             assert http.post("/v1/runs", json={"inputs": {"question": f"customers {i}"}}).status_code in (202, 429)
