@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-import typer
+from cortexlang.cli.startup import importing, quick_exit_app
 
-from cortexlang import __version__
-from cortexlang.cli import compile_cmds, plan_cmd, run_cmds, simulate_cmd
+with importing():  # first, and around every heavy import: see cortexlang.cli.startup
+    import typer
+
+    from cortexlang import __version__
+    from cortexlang.cli import compile_cmds, plan_cmd, run_cmds, simulate_cmd
 
 
 def _version(value: bool) -> None:
@@ -22,9 +25,9 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-def _app(help_text: str) -> typer.Typer:
-    app = typer.Typer(help=help_text, no_args_is_help=True, add_completion=False,
-                      pretty_exceptions_enable=False, rich_markup_mode=None)
+def _app(help_text: str, cls: type[typer.Typer] = typer.Typer) -> typer.Typer:
+    app = cls(help=help_text, no_args_is_help=True, add_completion=False,
+              pretty_exceptions_enable=False, rich_markup_mode=None)
 
     @app.callback()
     def main(version: Optional[bool] = typer.Option(
@@ -34,7 +37,7 @@ def _app(help_text: str) -> typer.Typer:
     return app
 
 
-compiler_app = _app("cortexc: compile, check, format and plan Cortex workflows.")
+compiler_app = _app("cortexc: compile, check, format and plan Cortex workflows.", quick_exit_app(typer.Typer))
 compile_cmds.register(compiler_app)
 plan_cmd.register(compiler_app)
 run_cmds.register_build(compiler_app)

@@ -122,3 +122,21 @@ def test_cortex_dev_reports_an_unreadable_save_and_keeps_watching(tmp_path: Path
     assert spec is None and text == f"error: cannot read {bad}: not UTF-8 text (line 2)"
     spec, text = _dev_compiler(None, None)(tmp_path / "gone.cortex")
     assert spec is None and text.endswith("no such file")
+
+
+def test_cortexc_as_a_program_flushes_its_output_and_keeps_its_exit_status(tmp_path: Path) -> None:
+    # check/fmt/graph/compile end the process without interpreter teardown (cortexlang/cli/startup.py)
+    import subprocess
+    import sys
+
+    def cortexc(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", "from cortexlang.cli import compiler_app; compiler_app()", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    ok = cortexc("check", NL2SQL)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: ")
+    bad = cortexc("check", str(EXAMPLES / "errors" / "cx301_unknown_name.cortex"))
+    assert bad.returncode == 1 and bad.stderr.rstrip().endswith("1 error found")
+    assert cortexc("check", str(tmp_path / "none.cortex")).returncode == 2
+    graph = cortexc("graph", NL2SQL, "-f", "json")
+    assert graph.returncode == 0 and json.loads(graph.stdout)["nodes"]
