@@ -87,6 +87,11 @@ def build_flow(workflow: Decl, ctx: ValueContext) -> FlowGraph | None:
     for info in fanouts.values():
         if info.flow is None:
             continue
+        if not info.flow.statements:
+            diags.error("CX110", f"fan-out `{info.name}` has an empty flow", info.flow.span,
+                        hint="write its branch: `flow { first_stage -> ... -> done }`")
+            ok = False
+            continue
         kinds = {n: stages[n].type if n in stages else "fanout" for n, f in member_of.items() if f == info.name}
         info.subflow = _graph(info.flow, kinds, member_of, stages, workflow.broken_names, ctx)
         ok = ok and info.subflow is not None

@@ -122,3 +122,8 @@ def test_a_spent_loop_without_an_outer_loop_is_still_a_cycle() -> None:
     assert "CX406" in codes(result)
     (d,) = [d for d in result.diagnostics if d.code == "CX406"]
     assert "within" in (d.hint or "")
+
+
+def test_an_empty_fan_out_flow_is_a_diagnostic() -> None:
+    result = workflow(llm("a") + "fanout f { width = 2  flow { } }\nflow { a -> f -> done }")
+    assert "CX110" in codes(result) and "CX901" not in codes(result)
