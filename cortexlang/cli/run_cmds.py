@@ -531,6 +531,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise usage_error(str(exc))
         console = _console(stderr=True)
+        use_machine_profiles()  # as run and serve: this machine's calibration ahead of the shipped profile
         compile_spec = _dev_compiler(workflow, policy)
         read_source(target)
         spec, text = compile_spec(target)
