@@ -190,6 +190,8 @@ class Database(IRModel):
     statement_timeout_s: float = Field(default=5.0, gt=0)
     row_limit: int = Field(default=1000, gt=0)
     pool_size: int = Field(default=4, gt=0)
+    max_result_bytes: int = Field(default=1 << 20, ge=1024,
+                                  description="A result larger than this (JSON size) is cut and marked truncated.")
 
 
 # --------------------------------------------------------------------------- workflow parts

@@ -97,7 +97,7 @@ def lower_databases(root: Decl, ctx: ValueContext) -> dict[str, ir.Database]:
             out[d.label] = ir.Database(
                 name=d.label, url=url, access=d.get("access", "read_only"),
                 statement_timeout_s=d.get("timeout", 5.0), row_limit=d.get("row_limit", 1000),
-                pool_size=d.get("pool", 4),
+                pool_size=d.get("pool", 4), max_result_bytes=int(d.get("max_result_bytes", 1 << 20)),
             )
         except ValidationError as exc:
             _refused(exc, d, ctx)

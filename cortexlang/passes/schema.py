@@ -141,6 +141,7 @@ DATABASE = BlockSchema("database", labelled=True, attrs={
     "access": Attr(v.enum("read_only")),
     "timeout": Attr(v.duration),
     "row_limit": Attr(v.integer(1)),
+    "max_result_bytes": Attr(v.size, doc="results are cut at this size (rows bound them too)"),
     "pool": Attr(v.integer(1)),
 })
 

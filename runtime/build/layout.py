@@ -91,7 +91,8 @@ def _databases(program: Program, workflow: Workflow, base_dir: Path) -> tuple[Da
     used = {s.database for s in workflow.stages if isinstance(s, SQLStage)}
     return tuple(
         DatabaseSpec(name=d.name, url=absolute_database_url(d.url, base_dir), pool_size=d.pool_size,
-                     statement_timeout_s=d.statement_timeout_s, row_limit=d.row_limit)
+                     statement_timeout_s=d.statement_timeout_s, row_limit=d.row_limit,
+                     max_result_bytes=d.max_result_bytes)
         for d in program.databases if d.name in used
     )
 

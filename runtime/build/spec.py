@@ -73,6 +73,7 @@ class DatabaseSpec(SpecModel):
     pool_size: int = Field(ge=1)
     statement_timeout_s: float = Field(gt=0)
     row_limit: int = Field(ge=1)
+    max_result_bytes: int = Field(default=1 << 20, ge=1024)
 
 
 class Knobs(SpecModel):

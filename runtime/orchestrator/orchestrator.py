@@ -293,7 +293,8 @@ class Orchestrator:
             held = self._sql.get(db.name)
             if held is None or held[0] != key:
                 executor = SQLExecutor(Database(name=db.name, url=db.url, statement_timeout_s=db.statement_timeout_s,
-                                                row_limit=db.row_limit, pool_size=db.pool_size))
+                                                row_limit=db.row_limit, pool_size=db.pool_size),
+                                       max_result_bytes=db.max_result_bytes)
                 try:
                     await executor.start()
                 except SQLConfigError as exc:  # e.g. a superuser role: the CLI says so in one line

@@ -177,3 +177,15 @@ def test_a_range_knob_spans_at_most_so_many_values() -> None:
     result = compile_source(MODEL + "workflow w {\n" + body + "flow { a -> done }\n}\n", "t.cortex")
     (d,) = result.diagnostics
     assert d.code == "CX203" and "spans 99,999,999 values" in d.message
+
+
+def test_a_databases_result_size_bound_is_a_size_of_at_least_1kib() -> None:
+    from cortexlang.compiler import compile_source
+
+    def db(value: str):
+        src = f'database d {{ url = "sqlite:///x.db"  max_result_bytes = {value} }}\n'
+        return compile_source(src, "t.cortex")
+
+    ok = db("64KiB")
+    assert ok.program is not None and ok.program.database("d").max_result_bytes == 64 * 1024
+    assert "CX203" in [d.code for d in db("100B").diagnostics]

@@ -32,3 +32,28 @@ def test_a_superuser_database_url_is_refused_in_one_line(tmp_path: Path) -> None
     assert "error: cannot start the runtime: database 'sales'" in result.output
     assert "SUPERUSER" in result.output and "readonly_role.py" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_declared_result_size_bound_reaches_the_sql_executor(tmp_path: Path) -> None:
+    import asyncio
+
+    from runtime.build.layout import default_spec
+    from runtime.orchestrator import Orchestrator
+
+    from .conftest import compile_example, sim_factory
+
+    program = compile_example("nl2sql")
+    bounded = program.model_copy(update={"databases": tuple(
+        d.model_copy(update={"max_result_bytes": 64 * 1024}) for d in program.databases)})
+    spec = default_spec(bounded, base_dir=EXAMPLES, backend="simulated")
+    assert spec.databases[0].max_result_bytes == 64 * 1024
+
+    async def body() -> int:
+        orch = Orchestrator(spec, sim_factory())
+        await orch.start()
+        try:
+            return orch._sql["sales"][1].max_result_bytes
+        finally:
+            await orch.stop()
+
+    assert asyncio.run(body()) == 64 * 1024
