@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cortexlang.ir import Edge, FanOut, LLMStage, Program, Workflow
+from cortexlang.ir import FanOut, LLMStage, Program, Workflow
 from cortexlang.semantics import Semantics, field_text
 from planner.profiles import LatencyProfile, all_profiles
 from runtime.simulator.graph import KnobChoices, WorkflowGraph
@@ -39,14 +39,6 @@ class ExecGraph:
         self._estimates = WorkflowGraph(program, workflow, _complete_profiles(program, workflow, profiles), knobs)
         self.semantics: Semantics = self._estimates.semantics
         self.innermost_loop = self.semantics.innermost_loops()
-
-    def choose_edge(self, node: str, outcome: str, result: object) -> Edge | None:
-        """The out-edge ``node`` takes after finishing with ``outcome`` and ``result`` (None: no edge matches)."""
-        return self.semantics.select_edge(node, outcome, result)
-
-    def loops_reset_by(self, loop: str) -> tuple[str, ...]:
-        """Loops nested (transitively) in ``loop``: their counters reset when ``loop`` iterates."""
-        return self.semantics.nested[loop]
 
     # ------------------------------------------------------------------ estimates
     def expected_s(self, node: str) -> float:

@@ -170,10 +170,6 @@ class WorkflowGraph:
         cum = self.cum[node]
         return [c - (cum[i - 1] if i else 0.0) for i, c in enumerate(cum)]
 
-    def sample_edge(self, node: str, u: float) -> Edge:
-        """The out-edge of ``node`` chosen by a uniform draw ``u`` in [0, 1)."""
-        return self.semantics.draw_edge(node, u)
-
     def expected_standalone_s(self) -> float:
         """Expected standalone latency of a run (the estimate ``R(entry)``)."""
         return self.remaining[self.workflow.entry]

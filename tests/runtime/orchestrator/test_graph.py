@@ -17,20 +17,20 @@ def graph(name: str) -> ExecGraph:
 
 def test_outcome_edges_of_nl2sql() -> None:
     g = graph("nl2sql")
-    assert g.choose_edge("execute", "ok", {}).target == "done"
-    assert g.choose_edge("execute", "error", {}).target == "fix"
-    assert g.choose_edge("execute", "empty", {}).target == "fix"
-    fix = g.choose_edge("fix", "ok", {"text": "SELECT 1"})
+    assert g.semantics.select_edge("execute", "ok", {}).target == "done"
+    assert g.semantics.select_edge("execute", "error", {}).target == "fix"
+    assert g.semantics.select_edge("execute", "empty", {}).target == "fix"
+    fix = g.semantics.select_edge("fix", "ok", {"text": "SELECT 1"})
     assert fix.target == "execute" and fix.loop == "repair"
-    assert g.choose_edge("generate", "error", None).target == "execute"  # an always edge covers every outcome
+    assert g.semantics.select_edge("generate", "error", None).target == "execute"  # an always edge covers every outcome
 
 
 def test_field_branches_fall_back_to_else() -> None:
     g = graph("react_agent")
-    assert g.choose_edge("think", "ok", {"action": "lookup"}).target == "lookup"
-    assert g.choose_edge("think", "ok", {"action": "finish"}).target == "answer"
-    assert g.choose_edge("think", "ok", {"thought": "no action field"}).target == "answer"
-    assert g.choose_edge("think", "error", None).target == "answer"
+    assert g.semantics.select_edge("think", "ok", {"action": "lookup"}).target == "lookup"
+    assert g.semantics.select_edge("think", "ok", {"action": "finish"}).target == "answer"
+    assert g.semantics.select_edge("think", "ok", {"thought": "no action field"}).target == "answer"
+    assert g.semantics.select_edge("think", "error", None).target == "answer"
 
 
 def test_field_values_compare_in_json_spelling() -> None:
@@ -48,7 +48,7 @@ def test_innermost_loops() -> None:
     assert loops["replan"] == loops["critique"] == loops["synthesize"] == "rounds"
     assert loops["summarize"] == loops["search"] == "rounds"  # branch stages share the fan-out's loops
     assert "plan" not in loops
-    assert research.loops_reset_by("rounds") == ("refetch",)
+    assert research.semantics.nested["rounds"] == ("refetch",)
 
 
 def test_estimates_rank_the_remaining_path() -> None:
