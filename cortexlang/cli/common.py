@@ -77,6 +77,16 @@ def compile_or_exit(path: Path) -> CompileResult:
     return result
 
 
+def read_lines(path: Path, label: str) -> list[str]:
+    """The lines of the UTF-8 text file ``path``; a usage error starting with ``label`` otherwise."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise usage_error(f"{label}: no such file")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise usage_error(f"{label}: cannot read it: {exc}")
+
+
 def write_output(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from cortexlang.cli.common import EXIT_ERRORS, EXIT_OK, compile_or_exit, usage_error, write_output
+from cortexlang.cli.common import EXIT_ERRORS, EXIT_OK, compile_or_exit, read_lines, usage_error, write_output
 
 if TYPE_CHECKING:  # the planner, pydantic and rich load only when `plan` runs: `cortexc check` starts fast
     from rich.console import Console
@@ -89,12 +89,7 @@ def apply_observed(program: Program, path: Path, *, to_stderr: bool) -> Program:
     workflows the trace holds; the comparison with the declared values is printed first."""
     from planner.observed import TraceFormatError, observe, read_trace, render
 
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise usage_error(f"--observed {path}: no such file")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise usage_error(f"--observed {path}: cannot read it: {exc}")
+    lines = read_lines(path, f"--observed {path}")
     try:
         runs = read_trace(lines, str(path))
         names = {str(r.get("workflow", "trace")) for r in runs}

@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from cortexlang.cli.common import EXIT_ERRORS, SourceError, compile_or_exit, load_source, read_source, usage_error
+from cortexlang.cli.common import (
+    EXIT_ERRORS, SourceError, compile_or_exit, load_source, read_lines, read_source, usage_error,
+)
 
 if TYPE_CHECKING:  # rich loads when a command runs, so `cortexc --version` and `check` start fast
     from rich.console import Console
@@ -189,12 +191,7 @@ def make_factory(spec: Any, engine: EngineChoice, endpoints: list[str], speedup:
 
 def read_inputs(path: Path, names: tuple[str, ...], limit: int | None) -> list[tuple[str, dict[str, Any]]]:
     """``(id, inputs)`` per JSON line; usage error naming the line when one is malformed."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise usage_error(f"cannot read {path}: no such file")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise usage_error(f"cannot read {path}: {exc}")
+    lines = read_lines(path, f"--input {path}")
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

@@ -53,7 +53,7 @@ from runtime.engines.base import ChatMessage, GenerationResult, RequestRejected
 from runtime.orchestrator import BadRequest, NoHealthyReplica, Orchestrator, Overloaded, UnknownRun
 from runtime.serve.catalog import UnknownTarget, model_objects, resolve
 from runtime.serve.errors import error_response as _error
-from runtime.serve.errors import openai_error
+from runtime.serve.errors import invalid_request, openai_error
 from runtime.serve.guard import BODY_TIMEOUT_S, MAX_BODY_BYTES, GuardSettings, RequestGuard
 from runtime.serve.json_body import InvalidBody, parse_json
 from runtime.serve.openai_api import (NAME_MAX, Body, ChatCompletionIn, Completion, CompletionIn, CortexMetadata,
@@ -157,9 +157,7 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
         except InvalidBody as exc:
             return _error(400, str(exc))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "body"
-            return _error(400, f"invalid request: {where}: {first['msg']}")
+            return invalid_request(exc)
 
     @app.post("/v1/runs")
     async def start_run(request: Request) -> Response:

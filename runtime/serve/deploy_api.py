@@ -39,7 +39,7 @@ from runtime.orchestrator.autoscaler import Autoscaler, AutoscalerConfig
 from runtime.orchestrator.deployment import ApplyError, Deployment, Step
 from runtime.orchestrator.scaling import PoolScaler
 from runtime.serve.app import create_app
-from runtime.serve.errors import error_response
+from runtime.serve.errors import error_response, invalid_request
 from runtime.serve.json_body import InvalidBody, parse_json
 from runtime.serve.openai_api import NAME_MAX, Body, Name
 
@@ -96,9 +96,7 @@ def install_deployment_routes(app: FastAPI, deployment: Deployment,
         except InvalidBody as exc:
             return error_response(400, str(exc))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "body"
-            return error_response(400, f"invalid request: {where}: {first['msg']}")
+            return invalid_request(exc)
         except ApplyError as exc:
             return error_response(400, f"the plan does not fit the deployment: {exc}")
         revision = deployment.revision(target.workflow)

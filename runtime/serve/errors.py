@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 
 OPENAI_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                       429: "rate_limit_error", 503: "service_unavailable_error"}
@@ -20,6 +21,13 @@ def error_response(status: int, message: str, retryable: bool = False,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     """An error answer; ``retryable`` tells clients whether the same request may succeed later."""
     return JSONResponse({"error": message, "retryable": retryable}, status_code=status, headers=headers)
+
+
+def invalid_request(exc: ValidationError) -> JSONResponse:
+    """A 400 naming the first field a request body got wrong (from pydantic's validation)."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return error_response(400, f"invalid request: {where}: {first['msg']}")
 
 
 def openai_error(response: Response) -> Response:

@@ -10,15 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from cortexlang.cli.plan_cmd import register
 from cortexlang.compiler import compile_file
 from planner.api import plan_program
 from planner.observed import PRIOR_WEIGHT, TraceFormatError, observe, read_trace, render
 from planner.plan import Plan
 from tests.conftest import EXAMPLES
+from tests.planner.test_plan_cli import _app
 
 NL2SQL = EXAMPLES / "nl2sql.cortex"
 
@@ -149,15 +148,6 @@ def test_malformed_traces_name_the_line() -> None:
         observe(_program("nl2sql"), read_trace(['{"workflow": "rag", "arrival_s": 1, "calls": []}']))
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-    @app.callback()
-    def main() -> None:
-        pass
-
-    register(app)
-    return app
 
 
 def test_cortexc_plan_observed(tmp_path: Path) -> None:
