@@ -36,7 +36,7 @@ from runtime.simulator.executor import ExecutorGroup
 from runtime.simulator.graph import KnobChoices, WorkflowGraph
 from runtime.simulator.records import SimResult
 from runtime.simulator.runs import IRRun, Run
-from runtime.simulator.trace import TraceRequest, TraceRun
+from runtime.simulator.trace import RemainingPathStats, TraceRequest, TraceRun
 
 SPEED_PROBE = (512, 128)
 """Request (input, output tokens) whose standalone time defines a replica's relative speed."""
@@ -185,8 +185,9 @@ class Simulator:
         self._no_views = (self._plain_route and _inherited(self.policy, "priority") and not self._adapts
                           and not self.policy.requeue_interval_s)
         if self.trace is not None:
+            learnt = RemainingPathStats(self.trace, self.ref_profiles)  # what follows a call, on average
             for i, req in enumerate(self.trace):
-                self.at(req.arrival_s, self._arrive, TraceRun(req, i, self.ref_profiles))
+                self.at(req.arrival_s, self._arrive, TraceRun(req, i, self.ref_profiles, learnt))
         else:
             if not self.streams:
                 raise ValueError("nothing to simulate: no arrival stream and no trace")

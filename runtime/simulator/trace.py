@@ -15,12 +15,19 @@ parents start at arrival). LLM calls need ``model``, ``input_tokens`` and
 for the record; the replay follows the recorded calls, whatever the outcomes.
 The run's standalone latency is the DAG's longest path with LLM calls timed on
 the cluster's fastest device for their model.
+
+A replayed call knows its own size but not its run's future. Deadline-aware
+policies get, as its remaining critical path, its own standalone time plus what
+*the trace's statistics* say follows a call of that stage at that visit
+(:class:`RemainingPathStats`), never the recorded future of its own run.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+import math
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,14 +175,80 @@ def _topological(req: TraceRequest, where: str) -> list[str]:
     return order
 
 
+def _call_standalone_s(c: TraceCall, ref: dict[str, LatencyProfile]) -> float:
+    """A call's standalone time: its recorded duration, or its LLM time alone on the reference profile."""
+    if c.kind != "llm":
+        return c.duration_s
+    if c.model not in ref:
+        raise TraceError(f"trace model {c.model!r} has no replica in the cluster")
+    return llm_standalone_s(ref[c.model], c.input_tokens, c.output_tokens, c.prefix_tokens)
+
+
+def _visit_keys(req: TraceRequest) -> dict[str, tuple[str, str, int]]:
+    """Each call's ``(workflow, stage, visit)``: ``visit`` counts the run's earlier calls of that stage
+    in topological order (the first ``generate`` is visit 0, a retry loop's next one visit 1, ...)."""
+    seen: dict[str, int] = defaultdict(int)
+    keys = {}
+    for cid in _topological(req, req.run_id):
+        stage = next(c.stage for c in req.calls if c.id == cid)
+        keys[cid] = (req.workflow, stage, seen[stage])
+        seen[stage] += 1
+    return keys
+
+
+class RemainingPathStats:
+    """What follows a call, learnt from a whole trace: per ``(workflow, stage, visit)`` the mean and the
+    standard deviation of the standalone time of the longest path from the call's end to its run's end.
+
+    For a call ``c`` of run ``r``: ``tail(c) = t(c) + max(tail(child) for child in children(c))``
+    (0 without children) and ``after(c) = tail(c) - t(c)``; the statistics are taken over every
+    call of the trace with that key. A key the trace never saw falls back to ``(workflow, stage)``
+    over all visits, then to 0 (nothing known to follow).
+    """
+
+    def __init__(self, requests: Iterable[TraceRequest], ref_profiles: dict[str, LatencyProfile]):
+        samples: dict[tuple, list[float]] = defaultdict(list)
+        for req in requests:
+            t = {c.id: _call_standalone_s(c, ref_profiles) for c in req.calls}
+            children: dict[str, list[str]] = {c.id: [] for c in req.calls}
+            for c in req.calls:
+                for p in c.parents:
+                    children[p].append(c.id)
+            tail: dict[str, float] = {}
+            for cid in reversed(_topological(req, req.run_id)):
+                tail[cid] = t[cid] + max((tail[k] for k in children[cid]), default=0.0)
+            for cid, key in _visit_keys(req).items():
+                after = tail[cid] - t[cid]
+                samples[key].append(after)
+                samples[key[:2]].append(after)
+        self._stats = {key: _mean_std(v) for key, v in samples.items()}
+
+    def after(self, workflow: str, stage: str, visit: int) -> tuple[float, float]:
+        """``(mean, std)`` seconds of standalone work expected after a call with this key."""
+        return self._stats.get((workflow, stage, visit)) or self._stats.get((workflow, stage)) or (0.0, 0.0)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
 class TraceRun(Run):
-    """A recorded request replayed as a DAG of calls."""
+    """A recorded request replayed as a DAG of calls.
 
-    __slots__ = ("req", "calls", "children", "waiting_on", "done_cp", "_ref")
+    With ``stats`` (learnt from the whole trace), a call's remaining critical path is its own
+    standalone time plus the learnt mean of what follows calls like it, with that spread; without,
+    it is its own time alone (nothing known about the rest of the run).
+    """
 
-    def __init__(self, req: TraceRequest, run_id: int, ref_profiles: dict[str, LatencyProfile]):
+    __slots__ = ("req", "calls", "children", "waiting_on", "done_cp", "_ref", "_visit", "_stats")
+
+    def __init__(self, req: TraceRequest, run_id: int, ref_profiles: dict[str, LatencyProfile],
+                 stats: RemainingPathStats | None = None):
         super().__init__(run_id, req.workflow, req.arrival_s)
         self.req = req
+        self._stats = stats
+        self._visit = {cid: key[2] for cid, key in _visit_keys(req).items()} if stats is not None else {}
         self.calls = {c.id: c for c in req.calls}
         self.children: dict[str, list[str]] = {c.id: [] for c in req.calls}
         for c in req.calls:
@@ -183,7 +256,7 @@ class TraceRun(Run):
                 self.children[p].append(c.id)
         self.waiting_on = {c.id: len(c.parents) for c in req.calls}
         self.done_cp: dict[str, float] = {}
-        times = {c.id: self._standalone(c, ref_profiles) for c in req.calls}
+        times = {c.id: _call_standalone_s(c, ref_profiles) for c in req.calls}
         finish: dict[str, float] = {}
         for cid in _topological(req, req.run_id):
             c = self.calls[cid]
@@ -191,21 +264,15 @@ class TraceRun(Run):
         self.standalone_s = max(finish.values())
         self._ref = ref_profiles
 
-    @staticmethod
-    def _standalone(c: TraceCall, ref: dict[str, LatencyProfile]) -> float:
-        if c.kind != "llm":
-            return c.duration_s
-        if c.model not in ref:
-            raise TraceError(f"trace model {c.model!r} has no replica in the cluster")
-        return llm_standalone_s(ref[c.model], c.input_tokens, c.output_tokens, c.prefix_tokens)
-
     def _make(self, cid: str, cp: float) -> Call:
         c = self.calls[cid]
         self.ncalls += 1
-        t = self._standalone(c, self._ref)
+        t = _call_standalone_s(c, self._ref)
+        after, spread = (self._stats.after(self.workflow, c.stage, self._visit[cid]) if self._stats is not None
+                         else (0.0, 0.0))
         pkey = f"{self.workflow}/{c.stage}@{c.model}" if c.kind == "llm" and c.prefix_tokens else None
         return Call(self, cid, c.stage, c.kind, c.model if c.kind == "llm" else None, c.input_tokens,
-                    c.output_tokens, pkey, c.prefix_tokens, c.duration_s, t, t, t, 0.0, None, 0, cp)
+                    c.output_tokens, pkey, c.prefix_tokens, c.duration_s, t, t, t + after, spread, None, 0, cp)
 
     def first_calls(self) -> list[Call]:
         return [self._make(c.id, 0.0) for c in self.req.calls if not c.parents]

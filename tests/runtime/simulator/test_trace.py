@@ -77,3 +77,43 @@ def test_a_call_longer_than_the_models_context_is_refused_like_vllm_would():
                         ' "model": "llama8b", "input_tokens": 12000, "output_tokens": 50}]}'])
     with pytest.raises(TraceError, match="exceed llama8b's context of 8192"):
         trace_models(reqs)
+
+
+def test_remaining_path_is_learnt_from_the_trace_not_the_runs_own_future():
+    """A replayed call's remaining critical path = its own time + the trace-wide mean of what follows
+    calls of its stage at that visit; two runs with different futures see the same estimate."""
+    from runtime.simulator.graph import llm_standalone_s
+    from runtime.simulator.trace import RemainingPathStats, TraceRun
+
+    reqs = parse_trace(LINES)
+    program = Program(models=trace_models(reqs))
+    layout = shared_layout({"H100": 1}, "llama8b", executor_slots=4)
+    ref = Simulator(program, layout, FCFS(), trace=reqs, config=SimConfig()).ref_profiles
+    t_fix = llm_standalone_s(ref["llama8b"], 900, 40)
+    stats = RemainingPathStats(reqs, ref)
+    # After run a's generate: execute (0.5 s) then fix, the longer of its two paths; nothing after b's.
+    mean, std = stats.after("nl2sql", "generate", 0)
+    assert mean == pytest.approx((0.5 + t_fix) / 2) and std == pytest.approx((0.5 + t_fix) / 2)
+    assert stats.after("nl2sql", "execute", 0) == pytest.approx((t_fix, 0.0))
+    assert stats.after("nl2sql", "fix", 0) == (0.0, 0.0)
+    assert stats.after("nl2sql", "generate", 3) == stats.after("nl2sql", "generate", 0)  # unseen visit
+    assert stats.after("other", "generate", 0) == (0.0, 0.0)  # unknown stage: nothing known to follow
+    for i, req in enumerate(reqs):
+        first = TraceRun(req, i, ref, stats).first_calls()[0]
+        assert first.remaining_cp_s == pytest.approx(first.standalone_s + mean)
+        assert first.remaining_std_s == pytest.approx(std)
+        blind = TraceRun(req, i, ref).first_calls()[0]
+        assert blind.remaining_cp_s == blind.standalone_s and blind.remaining_std_s == 0.0
+
+
+def test_learnt_remaining_path_counts_visits_of_a_retried_stage():
+    lines = ['{"run_id": "r", "workflow": "w", "arrival_s": 0, "calls": ['
+             '{"id": "a", "stage": "try", "kind": "tool", "duration_s": 1.0},'
+             '{"id": "b", "stage": "try", "kind": "tool", "duration_s": 2.0, "parents": ["a"]},'
+             '{"id": "c", "stage": "done", "kind": "tool", "duration_s": 0.5, "parents": ["b"]}]}']
+    from runtime.simulator.trace import RemainingPathStats
+
+    stats = RemainingPathStats(parse_trace(lines), {})
+    assert stats.after("w", "try", 0) == pytest.approx((2.5, 0.0))  # the retry and the last step follow
+    assert stats.after("w", "try", 1) == pytest.approx((0.5, 0.0))
+    assert stats.after("w", "try", 2) == pytest.approx((1.5, 1.0))  # unseen visit: over all visits
