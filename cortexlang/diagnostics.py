@@ -68,6 +68,10 @@ CODES: dict[str, str] = {
     "CX207": "inconsistent model facts",
     "CX208": "file outside the workflow's folder",
     "CX210": "stages sharing a pool prefer different models",
+    "CX211": "invalid JSON schema",
+    "CX212": "invalid regular expression",
+    "CX213": "not exactly one output constraint",
+    "CX214": "empty grammar",
     # names
     "CX301": "unknown name",
     "CX302": "wrong kind of name",

@@ -57,7 +57,7 @@ import json
 from functools import cached_property
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 IR_VERSION = "1"
 
@@ -214,6 +214,33 @@ class CachePolicy(IRModel):
     max_entries: int = Field(default=10_000, gt=0)
 
 
+class OutputConstraint(IRModel):
+    """What an LLM stage's output must match, enforced by the engine while decoding.
+
+    Exactly one of the fields named by ``kind`` is set: ``json_schema`` (a JSON schema, as
+    canonical JSON text so the model stays hashable),
+    ``regex`` (the whole output matches it), ``grammar`` (an EBNF/GBNF grammar, as
+    vLLM's structured outputs take it) or ``database`` (``sql``: one read-only ``SELECT``
+    over that database's tables and columns; the runtime builds its grammar from the
+    database's schema when it starts). ``path`` is the file it was read from, if any.
+    """
+
+    kind: Literal["json", "regex", "grammar", "sql"]
+    json_schema: str | None = None
+    regex: str | None = None
+    grammar: str | None = None
+    database: str | None = None
+    path: str | None = Field(default=None, description="Source file, relative to the .cortex file.")
+
+    @model_validator(mode="after")
+    def _one_field_for_kind(self) -> "OutputConstraint":
+        field = {"json": "json_schema", "sql": "database"}.get(self.kind, self.kind)
+        set_fields = [f for f in ("json_schema", "regex", "grammar", "database") if getattr(self, f) is not None]
+        if set_fields != [field]:
+            raise ValueError(f"a {self.kind!r} constraint sets exactly `{field}` (set: {set_fields})")
+        return self
+
+
 class StageBase(IRModel):
     name: str
     budget_s: float | None = Field(default=None, gt=0, description="Optional per-stage latency budget.")
@@ -242,6 +269,8 @@ class LLMStage(StageBase):
     )
     pool: str | None = Field(
         default=None, description="Stages naming the same pool share its replicas (co-location the user asked for).")
+    constraint: OutputConstraint | None = Field(
+        default=None, description="Structured output: the engine only generates text matching it.")
 
 
 class SQLStage(StageBase):

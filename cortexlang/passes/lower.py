@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from cortexlang import ir
 from cortexlang.diagnostics import did_you_mean
+from cortexlang.passes.constraints import INVALID_CONSTRAINT, lower_constraint
 from cortexlang.passes.flow import FlowGraph
 from cortexlang.passes.structure import Decl
 from cortexlang.passes.values import NameUse, ValueContext
@@ -253,6 +254,9 @@ def _lower_stage(d: Decl, stage_decls: dict[str, Decl], models: dict[str, ir.Mod
                 ctx.diags.error("CX203", f"`{d.label}` needs up to {need} tokens (input_tokens + max_tokens) but "
                                 f"model `{use.name}` holds {limit}", d.value_spans["max_tokens"])
                 return None
+        constraint = lower_constraint(d, databases, names, ctx)
+        if constraint is INVALID_CONSTRAINT:
+            return None
         template, path = d.get("prompt")
         system = d.get("system")
         return ir.LLMStage(
@@ -262,6 +266,7 @@ def _lower_stage(d: Decl, stage_decls: dict[str, Decl], models: dict[str, ir.Mod
             stop=d.get("stop", ()), output=d.get("output", "text"), input_tokens=d.get("input_tokens"),
             output_tokens=d.get("output_tokens"), prefix_tokens=d.get("prefix_tokens", 0),
             hedge=d.get("hedge", ir.IntKnob.fixed(1)), pool=d.get("pool").name if d.get("pool") else None,
+            constraint=constraint,
         )
     if d.type == "sql":
         db = d.get("database")

@@ -53,6 +53,14 @@ RETRY = BlockSchema("retry", labelled=False, repeatable=False, doc="retries of a
 ARGS = BlockSchema("args", labelled=False, repeatable=False,
                    doc="named arguments of a tool call: jinja2 templates over the run's context")
 
+CONSTRAIN = BlockSchema("constrain", labelled=False, repeatable=False,
+                       doc="structured output: exactly one constraint the engine enforces while decoding", attrs={
+    "json": Attr(v.text_or_file, doc="a JSON schema, inline or file(...)"),
+    "regex": Attr(v.text, doc="a regular expression the whole output matches"),
+    "grammar": Attr(v.text_or_file, doc="an EBNF (GBNF) grammar, inline or file(...)"),
+    "sql": Attr(v.name, doc="a database: one read-only SELECT over its tables and columns"),
+})
+
 LLM = BlockSchema("llm", labelled=True, doc="a language-model call", attrs={
     "model": Attr(v.model_choice, required=True, doc="a model, or a malleable choice of models"),
     "prompt": Attr(v.text_or_file, required=True, doc="jinja2 template, inline or file(...)"),
@@ -68,7 +76,7 @@ LLM = BlockSchema("llm", labelled=True, doc="a language-model call", attrs={
     "hedge": Attr(v.int_knob(1, 16), doc="parallel candidates per call"),
     "pool": Attr(v.name, doc="share one pool of replicas with the other stages naming this pool"),
     **_COMMON_STAGE,
-})
+}, blocks={"constrain": CONSTRAIN})
 
 SQL = BlockSchema("sql", labelled=True, doc="a read-only statement on a database", attrs={
     "database": Attr(v.name, required=True),
