@@ -89,6 +89,8 @@ def absolute_database_url(url: str, base_dir: Path) -> str:
 
 def _databases(program: Program, workflow: Workflow, base_dir: Path) -> tuple[DatabaseSpec, ...]:
     used = {s.database for s in workflow.stages if isinstance(s, SQLStage)}
+    used |= {s.constraint.database for s in workflow.stages  # an `sql` output constraint reads its schema
+             if isinstance(s, LLMStage) and s.constraint is not None and s.constraint.database}
     return tuple(
         DatabaseSpec(name=d.name, url=absolute_database_url(d.url, base_dir), pool_size=d.pool_size,
                      statement_timeout_s=d.statement_timeout_s, row_limit=d.row_limit,

@@ -47,8 +47,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ClassVar, Literal
@@ -69,6 +70,34 @@ class ChatMessage(_Frozen):
 
     role: Literal["system", "user", "assistant"]
     content: str
+
+
+ConstraintKind = Literal["json", "regex", "grammar"]
+ConstraintCheck = Literal["enforced", "satisfied", "violated", "unchecked"]
+
+
+class DecodingConstraint(_Frozen):
+    """Structured output an engine enforces while decoding (an LLM stage's ``constrain { ... }``).
+
+    ``spec`` is a JSON schema as JSON text (``json``), a regular expression the whole output
+    matches (``regex``) or a GBNF grammar (``grammar``). A stage's ``sql`` constraint reaches
+    engines as the grammar built from its database's schema; ``source`` says where a constraint
+    came from (e.g. ``"sql:sales"``), for messages.
+    """
+
+    kind: ConstraintKind
+    spec: str = Field(min_length=1)
+    source: str | None = None
+
+    @property
+    def capability(self) -> str:
+        """The capability an engine needs to honour it: ``"constraint:<kind>"``."""
+        return f"constraint:{self.kind}"
+
+    def vllm_fields(self) -> dict[str, Any]:
+        """vLLM's structured-output fields for it (``StructuredOutputsParams`` in process, the
+        ``structured_outputs`` body field of vLLM's OpenAI server): ``json``, ``regex`` or ``grammar``."""
+        return {self.kind: json.loads(self.spec) if self.kind == "json" else self.spec}
 
 
 class GenerationRequest(_Frozen):
@@ -95,6 +124,8 @@ class GenerationRequest(_Frozen):
     tool_choice: str | dict[str, Any] | None = None
     logprobs: int | None = Field(default=None, ge=0, le=20)
     """Return the sampled tokens' log-probabilities with this many alternatives each (None: none)."""
+    constraint: DecodingConstraint | None = None
+    """The stage's declared output constraint; with ``response_format`` too, :meth:`Engine.check_request` refuses it."""
 
     @property
     def is_chat(self) -> bool:
@@ -104,7 +135,8 @@ class GenerationRequest(_Frozen):
         """The optional features this request uses (capability names, see :meth:`Engine.check_request`)."""
         used = (("response_format", self.response_format is not None), ("tools", bool(self.tools)),
                 ("logprobs", self.logprobs is not None), ("seed", self.seed is not None))
-        return tuple(name for name, on in used if on)
+        constraint = (self.constraint.capability,) if self.constraint is not None else ()
+        return tuple(name for name, on in used if on) + constraint
 
 
 class GenerationTiming(_Frozen):
@@ -133,6 +165,10 @@ class GenerationResult(_Frozen):
     """Tool calls in OpenAI's format (``{"id", "type": "function", "function": {"name", "arguments"}}``)."""
     logprobs: tuple[dict[str, Any], ...] | None = None
     """Per output token, OpenAI's ``{"token", "logprob", "bytes", "top_logprobs"}`` (when asked for)."""
+    constraint: ConstraintCheck | None = None
+    """For a constrained request: ``enforced`` (the engine decoded under it), or, from the simulated
+    engine, which does not decode, whether its text ``satisfied`` or ``violated`` it (``unchecked``
+    where it has no checker for the kind). None for an unconstrained request."""
 
 
 class TokenDelta(_Frozen):
@@ -279,10 +315,22 @@ class Engine(abc.ABC):
     label: ClassVar[EngineLabel]
     capabilities: ClassVar[frozenset[str]] = frozenset()
     """Optional features: "priority", "prefix_cache", "abort", "metrics", "stream" (deltas while
-    generating), and the request features "response_format", "tools", "logprobs", "seed"."""
+    generating), the request features "response_format", "tools", "logprobs", "seed", and the
+    output constraints "constraint:json", "constraint:regex", "constraint:grammar"."""
+
+    def require(self, features: "Iterable[str]", what: str) -> None:
+        """Raise :class:`EngineError` unless every feature is a capability: for start-up checks
+        (a stage's constraint), so a deployment fails before serving, not on its first call."""
+        missing = sorted(set(features) - self.capabilities)
+        if missing:
+            raise EngineError(f"the {self.label} engine cannot honour {', '.join(missing)} ({what})")
 
     def check_request(self, request: GenerationRequest) -> None:
         """Raise :class:`RequestRejected` naming every feature of ``request`` this backend cannot honour."""
+        if request.constraint is not None and request.response_format is not None:
+            declared = request.constraint.source or request.constraint.kind
+            raise RequestRejected(f"this stage declares an output constraint ({declared}); send the request "
+                                  "without response_format")
         missing = [f for f in request.features() if f not in self.capabilities]
         if missing:
             raise RequestRejected(f"the {self.label} engine cannot honour {', '.join(missing)}; "

@@ -26,7 +26,10 @@ Streaming: every content piece is handed to the request's token sink as it
 arrives. ``seed``, ``response_format``, ``tools``/``tool_choice`` and
 ``logprobs`` are passed through as the OpenAI API defines them; an endpoint that
 cannot honour one answers 400, which is a :class:`RequestRejected` like any
-other. Streamed tool-call pieces are joined per index into whole calls.
+other. A stage's output constraint goes as vLLM's ``structured_outputs`` body
+field (JSON schema, regex or grammar) with ``vllm_extensions``, else only a JSON
+schema can go, as a strict ``json_schema`` response_format (regex and grammar
+constraints are then refused when the engine is set up). Streamed tool-call pieces are joined per index into whole calls.
 
 ``priority`` and ``request_id`` are sent in the body only when
 ``vllm_extensions`` is set (vLLM accepts them; other servers may reject
@@ -125,8 +128,12 @@ async def _head(response: httpx.Response, limit: int) -> str:
     return data[:limit].decode(errors="replace")
 
 
-REQUEST_FEATURES = frozenset({"stream", "seed", "response_format", "tools", "logprobs"})
-"""What the OpenAI API lets a client ask of any compatible endpoint (see module docstring)."""
+REQUEST_FEATURES = frozenset({"stream", "seed", "response_format", "tools", "logprobs", "constraint:json"})
+"""What the OpenAI API lets a client ask of any compatible endpoint (see module docstring); a JSON
+constraint is sent as a strict ``json_schema`` response_format."""
+
+VLLM_CONSTRAINTS = frozenset({"constraint:regex", "constraint:grammar"})
+"""Constraints only vLLM's server takes (its ``structured_outputs`` body field): with ``vllm_extensions``."""
 
 
 @dataclass
@@ -165,6 +172,8 @@ class OpenAIRemoteEngine(Engine):
         self.model = model
         self.api_key = api_key
         self.vllm_extensions = vllm_extensions
+        if vllm_extensions:  # per instance: only a vLLM server takes regex and grammar constraints
+            self.capabilities = type(self).capabilities | VLLM_CONSTRAINTS  # type: ignore[misc]
         self.request_timeout_s = request_timeout_s
         self.metrics_interval_s = metrics_interval_s
         self.max_context = max_context
@@ -261,7 +270,13 @@ class OpenAIRemoteEngine(Engine):
             body["stop"] = list(request.stop)
         if request.seed is not None:
             body["seed"] = request.seed
-        if request.response_format is not None:
+        if request.constraint is not None:  # with a response_format too: refused by check_request
+            if self.vllm_extensions:
+                body["structured_outputs"] = request.constraint.vllm_fields()
+            else:  # checked by check_request: only a JSON schema reaches here
+                body["response_format"] = {"type": "json_schema", "json_schema": {
+                    "name": "output", "schema": json.loads(request.constraint.spec), "strict": True}}
+        elif request.response_format is not None:
             body["response_format"] = request.response_format
         if request.tools:
             body["tools"] = list(request.tools)
@@ -377,6 +392,7 @@ class OpenAIRemoteEngine(Engine):
             cached_prompt_tokens=details.get("cached_tokens"),
             tool_calls=tuple(state.tool_calls[i] for i in sorted(state.tool_calls)) or None,
             logprobs=tuple(state.logprobs) if request.logprobs is not None else None,
+            constraint="enforced" if request.constraint is not None else None,
         )
 
 

@@ -27,6 +27,9 @@ The model of one engine replica (a simplified vLLM V1 scheduler):
   goes to the request's token sink at the end of the iteration that produced it.
   ``seed`` is accepted (the answers are deterministic anyway); ``response_format``,
   ``tools`` and ``logprobs`` are refused (it has no model to constrain or score).
+* Output constraints (a stage's ``constrain { ... }``) are accepted but not enforced: the
+  responder's text is checked against the constraint (:mod:`runtime.engines.constraint_check`)
+  and the result labelled ``satisfied``, ``violated`` or ``unchecked`` in ``result.constraint``.
 
 ``speedup`` divides every sleep; reported timings are in model seconds (wall
 seconds times ``speedup``), so results do not depend on it.
@@ -44,7 +47,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from planner.profiles import LatencyProfile
+from runtime.engines.constraint_check import check_text
 from runtime.engines.base import (
+    ConstraintCheck,
     Engine,
     EngineError,
     EngineHealth,
@@ -120,6 +125,7 @@ class _Sequence:
     blocks: int = 0
     abort_requested: bool = False
     sink: TokenSink | None = None
+    constraint: ConstraintCheck | None = None  # the whole answer checked against the request's constraint
 
     @property
     def target_tokens(self) -> int:
@@ -146,7 +152,8 @@ class SimulatedEngine(Engine):
     """A real-time simulation of one continuous-batching engine replica (see module docstring)."""
 
     label = "simulated"
-    capabilities = frozenset({"priority", "prefix_cache", "abort", "metrics", "stream", "seed"})
+    capabilities = frozenset({"priority", "prefix_cache", "abort", "metrics", "stream", "seed",
+                              "constraint:json", "constraint:regex", "constraint:grammar"})
 
     def __init__(
         self,
@@ -228,6 +235,7 @@ class SimulatedEngine(Engine):
         target, finish = _apply_limits(self.responder(request), request)
         seq = _Sequence(
             request=request, target=target, finish=finish, prompt_tokens=prompt_tokens,
+            constraint=check_text(request.constraint, target) if request.constraint is not None else None,
             prompt_blocks=self._block_hashes(text), arrival=self._now(),
             future=asyncio.get_running_loop().create_future(), order=next(self._seq), sink=token_sink(),
         )
@@ -402,6 +410,7 @@ class SimulatedEngine(Engine):
             ),
             engine="simulated",
             cached_prompt_tokens=seq.cached_tokens,
+            constraint=seq.constraint,
         )
         if not seq.future.done():
             seq.future.set_result(result)

@@ -18,8 +18,9 @@ separate engine process (or several GPUs) use ``vllm-server`` instead.
 
 Streaming: vLLM reports every request's cumulative text after each step; the
 engine thread hands the new part to the request's token sink (on the event
-loop). ``seed``, ``logprobs`` and ``response_format`` (vLLM's structured
-outputs: a JSON schema or any JSON object) are passed to vLLM; ``tools`` are
+loop). ``seed``, ``logprobs``, ``response_format`` (vLLM's structured
+outputs: a JSON schema or any JSON object) and a stage's declared output
+constraint (JSON schema, regex or GBNF grammar) are passed to vLLM; ``tools`` are
 refused (this backend does not parse tool calls; ``vllm-server`` with a tool
 parser does).
 
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runtime.engines.base import (
+    DecodingConstraint,
     Engine,
     EngineError,
     EngineHealth,
@@ -207,7 +209,7 @@ class VllmInProcessEngine(Engine):
 
     label = "vllm-inproc"
     capabilities = frozenset({"priority", "prefix_cache", "abort", "metrics", "stream", "seed", "logprobs",
-                              "response_format"})
+                              "response_format", "constraint:json", "constraint:regex", "constraint:grammar"})
 
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec
@@ -364,7 +366,7 @@ class VllmInProcessEngine(Engine):
             params = SamplingParams(
                 max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
                 stop=list(request.stop) or None, seed=request.seed, logprobs=request.logprobs,
-                structured_outputs=structured_outputs(request.response_format),
+                structured_outputs=structured_outputs(request.response_format, request.constraint),
             )
             engine_input = _render(engine, request)
             token_ids = engine_input.get("prompt_token_ids") if isinstance(engine_input, dict) else None
@@ -427,11 +429,17 @@ class VllmInProcessEngine(Engine):
             cached_prompt_tokens=getattr(out, "num_cached_tokens", None),
             logprobs=(openai_logprobs(completion, pending.request.logprobs)
                       if pending.request.logprobs is not None and completion else None),
+            constraint="enforced" if pending.request.constraint is not None else None,
         )
 
 
-def structured_outputs(response_format: dict[str, Any] | None) -> Any:
-    """OpenAI's ``response_format`` as vLLM's ``StructuredOutputsParams`` (None for free text)."""
+def structured_outputs(response_format: dict[str, Any] | None, constraint: DecodingConstraint | None = None) -> Any:
+    """A stage's declared ``constraint`` or else OpenAI's ``response_format`` as vLLM's
+    ``StructuredOutputsParams`` (None for free text)."""
+    if constraint is not None:  # with a response_format too: refused by check_request
+        from vllm.sampling_params import StructuredOutputsParams
+
+        return StructuredOutputsParams(**constraint.vllm_fields())
     if response_format is None or response_format.get("type") == "text":
         return None
     from vllm.sampling_params import StructuredOutputsParams

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from runtime.engines.base import EngineError, EngineHealth, EngineSpec
-from runtime.engines.openai_remote import REQUEST_FEATURES, OpenAIRemoteEngine
+from runtime.engines.openai_remote import REQUEST_FEATURES, VLLM_CONSTRAINTS, OpenAIRemoteEngine
 from runtime.engines.vllm_inproc import engine_kwargs_for, is_cpu_platform
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -85,7 +85,7 @@ class VllmServerEngine(OpenAIRemoteEngine):
     """Starts and owns a vLLM OpenAI server process; talks to it as an OpenAI client."""
 
     label = "vllm-server"  # type: ignore[assignment]
-    capabilities = frozenset({"priority", "prefix_cache", "abort", "metrics"}) | REQUEST_FEATURES
+    capabilities = frozenset({"priority", "prefix_cache", "abort", "metrics"}) | REQUEST_FEATURES | VLLM_CONSTRAINTS
 
     def __init__(
         self,

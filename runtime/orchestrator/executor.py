@@ -281,6 +281,7 @@ class Executor:
             request_id=run.next_request_id(stage.name), prompt=messages,
             max_tokens=v.knobs.max_tokens.get(stage.name, stage.max_tokens.preferred),
             temperature=stage.temperature, top_p=stage.top_p, stop=stage.stop, priority=engine_priority(key),
+            constraint=v.constraints.get(stage.name),
         )
         result, replica, borrowed, candidates, queue_s = await self.generate(
             pool, call, request, hedge, stage.output == "json")

@@ -53,12 +53,13 @@ from cortexlang.ir import Database, LLMStage, ToolStage
 from planner.profiles import LatencyProfile, ProfileNotFound, get_profile
 from runtime.build.spec import LLMPoolSpec, ReplicaSpec, RuntimeSpec
 from runtime.cache import InProcessCache, RedisCache, StateCache
-from runtime.engines.base import (ChatMessage, GenerationRequest, GenerationResult, RequestRejected, TokenDelta,
-                                  TokenSink, streaming_to)
+from runtime.engines.base import (ChatMessage, EngineError, GenerationRequest, GenerationResult, RequestRejected,
+                                  TokenDelta, TokenSink, streaming_to)
 from runtime.orchestrator.engines import EngineFactory
 from runtime.orchestrator.errors import (
     BadRequest, DatabaseSetupError, NoHealthyReplica, OrchestratorError, Overloaded, UnknownRun,
 )
+from runtime.orchestrator.constraints import ConstraintSetupError, decoding_constraints, required_capabilities
 from runtime.orchestrator.executor import Executor, FlowError, engine_priority, engine_timing
 from runtime.orchestrator.health import ReplicaProber
 from runtime.orchestrator.metrics import PromText, RunStats
@@ -212,7 +213,11 @@ class Orchestrator:
             tools = await asyncio.to_thread(self._tools_for, spec)
             pools = await self._pools_for(spec)
             sql = await self._sql_for(spec)
-            version = WorkflowVersion(next(self._version_numbers), spec, pools, sql, tools)
+            try:  # SQL constraints read their database's schema: after the executors started
+                constraints = await asyncio.to_thread(decoding_constraints, spec.program.workflow(spec.workflow), sql)
+            except ConstraintSetupError as exc:
+                raise OrchestratorError(f"output constraint of {exc}") from exc
+            version = WorkflowVersion(next(self._version_numbers), spec, pools, sql, tools, constraints)
             for pool in set(pools.values()):
                 stages = [s for s, p in pools.items() if p is pool]
                 pool.expected_s = max((version.graph.expected_s(s) for s in stages), default=0.0)
@@ -271,6 +276,12 @@ class Orchestrator:
 
     async def _start_llm_pool(self, spec: RuntimeSpec, lp: LLMPoolSpec, name: str) -> Pool:
         engines = [await asyncio.to_thread(self.engine_factory, spec, lp, rep) for rep in lp.replicas]
+        needed = required_capabilities(spec.program.workflow(spec.workflow), lp.stages)
+        for rep, engine in zip(lp.replicas, engines):  # before any starts: nothing to stop
+            try:
+                engine.require(needed, f"output constraints of pool {lp.name!r}'s stages")
+            except EngineError as exc:
+                raise OrchestratorError(f"engine {rep.replica_id} of pool {lp.name!r}: {exc}") from exc
         results = await asyncio.gather(*(e.start() for e in engines), return_exceptions=True)
         failures = [(rep, r) for rep, r in zip(lp.replicas, results) if isinstance(r, BaseException)]
         if failures:
@@ -619,7 +630,8 @@ class Orchestrator:
             max_tokens=max_tokens or version.knobs.max_tokens.get(stage, stage_ir.max_tokens.preferred),
             temperature=stage_ir.temperature if temperature is None else temperature,
             top_p=stage_ir.top_p if top_p is None else top_p, stop=stage_ir.stop if stop is None else stop,
-            priority=engine_priority(self.policy.priority(call)), **(options or {}),
+            priority=engine_priority(self.policy.priority(call)), constraint=version.constraints.get(stage),
+            **(options or {}),
         )
         for replica in pool.replicas:  # refused here, before a slot is taken and before any answer byte
             if replica.engine is not None:

@@ -24,6 +24,7 @@ from typing import Any
 from cortexlang.ir import LLMStage, ToolStage, Workflow
 from planner.profiles import LatencyProfile, ProfileNotFound, get_profile
 from runtime.build.spec import ExecutorPoolSpec, LLMPoolSpec, RuntimeSpec
+from runtime.engines.base import DecodingConstraint
 from runtime.orchestrator.graph import ExecGraph
 from runtime.orchestrator.pools import Pool
 from runtime.orchestrator.templates import PromptRenderer
@@ -179,7 +180,7 @@ class WorkflowVersion:
     """Everything one version of a workflow needs to execute runs (see module docstring)."""
 
     def __init__(self, number: int, spec: RuntimeSpec, pools: dict[str, Pool], sql: dict[str, SQLExecutor],
-                 tools: dict[str, Tool]) -> None:
+                 tools: dict[str, Tool], constraints: dict[str, DecodingConstraint] | None = None) -> None:
         self.number = number
         self.spec = spec
         self.program = spec.program
@@ -191,6 +192,8 @@ class WorkflowVersion:
         """Stage name -> its pool (several stages share one pool in the shared layout)."""
         self.sql = sql
         self.tools = tools
+        self.constraints = constraints or {}
+        """LLM stage -> the output constraint its every call carries (see runtime.orchestrator.constraints)."""
         self.active_runs = 0
         self.base_dir = Path(spec.base_dir)
         self.lighter_models = {

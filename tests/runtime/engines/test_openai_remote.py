@@ -19,7 +19,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from runtime.engines.base import ChatMessage, EngineError, GenerationRequest, RequestRejected, TokenDelta
+from runtime.engines.base import (ChatMessage, DecodingConstraint, EngineError, GenerationRequest, RequestRejected,
+                                  TokenDelta)
 from runtime.engines.openai_remote import OpenAIRemoteEngine, metrics_from_prometheus, parse_prometheus
 
 pytestmark = pytest.mark.anyio
@@ -229,3 +230,27 @@ async def test_deltas_stream_as_chunks_arrive_and_options_pass_through(server) -
         assert seen[-1]["tools"] == [tool] and seen[-1]["tool_choice"] == "required"
         assert called.tool_calls == ({"id": "call_1", "type": "function",
                                       "function": {"name": "lookup", "arguments": '{"q": 1}'}},)
+
+
+@pytest.mark.anyio
+async def test_output_constraints_go_as_vllm_structured_outputs_or_a_strict_json_schema(server) -> None:  # type: ignore[no-untyped-def]
+    url, seen, _ = server
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    as_json = DecodingConstraint(kind="json", spec=json.dumps(schema))
+    as_regex = DecodingConstraint(kind="regex", spec="SELECT [0-9]+", source="regex")
+    prompt = (ChatMessage(role="user", content="q"),)
+    async with OpenAIRemoteEngine(url, "m", vllm_extensions=True) as vllm:
+        result = await vllm.generate(GenerationRequest(prompt=prompt, max_tokens=5, constraint=as_regex))
+        assert seen[-1]["structured_outputs"] == {"regex": "SELECT [0-9]+"} and "response_format" not in seen[-1]
+        assert result.constraint == "enforced"
+        await vllm.generate(GenerationRequest(prompt=prompt, max_tokens=5, constraint=as_json))
+        assert seen[-1]["structured_outputs"] == {"json": schema}
+        with pytest.raises(RequestRejected, match="declares an output constraint"):
+            await vllm.generate(GenerationRequest(prompt=prompt, max_tokens=5, constraint=as_json,
+                                                  response_format={"type": "json_object"}))
+    async with OpenAIRemoteEngine(url, "m") as plain:  # any OpenAI-compatible server: a strict json_schema only
+        await plain.generate(GenerationRequest(prompt=prompt, max_tokens=5, constraint=as_json))
+        assert seen[-1]["response_format"] == {"type": "json_schema", "json_schema": {
+            "name": "output", "schema": schema, "strict": True}} and "structured_outputs" not in seen[-1]
+        with pytest.raises(EngineError, match="cannot honour constraint:regex"):
+            plain.require({as_regex.capability}, "stage s")
