@@ -18,6 +18,8 @@ from pathlib import Path
 from cortexlang.ir import SLO, CpuResource, GpuResource, Inventory, Program, Workflow
 from planner.api import plan_program
 from planner.plan import Plan
+from runtime.policies.base import Policy
+from runtime.policies.cortex import Cortex
 from runtime.policies.registry import make_policy
 from planner.candidates import DECODE_STRETCH, latency_cap
 from planner.profiles import all_profiles
@@ -164,20 +166,26 @@ def llm_work(graph: WorkflowGraph, n: int = 400) -> dict[str, float]:
     return {k: v / n for k, v in work.items()}
 
 
-def simulate(s: Setup, policy: str, load: float, scale: float | None, runs: int, seed: int,
+def simulate(s: Setup, policy: str | Policy, load: float, scale: float | None, runs: int, seed: int,
              params: dict | None = None, layout: tuple[ReplicaSpec, ...] | None = None, **cfg) -> SimResult:
     """One simulation; ``params`` override the policy's dataclass fields (tuning); ``layout``
-    overrides the planner/pooled layouts (the disaggregated cell gives every policy its split)."""
+    overrides the planner/pooled layouts (the disaggregated cell gives every policy its split).
+    ``policy`` is a registry/experiment name, or a ready policy object (an ablation variant), which
+    runs on the planner's pools when it is a Cortex policy, else on the pooled replicas."""
     if layout is None:
         cortex_lay, base_lay, _ = plan_layouts(s, load * s.capacity)
-        layout = cortex_lay if policy == "cortex" else base_lay
-    name = "cortex" if policy == "cortex-shared" else policy
-    merged = dict(BASELINE_PARAMS.get(policy, {}))
-    if policy in ABLATIONS:
-        name, extra = ABLATIONS[policy]
-        merged.update(extra)
-    merged.update(params or {})
-    pol = make_policy(name)
+        on_pools = isinstance(policy, Cortex) if isinstance(policy, Policy) else policy == "cortex"
+        layout = cortex_lay if on_pools else base_lay
+    if isinstance(policy, Policy):
+        pol, merged = policy, dict(params or {})
+    else:
+        name = "cortex" if policy == "cortex-shared" else policy
+        merged = dict(BASELINE_PARAMS.get(policy, {}))
+        if policy in ABLATIONS:
+            name, extra = ABLATIONS[policy]
+            merged.update(extra)
+        merged.update(params or {})
+        pol = make_policy(name)
     for name, value in merged.items():
         if not hasattr(pol, name):
             raise ValueError(f"policy {policy!r} has no parameter {name!r}")
