@@ -27,7 +27,12 @@ bursts included). Each replica's ``max_num_seqs`` is the smallest of the KV
 bound for the longest stage and the latency-aware cap
 (:func:`planner.candidates.latency_cap`) at the longest p99 context, so no
 member's decode stretches beyond the isolated pools' bound; every resident
-prefix is held by every replica. Admission within the pool is FCFS (the
+prefix is held by every replica. The all-shared pool (every stage preferring
+the model) is also offered with the cap at the mix's *mean* context -- what a
+plain shared deployment runs: the longest member's p99 context makes the cap
+of a mix of short and long calls needlessly small (NL2SQL on H100: 26 instead
+of 32 sequences, so 4 replicas where 3 hold the SLO in simulation); the
+member tables model the batch the calls actually run in, so the SLO decides. Admission within the pool is FCFS (the
 planning model does not credit priorities; a scheduler that prioritises only
 helps the favoured stages).
 
@@ -74,6 +79,10 @@ MAX_RUN = 3
 """Beyond :data:`MAX_EXHAUSTIVE` stages: the longest run of neighbours (in call-size order) offered as a block,
 besides every stage of the model and every stage preferring it."""
 
+BatchCap = Literal["tail", "mean"]
+"""Where a shared pool's latency-aware batch cap is computed (:func:`cap_context`)."""
+BATCH_CAPS: tuple[BatchCap, ...] = ("tail", "mean")
+"""The batch caps offered per shared pool (one candidate set each, when they differ)."""
 Layout = Literal["search", "isolated", "shared"]
 """The pools on offer: ``search`` -- dedicated and shared pools, the solver picks; ``isolated`` -- a
 dedicated pool per stage; ``shared`` -- one pool per model for the stages that prefer it (the no-isolation
@@ -106,15 +115,38 @@ class SharedPoint:
     """Across the pool: running sequences' KV and every resident prefix in every replica."""
 
 
-def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Member], replicas: int,
-                 stretch: float = DECODE_STRETCH, max_utilisation: float = 1.0) -> SharedPoint | None:
-    """The pool's operating point and per-member tables (module docstring); None when unstable,
-    above ``max_utilisation`` of its batch slots, or when a prompt does not fit its KV space."""
+def cap_context(members: Sequence[Member], cap: BatchCap) -> float:
+    """The context (KV tokens per sequence) the pool's latency-aware batch cap is computed at:
+    ``tail`` -- the longest member's p99 context (no member's tail decode stretches beyond the bound);
+    ``mean`` -- the mix's mean context, weighted by each member's time in the batch (rate x output)."""
+    moments = [output_tokens_moments(m.stage.output_tokens, m.max_tokens) for m in members]
+    if cap == "tail":
+        return max(m.stage.input_tokens + mo[2] for m, mo in zip(members, moments))
+    weight = sum(m.rate_per_s * mo[0] for m, mo in zip(members, moments))
+    if weight <= 0:
+        return sum(m.stage.input_tokens + mo[0] / 2.0 for m, mo in zip(members, moments)) / len(members)
+    return sum(m.rate_per_s * mo[0] * (m.stage.input_tokens + mo[0] / 2.0) for m, mo in zip(members, moments)) / weight
+
+
+def batch_cap(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Member], stretch: float,
+              cap: BatchCap) -> int:
+    """A replica's ``max_num_seqs``: what the KV space holds at the longest member's prompt plus
+    ``max_tokens``, and the latency-aware cap (:func:`planner.candidates.latency_cap`) at
+    :func:`cap_context`."""
     kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
     longest = max(m.stage.input_tokens + m.max_tokens for m in members)
+    return min(MAX_NUM_SEQS, kv_tokens // longest, latency_cap(profile, cap_context(members, cap), stretch))
+
+
+def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Member], replicas: int,
+                 stretch: float = DECODE_STRETCH, max_utilisation: float = 1.0,
+                 cap: BatchCap = "tail") -> SharedPoint | None:
+    """The pool's operating point and per-member tables (module docstring); None when unstable,
+    above ``max_utilisation`` of its batch slots, or when a prompt does not fit its KV space.
+    ``cap`` chooses the context of the latency-aware batch cap (:func:`cap_context`)."""
+    kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
     moments = [output_tokens_moments(m.stage.output_tokens, m.max_tokens) for m in members]
-    context99 = max(m.stage.input_tokens + mo[2] for m, mo in zip(members, moments))
-    max_num_seqs = min(MAX_NUM_SEQS, kv_tokens // longest, latency_cap(profile, context99, stretch))
+    max_num_seqs = batch_cap(spec, profile, members, stretch, cap)
     if max_num_seqs < 1:
         return None
     classes = []
@@ -230,7 +262,8 @@ def group_candidates(program: Program, workflow: Workflow, loads: Mapping[str, S
                     limit = device.limit // per_device
                     if block != preferred and block not in declared:  # a partial block consolidates: fewer replicas
                         limit = min(limit, _isolated_replicas(isolated, block, device.kind, profile.tp) - 1)
-                    found.extend(_block_range(spec, profile, device, members, loads, stretch, limit))
+                    caps = BATCH_CAPS if block == preferred else BATCH_CAPS[:1]  # the all-shared pool: every cap
+                    found.extend(_block_range(spec, profile, device, members, loads, stretch, limit, caps))
     forced = set(declared_blocks(workflow))  # the file's pools are no choice: never pruned
     return [g for g in found if g[0].group_stages in forced or not _beaten_by_isolated(g, isolated)]
 
@@ -249,8 +282,10 @@ def _isolated_replicas(isolated: Mapping[str, Sequence[Candidate]], block: Seque
 
 
 def _block_range(spec: ModelSpec, profile: LatencyProfile, device: Device, stages: Sequence[LLMStage],
-                 loads: Mapping[str, StageLoad], stretch: float, limit: int) -> list[list[Candidate]]:
-    """The block's group candidates on one device kind and profile, up to ``limit`` replicas."""
+                 loads: Mapping[str, StageLoad], stretch: float, limit: int,
+                 caps: Sequence[BatchCap] = BATCH_CAPS) -> list[list[Candidate]]:
+    """The block's group candidates on one device kind and profile, up to ``limit`` replicas, for each
+    batch cap of ``caps`` (:func:`cap_context`; a cap equal to an earlier one's is offered once)."""
     quality = {s.name: next(o.quality for o in s.models if o.model == spec.name) * s.max_tokens.options[0].quality
                * s.hedge.options[0].quality for s in stages}
     members = [Member(stage=s, rate_per_s=loads[s.name].rate_per_s * s.hedge.preferred,
@@ -262,15 +297,22 @@ def _block_range(spec: ModelSpec, profile: LatencyProfile, device: Device, stage
     per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
     block = tuple(m.stage.name for m in members)
 
-    def make(n: int) -> _Group | None:
-        point = shared_point(spec, profile, members, n, stretch, MAX_UTILISATION)
-        return None if point is None else _Group(n, point)
+    found: list[_Group] = []
+    seen_caps: set[int] = set()
+    for cap in caps:
+        def make(n: int, cap: BatchCap = cap) -> _Group | None:
+            point = shared_point(spec, profile, members, n, stretch, MAX_UTILISATION, cap)
+            return None if point is None else _Group(n, point)
 
-    groups, _ = replica_range(make, limit)
+        value = batch_cap(spec, profile, members, stretch, cap)
+        if value in seen_caps:
+            continue  # the same cap as a variant already offered: the same candidates
+        seen_caps.add(value)
+        found.extend(replica_range(make, limit)[0])
     out = []
-    for g in groups:
+    for g in found:
         n, point = g.replicas, g.point
-        key = f"{spec.name}:{'+'.join(block)}@{device.kind}/tp{profile.tp}x{n}"
+        key = f"{spec.name}:{'+'.join(block)}@{device.kind}/tp{profile.tp}x{n}/b{point.max_num_seqs}"
         cost = n * per_device * device.cost_per_unit
         cands = []
         for i, m in enumerate(members):

@@ -5,7 +5,8 @@ models); the discrete-event simulator is an independent check of the same
 plan on the same profiles (:mod:`runtime.simulator.verify`). A workflow
 whose plan misses its SLO in simulation is planned again for a tighter
 latency target -- the file's latency scaled by how far the simulated
-latency at the SLO's attainment overshot it, less a 2% margin -- until it
+latency at the SLO's attainment overshot it, less a 2% margin (10% tighter
+when the runs at that attainment were rejected by the policy) -- until it
 holds or :data:`MAX_ROUNDS` plans were tried. Every workflow's final plan
 carries its :class:`~planner.plan.Verification`, and its ``slo`` stays the
 file's.
@@ -17,6 +18,7 @@ planner's solver).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from cortexlang.ir import Program
@@ -26,14 +28,28 @@ from runtime.simulator.verify import simulate_plan
 
 MAX_ROUNDS = 4
 MARGIN = 0.98
+REJECTED_STEP = 0.9
+"""Tightening when the runs at the SLO's attainment were rejected (no finite latency to scale by)."""
+
+
+def tightening(slo_latency_s: float, latency_at_target_s: float) -> float:
+    """Factor on the latency target after a miss: how far the simulated latency at the SLO's
+    attainment overshot the SLO, less :data:`MARGIN`; :data:`REJECTED_STEP` when that latency is
+    infinite (the policy rejected more runs than the SLO allows: only capacity helps)."""
+    if not math.isfinite(latency_at_target_s):
+        return REJECTED_STEP
+    return min(slo_latency_s / latency_at_target_s, 1.0) * MARGIN
 
 
 def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None = None,
-                    progress: Callable[[str], None] | None = None, **plan_kwargs) -> Plan | Infeasible:
+                    progress: Callable[[str], None] | None = None, policy: str = "fcfs",
+                    **plan_kwargs) -> Plan | Infeasible:
     """:func:`planner.api.plan_program` with simulation verification (see module docstring).
 
     ``budget_s`` is the simulation budget per round, shared by the workflows
-    (``runs`` fixes the simulated runs instead, for reproducible results).
+    (``runs`` fixes the simulated runs instead, for reproducible results);
+    ``policy`` is the scheduling policy the plan is verified under (the
+    deployment's: ``cortex`` when Cortex's runtime serves the plan).
     An infeasible first plan is returned as is; when a tightened plan is
     infeasible, the last plan is returned with a verification that says it
     misses.
@@ -53,7 +69,7 @@ def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None
             slo = original.get(wp.workflow)
             try:
                 v = simulate_plan(program, plan, wp.workflow, budget_s=budget_s / len(plan.workflows), seed=seed,
-                                  slo=slo, runs=runs)
+                                  slo=slo, runs=runs, policy=policy)
             except ValueError as exc:  # a layout the simulator cannot run: say so, keep the plan
                 say(f"{wp.workflow}: not simulated: {exc}")
                 verified.append(wp)
@@ -61,8 +77,7 @@ def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None
             v = v.model_copy(update={"rounds": round_, "planned_latency_s": target.get(wp.workflow)})
             verified.append(wp.model_copy(update={"slo": slo, "verification": v}))
             if v.holds is False and v.latency_at_target_s and slo is not None:
-                overshoot = slo.latency_s / v.latency_at_target_s
-                target[wp.workflow] = target[wp.workflow] * min(overshoot, 1.0) * MARGIN
+                target[wp.workflow] = target[wp.workflow] * tightening(slo.latency_s, v.latency_at_target_s)
                 retry = True
         plan = plan.model_copy(update={"workflows": tuple(verified)})
         if not retry or round_ == MAX_ROUNDS:

@@ -62,3 +62,11 @@ def test_every_example_is_planned_and_its_plan_simulated(name: str) -> None:
         # The simulated median is within a factor of 1.5 of the analytic one on every example
         # (the tails are compared, with their tolerance, in benchmarks/sim_planner_check.py).
         assert 1 / 1.5 < v.latency.p50 / wp.latency.p50 < 1.5, (v.latency, wp.latency)
+
+
+def test_a_miss_tightens_by_the_overshoot_or_a_fixed_step_when_runs_were_rejected() -> None:
+    from cortexlang.cli.plan_verify import MARGIN, REJECTED_STEP, tightening
+
+    assert tightening(10.0, 12.5) == pytest.approx(0.8 * MARGIN)
+    assert tightening(10.0, 9.0) == pytest.approx(MARGIN)  # missed on the body, not the tail: the margin
+    assert tightening(10.0, float("inf")) == REJECTED_STEP  # was 0: a zero target, no plan at all

@@ -123,3 +123,28 @@ def test_blocks_are_every_subset_up_to_the_limit_then_runs_and_the_preferred_blo
     assert ("s0", "s7") in found and tuple(s.name for s in many) in found
     assert ("s0", "s1") in found and ("s0", "s2") not in found  # neighbours in call size only
     assert preferred_blocks(nl2sql_program().workflow()) == [("fix", "generate")]
+
+
+def test_the_all_shared_pool_is_offered_at_the_mixs_mean_context_cap_too() -> None:
+    """NL2SQL (Llama-3-8B, H100, 20 runs/s): the longest member's p99 context caps a shared replica at
+    26 sequences, the mix's mean context at 32; at 32 three replicas run ~84% busy and meet a 11.5 s p99
+    SLO (the simulator agrees: benchmarks/cost_at_equal_slo.py), so the plan needs 3 GPUs, not 4."""
+    from cortexlang.ir import SLO, CpuResource, GpuResource, Inventory
+    from planner.colocation import BATCH_CAPS, Member, batch_cap
+    from planner.profiles import get_profile
+    from runtime.simulator.workloads import nl2sql, program
+
+    wf = nl2sql().model_copy(update={"slo": SLO(latency_s=11.5, attainment=0.99)})
+    prog = program(wf)
+    spec = prog.model("llama8b")
+    members = [Member(stage=s, rate_per_s=20.0, max_tokens=s.max_tokens.preferred, hedge=1, prewarm=True)
+               for s in wf.stages if s.kind == "llm"]
+    prof = get_profile(spec.profile, "H100", 1)
+    assert BATCH_CAPS == ("tail", "mean")
+    assert batch_cap(spec, prof, members, 1.5, "mean") > batch_cap(spec, prof, members, 1.5, "tail")
+    inv = Inventory(gpus=(GpuResource(kind="H100", count=16, cost_per_hour=2.99),), cpu=CpuResource(slots=512))
+    plan = plan_program(prog, inv, rate=20.0, mode="cost")
+    assert isinstance(plan, Plan)
+    (pool,) = plan.workflows[0].llm_pools
+    assert pool.shared and pool.replicas == 3
+    assert pool.max_num_seqs == batch_cap(spec, prof, members, 1.5, "mean")
