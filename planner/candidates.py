@@ -316,7 +316,8 @@ def standalone_table(program: Program, stage, inventory: Inventory, profile_dir:
     best = None
     for device in devices_of(inventory, unbounded=True):
         for prof in profiles_of(spec.profile, device.kind, profile_dir):
-            t1 = prof.decode_step_s(1, int(stage.input_tokens + mean_out / 2.0))
+            t1 = prof.decode_step_s(1, int(stage.input_tokens + mean_out / 2.0)) * prof.decode_factor(
+                stage.constraint is not None)
             table = llm_service_table(prof.prefill_s(uncached), t1, 0.0, 0.0, stage.output_tokens, max_tokens, 1)
             best = table if best is None else np.minimum(best, table)
     if best is None:
@@ -343,12 +344,13 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
     if point is None or point.batch > MAX_UTILISATION * max_num_seqs:
         return None
     out_var = output_tokens_moments(stage.output_tokens, max_tokens)[1]
-    service_mean = point.prefill_s + mean_out * point.t_iter
-    cs2 = float((point.t_iter ** 2) * out_var / service_mean ** 2) if service_mean > 0 else 0.0
+    t_iter = point.t_iter * profile.decode_factor(stage.constraint is not None)  # structured output's mask per step
+    service_mean = point.prefill_s + mean_out * t_iter
+    cs2 = float((t_iter ** 2) * out_var / service_mean ** 2) if service_mean > 0 else 0.0
     wait = mgc_wait(replicas * max_num_seqs, rate, service_mean, cs2, load.dispersion_ca2)
     if wait is None:
         return None
-    table = llm_service_table(point.prefill_s, point.t_iter, wait.p_wait, wait.mean_if_waiting,
+    table = llm_service_table(point.prefill_s, t_iter, wait.p_wait, wait.mean_if_waiting,
                               stage.output_tokens, max_tokens, hedge, point.per_seq_s, point.batch, max_num_seqs)
     per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
     in_use_tokens = point.batch * (stage.input_tokens + mean_out / 2.0) + (stage.prefix_tokens if prewarm else 0)

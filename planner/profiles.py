@@ -64,6 +64,16 @@ class LatencyProfile:
     sources: tuple[str, ...]
     path: str | None = None
     """The file it was read from (None when built in code)."""
+    constrained_decode_factor: float = 1.0
+    """Decode time per output token under an output constraint (structured output), relative to free
+    text: the grammar mask computed and applied every step. Measured per profile; 1.0 where unknown."""
+    grammar_compile_s: float = 0.0
+    """One-off time to compile a constraint's grammar, paid by the first call that uses it (a start-up
+    cost: the steady-state planner does not add it to calls; it is reported)."""
+
+    def decode_factor(self, constrained: bool) -> float:
+        """What multiplies a call's decode time per token: ``constrained_decode_factor`` when it is constrained."""
+        return self.constrained_decode_factor if constrained else 1.0
 
     def prefill_s(self, tokens: int) -> float:
         """Time of one iteration that prefills ``tokens`` prompt tokens and nothing else."""
@@ -113,6 +123,8 @@ class LatencyProfile:
             kv_cache_bytes=int(kv * GIB) if kv is not None else None,
             sources=tuple(data.get("sources", ())),
             path=path,
+            constrained_decode_factor=float(data.get("structured_output", {}).get("decode_factor", 1.0)),
+            grammar_compile_s=float(data.get("structured_output", {}).get("grammar_compile_ms", 0.0)) * 1e-3,
         )
 
 

@@ -105,3 +105,23 @@ def test_an_engine_that_cannot_honour_a_constraint_fails_the_deployment(sales_db
     with pytest.raises(OrchestratorError, match="cannot honour constraint:grammar"):
         run_async(started(example_spec("nl2sql_constrained", sales_db), factory))
     assert factory.engines and all(e._loop_task is None for e in factory.engines)  # none was started
+
+
+def test_external_calls_of_a_constrained_stage_carry_it_and_refuse_a_response_format(sales_db: Path) -> None:
+    from runtime.engines.base import ChatMessage, RequestRejected
+
+    factory = Recording({"generate": "SELECT COUNT(*) FROM sales"})
+
+    async def body() -> None:
+        orch = await started(example_spec("nl2sql_constrained", sales_db), factory)
+        try:
+            messages = (ChatMessage(role="user", content="How many sales?"),)
+            await orch.chat(messages, stage="generate")
+            assert factory.requests[-1].constraint is not None
+            assert factory.labels[-1] == ("generate", "satisfied")
+            with pytest.raises(RequestRejected, match="declares an output constraint"):
+                await orch.chat(messages, stage="generate", options={"response_format": {"type": "json_object"}})
+        finally:
+            await orch.stop()
+
+    run_async(body())

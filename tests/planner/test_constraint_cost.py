@@ -1,0 +1,75 @@
+"""The planner charges a constrained stage the profile's structured-output decode cost.
+
+Same stage, same load, same profile: with `constrain { sql = sales }` every candidate's latency
+table is the unconstrained one with decode time per token scaled by the profile's
+`structured_output.decode_factor` (and equal to it when the factor is 1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cortexlang.compiler import compile_file
+from cortexlang.ir import LLMStage, Program
+from planner.candidates import StageLoad, llm_candidates, standalone_table
+from planner.profiles import PROFILE_DIR, clear_cache
+from tests.conftest import EXAMPLES
+
+
+def _program(name: str) -> Program:
+    result = compile_file(EXAMPLES / f"{name}.cortex")
+    assert result.program is not None
+    return result.program
+
+
+def _profiles(tmp_path: Path, factor: float | None) -> Path:
+    data = json.loads((PROFILE_DIR / "smollm2-135m__cpu__tp1.json").read_text())
+    data.pop("structured_output", None)
+    if factor is not None:
+        data["structured_output"] = {"decode_factor": factor, "grammar_compile_ms": 500.0}
+    folder = tmp_path / f"profiles-{factor}"
+    folder.mkdir()
+    (folder / "smollm2-135m__cpu__tp1.json").write_text(json.dumps(data))
+    clear_cache()
+    return folder
+
+
+def _generate(program: Program) -> LLMStage:
+    stage = program.workflow().stage("generate")
+    assert isinstance(stage, LLMStage)
+    return stage
+
+
+@pytest.mark.parametrize("factor", [1.5, None])
+def test_constrained_stage_pays_the_profiles_decode_factor(tmp_path: Path, factor: float | None) -> None:
+    folder = _profiles(tmp_path, factor)
+    plain, constrained = _program("nl2sql"), _program("nl2sql_constrained")
+    assert _generate(plain).constraint is None and _generate(constrained).constraint is not None
+    inventory = plain.inventory
+    load = StageLoad(rate_per_s=0.05, visits_per_run=1.0)
+    free = llm_candidates(plain, _generate(plain), load, inventory, profile_dir=folder).candidates
+    held = llm_candidates(constrained, _generate(constrained), load, inventory, profile_dir=folder).candidates
+    assert free and len(free) == len(held)
+    alone_free = standalone_table(plain, _generate(plain), inventory, folder)
+    alone_held = standalone_table(constrained, _generate(constrained), inventory, folder)
+    if factor is None:  # no measurement in the profile: no cost assumed
+        assert all(np.array_equal(a.table, b.table) for a, b in zip(free, held))
+        assert np.array_equal(alone_free, alone_held)
+        return
+    for a, b in zip(free, held):
+        assert np.all(b.table >= a.table) and np.median(b.table) > np.median(a.table)
+    # standalone: prefill + tokens x t(1); the decode part grows by the factor, the prefill does not
+    assert np.all(alone_held >= alone_free) and np.median(alone_held) < factor * np.median(alone_free)
+
+
+def test_profile_reads_the_structured_output_entry(tmp_path: Path) -> None:
+    from planner.profiles import get_profile
+
+    folder = _profiles(tmp_path, 1.25)
+    profile = get_profile("smollm2-135m", "CPU", 1, folder)
+    assert profile.constrained_decode_factor == 1.25 and profile.grammar_compile_s == 0.5
+    assert profile.decode_factor(True) == 1.25 and profile.decode_factor(False) == 1.0

