@@ -72,6 +72,7 @@ CODES: dict[str, str] = {
     "CX212": "invalid regular expression",
     "CX213": "not exactly one output constraint",
     "CX214": "empty grammar",
+    "CX215": "invalid autoscale limits",
     # names
     "CX301": "unknown name",
     "CX302": "wrong kind of name",

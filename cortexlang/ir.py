@@ -454,6 +454,23 @@ class Load(IRModel):
     burstiness: float = Field(default=1.0, gt=0, description="Inter-arrival coefficient of variation.")
 
 
+class ReplicaLimits(IRModel):
+    """How many replicas the live monitor may give one LLM pool."""
+
+    min_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(default=4, ge=1)
+
+
+class Autoscale(IRModel):
+    """Limits of the live monitor (``cortex serve``; its ``--autoscale`` overrides them): replicas per LLM
+    pool and a budget per hour for all of them."""
+
+    default: ReplicaLimits = ReplicaLimits()
+    pools: dict[str, ReplicaLimits] = Field(default_factory=dict,
+                                            description="Per LLM pool: a stage's name or a shared `pool =` name.")
+    budget_per_hour: float | None = Field(default=None, gt=0)
+
+
 class Workflow(Graph):
     name: str
     inputs: tuple[str, ...] = ()
@@ -462,6 +479,7 @@ class Workflow(Graph):
     fanouts: tuple[FanOut, ...] = ()
     slo: SLO | None = None
     load: Load | None = None
+    autoscale: Autoscale | None = None
 
     # -- lookups (derived once, not serialised) ---------------------------
     @cached_property

@@ -450,11 +450,13 @@ def register(app: typer.Typer) -> None:
         record: Optional[Path] = typer.Option(None, "--record", help="Record every finished run as a JSONL trace "
                                                                      "here (docs/trace-format.md)."),
         autoscale: list[str] = typer.Option([], "--autoscale", help="[POOL:]min=N,max=M[,budget=$/h]: the monitor "
-                                                                    "resizes LLM pools within these (repeatable)."),
+                                                                    "resizes LLM pools within these (repeatable; "
+                                                                    "over the workflow's autoscale block)."),
     ) -> None:
         """Serve the workflow over HTTP: runs, events (SSE), OpenAI-compatible chat, /metrics, health;
-        `cortex apply` changes it live, `--autoscale` resizes its pools with the load."""
-        from runtime.orchestrator.autoscaler import parse_limits
+        `cortex apply` changes it live; the workflow's `autoscale { }` block or `--autoscale` resizes its
+        pools with the load."""
+        from runtime.orchestrator.autoscaler import declared_config, parse_limits
         from runtime.orchestrator.orchestrator import Orchestrator
         from runtime.serve import check_binding
         from runtime.serve.deploy_api import scalable_app
@@ -469,6 +471,12 @@ def register(app: typer.Typer) -> None:
         spec = prepare_spec(target, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console,
                             policy=policy)
         check_tools(spec, console)
+        declared = declared_config(spec.program.workflow(spec.workflow))
+        if declared is not None:  # the file's limits, with --autoscale's items over them
+            try:
+                limits = parse_limits(autoscale, base=declared)
+            except ValueError as exc:
+                raise usage_error(str(exc))
         factory, backend = make_factory(spec, engine, endpoint, use_ray=use_ray)
         print_profiles(spec, console, backend)
         orchestrator = Orchestrator(spec, factory)

@@ -31,7 +31,7 @@ GPU_MEMORY = {"A100": 80 * 2**30, "H100": 80 * 2**30, "H200": 141 * 2**30, "L4":
 # IR fields whose attribute is spelt differently, to point at the value the IR refused.
 _ATTRIBUTE_OF = {"service_s": "service", "budget_s": "budget", "ttl_s": "ttl", "statement_timeout_s": "timeout",
                  "pool_size": "pool", "latency_s": "latency", "rate_per_s": "rate", "memory_bytes": "memory",
-                 "cost_per_hour": "cost"}
+                 "cost_per_hour": "cost", "budget_per_hour": "budget"}
 
 
 def _refused(exc: ValidationError, decl: Decl, ctx: ValueContext) -> None:
@@ -184,6 +184,8 @@ def lower_workflow(wf: Decl, graph: FlowGraph, models: dict[str, ir.ModelSpec],
     except ValidationError as exc:
         _refused(exc, load_d, ctx)
         ok = False
+    autoscale = _lower_autoscale(wf.child("autoscale"), [s for s in stages if isinstance(s, ir.LLMStage)], ctx)
+    ok = ok and autoscale is not _BAD
     if not ok:
         return None
     edges, loops = _lower_graph(graph)
@@ -194,7 +196,7 @@ def lower_workflow(wf: Decl, graph: FlowGraph, models: dict[str, ir.ModelSpec],
     return ir.Workflow(
         name=wf.label, inputs=tuple(u.name for u in wf.get("inputs", ())),
         vars=dict(vars_d.vars) if vars_d else {}, stages=tuple(stages), fanouts=fanouts,
-        entry=graph.entry, edges=edges, loops=loops, slo=slo, load=load,
+        entry=graph.entry, edges=edges, loops=loops, slo=slo, load=load, autoscale=autoscale,
     )
 
 
@@ -216,6 +218,48 @@ def _check_pools(stages: list[ir.LLMStage], decls: dict[str, Decl], ctx: ValueCo
                                      "or separate pools")
                 ok = False
     return ok
+
+
+_BAD = object()
+"""An autoscale block with an error already reported."""
+
+
+def _lower_autoscale(decl: Decl | None, stages: list[ir.LLMStage], ctx: ValueContext) -> ir.Autoscale | None | object:
+    """The workflow's ``autoscale`` block; CX215 for a range of replicas written high..low or a pool block
+    naming no LLM pool of the workflow."""
+    if decl is None:
+        return None
+    pools = {st.name for st in stages} | {st.pool for st in stages if st.pool is not None}
+    default = _replica_limits(decl, ctx)
+    ok = default is not None
+    per_pool = {}
+    for d in decl.children_of("pool"):
+        limits = _replica_limits(d, ctx)
+        if d.label not in pools:
+            ctx.diags.error("CX215", f"`autoscale` limits pool `{d.label}`, which is no LLM pool of this workflow",
+                            d.label_span or d.span,
+                            hint=did_you_mean(d.label, pools) or f"LLM pools: {', '.join(sorted(pools))}")
+            ok = False
+        elif limits is None:
+            ok = False
+        else:
+            per_pool[d.label] = limits
+    try:
+        return ir.Autoscale(default=default, pools=per_pool, budget_per_hour=decl.get("budget")) if ok else _BAD
+    except ValidationError as exc:
+        _refused(exc, decl, ctx)
+        return _BAD
+
+
+def _replica_limits(decl: Decl, ctx: ValueContext) -> ir.ReplicaLimits | None:
+    """``replicas = LOW..HIGH`` of ``decl`` (the IR's default when absent); CX215 when LOW > HIGH."""
+    lo, hi = decl.get("replicas", (1, 4))
+    if lo <= hi:
+        return ir.ReplicaLimits(min_replicas=lo, max_replicas=hi)
+    where = f"`pool {decl.label}`" if decl.label else "`autoscale`"
+    ctx.diags.error("CX215", f"{where} allows at least {lo} and at most {hi} replicas",
+                    decl.value_spans.get("replicas") or decl.span, hint=f"write the smaller bound first: {hi}..{lo}")
+    return None
 
 
 def _sub_flow(graph: FlowGraph) -> ir.SubFlow:

@@ -113,11 +113,22 @@ LOAD = BlockSchema("load", labelled=False, repeatable=False, attrs={
     "burstiness": Attr(v.number(0.0, lo_open=True), doc="inter-arrival coefficient of variation"),
 })
 
+AUTOSCALE_POOL = BlockSchema("pool", labelled=True, doc="one LLM pool's limits (a stage or `pool =` name)", attrs={
+    "replicas": Attr(v.int_range(1, 1024), required=True, doc="`2..6`: at least 2, at most 6 replicas"),
+})
+
+AUTOSCALE = BlockSchema("autoscale", labelled=False, repeatable=False,
+                        doc="the live monitor's limits (cortex serve; --autoscale overrides them)", attrs={
+    "replicas": Attr(v.int_range(1, 1024), doc="`1..4` per LLM pool (default), or one number"),
+    "budget": Attr(v.money_per_hour, doc="the most all LLM replicas may cost per hour"),
+}, blocks={"pool": AUTOSCALE_POOL})
+
 VARS = BlockSchema("vars", labelled=False, repeatable=False, doc="constants for prompt templates")
 
 WORKFLOW = BlockSchema("workflow", labelled=True, has_flow=True, attrs={
     "inputs": Attr(v.name_list, doc="names of the run's inputs"),
-}, blocks={"llm": LLM, "sql": SQL, "tool": TOOL, "fanout": FANOUT, "slo": SLO, "load": LOAD, "vars": VARS})
+}, blocks={"llm": LLM, "sql": SQL, "tool": TOOL, "fanout": FANOUT, "slo": SLO, "load": LOAD, "vars": VARS,
+            "autoscale": AUTOSCALE})
 
 MODEL = BlockSchema("model", labelled=True, attrs={
     "weights": Attr(v.text, required=True, doc="local path, model id, or package:NAME"),

@@ -448,6 +448,18 @@ def width_distribution(expr: ast.Expr, ctx: ValueContext) -> Any:
     return tuple(sorted(shares, key=lambda s: s.width))
 
 
+def int_range(lo: int = 0, hi: int | None = None) -> Converter:
+    """``4`` or ``1..4``: a (low, high) pair of whole numbers in ``[lo, hi]``; their order is the caller's
+    to check (so it can say what the bounds mean)."""
+    def convert(expr: ast.Expr, ctx: ValueContext) -> Any:
+        if not isinstance(expr, ast.Range):
+            n = integer(lo, hi)(expr, ctx)
+            return INVALID if n is INVALID else (n, n)
+        bounds = (_int(expr.lo, ctx, lo, hi), _int(expr.hi, ctx, lo, hi))
+        return INVALID if INVALID in bounds else bounds
+    return convert
+
+
 def duration_or_range(expr: ast.Expr, ctx: ValueContext) -> Any:
     """``250ms`` (a mean) or ``50ms..400ms`` (uniform on that range): a float, or a (low, high) pair."""
     if not isinstance(expr, ast.Range):

@@ -28,10 +28,19 @@ wait is at most ``wait_budget`` x ``S``. A pool missing its SLO in the window
 pool's last action), by as many replicas as the model asks; scaling in needs the
 model to want fewer replicas *at a lower utilisation* (``scale_in_utilisation``:
 the band between the two is the hysteresis) continuously for ``scale_in_stable_s``,
-not within ``scale_in_cooldown_s`` of the last action, and removes one replica at a
-time, never while the window's attainment is under target. ``budget_per_hour``
+not within ``scale_in_cooldown_s`` of the last action, and removes at most
+``scale_in_step`` replicas per action (None: down to the largest size the model
+wanted over that stable period at once, so a pool grown for a step returns to its
+low-load size in one action, not one replica per cool-down, and one noisy window
+does not take it below what the load needs), never while the window's attainment
+is under target. ``budget_per_hour``
 caps the replica-hours a scale-out may add (a replica's price: the plan's pool
 cost per replica; unpriced replicas are not capped).
+
+**Decision latency**: the monitor remembers when the model first wanted a size other
+than the current one (the signal crossing); every decision carries ``pending_s``, the
+time from that crossing to the decision (cool-downs and the scale-in stability
+period included), in its signals.
 
 Every decision that changes something or is held back by a limit is a
 :class:`Decision` (logged with its reason and signals, kept in ``decisions``, sent
@@ -47,8 +56,8 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from planner.queueing import mgc_wait
@@ -58,6 +67,7 @@ from runtime.orchestrator.results import RunInfo
 from runtime.orchestrator.scaling import PoolScaler
 
 if TYPE_CHECKING:
+    from cortexlang import ir
     from runtime.orchestrator.orchestrator import Orchestrator
 
 log = logging.getLogger("cortex.autoscaler")
@@ -95,16 +105,40 @@ class AutoscalerConfig:
     scale_out_cooldown_s: float = 5.0
     scale_in_cooldown_s: float = 30.0
     scale_in_stable_s: float = 20.0
+    scale_in_step: int | None = None
+    """The most replicas one scale-in removes (None: down to the model's size in one action)."""
     budget_per_hour: float | None = None
 
-    def limits(self, pool: str) -> PoolLimits:
-        return self.pools.get(pool.partition("@")[0], self.default)
+    def limits(self, pool: str, stages: Iterable[str] = ()) -> PoolLimits:
+        """The limits of runtime pool ``pool`` (its name without a version suffix), else of the first of the
+        ``stages`` it serves that has some, else ``default``."""
+        for key in (pool.partition("@")[0], *stages):
+            if key in self.pools:
+                return self.pools[key]
+        return self.default
 
 
-def parse_limits(items: list[str]) -> AutoscalerConfig:
+def declared_config(workflow: "ir.Workflow") -> AutoscalerConfig | None:
+    """The limits ``workflow``'s ``autoscale`` block declares (None when it has none), keyed by stage: a
+    block naming a shared ``pool =`` applies to each stage on it (the runtime pool serving them is named
+    after one of them)."""
+    autoscale = workflow.autoscale
+    if autoscale is None:
+        return None
+    pools = {}
+    for name, lim in autoscale.pools.items():
+        stages = [st.name for st in workflow.stages if getattr(st, "pool", None) == name] or [name]
+        pools.update({stage: PoolLimits(lim.min_replicas, lim.max_replicas) for stage in stages})
+    return AutoscalerConfig(default=PoolLimits(autoscale.default.min_replicas, autoscale.default.max_replicas),
+                            pools=pools, budget_per_hour=autoscale.budget_per_hour)
+
+
+def parse_limits(items: list[str], base: AutoscalerConfig | None = None) -> AutoscalerConfig:
     """``[POOL:]min=N,max=M`` items (``cortex serve --autoscale``, repeatable; ``budget=$/h`` on one
-    without a pool sets the hourly budget) -> a config; ValueError with the offending item."""
-    default, pools, budget = PoolLimits(), {}, None
+    without a pool sets the hourly budget) over ``base`` (the ``.cortex`` file's limits: each item
+    overrides only what it names) -> a config; ValueError with the offending item."""
+    base = base or AutoscalerConfig()
+    default, pools, budget = base.default, dict(base.pools), base.budget_per_hour
     for item in items:
         pool, _, spec = item.rpartition(":")
         values: dict[str, float] = {}
@@ -123,7 +157,7 @@ def parse_limits(items: list[str]) -> AutoscalerConfig:
         else:
             default = limits
         budget = values.get("budget", budget)
-    return AutoscalerConfig(default=default, pools=pools, budget_per_hour=budget)
+    return replace(base, default=default, pools=pools, budget_per_hour=budget)
 
 
 @dataclass(frozen=True)
@@ -202,7 +236,11 @@ class Autoscaler:
         self._totals: dict[str, int] = collections.defaultdict(int)
         self._runs: dict[str, collections.deque[tuple[float, bool]]] = collections.defaultdict(collections.deque)
         self._last_action: dict[str, float] = {}
-        self._fewer_since: dict[str, float] = {}
+        self._fewer_since: dict[str, tuple[float, int]] = {}
+        """Pool -> (since when the model has wanted fewer replicas, the most it wanted since then)."""
+        self._crossed: dict[str, tuple[str, float]] = {}
+        """Pool -> (direction, when) the model first wanted more (``out``) or fewer (``in``) replicas than
+        the current ones, since the last action."""
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         orchestrator.run_listeners.append(self._on_run)
@@ -297,7 +335,9 @@ class Autoscaler:
         return made
 
     def _decide(self, pool: Pool, workflow: str, now: float) -> Decision | None:
-        cfg, limits = self.config, self.config.limits(pool.name)
+        version = self.orchestrator.versions.get(workflow)
+        stages = sorted(s for s, p in version.pools.items() if p is pool) if version is not None else []
+        cfg, limits = self.config, self.config.limits(pool.name, stages)
         recent = self.measure(pool, workflow, now, cfg.fast_window_s)
         signals = self.measure(pool, workflow, now)
         if recent is None:
@@ -318,13 +358,14 @@ class Autoscaler:
         want = max(want, limits.min_replicas)
         self.desired[pool.name] = want
         since = now - self._last_action.get(pool.name, -math.inf)
-        facts = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(signals).items()}
+        facts: dict[str, Any] = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(signals).items()}
         why = (f"lambda={signals.arrival_rate:.2f}/s S={signals.service_s:.3f}s "
                f"rho={signals.arrival_rate * signals.service_s / max(current * slots, 1):.2f} "
                f"Wq={signals.queue_wait_s:.3f}s queued={signals.queued:.1f}"
                + (f" attainment={signals.attainment:.3f}" if signals.attainment is not None else ""))
         if want > current:
             self._fewer_since.pop(pool.name, None)
+            facts["pending_s"] = self._pending(pool.name, "out", now)
             if since < cfg.scale_out_cooldown_s:
                 return None  # the last action's effect is not measured yet
             affordable = self._affordable(pool, want - current)
@@ -337,13 +378,25 @@ class Autoscaler:
                     self.size(recent, slots, limits, cfg.scale_in_utilisation))
         if fewer >= current or missing_slo or signals.queued >= 1 or recent.queued >= 1:
             self._fewer_since.pop(pool.name, None)
+            self._crossed.pop(pool.name, None)
             return None
-        first = self._fewer_since.setdefault(pool.name, now)
+        first, most = self._fewer_since.get(pool.name, (now, fewer))
+        most = max(most, fewer)  # scale in to the largest size the model wanted over the stable period
+        self._fewer_since[pool.name] = (first, most)
+        facts["pending_s"] = self._pending(pool.name, "in", now)
         if now - first < cfg.scale_in_stable_s or since < cfg.scale_in_cooldown_s:
             return None
-        return Decision(now, pool.name, "scale_in", current, current - 1,
-                        f"{fewer} replicas would serve at utilisation <= {cfg.scale_in_utilisation:g} "
+        target = max(most, current - cfg.scale_in_step) if cfg.scale_in_step else most
+        return Decision(now, pool.name, "scale_in", current, target,
+                        f"{most} replicas would serve at utilisation <= {cfg.scale_in_utilisation:g} "
                         f"for {now - first:.0f} s: {why}", facts)
+
+    def _pending(self, pool: str, direction: str, now: float) -> float:
+        """Seconds since the model first wanted to scale ``pool`` in ``direction`` (0 at the crossing)."""
+        crossed = self._crossed.get(pool)
+        if crossed is None or crossed[0] != direction:
+            crossed = self._crossed[pool] = (direction, now)
+        return round(now - crossed[1], 4)
 
     def _affordable(self, pool: Pool, more: int) -> int:
         """How many of ``more`` replicas the hourly budget allows (all when unpriced or unbudgeted)."""
@@ -381,6 +434,7 @@ class Autoscaler:
             return
         self._last_action[decision.pool] = decision.t
         self._fewer_since.pop(decision.pool, None)
+        self._crossed.pop(decision.pool, None)
         task = asyncio.get_running_loop().create_task(self._act(decision), name=f"autoscale:{decision.pool}")
         self._busy[decision.pool] = task
 
@@ -412,4 +466,5 @@ class Autoscaler:
         return out.text()
 
 
-__all__ = ["Autoscaler", "AutoscalerConfig", "Decision", "PoolLimits", "Signals", "parse_limits", "size_pool"]
+__all__ = ["Autoscaler", "AutoscalerConfig", "Decision", "PoolLimits", "Signals", "declared_config", "parse_limits",
+           "size_pool"]

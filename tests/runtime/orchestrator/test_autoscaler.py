@@ -11,8 +11,8 @@ import pytest
 from planner.queueing import mgc_wait
 from runtime.build.spec import RuntimeSpec
 from runtime.orchestrator import Overloaded
-from runtime.orchestrator.autoscaler import (Autoscaler, AutoscalerConfig, PoolLimits, Signals, parse_limits,
-                                             size_pool)
+from runtime.orchestrator.autoscaler import (Autoscaler, AutoscalerConfig, PoolLimits, Signals, declared_config,
+                                             parse_limits, size_pool)
 from runtime.orchestrator.scaling import PoolScaler
 
 from .conftest import example_spec, run_async, sim_factory, started
@@ -106,3 +106,22 @@ def test_sizing_follows_the_queueing_model_within_the_limits() -> None:
         parse_limits(["most=3"])
     with pytest.raises(ValueError, match="min <= max"):
         parse_limits(["min=3,max=2"])
+
+
+def test_the_cortex_files_limits_apply_and_the_command_line_overrides_what_it_names() -> None:
+    from tests.cortexlang.helpers import llm, workflow
+
+    result = workflow(llm("gen") + llm("fix", "pool = shared") + llm("check", "pool = shared")
+                      + "autoscale { replicas = 2..6  budget = $3/h\n pool shared { replicas = 1..2 } }\n"
+                      + "flow { gen -> fix -> check -> done }")
+    declared = declared_config(result.program.workflows[0])
+    assert declared is not None and declared.budget_per_hour == 3.0
+    assert declared.limits("gen") == PoolLimits(2, 6)
+    assert declared.limits("fix", ["check", "fix"]) == PoolLimits(1, 2)  # the runtime pool serving `shared`
+    merged = parse_limits(["gen:max=8", "budget=5"], base=declared)
+    assert merged.limits("gen") == PoolLimits(2, 8) and merged.budget_per_hour == 5.0
+    assert merged.limits("check", ["check", "fix"]) == PoolLimits(1, 2)  # not named on the command line: kept
+    assert parse_limits(["min=1,max=3"], base=declared).default == PoolLimits(1, 3)
+    with pytest.raises(ValueError, match="min <= max"):
+        parse_limits(["fix:min=3"], base=declared)
+    assert declared_config(workflow(llm("gen") + "flow { gen -> done }").program.workflows[0]) is None
