@@ -24,8 +24,10 @@ resized (its replica list as it is now) and tells the orchestrator
 (:meth:`Orchestrator.adopt_pool_spec`), so a later deploy of a spec describing the
 pool as it now is keeps its engines. Every action is recorded as a
 :class:`ScaleEvent` (kept in ``events`` and passed to ``listeners``: logs,
-metrics, SSE). CPU replicas added here share the cores of the replica they copy
-(core bindings are assigned at build time, for the whole machine).
+metrics, SSE). A new replica is the pool's next unused ``inventory`` replica when one
+is given (e.g. one bound to a free core), else a copy of its last replica: CPU
+replicas copied share the cores of the replica they copy (core bindings are
+assigned at build time, for the whole machine).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,8 +86,11 @@ class PoolScaler:
     """Adds and removes replicas of a running orchestrator's LLM pools (see module docstring)."""
 
     def __init__(self, orchestrator: "Orchestrator", *, drain_timeout_s: float = DRAIN_TIMEOUT_S,
-                 ready_timeout_s: float = READY_TIMEOUT_S, poll_s: float = 0.01) -> None:
+                 ready_timeout_s: float = READY_TIMEOUT_S, poll_s: float = 0.01,
+                 inventory: Mapping[str, Sequence[ReplicaSpec]] | None = None) -> None:
         self.orchestrator = orchestrator
+        self.inventory = dict(inventory or {})
+        """Pool -> the replicas a scale-out may start, in order (before copying the last replica)."""
         self.drain_timeout_s = drain_timeout_s
         self.ready_timeout_s = ready_timeout_s
         self.poll_s = poll_s
@@ -124,8 +129,8 @@ class PoolScaler:
 
     # ------------------------------------------------------------------ scale out
     async def add_replica(self, name: str, rep: ReplicaSpec | None = None, *, reason: str = "") -> Replica:
-        """Start one more replica of pool ``name`` (``rep``, else a copy of its last replica with the next
-        free id), wait until it is ready, put it in rotation; :class:`ScalingError` if it cannot start."""
+        """Start one more replica of pool ``name`` (``rep``, else its next unused ``inventory`` replica, else
+        a copy of its last replica with the next free id), wait until it is ready, put it in rotation; :class:`ScalingError` if it cannot start."""
         async with self._lock(name):
             pool = self.pool(name)
             spec, lp = self.owner_spec(pool)
@@ -160,9 +165,11 @@ class PoolScaler:
             self._record(pool, "scale_out", rep.replica_id, reason=reason, duration_s=time.monotonic() - started)
             return replica
 
-    @staticmethod
-    def _next_replica(pool: Pool, lp: LLMPoolSpec) -> ReplicaSpec:
+    def _next_replica(self, pool: Pool, lp: LLMPoolSpec) -> ReplicaSpec:
         taken = {r.replica_id for r in lp.replicas} | {r.replica_id for r in pool.replicas}
+        spare = [r for r in self.inventory.get(pool.name, ()) if r.replica_id not in taken]
+        if spare:
+            return spare[0]
         n = next(i for i in range(len(taken) + 1) if f"{lp.name}-{i}" not in taken)
         return lp.replicas[-1].model_copy(update={"replica_id": f"{lp.name}-{n}"})
 

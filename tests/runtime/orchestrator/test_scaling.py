@@ -113,3 +113,23 @@ def test_resize_and_a_later_deploy_keeps_the_resized_engines(sales_db: Path) -> 
             await orch.stop()
 
     run_async(body())
+
+
+def test_scale_out_takes_the_inventory_replicas_first_then_copies(sales_db: Path) -> None:
+    async def body() -> None:
+        orch = await started(example_spec("nl2sql", sales_db), sim_factory(long_answer, speedup=100))
+        template = orch.spec.pool_of_stage("generate").replicas[0]
+        spare = template.model_copy(update={"replica_id": "generate-core1", "engine": template.engine.model_copy(
+            update={"cpu_threads_bind": "1", "max_num_seqs": 3})})
+        scaler = PoolScaler(orch, inventory={"generate": (spare,)})
+        try:
+            first = await scaler.add_replica("generate")
+            second = await scaler.add_replica("generate")
+            assert (first.replica_id, first.slots) == ("generate-core1", 3)  # the inventory's replica
+            assert second.replica_id == "generate-1" and second.slots == 3  # then a copy of the last one
+            assert scaler.live_spec("generate").replicas[1].engine.cpu_threads_bind == "1"
+        finally:
+            await scaler.stop()
+            await orch.stop()
+
+    run_async(body())
