@@ -7,7 +7,10 @@ whose plan misses its SLO in simulation is planned again for a tighter
 latency target -- the file's latency scaled by how far the simulated
 latency at the SLO's attainment overshot it, less a 2% margin (10% tighter
 when the runs at that attainment were rejected by the policy) -- until it
-holds or :data:`MAX_ROUNDS` plans were tried. Every workflow's final plan
+holds or :data:`MAX_ROUNDS` plans were tried. A miss within the sampling
+error (the target inside the attainment's 95% interval) is not yet a miss:
+the plan is simulated again on a fresh seed with twice the runs, and that
+larger sample decides. Every workflow's final plan
 carries its :class:`~planner.plan.Verification`, and its ``slo`` stays the
 file's.
 
@@ -21,15 +24,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from cortexlang.ir import Program
+from cortexlang.ir import SLO, Program
 from planner.api import plan_program
-from planner.plan import Infeasible, Plan
+from planner.plan import Infeasible, Plan, Verification
 from runtime.simulator.verify import simulate_plan
 
 MAX_ROUNDS = 4
 MARGIN = 0.98
 REJECTED_STEP = 0.9
 """Tightening when the runs at the SLO's attainment were rejected (no finite latency to scale by)."""
+
+
+CONFIRM_FACTOR = 2
+"""A miss inside the attainment's confidence interval is re-simulated on a new seed with this many times
+the runs; that larger sample decides."""
+
+
+def inconclusive(v: Verification, slo: SLO | None) -> bool:
+    """Whether ``v`` misses ``slo`` by less than its sampling error (the target inside its 95% interval)."""
+    return (slo is not None and v.holds is False and v.attainment_interval is not None
+            and v.attainment_interval[1] >= slo.attainment and math.isfinite(v.latency_at_target_s or 0.0))
 
 
 def tightening(slo_latency_s: float, latency_at_target_s: float) -> float:
@@ -67,9 +81,14 @@ def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None
         retry = False
         for wp in plan.workflows:
             slo = original.get(wp.workflow)
+            share = budget_s / len(plan.workflows)
             try:
-                v = simulate_plan(program, plan, wp.workflow, budget_s=budget_s / len(plan.workflows), seed=seed,
-                                  slo=slo, runs=runs, policy=policy)
+                v = simulate_plan(program, plan, wp.workflow, budget_s=share, seed=seed, slo=slo, runs=runs,
+                                  policy=policy)
+                if inconclusive(v, slo):  # a miss within the sampling error: decide on a fresh, larger sample
+                    say(f"{wp.workflow}: inconclusive at {v.runs} runs: simulating {CONFIRM_FACTOR}x as many")
+                    v = simulate_plan(program, plan, wp.workflow, budget_s=CONFIRM_FACTOR * share, seed=seed + 1,
+                                      slo=slo, runs=None if runs is None else CONFIRM_FACTOR * runs, policy=policy)
             except ValueError as exc:  # a layout the simulator cannot run: say so, keep the plan
                 say(f"{wp.workflow}: not simulated: {exc}")
                 verified.append(wp)

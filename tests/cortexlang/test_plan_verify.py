@@ -70,3 +70,21 @@ def test_a_miss_tightens_by_the_overshoot_or_a_fixed_step_when_runs_were_rejecte
     assert tightening(10.0, 12.5) == pytest.approx(0.8 * MARGIN)
     assert tightening(10.0, 9.0) == pytest.approx(MARGIN)  # missed on the body, not the tail: the margin
     assert tightening(10.0, float("inf")) == REJECTED_STEP  # was 0: a zero target, no plan at all
+
+
+def test_a_miss_within_the_sampling_error_is_inconclusive_a_clear_one_is_not() -> None:
+    from cortexlang.cli.plan_verify import inconclusive
+    from cortexlang.ir import SLO
+    from planner.plan import LatencyDistribution, Verification
+
+    slo = SLO(latency_s=10.0, attainment=0.99)
+    dist = LatencyDistribution(mean=1.0, p50=1.0, p90=2.0, p95=3.0, p99=9.0)
+
+    def verdict(met: int, n: int) -> Verification:
+        return Verification(policy="fcfs", runs=n, seed=0, latency=dist, slo_attainment=met / n,
+                            attainment_interval=wilson_interval(met, n), holds=met / n >= 0.99,
+                            planned_latency_s=10.0, latency_at_target_s=10.5)
+
+    assert inconclusive(verdict(8905, 9000), slo)  # 98.94%: 99% is inside its interval
+    assert not inconclusive(verdict(8800, 9000), slo)  # 97.8%: a clear miss
+    assert not inconclusive(verdict(8950, 9000), slo)  # holds: nothing to confirm
