@@ -177,6 +177,9 @@ class TokenDelta(_Frozen):
     request_id: str
     text: str
     tokens: int = Field(default=1, ge=0, description="Output tokens this delta carries.")
+    logprobs: tuple[dict[str, Any], ...] | None = None
+    """Its tokens' log-probabilities (OpenAI's ``logprobs.content`` entries) when the request asked
+    for them and the backend streams them; the deltas' entries concatenate to the result's."""
 
 
 TokenSink = Callable[[TokenDelta], None]
@@ -355,7 +358,8 @@ class Engine(abc.ABC):
             result = task.result()
             if len(result.text) > sent:  # a backend that does not stream, or a tail it did not send
                 yield TokenDelta(request_id=request.request_id, text=result.text[sent:],
-                                 tokens=result.output_tokens if sent == 0 else 0)
+                                 tokens=result.output_tokens if sent == 0 else 0,
+                                 logprobs=result.logprobs if sent == 0 else None)
             yield result
         finally:
             if not task.done():

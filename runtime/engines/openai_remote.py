@@ -356,16 +356,18 @@ class OpenAIRemoteEngine(Engine):
             piece = choice.get("text")
             if piece is None:
                 piece = delta.get("content")
+            entries = _logprob_entries(choice.get("logprobs"))
+            state.logprobs.extend(entries)
             if piece:
                 state.text.append(piece)
                 state.chunks += 1
                 if state.first_token_at is None:
                     state.first_token_at = time.monotonic()
                 if state.sink is not None:
-                    state.sink(TokenDelta(request_id=state.request_id, text=piece))
+                    state.sink(TokenDelta(request_id=state.request_id, text=piece,
+                                          logprobs=tuple(entries) if entries else None))
             for call in delta.get("tool_calls") or ():
                 _merge_tool_call(state.tool_calls, call)
-            state.logprobs.extend(_logprob_entries(choice.get("logprobs")))
             if choice.get("finish_reason"):
                 state.finish_reason = choice["finish_reason"]
 

@@ -400,8 +400,10 @@ class VllmInProcessEngine(Engine):
         text = completion.text
         if len(text) <= pending.streamed_chars:
             return
+        top = pending.request.logprobs
         delta = TokenDelta(request_id=pending.request.request_id, text=text[pending.streamed_chars:],
-                           tokens=max(len(completion.token_ids) - pending.streamed_tokens, 0))
+                           tokens=max(len(completion.token_ids) - pending.streamed_tokens, 0),
+                           logprobs=None if top is None else openai_logprobs(completion, top, pending.streamed_tokens))
         pending.streamed_chars, pending.streamed_tokens = len(text), len(completion.token_ids)
         self._loop.call_soon_threadsafe(pending.sink, delta)  # type: ignore[union-attr,arg-type]
 
@@ -453,16 +455,16 @@ def structured_outputs(response_format: dict[str, Any] | None, constraint: Decod
     return StructuredOutputsParams(json=schema)
 
 
-def openai_logprobs(completion: Any, top: int) -> tuple[dict[str, Any], ...]:
+def openai_logprobs(completion: Any, top: int, start: int = 0) -> tuple[dict[str, Any], ...]:
     """vLLM's per-position logprob maps (the sampled token and the ``top`` best) as OpenAI's
-    ``logprobs.content`` entries."""
+    ``logprobs.content`` entries, from output position ``start`` on (a stream's new tokens)."""
 
     def entry(lp: Any) -> dict[str, Any]:
         token = lp.decoded_token or ""
         return {"token": token, "logprob": max(lp.logprob, -9999.0), "bytes": list(token.encode())}
 
     out = []
-    for token_id, ranked in zip(completion.token_ids, completion.logprobs or ()):
+    for token_id, ranked in zip(completion.token_ids[start:], (completion.logprobs or ())[start:]):
         best = sorted((lp for lp in ranked.values() if lp.rank is not None and lp.rank <= top), key=lambda lp: lp.rank)
         out.append({**entry(ranked[token_id]), "top_logprobs": [entry(lp) for lp in best]})
     return tuple(out)

@@ -9,7 +9,8 @@ refuses the call before it is queued (:meth:`runtime.engines.base.Engine.check_r
 
 :class:`Completion` renders the results of one request's ``n`` calls, whole or as
 server-sent events: the role chunk at once, then every piece of text as the engine
-generates it, tagged with its choice's index, the finish reason per choice, the usage
+generates it, tagged with its choice's index (with ``logprobs``, each piece's chunk carries
+its tokens' log-probabilities, as the engine streams them), the finish reason per choice, the usage
 (with ``stream_options.include_usage``) and ``[DONE]``. SSE comments keep proxies from
 timing out while the calls wait; a failure after the first byte is an ``error`` event.
 """
@@ -150,8 +151,6 @@ class ChatCompletionIn(_Generation):
             return "tool_choice needs tools"
         if self.top_logprobs is not None and not self.logprobs:
             return "top_logprobs needs logprobs: true"
-        if self.logprobs and self.stream:
-            return "logprobs are not supported with stream: true (ask without streaming)"
         return super().unsupported()
 
     def engine_options(self) -> dict[str, Any]:
@@ -181,8 +180,6 @@ class CompletionIn(_Generation):
             return "echo, suffix and best_of are not supported"
         if len(self.prompts()) * self.n > MAX_CHOICES:
             return f"at most {MAX_CHOICES} completions per request (prompts x n)"
-        if self.logprobs is not None and self.stream:
-            return "logprobs are not supported with stream: true (ask without streaming)"
         return super().unsupported()
 
     def engine_options(self) -> dict[str, Any]:
@@ -262,12 +259,14 @@ class Completion:
         return f"data: {json.dumps(body)}\n\n".encode()
 
     def _delta(self, index: int, text: str | None = None, finish: str | None = None,
-               **delta: Any) -> dict[str, Any]:
+               logprobs: tuple[dict[str, Any], ...] | None = None, **delta: Any) -> dict[str, Any]:
         if self.kind == "text":
-            return {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
+            return {"index": index, "text": text or "", "finish_reason": finish,
+                    "logprobs": _legacy_logprobs(logprobs) if logprobs else None}
         if text is not None:
             delta["content"] = text
-        return {"index": index, "delta": delta, "finish_reason": finish}
+        return {"index": index, "delta": delta, "finish_reason": finish,
+                **({"logprobs": {"content": list(logprobs)}} if logprobs else {})}
 
     async def stream(self, calls: list[asyncio.Future[GenerationResult]],
                      pieces: asyncio.Queue[Piece],
@@ -292,7 +291,9 @@ class Completion:
                         yield b": waiting for the engine\n\n"
                         continue
                 if isinstance(item, TokenDelta):
-                    if item.text:
+                    if item.logprobs:  # the slow path: only requests that asked for logprobs
+                        yield self._event([self._delta(index, item.text, logprobs=item.logprobs)], include_usage)
+                    elif item.text:
                         yield (prefix + str(index) + middle + json.dumps(item.text) + suffix).encode()
                     continue
                 if isinstance(item, BaseException):

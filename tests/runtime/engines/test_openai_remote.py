@@ -223,6 +223,7 @@ async def test_deltas_stream_as_chunks_arrive_and_options_pass_through(server) -
         assert seen[-1]["seed"] == 7 and seen[-1]["response_format"] == {"type": "json_object"}
         assert seen[-1]["logprobs"] is True and seen[-1]["top_logprobs"] == 2
         assert [e["token"] for e in result.logprobs] == [d.text for d in deltas]
+        assert [e for d in deltas for e in d.logprobs] == list(result.logprobs)  # streamed with their tokens
 
         tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
         called = await engine.generate(GenerationRequest(prompt=(ChatMessage(role="user", content="q"),),
