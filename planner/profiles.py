@@ -38,7 +38,7 @@ one otherwise. ``LatencyProfile.path`` says which file a profile came from.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -156,8 +156,18 @@ def _read(directory: Path) -> tuple[LatencyProfile, ...]:
 def _merged(directory: Path, overlays: tuple[Path, ...]) -> tuple[LatencyProfile, ...]:
     found = {(p.model, p.device.lower(), p.tp): p for p in _read(directory)}
     for overlay in reversed(overlays):
-        found.update({(p.model, p.device.lower(), p.tp): p for p in _read(overlay)})
+        found.update({(p.model, p.device.lower(), p.tp): _with_structured_output_of(p, found.get(
+            (p.model, p.device.lower(), p.tp))) for p in _read(overlay)})
     return tuple(sorted(found.values(), key=lambda p: (p.model, p.device, p.tp)))
+
+
+def _with_structured_output_of(profile: LatencyProfile, shipped: LatencyProfile | None) -> LatencyProfile:
+    """A calibrated profile without a structured-output measurement keeps the shipped one's: the
+    decode factor is relative to the machine's own decode time, so it carries over."""
+    if shipped is None or profile.constrained_decode_factor != 1.0 or profile.grammar_compile_s != 0.0:
+        return profile
+    return replace(profile, constrained_decode_factor=shipped.constrained_decode_factor,
+                   grammar_compile_s=shipped.grammar_compile_s)
 
 
 def all_profiles(directory: Path = PROFILE_DIR) -> tuple[LatencyProfile, ...]:

@@ -73,3 +73,22 @@ def test_profile_reads_the_structured_output_entry(tmp_path: Path) -> None:
     profile = get_profile("smollm2-135m", "CPU", 1, folder)
     assert profile.constrained_decode_factor == 1.25 and profile.grammar_compile_s == 0.5
     assert profile.decode_factor(True) == 1.25 and profile.decode_factor(False) == 1.0
+
+
+def test_a_calibrated_profile_keeps_the_shipped_structured_output_cost(tmp_path: Path) -> None:
+    from planner.profiles import get_profile, use_calibrated
+
+    shipped = get_profile("smollm2-135m", "CPU", 1)
+    calibrated = json.loads((PROFILE_DIR / "smollm2-135m__cpu__tp1.json").read_text())
+    calibrated.pop("structured_output", None)
+    calibrated["decode_fixed_ms"] = 99.0
+    (tmp_path / "smollm2-135m__cpu__tp1.json").write_text(json.dumps(calibrated))
+    use_calibrated(tmp_path)
+    try:
+        profile = get_profile("smollm2-135m", "CPU", 1)
+        assert profile.decode_fixed_s == pytest.approx(0.099)  # the calibrated timings
+        assert (profile.constrained_decode_factor, profile.grammar_compile_s) == (
+            shipped.constrained_decode_factor, shipped.grammar_compile_s)
+    finally:
+        use_calibrated()
+        clear_cache()
