@@ -11,8 +11,8 @@ seconds; scaling in needs both windows to agree):
 * the throughput ``X`` (grants per second) and the mean calls running ``L``, hence
   the service time per call ``S = L / X`` (Little's law; the graph's standalone
   estimate before any traffic),
-* the mean wait in Cortex's queue ``Wq = mean queued / lambda`` and the requests
-  waiting inside the engines,
+* the mean wait in Cortex's queue ``Wq = mean queued / lambda``, the requests
+  waiting inside the engines and the mean KV cache use of the replicas,
 
 and, per workflow, the SLO attainment of the runs that finished in the window.
 
@@ -22,7 +22,10 @@ servers (``slots`` = the replica's ``max_num_seqs``) of service time ``S`` at ar
 rate ``lambda``; the wanted size is the smallest ``n`` within ``[min, max]`` whose
 predicted utilisation is at most ``target_utilisation`` and whose predicted mean
 wait is at most ``wait_budget`` x ``S``. A pool missing its SLO in the window
-(attainment under ``slo_target``) with calls waiting gets at least one more replica.
+(attainment under ``slo_target``) with calls waiting gets at least one more replica,
+and so does a KV-bound one (mean KV cache use over the short window at least
+``kv_high`` with calls waiting: the model counts slots, not KV blocks); a scale-in
+must leave the KV load under ``kv_high`` on the replicas kept.
 
 **No flapping**: scaling out happens at once (after ``scale_out_cooldown_s`` since the
 pool's last action), by as many replicas as the model asks; scaling in needs the
@@ -102,6 +105,8 @@ class AutoscalerConfig:
     wait_budget: float = 0.5
     """Predicted mean queue wait allowed, as a fraction of the measured service time."""
     slo_target: float = 0.95
+    kv_high: float = 0.9
+    """KV cache use (mean over a pool's replicas) above which waiting calls are KV-bound: scale out."""
     scale_out_cooldown_s: float = 5.0
     scale_in_cooldown_s: float = 30.0
     scale_in_stable_s: float = 20.0
@@ -173,6 +178,8 @@ class Signals:
     engine_waiting: float
     attainment: float | None
     replicas: int
+    kv_usage: float = 0.0
+    """Mean used fraction of the replicas' KV caches over the window."""
 
 
 @dataclass(frozen=True)
@@ -210,10 +217,12 @@ def size_pool(signals: Signals, slots: int, limits: PoolLimits, utilisation: flo
 
 
 class _Sample:
-    __slots__ = ("t", "grants", "queued", "running", "engine_waiting")
+    __slots__ = ("t", "grants", "queued", "running", "engine_waiting", "kv_usage")
 
-    def __init__(self, t: float, grants: int, queued: int, running: int, engine_waiting: int) -> None:
+    def __init__(self, t: float, grants: int, queued: int, running: int, engine_waiting: int,
+                 kv_usage: float = 0.0) -> None:
         self.t, self.grants, self.queued, self.running, self.engine_waiting = t, grants, queued, running, engine_waiting
+        self.kv_usage = kv_usage
 
 
 class Autoscaler:
@@ -284,9 +293,11 @@ class Autoscaler:
         for r in pool.replicas:
             self._totals[pool.name] += r.served - seen.get(r.replica_id, 0)
             seen[r.replica_id] = r.served
-        waiting = sum(r.engine.metrics().waiting for r in pool.replicas if r.engine is not None)
+        metrics = [r.engine.metrics() for r in pool.replicas if r.engine is not None]
+        waiting = sum(m.waiting for m in metrics)
+        kv = sum(m.kv_cache_usage for m in metrics) / len(metrics) if metrics else 0.0
         samples = self._samples.setdefault(pool.name, collections.deque())
-        samples.append(_Sample(now, self._totals[pool.name], pool.queued, pool.running, waiting))
+        samples.append(_Sample(now, self._totals[pool.name], pool.queued, pool.running, waiting, kv))
         while len(samples) > 2 and samples[0].t < now - self.config.window_s:
             samples.popleft()
 
@@ -308,6 +319,7 @@ class Autoscaler:
         return Signals(arrival_rate=arrival, throughput=throughput, running=running, queued=queued,
                        service_s=service, queue_wait_s=queued / arrival if arrival > 0 else 0.0,
                        engine_waiting=sum(s.engine_waiting for s in samples) / len(samples),
+                       kv_usage=sum(s.kv_usage for s in samples) / len(samples),
                        attainment=self._attainment(workflow, now), replicas=len(pool.replicas))
 
     def size(self, signals: Signals, slots: int, limits: PoolLimits, utilisation: float) -> int:
@@ -355,6 +367,11 @@ class Autoscaler:
         missing_slo = signals.attainment is not None and signals.attainment < cfg.slo_target
         if missing_slo and signals.queued >= 1 and want <= current:
             want = min(current + 1, limits.max_replicas)
+        # KV-bound: the engines cannot admit the calls waiting although slots look free (the M/G/c model
+        # counts slots, not KV blocks), so one more replica.
+        kv_full = recent.kv_usage >= cfg.kv_high and pressed
+        if kv_full and want <= current:
+            want = min(current + 1, limits.max_replicas)
         want = max(want, limits.min_replicas)
         self.desired[pool.name] = want
         since = now - self._last_action.get(pool.name, -math.inf)
@@ -372,11 +389,14 @@ class Autoscaler:
             if affordable <= 0:
                 return Decision(now, pool.name, "hold", current, want, f"budget reached; {why}", facts)
             target = current + affordable
-            model = f"M/G/c model wants {want} replicas" + (" (SLO missed in the window)" if missing_slo else "")
+            model = f"M/G/c model wants {want} replicas" + (" (SLO missed in the window)" if missing_slo else "") \
+                + (f" (KV {recent.kv_usage:.0%} used with calls waiting)" if kv_full else "")
             return Decision(now, pool.name, "scale_out", current, target, f"{model}: {why}", facts)
         fewer = max(self.size(signals, slots, limits, cfg.scale_in_utilisation),
                     self.size(recent, slots, limits, cfg.scale_in_utilisation))
-        if fewer >= current or missing_slo or signals.queued >= 1 or recent.queued >= 1:
+        # Scaling in must leave the KV load room: the replicas kept would hold it below kv_high.
+        kv_room = max(signals.kv_usage, recent.kv_usage) * current / max(fewer, 1) < cfg.kv_high
+        if fewer >= current or missing_slo or signals.queued >= 1 or recent.queued >= 1 or not kv_room:
             self._fewer_since.pop(pool.name, None)
             self._crossed.pop(pool.name, None)
             return None

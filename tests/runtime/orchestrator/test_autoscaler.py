@@ -125,3 +125,36 @@ def test_the_cortex_files_limits_apply_and_the_command_line_overrides_what_it_na
     with pytest.raises(ValueError, match="min <= max"):
         parse_limits(["fix:min=3"], base=declared)
     assert declared_config(workflow(llm("gen") + "flow { gen -> done }").program.workflows[0]) is None
+
+
+def test_a_kv_bound_pool_is_measured_and_scaled_out(sales_db: Path) -> None:
+    async def body() -> None:
+        spec = narrow(example_spec("nl2sql", sales_db, borrow_idle=False, max_active_runs=10_000), 16)
+        # KV for about two prompts per engine: the 16 slots are never the limit, the KV blocks are.
+        pools = tuple(p.model_copy(update={"replicas": tuple(r.model_copy(update={"kv_capacity_tokens": 1536})
+                                                             for r in p.replicas)}) for p in spec.llm_pools)
+        orch = await started(spec.model_copy(update={"llm_pools": pools}), sim_factory(long_answer, speedup=20))
+        scaler = PoolScaler(orch)
+        config = AutoscalerConfig(pools={"generate": PoolLimits(1, 3)}, default=PoolLimits(1, 1), interval_s=0.05,
+                                  window_s=0.6, fast_window_s=0.4, scale_out_cooldown_s=0.2, scale_in_cooldown_s=60,
+                                  scale_in_stable_s=60, slo_target=0.0, kv_high=0.6)
+        monitor = Autoscaler(orch, scaler, config)
+        await monitor.start()
+        runs: list[Any] = []
+        try:
+            await offer(orch, 40, 1.5, runs)
+            infos = await asyncio.gather(*(orch.wait(r.run_id, timeout_s=60) for r in runs))
+        finally:
+            await monitor.stop()
+            await scaler.stop()
+            await orch.stop()
+        outs = [d for d in monitor.decisions if d.action == "scale_out"]
+        # Calls wait inside the engines for KV blocks: the monitor sees the KV use and grows the pool (from the
+        # KV rule, or from the service time that waiting inflates), and never shrinks it while KV is this full.
+        assert outs and max(d.signals["kv_usage"] for d in outs) >= 0.5
+        assert max(d.signals["engine_waiting"] for d in outs) > 0
+        assert not [d for d in monitor.decisions if d.action == "scale_in"]
+        assert "cortex_autoscaler_desired_replicas" in monitor.metrics_text()
+        assert all(i.status in ("done", "fail") and i.error is None for i in infos)
+
+    run_async(body())
