@@ -1,25 +1,33 @@
 """Optional compiled build of the simulator's hot modules (Cython), keyed to their exact source.
 
 The discrete-event simulator spends its time in a few modules (event loop, engine
-model, run walker, policies). Compiled unchanged by Cython they run 1.2-1.4x
-faster (``benchmarks/sim_speed.py`` measures it against the pure-Python source
-in the same run). The Python source stays the reference and the only thing
-anyone edits:
+model, run walker, policies). ``benchmarks/sim_speed.py`` measures the compiled
+build against the pure-Python source in the same run. The Python source stays
+the reference and the only thing anyone edits for behaviour:
 
-* **Same results.** The modules carry no C type declarations, and the build
-  (:data:`CYTHON_DIRECTIVES`) does not read annotations as C types and infers
-  C types for locals only where Cython proves it semantics-preserving (C
-  doubles, never C integers), so every operation computes what the Python
-  operation computes (same floats, same ints, same order), with no fused
-  multiply-add (:data:`COMPILE_ARGS`). A compiled simulation is bit-identical to the
-  interpreted one (``tests/runtime/test_accel.py`` checks the regression
-  fingerprints both ways).
-* **Never stale.** :func:`build` stores each module as
+* **Typed where it pays.** Beside some modules an *augmenting* ``.pxd`` (Cython's
+  name for a declarations file read when the ``.py`` of the same name is
+  compiled; Python ignores it) turns the simulator's state classes (``Call``,
+  ``LLMEngine``, ``ExecutorGroup``, ``Run``/``IRRun``, ``Simulator``) into C
+  structs with typed fields and their hot methods into C-callable ``cpdef``
+  methods with typed locals. Only counts (tokens, steps, sequence numbers) are
+  C integers (64-bit, checked for overflow: :data:`CYTHON_DIRECTIVES`) and only
+  values that are always Python floats are C doubles, so every operation
+  computes what the Python operation computes.
+* **Same results.** Elsewhere the build (:data:`CYTHON_DIRECTIVES`) does not read
+  annotations as C types and infers C types for locals only where Cython proves
+  it semantics-preserving (C doubles, never C integers); there is no fused
+  multiply-add (:data:`COMPILE_ARGS`). A compiled simulation is bit-identical to
+  the interpreted one (``tests/runtime/test_accel.py`` checks the regression
+  fingerprints and a range of workloads, layouts and policies both ways).
+* **Never stale, never mixed.** :func:`build` stores each module as
   ``<cache>/accel/<module>-<key><EXT_SUFFIX>`` where ``key`` hashes the module's
-  source bytes (plus :data:`BUILD_FLAGS`); ``EXT_SUFFIX`` names the interpreter
-  ABI. :func:`install` (run by ``runtime/__init__``) adds an import finder that
-  loads a hot module's binary only when one exists for the source as it is now;
-  an edited module imports from its ``.py`` until it is rebuilt.
+  source bytes, every hot module's ``.pxd`` (one module's compiled code reads
+  another's C struct layout) and :data:`BUILD_FLAGS`; ``EXT_SUFFIX`` names the
+  interpreter ABI. :func:`install` (run by ``runtime/__init__``) adds an import
+  finder that loads the binaries only when every hot module has one for the
+  source as it is now (a set, since they share C types); after an edit the
+  modules import from their ``.py`` until they are rebuilt.
 * **Trusted only.** A binary is native code: it is loaded only when it and its
   folder belong to this user and nobody else can write them (:func:`trusted`;
   the build creates the folder ``0700``); one that does not load here (another
@@ -74,6 +82,8 @@ HOT_MODULES: tuple[str, ...] = (
 
 CYTHON_DIRECTIVES: dict[str, object] = {
     "language_level": "3",
+    # A C integer declared in a .pxd raises OverflowError rather than wrapping.
+    "overflowcheck": True,
     # Python semantics throughout: annotations are not C types (``x: int`` would truncate a float,
     # ``-> int`` coerce a result); only Cython's "safe" inference (None), which types a local as a C
     # double only where that cannot change a result -- given no fused multiply-add, below -- and
@@ -84,7 +94,7 @@ CYTHON_DIRECTIVES: dict[str, object] = {
 COMPILE_ARGS: tuple[str, ...] = ("-ffp-contract=off",)
 """No fused multiply-add: on CPUs that have it (aarch64), ``a * b + c`` must still round twice."""
 
-BUILD_FLAGS = f"cython {sorted(CYTHON_DIRECTIVES.items())} cc {COMPILE_ARGS}; v2"
+BUILD_FLAGS = f"cython {sorted(CYTHON_DIRECTIVES.items())} cc {COMPILE_ARGS}; v3"
 """Part of every binary's key: a binary built another way is never loaded."""
 
 EXT_SUFFIX: str = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
@@ -110,8 +120,25 @@ def enabled() -> bool:
 
 
 def source_key(source: bytes) -> str:
-    """The key of a binary built from ``source``: SHA-256 of the bytes and :data:`BUILD_FLAGS`."""
-    return hashlib.sha256(BUILD_FLAGS.encode() + b"\0" + source).hexdigest()[:20]
+    """The key of a binary built from ``source``: SHA-256 of the bytes, of every hot module's
+    ``.pxd`` (:func:`declarations`) and of :data:`BUILD_FLAGS`."""
+    return hashlib.sha256(BUILD_FLAGS.encode() + b"\0" + declarations() + b"\0" + source).hexdigest()[:20]
+
+
+def pxd_path(module: str) -> Path:
+    """The augmenting declarations file of ``module`` (beside its ``.py``; it may not exist)."""
+    return source_path(module).with_suffix(".pxd")
+
+
+def declarations() -> bytes:
+    """Every hot module's ``.pxd`` (name and bytes, in :data:`HOT_MODULES` order): part of every
+    key, since a compiled module uses the C layout of the classes other modules declare."""
+    parts = []
+    for m in HOT_MODULES:
+        pxd = pxd_path(m)
+        if pxd.is_file():
+            parts.append(m.encode() + b"\0" + pxd.read_bytes())
+    return b"\0\0".join(parts)
 
 
 def binary_path(module: str, source: bytes) -> Path:
@@ -120,19 +147,19 @@ def binary_path(module: str, source: bytes) -> Path:
 
 
 def source_path(module: str) -> Path:
-    """The ``.py`` file ``module`` is imported from (located without importing it)."""
-    spec = importlib.machinery.PathFinder.find_spec(module, _parent_path(module))
-    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+    """The ``.py`` file of ``module``, a module of the ``runtime`` package (located without
+    importing anything: the finder asks while an import is in progress)."""
+    top, _, rest = module.partition(".")
+    if top != "runtime" or not rest:
+        raise AccelUnavailable(f"{module}: not a module of the runtime package")
+    path = _RUNTIME_DIR.joinpath(*rest.split(".")).with_suffix(".py")
+    if not path.is_file():
         raise AccelUnavailable(f"{module}: no Python source found")
-    return Path(spec.origin)
+    return path
 
 
-def _parent_path(module: str) -> list[str] | None:
-    parent = module.rpartition(".")[0]
-    if not parent:
-        return None
-    pkg = importlib.import_module(parent)
-    return list(pkg.__path__)
+_RUNTIME_DIR = Path(__file__).resolve().parents[1]
+"""The ``runtime`` package's folder (this module is ``runtime/accel/__init__.py``)."""
 
 
 def trusted(path: Path) -> bool:
@@ -176,8 +203,9 @@ class _CompiledOrSourceLoader(importlib.machinery.ExtensionFileLoader):
 
 
 class _CompiledModuleFinder(importlib.abc.MetaPathFinder):
-    """Loads a hot module from its binary when a trusted one exists for its current source (else
-    defers to the normal import of the ``.py``)."""
+    """Loads a hot module from its binary when every hot module has a trusted binary for its
+    current source (they share C types, so it is all or none); else defers to the normal import
+    of the ``.py``."""
 
     def find_spec(self, fullname: str, path=None, target=None):
         if fullname not in HOT_MODULES or not enabled():
@@ -185,11 +213,26 @@ class _CompiledModuleFinder(importlib.abc.MetaPathFinder):
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
             return None
-        binary = binary_path(fullname, Path(spec.origin).read_bytes())
+        binaries = current_binaries()
+        if binaries is None:
+            return None
+        loader = _CompiledOrSourceLoader(fullname, str(binaries[fullname]), spec)
+        return importlib.util.spec_from_file_location(fullname, binaries[fullname], loader=loader)
+
+
+def current_binaries() -> dict[str, Path] | None:
+    """Every hot module's binary for its current source, if all of them exist and are trusted;
+    else None (the pure-Python modules are imported)."""
+    out = {}
+    for m in HOT_MODULES:
+        try:
+            binary = binary_path(m, source_path(m).read_bytes())
+        except (AccelUnavailable, OSError):
+            return None
         if not binary.exists() or not trusted(binary):
             return None
-        loader = _CompiledOrSourceLoader(fullname, str(binary), spec)
-        return importlib.util.spec_from_file_location(fullname, binary, loader=loader)
+        out[m] = binary
+    return out
 
 
 def install() -> None:

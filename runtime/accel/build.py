@@ -10,7 +10,7 @@ from pathlib import Path
 
 from runtime.accel import (
     COMPILE_ARGS, CYTHON_DIRECTIVES, HOT_MODULES, AccelBuildError, AccelUnavailable, accel_dir, binary_path,
-    source_path,
+    pxd_path, source_path,
 )
 
 
@@ -25,9 +25,10 @@ def build(modules: tuple[str, ...] = HOT_MODULES, *, jobs: int | None = None) ->
     binaries of all of them. Raises :class:`AccelUnavailable` when Cython or a C compiler is
     missing, :class:`AccelBuildError` when they reject a module (a defect, reported as such).
 
-    The source bytes are hashed and compiled from one snapshot (a copy in a scratch folder), so a
-    binary always matches its key even if the file is edited during the build; each binary is
-    moved into place atomically, so a concurrent reader sees it whole or not at all."""
+    The sources and every hot module's ``.pxd`` are hashed and compiled from one snapshot (a copy
+    in a scratch folder, laid out as the package so that the declarations files are found), so a
+    binary always matches its key even if a file is edited during the build; each binary is moved
+    into place atomically, so a concurrent reader sees it whole or not at all."""
     try:
         from Cython.Build import cythonize
         from setuptools import Distribution, Extension
@@ -36,20 +37,23 @@ def build(modules: tuple[str, ...] = HOT_MODULES, *, jobs: int | None = None) ->
     if c_compiler() is None:
         raise AccelUnavailable("the compiled build needs a C compiler (none found on PATH)")
     sources = {m: source_path(m).read_bytes() for m in modules}
+    pxds = {m: pxd_path(m).read_bytes() for m in HOT_MODULES if pxd_path(m).is_file()}
     todo = [m for m in modules if not binary_path(m, sources[m]).is_file()]
     if todo:
         out = accel_dir()
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="cortex-accel-") as tmp:
             scratch = Path(tmp)
+            src = scratch / "src"
+            for m, data in pxds.items():
+                _snapshot(src, m, ".pxd").write_bytes(data)
             exts = []
             for m in todo:
-                snapshot = scratch / "src" / (m.replace(".", "_") + ".py")
-                snapshot.parent.mkdir(parents=True, exist_ok=True)
+                snapshot = _snapshot(src, m, ".py")
                 snapshot.write_bytes(sources[m])
                 exts.append(Extension(m, [str(snapshot)], extra_compile_args=list(COMPILE_ARGS)))
             try:
-                exts = cythonize(exts, build_dir=str(scratch / "c"), quiet=True,
+                exts = cythonize(exts, build_dir=str(scratch / "c"), quiet=True, include_path=[str(src)],
                                  compiler_directives=dict(CYTHON_DIRECTIVES))
                 dist = Distribution({"ext_modules": exts, "script_name": "runtime.accel"})
                 cmd = dist.get_command_obj("build_ext")
@@ -67,3 +71,16 @@ def build(modules: tuple[str, ...] = HOT_MODULES, *, jobs: int | None = None) ->
                 shutil.copyfile(built, part)
                 os.replace(part, dest)
     return [binary_path(m, sources[m]) for m in modules]
+
+
+def _snapshot(root: Path, module: str, suffix: str) -> Path:
+    """Where ``module``'s file with ``suffix`` goes in a package-shaped copy under ``root`` (its
+    packages get an empty ``__init__.py``, so Cython resolves ``cimport`` of a sibling's ``.pxd``)."""
+    parts = module.split(".")
+    folder = root.joinpath(*parts[:-1])
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(1, len(parts)):
+        init = root.joinpath(*parts[:i], "__init__.py")
+        if not init.exists():
+            init.write_bytes(b"")
+    return folder / (parts[-1] + suffix)

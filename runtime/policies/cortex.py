@@ -126,26 +126,8 @@ class Cortex(Policy):
         # first candidate tells (hot path: no scan of every candidate).
         if candidates[0].role != "mixed":
             return self._route_disaggregated(call, candidates, w)
-        # Hot path (every dispatch, every candidate): ``has_kv_room`` is inlined as ``need``.
-        need = call.input_tokens + call.output_tokens
-        own = [r for r in candidates if not r.borrowed]
-        roomy = [r for r in own if r.kv_capacity_tokens - r.kv_used_tokens >= need] or own
-        best, best_cost = None, math.inf
-        for r in roomy:
-            finish, marginal = estimate(call, r)
-            cost = finish + w * marginal
-            if cost < best_cost or (cost == best_cost and best is not None and r.replica_id < best.replica_id):
-                best, best_cost = r, cost
-        if len(own) < len(candidates):
-            expected = call.stage_expected_s
-            for r in candidates:
-                if r.borrowed and r.kv_capacity_tokens - r.kv_used_tokens >= need:
-                    finish, marginal = estimate(call, r)
-                    margin = (self.coarse_borrow_margin if r.profile is None else
-                              self.idle_borrow_margin if r.idle else self.borrow_margin)
-                    cost = finish + w * marginal + margin * expected
-                    if cost < best_cost:
-                        best, best_cost = r, cost
+        best = _best_colocated(call, candidates, w, self.borrow_margin, self.idle_borrow_margin,
+                               self.coarse_borrow_margin)
         return Route(best.replica_id) if best is not None else None
 
     def _route_disaggregated(self, call: CallView, candidates: Sequence[ReplicaView], w: float) -> Route | None:
@@ -200,3 +182,32 @@ class Cortex(Policy):
         if not self.prune_hopeless or call.deadline_s is None:
             return False
         return call.now_s > call.deadline_s and load.queued > 0
+
+
+def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float, borrow_margin: float,
+                    idle_borrow_margin: float, coarse_borrow_margin: float) -> ReplicaView | None:
+    """:meth:`Cortex.route` among colocated replicas: the least ``finish + w x marginal`` among the
+    own pool's replicas with KV room for the call (all of them if none has), ties to the lower
+    replica id; then a borrowed replica with room wins if it beats that by its margin x the
+    call's expected time. A module function so that the compiled build can type it (runtime.accel)."""
+    # Hot path (every dispatch, every candidate): ``has_kv_room`` is inlined as ``need``.
+    need = call.input_tokens + call.output_tokens
+    own = [r for r in candidates if not r.borrowed]
+    roomy = [r for r in own if r.kv_capacity_tokens - r.kv_used_tokens >= need] or own
+    best, best_cost = None, math.inf
+    for r in roomy:
+        finish, marginal = estimate(call, r)
+        cost = finish + w * marginal
+        if cost < best_cost or (cost == best_cost and best is not None and r.replica_id < best.replica_id):
+            best, best_cost = r, cost
+    if len(own) < len(candidates):
+        expected = call.stage_expected_s
+        for r in candidates:
+            if r.borrowed and r.kv_capacity_tokens - r.kv_used_tokens >= need:
+                finish, marginal = estimate(call, r)
+                margin = (coarse_borrow_margin if r.profile is None else
+                          idle_borrow_margin if r.idle else borrow_margin)
+                cost = finish + w * marginal + margin * expected
+                if cost < best_cost:
+                    best, best_cost = r, cost
+    return best

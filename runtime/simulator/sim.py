@@ -302,7 +302,7 @@ class Simulator:
             if kind == "llm":
                 wf_stage = self._stage_spec(stage)
                 if isinstance(wf_stage, LLMStage):
-                    models = tuple(o.model for o in wf_stage.models if self.candidates(stage, kind, o.model))
+                    models = tuple([o.model for o in wf_stage.models if self.candidates(stage, kind, o.model)])
             got = self._stage_load_parts[key] = (self.candidates(stage, kind, model), models, {})
         reps, models, made = got
         queued = running = 0

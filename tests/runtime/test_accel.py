@@ -29,6 +29,14 @@ def _engine_dir() -> list[str]:
     return [str(REPO / "runtime" / "simulator")]
 
 
+def _plant(cache: Path, modules=accel.HOT_MODULES, content: bytes = b"") -> None:
+    """Write a binary for the current source of each of ``modules`` (only specs are made from
+    empty ones; nothing is loaded)."""
+    cache.mkdir(parents=True, mode=0o700, exist_ok=True)
+    for m in modules:
+        accel.binary_path(m, accel.source_path(m).read_bytes()).write_bytes(content)
+
+
 def test_a_binary_is_keyed_to_the_source_bytes(cache):
     src = accel.source_path(MODULE).read_bytes()
     assert accel.binary_path(MODULE, src) == accel.binary_path(MODULE, bytes(src))
@@ -36,12 +44,25 @@ def test_a_binary_is_keyed_to_the_source_bytes(cache):
     assert accel.binary_path(MODULE, src).parent == cache
 
 
+def test_a_binary_is_keyed_to_every_declarations_file(cache, monkeypatch):
+    """A module's compiled code reads the C layout of classes other modules declare: editing any
+    .pxd changes every key."""
+    src = accel.source_path(MODULE).read_bytes()
+    before = accel.binary_path(MODULE, src)
+    assert accel.pxd_path("runtime.simulator.calls").is_file()
+    real = accel.declarations()
+    monkeypatch.setattr(accel, "declarations", lambda: real + b"\n# calls.pxd edited\n")
+    assert accel.binary_path(MODULE, src) != before
+
+
 def test_the_finder_loads_only_a_binary_built_from_the_current_source(cache, monkeypatch):
     finder = accel._CompiledModuleFinder()
     assert finder.find_spec(MODULE, _engine_dir()) is None  # nothing built: the .py is imported
-    cache.mkdir(parents=True)
+    _plant(cache, [m for m in accel.HOT_MODULES if m != MODULE])
     (cache / f"{MODULE}-0123456789abcdef0123{accel.EXT_SUFFIX}").write_bytes(b"")  # another source's
     assert finder.find_spec(MODULE, _engine_dir()) is None
+    # ... and then no other hot module loads compiled either (they share C types: all or none).
+    assert finder.find_spec("runtime.simulator.calls", _engine_dir()) is None
     current = accel.binary_path(MODULE, accel.source_path(MODULE).read_bytes())
     current.write_bytes(b"")  # only the spec is made; nothing is loaded
     spec = finder.find_spec(MODULE, _engine_dir())
@@ -73,11 +94,12 @@ _FINGERPRINTS = """
 import json, sys
 from runtime import accel
 from tests.runtime.simulator.test_regression import _fingerprint, _simulate
+from tests.runtime.sim_matrix import digests
 out = {}
 for policy in ("fcfs", "hexagent", "cortex"):
     res = _simulate(policy)
     out[policy] = [_fingerprint(res), res.llm_calls, res.min_scale(0.95)]
-print(json.dumps({"compiled": accel.compiled_modules(), "results": out}))
+print(json.dumps({"compiled": accel.compiled_modules(), "results": out, "matrix": digests()}))
 """
 
 
@@ -90,9 +112,8 @@ def _fingerprints(env: dict[str, str]) -> dict:
 
 def test_a_binary_others_can_write_is_never_loaded(cache):
     finder = accel._CompiledModuleFinder()
-    cache.mkdir(parents=True, mode=0o700)
+    _plant(cache)
     binary = accel.binary_path(MODULE, accel.source_path(MODULE).read_bytes())
-    binary.write_bytes(b"")
     binary.chmod(0o664)  # group-writable: someone else could have planted it
     assert finder.find_spec(MODULE, _engine_dir()) is None
     assert accel.status()[MODULE] == "untrusted"
@@ -104,9 +125,7 @@ def test_a_binary_others_can_write_is_never_loaded(cache):
 
 
 def test_a_binary_that_does_not_load_falls_back_to_the_source(cache):
-    cache.mkdir(parents=True, mode=0o700)
-    module = "runtime.policies.fcfs"
-    accel.binary_path(module, accel.source_path(module).read_bytes()).write_bytes(b"not a shared object")
+    _plant(cache, content=b"not a shared object")
     code = ("import warnings; warnings.simplefilter('always')\n"
             "import runtime.policies.fcfs as m\n"
             "print(m.__file__); print(m.FCFS().name)")
@@ -130,6 +149,9 @@ def test_the_compiled_simulator_gives_bit_identical_results(cache):
     assert compiled["compiled"] == list(accel.HOT_MODULES)
     assert pure["compiled"] == []
     assert compiled["results"] == pure["results"]
+    # Every policy, several workloads and layouts (tests/runtime/sim_matrix.py): the same simulations.
+    assert len(pure["matrix"]) >= 30
+    assert compiled["matrix"] == pure["matrix"]
     # ... and both equal the fingerprints recorded in test_regression.
     from tests.runtime.simulator.test_regression import EXPECTED
     expected = {row[0]: list(row[1:]) for row in EXPECTED}

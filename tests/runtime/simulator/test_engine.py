@@ -131,13 +131,16 @@ def test_the_view_says_until_when_a_prefill_iteration_holds_the_engine():
     sim = _sim(wf, engines(1), runs=1, rate=1.0)
     seen = []
     eng = sim.engines[0]
-    original = eng._schedule
+    original = eng._tick_cb
 
-    def spy() -> None:
-        original()
-        seen.append((sim.now, eng.ep_single, eng.refresh_view().busy_until_s))
+    def spy(version: int) -> None:  # the end of each epoch: what its start told the view
+        if version == eng.version:
+            seen.append((eng.ep_t0, eng.ep_single, eng.refresh_view().busy_until_s))
+        original(version)
 
-    eng._schedule = spy
+    # The engine schedules its epoch ends through this callback (a compiled engine's methods
+    # cannot be replaced on the instance; this attribute can).
+    eng._tick_cb = spy
     sim.run()
     prefill = [(t, until) for t, single, until in seen if single]
     decode = [until for _, single, until in seen if not single]

@@ -1,0 +1,36 @@
+cimport cython
+from runtime.simulator.calls cimport Call
+
+@cython.final
+cdef class LLMEngine:
+    cdef public object sim, spec, name, p, role, preempts, _tick_cb, prefixes, view
+    cdef public long max_batch, block, cap, max_batched_tokens
+    cdef public bint preemptive, busy, in_tick, ep_single, dirty
+    cdef public double F, S, K, C, ep_t0, busy_s
+    cdef public list waiting, fin, pending_cancel
+    cdef public dict running
+    cdef public long nwaiting, step, kv_own, kv_attn, prefix_total, version, ep_n, ep_b, ep_k0
+    cdef public long sum_finish, queued_prefill, queued_out, kv_peak, preemptions, iterations
+
+    @cython.locals(b=long, nw=long, pending=long, eff=long, step=double)
+    cpdef refresh_view(self)
+    cpdef _epoch_s(self, n)
+    cpdef _steps_done(self, elapsed)
+    cpdef enqueue(self, Call call, prio)
+    cpdef cancel(self, Call call)
+    cpdef _interrupt(self)
+    cpdef on_tick(self, version)
+    @cython.locals(n=long, b=long, now=double, step=long, fstep=long, call=Call)
+    cpdef _settle(self)
+    @cython.locals(own=long)
+    cpdef _release(self, Call call)
+    @cython.locals(generated=long)
+    cpdef _preempt(self, Call call)
+    cpdef _head_preempts(self)
+    cpdef _evict_prefixes(self, need, keep)
+    @cython.locals(now=double, b_old=long, k_old=long, prefill=long, decode=bint, ptoks=long, resident=bint,
+                   ctx=long, fill=long, need=long, growth=long, used=long, dt=double, end=double, b=long, n=long,
+                   n_kv=long, k0=long, K=double, t=double, call=Call, c=Call, worst=Call)
+    cpdef _schedule(self)
+    @cython.locals(ctx=long, remaining=long, step=long, tokens=long, own=long, finish=long)
+    cpdef _admit(self, Call call, pkey, long ptoks, bint resident, long fill)

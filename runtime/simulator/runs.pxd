@@ -1,0 +1,37 @@
+cimport cython
+from runtime.simulator.calls cimport Call
+
+cdef class Run:
+    cdef public object run_id, workflow, arrival_s, deadline_s, standalone_s, status, end_s, attained_s
+    cdef public object last_replica, rejected_reason, lighter
+    cdef public long outstanding, pruned, ncalls
+
+@cython.final
+cdef class _Walk:
+    cdef public object sem, prefix, counters, visits, fan, branch, current, child
+
+@cython.final
+cdef class _Fan:
+    cdef public object node, key, walk, open, cp
+    cdef public bint done
+
+@cython.final
+cdef class IRRun(Run):
+    cdef public object g, sem, rng, script, top, token_cv, widths, _family, _draws, _standalone
+
+    cpdef _sizes(self, tuple key, stage)
+    cpdef _edge_u(self, tuple key)
+    cpdef _call_time(self, tuple key, stage)
+    @cython.locals(t=double, v=long, draw=tuple, top=_Walk)
+    cpdef _dry_walk(self)
+    @cython.locals(draw=tuple, sizes=tuple, top=_Walk)
+    cpdef Call _make_call(self, tuple key, stage, cp, group=*)
+    @cython.locals(v=long, c=Call, visits=dict)
+    cpdef _enter(self, _Walk walk, node, cp, Call call, prune)
+    cpdef _start_fan(self, _Walk walk, node, tuple key, cp, Call call, prune)
+    cpdef first_calls(self)
+    @cython.locals(walk=_Walk)
+    cpdef on_done(self, Call call, prune)
+    cpdef _leave(self, _Walk walk, node, Call call, u, cp, prune)
+    cpdef _branch_end(self, _Walk branch, bint ok, cp, Call call, prune)
+    cpdef _fan_end(self, _Fan fan, Call call, prune)

@@ -1,0 +1,31 @@
+cimport cython
+from runtime.simulator.calls cimport Call
+from runtime.simulator.runs cimport Run
+
+@cython.final
+cdef class Simulator:
+    cdef dict __dict__
+    cdef public object program, policy, cfg, streams, trace, engines, executors, replicas, graphs, ref_profiles
+    cdef public dict _candidates, _stage_load_parts, _stage_list, _lenders, _overrides
+    cdef public object _prune_hook, run_records, call_records, kv_samples, _arrival_rng, _mix, _pattern
+    cdef public double now
+    cdef public list _events
+    cdef public long _seq, llm_calls, active_runs, _next_id, _arrivals_left
+    cdef public object _total_rate
+    cdef public bint _adapts, _borrow, _borrow_spare, _record_calls, _plain_route, _no_views
+
+    cpdef at(self, double t, handler, arg=*)
+    cpdef _loop(self, list events)
+    @cython.locals(run=Run)
+    cpdef _arrive(self, run)
+    @cython.locals(run=Run)
+    cpdef call_view(self, Call call)
+    @cython.locals(queued=long, running=long, q=long, n=long)
+    cpdef stage_load(self, stage, kind, model)
+    @cython.locals(run=Run, now=double, hedge=long, c=Call)
+    cpdef dispatch(self, Call call, exclude=*)
+    @cython.locals(run=Run, peer=Call, c=Call)
+    cpdef call_finished(self, Call call)
+    cpdef _record_run(self, Run run)
+
+cpdef _least_backlog_replica(replicas)
