@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
@@ -211,9 +211,35 @@ def _unit_normal() -> np.ndarray:
     return np.random.default_rng(13).standard_normal(TABLE_SAMPLES)
 
 
+@dataclass(frozen=True)
+class PrefillStall:
+    """Other calls' prefills stalling a replica's decode: the share of its time they take (``x``) and
+    ``m2 = sum_i lam_i (prefill_i)^2`` (per-replica rates, per-token prefill cost of each class's
+    uncached prompt), the variance per second of the compound-Poisson prefill work arriving."""
+
+    share: float = 0.0
+    m2: float = 0.0
+
+
+NO_STALL = PrefillStall()
+
+
+def prefill_stall(profile: LatencyProfile, classes: Sequence[tuple[float, int]]) -> PrefillStall:
+    """:class:`PrefillStall` of a replica receiving ``(rate_per_replica, uncached_tokens)`` classes."""
+    c = profile.prefill_per_token_s
+    return PrefillStall(share=sum(c * lam * unc for lam, unc in classes),
+                        m2=sum(lam * (c * unc) ** 2 for lam, unc in classes))
+
+
+@lru_cache(maxsize=None)
+def _unit_normal_2() -> np.ndarray:
+    """A second standard normal stream, independent of :func:`_unit_normal` (the common prefill shock)."""
+    return np.random.default_rng(17).standard_normal(TABLE_SAMPLES)
+
+
 def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait: float,
                       mean_tokens: int, max_tokens: int, hedge: int, per_seq_s: float = 0.0,
-                      batch: float = 0.0, max_num_seqs: int = 0) -> np.ndarray:
+                      batch: float = 0.0, max_num_seqs: int = 0, stall: PrefillStall = NO_STALL) -> np.ndarray:
     """Latency table of one LLM call: wait + prefill + output tokens x iteration time.
 
     With ``per_seq_s`` (the iteration time one more running sequence adds) the
@@ -223,14 +249,54 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
     ``0..max_num_seqs-1``), and the call adds itself:
     ``t = t_iter + per_seq_s (N + 1 - batch)``. A busy moment slows every call
     in it; the mean-batch model alone under-predicts the tail of busy pools.
+
+    Prefill stalls (``stall``): ``t_iter`` spreads the other calls' prefills evenly
+    (the ``1 / (1 - x)`` factor), but they arrive as a compound Poisson stream:
+    over a stay of ``T`` seconds their work has mean ``x T`` and variance
+    ``m2 T``. A stall of ``d`` beyond its mean lengthens the stay by ``d / (1 - x)``
+    (the extra time invites more prefills), so the decode time of a call with
+    ``o`` tokens gains ``sqrt(m2 o t_iter) / (1 - x) Z``, ``Z`` standard normal.
+    The shock is common to every call on the replica: it stretches all their stays
+    at once, so the batch gains the same relative deviation,
+    ``N = batch + sqrt(batch) Z1 + batch r Z`` with ``r`` the shock's relative size
+    over a mean stay. Prefill-heavy pools (long prompts, short outputs) are where
+    this matters.
     """
     _, pairing = _design()
     out = output_tokens_samples(mean_tokens, max_tokens)[pairing]
     t = t_iter
+    shock = 0.0
+    if stall.m2 > 0.0 and t_iter > 0.0 and stall.share < 1.0:
+        z = _unit_normal_2()
+        scale = math.sqrt(stall.m2) / (1.0 - stall.share)
+        shock = scale * np.sqrt(out * t_iter) * z
+        mean_stay = max(float(out.mean()) * t_iter, 1e-12)
+        rel = scale * math.sqrt(mean_stay) / mean_stay
+    else:
+        z, rel = 0.0, 0.0
     if per_seq_s > 0.0 and batch > 0.0:
-        running = np.clip(batch + np.sqrt(batch) * _unit_normal(), 0.0, max(max_num_seqs - 1, 0))
+        running = np.clip(batch + np.sqrt(batch) * _unit_normal() + batch * rel * z, 0.0, max(max_num_seqs - 1, 0))
         t = np.maximum(t_iter + per_seq_s * (running + 1.0 - batch), t_iter - per_seq_s * batch)
-    return _table(_wait_samples(p_wait, mean_wait) + prefill_s + out * t, hedge)
+    decode = np.maximum(out * t + shock, out * t * (1.0 - stall.share))
+    return _table(_wait_samples(p_wait, mean_wait) + _prefill_wait(stall) + prefill_s + decode, hedge)
+
+
+@lru_cache(maxsize=None)
+def _unit_uniform() -> np.ndarray:
+    """Uniforms on (0, 1) in an order independent of the other draws (fixed seed)."""
+    return np.random.default_rng(19).uniform(1e-12, 1.0, TABLE_SAMPLES)
+
+
+def _prefill_wait(stall: PrefillStall) -> np.ndarray | float:
+    """The wait of a new call's prefill behind the prefills in progress or queued: the prefills are
+    one FCFS server busy ``x`` of the time (Pollaczek-Khinchine, M/G/1): mean wait
+    ``m2 / (2 (1 - x))``, waiting with probability ``x``, exponential when it does."""
+    x = stall.share
+    if stall.m2 <= 0.0 or x <= 0.0 or x >= 1.0:
+        return 0.0
+    mean_if_waiting = stall.m2 / (2.0 * (1.0 - x)) / x
+    u = _unit_uniform()
+    return np.where(u < x, -mean_if_waiting * np.log(np.maximum(u, 1e-300) / x), 0.0)
 
 
 @lru_cache(maxsize=None)
@@ -351,7 +417,8 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
     if wait is None:
         return None
     table = llm_service_table(point.prefill_s, t_iter, wait.p_wait, wait.mean_if_waiting,
-                              stage.output_tokens, max_tokens, hedge, point.per_seq_s, point.batch, max_num_seqs)
+                              stage.output_tokens, max_tokens, hedge, point.per_seq_s, point.batch, max_num_seqs,
+                              prefill_stall(profile, [(rate / replicas, max(uncached, 1))]))
     per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
     in_use_tokens = point.batch * (stage.input_tokens + mean_out / 2.0) + (stage.prefix_tokens if prewarm else 0)
     return Candidate(

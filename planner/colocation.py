@@ -68,7 +68,7 @@ from cortexlang.ir import Inventory, LLMStage, ModelSpec, Program, Workflow
 from planner.candidates import (
     CPU_SLOTS_PER_LLM_REPLICA, DECODE_STRETCH, MAX_NUM_SEQS, MAX_UTILISATION, U_GRID, UNBOUNDED, Candidate, Device,
     StageLoad, devices_of,
-    replica_range, latency_cap, llm_service_table, output_tokens_moments, profiles_of,
+    replica_range, latency_cap, llm_service_table, output_tokens_moments, prefill_stall, profiles_of,
 )
 from planner.profiles import GIB, PROFILE_DIR, LatencyProfile
 from planner.queueing import mgc_wait, mixed_batch_point
@@ -166,8 +166,9 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
     wait = mgc_wait(replicas * max_num_seqs, rate, mean, cs2, max(m.ca2 for m in members))
     if wait is None:
         return None
+    stall = prefill_stall(profile, [(cl[0], cl[2]) for cl in classes])
     tables = {m.stage.name: llm_service_table(p, t_iter, wait.p_wait, wait.mean_if_waiting, m.stage.output_tokens,
-                                              m.max_tokens, m.hedge, per_seq, batch, max_num_seqs)
+                                              m.max_tokens, m.hedge, per_seq, batch, max_num_seqs, stall)
               for m, p in zip(members, prefills)}
     context = sum(cl[0] * cl[3] * (cl[1] + cl[3] / 2) for cl in classes) / max(sum(cl[0] * cl[3] for cl in classes),
                                                                                1e-12)
