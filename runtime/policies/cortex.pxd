@@ -1,6 +1,6 @@
 cimport cython
 
-@cython.locals(need=long, best_cost=double, finish=double, marginal=double, cost=double, expected=double,
-               margin=double)
+@cython.locals(inp=long, out=long, ptoks=long, now=double, expected=double, need=long, best_cost=double,
+               finish=double, marginal=double, cost=double, margin=double)
 cpdef _best_colocated(call, candidates, double w, double borrow_margin, double idle_borrow_margin,
                       double coarse_borrow_margin)

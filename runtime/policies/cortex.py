@@ -60,7 +60,7 @@ from runtime.policies.base import (
     KEEP, Adaptation, Admission, CallView, Policy, PriorityKey, ReplicaView, Route, StageLoad,
 )
 from runtime.policies.disaggregation import best_pair
-from runtime.policies.placement import estimate
+from runtime.policies.placement import estimate, estimate_for
 
 
 def slack_s(call: CallView) -> float:
@@ -190,21 +190,23 @@ def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
     own pool's replicas with KV room for the call (all of them if none has), ties to the lower
     replica id; then a borrowed replica with room wins if it beats that by its margin x the
     call's expected time. A module function so that the compiled build can type it (runtime.accel)."""
-    # Hot path (every dispatch, every candidate): ``has_kv_room`` is inlined as ``need``.
-    need = call.input_tokens + call.output_tokens
+    # Hot path (every dispatch, every candidate): ``has_kv_room`` is inlined as ``need``; the
+    # call's fields are read once (estimate_for).
+    inp, out, pkey, ptoks, now = call.input_tokens, call.output_tokens, call.prefix_key, call.prefix_tokens, call.now_s
+    expected = call.stage_expected_s
+    need = inp + out
     own = [r for r in candidates if not r.borrowed]
     roomy = [r for r in own if r.kv_capacity_tokens - r.kv_used_tokens >= need] or own
     best, best_cost = None, math.inf
     for r in roomy:
-        finish, marginal = estimate(call, r)
+        finish, marginal = estimate_for(r, inp, out, pkey, ptoks, now, expected)
         cost = finish + w * marginal
         if cost < best_cost or (cost == best_cost and best is not None and r.replica_id < best.replica_id):
             best, best_cost = r, cost
     if len(own) < len(candidates):
-        expected = call.stage_expected_s
         for r in candidates:
             if r.borrowed and r.kv_capacity_tokens - r.kv_used_tokens >= need:
-                finish, marginal = estimate(call, r)
+                finish, marginal = estimate_for(r, inp, out, pkey, ptoks, now, expected)
                 margin = (coarse_borrow_margin if r.profile is None else
                           idle_borrow_margin if r.idle else borrow_margin)
                 cost = finish + w * marginal + margin * expected

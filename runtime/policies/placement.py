@@ -55,24 +55,31 @@ def estimate(call: CallView, r: ReplicaView) -> tuple[float, float]:
 
     Hot path of every profile-aware router: the profile's formulas are inlined.
     """
+    return estimate_for(r, call.input_tokens, call.output_tokens, call.prefix_key, call.prefix_tokens, call.now_s,
+                        call.stage_expected_s)
+
+
+def estimate_for(r: ReplicaView, inp: int, out: int, pkey: str | None, ptoks: int, now: float,
+                 expected: float) -> tuple[float, float]:
+    """:func:`estimate` of a call given by its fields (input and output tokens, prefix key and
+    tokens, the executor's time, expected standalone time): a router scoring one call on many
+    replicas reads them once."""
     # The replica's own terms are computed once per view state (successive calls are scored
     # against a view until it changes; the executor resets ``estimate_cache`` then).
     terms = r.estimate_cache
     if terms is None:
         p = r.profile
         if p is None:
-            finish = r.backlog_s + call.stage_expected_s / max(r.speed, 1e-9)
-            if call.prefix_key is not None and call.prefix_key in r.resident_prefixes:
-                cached = call.prefix_tokens or min(call.input_tokens, FALLBACK_PREFIX_TOKENS)
+            finish = r.backlog_s + expected / max(r.speed, 1e-9)
+            if pkey is not None and pkey in r.resident_prefixes:
+                cached = ptoks or min(inp, FALLBACK_PREFIX_TOKENS)
                 finish -= FALLBACK_PREFILL_S_PER_TOKEN * cached / max(r.speed, 1e-9)
             return finish, 0.0
         terms = r.estimate_cache = _replica_terms(r, p)
     c, queued, wait, base, k_, kv, grow, b, bc, pending, s_ = terms
-    inp, out = call.input_tokens, call.output_tokens
     fill = inp
-    pkey = call.prefix_key
     if pkey is not None and pkey in r.resident_prefixes:
-        fill = inp - call.prefix_tokens
+        fill = inp - ptoks
         if fill < 1:
             fill = 1
     ctx = inp + out / 2.0
@@ -80,8 +87,8 @@ def estimate(call: CallView, r: ReplicaView) -> tuple[float, float]:
     if wait is not None:
         finish += wait
     busy_until = r.busy_until_s
-    if busy_until > call.now_s:  # joins only after the prefill iteration in progress
-        finish += busy_until - call.now_s
+    if busy_until > now:  # joins only after the prefill iteration in progress
+        finish += busy_until - now
     if out > 1:
         finish += (out - 1) * (base + k_ * int(kv + grow * ctx))
     if not b:

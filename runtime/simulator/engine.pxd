@@ -6,7 +6,7 @@ cdef class LLMEngine:
     cdef public object sim, spec, name, p, role, preempts, _tick_cb, prefixes, view
     cdef public long max_batch, block, cap, max_batched_tokens
     cdef public bint preemptive, busy, in_tick, ep_single, dirty
-    cdef public double F, S, K, C, ep_t0, busy_s
+    cdef public double F, S, K, C, P0, ep_t0, busy_s
     cdef public list waiting, fin, pending_cancel
     cdef public dict running
     cdef public long nwaiting, step, kv_own, kv_attn, prefix_total, version, ep_n, ep_b, ep_k0
@@ -16,6 +16,7 @@ cdef class LLMEngine:
     cpdef refresh_view(self)
     cpdef _epoch_s(self, n)
     cpdef _steps_done(self, elapsed)
+    cpdef double _iteration_s(self, long prefill, long b, long k)
     cpdef enqueue(self, Call call, prio)
     cpdef cancel(self, Call call)
     cpdef _interrupt(self)

@@ -84,6 +84,7 @@ class LLMEngine:
         self.S = profile.decode_per_seq_s
         self.K = profile.decode_per_kv_token_s
         self.C = profile.prefill_per_token_s
+        self.P0 = profile.prefill_fixed_s
         # Bound once: the event loop calls it for every iteration boundary (see Simulator.at).
         self._tick_cb = self.on_tick
         self.waiting: list[tuple] = []
@@ -180,6 +181,14 @@ class LLMEngine:
         while n > 0 and n * step0 + kb * n * (n - 1) / 2.0 > elapsed:
             n -= 1
         return n
+
+    def _iteration_s(self, prefill: int, b: int, k: int) -> float:
+        """``LatencyProfile.iteration_s(prefill, b, k)`` for ``prefill > 0`` (``prefill_s`` when
+        nothing runs), written out with the same floating-point operations in the same order (one
+        per admitting iteration; ``test_engine`` checks it against the profile's)."""
+        if b <= 0:
+            return self.P0 + self.C * prefill
+        return self.F + self.S * b + self.K * k + self.C * prefill
 
     # -- queue ---------------------------------------------------------------
     def enqueue(self, call: Call, prio: tuple) -> None:
@@ -379,7 +388,7 @@ class LLMEngine:
             self.ep_k0 = self.kv_attn
             self.busy = True
             version = self.version = self.version + 1
-            dt = self.p.iteration_s(prefill, b_old, k_old) if b_old else self.p.prefill_s(prefill)
+            dt = self._iteration_s(prefill, b_old, k_old)
             end = now + dt
             # Set here, not in refresh_view (hot): until the iteration ends, a new call cannot join.
             self.view.busy_until_s = end
