@@ -18,6 +18,10 @@ Then the least cost that holds it is found two ways:
   evaluation seed *and* under the planner's verification rule (:func:`selected`):
   both sides pass the same two tests.
 
+A reference column plans and verifies the same way under Cortex with its
+admission control off: Cortex rejects a run when its bottleneck pool is full
+and the pool's backlog exceeds the run's slack, and a rejected run is a miss.
+
 Costs count GPUs only (executor slots are free in both). Knobs run at their
 preferred (full-quality) values in the baselines; the plan's declared quality
 is reported and must be 100% for the comparison to be at equal quality.
@@ -64,6 +68,8 @@ MAX_GPUS = 64
 PLAN_SEED = 1
 """The planner's verification seed; the comparison runs on :data:`EVAL_SEED` (never tuned on)."""
 EVAL_SEED = 7
+NO_ADMISSION = {"admission": False}
+"""Cortex with its admission control off (a reference row: its rejections are misses)."""
 
 
 @dataclass(frozen=True)
@@ -148,18 +154,19 @@ def shared_search(case: Case, prog: Program, policy: str, slo_s: float, runs: in
     return {"policy": policy, "gpus": None, "cost_per_hour": math.inf, "tried": tried}
 
 
-def planned(case: Case, prog: Program, slo_s: float, runs: int) -> dict:
-    """The planner's verified plan under Cortex, re-checked on the evaluation seed."""
+def planned(case: Case, prog: Program, slo_s: float, runs: int, params: dict | None = None) -> dict:
+    """The planner's verified plan under Cortex (``params`` override its parameters), re-checked on
+    the evaluation seed."""
     inv = Inventory(gpus=(GpuResource(kind=case.device, count=MAX_GPUS, cost_per_hour=PRICE[case.device]),),
                     cpu=CpuResource(slots=EXECUTOR_SLOTS, cost_per_hour=0.0))
     t0 = time.perf_counter()
     plan = plan_and_verify(prog, inventory=inv, rate=case.rate, mode="cost", runs=runs, seed=PLAN_SEED,
-                           policy="cortex", time_limit_s=60.0)
+                           policy="cortex", policy_params=params, time_limit_s=60.0)
     seconds = time.perf_counter() - t0
     if not isinstance(plan, Plan):
         return {"error": str(plan)}
     wp = plan.workflow(prog.workflows[0].name)
-    check = simulate_plan(prog, plan, wp.workflow, runs=runs, seed=EVAL_SEED, policy="cortex")
+    check = simulate_plan(prog, plan, wp.workflow, runs=runs, seed=EVAL_SEED, policy="cortex", policy_params=params)
     gpus = sum(devices_of(layout_from_plan(plan, wp.workflow)).values())
     pools = [f"{'+'.join(p.stages)}: {p.device} x {p.replicas} (max_num_seqs {p.max_num_seqs})" for p in wp.llm_pools]
     return {"gpus": gpus, "cost_per_hour": round(gpus * PRICE[case.device], 2), "layout": wp.layout,
@@ -176,6 +183,8 @@ def run_case(case: Case, scale: float, runs: int, policies: list[str]) -> dict:
     print(f"[{case.name}] SLO {slo_s:.2f}s", flush=True)
     plan = planned(case, prog, slo_s, runs)
     print(f"[{case.name}] plan: {plan}", flush=True)
+    no_admission = planned(case, prog, slo_s, runs, NO_ADMISSION)
+    print(f"[{case.name}] plan, Cortex without admission control: {no_admission}", flush=True)
     shared = {}
     for pol in policies:
         shared[pol] = shared_search(case, prog, pol, slo_s, runs)
@@ -183,6 +192,7 @@ def run_case(case: Case, scale: float, runs: int, policies: list[str]) -> dict:
     best = min(shared.values(), key=lambda r: (r["cost_per_hour"], r["policy"]))
     ratio = plan.get("cost_per_hour", math.inf) / best["cost_per_hour"] if plan.get("holds") else math.inf
     return {"case": case.name, "device": case.device, "rate": case.rate, "slo_s": slo_s, "plan": plan,
+            "plan_no_admission": no_admission,
             "shared": shared, "best_baseline": best["policy"], "ratio": ratio}
 
 
@@ -195,16 +205,18 @@ def markdown(result: dict) -> str:
              f"excluded), evaluation seed {EVAL_SEED}; the planner verifies on seed {PLAN_SEED}. Cost = GPUs x "
              f"{', '.join(f'{k} ${v}/h' for k, v in PRICE.items())}.", "",
              "| case | SLO | planner + Cortex | " + " | ".join(f"shared + {p}" for p in pols)
-             + " | plan / best shared |", "|---|---|---|" + "---|" * len(pols) + "---|"]
-    for r in result["cases"]:
-        p = r["plan"]
-        cell = (f"{p['gpus']} GPUs ${p['cost_per_hour']:.2f}/h ({p['layout']}, {100 * p['attainment']:.2f}%"
+             + " | plan / best shared | planner + Cortex, no admission control |",
+             "|---|---|---|" + "---|" * len(pols) + "---|---|"]
+    def cell(p: dict) -> str:
+        return (f"{p['gpus']} GPUs ${p['cost_per_hour']:.2f}/h ({p['layout']}, {100 * p['attainment']:.2f}%"
                 f"{'' if p['holds'] else ' MISSES'})") if "gpus" in p else f"no plan: {p['error'][:60]}"
+
+    for r in result["cases"]:
         shared = " | ".join(
             f"{s['gpus']} (${s['cost_per_hour']:.2f}, {100 * s['attainment']:.2f}%)" if s["gpus"] else "> max"
             for s in (r["shared"][q] for q in pols))
-        lines.append(f"| {r['case']} | {r['slo_s']:.2f}s | {cell} | {shared} | {r['ratio']:.2f} "
-                     f"(vs {r['best_baseline']}) |")
+        lines.append(f"| {r['case']} | {r['slo_s']:.2f}s | {cell(r['plan'])} | {shared} | {r['ratio']:.2f} "
+                     f"(vs {r['best_baseline']}) | {cell(r['plan_no_admission'])} |")
     lines += ["", "Plans (pools, declared quality, analytic vs simulated p99):", ""]
     for r in result["cases"]:
         p = r["plan"]

@@ -22,7 +22,7 @@ planner's solver).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from cortexlang.ir import SLO, Program
 from planner.api import plan_program
@@ -57,13 +57,14 @@ def tightening(slo_latency_s: float, latency_at_target_s: float) -> float:
 
 def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None = None,
                     progress: Callable[[str], None] | None = None, policy: str = "fcfs",
-                    **plan_kwargs) -> Plan | Infeasible:
+                    policy_params: Mapping[str, object] | None = None, **plan_kwargs) -> Plan | Infeasible:
     """:func:`planner.api.plan_program` with simulation verification (see module docstring).
 
     ``budget_s`` is the simulation budget per round, shared by the workflows
     (``runs`` fixes the simulated runs instead, for reproducible results);
     ``policy`` is the scheduling policy the plan is verified under (the
-    deployment's: ``cortex`` when Cortex's runtime serves the plan).
+    deployment's: ``cortex`` when Cortex's runtime serves the plan; ``policy_params``
+    override its parameters).
     An infeasible first plan is returned as is; when a tightened plan is
     infeasible, the last plan is returned with a verification that says it
     misses.
@@ -84,11 +85,12 @@ def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None
             share = budget_s / len(plan.workflows)
             try:
                 v = simulate_plan(program, plan, wp.workflow, budget_s=share, seed=seed, slo=slo, runs=runs,
-                                  policy=policy)
+                                  policy=policy, policy_params=policy_params)
                 if inconclusive(v, slo):  # a miss within the sampling error: decide on a fresh, larger sample
                     say(f"{wp.workflow}: inconclusive at {v.runs} runs: simulating {CONFIRM_FACTOR}x as many")
                     v = simulate_plan(program, plan, wp.workflow, budget_s=CONFIRM_FACTOR * share, seed=seed + 1,
-                                      slo=slo, runs=None if runs is None else CONFIRM_FACTOR * runs, policy=policy)
+                                      slo=slo, runs=None if runs is None else CONFIRM_FACTOR * runs, policy=policy,
+                                      policy_params=policy_params)
             except ValueError as exc:  # a layout the simulator cannot run: say so, keep the plan
                 say(f"{wp.workflow}: not simulated: {exc}")
                 verified.append(wp)

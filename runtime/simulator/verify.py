@@ -15,11 +15,13 @@ says how much the verdict can be trusted at that size.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
 from cortexlang.ir import SLO, Program
 from planner.plan import LatencyDistribution, Plan, Verification
+from runtime.policies.base import Policy
 from runtime.policies.registry import make_policy
 from runtime.simulator.cluster import layout_from_plan
 from runtime.simulator.sim import SimConfig, Simulator, Stream
@@ -50,9 +52,20 @@ def calls_per_run(plan: Plan, workflow: str) -> float:
     return max(sum(visits), 1.0)
 
 
-def _simulate(program: Program, plan: Plan, workflow: str, runs: int, seed: int, policy: str):
+def make_configured_policy(name: str, params: Mapping[str, object] | None = None) -> Policy:
+    """The registry's policy ``name`` with ``params`` overriding its (dataclass) fields."""
+    pol = make_policy(name)
+    for key, value in (params or {}).items():
+        if not hasattr(pol, key):
+            raise ValueError(f"policy {name!r} has no parameter {key!r}")
+        setattr(pol, key, value)
+    return pol
+
+
+def _simulate(program: Program, plan: Plan, workflow: str, runs: int, seed: int, policy: str,
+              params: Mapping[str, object] | None = None):
     wp = plan.workflow(workflow)
-    sim = Simulator(program, layout_from_plan(plan, workflow), make_policy(policy),
+    sim = Simulator(program, layout_from_plan(plan, workflow), make_configured_policy(policy, params),
                     [Stream(workflow, wp.rate_per_s)],
                     SimConfig(runs=runs, seed=seed, warmup_fraction=WARMUP_FRACTION),
                     knobs={workflow: wp.knobs})
@@ -60,13 +73,15 @@ def _simulate(program: Program, plan: Plan, workflow: str, runs: int, seed: int,
 
 
 def simulate_plan(program: Program, plan: Plan, workflow: str, *, budget_s: float = 1.5, seed: int = 0,
-                  policy: str = "fcfs", runs: int | None = None, slo: SLO | None = None) -> Verification:
+                  policy: str = "fcfs", runs: int | None = None, slo: SLO | None = None,
+                  policy_params: Mapping[str, object] | None = None) -> Verification:
     """Simulate ``workflow``'s part of ``plan`` (see module docstring); ``runs`` fixes the run count
     instead of sizing it to ``budget_s``; attainment is measured against ``slo`` (default: the
-    plan's). Raises ``ValueError`` when the plan's layout cannot serve the workflow."""
+    plan's); ``policy_params`` override the policy's parameters. Raises ``ValueError`` when the
+    plan's layout cannot serve the workflow."""
     if runs is None:
         runs = int(min(MAX_RUNS, max(MIN_RUNS, budget_s * NOMINAL_CALLS_PER_S / calls_per_run(plan, workflow))))
-    res = _simulate(program, plan, workflow, runs, seed, policy)
+    res = _simulate(program, plan, workflow, runs, seed, policy, policy_params)
     m = res.measured
     admitted = res.status[m] != "rejected"
     latency = (res.end[m] - res.arrival[m])
