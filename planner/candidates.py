@@ -254,8 +254,10 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
     (the ``1 / (1 - x)`` factor), but they arrive as a compound Poisson stream:
     over a stay of ``T`` seconds their work has mean ``x T`` and variance
     ``m2 T``. A stall of ``d`` beyond its mean lengthens the stay by ``d / (1 - x)``
-    (the extra time invites more prefills), so the decode time of a call with
-    ``o`` tokens gains ``sqrt(m2 o t_iter) / (1 - x) Z``, ``Z`` standard normal.
+    (the extra time invites more prefills: the stay is an M/G/1 busy period
+    started by the call's own decode work ``D0``, variance ``D0 m2 / (1 - x)^3``),
+    so the decode time of a call with ``o`` tokens gains
+    ``sqrt(m2 o t_iter) / (1 - x) Z``, ``Z`` standard normal.
     The shock is common to every call on the replica: it stretches all their stays
     at once, so the batch gains the same relative deviation,
     ``N = batch + sqrt(batch) Z1 + batch r Z`` with ``r`` the shock's relative size
