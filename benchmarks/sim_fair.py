@@ -89,12 +89,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--reuse-tuning", action="store_true", help="read results/sim_fair_tuned.json")
+    ap.add_argument("--workloads", default=None, help="comma-separated subset of the cells' workloads")
     args = ap.parse_args()
+    cells = [c for c in CELLS if args.workloads is None or c[0] in args.workloads.split(",")]
     t0 = time.perf_counter()
     tuned_path = OUT / "sim_fair_tuned.json"
     tuned: dict[str, dict] = json.loads(tuned_path.read_text())["tuned"] if args.reuse_tuning else {}
     setups: dict[tuple[str, str], Setup] = {}
-    for workload, cluster, _ in CELLS:
+    for workload, cluster, _ in cells:
         key = f"{workload}:{cluster}"
         s = setups.get((workload, cluster)) or setups.setdefault((workload, cluster), setup(workload, cluster))
         if key in tuned:
@@ -112,7 +114,7 @@ def main() -> None:
     tune_s = time.perf_counter() - t0
     policies = list(dict.fromkeys(BASELINES)) + ["cortex", "cortex-shared"]
     rows = []
-    for workload, cluster, load in CELLS:
+    for workload, cluster, load in cells:
         s = setups[(workload, cluster)]
         for pol in policies:
             params = tuned[f"{workload}:{cluster}"].get("cortex" if pol == "cortex-shared" else pol, {}).get("best")
@@ -136,7 +138,8 @@ def _ratio(a: float, b: float) -> float:
 def markdown(rows: list[dict], tuned: dict, args, elapsed: float, tune_s: float) -> str:
     out = ["# Fair baselines: every policy tuned with the same budget (SIMULATED)", "",
            f"Command: `.venv/bin/python benchmarks/sim_fair.py --tune-runs {args.tune_runs} --runs {args.runs} "
-           f"--seed {args.seed}{' --reuse-tuning' if args.reuse_tuning else ''}`; {elapsed:.0f} s wall "
+           f"--seed {args.seed}{' --reuse-tuning' if args.reuse_tuning else ''}"
+           f"{f' --workloads {args.workloads}' if args.workloads else ''}`; {elapsed:.0f} s wall "
            f"({tune_s:.0f} s of it tuning) on the shared 2-vCPU machine (other helpers running). Discrete-event "
            "simulator, not real engines.", "",
            f"Tuning: seed {TUNING_SEED}, load {TUNE_LOAD}, {args.tune_runs} runs per simulation, per (workload, "
