@@ -5,7 +5,8 @@ on the same GPUs, at the same rate, two ways:
 
 * **isolated** -- each stage gets its own replicas (the split, stage ``a``'s share,
   is the best one for Cortex on the tuning seed, so isolation gets its best
-  chance), under Cortex (which may still borrow an idle replica) and under FCFS;
+  chance), under Cortex (which may borrow another stage's idle replica), under
+  Cortex without borrowing (pure isolation) and under FCFS;
 * **shared** -- every replica serves both stages, under the Cortex policy
   (``cortex-shared``) and under every baseline.
 
@@ -137,13 +138,18 @@ def best_split(s: Setup, lay: tuple[ReplicaSpec, ...], load: float, runs: int) -
     return best[1]
 
 
-def measure(s: Setup, policy: str, layout, load: float, scale: float, runs: int, seed: int) -> dict:
+NO_BORROW = {"borrow_idle": False, "borrow_spare": False}
+"""Cortex on isolated pools without borrowing other stages' idle replicas: isolation in its pure form."""
+
+
+def measure(s: Setup, policy: str, layout, load: float, scale: float, runs: int, seed: int,
+            params: dict | None = None) -> dict:
     """SLO scale at 95/99% (bisection for deadline-aware policies) and attainment at ``scale``."""
     sims = [0]
 
     def run(sc: float | None) -> SimResult:
         sims[0] += 1
-        return simulate(s, policy, load, sc, runs, seed, layout=layout)
+        return simulate(s, policy, load, sc, runs, seed, params=params, layout=layout)
 
     aware = policy in DEADLINE_AWARE
     sc = min_slo_scales(run, (0.95, 0.99), deadline_aware=aware, hi0=2.0)
@@ -167,7 +173,21 @@ def main() -> None:
                     help="KV capacities per replica: 'large' (the H100 profile's) or a number of tokens")
     ap.add_argument("--quick", action="store_true", help="baselines fcfs + hexagent only")
     ap.add_argument("--out", default="isolation_map")
+    ap.add_argument("--md-only", action="store_true", help="re-render the .md from the .json (no simulation)")
+    ap.add_argument("--check-no-borrow", action="store_true",
+                    help="re-measure, on the tuning seed, the cells where Cortex without borrowing was the better "
+                         "isolated variant (guards against picking the better of two on the evaluation seed)")
     args = ap.parse_args()
+    if args.check_no_borrow:
+        check_no_borrow(args)
+        return
+    if args.md_only:
+        rep = json.loads((OUT / f"{args.out}.json").read_text())
+        for k in ("runs", "seed", "gpus", "scale", "kv"):
+            setattr(args, k, rep[k])
+        args.loads = ",".join(str(x) for x in rep["loads"])
+        (OUT / f"{args.out}.md").write_text(markdown(rep["rows"], args, rep["wall_s"], BASELINES_DISTINCT))
+        return
     baselines = ("fcfs", "hexagent") if args.quick else BASELINES_DISTINCT
     rows = []
     t0 = time.perf_counter()
@@ -179,9 +199,10 @@ def main() -> None:
             iso = isolate(lay, n_a)
             cell = {"prefix": prefix, "kv": kv, "mix": mix, "load": load, "rate": round(load * s.capacity, 3),
                     "split_a": n_a, "kv_tokens": next(r for r in lay if r.kind == "llm").kv_capacity_tokens}
-            for label, pol, layout in (("isolated", "cortex", iso), ("isolated", "fcfs", iso),
-                                       *(("shared", p, lay) for p in ("cortex-shared", *baselines))):
-                m = measure(s, pol, layout, load, args.scale, args.runs, args.seed)
+            for label, pol, layout, params in (
+                    ("isolated", "cortex", iso, None), ("isolated-no-borrow", "cortex", iso, NO_BORROW),
+                    ("isolated", "fcfs", iso, None), *(("shared", p, lay, None) for p in ("cortex-shared", *baselines))):
+                m = measure(s, pol, layout, load, args.scale, args.runs, args.seed, params)
                 rows.append({**cell, "layout": label, "policy": pol, **m})
                 print(f"[simulated] {s.name} load {load} {label} {pol}: {m}", flush=True)
     elapsed = time.perf_counter() - t0
@@ -192,6 +213,39 @@ def main() -> None:
     (OUT / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
     (OUT / f"{args.out}.md").write_text(markdown(rows, args, elapsed, baselines))
     print((OUT / f"{args.out}.md").read_text())
+
+
+def check_no_borrow(args) -> None:
+    """For each cell of ``<out>.json`` where isolated Cortex without borrowing beat it with borrowing,
+    both variants at the same split on the tuning seed; appends a section to ``<out>.md``."""
+    rep = json.loads((OUT / f"{args.out}.json").read_text())
+    rows = rep["rows"]
+    lines = ["", f"## Check on the tuning seed ({TUNING_SEED})", "",
+             f"Command: `.venv/bin/python benchmarks/isolation_map.py --check-no-borrow --runs {rep['runs']}`. "
+             "Cells where Cortex without borrowing was the better isolated variant on the evaluation seed, "
+             f"both variants re-measured at the same split on seed {TUNING_SEED} (scale@99%).", "",
+             "| prefix | kv | mix | load | split | with borrowing | without borrowing |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["layout"] != "isolated-no-borrow":
+            continue
+        key = (r["prefix"], r["kv"], r["mix"], r["load"])
+        with_b = next(x for x in rows if (x["prefix"], x["kv"], x["mix"], x["load"]) == key
+                      and x["layout"] == "isolated" and x["policy"] == "cortex")
+        if r["scale99"] >= with_b["scale99"]:
+            continue
+        s, lay = cell_setup(r["prefix"], r["kv"], r["mix"], rep["gpus"])
+        iso = isolate(lay, r["split_a"])
+        got = [measure(s, "cortex", iso, r["load"], rep["scale"], rep["runs"], TUNING_SEED, p)["scale99"]
+               for p in (None, NO_BORROW)]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {r['split_a']}:{rep['gpus'] - r['split_a']} | "
+                     f"{got[0]:.2f} | {got[1]:.2f} |")
+        print(lines[-1], flush=True)
+    with (OUT / f"{args.out}.md").open("a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def _gain(shared: float, isolated: float) -> float:
+    return shared / isolated if math.isfinite(isolated) else 0.0
 
 
 def markdown(rows: list[dict], args, elapsed: float, baselines: tuple[str, ...]) -> str:
@@ -208,35 +262,43 @@ def markdown(rows: list[dict], args, elapsed: float, baselines: tuple[str, ...])
            f"scale@99% on seed {TUNING_SEED}); shared = every replica serves both. Scale = SLO scale for 99% attainment "
            f"(x standalone latency, lower is better); attain = attainment at scale {args.scale}. Baselines on the "
            f"shared pool: {', '.join(baselines)}.", "",
-           "| prefix | kv | mix | load | split a:b | isolated cortex | isolated fcfs | cortex-shared | best shared baseline "
-           "| isolation gain @99% | attain iso / shared-best | preemptions iso / shared |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| prefix | kv | mix | load | split a:b | isolated cortex | isolated cortex, no borrowing | isolated fcfs | cortex-shared | best shared baseline "
+           "| gain @99%, Cortex | gain @99%, best isolated | attain iso / shared-best | preemptions iso / shared |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     cells = sorted({(r["prefix"], r["kv"], r["mix"], r["load"]) for r in rows})
-    gains: dict[tuple, float] = {}
+    gains: dict[tuple, tuple[float, str]] = {}
     for c in cells:
         cr = {r["policy"] + "@" + r["layout"]: r for r in rows if (r["prefix"], r["kv"], r["mix"], r["load"]) == c}
         iso, iso_f, csh = cr["cortex@isolated"], cr["fcfs@isolated"], cr["cortex-shared@shared"]
+        iso_nb = cr["cortex@isolated-no-borrow"]
         base = min((r for k, r in cr.items() if k.endswith("@shared") and r["policy"] != "cortex-shared"),
                    key=lambda r: (r["scale99"], -r["attain"]))
         shared_best = min(csh["scale99"], base["scale99"])
-        gain = shared_best / iso["scale99"] if math.isfinite(iso["scale99"]) else 0.0
-        gains[c] = gain
+        gain = _gain(shared_best, iso["scale99"])
+        best_iso = min((iso, iso_nb), key=lambda r: r["scale99"])
+        gains[c] = (_gain(shared_best, best_iso["scale99"]), "" if best_iso is iso else " (no borrowing)")
         out.append(f"| {c[0]} | {c[1]} | {c[2]} | {c[3]} | {iso['split_a']}:{args.gpus - iso['split_a']} | "
-                   f"{iso['scale99']:.2f} | {iso_f['scale99']:.2f} | {csh['scale99']:.2f} | "
-                   f"{base['policy']} {base['scale99']:.2f} | {gain:.2f}x | "
+                   f"{iso['scale99']:.2f} | {iso_nb['scale99']:.2f} | {iso_f['scale99']:.2f} | {csh['scale99']:.2f} | "
+                   f"{base['policy']} {base['scale99']:.2f} | {gain:.2f}x | {gains[c][0]:.2f}x{gains[c][1]} | "
                    f"{iso['attain']:.3f} / {max(csh['attain'], base['attain']):.3f} | "
                    f"{iso['preemptions']} / {csh['preemptions']} |")
-    out += ["", "## Map", "", "Isolation gain per cell: `ISO` = dedicated pools win (gain >= 1.05), `shared` = the "
-            "shared pool wins (gain <= 0.95), `tie` otherwise.", ""]
+    out += ["", "## Map", "", "Isolation gain per cell, best isolated variant (Cortex with or without borrowing; "
+            "`nb` = without): `ISO` = dedicated pools win (gain >= 1.05), `shared` = the shared pool wins "
+            "(gain <= 0.95), `tie` otherwise.", ""]
     cols = sorted({(c[2], c[3]) for c in cells})
     out += ["| prefix / kv | " + " | ".join(f"{m} @ {ld}" for m, ld in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for pk in sorted({(c[0], c[1]) for c in cells}):
         cellv = []
         for m, ld in cols:
-            g = gains.get((*pk, m, ld))
-            cellv.append("-" if g is None else f"{'ISO' if g >= 1.05 else 'shared' if g <= 0.95 else 'tie'} {g:.2f}x")
+            if (*pk, m, ld) not in gains:
+                cellv.append("-")
+                continue
+            g, how = gains[(*pk, m, ld)]
+            cellv.append(f"{'ISO' if g >= 1.05 else 'shared' if g <= 0.95 else 'tie'} {g:.2f}x{' nb' if how else ''}")
         out.append(f"| {pk[0]} / {pk[1]} | " + " | ".join(cellv) + " |")
-    out += ["", "Isolation gain = best shared scale (Cortex policy or any baseline) / isolated Cortex scale: > 1 "
+    out += ["", "Isolation gain = best shared scale (Cortex policy or any baseline) / isolated scale (`Cortex`: the "
+            "Cortex policy as shipped, borrowing idle replicas of the other stage; `best isolated`: the better of "
+            "that and Cortex without borrowing, at the same split, chosen for the borrowing variant): > 1 "
             "means dedicated pools win at the same GPU count; bisection resolution is 4%, so |gain - 1| < 0.05 "
             "is a tie.", "", "## All rows", "",
             "| prefix | kv | mix | load | layout | policy | scale@95% | scale@99% | attain | p99 s | preemptions | KV peak "

@@ -120,7 +120,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--waits", action="store_true",
+                    help="only measure how long full Cortex's LLM calls wait in queue per cell (at the scale "
+                         "sim_ablation.json found) and append it to sim_ablation.md")
     args = ap.parse_args()
+    if args.waits:
+        queue_waits(args)
+        return
     t0 = time.perf_counter()
     rows = []
     setups = {}
@@ -145,6 +151,31 @@ def main() -> None:
                                                        "wall_s": round(elapsed, 1), "rows": rows}, indent=2) + "\n")
     (OUT / "sim_ablation.md").write_text(markdown(rows, args, elapsed))
     print((OUT / "sim_ablation.md").read_text())
+
+
+def queue_waits(args) -> None:
+    """Queue wait (enqueue -> admitted to a batch) of full Cortex's LLM calls, per cell: what a priority
+    key can reorder at all."""
+    rows = json.loads((OUT / "sim_ablation.json").read_text())["rows"]
+    lines = ["", "## How long LLM calls wait in queue (full Cortex)", "",
+             f"Command: `.venv/bin/python benchmarks/sim_ablation.py --waits --runs {args.runs} --seed {args.seed}`. "
+             "One simulation per cell at full Cortex's scale@99%; wait = enqueue to admission into a batch.", "",
+             "| workload | cluster | load | LLM calls | waited > 1 ms | mean wait s | p99 wait s | mean service s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for workload, cluster, load in CELLS:
+        full = next(r for r in rows if (r["workload"], r["cluster"], r["load"], r["variant"])
+                    == (workload, cluster, load, "full"))
+        s = setup(workload, cluster)
+        res = simulate(s, Cortex(), load, full["scale99"], args.runs, args.seed, record_calls=True)
+        calls = [c for c in res.calls if c[3] == "llm"]  # (run, workflow, stage, kind, replica, enq, start, end, ..)
+        waits = sorted(c[6] - c[5] for c in calls)
+        service = sum(c[7] - c[6] for c in calls) / len(calls)
+        lines.append(f"| {workload} | {cluster} | {load} | {len(calls)} | "
+                     f"{sum(w > 1e-3 for w in waits) / len(waits):.2f} | {sum(waits) / len(waits):.4f} | "
+                     f"{waits[min(len(waits) - 1, int(0.99 * len(waits)))]:.3f} | {service:.3f} |")
+        print(lines[-1], flush=True)
+    with (OUT / "sim_ablation.md").open("a") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def markdown(rows: list[dict], args, elapsed: float) -> str:
