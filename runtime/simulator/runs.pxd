@@ -6,6 +6,10 @@ cdef class Run:
     cdef public object last_replica, rejected_reason, lighter
     cdef public long outstanding, pruned, ncalls
 
+    # Overridden by IRRun (C) and by Python subclasses (trace.TraceRun), which cpdef dispatch finds.
+    cpdef first_calls(self)
+    cpdef on_done(self, Call call, prune)
+
 @cython.final
 cdef class _Walk:
     cdef public object sem, prefix, counters, visits, fan, branch, current, child
@@ -14,6 +18,9 @@ cdef class _Walk:
 cdef class _Fan:
     cdef public object node, key, walk, open, cp
     cdef public bint done
+
+@cython.locals(u1=double, u2=double, z=double, n=long)
+cpdef _tokens(rng, tuple params)
 
 @cython.final
 cdef class IRRun(Run):
@@ -29,9 +36,6 @@ cdef class IRRun(Run):
     @cython.locals(v=long, c=Call, visits=dict)
     cpdef _enter(self, _Walk walk, node, cp, Call call, prune)
     cpdef _start_fan(self, _Walk walk, node, tuple key, cp, Call call, prune)
-    cpdef first_calls(self)
-    @cython.locals(walk=_Walk)
-    cpdef on_done(self, Call call, prune)
     cpdef _leave(self, _Walk walk, node, Call call, u, cp, prune)
     cpdef _branch_end(self, _Walk branch, bint ok, cp, Call call, prune)
     cpdef _fan_end(self, _Fan fan, Call call, prune)

@@ -3,7 +3,7 @@
 Used by ``tests/runtime/test_accel.py`` to compare the compiled simulator with the pure-Python
 source: every policy of the registry on three workloads (retry loop, ReAct loop, fan-out), on a
 shared pool and on stage-isolated pools, prefill/decode-disaggregated layouts, a malleable
-workflow (lighter model options), KV sampling and per-call records. Small on purpose (a few
+workflow (lighter model options), trace replay, KV sampling and per-call records. Small on purpose (a few
 seconds in all): the digests cover every run's end time, status, pruning and quality, every
 engine's counters and the recorded calls.
 """
@@ -11,12 +11,16 @@ engine's counters and the recorded calls.
 from __future__ import annotations
 
 import hashlib
+import json
+import random
 from collections.abc import Iterator
 
+from cortexlang.ir import Program
 from runtime.policies.registry import POLICIES, make_policy
 from runtime.simulator.cluster import ReplicaSpec, disaggregate, gpu_replicas, isolated_layout, shared_layout
 from runtime.simulator.records import SimResult
 from runtime.simulator.sim import SimConfig, Simulator, Stream
+from runtime.simulator.trace import TraceRequest, parse_trace, trace_models
 from runtime.simulator.workloads import fanout, nl2sql, program, react
 
 DEVICES = {"A100": 2, "H100": 2, "H200": 1}
@@ -56,6 +60,34 @@ def cases() -> Iterator[tuple[str, Simulator]]:
                                                             [Stream(wf.name, 6.0)], cfg)
 
 
+def trace(n: int = 200, seed: int = 3) -> list[TraceRequest]:
+    """``n`` recorded NL2SQL-like requests (generate, SQL, a fix on error, a parallel tool call)."""
+    rng = random.Random(seed)
+    lines = []
+    t = 0.0
+    for i in range(n):
+        t += rng.expovariate(8.0)
+        calls = [{"id": "g", "stage": "generate", "kind": "llm", "model": "llama8b",
+                  "input_tokens": rng.randint(300, 2000), "output_tokens": rng.randint(10, 200), "prefix_tokens": 256},
+                 {"id": "x", "stage": "execute", "kind": "sql", "duration_s": rng.uniform(0.05, 0.5), "parents": ["g"]},
+                 {"id": "t", "stage": "lookup", "kind": "tool", "duration_s": rng.uniform(0.01, 0.2), "parents": ["g"]}]
+        if rng.random() < 0.4:
+            calls.append({"id": "f", "stage": "fix", "kind": "llm", "model": "llama8b",
+                          "input_tokens": rng.randint(500, 2500), "output_tokens": rng.randint(10, 150),
+                          "parents": ["x", "t"]})
+        lines.append(json.dumps({"run_id": f"r{i}", "workflow": "nl2sql", "arrival_s": t, "calls": calls}))
+    return parse_trace(lines)
+
+
+def trace_cases() -> Iterator[tuple[str, Simulator]]:
+    """Trace replay (:class:`runtime.simulator.trace.TraceRun`) under three policies."""
+    reqs = trace()
+    layout = shared_layout({"A100": 1, "H100": 1}, "llama8b", executor_slots=8)
+    for pname in ("fcfs", "hexagent", "cortex"):
+        yield f"trace/{pname}/shared", Simulator(Program(models=trace_models(reqs)), layout, make_policy(pname),
+                                                 trace=reqs, config=SimConfig(seed=5, slo_scale=2.5))
+
+
 def digests() -> dict[str, str]:
     """Every case's :func:`digest`."""
-    return {name: digest(sim.run()) for name, sim in cases()}
+    return {name: digest(sim.run()) for gen in (cases, trace_cases) for name, sim in gen()}
