@@ -21,8 +21,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compiled simulator: {len(paths)} modules in {accel_dir()}")
         return 0
     if cmd == "status":
-        for module, state in status().items():
+        states = status()
+        for module, state in states.items():
             print(f"{state:10s} {module}")
+        if any(state != "compiled" for state in states.values()):
+            print("the binaries load only as a set: until every module is compiled, all run from source")
         if not enabled():
             print(f"{DISABLE_ENV}=0: binaries are not loaded")
         return 0
