@@ -66,7 +66,8 @@ import numpy as np
 
 from cortexlang.ir import Inventory, LLMStage, ModelSpec, Program, Workflow
 from planner.candidates import (
-    CPU_SLOTS_PER_LLM_REPLICA, DECODE_STRETCH, MAX_NUM_SEQS, MAX_UTILISATION, U_GRID, UNBOUNDED, Candidate, Device,
+    CPU_SLOTS_PER_LLM_REPLICA, DECODE_STRETCH, FLAT_IMPROVEMENT, MAX_NUM_SEQS, MAX_UTILISATION, U_GRID, UNBOUNDED,
+    Candidate, Device,
     StageLoad, devices_of,
     replica_range, latency_cap, llm_service_table, output_tokens_moments, prefill_stall, profiles_of,
 )
@@ -311,7 +312,7 @@ def _block_range(spec: ModelSpec, profile: LatencyProfile, device: Device, stage
         seen_caps.add(value)
         found.extend(replica_range(make, limit)[0])
     out = []
-    for g in found:
+    for g in _prefer_larger_caps(found):
         n, point = g.replicas, g.point
         key = f"{spec.name}:{'+'.join(block)}@{device.kind}/tp{profile.tp}x{n}/b{point.max_num_seqs}"
         cost = n * per_device * device.cost_per_unit
@@ -330,6 +331,20 @@ def _block_range(spec: ModelSpec, profile: LatencyProfile, device: Device, stage
                 latency_profile=profile, group=key, group_stages=block))
         out.append(cands)
     return out
+
+
+def _prefer_larger_caps(groups: Sequence["_Group"]) -> list["_Group"]:
+    """Drops a group whose replica count another group matches with a larger batch cap that is no
+    slower, within :data:`planner.candidates.FLAT_IMPROVEMENT`, at every member's p99: the model then
+    sees no price for the larger cap, while its spare slots absorb bursts the mean-field tables do
+    not see (a full batch makes a priority scheduler preempt and recompute)."""
+    def covers(big: _Group, small: _Group) -> bool:
+        return (big.replicas == small.replicas and big.point.max_num_seqs > small.point.max_num_seqs
+                and all(float(np.interp(0.99, U_GRID, big.point.tables[s]))
+                        <= (1.0 + FLAT_IMPROVEMENT) * float(np.interp(0.99, U_GRID, t))
+                        for s, t in small.point.tables.items()))
+
+    return [g for g in groups if not any(covers(h, g) for h in groups)]
 
 
 @dataclass(frozen=True)
