@@ -120,6 +120,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--max-num-seqs", type=int, default=None,
+                    help="cap every LLM replica's batch (both layouts), so that queues form")
+    ap.add_argument("--cells", default=None, help="comma-separated workload:cluster:load subset of CELLS")
+    ap.add_argument("--load", type=float, default=None, help="run the selected cells at this load instead")
+    ap.add_argument("--out", default="sim_ablation", help="result file stem in benchmarks/results/")
     ap.add_argument("--waits", action="store_true",
                     help="only measure how long full Cortex's LLM calls wait in queue per cell (at the scale "
                          "sim_ablation.json found) and append it to sim_ablation.md")
@@ -130,8 +135,12 @@ def main() -> None:
     t0 = time.perf_counter()
     rows = []
     setups = {}
-    for workload, cluster, load in CELLS:
-        s = setups.get((workload, cluster)) or setups.setdefault((workload, cluster), setup(workload, cluster))
+    cells = [c for c in CELLS if args.cells is None or f"{c[0]}:{c[1]}:{c[2]}" in args.cells.split(",")]
+    if args.load is not None:
+        cells = list(dict.fromkeys((w, c, args.load) for w, c, _ in cells))
+    for workload, cluster, load in cells:
+        s = setups.get((workload, cluster)) or setups.setdefault(
+            (workload, cluster), setup(workload, cluster, args.max_num_seqs))
         iso, shared, planned = plan_layouts(s, load * s.capacity)
         todo = [(name, make, iso) for name, make in variants().items()] + [("shared pool", Cortex, shared)]
         for name, make, layout in todo:
@@ -147,25 +156,28 @@ def main() -> None:
             print(f"[simulated] {workload}:{cluster}:{load} {name}: {sc}", flush=True)
     elapsed = time.perf_counter() - t0
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "sim_ablation.json").write_text(json.dumps({"label": "simulated", "runs": args.runs, "seed": args.seed,
-                                                       "wall_s": round(elapsed, 1), "rows": rows}, indent=2) + "\n")
-    (OUT / "sim_ablation.md").write_text(markdown(rows, args, elapsed))
-    print((OUT / "sim_ablation.md").read_text())
+    (OUT / f"{args.out}.json").write_text(json.dumps({"label": "simulated", "runs": args.runs, "seed": args.seed,
+                                                      "max_num_seqs": args.max_num_seqs, "wall_s": round(elapsed, 1),
+                                                      "rows": rows}, indent=2) + "\n")
+    (OUT / f"{args.out}.md").write_text(markdown(rows, args, elapsed))
+    print((OUT / f"{args.out}.md").read_text())
 
 
 def queue_waits(args) -> None:
     """Queue wait (enqueue -> admitted to a batch) of full Cortex's LLM calls, per cell: what a priority
     key can reorder at all."""
-    rows = json.loads((OUT / "sim_ablation.json").read_text())["rows"]
+    rows = json.loads((OUT / f"{args.out}.json").read_text())["rows"]
     lines = ["", "## How long LLM calls wait in queue (full Cortex)", "",
-             f"Command: `.venv/bin/python benchmarks/sim_ablation.py --waits --runs {args.runs} --seed {args.seed}`. "
+             f"Command: `.venv/bin/python benchmarks/sim_ablation.py --waits --runs {args.runs} --seed {args.seed}"
+             + (f" --max-num-seqs {args.max_num_seqs}" if args.max_num_seqs else "")
+             + (f" --out {args.out}" if args.out != "sim_ablation" else "") + "`. "
              "One simulation per cell at full Cortex's scale@99%; wait = enqueue to admission into a batch.", "",
              "| workload | cluster | load | LLM calls | waited > 1 ms | mean wait s | p99 wait s | mean service s |",
              "|---|---|---|---|---|---|---|---|"]
-    for workload, cluster, load in CELLS:
+    for workload, cluster, load in dict.fromkeys((r["workload"], r["cluster"], r["load"]) for r in rows):
         full = next(r for r in rows if (r["workload"], r["cluster"], r["load"], r["variant"])
                     == (workload, cluster, load, "full"))
-        s = setup(workload, cluster)
+        s = setup(workload, cluster, args.max_num_seqs)
         res = simulate(s, Cortex(), load, full["scale99"], args.runs, args.seed, record_calls=True)
         calls = [c for c in res.calls if c[3] == "llm"]  # (run, workflow, stage, kind, replica, enq, start, end, ..)
         waits = sorted(c[6] - c[5] for c in calls)
@@ -174,13 +186,19 @@ def queue_waits(args) -> None:
                      f"{sum(w > 1e-3 for w in waits) / len(waits):.2f} | {sum(waits) / len(waits):.4f} | "
                      f"{waits[min(len(waits) - 1, int(0.99 * len(waits)))]:.3f} | {service:.3f} |")
         print(lines[-1], flush=True)
-    with (OUT / "sim_ablation.md").open("a") as f:
+    with (OUT / f"{args.out}.md").open("a") as f:
         f.write("\n".join(lines) + "\n")
 
 
 def markdown(rows: list[dict], args, elapsed: float) -> str:
     out = ["# Cortex ablations (SIMULATED)", "",
-           f"Command: `.venv/bin/python benchmarks/sim_ablation.py --runs {args.runs} --seed {args.seed}`; "
+           f"Command: `.venv/bin/python benchmarks/sim_ablation.py --runs {args.runs} --seed {args.seed}"
+           + (f" --max-num-seqs {args.max_num_seqs}" if args.max_num_seqs else "")
+           + (f" --cells {args.cells}" if args.cells else "")
+           + (f" --load {args.load}" if args.load is not None else "")
+           + (f" --out {args.out}" if args.out != "sim_ablation" else "") + "`; "
+           + (f"every LLM replica's batch capped at {args.max_num_seqs} (both layouts; load relative to the capped "
+              "capacity), so that calls queue; " if args.max_num_seqs else "") +
            f"{elapsed:.0f} s wall on the shared 2-vCPU machine (other helpers running). Discrete-event simulator, "
            "not real engines. Cortex at its shipped defaults on the planner's stage-isolated pools (`shared pool`: "
            "the same replicas pooled); SLO scale for 95% / 99% attainment (x standalone latency, lower is better, "
