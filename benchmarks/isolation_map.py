@@ -201,7 +201,8 @@ def main() -> None:
                     "split_a": n_a, "kv_tokens": next(r for r in lay if r.kind == "llm").kv_capacity_tokens}
             for label, pol, layout, params in (
                     ("isolated", "cortex", iso, None), ("isolated-no-borrow", "cortex", iso, NO_BORROW),
-                    ("isolated", "fcfs", iso, None), *(("shared", p, lay, None) for p in ("cortex-shared", *baselines))):
+                    ("isolated", "fcfs", iso, None),
+                    *(("shared", p, lay, None) for p in ("cortex-shared", *baselines))):
                 m = measure(s, pol, layout, load, args.scale, args.runs, args.seed, params)
                 rows.append({**cell, "layout": label, "policy": pol, **m})
                 print(f"[simulated] {s.name} load {load} {label} {pol}: {m}", flush=True)
@@ -224,7 +225,8 @@ def check_no_borrow(args) -> None:
              f"Command: `.venv/bin/python benchmarks/isolation_map.py --check-no-borrow --runs {rep['runs']}`. "
              "Cells where Cortex without borrowing was the better isolated variant on the evaluation seed, "
              f"both variants re-measured at the same split on seed {TUNING_SEED} (scale@99%).", "",
-             "| prefix | kv | mix | load | split | with borrowing | without borrowing |", "|---|---|---|---|---|---|---|"]
+             "| prefix | kv | mix | load | split | with borrowing | without borrowing |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["layout"] != "isolated-no-borrow":
             continue
@@ -255,14 +257,17 @@ def markdown(rows: list[dict], args, elapsed: float, baselines: tuple[str, ...])
            f"{' --quick' if args.quick else ''}`; {elapsed:.0f} s wall on the shared 2-vCPU machine (other "
            "helpers running). Discrete-event simulator, not real engines.", "",
            f"Workflow: stage a then stage b (Llama-3-8B), {args.gpus}x H100, rate = load x the shared "
-           "layout's analytic capacity (prefix caching counted: `shared_capacity`). `prefix`: each stage's own shared prompt prefix (short 128 / long 3000 "
-           f"tokens). `kv`: KV tokens per replica (large = the H100 profile's, ~430k; else the override). `mix`: uniform "
+           "layout's analytic capacity (prefix caching counted: `shared_capacity`). `prefix`: each stage's own "
+           "shared prompt prefix (short 128 / long 3000 tokens). `kv`: KV tokens per replica (large = the H100 "
+           "profile's, ~430k; else the override). `mix`: uniform "
            "(500 uncached prompt / 100 out per stage) or pd (a: 3000 / 16, prefill-heavy; b: 200 / 400, "
            "decode-heavy). Isolated = the same replicas split between the stages (split `a:b`: Cortex's lowest "
-           f"scale@99% on seed {TUNING_SEED}); shared = every replica serves both. Scale = SLO scale for 99% attainment "
+           f"scale@99% on seed {TUNING_SEED}); shared = every replica serves both. Scale = SLO scale for 99% "
+           "attainment "
            f"(x standalone latency, lower is better); attain = attainment at scale {args.scale}. Baselines on the "
            f"shared pool: {', '.join(baselines)}.", "",
-           "| prefix | kv | mix | load | split a:b | isolated cortex | isolated cortex, no borrowing | isolated fcfs | cortex-shared | best shared baseline "
+           "| prefix | kv | mix | load | split a:b | isolated cortex | isolated cortex, no borrowing | isolated fcfs "
+           "| cortex-shared | best shared baseline "
            "| gain @99%, Cortex | gain @99%, best isolated | attain iso / shared-best | preemptions iso / shared |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     cells = sorted({(r["prefix"], r["kv"], r["mix"], r["load"]) for r in rows})
@@ -301,10 +306,12 @@ def markdown(rows: list[dict], args, elapsed: float, baselines: tuple[str, ...])
             "that and Cortex without borrowing, at the same split, chosen for the borrowing variant): > 1 "
             "means dedicated pools win at the same GPU count; bisection resolution is 4%, so |gain - 1| < 0.05 "
             "is a tie.", "", "## All rows", "",
-            "| prefix | kv | mix | load | layout | policy | scale@95% | scale@99% | attain | p99 s | preemptions | KV peak "
+            "| prefix | kv | mix | load | layout | policy | scale@95% | scale@99% | attain | p99 s | preemptions "
+            "| KV peak "
             "| rejected |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['prefix']} | {r['kv']} | {r['mix']} | {r['load']} | {r['layout']} | {r['policy']} | {r['scale95']:.2f} | "
+        out.append(f"| {r['prefix']} | {r['kv']} | {r['mix']} | {r['load']} | {r['layout']} | {r['policy']} | "
+                   f"{r['scale95']:.2f} | "
                    f"{r['scale99']:.2f} | {r['attain']:.3f} | {r['p99_s']:.2f} | {r['preemptions']} | "
                    f"{r['kv_peak']:.2f} | {r['rejected']:.3f} |")
     return "\n".join(out) + "\n"

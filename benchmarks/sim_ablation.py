@@ -38,7 +38,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.sim_common import plan_layouts, setup, simulate  # noqa: E402
-from runtime.policies.base import Adaptation, Admission, CallView, PriorityKey, ReplicaView, Route, StageLoad  # noqa: E402
+from runtime.policies.base import (  # noqa: E402
+    Adaptation, Admission, CallView, PriorityKey, ReplicaView, Route, StageLoad,
+)
 from runtime.policies.cortex import Cortex  # noqa: E402
 from runtime.simulator.slo_scale import min_slo_scales  # noqa: E402
 

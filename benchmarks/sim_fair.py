@@ -143,7 +143,8 @@ def markdown(rows: list[dict], tuned: dict, args, elapsed: float, tune_s: float)
            f"({tune_s:.0f} s of it tuning) on the shared 2-vCPU machine (other helpers running). Discrete-event "
            "simulator, not real engines.", "",
            f"Tuning: seed {TUNING_SEED}, load {TUNE_LOAD}, {args.tune_runs} runs per simulation, per (workload, "
-           f"cluster), bisection to {TUNE_REL_TOL:.0%}; {GRID_POINTS} grid points for every tunable policy (Cortex included), lowest (scale@99%, "
+           f"cluster), bisection to {TUNE_REL_TOL:.0%}; {GRID_POINTS} grid points for every tunable policy "
+           "(Cortex included), lowest (scale@99%, "
            "scale@95%) kept; FCFS has no knobs. Grids: "
            + "; ".join(f"{p}: " + " x ".join(f"{k} {list(v)}" for k, v in g.items()) for p, g in GRIDS.items())
            + ". Evaluation: seed " f"{args.seed}, {args.runs} runs per simulation, the tuned parameters at every "
