@@ -182,3 +182,22 @@ def test_stream_yields_text_as_it_is_generated_and_closing_aborts(engine, loop) 
         assert "sql" in json.loads(constrained.text)
     else:  # cut at max_tokens: still the schema's prefix
         assert constrained.text.lstrip().startswith('{')
+
+
+def test_streamed_logprobs_and_a_declared_regex_constraint(engine, loop) -> None:  # type: ignore[no-untyped-def]
+    from runtime.engines.base import DecodingConstraint, TokenDelta
+
+    async def streamed() -> list:
+        return [item async for item in engine.stream(GenerationRequest(
+            prompt=(ChatMessage(role="user", content="Count to five."),), max_tokens=12, logprobs=2))]
+
+    *deltas, result = loop.run_until_complete(streamed())
+    assert all(isinstance(d, TokenDelta) for d in deltas)
+    assert [e for d in deltas for e in d.logprobs] == list(result.logprobs)  # each delta carries its tokens'
+    assert len(result.logprobs) == result.output_tokens
+
+    yes_no = DecodingConstraint(kind="regex", spec="(yes|no), because [a-z ]{1,40}")
+    answer = loop.run_until_complete(engine.generate(GenerationRequest(
+        prompt=(ChatMessage(role="user", content="Is SQL a language?"),), max_tokens=24, constraint=yes_no)))
+    assert answer.constraint == "enforced"
+    assert answer.text.startswith(("yes, because ", "no, because ")), answer.text
