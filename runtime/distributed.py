@@ -15,7 +15,10 @@ failover and metrics work unchanged.
   rotation: the orchestrator retries the call on another replica.
 * ``metrics()`` stays cheap and synchronous: a background task refreshes a
   snapshot from the actor every ``metrics_interval_s``.
-* The proxy keeps the inner engine's label (``simulated`` stays ``simulated``).
+* The proxy keeps the inner engine's label (``simulated`` stays ``simulated``) and, once
+  started, reports the inner engine's capabilities among those a request can carry across the
+  actor boundary (:data:`PROXIED`: request features and output constraints, not ``stream``); it
+  refuses a request its engine cannot honour itself, so a refusal never looks like a dead replica.
 
 Use :func:`ray_engine_factory` to wrap any engine factory; ``ray.init()`` must
 have been called (``ray.init()`` alone starts a local cluster, as the tests do).
@@ -41,9 +44,9 @@ class _EngineActor:
     def __init__(self, build: Callable[[], Engine]) -> None:
         self.engine = build()
 
-    async def start(self) -> str:
+    async def start(self) -> tuple[str, list[str]]:
         await self.engine.start()
-        return self.engine.label
+        return self.engine.label, sorted(self.engine.capabilities)
 
     async def stop(self) -> None:
         await self.engine.stop()
@@ -64,6 +67,11 @@ class _EngineActor:
 
 _REMOTE: Any = None
 
+PROXIED = frozenset({"priority", "prefix_cache", "abort", "metrics", "seed", "response_format", "tools", "logprobs",
+                     "constraint:json", "constraint:regex", "constraint:grammar"})
+"""What a request can ask through the proxy: everything the request carries across the actor boundary.
+Not ``stream``: the actor returns whole results, so deltas do not cross it."""
+
 
 def _actor_class() -> Any:
     global _REMOTE
@@ -78,7 +86,9 @@ class RayEngine(Engine):
     """A local proxy of an engine running in a Ray actor (see module docstring)."""
 
     label = "simulated"  # replaced per instance by the inner engine's label at start()
-    capabilities = frozenset({"priority", "prefix_cache", "abort", "metrics"})
+    capabilities = PROXIED
+    """Before start, what the proxy can forward (it cannot know the inner engine yet); from start on,
+    the inner engine's capabilities among those (see :data:`PROXIED`)."""
 
     def __init__(self, build: Callable[[], Engine], *, name: str, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  label: EngineLabel = "simulated", metrics_interval_s: float = 0.5) -> None:
@@ -101,11 +111,12 @@ class RayEngine(Engine):
         self.actor = _actor_class().options(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
                                             max_concurrency=1024).remote(self.build)
         try:
-            self.label = await self.actor.start.remote()  # type: ignore[misc]
+            self.label, inner = await self.actor.start.remote()  # type: ignore[misc]
         except Exception as exc:
             self._state, self._detail = "failed", f"{type(exc).__name__}: {exc}"
             self._kill()
             raise EngineError(f"Ray replica {self.name} failed to start: {exc}") from exc
+        self.capabilities = PROXIED & frozenset(inner)  # type: ignore[misc]
         self._state, self._detail = "ready", f"Ray actor for {self.name}"
         self._refresh = asyncio.create_task(self._refresh_metrics())
 
@@ -134,6 +145,7 @@ class RayEngine(Engine):
             raise EngineNotRunning(f"Ray replica {self.name} is not running ({self._state})")
         from ray.exceptions import RayError
 
+        self.check_request(request)  # here, not in the actor: a refusal must not look like a dead replica
         ref = self.actor.generate.remote(request.model_dump(mode="json"))
         try:
             return GenerationResult.model_validate(await ref)

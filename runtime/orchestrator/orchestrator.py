@@ -283,6 +283,10 @@ class Orchestrator:
             except EngineError as exc:
                 raise OrchestratorError(f"engine {rep.replica_id} of pool {lp.name!r}: {exc}") from exc
         results = await asyncio.gather(*(e.start() for e in engines), return_exceptions=True)
+        for i, engine in enumerate(engines):  # again: a proxy (Ray) knows its engine's capabilities once started
+            if not isinstance(results[i], BaseException) and not needed <= engine.capabilities:
+                results[i] = EngineError(f"the {engine.label} engine cannot honour "
+                                         f"{', '.join(sorted(needed - engine.capabilities))} (output constraints)")
         failures = [(rep, r) for rep, r in zip(lp.replicas, results) if isinstance(r, BaseException)]
         if failures:
             await asyncio.gather(*(e.stop() for e in engines), return_exceptions=True)

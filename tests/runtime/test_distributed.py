@@ -63,3 +63,30 @@ def test_runs_on_ray_actor_replicas_and_survive_a_killed_actor(ray_cluster: None
         assert snapshot.label == "simulated" and snapshot.requests_finished > 0
 
     run_async(body(), timeout_s=180)
+
+
+def test_the_proxy_reports_its_engines_capabilities_and_refuses_locally(ray_cluster: None, sales_db: Path) -> None:
+    """A constrained workflow on Ray replicas: the proxy reports what its engine honours (checked again
+    once started), and a request the engine cannot honour is refused locally, the replica staying healthy."""
+    from runtime.distributed import PROXIED, RayEngine, ray_engine_factory
+    from runtime.engines.base import GenerationRequest, RequestRejected
+    from runtime.engines.simulated import SimulatedEngine
+
+    async def body() -> None:
+        factory = ray_engine_factory(engine_factory("simulated", speedup=20), num_cpus=0.1)
+        orch = Orchestrator(example_spec("nl2sql_constrained", sales_db), factory)
+        await orch.start()
+        try:
+            info = await orch.run({"question": "How many sales?"})
+            engine = next(p for p in orch.pools_by_name.values() if p.kind == "llm").replicas[0].engine
+            assert isinstance(engine, RayEngine)
+            assert engine.capabilities == PROXIED & SimulatedEngine.capabilities
+            assert "constraint:grammar" in engine.capabilities and "stream" not in engine.capabilities
+            with pytest.raises(RequestRejected, match="cannot honour logprobs"):
+                await engine.generate(GenerationRequest(prompt="q", max_tokens=4, logprobs=1))
+            assert (await engine.health()).ok
+        finally:
+            await orch.stop()
+        assert info.status in ("done", "fail") and info.engines == ["simulated"]
+
+    run_async(body())

@@ -125,3 +125,17 @@ def test_external_calls_of_a_constrained_stage_carry_it_and_refuse_a_response_fo
             await orch.stop()
 
     run_async(body())
+
+
+def test_an_engine_that_narrows_its_capabilities_when_started_fails_the_deployment_too(sales_db: Path) -> None:
+    """A proxy (the Ray one) learns its engine's capabilities only when it starts: checked again then."""
+
+    class Proxy(SimulatedEngine):
+        async def start(self) -> None:
+            await super().start()
+            self.capabilities = SimulatedEngine.capabilities - {"constraint:grammar"}  # type: ignore[misc]
+
+    factory = Recording({"generate": "SELECT 1;"}, Proxy)
+    with pytest.raises(OrchestratorError, match="cannot honour constraint:grammar"):
+        run_async(started(example_spec("nl2sql_constrained", sales_db), factory))
+    assert factory.engines and all(e._loop_task is None for e in factory.engines)  # started, then stopped
