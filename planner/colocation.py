@@ -158,9 +158,11 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
     if point is None or point[0] > max_utilisation * max_num_seqs:
         return None
     batch, t_iter, prefills, per_seq = point
+    # A constrained stage's decode steps carry the structured-output mask (the profile's factor).
+    steps = [t_iter * profile.decode_factor(m.stage.constraint is not None) for m in members]
     rate = sum(m.rate_per_s for m in members)
-    means = [p + cl[3] * t_iter for p, cl in zip(prefills, classes)]
-    second = [(t_iter ** 2) * mo[1] + mu * mu for mo, mu in zip(moments, means)]
+    means = [p + cl[3] * t for p, cl, t in zip(prefills, classes, steps)]
+    second = [(t ** 2) * mo[1] + mu * mu for t, mo, mu in zip(steps, moments, means)]
     weights = [m.rate_per_s / rate if rate > 0 else 1.0 / len(members) for m in members]
     mean = sum(w * mu for w, mu in zip(weights, means))
     cs2 = max(sum(w * s for w, s in zip(weights, second)) / (mean * mean) - 1.0, 0.0) if mean > 0 else 0.0
@@ -168,9 +170,9 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
     if wait is None:
         return None
     stall = prefill_stall(profile, [(cl[0], cl[2]) for cl in classes])
-    tables = {m.stage.name: llm_service_table(p, t_iter, wait.p_wait, wait.mean_if_waiting, m.stage.output_tokens,
+    tables = {m.stage.name: llm_service_table(p, t, wait.p_wait, wait.mean_if_waiting, m.stage.output_tokens,
                                               m.max_tokens, m.hedge, per_seq, batch, max_num_seqs, stall)
-              for m, p in zip(members, prefills)}
+              for m, p, t in zip(members, prefills, steps)}
     context = sum(cl[0] * cl[3] * (cl[1] + cl[3] / 2) for cl in classes) / max(sum(cl[0] * cl[3] for cl in classes),
                                                                                1e-12)
     prefixes = sum(m.stage.prefix_tokens for m in members if m.prewarm)

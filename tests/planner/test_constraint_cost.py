@@ -92,3 +92,27 @@ def test_a_calibrated_profile_keeps_the_shipped_structured_output_cost(tmp_path:
     finally:
         use_calibrated()
         clear_cache()
+
+
+def test_a_constrained_stage_in_a_shared_pool_pays_the_decode_factor_too(tmp_path: Path) -> None:
+    """nl2sql's generate and fix share one pool: the constrained file's members get tables with the
+    decode steps scaled by the factor (the pool's batch point is the same: the mask costs CPU time per
+    step, it does not change what the batch holds)."""
+    from planner.colocation import Member, shared_point
+    from planner.profiles import get_profile
+
+    folder = _profiles(tmp_path, 1.5)
+    points = {}
+    for name in ("nl2sql", "nl2sql_constrained"):
+        program = _program(name)
+        wf = program.workflow()
+        members = [Member(stage=s, rate_per_s=0.05, max_tokens=s.max_tokens.preferred, hedge=1, prewarm=True)
+                   for s in wf.stages if isinstance(s, LLMStage)]
+        spec = program.model(members[0].stage.models[0].model)
+        profile = get_profile(spec.profile, "CPU", 1, folder)
+        points[name] = shared_point(spec, profile, members, replicas=1)
+    plain, held = points["nl2sql"], points["nl2sql_constrained"]
+    assert plain is not None and held is not None and plain.tables.keys() == held.tables.keys()
+    for stage in plain.tables:
+        assert np.all(held.tables[stage] >= plain.tables[stage])
+        assert np.median(held.tables[stage]) > np.median(plain.tables[stage])
