@@ -9,15 +9,19 @@
   at the declared tokens, less the prefix's prefill;
   SQL/tool: ``service_s``), and a fan-out's time as its slowest branch chain
   (fastest for ``join = first``);
-* the expected remaining critical path ``R(n)`` and its second moment ``M(n)``,
-  from the fixed point of::
+* the expected remaining critical path ``R(n)`` and its second moment ``M(n)``.
+  Over the run states of :meth:`Semantics.expand` (a node with its loops'
+  counters, so loop budgets, ``repeat`` and exhaustion edges hold)::
 
-      R(n) = t(n) + sum_e p_e R(target_e)
-      M(n) = var(n) + t(n)^2 + 2 t(n) sum_e p_e R(target_e) + sum_e p_e M(target_e)
+      R(s) = t(s) + sum_j p_sj R(j)
+      M(s) = var(s) + t(s)^2 + 2 t(s) sum_j p_sj R(j) + sum_j p_sj M(j)
 
-  with ``R = M = 0`` at the terminals. Loop edges are followed with their
-  probabilities; loop budgets are ignored, so ``R`` slightly overestimates
-  bounded retry loops (it is an estimate policies rank by, not a promise).
+  with ``R = M = 0`` at the terminals (one backward pass: the chain is acyclic);
+  ``R(n)`` and ``M(n)`` are their means over the states of node ``n``, weighted
+  by how often a run visits each. A graph with more than :data:`MAX_STATES` run
+  states falls back to the per-node fixed point of the same equations, which
+  follows loop edges by their probabilities and ignores budgets (it then
+  overestimates bounded loops).
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from cortexlang.ir import TERMINALS, Edge, LLMStage, Program, Workflow
-from cortexlang.semantics import Semantics, join_waits_for_all
+from cortexlang.semantics import Semantics, SemanticsError, join_waits_for_all
 from planner.profiles import LatencyProfile
+
+MAX_STATES = 50_000
+"""Run states beyond which ``R``/``M`` fall back to the budget-blind per-node fixed point."""
 
 
 def llm_standalone_s(p: LatencyProfile, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
@@ -117,16 +124,52 @@ class WorkflowGraph:
         """Expected time of a fan-out visit: its branch runs' expected times joined (the slowest,
         or the fastest for ``first``); a map's count does not change it, unless it can be 0."""
         fo = sem.fanout(node)
-        times = [self._graph_remaining(sem.branch(node, i))[0][sem.branch(node, i).graph.entry]
-                 for i in range(len(fo.branches))]
+        times = [self._graph_remaining(sem.branch(node, i))[2] for i in range(len(fo.branches))]
         return max(times) if join_waits_for_all(fo.join) else min(times)
 
-    def _graph_remaining(self, sem: Semantics) -> tuple[dict[str, float], dict[str, float]]:
-        """``R`` and ``M`` (module docstring) over one graph's nodes, by fixed-point iteration."""
+    def _graph_remaining(self, sem: Semantics) -> tuple[dict[str, float], dict[str, float], float]:
+        """``R`` and ``M`` (module docstring) over one graph's nodes, and ``R`` of its start state (a run
+        of the graph: its expected standalone time)."""
+        times = {n: (self._fanout_time(sem, n) if n in self.fanouts else self.stage_time[n]) for n in sem.graph.nodes}
+        try:
+            chain = sem.expand(MAX_STATES)
+        except SemanticsError:
+            r, m = self._fixed_point_remaining(sem, times)
+            return r, m, r[sem.graph.entry]
+        n_states = len(chain.states)
+        r_s = [0.0] * (n_states + 2)  # the two terminals at the end stay 0
+        m_s = [0.0] * (n_states + 2)
+        for i in range(n_states - 1, -1, -1):  # states are in topological order
+            node = chain.states[i][0]
+            t, var = times[node], self.stage_var.get(node, 0.0)
+            er = sum(p * r_s[j] for j, p in chain.succ[i])
+            r_s[i] = t + er
+            m_s[i] = var + t * t + 2 * t * er + sum(p * m_s[j] for j, p in chain.succ[i])
+        reach = chain.reach()
+        weight: dict[str, float] = {}
+        r = {n: 0.0 for n in (*sem.graph.nodes, *TERMINALS)}
+        m = dict(r)
+        first: dict[str, int] = {}
+        for i, (node, _) in enumerate(chain.states):
+            first.setdefault(node, i)
+            w = reach[i]
+            weight[node] = weight.get(node, 0.0) + w
+            r[node] += w * r_s[i]
+            m[node] += w * m_s[i]
+        for node, i in first.items():
+            if weight[node] > 0.0:
+                r[node] /= weight[node]
+                m[node] /= weight[node]
+            else:  # a node no run reaches under these knobs: its first state's values
+                r[node], m[node] = r_s[i], m_s[i]
+        return r, m, r_s[0]
+
+    def _fixed_point_remaining(self, sem: Semantics, times: Mapping[str, float]) -> tuple[dict[str, float],
+                                                                                          dict[str, float]]:
+        """``R`` and ``M`` per node by fixed-point iteration, loop budgets ignored (the fallback)."""
         nodes = sem.graph.nodes
         r = {n: 0.0 for n in (*nodes, *TERMINALS)}
         m = dict(r)
-        times = {n: (self._fanout_time(sem, n) if n in self.fanouts else self.stage_time[n]) for n in nodes}
         out = {n: sem.cumulative(n) for n in nodes}
         for _ in range(200):
             delta = 0.0
@@ -146,7 +189,7 @@ class WorkflowGraph:
         return r, m
 
     def _remaining(self) -> tuple[dict[str, float], dict[str, float]]:
-        r, m = self._graph_remaining(self.semantics)
+        r, m, self._start_remaining = self._graph_remaining(self.semantics)
         std = {n: math.sqrt(max(m[n] - r[n] ** 2, 0.0)) for n in r}
         self._branch_remaining(self.semantics, r, std)
         return r, std
@@ -160,7 +203,7 @@ class WorkflowGraph:
             after = r[node] - self._fanout_time(sem, node)
             for i in range(len(sem.fanout(node).branches)):
                 branch = sem.branch(node, i)
-                inner, _ = self._graph_remaining(branch)
+                inner, _, _ = self._graph_remaining(branch)
                 for n in branch.graph.nodes:
                     r[n] = max(r.get(n, 0.0), inner[n] + after)
                     std.setdefault(n, std[node])
@@ -171,5 +214,6 @@ class WorkflowGraph:
         return [c - (cum[i - 1] if i else 0.0) for i, c in enumerate(cum)]
 
     def expected_standalone_s(self) -> float:
-        """Expected standalone latency of a run (the estimate ``R(entry)``)."""
-        return self.remaining[self.workflow.entry]
+        """Expected standalone latency of a run: ``R`` of the start state (the entry node's ``R`` is
+        averaged over its visits, which differ when a loop returns to it)."""
+        return self._start_remaining

@@ -39,8 +39,10 @@ def _simulate(policy: str):
 EXPECTED = [
     ("fcfs", "7dc900a2a677e2f9", 1524, 2.4651517573999286),
     # Updated when placement.estimate began to count the prefill iteration in progress
-    # (ReplicaView.busy_until_s) and Cortex stopped charging a margin for idle lenders.
-    ("hexagent", "1de056eddc3704b5", 1524, 2.1283032211829296),
+    # (ReplicaView.busy_until_s) and Cortex stopped charging a margin for idle lenders, then when
+    # the remaining critical path began to respect loop budgets (WorkflowGraph over run states):
+    # nl2sql's repair loop (8 tries, 45% each) was followed geometrically before.
+    ("hexagent", "550a6acebf7e15c1", 1524, 2.1317889132148737),
     ("cortex", "0ff8313af8f9ae01", 1524, 1.6703912816351085),
 ]
 """(policy, fingerprint, LLM calls, scale at 95%) of the fixed-seed cases."""

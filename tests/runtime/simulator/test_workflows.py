@@ -245,3 +245,26 @@ def test_malleability_swaps_are_charged_their_declared_quality():
     assert cortex.mean_quality() == pytest.approx(1.0 - 0.1 * cortex.degraded_fraction())
     s = cortex.summary()
     assert s["mean_quality"] == cortex.mean_quality() and s["degraded_runs"] == cortex.degraded_fraction()
+
+
+def test_remaining_critical_path_respects_loop_budgets_and_repeat():
+    """``R(entry)`` is the run's expected standalone time: with a ``repeat = 3`` stage (lowered to a
+    loop whose back edge is certain and which ends only by exhausting its budget) before NL2SQL's
+    bounded repair loop, it matches the mean standalone latency of simulated runs on an idle
+    cluster (a chain: no fan-out max). Following loop edges by probability alone gave the repeated
+    stage 200 times."""
+    base = nl2sql(retry_p=0.6, max_repairs=2)
+    repeat = Loop(name="think.repeat", max_iterations=IntKnob.fixed(2), on_exhausted=base.entry)
+    wf = base.model_copy(update={
+        "stages": (llm("think", 800, 60), *base.stages), "entry": "think",
+        "edges": (edge("think", "think", loop="think.repeat"), *base.edges),
+        "loops": (repeat, *base.loops)})
+    layout = shared_layout({"H100": 4}, "llama8b", workflow=wf, executor_slots=64)
+    sim = Simulator(program(wf), layout, FCFS(), [Stream(wf.name, 0.5)],
+                    SimConfig(runs=4000, seed=3, warmup_fraction=0.0))
+    graph = sim.graphs[wf.name]
+    res = sim.run()
+    expected = graph.expected_standalone_s()
+    assert expected == pytest.approx(float(np.mean(res.standalone)), rel=0.03)
+    rest = graph.remaining[base.entry]
+    assert expected == pytest.approx(3 * graph.stage_time["think"] + rest)
