@@ -10,8 +10,8 @@ verification on a small budget) and simulated (``cortex simulate --runs 40``, a 
 
 Shared by tests/planner/test_plan_fuzz.py (a few dozen inputs) and benchmarks/fuzz_plan.py (the
 long run). Input ``i`` of seed ``s`` is always the same bytes (:func:`make_input`). A failure is
-any exception escaping the command (a traceback), an exit code other than 0, 1 or 2, or more
-than :data:`HANG_S` seconds of wall time (planning a hostile input must fail fast, not search).
+any exception escaping the command (a traceback), an exit code other than 0, 1 or 2, an
+internal compiler error (CX901), a traceback in the output, or more than :data:`HANG_S` seconds of wall time (planning a hostile input must fail fast, not search).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import random
 import re
 import shutil
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from cortexlang.cli import compiler_app, runtime_app
+from tests.cortexlang.fuzzing import Harness as CompilerHarness
 from tests.cortexlang.fuzzing import InputTimeout, time_limit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,12 +104,9 @@ class Harness:
 
     @staticmethod
     def _failure(result) -> str | None:
-        exc = result.exception
-        if exc is not None and not isinstance(exc, SystemExit):
-            frame = traceback.extract_tb(result.exc_info[2])[-1]
-            return f"{type(exc).__name__}: {str(exc)[:160]} at {Path(frame.filename).name}:{frame.lineno}"
-        if result.exit_code not in (0, 1, 2):
-            return f"exit code {result.exit_code}: {result.output[-200:]}"
-        if "Traceback" in result.output:
+        """The compiler fuzz's verdict on one command (an escaped exception, an odd exit code), and a
+        traceback printed instead of raised also fails."""
+        failure = CompilerHarness._failure(result)
+        if failure is None and "Traceback" in result.output:
             return "a traceback in the output"
-        return None
+        return failure
