@@ -46,6 +46,22 @@ def require_postgres() -> None:
         pytest.skip(f"PostgreSQL at 127.0.0.1:5432 (db test) does not answer: {exc}")
 
 
+def sales_schema_in_postgres(prefix: str, sqlite_path: Path):
+    """Generator for a module fixture: the example sales data loaded into a fresh PostgreSQL schema
+    named ``<prefix>_<random>`` (yielded), dropped afterwards; skips without a server."""
+    import uuid
+
+    from examples.data.load_postgres import drop, load
+
+    require_postgres()
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    load(POSTGRES_URL, name, sqlite_path=sqlite_path)
+    try:
+        yield name
+    finally:
+        drop(POSTGRES_URL, name)
+
+
 @pytest.fixture(autouse=True)
 def _shipped_profiles_only(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Every test sees the shipped latency profiles unless it calibrates itself: a profile that

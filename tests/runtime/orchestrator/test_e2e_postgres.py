@@ -9,19 +9,18 @@ server answers.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from examples.data.load_postgres import drop, load, url_with_search_path
+from examples.data.load_postgres import url_with_search_path
 from examples.data.readonly_role import reader_url
 from runtime.build.layout import default_spec
 from runtime.build.spec import RuntimeSpec
 
 from .conftest import EXAMPLES, compile_example, run_async, sim_factory, started
-from tests.conftest import POSTGRES_DSN, POSTGRES_URL, require_postgres
+from tests.conftest import POSTGRES_DSN, POSTGRES_URL, sales_schema_in_postgres
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -35,11 +34,7 @@ QUESTION = "What was our total revenue in 2024?"
 
 @pytest.fixture(scope="module")
 def schema(sales_db_master: Path) -> Iterator[str]:
-    require_postgres()
-    name = f"cortex_e2e_{uuid.uuid4().hex[:8]}"
-    load(URL, name, sqlite_path=sales_db_master)
-    yield name
-    drop(URL, name)
+    yield from sales_schema_in_postgres("cortex_e2e", sales_db_master)
 
 
 def pg_spec(schema: str) -> RuntimeSpec:

@@ -3,7 +3,6 @@ checked with xgrammar (the backend vLLM enforces it with) on statements it must 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,14 +87,9 @@ def test_names_that_need_quotes_are_quoted_and_empty_schemas_refused() -> None:
 
 @pytest.fixture(scope="module")
 def postgres_schema(sales_db_master: Path) -> Iterator[str]:
-    from examples.data.load_postgres import drop, load
-    from tests.conftest import POSTGRES_URL, require_postgres
+    from tests.conftest import sales_schema_in_postgres
 
-    require_postgres()
-    name = f"cortex_grammar_{uuid.uuid4().hex[:8]}"
-    load(POSTGRES_URL, name, sqlite_path=sales_db_master)
-    yield name
-    drop(POSTGRES_URL, name)
+    yield from sales_schema_in_postgres("cortex_grammar", sales_db_master)
 
 
 @pytest.mark.services
