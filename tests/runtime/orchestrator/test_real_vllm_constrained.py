@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from runtime.build import share_engines
 from runtime.engines.base import GenerationRequest, GenerationResult
 from runtime.orchestrator import Orchestrator, engine_factory
 from runtime.sql.lexer import code_tokens, tokenize
@@ -26,7 +25,7 @@ from runtime.sql.policy import check_query
 xgrammar_testing = pytest.importorskip("xgrammar.testing")
 accepts = xgrammar_testing._is_grammar_accept_string
 
-from .conftest import example_spec
+from .conftest import one_small_vllm_engine
 
 pytestmark = pytest.mark.slow
 
@@ -41,14 +40,7 @@ TABLES = {"customers", "employees", "products", "quotas", "regions", "sales"}
 @pytest.fixture(scope="module")
 def recorded(loop: asyncio.AbstractEventLoop, sales_db_master: Path) -> Iterator[tuple[Orchestrator, list]]:
     # a loaded 2-core machine makes runs slow: time out only far past the SLO
-    spec = share_engines(example_spec("nl2sql_constrained", sales_db_master, freeze_gc=False,
-                                      run_timeout_factor=20.0))
-    (pool,) = spec.llm_pools
-    rep = pool.replicas[0]
-    engine = rep.engine.model_copy(update={"kv_cache_bytes": 256 << 20, "cpu_threads_bind": "0", "max_num_seqs": 8})
-    pool = pool.model_copy(update={"replicas": (rep.model_copy(update={
-        "engine": engine, "kv_capacity_tokens": (256 << 20) // 46080}),)})
-    spec = spec.model_copy(update={"llm_pools": (pool,)})
+    spec = one_small_vllm_engine("nl2sql_constrained", sales_db_master, freeze_gc=False, run_timeout_factor=20.0)
     seen: list[tuple[GenerationRequest, GenerationResult]] = []
     build = engine_factory("vllm-inproc")
 
