@@ -11,6 +11,12 @@ Mechanisms (what only Cortex knows or does):
   critical path (branch and loop probabilities, retry budgets, from the
   workflow graph). Ablated: the policy sees only the call's own expected time
   (a structure-blind per-call slack, i.e. earliest deadline first less the call);
+* ``path probabilities`` -- what the probabilities and loop budgets in that
+  path add over knowing only which stages can still run. Ablated: the remaining
+  path is a plain sum of stage times (the call's own expected time plus every
+  stage reachable after it, each counted once: no branch probabilities, no loop
+  or ``repeat`` counts, fan-out branches added rather than joined;
+  :func:`plain_rest`);
 * ``SLO slack priority`` -- least-slack-first queues. Ablated: FCFS order
   (routing, admission and the rest still see the deadline);
 * ``malleability`` (``malleable``), ``marginal-slowdown routing``
@@ -32,12 +38,13 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.sim_common import plan_layouts, setup, simulate  # noqa: E402
+from benchmarks.sim_common import Setup, plan_layouts, setup, simulate, workflow_graph  # noqa: E402
+from cortexlang.ir import TERMINALS, Graph, Workflow  # noqa: E402
 from runtime.policies.base import (  # noqa: E402
     Adaptation, Admission, CallView, PriorityKey, ReplicaView, Route, StageLoad,
 )
@@ -76,6 +83,79 @@ class StructureBlind(Cortex):
         return super().adapt(self._blind(call), load)
 
 
+def plain_rest(wf: Workflow, stage_time: Mapping[str, float]) -> dict[str, float]:
+    """Stage -> a structure-blind estimate of the time left *after* it: the plain sum of the standalone
+    times of every stage that can still run (reachable along any edge, a loop's exhaustion edge
+    included), each counted once.
+
+    Contract, for a node ``n`` of a graph ``g`` (the workflow, or one fan-out branch's sub-flow) with
+    ``after`` the rest outside ``g`` (0 for the workflow)::
+
+        rest(n) = sum_{m in reach_g(n)} T(m) - T(n) + after
+
+    where ``reach_g(n)`` holds ``n`` and every non-terminal node reachable from it, ``T(stage)`` is
+    ``stage_time`` and ``T(fan-out)`` the sum of ``T`` over every stage inside it (branches added, not
+    joined). A node inside a fan-out's branch gets ``after = rest(fan-out)``; a node in several
+    branches keeps the largest value. Compared with :class:`runtime.simulator.graph.WorkflowGraph`'s
+    ``R(n) - t(n)``,
+    this drops edge probabilities, loop and ``repeat`` counts and the parallelism of fan-outs.
+    """
+    fanouts = {f.name: f for f in wf.fanouts}
+
+    def node_time(n: str) -> float:
+        if n in fanouts:
+            return sum(stage_time.get(m, 0.0) for m in fanouts[n].stages)
+        return stage_time[n]
+
+    out: dict[str, float] = {}
+
+    def walk(g: Graph, nodes: Sequence[str], after: float) -> None:
+        adj: dict[str, set[str]] = {n: {e.target for e in g.out_edges(n)} for n in nodes}
+        for e in g.edges:  # a loop edge can also lead, once its budget is spent, to on_exhausted
+            if e.loop is not None:
+                adj[e.source].add(g.loop(e.loop).on_exhausted)
+        for n in nodes:
+            seen, stack = {n}, [n]
+            while stack:
+                for nxt in adj.get(stack.pop(), ()):
+                    if nxt not in seen and nxt not in TERMINALS:
+                        seen.add(nxt)
+                        stack.append(nxt)
+            rest = sum(node_time(m) for m in seen) - node_time(n) + after
+            out[n] = max(out.get(n, 0.0), rest)
+            if n in fanouts:
+                for b in fanouts[n].branches:
+                    walk(b, b.nodes, rest)
+
+    walk(wf, wf.nodes, 0.0)
+    return out
+
+
+@dataclass
+class PlainPathCortex(Cortex):
+    """Cortex whose remaining critical path is the call's own expected time plus :func:`plain_rest`
+    (which stages can still run, without the probabilities, loop budgets and joins the workflow graph
+    weights them by); everything else unchanged. Stages missing from ``rest`` count only themselves."""
+
+    name: str = "cortex-plain-path"
+    rest: Mapping[str, float] = field(default_factory=dict)
+
+    def _plain(self, call: CallView) -> CallView:
+        return replace(call, remaining_critical_path_s=call.stage_expected_s + self.rest.get(call.stage, 0.0))
+
+    def priority(self, call: CallView) -> PriorityKey:
+        return super().priority(self._plain(call))
+
+    def route(self, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
+        return super().route(self._plain(call), candidates)
+
+    def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
+        return super().admit(self._plain(call), load)
+
+    def adapt(self, call: CallView, load: StageLoad) -> Adaptation:
+        return super().adapt(self._plain(call), load)
+
+
 @dataclass
 class FifoCortex(Cortex):
     """Cortex with FCFS queues (no SLO-slack priority); routing, admission, malleability unchanged.
@@ -107,10 +187,13 @@ OFF: dict[str, dict] = {
 }
 
 
-def variants() -> dict[str, Callable[[], Cortex]]:
-    """Variant name -> a fresh policy object (policies are not shared between simulations)."""
-    out: dict[str, Callable[[], Cortex]] = {"full": Cortex, "remaining path": StructureBlind,
-                                            "SLO slack priority": FifoCortex}
+def variants(rest: Mapping[str, float] | None = None) -> dict[str, Callable[[], Cortex]]:
+    """Variant name -> a fresh policy object (policies are not shared between simulations);
+    ``rest`` (:func:`plain_rest` of the cell's workflow) adds the ``path probabilities`` variant."""
+    out: dict[str, Callable[[], Cortex]] = {"full": Cortex, "remaining path": StructureBlind}
+    if rest is not None:
+        out["path probabilities"] = lambda: PlainPathCortex(rest=dict(rest))
+    out["SLO slack priority"] = FifoCortex
     for name, params in OFF.items():
         out[name] = lambda p=params: Cortex(**p)
     every = {k: v for p in OFF.values() for k, v in p.items()}
@@ -144,7 +227,8 @@ def main() -> None:
         s = setups.get((workload, cluster)) or setups.setdefault(
             (workload, cluster), setup(workload, cluster, args.max_num_seqs))
         iso, shared, planned = plan_layouts(s, load * s.capacity)
-        todo = [(name, make, iso) for name, make in variants().items()] + [("shared pool", Cortex, shared)]
+        todo = [(name, make, iso) for name, make in variants(cell_plain_rest(s, iso)).items()]
+        todo.append(("shared pool", Cortex, shared))
         for name, make, layout in todo:
             sc = min_slo_scales(lambda scale, make=make, layout=layout: simulate(
                 s, make(), load, scale, args.runs, args.seed, layout=layout), (0.95, 0.99), deadline_aware=True,
@@ -163,6 +247,11 @@ def main() -> None:
                                                       "rows": rows}, indent=2) + "\n")
     (OUT / f"{args.out}.md").write_text(markdown(rows, args, elapsed))
     print((OUT / f"{args.out}.md").read_text())
+
+
+def cell_plain_rest(s: Setup, layout) -> dict[str, float]:
+    """:func:`plain_rest` of the cell's workflow with the stage times the simulator uses on ``layout``."""
+    return plain_rest(s.workflow, workflow_graph(s.program, s.workflow, layout).stage_time)
 
 
 def queue_waits(args) -> None:
