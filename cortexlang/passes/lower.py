@@ -298,6 +298,14 @@ def _lower_stage(d: Decl, stage_decls: dict[str, Decl], models: dict[str, ir.Mod
                 ctx.diags.error("CX203", f"`{d.label}` needs up to {need} tokens (input_tokens + max_tokens) but "
                                 f"model `{use.name}` holds {limit}", d.value_spans["max_tokens"])
                 return None
+        prefix, prompt = d.get("prefix_tokens", 0), d.get("input_tokens")
+        if prefix > prompt:
+            # The shared prefix is part of every prompt: a longer one describes no call the engines could
+            # serve, and the simulator would model a prefix beyond the model's context.
+            ctx.diags.error("CX203", f"`{d.label}` shares a prefix of {prefix} tokens but its prompts hold "
+                            f"input_tokens = {prompt}; the prefix is part of the prompt",
+                            d.value_spans["prefix_tokens"])
+            return None
         constraint = lower_constraint(d, databases, names, ctx)
         if constraint is INVALID_CONSTRAINT:
             return None

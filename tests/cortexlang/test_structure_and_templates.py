@@ -42,6 +42,16 @@ def test_context_window_too_small() -> None:
     assert codes(result) == ["CX203"]
 
 
+def test_shared_prefix_longer_than_the_prompt_is_refused() -> None:
+    # Found by the plan fuzzer: prefix_tokens = 1,000,000 on a 2,000-token prompt was simulated for minutes.
+    result = workflow('llm g { model = m  prompt = "p"  max_tokens = 10  input_tokens = 500  output_tokens = 1\n'
+                      '  prefix_tokens = 1000000 }\nflow { g -> done }')
+    (d,) = result.diagnostics
+    assert d.code == "CX203" and "prefix of 1000000 tokens" in d.message and "input_tokens = 500" in d.message
+    assert d.span is not None and d.span.col == len("  prefix_tokens = ") + 1  # the caret is under the prefix
+    assert workflow(llm("g").replace("output_tokens", "prefix_tokens = 1  output_tokens") + "flow { g -> done }").ok
+
+
 def test_vars_are_template_variables() -> None:
     ok = workflow('vars { schema = "t(a int)" }\n' + llm("g").replace('"p"', '"{{ schema }} {{ previous }}"')
                   + "flow { g -> done }")
