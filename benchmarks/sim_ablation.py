@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.sim_common import Setup, plan_layouts, setup, simulate, workflow_graph  # noqa: E402
+from benchmarks.sim_fair import load_text  # noqa: E402
 from cortexlang.ir import TERMINALS, Graph, Workflow  # noqa: E402
 from runtime.policies.base import (  # noqa: E402
     Adaptation, Admission, CallView, PriorityKey, ReplicaView, Route, StageLoad,
@@ -218,6 +220,7 @@ def main() -> None:
         queue_waits(args)
         return
     t0 = time.perf_counter()
+    load0 = os.getloadavg()  # the machine is shared: wall times mean little without it
     rows = []
     setups = {}
     cells = [c for c in CELLS if args.cells is None or f"{c[0]}:{c[1]}:{c[2]}" in args.cells.split(",")]
@@ -241,11 +244,13 @@ def main() -> None:
                          "degraded_runs": round(ref["degraded_runs"], 4), "quality": round(ref["mean_quality"], 4)})
             print(f"[simulated] {workload}:{cluster}:{load} {name}: {sc}", flush=True)
     elapsed = time.perf_counter() - t0
+    loads = (load0, os.getloadavg())
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{args.out}.json").write_text(json.dumps({"label": "simulated", "runs": args.runs, "seed": args.seed,
                                                       "max_num_seqs": args.max_num_seqs, "wall_s": round(elapsed, 1),
+                                                      "load_average_start_end": [list(x) for x in loads],
                                                       "rows": rows}, indent=2) + "\n")
-    (OUT / f"{args.out}.md").write_text(markdown(rows, args, elapsed))
+    (OUT / f"{args.out}.md").write_text(markdown(rows, args, elapsed, loads))
     print((OUT / f"{args.out}.md").read_text())
 
 
@@ -281,7 +286,8 @@ def queue_waits(args) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def markdown(rows: list[dict], args, elapsed: float) -> str:
+def markdown(rows: list[dict], args, elapsed: float,
+             loads: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> str:
     out = ["# Cortex ablations (SIMULATED)", "",
            f"Command: `.venv/bin/python benchmarks/sim_ablation.py --runs {args.runs} --seed {args.seed}"
            + (f" --max-num-seqs {args.max_num_seqs}" if args.max_num_seqs else "")
@@ -290,7 +296,8 @@ def markdown(rows: list[dict], args, elapsed: float) -> str:
            + (f" --out {args.out}" if args.out != "sim_ablation" else "") + "`; "
            + (f"every LLM replica's batch capped at {args.max_num_seqs} (both layouts; load relative to the capped "
               "capacity), so that calls queue; " if args.max_num_seqs else "") +
-           f"{elapsed:.0f} s wall on the shared 2-vCPU machine (other helpers running). Discrete-event simulator, "
+           f"{elapsed:.0f} s wall on the shared 2-vCPU machine (other helpers running{load_text(loads)}). "
+           "Discrete-event simulator, "
            "not real engines. Cortex at its shipped defaults on the planner's stage-isolated pools (`shared pool`: "
            "the same replicas pooled); SLO scale for 95% / 99% attainment (x standalone latency, lower is better, "
            "bisection to 4%). `cost` = variant's scale / full Cortex's scale at 99%: > 1.04 means the mechanism "

@@ -21,6 +21,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -93,6 +94,7 @@ def main() -> None:
     args = ap.parse_args()
     cells = [c for c in CELLS if args.workloads is None or c[0] in args.workloads.split(",")]
     t0 = time.perf_counter()
+    load0 = os.getloadavg()  # the machine is shared: wall times mean little without it
     tuned_path = OUT / "sim_fair_tuned.json"
     tuned: dict[str, dict] = json.loads(tuned_path.read_text())["tuned"] if args.reuse_tuning else {}
     setups: dict[tuple[str, str], Setup] = {}
@@ -123,11 +125,12 @@ def main() -> None:
                          "scale95": round(sc[0.95], 3), "scale99": round(sc[0.99], 3)})
             print(f"[simulated] {workload}:{cluster}:{load} {pol} {params}: {sc}", flush=True)
     elapsed = time.perf_counter() - t0
+    loads = (load0, os.getloadavg())
     report = {"label": "simulated", "seed": args.seed, "tuning_seed": TUNING_SEED, "runs": args.runs,
               "tune_runs": args.tune_runs, "wall_s": round(elapsed, 1), "tune_wall_s": round(tune_s, 1),
-              "rows": rows}
+              "load_average_start_end": [list(x) for x in loads], "rows": rows}
     (OUT / "sim_fair.json").write_text(json.dumps(report, indent=2) + "\n")
-    (OUT / "sim_fair.md").write_text(markdown(rows, tuned, args, elapsed, tune_s))
+    (OUT / "sim_fair.md").write_text(markdown(rows, tuned, args, elapsed, tune_s, loads))
     print((OUT / "sim_fair.md").read_text())
 
 
@@ -135,12 +138,22 @@ def _ratio(a: float, b: float) -> float:
     return a / b if math.isfinite(a) and math.isfinite(b) and b > 0 else math.nan
 
 
-def markdown(rows: list[dict], tuned: dict, args, elapsed: float, tune_s: float) -> str:
+def load_text(loads: tuple[tuple[float, ...], tuple[float, ...]] | None) -> str:
+    """'load average 1/5/15 min a/b/c at start, d/e/f at end' (empty without readings)."""
+    if not loads:
+        return ""
+    fmt = ["/".join(f"{x:.2f}" for x in la) for la in loads]
+    return f"; load average (1/5/15 min) {fmt[0]} at start, {fmt[1]} at end"
+
+
+def markdown(rows: list[dict], tuned: dict, args, elapsed: float, tune_s: float,
+             loads: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> str:
     out = ["# Fair baselines: every policy tuned with the same budget (SIMULATED)", "",
            f"Command: `.venv/bin/python benchmarks/sim_fair.py --tune-runs {args.tune_runs} --runs {args.runs} "
            f"--seed {args.seed}{' --reuse-tuning' if args.reuse_tuning else ''}"
            f"{f' --workloads {args.workloads}' if args.workloads else ''}`; {elapsed:.0f} s wall "
-           f"({tune_s:.0f} s of it tuning) on the shared 2-vCPU machine (other helpers running). Discrete-event "
+           f"({tune_s:.0f} s of it tuning) on the shared 2-vCPU machine (other helpers running{load_text(loads)}). "
+           "Discrete-event "
            "simulator, not real engines.", "",
            f"Tuning: seed {TUNING_SEED}, load {TUNE_LOAD}, {args.tune_runs} runs per simulation, per (workload, "
            f"cluster), bisection to {TUNE_REL_TOL:.0%}; {GRID_POINTS} grid points for every tunable policy "
