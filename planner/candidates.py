@@ -250,10 +250,12 @@ def _unit_normal_2() -> np.ndarray:
     return np.random.default_rng(17).standard_normal(TABLE_SAMPLES)
 
 
+@lru_cache(maxsize=8192)
 def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait: float,
                       mean_tokens: int, max_tokens: int, hedge: int, per_seq_s: float = 0.0,
                       batch: float = 0.0, max_num_seqs: int = 0, stall: PrefillStall = NO_STALL) -> np.ndarray:
-    """Latency table of one LLM call: wait + prefill + output tokens x iteration time.
+    """Latency table of one LLM call: wait + prefill + output tokens x iteration time (read-only and
+    memoised: a third of the planner's tables repeat, e.g. a stage's dedicated point inside shared pools).
 
     With ``per_seq_s`` (the iteration time one more running sequence adds) the
     iteration time follows the batch the call runs in rather than its mean:
@@ -293,7 +295,9 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
         running = np.clip(batch + np.sqrt(batch) * _unit_normal() + batch * rel * z, 0.0, max(max_num_seqs - 1, 0))
         t = np.maximum(t_iter + per_seq_s * (running + 1.0 - batch), t_iter - per_seq_s * batch)
     decode = np.maximum(out * t + shock, out * t * (1.0 - stall.share))
-    return _table(_wait_samples(p_wait, mean_wait) + _prefill_wait(stall) + prefill_s + decode, hedge)
+    table = _table(_wait_samples(p_wait, mean_wait) + _prefill_wait(stall) + prefill_s + decode, hedge)
+    table.flags.writeable = False
+    return table
 
 
 @lru_cache(maxsize=None)
