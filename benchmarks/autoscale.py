@@ -80,6 +80,7 @@ def make_spec(speedup: float, slots: int, replicas: dict[str, int] | None = None
 
 
 TRACES = ("step", "diurnal", "bursts")
+CONFIGS = ("static-mean", "static-peak", "autoscaler")
 BURSTS = (0.15, 0.4, 0.65, 0.85)
 """Where the ``bursts`` trace's bursts start, as fractions of the trace; each lasts :data:`BURST_LEN`."""
 BURST_LEN = 0.05
@@ -115,11 +116,14 @@ def mean_rate(trace: str, low: float, duration_s: float) -> float:
     return sum(rate_at(trace, (i + 0.5) * duration_s / n, low, duration_s) for i in range(n)) / n
 
 
-async def drive(orch: Orchestrator, times: list[float]) -> tuple[list[Any], int, list[tuple], float]:
-    """Submit a run at each time; the finished runs' infos, the number refused, a replica timeline
-    (per pool), and the drive's start on the monotonic clock."""
+async def drive(orch: Orchestrator, times: list[float]) -> tuple[list[Any], list[float], list[tuple], float]:
+    """Submit a run at each time; the finished runs' infos, when (seconds into the trace) each refused
+    run arrived, a replica timeline (per pool, every 0.1 s: a longer gap is the event loop held up), and
+    the drive's start on the monotonic clock."""
     start = time.monotonic()
-    runs, refused, timeline = [], 0, []
+    runs: list[Any] = []
+    refused: list[float] = []
+    timeline: list[tuple] = []
     stop = asyncio.Event()
 
     async def sample() -> None:
@@ -136,11 +140,17 @@ async def drive(orch: Orchestrator, times: list[float]) -> tuple[list[Any], int,
         try:
             runs.append(await orch.submit({"question": QUESTIONS[i % len(QUESTIONS)]}))
         except Overloaded:
-            refused += 1
+            refused.append(at)
     infos = [await orch.wait(r.run_id, timeout_s=600) for r in runs]
     stop.set()
     await sampler
     return infos, refused, timeline, start
+
+
+def loop_lag(timeline: list[tuple]) -> float:
+    """The longest the 0.1 s sampler was held up (seconds beyond its period): the event loop stalled,
+    e.g. by CPU contention on this shared machine, which a real-time simulation cannot tell from load."""
+    return max((t1 - t0 - 0.1 for (t0, _), (t1, _) in zip(timeline, timeline[1:])), default=0.0)
 
 
 def replica_seconds(timeline: list[tuple]) -> float:
@@ -167,8 +177,11 @@ async def start_orchestrator(args: argparse.Namespace, replicas: dict[str, int] 
     return orch
 
 
-async def calibrate(args: argparse.Namespace) -> dict[str, Signals]:
-    """Each pool's service time at a light load on one replica (the monitor measures, never acts)."""
+async def calibrate(args: argparse.Namespace) -> tuple[dict[str, Signals], dict[str, float]]:
+    """Each pool's service time at a light load on one replica (the monitor measures, never acts), and the
+    planner's estimate of it (the graph's expected standalone time, sped up): the static plans are sized
+    from the estimate, as the planner sizes them, not from a ten-second measurement on a shared machine
+    (which moved the peak plan of `fix` between 8 and 13 replicas from one run to the next)."""
     orch = await start_orchestrator(args)
     monitor = Autoscaler(orch, PoolScaler(orch), AutoscalerConfig(default=PoolLimits(1, 1), interval_s=0.1,
                                                                   window_s=8.0))
@@ -177,16 +190,22 @@ async def calibrate(args: argparse.Namespace) -> dict[str, Signals]:
     try:
         await drive(orch, [i / rate for i in range(int(10 * rate))])
         await asyncio.sleep(0.3)
-        return dict(monitor.signals)
+        return dict(monitor.signals), {p.name: p.expected_s for p in orch.pools_by_name.values() if p.kind == "llm"}
     finally:
         await monitor.stop()
         await orch.stop()
 
 
 def monitor_config(args: argparse.Namespace, limits: dict[str, PoolLimits]) -> AutoscalerConfig:
-    return AutoscalerConfig(pools=limits, interval_s=0.1, window_s=args.window, fast_window_s=args.fast_window,
-                            scale_out_cooldown_s=args.fast_window, scale_in_cooldown_s=args.window * 1.5,
-                            scale_in_stable_s=args.window)
+    """The monitor's settings, all tied to its two windows: a scale-out's effect is measured over the short
+    window (its cool-down); a scale-in needs the model to want fewer for ``--scale-in-stable`` (default: the
+    window, a full window of fresh evidence) and comes ``--scale-in-cooldown`` (default: the short window)
+    after the last action."""
+    fast = args.fast_window
+    return AutoscalerConfig(pools=limits, interval_s=0.1, window_s=args.window, fast_window_s=fast,
+                            scale_out_cooldown_s=fast, confidence_z=args.z,
+                            scale_in_cooldown_s=fast if args.scale_in_cooldown is None else args.scale_in_cooldown,
+                            scale_in_stable_s=args.window if args.scale_in_stable is None else args.scale_in_stable)
 
 
 async def run_config(name: str, args: argparse.Namespace, times: list[float], replicas: dict[str, int],
@@ -198,8 +217,9 @@ async def run_config(name: str, args: argparse.Namespace, times: list[float], re
         monitor = Autoscaler(orch, scaler, monitor_config(args, limits))
         await monitor.start()
     wall0 = time.time()
+    load0 = os.getloadavg()[0]
     try:
-        infos, refused, timeline, mono0 = await drive(orch, times)
+        infos, refused_at, timeline, mono0 = await drive(orch, times)
     finally:
         if monitor is not None:
             await monitor.stop()
@@ -208,6 +228,7 @@ async def run_config(name: str, args: argparse.Namespace, times: list[float], re
     slo = orch.version().workflow.slo
     latencies = [i.latency_s for i in infos]
     met = sum(1 for i in infos if i.slo_met)
+    refused = len(refused_at)
     out: dict[str, Any] = {
         "config": name, "runs": len(infos) + refused, "refused": refused,
         "errors": sum(1 for i in infos if i.status not in ("done", "fail")),
@@ -215,6 +236,8 @@ async def run_config(name: str, args: argparse.Namespace, times: list[float], re
         "slo_s": slo.latency_s if slo else None,
         "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99),
         "replica_s": replica_seconds(timeline), "actions": len(scaler.events),
+        "refused_at": [round(t, 2) for t in refused_at], "loadavg": [load0, os.getloadavg()[0]],
+        "loop_lag_s": round(loop_lag(timeline), 3),
         "timeline": [(round(t, 2), c) for t, c in timeline],
     }
     if monitor is not None:
@@ -267,7 +290,12 @@ def plot(runs: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
 def command(args: argparse.Namespace) -> str:
     return (f"python -m benchmarks.autoscale --trace {args.trace} --duration {args.duration:g} "
             f"--speedup {args.speedup:g} --slots {args.slots} --low-utilisation {args.low_utilisation:g} "
-            f"--window {args.window:g} --fast-window {args.fast_window:g} --seeds {' '.join(map(str, args.seeds))}")
+            f"--window {args.window:g} --fast-window {args.fast_window:g} --z {getattr(args, 'z', 2.0):g} "
+            + (f"--scale-in-stable {args.scale_in_stable:g} " if getattr(args, "scale_in_stable", None) is not None
+               else "")
+            + (f"--scale-in-cooldown {args.scale_in_cooldown:g} " if getattr(args, "scale_in_cooldown", None)
+               is not None else "")
+            + f"--seeds {' '.join(map(str, args.seeds))}")
 
 
 def report(data: dict[str, Any], args: argparse.Namespace) -> str:
@@ -288,7 +316,9 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
            "bursts": f"low, with {len(BURSTS)} bursts at 5x, each {BURST_LEN * args.duration:g} s long, starting at "
                      + ", ".join(f"{b * args.duration:g}" for b in BURSTS) + " s."}[args.trace]
         + " The same arrivals for every configuration of a seed.", "",
-        f"Calibration (one replica per pool, light load): service time per call {sizes['service']} s (sped up). "
+        f"Service time per call (sped up): the planner's estimate {sizes['service']} s (the graph's standalone time, "
+        f"what the static plans are sized from); measured at a light load on one replica "
+        f"{sizes.get('service_measured', 'not recorded')} s. "
         f"Static sizes from the planner's M/G/c model (the monitor's sizing): mean rate -> {sizes['mean']}, "
         f"peak rate -> {sizes['peak']}; the autoscaler starts at the size for the initial rate "
         f"{sizes['initial']} and may use 1 to the peak size per pool.", "",
@@ -365,7 +395,8 @@ def rerender(args: argparse.Namespace) -> None:
 
 async def main_async(args: argparse.Namespace) -> None:
     load0 = os.getloadavg()[0]
-    signals = await calibrate(args)
+    measured, estimated = await calibrate(args)
+    signals = {name: Signals(0, 0, 0, 0, estimated[name], 0, 0, None, 1) for name in measured}
     # Calls per run of each pool: the planner's expected visits from the flow's branch probabilities (the
     # simulated engines follow them); a short calibration's call counts are too noisy to size plans with.
     program = compile_file(ROOT / "examples" / "nl2sql.cortex").program
@@ -383,6 +414,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
     mean = mean_rate(args.trace, low, args.duration)
     sizes = {"low": low, "mean_rate": mean, "service": {n: round(s.service_s, 4) for n, s in signals.items()},
+             "service_measured": {n: round(s.service_s, 4) for n, s in measured.items()},
              "calls_per_run": {n: round(c, 3) for n, c in per_run.items()}, "mean": sized(mean), "peak": sized(5 * low)}
     sizes["initial"] = sized(rate_at(args.trace, 0.0, low, args.duration))
     # The cost of an oracle that always has the planner's size for the current rate (no reaction time).
@@ -397,15 +429,20 @@ async def main_async(args: argparse.Namespace) -> None:
         results = data["seeds"][str(seed)] = []
         for name, replicas, lim in (("static-mean", sizes["mean"], None), ("static-peak", sizes["peak"], None),
                                     ("autoscaler", sizes["initial"], limits)):
+            if name not in args.configs:
+                continue
             print(f"seed {seed}: running {name} ...", flush=True)
             results.append(await run_config(name, args, times, replicas, lim, step_s))
             r = results[-1]
             print(f"  attainment {r['attainment']:.1%} (admitted {r['attainment_admitted']:.1%}) p99 {r['p99_s']:.3f}s "
-                  f"replica-s {r['replica_s']:.1f} actions {r['actions']} refused {r['refused']} errors {r['errors']}"
+                  f"replica-s {r['replica_s']:.1f} actions {r['actions']} refused {r['refused']} errors {r['errors']} "
+                  f"loop lag {r['loop_lag_s']:.2f}s load {r['loadavg'][0]:.1f}->{r['loadavg'][1]:.1f}"
                   + (f" step {r['step']}" if "step" in r else ""), flush=True)
             save(data, args)
     data["loadavg"] = [load0, os.getloadavg()[0]]
     save(data, args)
+    if set(args.configs) != set(CONFIGS):
+        return  # a partial run (tuning): the JSON only
     plot(data, args, RESULTS / f"{args.name}.png")
     (RESULTS / f"{args.name}.md").write_text(report(data, args))
     print((RESULTS / f"{args.name}.md").read_text())
@@ -427,7 +464,15 @@ def main() -> None:
                         help="Offered load of the low rate in replicas of the busiest pool (2.0: it needs ~3).")
     parser.add_argument("--window", type=float, default=3.0, help="The monitor's window, sped-up seconds.")
     parser.add_argument("--fast-window", type=float, default=0.6, help="Its scale-out window, sped-up seconds.")
+    parser.add_argument("--z", type=float, default=2.0,
+                        help="The monitor's confidence band on a measured rate, in standard deviations.")
+    parser.add_argument("--scale-in-stable", type=float, default=None,
+                        help="Seconds the model must want fewer replicas (default: the window).")
+    parser.add_argument("--scale-in-cooldown", type=float, default=None,
+                        help="Seconds after the last action before a scale-in (default: the fast window).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS),
+                        help="Run only these configurations (tuning; writes the JSON only).")
     parser.add_argument("--name", default=None, help="Results file names in benchmarks/results/ "
                         "(default: autoscale for the step, autoscale_<trace> otherwise).")
     parser.add_argument("--rerender", action="store_true", help="Only rewrite the report and plot from the JSON.")

@@ -17,26 +17,49 @@ seconds; scaling in needs both windows to agree):
 and, per workflow, the SLO attainment of the runs that finished in the window.
 
 **Sizing** uses the planner's queueing model (:func:`planner.queueing.mgc_wait`, the
-Allen-Cunneen M/G/c wait the planner sizes pools with): the pool is ``n x slots``
-servers (``slots`` = the replica's ``max_num_seqs``) of service time ``S`` at arrival
-rate ``lambda``; the wanted size is the smallest ``n`` within ``[min, max]`` whose
-predicted utilisation is at most ``target_utilisation`` and whose predicted mean
-wait is at most ``wait_budget`` x ``S``. A pool missing its SLO in the window
+Allen-Cunneen M/G/c wait the planner sizes pools with) with the planner's batching
+model (:func:`planner.queueing.llm_batch_point`): a replica running ``e`` calls at
+once (``1 <= e <= slots``, ``slots`` = its ``max_num_seqs``) serves each in
+``S(e) = S1 (1 + r (e - 1))``, where ``r = d1 / (d0 + d1)`` is the share of a
+decode step that one more sequence adds (``d0`` the step's fixed time, ``d1`` one
+sequence's time at the pool's typical context, from the replica's latency
+profile; ``r = 0`` without one: slots are independent servers) and ``S1`` is
+calibrated from the *measured* service time at the measured batch
+(``S1 = S / (1 + r (e_now - 1))``): the profile gives the shape, the live
+signals the level. At ``n`` replicas the operating batch ``b`` solves Little's law
+``b = (lambda / n) S(b)`` (unstable when ``(lambda / n) S1 r >= 1``), and the pool
+is ``n x k`` servers of service time ``S(b)``, with ``k = slots S(b) / S(slots)``
+the servers one replica is worth at that batch (its full-batch throughput
+``slots / S(slots)`` times ``S(b)``; ``k = slots`` when ``r = 0``, ``k = 1`` when
+batching adds no throughput, ``r = 1``, as on a CPU whose step time is linear in
+the batch). The wanted size is the smallest ``n`` within ``[min, max]`` whose
+predicted utilisation (``lambda S(b) / (n k)``: the fraction of the full-batch
+throughput used) is at most ``target_utilisation`` and whose predicted mean wait
+is at most ``wait_budget`` x ``S(b)``. A pool missing its SLO in the window
 (attainment under ``slo_target``) with calls waiting gets at least one more replica,
 and so does a KV-bound one (mean KV cache use over the short window at least
 ``kv_high`` with calls waiting: the model counts slots, not KV blocks); a scale-in
 must leave the KV load under ``kv_high`` on the replicas kept.
 
-**No flapping**: scaling out happens at once (after ``scale_out_cooldown_s`` since the
-pool's last action), by as many replicas as the model asks; scaling in needs the
-model to want fewer replicas *at a lower utilisation* (``scale_in_utilisation``:
-the band between the two is the hysteresis) continuously for ``scale_in_stable_s``,
-not within ``scale_in_cooldown_s`` of the last action, and removes at most
-``scale_in_step`` replicas per action (None: down to the largest size the model
-wanted over that stable period at once, so a pool grown for a step returns to its
-low-load size in one action, not one replica per cool-down, and one noisy window
-does not take it below what the load needs), never while the window's attainment
-is under target. ``budget_per_hour``
+**No flapping** comes from the measurement's own uncertainty, not from a fixed
+utilisation band: a rate measured from ``N`` arrivals over ``T`` seconds is
+known to ``+- z sqrt(N) / T`` (Poisson counts, ``z = confidence_z``). Scaling out
+sizes for the *lower* confidence bound of the rate (over the window, or over the
+short window while calls are waiting): only a significant rise adds replicas.
+Scaling in sizes for the window's point estimate (and never below what the short
+window's lower bound or the scale-out rule wants), so right after a scale-in the
+scale-out rule cannot fire unless the rate rises significantly; the band between
+the two is the hysteresis, and it narrows as the load (and so ``N``) grows.
+Scaling out happens at once (after ``scale_out_cooldown_s`` since the pool's last
+action), by as many replicas as the model asks; scaling in needs the model to want
+fewer replicas continuously for ``scale_in_stable_s``, not within
+``scale_in_cooldown_s`` of the last action, and removes at most ``scale_in_step``
+replicas per action (None: down to the largest size the model wanted over the
+last ``fast_window_s`` at once, so a pool grown for a step returns to its low-load size in
+one action, not one replica per cool-down, and one noisy window does not take it
+below what the load needs), never while the window's attainment is under target.
+``scale_in_utilisation`` (None by default) can add a fixed band on top: scale-in
+sizes at that utilisation. ``budget_per_hour``
 caps the replica-hours a scale-out may add (a replica's price: the plan's pool
 cost per replica; unpriced replicas are not capped).
 
@@ -65,7 +88,7 @@ from typing import TYPE_CHECKING, Any
 
 from planner.queueing import mgc_wait
 from runtime.orchestrator.metrics import PromText
-from runtime.orchestrator.pools import Pool
+from runtime.orchestrator.pools import Pool, Replica
 from runtime.orchestrator.results import RunInfo
 from runtime.orchestrator.scaling import PoolScaler
 
@@ -101,7 +124,12 @@ class AutoscalerConfig:
     fast_window_s: float = 4.0
     """Signals for scaling out: a short window, so a load step is acted on within seconds."""
     target_utilisation: float = 0.8
-    scale_in_utilisation: float = 0.55
+    scale_in_utilisation: float | None = None
+    """None: scale-in sizes at ``target_utilisation`` (the hysteresis is the rate's confidence band); a
+    number: at that utilisation, a fixed band on top."""
+    confidence_z: float = 2.0
+    """Width of the rate's confidence band in standard deviations (Poisson counts): scaling out needs the
+    lower bound to want more replicas."""
     wait_budget: float = 0.5
     """Predicted mean queue wait allowed, as a fraction of the measured service time."""
     slo_target: float = 0.95
@@ -180,6 +208,17 @@ class Signals:
     replicas: int
     kv_usage: float = 0.0
     """Mean used fraction of the replicas' KV caches over the window."""
+    span_s: float = 0.0
+    """Seconds the signals cover (0: unknown; the arrival rate is then taken as exact)."""
+
+    def rate_bounds(self, z: float) -> tuple[float, float]:
+        """The arrival rate's ``z``-sigma confidence bounds: ``N`` arrivals in ``span_s`` seconds are a
+        Poisson count, known to ``+- z sqrt(N)`` (the upper bound adds ``z^2``, so that no arrival does not
+        read as a certain zero); (rate, rate) when the span is unknown."""
+        if self.span_s <= 0:
+            return self.arrival_rate, self.arrival_rate
+        n = self.arrival_rate * self.span_s
+        return max(n - z * math.sqrt(n), 0.0) / self.span_s, (n + z * math.sqrt(n) + z * z) / self.span_s
 
 
 @dataclass(frozen=True)
@@ -199,21 +238,77 @@ class Decision:
         return {**asdict(self), "kind": "decision"}
 
 
-def size_pool(signals: Signals, slots: int, limits: PoolLimits, utilisation: float, wait_budget: float) -> int:
-    """The smallest replica count in ``limits`` whose M/G/c model (``n x slots`` servers, the measured
-    arrival rate and service time) predicts a utilisation of at most ``utilisation`` and a mean queue
-    wait of at most ``wait_budget`` x the service time; ``limits.max_replicas`` when none does,
-    ``limits.min_replicas`` when there is no load to size for."""
-    if signals.arrival_rate <= 0 or signals.service_s <= 0:
+@dataclass(frozen=True)
+class BatchModel:
+    """Per-call service time of a replica against the calls it runs at once (see module docstring):
+    ``S(e) = S1 (1 + slope (e - 1))`` for ``e`` clipped to ``[1, slots]``."""
+
+    slots: int = 1
+    slope: float = 0.0
+    """``r``: the share of a decode step that one more sequence adds (0: slots are independent servers,
+    1: batching adds no throughput)."""
+
+    def stretch(self, batch: float) -> float:
+        """``S(b) / S1``: a call on a replica running ``batch`` calls on average runs among
+        ``min(max(batch, 1), slots)`` (at least itself, at most the slots)."""
+        return 1.0 + self.slope * (min(max(batch, 1.0), self.slots) - 1.0)
+
+    def operating_batch(self, offered: float) -> float | None:
+        """Mean calls running on a replica offered ``offered = (lambda / n) S1``: the fixed point of
+        ``b = offered x stretch(b)`` (``b = offered`` while under one call; above, linear in ``b``:
+        ``b = offered (1 - r) / (1 - offered r)``); None when it has none within the slots (then
+        ``offered >= slots / stretch(slots)``: more than the replica's full-batch throughput). With no
+        batching model (``r = 0`` or one slot) ``offered`` itself, the M/G/c model judging stability."""
+        if offered <= 1.0 or self.slope <= 0.0 or self.slots <= 1:
+            return offered
+        if offered * self.slope >= 1.0:
+            return None
+        batch = offered * (1.0 - self.slope) / (1.0 - offered * self.slope)
+        return batch if batch < self.slots else None
+
+    def servers(self, batch: float) -> float:
+        """Servers of service time ``S(batch)`` one replica is worth: its full-batch throughput
+        ``slots / S(slots)`` times ``S(batch)``."""
+        return self.slots * self.stretch(batch) / self.stretch(self.slots)
+
+
+def size_pool(signals: Signals, slots: int, limits: PoolLimits, utilisation: float, wait_budget: float, *,
+              rate: float | None = None, slope: float = 0.0) -> int:
+    """The smallest replica count in ``limits`` whose M/G/c model predicts a utilisation of at most
+    ``utilisation`` and a mean queue wait of at most ``wait_budget`` x the service time, at arrival rate
+    ``rate`` (default: the measured one), with the batching model of the module docstring (``slope`` = its
+    ``r``; the measured service time, at the measured batch ``running / replicas``, calibrates ``S1``);
+    ``limits.max_replicas`` when none does, ``limits.min_replicas`` when there is no load to size for.
+    With ``slope = 0`` (or one slot) the pool is ``n x slots`` servers of the measured service time."""
+    rate = signals.arrival_rate if rate is None else rate
+    if rate <= 0 or signals.service_s <= 0:
         return limits.min_replicas
+    model = BatchModel(max(slots, 1), min(max(slope, 0.0), 1.0))
+    s1 = signals.service_s / model.stretch(signals.running / max(signals.replicas, 1))
     for n in range(limits.min_replicas, limits.max_replicas + 1):
-        servers = n * slots
-        if signals.arrival_rate * signals.service_s > utilisation * servers:
+        batch = model.operating_batch(rate * s1 / n)
+        if batch is None:
             continue
-        wait = mgc_wait(servers, signals.arrival_rate, signals.service_s, cs2=1.0)
-        if wait is not None and wait.mean <= wait_budget * signals.service_s:
+        service = s1 * model.stretch(batch)
+        servers = n * model.servers(batch)
+        if rate * service > utilisation * servers:
+            continue
+        wait = mgc_wait(max(int(servers + 1e-9), 1), rate, service, cs2=1.0)
+        if wait is not None and wait.mean <= wait_budget * service:
             return n
     return limits.max_replicas
+
+
+def batch_slope(pool: Pool) -> float:
+    """The pool's ``r`` (see module docstring) from its first replica with a latency profile, at the
+    pool's typical context (input + half the output tokens); 0 with no profile or one slot."""
+    profile = next((r.profile for r in pool.replicas if r.profile is not None), None)
+    if profile is None or max((r.slots for r in pool.replicas), default=1) <= 1:
+        return 0.0
+    context = pool.call_tokens[0] + pool.call_tokens[1] / 2.0
+    d0 = profile.decode_fixed_s
+    d1 = profile.decode_per_seq_s + profile.decode_per_kv_token_s * context
+    return d1 / (d0 + d1) if d0 + d1 > 0 else 0.0
 
 
 class _Sample:
@@ -240,13 +335,15 @@ class Autoscaler:
         self.desired: dict[str, int] = {}
         self.signals: dict[str, Signals] = {}
         self._samples: dict[str, collections.deque[_Sample]] = {}
-        self._grants: dict[str, dict[str, int]] = {}
-        """Pool -> replica -> grants seen (a replica's ``served`` counter, to count grants by difference)."""
+        self._grants: dict[str, dict[str, tuple[Replica, int]]] = {}
+        """Pool -> replica id -> (the replica, grants seen: its ``served`` counter, to count grants by
+        difference)."""
         self._totals: dict[str, int] = collections.defaultdict(int)
         self._runs: dict[str, collections.deque[tuple[float, bool]]] = collections.defaultdict(collections.deque)
         self._last_action: dict[str, float] = {}
-        self._fewer_since: dict[str, tuple[float, int]] = {}
-        """Pool -> (since when the model has wanted fewer replicas, the most it wanted since then)."""
+        self._fewer_since: dict[str, tuple[float, collections.deque[tuple[float, int]]]] = {}
+        """Pool -> (since when the model has wanted fewer replicas, what it wanted at each tick of the last
+        ``fast_window_s``)."""
         self._crossed: dict[str, tuple[str, float]] = {}
         """Pool -> (direction, when) the model first wanted more (``out``) or fewer (``in``) replicas than
         the current ones, since the last action."""
@@ -291,8 +388,11 @@ class Autoscaler:
     def _sample(self, pool: Pool, now: float) -> None:
         seen = self._grants.setdefault(pool.name, {})
         for r in pool.replicas:
-            self._totals[pool.name] += r.served - seen.get(r.replica_id, 0)
-            seen[r.replica_id] = r.served
+            # Keyed by id but checked by identity: a scale-out may reuse a removed replica's id, and the new
+            # replica's counter starts at 0 (counting it from the old one's would read as negative grants).
+            previous, served = seen.get(r.replica_id, (None, 0))
+            self._totals[pool.name] += r.served - (served if previous is r else 0)
+            seen[r.replica_id] = (r, r.served)
         metrics = [r.engine.metrics() for r in pool.replicas if r.engine is not None]
         waiting = sum(m.waiting for m in metrics)
         kv = sum(m.kv_cache_usage for m in metrics) / len(metrics) if metrics else 0.0
@@ -320,11 +420,12 @@ class Autoscaler:
                        service_s=service, queue_wait_s=queued / arrival if arrival > 0 else 0.0,
                        engine_waiting=sum(s.engine_waiting for s in samples) / len(samples),
                        kv_usage=sum(s.kv_usage for s in samples) / len(samples),
-                       attainment=self._attainment(workflow, now), replicas=len(pool.replicas))
+                       attainment=self._attainment(workflow, now), replicas=len(pool.replicas), span_s=span)
 
-    def size(self, signals: Signals, slots: int, limits: PoolLimits, utilisation: float) -> int:
+    def size(self, signals: Signals, slots: int, limits: PoolLimits, utilisation: float, *,
+             rate: float | None = None, slope: float = 0.0) -> int:
         """:func:`size_pool` with this monitor's wait budget."""
-        return size_pool(signals, slots, limits, utilisation, self.config.wait_budget)
+        return size_pool(signals, slots, limits, utilisation, self.config.wait_budget, rate=rate, slope=slope)
 
     # ------------------------------------------------------------------ deciding
     def tick(self) -> list[Decision]:
@@ -357,11 +458,24 @@ class Autoscaler:
         self.signals[pool.name] = signals or recent
         slots = max((r.slots for r in pool.replicas), default=1)
         current = len(pool.replicas)
-        # Up on the long window, or on the short one (a load step shows within seconds) while calls are
-        # waiting (a burst of arrivals that finds free slots is noise, not a step); down only when both agree.
-        sustained = self.size(signals, slots, limits, cfg.target_utilisation) if signals else limits.min_replicas
+        slope = batch_slope(pool)
+        windowed = signals is not None
+        base = signals or recent  # the service time and batch: from the window (more calls, less noise)
+        z = cfg.confidence_z
+
+        def sized(rate: float, utilisation: float = cfg.target_utilisation) -> int:
+            return self.size(base, slots, limits, utilisation, rate=rate, slope=slope)
+
+        # Up when the rate's lower confidence bound wants more: over the window, or over the short window (a
+        # load step shows within seconds) while calls are waiting (a burst of arrivals that finds free slots
+        # is noise, not a step). A standing queue (at least a call waiting per replica over the short window,
+        # the admission policy's test) is itself the evidence that capacity is short: the short window's
+        # point estimate then sizes the pool, so a step is met in one action, not over the window.
         pressed = recent.queued >= 0.5 or recent.engine_waiting >= 0.5
-        sudden = self.size(recent, slots, limits, cfg.target_utilisation) if pressed else limits.min_replicas
+        standing = recent.queued + recent.engine_waiting >= max(current, 1)
+        sustained = sized(signals.rate_bounds(z)[0]) if signals else limits.min_replicas
+        sudden = (sized(recent.arrival_rate) if standing else sized(recent.rate_bounds(z)[0]) if pressed
+                  else limits.min_replicas)
         want = max(sustained, sudden)
         signals = recent if signals is None or sudden > sustained else signals
         missing_slo = signals.attainment is not None and signals.attainment < cfg.slo_target
@@ -376,6 +490,7 @@ class Autoscaler:
         self.desired[pool.name] = want
         since = now - self._last_action.get(pool.name, -math.inf)
         facts: dict[str, Any] = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(signals).items()}
+        facts["batch_slope"] = round(slope, 4)
         why = (f"lambda={signals.arrival_rate:.2f}/s S={signals.service_s:.3f}s "
                f"rho={signals.arrival_rate * signals.service_s / max(current * slots, 1):.2f} "
                f"Wq={signals.queue_wait_s:.3f}s queued={signals.queued:.1f}"
@@ -392,23 +507,32 @@ class Autoscaler:
             model = f"M/G/c model wants {want} replicas" + (" (SLO missed in the window)" if missing_slo else "") \
                 + (f" (KV {recent.kv_usage:.0%} used with calls waiting)" if kv_full else "")
             return Decision(now, pool.name, "scale_out", current, target, f"{model}: {why}", facts)
-        fewer = max(self.size(signals, slots, limits, cfg.scale_in_utilisation),
-                    self.size(recent, slots, limits, cfg.scale_in_utilisation))
+        # Down to what the window's point estimate needs, never below what the short window's lower bound
+        # (a significant rise, queue or not) or the scale-out rule wants: right after a scale-in, the
+        # scale-out rule cannot fire without a significant rise.
+        in_util = cfg.scale_in_utilisation or cfg.target_utilisation
+        fewer = max(sized(base.arrival_rate, in_util), sized(recent.rate_bounds(z)[0], in_util), want)
         # Scaling in must leave the KV load room: the replicas kept would hold it below kv_high.
         kv_room = max(signals.kv_usage, recent.kv_usage) * current / max(fewer, 1) < cfg.kv_high
-        if fewer >= current or missing_slo or signals.queued >= 1 or recent.queued >= 1 or not kv_room:
+        if (not windowed or fewer >= current or missing_slo or signals.queued >= 1 or recent.queued >= 1
+                or not kv_room):  # no scale-in before the window has signals: the short one is too noisy
             self._fewer_since.pop(pool.name, None)
             self._crossed.pop(pool.name, None)
             return None
-        first, most = self._fewer_since.get(pool.name, (now, fewer))
-        most = max(most, fewer)  # scale in to the largest size the model wanted over the stable period
-        self._fewer_since[pool.name] = (first, most)
+        first, wanted = self._fewer_since.setdefault(pool.name, (now, collections.deque()))
+        wanted.append((now, fewer))
+        while wanted[0][0] < now - cfg.fast_window_s:
+            wanted.popleft()
+        # Scale in to the largest size the model wanted over the last short window (one noisy tick does not
+        # set the size), not since it first wanted fewer: a pool shrinking after a step would keep the sizes
+        # of the step's tail for another stable period.
+        most = max(n for _, n in wanted)
         facts["pending_s"] = self._pending(pool.name, "in", now)
         if now - first < cfg.scale_in_stable_s or since < cfg.scale_in_cooldown_s:
             return None
         target = max(most, current - cfg.scale_in_step) if cfg.scale_in_step else most
         return Decision(now, pool.name, "scale_in", current, target,
-                        f"{most} replicas would serve at utilisation <= {cfg.scale_in_utilisation:g} "
+                        f"{most} replicas would serve at utilisation <= {in_util:g} "
                         f"for {now - first:.0f} s: {why}", facts)
 
     def _pending(self, pool: str, direction: str, now: float) -> float:
@@ -486,5 +610,5 @@ class Autoscaler:
         return out.text()
 
 
-__all__ = ["Autoscaler", "AutoscalerConfig", "Decision", "PoolLimits", "Signals", "declared_config", "parse_limits",
-           "size_pool"]
+__all__ = ["Autoscaler", "AutoscalerConfig", "BatchModel", "Decision", "PoolLimits", "Signals", "batch_slope",
+           "declared_config", "parse_limits", "size_pool"]

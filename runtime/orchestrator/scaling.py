@@ -10,7 +10,10 @@ is Ray's):
   loop, start it, wait until its health check answers ready, then
   :meth:`Pool.add_replica` puts it in rotation and hands it the waiting calls.
   An engine that fails to start or to become ready is stopped and the pool is
-  left as it was (:class:`ScalingError`).
+  left as it was (:class:`ScalingError`). Engines of one pool start
+  concurrently (:meth:`PoolScaler.resize` starts all the replicas it adds at
+  once, so reaching the size a load step needs takes one engine start, not one
+  per replica); each enters rotation as soon as it is ready.
 * **scale in** (:meth:`PoolScaler.remove_replica`): :meth:`Pool.detach_replica`
   stops routing to it at once (it is gone from the pool's rotation, views and
   metrics); its calls in flight finish and release normally; once none is left
@@ -18,7 +21,9 @@ is Ray's):
   failover retries those calls on the remaining replicas) the engine stops. The
   last replica in rotation is never removed.
 
-Operations on one pool are serialised (one lock per pool); different pools scale
+Changes to one pool's replicas are serialised (one lock per pool: choosing a new
+replica's id, putting it in rotation, taking one out); engine start-ups are not
+(an id chosen for an engine still starting is reserved); different pools scale
 concurrently. The scaler keeps the *live* :class:`LLMPoolSpec` of every pool it
 resized (its replica list as it is now) and tells the orchestrator
 (:meth:`Orchestrator.adopt_pool_spec`), so a later deploy of a spec describing the
@@ -100,6 +105,8 @@ class PoolScaler:
         """(pool, action) -> how many times it happened (exported as metrics)."""
         self._live: dict[str, LLMPoolSpec] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._starting: dict[str, set[str]] = {}
+        """Pool -> ids of the replicas whose engines are starting (reserved: not chosen again)."""
         self._draining: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lookup
@@ -130,43 +137,67 @@ class PoolScaler:
     # ------------------------------------------------------------------ scale out
     async def add_replica(self, name: str, rep: ReplicaSpec | None = None, *, reason: str = "") -> Replica:
         """Start one more replica of pool ``name`` (``rep``, else its next unused ``inventory`` replica, else
-        a copy of its last replica with the next free id), wait until it is ready, put it in rotation; :class:`ScalingError` if it cannot start."""
+        a copy of its last replica with the next free id), wait until it is ready, put it in rotation;
+        :class:`ScalingError` if it cannot start (its engine is stopped, the pool is as it was). Several may
+        start at once: the id is reserved under the pool's lock, the engine starts outside it."""
         async with self._lock(name):
             pool = self.pool(name)
             spec, lp = self.owner_spec(pool)
             rep = rep or self._next_replica(pool, lp)
-            started = time.monotonic()
-            engine = None
-            try:
-                engine = await asyncio.to_thread(self.orchestrator.engine_factory, spec, lp, rep)
-                async with asyncio.timeout(self.ready_timeout_s):
-                    await engine.start()
-                    health = await engine.health()
-                if not health.ok:
-                    raise ScalingError(f"engine answered {health.state}: {health.detail}")
-            except (Exception, asyncio.CancelledError) as exc:
-                if engine is not None:
-                    await asyncio.gather(engine.stop(), return_exceptions=True)
-                why = "timed out waiting for it to become ready" if isinstance(exc, TimeoutError) else str(exc)
-                self._record(pool, "scale_out_failed", rep.replica_id, reason=f"{reason}; {why}" if reason else why,
-                             duration_s=time.monotonic() - started)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                raise ScalingError(f"replica {rep.replica_id} of pool {name!r} did not start: {why}") from exc
-            try:
-                profile = replica_profile(rep)
-            except EngineSetupError:  # no latency profile for it: routed without one, as at start
-                profile = None
-            replica = Replica(rep.replica_id, pool.name, rep.engine.max_num_seqs or 16, model=lp.model,
-                              device=rep.device, engine=engine, kv_capacity_tokens=rep.kv_capacity_tokens,
-                              profile=profile)
-            pool.add_replica(replica)
-            self.adopt(pool, lp.model_copy(update={"replicas": (*lp.replicas, rep)}))
-            self._record(pool, "scale_out", rep.replica_id, reason=reason, duration_s=time.monotonic() - started)
-            return replica
+            starting = self._starting.setdefault(name, set())
+            if rep.replica_id in starting or any(r.replica_id == rep.replica_id for r in pool.replicas):
+                raise ScalingError(f"pool {name!r} already has a replica {rep.replica_id!r} (in rotation or starting)")
+            starting.add(rep.replica_id)
+        try:
+            return await self._start_and_admit(name, pool, spec, lp, rep, reason)
+        finally:
+            starting.discard(rep.replica_id)
+
+    async def _start_and_admit(self, name: str, pool: Pool, spec: RuntimeSpec, lp: LLMPoolSpec, rep: ReplicaSpec,
+                               reason: str) -> Replica:
+        started = time.monotonic()
+        engine = None
+        try:
+            engine = await asyncio.to_thread(self.orchestrator.engine_factory, spec, lp, rep)
+            async with asyncio.timeout(self.ready_timeout_s):
+                await engine.start()
+                health = await engine.health()
+            if not health.ok:
+                raise ScalingError(f"engine answered {health.state}: {health.detail}")
+        except (Exception, asyncio.CancelledError) as exc:
+            if engine is not None:
+                await asyncio.gather(engine.stop(), return_exceptions=True)
+            why = "timed out waiting for it to become ready" if isinstance(exc, TimeoutError) else str(exc)
+            self._record(pool, "scale_out_failed", rep.replica_id, reason=f"{reason}; {why}" if reason else why,
+                         duration_s=time.monotonic() - started)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise ScalingError(f"replica {rep.replica_id} of pool {name!r} did not start: {why}") from exc
+        try:
+            profile = replica_profile(rep)
+        except EngineSetupError:  # no latency profile for it: routed without one, as at start
+            profile = None
+        replica = Replica(rep.replica_id, pool.name, rep.engine.max_num_seqs or 16, model=lp.model,
+                          device=rep.device, engine=engine, kv_capacity_tokens=rep.kv_capacity_tokens,
+                          profile=profile)
+        try:
+            async with self._lock(name):
+                # The live spec as it is now: other replicas may have entered or left while this one started.
+                _, live = self.owner_spec(self.pool(name))
+                pool.add_replica(replica)
+                self.adopt(pool, live.model_copy(update={"replicas": (*live.replicas, rep)}))
+        except (Exception, asyncio.CancelledError) as exc:  # the pool was retired meanwhile: nothing to join
+            await asyncio.gather(engine.stop(), return_exceptions=True)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise ScalingError(f"replica {rep.replica_id} of pool {name!r} started but could not join: {exc}") \
+                from exc
+        self._record(pool, "scale_out", rep.replica_id, reason=reason, duration_s=time.monotonic() - started)
+        return replica
 
     def _next_replica(self, pool: Pool, lp: LLMPoolSpec) -> ReplicaSpec:
-        taken = {r.replica_id for r in lp.replicas} | {r.replica_id for r in pool.replicas}
+        taken = ({r.replica_id for r in lp.replicas} | {r.replica_id for r in pool.replicas}
+                 | self._starting.get(pool.name, set()))
         spare = [r for r in self.inventory.get(pool.name, ()) if r.replica_id not in taken]
         if spare:
             return spare[0]
@@ -223,16 +254,24 @@ class PoolScaler:
 
     # ------------------------------------------------------------------ resize
     async def resize(self, name: str, replicas: int, *, target: LLMPoolSpec | None = None, reason: str = "") -> int:
-        """Bring pool ``name`` to ``replicas`` replicas in rotation (one at a time; the replicas ``target``
-        names first, when given); the number of replicas added (negative: removed)."""
+        """Bring pool ``name`` to ``replicas`` replicas in rotation (the replicas ``target`` names first, when
+        given); the number of replicas added (negative: removed). The replicas missing start at once; when
+        some fail the others still join and :class:`ScalingError` names the first failure (the pool is
+        consistent: what started is in rotation and in its live spec). Replicas are removed one at a time."""
         if replicas < 1:
             raise ScalingError(f"pool {name!r}: at least one replica is needed (asked for {replicas})")
         pool = self.pool(name)
         start = len(pool.replicas)
         wanted = [r for r in (target.replicas if target else ()) if r.replica_id not in
                   {x.replica_id for x in pool.replicas}]
-        while len(pool.replicas) < replicas:
-            await self.add_replica(name, wanted.pop(0) if wanted else None, reason=reason)
+        missing = replicas - len(pool.replicas)
+        if missing > 0:
+            picks = [wanted.pop(0) if wanted else None for _ in range(missing)]
+            results = await asyncio.gather(*(self.add_replica(name, rep, reason=reason) for rep in picks),
+                                           return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                raise failed[0] if isinstance(failed[0], ScalingError) else ScalingError(str(failed[0]))
         keep = {r.replica_id for r in target.replicas} if target else set()
         while len(pool.replicas) > replicas:
             extra = [r for r in pool.replicas if target and r.replica_id not in keep]
