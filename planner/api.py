@@ -38,7 +38,8 @@ from cortexlang.ir import Inventory, LLMStage, Program, Workflow
 from cortexlang.semantics import Semantics
 from planner import explain
 from planner.candidates import (
-    DECODE_STRETCH, Candidate, StageCandidates, StageLoad, prune_dominated, stage_candidates, stage_loads, standalone_table,
+    DECODE_STRETCH, Candidate, StageCandidates, StageLoad, fanout_splits, prune_dominated, stage_candidates, stage_loads,
+    standalone_table,
 )
 from planner.colocation import Layout, declared_blocks, group_candidates, with_layout
 from planner.latency import DEFAULT_SAMPLES, PathSample, attainment, distribution, sample_paths
@@ -357,7 +358,7 @@ class Planner:
 
     def _workflow_plan(self, m: WorkflowModel, chosen: dict[str, Candidate]) -> WorkflowPlan:
         wf = m.workflow
-        latency = m.paths.run_latency({s: c.table for s, c in chosen.items()})
+        latency = m.paths.run_latency({s: c.table for s, c in chosen.items()}, fanout_splits(chosen))
         slo = wf.slo
         att = round(attainment(latency, slo.latency_s), 6) if slo else None
         headroom = round(1.0 - float(np.quantile(latency, slo.attainment)) / slo.latency_s, 6) if slo else None

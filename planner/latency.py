@@ -25,6 +25,14 @@ if each stage's new table is elementwise no faster, no run gets faster and
 the predicted SLO attainment cannot rise. The solver's latency cuts rely on
 exactly this monotonicity. With the seed fixed, predictions are deterministic.
 
+Copies of one fan-out visit share their pools' waits: an executor stage fed by
+a fan-out's batches has a :class:`~planner.candidates.FanoutSplit`; the first
+visit of branch slot ``j`` of fan-out visit ``i`` to such a stage takes
+``wait(u_c) + own[j] + service(u)``, where ``u_c`` is drawn once per (fan-out
+visit, stage) from a separate stream (so adding it moved no other draw) and
+``u`` is the visit's own. Later visits (retries) take the marginal table. Each
+part is non-decreasing in its table, so the monotonicity above still holds.
+
 Runs ending at ``fail`` count with their latency (an exhausted retry loop is
 a slow answer, not a missing one); ``P(done)`` is reported separately.
 """
@@ -38,7 +46,7 @@ import numpy as np
 
 from cortexlang.ir import Workflow
 from cortexlang.semantics import Semantics, join_waits_for_all
-from planner.candidates import U_GRID
+from planner.candidates import U_GRID, FanoutSplit
 from planner.plan import LatencyDistribution
 from planner.visits import VisitChain, branch_chain
 
@@ -56,6 +64,18 @@ class Visits:
     def values(self, table: np.ndarray) -> np.ndarray:
         return table[self.index] * (1.0 - self.weight) + table[self.index + 1] * self.weight
 
+    def split_values(self, table: np.ndarray, split: FanoutSplit, slot: int,
+                     common: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """Per visit: the first visit of each instance (a fan-out visit's copy in branch ``slot``) takes
+        the shared wait at the instance's common grid position plus ``own[slot]`` plus its own service
+        draw; later visits take the marginal ``table``."""
+        first = np.ones(self.runs.size, dtype=bool)
+        first[1:] = self.runs[1:] != self.runs[:-1]
+        idx, w = common[0][self.runs], common[1][self.runs]
+        shared = split.wait[idx] * (1.0 - w) + split.wait[idx + 1] * w
+        own = split.own[slot] if slot < len(split.own) else split.own[-1]
+        return np.where(first, shared + own + self.values(split.service), self.values(table))
+
 
 def _grid_position(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = np.clip(np.searchsorted(U_GRID, u, side="right") - 1, 0, len(U_GRID) - 2)
@@ -72,25 +92,37 @@ class GraphSample:
     stage_visits: dict[str, Visits]
     fanouts: dict[str, "FanoutVisits"]
     done: np.ndarray
+    slot: int | None = None
+    """For one branch slot's sub-flow: the slot (the copy's position in its fan-out visit's batch)."""
+    common: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    """For a branch slot's sub-flow: per stage, the grid position of each instance's shared draw."""
 
     @property
     def nodes(self) -> tuple[str, ...]:
         return tuple(self.stage_visits) + tuple(self.fanouts)
 
-    def node_latency(self, node: str, tables: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Per-instance total latency spent in ``node`` (length ``n``)."""
+    def node_latency(self, node: str, tables: Mapping[str, np.ndarray],
+                     splits: Mapping[str, FanoutSplit] | None = None) -> np.ndarray:
+        """Per-instance total latency spent in ``node`` (length ``n``); ``splits`` gives the
+        :class:`FanoutSplit` of stages whose fan-out copies share a wait (see the module docstring)."""
         if node in self.stage_visits:
             v = self.stage_visits[node]
-            return np.bincount(v.runs, weights=v.values(tables[node]), minlength=self.n)
+            split = splits.get(node) if splits else None
+            if split is not None and self.common is not None and self.slot is not None and node in self.common:
+                values = v.split_values(tables[node], split, self.slot, self.common[node])
+            else:
+                values = v.values(tables[node])
+            return np.bincount(v.runs, weights=values, minlength=self.n)
         fan = self.fanouts.get(node)
         if fan is None or len(fan.runs) == 0:
             return np.zeros(self.n)
-        return np.bincount(fan.runs, weights=fan.latency(tables), minlength=self.n)
+        return np.bincount(fan.runs, weights=fan.latency(tables, splits), minlength=self.n)
 
-    def latency(self, tables: Mapping[str, np.ndarray]) -> np.ndarray:
+    def latency(self, tables: Mapping[str, np.ndarray],
+                splits: Mapping[str, FanoutSplit] | None = None) -> np.ndarray:
         total = np.zeros(self.n)
         for node in self.nodes:
-            total += self.node_latency(node, tables)
+            total += self.node_latency(node, tables, splits)
         return total
 
 
@@ -106,9 +138,10 @@ class FanoutVisits:
     """``(slots, visits)`` booleans."""
     branches: tuple[GraphSample, ...]
 
-    def latency(self, tables: Mapping[str, np.ndarray]) -> np.ndarray:
+    def latency(self, tables: Mapping[str, np.ndarray],
+                splits: Mapping[str, FanoutSplit] | None = None) -> np.ndarray:
         """Per-visit latency: the slowest active branch (the fastest for ``first``); 0 without one."""
-        per_branch = np.stack([b.latency(tables) for b in self.branches])
+        per_branch = np.stack([b.latency(tables, splits) for b in self.branches])
         if join_waits_for_all(self.join):
             return np.where(self.active, per_branch, 0.0).max(axis=0)
         fastest = np.where(self.active, per_branch, np.inf).min(axis=0)
@@ -126,8 +159,9 @@ class PathSample(GraphSample):
         """The top-level node whose latency depends on ``stage`` (the stage itself, or its fan-out)."""
         return self._node_of_stage.get(stage, stage)
 
-    def run_latency(self, tables: Mapping[str, np.ndarray]) -> np.ndarray:
-        return self.latency(tables)
+    def run_latency(self, tables: Mapping[str, np.ndarray],
+                    splits: Mapping[str, FanoutSplit] | None = None) -> np.ndarray:
+        return self.latency(tables, splits)
 
 
 def _walk(chain: VisitChain, n: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -168,9 +202,12 @@ def _walk(chain: VisitChain, n: int, rng: np.random.Generator) -> tuple[dict[str
 
 
 def _sample_graph(chain: VisitChain, sem: Semantics, n: int, rng: np.random.Generator,
-                  fanout_width: Mapping[str, int] | None) -> GraphSample:
+                  fanout_width: Mapping[str, int] | None, shared_rng: np.random.Generator | None = None
+                  ) -> GraphSample:
     """Walk ``n`` instances through ``chain``; every stage visit gets its own uniform ``u``;
-    every fan-out visit draws its width and walks each branch slot's sub-flow (recursively)."""
+    every fan-out visit draws its width and walks each branch slot's sub-flow (recursively), and
+    per stage of its branches one shared uniform from ``shared_rng`` (the copies' common wait)."""
+    shared_rng = shared_rng if shared_rng is not None else np.random.default_rng(0)
     visits, done = _walk(chain, n, rng)
     stage_visits: dict[str, Visits] = {}
     fanouts: dict[str, FanoutVisits] = {}
@@ -194,7 +231,11 @@ def _sample_graph(chain: VisitChain, sem: Semantics, n: int, rng: np.random.Gene
             index = sem.branch_index(name, b)
             sub = sem.branch(name, index)
             branches.append(_sample_graph(branch_chain(chain, name, index, fanout_width), sub, runs.size, rng,
-                                          fanout_width))
+                                          fanout_width, shared_rng))
+        stages = sorted({s for br in branches for s in br.stage_visits})
+        common = {s: _grid_position(shared_rng.random(runs.size)) for s in stages}
+        for b, br in enumerate(branches):
+            br.slot, br.common = b, common
         fanouts[name] = FanoutVisits(name, fo.join, runs, active, tuple(branches))
     return GraphSample(n, stage_visits, fanouts, done)
 
@@ -204,7 +245,8 @@ def sample_paths(chain: VisitChain, n: int = DEFAULT_SAMPLES, seed: int = 0,
     """Draw ``n`` runs through ``chain`` (see the module docstring)."""
     wf = chain.workflow
     rng = np.random.default_rng(seed)
-    top = _sample_graph(chain, Semantics(wf, chain.loop_budget, fanout_width), n, rng, fanout_width)
+    top = _sample_graph(chain, Semantics(wf, chain.loop_budget, fanout_width), n, rng, fanout_width,
+                        np.random.default_rng([seed, 1]))
     # Stages never reached still get an (empty) entry so tables can be passed uniformly.
     owner = wf.branch_owner()
     for s in wf.stages:
@@ -217,7 +259,7 @@ def sample_paths(chain: VisitChain, n: int = DEFAULT_SAMPLES, seed: int = 0,
         while top_node in owner:
             top_node = owner[top_node]
         node_of_stage[node] = top_node
-    return PathSample(top.n, top.stage_visits, top.fanouts, top.done, wf, node_of_stage)
+    return PathSample(top.n, top.stage_visits, top.fanouts, top.done, workflow=wf, _node_of_stage=node_of_stage)
 
 
 def distribution(latency: np.ndarray) -> LatencyDistribution:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from cortexlang.ir import Inventory, Program, Workflow
-from planner.candidates import CPU_SLOTS_PER_LLM_REPLICA, Candidate
+from planner.candidates import CPU_SLOTS_PER_LLM_REPLICA, Candidate, fanout_splits
 from planner.colocation import Member, shared_point
 from planner.latency import PathSample, attainment, distribution
 from planner.plan import SharedModelPool, SharedPoolComparison
@@ -93,7 +93,7 @@ def compare(program: Program, workflow: Workflow, inventory: Inventory, paths: P
                 return None, None
             tables.update(got[0])
             pools.append(got[1])
-        return paths.run_latency(tables), pools
+        return paths.run_latency(tables, fanout_splits(chosen)), pools
 
     # Same spend as the plan's pools of each model, on the kind they use most.
     same = {m: max(1, round(sum(c.cost_per_hour for c in g[2]) / (per_device[m] * cost_per_device.get(g[0], 0.0))))

@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ortools.sat.python import cp_model
 
-from planner.candidates import Candidate
+from planner.candidates import Candidate, FanoutSplit
 from planner.latency import PathSample, attainment
 
 QUALITY_SCALE = 1000
@@ -111,6 +111,9 @@ class WorkflowProblem:
             if len(members) != len(self.candidates[next(iter(members))][next(iter(members.values()))].group_stages):
                 raise ValueError(f"shared pool {key} lacks members")
         self.envelope = {s: np.min(np.stack([c.table for c in cs]), axis=0) for s, cs in self.candidates.items()}
+        self.split_envelope = {s: FanoutSplit.envelope([c.fanout_split for c in cs])
+                               for s, cs in self.candidates.items()
+                               if cs and all(c.fanout_split is not None for c in cs)}
         self.node_stages: dict[str, tuple[str, ...]] = {}
         for s in self.stages:
             node = self.paths.node_of(s)
@@ -121,13 +124,21 @@ class WorkflowProblem:
         return {s: self.envelope[s] if assign.get(s) is None else self.candidates[s][assign[s]].table
                 for s in self.stages}
 
+    def _splits(self, assign: Mapping[str, int | None]) -> dict[str, FanoutSplit]:
+        out = {}
+        for s in self.split_envelope:
+            split = self.split_envelope[s] if assign.get(s) is None else self.candidates[s][assign[s]].fanout_split
+            if split is not None:
+                out[s] = split
+        return out
+
     def node_latency(self, node: str, assign: Mapping[str, int | None]) -> np.ndarray:
         key = (node, tuple(assign.get(s) for s in self.node_stages[node]))
         vec = self._cache.get(key)
         if vec is None:
             if len(self._cache) > _CACHE_LIMIT:
                 self._cache.clear()
-            vec = self.paths.node_latency(node, self._tables(assign))
+            vec = self.paths.node_latency(node, self._tables(assign), self._splits(assign))
             self._cache[key] = vec
         return vec
 
