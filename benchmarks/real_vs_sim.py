@@ -96,7 +96,7 @@ def main() -> int:
                                                                    if args.questions != 12 else "")
                    + (f" --rate {args.rate:g}" if args.rate != 0.1 else ""),
         "machine": profiles.machine_text(), "load_average_before_after": [load_before[0], load_after[0]],
-        "wall_s": wall, "layout": layout, "runs": len(out["infos"]), "llm_calls": len(calls),
+        "wall_s": wall, "rate_sent": out["rate"], "layout": layout, "runs": len(out["infos"]), "llm_calls": len(calls),
         "borrowed_calls": borrowed, "calls_cut_at_max_tokens": cut,
         "calibration": {k: cal.get(k) for k in ("max_probe_spread", "fit_error", "load_average_before_after")},
         "coefficients_before_run": {k: cal_before.get(k) for k in COEFFICIENTS},
@@ -148,6 +148,8 @@ def render(r: dict) -> str:
         f"- command: `{r['command']}`; machine: {r['machine']}; wall {r['wall_s']:.0f} s",
         f"- 1-minute load average before/after: {r['load_average_before_after'][0]:.1f} / "
         f"{r['load_average_before_after'][1]:.1f} (2 cores shared with other engineers' jobs)",
+        f"- load: Poisson at {r.get('rate_sent', 0.1):.3g} runs/s (the rate the plan was made for: the requested one, "
+        "or the highest this machine's calibrated engines sustain)",
         f"- layout: {r['layout']}; {r['runs']} runs, {r['llm_calls']} LLM calls "
         f"({r['borrowed_calls']} borrowed, {r['calls_cut_at_max_tokens']} cut at max_tokens)",
         f"- profile: `{r['profile']}`",

@@ -52,19 +52,52 @@ def _compile(console: Console) -> Any:
     return result.program
 
 
-def _plan(program: Any, console: Console, rate: float) -> tuple[Any, Any]:
-    """The planner's plan for ``program`` at ``rate`` runs/s, and the program it was made for.
+LOWEST_RATE_FACTOR = 1e-4
+"""The sustainable-rate search looks down to this fraction of the requested rate."""
+RATE_SEARCH_STEPS = 10
+"""Geometric bisection steps for the highest rate this machine sustains: the log-range ln(1e4) shrinks
+2^10-fold, to within 1% of the rate."""
+
+
+def _sustainable_rate(program: Any, rate: float) -> float | None:
+    """The highest rate in ``[rate * LOWEST_RATE_FACTOR, rate]`` with a feasible plan (bisection: a
+    slower stream never needs more engines), or None when even the lowest has none."""
+    from planner.api import plan_program
+    from planner.plan import Infeasible
+
+    lo, hi = rate * LOWEST_RATE_FACTOR, rate
+    if isinstance(plan_program(program, rate=lo), Infeasible):
+        return None
+    for _ in range(RATE_SEARCH_STEPS):
+        mid = (lo * hi) ** 0.5  # geometric: rates span orders of magnitude
+        lo, hi = (mid, hi) if not isinstance(plan_program(program, rate=mid), Infeasible) else (lo, mid)
+    return lo
+
+
+def _plan(program: Any, console: Console, rate: float) -> tuple[Any, Any, float]:
+    """The planner's plan for ``program`` at ``rate`` runs/s, the program it was made for, and the
+    rate the demo should send (the plan's).
 
     When the SLO cannot hold on this machine at all (its critical path alone is longer), the
     demo says so and plans for the tightest SLO that can (plus 10%) instead of dropping the plan:
-    then there are still predictions to hold the measurements against. (None, program) when
-    nothing can be planned.
+    then there are still predictions to hold the measurements against. When this machine's
+    engines cannot keep up with ``rate`` at all, the demo plans for -- and sends -- the highest
+    rate they sustain: a plan is a promise for the load it was made for, and the loop shows
+    whether it holds. (None, program, rate) when nothing can be planned.
     """
     from planner.api import plan_program
     from planner.plan import Infeasible
     from planner.render import render_infeasible, render_plan
 
     result = plan_program(program, rate=rate)
+    if isinstance(result, Infeasible) and result.binding != "slo":
+        sustained = _sustainable_rate(program, rate)
+        if sustained is not None:
+            console.print(render_infeasible(result), markup=False)
+            console.print(f"[yellow]this machine's engines sustain at most {sustained:.3g} runs/s of this "
+                          f"workflow: planning for, and sending, that rate instead of {rate:g}[/yellow]")
+            rate = sustained
+            result = plan_program(program, rate=rate)
     if isinstance(result, Infeasible) and result.binding == "slo" and result.tightest_latency_s:
         console.print(render_infeasible(result), markup=False)
         wf = program.workflow()
@@ -79,9 +112,9 @@ def _plan(program: Any, console: Console, rate: float) -> tuple[Any, Any]:
         console.print(render_infeasible(result), markup=False)
         console.print("[yellow]No feasible plan: running on the default layout (one engine per LLM stage, "
                       "knobs at their preferred values).[/yellow]")
-        return None, program
+        return None, program, rate
     console.print(render_plan(result), markup=False)
-    return result, program
+    return result, program, rate
 
 
 def _questions(limit: int) -> list[dict[str, Any]]:
@@ -208,7 +241,7 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
     console.rule("what the workflow really does")
     program = declared if args.fresh else _learn(declared, record, console)
     console.rule(f"plan for the load this demo sends: {args.questions} runs, Poisson at {args.rate:g} runs/s")
-    plan, program = _plan(program, console, args.rate)
+    plan, program, rate = _plan(program, console, args.rate)
     spec = _spec(program, plan)
     backend = "simulated" if simulated else vllm_backend_for(spec)
     _print_engines(spec, backend, console)
@@ -228,7 +261,7 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
         if not simulated and (args.recalibrate or not calibrated):
             await _calibrate(orchestrator, console)
             console.rule("plan again, on this machine's profile")
-            plan, program = _plan(program, console, args.rate)
+            plan, program, rate = _plan(program, console, args.rate)
             new = _spec(program, plan)
             if new.llm_pools == spec.llm_pools:
                 await orchestrator.deploy(new)  # same engines: they keep running, estimates follow the profile
@@ -246,11 +279,11 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
         record.parent.mkdir(parents=True, exist_ok=True)
         recorder = TraceRecorder(record, spec.program)
         orchestrator.run_listeners.append(recorder)
-        console.rule(f"answering {len(questions)} questions, Poisson arrivals at {args.rate:g} runs/s")
+        console.rule(f"answering {len(questions)} questions, Poisson arrivals at {rate:.3g} runs/s")
         sampler = KvSampler(orchestrator)
         sampler.start()
         t0 = time.monotonic()
-        infos = await _send(orchestrator, questions, args.rate, args.seed, console)
+        infos = await _send(orchestrator, questions, rate, args.seed, console)
         wall = time.monotonic() - t0
         await sampler.stop()
         recorder.close()
@@ -267,7 +300,7 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
     console.rule("the simulator's error: this run's trace replayed on the same layout and profile")
     comparison = _replay(spec, lines, console)
     return {"plan": plan, "spec": spec, "infos": infos, "trace": lines, "predicted": predicted,
-            "replay": comparison, "wall_s": wall}
+            "replay": comparison, "wall_s": wall, "rate": rate}
 
 
 async def _send(orchestrator: Any, questions: list[dict[str, Any]], rate: float, seed: int,

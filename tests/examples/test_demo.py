@@ -39,3 +39,19 @@ def test_demo_loop_on_simulated_engines(tmp_path: Path) -> None:
     second, text = _run(tmp_path)
     assert "learning from the previous run's trace" in text and "Observed: 4 recorded runs" in text
     assert second["plan"] is not None
+
+
+def test_a_rate_the_engines_cannot_sustain_is_lowered_to_one_they_can() -> None:
+    """Planned for more than this machine's engines can serve, the demo plans for (and sends) the highest
+    rate they sustain, instead of running with no plan to hold the measurements against."""
+    out = io.StringIO()
+    console = Console(file=out, width=160)
+    program = demo._compile(console)
+    plan, _, rate = demo._plan(program, console, 1000.0)
+    assert plan is not None and 0 < rate < 1000.0 and plan.workflows[0].rate_per_s == rate
+    assert "sustain at most" in out.getvalue()
+    faster = demo._sustainable_rate(program, 1000.0)
+    assert faster == rate  # deterministic search
+    from planner.api import plan_program
+    from planner.plan import Infeasible
+    assert isinstance(plan_program(program, rate=rate * 1.1), Infeasible)  # within the search's resolution
