@@ -290,15 +290,11 @@ class PrefillStall:
 NO_STALL = PrefillStall()
 
 
-def prefill_stall(profile: LatencyProfile, classes: Sequence[tuple[float, int]], replicas: int = 1) -> PrefillStall:
-    """:class:`PrefillStall` of one of ``replicas`` replicas receiving ``(rate_per_replica, uncached_tokens)``
-    classes. The pool's router sends each call to the least-loaded replica, which spreads the
-    arrivals evenly: each replica sees about every ``replicas``-th call of a Poisson stream, an
-    Erlang-``r`` renewal stream with squared CV ``1 / r``, so the variance of the prefill work it
-    receives per second is ``m2 / r`` (the Poisson ``m2`` for one replica)."""
+def prefill_stall(profile: LatencyProfile, classes: Sequence[tuple[float, int]]) -> PrefillStall:
+    """:class:`PrefillStall` of a replica receiving ``(rate_per_replica, uncached_tokens)`` classes."""
     c = profile.prefill_per_token_s
     return PrefillStall(share=sum(c * lam * unc for lam, unc in classes),
-                        m2=sum(lam * (c * unc) ** 2 for lam, unc in classes) / max(replicas, 1))
+                        m2=sum(lam * (c * unc) ** 2 for lam, unc in classes))
 
 
 @lru_cache(maxsize=None)
@@ -500,7 +496,7 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
         return None
     table = llm_service_table(point.prefill_s, t_iter, wait.p_wait, wait.mean_if_waiting,
                               stage.output_tokens, max_tokens, hedge, point.per_seq_s, point.batch, max_num_seqs,
-                              prefill_stall(profile, [(rate / replicas, max(uncached, 1))], replicas))
+                              prefill_stall(profile, [(rate / replicas, max(uncached, 1))]))
     per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
     in_use_tokens = point.batch * (stage.input_tokens + mean_out / 2.0) + (stage.prefix_tokens if prewarm else 0)
     return Candidate(

@@ -169,7 +169,7 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
     wait = mgc_wait(replicas * max_num_seqs, rate, mean, cs2, max(m.ca2 for m in members))
     if wait is None:
         return None
-    stall = prefill_stall(profile, [(cl[0], cl[2]) for cl in classes], replicas)
+    stall = prefill_stall(profile, [(cl[0], cl[2]) for cl in classes])
     tables = {m.stage.name: llm_service_table(p, t, wait.p_wait, wait.mean_if_waiting, m.stage.output_tokens,
                                               m.max_tokens, m.hedge, per_seq, batch, max_num_seqs, stall)
               for m, p, t in zip(members, prefills, steps)}
