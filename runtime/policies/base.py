@@ -79,8 +79,8 @@ Role = Literal["mixed", "prefill", "decode"]
 prefill/decode-disaggregated pair."""
 
 
-@dataclass(slots=True)
-class CallView:
+@dataclass  # not slots=True: the compiled build makes it a C struct (base.pxd), which Cython's
+class CallView:  # dataclass does not combine with ``slots``; the fields are the same either way
     """A pending call, as a policy sees it."""
 
     run_id: int
@@ -117,7 +117,7 @@ class CallView:
     """Tokens of ``input_tokens`` that are the stage's shared prefix (cacheable per replica)."""
 
 
-@dataclass(slots=True)
+@dataclass  # not slots=True: a C struct in the compiled build (base.pxd), as CallView
 class ReplicaView:
     """One candidate engine or executor, as a policy sees it."""
 

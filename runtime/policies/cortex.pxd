@@ -1,6 +1,7 @@
 cimport cython
+from runtime.policies.base cimport CallView, ReplicaView
 
 @cython.locals(inp=long, out=long, ptoks=long, now=double, expected=double, need=long, best_cost=double,
-               finish=double, marginal=double, cost=double, margin=double)
-cpdef _best_colocated(call, candidates, double w, double borrow_margin, double idle_borrow_margin,
+               finish=double, marginal=double, cost=double, margin=double, r=ReplicaView, best=ReplicaView)
+cpdef _best_colocated(CallView call, candidates, double w, double borrow_margin, double idle_borrow_margin,
                       double coarse_borrow_margin)

@@ -1,9 +1,11 @@
 cimport cython
 from runtime.simulator.calls cimport Call
+from runtime.policies.base cimport ReplicaView
 
 @cython.final
 cdef class LLMEngine:
-    cdef public object sim, spec, name, p, role, preempts, _tick_cb, prefixes, view
+    cdef public object sim, spec, name, p, role, preempts, _tick_cb, prefixes
+    cdef public ReplicaView view
     cdef public long max_batch, block, cap, max_batched_tokens
     cdef public bint preemptive, busy, in_tick, ep_single, dirty
     cdef public double F, S, K, C, P0, ep_t0, busy_s
@@ -12,7 +14,7 @@ cdef class LLMEngine:
     cdef public long nwaiting, step, kv_own, kv_attn, prefix_total, version, ep_n, ep_b, ep_k0
     cdef public long sum_finish, queued_prefill, queued_out, kv_peak, preemptions, iterations
 
-    @cython.locals(b=long, nw=long, pending=long, eff=long, step=double)
+    @cython.locals(b=long, nw=long, pending=long, eff=long, step=double, v=ReplicaView)
     cpdef refresh_view(self)
     cpdef _epoch_s(self, n)
     cpdef _steps_done(self, elapsed)

@@ -1,14 +1,17 @@
 cimport cython
 from runtime.simulator.calls cimport Call
+from runtime.policies.base cimport ReplicaView
 
 @cython.final
 cdef class ExecutorGroup:
-    cdef public object sim, spec, name, view, _finish_cb
+    cdef public object sim, spec, name, _finish_cb
+    cdef public ReplicaView view
     cdef public long slots, busy_slots, nwaiting
     cdef public list waiting
     cdef public object queued_work, running_work, busy_s
     cdef public bint dirty
 
+    @cython.locals(v=ReplicaView)
     cpdef refresh_view(self)
     cpdef enqueue(self, Call call, prio)
     cpdef cancel(self, Call call)

@@ -1,6 +1,7 @@
 cimport cython
 from runtime.simulator.calls cimport Call
 from runtime.simulator.runs cimport Run
+from runtime.policies.base cimport CallView, ReplicaView
 
 @cython.final
 cdef class Simulator:
@@ -19,8 +20,8 @@ cdef class Simulator:
     @cython.locals(run=Run)
     cpdef _arrive(self, run)
     @cython.locals(run=Run)
-    cpdef call_view(self, Call call)
-    @cython.locals(queued=long, running=long, q=long, n=long)
+    cpdef CallView call_view(self, Call call)
+    @cython.locals(queued=long, running=long, q=long, n=long, v=ReplicaView)
     cpdef stage_load(self, stage, kind, model)
     @cython.locals(run=Run, now=double, hedge=long, c=Call)
     cpdef dispatch(self, Call call, exclude=*)
@@ -28,4 +29,5 @@ cdef class Simulator:
     cpdef call_finished(self, Call call)
     cpdef _record_run(self, Run run)
 
+@cython.locals(bv=ReplicaView, v=ReplicaView)
 cpdef _least_backlog_replica(replicas)
