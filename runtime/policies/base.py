@@ -216,7 +216,7 @@ class Adaptation:
 KEEP = Adaptation()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # not slots=True: a C struct in the compiled build (base.pxd), as CallView
 class Route:
     """Where a call runs: one replica, plus a decode replica when disaggregated."""
 

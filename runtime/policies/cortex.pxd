@@ -1,5 +1,9 @@
 cimport cython
 from runtime.policies.base cimport CallView, ReplicaView
+# A C call, not a Python one, from _best_colocated (the .py's ``from ... import`` resolves to it).
+from runtime.policies.placement cimport estimate_for
+
+cpdef slack_s(CallView call)
 
 @cython.locals(inp=long, out=long, ptoks=long, now=double, expected=double, need=long, best_cost=double,
                finish=double, marginal=double, cost=double, margin=double, r=ReplicaView, best=ReplicaView)

@@ -19,6 +19,22 @@ from typing import Literal
 Family = Literal["lognormal", "gamma"]
 
 
+_Random = random.Random
+_new_random = random.Random.__new__
+_seed_state = random.Random.__mro__[1].seed  # the C generator's seed (_random.Random.seed)
+
+
+def seeded_rng(seed: int) -> random.Random:
+    """Exactly ``random.Random(seed)`` for an int ``seed`` (same state, same draws, ``gauss``
+    included), built without the two Python frames of ``Random.__init__``/``Random.seed``: one
+    per simulated run, a measurable share of an arrival. ``Random.seed(int)`` hands the int to
+    the C generator's seed and ``__init__`` then clears ``gauss_next``; this does the same."""
+    rng = _new_random(_Random)
+    _seed_state(rng, seed)
+    rng.gauss_next = None
+    return rng
+
+
 def sample(rng: random.Random, mean: float, cv: float, family: Family = "gamma") -> float:
     """One draw with the given mean and coefficient of variation."""
     if mean <= 0.0:

@@ -30,7 +30,7 @@ from runtime.policies.base import CallView, Policy, StageLoad, least_backlog_rou
 from runtime.simulator.calls import CANCELLED, DONE, Call
 from runtime.simulator.calls import TRANSFER as TRANSFERRING
 from runtime.simulator.cluster import LayoutError, ReplicaSpec, model_profile
-from runtime.simulator.distributions import interarrival
+from runtime.simulator.distributions import interarrival, seeded_rng
 from runtime.simulator.engine import LLMEngine
 from runtime.simulator.executor import ExecutorGroup
 from runtime.simulator.graph import KnobChoices, WorkflowGraph
@@ -256,7 +256,7 @@ class Simulator:
             run_id = self._next_id
             self._next_id += 1
             run = IRRun(self.graphs[stream.workflow], run_id, self.now,
-                        random.Random(self.cfg.seed * 1_000_003 + run_id), self.cfg.token_cv,
+                        seeded_rng(self.cfg.seed * 1_000_003 + run_id), self.cfg.token_cv,
                         self.cfg.service_family)
             self._arrivals_left -= 1
             if self._arrivals_left > 0:
