@@ -365,7 +365,7 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> str:
     held_out = [s for s in data["seeds"] if s in map(str, data.get("held_out", ()))]
     lines += ["", f"Issue 15's target (attainment within 1 point of the peak-sized plan at <= 60% of its cost): "
               f"met for {sum(met)} of {len(met)} seeds ({', '.join(s for s, m in zip(data['seeds'], met) if m) or 'none'})"
-              + (f"; seeds {', '.join(held_out)} are held out (the monitor's settings were chosen on the others)"
+              + (f"; seeds {', '.join(held_out)} are held out (the monitor's settings were not chosen on them)"
                  if held_out else "") + "."]
     steps = [(seed, r["step"]) for seed, results in data["seeds"].items() for r in results if "step" in r]
     if steps:
