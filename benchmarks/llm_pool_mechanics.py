@@ -35,7 +35,10 @@ import runtime.simulator.engine as engine_module  # noqa: E402
 from cortexlang.ir import SLO, Load, Program, Workflow  # noqa: E402
 from planner.candidates import profiles_of  # noqa: E402
 from planner.queueing import llm_batch_point  # noqa: E402
-from planner.synthetic import LLAMA_8B, edge, gpu_inventory, llm  # noqa: E402
+from planner.synthetic import LLAMA_8B, LLAMA_70B, edge, gpu_inventory, llm  # noqa: E402
+
+MODELS = {"llama8b": (LLAMA_8B, "llama-3-8b", 1), "llama70b": (LLAMA_70B, "llama-3-70b", 4)}
+"""--model -> (model spec, profile family, tensor-parallel degree on the A100)."""
 from runtime.policies.registry import make_policy  # noqa: E402
 from runtime.simulator.cluster import ReplicaSpec  # noqa: E402
 from runtime.simulator.sim import SimConfig, Simulator, Stream  # noqa: E402
@@ -84,12 +87,15 @@ class IterationLog:
         cls._admit, cls._schedule, cls._settle, cls._iteration_s = self._orig
 
 
-def measure(rate: float, input_tokens: int, output_tokens: int, runs: int, slots: int) -> dict[str, float]:
-    wf = Workflow(name="w", stages=(llm("a", input_tokens=input_tokens, output_tokens=output_tokens, max_tokens=256),),
+def measure(rate: float, input_tokens: int, output_tokens: int, runs: int, slots: int,
+            model: str = "llama8b") -> dict[str, float]:
+    spec, family, tp = MODELS[model]
+    wf = Workflow(name="w", stages=(llm("a", model, input_tokens=input_tokens, output_tokens=output_tokens,
+                                        max_tokens=256),),
                   entry="a", edges=(edge("a", "done"),), slo=SLO(latency_s=600.0, attainment=0.9),
                   load=Load(rate_per_s=rate))
-    program = Program(models=(LLAMA_8B,), workflows=(wf,), inventory=gpu_inventory(a100=1))
-    layout = (ReplicaSpec(name="a-0", kind="llm", device="A100", model="llama8b", tp=1, stages=frozenset({"a"}),
+    program = Program(models=(spec,), workflows=(wf,), inventory=gpu_inventory(a100=tp))
+    layout = (ReplicaSpec(name="a-0", kind="llm", device="A100", model=model, tp=tp, stages=frozenset({"a"}),
                           slots=slots),)
     log = IterationLog()
     try:
@@ -106,7 +112,7 @@ def measure(rate: float, input_tokens: int, output_tokens: int, runs: int, slots
     service = np.array([c[7] - c[6] for c in calls])
     out = np.array([c[9] for c in calls], dtype=float)
     first_s = first[:, 1] - first[:, 0]
-    profile = profiles_of("llama-3-8b", "A100")[0]
+    profile = next(p for p in profiles_of(family, "A100") if p.tp == tp)
     point = llm_batch_point(profile, rate, input_tokens, input_tokens, float(out.mean()), 256)
     return {
         "rate": rate,
@@ -134,13 +140,15 @@ def main() -> None:
     ap.add_argument("--output", type=int, default=64)
     ap.add_argument("--runs", type=int, default=4000)
     ap.add_argument("--slots", type=int, default=50, help="the replica's max_num_seqs")
+    ap.add_argument("--model", choices=sorted(MODELS), default="llama8b")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "llm_pool_mechanics.md")
     args = ap.parse_args()
-    rows = [measure(r, args.input, args.output, args.runs, args.slots) for r in args.rates]
+    rows = [measure(r, args.input, args.output, args.runs, args.slots, args.model) for r in args.rates]
     lines = [
         "# Busy prefill-heavy LLM pools: what a call sits through (SIMULATED)", "",
         f"`.venv/bin/python benchmarks/llm_pool_mechanics.py --rates {' '.join(f'{r:g}' for r in args.rates)} "
-        f"--input {args.input} --output {args.output} --runs {args.runs} --slots {args.slots}`: one Llama-3-8B replica "
+        f"--input {args.input} --output {args.output} --runs {args.runs} --slots {args.slots} --model {args.model}`: one "
+        f"{args.model} replica "
         f"({args.slots} sequences at most) on an A100 (the "
         "shipped profile), one stage, Poisson arrivals, FCFS, in the discrete-event simulator; the planner's batch "
         "point beside it.", "",
