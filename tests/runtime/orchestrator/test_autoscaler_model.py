@@ -151,7 +151,8 @@ CONFIG = AutoscalerConfig(pools={"generate": PoolLimits(1, 20)}, interval_s=0.1,
 
 
 def within_noise_rate(n: int, window_s: float, z: float) -> float:
-    """A rate whose point estimate wants ``n + 1`` replicas while its lower bound over ``window_s`` still wants ``n``."""
+    """A rate whose point estimate wants ``n + 1`` replicas while its lower bound over ``window_s`` still
+    wants ``n``."""
     limits, budget = PoolLimits(1, 20), CONFIG.wait_budget
     rate = 1.0
     while size_pool(signals(rate), 1, limits, 0.8, budget) <= n:
