@@ -249,10 +249,11 @@ def _table_positions(hedge: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 def _table(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
     """Quantile function on :data:`U_GRID` of ``samples`` (linear between order statistics); the
-    fastest of ``hedge`` iid draws. Only the ~130 ranks the grid reads are placed (a partial sort,
-    2.5x faster than sorting all the samples: tables are the planner's hottest loop)."""
-    frac, lo, hi, ranks = _table_positions(hedge)
-    x = np.partition(samples, ranks)
+    fastest of ``hedge`` iid draws. A full sort: numpy's vectorised sort of 4,096 doubles takes
+    32 us here, a partial sort placing the ~130 ranks the grid reads 235 us (tables are the
+    planner's hottest loop); both give the same order statistics."""
+    frac, lo, hi, _ = _table_positions(hedge)
+    x = np.sort(samples)
     return x[lo] + frac * (x[hi] - x[lo])
 
 
