@@ -90,7 +90,8 @@ def estimate_for(r: ReplicaView, inp: int, out: int, pkey: str | None, ptoks: in
     if busy_until > now:  # joins only after the prefill iteration in progress
         finish += busy_until - now
     if out > 1:
-        finish += (out - 1) * (base + k_ * int(kv + grow * ctx))
+        kv_join = int(kv + grow * ctx)  # KV tokens once it joins (a C integer in the compiled build)
+        finish += (out - 1) * (base + k_ * kv_join)
     if not b:
         return finish, 0.0
     shared = pending if pending < b * out else b * out

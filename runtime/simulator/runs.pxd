@@ -1,5 +1,8 @@
 cimport cython
 from runtime.simulator.calls cimport Call
+# C calls, not Python ones, from the walk (the .py's ``from ... import`` resolves to them).
+from runtime.simulator.distributions cimport sample
+from runtime.simulator.graph cimport llm_standalone_s
 
 cdef class Run:
     cdef public object run_id, workflow, arrival_s, deadline_s, standalone_s, status, end_s, attained_s

@@ -2,6 +2,7 @@ cimport cython
 from runtime.simulator.calls cimport Call
 from runtime.simulator.runs cimport Run
 from runtime.policies.base cimport CallView, ReplicaView
+from runtime.simulator.distributions cimport interarrival, seeded_rng
 
 @cython.final
 cdef class Simulator:
