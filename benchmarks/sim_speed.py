@@ -82,6 +82,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=40000)
     ap.add_argument("--repeat", type=int, default=3, help="repetitions per build; the fastest is reported")
+    ap.add_argument("--note", default=None, help="what changed since the previous results (printed in the header)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -93,6 +94,7 @@ def main() -> None:
 
     builds = ["pure", "compiled"]
     note = None
+    load_start = [round(x, 2) for x in os.getloadavg()]
     try:
         build()
     except (AccelUnavailable, AccelBuildError) as e:
@@ -130,6 +132,9 @@ def main() -> None:
               "rate_runs_per_s": round(reps["pure"][0]["rate_runs_per_s"], 2),
               "repeat": max(args.repeat, 1), "reported": "fastest repetition (CPU time) per build",
               "load_average_1m_at_end": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
+              "cpu_model": _cpu_model(), "load_averages_1_5_15": {"start": load_start,
+                                                                  "end": [round(x, 2) for x in os.getloadavg()]},
+              "changes": args.note,
               "target_llm_calls_per_cpu_s": TARGET, "results_identical_across_builds": identical,
               "compiled_speedup_cpu": speedup, "note": note, "rows": rows}
     OUT.mkdir(parents=True, exist_ok=True)
@@ -148,6 +153,17 @@ def main() -> None:
         sys.exit("error: the builds disagree; the compiled simulator must be bit-identical")
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def _markdown(report: dict, args: argparse.Namespace) -> str:
     """The report as the results page (benchmarks/results/sim_speed.md)."""
     lines = [
@@ -158,6 +174,11 @@ def _markdown(report: dict, args: argparse.Namespace) -> str:
         f"{report['load_average_1m_at_end']} at the end: other processes shared the cores, so CPU time is the "
         "measure and the fastest repetition is reported).",
         "",
+        f"Machine: {report['cpu_model']}; load averages (1/5/15 min) "
+        f"{' / '.join(map(str, report['load_averages_1_5_15']['start']))} at the start, "
+        f"{' / '.join(map(str, report['load_averages_1_5_15']['end']))} at the end.",
+        "",
+        *([f"What changed: {report['changes']}", ""] if report["changes"] else []),
         "Workload: NL2SQL on 16 simulated H100 replicas at 70% of analytic capacity "
         f"({report['rate_runs_per_s']} runs/s), seed 1, SLO scale 3; FCFS on one shared pool, Cortex on "
         "stage-isolated pools. `pure` is the Python source (the executable spec, `CORTEX_ACCEL=0`); "
