@@ -39,7 +39,7 @@ def layout_of(spec: RuntimeSpec) -> tuple[ReplicaSpec, ...]:
         for rep in pool.replicas:
             out.append(ReplicaSpec(name=rep.replica_id, kind="llm", device=rep.device, model=pool.model, tp=rep.tp,
                                    stages=frozenset(pool.stages), slots=rep.engine.max_num_seqs or 256,
-                                   kv_capacity_tokens=rep.kv_capacity_tokens))
+                                   kv_capacity_tokens=rep.kv_capacity_tokens, prewarm=frozenset(pool.prewarm)))
     for ex in spec.executor_pools:
         out.append(ReplicaSpec(name=ex.name, kind="executor", slots=ex.slots, stages=frozenset({ex.stage})))
     return tuple(out)

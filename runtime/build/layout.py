@@ -182,8 +182,11 @@ def default_spec(program: Program, workflow: str | None = None, *, base_dir: Pat
         engine = _engine_spec(program, model, device, tp, seqs, kv_bytes, None, model)
         rep = ReplicaSpec(replica_id=f"{s.name}-0", device=device, profile=profile, tp=tp,
                           kv_capacity_tokens=_kv_tokens(program, model, kv_bytes, profile, device, tp), engine=engine)
-        pools.append(LLMPoolSpec(name=s.name, stages=tuple(sharing[s.pool]) if s.pool else (s.name,), model=model,
-                                 replicas=(rep,), max_queue=queue_bound(seqs)))
+        stages = tuple(sharing[s.pool]) if s.pool else (s.name,)
+        # As the planner decides (planner.candidates: a declared prewarm or a shared prefix).
+        warm = tuple(sorted(n for n in stages if (st := wf.stage(n)).prewarm or st.prefix_tokens > 0))
+        pools.append(LLMPoolSpec(name=s.name, stages=stages, model=model, replicas=(rep,), max_queue=queue_bound(seqs),
+                                 prewarm=warm))
     return RuntimeSpec(
         workflow=wf.name, source=source, base_dir=str(base_dir.resolve()), program=program, plan=None,
         layout="default", knobs=knobs, llm_pools=_bind_cpu(pools), executor_pools=_executor_pools(program, wf, {}),
@@ -228,8 +231,9 @@ def spec_from_plan(program: Program, plan: Plan, workflow: str | None = None, *,
             )
             for i in range(lp.replicas)
         )
+        warm = ([lp.stage] if lp.prewarm else []) + [c.stage for c in lp.colocated if c.prewarm]
         pools.append(LLMPoolSpec(name=lp.stage, stages=tuple(lp.stages), model=lp.model, replicas=reps,
-                                 max_queue=queue_bound(lp.max_num_seqs * lp.replicas)))
+                                 max_queue=queue_bound(lp.max_num_seqs * lp.replicas), prewarm=tuple(sorted(warm))))
     planned = {stage for p in pools for stage in p.stages}
     default = default_spec(program, wf.name, base_dir=base_dir)
     pools += [p for p in default.llm_pools if p.name not in planned]  # stages the plan left out (should be none)

@@ -52,6 +52,9 @@ class LLMPoolSpec(SpecModel):
     model: str = Field(description="Declared model name the pool serves.")
     replicas: tuple[ReplicaSpec, ...] = Field(min_length=1)
     max_queue: int = Field(ge=1, description="Calls that may wait for a slot; beyond it the stage rejects (retryable).")
+    prewarm: tuple[str, ...] = Field(default=(), description=(
+        "Stages whose static prompt prefix every replica computes once before it takes traffic (the plan's "
+        "prewarm decisions: runtime/orchestrator/prewarm.py)."))
 
 
 class ExecutorPoolSpec(SpecModel):

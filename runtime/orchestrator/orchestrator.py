@@ -63,6 +63,7 @@ from runtime.orchestrator.constraints import ConstraintSetupError, decoding_cons
 from runtime.orchestrator.executor import Executor, FlowError, engine_priority, engine_timing
 from runtime.orchestrator.health import ReplicaProber
 from runtime.orchestrator.metrics import PromText, RunStats
+from runtime.orchestrator.prewarm import warm, warm_up_requests
 from runtime.orchestrator.pools import Pool, Replica
 from runtime.orchestrator.results import FINISHED, CallRecord, RunEvent, RunInfo
 from runtime.orchestrator.runs import Run
@@ -292,6 +293,9 @@ class Orchestrator:
             await asyncio.gather(*(e.stop() for e in engines), return_exceptions=True)
             rep, exc = failures[0]
             raise OrchestratorError(f"engine {rep.replica_id} of pool {lp.name!r} failed to start: {exc}") from exc
+        warm_ups = warm_up_requests(spec.program.workflow(spec.workflow), lp.prewarm)
+        if warm_ups:  # the plan's prewarm decisions: prefixes resident before the first call
+            await asyncio.gather(*(warm(e, warm_ups, rep.replica_id) for rep, e in zip(lp.replicas, engines)))
         replicas = [Replica(rep.replica_id, name, rep.engine.max_num_seqs or 16, model=lp.model, device=rep.device,
                             engine=e, kv_capacity_tokens=rep.kv_capacity_tokens, profile=_profile(rep))
                     for rep, e in zip(lp.replicas, engines)]

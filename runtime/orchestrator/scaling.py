@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.build.spec import LLMPoolSpec, ReplicaSpec, RuntimeSpec
 from runtime.orchestrator.engines import EngineSetupError, replica_profile
 from runtime.orchestrator.metrics import PromText
+from runtime.orchestrator.prewarm import warm, warm_up_requests
 from runtime.orchestrator.pools import Pool, Replica
 
 if TYPE_CHECKING:
@@ -164,6 +165,8 @@ class PoolScaler:
                 health = await engine.health()
             if not health.ok:
                 raise ScalingError(f"engine answered {health.state}: {health.detail}")
+            # The plan's prewarm decisions apply to a new replica too: its prefixes before its first call.
+            await warm(engine, warm_up_requests(spec.program.workflow(spec.workflow), lp.prewarm), rep.replica_id)
         except (Exception, asyncio.CancelledError) as exc:
             if engine is not None:
                 await asyncio.gather(engine.stop(), return_exceptions=True)

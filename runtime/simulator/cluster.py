@@ -46,6 +46,9 @@ class ReplicaSpec:
     kv_capacity_tokens: int | None = None
     """Override of the profile's KV capacity (e.g. a planner's KV budget)."""
     link_bytes_per_s: float = DEFAULT_LINK_BYTES_PER_S
+    prewarm: frozenset[str] = frozenset()
+    """Stages whose shared prompt prefix is resident when the simulation starts (the plan's prewarm
+    decisions, which the runtime applies before a replica's first call: runtime/orchestrator/prewarm.py)."""
 
 
 class LayoutError(ValueError):
@@ -168,6 +171,7 @@ def layout_from_plan(plan: Plan, workflow: str | None = None) -> tuple[ReplicaSp
                 name=f"{pool.stage}-{pool.device}-{i}", kind="llm", device=pool.device, model=pool.model,
                 tp=pool.tp, stages=frozenset(pool.stages), slots=pool.max_num_seqs,
                 kv_capacity_tokens=pool.kv_budget_tokens or None,
+                prewarm=frozenset(([pool.stage] if pool.prewarm else []) + [c.stage for c in pool.colocated if c.prewarm]),
             ))
     for ex in wp.executor_pools:
         reps.append(ReplicaSpec(name=f"exec-{ex.stage}", kind="executor", slots=ex.slots,

@@ -15,6 +15,7 @@ cdef class LLMEngine:
     cdef public long sum_finish, queued_prefill, queued_out, kv_peak, preemptions, iterations
 
     @cython.locals(b=long, nw=long, pending=long, eff=long, step=double, v=ReplicaView)
+    cpdef warm(self, key, long tokens)
     cpdef refresh_view(self)
     cpdef _epoch_s(self, n)
     cpdef _steps_done(self, elapsed)

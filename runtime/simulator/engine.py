@@ -119,6 +119,19 @@ class LLMEngine:
             link_bytes_per_s=spec.link_bytes_per_s, profile=profile,
         )
 
+    def warm(self, key: str, tokens: int) -> None:
+        """Make the prefix ``key`` of ``tokens`` prompt tokens resident before the first call (prewarm), in
+        whole blocks, unreferenced (evictable as any cached prefix). Call before the simulation runs."""
+        if key in self.prefixes or tokens <= 0:
+            return
+        blocks = -(-tokens // self.block) * self.block
+        if self.prefix_total + blocks > self.cap:
+            return  # no room: it stays cold
+        self.prefixes[key] = [blocks, 0]
+        self.prefix_total += blocks
+        self.view.resident_prefixes = frozenset(self.prefixes)
+        self.dirty = True
+
     # -- views ---------------------------------------------------------------
     @property
     def kv_used(self) -> int:

@@ -131,6 +131,10 @@ class Simulator:
                                 block_tokens=self.cfg.block_tokens,
                                 max_batched_tokens=self.cfg.max_batched_tokens,
                                 preemptive=self.policy.preemptive, preempts=self.policy.preempts)
+                for wf in self.program.workflows:  # prewarmed prefixes: keyed as the calls will look them up
+                    for stage in wf.stages:
+                        if stage.name in spec.prewarm and isinstance(stage, LLMStage) and stage.prefix_tokens > 0:
+                            eng.warm(f"{wf.name}/{stage.name}@{spec.model}", stage.prefix_tokens)
                 self.engines.append(eng)
                 self.replicas[spec.name] = eng
             else:

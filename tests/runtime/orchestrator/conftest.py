@@ -13,6 +13,7 @@ import pytest
 
 from cortexlang.compiler import compile_file
 from cortexlang.ir import Program
+from runtime.orchestrator.prewarm import is_warm_up
 from runtime.build.layout import default_spec
 from runtime.build.spec import RuntimeSpec
 from runtime.engines.base import GenerationRequest
@@ -81,7 +82,11 @@ def one_small_vllm_engine(name: str, db: Path, **orchestrator: Any) -> RuntimeSp
 
 
 def scripted(script: Script) -> Callable[[GenerationRequest], str]:
+    """A responder answering each run call with ``script(stage, prompt)``; warm-ups (the plan's prewarm
+    requests, runtime/orchestrator/prewarm.py) get an empty answer and never reach the script."""
     def respond(request: GenerationRequest) -> str:
+        if is_warm_up(request):
+            return ""
         prompt = request.prompt if isinstance(request.prompt, str) else request.prompt[-1].content
         return script(request_stage(request.request_id) or "", prompt)
 

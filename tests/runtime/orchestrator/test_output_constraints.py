@@ -16,6 +16,7 @@ from runtime.engines.base import GenerationRequest
 from runtime.engines.simulated import SimulatedEngine
 from runtime.orchestrator.engines import replica_profile
 from runtime.orchestrator.errors import OrchestratorError
+from runtime.orchestrator.prewarm import is_warm_up
 from runtime.orchestrator.simulated import request_stage
 
 from .conftest import example_spec, run_async, started
@@ -34,6 +35,8 @@ class Recording:
         self.engines: list[SimulatedEngine] = []
 
     def respond(self, request: GenerationRequest) -> str:
+        if is_warm_up(request):  # the plan's prewarm requests: not a run's call
+            return ""
         self.requests.append(request)
         return self.answers[request_stage(request.request_id) or ""]
 
@@ -45,7 +48,8 @@ class Recording:
 
         async def generate(request: GenerationRequest):  # noqa: ANN202
             result = await engine_generate(request)
-            self.labels.append((request_stage(request.request_id), result.constraint))
+            if not is_warm_up(request):
+                self.labels.append((request_stage(request.request_id), result.constraint))
             return result
 
         engine.generate = generate  # type: ignore[method-assign]
