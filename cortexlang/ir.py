@@ -272,6 +272,13 @@ class LLMStage(StageBase):
     constraint: OutputConstraint | None = Field(
         default=None, description="Structured output: the engine only generates text matching it.")
 
+    @property
+    def warms_prefix(self) -> bool:
+        """Whether every replica serving the stage keeps its shared prompt prefix resident (declared
+        ``prewarm``, or a shared ``prefix_tokens``): the planner then charges only the uncached rest of
+        each prompt, and the runtime warms the prefix before a replica's first call."""
+        return self.prewarm or self.prefix_tokens > 0
+
 
 class SQLStage(StageBase):
     """Runs a generated statement on a database, read-only."""

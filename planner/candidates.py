@@ -456,7 +456,7 @@ def standalone_table(program: Program, stage, inventory: Inventory, profile_dir:
     spec = program.model(stage.models[0].model)
     max_tokens = stage.max_tokens.options[0].value
     mean_out = output_tokens_moments(stage.output_tokens, max_tokens)[0]
-    prewarm = stage.prewarm or stage.prefix_tokens > 0
+    prewarm = stage.warms_prefix
     uncached = max(stage.input_tokens - (stage.prefix_tokens if prewarm else 0), 1)
     best = None
     for device in devices_of(inventory, unbounded=True):
@@ -481,7 +481,7 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
                        latency_cap(profile, stage.input_tokens + out99, stretch)) if per_seq else 0
     if max_num_seqs < 1:
         return None
-    prewarm = stage.prewarm or stage.prefix_tokens > 0
+    prewarm = stage.warms_prefix
     uncached = stage.input_tokens - (stage.prefix_tokens if prewarm else 0)
     mean_out = output_tokens_moments(stage.output_tokens, max_tokens)[0]
     rate = load.rate_per_s * hedge

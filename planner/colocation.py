@@ -294,7 +294,7 @@ def _block_range(spec: ModelSpec, profile: LatencyProfile, device: Device, stage
                * s.hedge.options[0].quality for s in stages}
     members = [Member(stage=s, rate_per_s=loads[s.name].rate_per_s * s.hedge.preferred,
                       max_tokens=s.max_tokens.preferred, hedge=s.hedge.preferred,
-                      prewarm=s.prewarm or s.prefix_tokens > 0, ca2=loads[s.name].dispersion_ca2) for s in stages]
+                      prewarm=s.warms_prefix, ca2=loads[s.name].dispersion_ca2) for s in stages]
     kv = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
     if any(m.stage.input_tokens + m.max_tokens > kv for m in members):
         return []

@@ -183,8 +183,7 @@ def default_spec(program: Program, workflow: str | None = None, *, base_dir: Pat
         rep = ReplicaSpec(replica_id=f"{s.name}-0", device=device, profile=profile, tp=tp,
                           kv_capacity_tokens=_kv_tokens(program, model, kv_bytes, profile, device, tp), engine=engine)
         stages = tuple(sharing[s.pool]) if s.pool else (s.name,)
-        # As the planner decides (planner.candidates: a declared prewarm or a shared prefix).
-        warm = tuple(sorted(n for n in stages if (st := wf.stage(n)).prewarm or st.prefix_tokens > 0))
+        warm = tuple(sorted(n for n in stages if wf.stage(n).warms_prefix))  # as the planner decides
         pools.append(LLMPoolSpec(name=s.name, stages=stages, model=model, replicas=(rep,), max_queue=queue_bound(seqs),
                                  prewarm=warm))
     return RuntimeSpec(
