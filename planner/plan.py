@@ -130,6 +130,12 @@ class LLMPool(PlanModel):
         return (self.stage, *(c.stage for c in self.colocated))
 
     @property
+    def prewarm_stages(self) -> tuple[str, ...]:
+        """The stages whose shared prompt prefix every replica keeps warm (sorted)."""
+        return tuple(sorted(s for s, on in ((self.stage, self.prewarm), *((c.stage, c.prewarm) for c in self.colocated))
+                            if on))
+
+    @property
     def shared(self) -> bool:
         return bool(self.colocated)
 

@@ -230,9 +230,8 @@ def spec_from_plan(program: Program, plan: Plan, workflow: str | None = None, *,
             )
             for i in range(lp.replicas)
         )
-        warm = ([lp.stage] if lp.prewarm else []) + [c.stage for c in lp.colocated if c.prewarm]
         pools.append(LLMPoolSpec(name=lp.stage, stages=tuple(lp.stages), model=lp.model, replicas=reps,
-                                 max_queue=queue_bound(lp.max_num_seqs * lp.replicas), prewarm=tuple(sorted(warm))))
+                                 max_queue=queue_bound(lp.max_num_seqs * lp.replicas), prewarm=lp.prewarm_stages))
     planned = {stage for p in pools for stage in p.stages}
     default = default_spec(program, wf.name, base_dir=base_dir)
     pools += [p for p in default.llm_pools if p.name not in planned]  # stages the plan left out (should be none)

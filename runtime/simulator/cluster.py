@@ -171,7 +171,7 @@ def layout_from_plan(plan: Plan, workflow: str | None = None) -> tuple[ReplicaSp
                 name=f"{pool.stage}-{pool.device}-{i}", kind="llm", device=pool.device, model=pool.model,
                 tp=pool.tp, stages=frozenset(pool.stages), slots=pool.max_num_seqs,
                 kv_capacity_tokens=pool.kv_budget_tokens or None,
-                prewarm=frozenset(([pool.stage] if pool.prewarm else []) + [c.stage for c in pool.colocated if c.prewarm]),
+                prewarm=frozenset(pool.prewarm_stages),
             ))
     for ex in wp.executor_pools:
         reps.append(ReplicaSpec(name=f"exec-{ex.stage}", kind="executor", slots=ex.slots,

@@ -131,5 +131,6 @@ def test_the_plans_prewarm_decisions_reach_the_runtime_spec() -> None:
     spec = spec_from_plan(program, plan, base_dir=EXAMPLES, backend="simulated")
     decided = {s for w in plan.workflows for p in w.llm_pools
                for s, on in [(p.stage, p.prewarm), *[(c.stage, c.prewarm) for c in p.colocated]] if on}
+    assert decided == {s for w in plan.workflows for p in w.llm_pools for s in p.prewarm_stages}
     assert decided and {s for p in spec.llm_pools for s in p.prewarm} == decided
     assert default_spec(program, base_dir=EXAMPLES).llm_pools[0].prewarm  # the file's prefixes: warmed by default
