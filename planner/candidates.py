@@ -236,15 +236,15 @@ def _wait_samples(p_wait: float, mean_if_waiting: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _table_positions(hedge: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _table_positions(hedge: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where :func:`_table` reads the order statistics: per grid level, the fraction between the
     neighbouring ranks ``lo`` and ``hi`` (sample ``i`` sits at level ``(i + 0.5) / n``, clamped at
-    the ends), and every rank needed (for one partial sort)."""
+    the ends)."""
     u = U_GRID if hedge == 1 else 1.0 - (1.0 - U_GRID) ** (1.0 / hedge)
     pos = np.clip(u * TABLE_SAMPLES - 0.5, 0.0, TABLE_SAMPLES - 1.0)
     lo = np.floor(pos).astype(np.intp)
     hi = np.minimum(lo + 1, TABLE_SAMPLES - 1)
-    return pos - lo, lo, hi, np.unique(np.concatenate([lo, hi]))
+    return pos - lo, lo, hi
 
 
 def _table(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
@@ -252,7 +252,7 @@ def _table(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
     fastest of ``hedge`` iid draws. A full sort: numpy's vectorised sort of 4,096 doubles takes
     32 us here, a partial sort placing the ~130 ranks the grid reads 235 us (tables are the
     planner's hottest loop); both give the same order statistics."""
-    frac, lo, hi, _ = _table_positions(hedge)
+    frac, lo, hi = _table_positions(hedge)
     x = np.sort(samples)
     return x[lo] + frac * (x[hi] - x[lo])
 

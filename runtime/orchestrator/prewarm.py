@@ -84,7 +84,7 @@ def _static(template: str, variables: dict) -> tuple[str, bool]:
 def static_prefix(workflow: Workflow, stage: str) -> tuple[ChatMessage, ...] | None:
     """The messages every call of LLM stage ``stage`` starts with (see the module docstring), or None
     when its prompt varies from its first character."""
-    spec = next(s for s in workflow.stages if s.name == stage)
+    spec = workflow.stage(stage)
     if not isinstance(spec, LLMStage):
         raise ValueError(f"stage {stage!r} is not an LLM stage")
     variables = dict(workflow.vars)
