@@ -5,6 +5,6 @@ cdef class Call:
     cdef public object decode_replica, phase, view
     cdef public object input_tokens, output_tokens, prefix_tokens, attempt
     cdef public object service_s, standalone_s, expected_s, remaining_cp_s, remaining_std_s, cp_service_s
-    cdef public long seq, state, admit_step, finish_step, remaining, own_tokens, ctx
+    cdef public long seq, state, admit_step, finish_step, remaining, own_tokens, ctx, chunk_left
     cdef public double t_enqueue, t_start, t_end
     cdef public bint cached_prefix

@@ -21,6 +21,7 @@ class Call:
         # scheduling
         "prio", "seq", "state", "replica", "decode_replica", "t_enqueue", "t_start", "t_end",
         "admit_step", "finish_step", "remaining", "own_tokens", "cached_prefix", "phase", "view", "ctx",
+        "chunk_left",
     )
 
     def __init__(self, run: "Run", key: Any, stage: str, kind: str, model: str | None,
@@ -62,6 +63,7 @@ class Call:
         self.phase = "full"
         self.view = None
         self.ctx = input_tokens
+        self.chunk_left = 0  # uncached prompt tokens still to prefill while partially prefilled (chunked)
 
     def __lt__(self, other: "Call") -> bool:  # heap tie-break only; keys carry (prio, seq)
         return self.seq < other.seq

@@ -6,13 +6,14 @@ from runtime.policies.base cimport ReplicaView
 cdef class LLMEngine:
     cdef public object sim, spec, name, p, role, preempts, _tick_cb, prefixes
     cdef public ReplicaView view
+    cdef public Call chunking
     cdef public long max_batch, block, cap, max_batched_tokens
     cdef public bint preemptive, busy, in_tick, ep_single, dirty
     cdef public double F, S, K, C, P0, ep_t0, busy_s
     cdef public list waiting, fin, pending_cancel
     cdef public dict running
     cdef public long nwaiting, step, kv_own, kv_attn, prefix_total, version, ep_n, ep_b, ep_k0
-    cdef public long sum_finish, queued_prefill, queued_out, kv_peak, preemptions, iterations
+    cdef public long sum_finish, queued_prefill, queued_out, kv_peak, preemptions, iterations, partial_prefills
 
     @cython.locals(b=long, nw=long, pending=long, eff=long, step=double, v=ReplicaView)
     cpdef warm(self, key, long tokens)
@@ -31,10 +32,19 @@ cdef class LLMEngine:
     @cython.locals(generated=long)
     cpdef _preempt(self, Call call)
     cpdef _head_preempts(self)
+    cpdef long _held_after(self, long own, long left)
+    @cython.locals(own=long)
+    cpdef long _chunk_growth(self, Call call, long chunk)
     cpdef _evict_prefixes(self, need, keep)
     @cython.locals(now=double, b_old=long, k_old=long, prefill=long, decode=bint, ptoks=long, resident=bint,
                    ctx=long, fill=long, need=long, growth=long, used=long, dt=double, end=double, b=long, n=long,
-                   n_kv=long, k0=long, K=double, t=double, call=Call, c=Call, worst=Call)
+                   n_kv=long, k0=long, K=double, t=double, call=Call, c=Call, worst=Call,
+                   budget_max=long, budget=long, chunk=long, own=long)
     cpdef _schedule(self)
-    @cython.locals(ctx=long, remaining=long, step=long, tokens=long, own=long, finish=long)
-    cpdef _admit(self, Call call, pkey, long ptoks, bint resident, long fill)
+    @cython.locals(ctx=long, tokens=long, own=long, left=long, held=long)
+    cpdef _admit(self, Call call, pkey, long ptoks, bint resident, long fill, long chunk)
+    @cython.locals(grow=long)
+    cpdef _prefill_chunk(self, Call call, long chunk)
+    @cython.locals(remaining=long, step=long, finish=long)
+    cpdef _join(self, Call call)
+    cpdef _drop_chunk(self, Call call)

@@ -36,10 +36,22 @@ may also evict the worst running one when the batch (``slots``) or the KV cache
 is full, when the policy's ``preempts(waiting_key, running_key)`` allows it
 (by default: a strictly lower key), as vLLM's priority scheduling does.
 
-Admission at each iteration boundary takes waiting calls in key order while
-the batch has fewer than ``slots`` sequences, the iteration's prefill stays
-within ``max_batched_tokens`` and KV fits; the head of the queue blocks the
-rest when it does not fit (no skipping), as in vLLM's scheduler.
+Token budget and chunked prefill (vLLM's V1 scheduler with chunked prefill,
+its default). Each iteration schedules at most ``max_batched_tokens`` tokens:
+every running sequence's decode token first, then the rest of a partially
+prefilled prompt, then waiting calls in key order while the batch has fewer
+than ``slots`` sequences (a partial prefill counts) and KV fits. A call whose
+uncached prompt ``fill`` exceeds the budget left ``r`` is admitted with a chunk
+of ``r`` tokens and continues over the next iterations, holding the KV of what
+it has prefilled (a resident prefix is never recomputed; a new one is computed
+first); it joins the decoding batch, and yields its first token, in the
+iteration of its last chunk. A chunk iteration costs ``iteration_s(chunk
+tokens, b, k)`` like any mixed iteration (the profiles have no prefill-attention
+term, so the KV the call already holds adds nothing). Since a partial chunk
+spends the whole budget, at most one call is partially prefilled at a time
+(vLLM's ``long_prefill_token_threshold`` is 0 by default). The head of the
+queue blocks the rest when KV does not fit (no skipping). A partial prefill is
+preempted like any running call (recompute: it starts over).
 
 Disaggregation: a ``prefill`` replica runs only the prefill iteration (the
 call leaves after its first token, and the simulator ships its KV); a
@@ -90,6 +102,8 @@ class LLMEngine:
         self.waiting: list[tuple] = []
         self.nwaiting = 0
         self.running: dict[int, Call] = {}
+        # The call being prefilled in chunks (holds KV and a slot; not yet decoding), if any.
+        self.chunking: Call | None = None
         self.fin: list[tuple[int, int, Call]] = []
         self.step = 0
         self.kv_own = 0
@@ -110,6 +124,7 @@ class LLMEngine:
         self.queued_out = 0
         self.kv_peak = 0
         self.preemptions = 0
+        self.partial_prefills = 0  # admissions with a partial chunk (a prompt prefilled over several iterations)
         self.iterations = 0
         self.busy_s = 0.0
         self.dirty = True
@@ -153,6 +168,8 @@ class LLMEngine:
         b = len(self.running)
         nw = self.nwaiting
         pending = self.sum_finish - self.step * b
+        if self.chunking is not None:
+            b += 1  # holds a slot (its remaining prefill and outputs are still counted as queued)
         v.queue_len = nw
         v.running = b
         v.kv_used_tokens = self.kv_own + self.prefix_total
@@ -282,6 +299,8 @@ class LLMEngine:
             for call in self.pending_cancel:
                 if call.seq in self.running:
                     self._release(call)
+                elif call is self.chunking:
+                    self._drop_chunk(call)
             self.pending_cancel.clear()
         fin = self.fin
         while fin and fin[0][0] <= step:
@@ -302,12 +321,24 @@ class LLMEngine:
         if call.cached_prefix:
             self.prefixes[call.prefix_key][1] -= 1
 
+    def _drop_chunk(self, call: Call) -> None:
+        """Take the partially prefilled ``call`` out and free the KV it holds."""
+        self.chunking = None
+        self.kv_own -= call.own_tokens
+        if call.cached_prefix:
+            self.prefixes[call.prefix_key][1] -= 1
+        self.queued_prefill -= call.chunk_left
+        self.queued_out -= call.remaining
+
     def _preempt(self, call: Call) -> None:
-        generated = self.step - call.admit_step
-        self._release(call)
+        if call is self.chunking:
+            self._drop_chunk(call)  # nothing generated yet: its prompt is recomputed from the start
+        else:
+            generated = self.step - call.admit_step
+            self._release(call)
+            call.remaining -= generated
+            call.ctx += generated
         self.preemptions += 1
-        call.remaining -= generated
-        call.ctx += generated
         if call.phase == "decode":
             call.phase = "full"
         call.cached_prefix = False
@@ -322,10 +353,28 @@ class LLMEngine:
         waiting = self.waiting
         while waiting and waiting[0][2].state != QUEUED:
             heappop(waiting)
-        return bool(waiting) and bool(self.running) and self.preempts(waiting[0][0], self._worst_running().prio)
+        return (bool(waiting) and (bool(self.running) or self.chunking is not None)
+                and self.preempts(waiting[0][0], self._worst_running().prio))
 
     def _worst_running(self) -> Call:
-        return max(self.running.values(), key=lambda c: (c.prio, c.seq))
+        """The running call of the highest (worst) key, a partial prefill included."""
+        c = self.chunking
+        if not self.running:
+            return c
+        worst = max(self.running.values(), key=lambda r: (r.prio, r.seq))
+        if c is not None and (c.prio, c.seq) > (worst.prio, worst.seq):
+            return c
+        return worst
+
+    def _held_after(self, own: int, left: int) -> int:
+        """Own (non-prefix) KV tokens a call of ``own`` own prompt tokens holds once ``left`` tokens of
+        its uncached prompt remain to prefill (a new shared prefix is prefilled first, own tokens last)."""
+        return own - left if left < own else 0
+
+    def _chunk_growth(self, call: Call, chunk: int) -> int:
+        """Own KV tokens the partial prefill ``call`` adds by prefilling ``chunk`` more tokens."""
+        own = call.ctx - call.prefix_tokens if call.cached_prefix else call.ctx
+        return self._held_after(own, call.chunk_left - chunk) - call.own_tokens
 
     def _evict_prefixes(self, need: int, keep: str | None) -> bool:
         """Evict unreferenced prefixes (LRU first) until ``need`` tokens are free."""
@@ -344,18 +393,40 @@ class LLMEngine:
         now = sim.now
         self.dirty = True
         running = self.running
-        # Make room for the next step's growth (one token per running sequence).
-        while running and self.kv_own + self.prefix_total + len(running) > self.cap:
-            if not self._evict_prefixes(len(running), None):
+        budget_max = self.max_batched_tokens
+        # Make room for the next step's growth: one token per running sequence, plus the next
+        # chunk of a partial prefill (the budget left after the decode tokens).
+        while True:
+            b_old = len(running)
+            need = b_old
+            c = self.chunking
+            if c is not None and budget_max > b_old:
+                chunk = budget_max - b_old
+                if chunk > c.chunk_left:
+                    chunk = c.chunk_left
+                need += self._chunk_growth(c, chunk)
+            if not need or self.kv_own + self.prefix_total + need <= self.cap:
+                break
+            if not self._evict_prefixes(need, None):
                 self._preempt(self._worst_running())
         b_old = len(running)
         # The profile's convention (LatencyProfile.request_s): a decode step reads the KV of
         # each sequence's context *before* the token it generates, hence ``- b``.
         k_old = self.kv_attn - b_old
+        # vLLM counts every scheduled token against the budget, a decode's one included.
+        budget = budget_max - b_old
         prefill = 0
+        c = self.chunking
+        if c is not None and budget > 0:
+            chunk = c.chunk_left
+            if chunk > budget:
+                chunk = budget
+            self._prefill_chunk(c, chunk)
+            prefill += chunk
+            budget -= chunk
         waiting = self.waiting
-        while waiting:
-            if len(running) >= self.max_batch:
+        while waiting and budget > 0:
+            if len(running) + (self.chunking is not None) >= self.max_batch:
                 # Batch full: a preemptive policy may evict its worst running call for the head.
                 if not (self.preemptive and self._head_preempts()):
                     break
@@ -376,20 +447,29 @@ class LLMEngine:
                 fill = need = ctx - ptoks
             else:
                 fill, need = ctx, ctx + (-(-ptoks // self.block) * self.block - ptoks)
-            if prefill and prefill + fill > self.max_batched_tokens:
-                break
+            chunk = fill
             growth = len(running) + 1
+            if fill > budget:
+                if need + 1 > self.cap:
+                    break  # it could never hold its whole prompt: it waits, as a whole admission would
+                # Partial: KV for the new prefix (if any) and the own tokens of this chunk only, and
+                # no token generated this iteration.
+                chunk = budget
+                own = ctx - ptoks
+                need -= own - self._held_after(own, fill - chunk)
+                growth -= 1
             if (self.kv_own + self.prefix_total + need + growth > self.cap
                     and not self._evict_prefixes(need + growth, pkey)):
-                if self.preemptive and self.running:
+                if self.preemptive and (self.running or self.chunking is not None):
                     worst = self._worst_running()
                     if self.preempts(prio, worst.prio):
                         self._preempt(worst)
                         continue
                 break
             heappop(waiting)
-            self._admit(call, pkey, ptoks, resident, fill)
-            prefill += fill
+            self._admit(call, pkey, ptoks, resident, fill, chunk)
+            prefill += chunk
+            budget -= chunk
         used = self.kv_own + self.prefix_total
         if used > self.kv_peak:
             self.kv_peak = used
@@ -440,11 +520,12 @@ class LLMEngine:
         sim._seq += 1
         heappush(sim._events, (t, sim._seq, self._tick_cb, version))
 
-    def _admit(self, call: Call, pkey: str | None, ptoks: int, resident: bool, fill: int) -> None:
-        ctx, remaining, step = call.ctx, call.remaining, self.step
+    def _admit(self, call: Call, pkey: str | None, ptoks: int, resident: bool, fill: int, chunk: int) -> None:
+        """Take ``call`` off the queue with ``chunk`` of its ``fill`` uncached prompt tokens prefilled this
+        iteration: it joins the decoding batch when that is all of them, else it becomes the partial prefill."""
+        ctx = call.ctx
         self.nwaiting -= 1
         self.queued_prefill -= ctx
-        self.queued_out -= remaining
         if pkey is not None:
             prefixes = self.prefixes
             if not resident:
@@ -457,21 +538,47 @@ class LLMEngine:
             prefixes[pkey][1] += 1
             call.cached_prefix = True
             own = ctx - ptoks
-            self.kv_attn += own + ptoks
         else:
             call.cached_prefix = False
             own = ctx
-            self.kv_attn += own
         call.state = RUNNING
+        if call.t_start < 0.0:
+            call.t_start = self.sim.now
+        if chunk < fill:
+            # Its remaining prefill and its outputs stay counted as queued work until it joins.
+            left = call.chunk_left = fill - chunk
+            held = call.own_tokens = self._held_after(own, left)
+            self.kv_own += held
+            self.queued_prefill += left
+            self.chunking = call
+            self.partial_prefills += 1
+            return
         call.own_tokens = own
+        self.kv_own += own
+        self._join(call)
+
+    def _prefill_chunk(self, call: Call, chunk: int) -> None:
+        """Prefill the next ``chunk`` tokens of the partial prefill ``call``; after its last chunk it
+        joins the decoding batch."""
+        grow = self._chunk_growth(call, chunk)
+        call.own_tokens += grow
+        self.kv_own += grow
+        call.chunk_left -= chunk
+        self.queued_prefill -= chunk
+        if call.chunk_left == 0:
+            self.chunking = None
+            self._join(call)
+
+    def _join(self, call: Call) -> None:
+        """Add the fully prefilled ``call`` (its own KV already counted) to the decoding batch."""
+        remaining, step = call.remaining, self.step
+        self.queued_out -= remaining
+        self.kv_attn += call.own_tokens + (call.prefix_tokens if call.cached_prefix else 0)
         call.admit_step = step
-        # A full/prefill call's prefill iteration yields its first token; a decode call
+        # A full/prefill call's (last) prefill iteration yields its first token; a decode call
         # already has it. The prefill side of a disaggregated pair stops after one token.
         finish = step + (1 if call.phase == "prefill" or remaining < 1 else remaining)
         call.finish_step = finish
-        if call.t_start < 0.0:
-            call.t_start = self.sim.now
         self.running[call.seq] = call
-        self.kv_own += own
         self.sum_finish += finish
         heappush(self.fin, (finish, call.seq, call))
