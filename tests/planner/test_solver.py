@@ -9,7 +9,7 @@ from planner.api import Planner, inventory_limits, scenarios
 from planner.candidates import U_GRID, Candidate
 from planner.latency import sample_paths
 from planner.profiles import PROFILE_DIR
-from planner.solver import WorkflowProblem, brute_force, objective_milli, solve
+from planner.solver import STALL_CHECK, WorkflowProblem, _BoundProgress, brute_force, objective_milli, solve
 from planner.synthetic import gpu_inventory, nl2sql_program, research_program
 from planner.visits import build_chain
 
@@ -85,3 +85,37 @@ def test_latency_cut_monotonicity_holds_for_elementwise_slower_tables() -> None:
         slow = {s: t + rng.uniform(0, 0.3) * rng.random(len(U_GRID)).cumsum() / len(U_GRID) for s, t in fast.items()}
         slow = {s: np.maximum.accumulate(t) for s, t in slow.items()}
         assert np.all(paths.run_latency(slow) >= paths.run_latency(fast) - 1e-12)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_repair_reaches_the_slo_from_the_cheapest_point(seed: int) -> None:
+    """The loop's primal heuristic: from an infeasible point, a plan that meets the SLO within the
+    limits (or None), and every point it passed on the way misses the SLO (so each is a valid cut)."""
+    problems, limits = _random_instance(seed)
+    p = problems[0]
+    allowed = {s: set(range(len(cs))) for s, cs in p.candidates.items()}
+    cheapest = {s: min(range(len(cs)), key=lambda i: cs[i].cost_per_hour) for s, cs in p.candidates.items()}
+    passed: list[dict[str, int]] = []
+    fixed = p.repair(cheapest, limits, allowed, 1.0, passed)
+    if p.feasible(cheapest):
+        assert fixed is not None and passed == []
+    assert all(not p.feasible(a) for a in passed)
+    if fixed is not None:
+        assert p.feasible(fixed) and p.consistent(fixed)
+        use: dict[str, int] = {}
+        for s, i in fixed.items():
+            for kind, n in p.candidates[s][i].resources.items():
+                use[kind] = use.get(kind, 0) + n
+        assert all(n <= limits[kind] for kind, n in use.items())
+
+
+def test_bound_progress_stops_a_crawling_loop_only() -> None:
+    """The early stop: never before STALL_CHECK of the budget; then only when the bound's average rise
+    so far cannot reach the incumbent in the budget left."""
+    crawl = _BoundProgress(started=0.0, budget_s=1.0)
+    assert not crawl.hopeless(100.0, 200.0, 0.01)  # the first bound: nothing to extrapolate yet
+    assert not crawl.hopeless(100.0, 200.0, 0.9 * STALL_CHECK)  # flat, but too early to judge
+    assert crawl.hopeless(110.0, 200.0, 0.3)  # +10 in 0.29 s: 90 more would take 2.6 s, 0.7 s left
+    climb = _BoundProgress(started=0.0, budget_s=1.0)
+    climb.hopeless(100.0, 200.0, 0.01)
+    assert not climb.hopeless(190.0, 200.0, 0.3)  # +90 in 0.29 s: the last 10 take 0.03 s
