@@ -116,7 +116,8 @@ class WorkflowModel:
 
 def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: float, inventory: Inventory,
                 samples: int, seed: int, profile_dir: Path, unbounded: bool = False,
-                decode_stretch: float = DECODE_STRETCH, layout: Layout = "search") -> WorkflowModel:
+                decode_stretch: float = DECODE_STRETCH, layout: Layout = "search",
+                disaggregate: bool = False) -> WorkflowModel:
     chain = build_chain(workflow, scenario.retry_depth)
     visits = expected_stage_visits(chain, scenario.fanout_width)
     ca2 = 0.0 if workflow.load and workflow.load.pattern == "constant" else (
@@ -128,7 +129,8 @@ def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: 
     sem = Semantics(workflow, chain.loop_budget, scenario.fanout_width)
     planned = {st.name: st if isinstance(st, LLMStage) else planned_stage(sem, st) for st in workflow.stages}
     for st in planned.values():
-        sc = stage_candidates(program, st, loads[st.name], inventory, unbounded, profile_dir, decode_stretch)
+        sc = stage_candidates(program, st, loads[st.name], inventory, unbounded, profile_dir, decode_stretch,
+                              disaggregate)
         stages[st.name] = StageCandidates(sc.stage, prune_dominated(sc.candidates), sc.problem, sc.needs)
     if layout != "isolated" or declared_blocks(workflow):  # the file's pools hold in every layout
         dedicated = {s: sc.candidates for s, sc in stages.items()}
@@ -157,9 +159,10 @@ class Planner:
     def __init__(self, program: Program, inventory: Inventory, rates: dict[str, float], mode: Mode,
                  samples: int, seed: int, profile_dir: Path, progress: Progress | None,
                  decode_stretch: float = DECODE_STRETCH, time_limit_s: float = TIME_LIMIT_S,
-                 layout: Layout = "search") -> None:
+                 layout: Layout = "search", disaggregate: bool = False) -> None:
         self.program, self.inventory, self.rates, self.mode = program, inventory, rates, mode
         self.layout = layout
+        self.disaggregate = disaggregate
         self.decode_stretch = decode_stretch
         self.time_limit_s = time_limit_s
         self.samples, self.seed, self.profile_dir = samples, seed, profile_dir
@@ -178,7 +181,7 @@ class Planner:
         if key not in self._models:
             self._models[key] = build_model(self.program, wf, self.scenarios[wf.name][k], self.rates[wf.name],
                                             self.inventory, self.samples, self.seed, self.profile_dir, unbounded,
-                                            self.decode_stretch, self.layout)
+                                            self.decode_stretch, self.layout, self.disaggregate)
         return self._models[key]
 
     def solve_at(self, models: Sequence[WorkflowModel], scale: float, unbounded: bool = False,
@@ -375,7 +378,7 @@ class Planner:
                     max_tokens=c.max_tokens, hedge=c.hedge, prewarm=c.prewarm,
                     arrival_rate_per_s=_r(c.arrival_rate_per_s), visits_per_run=_r(c.visits_per_run),
                     utilisation=round(c.utilisation, 4), latency=_stage_latency(c),
-                    cost_per_hour=round(c.cost_per_hour, 4),
+                    cost_per_hour=round(c.cost_per_hour, 4), prefill_replicas=c.prefill_replicas,
                     colocated=tuple(ColocatedStage(
                         stage=o.stage, max_tokens=o.max_tokens, hedge=o.hedge, prewarm=o.prewarm,
                         arrival_rate_per_s=_r(o.arrival_rate_per_s), visits_per_run=_r(o.visits_per_run),
@@ -413,8 +416,8 @@ def _stage_latency(c: Candidate) -> StageLatency:
 
 def _same_config(a: Candidate, b: Candidate) -> bool:
     """Whether two LLM candidates differ at most in their replica count."""
-    return (a.device, a.tp, a.model, a.max_tokens, a.hedge, a.prewarm, a.max_num_seqs) == \
-        (b.device, b.tp, b.model, b.max_tokens, b.hedge, b.prewarm, b.max_num_seqs)
+    return (a.device, a.tp, a.model, a.max_tokens, a.hedge, a.prewarm, a.max_num_seqs, a.prefill_replicas) == \
+        (b.device, b.tp, b.model, b.max_tokens, b.hedge, b.prewarm, b.max_num_seqs, b.prefill_replicas)
 
 
 def _r(x: float) -> float:
@@ -425,7 +428,7 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
                  mode: Mode = "cost", profiles: Path | None = None, *, workflows: Sequence[str] | None = None,
                  samples: int = DEFAULT_SAMPLES, seed: int = 0, progress: Progress | None = None,
                  decode_stretch: float = DECODE_STRETCH, time_limit_s: float = TIME_LIMIT_S,
-                 layout: Layout = "search") -> Plan | Infeasible:
+                 layout: Layout = "search", disaggregate: bool = False) -> Plan | Infeasible:
     """Plan ``program`` (or the named ``workflows`` of it) on ``inventory``.
 
     ``inventory`` defaults to the program's ``resources``; ``rate`` (runs per
@@ -438,6 +441,8 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
     ``layout`` chooses the pools on offer (:data:`planner.colocation.Layout`): by default
     dedicated *and* shared pools, so the plan is never costlier than the all-isolated or the
     all-shared layout (both are in its space); ``isolated`` or ``shared`` restrict it to one.
+    ``disaggregate`` also offers prefill/decode-disaggregated dedicated pools on GPUs
+    (:mod:`planner.disaggregation`); off by default: the real runtime cannot serve them yet.
     Never raises on bad input: returns :class:`Infeasible` with a message.
     """
     inventory = inventory or program.inventory
@@ -464,7 +469,7 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
     if layout not in ("search", "isolated", "shared"):
         return Infeasible(binding="input", message=f"Unknown layout {layout!r}: use search, isolated or shared.")
     planner = Planner(program, inventory, rates, mode, samples, seed, profiles or PROFILE_DIR, progress,
-                      decode_stretch, time_limit_s, layout)
+                      decode_stretch, time_limit_s, layout, disaggregate)
     try:
         return planner.run()
     except ChainError as exc:

@@ -171,6 +171,9 @@ class Candidate:
     """The stages the group's pool serves, lead first (empty for a dedicated pool)."""
     fanout_split: FanoutSplit | None = field(default=None, repr=False)
     """For an executor pool fed by a fan-out's batches: how one visit's copies share the latency."""
+    prefill_replicas: int = 0
+    """Of ``units``, the replicas that only prefill (a prefill/decode-disaggregated pool,
+    :mod:`planner.disaggregation`); 0: every replica runs both phases."""
 
     def quantile(self, q: float) -> float:
         return float(np.interp(q, U_GRID, self.table))
@@ -470,15 +473,24 @@ def standalone_table(program: Program, stage, inventory: Inventory, profile_dir:
     return best
 
 
+def seq_cap(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, max_tokens: int,
+            stretch: float = DECODE_STRETCH) -> int:
+    """A replica's ``max_num_seqs`` for the stage: vLLM's default, lowered to the sequences whose
+    whole context the KV space holds and to :func:`latency_cap` at the p99 output (0: none fits)."""
+    per_seq = stage.input_tokens + max_tokens
+    if not per_seq:
+        return 0
+    kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
+    out99 = output_tokens_moments(stage.output_tokens, max_tokens)[2]
+    return min(MAX_NUM_SEQS, kv_tokens // per_seq, latency_cap(profile, stage.input_tokens + out99, stretch))
+
+
 def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, device: Device, load: StageLoad,
                 max_tokens: int, hedge: int, quality: float, replicas: int,
                 stretch: float = DECODE_STRETCH) -> Candidate | None:
     """One LLM candidate, or None when it is unstable or the KV space is too small."""
     kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
-    per_seq = stage.input_tokens + max_tokens
-    out99 = output_tokens_moments(stage.output_tokens, max_tokens)[2]
-    max_num_seqs = min(MAX_NUM_SEQS, kv_tokens // per_seq,
-                       latency_cap(profile, stage.input_tokens + out99, stretch)) if per_seq else 0
+    max_num_seqs = seq_cap(stage, spec, profile, max_tokens, stretch)
     if max_num_seqs < 1:
         return None
     prewarm = stage.warms_prefix
@@ -543,8 +555,11 @@ def replica_range(make, limit: int, at_least: int = 0) -> tuple[list[Candidate],
 
 def llm_candidates(program: Program, stage: LLMStage, load: StageLoad, inventory: Inventory,
                    unbounded: bool = False, profile_dir: Path = PROFILE_DIR,
-                   stretch: float = DECODE_STRETCH) -> StageCandidates:
-    """Every candidate pool for an LLM stage over the inventory's device kinds and the stage's knobs."""
+                   stretch: float = DECODE_STRETCH, disaggregate: bool = False) -> StageCandidates:
+    """Every candidate pool for an LLM stage over the inventory's device kinds and the stage's knobs
+    (with ``disaggregate``, prefill/decode-disaggregated pools too: :mod:`planner.disaggregation`)."""
+    from planner.disaggregation import pd_candidates  # it builds on this module's tables
+
     found: list[Candidate] = []
     needs: dict[str, int] = {}
     reasons: list[str] = []
@@ -572,6 +587,8 @@ def llm_candidates(program: Program, stage: LLMStage, load: StageLoad, inventory
 
                 cands, first = replica_range(make, device.limit // per_device)
                 found.extend(cands)
+                if disaggregate and hedge_opt.value == 1:  # v1: P/D pools without hedging
+                    found.extend(pd_candidates(stage, spec, profile, device, load, tok_opt.value, quality, stretch))
                 if not cands and first is not None:
                     key = device.kind
                     needs[key] = min(needs.get(key, math.inf), first * per_device)
@@ -624,9 +641,9 @@ def executor_candidates(stage: SQLStage | ToolStage, load: StageLoad, inventory:
 
 def stage_candidates(program: Program, stage, load: StageLoad, inventory: Inventory,
                      unbounded: bool = False, profile_dir: Path = PROFILE_DIR,
-                     stretch: float = DECODE_STRETCH) -> StageCandidates:
+                     stretch: float = DECODE_STRETCH, disaggregate: bool = False) -> StageCandidates:
     if isinstance(stage, LLMStage):
-        return llm_candidates(program, stage, load, inventory, unbounded, profile_dir, stretch)
+        return llm_candidates(program, stage, load, inventory, unbounded, profile_dir, stretch, disaggregate)
     return executor_candidates(stage, load, inventory, unbounded)
 
 

@@ -28,7 +28,9 @@ Semantics of the predictions
   offered load per slot (arrival rate x mean service time / slots).
 * Layout: an :class:`LLMPool` is dedicated to its stage or shared by several
   (``LLMPool.colocated``); a runtime applies a shared pool by dedicating its
-  replicas to ``LLMPool.stages`` together.
+  replicas to ``LLMPool.stages`` together. A dedicated pool may be
+  prefill/decode-disaggregated (``LLMPool.prefill_replicas`` > 0, planned only
+  with ``disaggregate=True``): its utilisation is then the decode replicas'.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from cortexlang.ir import SLO, Inventory
 
@@ -118,6 +120,24 @@ class LLMPool(PlanModel):
     cost_per_hour: float = Field(ge=0)
     colocated: tuple[ColocatedStage, ...] = Field(
         default=(), description="The other stages this pool serves, sorted by stage (empty: a dedicated pool).")
+    prefill_replicas: int = Field(
+        default=0, ge=0,
+        description="Of ``replicas``, how many only prefill and ship the KV to the others, which only decode "
+                    "(prefill/decode disaggregation; 0: every replica runs both phases).")
+
+    @model_validator(mode="after")
+    def _split_leaves_decoders(self) -> "LLMPool":
+        if self.prefill_replicas and (self.prefill_replicas >= self.replicas or self.colocated):
+            raise ValueError("a disaggregated pool needs at least one decode replica and serves one stage")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_colocated_split(self, handler):
+        """A colocated pool's JSON has no ``prefill_replicas`` (plans written before the field stay byte-identical)."""
+        data = handler(self)
+        if not self.prefill_replicas:
+            data.pop("prefill_replicas", None)
+        return data
 
     @property
     def devices(self) -> int:
@@ -138,6 +158,16 @@ class LLMPool(PlanModel):
     @property
     def shared(self) -> bool:
         return bool(self.colocated)
+
+    @property
+    def disaggregated(self) -> bool:
+        """Whether the pool splits prefill and decode across its replicas."""
+        return self.prefill_replicas > 0
+
+    @property
+    def decode_replicas(self) -> int:
+        """Replicas that decode (all of them in a colocated pool)."""
+        return self.replicas - self.prefill_replicas
 
 
 class ExecutorPool(PlanModel):

@@ -9,8 +9,11 @@ Diff semantics, per pool keyed by (workflow, stage):
 
 * ``+`` a pool in the new plan only (to add);
 * ``-`` a pool in the old plan only (to remove);
-* ``~`` a pool in both whose device, model, TP, replicas/slots, chosen
-  knobs or served stages differ (to resize: changed in place).
+* ``~`` a pool in both whose device, model, TP, replicas/slots, prefill/decode
+  split, chosen knobs or served stages differ (to resize: changed in place).
+
+A prefill/decode-disaggregated pool shows its replicas as ``2P+4D`` (2 prefill,
+4 decode replicas).
 
 A shared LLM pool is keyed by its first stage (``LLMPool.stage``); the stages
 it serves are in its description.
@@ -66,6 +69,11 @@ def _inventory_devices(plan: Plan) -> dict[str, int]:
     return out
 
 
+def _replicas(p: LLMPool) -> str:
+    """``4``, or ``2P+4D`` for a disaggregated pool (prefill + decode replicas)."""
+    return f"{p.prefill_replicas}P+{p.decode_replicas}D" if p.disaggregated else str(p.replicas)
+
+
 def _llm_table(w: WorkflowPlan) -> Table:
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=None, show_edge=False)
     for col, just in [("stage", "left"), ("model", "left"), ("GPU x replicas", "left"), ("TP", "right"),
@@ -73,7 +81,7 @@ def _llm_table(w: WorkflowPlan) -> Table:
                       ("KV GiB", "right"), ("seqs", "right"), ("knobs", "left"), ("cost/h", "right")]:
         t.add_column(col, justify=just, no_wrap=True)
     for p in w.llm_pools:
-        t.add_row(p.stage, p.model, f"{p.device} x {p.replicas}", str(p.tp), f"{p.utilisation:.1%}",
+        t.add_row(p.stage, p.model, f"{p.device} x {_replicas(p)}", str(p.tp), f"{p.utilisation:.1%}",
                   _s(p.latency.p50), _s(p.latency.p95), _s(p.latency.p99), f"{p.kv_gib * p.replicas:.1f}",
                   str(p.max_num_seqs), _knobs(p), _money(p.cost_per_hour))
         for c in p.colocated:  # same replicas: only the stage's own knobs and latency
@@ -95,10 +103,12 @@ def _layout_line(w: WorkflowPlan) -> str:
     """Which LLM stages share a pool and which have their own."""
     shared = [f"{' + '.join(p.stages)} share {p.model} on {p.device} x {p.replicas}" for p in w.llm_pools if p.shared]
     alone = [p.stage for p in w.llm_pools if not p.shared]
+    split = [p.stage for p in w.llm_pools if p.disaggregated]
+    pd = f"; prefill/decode disaggregated: {', '.join(split)}" if split else ""
     if not shared:
-        return "  layout: stage isolation (a dedicated pool per LLM stage)"
+        return "  layout: stage isolation (a dedicated pool per LLM stage)" + pd
     parts = shared + ([f"dedicated: {', '.join(alone)}"] if alone else [])
-    return f"  layout: {w.layout}; " + "; ".join(parts)
+    return f"  layout: {w.layout}; " + "; ".join(parts) + pd
 
 
 def _exec_table(w: WorkflowPlan) -> Table:
@@ -212,7 +222,7 @@ class Change:
 
 def _describe(p: LLMPool | ExecutorPool) -> str:
     if isinstance(p, LLMPool):
-        return (f"{p.model} on {p.device} x {p.replicas}" + (f" tp{p.tp}" if p.tp > 1 else "")
+        return (f"{p.model} on {p.device} x {_replicas(p)}" + (f" tp{p.tp}" if p.tp > 1 else "")
                 + (f", shared by {', '.join(p.stages)}" if p.shared else ""))
     return f"{p.kind} executor, {p.slots} slots"
 
@@ -220,8 +230,8 @@ def _describe(p: LLMPool | ExecutorPool) -> str:
 def _changes(old: LLMPool | ExecutorPool, new: LLMPool | ExecutorPool) -> tuple[str, ...]:
     if type(old) is not type(new):
         return (f"{_describe(old)} -> {_describe(new)}",)
-    fields = ("model", "device", "tp", "replicas", "max_tokens", "hedge", "prewarm", "max_num_seqs", "stages") \
-        if isinstance(new, LLMPool) else ("slots",)
+    fields = ("model", "device", "tp", "replicas", "prefill_replicas", "max_tokens", "hedge", "prewarm",
+              "max_num_seqs", "stages") if isinstance(new, LLMPool) else ("slots",)
     return tuple(f"{f}: {getattr(old, f)} -> {getattr(new, f)}" for f in fields if getattr(old, f) != getattr(new, f))
 
 

@@ -158,6 +158,9 @@ def plan(
     observed: Optional[Path] = typer.Option(None, "--observed", help="A trace of recorded runs (cortex run "
                                             "--record): plan with the branch probabilities, token counts, "
                                             "service times and arrival rate it shows."),
+    disaggregate: bool = typer.Option(False, "--disaggregate", help="Also consider prefill/decode-disaggregated "
+                                      "pools (KV shipped between replicas); simulation only: `cortex run` refuses "
+                                      "such plans (no KV connector)."),
 ) -> None:
     """Choose a dedicated pool per stage (GPU kind x replicas, TP, batch/KV budget, executor slots) and knobs."""
     from rich.console import Console
@@ -173,7 +176,7 @@ def plan(
     inv = load_inventory(inventory) if inventory is not None else None
     err = Console(stderr=True)
     result = _solve_with_feedback(err, verify_budget if verify else None, program=program, inventory=inv,
-                                  rate=rate_per_s, mode=mode.value, seed=seed)
+                                  rate=rate_per_s, mode=mode.value, seed=seed, disaggregate=disaggregate)
     if isinstance(result, Infeasible):
         if as_json:
             write_output(result.model_dump_json(indent=2) + "\n", None)

@@ -209,6 +209,11 @@ def spec_from_plan(program: Program, plan: Plan, workflow: str | None = None, *,
     if unknown:
         raise BuildError(f"the plan sizes stages the workflow does not have ({', '.join(unknown)}); "
                          "it was made for another version of the file: re-run `cortexc plan`")
+    split = [p.stage for p in wp.llm_pools if p.disaggregated]
+    if split:  # vLLM here has no KV connector: a prefill replica could not hand its KV to a decode replica
+        raise BuildError(f"the plan disaggregates prefill and decode for {', '.join(split)}, which the runtime "
+                         "cannot serve (no KV-transfer connector); simulate it with `cortex simulate --layout plan`, "
+                         "or re-plan without --disaggregate")
     base = preferred_knobs(wf)
     knobs = Knobs(
         models={**base.models, **wp.knobs.models}, max_tokens={**base.max_tokens, **wp.knobs.max_tokens},

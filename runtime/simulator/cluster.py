@@ -21,13 +21,15 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from cortexlang.ir import LLMStage, Program, Workflow
+from planner.disaggregation import LINK_BYTES_PER_S
 from planner.plan import Plan
 from planner.profiles import LatencyProfile, get_profile, profiles_for
 from runtime.policies.base import Role
 
 DEFAULT_MAX_BATCH = 256
-DEFAULT_LINK_BYTES_PER_S = 50e9
-"""Default KV-transfer bandwidth between disaggregated replicas (400 Gb/s RDMA)."""
+DEFAULT_LINK_BYTES_PER_S = LINK_BYTES_PER_S
+"""Default KV-transfer bandwidth between disaggregated replicas (400 Gb/s RDMA): one documented input,
+the planner's :data:`planner.disaggregation.LINK_BYTES_PER_S`."""
 
 
 @dataclass(frozen=True)
@@ -162,13 +164,18 @@ def layout_from_plan(plan: Plan, workflow: str | None = None) -> tuple[ReplicaSp
     serve every stage the plan gives them (one, or several for a shared pool);
     each executor pool becomes one dedicated executor group with the plan's
     slots. The plan's knobs are applied separately (``Simulator(knobs=...)``).
+    A disaggregated pool (``LLMPool.prefill_replicas``) becomes that many
+    ``role="prefill"`` replicas and the rest ``role="decode"``, all dedicated to
+    the pool's stage (so the router pairs a prefill and a decode replica of it).
     """
     wp = plan.workflow(workflow)
     reps: list[ReplicaSpec] = []
     for pool in wp.llm_pools:
         for i in range(pool.replicas):
+            role: Role = "mixed" if not pool.disaggregated else "prefill" if i < pool.prefill_replicas else "decode"
             reps.append(ReplicaSpec(
-                name=f"{pool.stage}-{pool.device}-{i}", kind="llm", device=pool.device, model=pool.model,
+                name=f"{pool.stage}-{pool.device}-{i}" + ("" if role == "mixed" else f"-{role}"), kind="llm",
+                device=pool.device, model=pool.model, role=role,
                 tp=pool.tp, stages=frozenset(pool.stages), slots=pool.max_num_seqs,
                 kv_capacity_tokens=pool.kv_budget_tokens or None,
                 prewarm=frozenset(pool.prewarm_stages),

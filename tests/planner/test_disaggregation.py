@@ -1,0 +1,171 @@
+"""Prefill/decode-disaggregated pools: the planner's P/D candidates against the discrete-event
+simulator (which runs prefill-only and decode-only replicas and ships the KV: an independent model),
+the plan field, its views, the simulator layout, the opt-in and the runtime's refusal."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from rich.console import Console
+
+from cortexlang.ir import SLO, Load, Program, Workflow
+from planner.api import plan_program
+from planner.candidates import Device, StageLoad
+from planner.disaggregation import LINK_BYTES_PER_S, pd_candidates, pd_config, smallest_prefill_count
+from planner.plan import LLMPool, Plan
+from planner.profiles import get_profile
+from planner.render import diff_plans, render_diff, render_plan
+from planner.synthetic import LLAMA_70B, LLAMA_8B, edge, gpu_inventory, llm
+from runtime.policies.registry import make_policy
+from runtime.simulator.cluster import DEFAULT_LINK_BYTES_PER_S, ReplicaSpec, layout_from_plan
+from runtime.simulator.sim import SimConfig, Simulator, Stream
+
+H100 = Device("H100", 3.5, 8)
+
+
+def _program(rate: float, slo_s: float = 600.0, h100: int = 8, second_stage: bool = False) -> Program:
+    """A prefill-heavy Llama-3-8B stage (1,400-token prompts, 40 out), optionally followed by a short one."""
+    stages = [llm("s", "llama8b", input_tokens=1400, output_tokens=40, max_tokens=256)]
+    edges = [edge("s", "t" if second_stage else "done")]
+    if second_stage:
+        stages.append(llm("t", "llama8b", input_tokens=100, output_tokens=12, max_tokens=64))
+        edges.append(edge("t", "done"))
+    wf = Workflow(name="one", stages=tuple(stages), entry="s", edges=tuple(edges),
+                  slo=SLO(latency_s=slo_s, attainment=0.99), load=Load(rate_per_s=rate))
+    return Program(models=(LLAMA_70B, LLAMA_8B), workflows=(wf,), inventory=gpu_inventory(h100=h100, cpu_slots=8))
+
+
+def _simulated(prog: Program, layout, rate: float, policy: str = "fcfs", runs: int = 6000) -> np.ndarray:
+    return Simulator(prog, layout, make_policy(policy), [Stream("one", rate)], SimConfig(runs=runs, seed=1)).run().latency()
+
+
+@pytest.mark.parametrize("rate,n_p,n_d", [(40.0, 2, 1), (100.0, 4, 2)])
+def test_pd_candidate_agrees_with_the_simulated_layout(rate: float, n_p: int, n_d: int) -> None:
+    """At 40 calls/s a colocated pair of H100s would run at x = 0.64 (prefill share of each replica);
+    the P/D candidate's p50 and p99 vs the same replicas simulated (measured: within 3% and 8%)."""
+    prog = _program(rate)
+    stage = prog.workflows[0].stage("s")
+    cand = pd_config(stage, LLAMA_8B, get_profile("llama-3-8b", "H100", 1), H100, StageLoad(rate, 1.0),
+                     256, 1.0, n_p, n_d)
+    assert cand is not None and cand.units == n_p + n_d and cand.prefill_replicas == n_p
+    layout = tuple(ReplicaSpec(name=f"s-{i}", kind="llm", device="H100", model="llama8b", stages=frozenset({"s"}),
+                               role="prefill" if i < n_p else "decode", slots=cand.max_num_seqs,
+                               kv_capacity_tokens=cand.kv_budget_tokens) for i in range(n_p + n_d))
+    lat = _simulated(prog, layout, rate)
+    assert cand.quantile(0.5) == pytest.approx(float(np.quantile(lat, 0.5)), rel=0.10)
+    assert cand.quantile(0.99) == pytest.approx(float(np.quantile(lat, 0.99)), rel=0.12)
+
+
+def test_planner_picks_pd_when_cheaper_at_the_slo_and_the_simulator_agrees() -> None:
+    """60 calls/s, p99 <= 0.8 s: colocated pools need 7 H100s (prefill stalls), P/D 4 (3P+1D)."""
+    prog = _program(60.0, slo_s=0.8)
+    colocated = plan_program(prog)
+    split = plan_program(prog, disaggregate=True)
+    assert isinstance(colocated, Plan) and isinstance(split, Plan)
+    assert not any(p.disaggregated for w in colocated.workflows for p in w.llm_pools)
+    pool = split.workflows[0].llm_pools[0]
+    assert pool.disaggregated and 1 <= pool.prefill_replicas < pool.replicas
+    assert split.cost_per_hour < colocated.cost_per_hour
+    lat = _simulated(prog, layout_from_plan(split, "one"), 60.0)
+    assert pool.latency.p99 == pytest.approx(float(np.quantile(lat, 0.99)), rel=0.10)
+    assert float(np.quantile(lat, 0.99)) <= 0.8
+
+
+def test_candidates_are_bounded_and_gpu_only() -> None:
+    prog = _program(60.0)
+    stage, prof, load = prog.workflows[0].stage("s"), get_profile("llama-3-8b", "H100", 1), StageLoad(60.0, 1.0)
+    cands = pd_candidates(stage, LLAMA_8B, prof, H100, load, 256, 1.0)
+    first = smallest_prefill_count(prof, 60.0, 1400)
+    assert cands and {c.prefill_replicas for c in cands} <= {first, first + 1}
+    assert all(c.units <= H100.limit and c.cost_per_hour == c.units * 3.5 for c in cands)
+    assert pd_candidates(stage, LLAMA_8B, prof, Device("CPU", 0.1, 64), load, 256, 1.0) == []
+    more = pd_config(stage, LLAMA_8B, prof, H100, load, 256, 1.0, first, 3)
+    fewer = pd_config(stage, LLAMA_8B, prof, H100, load, 256, 1.0, first, 2)
+    assert more is not None and fewer is not None and fewer.slower_or_equal(more)  # monotone in n_d
+    assert DEFAULT_LINK_BYTES_PER_S == LINK_BYTES_PER_S  # one documented input, shared with the simulator
+
+
+def test_opt_in_plan_field_views_and_layout(tmp_path: Path) -> None:
+    prog = _program(60.0, slo_s=0.8)
+    split = plan_program(prog, disaggregate=True)
+    colocated = plan_program(prog)
+    assert isinstance(split, Plan) and isinstance(colocated, Plan)
+    # Old plans (no field) read as colocated, and colocated plans keep their JSON byte-identical.
+    assert "prefill_replicas" not in colocated.canonical_json()
+    data = json.loads(split.canonical_json())
+    pool = data["workflows"][0]["llm_pools"][0]
+    assert pool["prefill_replicas"] == split.workflows[0].llm_pools[0].prefill_replicas
+    del pool["prefill_replicas"]
+    assert not Plan.model_validate(data).workflows[0].llm_pools[0].disaggregated
+    assert Plan.from_json(split.canonical_json()) == split
+    with pytest.raises(ValueError):
+        LLMPool.model_validate({**pool, "prefill_replicas": pool["replicas"]})
+    p = split.workflows[0].llm_pools[0]
+    label = f"{p.prefill_replicas}P+{p.decode_replicas}D"
+    assert f"H100 x {label}" in render_plan(split) and "prefill/decode disaggregated: s" in render_plan(split)
+    changes = diff_plans(split, colocated)
+    assert any(f"prefill_replicas: {p.prefill_replicas} -> 0" in d for c in changes for d in c.details)
+    assert "to resize" in render_diff(split, colocated)
+    roles = [(r.role, r.stages) for r in layout_from_plan(split, "one") if r.kind == "llm"]
+    assert roles == [("prefill", frozenset({"s"}))] * p.prefill_replicas + [("decode", frozenset({"s"}))] * p.decode_replicas
+
+
+def test_the_runtime_refuses_a_pd_plan_in_one_line(tmp_path: Path) -> None:
+    from cortexlang.cli.run_cmds import prepare_spec
+    from runtime.build import BuildError, spec_from_plan
+
+    prog = _program(60.0, slo_s=0.8)
+    split = plan_program(prog, disaggregate=True)
+    assert isinstance(split, Plan)
+    with pytest.raises(BuildError, match="disaggregates prefill and decode for s"):
+        spec_from_plan(prog, split, "one", base_dir=tmp_path)
+    source = tmp_path / "one.cortex"
+    source.write_text(_CORTEX)
+    saved = tmp_path / "plan.json"
+    split.model_copy(update={"workflows": tuple(w.model_copy(update={"workflow": "summarise"})
+                                                for w in split.workflows)}).save(saved)
+    out = io.StringIO()
+    with pytest.raises(typer.Exit):
+        prepare_spec(source, plan_path=saved, workflow=None, no_plan=False, console=Console(file=out, width=400))
+    text = out.getvalue().strip()
+    assert text.startswith("error: the plan disaggregates") and "\n" not in text and "Traceback" not in text
+
+
+_CORTEX = '''
+model llama8b {
+  weights     = "meta-llama/Meta-Llama-3-8B-Instruct"
+  params      = 8.0B
+  layers      = 32
+  kv_heads    = 8
+  head_dim    = 128
+  dtype       = bfloat16
+  max_context = 8192
+  profile     = "llama-3-8b"
+}
+
+resources {
+  gpu H100 { count = 8  cost = $3.50/h }
+}
+
+workflow summarise {
+  inputs = [document]
+  slo { latency = 800ms  attainment = 99% }
+  load { rate = 60/s  pattern = poisson }
+
+  llm s {
+    model         = llama8b
+    prompt        = """Summarise in one sentence: {{ document }}"""
+    max_tokens    = 256
+    input_tokens  = 1400
+    output_tokens = 40
+  }
+  flow {
+    s -> done
+  }
+}
+'''
