@@ -154,12 +154,14 @@ class Simulator:
         return got
 
     def lenders(self, stage: str, model: str | None) -> list[LLMEngine]:
-        """Replicas of ``model`` dedicated to other stages' pools (borrowing candidates), cached."""
+        """Replicas of ``model`` dedicated to other stages' pools (borrowing candidates), cached. Never a
+        prefill or decode replica: it runs one phase of its own pool's calls (a borrowed prefill replica
+        would have no decode replica to ship the KV to)."""
         key = (stage, model)
         got = self._lenders.get(key)
         if got is None:
             got = self._lenders[key] = [r for r in self.engines if r.spec.model == model and r.spec.stages is not None
-                                        and stage not in r.spec.stages]
+                                        and stage not in r.spec.stages and r.role == "mixed"]
         return got
 
     # -- events --------------------------------------------------------------

@@ -169,3 +169,15 @@ workflow summarise {
   }
 }
 '''
+
+
+def test_borrowing_never_takes_a_prefill_or_decode_replica() -> None:
+    """Under a borrowing policy (cortex) the other stage's calls must not land on an idle prefill
+    replica of the P/D pool (it has no decode replica of theirs to ship the KV to): this raised
+    LayoutError before the simulator's lenders excluded prefill/decode replicas."""
+    prog = _program(60.0, slo_s=1.2, second_stage=True)
+    plan = plan_program(prog, disaggregate=True)
+    assert isinstance(plan, Plan) and plan.workflows[0].pool("s").disaggregated
+    assert not plan.workflows[0].pool("t").disaggregated
+    lat = _simulated(prog, layout_from_plan(plan, "one"), 60.0, policy="cortex", runs=1500)
+    assert len(lat) > 0 and np.all(np.isfinite(lat))
