@@ -136,6 +136,23 @@ def test_the_runtime_refuses_a_pd_plan_in_one_line(tmp_path: Path) -> None:
     assert text.startswith("error: the plan disaggregates") and "\n" not in text and "Traceback" not in text
 
 
+def test_cli_flag_is_opt_in(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cortexlang.cli.plan_cmd import register
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.callback()(lambda: None)
+    register(app)
+    source = tmp_path / "one.cortex"
+    source.write_text(_CORTEX)
+    default = CliRunner().invoke(app, ["plan", str(source), "--no-verify"])
+    split = CliRunner().invoke(app, ["plan", str(source), "--no-verify", "--disaggregate", "-o", str(tmp_path / "p.json")])
+    assert default.exit_code == 0 and split.exit_code == 0, default.output + split.output
+    assert "P+" not in default.output and "prefill/decode disaggregated: s" in split.output
+    assert Plan.load(tmp_path / "p.json").workflows[0].llm_pools[0].disaggregated
+
+
 _CORTEX = '''
 model llama8b {
   weights     = "meta-llama/Meta-Llama-3-8B-Instruct"
