@@ -185,7 +185,14 @@ class WorkflowProblem:
 
     # -- pruning, lifting, greedy ---------------------------------------------------------
     def hopeless(self, scale: float) -> dict[str, set[int]]:
-        """Candidates that miss the SLO even with every other stage at its envelope (safe to drop)."""
+        """Candidates that miss the SLO even with every other stage at its envelope (safe to drop).
+
+        Slowest (by mean) first: once a candidate passes, every candidate whose table is
+        no larger anywhere passes too (the run latencies are sums, maxima and minima of
+        interpolated table entries, all monotone under IEEE rounding, so the attainment
+        cannot fall) and is not evaluated. Stages whose fan-out copies share waits
+        (:class:`FanoutSplit`) are evaluated candidate by candidate.
+        """
         out: dict[str, set[int]] = {s: set() for s in self.stages}
         if self.slo_latency_s is None:
             return out
@@ -194,11 +201,19 @@ class WorkflowProblem:
         for s in self.stages:
             node = self.paths.node_of(s)
             without = base - self.node_latency(node, env)
-            for i in range(len(self.candidates[s])):
+            tables = self._stacked(s)
+            passes = np.zeros(len(tables), dtype=bool)
+            for i in sorted(range(len(tables)), key=lambda i: -self.candidates[s][i].mean):
+                if passes[i]:
+                    continue
                 trial = dict(env)
                 trial[s] = i
                 if not self.meets(without + self.node_latency(node, trial), scale):
                     out[s].add(i)
+                elif s in self.split_envelope:
+                    passes[i] = True
+                else:
+                    passes |= np.all(tables <= tables[i], axis=1)
         return out
 
     def lift(self, assign: dict[str, int], scale: float) -> dict[str, int]:
@@ -551,7 +566,7 @@ def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale:
             model.Add(objective <= c + big * q - 1)
         if status == cp_model.OPTIMAL and incumbent is not None:
             q, c = objective_milli(problems, incumbent)
-            if progress.hopeless(solver.ObjectiveValue(), c + big * q, time.monotonic()):
+            if progress.stalled(solver.ObjectiveValue(), c + big * q, time.monotonic()):
                 break
     if incumbent is not None:
         return SolveResult(incumbent, "feasible", iterations)
@@ -582,7 +597,7 @@ class _BoundProgress:
     first: tuple[float, float] | None = None
     """(time, bound) of the first relaxation solved to optimality."""
 
-    def hopeless(self, bound: float, incumbent: float, now: float) -> bool:
+    def stalled(self, bound: float, incumbent: float, now: float) -> bool:
         if self.first is None:
             self.first = (now, bound)
             return False

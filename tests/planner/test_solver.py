@@ -113,9 +113,37 @@ def test_bound_progress_stops_a_crawling_loop_only() -> None:
     """The early stop: never before STALL_CHECK of the budget; then only when the bound's average rise
     so far cannot reach the incumbent in the budget left."""
     crawl = _BoundProgress(started=0.0, budget_s=1.0)
-    assert not crawl.hopeless(100.0, 200.0, 0.01)  # the first bound: nothing to extrapolate yet
-    assert not crawl.hopeless(100.0, 200.0, 0.9 * STALL_CHECK)  # flat, but too early to judge
-    assert crawl.hopeless(110.0, 200.0, 0.3)  # +10 in 0.29 s: 90 more would take 2.6 s, 0.7 s left
+    assert not crawl.stalled(100.0, 200.0, 0.01)  # the first bound: nothing to extrapolate yet
+    assert not crawl.stalled(100.0, 200.0, 0.9 * STALL_CHECK)  # flat, but too early to judge
+    assert crawl.stalled(110.0, 200.0, 0.3)  # +10 in 0.29 s: 90 more would take 2.6 s, 0.7 s left
     climb = _BoundProgress(started=0.0, budget_s=1.0)
-    climb.hopeless(100.0, 200.0, 0.01)
-    assert not climb.hopeless(190.0, 200.0, 0.3)  # +90 in 0.29 s: the last 10 take 0.03 s
+    climb.stalled(100.0, 200.0, 0.01)
+    assert not climb.stalled(190.0, 200.0, 0.3)  # +90 in 0.29 s: the last 10 take 0.03 s
+
+
+def _hopeless_one_by_one(p: WorkflowProblem, scale: float) -> dict[str, set[int]]:
+    env = {s: None for s in p.stages}
+    out = {s: set() for s in p.stages}
+    for s in p.stages:
+        for i in range(len(p.candidates[s])):
+            if not p.feasible({**env, s: i}, scale):
+                out[s].add(i)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_hopeless_skips_only_candidates_that_pass(seed: int) -> None:
+    """The per-candidate bound skips candidates faster than one that passes: same set as checking each."""
+    problems, _ = _random_instance(seed)
+    for p in problems:
+        for scale in (0.6, 0.8, 1.0):
+            assert p.hopeless(scale) == _hopeless_one_by_one(p, scale)
+
+
+def test_hopeless_on_real_tables_with_fanout_splits() -> None:
+    program = research_program(rate=2.0, slo_s=15.0)
+    planner = Planner(program, program.inventory, {"research": 2.0}, "cost", 2000, 0, PROFILE_DIR, None)
+    problem = planner.model(program.workflow(), 0).problem()
+    assert problem.split_envelope  # the executor under the fan-out shares its copies' waits
+    for scale in (0.4, 0.6, 1.0):
+        assert problem.hopeless(scale) == _hopeless_one_by_one(problem, scale)
