@@ -457,11 +457,15 @@ class SolveResult:
 
 def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale: float = 1.0,
           max_iterations: int = MAX_ITERATIONS, time_limit_s: float = TIME_LIMIT_S,
-          workers: int = 1, max_quality_loss: int | None = None) -> SolveResult:
+          workers: int = 1, max_quality_loss: int | None = None,
+          trace: list[tuple[float, tuple[int, int], tuple[int, int] | None]] | None = None) -> SolveResult:
     """Minimise cost (after quality) subject to inventory and every SLO scaled by ``scale``.
 
     ``max_quality_loss`` bounds the summed quality loss (headroom mode keeps the
     quality reached at the unscaled SLO instead of trading it for headroom).
+    ``trace`` receives, per relaxation solved to optimality, the seconds since the cut
+    loop started, its (quality loss, cost) -- a lower bound -- and the incumbent's after
+    that iteration (for ``benchmarks/plan_cut_trace.py``).
     """
     allowed: list[dict[str, set[int]]] = []
     unreachable = []
@@ -564,6 +568,9 @@ def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale:
             incumbent = repaired
             q, c = objective_milli(problems, incumbent)
             model.Add(objective <= c + big * q - 1)
+        if trace is not None and status == cp_model.OPTIMAL:
+            trace.append((time.monotonic() - started, objective_milli(problems, proposal),
+                          None if incumbent is None else objective_milli(problems, incumbent)))
         if status == cp_model.OPTIMAL and incumbent is not None:
             q, c = objective_milli(problems, incumbent)
             if progress.stalled(solver.ObjectiveValue(), c + big * q, time.monotonic()):
