@@ -360,11 +360,11 @@ class WorkflowProblem:
             q_now = float(np.partition(norm[tail], rank)[rank])
             best, best_score = None, 0.0
             for u in layout:
+                if u not in stacks:
+                    continue
                 now = chosen[u]
                 nodes = sorted({self.paths.node_of(s) for s in u})
                 base = total[tail] - sum(self.node_latency(n, cur)[tail] for n in nodes)
-                if u not in stacks:
-                    continue
                 somewhere = np.zeros(len(ranked[u]), dtype=bool)
                 for s in u:
                     somewhere |= ~np.all(stacks[u][s] >= self.candidates[s][now[s]].table - 1e-12, axis=1)
