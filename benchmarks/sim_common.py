@@ -10,7 +10,6 @@ proportional allocator (:func:`isolated_layout`) and the single shared pool.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from runtime.simulator.capacity import capacity_runs_per_s, run_demand
 from runtime.simulator.cluster import (
     ReplicaSpec, disaggregate, isolated_layout, layout_from_plan, model_profile, pooled, shared_layout,
 )
+from runtime.simulator.distributions import run_rng
 from runtime.simulator.graph import WorkflowGraph
 from runtime.simulator.records import SimResult
 from runtime.simulator.runs import IRRun
@@ -155,7 +155,7 @@ def llm_work(graph: WorkflowGraph, n: int = 400) -> dict[str, float]:
     """Mean tokens of work per run per LLM stage (decode tokens weighted 3x), for the fallback allocator."""
     work: dict[str, float] = {}
     for i in range(n):
-        run = IRRun(graph, i, 0.0, random.Random(7919 + i))
+        run = IRRun(graph, i, 0.0, run_rng(7919 + i))
         for key, vals in run.script.items():
             if len(vals) != 3:
                 continue

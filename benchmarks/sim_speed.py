@@ -72,7 +72,9 @@ def _digest(res) -> str:
 
 
 def _run_build(build: str, runs: int) -> dict:
-    env = {**os.environ, "CORTEX_ACCEL": "0" if build == "pure" else "1"}
+    # One BLAS thread: the setup's numpy calls otherwise leave OpenBLAS threads spinning into the
+    # measured simulation (perf saw them there, counted in its process time); the simulation uses no BLAS.
+    env = {**os.environ, "CORTEX_ACCEL": "0" if build == "pure" else "1", "OPENBLAS_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, __file__, "--worker", "--runs", str(runs)], env=env, cwd=REPO,
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -69,6 +69,7 @@ HOT_MODULES: tuple[str, ...] = (
     "runtime.simulator.runs",
     "runtime.simulator.calls",
     "runtime.simulator.distributions",
+    "runtime.simulator.mt",
     "runtime.simulator.graph",
     "runtime.policies.base",
     "runtime.policies.placement",

@@ -152,7 +152,12 @@ class Cortex(Policy):
     def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
         if not self.admission or call.deadline_s is None or not load:
             return Admission.accept()
-        bottleneck = max(load.values(), key=lambda s: (s.expected_wait_s, s.stage))
+        # max(load.values(), key=(expected wait, stage)) written out (every arrival): the first maximum.
+        bottleneck = None
+        for s in load.values():
+            if bottleneck is None or s.expected_wait_s > bottleneck.expected_wait_s or (
+                    s.expected_wait_s == bottleneck.expected_wait_s and s.stage > bottleneck.stage):
+                bottleneck = s
         if self.malleable and len(bottleneck.models) > 1:
             return Admission.accept()  # degrade (adapt swaps to the lighter model) rather than reject
         wait = bottleneck.expected_wait_s

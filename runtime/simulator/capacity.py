@@ -16,11 +16,11 @@ experiments are fractions of this number.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
 from cortexlang.ir import LLMStage, Program
 from runtime.simulator.cluster import ReplicaSpec, model_profile
+from runtime.simulator.distributions import run_rng
 from runtime.simulator.graph import WorkflowGraph
 from runtime.simulator.runs import IRRun
 
@@ -30,7 +30,7 @@ def run_demand(g: WorkflowGraph, samples: int = 400, seed: int = 7, model: str |
     (LLM figures for calls of ``model`` only, when given)."""
     tot = {"prefill": 0.0, "output": 0.0, "ctx": 0.0, "exec_s": 0.0, "llm_calls": 0.0}
     for i in range(samples):
-        run = IRRun(g, i, 0.0, random.Random(seed * 7919 + i))
+        run = IRRun(g, i, 0.0, run_rng(seed * 7919 + i))
         for key, vals in run.script.items():
             if len(vals) != 3:
                 continue

@@ -16,6 +16,14 @@ import math
 import random
 from typing import Literal
 
+from runtime.simulator.mt import MersenneTwister
+
+try:
+    import cython  # Cython's shadow module when interpreted: ``compiled`` is False
+    _COMPILED = cython.compiled
+except ImportError:  # no Cython, so no compiled build
+    _COMPILED = False
+
 Family = Literal["lognormal", "gamma"]
 
 
@@ -33,6 +41,14 @@ def seeded_rng(seed: int) -> random.Random:
     _seed_state(rng, seed)
     rng.gauss_next = None
     return rng
+
+
+def run_rng(seed: int) -> random.Random | MersenneTwister:
+    """The generator of one simulated run: ``random.Random(seed)``'s ``random()`` stream (and
+    ``gammavariate``), from :func:`seeded_rng` when interpreted and from
+    :class:`~runtime.simulator.mt.MersenneTwister` (the same stream, seeded and drawn in C) in the
+    compiled build (:mod:`runtime.accel`), whose run walker types it so."""
+    return MersenneTwister(seed) if _COMPILED else seeded_rng(seed)
 
 
 def sample(rng: random.Random, mean: float, cv: float, family: Family = "gamma") -> float:

@@ -90,6 +90,9 @@ class WorkflowGraph:
         self.stage_var = {name: self._stage_var(name) for name in self.stages}
         self.node_time = {n: self._node_time(n) for n in workflow.nodes}
         self.remaining, self.remaining_std = self._remaining()
+        self.steps: dict[tuple[str, int, tuple[int, ...]], object] = {}
+        """Memo of ``semantics.take`` on the workflow's own graph, by (node, out-edge index, loop
+        counters): a pure function of them, asked again by every run that takes a loop edge."""
         self.draw_cache: dict[tuple[float, str], dict[str, tuple]] = {}
         """Per-stage sampling parameters of scripted runs, by (token CV, service family); see runs.py."""
 

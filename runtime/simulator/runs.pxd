@@ -3,6 +3,8 @@ from runtime.simulator.calls cimport Call
 # C calls, not Python ones, from the walk (the .py's ``from ... import`` resolves to them).
 from runtime.simulator.distributions cimport sample
 from runtime.simulator.graph cimport llm_standalone_s
+# The run's generator is the C one (distributions.run_rng): rng.random() is a C call.
+from runtime.simulator.mt cimport MersenneTwister
 
 cdef class Run:
     cdef public object run_id, workflow, arrival_s, deadline_s, standalone_s, status, end_s, attained_s
@@ -23,16 +25,19 @@ cdef class _Fan:
     cdef public bint done
 
 @cython.locals(u1=double, u2=double, z=double, n=long)
-cpdef _tokens(rng, tuple params)
+cpdef _tokens(MersenneTwister rng, tuple params)
+cpdef _service(MersenneTwister rng, tuple draw, family)
 
 @cython.final
 cdef class IRRun(Run):
-    cdef public object g, sem, rng, script, top, token_cv, widths, _family, _draws, _standalone
+    cdef public object g, sem, script, top, token_cv, widths, _family, _draws, _standalone
+    cdef public MersenneTwister rng
 
+    @cython.locals(rng=MersenneTwister)
     cpdef _sizes(self, tuple key, stage)
     cpdef _edge_u(self, tuple key)
     cpdef _call_time(self, tuple key, stage)
-    @cython.locals(t=double, v=long, draw=tuple, top=_Walk)
+    @cython.locals(t=double, v=long, draw=tuple, rng=MersenneTwister)
     cpdef _dry_walk(self)
     @cython.locals(draw=tuple, sizes=tuple, top=_Walk)
     cpdef Call _make_call(self, tuple key, stage, cp, group=*)
@@ -42,3 +47,5 @@ cdef class IRRun(Run):
     cpdef _leave(self, _Walk walk, node, Call call, u, cp, prune)
     cpdef _branch_end(self, _Walk branch, bint ok, cp, Call call, prune)
     cpdef _fan_end(self, _Fan fan, Call call, prune)
+
+cdef double _NV

@@ -33,6 +33,12 @@ from cortexlang.semantics import Semantics, join_waits_for_all
 from runtime.simulator.calls import Call
 from runtime.simulator.distributions import NV_MAGICCONST, sample
 from runtime.simulator.graph import WorkflowGraph, llm_standalone_s
+from runtime.simulator.mt import MersenneTwister
+
+Generator = random.Random | MersenneTwister
+"""A run's generator (:func:`runtime.simulator.distributions.run_rng`): only ``random()`` and
+``gammavariate`` are drawn."""
+
 
 def _draw_params(g: WorkflowGraph, token_cv: float, family: str) -> dict[str, tuple]:
     """Per-stage sampling parameters shared by every run of ``g`` with these knobs (filled lazily)."""
@@ -68,7 +74,7 @@ def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
     return (False, s.service_s, s.service_cv, (s.kind, g.stage_time[s.name], remaining, std), extra)
 
 
-def _service(rng: random.Random, draw: tuple, family: str) -> float:
+def _service(rng: Generator, draw: tuple, family: str) -> float:
     """One scripted SQL/tool call's service time: one draw, or (a range, retries) the attempts'
     draws (uniform on the range, else from ``family``) plus the backoffs between them."""
     extra = draw[4]
@@ -78,7 +84,11 @@ def _service(rng: random.Random, draw: tuple, family: str) -> float:
     attempts = 1
     if cum is not None:
         u = rng.random()
-        attempts = next((k + 1 for k, c in enumerate(cum) if u < c), len(cum))
+        attempts = len(cum)
+        for k, c in enumerate(cum):
+            if u < c:
+                attempts = k + 1
+                break
     total = 0.0
     for i in range(attempts):
         total += span[0] + (span[1] - span[0]) * rng.random() if span is not None else sample(
@@ -99,9 +109,10 @@ def _token_params(mean: int, cv: float, low: int, high: int | None) -> tuple:
 
 
 _log, _exp = math.log, math.exp
+_NV = NV_MAGICCONST  # a C double in the compiled build (runs.pxd)
 
 
-def _tokens(rng: random.Random, params: tuple) -> int:
+def _tokens(rng: Generator, params: tuple) -> int:
     """Exactly :func:`runtime.simulator.distributions.sample_tokens` (same draws, same value), with
     the lognormal's parameters precomputed."""
     mu, sigma, low, high = params
@@ -112,11 +123,10 @@ def _tokens(rng: random.Random, params: tuple) -> int:
     else:
         # ``math.exp(distributions.normal(rng, mu, sigma))`` (CPython's normalvariate) inlined:
         # same draws, same value, no call per draw.
-        rand = rng.random
         while True:
-            u1 = rand()
-            u2 = 1.0 - rand()
-            z = NV_MAGICCONST * (u1 - 0.5) / u2
+            u1 = rng.random()  # a C call in the compiled build (runs.pxd types rng)
+            u2 = 1.0 - rng.random()
+            z = _NV * (u1 - 0.5) / u2
             if z * z / 4.0 <= -_log(u2):
                 break
         value = _exp(mu + z * sigma)
@@ -125,6 +135,15 @@ def _tokens(rng: random.Random, params: tuple) -> int:
     if n < low:
         n = low
     return high if high is not None and n > high else n
+
+
+def _take(g: WorkflowGraph, node: str, i: int, counters: tuple):
+    """``g.semantics.take(counters, g.edges[node][i])``, memoised in ``g.steps``."""
+    key = (node, i, counters)
+    step = g.steps.get(key)
+    if step is None:
+        step = g.steps[key] = g.semantics.take(counters, g.edges[node][i])
+    return step
 
 
 PruneHook = Callable[["IRRun", Call, str, int], bool]
@@ -226,8 +245,10 @@ class IRRun(Run):
 
     __slots__ = ("g", "sem", "rng", "script", "top", "token_cv", "widths", "_family", "_draws", "_standalone")
 
-    def __init__(self, g: WorkflowGraph, run_id: int, arrival_s: float, rng: random.Random,
+    def __init__(self, g: WorkflowGraph, run_id: int, arrival_s: float, rng: Generator,
                  token_cv: float = 0.3, service_family: str = "lognormal"):
+        """``rng``: the run's own generator, from :func:`~runtime.simulator.distributions.run_rng`
+        (the compiled build accepts only that)."""
         super().__init__(run_id, g.workflow.name, arrival_s)
         self.g = g
         self.sem = g.semantics
@@ -240,8 +261,7 @@ class IRRun(Run):
         self._draws = _draw_params(g, token_cv, service_family)
         self._standalone: dict[tuple, float] = {}
         self.top = _Walk(self.sem, ())
-        self.standalone_s = self._dry_walk()
-        self.top = _Walk(self.sem, ())
+        self.standalone_s = self._dry_walk()  # leaves self.top as it is
         self.widths.clear()
 
     @property
@@ -310,9 +330,9 @@ class IRRun(Run):
         # The hot part of every arrival: visits, _sizes, _call_time and the edge draw are written out
         # for stage nodes (same draws in the same order: input tokens, output tokens, edge).
         g = self.g
-        fanouts, visits, script, standalone = g.fanouts, self.top.visits, self.script, self._standalone
+        fanouts, script, standalone = g.fanouts, self.script, self._standalone
         rng, draws, cums, edges = self.rng, self._draws, g.cum, g.edges
-        t, node = 0.0, g.workflow.entry
+        t, node, visits, counters = 0.0, g.workflow.entry, {}, self.top.counters
         for _ in range(100_000):
             if node == "done" or node == "fail":
                 return t
@@ -339,12 +359,14 @@ class IRRun(Run):
                 t += ct
             cum = cums[node]
             i = bisect_right(cum, u)
-            e = edges[node][i if i < len(cum) else len(cum) - 1]
+            if i >= len(cum):
+                i = len(cum) - 1
+            e = edges[node][i]
             if e.loop is None:
                 node = e.target
                 continue
-            step = self.sem.take(self.top.counters, e)
-            node, self.top.counters = step.target, step.counters
+            step = _take(g, node, i, counters)
+            node, counters = step.target, step.counters
         raise RuntimeError(f"workflow {self.workflow!r}: walk did not terminate")
 
     def _dry_fan(self, sem: Semantics, node: str, key: tuple) -> float:
@@ -448,15 +470,20 @@ class IRRun(Run):
     def _leave(self, walk: _Walk, node: str, call: Call | None, u: float, cp: float,
                prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
         sem = walk.sem
-        if walk.fan is None:  # the run's own graph: the edge draw inlined (hot path)
+        if walk.fan is None:  # the run's own graph: the edge draw inlined, the step memoised (hot path)
             cum = self.g.cum[node]
             i = bisect_right(cum, u)
-            e = self.g.edges[node][i if i < len(cum) else len(cum) - 1]
+            if i >= len(cum):
+                i = len(cum) - 1
+            e = self.g.edges[node][i]
+            if e.loop is None:
+                return self._enter(walk, e.target, cp, call, prune)
+            step = _take(self.g, node, i, walk.counters)
         else:
             e = sem.draw_edge(node, u)
-        if e.loop is None:
-            return self._enter(walk, e.target, cp, call, prune)
-        step = sem.take(walk.counters, e)
+            if e.loop is None:
+                return self._enter(walk, e.target, cp, call, prune)
+            step = sem.take(walk.counters, e)
         if (step.loop is not None and prune is not None and call is not None
                 and prune(self, call, step.loop, step.iteration)):
             self.pruned += 1

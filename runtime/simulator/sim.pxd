@@ -1,8 +1,10 @@
 cimport cython
 from runtime.simulator.calls cimport Call
 from runtime.simulator.runs cimport Run
+from runtime.simulator.engine cimport LLMEngine
+from runtime.simulator.executor cimport ExecutorGroup
 from runtime.policies.base cimport CallView, ReplicaView
-from runtime.simulator.distributions cimport interarrival, seeded_rng
+from runtime.simulator.distributions cimport interarrival, run_rng
 
 @cython.final
 cdef class Simulator:
@@ -24,11 +26,15 @@ cdef class Simulator:
     cpdef CallView call_view(self, Call call)
     @cython.locals(queued=long, running=long, q=long, n=long, v=ReplicaView)
     cpdef stage_load(self, stage, kind, model)
-    @cython.locals(run=Run, now=double, hedge=long, c=Call)
+    @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine)
     cpdef dispatch(self, Call call, exclude=*)
     @cython.locals(run=Run, peer=Call, c=Call)
     cpdef call_finished(self, Call call)
     cpdef _record_run(self, Run run)
 
-@cython.locals(bv=ReplicaView, v=ReplicaView)
+# backlog_s is always a Python float (the engines' and executors' refresh_view), so a C double compares the same.
+@cython.locals(bv=ReplicaView, v=ReplicaView, b=double, bb=double)
 cpdef _least_backlog_replica(replicas)
+
+@cython.locals(e=LLMEngine, x=ExecutorGroup)
+cpdef ReplicaView _fresh_view(r)

@@ -26,11 +26,11 @@ from heapq import heappop, heappush
 
 from cortexlang.ir import LLMStage, Program
 from planner.profiles import LatencyProfile
-from runtime.policies.base import CallView, Policy, StageLoad, least_backlog_route
+from runtime.policies.base import CallView, Policy, ReplicaView, StageLoad, least_backlog_route
 from runtime.simulator.calls import CANCELLED, DONE, Call
 from runtime.simulator.calls import TRANSFER as TRANSFERRING
 from runtime.simulator.cluster import LayoutError, ReplicaSpec, model_profile
-from runtime.simulator.distributions import interarrival, seeded_rng
+from runtime.simulator.distributions import interarrival, run_rng
 from runtime.simulator.engine import LLMEngine
 from runtime.simulator.executor import ExecutorGroup
 from runtime.simulator.graph import KnobChoices, WorkflowGraph
@@ -262,7 +262,7 @@ class Simulator:
             run_id = self._next_id
             self._next_id += 1
             run = IRRun(self.graphs[stream.workflow], run_id, self.now,
-                        seeded_rng(self.cfg.seed * 1_000_003 + run_id), self.cfg.token_cv,
+                        run_rng(self.cfg.seed * 1_000_003 + run_id), self.cfg.token_cv,
                         self.cfg.service_family)
             self._arrivals_left -= 1
             if self._arrivals_left > 0:
@@ -314,7 +314,7 @@ class Simulator:
         queued = running = 0
         wait = math.inf
         for r in reps:
-            v = r.refresh_view() if r.dirty else r.view
+            v = _fresh_view(r)
             q, n = v.queue_len, v.running
             queued += q
             running += n
@@ -406,11 +406,10 @@ class Simulator:
             if hedge > 1:
                 self._hedge(call, hedge, exclude, replica)
             return
-        # A clean engine's view is current: skip the method call (hot path).
         if exclude:
             views = [r.refresh_view() for r in cands if r.name not in exclude]
         else:
-            views = [r.refresh_view() if r.dirty else r.view for r in cands]
+            views = [_fresh_view(r) for r in cands]
         borrowed: list = []
         if self._borrow and kind == "llm":
             spare = self._borrow_spare
@@ -418,9 +417,10 @@ class Simulator:
             if lenders is None:
                 lenders = self.lenders(call.stage, call.model)
             # Idle replicas, or (borrow_spare) ones with a free batch slot and no queue.
-            borrowed = [r.refresh_view() if r.dirty else r.view for r in lenders
-                        if not r.nwaiting and (not r.running or (spare and len(r.running) < r.max_batch))
-                        and (not exclude or r.name not in exclude)]
+            for e in lenders:  # engines (typed in sim.pxd: C field reads)
+                if not e.nwaiting and (not e.running or (spare and len(e.running) < e.max_batch)) and (
+                        not exclude or e.name not in exclude):
+                    borrowed.append(e.refresh_view() if e.dirty else e.view)
             if borrowed:
                 for v in borrowed:
                     v.borrowed = True
@@ -538,13 +538,24 @@ def _least_backlog_replica(replicas: Sequence[LLMEngine | ExecutorGroup]) -> LLM
     on a full tie (``runtime.policies.base._least_backlog``'s rule). Fused with the views' refresh
     into one pass (every dispatch of a least-backlog policy), with no view list and no Route."""
     best = replicas[0]
-    bv = best.refresh_view() if best.dirty else best.view
+    bv = _fresh_view(best)
     bb = bv.backlog_s
     for r in replicas:
-        v = r.refresh_view() if r.dirty else r.view
+        v = _fresh_view(r)
         b = v.backlog_s
         if b > bb or v is bv:  # cannot win (most replicas), or the first one itself
             continue
         if b < bb or (v.queue_len + v.running, v.replica_id) < (bv.queue_len + bv.running, bv.replica_id):
             best, bv, bb = r, v, b
     return best
+
+
+def _fresh_view(r: LLMEngine | ExecutorGroup) -> ReplicaView:
+    """``r``'s view, refreshed first if ``r`` changed since it was last refreshed (an executor
+    group's always is). Hot path (every candidate of every dispatch): the compiled build reads
+    the flag and the view as C fields and refreshes by a C call (sim.pxd types ``e`` and ``x``)."""
+    if type(r) is LLMEngine:
+        e = r
+        return e.refresh_view() if e.dirty else e.view
+    x = r  # the other kind of replica: an ExecutorGroup
+    return x.refresh_view() if x.dirty else x.view
