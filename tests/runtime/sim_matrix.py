@@ -2,7 +2,8 @@
 
 Used by ``tests/runtime/test_accel.py`` to compare the compiled simulator with the pure-Python
 source: every policy of the registry on three workloads (retry loop, ReAct loop, fan-out), on a
-shared pool and on stage-isolated pools, prefill/decode-disaggregated layouts, a malleable
+shared pool and on stage-isolated pools, prefill/decode-disaggregated layouts, chunked prefill (a
+512-token step budget on the shared and disaggregated NL2SQL layouts), a malleable
 workflow (lighter model options), trace replay, KV sampling and per-call records. Small on purpose (a few
 seconds in all): the digests cover every run's end time, status, pruning and quality, every
 engine's counters and the recorded calls.
@@ -58,6 +59,10 @@ def cases() -> Iterator[tuple[str, Simulator]]:
                                 record_calls=pname == "cortex")
                 yield f"{wname}/{pname}/{lname}", Simulator(prog, layout, make_policy(pname),
                                                             [Stream(wf.name, 6.0)], cfg)
+                if wname == "nl2sql" and lname in ("shared", "pd"):  # chunked prefill: a 512-token step budget
+                    cfg = SimConfig(runs=250, seed=5, slo_scale=2.5, max_batched_tokens=512)
+                    yield f"{wname}/{pname}/{lname}-chunked", Simulator(prog, layout, make_policy(pname),
+                                                                        [Stream(wf.name, 6.0)], cfg)
 
 
 def trace(n: int = 200, seed: int = 3) -> list[TraceRequest]:
