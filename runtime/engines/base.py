@@ -144,12 +144,16 @@ class GenerationTiming(_Frozen):
 
     ``queue_s``: until the engine first scheduled the request (None where the
     backend cannot tell); ``ttft_s``: until the first output token;
-    ``total_s``: until the result.
+    ``total_s``: until the result. The engine's own clock, where it reports it (vLLM's
+    per-request statistics), splits its part: ``prefill_s`` from scheduling to the first
+    token, ``decode_s`` from the first token to the last (None where the backend cannot tell).
     """
 
     queue_s: float | None = None
     ttft_s: float | None = None
     total_s: float
+    prefill_s: float | None = None
+    decode_s: float | None = None
 
 
 class GenerationResult(_Frozen):

@@ -148,6 +148,8 @@ class _StreamState:
     first_token_at: float | None = None
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    """vLLM's per-request timings (``--enable-per-request-metrics``), on the final usage chunk."""
     aborted: bool = False
 
 
@@ -351,6 +353,8 @@ class OpenAIRemoteEngine(Engine):
     def _consume(chunk: dict[str, Any], state: _StreamState) -> None:
         if chunk.get("usage"):
             state.usage = chunk["usage"]
+        if isinstance(chunk.get("metrics"), dict):
+            state.metrics = chunk["metrics"]
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             piece = choice.get("text")
@@ -389,6 +393,9 @@ class OpenAIRemoteEngine(Engine):
             timing=GenerationTiming(
                 ttft_s=None if state.first_token_at is None else state.first_token_at - state.started,
                 total_s=time.monotonic() - state.started,
+                queue_s=_ms(state.metrics, "queue_time_ms"),
+                prefill_s=_ms(state.metrics, "time_to_first_token_ms"),
+                decode_s=_ms(state.metrics, "generation_time_ms"),
             ),
             engine=self.label,
             cached_prompt_tokens=details.get("cached_tokens"),
@@ -396,6 +403,12 @@ class OpenAIRemoteEngine(Engine):
             logprobs=tuple(state.logprobs) if request.logprobs is not None else None,
             constraint="enforced" if request.constraint is not None else None,
         )
+
+
+def _ms(metrics: dict[str, Any] | None, key: str) -> float | None:
+    """Seconds from one of vLLM's per-request ``*_ms`` timings (None when absent or not a number)."""
+    value = (metrics or {}).get(key)
+    return value / 1000.0 if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _merge_tool_call(calls: dict[int, dict[str, Any]], piece: dict[str, Any]) -> None:

@@ -27,7 +27,8 @@ parser does).
 Metrics come from a stat logger registered with this engine (not the
 process-global Prometheus registry, so several engines in one process do not
 mix). Timing: TTFT and total are measured from the ``generate`` call;
-``queue_s`` is vLLM's queued->scheduled interval when it reports one.
+``queue_s`` is vLLM's queued->scheduled interval, ``prefill_s`` its scheduled->first
+token and ``decode_s`` its first->last token, when it reports them.
 """
 
 from __future__ import annotations
@@ -423,9 +424,11 @@ class VllmInProcessEngine(Engine):
             output_tokens=len(completion.token_ids) if completion else 0,
             finish_reason=finish,  # type: ignore[arg-type]
             timing=GenerationTiming(
-                queue_s=_queue_seconds(out),
+                queue_s=_interval(out, "queued_ts", "scheduled_ts"),
                 ttft_s=None if pending.first_token_at is None else pending.first_token_at - pending.started,
                 total_s=time.monotonic() - pending.started,
+                prefill_s=_interval(out, "scheduled_ts", "first_token_ts"),
+                decode_s=_interval(out, "first_token_ts", "last_token_ts"),
             ),
             engine=self.label,
             cached_prompt_tokens=getattr(out, "num_cached_tokens", None),
@@ -487,11 +490,13 @@ def _render(engine: "LLMEngine", request: GenerationRequest) -> Any:
     return engine_input
 
 
-def _queue_seconds(output: Any) -> float | None:
+def _interval(output: Any, start: str, end: str) -> float | None:
+    """Seconds between two of vLLM's per-request timestamps (``RequestStateStats``), None when either
+    is missing (0) or they are out of order."""
     stats = getattr(output, "metrics", None)
-    queued = getattr(stats, "queued_ts", 0.0)
-    scheduled = getattr(stats, "scheduled_ts", 0.0)
-    return scheduled - queued if queued and scheduled and scheduled >= queued else None
+    t0 = getattr(stats, start, 0.0)
+    t1 = getattr(stats, end, 0.0)
+    return t1 - t0 if isinstance(t0, (int, float)) and isinstance(t1, (int, float)) and t0 and t1 and t1 >= t0 else None
 
 
 def _set_result(future: asyncio.Future[Any], value: Any) -> None:

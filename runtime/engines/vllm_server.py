@@ -9,13 +9,19 @@ extensions (``priority``, ``request_id``) on. ``stop()`` sends SIGTERM to the
 process group and SIGKILL after ``stop_timeout_s``.
 
 The command line is derived from the same :func:`engine_kwargs_for` as the
-in-process engine, so both backends run a spec with the same settings.
+in-process engine, so both backends run a spec with the same settings, plus the
+options that put the prefix-cache hits and the engine's own queue, prefill and
+decode times into every response (:data:`RECORDING_OPTIONS`, where the installed
+vLLM has them), so a recorded trace holds them as the in-process engine's does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -51,11 +57,40 @@ def _flag(name: str, value: Any) -> list[str]:
     return [option, str(value)]
 
 
-def server_argv(spec: EngineSpec, *, on_cpu: bool, host: str, port: int) -> list[str]:
-    """The server's command line for ``spec`` (engine kwargs become ``--kebab-case`` flags)."""
+RECORDING_OPTIONS = ("enable_prompt_tokens_details", "enable_per_request_metrics")
+"""Server options that make each response carry what the trace records: the prompt tokens served from
+the prefix cache (``usage.prompt_tokens_details``) and the engine's own queue/prefill/decode times
+(``metrics``). Passed only where the installed vLLM knows them (older servers refuse unknown flags)."""
+
+
+FRONTEND_ARGS_FILES = ("entrypoints/launchers/cli_args.py", "entrypoints/openai/cli_args.py")
+"""Where vLLM versions define the server's frontend options (a field ``name: bool`` per option)."""
+
+
+@functools.lru_cache(maxsize=1)
+def supported_recording_options() -> tuple[str, ...]:
+    """The :data:`RECORDING_OPTIONS` the installed vLLM's OpenAI server accepts, read from the source of
+    its frontend options (importing them loads all of vLLM: tens of seconds before every start)."""
+    spec = importlib.util.find_spec("vllm")
+    roots = list(spec.submodule_search_locations or ()) if spec is not None else []
+    for root in roots:
+        for name in FRONTEND_ARGS_FILES:
+            try:
+                text = (Path(root) / name).read_text(encoding="utf-8")
+            except OSError:
+                continue
+            return tuple(o for o in RECORDING_OPTIONS if re.search(rf"^\s+{o}\s*:\s*bool\b", text, re.M))
+    return ()
+
+
+def server_argv(spec: EngineSpec, *, on_cpu: bool, host: str, port: int,
+                recording: tuple[str, ...] = ()) -> list[str]:
+    """The server's command line for ``spec`` (engine kwargs become ``--kebab-case`` flags), with the
+    boolean server options ``recording`` switched on (see :data:`RECORDING_OPTIONS`)."""
     kwargs = engine_kwargs_for(spec, on_cpu)
     kwargs.pop("disable_log_stats", None)  # the server logs stats by default
     kwargs["served_model_name"] = spec.name
+    kwargs.update(dict.fromkeys(recording, True))
     argv = [sys.executable, "-m", SERVER_MODULE, "--host", host, "--port", str(port)]
     for name, value in kwargs.items():
         if value is not None:
@@ -135,7 +170,8 @@ class VllmServerEngine(OpenAIRemoteEngine):
             # pools spin on every core, and two bound engines on a 2-core machine then
             # ran ~20x slower each (measured). Pin the whole process and size its pools.
             env["OMP_NUM_THREADS"] = str(len(cores))
-        argv = server_argv(self.spec, on_cpu=on_cpu, host=self.host, port=port)
+        recording = await asyncio.to_thread(supported_recording_options)
+        argv = server_argv(self.spec, on_cpu=on_cpu, host=self.host, port=port, recording=recording)
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,

@@ -653,6 +653,7 @@ def engine_timing(result: GenerationResult) -> dict[str, Any]:
     """The engine's own measurements of one call, as :class:`CallRecord` fields."""
     t = result.timing
     return {"engine_queue_s": t.queue_s, "ttft_s": t.ttft_s, "engine_s": t.total_s,
+            "engine_prefill_s": t.prefill_s, "engine_decode_s": t.decode_s,
             "cached_tokens": result.cached_prompt_tokens, "finish_reason": result.finish_reason}
 
 

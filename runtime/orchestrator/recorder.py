@@ -118,7 +118,8 @@ def trace_line(info: RunInfo, program: Program | None = None) -> dict[str, Any] 
         )
         if rec.kind == "llm":
             call.update(engine=rec.engine, engine_queue_s=_r(rec.engine_queue_s), ttft_s=_r(rec.ttft_s),
-                        engine_s=_r(rec.engine_s), cached_tokens=rec.cached_tokens,
+                        engine_s=_r(rec.engine_s), engine_prefill_s=_r(rec.engine_prefill_s),
+                        engine_decode_s=_r(rec.engine_decode_s), cached_tokens=rec.cached_tokens,
                         finish_reason=rec.finish_reason, candidates=rec.candidates)
         if rec.branch is not None:
             call["branch"] = rec.branch

@@ -119,6 +119,10 @@ class CallRecord(BaseModel):
         default=None, description="Seconds inside the engine before it first scheduled the request (where reported).")
     ttft_s: float | None = Field(default=None, description="Seconds from dispatch to the engine to the first token.")
     engine_s: float | None = Field(default=None, description="Seconds from dispatch to the engine to its result.")
+    engine_prefill_s: float | None = Field(
+        default=None, description="The engine's own clock: seconds from first scheduling to the first token (where reported).")
+    engine_decode_s: float | None = Field(
+        default=None, description="The engine's own clock: seconds from the first token to the last (where reported).")
     cached_tokens: int | None = Field(default=None, description="Prompt tokens served from the prefix cache.")
     finish_reason: str | None = Field(default=None, description="The engine's: stop, length (max_tokens) or abort.")
 

@@ -79,7 +79,11 @@ def build_app(seen: list[dict[str, Any]], disconnected: list[str]) -> FastAPI:
         final = {"index": 0, "finish_reason": reason, **({"delta": {}} if chat else {"text": ""})}
         yield f"data: {json.dumps({'choices': [final]})}\n\n"
         usage = {"prompt_tokens": 7, "completion_tokens": sent, "prompt_tokens_details": {"cached_tokens": 4}}
-        yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
+        # vLLM's per-request timings (--enable-per-request-metrics) ride on the usage chunk; a text
+        # prompt gets them, a chat one does not (as from a server without the option).
+        metrics = {} if chat else {"metrics": {"queue_time_ms": 1.5, "time_to_first_token_ms": 20.0,
+                                               "generation_time_ms": 300.0, "mean_itl_ms": 100.0}}
+        yield f"data: {json.dumps({'choices': [], 'usage': usage, **metrics})}\n\n"
         yield "data: [DONE]\n\n"
 
     @app.post("/v1/chat/completions")
@@ -143,6 +147,7 @@ async def test_chat_stream_with_stop_usage_and_metrics(server: tuple[str, list, 
     assert result.text == "SELECT 1 FROM t" and result.finish_reason == "stop"
     assert (result.prompt_tokens, result.output_tokens, result.cached_prompt_tokens) == (7, 4, 4)
     assert result.engine == "openai-remote" and result.timing.ttft_s is not None
+    assert (result.timing.queue_s, result.timing.prefill_s, result.timing.decode_s) == (None, None, None)
     assert seen[-1]["messages"] == [{"role": "user", "content": "q"}] and seen[-1]["stop"] == [";"]
     assert "priority" not in seen[-1]  # plain OpenAI servers may reject unknown fields
     assert metrics.label == "openai-remote" and metrics.running == 3
@@ -153,6 +158,8 @@ async def test_text_prompt_length_and_vllm_extensions(server: tuple[str, list, l
     async with OpenAIRemoteEngine(url, "m", vllm_extensions=True) as eng:
         result = await eng.generate(GenerationRequest(request_id="r-1", prompt="p", max_tokens=2, priority=4))
     assert result.text == "SELECT 1 " and result.finish_reason == "length"
+    # vLLM's own clock, from its per-request metrics: queue, prefill (scheduled -> first token), decode.
+    assert (result.timing.queue_s, result.timing.prefill_s, result.timing.decode_s) == (0.0015, 0.02, 0.3)
     assert seen[-1]["prompt"] == "p" and seen[-1]["priority"] == 4 and seen[-1]["request_id"] == "r-1"
 
 
@@ -255,3 +262,32 @@ async def test_output_constraints_go_as_vllm_structured_outputs_or_a_strict_json
             "name": "output", "schema": schema, "strict": True}} and "structured_outputs" not in seen[-1]
         with pytest.raises(EngineError, match="cannot honour constraint:regex"):
             plain.require({as_regex.capability}, "stage s")
+
+
+def test_vllm_server_asks_for_the_recorded_fields_only_where_its_vllm_has_them(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The server runs with the options that put cached tokens and vLLM's per-request times into each
+    response when the installed vLLM declares them (read from its source, not imported), else without."""
+    import importlib.util
+    import types
+
+    from runtime.engines import vllm_server
+    from runtime.engines.base import EngineSpec
+
+    spec = EngineSpec(model="m", served_model_name="m", max_model_len=512)
+    argv = vllm_server.server_argv(spec, on_cpu=True, host="h", port=1, recording=vllm_server.RECORDING_OPTIONS)
+    assert "--enable-prompt-tokens-details" in argv and "--enable-per-request-metrics" in argv
+    assert "--enable-per-request-metrics" not in vllm_server.server_argv(spec, on_cpu=True, host="h", port=1)
+
+    launchers = tmp_path / "entrypoints" / "launchers"
+    launchers.mkdir(parents=True)
+    (launchers / "cli_args.py").write_text("class FrontendArgs:\n    enable_prompt_tokens_details: bool = False\n")
+    fake = types.SimpleNamespace(submodule_search_locations=[str(tmp_path)])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: fake if name == "vllm" else None)
+    vllm_server.supported_recording_options.cache_clear()
+    try:
+        assert vllm_server.supported_recording_options() == ("enable_prompt_tokens_details",)
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+        vllm_server.supported_recording_options.cache_clear()
+        assert vllm_server.supported_recording_options() == ()
+    finally:
+        vllm_server.supported_recording_options.cache_clear()

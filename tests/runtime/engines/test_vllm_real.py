@@ -132,12 +132,21 @@ def test_server_adapter_round_trip(model_dir: str, engine) -> None:  # type: ign
                           kv_cache_bytes=128 << 20, cpu_threads_bind="1")
         async with VllmServerEngine(spec) as server:
             result = await server.generate(GenerationRequest(prompt=SQL_QUESTION, max_tokens=48, stop=(";",), priority=2))
+            shared = "Schema: " + ", ".join(f"table_{i}(id INTEGER, name TEXT, value REAL)" for i in range(40))
+            cold = await server.generate(GenerationRequest(prompt=shared + "\nQ: count table_1", max_tokens=4))
+            warm = await server.generate(GenerationRequest(prompt=shared + "\nQ: count table_2", max_tokens=4))
             metrics = await server.refresh_metrics()
-        return result, metrics, server
+        return result, cold, warm, metrics, server
 
-    result, metrics, server = asyncio.run(scenario())
+    result, cold, warm, metrics, server = asyncio.run(scenario())
     assert result.engine == "vllm-server" and "select" in result.text.lower() and ";" not in result.text
     assert result.prompt_tokens > 20 and result.output_tokens > 0
+    # What the trace records, from the server's per-request metrics and prompt-token details: the
+    # engine's own queue, prefill and decode times, and the prompt tokens the prefix cache served.
+    t = result.timing
+    assert t.queue_s is not None and t.prefill_s is not None and t.decode_s is not None
+    assert 0 <= t.queue_s and 0 < t.prefill_s and 0 <= t.decode_s and t.prefill_s + t.decode_s <= t.total_s
+    assert cold.cached_prompt_tokens == 0 and warm.cached_prompt_tokens is not None and warm.cached_prompt_tokens >= 128
     assert metrics.label == "vllm-server" and metrics.requests_finished >= 1
     assert server._process is None  # stopped and reaped
 

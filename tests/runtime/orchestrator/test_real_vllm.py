@@ -106,6 +106,7 @@ def test_recorded_trace_carries_vllm_measurements_and_calibration_fits(
     for c in llm:
         assert c["engine"] == "vllm-inproc" and c["input_tokens"] > 100 and c["output_tokens"] > 0
         assert c["engine_queue_s"] is not None and 0 <= c["engine_queue_s"] <= c["ttft_s"] <= c["engine_s"]
+        assert 0 < c["engine_prefill_s"] and 0 <= c["engine_decode_s"] <= c["engine_s"]
         assert isinstance(c["cached_tokens"], int) and c["finish_reason"] in ("stop", "length")
     engine = orchestrator.pools_by_name[orchestrator.spec.llm_pools[0].name].replicas[0].engine
     probes = Probes(prefill_lengths=(32, 256), decode_batches=(1, 2), decode_tokens=8, long_contexts=((1, 256),),
