@@ -10,7 +10,11 @@
    p50/p95 call latency against the measured one, and of the end-to-end p50/p99;
 4. calibrates the same engines again right after the run and replays with that profile too:
    on a machine other jobs share, the two calibrations bracket how much the machine itself
-   drifted during the run (the stored profile is the later one).
+   drifted during the run (the stored profile is the later one);
+5. splits each LLM stage's measured call time by the engine's own clock (vLLM's per-request
+   metrics, recorded in the trace): queue, prefill, decode per token, and the time outside the
+   engine's clock (HTTP, detokenisation, Cortex), beside what the calibrated profile gives an
+   idle engine for the same call -- where a replay error comes from.
 
 Targets (issue 10): stage p50 within 15%, p95 within 25%; end-to-end p50/p99 within 20%.
 Writes ``benchmarks/results/real_vs_sim.md`` and ``.json``. Takes 3-5 minutes here.
@@ -103,6 +107,7 @@ def main() -> int:
         "coefficients_after_run": after_cal,
         "profile": prof.path if prof else None, "rows": rows,
         "predicted_vs_measured": out["predicted"],
+        "engine_clock": engine_clock(calls, cal_before),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "real_vs_sim.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -113,6 +118,39 @@ def main() -> int:
 
 COEFFICIENTS = ("prefill_fixed_ms", "prefill_us_per_token", "decode_fixed_ms", "decode_ms_per_seq",
                 "decode_ns_per_kv_token")
+
+
+def engine_clock(calls: list[dict], coefficients: dict) -> list[dict]:
+    """Per LLM stage: means of the engine's own queue and prefill time, decode time per token after the
+    first, and the rest of the call (service minus the engine's queue + prefill + decode), beside an
+    idle engine's prefill of the uncached prompt and decode step at batch 1 from ``coefficients`` (a
+    profile's, in ms/us/ns as stored), over the calls whose engine reported its clock."""
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs) if xs else math.nan
+
+    c = {k: float(coefficients.get(k) or 0.0) for k in COEFFICIENTS}
+    out = []
+    for stage in sorted({x["stage"] for x in calls}):
+        got = [x for x in calls if x["stage"] == stage and x.get("engine_prefill_s") is not None
+               and x.get("engine_decode_s") is not None and x.get("engine_queue_s") is not None]
+        if not got:
+            continue
+        uncached = [x["input_tokens"] - (x.get("cached_tokens") or 0) for x in got]
+        per_token = [x["engine_decode_s"] / (x["output_tokens"] - 1) for x in got if x["output_tokens"] > 1]
+        context = [x["input_tokens"] + x["output_tokens"] / 2 for x in got if x["output_tokens"] > 1]
+        out.append({
+            "stage": stage, "n": len(got), "cached_tokens": mean([float(x.get("cached_tokens") or 0) for x in got]),
+            "uncached_tokens": mean([float(u) for u in uncached]),
+            "engine_queue_s": mean([x["engine_queue_s"] for x in got]),
+            "prefill_s": mean([x["engine_prefill_s"] for x in got]),
+            "prefill_idle_s": mean([c["prefill_fixed_ms"] / 1e3 + c["prefill_us_per_token"] / 1e6 * u for u in uncached]),
+            "decode_per_token_s": mean(per_token),
+            "decode_idle_per_token_s": mean([(c["decode_fixed_ms"] + c["decode_ms_per_seq"]) / 1e3
+                                             + c["decode_ns_per_kv_token"] / 1e9 * k for k in context]),
+            "outside_engine_s": mean([x["service_s"] - x["engine_queue_s"] - x["engine_prefill_s"]
+                                      - x["engine_decode_s"] for x in got]),
+        })
+    return out
 
 
 def _replay_after_recalibration(spec, lines: list[str], console) -> tuple:
@@ -186,6 +224,19 @@ def render(r: dict) -> str:
             continue
         lines.append(f"| {x['what']} | {x['n']} | " + " | ".join(
             s(x[f"{k}_{q}"]) for q in ("p50", "p95", "p99") for k in ("predicted", "measured")) + " |")
+    if r.get("engine_clock"):
+        lines += ["", "## Where an LLM call's time went (the engine's own clock, means)", "",
+                  "vLLM's per-request metrics in the trace: queue inside the engine, prefill (scheduled -> first "
+                  "token: the call's own prefill, and any wait behind other prefills once scheduled), decode per "
+                  "token after the first, and the rest of the call's service time (HTTP, detokenisation, Cortex). "
+                  "'idle' is the calibration (before the run) for the same call on an engine doing nothing else.", "",
+                  "| stage | n | cached / uncached tokens | engine queue s | prefill s | prefill idle s | decode ms/token "
+                  "| decode idle ms/token | outside the engine s |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for x in r["engine_clock"]:
+            lines.append(f"| {x['stage']} | {x['n']} | {x['cached_tokens']:.0f} / {x['uncached_tokens']:.0f} | "
+                         f"{x['engine_queue_s']:.3f} | {x['prefill_s']:.3f} | {x['prefill_idle_s']:.3f} | "
+                         f"{1e3 * x['decode_per_token_s']:.1f} | {1e3 * x['decode_idle_per_token_s']:.1f} | "
+                         f"{x['outside_engine_s']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
