@@ -5,3 +5,6 @@ cpdef run_rng(seed)
 cpdef sample(rng, mean, cv, family=*)
 cpdef normal(rng, mu, sigma)
 cpdef interarrival(rng, rate, pattern=*, burstiness=*)
+# math.* in the .py is libm's (C calls), as in runs.pxd: the same values for the positive, finite
+# arguments sample, normal and interarrival pass.
+from libc cimport math

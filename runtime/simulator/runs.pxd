@@ -49,3 +49,6 @@ cdef class IRRun(Run):
     cpdef _fan_end(self, _Fan fan, Call call, prune)
 
 cdef double _NV
+# math.log/exp/log1p/sqrt in the .py are libm's (C calls): math's are libm's too, for the finite,
+# positive arguments they get here (an error case would differ: a ValueError/OverflowError vs nan/inf).
+from libc cimport math

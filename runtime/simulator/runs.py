@@ -108,8 +108,7 @@ def _token_params(mean: int, cv: float, low: int, high: int | None) -> tuple:
     return (math.log(float(mean)) - s2 / 2.0, math.sqrt(s2), low, high)
 
 
-_log, _exp = math.log, math.exp
-_NV = NV_MAGICCONST  # a C double in the compiled build (runs.pxd)
+_NV = NV_MAGICCONST  # a C double in the compiled build (runs.pxd), where math.* below is libm's (C calls)
 
 
 def _tokens(rng: Generator, params: tuple) -> int:
@@ -127,9 +126,9 @@ def _tokens(rng: Generator, params: tuple) -> int:
             u1 = rng.random()  # a C call in the compiled build (runs.pxd types rng)
             u2 = 1.0 - rng.random()
             z = _NV * (u1 - 0.5) / u2
-            if z * z / 4.0 <= -_log(u2):
+            if z * z / 4.0 <= -math.log(u2):
                 break
-        value = _exp(mu + z * sigma)
+        value = math.exp(mu + z * sigma)
     # max/min on ints without the builtins (hot path: several draws per run).
     n = int(round(value))
     if n < low:
