@@ -51,7 +51,10 @@ term, so the KV the call already holds adds nothing). Since a partial chunk
 spends the whole budget, at most one call is partially prefilled at a time
 (vLLM's ``long_prefill_token_threshold`` is 0 by default). The head of the
 queue blocks the rest when KV does not fit (no skipping). A partial prefill is
-preempted like any running call (recompute: it starts over).
+preempted like any running call (recompute: it starts over). A step that had to
+preempt a running call to make room for the running ones' growth admits no
+waiting call (vLLM's ``Scheduler.schedule``: waiting requests are scheduled only
+``if not preempted_reqs``).
 
 Disaggregation: a ``prefill`` replica runs only the prefill iteration (the
 call leaves after its first token, and the simulator ships its KV); a
@@ -396,6 +399,7 @@ class LLMEngine:
         budget_max = self.max_batched_tokens
         # Make room for the next step's growth: one token per running sequence, plus the next
         # chunk of a partial prefill (the budget left after the decode tokens).
+        preempted = False
         while True:
             b_old = len(running)
             need = b_old
@@ -409,6 +413,7 @@ class LLMEngine:
                 break
             if not self._evict_prefixes(need, None):
                 self._preempt(self._worst_running())
+                preempted = True
         b_old = len(running)
         # The profile's convention (LatencyProfile.request_s): a decode step reads the KV of
         # each sequence's context *before* the token it generates, hence ``- b``.
@@ -425,7 +430,10 @@ class LLMEngine:
             prefill += chunk
             budget -= chunk
         waiting = self.waiting
-        while waiting and budget > 0:
+        # vLLM admits no waiting call in a step that had to preempt a running one for KV (it would
+        # only take back the room just freed); with nothing left running, the step admits as usual.
+        admit = not preempted or not (running or self.chunking is not None)
+        while admit and waiting and budget > 0:
             if len(running) + (self.chunking is not None) >= self.max_batch:
                 # Batch full: a preemptive policy may evict its worst running call for the head.
                 if not (self.preemptive and self._head_preempts()):
@@ -504,8 +512,8 @@ class LLMEngine:
         # max(1, min(n, n_kv)) without the builtins (same integers).
         if n_kv < n:
             n = n_kv
-        if n < 1:
-            n = 1
+        if n < 1 or (not admit and self.nwaiting):
+            n = 1  # a step that skipped admission after a preemption: the next one admits again
         k0 = self.kv_attn - b
         self.ep_single = False
         self.ep_t0 = now

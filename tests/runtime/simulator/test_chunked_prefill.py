@@ -211,3 +211,29 @@ def test_simulations_with_chunked_long_prompts_complete(policy):
     assert sum(e.partial_prefills for e in sim.engines) >= 80  # every long prompt was chunked
     for e in res.engines:
         assert e.kv_peak_tokens <= e.kv_capacity_tokens
+
+
+def test_a_step_that_preempts_admits_nothing_and_the_next_one_admits_again():
+    """vLLM schedules waiting requests only in a step that preempted nothing (``if not preempted_reqs``).
+    With KV for 2048 tokens, the long prompt's second chunk cannot grow beside the decoding call: each
+    step that preempts it leaves it waiting (nothing admitted, not even its own first chunk again), and
+    the very next step admits it again -- the every-other-step recompute a too-small KV cache costs."""
+    loop = Loop()
+    eng = _engine(loop, budget=1024, kv=2048)
+    eng.enqueue(_call("short", 1, 100, 300), (0.0,))
+    eng.enqueue(_call("long", 2, 2000, 1), (1.0,))
+    preempting_steps = []
+    while loop._events:
+        before = eng.preemptions
+        t, _, handler, arg = heappop(loop._events)
+        loop.now = t
+        handler(arg)
+        if eng.preemptions > before:
+            assert eng.chunking is None and eng.nwaiting == 1  # preempted, and nothing admitted in its step
+            preempting_steps.append(eng.step)
+    assert len(preempting_steps) > 100
+    # Admitted again at the next step each time: preemptions two steps apart, one restart per preemption.
+    assert all(b - a == 2 for a, b in zip(preempting_steps, preempting_steps[1:]))
+    assert eng.partial_prefills == eng.preemptions + 1
+    assert loop.finished["long"] > loop.finished["short"]
+    _assert_drained(eng)
