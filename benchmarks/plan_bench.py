@@ -36,6 +36,7 @@ from planner.api import plan_program
 from planner.candidates import llm_service_table
 from planner.plan import Plan
 from planner.synthetic import chain_program, gpu_inventory
+from runtime.profiles import cpu_model
 
 RATE = 20.0
 BIG = dict(h100=400, a100=400, h200=400, l40=64, cpu_slots=4000)
@@ -115,7 +116,7 @@ def main() -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"OR-Tools {ortools.__version__}, CP-SAT with 1 worker; {RATE:g} runs/s per workflow; "
         f"median wall-clock (and CPU seconds of this process) of {args.repeat} runs of `plan_program` "
-        f"(whole pipeline). CPU: {_cpu_model()}; load average (1/5/15 min) "
+        f"(whole pipeline). CPU: {cpu_model()}; load average (1/5/15 min) "
         f"{' '.join(f'{x:.2f}' for x in load_before)} before, {' '.join(f'{x:.2f}' for x in load_after)} after; "
         f"simulator {_simulator_build()}.",
         "",
@@ -140,16 +141,6 @@ def main() -> None:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _simulator_build() -> str:
