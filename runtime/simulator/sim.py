@@ -27,7 +27,7 @@ from heapq import heappop, heappush
 from cortexlang.ir import LLMStage, Program
 from planner.profiles import LatencyProfile
 from runtime.policies.base import CallView, Policy, ReplicaView, StageLoad, least_backlog_route
-from runtime.simulator.calls import CANCELLED, DONE, Call
+from runtime.simulator.calls import CANCELLED, DONE, QUEUED, Call
 from runtime.simulator.calls import TRANSFER as TRANSFERRING
 from runtime.simulator.cluster import LayoutError, ReplicaSpec, model_profile
 from runtime.simulator.distributions import interarrival, run_rng
@@ -68,6 +68,10 @@ class SimConfig:
     max_batched_tokens: int = 8192
     kv_sample_s: float | None = None
     record_calls: bool = False
+
+
+class SimulationStalled(LayoutError):
+    """Runs were left unfinished with nothing pending: calls no replica of the layout can ever admit."""
 
 
 class Simulator:
@@ -203,10 +207,12 @@ class Simulator:
             self._arrivals_left = self.cfg.runs
             self._pattern = self.streams[0]
             self.at(0.0, self._arrive, None)
+        # The periodic events, bound once: they re-arm only while something else can still happen.
+        self._timers = (self._sample_kv, self._requeue)
         if self.cfg.kv_sample_s:
-            self.at(0.0, self._sample_kv, None)
+            self.at(0.0, self._timers[0], None)
         if self.policy.requeue_interval_s:
-            self.at(self.policy.requeue_interval_s, self._requeue, None)
+            self.at(self.policy.requeue_interval_s, self._timers[1], None)
         events = self._events
         # The event loop allocates millions of short-lived objects and frees them by reference
         # counting; the cyclic collector would only rescan the live ones over and over.
@@ -217,6 +223,8 @@ class Simulator:
         finally:
             if gc_was_enabled:
                 gc.enable()
+        if self.active_runs:
+            raise SimulationStalled(self._stall_reason())
         wall = time.perf_counter() - wall0
         return SimResult.build(self, wall)
 
@@ -227,13 +235,19 @@ class Simulator:
             handler(arg)
 
     def _more_work(self) -> bool:
-        return self.active_runs > 0 or (self.trace is None and self._arrivals_left > 0)
+        """Whether a periodic event should re-arm: runs are in flight or to come, and something other
+        than the periodic events themselves is pending (else no run can ever move again: a call that
+        no replica can admit; :class:`SimulationStalled` reports it once the loop ends)."""
+        if not (self.active_runs > 0 or (self.trace is None and self._arrivals_left > 0)):
+            return False
+        timers = self._timers
+        return any(ev[2] not in timers for ev in self._events)
 
     def _sample_kv(self, _: None = None) -> None:
         for e in self.engines:
             self.kv_samples.append((self.now, e.name, e.kv_used_at(self.now)))
-        if self._more_work() or any(e.busy for e in self.engines):
-            self.at(self.now + (self.cfg.kv_sample_s or 1.0), self._sample_kv, None)
+        if self._more_work():
+            self.at(self.now + (self.cfg.kv_sample_s or 1.0), self._timers[0], None)
 
     def _requeue(self, _: None = None) -> None:
         key_of = self._requeue_key
@@ -241,7 +255,19 @@ class Simulator:
             if r.nwaiting:
                 r.requeue_all(key_of)
         if self._more_work():
-            self.at(self.now + (self.policy.requeue_interval_s or 1.0), self._requeue, None)
+            self.at(self.now + (self.policy.requeue_interval_s or 1.0), self._timers[1], None)
+
+    def _stall_reason(self) -> str:
+        """Why runs are left with nothing pending: the waiting calls no replica can admit."""
+        stuck = [(e, c) for e in self.engines for _, _, c in e.waiting if c.state == QUEUED]
+        head = f"the simulation stalled at {self.now:.3f} s with {self.active_runs} run(s) unfinished"
+        if not stuck:
+            return head + ": nothing is pending and no call waits (a defect)"
+        e, c = stuck[0]
+        return (f"{head}: {len(stuck)} call(s) wait for a replica that can never admit them, e.g. a "
+                f"{c.stage} call of {c.input_tokens + c.output_tokens} tokens on {e.name} ({e.spec.model}, "
+                f"{e.spec.tp}x{e.spec.device}), whose KV cache holds {e.cap} tokens (vLLM would refuse to start "
+                f"such an engine: its max_model_len would not fit)")
 
     def _requeue_key(self, call: Call) -> tuple:
         v = call.view

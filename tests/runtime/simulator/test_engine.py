@@ -78,6 +78,23 @@ def test_kv_never_exceeds_capacity_and_preemption_recovers():
     assert set(res.status) == {"done"} and len(res.status) == 60
 
 
+@pytest.mark.parametrize("policy", ["fcfs", "autellix-plas"])
+def test_a_call_no_replica_can_ever_admit_stops_the_simulation_with_a_clear_error(policy: str):
+    """A 1,300-token call on a replica whose KV cache holds 320 tokens can never run (vLLM would not
+    start such an engine). The simulation must end at once with an error naming the replica and the
+    sizes -- also under a policy whose periodic re-keying would otherwise keep the clock running
+    for ever (a fuzzed `cortex simulate` input spun for minutes before)."""
+    from runtime.policies.registry import make_policy
+    from runtime.simulator.sim import SimulationStalled
+
+    wf = one_llm(900, 400)
+    sim = Simulator(prog(wf), engines(1, kv=16 * 20), make_policy(policy), [Stream(wf.name, 5.0)],
+                    SimConfig(runs=10, warmup_fraction=0.0, token_cv=0.0, kv_sample_s=1.0))
+    with pytest.raises(SimulationStalled, match=r"e0 \(llama8b, 1xH100\), whose KV cache holds 320 tokens"):
+        sim.run()
+    assert sim.now < 60.0  # the last arrival, not an endless timer
+
+
 def test_kv_samples_bounded_by_capacity():
     wf = one_llm(900, 300, prefix=500)
     res = _sim(wf, engines(2, kv=16 * 300), runs=100, rate=40.0, kv_sample_s=0.05).run()
