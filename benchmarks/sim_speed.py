@@ -159,11 +159,13 @@ def main() -> None:
         for name in POLICIES:
             pure, comp = (next(r for r in rows if r["build"] == b and r["policy"] == name) for b in builds)
             speedup[name] = round(pure["cpu_s"] / comp["cpu_s"], 2)
+    from runtime.profiles import cpu_model  # here: workers import runtime only after setting CORTEX_ACCEL
+
     report = {"label": "simulated", "python": platform.python_version(),
               "rate_runs_per_s": round(reps["pure"][0]["rate_runs_per_s"], 2),
               "repeat": max(args.repeat, 1), "reported": "fastest repetition (CPU time) per build",
               "load_average_1m_at_end": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
-              "cpu_model": _cpu_model(), "load_averages_1_5_15": {"start": load_start,
+              "cpu_model": cpu_model(), "load_averages_1_5_15": {"start": load_start,
                                                                   "end": [round(x, 2) for x in os.getloadavg()]},
               "changes": args.note, "instruction_runs": args.instructions or None,
               "target_llm_calls_per_cpu_s": TARGET, "results_identical_across_builds": identical,
@@ -185,17 +187,6 @@ def main() -> None:
     print(f"results identical across builds: {identical}")
     if not identical:
         sys.exit("error: the builds disagree; the compiled simulator must be bit-identical")
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (Linux ``/proc/cpuinfo``), or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _markdown(report: dict, args: argparse.Namespace) -> str:
