@@ -7,7 +7,7 @@ duplicated; those that compile are planned (a quarter with verification) and sim
 random policy. Input ``i`` of seed ``s`` is reproduced with ``make_input(s, i)``.
 Writes benchmarks/results/fuzz_plan.md.
 
-    .venv/bin/python benchmarks/fuzz_plan.py [--inputs 2000] [--seed 1]
+    .venv/bin/python benchmarks/fuzz_plan.py [--inputs 2000] [--seed 1] [--out FILE]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--inputs", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     harness = Harness(Path(tempfile.mkdtemp(prefix="fuzz-plan-")))
     reached, failures, seconds = Counter(), [], []
@@ -55,7 +56,7 @@ def main() -> None:
         f"- wall time per input: median {statistics.median(seconds):.2f} s, max {max(seconds):.2f} s; "
         f"total {total / 60:.1f} min",
     ] + (["", "Failures:"] + failures if failures else [])
-    OUT.write_text("\n".join(lines) + "\n")
+    args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
