@@ -17,8 +17,9 @@ from planner.colocation import MAX_EXHAUSTIVE, blocks, preferred_blocks
 from planner.plan import Plan
 from planner.profiles import PROFILE_DIR
 from planner.render import render_plan
-from planner.solver import WorkflowProblem, brute_force, objective_milli, solve
+from planner.solver import WorkflowProblem, solve
 from planner.synthetic import llm, nl2sql_program, random_program, research_program
+from tests.planner.brute_force_check import assert_matches_brute_force
 
 DATA = Path(__file__).parent / "data"
 
@@ -54,15 +55,7 @@ def _random_problem(seed: int) -> tuple[WorkflowProblem, dict[str, int]]:
 
 @pytest.mark.parametrize("seed", range(30))
 def test_solver_matches_brute_force_with_shared_pools(seed: int) -> None:
-    problem, limits = _random_problem(seed)
-    reference = brute_force([problem], limits)
-    result = solve([problem], limits, time_limit_s=30.0)
-    if reference is None:
-        assert result.assignments is None
-        return
-    assert result.assignments is not None and result.status == "optimal"
-    assert problem.consistent(result.assignments[0]) and problem.feasible(result.assignments[0])
-    assert objective_milli([problem], result.assignments) == objective_milli([problem], reference[1])
+    assert_matches_brute_force(*_random_problem(seed))
 
 
 def test_some_random_instances_choose_a_shared_pool() -> None:

@@ -171,16 +171,9 @@ def _random_pd_problem(seed: int):
 @pytest.mark.parametrize("seed", range(16))
 def test_solver_matches_brute_force_with_pd_candidates(seed: int) -> None:
     """CP-SAT's optimum equals brute force's with colocated and P/D candidates on offer."""
-    from planner.solver import brute_force, objective_milli, solve
+    from tests.planner.brute_force_check import assert_matches_brute_force
 
-    problem, limits = _random_pd_problem(seed)
-    reference = brute_force([problem], limits)
-    result = solve([problem], limits, time_limit_s=30.0)
-    if reference is None:
-        assert result.assignments is None
-        return
-    assert result.assignments is not None and result.status == "optimal"
-    assert objective_milli([problem], result.assignments) == objective_milli([problem], reference[1])
+    assert_matches_brute_force(*_random_pd_problem(seed))
 
 
 def test_pd_wins_some_random_instances() -> None:
