@@ -26,12 +26,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cortexlang.ir import SLO, Load, Program, Workflow  # noqa: E402
+from benchmarks.sim_common import one_replica_calls  # noqa: E402
 from planner.candidates import Device, StageLoad, _llm_config, prefill_stall, profiles_of  # noqa: E402
-from planner.synthetic import LLAMA_8B, LLAMA_70B, edge, gpu_inventory, llm  # noqa: E402
-from runtime.policies.registry import make_policy  # noqa: E402
-from runtime.simulator.cluster import ReplicaSpec  # noqa: E402
-from runtime.simulator.sim import SimConfig, Simulator, Stream  # noqa: E402
+from planner.synthetic import LLAMA_8B, LLAMA_70B, llm  # noqa: E402
 
 WINDOWS = (0.25, 1.0, 2.0, 5.0, 10.0)
 CASES = (  # model, profile family, tp, input tokens, output tokens, calls/s
@@ -47,19 +44,9 @@ def dispersion(times: np.ndarray, window: float) -> float:
     return float(counts.var() / counts.mean())
 
 
-def measure(model: str, family: str, tp: int, inp: int, out: int, rate: float, slots: int) -> list[float]:
+def measure(model: str, tp: int, inp: int, out: int, rate: float, slots: int) -> list[float]:
     """Departure dispersion per window of one A100 replica (``slots`` sequences at most)."""
-    spec = LLAMA_8B if model == "llama8b" else LLAMA_70B
-    stage = llm("a", model, input_tokens=inp, output_tokens=out, max_tokens=512)
-    wf = Workflow(name="w", stages=(stage,), entry="a", edges=(edge("a", "done"),),
-                  slo=SLO(latency_s=600.0, attainment=0.9), load=Load(rate_per_s=rate))
-    program = Program(models=(spec,), workflows=(wf,), inventory=gpu_inventory(a100=64))
-    layout = (ReplicaSpec(name="a-0", kind="llm", device="A100", model=model, tp=tp, stages=frozenset({"a"}),
-                          slots=slots),)
-    runs = int(max(6000, rate * 1500))
-    res = Simulator(program, layout, make_policy("fcfs"), [Stream("w", rate)],
-                    SimConfig(runs=runs, seed=3, record_calls=True)).run()
-    calls = res.calls[len(res.calls) // 10:]
+    calls = one_replica_calls(model, tp, inp, out, rate, slots, int(max(6000, rate * 1500)), max_tokens=512)
     ends = np.sort(np.array([c[7] for c in calls]))
     return [dispersion(ends, w) for w in WINDOWS]
 
@@ -85,8 +72,8 @@ def main() -> None:
         cand = _llm_config(llm("a", model, input_tokens=inp, output_tokens=out, max_tokens=512), spec, profile,
                            Device("A100", 1.0, 64), StageLoad(rate, 1.0), 512, 1, 1.0, 1)
         cap = cand.max_num_seqs if cand is not None else 0
-        open_ = measure(model, family, tp, inp, out, rate, 256)
-        capped = measure(model, family, tp, inp, out, rate, cap) if cap else []
+        open_ = measure(model, tp, inp, out, rate, 256)
+        capped = measure(model, tp, inp, out, rate, cap) if cap else []
         fmt = lambda xs: " / ".join(f"{v:.1f}" for v in xs) if xs else "-"  # noqa: E731
         lines.append(f"| {model} | {inp} / {out} | {rate:g} | {x:.2f} | {1 + 2 * (x / (1 - x)) ** 2:.1f} | "
                      f"{fmt(open_)} | {max(open_):.1f} | {cap or 'none (unstable)'} | {fmt(capped)} | "

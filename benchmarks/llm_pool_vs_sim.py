@@ -23,12 +23,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cortexlang.ir import SLO, Load, Program, Workflow  # noqa: E402
+from benchmarks.sim_common import one_replica_calls  # noqa: E402
 from planner.candidates import Device, StageLoad, _llm_config, prefill_stall, profiles_of  # noqa: E402
-from planner.synthetic import LLAMA_8B, LLAMA_70B, edge, gpu_inventory, llm  # noqa: E402
-from runtime.policies.registry import make_policy  # noqa: E402
-from runtime.simulator.cluster import ReplicaSpec  # noqa: E402
-from runtime.simulator.sim import SimConfig, Simulator, Stream  # noqa: E402
+from planner.synthetic import LLAMA_8B, LLAMA_70B, llm  # noqa: E402
 
 CASES = (  # model, profile family, tp, input tokens, output tokens, calls/s
     *(("llama8b", "llama-3-8b", 1, 1025, 55, r) for r in (3.0, 5.0, 7.0, 8.0, 9.0)),
@@ -48,14 +45,8 @@ def row(model: str, family: str, tp: int, inp: int, out: int, rate: float) -> st
     cand = _llm_config(stage, spec, profile, Device("A100", 1.0, 64), StageLoad(rate, 1.0), 256, 1, 1.0, 1)
     if cand is None:
         return f"| {model} | {inp} / {out} | {rate:g} | {x:.2f} | - | no stable one-replica candidate |||||||||"
-    wf = Workflow(name="w", stages=(stage,), entry="a", edges=(edge("a", "done"),),
-                  slo=SLO(latency_s=600.0, attainment=0.9), load=Load(rate_per_s=rate))
-    program = Program(models=(spec,), workflows=(wf,), inventory=gpu_inventory(a100=64))
-    layout = (ReplicaSpec(name="a-0", kind="llm", device="A100", model=model, tp=tp, stages=frozenset({"a"}),
-                          slots=cand.max_num_seqs, kv_capacity_tokens=cand.kv_budget_tokens),)
-    res = Simulator(program, layout, make_policy("fcfs"), [Stream("w", rate)],
-                    SimConfig(runs=int(max(4000, rate * 400)), seed=3, record_calls=True)).run()
-    calls = res.calls[len(res.calls) // 10:]
+    calls = one_replica_calls(model, tp, inp, out, rate, cand.max_num_seqs, int(max(4000, rate * 400)),
+                              kv_capacity_tokens=cand.kv_budget_tokens)
     lat = np.array([c[7] - c[5] for c in calls])
     pred = (cand.mean, cand.quantile(0.5), cand.quantile(0.99))
     sim = (float(lat.mean()), float(np.quantile(lat, 0.5)), float(np.quantile(lat, 0.99)))

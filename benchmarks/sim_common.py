@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from cortexlang.ir import SLO, CpuResource, GpuResource, Inventory, Program, Workflow
+from cortexlang.ir import SLO, CpuResource, GpuResource, Inventory, Load, Program, Workflow
 from planner.api import plan_program
 from planner.plan import Plan
 from runtime.policies.base import Policy
@@ -267,3 +267,22 @@ PD_POLICY_PARAMS: dict[str, dict] = {"cortex": {"preemptive": False}}
 """Per-policy parameters on disaggregated layouts, tuned on seed 2: evicting a running call on a
 decode replica makes it recompute its whole prompt there, stalling the decode batch (Cortex at
 split A100=4,H100=2, seed 2: preemptive 1.87 / 1.96 at 95 / 99%, non-preemptive 1.72 / 1.79)."""
+
+
+def one_replica_calls(model: str, tp: int, input_tokens: int, output_tokens: int, rate: float, slots: int,
+                      runs: int, *, max_tokens: int = 256, kv_capacity_tokens: int | None = None,
+                      seed: int = 3) -> list[tuple]:
+    """The call records (``SimConfig.record_calls``) of one A100 replica of ``model`` serving a
+    single-stage workflow fed Poisson arrivals at ``rate`` under FCFS, warm-up (the first tenth) dropped."""
+    from planner.synthetic import LLAMA_8B, LLAMA_70B, edge, gpu_inventory, llm
+
+    spec = LLAMA_8B if model == "llama8b" else LLAMA_70B
+    stage = llm("a", model, input_tokens=input_tokens, output_tokens=output_tokens, max_tokens=max_tokens)
+    wf = Workflow(name="w", stages=(stage,), entry="a", edges=(edge("a", "done"),),
+                  slo=SLO(latency_s=600.0, attainment=0.9), load=Load(rate_per_s=rate))
+    prog = Program(models=(spec,), workflows=(wf,), inventory=gpu_inventory(a100=64))
+    layout = (ReplicaSpec(name="a-0", kind="llm", device="A100", model=model, tp=tp, stages=frozenset({"a"}),
+                          slots=slots, kv_capacity_tokens=kv_capacity_tokens),)
+    res = Simulator(prog, layout, make_policy("fcfs"), [Stream("w", rate)],
+                    SimConfig(runs=runs, seed=seed, record_calls=True)).run()
+    return res.calls[len(res.calls) // 10:]
