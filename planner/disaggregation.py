@@ -59,12 +59,8 @@ from planner.candidates import (
     DECODE_STRETCH, MAX_UTILISATION, TABLE_SAMPLES, Candidate, Device, StageLoad, _design, _table,
     _unit_normal, _wait_samples, output_tokens_moments, output_tokens_samples, replica_range, seq_cap,
 )
-from planner.profiles import GIB, LatencyProfile
+from planner.profiles import GIB, LINK_BYTES_PER_S, LatencyProfile
 from planner.queueing import BatchPoint, Wait, llm_batch_point, mgc_wait
-
-LINK_BYTES_PER_S = 50e9
-"""Default KV-transfer bandwidth between a prefill and a decode replica (400 Gb/s RDMA), in bytes per
-second. An input of the model, not a measurement: the simulator's ``DEFAULT_LINK_BYTES_PER_S`` is this value."""
 PREFILL_TOKEN_BUDGET = 8192
 """Prompt tokens one prefill iteration takes at most (vLLM V1's default ``max_num_batched_tokens``)."""
 EXTRA_PREFILL = 1

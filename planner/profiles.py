@@ -44,6 +44,10 @@ from pathlib import Path
 
 PROFILE_DIR = Path(__file__).with_name("profile_data")
 GIB = 1024**3
+LINK_BYTES_PER_S = 50e9
+"""Default KV-transfer bandwidth between a prefill and a decode replica (400 Gb/s RDMA), in bytes per
+second: a hardware input, like the profiles, read by the planner's P/D model (:mod:`planner.disaggregation`)
+and the simulator's layouts (``runtime.simulator.cluster.DEFAULT_LINK_BYTES_PER_S``). Not a measurement."""
 
 
 @dataclass(frozen=True)

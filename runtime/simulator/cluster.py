@@ -21,15 +21,14 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from cortexlang.ir import LLMStage, Program, Workflow
-from planner.disaggregation import LINK_BYTES_PER_S
 from planner.plan import Plan
-from planner.profiles import LatencyProfile, get_profile, profiles_for
+from planner.profiles import LINK_BYTES_PER_S, LatencyProfile, get_profile, profiles_for
 from runtime.policies.base import Role
 
 DEFAULT_MAX_BATCH = 256
 DEFAULT_LINK_BYTES_PER_S = LINK_BYTES_PER_S
 """Default KV-transfer bandwidth between disaggregated replicas (400 Gb/s RDMA): one documented input,
-the planner's :data:`planner.disaggregation.LINK_BYTES_PER_S`."""
+:data:`planner.profiles.LINK_BYTES_PER_S` (the planner's P/D model reads the same)."""
 
 
 @dataclass(frozen=True)
