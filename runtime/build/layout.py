@@ -5,7 +5,10 @@ Three layouts:
 * ``planned`` (:func:`spec_from_plan`): one dedicated pool per stage exactly as
   the plan sizes it -- replicas, device, tensor parallelism, ``max_num_seqs``,
   the KV budget (``kv_budget_tokens x kv_bytes_per_token`` bytes per replica)
-  and executor slots -- and the plan's knob settings.
+  and executor slots -- and the plan's knob settings. A prefill/decode-
+  disaggregated pool gets its decode replicas (``{stage}-i``, KV consumers) and
+  its prefill replicas (``{stage}-prefill-i``, KV producers), linked by a KV
+  connector (:mod:`runtime.engines.disaggregated`).
 * ``default`` (:func:`default_spec`): no plan; one replica per LLM stage on the
   inventory's first device kind with a profile for the model (CPU when there is
   no GPU), every knob at its preferred value.
@@ -34,6 +37,7 @@ from runtime.build.spec import (
     Backend, DatabaseSpec, ExecutorPoolSpec, Knobs, LLMPoolSpec, OrchestratorSpec, ReplicaSpec, RuntimeSpec,
 )
 from runtime.engines.base import EngineSpec
+from runtime.engines.disaggregated import kv_transfer_config
 
 CPU_DEFAULT_KV_BYTES = 512 << 20
 """KV space of a CPU replica when no plan sizes it (plenty for 16 sequences of 2k tokens on a 135M model)."""
@@ -121,17 +125,21 @@ def _engine_spec(program: Program, model: str, device: str, tp: int, max_num_seq
 
 
 def _bind_cpu(pools: list[LLMPoolSpec]) -> tuple[LLMPoolSpec, ...]:
-    """Assign core lists to every CPU replica across all pools."""
-    cpu = [(pi, ri) for pi, p in enumerate(pools) for ri, r in enumerate(p.replicas) if r.device == "CPU"]
+    """Assign core lists to every CPU replica across all pools (a P/D pool's prefill replicas included)."""
+    groups = [(pi, field) for pi in range(len(pools)) for field in ("replicas", "prefill_replicas")]
+    cpu = [(pi, field, ri) for pi, field in groups for ri, r in enumerate(getattr(pools[pi], field))
+           if r.device == "CPU"]
     binds = dict(zip(cpu, cpu_bindings(len(cpu))))
     out = []
     for pi, p in enumerate(pools):
-        reps = tuple(
-            r.model_copy(update={"engine": r.engine.model_copy(update={"cpu_threads_bind": binds[(pi, ri)]})})
-            if (pi, ri) in binds else r
-            for ri, r in enumerate(p.replicas)
-        )
-        out.append(p.model_copy(update={"replicas": reps}))
+        update = {}
+        for field in ("replicas", "prefill_replicas"):
+            update[field] = tuple(
+                r.model_copy(update={"engine": r.engine.model_copy(update={"cpu_threads_bind": binds[(pi, field, ri)]})})
+                if (pi, field, ri) in binds else r
+                for ri, r in enumerate(getattr(p, field))
+            )
+        out.append(p.model_copy(update=update))
     return tuple(out)
 
 
@@ -209,11 +217,6 @@ def spec_from_plan(program: Program, plan: Plan, workflow: str | None = None, *,
     if unknown:
         raise BuildError(f"the plan sizes stages the workflow does not have ({', '.join(unknown)}); "
                          "it was made for another version of the file: re-run `cortexc plan`")
-    split = [p.stage for p in wp.llm_pools if p.disaggregated]
-    if split:  # vLLM here has no KV connector: a prefill replica could not hand its KV to a decode replica
-        raise BuildError(f"the plan disaggregates prefill and decode for {', '.join(split)}, which the runtime "
-                         "cannot serve (no KV-transfer connector); simulate it with `cortex simulate --layout plan`, "
-                         "or re-plan without --disaggregate")
     base = preferred_knobs(wf)
     knobs = Knobs(
         models={**base.models, **wp.knobs.models}, max_tokens={**base.max_tokens, **wp.knobs.max_tokens},
@@ -227,16 +230,21 @@ def spec_from_plan(program: Program, plan: Plan, workflow: str | None = None, *,
         except KeyError:
             raise BuildError(f"the plan uses model {lp.model!r}, which the program does not declare") from None
         kv_bytes = lp.kv_budget_tokens * program.model(lp.model).kv_bytes_per_token if lp.kv_budget_tokens else None
-        reps = tuple(
-            ReplicaSpec(
-                replica_id=f"{lp.stage}-{i}", device=lp.device, profile=lp.profile, tp=lp.tp,
-                kv_capacity_tokens=_kv_tokens(program, lp.model, kv_bytes, lp.profile, lp.device, lp.tp),
-                engine=_engine_spec(program, lp.model, lp.device, lp.tp, lp.max_num_seqs, kv_bytes, None, lp.model),
-            )
-            for i in range(lp.replicas)
-        )
+
+        def replica(replica_id: str, kv_role: str | None) -> ReplicaSpec:
+            engine = _engine_spec(program, lp.model, lp.device, lp.tp, lp.max_num_seqs, kv_bytes, None, lp.model)
+            if kv_role is not None:  # a P/D pool: its engines are linked by a KV connector
+                engine = engine.model_copy(update={"kv_transfer": kv_transfer_config(kv_role)})
+            return ReplicaSpec(replica_id=replica_id, device=lp.device, profile=lp.profile, tp=lp.tp,
+                               kv_capacity_tokens=_kv_tokens(program, lp.model, kv_bytes, lp.profile, lp.device, lp.tp),
+                               engine=engine)
+
+        split = lp.disaggregated
+        reps = tuple(replica(f"{lp.stage}-{i}", "kv_consumer" if split else None) for i in range(lp.decode_replicas))
+        prefill = tuple(replica(f"{lp.stage}-prefill-{i}", "kv_producer") for i in range(lp.prefill_replicas))
         pools.append(LLMPoolSpec(name=lp.stage, stages=tuple(lp.stages), model=lp.model, replicas=reps,
-                                 max_queue=queue_bound(lp.max_num_seqs * lp.replicas), prewarm=lp.prewarm_stages))
+                                 max_queue=queue_bound(lp.max_num_seqs * lp.decode_replicas),
+                                 prewarm=lp.prewarm_stages, prefill_replicas=prefill))
     planned = {stage for p in pools for stage in p.stages}
     default = default_spec(program, wf.name, base_dir=base_dir)
     pools += [p for p in default.llm_pools if p.name not in planned]  # stages the plan left out (should be none)
@@ -255,7 +263,7 @@ def share_engines(spec: RuntimeSpec) -> RuntimeSpec:
         by_model.setdefault(p.model, []).append(p)
     pools = []
     for model, group in by_model.items():
-        reps = [r for p in group for r in p.replicas]
+        reps = [r for p in group for r in (*p.replicas, *p.prefill_replicas)]  # a P/D pool's prefill side too
         first = reps[0]
         kv_bytes = sum(r.engine.kv_cache_bytes or 0 for r in reps) or None
         kv_tokens = sum(r.kv_capacity_tokens for r in reps)
@@ -263,7 +271,7 @@ def share_engines(spec: RuntimeSpec) -> RuntimeSpec:
         cores = sorted({c for r in reps if r.engine.cpu_threads_bind for c in _cores(r.engine.cpu_threads_bind)})
         bind = _core_list(cores) if cores else None
         engine = first.engine.model_copy(update={
-            "kv_cache_bytes": kv_bytes, "max_num_seqs": seqs, "cpu_threads_bind": bind,
+            "kv_cache_bytes": kv_bytes, "max_num_seqs": seqs, "cpu_threads_bind": bind, "kv_transfer": None,
             "tensor_parallel_size": max(r.tp for r in reps)})
         rep = first.model_copy(update={"replica_id": f"shared-{model}-0", "kv_capacity_tokens": kv_tokens,
                                        "tp": max(r.tp for r in reps), "engine": engine})

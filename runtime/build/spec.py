@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from cortexlang.ir import Program
 from planner.plan import Plan
@@ -55,6 +55,17 @@ class LLMPoolSpec(SpecModel):
     prewarm: tuple[str, ...] = Field(default=(), description=(
         "Stages whose static prompt prefix every replica computes once before it takes traffic (the plan's "
         "prewarm decisions: runtime/orchestrator/prewarm.py)."))
+    prefill_replicas: tuple[ReplicaSpec, ...] = Field(default=(), description=(
+        "Prefill-only engines of a prefill/decode-disaggregated pool, shared by its ``replicas`` (which then only "
+        "decode); empty for a colocated pool (runtime/engines/disaggregated.py)."))
+
+    @model_serializer(mode="wrap")
+    def _omit_colocated_split(self, handler):  # type: ignore[no-untyped-def]
+        """A colocated pool's JSON has no ``prefill_replicas`` (specs written before the field stay identical)."""
+        data = handler(self)
+        if not self.prefill_replicas:
+            data.pop("prefill_replicas", None)
+        return data
 
 
 class ExecutorPoolSpec(SpecModel):

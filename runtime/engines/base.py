@@ -165,6 +165,9 @@ class GenerationResult(_Frozen):
     timing: GenerationTiming
     engine: EngineLabel = Field(description="Label of the engine that produced it ('simulated' for the model).")
     cached_prompt_tokens: int | None = Field(default=None, description="Prompt tokens served from the prefix cache.")
+    kv_received_tokens: int | None = Field(default=None, description=(
+        "In a prefill/decode-disaggregated pool, the prompt tokens the decode engine did not compute (their KV "
+        "came from the prefill engine, or was in its own prefix cache); None elsewhere."))
     tool_calls: tuple[dict[str, Any], ...] | None = None
     """Tool calls in OpenAI's format (``{"id", "type": "function", "function": {"name", "arguments"}}``)."""
     logprobs: tuple[dict[str, Any], ...] | None = None
@@ -244,7 +247,10 @@ class EngineSpec(_Frozen):
     ``gpu_memory_utilization``. ``cpu_threads_bind`` is
     ``VLLM_CPU_OMP_THREADS_BIND`` (e.g. "0", "0-1", "auto"); ignored on GPUs.
     ``extra_args`` are passed to vLLM's engine arguments verbatim
-    (``--kebab-case`` flags for the server backend).
+    (``--kebab-case`` flags for the server backend). ``kv_transfer`` is vLLM's
+    ``KVTransferConfig`` as a dict (``kv_connector``, ``kv_role``, ...): set on
+    the engines of a prefill/decode-disaggregated pool
+    (:mod:`runtime.engines.disaggregated`), None elsewhere.
     """
 
     model: str
@@ -261,6 +267,7 @@ class EngineSpec(_Frozen):
     cpu_threads_bind: str | None = None
     scheduling_policy: Literal["fcfs", "priority"] = "priority"
     seed: int = 0
+    kv_transfer: dict[str, Any] | None = None
     extra_args: dict[str, Any] = Field(default_factory=dict)
 
     @property

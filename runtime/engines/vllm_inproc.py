@@ -111,6 +111,7 @@ def engine_kwargs_for(spec: EngineSpec, on_cpu: bool) -> dict[str, Any]:
         "max_num_batched_tokens": spec.max_num_batched_tokens,
         "kv_cache_memory_bytes": kv_bytes,
         "gpu_memory_utilization": spec.gpu_memory_utilization,
+        "kv_transfer_config": spec.kv_transfer,
     }
     kwargs.update({k: v for k, v in optional.items() if v is not None})
     kwargs.update(spec.extra_args)
@@ -121,7 +122,12 @@ def engine_args_for(spec: EngineSpec) -> "EngineArgs":
     prepare_environment()
     from vllm.engine.arg_utils import EngineArgs
 
-    return EngineArgs(**engine_kwargs_for(spec, is_cpu_platform()))
+    kwargs = engine_kwargs_for(spec, is_cpu_platform())
+    if isinstance(kwargs.get("kv_transfer_config"), dict):  # the server parses its JSON flag; in process, the object
+        from vllm.config import KVTransferConfig
+
+        kwargs["kv_transfer_config"] = KVTransferConfig(**kwargs["kv_transfer_config"])
+    return EngineArgs(**kwargs)
 
 
 class MetricsRecorder:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -54,6 +55,8 @@ def _flag(name: str, value: Any) -> list[str]:
         return [option] if value else ["--no-" + name.replace("_", "-")]
     if isinstance(value, (list, tuple)):
         return [option, *map(str, value)]
+    if isinstance(value, dict):  # a config object (e.g. --kv-transfer-config): vLLM parses JSON
+        return [option, json.dumps(value)]
     return [option, str(value)]
 
 

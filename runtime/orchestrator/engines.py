@@ -78,5 +78,5 @@ def vllm_backend_for(spec: RuntimeSpec) -> Backend:
     context), so two in-process engines stepping concurrently in one process
     crash; separate server processes are isolated the way stage pools should be.
     """
-    replicas = sum(len(p.replicas) for p in spec.llm_pools)
+    replicas = sum(len(p.replicas) + len(p.prefill_replicas) for p in spec.llm_pools)
     return "vllm-inproc" if replicas <= 1 else "vllm-server"

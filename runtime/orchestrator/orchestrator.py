@@ -42,6 +42,7 @@ import gc
 import itertools
 import logging
 import math
+import shutil
 import time
 import uuid
 from collections import OrderedDict
@@ -53,8 +54,9 @@ from cortexlang.ir import Database, LLMStage, ToolStage
 from planner.profiles import LatencyProfile, ProfileNotFound, get_profile
 from runtime.build.spec import LLMPoolSpec, ReplicaSpec, RuntimeSpec
 from runtime.cache import InProcessCache, RedisCache, StateCache
-from runtime.engines.base import (ChatMessage, EngineError, GenerationRequest, GenerationResult, RequestRejected,
-                                  TokenDelta, TokenSink, streaming_to)
+from runtime.engines.base import (ChatMessage, Engine, EngineError, GenerationRequest, GenerationResult,
+                                  RequestRejected, TokenDelta, TokenSink, streaming_to)
+from runtime.engines.disaggregated import DisaggregatedEngine, PrefillGroup, make_storage, with_storage
 from runtime.orchestrator.engines import EngineFactory
 from runtime.orchestrator.errors import (
     BadRequest, DatabaseSetupError, NoHealthyReplica, OrchestratorError, Overloaded, UnknownRun,
@@ -127,6 +129,8 @@ class Orchestrator:
         self._pool_keys: dict[str, str] = {}
         self._pool_for_spec: dict[str, Pool] = {}
         """Pool spec name -> the pool currently serving it (a changed spec gets a new pool)."""
+        self._prefill_groups: dict[str, PrefillGroup] = {}
+        """Pool name -> the prefill engines of a prefill/decode-disaggregated pool."""
         self._pool_users: dict[str, int] = {}
         self._sql: dict[str, tuple[str, SQLExecutor]] = {}
         self.runs: OrderedDict[str, Run] = OrderedDict()
@@ -275,8 +279,59 @@ class Orchestrator:
             return name
         return next(f"{name}@{n}" for n in itertools.count(2) if f"{name}@{n}" not in self.pools_by_name)
 
+    P_D_BACKENDS = frozenset({"vllm-inproc", "vllm-server"})
+    """Engines that hand a prompt's KV from a prefill engine to a decode engine (vLLM's KV connectors)."""
+
+    def build_engine(self, spec: RuntimeSpec, lp: LLMPoolSpec, rep: ReplicaSpec, pool: str) -> Engine:
+        """The unstarted engine of replica ``rep`` of pool ``pool``: the factory's, wrapped to prefill on the
+        pool's prefill engines when the pool is prefill/decode-disaggregated."""
+        group = self._prefill_groups.get(pool)
+        if group is None or group.storage is None:
+            return self.engine_factory(spec, lp, rep)
+        engine = rep.engine.model_copy(update={"kv_transfer": with_storage(rep.engine.kv_transfer, group.storage)})
+        return DisaggregatedEngine(self.engine_factory(spec, lp, rep.model_copy(update={"engine": engine})), group)
+
+    async def _start_prefill_group(self, spec: RuntimeSpec, lp: LLMPoolSpec, name: str) -> None:
+        """Build and start a disaggregated pool's prefill engines (before its decode engines are built)."""
+        storage = make_storage()
+        engines: list[Engine] = []
+        try:
+            for rep in lp.prefill_replicas:
+                kv = with_storage(rep.engine.kv_transfer, storage)
+                built = await asyncio.to_thread(self.engine_factory, spec, lp,
+                                                rep.model_copy(update={"engine": rep.engine.model_copy(
+                                                    update={"kv_transfer": kv})}))
+                engines.append(built)
+            group = PrefillGroup(engines, storage)
+        except BaseException:
+            shutil.rmtree(storage, ignore_errors=True)
+            raise
+        try:
+            await group.start()
+        except EngineError as exc:
+            raise OrchestratorError(f"pool {lp.name!r}: {exc}") from exc
+        other = next((e.label for e in engines if e.label not in self.P_D_BACKENDS), None)  # a proxy knows it once started
+        if other is not None:
+            await group.stop()
+            raise OrchestratorError(
+                f"pool {lp.name!r} is prefill/decode-disaggregated, which needs vLLM engines (a KV connector hands "
+                f"each prompt's KV to the decode engine); the {other} engine has none: simulate the plan with "
+                "`cortex simulate --layout plan`, or re-plan without --disaggregate")
+        self._prefill_groups[name] = group
+
     async def _start_llm_pool(self, spec: RuntimeSpec, lp: LLMPoolSpec, name: str) -> Pool:
-        engines = [await asyncio.to_thread(self.engine_factory, spec, lp, rep) for rep in lp.replicas]
+        if lp.prefill_replicas:
+            await self._start_prefill_group(spec, lp, name)
+        try:
+            return await self._start_decoders(spec, lp, name)
+        except BaseException:
+            group = self._prefill_groups.pop(name, None)
+            if group is not None:
+                await group.stop()
+            raise
+
+    async def _start_decoders(self, spec: RuntimeSpec, lp: LLMPoolSpec, name: str) -> Pool:
+        engines = [await asyncio.to_thread(self.build_engine, spec, lp, rep, name) for rep in lp.replicas]
         needed = required_capabilities(spec.program.workflow(spec.workflow), lp.stages)
         for rep, engine in zip(lp.replicas, engines):  # before any starts: nothing to stop
             try:
@@ -372,6 +427,9 @@ class Orchestrator:
         await self.prober.forget(pool)
         engines = [r.engine for r in pool.replicas if r.engine is not None]
         await asyncio.gather(*(e.stop() for e in engines), return_exceptions=True)
+        group = self._prefill_groups.pop(pool.name, None)
+        if group is not None:
+            await group.stop()
 
     # ------------------------------------------------------------------ runs
     def version(self, workflow: str | None = None) -> WorkflowVersion:

@@ -159,7 +159,7 @@ class PoolScaler:
         started = time.monotonic()
         engine = None
         try:
-            engine = await asyncio.to_thread(self.orchestrator.engine_factory, spec, lp, rep)
+            engine = await asyncio.to_thread(self.orchestrator.build_engine, spec, lp, rep, pool.name)
             async with asyncio.timeout(self.ready_timeout_s):
                 await engine.start()
                 health = await engine.health()

@@ -1,6 +1,6 @@
 """Prefill/decode-disaggregated pools: the planner's P/D candidates against the discrete-event
 simulator (which runs prefill-only and decode-only replicas and ships the KV: an independent model),
-the plan field, its views, the simulator layout, the opt-in and the runtime's refusal."""
+the plan field, its views, the simulator layout, the opt-in and the runtime's engines."""
 
 from __future__ import annotations
 
@@ -115,25 +115,36 @@ def test_opt_in_plan_field_views_and_layout(tmp_path: Path) -> None:
     assert roles == [("prefill", frozenset({"s"}))] * p.prefill_replicas + [("decode", frozenset({"s"}))] * p.decode_replicas
 
 
-def test_the_runtime_refuses_a_pd_plan_in_one_line(tmp_path: Path) -> None:
+def test_the_runtime_builds_a_pd_plan_as_prefill_and_decode_engines_linked_by_a_kv_connector(tmp_path: Path) -> None:
     from cortexlang.cli.run_cmds import prepare_spec
-    from runtime.build import BuildError, spec_from_plan
+    from runtime.build import share_engines, spec_from_plan
 
     prog = _program(60.0, slo_s=0.8)
     split = plan_program(prog, disaggregate=True)
     assert isinstance(split, Plan)
-    with pytest.raises(BuildError, match="disaggregates prefill and decode for s"):
-        spec_from_plan(prog, split, "one", base_dir=tmp_path)
+    pool = split.workflows[0].pool("s")
+    (lp,) = spec_from_plan(prog, split, "one", base_dir=tmp_path).llm_pools
+    assert [r.replica_id for r in lp.replicas] == [f"s-{i}" for i in range(pool.decode_replicas)]
+    assert [r.replica_id for r in lp.prefill_replicas] == [f"s-prefill-{i}" for i in range(pool.prefill_replicas)]
+    assert {r.engine.kv_transfer["kv_role"] for r in lp.replicas} == {"kv_consumer"}  # type: ignore[index]
+    assert {r.engine.kv_transfer["kv_role"] for r in lp.prefill_replicas} == {"kv_producer"}  # type: ignore[index]
+    assert lp.max_queue >= pool.max_num_seqs * pool.decode_replicas
+    # a colocated plan's pools have no prefill side, and their JSON is as before the field existed
+    (colocated,) = spec_from_plan(prog, plan_program(prog), "one", base_dir=tmp_path).llm_pools
+    assert not colocated.prefill_replicas and "prefill_replicas" not in colocated.model_dump_json()
+    assert all(r.engine.kv_transfer is None for r in colocated.replicas)
+    # the shared baseline of a P/D spec: one colocated engine with every replica's resources
+    shared = share_engines(spec_from_plan(prog, split, "one", base_dir=tmp_path))
+    (engine,) = [r.engine for p in shared.llm_pools for r in p.replicas]
+    assert engine.kv_transfer is None and engine.max_num_seqs == pool.max_num_seqs * pool.replicas
+    # `cortex run` takes the saved plan (vLLM engines serve it; the simulated engine refuses at start)
     source = tmp_path / "one.cortex"
     source.write_text(_CORTEX)
     saved = tmp_path / "plan.json"
     split.model_copy(update={"workflows": tuple(w.model_copy(update={"workflow": "summarise"})
                                                 for w in split.workflows)}).save(saved)
-    out = io.StringIO()
-    with pytest.raises(typer.Exit):
-        prepare_spec(source, plan_path=saved, workflow=None, no_plan=False, console=Console(file=out, width=400))
-    text = out.getvalue().strip()
-    assert text.startswith("error: the plan disaggregates") and "\n" not in text and "Traceback" not in text
+    spec = prepare_spec(source, plan_path=saved, workflow=None, no_plan=False, console=Console(file=io.StringIO()))
+    assert len(spec.llm_pools[0].prefill_replicas) == pool.prefill_replicas
 
 
 def _random_pd_problem(seed: int):

@@ -210,3 +210,43 @@ def test_streamed_logprobs_and_a_declared_regex_constraint(engine, loop) -> None
         prompt=(ChatMessage(role="user", content="Is SQL a language?"),), max_tokens=24, constraint=yes_no)))
     assert answer.constraint == "enforced"
     assert answer.text.startswith(("yes, because ", "no, because ")), answer.text
+
+
+def test_a_decode_engine_decodes_from_the_kv_a_prefill_engine_computed(model_dir: str, engine, loop) -> None:  # type: ignore[no-untyped-def]
+    """Prefill/decode disaggregation on two vLLM servers linked by vLLM's storage KV connector
+    (runtime/engines/disaggregated.py): the decode server computes only the prompt's last partial block,
+    and its greedy answer is the colocated engine's."""
+    from runtime.engines.disaggregated import (
+        DisaggregatedEngine, PrefillGroup, kv_transfer_config, make_storage, with_storage,
+    )
+    from runtime.engines.vllm_server import VllmServerEngine
+
+    storage = make_storage()
+
+    def spec(role: str) -> EngineSpec:
+        return EngineSpec(model=model_dir, served_model_name="smollm2", max_model_len=1024, kv_cache_bytes=128 << 20,
+                          cpu_threads_bind="1", kv_transfer=with_storage(kv_transfer_config(role), storage))
+
+    schema = "Schema: " + ", ".join(f"orders_{i}(id INTEGER, region TEXT, amount REAL)" for i in range(30))
+    request = GenerationRequest(prompt=schema + "\nQ: total amount in orders_7 per region\nSQL: SELECT", max_tokens=8)
+
+    async def scenario() -> tuple:
+        group = PrefillGroup([VllmServerEngine(spec("kv_producer"))], storage)
+        decode = DisaggregatedEngine(VllmServerEngine(spec("kv_consumer")), group)
+        try:
+            await asyncio.gather(group.start(), decode.start())
+            return await decode.generate(request), any(storage.iterdir())
+        finally:
+            await decode.stop()
+            await group.stop()
+
+    result, stored = asyncio.run(scenario())
+    colocated = loop.run_until_complete(engine.generate(request.model_copy(update={"request_id": "colocated"})))
+    assert stored  # the prefill server wrote the prompt's KV to the pool's store
+    whole_blocks = result.prompt_tokens // 128 * 128
+    assert result.prompt_tokens > 256 and result.kv_received_tokens == whole_blocks
+    assert result.cached_prompt_tokens == 0  # a cold prefill engine computed the prompt
+    assert result.output_tokens > 0 and result.text == colocated.text
+    t = result.timing
+    assert t.prefill_s is not None and t.ttft_s is not None and t.ttft_s <= t.total_s
+    assert not storage.exists()

@@ -42,6 +42,9 @@ def test_the_declared_result_size_bound_reaches_the_sql_executor(tmp_path: Path)
 
     from .conftest import compile_example, sim_factory
 
+    from examples.data.build_sales_db import build
+
+    build()  # the example's own SQLite file (the test opened it only if an earlier test had built it)
     program = compile_example("nl2sql")
     bounded = program.model_copy(update={"databases": tuple(
         d.model_copy(update={"max_result_bytes": 64 * 1024}) for d in program.databases)})
