@@ -11,7 +11,9 @@
 4. calibrates the same engines again right after the run and replays with that profile too:
    on a machine other jobs share, the two calibrations bracket how much the machine itself
    drifted during the run (the stored profile is the later one);
-5. splits each LLM stage's measured call time by the engine's own clock (vLLM's per-request
+5. pairs each recorded LLM call with the simulated call that replays it and reports the
+   distribution of the per-call error, per stage;
+6. splits each LLM stage's measured call time by the engine's own clock (vLLM's per-request
    metrics, recorded in the trace): queue, prefill, decode per token, and the time outside the
    engine's clock (HTTP, detokenisation, Cortex), beside what the calibrated profile gives an
    idle engine for the same call -- where a replay error comes from.
@@ -77,6 +79,7 @@ def main() -> int:
     load_after = os.getloadavg()
     comparison = out["replay"]
     spec = out["spec"]
+    per_call = per_call_errors(spec, out["trace"])  # with the before-run calibration, still the active profile
     after, after_cal = _replay_after_recalibration(spec, out["trace"], console)
     prof = used
     cal = before_coefficients.get("calibration", {})
@@ -108,6 +111,7 @@ def main() -> int:
         "profile": prof.path if prof else None, "rows": rows,
         "predicted_vs_measured": out["predicted"],
         "engine_clock": engine_clock(calls, cal_before),
+        "per_call": per_call,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "real_vs_sim.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -151,6 +155,17 @@ def engine_clock(calls: list[dict], coefficients: dict) -> list[dict]:
                                       - x["engine_decode_s"] for x in got]),
         })
     return out
+
+
+def per_call_errors(spec, lines: list[str]) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Per LLM stage, the distribution of the replay's per-call error (simulated / measured - 1), each
+    recorded call against the simulated call it replays (``runtime.replay.call_errors``)."""
+    from runtime.replay import call_errors, replay, stage_kinds
+
+    return [{"stage": e.stage, "n": len(e.errors), "p10": e.quantile(10), "median": e.quantile(50),
+             "p90": e.quantile(90), "abs_median": e.quantile(50, absolute=True),
+             "abs_p90": e.quantile(90, absolute=True), "within_25": e.within(0.25)}
+            for e in call_errors(lines, replay(spec, lines), stage_kinds(spec))]
 
 
 def _replay_after_recalibration(spec, lines: list[str], console) -> tuple:
@@ -224,6 +239,16 @@ def render(r: dict) -> str:
             continue
         lines.append(f"| {x['what']} | {x['n']} | " + " | ".join(
             s(x[f"{k}_{q}"]) for q in ("p50", "p95", "p99") for k in ("predicted", "measured")) + " |")
+    if r.get("per_call"):
+        lines += ["", "## Per call: the distribution of the replay's error", "",
+                  "Each recorded call against the simulated call that replays it (same run, same stage, same "
+                  "position in the run): error = simulated / measured - 1, with the calibration made before the run.",
+                  "", "| stage | calls | p10 | median | p90 | median abs | p90 abs | within ±25% |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for x in r["per_call"]:
+            lines.append(f"| {x['stage']} | {x['n']} | {100 * x['p10']:+.1f}% | {100 * x['median']:+.1f}% | "
+                         f"{100 * x['p90']:+.1f}% | {100 * x['abs_median']:.1f}% | {100 * x['abs_p90']:.1f}% | "
+                         f"{100 * x['within_25']:.0f}% |")
     if r.get("engine_clock"):
         lines += ["", "## Where an LLM call's time went (the engine's own clock, means)", "",
                   "vLLM's per-request metrics in the trace: queue inside the engine, prefill (scheduled -> first "

@@ -36,10 +36,13 @@ def layout_of(spec: RuntimeSpec) -> tuple[ReplicaSpec, ...]:
     """The simulator's replicas for the engines and executors ``spec`` starts."""
     out: list[ReplicaSpec] = []
     for pool in spec.llm_pools:
-        for rep in pool.replicas:
-            out.append(ReplicaSpec(name=rep.replica_id, kind="llm", device=rep.device, model=pool.model, tp=rep.tp,
-                                   stages=frozenset(pool.stages), slots=rep.engine.max_num_seqs or 256,
-                                   kv_capacity_tokens=rep.kv_capacity_tokens, prewarm=frozenset(pool.prewarm)))
+        split = bool(pool.prefill_replicas)  # a P/D pool: its prefill engines, then its decode engines
+        for role, reps in (("prefill", pool.prefill_replicas), ("decode" if split else "mixed", pool.replicas)):
+            for rep in reps:
+                out.append(ReplicaSpec(name=rep.replica_id, kind="llm", device=rep.device, model=pool.model,
+                                       tp=rep.tp, stages=frozenset(pool.stages), slots=rep.engine.max_num_seqs or 256,
+                                       kv_capacity_tokens=rep.kv_capacity_tokens, prewarm=frozenset(pool.prewarm),
+                                       role=role))
     for ex in spec.executor_pools:
         out.append(ReplicaSpec(name=ex.name, kind="executor", slots=ex.slots, stages=frozenset({ex.stage})))
     return tuple(out)
@@ -52,6 +55,8 @@ class Replayed:
     run_latency: list[float]
     stage_latency: dict[str, list[float]]
     policy: str
+    call_latency: dict[tuple[int, str], list[float]] = field(default_factory=dict)
+    """Per (run index, stage): its calls' simulated latencies in the order they were queued."""
 
 
 def measured_prefixes(lines: list[str]) -> list[str]:
@@ -86,10 +91,13 @@ def replay(spec: RuntimeSpec, lines: list[str], *, policy: str | None = None, se
     for i, arrival, end in zip(result.run_id.tolist(), result.arrival.tolist(), result.end.tolist()):
         run_latency[i] = end - arrival
     stages: dict[str, list[float]] = defaultdict(list)
+    per_call: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
     for rec in result.calls:
-        _, _, stage, _, _, t_enqueue, _, t_end, *_ = rec
+        run, _, stage, _, _, t_enqueue, _, t_end, *_ = rec
         stages[stage].append(t_end - t_enqueue)
-    return Replayed(run_latency, dict(stages), sim.policy.name)
+        per_call[(run, stage)].append((t_enqueue, t_end - t_enqueue))
+    ordered = {key: [lat for _, lat in sorted(calls)] for key, calls in per_call.items()}
+    return Replayed(run_latency, dict(stages), sim.policy.name, ordered)
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -148,6 +156,44 @@ def compare(lines: list[str], replayed: Replayed, stage_kinds: dict[str, str] | 
     return out
 
 
+@dataclass
+class CallErrors:
+    """Per-call error of the replay for one stage: each recorded call against the simulated call it
+    replays (same run, same stage, the same position in the run's order of queueing)."""
+
+    stage: str
+    errors: list[float]
+    """simulated / measured - 1, one per paired call."""
+
+    def quantile(self, q: float, *, absolute: bool = False) -> float:
+        return _pct([abs(e) for e in self.errors] if absolute else self.errors, q)
+
+    def within(self, bound: float) -> float:
+        """Share of calls whose error is within ``bound`` (e.g. 0.25 for ±25%)."""
+        return sum(abs(e) <= bound for e in self.errors) / len(self.errors) if self.errors else math.nan
+
+
+def call_errors(lines: list[str], replayed: Replayed, stage_kinds: dict[str, str] | None = None) -> list[CallErrors]:
+    """The distribution of per-call errors, per stage (LLM stages only when ``stage_kinds`` is given).
+    A call is paired with the simulated call of the same run and stage queued at the same position;
+    calls without a partner (a run the replay ended differently) are left out."""
+    # the replay numbers runs in order of arrival (parse_trace's stable sort of the lines): the same here
+    runs = sorted((json.loads(x) for x in lines if x.strip()), key=lambda r: float(r["arrival_s"]))
+    errors: dict[str, list[float]] = defaultdict(list)
+    for i, r in enumerate(runs):
+        recorded: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for c in r["calls"]:
+            if isinstance(c.get("latency_s"), (int, float)) and c["latency_s"] > 0:
+                recorded[c["stage"]].append((float(c.get("started_s", 0.0)), float(c["latency_s"])))
+        for stage, calls in recorded.items():
+            if stage_kinds is not None and stage_kinds.get(stage) != "llm":
+                continue
+            simulated = replayed.call_latency.get((i, stage), [])
+            for (_, measured), sim in zip(sorted(calls), simulated):
+                errors[stage].append(sim / measured - 1.0)
+    return [CallErrors(stage, errors[stage]) for stage in sorted(errors)]
+
+
 def render(comparison: Comparison, title: str = "measured vs simulated replay") -> str:
     lines = [title, f"  {'':14s} {'':4s} {'measured':>9s} {'simulated':>9s} {'error':>7s} {'n':>4s}"]
     for r in comparison.rows:
@@ -160,4 +206,5 @@ def stage_kinds(spec: RuntimeSpec) -> dict[str, str]:
     return {s.name: s.kind for s in spec.program.workflow(spec.workflow).stages}
 
 
-__all__ = ["Comparison", "Replayed", "Row", "compare", "layout_of", "render", "replay", "stage_kinds"]
+__all__ = ["CallErrors", "Comparison", "Replayed", "Row", "call_errors", "compare", "layout_of", "render", "replay",
+           "stage_kinds"]

@@ -15,7 +15,7 @@ from cortexlang.compiler import compile_file
 from cortexlang.ir import Program
 from runtime.orchestrator.prewarm import is_warm_up
 from runtime.build.layout import default_spec
-from runtime.build.spec import RuntimeSpec
+from runtime.build.spec import LLMPoolSpec, RuntimeSpec
 from runtime.engines.base import GenerationRequest
 from runtime.engines.simulated import SimulatedEngine
 from runtime.orchestrator import Orchestrator
@@ -117,3 +117,23 @@ async def started(spec: RuntimeSpec, factory: Callable[..., Any], **kwargs: Any)
     orch = Orchestrator(spec, factory, **kwargs)
     await orch.start()
     return orch
+
+
+def split_pool(spec: RuntimeSpec, pool: str, prefill: int, decode: int) -> RuntimeSpec:
+    """``pool`` as a P/D pool of ``prefill`` prefill and ``decode`` decode replicas (as spec_from_plan builds it)."""
+    from runtime.engines.disaggregated import kv_transfer_config
+
+    pools: list[LLMPoolSpec] = []
+    for p in spec.llm_pools:
+        if p.name == pool:
+            rep = p.replicas[0]
+
+            def role(replica_id: str, kv_role: str):  # type: ignore[no-untyped-def]
+                engine = rep.engine.model_copy(update={"kv_transfer": kv_transfer_config(kv_role)})
+                return rep.model_copy(update={"replica_id": replica_id, "engine": engine})
+
+            p = p.model_copy(update={
+                "replicas": tuple(role(f"{pool}-{i}", "kv_consumer") for i in range(decode)),
+                "prefill_replicas": tuple(role(f"{pool}-prefill-{i}", "kv_producer") for i in range(prefill))})
+        pools.append(p)
+    return spec.model_copy(update={"llm_pools": tuple(pools)})

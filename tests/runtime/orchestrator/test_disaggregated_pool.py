@@ -12,30 +12,12 @@ from typing import Any
 import pytest
 
 from runtime.build.spec import LLMPoolSpec, RuntimeSpec
-from runtime.engines.disaggregated import STORAGE_PATH_KEY, DisaggregatedEngine, kv_transfer_config
+from runtime.engines.disaggregated import STORAGE_PATH_KEY, DisaggregatedEngine
 from runtime.engines.simulated import SimulatedEngine
 from runtime.orchestrator.errors import OrchestratorError
 from runtime.orchestrator.scaling import PoolScaler
 
-from .conftest import example_spec, run_async, sim_factory, started
-
-
-def split_pool(spec: RuntimeSpec, pool: str, prefill: int, decode: int) -> RuntimeSpec:
-    """``pool`` as a P/D pool of ``prefill`` prefill and ``decode`` decode replicas (as spec_from_plan builds it)."""
-    pools: list[LLMPoolSpec] = []
-    for p in spec.llm_pools:
-        if p.name == pool:
-            rep = p.replicas[0]
-
-            def role(replica_id: str, kv_role: str):  # type: ignore[no-untyped-def]
-                engine = rep.engine.model_copy(update={"kv_transfer": kv_transfer_config(kv_role)})
-                return rep.model_copy(update={"replica_id": replica_id, "engine": engine})
-
-            p = p.model_copy(update={
-                "replicas": tuple(role(f"{pool}-{i}", "kv_consumer") for i in range(decode)),
-                "prefill_replicas": tuple(role(f"{pool}-prefill-{i}", "kv_producer") for i in range(prefill))})
-        pools.append(p)
-    return spec.model_copy(update={"llm_pools": tuple(pools)})
+from .conftest import example_spec, run_async, sim_factory, split_pool, started
 
 
 def labelled(label: str, built: list[tuple[str, Any]]):  # type: ignore[no-untyped-def]

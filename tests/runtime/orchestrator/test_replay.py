@@ -13,9 +13,9 @@ import math
 from pathlib import Path
 
 from runtime.orchestrator.recorder import trace_line
-from runtime.replay import compare, layout_of, render, replay, stage_kinds
+from runtime.replay import call_errors, compare, layout_of, render, replay, stage_kinds
 
-from .conftest import example_spec, run_async, sim_factory, started
+from .conftest import example_spec, run_async, sim_factory, split_pool, started
 
 
 def test_layout_mirrors_the_spec() -> None:
@@ -28,6 +28,10 @@ def test_layout_mirrors_the_spec() -> None:
             assert sim.kv_capacity_tokens == rep.kv_capacity_tokens and sim.device == rep.device
     execs = [r for r in layout.values() if r.kind == "executor"]
     assert {next(iter(r.stages)) for r in execs} == {p.stage for p in spec.executor_pools}
+    # a prefill/decode-disaggregated pool replays as prefill-only and decode-only replicas
+    split = {r.name: r for r in layout_of(split_pool(spec, "generate", prefill=2, decode=1))}
+    assert [split[f"generate-prefill-{i}"].role for i in range(2)] == ["prefill", "prefill"]
+    assert split["generate-0"].role == "decode" and split["fix-0"].role == "mixed"
 
 
 def test_a_recorded_batch_replays_close_to_what_was_measured(sales_db: Path) -> None:
@@ -58,3 +62,8 @@ def test_a_recorded_batch_replays_close_to_what_was_measured(sales_db: Path) -> 
     # Same profile on both sides; the real-time engine only adds event-loop delays.
     assert -0.35 < e2e.error < 0.15, render(result)
     assert "end to end" in render(result)
+    # per call: every recorded generate call is paired with the simulated call it replays
+    per_call = {e.stage: e for e in call_errors(lines, replayed, stage_kinds(spec))}
+    recorded = sum(1 for line in lines for c in json.loads(line)["calls"] if c["stage"] == "generate")
+    assert "execute" not in per_call and len(per_call["generate"].errors) == recorded
+    assert per_call["generate"].quantile(50, absolute=True) < 0.35 and 0 <= per_call["generate"].within(0.25) <= 1
