@@ -84,7 +84,7 @@ def write_build(spec: RuntimeSpec, out_dir: Path) -> list[Path]:
         (out_dir / "plan.json").unlink()
     for pool in spec.llm_pools:
         weights = spec.program.model(pool.model).weights
-        for rep in pool.replicas:
+        for rep in (*pool.prefill_replicas, *pool.replicas):  # a P/D pool's prefill engines are engines too
             on_cpu = rep.device == "CPU"
             args = engine_kwargs_for(rep.engine, on_cpu)
             args["model"] = weights
@@ -105,6 +105,7 @@ def write_build(spec: RuntimeSpec, out_dir: Path) -> list[Path]:
         **spec.orchestrator.model_dump(mode="json"),
         "pools": {p.name: {"kind": "llm", "stages": list(p.stages), "replicas": len(p.replicas),
                            "slots": sum(r.engine.max_num_seqs or 0 for r in p.replicas), "max_queue": p.max_queue}
+                  | ({"prefill_replicas": len(p.prefill_replicas)} if p.prefill_replicas else {})
                   for p in spec.llm_pools}
         | {e.name: {"kind": e.kind, "stages": [e.stage], "slots": e.slots, "max_queue": e.max_queue}
            for e in spec.executor_pools},

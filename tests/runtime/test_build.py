@@ -111,6 +111,28 @@ def test_build_directory_round_trips_and_is_inspectable(tmp_path: Path, rag_plan
     assert (out / "runtime.json").read_text() == first
 
 
+def test_a_pd_pool_builds_its_prefill_engines_with_their_kv_connector(tmp_path: Path) -> None:
+    plan = plan_program(program("rag"), disaggregate=True)
+    assert isinstance(plan, Plan), plan
+    split = next(p for w in plan.workflows for p in w.llm_pools if p.disaggregated)
+    spec = spec_from_plan(program("rag"), plan, base_dir=EXAMPLES, source="examples/rag.cortex")
+    out = tmp_path / "build"
+    write_build(spec, out)
+    assert load_build(out) == spec
+    prefill = json.loads((out / f"engines/{split.stage}-prefill-0.json").read_text())["vllm_engine_args"]
+    decode = json.loads((out / f"engines/{split.stage}-0.json").read_text())["vllm_engine_args"]
+    assert prefill["kv_transfer_config"]["kv_role"] == "kv_producer"
+    assert decode["kv_transfer_config"]["kv_role"] == "kv_consumer"
+    script = (out / f"engines/{split.stage}-prefill-0.sh").read_text()
+    assert "--kv-transfer-config" in script and '"kv_role": "kv_producer"' in script
+    readme = (out / "README.md").read_text()
+    assert f"| {split.stage}-prefill-0 (prefill) |" in readme and f"| {split.stage}-0 (decode) |" in readme
+    assert "Prefill/decode-disaggregated pools" in readme
+    pools = json.loads((out / "orchestrator.json").read_text())["pools"]
+    assert pools[split.stage]["prefill_replicas"] == split.prefill_replicas
+    assert pools[split.stage]["replicas"] == split.decode_replicas
+
+
 def test_load_build_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="not a Cortex build"):
         load_build(tmp_path)
