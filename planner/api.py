@@ -52,6 +52,9 @@ from planner.shared_pool import compare
 from planner.solver import TIME_LIMIT_S, SolveResult, WorkflowProblem, objective_milli, solve
 from planner.visits import ChainError, VisitChain, branch_multiplicity, build_chain, expected_stage_visits
 
+MAX_RATE_PER_S = 1e9
+"""Largest arrival rate planned (a billion runs per second, beyond any inventory): above it, or
+NaN/infinite, the plan is :class:`Infeasible` (binding ``rate``) rather than an overflow in the sizing."""
 HEADROOM_TOLERANCE = 0.005
 Progress = Callable[[str], None]
 
@@ -460,6 +463,10 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
         if r is None or r <= 0:
             return Infeasible(workflow=w.name, binding="input",
                               message=f"Workflow {w.name} declares no load; declare `load {{ rate = ... }}` or pass --rate.")
+        if not r <= MAX_RATE_PER_S:  # NaN too: no sizing arithmetic survives such a rate (ceil(inf) raises)
+            return Infeasible(workflow=w.name, binding="rate",
+                              message=f"Workflow {w.name}: a rate of {r:g} runs/s is beyond what the planner sizes "
+                                      f"(at most {MAX_RATE_PER_S:g} runs/s).")
         rates[w.name] = r
     program = program.model_copy(update={"workflows": tuple(selected)})
     if mode not in ("cost", "headroom"):

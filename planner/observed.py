@@ -40,6 +40,8 @@ from cortexlang.ir import TERMINALS, Edge, Graph, LLMStage, Program, Workflow
 MIN_CALLS = 5
 PRIOR_WEIGHT = 2.0
 BURST_S = 1.0
+MAX_ARRIVAL_S = 1e12
+"""Largest ``|arrival_s|`` (as runtime/simulator/trace.py): epoch seconds fit; beyond, gaps are rounding."""
 FLAG_PROBABILITY = 0.10
 """Absolute difference of a branch probability that is flagged."""
 FLAG_RELATIVE = 0.25
@@ -93,18 +95,49 @@ def read_trace(lines: Iterable[str], source: str = "trace") -> list[dict[str, An
             raw = json.loads(line)
         except json.JSONDecodeError as exc:
             raise TraceFormatError(f"{source}:{n}: not JSON ({exc.msg})") from None
+        except RecursionError:  # `[[[[...` 100k deep: the decoder recurses once per level
+            raise TraceFormatError(f"{source}:{n}: not JSON (nested too deeply)") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("calls"), list):
             raise TraceFormatError(f"{source}:{n}: expected an object with a 'calls' list")
         arrival = raw.get("arrival_s")
-        if not isinstance(arrival, (int, float)) or isinstance(arrival, bool) or not math.isfinite(arrival):
-            raise TraceFormatError(f"{source}:{n}: missing or invalid 'arrival_s'")
+        if not isinstance(arrival, (int, float)) or isinstance(arrival, bool) or not abs(arrival) <= MAX_ARRIVAL_S:
+            raise TraceFormatError(f"{source}:{n}: missing or invalid 'arrival_s' (a finite number of seconds, "
+                                   f"|x| <= {MAX_ARRIVAL_S:g})")
+        for key in ("workflow", "status"):
+            if key in raw and not isinstance(raw[key], str):
+                raise TraceFormatError(f"{source}:{n}: {key!r} must be a string")
         for i, call in enumerate(raw["calls"]):
-            if not isinstance(call, dict) or not isinstance(call.get("stage"), str) or "id" not in call:
-                raise TraceFormatError(f"{source}:{n}: call {i} needs 'id' and 'stage'")
+            _check_call(call, f"{source}:{n}: call {i}")
         runs.append(raw)
     if not runs:
         raise TraceFormatError(f"{source}: the trace holds no runs")
     return runs
+
+
+NUMBERS = {"input_tokens": 1e8, "output_tokens": 1e8, "prefix_tokens": 1e8, "cached_tokens": 1e8,
+           "duration_s": 1e6, "service_s": 1e6, "ttft_s": 1e6, "latency_s": 1e6}
+"""The numeric fields the estimates read, each with its largest credible value (tokens: beyond any
+context; seconds: 11 days): a larger, negative or non-finite one is a malformed trace, not data."""
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+def _check_call(call: object, where: str) -> None:
+    """:class:`TraceFormatError` unless ``call`` has an id, a stage, a list of parent ids and sane numbers."""
+    if not isinstance(call, dict) or not isinstance(call.get("stage"), str) or not _is_id(call.get("id")):
+        raise TraceFormatError(f"{where} needs 'id' and 'stage'")
+    parents = call.get("parents", [])
+    if parents is not None and not (isinstance(parents, list) and all(_is_id(p) for p in parents)):
+        raise TraceFormatError(f"{where}: 'parents' must be a list of call ids")
+    for key, top in NUMBERS.items():
+        v = call.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= top:
+            raise TraceFormatError(f"{where}: {key!r} must be a number from 0 to {top:g}, not "
+                                   f"{json.dumps(v, allow_nan=True)[:40]}")
 
 
 def _num(call: dict, key: str) -> float | None:

@@ -58,11 +58,11 @@ def register(app: typer.Typer) -> None:
         """Apply a plan to a running deployment: show the diff, confirm, apply step by step."""
         import httpx
 
-        from cortexlang.cli.run_cmds import load_plan
+        from cortexlang.cli.common import load_plan
         from planner.plan import Plan
         from planner.render import render_diff
 
-        plan = load_plan(plan_path)
+        plan = load_plan(plan_path, str(plan_path))
         if not token:
             raise usage_error("applying needs the server's API token: pass --token or set CORTEX_API_TOKEN")
         headers = {"Authorization": f"Bearer {token}"}

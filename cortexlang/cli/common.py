@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -17,6 +17,8 @@ if TYPE_CHECKING:  # the compiler loads when a command compiles, so `--version` 
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 MAX_SOURCE_BYTES = 16 << 20  # a .cortex file is a few KB; this bounds what `cortexc check /dev/zero` reads
+MAX_DATA_BYTES = 256 << 20
+"""Bound on a trace or an input file (~100k recorded runs): `--observed /dev/zero` stops here, not at OOM."""
 
 
 def usage_error(message: str) -> "typer.Exit":
@@ -77,14 +79,52 @@ def compile_or_exit(path: Path) -> CompileResult:
     return result
 
 
-def read_lines(path: Path, label: str) -> list[str]:
-    """The lines of the UTF-8 text file ``path``; a usage error starting with ``label`` otherwise."""
+def read_text(path: Path, label: str, max_bytes: int | None = None) -> str:
+    """The UTF-8 text of ``path``, read once and at most ``max_bytes`` (a pipe works; ``/dev/zero``
+    does not run out of memory; default :data:`MAX_DATA_BYTES`); a usage error (exit 2) starting with
+    ``label`` when it is missing, a directory, unreadable, larger or not UTF-8 (the message names the line)."""
+    max_bytes = MAX_DATA_BYTES if max_bytes is None else max_bytes
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
     except FileNotFoundError:
         raise usage_error(f"{label}: no such file")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise usage_error(f"{label}: cannot read it: {exc}")
+    except IsADirectoryError:
+        raise usage_error(f"{label}: is a directory, not a file")
+    except OSError as exc:
+        raise usage_error(f"{label}: cannot read it: {exc.strerror or exc}")
+    if len(data) > max_bytes:
+        raise usage_error(f"{label}: larger than {max_bytes >> 20} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise usage_error(f"{label}: not UTF-8 text (line {line})")
+
+
+def read_lines(path: Path, label: str) -> list[str]:
+    """The lines of the UTF-8 text file ``path`` (see :func:`read_text`)."""
+    return read_text(path, label).splitlines()
+
+
+def load_plan(path: Path, label: str) -> Any:
+    """A saved plan (``cortexc plan -o``) from ``path``; a usage error starting with ``label`` when it
+    cannot be read or is not a plan (the message names the first invalid field)."""
+    from pydantic import ValidationError
+
+    from planner.plan import Plan
+
+    text = read_text(path, label, MAX_SOURCE_BYTES)
+    try:
+        return Plan.from_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "the top level"
+        raise usage_error(f"{label} is not a saved plan (write one with `cortexc plan FILE -o plan.json`): "
+                          f"{first['msg']} at {where}")
+    except ValueError as exc:
+        raise usage_error(f"{label} is not a saved plan (write one with `cortexc plan FILE -o plan.json`): "
+                          f"{str(exc).splitlines()[0]}")
 
 
 def write_output(text: str, output: Path | None) -> None:

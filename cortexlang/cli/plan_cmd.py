@@ -9,6 +9,7 @@ every pool of a new plan counts as a change.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from enum import Enum
@@ -17,7 +18,10 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from cortexlang.cli.common import EXIT_ERRORS, EXIT_OK, compile_or_exit, read_lines, usage_error, write_output
+from cortexlang.cli.common import (
+    EXIT_ERRORS, EXIT_OK, MAX_SOURCE_BYTES, compile_or_exit, load_plan, read_lines, read_text, usage_error,
+    write_output,
+)
 
 if TYPE_CHECKING:  # the planner, pydantic and rich load only when `plan` runs: `cortexc check` starts fast
     from rich.console import Console
@@ -40,7 +44,7 @@ class PlanMode(str, Enum):
 def parse_rate(text: str) -> float:
     """'5/s', '120/min', '3000/h' or a bare number (per second) -> runs per second."""
     m = _RATE.match(text)
-    if not m or float(m.group(1)) <= 0:
+    if not m or not 0 < float(m.group(1)) < math.inf:
         raise usage_error(f"--rate {text!r}: expected a positive rate such as 5/s, 120/min or 3000/h")
     return float(m.group(1)) * _PER[m.group(2).lower() if m.group(2) else None]
 
@@ -57,10 +61,9 @@ def load_inventory(path: Path) -> Inventory:
     from cortexlang.ir import Inventory
 
     if path.suffix == ".json":
+        text = read_text(path, f"--inventory {path}", MAX_SOURCE_BYTES)
         try:
-            return Inventory.model_validate_json(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise usage_error(f"cannot read {path}: no such file")
+            return Inventory.model_validate_json(text)
         except ValidationError as exc:
             raise usage_error(f"{path} is not an inventory: {exc.errors()[0]['msg']} at "
                               f"{'.'.join(str(x) for x in exc.errors()[0]['loc'])}")
@@ -68,20 +71,6 @@ def load_inventory(path: Path) -> Inventory:
     if program.inventory is None:
         raise usage_error(f"{path} declares no `resources` block")
     return program.inventory
-
-
-def load_plan(path: Path) -> Plan:
-    from pydantic import ValidationError
-
-    from planner.plan import Plan
-
-    try:
-        return Plan.load(path)
-    except FileNotFoundError:
-        raise usage_error(f"cannot read {path}: no such file")
-    except (ValidationError, ValueError) as exc:
-        raise usage_error(f"{path} is not a saved plan (write one with `cortexc plan FILE -o plan.json`): "
-                          f"{str(exc).splitlines()[0]}")
 
 
 def apply_observed(program: Program, path: Path, *, to_stderr: bool) -> Program:
@@ -150,7 +139,7 @@ def plan(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also save the plan (canonical JSON) here."),
     diff: Optional[Path] = typer.Option(None, "--diff", help="Show changes against this saved plan."),
     detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="Exit 0 no changes, 1 error, 2 changes present."),
-    seed: int = typer.Option(0, "--seed", help="Monte Carlo seed (plans are deterministic per seed)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Monte Carlo seed (plans are deterministic per seed)."),
     verify: bool = typer.Option(True, "--verify/--no-verify",
                                 help="Simulate the plan before showing it; tighten it until it holds there."),
     verify_budget: float = typer.Option(2.0, "--verify-budget", min=0.1,
@@ -169,7 +158,7 @@ def plan(
     from planner.render import diff_plans, render_diff, render_infeasible, render_plan
 
     rate_per_s = parse_rate(rate) if rate is not None else None
-    old = load_plan(diff) if diff is not None else None
+    old = load_plan(diff, f"--diff {diff}") if diff is not None else None
     program = compile_program(file)
     if observed is not None:
         program = apply_observed(program, observed, to_stderr=as_json)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 
 from cortexlang.cli.common import (
-    EXIT_ERRORS, SourceError, compile_or_exit, load_source, read_lines, read_source, usage_error,
+    EXIT_ERRORS, SourceError, compile_or_exit, load_plan, load_source, read_lines, read_source, usage_error,
 )
 
 if TYPE_CHECKING:  # rich loads when a command runs, so `cortexc --version` and `check` start fast
@@ -53,19 +53,6 @@ def _console(**kwargs: Any) -> Console:
 
 def _err() -> Console:
     return _console(stderr=True)
-
-
-def load_plan(path: Path) -> Any:
-    from pydantic import ValidationError
-
-    from planner.plan import Plan
-
-    try:
-        return Plan.load(path)
-    except FileNotFoundError:
-        raise usage_error(f"cannot read {path}: no such file")
-    except (OSError, ValueError, ValidationError) as exc:
-        raise usage_error(f"{path} is not a plan made by `cortexc plan` ({str(exc).splitlines()[0]})")
 
 
 def plan_or_none(program: Any, console: Console) -> Any:
@@ -94,7 +81,8 @@ def prepare_spec(target: Path, *, plan_path: Path | None, workflow: str | None, 
             spec = load_build(target)
         else:
             program = compile_or_exit(target).program
-            plan = load_plan(plan_path) if plan_path else (None if no_plan else plan_or_none(program, console))
+            plan = (load_plan(plan_path, f"--plan {plan_path}") if plan_path
+                    else (None if no_plan else plan_or_none(program, console)))
             base = target.resolve().parent
             if plan is not None:
                 spec = spec_from_plan(program, plan, workflow, base_dir=base, source=str(target))
@@ -228,13 +216,14 @@ async def run_batch(spec: Any, factory: Any, rows: list[tuple[str, dict[str, Any
     from runtime.orchestrator.engines import EngineSetupError
     from runtime.orchestrator.orchestrator import Orchestrator
     from runtime.orchestrator.report import KvSampler, batch_report, render_report
+    from runtime.sql.errors import SQLConfigError
 
     orchestrator = Orchestrator(spec, factory)
     recorder = open_recorder(record, spec, orchestrator)  # before the engines start: a bad path stops nothing
     try:
         with console.status("starting engines ..."):
             await orchestrator.start()
-    except (EngineSetupError, OrchestratorError) as exc:
+    except (EngineSetupError, OrchestratorError, SQLConfigError) as exc:  # the last: e.g. no SQLite file yet
         console.print(f"error: cannot start the runtime: {exc}", markup=False)
         if recorder is not None:
             recorder.close()

@@ -13,27 +13,36 @@ Every number printed is from the discrete-event simulator (labelled
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from cortexlang.cli.common import EXIT_ERRORS, compile_or_exit, usage_error
+from cortexlang.cli.common import EXIT_ERRORS, compile_or_exit, load_plan, read_lines, usage_error
 from cortexlang.ir import LLMStage, Program
 
+DEFAULT_RUNS = 2000
+MAX_RUNS = 1_000_000
+"""Most runs one simulation takes: ~a minute per 100k LLM calls here, so 10^9 would never end."""
+MAX_DEVICES = 10_000
+"""Most devices of one kind in a simulated cluster: each is an engine object, and a typo such as
+H100=99999999 would spend minutes building them."""
 CLUSTERS = {"h100x12": {"H100": 12}, "mixed12": {"A100": 4, "H100": 4, "H200": 4}, "h100x8": {"H100": 8}}
 
 
-def parse_cluster(text: str) -> dict[str, int]:
-    """A named cluster or 'KIND=COUNT,...' (e.g. 'H100=8,A100=4')."""
+def parse_cluster(text: str, flag: str = "--cluster") -> dict[str, int]:
+    """A named cluster or 'KIND=COUNT,...' (e.g. 'H100=8,A100=4'); a usage error naming ``flag`` otherwise."""
     if text in CLUSTERS:
         return dict(CLUSTERS[text])
     out: dict[str, int] = {}
     for part in text.split(","):
         kind, _, count = part.partition("=")
-        if not kind.strip() or not count.strip().isdigit() or int(count) <= 0:
-            raise usage_error(f"--cluster {text!r}: expected one of {', '.join(CLUSTERS)} or KIND=COUNT,... "
-                              "such as H100=8,A100=4")
+        if not kind.strip() or not count.strip().isdigit() or not 0 < int(count) <= MAX_DEVICES:
+            raise usage_error(f"{flag} {text!r}: expected one of {', '.join(CLUSTERS)} or KIND=COUNT,... "
+                              f"such as H100=8,A100=4 (1 to {MAX_DEVICES} of each kind)")
+        if kind.strip().upper() in out:
+            raise usage_error(f"{flag} {text!r}: {kind.strip().upper()} is given twice")
         out[kind.strip().upper()] = int(count)
     return out
 
@@ -50,12 +59,15 @@ def register(app: typer.Typer) -> None:
                                                    "else mixed12)."),
         layout: str = typer.Option("auto", "--layout",
                                    help="auto: planner-sized pools for cortex, the same replicas pooled for the "
-                                        "others | shared | isolated | plan (with --plan)."),
+                                        "others | shared | isolated | plan (with --plan; the default when --plan "
+                                        "is given)."),
         plan: Optional[Path] = typer.Option(None, "--plan", help="A plan JSON (cortexc plan --json) for --layout plan."),
         rate: Optional[float] = typer.Option(None, "--rate", help="Arrivals per second (default: the workflow's load)."),
-        runs: int = typer.Option(2000, "--runs", min=1, help="Runs to simulate."),
+        runs: Optional[int] = typer.Option(None, "--runs", min=1, max=MAX_RUNS,
+                                           help="Runs to simulate (default 2000; with --trace: its first N runs "
+                                                "by arrival, default all)."),
         slo_scale: Optional[float] = typer.Option(None, "--slo-scale", help="Deadline = scale x standalone latency."),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(0, "--seed", min=0, help="Simulation seed."),
         prefill: Optional[str] = typer.Option(
             None, "--prefill", help="Prefill/decode disaggregation of the workflow's main model (its first LLM stage's): "
                                     "KIND=COUNT,... of its replicas only prefill (e.g. A100=4,H100=2), the others "
@@ -66,27 +78,37 @@ def register(app: typer.Typer) -> None:
         from runtime.policies.registry import POLICIES, make_policy
         from runtime.simulator import cluster as cl
         from runtime.simulator.sim import SimConfig, Simulator, Stream
-        from runtime.simulator.trace import TraceError, load_trace, trace_models
+        from runtime.simulator.trace import TraceError, parse_trace, trace_models
 
-        split = parse_cluster(prefill) if prefill else None
+        split = parse_cluster(prefill, "--prefill") if prefill is not None else None
+        for flag, value in (("--rate", rate), ("--slo-scale", slo_scale)):
+            if value is not None and not 0 < value < math.inf:
+                raise usage_error(f"{flag} {value:g}: expected a positive finite number")
         for name in policy:
             if name not in POLICIES:
                 raise usage_error(f"--policy {name!r}: known policies are {', '.join(POLICIES)}")
         if layout not in ("auto", "shared", "isolated", "plan"):
             raise usage_error("--layout must be shared, isolated, plan or auto")
+        if plan is not None and layout == "auto":
+            layout = "plan"  # a plan given is a plan to simulate, never silently set aside
+        elif plan is not None and layout != "plan":
+            raise usage_error(f"--plan applies to --layout plan, not --layout {layout}")
         if (file is None) == (trace is None):
             raise usage_error("give either a .cortex FILE or --trace FILE.jsonl")
         requests = None
+        if trace is not None and (rate is not None or workflow is not None):
+            raise usage_error(f"{'--rate' if rate is not None else '--workflow'} applies to a .cortex FILE; a trace "
+                              "replays its own recorded arrivals and workflows")
         if trace is not None:
             try:
-                requests = load_trace(trace)
+                requests = parse_trace(read_lines(trace, f"--trace {trace}"), str(trace))[:runs]
                 program = Program(models=trace_models(requests))
             except TraceError as exc:
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(EXIT_ERRORS)
             wf = None
             model = program.models[0].name
-            devices = parse_cluster(cluster or "mixed12")
+            devices = parse_cluster(cluster if cluster is not None else "mixed12")
         else:
             program = compile_or_exit(file).program
             try:
@@ -98,11 +120,13 @@ def register(app: typer.Typer) -> None:
             model = next((s.models[0].model for s in wf.stages if isinstance(s, LLMStage)), None)
             if model is None:
                 raise usage_error(f"workflow {wf.name} has no LLM stage to simulate")
+            runs = runs or DEFAULT_RUNS
             if rate is None:
                 if wf.load is None:
                     raise usage_error(f"workflow {wf.name} declares no load; pass --rate")
                 rate = wf.load.rate_per_s
-            devices = (parse_cluster(cluster or "mixed12") if cluster or program.inventory is None
+            devices = (parse_cluster(cluster if cluster is not None else "mixed12")
+                       if cluster is not None or program.inventory is None
                        else {g.kind: g.count for g in program.inventory.gpus})
         if trace is not None and layout == "isolated":
             raise usage_error("a trace names no workflow to isolate stages of: replay it on a plan's pools "
@@ -131,7 +155,8 @@ def register(app: typer.Typer) -> None:
                 if split:
                     lay = cl.disaggregate(lay, split, model=model)
                 sim = Simulator(program, lay, make_policy(name), [Stream(wf.name, rate)] if wf else [],
-                                SimConfig(runs=runs, seed=seed, slo_scale=slo_scale), trace=requests, knobs=knobs)
+                                SimConfig(runs=runs or len(requests), seed=seed, slo_scale=slo_scale), trace=requests,
+                                knobs=knobs)
                 res = sim.run()
             except (cl.LayoutError, ValueError, LookupError) as exc:
                 typer.echo(f"error: {name}: {exc}", err=True)
@@ -140,14 +165,18 @@ def register(app: typer.Typer) -> None:
             if slo is not None:
                 row["slo_attainment"] = _attainment(res, slo.latency_s)
             rows.append(row)
+        scales = not (trace is not None and slo_scale is None)  # a trace without --slo-scale has no deadlines
+        if not scales:
+            for r in rows:
+                del r["scale95"], r["scale99"]
         if as_json:
-            typer.echo(json.dumps({"label": "simulated", "cluster": devices, "rows": rows}, indent=2))
+            typer.echo(json.dumps(_json_safe({"label": "simulated", "cluster": devices, "rows": rows}), indent=2,
+                                  allow_nan=False))
             return
         typer.echo(f"simulated: {('trace ' + str(trace)) if trace else wf.name} on "
                    + _cluster_text(devices, program)
                    + (f" at {rate:g} runs/s" if rate else "")
                    + (f"; SLO {slo.attainment * 100:.4g}% within {slo.latency_s:g}s" if slo else ""))
-        scales = not (trace is not None and slo_scale is None)  # a trace without --slo-scale has no deadlines
         head = f"{'policy':18s} {'runs':>6s} {'p50 s':>8s} {'p99 s':>8s}"
         head += f" {'scale@95':>9s} {'scale@99':>9s}" if scales else ""
         head += f" {'SLO met':>8s}" if slo else ""
@@ -157,6 +186,17 @@ def register(app: typer.Typer) -> None:
             line += f" {r['scale95']:9.2f} {r['scale99']:9.2f}" if scales else ""
             line += f" {r['slo_attainment']:8.2%}" if slo else ""
             typer.echo(line + f" {r['rejected']:9.3f}")
+
+
+def _json_safe(value):
+    """``value`` with NaN and infinities as ``null`` (no runs measured, zero wall time): strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _cluster_text(devices: dict[str, int], program) -> str:
@@ -194,14 +234,9 @@ def _planned(program, wf, devices, rate):
 
 
 def _load_plan(plan_path):
-    from planner.plan import Plan
-
     if plan_path is None:
         raise usage_error("--layout plan needs --plan PLAN.json")
-    try:
-        return Plan.load(plan_path)
-    except (OSError, ValueError) as exc:
-        raise usage_error(f"--plan {plan_path}: {str(exc).splitlines()[0]}")
+    return load_plan(plan_path, f"--plan {plan_path}")
 
 
 def _layout(cl, program, wf, model, devices, layout, policy):

@@ -45,6 +45,14 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
 """Model names a trace may use without a program that declares them."""
 
 
+MAX_DURATION_S = 86_400.0
+"""Longest SQL/tool call a trace may record (a day): beyond it a value is a unit error, and 1e308 s
+would overflow the simulated clock."""
+MAX_ARRIVAL_S = 1e12
+"""Largest ``|arrival_s|`` (about 30,000 years: epoch seconds fit; beyond, the gaps between arrivals
+are lost to rounding)."""
+
+
 class TraceError(ValueError):
     """A malformed trace line; the message names the line and the field."""
 
@@ -72,28 +80,48 @@ class TraceRequest:
     status: str = "done"
 
 
-def _parse_call(raw: dict, where: str) -> TraceCall:
-    try:
-        kind = raw.get("kind", "llm")
-        if kind not in ("llm", "sql", "tool"):
-            raise TraceError(f"{where}: kind must be llm, sql or tool, not {kind!r}")
-        call = TraceCall(
-            id=str(raw["id"]), stage=str(raw["stage"]), kind=kind,
-            parents=tuple(str(p) for p in raw.get("parents", ())), model=raw.get("model"),
-            input_tokens=int(raw.get("input_tokens", 0)), output_tokens=int(raw.get("output_tokens", 0)),
-            prefix_tokens=int(raw.get("prefix_tokens", 0)), duration_s=float(raw.get("duration_s", 0.0)),
-            outcome=str(raw.get("outcome", "ok")),
-        )
-    except KeyError as e:
-        raise TraceError(f"{where}: missing field {e.args[0]!r}") from None
-    except (TypeError, ValueError) as e:
-        if isinstance(e, TraceError):
-            raise
-        raise TraceError(f"{where}: {e}") from None
+def _number(raw: dict, key: str, default: float, where: str, *, integer: bool = False) -> float:
+    """``raw[key]`` (``default`` when absent): a finite JSON number (an integer when ``integer``);
+    :class:`TraceError` naming the field otherwise (NaN, Infinity, strings, booleans, 1e999)."""
+    value = raw.get(key, default)
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            or (integer and value != int(value))):
+        kind = "an integer" if integer else "a finite number"
+        raise TraceError(f"{where}: {key!r} must be {kind}, not {json.dumps(value, allow_nan=True)[:40]}")
+    return int(value) if integer else float(value)
+
+
+def _parse_call(raw: object, where: str) -> TraceCall:
+    if not isinstance(raw, dict):
+        raise TraceError(f"{where}: a call must be a JSON object")
+    kind = raw.get("kind", "llm")
+    if kind not in ("llm", "sql", "tool"):
+        raise TraceError(f"{where}: kind must be llm, sql or tool, not {json.dumps(kind)[:40]}")
+    for key in ("id", "stage"):
+        if key not in raw:
+            raise TraceError(f"{where}: missing field {key!r}")
+        if not isinstance(raw[key], (str, int)) or isinstance(raw[key], bool):
+            raise TraceError(f"{where}: {key!r} must be a string")
+    parents = raw.get("parents", [])
+    if not isinstance(parents, list) or not all(isinstance(p, (str, int)) and not isinstance(p, bool)
+                                                for p in parents):
+        raise TraceError(f"{where}: 'parents' must be a list of call ids")
+    model = raw.get("model")
+    if model is not None and not isinstance(model, str):
+        raise TraceError(f"{where}: 'model' must be a string")
+    call = TraceCall(
+        id=str(raw["id"]), stage=str(raw["stage"]), kind=kind, parents=tuple(str(p) for p in parents), model=model,
+        input_tokens=_number(raw, "input_tokens", 0, where, integer=True),
+        output_tokens=_number(raw, "output_tokens", 0, where, integer=True),
+        prefix_tokens=_number(raw, "prefix_tokens", 0, where, integer=True),
+        duration_s=_number(raw, "duration_s", 0.0, where), outcome=str(raw.get("outcome", "ok")),
+    )
     if kind == "llm" and (not call.model or call.input_tokens <= 0 or call.output_tokens <= 0):
         raise TraceError(f"{where}: an llm call needs model, input_tokens > 0 and output_tokens > 0")
-    if kind != "llm" and call.duration_s <= 0:
-        raise TraceError(f"{where}: a {kind} call needs duration_s > 0")
+    if not 0 <= call.prefix_tokens <= max(call.input_tokens, 0):
+        raise TraceError(f"{where}: prefix_tokens must be between 0 and input_tokens ({call.input_tokens})")
+    if kind != "llm" and not 0 < call.duration_s <= MAX_DURATION_S:
+        raise TraceError(f"{where}: a {kind} call needs 0 < duration_s <= {MAX_DURATION_S:g}")
     return call
 
 
@@ -108,6 +136,8 @@ def parse_trace(lines: Iterable[str], source: str = "trace") -> list[TraceReques
             raw = json.loads(line)
         except json.JSONDecodeError as e:
             raise TraceError(f"{where}: not JSON ({e.msg})") from None
+        except RecursionError:  # `[[[[...` 100k deep: the decoder recurses once per level
+            raise TraceError(f"{where}: not JSON (nested too deeply)") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("calls"), list) or not raw["calls"]:
             raise TraceError(f"{where}: expected an object with a non-empty 'calls' list")
         calls = tuple(_parse_call(c, f"{where} call {i}") for i, c in enumerate(raw["calls"]))
@@ -118,23 +148,37 @@ def parse_trace(lines: Iterable[str], source: str = "trace") -> list[TraceReques
             missing = [p for p in c.parents if p not in ids]
             if missing:
                 raise TraceError(f"{where}: call {c.id!r} has unknown parents {missing}")
-        try:
-            arrival = float(raw["arrival_s"])
-        except (KeyError, TypeError, ValueError):
-            raise TraceError(f"{where}: missing or invalid 'arrival_s'") from None
+        arrival = raw.get("arrival_s")
+        if (not isinstance(arrival, (int, float)) or isinstance(arrival, bool) or not math.isfinite(arrival)
+                or abs(arrival) > MAX_ARRIVAL_S):
+            raise TraceError(f"{where}: missing or invalid 'arrival_s' (a finite number of seconds, |x| <= "
+                             f"{MAX_ARRIVAL_S:g})")
+        arrival = float(arrival)
         req = TraceRequest(str(raw.get("run_id", n)), str(raw.get("workflow", "trace")), arrival, calls,
                            str(raw.get("status", "done")))
         _topological(req, where)
         out.append(req)
+    if not out:
+        raise TraceError(f"{source}: the trace holds no runs")
     out.sort(key=lambda r: r.arrival_s)
     return out
 
 
 def load_trace(path: str | Path) -> list[TraceRequest]:
+    """:func:`parse_trace` of the file ``path``; :class:`TraceError` when it cannot be read as UTF-8 text."""
     p = Path(path)
     if not p.is_file():
         raise TraceError(f"{path}: no such trace file")
-    return parse_trace(p.read_text().splitlines(), str(path))
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TraceError(f"{path}:{line}: not UTF-8 text") from None
+    return parse_trace(text.splitlines(), str(path))
 
 
 def dump_trace(requests: Iterable[TraceRequest]) -> str:

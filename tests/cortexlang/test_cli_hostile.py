@@ -1,0 +1,219 @@
+"""Hostile inputs to `cortexc plan` and `cortex simulate|run` (issue 10: no traceback on any input).
+
+Each test is a failure benchmarks/fuzz_cli.py found (or a silently ignored flag): the command
+now ends with exit 1 or 2 and a one-line ``error: ...`` naming the file, line and field.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cortexlang.cli import common, compiler_app, runtime_app
+from planner.api import MAX_RATE_PER_S, plan_program
+from planner.plan import Infeasible
+from planner.synthetic import nl2sql_program
+from tests.conftest import EXAMPLES
+from tests.planner.test_observed import _trace
+from tests.runtime.simulator.test_trace import LINES
+
+NL2SQL = str(EXAMPLES / "nl2sql.cortex")
+
+
+def _run(app, args: list[str]):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
+    assert "Traceback" not in result.output
+    return result
+
+
+def _trace_file(tmp_path: Path, lines: list[str] = LINES, name: str = "t.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _edit(line: str, edit) -> str:
+    obj = json.loads(line)
+    edit(obj)
+    return json.dumps(obj, allow_nan=True)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+@pytest.mark.parametrize("app, args", [
+    (runtime_app, ["simulate", "--trace"]),
+    (compiler_app, ["plan", NL2SQL, "--no-verify", "--observed"]),
+    (runtime_app, ["simulate", NL2SQL, "--layout", "plan", "--plan"]),
+    (compiler_app, ["plan", NL2SQL, "--no-verify", "--diff"]),
+])
+def test_unreadable_files_are_one_line_usage_errors(tmp_path, app, args):
+    binary = tmp_path / "bin.jsonl"
+    binary.write_bytes(b'{"calls": []}\n\xff\xfe\n')
+    r = _run(app, args + [binary])
+    assert r.exit_code == 2 and f"{binary}: not UTF-8 text (line 2)" in r.output
+    r = _run(app, args + [tmp_path])
+    assert r.exit_code == 2 and f"{tmp_path}: is a directory, not a file" in r.output
+    r = _run(app, args + [tmp_path / "none"])
+    assert r.exit_code == 2 and "no such file" in r.output
+
+
+def test_a_file_that_never_ends_is_read_up_to_the_bound(monkeypatch):
+    monkeypatch.setattr(common, "MAX_DATA_BYTES", 1 << 20)  # /dev/zero would otherwise fill the memory
+    r = _run(runtime_app, ["simulate", "--trace", "/dev/zero"])
+    assert r.exit_code == 2 and "--trace /dev/zero: larger than 1 MiB" in r.output
+    r = _run(compiler_app, ["plan", NL2SQL, "--no-verify", "--diff", "/dev/zero"])
+    assert r.exit_code == 2 and "--diff /dev/zero: larger than 16 MiB" in r.output
+
+
+def test_an_empty_trace_holds_no_runs(tmp_path):
+    r = _run(runtime_app, ["simulate", "--trace", _trace_file(tmp_path, [""])])
+    assert r.exit_code == 1 and "the trace holds no runs" in r.output
+
+
+# ----------------------------------------------------------------------------- trace values
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda o: o["calls"][1].update(duration_s=float("nan")), "'duration_s' must be a finite number, not NaN"),
+    (lambda o: o["calls"][1].update(duration_s=1e308), "needs 0 < duration_s <= 86400"),
+    (lambda o: o.update(arrival_s=float("inf")), "missing or invalid 'arrival_s'"),
+    (lambda o: o.update(arrival_s=1e300), "missing or invalid 'arrival_s'"),
+    (lambda o: o["calls"][0].update(input_tokens=12.5), "'input_tokens' must be an integer, not 12.5"),
+    (lambda o: o["calls"][0].update(prefix_tokens=5000), "prefix_tokens must be between 0 and input_tokens"),
+    (lambda o: o["calls"][1].update(parents="g"), "'parents' must be a list of call ids"),
+    (lambda o: o["calls"].__setitem__(0, 7), "a call must be a JSON object"),
+    (lambda o: o["calls"][0].update(model=["llama8b"]), "'model' must be a string"),
+])
+def test_hostile_trace_values_name_line_and_field(tmp_path, edit, message):
+    lines = [_edit(LINES[0], edit)] + LINES[1:]
+    r = _run(runtime_app, ["simulate", "--trace", _trace_file(tmp_path, lines), "--cluster", "H100=1", "-p", "fcfs"])
+    assert r.exit_code == 1 and "t.jsonl:1" in r.output and message in r.output, r.output
+
+
+# ----------------------------------------------------------------------------- simulate flags
+
+
+def test_absurd_simulate_flags_are_usage_errors(tmp_path):
+    r = _run(runtime_app, ["simulate", NL2SQL, "--runs", "1000000000"])
+    assert r.exit_code == 2 and "'--runs'" in r.output and "1000000" in r.output
+    for flag, value in (("--rate", "nan"), ("--rate", "-1"), ("--rate", "inf"), ("--slo-scale", "0"),
+                        ("--slo-scale", "nan")):
+        r = _run(runtime_app, ["simulate", NL2SQL, flag, value, "--runs", "5"])
+        assert r.exit_code == 2 and f"error: {flag} {value}: expected a positive finite number" in r.output, r.output
+    r = _run(runtime_app, ["simulate", NL2SQL, "--seed", "-1"])
+    assert r.exit_code == 2 and "--seed" in r.output
+
+
+def test_a_trace_honours_runs_and_refuses_rate_and_workflow(tmp_path):
+    trace = _trace_file(tmp_path)
+    r = _run(runtime_app, ["simulate", "--trace", trace, "--cluster", "H100=1", "-p", "fcfs", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["rows"][0]["runs"] == 2
+    r = _run(runtime_app, ["simulate", "--trace", trace, "--cluster", "H100=1", "-p", "fcfs", "--json", "--runs", "1"])
+    assert r.exit_code == 0 and json.loads(r.output)["rows"][0]["runs"] == 1
+    for flag in (["--rate", "2"], ["--workflow", "nl2sql"]):
+        r = _run(runtime_app, ["simulate", "--trace", trace] + flag)
+        assert r.exit_code == 2 and f"error: {flag[0]} applies to a .cortex FILE" in r.output
+
+
+def test_a_trace_without_slo_scale_reports_latency_not_scales(tmp_path):
+    trace = _trace_file(tmp_path)
+    r = _run(runtime_app, ["simulate", "--trace", trace, "--cluster", "H100=1", "-p", "fcfs"])
+    assert r.exit_code == 0 and "p99 s" in r.output and "scale@" not in r.output
+    row = json.loads(_run(runtime_app, ["simulate", "--trace", trace, "--cluster", "H100=1", "-p", "fcfs",
+                                        "--json"]).output)["rows"][0]
+    assert "scale95" not in row and "scale99" not in row and row["p99_s"] > 0
+    r = _run(runtime_app, ["simulate", "--trace", trace, "--cluster", "H100=1", "-p", "fcfs", "--slo-scale", "3"])
+    assert r.exit_code == 0 and "scale@99" in r.output
+
+
+def test_simulate_json_is_strict_json(tmp_path):
+    """A trace whose runs all fall in the warm-up has no latency: null, never NaN."""
+    trace = _trace_file(tmp_path, LINES[2:])
+    r = _run(runtime_app, ["simulate", "--trace", trace, "--cluster", "H100=1", "-p", "fcfs", "--json"])
+    assert r.exit_code == 0
+    json.loads(r.output, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+
+
+def test_a_plan_given_is_simulated_or_refused_never_ignored(tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(plan_program(nl2sql_program()).canonical_json())
+    trace = _trace_file(tmp_path, [line for line in LINES if '"lookup"' not in line])
+    r = _run(runtime_app, ["simulate", "--trace", trace, "--plan", plan, "-p", "fcfs", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["rows"][0]["runs"] >= 1
+    r = _run(runtime_app, ["simulate", "--trace", trace, "--plan", plan, "--layout", "shared"])
+    assert r.exit_code == 2 and "--plan applies to --layout plan, not --layout shared" in r.output
+    r = _run(runtime_app, ["simulate", "--trace", trace, "--layout", "isolated"])
+    assert r.exit_code == 2 and "a trace names no workflow to isolate stages of" in r.output
+
+
+def test_a_hand_edited_plan_names_the_bad_field(tmp_path):
+    data = json.loads(plan_program(nl2sql_program()).canonical_json())
+    data["workflows"][0]["llm_pools"][0]["replicas"] = "many"
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(data))
+    r = _run(runtime_app, ["simulate", NL2SQL, "--plan", plan, "--runs", "5"])
+    assert r.exit_code == 2 and "is not a saved plan" in r.output and "at workflows.0.llm_pools.0.replicas" in r.output
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+def test_a_rate_beyond_any_inventory_is_infeasible_not_an_overflow():
+    for rate in (1e308, float("inf"), float("nan")):
+        result = plan_program(nl2sql_program(), rate=rate, disaggregate=True)
+        assert isinstance(result, Infeasible) and result.binding == "rate"
+    r = _run(compiler_app, ["plan", str(EXAMPLES / "rag.cortex"), "--no-verify", "--disaggregate", "--rate", "1e308"])
+    assert r.exit_code == 1 and f"at most {MAX_RATE_PER_S:g} runs/s" in r.output
+    r = _run(compiler_app, ["plan", NL2SQL, "--no-verify", "--rate", "1e999"])
+    assert r.exit_code == 2 and "expected a positive rate" in r.output
+
+
+def test_a_negative_seed_is_a_usage_error():
+    r = _run(compiler_app, ["plan", NL2SQL, "--no-verify", "--seed", "-9999999999999999999"])
+    assert r.exit_code == 2 and "--seed" in r.output
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda o: o["calls"][1].update(parents=7), "call 1: 'parents' must be a list of call ids"),
+    (lambda o: o["calls"][0].update(output_tokens=1e308), "call 0: 'output_tokens' must be a number from 0 to 1e+08"),
+    (lambda o: o["calls"][1].update(duration_s=-1), "call 1: 'duration_s' must be a number from 0"),
+    (lambda o: o["calls"][0].update(id=[1]), "call 0 needs 'id' and 'stage'"),
+    (lambda o: o.update(arrival_s=-1e308), "missing or invalid 'arrival_s'"),
+    (lambda o: o.update(workflow=3), "'workflow' must be a string"),
+])
+def test_hostile_observed_traces_name_line_and_field(tmp_path, edit, message):
+    lines = _trace()
+    lines[2] = _edit(lines[2], edit)
+    r = _run(compiler_app, ["plan", NL2SQL, "--no-verify", "--observed", _trace_file(tmp_path, lines)])
+    assert r.exit_code == 1 and f"t.jsonl:3: {message}" in r.output, r.output
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def test_run_without_its_sqlite_file_is_one_line(tmp_path):
+    folder = tmp_path / "ex"
+    shutil.copytree(EXAMPLES, folder, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "How many customers?"}\n')
+    r = _run(runtime_app, ["run", folder / "nl2sql.cortex", "--input", questions, "--engine", "simulated",
+                           "--no-plan"])
+    assert r.exit_code == 1 and "error: cannot start the runtime" in r.output and "SQLite file not found" in r.output
+
+
+def test_json_nested_beyond_the_decoders_depth_is_not_json(tmp_path):
+    deep = _trace_file(tmp_path, ["[" * 200_000])
+    r = _run(runtime_app, ["simulate", "--trace", deep])
+    assert r.exit_code == 1 and "t.jsonl:1: not JSON (nested too deeply)" in r.output
+    r = _run(compiler_app, ["plan", NL2SQL, "--no-verify", "--observed", deep])
+    assert r.exit_code == 1 and "t.jsonl:1: not JSON (nested too deeply)" in r.output
+    plan = tmp_path / "plan.json"
+    plan.write_text("[" * 200_000)
+    r = _run(runtime_app, ["simulate", NL2SQL, "--plan", plan])
+    assert r.exit_code == 2 and "is not a saved plan" in r.output
