@@ -219,7 +219,7 @@ async def run_batch(spec: Any, factory: Any, rows: list[tuple[str, dict[str, Any
     from runtime.sql.errors import SQLConfigError
 
     orchestrator = Orchestrator(spec, factory)
-    recorder = open_recorder(record, spec, orchestrator)  # before the engines start: a bad path stops nothing
+    recorder = open_recorder(record, spec, orchestrator, console)  # before the engines start: a bad path stops nothing
     try:
         with console.status("starting engines ..."):
             await orchestrator.start()
@@ -235,6 +235,7 @@ async def run_batch(spec: Any, factory: Any, rows: list[tuple[str, dict[str, Any
     rng = random.Random(seed)
     gate = asyncio.Semaphore(concurrency)
     t0 = time.monotonic()
+    failed = False  # an output (--json) that could not be written: exit 1 once the runs are reported
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
@@ -269,19 +270,61 @@ async def run_batch(spec: Any, factory: Any, rows: list[tuple[str, dict[str, Any
         if json_out is not None:
             report["runs_detail"] = {rid: info.model_dump(mode="json") for rid, info in infos.items()}
             report["rejections"] = rejected
-            json_out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-            console.print(f"wrote {json_out}")
+            try:
+                json_out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+            except OSError as exc:
+                console.print(f"error: --json {json_out}: cannot write: {exc.strerror or exc}", markup=False)
+                failed = True
+            else:
+                console.print(f"wrote {json_out}")
     finally:
         await orchestrator.stop()
         if recorder is not None:
             recorder.close()
             console.print(f"recorded {recorder.written} runs to {record} (trace format: docs/trace-format.md)",
                           markup=False)
-    return 0
+    return EXIT_ERRORS if failed or (recorder is not None and recorder.error) else 0
 
 
-def open_recorder(path: Path | None, spec: Any, orchestrator: Any) -> Any:
-    """A :class:`TraceRecorder` listening to ``orchestrator`` (``--record``), or None without a path."""
+class Recording:
+    """``--record``'s run listener around a :class:`TraceRecorder`: the first write that fails (a full
+    disk, ``/dev/full``) prints one error line and stops the recording; the runs go on, and no
+    traceback is logged per run."""
+
+    def __init__(self, recorder: Any, path: Path, console: Console) -> None:
+        self.recorder, self.path, self.console = recorder, path, console
+        self.error: str | None = None
+
+    @property
+    def written(self) -> int:
+        return self.recorder.written
+
+    def __call__(self, info: Any) -> None:
+        if self.error is None:
+            try:
+                self.recorder(info)
+            except OSError as exc:
+                self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = f"--record {self.path}: cannot write: {exc.strerror or exc}"
+        self.console.print(f"error: {self.error}; recording stopped", markup=False, highlight=False)
+        try:
+            self.recorder.close()
+        except OSError:
+            pass  # the same error, already said
+
+    def close(self) -> None:
+        """Close the file; a failure to write what was buffered is reported like a failed write."""
+        try:
+            self.recorder.close()
+        except OSError as exc:
+            if self.error is None:
+                self._fail(exc)
+
+
+def open_recorder(path: Path | None, spec: Any, orchestrator: Any, console: Console) -> Recording | None:
+    """A :class:`Recording` listening to ``orchestrator`` (``--record``), or None without a path."""
     if path is None:
         return None
     from runtime.orchestrator.recorder import TraceRecorder
@@ -290,8 +333,9 @@ def open_recorder(path: Path | None, spec: Any, orchestrator: Any) -> Any:
         recorder = TraceRecorder(path, spec.program)
     except OSError as exc:
         raise usage_error(f"--record {path}: cannot write: {exc.strerror or exc}")
-    orchestrator.run_listeners.append(recorder)
-    return recorder
+    recording = Recording(recorder, path, console)
+    orchestrator.run_listeners.append(recording)
+    return recording
 
 
 async def calibrate_engines(spec: Any, factory: Any, backend: str, console: Console, *, quick: bool,
@@ -469,7 +513,7 @@ def register(app: typer.Typer) -> None:
         factory, backend = make_factory(spec, engine, endpoint, use_ray=use_ray)
         print_profiles(spec, console, backend)
         orchestrator = Orchestrator(spec, factory)
-        recorder = open_recorder(record, spec, orchestrator)
+        recorder = open_recorder(record, spec, orchestrator, console)
         app = scalable_app(orchestrator, token=token, autoscale=limits)
         console.print(f"serving {spec.workflow} on http://{host}:{port} ({backend} engines"
                       f"{', SIMULATED' if backend == 'simulated' else ''}); Ctrl-C stops", markup=False)

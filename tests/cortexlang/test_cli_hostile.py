@@ -217,3 +217,14 @@ def test_json_nested_beyond_the_decoders_depth_is_not_json(tmp_path):
     plan.write_text("[" * 200_000)
     r = _run(runtime_app, ["simulate", NL2SQL, "--plan", plan])
     assert r.exit_code == 2 and "is not a saved plan" in r.output
+
+
+def test_a_recording_that_cannot_be_written_stops_with_one_line(tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "discount approval"}\n')
+    r = _run(runtime_app, ["run", EXAMPLES / "react_agent.cortex", "--input", questions, "--engine", "simulated",
+                           "--no-plan", "--record", "/dev/full", "--json", "/dev/full"])
+    assert r.exit_code == 1, r.output
+    assert "error: --record /dev/full: cannot write: No space left on device; recording stopped" in r.output
+    assert "error: --json /dev/full: cannot write: No space left on device" in r.output
+    assert "run listener" not in r.output  # no per-run traceback from the orchestrator's log

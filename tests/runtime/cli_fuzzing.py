@@ -123,6 +123,27 @@ def mutate_json(rng: random.Random, obj: object, extra: list[object] = ()) -> ob
     return obj
 
 
+def mutate_number(rng: random.Random, obj: object) -> object:
+    """A numeric leaf of ``obj`` set to a hostile number that keeps the JSON's types (0, negative,
+    tiny, huge): what passes a schema check and tests the semantics behind it."""
+    leaves = []
+    for path in _paths(obj):
+        v = obj
+        for key in path:
+            v = v[key]
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            leaves.append((path, v))
+    if not leaves:
+        return mutate_json(rng, obj)
+    path, v = rng.choice(leaves)
+    parent = obj
+    for key in path[:-1]:
+        parent = parent[key]
+    choices = [0, -1, 1, 2, 10**6, 10**9] if isinstance(v, int) else [0.0, -1.0, 1e-9, 1e9, 1e300, v * 100]
+    parent[path[-1]] = rng.choice(choices)
+    return obj
+
+
 def mutate_lines(rng: random.Random, text: str, extra: list[object] = ()) -> bytes:
     """A JSONL file with one to three hostile edits (line-level or inside one line's JSON)."""
     lines = text.splitlines()
@@ -146,7 +167,7 @@ def mutate_lines(rng: random.Random, text: str, extra: list[object] = ()) -> byt
                 obj = json.loads(lines[i])
             except ValueError:
                 continue
-            lines[i] = _dumps(mutate_json(rng, obj, extra))
+            lines[i] = _dumps(mutate_number(rng, obj) if rng.random() < 0.4 else mutate_json(rng, obj, extra))
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -325,7 +346,8 @@ def _run_record(rng: random.Random, base: "Artefacts") -> Case:
 def _mutated_plan(rng: random.Random, base: Artefacts, key: str | None = None) -> bytes:
     obj = json.loads(base.plans[key or rng.choice(list(base.plans))])
     for _ in range(rng.choice([1, 1, 2])):
-        obj = mutate_json(rng, obj, ["H100", "TPU9", "llama70b", "nope", "generate", -3, 0])
+        obj = (mutate_number(rng, obj) if rng.random() < 0.5 else
+               mutate_json(rng, obj, ["H100", "TPU9", "llama70b", "nope", "generate", -3, 0]))
     return (_dumps(obj) + "\n").encode() if rng.random() < 0.9 else _dumps(obj)[: rng.randrange(200)].encode()
 
 
@@ -333,7 +355,8 @@ def _mutated_inventory(rng: random.Random) -> bytes:
     inv = {"gpus": [{"kind": "H100", "count": 2, "cost_per_hour": 3.0}, {"kind": "A100", "count": 1,
                                                                           "cost_per_hour": 1.5}],
            "cpu": {"slots": 8, "cost_per_hour": 0.04}}
-    return _dumps(mutate_json(rng, inv, ["TPU9", "H200", -2])).encode()
+    inv = mutate_number(rng, inv) if rng.random() < 0.5 else mutate_json(rng, inv, ["TPU9", "H200", -2])
+    return _dumps(inv).encode()
 
 
 # --------------------------------------------------------------------------------------- harness
