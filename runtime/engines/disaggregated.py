@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import shutil
 import tempfile
 import time
@@ -47,6 +48,8 @@ STORAGE_PATH_KEY = "shared_storage_path"
 KV_RETENTION_S = 120.0
 """Stored KV older than this is deleted (a decode engine reads it within moments of the prefill)."""
 PRUNE_EVERY_S = 10.0
+FAILED_BACKOFF_S = 5.0
+"""A prefill engine that failed is tried last for this long (then it is tried first again if least busy)."""
 
 
 def kv_transfer_config(role: str, storage_path: str | None = None) -> dict[str, Any]:
@@ -93,6 +96,7 @@ class PrefillGroup:
             raise ValueError("a disaggregated pool needs at least one prefill engine")
         self.engines = engines
         self.inflight = [0] * len(engines)
+        self.failed_at = [-math.inf] * len(engines)
         self.storage = storage
         self._clock = clock
         self._pruned_at = 0.0
@@ -111,11 +115,13 @@ class PrefillGroup:
             shutil.rmtree(self.storage, ignore_errors=True)
 
     async def prefill(self, request: GenerationRequest) -> GenerationResult:
-        """Run ``request``'s prefill on the engine with the fewest prefills in flight (the first on ties,
-        rotating); an engine that fails is skipped for this call, and :class:`EngineError` is raised
-        when every engine failed."""
-        n, start = len(self.engines), next(self._ties)
-        order = sorted(range(n), key=lambda i: (self.inflight[i], (i - start) % n))
+        """Run ``request``'s prefill on the engine with the fewest prefills in flight (ties rotate); an engine
+        that fails is skipped for this call and tried last for :data:`FAILED_BACKOFF_S` (so a dead engine,
+        always the least busy, does not take every call's first attempt); :class:`EngineError` when every
+        engine failed."""
+        n, start, now = len(self.engines), next(self._ties), self._clock()
+        order = sorted(range(n), key=lambda i: (now - self.failed_at[i] < FAILED_BACKOFF_S, self.inflight[i],
+                                                (i - start) % n))
         errors: list[str] = []
         with streaming_to(None):  # the prefill's one token is not the answer: nothing reaches the caller's stream
             for i in order:
@@ -124,6 +130,7 @@ class PrefillGroup:
                     return await self.engines[i].generate(prefill_request(request))
                 except EngineError as exc:
                     errors.append(str(exc))
+                    self.failed_at[i] = self._clock()
                 finally:
                     self.inflight[i] -= 1
                     self.prune()
