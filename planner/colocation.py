@@ -69,7 +69,8 @@ from planner.candidates import (
     CPU_SLOTS_PER_LLM_REPLICA, DECODE_STRETCH, FLAT_IMPROVEMENT, MAX_NUM_SEQS, MAX_UTILISATION, U_GRID, UNBOUNDED,
     Candidate, Device,
     StageLoad, devices_of,
-    replica_range, latency_cap, llm_service_table, output_tokens_moments, prefill_stall, profiles_of,
+    kv_seq_bound, replica_range, latency_cap, llm_service_table, output_tokens_moments, prefill_stall,
+    profiles_of,
 )
 from planner.profiles import GIB, PROFILE_DIR, LatencyProfile
 from planner.queueing import mgc_wait, mixed_batch_point
@@ -131,12 +132,18 @@ def cap_context(members: Sequence[Member], cap: BatchCap) -> float:
 
 def batch_cap(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Member], stretch: float,
               cap: BatchCap) -> int:
-    """A replica's ``max_num_seqs``: what the KV space holds at the longest member's prompt plus
-    ``max_tokens``, and the latency-aware cap (:func:`planner.candidates.latency_cap`) at
-    :func:`cap_context`."""
+    """A replica's ``max_num_seqs``: what the KV space holds (:func:`planner.candidates.kv_seq_bound`:
+    here *every* member's resident prefix is held -- distinct prompts cache distinctly -- which is the
+    KV that sharing duplicates and a dedicated pool does not pay; the mean footprint is weighted by each
+    member's time in the batch, rate x output), and the latency-aware cap
+    (:func:`planner.candidates.latency_cap`) at :func:`cap_context`."""
     kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
-    longest = max(m.stage.input_tokens + m.max_tokens for m in members)
-    return min(MAX_NUM_SEQS, kv_tokens // longest, latency_cap(profile, cap_context(members, cap), stretch))
+    moments = [output_tokens_moments(m.stage.output_tokens, m.max_tokens) for m in members]
+    prefix = [m.stage.prefix_tokens if m.prewarm else 0 for m in members]
+    classes = [(m.stage.input_tokens - p, m.max_tokens, mo[0], m.rate_per_s * mo[0])
+               for m, p, mo in zip(members, prefix, moments)]
+    return min(MAX_NUM_SEQS, kv_seq_bound(kv_tokens, sum(prefix), classes),
+               latency_cap(profile, cap_context(members, cap), stretch))
 
 
 def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Member], replicas: int,
