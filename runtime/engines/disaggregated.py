@@ -91,10 +91,13 @@ class PrefillGroup:
     starts them; :meth:`stop` stops them and removes ``storage``.
     """
 
-    def __init__(self, engines: list[Engine], storage: Path | None, *, clock: Any = time.monotonic) -> None:
+    def __init__(self, engines: list[Engine], storage: Path | None, *, names: list[str] | None = None,
+                 clock: Any = time.monotonic) -> None:
         if not engines:
             raise ValueError("a disaggregated pool needs at least one prefill engine")
         self.engines = engines
+        self.names = names or [f"prefill-{i}" for i in range(len(engines))]
+        """The engines' replica ids (for metrics)."""
         self.inflight = [0] * len(engines)
         self.failed_at = [-math.inf] * len(engines)
         self.storage = storage

@@ -302,7 +302,7 @@ class Orchestrator:
                                                 rep.model_copy(update={"engine": rep.engine.model_copy(
                                                     update={"kv_transfer": kv})}))
                 engines.append(built)
-            group = PrefillGroup(engines, storage)
+            group = PrefillGroup(engines, storage, names=[rep.replica_id for rep in lp.prefill_replicas])
         except BaseException:
             shutil.rmtree(storage, ignore_errors=True)
             raise
@@ -874,25 +874,29 @@ class Orchestrator:
                 out.family("cortex_replica_recoveries_total", "counter",
                            "Times the replica came back into rotation after a failure (health probes).")
                 out.sample("cortex_replica_recoveries_total", r.recoveries, pool=pool.name, replica=r.replica_id)
-                if r.engine is None:
-                    continue
-                m = r.engine.metrics()
-                out.family("cortex_replica_kv_cache_usage", "gauge", "Used fraction of the engine's KV blocks.")
-                out.sample("cortex_replica_kv_cache_usage", m.kv_cache_usage, pool=pool.name, replica=r.replica_id,
-                           engine=m.label)
-                out.family("cortex_replica_prefix_cache_hit_rate", "gauge", "Prefix-cache hit rate since start.")
-                if m.prefix_cache_hit_rate is not None:
-                    out.sample("cortex_replica_prefix_cache_hit_rate", m.prefix_cache_hit_rate, pool=pool.name,
-                               replica=r.replica_id, engine=m.label)
-                out.family("cortex_replica_requests_running", "gauge", "Requests in the engine's running batch.")
-                out.sample("cortex_replica_requests_running", m.running, pool=pool.name, replica=r.replica_id,
-                           engine=m.label)
-                out.family("cortex_replica_requests_waiting", "gauge",
-                           "Requests queued inside the engine (admitted by Cortex, not yet in its batch).")
-                out.sample("cortex_replica_requests_waiting", m.waiting, pool=pool.name, replica=r.replica_id,
-                           engine=m.label)
+                if r.engine is not None:
+                    _engine_samples(out, pool.name, r.replica_id, r.engine)
+            group = self._prefill_groups.get(pool.name)
+            for replica_id, engine in zip(group.names, group.engines) if group is not None else ():
+                _engine_samples(out, pool.name, replica_id, engine)  # a P/D pool's prefill engines
         out.family("cortex_cache_hits_total", "counter", "Agentic-state cache hits.")
         out.sample("cortex_cache_hits_total", self.cache.stats.hits)
         out.family("cortex_cache_misses_total", "counter", "Agentic-state cache misses.")
         out.sample("cortex_cache_misses_total", self.cache.stats.misses)
         return out.text()
+
+
+def _engine_samples(out: PromText, pool: str, replica: str, engine: Engine) -> None:
+    """The ``cortex_replica_*`` gauges of one engine (a replica's, or a P/D pool's prefill engine's)."""
+    m = engine.metrics()
+    out.family("cortex_replica_kv_cache_usage", "gauge", "Used fraction of the engine's KV blocks.")
+    out.sample("cortex_replica_kv_cache_usage", m.kv_cache_usage, pool=pool, replica=replica, engine=m.label)
+    out.family("cortex_replica_prefix_cache_hit_rate", "gauge", "Prefix-cache hit rate since start.")
+    if m.prefix_cache_hit_rate is not None:
+        out.sample("cortex_replica_prefix_cache_hit_rate", m.prefix_cache_hit_rate, pool=pool, replica=replica,
+                   engine=m.label)
+    out.family("cortex_replica_requests_running", "gauge", "Requests in the engine's running batch.")
+    out.sample("cortex_replica_requests_running", m.running, pool=pool, replica=replica, engine=m.label)
+    out.family("cortex_replica_requests_waiting", "gauge",
+               "Requests queued inside the engine (admitted by Cortex, not yet in its batch).")
+    out.sample("cortex_replica_requests_waiting", m.waiting, pool=pool, replica=replica, engine=m.label)

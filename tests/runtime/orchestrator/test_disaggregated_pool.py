@@ -54,6 +54,9 @@ def test_prefill_engines_serve_every_call_of_the_decode_replicas(sales_db: Path)
             assert decoded >= len(calls) and prefilled == decoded
             assert all(e.metrics().requests_finished > 0 for e in group.engines)
             assert {c.replica for c in calls} == {"generate-0"}
+            text = orch.metrics_text()  # the prefill engines are in the metrics beside the decode replica
+            for replica in ("generate-0", "generate-prefill-0", "generate-prefill-1"):
+                assert f'cortex_replica_requests_running{{pool="generate",replica="{replica}"' in text
             # a replica added while serving is a decode replica on the same prefill engines
             scaled = await PoolScaler(orch).add_replica("generate", reason="test")
             assert isinstance(scaled.engine, DisaggregatedEngine) and scaled.engine.group is group
