@@ -158,7 +158,7 @@ class ReplicaView:
     call joins the batch no earlier. Absolute, on the executor's clock; 0 when unknown or when the
     engine can take a call at its next decode step. The simulator knows it; the real orchestrator
     leaves it 0 (vLLM does not report the iteration in progress)."""
-    estimate_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    estimate_cache: object | None = field(default=None, init=False, repr=False, compare=False)
     """Scratch space of :func:`runtime.policies.placement.estimate` (its call-independent terms for
     this view). Policies ignore it; an executor that updates a view in place resets it to None
     (``dataclasses.replace`` starts a copy without it)."""
@@ -196,7 +196,9 @@ class Admission:
 
     @classmethod
     def accept(cls) -> "Admission":
-        return cls(True)
+        # One shared verdict (it is frozen): a policy admits every arrival, and building a frozen
+        # dataclass costs an object.__setattr__ per field.
+        return _ACCEPT if cls is Admission else cls(True)
 
     @classmethod
     def reject(cls, reason: str, retry_after_s: float | None = None) -> "Admission":
@@ -213,6 +215,7 @@ class Adaptation:
     """Copies to launch; the first to finish wins and the others are cancelled."""
 
 
+_ACCEPT = Admission(True)
 KEEP = Adaptation()
 
 

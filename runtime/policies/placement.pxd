@@ -1,13 +1,21 @@
 cimport cython
 from runtime.policies.base cimport CallView, ReplicaView
 
-cpdef tuple estimate(CallView call, ReplicaView r)
+# A view's call-independent terms as C fields (read, not unpacked, by every estimate).
+@cython.final
+cdef class _Terms:
+    cdef public double c, base, k_, bc, s_
+    cdef public long queued, kv, grow, b, pending
+    cdef public object wait
 
-@cython.locals(terms=tuple, c=double, queued=long, base=double, k_=double, kv=long, grow=long, b=long, bc=double,
-               pending=long, s_=double, fill=long, ctx=double, finish=double, busy_until=double, shared=long,
-               kv_join=long)
-cpdef tuple estimate_for(ReplicaView r, long inp, long out, pkey, long ptoks, double now, double expected)
+# (finish, marginal) as a C pair: no tuple or floats allocated for a compiled caller (Python callers
+# get a tuple of the same two floats).
+cpdef (double, double) estimate(CallView call, ReplicaView r)
+
+@cython.locals(terms=_Terms, k_=double, b=long, pending=long, fill=long, ctx=double, finish=double,
+               busy_until=double, shared=long, kv_join=long)
+cpdef (double, double) estimate_for(ReplicaView r, long inp, long out, pkey, long ptoks, double now, double expected)
 
 @cython.locals(b=long, q=long, m=long, f=double, s_=double, k_=double, c=double, kv=long, pending=long, short=long,
                b_new=long)
-cpdef tuple _replica_terms(ReplicaView r, p)
+cpdef _Terms _replica_terms(ReplicaView r, p)

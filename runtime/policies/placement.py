@@ -76,32 +76,57 @@ def estimate_for(r: ReplicaView, inp: int, out: int, pkey: str | None, ptoks: in
                 finish -= FALLBACK_PREFILL_S_PER_TOKEN * cached / max(r.speed, 1e-9)
             return finish, 0.0
         terms = r.estimate_cache = _replica_terms(r, p)
-    c, queued, wait, base, k_, kv, grow, b, bc, pending, s_ = terms
     fill = inp
     if pkey is not None and pkey in r.resident_prefixes:
         fill = inp - ptoks
         if fill < 1:
             fill = 1
     ctx = inp + out / 2.0
-    finish = c * (fill + queued)
-    if wait is not None:
-        finish += wait
+    finish = terms.c * (fill + terms.queued)
+    if terms.wait is not None:
+        finish += terms.wait
     busy_until = r.busy_until_s
     if busy_until > now:  # joins only after the prefill iteration in progress
         finish += busy_until - now
+    k_ = terms.k_
     if out > 1:
-        kv_join = int(kv + grow * ctx)  # KV tokens once it joins (a C integer in the compiled build)
-        finish += (out - 1) * (base + k_ * kv_join)
+        kv_join = int(terms.kv + terms.grow * ctx)  # KV tokens once it joins (a C integer in the compiled build)
+        finish += (out - 1) * (terms.base + k_ * kv_join)
+    b = terms.b
     if not b:
         return finish, 0.0
+    pending = terms.pending
     shared = pending if pending < b * out else b * out
-    return finish, bc * fill + shared * (s_ + k_ * ctx)
+    return finish, terms.bc * fill + shared * (terms.s_ + k_ * ctx)
 
 
-def _replica_terms(r: ReplicaView, p) -> tuple:
+class _Terms:
+    """The call-independent parts of :func:`estimate` on one view (:func:`_replica_terms`): an
+    object with named fields rather than a tuple, so that the compiled build reads them as C fields
+    (placement.pxd) instead of unpacking eleven Python objects per estimate."""
+
+    __slots__ = ("c", "queued", "wait", "base", "k_", "kv", "grow", "b", "bc", "pending", "s_")
+
+    def __init__(self, c: float, queued: int, wait: float | None, base: float, k_: float, kv: int, grow: int,
+                 b: int, bc: float, pending: int, s_: float):
+        self.c = c
+        self.queued = queued
+        self.wait = wait
+        self.base = base
+        self.k_ = k_
+        self.kv = kv
+        self.grow = grow
+        self.b = b
+        self.bc = bc
+        self.pending = pending
+        self.s_ = s_
+
+
+def _replica_terms(r: ReplicaView, p) -> _Terms:
     """The call-independent parts of :func:`estimate` on ``r`` (profile ``p``), each computed with
     the same floating-point operations in the same order as written out in the module docstring:
-    ``(c, P_q, slot wait or idle prefill cost or None, F + S b', K, k, b' - b, b, b c, D, S)``."""
+    ``c``, ``P_q``, the slot wait or the idle prefill cost or None, ``F + S b'``, ``K``, ``k``,
+    ``b' - b``, ``b``, ``b c``, ``D``, ``S``."""
     # Conditional expressions instead of ``max``/``min`` on ints: same values, no builtin call.
     b, q, m = r.running, r.queue_len, r.slots if r.slots > 1 else 1
     f, s_, k_, c = p.decode_fixed_s, p.decode_per_seq_s, p.decode_per_kv_token_s, p.prefill_per_token_s
@@ -115,7 +140,7 @@ def _replica_terms(r: ReplicaView, p) -> tuple:
     elif q == 0:
         wait = p.prefill_fixed_s
     b_new = b + q + 1 if b + q + 1 < m else m
-    return (c, r.queued_prefill_tokens, wait, f + s_ * b_new, k_, kv, b_new - b, b, b * c, pending, s_)
+    return _Terms(c, r.queued_prefill_tokens, wait, f + s_ * b_new, k_, kv, b_new - b, b, b * c, pending, s_)
 
 
 def has_kv_room(call: CallView, r: ReplicaView) -> bool:

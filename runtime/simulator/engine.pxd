@@ -15,14 +15,19 @@ cdef class LLMEngine:
     cdef public long nwaiting, step, kv_own, kv_attn, prefix_total, version, ep_n, ep_b, ep_k0
     cdef public long sum_finish, queued_prefill, queued_out, kv_peak, preemptions, iterations, partial_prefills
 
-    @cython.locals(b=long, nw=long, pending=long, eff=long, step=double, v=ReplicaView)
     cpdef warm(self, key, long tokens)
+    @cython.locals(b=long, nw=long, pending=long, eff=long, step=double, v=ReplicaView)
     cpdef refresh_view(self)
-    cpdef _epoch_s(self, n)
-    cpdef _steps_done(self, elapsed)
+    @cython.locals(b=long)
+    cpdef double _epoch_s(self, long n)
+    # elapsed is a difference of simulated times (Python floats); n a step count (a C integer, as the
+    # int() of a float in the .py: the same value).
+    @cython.locals(b=long, K=double, a=double, step0=double, lin=double, n=long, kb=double)
+    cpdef long _steps_done(self, double elapsed)
     cpdef double _iteration_s(self, long prefill, long b, long k)
     cpdef enqueue(self, Call call, prio)
     cpdef cancel(self, Call call)
+    @cython.locals(done=long, n=long)
     cpdef _interrupt(self)
     cpdef on_tick(self, version)
     @cython.locals(n=long, b=long, now=double, step=long, fstep=long, call=Call)
@@ -48,3 +53,6 @@ cdef class LLMEngine:
     @cython.locals(remaining=long, step=long, finish=long)
     cpdef _join(self, Call call)
     cpdef _drop_chunk(self, Call call)
+
+# math.sqrt in the .py (_steps_done) is libm's: the same value for the positive argument it gets.
+from libc cimport math

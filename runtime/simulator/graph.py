@@ -46,7 +46,10 @@ def llm_standalone_s(p: LatencyProfile, input_tokens: int, output_tokens: int, c
     n = max(output_tokens - 1, 0)
     decode = n * (p.decode_fixed_s + p.decode_per_seq_s) + p.decode_per_kv_token_s * (
         n * input_tokens + n * (n - 1) / 2.0)
-    return p.prefill_s(input_tokens - cached_tokens) + decode
+    # ``p.prefill_s(input_tokens - cached_tokens)`` written out (same operations; one per LLM stage of
+    # every arrival's dry walk, where the method call cost more than the arithmetic).
+    tokens = input_tokens - cached_tokens
+    return (p.prefill_fixed_s + p.prefill_per_token_s * tokens if tokens > 0 else 0.0) + decode
 
 
 class KnobChoices(Protocol):

@@ -24,20 +24,23 @@ cdef class _Fan:
     cdef public object node, key, walk, open, cp
     cdef public bint done
 
-@cython.locals(u1=double, u2=double, z=double, n=long)
+# value: mu (a float, params' first item: _token_params), 0.0 or exp(...), always a float.
+@cython.locals(u1=double, u2=double, z=double, n=long, value=double, f=double, d=double)
 cpdef _tokens(MersenneTwister rng, tuple params)
 cpdef _service(MersenneTwister rng, tuple draw, family)
 
 @cython.final
 cdef class IRRun(Run):
-    cdef public object g, sem, script, top, token_cv, widths, _family, _draws, _standalone
+    cdef public object g, sem, top, token_cv, _family
+    cdef public dict script, widths, _draws, _standalone
     cdef public MersenneTwister rng
 
     @cython.locals(rng=MersenneTwister)
     cpdef _sizes(self, tuple key, stage)
     cpdef _edge_u(self, tuple key)
     cpdef _call_time(self, tuple key, stage)
-    @cython.locals(t=double, v=long, draw=tuple, rng=MersenneTwister)
+    @cython.locals(t=double, v=long, draw=tuple, rng=MersenneTwister, script=dict, standalone=dict, draws=dict,
+                   cums=dict, visits=dict, fanouts=dict)
     cpdef _dry_walk(self)
     @cython.locals(draw=tuple, sizes=tuple, top=_Walk)
     cpdef Call _make_call(self, tuple key, stage, cp, group=*)

@@ -24,9 +24,11 @@ cdef class Simulator:
     cpdef _arrive(self, run)
     @cython.locals(run=Run)
     cpdef CallView call_view(self, Call call)
-    @cython.locals(queued=long, running=long, q=long, n=long, v=ReplicaView)
+    # wait and w: backlog_s is always a Python float (see _least_backlog_replica), or 0.0 or inf.
+    @cython.locals(queued=long, running=long, q=long, n=long, v=ReplicaView, wait=double, w=double, got=tuple,
+                   reps=list, made=dict)
     cpdef stage_load(self, stage, kind, model)
-    @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine)
+    @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView)
     cpdef dispatch(self, Call call, exclude=*)
     @cython.locals(run=Run, peer=Call, c=Call)
     cpdef call_finished(self, Call call)
@@ -38,3 +40,8 @@ cpdef _least_backlog_replica(replicas)
 
 @cython.locals(e=LLMEngine, x=ExecutorGroup)
 cpdef ReplicaView _fresh_view(r)
+
+@cython.locals(e=LLMEngine, x=ExecutorGroup)
+cpdef _enqueue(replica, Call call, prio)
+
+cdef double _INF

@@ -38,6 +38,8 @@ from runtime.simulator.records import SimResult
 from runtime.simulator.runs import IRRun, Run
 from runtime.simulator.trace import RemainingPathStats, TraceRequest, TraceRun
 
+_INF = math.inf  # a C double in the compiled build (sim.pxd): no module lookup per stage_load
+
 SPEED_PROBE = (512, 128)
 """Request (input, output tokens) whose standalone time defines a replica's relative speed."""
 
@@ -338,7 +340,7 @@ class Simulator:
             got = self._stage_load_parts[key] = (self.candidates(stage, kind, model), models, {})
         reps, models, made = got
         queued = running = 0
-        wait = math.inf
+        wait = _INF
         for r in reps:
             v = _fresh_view(r)
             q, n = v.queue_len, v.running
@@ -428,7 +430,7 @@ class Simulator:
             replica = _least_backlog_replica(cands)
             call.t_enqueue = now
             # Without a view, the key is Policy.priority's: (enqueued_s,).
-            replica.enqueue(call, (now,) if view is None else self.policy.priority(view))
+            _enqueue(replica, call, (now,) if view is None else self.policy.priority(view))
             if hedge > 1:
                 self._hedge(call, hedge, exclude, replica)
             return
@@ -464,7 +466,7 @@ class Simulator:
             if call.decode_replica is None:
                 raise LayoutError(f"{replica.name} is a prefill replica but the route names no decode replica")
         call.t_enqueue = now
-        replica.enqueue(call, self.policy.priority(view))
+        _enqueue(replica, call, self.policy.priority(view))
         if hedge > 1:
             self._hedge(call, hedge, exclude, replica)
 
@@ -574,6 +576,17 @@ def _least_backlog_replica(replicas: Sequence[LLMEngine | ExecutorGroup]) -> LLM
         if b < bb or (v.queue_len + v.running, v.replica_id) < (bv.queue_len + bv.running, bv.replica_id):
             best, bv, bb = r, v, b
     return best
+
+
+def _enqueue(replica: LLMEngine | ExecutorGroup, call: Call, prio: tuple) -> None:
+    """``replica.enqueue(call, prio)``; the compiled build makes it a C call on either kind of
+    replica (sim.pxd types ``e`` and ``x``) instead of a method lookup and a Python call."""
+    if type(replica) is LLMEngine:
+        e = replica
+        e.enqueue(call, prio)
+    else:
+        x = replica  # the other kind of replica: an ExecutorGroup
+        x.enqueue(call, prio)
 
 
 def _fresh_view(r: LLMEngine | ExecutorGroup) -> ReplicaView:
