@@ -344,6 +344,24 @@ class Plan(PlanModel):
                 return w
         raise KeyError(name)
 
+    def oversized_pool(self) -> str | None:
+        """Why a pool cannot be deployed on the plan's own inventory, or None: a pool's replicas x TP
+        above the inventory's count of its device kind (CPU: its slots), or a device kind the inventory
+        lacks. Every plan the planner writes passes; a hand-edited one may not, and 10^9 replicas
+        would keep ``cortex simulate`` building engines for hours."""
+        have = {g.kind: g.count for g in self.inventory.gpus}
+        if self.inventory.cpu is not None:
+            have["CPU"] = self.inventory.cpu.slots
+        for wp in self.workflows:
+            for pool in wp.llm_pools:
+                if pool.device not in have:
+                    return (f"pool {pool.stage!r} of {wp.workflow} runs on {pool.device}, which the plan's inventory "
+                            f"lacks (it has {', '.join(sorted(have)) or 'no devices'})")
+                if pool.replicas * pool.tp > have[pool.device]:
+                    return (f"pool {pool.stage!r} of {wp.workflow} needs {pool.replicas} x {pool.tp} {pool.device}, "
+                            f"more than the plan's inventory has ({have[pool.device]})")
+        return None
+
     def canonical_json(self) -> str:
         """The one canonical JSON form: sorted keys, two-space indent, trailing newline."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2) + "\n"

@@ -109,14 +109,15 @@ def read_lines(path: Path, label: str) -> list[str]:
 
 def load_plan(path: Path, label: str) -> Any:
     """A saved plan (``cortexc plan -o``) from ``path``; a usage error starting with ``label`` when it
-    cannot be read or is not a plan (the message names the first invalid field)."""
+    cannot be read, is not a plan (the message names the first invalid field) or does not fit its own
+    inventory (:meth:`planner.plan.Plan.oversized_pool`)."""
     from pydantic import ValidationError
 
     from planner.plan import Plan
 
     text = read_text(path, label, MAX_SOURCE_BYTES)
     try:
-        return Plan.from_json(text)
+        plan = Plan.from_json(text)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "the top level"
@@ -125,6 +126,10 @@ def load_plan(path: Path, label: str) -> Any:
     except ValueError as exc:
         raise usage_error(f"{label} is not a saved plan (write one with `cortexc plan FILE -o plan.json`): "
                           f"{str(exc).splitlines()[0]}")
+    problem = plan.oversized_pool()
+    if problem is not None:
+        raise usage_error(f"{label}: {problem}")
+    return plan
 
 
 def write_output(text: str, output: Path | None) -> None:

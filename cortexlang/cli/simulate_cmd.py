@@ -140,6 +140,12 @@ def register(app: typer.Typer) -> None:
             except KeyError:
                 raise usage_error(f"--plan {plan}: it has no workflow {wf.name if wf else ''!r} "
                                   "(a trace replays on a plan of one workflow)")
+            declared = {m.name for m in program.models}
+            unknown = sorted({pool.model for pool in wp.llm_pools} - declared)
+            if layout == "plan" and unknown:
+                source = str(file) if file is not None else "the trace"
+                raise usage_error(f"--plan {plan}: its pools serve {', '.join(unknown)}, which {source} does not "
+                                  f"declare (it has {', '.join(sorted(declared)) or 'no models'})")
             knobs = {wf.name: wp.knobs} if wf is not None else None  # a trace's calls are already sized
         rows = []
         slo = wf.slo if wf is not None else None
@@ -159,7 +165,8 @@ def register(app: typer.Typer) -> None:
                                 knobs=knobs)
                 res = sim.run()
             except (cl.LayoutError, ValueError, LookupError) as exc:
-                typer.echo(f"error: {name}: {exc}", err=True)
+                why = f"unknown name {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else exc  # not "'x'"
+                typer.echo(f"error: {name}: {why}", err=True)
                 raise typer.Exit(EXIT_ERRORS)
             row = res.summary()
             if slo is not None:

@@ -228,3 +228,21 @@ def test_a_recording_that_cannot_be_written_stops_with_one_line(tmp_path):
     assert "error: --record /dev/full: cannot write: No space left on device; recording stopped" in r.output
     assert "error: --json /dev/full: cannot write: No space left on device" in r.output
     assert "run listener" not in r.output  # no per-run traceback from the orchestrator's log
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("replicas", 10**9, "needs 1000000000 x 1 H100, more than the plan's inventory has"),
+    ("device", "TPU9", "runs on TPU9, which the plan's inventory lacks"),
+    ("model", "nope", "its pools serve nope, which"),
+])
+def test_a_plan_that_cannot_fit_or_names_no_declared_model_is_refused(tmp_path, field, value, message):
+    """10^9 replicas kept `cortex simulate --layout plan` building engines past the fuzzer's bound."""
+    data = json.loads(plan_program(nl2sql_program()).canonical_json())
+    pool = data["workflows"][0]["llm_pools"][0]
+    assert pool["device"] == "H100" and pool["tp"] == 1
+    pool[field] = value
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(data))
+    trace = _trace_file(tmp_path, [line for line in LINES if '"lookup"' not in line])
+    r = _run(runtime_app, ["simulate", "--trace", trace, "--plan", plan, "-p", "fcfs"])
+    assert r.exit_code == 2 and message in r.output, r.output

@@ -225,8 +225,12 @@ def _hostile_file_argument(rng: random.Random, case: Case) -> None:
     case.note = (case.note + f"; {name} is {kind}").lstrip("; ")
 
 
+HOSTILE_FLAG = 0.2
+"""Chance that a flag gets a hostile value (several flags per input: most inputs still reach the work)."""
+
+
 def _flag_value(rng: random.Random, sane: list[str], hostile: list[str] = NUMBERS) -> str:
-    return rng.choice(hostile) if rng.random() < 0.35 else rng.choice(sane)
+    return rng.choice(hostile) if rng.random() < HOSTILE_FLAG else rng.choice(sane)
 
 
 def _simulate_trace(rng: random.Random, base: "Artefacts") -> Case:
@@ -250,7 +254,7 @@ def _simulate_trace(rng: random.Random, base: "Artefacts") -> Case:
     if rng.random() < 0.2:
         args += ["--prefill", _flag_value(rng, ["H100=1", "A100=1"], CLUSTERS)]
     if rng.random() < 0.2:
-        args += ["--seed", rng.choice(INTS)]
+        args += ["--seed", _flag_value(rng, ["0", "7"], INTS)]
     if rng.random() < 0.3:
         args.append("--json")
     case.args = args
@@ -336,7 +340,7 @@ def _run_record(rng: random.Random, base: "Artefacts") -> Case:
     record = rng.choice(["{dir}/rec.jsonl", "{dir}", "{dir}/no/such/dir/rec.jsonl", "/dev/full",
                          _file_arg(case, "existing.jsonl", b"x\n")])
     case.args = ["run", base.example("nl2sql"), "--engine", "simulated", "--input",
-                 _file_arg(case, "in.jsonl", data), "--record", record, "--limit", rng.choice(["1", "2", "0"]),
+                 _file_arg(case, "in.jsonl", data), "--record", record, "--limit", _flag_value(rng, ["1", "2"], INTS),
                  "--no-plan"]
     if rng.random() < 0.3:
         case.args += ["--rate", _flag_value(rng, ["50"])]
@@ -516,9 +520,11 @@ def _verdict(code: int | None, output: str, detailed: bool = False) -> str | Non
 
 
 def _snapshot(workdir: Path, folder: Path) -> set[str]:
-    """Names of the entries a command may not add or remove: the repository's top level and
+    """Names of the entries a command may not add or remove: the repository's top level (but for
+    dot-files: tools' caches such as .import_linter_cache, written by other work on the checkout) and
     examples, and the harness's folder (the current directory while fuzzing) but for inputs' folders."""
     out = set()
     for root in (REPO, REPO / "examples", workdir):
-        out.update(e.path for e in os.scandir(root) if not (root == workdir and e.name.startswith("in")))
+        out.update(e.path for e in os.scandir(root) if not ((root == workdir and e.name.startswith("in"))
+                                                             or (root == REPO and e.name.startswith("."))))
     return out
