@@ -17,5 +17,5 @@ cpdef (double, double) estimate(CallView call, ReplicaView r)
 cpdef (double, double) estimate_for(ReplicaView r, long inp, long out, pkey, long ptoks, double now, double expected)
 
 @cython.locals(b=long, q=long, m=long, f=double, s_=double, k_=double, c=double, kv=long, pending=long, short=long,
-               b_new=long)
+               b_new=long, t=_Terms)
 cpdef _Terms _replica_terms(ReplicaView r, p)

@@ -101,25 +101,11 @@ def estimate_for(r: ReplicaView, inp: int, out: int, pkey: str | None, ptoks: in
 
 
 class _Terms:
-    """The call-independent parts of :func:`estimate` on one view (:func:`_replica_terms`): an
-    object with named fields rather than a tuple, so that the compiled build reads them as C fields
-    (placement.pxd) instead of unpacking eleven Python objects per estimate."""
+    """The call-independent parts of :func:`estimate` on one view, filled by :func:`_replica_terms`:
+    an object with named fields rather than a tuple, so that the compiled build reads and writes
+    them as C fields (placement.pxd) instead of packing and unpacking eleven Python objects."""
 
     __slots__ = ("c", "queued", "wait", "base", "k_", "kv", "grow", "b", "bc", "pending", "s_")
-
-    def __init__(self, c: float, queued: int, wait: float | None, base: float, k_: float, kv: int, grow: int,
-                 b: int, bc: float, pending: int, s_: float):
-        self.c = c
-        self.queued = queued
-        self.wait = wait
-        self.base = base
-        self.k_ = k_
-        self.kv = kv
-        self.grow = grow
-        self.b = b
-        self.bc = bc
-        self.pending = pending
-        self.s_ = s_
 
 
 def _replica_terms(r: ReplicaView, p) -> _Terms:
@@ -140,7 +126,19 @@ def _replica_terms(r: ReplicaView, p) -> _Terms:
     elif q == 0:
         wait = p.prefill_fixed_s
     b_new = b + q + 1 if b + q + 1 < m else m
-    return _Terms(c, r.queued_prefill_tokens, wait, f + s_ * b_new, k_, kv, b_new - b, b, b * c, pending, s_)
+    t = _Terms()
+    t.c = c
+    t.queued = r.queued_prefill_tokens
+    t.wait = wait
+    t.base = f + s_ * b_new
+    t.k_ = k_
+    t.kv = kv
+    t.grow = b_new - b
+    t.b = b
+    t.bc = b * c
+    t.pending = pending
+    t.s_ = s_
+    return t
 
 
 def has_kv_room(call: CallView, r: ReplicaView) -> bool:

@@ -43,11 +43,12 @@ def llm_standalone_s(p: LatencyProfile, input_tokens: int, output_tokens: int, c
 
     ``cached_tokens`` of the prompt (a resident shared prefix) are not prefilled.
     """
-    n = max(output_tokens - 1, 0)
-    decode = n * (p.decode_fixed_s + p.decode_per_seq_s) + p.decode_per_kv_token_s * (
-        n * input_tokens + n * (n - 1) / 2.0)
-    # ``p.prefill_s(input_tokens - cached_tokens)`` written out (same operations; one per LLM stage of
-    # every arrival's dry walk, where the method call cost more than the arithmetic).
+    # The profile's coefficients read once (C doubles in the compiled build: graph.pxd), and
+    # ``p.prefill_s(input_tokens - cached_tokens)`` written out: the same operations in the same
+    # order, without a method call (one per LLM stage of every arrival's dry walk).
+    fixed, per_seq, per_kv = p.decode_fixed_s, p.decode_per_seq_s, p.decode_per_kv_token_s
+    n = output_tokens - 1 if output_tokens > 1 else 0
+    decode = n * (fixed + per_seq) + per_kv * (n * input_tokens + n * (n - 1) / 2.0)
     tokens = input_tokens - cached_tokens
     return (p.prefill_fixed_s + p.prefill_per_token_s * tokens if tokens > 0 else 0.0) + decode
 
