@@ -188,6 +188,8 @@ def read_inputs(path: Path, names: tuple[str, ...], limit: int | None) -> list[t
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise usage_error(f"{path}:{number}: not JSON ({exc.msg})")
+        except RecursionError:  # `[[[[...` 100k deep: the decoder recurses once per level
+            raise usage_error(f"{path}:{number}: not JSON (nested too deeply)")
         if not isinstance(obj, dict):
             raise usage_error(f"{path}:{number}: expected a JSON object with the workflow inputs")
         missing = [n for n in names if n not in obj]

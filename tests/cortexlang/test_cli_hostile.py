@@ -217,6 +217,9 @@ def test_json_nested_beyond_the_decoders_depth_is_not_json(tmp_path):
     plan.write_text("[" * 200_000)
     r = _run(runtime_app, ["simulate", NL2SQL, "--plan", plan])
     assert r.exit_code == 2 and "is not a saved plan" in r.output
+    r = _run(runtime_app, ["run", EXAMPLES / "react_agent.cortex", "--input", deep, "--engine", "simulated",
+                           "--no-plan"])
+    assert r.exit_code == 2 and "t.jsonl:1: not JSON (nested too deeply)" in r.output
 
 
 def test_a_recording_that_cannot_be_written_stops_with_one_line(tmp_path):
