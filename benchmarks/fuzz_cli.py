@@ -5,7 +5,8 @@ benchmarks/fuzz_plan.py mutates the .cortex files, this attacks the command-line
 them (tests/runtime/cli_fuzzing.py: `plan --observed TRACE`, `--disaggregate`, `--inventory`,
 `--diff`, `-o`; `simulate --trace [--slo-scale] [--layout] [--plan]`, `--layout plan` on colocated
 and P/D plans; `run --record`) with hostile traces, plans, files and flag values. Each input must end
-with exit 0 or 1/2 and an error message, no traceback, within the per-input bound, writing nothing
+with exit 0 or 1/2 and an error message, no traceback, within the per-input bound (30 CPU seconds,
+120 wall seconds), writing nothing
 outside its folder. Inputs run in process (Typer's runner); every ``--subprocess-every``-th input
 runs as a real `cortexc`/`cortex` process instead. Input ``i`` of seed ``s`` is
 ``make_case(s, i, artefacts)``; a failure's reproducer is printed with it.
@@ -29,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.runtime.cli_fuzzing import HANG_S, SURFACES, Harness, make_case  # noqa: E402
+from tests.runtime.cli_fuzzing import HANG_S, SURFACES, WALL_FACTOR, Harness, make_case  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "fuzz_cli.md"
 
@@ -55,6 +56,7 @@ def main() -> None:
     codes: dict[str, Counter] = defaultdict(Counter)
     failures: list[str] = []
     seconds: list[tuple[float, int, str]] = []
+    cpu: list[tuple[float, int, str]] = []
     start = time.perf_counter()
     done = 0
     for i in range(args.inputs):
@@ -67,6 +69,7 @@ def main() -> None:
         codes[case.surface][outcome.exit_code if outcome.exit_code is not None else "hang"] += 1
         codes[case.surface]["process" if real else "in-process"] += 1
         seconds.append((outcome.seconds, i, case.command()))
+        cpu.append((outcome.cpu_seconds, i, case.command()))
         if outcome.failure:
             failures.append(f"- input {i} [{case.surface}{', process' if real else ''}"
                             f"{'; ' + case.note if case.note else ''}]: {outcome.failure}\n  `{case.command()}`")
@@ -74,7 +77,7 @@ def main() -> None:
         if i % 100 == 0:
             print(f"{i} inputs, {len(failures)} failures, {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     total = time.perf_counter() - start
-    slowest = max(seconds)
+    slowest, costliest = max(seconds), max(cpu)
     rows = ["| surface | inputs | as a process | exit 0 | exit 1 | exit 2 | other/hang |", "|---|---|---|---|---|---|---|"]
     for s in SURFACES:
         c = codes[s]
@@ -90,7 +93,10 @@ def main() -> None:
         f"- inputs run: {done} (generator: tests/runtime/cli_fuzzing.py; input i = `make_case({args.seed}, i, "
         "artefacts)`)",
         f"- failures (traceback, exit code other than 0/1/2, non-zero exit without an error line, over "
-        f"{HANG_S:.0f} s, or a file written outside the input's folder): **{len(failures)}**",
+        f"{HANG_S:.0f} s of CPU or {WALL_FACTOR * HANG_S:.0f} s of wall time, or a file written outside the input's "
+        f"folder): **{len(failures)}**",
+        f"- CPU time per input: median {statistics.median(c for c, _, _ in cpu):.2f} s, max {costliest[0]:.2f} s "
+        f"(input {costliest[1]}: `{costliest[2]}`)",
         f"- wall time per input: median {statistics.median(s for s, _, _ in seconds):.2f} s, max "
         f"{slowest[0]:.2f} s (input {slowest[1]}: `{slowest[2]}`); total {total / 60:.1f} min", "",
     ] + rows + (["", "Failures:"] + failures if failures else [])
