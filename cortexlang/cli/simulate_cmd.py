@@ -103,6 +103,8 @@ def register(app: typer.Typer) -> None:
             try:
                 requests = parse_trace(read_lines(trace, f"--trace {trace}"), str(trace))[:runs]
                 program = Program(models=trace_models(requests))
+                if not program.models:
+                    raise TraceError(f"{trace}: no llm call in the trace: nothing for the simulated engines to serve")
             except TraceError as exc:
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(EXIT_ERRORS)

@@ -249,3 +249,10 @@ def test_a_plan_that_cannot_fit_or_names_no_declared_model_is_refused(tmp_path, 
     trace = _trace_file(tmp_path, [line for line in LINES if '"lookup"' not in line])
     r = _run(runtime_app, ["simulate", "--trace", trace, "--plan", plan, "-p", "fcfs"])
     assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_a_trace_without_llm_calls_is_refused(tmp_path):
+    trace = _trace_file(tmp_path, ['{"arrival_s": 0, "calls": [{"id": "a", "stage": "execute", "kind": "sql", '
+                                   '"duration_s": 0.1}]}'])
+    r = _run(runtime_app, ["simulate", "--trace", trace])
+    assert r.exit_code == 1 and "no llm call in the trace" in r.output
