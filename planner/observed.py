@@ -83,6 +83,8 @@ class Observed:
     program: Program
     measured: dict[str, float] = field(default_factory=dict)
     """End-to-end figures of the recorded runs: p50_s, p99_s, slo_attainment (where recorded)."""
+    ignored: dict[str, int] = field(default_factory=dict)
+    """Calls per stage name the workflow does not have (a trace of another version of it): not used."""
 
 
 def read_trace(lines: Iterable[str], source: str = "trace") -> list[dict[str, Any]]:
@@ -279,7 +281,9 @@ def observe(program: Program, runs: list[dict[str, Any]], workflow: str | None =
     observed_program = Program.model_validate(
         program.model_dump() | {"workflows": [Workflow.model_validate(dump) if w.name == wf.name else w
                                               for w in program.workflows]})
-    return Observed(wf.name, len(mine), estimates, observed_program, _measured(mine))
+    known = {stage.name for stage in wf.stages}
+    ignored = {name: len(calls) for name, calls in sorted(calls_by_stage.items()) if name not in known}
+    return Observed(wf.name, len(mine), estimates, observed_program, _measured(mine), ignored)
 
 
 def _llm_service(program: Program, stage: LLMStage, calls: list[dict], ins: list[float],
@@ -368,6 +372,9 @@ def render(observed: Observed) -> str:
         note = f"  {e.note}" if e.note else ""
         lines.append(f"  {mark}{e.what:{width}s}  {_fmt(e.declared, e.unit):>10s}  {_fmt(e.observed, e.unit):>10s}  "
                      f"{e.samples:5d}{note}")
+    if observed.ignored:
+        lines.append(f"  ! calls of stages {observed.workflow} does not have, not used: "
+                     + ", ".join(f"{name} ({n})" for name, n in observed.ignored.items()))
     lines.append(f"  ! differs from the declared value (probabilities by > {100 * FLAG_PROBABILITY:.0f} points, "
                  f"the rest by > {100 * FLAG_RELATIVE:.0f}%); * used for this plan (probabilities shrunk towards "
                  f"the declared value by {PRIOR_WEIGHT:g} calls)")

@@ -256,3 +256,10 @@ def test_a_trace_without_llm_calls_is_refused(tmp_path):
                                    '"duration_s": 0.1}]}'])
     r = _run(runtime_app, ["simulate", "--trace", trace])
     assert r.exit_code == 1 and "no llm call in the trace" in r.output
+
+
+def test_calls_of_stages_the_workflow_lacks_are_named_not_silently_dropped(tmp_path):
+    lines = _trace()
+    lines[0] = _edit(lines[0], lambda o: o["calls"][0].update(stage="zzz"))
+    r = _run(compiler_app, ["plan", NL2SQL, "--no-verify", "--observed", _trace_file(tmp_path, lines)])
+    assert r.exit_code == 0 and "calls of stages nl2sql does not have, not used: zzz (1)" in r.output
