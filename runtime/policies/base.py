@@ -172,7 +172,7 @@ class ReplicaView:
         return self.queue_len == 0 and self.running == 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # not slots=True: a C struct in the compiled build (base.pxd), as Route
 class StageLoad:
     """Load on the pool of one stage, for admission and malleability."""
 
