@@ -38,6 +38,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -184,7 +185,7 @@ def isolation_cases() -> list[Case]:
     out += [Case(f"longrag @ {r:g}/s, {SMALL_KV_DEVICE}", program(wf), wf, SMALL_KV_DEVICE, r,
                  "runtime/simulator/workloads.py longrag (the Cortex paper's Figure 2 shape: a prefill-heavy "
                  "read, 3,000-token prompts over a 2,500-token cached corpus, beside a decode-heavy 4,000-token "
-                 "write) on Llama-3.1-70B at TP4 on A100-40GB (~41k KV tokens: 5 write sequences' worth)")
+                 "write) on Llama-3.1-70B at TP4 on A100-40GB (~41k KV tokens: ~13 writes at their mean footprint)")
             for r in (0.2,)]
     return out + map_cases()
 
@@ -386,7 +387,7 @@ def markdown(result: dict) -> str:
                          "executor slots) and that pool's whole backlog exceeds the run's slack, which on the "
                          "CHESS-style fan-outs happens in transient bursts that FCFS and HexAGenT ride out; more "
                          "GPUs do not stop it (8/s: 5 GPUs still miss).")
-    iso = [r for r in result["cases"] if "provenance" in r]
+    iso = sorted((r for r in result["cases"] if "provenance" in r), key=lambda r: r["case"])
     if iso:
         lines += isolation_markdown(iso, cell)
     return "\n".join(lines) + "\n"
@@ -476,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         make_policy(p)
     chosen = [c for c in cases() if not args.cases or any(c.name.startswith(x) for x in args.cases.split(","))]
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    command = ".venv/bin/python benchmarks/cost_at_equal_slo.py " + " ".join(argv or sys.argv[1:])
+    command = ".venv/bin/python benchmarks/cost_at_equal_slo.py " + shlex.join(argv or sys.argv[1:])
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rows = []
     for c in chosen:
