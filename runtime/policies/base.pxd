@@ -17,7 +17,7 @@ cdef class ReplicaView:
 cdef class Route:
     cdef readonly object replica_id, decode_replica_id
 
-# Built for every admission, adaptation and pruning decision: a C constructor, not the dataclass's
+# Read by every admission, adaptation and pruning decision: a C constructor, not the dataclass's
 # interpreted __init__ (frozen: readonly fields).
 cdef class StageLoad:
     cdef readonly object stage, queued, running, replicas, expected_wait_s, models

@@ -26,7 +26,7 @@ cdef class Simulator:
     cpdef CallView call_view(self, Call call)
     # wait and w: backlog_s is always a Python float (see _least_backlog_replica), or 0.0 or inf.
     @cython.locals(queued=long, running=long, q=long, n=long, v=ReplicaView, wait=double, w=double, got=tuple,
-                   reps=list)
+                   reps=list, made=dict)
     cpdef stage_load(self, stage, kind, model)
     @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView)
     cpdef dispatch(self, Call call, exclude=*)

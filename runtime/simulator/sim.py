@@ -99,7 +99,7 @@ class Simulator:
         """Per workflow: its graph under the knobs simulated (``knobs``: workflow -> a plan's knob
         settings; a workflow not named runs every knob at its preferred value)."""
         self._candidates: dict[tuple[str, str | None], list] = {}
-        self._stage_load_parts: dict[tuple, tuple[list, tuple[str, ...]]] = {}
+        self._stage_load_parts: dict[tuple, tuple[list, tuple[str, ...], dict]] = {}
         self._stage_list: dict[str, list[tuple[str, str, str | None]]] = {}
         self._lenders: dict[tuple[str, str | None], list[LLMEngine]] = {}
         self._overrides = {m: getattr(type(policy), m) is not getattr(Policy, m)
@@ -337,8 +337,8 @@ class Simulator:
                 wf_stage = self._stage_spec(stage)
                 if isinstance(wf_stage, LLMStage):
                     models = tuple([o.model for o in wf_stage.models if self.candidates(stage, kind, o.model)])
-            got = self._stage_load_parts[key] = (self.candidates(stage, kind, model), models)
-        reps, models = got
+            got = self._stage_load_parts[key] = (self.candidates(stage, kind, model), models, {})
+        reps, models, made = got
         queued = running = 0
         wait = _INF
         for r in reps:
@@ -352,7 +352,15 @@ class Simulator:
                 wait = w
         if not reps:
             wait = 0.0
-        return StageLoad(stage, queued, running, len(reps), wait, models)
+        # StageLoad is frozen, and building one is slow when interpreted (object.__setattr__ per
+        # field; the compiled build's is a C struct), so equal loads share one object; the same few
+        # (queued, running, 0.0) values recur all the time. Bounded: a varying wait makes keys unique.
+        sl = made.get((queued, running, wait))
+        if sl is None:
+            if len(made) >= 4096:
+                made.clear()
+            sl = made[(queued, running, wait)] = StageLoad(stage, queued, running, len(reps), wait, models)
+        return sl
 
     def _option_quality(self, stage: str, model: str) -> float:
         """Declared quality of ``model`` as an option of ``stage`` (1.0 when not declared)."""
