@@ -366,12 +366,12 @@ class Orchestrator:
             key = db.model_dump_json()
             held = self._sql.get(db.name)
             if held is None or held[0] != key:
-                executor = SQLExecutor(Database(name=db.name, url=db.url, statement_timeout_s=db.statement_timeout_s,
-                                                row_limit=db.row_limit, pool_size=db.pool_size),
-                                       max_result_bytes=db.max_result_bytes)
-                try:
+                try:  # a missing SQLite file (the constructor) or a superuser role (start): one line from the CLI
+                    executor = SQLExecutor(Database(name=db.name, url=db.url, statement_timeout_s=db.statement_timeout_s,
+                                                    row_limit=db.row_limit, pool_size=db.pool_size),
+                                           max_result_bytes=db.max_result_bytes)
                     await executor.start()
-                except SQLConfigError as exc:  # e.g. a superuser role: the CLI says so in one line
+                except SQLConfigError as exc:
                     raise DatabaseSetupError(f"database {db.name!r}: {exc}") from exc
                 self._sql[db.name] = (key, executor)  # a replaced executor keeps serving the runs that hold it
             out[db.name] = self._sql[db.name][1]
