@@ -30,22 +30,34 @@ class SourceError(Exception):
     """A source file cannot be read; the message says which and why."""
 
 
-def load_source(path: Path) -> str:
-    """The file's text; raises :class:`SourceError` when it is missing, unreadable, too large or not UTF-8."""
+def read_utf8(path: Path, max_bytes: int) -> str:
+    """The UTF-8 text of ``path``, read once and at most ``max_bytes`` (a pipe works; ``/dev/zero`` does
+    not run out of memory); :class:`SourceError` with the reason alone (no such file, a directory, too
+    large, not UTF-8 with the line, or the system's words) when it cannot be had."""
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_SOURCE_BYTES + 1)
+            data = f.read(max_bytes + 1)
     except FileNotFoundError:
-        raise SourceError(f"cannot read {path}: no such file")
+        raise SourceError("no such file")
+    except IsADirectoryError:
+        raise SourceError("is a directory, not a file")
     except OSError as exc:
-        raise SourceError(f"cannot read {path}: {exc.strerror or exc}")
-    if len(data) > MAX_SOURCE_BYTES:
-        raise SourceError(f"cannot read {path}: larger than {MAX_SOURCE_BYTES >> 20} MiB")
+        raise SourceError(str(exc.strerror or exc))
+    if len(data) > max_bytes:
+        raise SourceError(f"larger than {max_bytes >> 20} MiB")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise SourceError(f"cannot read {path}: not UTF-8 text (line {line})")
+        raise SourceError(f"not UTF-8 text (line {line})")
+
+
+def load_source(path: Path) -> str:
+    """The file's text; raises :class:`SourceError` when it is missing, unreadable, too large or not UTF-8."""
+    try:
+        return read_utf8(path, MAX_SOURCE_BYTES)
+    except SourceError as exc:
+        raise SourceError(f"cannot read {path}: {exc}") from None
 
 
 def read_source(path: Path) -> str:
@@ -80,26 +92,12 @@ def compile_or_exit(path: Path) -> CompileResult:
 
 
 def read_text(path: Path, label: str, max_bytes: int | None = None) -> str:
-    """The UTF-8 text of ``path``, read once and at most ``max_bytes`` (a pipe works; ``/dev/zero``
-    does not run out of memory; default :data:`MAX_DATA_BYTES`); a usage error (exit 2) starting with
-    ``label`` when it is missing, a directory, unreadable, larger or not UTF-8 (the message names the line)."""
-    max_bytes = MAX_DATA_BYTES if max_bytes is None else max_bytes
+    """:func:`read_utf8` (at most ``max_bytes``, default :data:`MAX_DATA_BYTES`), with a usage error
+    (exit 2) starting with ``label`` when the file cannot be read."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise usage_error(f"{label}: no such file")
-    except IsADirectoryError:
-        raise usage_error(f"{label}: is a directory, not a file")
-    except OSError as exc:
-        raise usage_error(f"{label}: cannot read it: {exc.strerror or exc}")
-    if len(data) > max_bytes:
-        raise usage_error(f"{label}: larger than {max_bytes >> 20} MiB")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise usage_error(f"{label}: not UTF-8 text (line {line})")
+        return read_utf8(path, MAX_DATA_BYTES if max_bytes is None else max_bytes)
+    except SourceError as exc:
+        raise usage_error(f"{label}: {exc}") from None
 
 
 def read_lines(path: Path, label: str) -> list[str]:
