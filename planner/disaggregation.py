@@ -4,8 +4,8 @@ A P/D pool serves one LLM stage with ``n_p`` *prefill* replicas, which only
 prefill prompts, and ``n_d`` *decode* replicas, which only decode; a call's KV
 cache moves from the first to the second over a link. Both kinds run the same
 model on the same device kind at the same TP (a limit of this first version:
-no mixed device kinds, no shared P/D pools). Only GPU devices: CPU engines have
-no KV-transfer path.
+no mixed device kinds, no shared P/D pools). Only GPU devices: on CPUs the only KV
+path is vLLM's file-based connector, whose cost the link model does not describe.
 
 Why: in a colocated replica every prefill stalls the running decodes (the
 ``1 / (1 - x)`` factor and the stall shock of :func:`planner.candidates.llm_service_table`);
@@ -163,7 +163,8 @@ def pd_candidates(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, dev
     """The P/D candidates of a stage on one device kind and profile, within ``device.limit`` devices:
     ``n_p`` from the smallest stable count to :data:`EXTRA_PREFILL` more, and for each the decode
     counts of :func:`planner.candidates.replica_range` (from the smallest stable one while p99 improves).
-    None on CPU devices (no KV-transfer path)."""
+    None on CPU devices: their only KV path, vLLM's file-based connector (the runtime serves P/D with it),
+    costs far more than the link this model assumes (benchmarks/pd_vllm.py)."""
     if device.kind == "CPU":
         return []
     uncached = max(stage.input_tokens - (stage.prefix_tokens if stage.warms_prefix else 0), 1)
