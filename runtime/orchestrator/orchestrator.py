@@ -288,8 +288,7 @@ class Orchestrator:
         group = self._prefill_groups.get(pool)
         if group is None or group.storage is None:
             return self.engine_factory(spec, lp, rep)
-        engine = rep.engine.model_copy(update={"kv_transfer": with_storage(rep.engine.kv_transfer, group.storage)})
-        return DisaggregatedEngine(self.engine_factory(spec, lp, rep.model_copy(update={"engine": engine})), group)
+        return DisaggregatedEngine(self.engine_factory(spec, lp, _stored_at(rep, group.storage)), group)
 
     async def _start_prefill_group(self, spec: RuntimeSpec, lp: LLMPoolSpec, name: str) -> None:
         """Build and start a disaggregated pool's prefill engines (before its decode engines are built)."""
@@ -297,11 +296,7 @@ class Orchestrator:
         engines: list[Engine] = []
         try:
             for rep in lp.prefill_replicas:
-                kv = with_storage(rep.engine.kv_transfer, storage)
-                built = await asyncio.to_thread(self.engine_factory, spec, lp,
-                                                rep.model_copy(update={"engine": rep.engine.model_copy(
-                                                    update={"kv_transfer": kv})}))
-                engines.append(built)
+                engines.append(await asyncio.to_thread(self.engine_factory, spec, lp, _stored_at(rep, storage)))
             group = PrefillGroup(engines, storage, names=[rep.replica_id for rep in lp.prefill_replicas])
         except BaseException:
             shutil.rmtree(storage, ignore_errors=True)
@@ -884,6 +879,12 @@ class Orchestrator:
         out.family("cortex_cache_misses_total", "counter", "Agentic-state cache misses.")
         out.sample("cortex_cache_misses_total", self.cache.stats.misses)
         return out.text()
+
+
+def _stored_at(rep: ReplicaSpec, storage: Path) -> ReplicaSpec:
+    """``rep`` with its engine's KV connector pointed at a P/D pool's store (:func:`with_storage`)."""
+    kv = with_storage(rep.engine.kv_transfer, storage)
+    return rep.model_copy(update={"engine": rep.engine.model_copy(update={"kv_transfer": kv})})
 
 
 def _engine_samples(out: PromText, pool: str, replica: str, engine: Engine) -> None:
