@@ -24,7 +24,10 @@ reading the body:
    trickling a body byte by byte does not hold a connection and a task forever.
 
 Answers to 408 and 413 close the connection (the unread rest of the body would
-otherwise be taken for the next request).
+otherwise be taken for the next request). A client that goes away before its body is
+complete (it closed the connection, or uvicorn dropped it for bad framing) ends the
+request quietly: there is no one to answer, and it is not a server error to log with a
+traceback (each such client would otherwise write two to the log).
 """
 
 from __future__ import annotations
@@ -68,6 +71,10 @@ class GuardSettings:
                                                                  self._expected_auth)
 
 
+class ClientGone(Exception):
+    """Raised from the wrapped ``receive`` when the client disconnected before its body was complete."""
+
+
 class BodyRefused(Exception):
     """Raised from the wrapped ``receive`` to abandon a body; the guard answers ``status``."""
 
@@ -109,6 +116,8 @@ class RequestGuard:
 
         try:
             await self.app(scope, self._limited(receive), tracked_send)
+        except ClientGone:  # nobody to answer (see module docstring)
+            return
         except BodyRefused as exc:
             if started:  # too late for an answer: the connection just ends
                 raise
@@ -161,6 +170,8 @@ class RequestGuard:
                 if received > limit:
                     raise BodyRefused(413, f"the request body is over the limit of {limit} bytes")
                 complete = not message.get("more_body", False)
+            elif message["type"] == "http.disconnect":
+                raise ClientGone
             else:
                 complete = True
             return message

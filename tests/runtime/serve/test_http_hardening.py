@@ -289,3 +289,21 @@ def test_deadline_s_is_finite_and_capped_at_the_run_timeout(server: LiveServer) 
     r = httpx.post(server.url + "/v1/runs", json={"inputs": {"question": "q"}, "deadline_s": 2.5})
     run = orch.runs[r.json()["run_id"]]
     assert run.timeout_at - run.arrival == pytest.approx(2.5)
+
+
+# ---------------------------------------------------------------------------- clients that go away
+def test_a_client_gone_mid_body_is_not_logged_as_a_server_error(server: LiveServer,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Found by benchmarks/fuzz_http.py: each client that closed before its body was complete (or was
+    dropped by uvicorn for bad chunk framing) made the app log two tracebacks as an internal error."""
+    caplog.set_level("ERROR")
+    start = b"POST /v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:  # half a body, then gone
+        sock.sendall(start + b"Content-Length: 100\r\n\r\n{\"inputs\":")
+        time.sleep(0.2)
+    answer, _ = raw_exchange(server.port, start + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+    status, body = status_and_json(answer)  # bad framing: uvicorn answers, the app sees a disconnect
+    assert status == 400 and body["error"] == "malformed HTTP request"
+    time.sleep(0.3)
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+    answers_normally(server)
