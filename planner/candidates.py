@@ -39,7 +39,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 
 import numpy as np
@@ -289,6 +289,9 @@ class PrefillStall:
 
     share: float = 0.0
     m2: float = 0.0
+    replicas: int = 1
+    """Replicas behind the pool's least-backlog router: the stall shock is the pool's, shared by them
+    (see :func:`llm_service_table`); 1 keeps a replica's own shock."""
 
 
 NO_STALL = PrefillStall()
@@ -335,6 +338,19 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
     ``N = batch + sqrt(batch) Z1 + batch r Z`` with ``r`` the shock's relative size
     over a mean stay. Prefill-heavy pools (long prompts, short outputs) are where
     this matters.
+
+    Several replicas (``stall.replicas = R``): the simulator's (and runtime's) router sends each
+    call to the least-backlogged replica, so a burst of prompts is spread over the pool instead of
+    landing on one replica. Perfectly spread, each replica carries ``1 / R`` of the pool's prefill
+    work, whose variance per second is ``R m2``: ``m2 / R`` per replica. But the router only sees a
+    burst once it is queued prefill work, which a replica has a share ``x`` of the time; the rest of
+    the time it routes on decode backlog, blind to the prompts' sizes. So the shock's variance per
+    second is ``m2 ((1 - x) + x / R)``. ``benchmarks/llm_pool_vs_sim.py`` (3-replica pools, x =
+    0.54-0.84): p99 closer to the simulator than each replica's own shock in 8 of 9 shapes (largest
+    error 22% against 28%); perfect spreading (``m2 / R``) was closer at x >= 0.8 but 14-18% low at
+    x ~ 0.55 (``tests/planner/test_prefill_stall.py``).
+
+    The batch cap bounds the stall (:func:`_batch_capped`).
     """
     _, pairing = _design()
     out = output_tokens_samples(mean_tokens, max_tokens)[pairing]
@@ -342,7 +358,8 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
     shock = 0.0
     if stall.m2 > 0.0 and t_iter > 0.0 and stall.share < 1.0:
         z = _unit_normal_2()
-        scale = math.sqrt(stall.m2) / (1.0 - stall.share)
+        spread = (1.0 - stall.share) + stall.share / stall.replicas
+        scale = math.sqrt(stall.m2 * spread) / (1.0 - stall.share)
         shock = scale * np.sqrt(out * t_iter) * z
         mean_stay = max(float(out.mean()) * t_iter, 1e-12)
         rel = scale * math.sqrt(mean_stay) / mean_stay
@@ -352,9 +369,37 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
         running = np.clip(batch + np.sqrt(batch) * _unit_normal() + batch * rel * z, 0.0, max(max_num_seqs - 1, 0))
         t = np.maximum(t_iter + per_seq_s * (running + 1.0 - batch), t_iter - per_seq_s * batch)
     decode = np.maximum(out * t + shock, out * t * (1.0 - stall.share))
+    if max_num_seqs > 0 and batch > 0.0 and per_seq_s > 0.0 and stall.share > 0.0:
+        decode = _batch_capped(decode, out, t_iter, per_seq_s, batch, max_num_seqs, stall)
     table = _table(_wait_samples(p_wait, mean_wait) + _prefill_wait(stall) + prefill_s + decode, hedge)
     table.flags.writeable = False
     return table
+
+
+def _batch_capped(decode: np.ndarray, out: np.ndarray, t_iter: float, per_seq_s: float, batch: float,
+                  max_num_seqs: int, stall: PrefillStall) -> np.ndarray:
+    """Decode times with the stall bounded by the batch cap (see :func:`llm_service_table`).
+
+    The stall shock lets prefills grow without limit, but a replica admits a prompt only while
+    its batch is below ``max_num_seqs``. Counted in iterations, the running sequences leave at
+    ``N / O`` per iteration (Little's law; ``O`` the mean output), whatever the iterations last;
+    once the batch is full, a prompt is admitted only when one leaves, so an iteration carries at
+    most ``cap / O`` prefills: ``t_full = d0 + d1 cap + x t_iter cap / B`` (``x t_iter = B p / O``
+    is the prefill an average iteration carries, ``p`` the prefill per admission, and
+    ``d0 + d1 B = (1 - x) t_iter``). Before the batch fills, at most the ``cap - B`` free slots
+    admit extra prompts. So a call of ``o`` tokens decodes in at most
+    ``o t_full + (cap - B) p``; what lies beyond waits for a batch slot instead (the slot wait
+    already in the table). The bound only reshapes the stall: the mean stay is fixed by the
+    batch fixed point (which matches the simulator within 4%, ``benchmarks/llm_pool_vs_sim.py``),
+    so the mass clipped from the tail is given back as a shift of every sample.
+    ``benchmarks/llm_pool_vs_sim.py``, one replica at x = 0.80-0.84: simulated / planned p99 0.98,
+    0.90 and 0.87 with the bound, 0.66, 0.81 and 0.83 without; pools below the cap's reach unchanged."""
+    x = stall.share
+    d1 = per_seq_s * (1.0 - x)
+    free = max(max_num_seqs - batch, 0.0)
+    t_full = t_iter * (1.0 - x) + d1 * free + x * t_iter * max_num_seqs / batch
+    capped = np.minimum(decode, out * t_full + free * stall.m2 / x)  # m2 / x: prefill per admission
+    return capped + (float(decode.mean()) - float(capped.mean()))
 
 
 @lru_cache(maxsize=None)
@@ -532,7 +577,7 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
         return None
     table = llm_service_table(point.prefill_s, t_iter, wait.p_wait, wait.mean_if_waiting,
                               stage.output_tokens, max_tokens, hedge, point.per_seq_s, point.batch, max_num_seqs,
-                              prefill_stall(profile, [(rate / replicas, max(uncached, 1))]))
+                              replace(prefill_stall(profile, [(rate / replicas, max(uncached, 1))]), replicas=replicas))
     per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
     in_use_tokens = point.batch * (stage.input_tokens + mean_out / 2.0) + (stage.prefix_tokens if prewarm else 0)
     return Candidate(

@@ -54,10 +54,11 @@ def test_stalls_widen_the_tail_not_the_median_and_vanish_without_prefill() -> No
 
 
 def test_a_pool_of_three_replicas_agrees_with_the_simulator() -> None:
-    """Three replicas behind the pool's least-backlog router, prefill-heavy: the planner models each
-    replica's prefill arrivals as Poisson at a third of the rate. Taking the router's spreading as
-    Erlang-3 arrivals (a third of the variance) looked right on two random plans but put this pool's
-    p99 15% low: the per-replica Poisson model stays."""
+    """Three replicas behind the pool's least-backlog router, prefill-heavy (x ~ 0.55). Taking the
+    router's spreading as perfect (a third of the stall variance) looked right on two random plans
+    and on 3-replica pools at x >= 0.8 but put this pool's p99 14-15% low; the planner spreads only
+    the share ``x`` of the time a replica has prefill work the router can see
+    (:func:`planner.candidates.llm_service_table`), which holds here and at x >= 0.8."""
     rate = 45.0
     prog = _one_stage(1400, 40, rate)
     prog = prog.model_copy(update={"inventory": gpu_inventory(h100=3, cpu_slots=8)})
