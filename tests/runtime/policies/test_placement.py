@@ -13,7 +13,7 @@ from runtime.policies.base import CallView, ReplicaView
 from runtime.policies.cortex import Cortex
 from runtime.policies.hexagent import HexAGenT
 from runtime.policies.hexgen import HexGenText2SQL
-from runtime.policies.placement import estimate
+from runtime.policies.placement import estimate, has_kv_room, kv_need
 from runtime.simulator.graph import llm_standalone_s
 
 PROF = {d: get_profile("llama-3-8b", d, 1) for d in ("A100", "H100", "H200")}
@@ -49,6 +49,30 @@ def test_resident_prefix_is_not_prefilled_again():
     cold, warm = rep("cold"), rep("warm", resident_prefixes=frozenset({"w/s@m"}))
     saved = estimate(c, cold)[0] - estimate(c, warm)[0]
     assert saved == pytest.approx(800 * PROF["H100"].prefill_per_token_s, rel=1e-9)
+
+
+def test_a_resident_prefix_counts_once_in_the_kv_a_call_needs():
+    # Two stages' 3,000-token prefixes resident in a 12,000-token replica, 5,000 tokens running:
+    # a 3,500-token prompt (its prefix included) with 100 output tokens needs 600 new tokens there.
+    c = call(prefix_key="w/a@m", prefix_tokens=3000, input_tokens=3500, output_tokens=100)
+    holds = rep("holds", kv_capacity_tokens=12_000, kv_used_tokens=11_000,
+                resident_prefixes=frozenset({"w/a@m", "w/b@m"}))
+    lacks = rep("lacks", kv_capacity_tokens=12_000, kv_used_tokens=11_000, resident_prefixes=frozenset({"w/b@m"}))
+    assert kv_need(holds, 3500, 100, "w/a@m", 3000) == 600
+    assert kv_need(lacks, 3500, 100, "w/a@m", 3000) == 3600
+    assert has_kv_room(c, holds) and not has_kv_room(c, lacks)
+
+
+def test_cortex_routes_to_the_replica_with_room_once_its_prefix_is_shared():
+    # Both replicas idle in slots; only "holds" has KV for the call once its resident prefix is
+    # credited. Counting the prefix twice found no replica with room, so routing went KV-blind and
+    # took the lower replica id, which then had to preempt.
+    c = call(prefix_key="w/a@m", prefix_tokens=3000, input_tokens=3500, output_tokens=100)
+    full = rep("a-full", kv_capacity_tokens=12_000, kv_used_tokens=11_900, running=1, pending_decode_tokens=50,
+               resident_prefixes=frozenset({"w/a@m"}))
+    holds = rep("b-holds", kv_capacity_tokens=12_000, kv_used_tokens=11_000, running=4, pending_decode_tokens=400,
+                resident_prefixes=frozenset({"w/a@m"}))
+    assert Cortex(marginal_weight=0.0).route(c, [full, holds]).replica_id == "b-holds"
 
 
 def test_a_call_joins_only_after_the_prefill_iteration_in_progress():
