@@ -361,6 +361,8 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
         spread = (1.0 - stall.share) + stall.share / stall.replicas
         scale = math.sqrt(stall.m2 * spread) / (1.0 - stall.share)
         shock = scale * np.sqrt(out * t_iter) * z
+        if max_num_seqs > 0 and batch > 0.0:
+            shock = _batch_capped(shock, out, t_iter, batch, max_num_seqs, stall)
         mean_stay = max(float(out.mean()) * t_iter, 1e-12)
         rel = scale * math.sqrt(mean_stay) / mean_stay
     else:
@@ -369,37 +371,36 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
         running = np.clip(batch + np.sqrt(batch) * _unit_normal() + batch * rel * z, 0.0, max(max_num_seqs - 1, 0))
         t = np.maximum(t_iter + per_seq_s * (running + 1.0 - batch), t_iter - per_seq_s * batch)
     decode = np.maximum(out * t + shock, out * t * (1.0 - stall.share))
-    if max_num_seqs > 0 and batch > 0.0 and per_seq_s > 0.0 and stall.share > 0.0:
-        decode = _batch_capped(decode, out, t_iter, per_seq_s, batch, max_num_seqs, stall)
     table = _table(_wait_samples(p_wait, mean_wait) + _prefill_wait(stall) + prefill_s + decode, hedge)
     table.flags.writeable = False
     return table
 
 
-def _batch_capped(decode: np.ndarray, out: np.ndarray, t_iter: float, per_seq_s: float, batch: float,
-                  max_num_seqs: int, stall: PrefillStall) -> np.ndarray:
-    """Decode times with the stall bounded by the batch cap (see :func:`llm_service_table`).
+def _batch_capped(shock: np.ndarray, out: np.ndarray, t_iter: float, batch: float, max_num_seqs: int,
+                  stall: PrefillStall) -> np.ndarray:
+    """The stall shock bounded by the batch cap (see :func:`llm_service_table`).
 
-    The stall shock lets prefills grow without limit, but a replica admits a prompt only while
+    The shock lets a burst's prefills grow without limit, but a replica admits a prompt only while
     its batch is below ``max_num_seqs``. Counted in iterations, the running sequences leave at
     ``N / O`` per iteration (Little's law; ``O`` the mean output), whatever the iterations last;
     once the batch is full, a prompt is admitted only when one leaves, so an iteration carries at
-    most ``cap / O`` prefills: ``t_full = d0 + d1 cap + x t_iter cap / B`` (``x t_iter = B p / O``
-    is the prefill an average iteration carries, ``p`` the prefill per admission, and
-    ``d0 + d1 B = (1 - x) t_iter``). Before the batch fills, at most the ``cap - B`` free slots
-    admit extra prompts. So a call of ``o`` tokens decodes in at most
-    ``o t_full + (cap - B) p``; what lies beyond waits for a batch slot instead (the slot wait
-    already in the table). The bound only reshapes the stall: the mean stay is fixed by the
-    batch fixed point (which matches the simulator within 4%, ``benchmarks/llm_pool_vs_sim.py``),
-    so the mass clipped from the tail is given back as a shift of every sample.
-    ``benchmarks/llm_pool_vs_sim.py``, one replica at x = 0.80-0.84: simulated / planned p99 0.98,
-    0.90 and 0.87 with the bound, 0.66, 0.81 and 0.83 without; pools below the cap's reach unchanged."""
+    most ``cap / O`` prefills against ``B / O`` on average: ``x t_iter (cap / B - 1)`` more prefill
+    time (``x t_iter = B p / O`` is an average iteration's prefill, ``p`` the prefill per admission).
+    Before the batch fills, the ``cap - B`` free slots admit extra prompts once. So a call of ``o``
+    tokens gains at most ``o x t_iter (cap / B - 1) + (cap - B) p`` from prefill bursts; the
+    calls beyond wait for a batch slot instead (the slot wait already in the table). The batch-size
+    term (the running count's own spread) is left as it is. The bound only reshapes the stall: the
+    mean stay is fixed by the batch fixed point (within 4% of the simulator,
+    ``benchmarks/llm_pool_vs_sim.py``), so the mass clipped from the tail is given back as a shift.
+    ``benchmarks/llm_pool_vs_sim.py``, one replica at x = 0.80-0.84: simulated / planned p99 0.97,
+    0.89 and 0.85 with the bound, 0.66, 0.81 and 0.83 without; pools the cap does not reach unchanged."""
     x = stall.share
-    d1 = per_seq_s * (1.0 - x)
+    if x <= 0.0:
+        return shock
     free = max(max_num_seqs - batch, 0.0)
-    t_full = t_iter * (1.0 - x) + d1 * free + x * t_iter * max_num_seqs / batch
-    capped = np.minimum(decode, out * t_full + free * stall.m2 / x)  # m2 / x: prefill per admission
-    return capped + (float(decode.mean()) - float(capped.mean()))
+    bound = out * x * t_iter * max(max_num_seqs / batch - 1.0, 0.0) + free * stall.m2 / x  # m2 / x: p
+    capped = np.minimum(shock, bound)
+    return capped + (float(shock.mean()) - float(capped.mean()))
 
 
 @lru_cache(maxsize=None)
