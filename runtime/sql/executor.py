@@ -16,7 +16,9 @@ Every statement passes three gates, outermost first:
    cancel request on PostgreSQL, whose ``statement_timeout`` also applies),
    ``row_limit`` rows and ``max_result_bytes`` of result (its length as JSON),
    fetched in batches sized to the remaining budget; what does not fit is
-   reported as ``truncated``.
+   reported as ``truncated``. A single row over ``max_result_bytes`` is an
+   error, refused before it reaches this process: by SQLite's value-length
+   limit, and by PostgreSQL itself (:func:`~runtime.sql.postgres_backend.row_bounded`).
 
 Outcomes mirror the IR's SQL stage: ``ok`` (rows), ``empty`` (no rows),
 ``error`` (a refusal or the database's message, for the fix stage). Bad SQL
@@ -199,10 +201,14 @@ class SQLExecutor:
             cancel = functools.partial(dbapi.cancel_safe, timeout=_CANCEL_TIMEOUT_S)  # type: ignore[union-attr]
             with self._watchdog.guard(timeout_s, cancel) as deadline:
                 try:
-                    return postgres_backend.run_query(dbapi, sql, timeout_s, self._fetch)
+                    return postgres_backend.run_query(dbapi, sql, timeout_s, self._fetch,
+                                                      max_row_bytes=self.max_result_bytes)
                 except Exception as exc:
                     if deadline.fired:
                         raise StatementError(f"statement timeout: cancelled after {timeout_s:g} s") from exc
+                    if postgres_backend.ROW_TOO_BIG in _db_message(exc):
+                        raise StatementError(f"a row alone is over max_result_bytes ({self.max_result_bytes} "
+                                             "bytes): select fewer or smaller columns") from exc
                     raise
 
     def _fetch(self, cursor: Any) -> Fetched:

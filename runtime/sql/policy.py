@@ -14,7 +14,8 @@ stage, anything the runtime can recognise as more than one plain query:
   ``MERGE`` anywhere (data-modifying CTEs), ``INTO`` (``SELECT ... INTO``),
   ``FOR UPDATE``/``FOR SHARE``;
 * on PostgreSQL, calls to functions with side effects or access outside the
-  database (:data:`PG_DENIED_FUNCTIONS`, :data:`PG_DENIED_PREFIXES`).
+  database (:data:`PG_DENIED_FUNCTIONS`, :data:`PG_DENIED_PREFIXES`), and
+  unicode-escaped identifiers (``U&"..."``), which could spell a denied name.
 
 This is defence in depth. The enforcement is the database's: a role without
 dangerous privileges and read-only transactions on PostgreSQL
@@ -116,16 +117,27 @@ def _check_body(code: list[Token], backend: Backend) -> None:
                 raise RefusedStatement(f"{word} is not allowed: queries may only read (no data-modifying WITH)")
             if word == "INTO":
                 raise RefusedStatement("INTO is not allowed: SELECT ... INTO creates a table; queries may only read")
+        if backend == "postgresql" and token.kind == "quoted" and _unicode_escaped(code, i):
+            # U&"pg!005fsleep" UESCAPE '!' (10) names pg_sleep: this module reads no escapes, so it
+            # refuses them all rather than miss a denied name (a UESCAPE clause may sit before "(").
+            raise RefusedStatement('unicode-escaped identifiers (U&"...") are not allowed: write the name plainly')
         if backend == "postgresql" and nxt is not None and nxt.text == "(" and token.kind in ("word", "quoted"):
             _check_function(code, i)
+
+
+def _unicode_escaped(code: list[Token], i: int) -> bool:
+    """Whether the quoted identifier ``code[i]`` is written ``U&"..."`` (``U``, ``&`` and the quote adjacent)."""
+    if i < 2:
+        return False
+    amp, u = code[i - 1], code[i - 2]
+    return (amp.text == "&" and u.upper == "U" and amp.start == u.start + 1
+            and code[i].start == amp.start + 1)
 
 
 def _check_function(code: list[Token], i: int) -> None:
     """Refuse a denied function called at ``code[i]`` (bare, quoted or schema-qualified)."""
     token = code[i]
-    if token.kind == "quoted":
-        if i >= 2 and code[i - 1].text == "&" and code[i - 2].upper == "U":
-            raise RefusedStatement('unicode-escaped function names (U&"...") are not allowed')
+    if token.kind == "quoted":  # U&"..." names never get here: _check_body refused them
         name = token.text[1:-1].replace('""', '"')
     else:
         name = token.text

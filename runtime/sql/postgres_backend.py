@@ -24,6 +24,11 @@ Layers, each enforced by the server:
   CURSOR`` (the extended protocol: one command; and the server accepts only a
   ``SELECT``/``VALUES`` there, without data-modifying ``WITH``), rows fetched
   in bounded batches, and always a rollback.
+* **Each row** (:func:`row_bounded`): the query is wrapped so that the server
+  itself refuses a row over ``max_row_bytes``, before sending
+  it. A row arrives whole (the protocol has no partial rows), so without this
+  ``SELECT repeat('x', 1000000000)`` would make this process receive and
+  decode a gigabyte, several times over, before any limit could look at it.
 * **Check-in** (:func:`_reset`): ``DISCARD ALL`` after the rollback, which
   releases session advisory locks, prepared statements, ``LISTEN`` s and
   session settings (back to the startup options), so nothing one statement
@@ -141,8 +146,38 @@ def _reset(dbapi_conn: Any, _record: Any, reset_state: Any) -> None:
         dbapi_conn.autocommit = False
 
 
-def run_query(dbapi_conn: Any, sql: str, statement_timeout_s: float, fetch: Callable[[Any], T]) -> T:
-    """``fetch(cursor)`` over a server-side cursor for ``sql`` in a read-only transaction, always rolled back."""
+ROW_TOO_BIG = "cortex: a row of the result is over"
+"""The start of the server's error for a row :func:`row_bounded` refused (inside its "invalid input" message)."""
+
+
+def row_bounded(sql: str, max_row_bytes: int) -> str:
+    """``sql`` as a subquery whose rows the server refuses (an error naming :data:`ROW_TOO_BIG`) when the
+    row is over ``max_row_bytes``; same columns, names and order otherwise.
+
+    The row's size is ``pg_column_size`` of the whole row: its binary form, built by copying (a
+    500 MB value costs a memcpy, where measuring its text would run the output functions, which
+    do not stop for a cancel). Numbers are smaller than their text, and a value stored compressed
+    in a table counts compressed: the executor's JSON byte limit still applies to what arrives;
+    this bound is against the gigabyte a generated value can be.
+
+    ``sql`` is one query checked by :func:`runtime.sql.policy.check_query` (no ``;``, no trailing
+    comment); it goes on lines of its own all the same. The refusal is a cast of a computed text to
+    boolean: PostgreSQL has no ``raise`` expression, and a computed (not constant) text is only cast,
+    and fails, for a row that is over the limit.
+    """
+    n = int(max_row_bytes)
+    # left(clock_timestamp()::text, 0) is '' but volatile: it keeps the planner from folding (and so
+    # failing) the cast for every query, and costs nothing, unlike measuring the huge row again.
+    return (f"SELECT cortex_q.* FROM (\n{sql}\n) AS cortex_q WHERE CASE WHEN pg_column_size(cortex_q.*) <= {n} "
+            f"THEN true ELSE ('{ROW_TOO_BIG} {n} bytes' || left(clock_timestamp()::text, 0))::boolean END")
+
+
+def run_query(dbapi_conn: Any, sql: str, statement_timeout_s: float, fetch: Callable[[Any], T],
+              max_row_bytes: int | None = None) -> T:
+    """``fetch(cursor)`` over a server-side cursor for ``sql`` in a read-only transaction, always rolled back;
+    with ``max_row_bytes``, the server refuses any larger row (:func:`row_bounded`)."""
+    if max_row_bytes is not None:
+        sql = row_bounded(sql, max_row_bytes)
     try:
         # One round trip (simple protocol, our own text): the session's defaults again, for this transaction.
         dbapi_conn.execute(

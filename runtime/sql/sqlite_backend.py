@@ -5,7 +5,8 @@ Layers, each enforced by SQLite itself on every pooled connection:
 * the file is opened with a read-only URI (``file:...?mode=ro``), so every
   write fails; ``PRAGMA query_only=ON`` is a second layer;
 * :class:`Authorizer` denies ``ATTACH``/``DETACH`` (other files), pragma
-  assignments (``query_only = OFF``) and every function outside
+  assignments (``query_only = OFF``), pragmas that tell host paths
+  (:data:`HOST_PRAGMAS`) and every function outside
   :data:`ALLOWED_FUNCTIONS` (``load_extension``, ``fts3_tokenizer``, which
   leaks a native pointer, ``randomblob``/``zeroblob``, ...);
 * ``SQLITE_LIMIT_LENGTH`` caps every string or blob value, intermediate ones
@@ -26,6 +27,9 @@ from sqlalchemy.engine import Engine
 
 READ_PRAGMAS = frozenset({"table_info", "table_xinfo", "index_list", "index_info", "foreign_key_list"})
 """Pragmas that take an argument but only read the schema."""
+HOST_PRAGMAS = frozenset({"database_list", "temp_store_directory", "data_store_directory"})
+"""Pragmas that only read, but tell host file paths (the database file's among them): denied, as a
+statement and as a table-valued function (``pragma_database_list``) alike."""
 
 ALLOWED_FUNCTIONS = frozenset({
     # core scalar functions (https://sqlite.org/lang_corefunc.html), less the ones with effects or
@@ -66,6 +70,8 @@ class Authorizer:
             return sqlite3.SQLITE_DENY
         if action == sqlite3.SQLITE_PRAGMA and arg2 is not None and (arg1 or "").lower() not in READ_PRAGMAS:
             return sqlite3.SQLITE_DENY  # "PRAGMA x = value" changes a setting (e.g. query_only)
+        if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in HOST_PRAGMAS:
+            return sqlite3.SQLITE_DENY
         if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() not in ALLOWED_FUNCTIONS:
             self.denied_function = arg2
             return sqlite3.SQLITE_DENY

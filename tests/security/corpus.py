@@ -1,5 +1,11 @@
 """The SQL attack corpus: statements a hostile user (or model) may send, each of which must be refused.
 
+Besides :data:`ATTACKS` (each must be refused): :data:`HARMLESS` (statements that look like
+attacks but are one plain read, which may run and must change and show nothing they should not) and
+:data:`RUNAWAYS` (huge results, cartesian products, giant values: each must end within the
+executor's timeout plus some slack, its result cut or refused, without this process's memory
+growing by what it asked for).
+
 Importable by every suite that replays it (through the executor here, end to end through
 ``POST /v1/runs`` elsewhere). Each :class:`Attack` names its dialect, the statement and why it is
 dangerous. Statements read or write the table ``sales(region, quarter, amount, day)`` unqualified
@@ -175,9 +181,174 @@ ATTACKS: tuple[Attack, ...] = tuple([
            "a value that doubles until memory runs out"),
     *_both("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
            "never ends"),
+    # ---------------------------------------------------------------- added by the hostile-user pass (this session)
+    # writable CTEs and row locks in other spellings
+    *_both("WITH x AS (UPDATE sales SET amount = 0 RETURNING *) SELECT * FROM x", "data-modifying CTE (UPDATE)"),
+    *_both("WITH x AS (INSERT INTO sales VALUES ('x', 'Q1', 1, '2024-01-01') RETURNING *) SELECT * FROM x",
+           "data-modifying CTE (INSERT)"),
+    *_lite("WITH x AS (SELECT 1) UPDATE sales SET amount = 0", "write behind WITH"),
+    *_pg("WITH x AS MATERIALIZED (DELETE FROM sales RETURNING *) SELECT 1", "data-modifying CTE, materialised"),
+    *_pg("SELECT * FROM sales FOR KEY SHARE", "row locks"),
+    *_pg("SELECT * FROM sales FOR UPDATE SKIP LOCKED", "row locks"),
+    *_pg("SELECT * FROM sales FOR UPDATE NOWAIT", "row locks"),
+    *_pg("SELECT * FROM sales FOR/**/UPDATE", "row locks, a comment between the words"),
+    *_pg("SELECT * FROM (SELECT * FROM sales FOR UPDATE) s", "row locks in a subquery"),
+    *_pg("SELECT amount FROM sales UNION ALL SELECT amount FROM sales FOR UPDATE", "row locks after a UNION"),
+    # side-effecting functions in other spellings
+    *_pg("SELECT U&\"pg!005fsleep\" UESCAPE '!' (10)", "a UESCAPE clause between an escaped name and '('"),
+    *_pg("SELECT U&\"pg!005fadvisory!005flock\" UESCAPE '!'(42)", "an escaped advisory lock"),
+    *_pg("SELECT U&\"set!005fconfig\" UESCAPE '!'('default_transaction_read_only', 'off', false)",
+         "an escaped set_config"),
+    *_pg("SELECT pg_advisory_xact_lock(42)", "a transaction-level advisory lock"),
+    *_pg("SELECT pg_advisory_lock_shared(42)", "a shared advisory lock"),
+    *_pg("SELECT set_config('statement_timeout', '0', false)", "turns the server's timeout off"),
+    *_pg("SELECT pg_catalog.set_config('search_path', 'pg_catalog', false)", "session state"),
+    *_pg("SELECT pg_sleep_for('10 seconds')", "holds a connection"),
+    *_pg("SELECT pg_sleep_until(now() + interval '10 seconds')", "holds a connection"),
+    *_pg("SELECT nextval('ids'::regclass)", "advances a sequence"),
+    *_pg("SELECT \"nextval\"('ids')", "advances a sequence (quoted name)"),
+    *_pg("SELECT pg_catalog.nextval('ids')", "advances a sequence (qualified name)"),
+    *_pg("SELECT currval('ids')", "reads session state of a sequence"),
+    *_pg("SELECT lo_from_bytea(0, 'x')", "creates a large object"),
+    *_pg("SELECT lo_unlink(1)", "removes a large object"),
+    *_pg("SELECT * FROM dblink('dbname=test', 'DELETE FROM sales RETURNING 1') AS t(x int)",
+         "another connection escapes the read-only transaction"),
+    *_pg("SELECT pg_read_file('postgresql.conf')", "reads a file of the data directory"),
+    *_pg("SELECT pg_read_file('/etc/passwd', 0, 100)", "reads part of a server file"),
+    *_pg("SELECT * FROM pg_ls_waldir()", "lists server files"),
+    *_pg("SELECT * FROM pg_ls_logdir()", "lists server files"),
+    *_pg("SELECT pg_logical_emit_message(true, 'cortex', 'x')", "writes to the WAL"),
+    *_pg("SELECT pg_stat_reset()", "resets statistics"),
+    *_pg("SELECT pg_stat_reset_shared('bgwriter')", "resets statistics"),
+    *_pg("SELECT pg_switch_wal()", "server control"),
+    *_pg("SELECT pg_current_xact_id()", "assigns a transaction id"),
+    *_pg("SELECT query_to_xml('DELETE FROM sales RETURNING 1', true, true, '')", "a write hidden in a string"),
+    *_pg("SELECT * FROM pg_file_settings", "reads the server's configuration files"),
+    *_pg("SELECT * FROM pg_hba_file_rules", "reads the server's authentication file"),
+    *_pg("SELECT current_setting('data_directory')", "the server's data directory"),
+    *_pg("EXPLAIN ANALYZE DELETE FROM sales", "EXPLAIN ANALYZE runs the statement"),
+    *_pg("COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)", "COPY out of the protocol"),
+    # quoting and comment tricks around statement boundaries
+    *_pg("SELECT 1 AS a$$, pg_sleep(10) AS b$$", "'$$' inside an identifier is not a dollar quote"),
+    *_pg("SELECT E'\\\\'; DELETE FROM sales; --'", "an escaped backslash ends the E-string"),
+    *_pg("SELECT U&'\\0027'; DELETE FROM sales", "an escaped quote inside a U& string does not end it"),
+    *_both("SELECT 1;\u00a0DELETE FROM sales", "a no-break space after ';'"),
+    *_both("SELECT 1; /* */ DELETE FROM sales", "a comment between statements"),
+    *_both("SELECT 1 \uff1b DELETE FROM sales", "a full-width ';' (a homoglyph)"),
+    *_both("SELECT 1 \u037e DELETE FROM sales", "a Greek question mark (looks like ';')"),
+    *_both("\uff24\uff25\uff2c\uff25\uff34\uff25 FROM sales", "a full-width DELETE (homoglyph keyword)"),
+    *_both("D\u0415LETE FROM sales", "a Cyrillic E in DELETE (homoglyph keyword)"),
+    # SQLite: pragmas, attach and functions in other spellings
+    *_lite("PRAGMA database_list", "tells the database file's host path"),
+    *_lite("SELECT file FROM pragma_database_list", "the same, as a table-valued function"),
+    *_lite("PRAGMA temp_store_directory", "tells a host directory"),
+    *_lite("PRAGMA main.query_only = 0", "turns read-only off (schema-qualified)"),
+    *_lite("PRAGMA case_sensitive_like = 1", "connection state the next statement on the pooled connection sees"),
+    *_lite("PRAGMA reverse_unordered_selects = 1", "connection state the next statement would see"),
+    *_lite("PRAGMA cache_size = 1", "connection state"),
+    *_lite("PRAGMA mmap_size = 1000000000", "maps the file"),
+    *_lite("PRAGMA hard_heap_limit = 1", "starves the process's other SQLite connections"),
+    *_lite("PRAGMA busy_timeout = 100000", "connection state"),
+    *_lite("PRAGMA trusted_schema = 1", "lets schema code call unsafe functions"),
+    *_lite("PRAGMA foreign_keys = OFF", "connection state"),
+    *_lite("PRAGMA wal_checkpoint(TRUNCATE)", "writes the file"),
+    *_lite("PRAGMA incremental_vacuum", "writes the file"),
+    *_lite("ATTACH ':memory:' AS scratch", "a writable scratch database"),
+    *_lite("ATTACH 'file:/tmp/cortex-attack-uri.db?mode=rwc' AS evil", "creates a file through a URI"),
+    *_lite("SELECT 1; ATTACH '/tmp/cortex-attack-2.db' AS evil", "ATTACH as a second statement"),
+    *_lite("SELECT \"load_extension\"('/tmp/cortex-attack.so')", "loads a library (quoted name)"),
+    *_lite("SELECT LOAD_EXTENSION('/tmp/cortex-attack.so', 'sqlite3_extension_init')", "loads a library"),
+    *_lite("SELECT format('%.*c', 2000000000, 'x')", "printf under another name"),
+    *_lite("SELECT changes(), last_insert_rowid()", "connection state"),
+    *_lite("SELECT sqlite_compileoption_get(0)", "build details"),
+    *_lite("SELECT sqlite_offset(region) FROM sales", "file offsets"),
+    *_lite("EXPLAIN QUERY PLAN DELETE FROM sales", "EXPLAIN of a write"),
+    *_lite("EXPLAIN INSERT INTO sales VALUES ('x', 'Q1', 1, '2024-01-01')", "EXPLAIN of a write"),
+    *_lite("CREATE TEMP VIEW evil_v AS SELECT 1", "temporary objects"),
 ])
+
+
+@dataclass(frozen=True)
+class Harmless:
+    """A statement that may run, but must change nothing and must not show ``forbidden`` in its result."""
+
+    dialect: Dialect | Literal["both"]
+    statement: str
+    why: str
+    forbidden: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.dialect[:2]}:{self.statement[:60]}"
+
+
+HARMLESS: tuple[Harmless, ...] = (
+    Harmless("postgresql", "SELECT xmlparse(document '<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>"
+                           "<x>&e;</x>')", "an XML external entity is not loaded", "root:"),
+    Harmless("postgresql", "SELECT 1 --\u2028DELETE FROM sales", "U+2028 does not end a comment: one statement"),
+    Harmless("sqlite", "SELECT 1 --\rDELETE FROM sales", "'\\r' does not end a comment on SQLite"),
+    Harmless("sqlite", "PRAGMA optimize", "needs a write, which the read-only file refuses"),
+    Harmless("sqlite", "SELECT * FROM sqlite_temp_master", "an empty temp schema"),
+    Harmless("both", "SELECT 'x''; DELETE FROM sales; --'", "a doubled quote keeps the string open"),
+    Harmless("both", "SELECT ' ; DELETE FROM sales'", "a ';' inside a string"),
+    # The executor refuses two statements; model output through runtime.sql.extract drops the second part
+    # as prose (it starts with a letter that no statement keyword does), and no server reads it as SQL.
+    Harmless("both", "SELECT 1 WHERE 1 = 1; \uff24\uff32\uff2f\uff30 TABLE sales", "a full-width DROP after ';'"),
+)
+"""Run against both databases where ``dialect`` is ``both``."""
+
+
+@dataclass(frozen=True)
+class Runaway:
+    """A statement that must end (a result cut at the limits, or an error) within the executor's timeout plus
+    ``slack_s``, without this process's memory growing by the size of what it asked for."""
+
+    dialect: Dialect
+    statement: str
+    why: str
+    slack_s: float = 3.0
+
+    @property
+    def id(self) -> str:
+        return f"{self.dialect[:2]}:{self.statement[:60]}"
+
+
+_WIDE = ", ".join(f"sales t{i}" for i in range(20))
+RUNAWAYS: tuple[Runaway, ...] = (
+    Runaway("sqlite", f"SELECT count(*) FROM {_WIDE}", "a 3^20-row cartesian product, counted"),
+    Runaway("sqlite", f"SELECT * FROM {_WIDE}", "a 3^20-row cartesian product, every row (80 columns)"),
+    Runaway("sqlite", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c",
+            "endless rows"),
+    Runaway("sqlite", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT group_concat(x) FROM c",
+            "one endless value"),
+    Runaway("sqlite", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 5000) "
+                      "SELECT group_concat(a.x || b.x) FROM c a, c b", "a 25-million-row join into one value"),
+    Runaway("postgresql", "SELECT generate_series(1, 1000000000000)", "a trillion rows"),
+    Runaway("postgresql", "SELECT count(*) FROM generate_series(1, 100000) a, generate_series(1, 100000) b",
+            "a 10^10-row cartesian product"),
+    Runaway("postgresql", "SELECT * FROM sales a, sales b, sales c, sales d, sales e, sales f, sales g, sales h, "
+                          "sales i, sales j, sales k, sales l, sales m, sales n, sales o, sales p",
+            "a 3^16-row cartesian product, every row"),
+    Runaway("postgresql", "SELECT repeat('x', 200000000)", "one 200 MB value"),
+    Runaway("postgresql", "SELECT repeat('x', 3000000) FROM generate_series(1, 1000)", "3 GB in 3 MB rows"),
+    Runaway("postgresql", "SELECT repeat('x', 1000) || g FROM generate_series(1, 1000000000) g",
+            "many rows that together are over the byte limit"),
+    Runaway("postgresql", "SELECT string_agg(repeat('x', 1000000), '') FROM generate_series(1, 500)",
+            "a 500 MB aggregate (PostgreSQL finishes the aggregate before it sees the cancel)", slack_s=6.0),
+    Runaway("postgresql", "SELECT array_fill(1, ARRAY[30000000])", "a 30-million-element array", slack_s=8.0),
+    Runaway("postgresql", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+            "never ends"),
+)
 
 
 def attacks(dialect: Dialect) -> list[Attack]:
     """The corpus entries for one dialect."""
     return [a for a in ATTACKS if a.dialect == dialect]
+
+
+def harmless(dialect: Dialect) -> list[Harmless]:
+    return [h for h in HARMLESS if h.dialect in (dialect, "both")]
+
+
+def runaways(dialect: Dialect) -> list[Runaway]:
+    return [r for r in RUNAWAYS if r.dialect == dialect]
