@@ -64,6 +64,7 @@ from runtime.paths import cache_root
 
 HOT_MODULES: tuple[str, ...] = (
     "runtime.simulator.sim",
+    "runtime.simulator.events",
     "runtime.simulator.engine",
     "runtime.simulator.executor",
     "runtime.simulator.runs",

@@ -12,7 +12,7 @@ cdef class ReplicaView:
     cdef public object replica_id, device, model, stages, role, queue_len, running, slots, kv_used_tokens
     cdef public object kv_capacity_tokens, resident_prefixes, speed, backlog_s, kv_bytes_per_token
     cdef public object link_bytes_per_s, borrowed, profile, pending_decode_tokens, queued_prefill_tokens
-    cdef public object busy_until_s, estimate_cache
+    cdef public object busy_until_s, estimate_cache, profile_cache
 
 cdef class Route:
     cdef readonly object replica_id, decode_replica_id

@@ -162,6 +162,9 @@ class ReplicaView:
     """Scratch space of :func:`runtime.policies.placement.estimate` (its call-independent terms for
     this view). Policies ignore it; an executor that updates a view in place resets it to None
     (``dataclasses.replace`` starts a copy without it)."""
+    profile_cache: object | None = field(default=None, init=False, repr=False, compare=False)
+    """Scratch space of :mod:`runtime.policies.placement`: ``profile``'s constants, read once
+    (checked against ``profile`` by identity, so a replaced profile is read again)."""
 
     @property
     def kv_free_tokens(self) -> int:

@@ -60,7 +60,7 @@ from runtime.policies.base import (
     KEEP, Adaptation, Admission, CallView, Policy, PriorityKey, ReplicaView, Route, StageLoad,
 )
 from runtime.policies.disaggregation import best_pair
-from runtime.policies.placement import estimate, estimate_for
+from runtime.policies.placement import estimate, estimate_for, has_kv_room, kv_need
 
 
 def slack_s(call: CallView) -> float:
@@ -114,11 +114,7 @@ class Cortex(Policy):
         return running[0] > 0.0 or running[1] - waiting[1] > self.preempt_margin_s
 
     def priority(self, call: CallView) -> PriorityKey:
-        if call.deadline_s is None:
-            return (0.0, call.enqueued_s)
-        latest_start = call.deadline_s - call.remaining_critical_path_s
-        hopeless = 1.0 if call.now_s > latest_start else 0.0
-        return (hopeless, latest_start, call.enqueued_s)
+        return _latest_start_key(call)
 
     def route(self, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
         w = 0.0 if slack_s(call) < self.urgent_slack_factor * call.stage_expected_s else self.marginal_weight
@@ -126,8 +122,7 @@ class Cortex(Policy):
         # first candidate tells (hot path: no scan of every candidate).
         if candidates[0].role != "mixed":
             return self._route_disaggregated(call, candidates, w)
-        best = _best_colocated(call, candidates, w, self.borrow_margin, self.idle_borrow_margin,
-                               self.coarse_borrow_margin)
+        best = _best_colocated(call, candidates, w, self)
         return Route(best.replica_id) if best is not None else None
 
     def _route_disaggregated(self, call: CallView, candidates: Sequence[ReplicaView], w: float) -> Route | None:
@@ -135,9 +130,8 @@ class Cortex(Policy):
         (:func:`runtime.policies.disaggregation.best_pair`); decode replicas without KV room for the
         call's context are avoided when others have it; borrowed replicas pay ``borrow_margin``
         (``idle_borrow_margin`` when idle)."""
-        need = call.input_tokens + call.output_tokens
         decode = [r for r in candidates if r.role == "decode"]
-        roomy = {r.replica_id for r in decode if r.kv_capacity_tokens - r.kv_used_tokens >= need}
+        roomy = {r.replica_id for r in decode if has_kv_room(call, r)}
         usable = [r for r in candidates if r.role == "prefill" or not roomy or r.replica_id in roomy]
         busy_margin = self.borrow_margin * call.stage_expected_s
         idle_margin = self.idle_borrow_margin * call.stage_expected_s
@@ -152,12 +146,7 @@ class Cortex(Policy):
     def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
         if not self.admission or call.deadline_s is None or not load:
             return Admission.accept()
-        # max(load.values(), key=(expected wait, stage)) written out (every arrival): the first maximum.
-        bottleneck = None
-        for s in load.values():
-            if bottleneck is None or s.expected_wait_s > bottleneck.expected_wait_s or (
-                    s.expected_wait_s == bottleneck.expected_wait_s and s.stage > bottleneck.stage):
-                bottleneck = s
+        bottleneck = _bottleneck(load)
         if self.malleable and len(bottleneck.models) > 1:
             return Admission.accept()  # degrade (adapt swaps to the lighter model) rather than reject
         wait = bottleneck.expected_wait_s
@@ -189,32 +178,73 @@ class Cortex(Policy):
         return call.now_s > call.deadline_s and load.queued > 0
 
 
-def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float, borrow_margin: float,
-                    idle_borrow_margin: float, coarse_borrow_margin: float) -> ReplicaView | None:
+def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
+                    policy: Cortex) -> ReplicaView | None:
     """:meth:`Cortex.route` among colocated replicas: the least ``finish + w x marginal`` among the
     own pool's replicas with KV room for the call (all of them if none has), ties to the lower
     replica id; then a borrowed replica with room wins if it beats that by its margin x the
-    call's expected time. A module function so that the compiled build can type it (runtime.accel)."""
-    # Hot path (every dispatch, every candidate): ``has_kv_room`` is inlined as ``need``; the
-    # call's fields are read once (estimate_for).
+    call's expected time (``policy``'s margins, read only when a borrowed replica is offered). A
+    module function so that the compiled build can type it (runtime.accel)."""
+    # Hot path (every dispatch, every candidate): the call's fields are read once (kv_need,
+    # estimate_for: ``has_kv_room`` and ``estimate`` on those fields); the own pool and its roomy
+    # part are not built as lists but scanned twice (the compiled build compares KV as C integers).
     inp, out, pkey, ptoks, now = call.input_tokens, call.output_tokens, call.prefix_key, call.prefix_tokens, call.now_s
     expected = call.stage_expected_s
-    need = inp + out
-    own = [r for r in candidates if not r.borrowed]
-    roomy = [r for r in own if r.kv_capacity_tokens - r.kv_used_tokens >= need] or own
-    best, best_cost = None, math.inf
-    for r in roomy:
+    n_own = 0
+    any_room = False  # whether some own replica has room: then only those compete
+    for r in candidates:
+        if not r.borrowed:
+            n_own += 1
+            if not any_room:
+                cap, used = r.kv_capacity_tokens, r.kv_used_tokens
+                any_room = cap - used >= kv_need(r, inp, out, pkey, ptoks)
+    best, best_cost = None, _INF
+    for r in candidates:
+        if r.borrowed:
+            continue
+        if any_room:
+            cap, used = r.kv_capacity_tokens, r.kv_used_tokens
+            if cap - used < kv_need(r, inp, out, pkey, ptoks):
+                continue
         finish, marginal = estimate_for(r, inp, out, pkey, ptoks, now, expected)
         cost = finish + w * marginal
         if cost < best_cost or (cost == best_cost and best is not None and r.replica_id < best.replica_id):
             best, best_cost = r, cost
-    if len(own) < len(candidates):
+    if n_own < len(candidates):
+        borrow_margin, idle_borrow_margin = policy.borrow_margin, policy.idle_borrow_margin
+        coarse_borrow_margin = policy.coarse_borrow_margin
         for r in candidates:
-            if r.borrowed and r.kv_capacity_tokens - r.kv_used_tokens >= need:
-                finish, marginal = estimate_for(r, inp, out, pkey, ptoks, now, expected)
-                margin = (coarse_borrow_margin if r.profile is None else
-                          idle_borrow_margin if r.idle else borrow_margin)
-                cost = finish + w * marginal + margin * expected
-                if cost < best_cost:
-                    best, best_cost = r, cost
+            if r.borrowed:
+                cap, used = r.kv_capacity_tokens, r.kv_used_tokens
+                if cap - used >= kv_need(r, inp, out, pkey, ptoks):
+                    finish, marginal = estimate_for(r, inp, out, pkey, ptoks, now, expected)
+                    margin = (coarse_borrow_margin if r.profile is None else
+                              idle_borrow_margin if r.idle else borrow_margin)
+                    cost = finish + w * marginal + margin * expected
+                    if cost < best_cost:
+                        best, best_cost = r, cost
     return best
+
+
+def _latest_start_key(call: CallView) -> PriorityKey:
+    """:meth:`Cortex.priority`: ``(hopeless, latest start, enqueued)``, or ``(0.0, enqueued)`` without
+    a deadline. A module function so that the compiled build reads the view as a C struct."""
+    if call.deadline_s is None:
+        return (0.0, call.enqueued_s)
+    latest_start = call.deadline_s - call.remaining_critical_path_s
+    hopeless = 1.0 if call.now_s > latest_start else 0.0
+    return (hopeless, latest_start, call.enqueued_s)
+
+
+def _bottleneck(load: Mapping[str, StageLoad]) -> StageLoad | None:
+    """``max(load.values(), key=(expected wait, stage))`` written out (every arrival): the first
+    maximum, None for no stage. Typed in the compiled build (C struct reads)."""
+    bottleneck = None
+    for s in load.values():
+        if bottleneck is None or s.expected_wait_s > bottleneck.expected_wait_s or (
+                s.expected_wait_s == bottleneck.expected_wait_s and s.stage > bottleneck.stage):
+            bottleneck = s
+    return bottleneck
+
+
+_INF = math.inf

@@ -16,6 +16,15 @@ cpdef (double, double) estimate(CallView call, ReplicaView r)
                busy_until=double, shared=long, kv_join=long)
 cpdef (double, double) estimate_for(ReplicaView r, long inp, long out, pkey, long ptoks, double now, double expected)
 
+# A profile's constants as C doubles (the .py's values are always Python floats: LatencyProfile's fields).
+@cython.final
+cdef class _ProfileConstants:
+    cdef public object p
+    cdef public double f, s_, k_, c, p0
+
 @cython.locals(b=long, q=long, m=long, f=double, s_=double, k_=double, c=double, kv=long, pending=long, short=long,
-               b_new=long, t=_Terms)
+               b_new=long, t=_Terms, pc=_ProfileConstants)
 cpdef _Terms _replica_terms(ReplicaView r, p)
+
+# KV a call newly takes on a replica (its prefix shared where resident): a C integer for the routers.
+cpdef long kv_need(ReplicaView r, long inp, long out, pkey, long ptoks)

@@ -108,6 +108,21 @@ class _Terms:
     __slots__ = ("c", "queued", "wait", "base", "k_", "kv", "grow", "b", "bc", "pending", "s_")
 
 
+class _ProfileConstants:
+    """A latency profile's constants that :func:`_replica_terms` reads, kept on the view
+    (``ReplicaView.profile_cache``) with the profile they came from: C fields in the compiled build."""
+
+    __slots__ = ("p", "f", "s_", "k_", "c", "p0")
+
+    def __init__(self, p) -> None:
+        self.p = p
+        self.f = p.decode_fixed_s
+        self.s_ = p.decode_per_seq_s
+        self.k_ = p.decode_per_kv_token_s
+        self.c = p.prefill_per_token_s
+        self.p0 = p.prefill_fixed_s
+
+
 def _replica_terms(r: ReplicaView, p) -> _Terms:
     """The call-independent parts of :func:`estimate` on ``r`` (profile ``p``), each computed with
     the same floating-point operations in the same order as written out in the module docstring:
@@ -115,7 +130,10 @@ def _replica_terms(r: ReplicaView, p) -> _Terms:
     ``b' - b``, ``b``, ``b c``, ``D``, ``S``."""
     # Conditional expressions instead of ``max``/``min`` on ints: same values, no builtin call.
     b, q, m = r.running, r.queue_len, r.slots if r.slots > 1 else 1
-    f, s_, k_, c = p.decode_fixed_s, p.decode_per_seq_s, p.decode_per_kv_token_s, p.prefill_per_token_s
+    pc = r.profile_cache
+    if pc is None or pc.p is not p:  # the profile's fields, read once per view (attribute reads are slow)
+        pc = r.profile_cache = _ProfileConstants(p)
+    f, s_, k_, c = pc.f, pc.s_, pc.k_, pc.c
     kv = r.kv_used_tokens
     pending = r.pending_decode_tokens
     short = q + 1 - (m - b)
@@ -124,7 +142,7 @@ def _replica_terms(r: ReplicaView, p) -> _Terms:
         if short > 0:
             wait = 2.0 * (pending / b) * short / b * (f + s_ * b + k_ * kv)
     elif q == 0:
-        wait = p.prefill_fixed_s
+        wait = pc.p0
     b_new = b + q + 1 if b + q + 1 < m else m
     t = _Terms()
     t.c = c
@@ -141,6 +159,21 @@ def _replica_terms(r: ReplicaView, p) -> _Terms:
     return t
 
 
+def kv_need(r: ReplicaView, inp: int, out: int, pkey: str | None, ptoks: int) -> int:
+    """KV tokens a call would newly take on ``r``: its whole context (``inp`` prompt plus ``out``
+    output tokens) less its stage prefix (``ptoks`` tokens, key ``pkey``) where ``r`` already holds
+    that prefix -- a resident prefix's blocks are shared by reference, not copied.
+
+    Why it matters: where KV is tight and prefixes are long (two stages' 3,000-token prefixes
+    resident in a 12,000-token replica), counting the prefix again finds no replica with room,
+    so routing went KV-blind and piled calls onto replicas that then preempted them
+    (benchmarks/cost_at_equal_slo.py, map cells)."""
+    if ptoks and pkey is not None and pkey in r.resident_prefixes:
+        return inp + out - ptoks
+    return inp + out
+
+
 def has_kv_room(call: CallView, r: ReplicaView) -> bool:
-    """Whether ``r`` has free KV for the call's whole context (prompt plus output)."""
-    return r.kv_capacity_tokens - r.kv_used_tokens >= call.input_tokens + call.output_tokens
+    """Whether ``r`` has free KV for what the call would newly take there (:func:`kv_need`)."""
+    return r.kv_capacity_tokens - r.kv_used_tokens >= kv_need(r, call.input_tokens, call.output_tokens,
+                                                                call.prefix_key, call.prefix_tokens)

@@ -70,6 +70,7 @@ from typing import TYPE_CHECKING
 
 from planner.profiles import LatencyProfile
 from runtime.policies.base import ReplicaView
+from runtime.simulator.events import push_event
 from runtime.simulator.calls import CANCELLED, QUEUED, RUNNING, Call
 from runtime.simulator.cluster import ReplicaSpec
 
@@ -495,7 +496,7 @@ class LLMEngine:
             self.view.busy_until_s = end
             # Simulator.at inlined (one event per iteration boundary).
             sim._seq += 1
-            heappush(sim._events, (end, sim._seq, self._tick_cb, version))
+            push_event(sim._events, (end, sim._seq, self._tick_cb, version))
             return
         if not running:
             return
@@ -526,7 +527,7 @@ class LLMEngine:
         K = self.K
         t = now + (n * (self.F + self.S * b + K * k0) + K * b * n * (n - 1) / 2.0)
         sim._seq += 1
-        heappush(sim._events, (t, sim._seq, self._tick_cb, version))
+        push_event(sim._events, (t, sim._seq, self._tick_cb, version))
 
     def _admit(self, call: Call, pkey: str | None, ptoks: int, resident: bool, fill: int, chunk: int) -> None:
         """Take ``call`` off the queue with ``chunk`` of its ``fill`` uncached prompt tokens prefilled this

@@ -5,6 +5,7 @@ from runtime.simulator.engine cimport LLMEngine
 from runtime.simulator.executor cimport ExecutorGroup
 from runtime.policies.base cimport CallView, ReplicaView
 from runtime.simulator.distributions cimport interarrival, run_rng
+from runtime.simulator.events cimport pop_event, push_event
 
 @cython.final
 cdef class Simulator:
@@ -22,11 +23,11 @@ cdef class Simulator:
     cpdef _loop(self, list events)
     @cython.locals(run=Run)
     cpdef _arrive(self, run)
-    @cython.locals(run=Run)
+    @cython.locals(run=Run, v=CallView)
     cpdef CallView call_view(self, Call call)
     # wait and w: backlog_s is always a Python float (see _least_backlog_replica), or 0.0 or inf.
     @cython.locals(queued=long, running=long, q=long, n=long, v=ReplicaView, wait=double, w=double, got=tuple,
-                   reps=list, made=dict)
+                   reps=list, made=dict, by_kind=dict, by_model=dict)
     cpdef stage_load(self, stage, kind, model)
     @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView)
     cpdef dispatch(self, Call call, exclude=*)

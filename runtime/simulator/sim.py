@@ -22,7 +22,6 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from heapq import heappop, heappush
 
 from cortexlang.ir import LLMStage, Program
 from planner.profiles import LatencyProfile
@@ -30,8 +29,9 @@ from runtime.policies.base import CallView, Policy, ReplicaView, StageLoad, leas
 from runtime.simulator.calls import CANCELLED, DONE, QUEUED, Call
 from runtime.simulator.calls import TRANSFER as TRANSFERRING
 from runtime.simulator.cluster import LayoutError, ReplicaSpec, model_profile
-from runtime.simulator.distributions import interarrival, run_rng
+from runtime.simulator.distributions import _COMPILED, interarrival, run_rng
 from runtime.simulator.engine import LLMEngine
+from runtime.simulator.events import pop_event, push_event
 from runtime.simulator.executor import ExecutorGroup
 from runtime.simulator.graph import KnobChoices, WorkflowGraph
 from runtime.simulator.records import SimResult
@@ -99,7 +99,7 @@ class Simulator:
         """Per workflow: its graph under the knobs simulated (``knobs``: workflow -> a plan's knob
         settings; a workflow not named runs every knob at its preferred value)."""
         self._candidates: dict[tuple[str, str | None], list] = {}
-        self._stage_load_parts: dict[tuple, tuple[list, tuple[str, ...], dict]] = {}
+        self._stage_load_parts: dict[str, dict[str, dict[str | None, tuple[list, tuple[str, ...], dict]]]] = {}
         self._stage_list: dict[str, list[tuple[str, str, str | None]]] = {}
         self._lenders: dict[tuple[str, str | None], list[LLMEngine]] = {}
         self._overrides = {m: getattr(type(policy), m) is not getattr(Policy, m)
@@ -176,7 +176,7 @@ class Simulator:
         tuples: ``seq`` (unique, increasing) breaks time ties in scheduling order, so the heap never
         compares handlers, and the loop calls the handler directly (no dispatch on an event kind)."""
         self._seq += 1
-        heappush(self._events, (t, self._seq, handler, arg))
+        push_event(self._events, (t, self._seq, handler, arg))
 
     def run(self) -> SimResult:
         wall0 = time.perf_counter()
@@ -232,7 +232,7 @@ class Simulator:
 
     def _loop(self, events: list[tuple]) -> None:
         while events:
-            t, _, handler, arg = heappop(events)
+            t, _, handler, arg = pop_event(events)
             self.now = t
             handler(arg)
 
@@ -321,23 +321,48 @@ class Simulator:
 
     def call_view(self, call: Call) -> CallView:
         run = call.run
-        return CallView(
-            run.run_id, run.workflow, call.stage, call.kind, call.model, run.arrival_s, self.now,
-            run.deadline_s, call.expected_s, call.remaining_cp_s, call.remaining_std_s, run.attained_s,
-            call.cp_service_s, call.prefix_key, call.input_tokens, call.output_tokens, call.attempt, self.now,
-            run.last_replica.get(call.model or "") if call.model else None, call.prefix_tokens,
-        )
+        # Every field set here, so no __init__ call (the compiled build's CallView is a C struct:
+        # a bare allocation and C field stores instead of parsing twenty arguments).
+        v = CallView.__new__(CallView)
+        v.run_id = run.run_id
+        v.workflow = run.workflow
+        v.stage = call.stage
+        v.kind = call.kind
+        v.model = call.model
+        v.run_arrival_s = run.arrival_s
+        v.now_s = self.now
+        v.deadline_s = run.deadline_s
+        v.stage_expected_s = call.expected_s
+        v.remaining_critical_path_s = call.remaining_cp_s
+        v.remaining_std_s = call.remaining_std_s
+        v.attained_service_s = run.attained_s
+        v.critical_path_service_s = call.cp_service_s
+        v.prefix_key = call.prefix_key
+        v.input_tokens = call.input_tokens
+        v.output_tokens = call.output_tokens
+        v.attempt = call.attempt
+        v.enqueued_s = self.now
+        v.last_replica_id = run.last_replica.get(call.model or "") if call.model else None
+        v.prefix_tokens = call.prefix_tokens
+        return v
 
     def stage_load(self, stage: str, kind: str, model: str | None) -> StageLoad:
-        key = (stage, kind, model)
-        got = self._stage_load_parts.get(key)
+        # Keyed stage -> kind -> model: three lookups of the same string objects, which cost less
+        # than hashing and comparing a tuple key (every LLM dispatch, every stage at every arrival).
+        by_kind = self._stage_load_parts.get(stage)
+        if by_kind is None:
+            by_kind = self._stage_load_parts[stage] = {}
+        by_model = by_kind.get(kind)
+        if by_model is None:
+            by_model = by_kind[kind] = {}
+        got = by_model.get(model)
         if got is None:
             models: tuple[str, ...] = ()
             if kind == "llm":
                 wf_stage = self._stage_spec(stage)
                 if isinstance(wf_stage, LLMStage):
                     models = tuple([o.model for o in wf_stage.models if self.candidates(stage, kind, o.model)])
-            got = self._stage_load_parts[key] = (self.candidates(stage, kind, model), models, {})
+            got = by_model[model] = (self.candidates(stage, kind, model), models, {})
         reps, models, made = got
         queued = running = 0
         wait = _INF
@@ -352,9 +377,11 @@ class Simulator:
                 wait = w
         if not reps:
             wait = 0.0
+        if _COMPILED:  # a C struct: building one costs less than looking a shared one up
+            return StageLoad(stage, queued, running, len(reps), wait, models)
         # StageLoad is frozen, and building one is slow when interpreted (object.__setattr__ per
-        # field; the compiled build's is a C struct), so equal loads share one object; the same few
-        # (queued, running, 0.0) values recur all the time. Bounded: a varying wait makes keys unique.
+        # field), so equal loads share one object; the same few (queued, running, 0.0) values
+        # recur all the time. Bounded: a varying wait makes keys unique.
         sl = made.get((queued, running, wait))
         if sl is None:
             if len(made) >= 4096:

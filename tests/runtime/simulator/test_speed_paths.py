@@ -7,6 +7,7 @@ import random
 import pytest
 
 from runtime.policies.base import Route
+from runtime.simulator import events
 from runtime.simulator.distributions import run_rng, seeded_rng
 from runtime.simulator.mt import MersenneTwister
 
@@ -47,3 +48,28 @@ def test_route_is_a_frozen_value() -> None:
     assert r != Route("h100-1")
     with pytest.raises(AttributeError):
         r.replica_id = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_event_heap_is_heapq(seed: int) -> None:
+    """push_event/pop_event (the written-out, typed ones in either build) keep exactly the list
+    ``heapq`` keeps and pop the same events, ties in time broken by ``seq``, infinite times included."""
+    import heapq
+
+    push, pop = getattr(events, "written_out", (events.push_event, events.pop_event))
+    rng = random.Random(seed)
+    ref: list = []
+    heap: list = []
+    for seq in range(3000):
+        if ref and rng.random() < 0.45:
+            assert pop(heap) == heapq.heappop(ref)
+        else:
+            t = rng.choice([0.0, 1.5, float("inf"), rng.random(), float(rng.randint(0, 20))])
+            item = (t, seq, "handler", seq)
+            push(heap, item)
+            heapq.heappush(ref, item)
+        assert heap == ref
+    while ref:
+        assert pop(heap) == heapq.heappop(ref)
+    with pytest.raises(IndexError):
+        pop(heap)

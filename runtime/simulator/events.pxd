@@ -1,0 +1,14 @@
+# Compiled build only (runtime.accel): event times are Python floats (Simulator.at's and the engines'
+# C doubles, boxed) and seq numbers ints, so comparing them as a C double and a C integer computes
+# the tuple comparison's result; C calls from the event loop and the engines (sim.pxd, engine.pxd).
+cimport cython
+
+@cython.locals(ta=double, tb=double, sa=long, sb=long)
+cdef bint _before(tuple a, tuple b) except -1
+
+@cython.locals(pos=Py_ssize_t, parentpos=Py_ssize_t, parent=tuple)
+cpdef push_event(list events, tuple item)
+
+@cython.locals(last=tuple, top=tuple, endpos=Py_ssize_t, pos=Py_ssize_t, childpos=Py_ssize_t,
+               rightpos=Py_ssize_t, child=tuple, right=tuple, parentpos=Py_ssize_t, parent=tuple)
+cpdef tuple pop_event(list events)

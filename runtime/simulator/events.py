@@ -1,0 +1,95 @@
+# cython: boundscheck=False, wraparound=False
+"""The simulator's event heap: ``heapq``'s push and pop on ``(t, seq, handler, arg)`` tuples.
+
+Every simulated event (an arrival, an engine's iteration boundary, an executor
+finishing) is a tuple ``(t, seq, handler, arg)`` on one list kept as a binary
+heap; ``seq`` is unique and increasing (``Simulator._seq``), so no two events
+compare equal and the pop order is the total order of ``(t, seq)``.
+
+Interpreted, :func:`push_event` and :func:`pop_event` *are* ``heapq.heappush``
+and ``heapq.heappop`` (bound at the bottom). The functions written out below
+are ``heapq``'s algorithms (``_siftdown``; ``heappop``'s bottom-up
+``_siftup``), line for line, with the tuple comparison ``a < b`` spelled as
+the comparison of ``(t, seq)`` that it is for these tuples. They exist for
+:mod:`runtime.accel`: compiled, ``events.pxd`` reads ``t`` as a C double and
+``seq`` as a C integer, so a comparison is two C compares instead of a generic
+tuple comparison (two Python rich comparisons); the heap holds the same tuples
+in the same places either way. ``tests/runtime/simulator/test_speed_paths.py``
+checks them against ``heapq``.
+"""
+
+from __future__ import annotations
+
+from heapq import heappop, heappush
+
+try:
+    import cython  # Cython's shadow module when interpreted: ``compiled`` is False
+    _COMPILED = cython.compiled
+except ImportError:  # no Cython, so no compiled build
+    _COMPILED = False
+
+
+def _before(a: tuple, b: tuple) -> bool:
+    """``a < b`` for two events: the earlier time, or the earlier ``seq`` at the same time."""
+    ta, tb = a[0], b[0]
+    if ta < tb:
+        return True
+    if ta == tb:  # never equal events: seq is unique (times are never NaN)
+        sa, sb = a[1], b[1]
+        return sa < sb
+    return False
+
+
+def push_event(events: list, item: tuple) -> None:
+    """``heapq.heappush(events, item)``: append, then sift up (``heapq._siftdown(events, 0, n)``)."""
+    events.append(item)
+    pos = len(events) - 1
+    while pos > 0:
+        parentpos = (pos - 1) >> 1
+        parent = events[parentpos]
+        if _before(item, parent):
+            events[pos] = parent
+            pos = parentpos
+            continue
+        break
+    events[pos] = item
+
+
+def pop_event(events: list) -> tuple:
+    """``heapq.heappop(events)``: the least event; the last one moves to the root and sinks to a
+    leaf along the smaller children, then rises to its place (``heapq._siftup``)."""
+    last = events.pop()  # IndexError on an empty heap, as heapq's
+    if not events:
+        return last
+    top = events[0]
+    endpos = len(events)
+    pos = 0
+    childpos = 1
+    while childpos < endpos:
+        rightpos = childpos + 1
+        child = events[childpos]
+        if rightpos < endpos:
+            right = events[rightpos]
+            if not _before(child, right):
+                childpos = rightpos
+                child = right
+        events[pos] = child
+        pos = childpos
+        childpos = 2 * pos + 1
+    while pos > 0:  # heapq._siftdown(events, 0, pos)
+        parentpos = (pos - 1) >> 1
+        parent = events[parentpos]
+        if _before(last, parent):
+            events[pos] = parent
+            pos = parentpos
+            continue
+        break
+    events[pos] = last
+    return top
+
+
+if not _COMPILED:  # interpreted: heapq's C functions (the same heap, faster than the code above there)
+    written_out = (push_event, pop_event)
+    """The functions above, kept for the tests (compiled, they are ``push_event`` and ``pop_event``)."""
+    push_event = heappush  # noqa: F811
+    pop_event = heappop  # noqa: F811
