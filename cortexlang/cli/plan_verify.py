@@ -6,8 +6,14 @@ plan on the same profiles (:mod:`runtime.simulator.verify`). A workflow
 whose plan misses its SLO in simulation is planned again for a tighter
 latency target -- the file's latency scaled by how far the simulated
 latency at the SLO's attainment overshot it, less a 2% margin (10% tighter
-when the runs at that attainment were rejected by the policy) -- until it
-holds or :data:`MAX_ROUNDS` plans were tried. A miss within the sampling
+when the runs at that attainment were rejected by the policy), but never by
+less than :data:`MIN_FACTOR` in one round -- until it holds or
+:data:`MAX_ROUNDS` plans were tried. A plan that overshoots by 100x is
+unstable (its queues grow), not 100x too slow: scaling the target by the
+overshoot would ask for the impossible and end the search with the failing
+plan. When no plan meets a tighter target, the step is halved (on a log
+scale: the factor's square root) up to :data:`BACKOFFS` times before the
+last plan is kept. A miss within the sampling
 error (the target inside the attainment's 95% interval) is not yet a miss:
 the plan is simulated again on a fresh seed with twice the runs, and that
 larger sample decides. Every workflow's final plan
@@ -33,6 +39,10 @@ MAX_ROUNDS = 4
 MARGIN = 0.98
 REJECTED_STEP = 0.9
 """Tightening when the runs at the SLO's attainment were rejected (no finite latency to scale by)."""
+MIN_FACTOR = 0.5
+"""The most one round tightens the latency target (a factor on it)."""
+BACKOFFS = 3
+"""Times a step is halved (log scale) when the tighter target has no plan: 0.5 -> 0.71 -> 0.84 -> 0.92."""
 
 
 CONFIRM_FACTOR = 2
@@ -48,11 +58,12 @@ def inconclusive(v: Verification, slo: SLO | None) -> bool:
 
 def tightening(slo_latency_s: float, latency_at_target_s: float) -> float:
     """Factor on the latency target after a miss: how far the simulated latency at the SLO's
-    attainment overshot the SLO, less :data:`MARGIN`; :data:`REJECTED_STEP` when that latency is
-    infinite (the policy rejected more runs than the SLO allows: only capacity helps)."""
+    attainment overshot the SLO, less :data:`MARGIN`, at most a step of :data:`MIN_FACTOR`;
+    :data:`REJECTED_STEP` when that latency is infinite (the policy rejected more runs than the
+    SLO allows: only capacity helps)."""
     if not math.isfinite(latency_at_target_s):
         return REJECTED_STEP
-    return min(slo_latency_s / latency_at_target_s, 1.0) * MARGIN
+    return max(min(slo_latency_s / latency_at_target_s, 1.0) * MARGIN, MIN_FACTOR)
 
 
 def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None = None,
@@ -76,6 +87,7 @@ def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None
     original = {w.name: w.slo for w in program.workflows}
     target = {name: slo.latency_s for name, slo in original.items() if slo is not None}
     seed = plan_kwargs.get("seed", 0)
+    factor: dict[str, float] = {}  # per workflow that missed this round: the step on its target
     for round_ in range(1, MAX_ROUNDS + 1):
         say(f"simulating the plan (round {round_})")
         verified = []
@@ -98,17 +110,30 @@ def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None
             v = v.model_copy(update={"rounds": round_, "planned_latency_s": target.get(wp.workflow)})
             verified.append(wp.model_copy(update={"slo": slo, "verification": v}))
             if v.holds is False and v.latency_at_target_s and slo is not None:
-                target[wp.workflow] = target[wp.workflow] * tightening(slo.latency_s, v.latency_at_target_s)
+                factor[wp.workflow] = tightening(slo.latency_s, v.latency_at_target_s)
                 retry = True
         plan = plan.model_copy(update={"workflows": tuple(verified)})
         if not retry or round_ == MAX_ROUNDS:
             return plan
-        tighter = program.model_copy(update={"workflows": tuple(
-            w.model_copy(update={"slo": w.slo.model_copy(update={"latency_s": target[w.name]})})
-            if w.slo is not None else w for w in program.workflows)})
-        say(f"the plan misses its SLO in simulation: planning for {', '.join(f'{k} <= {v:.3g}s' for k, v in target.items())}")
-        again = plan_program(tighter, progress=progress, **plan_kwargs)
+        for backoff in range(BACKOFFS + 1):
+            tried = {name: target[name] * f for name, f in factor.items()}
+            say(f"the plan misses its SLO in simulation: planning for "
+                f"{', '.join(f'{k} <= {v:.3g}s' for k, v in tried.items())}")
+            again = plan_program(_with_latency_targets(program, {**target, **tried}), progress=progress,
+                                 **plan_kwargs)
+            if not isinstance(again, Infeasible):
+                break
+            factor = {name: math.sqrt(f) for name, f in factor.items()}  # a smaller step
         if isinstance(again, Infeasible):
             return plan  # no tighter plan fits: show the last one, whose verification says it misses
+        target.update(tried)
+        factor = {}
         plan = again
     return plan
+
+
+def _with_latency_targets(program: Program, targets: Mapping[str, float]) -> Program:
+    """``program`` with each named workflow's SLO latency replaced by its target."""
+    return program.model_copy(update={"workflows": tuple(
+        w.model_copy(update={"slo": w.slo.model_copy(update={"latency_s": targets[w.name]})})
+        if w.slo is not None and w.name in targets else w for w in program.workflows)})

@@ -65,11 +65,54 @@ def test_every_example_is_planned_and_its_plan_simulated(name: str) -> None:
 
 
 def test_a_miss_tightens_by_the_overshoot_or_a_fixed_step_when_runs_were_rejected() -> None:
-    from cortexlang.cli.plan_verify import MARGIN, REJECTED_STEP, tightening
+    from cortexlang.cli.plan_verify import MARGIN, MIN_FACTOR, REJECTED_STEP, tightening
 
     assert tightening(10.0, 12.5) == pytest.approx(0.8 * MARGIN)
     assert tightening(10.0, 9.0) == pytest.approx(MARGIN)  # missed on the body, not the tail: the margin
     assert tightening(10.0, float("inf")) == REJECTED_STEP  # was 0: a zero target, no plan at all
+    # An unstable plan (p99 1,000 s against 10 s) asks for half the latency, not a hundredth.
+    assert tightening(10.0, 1000.0) == MIN_FACTOR
+
+
+def test_when_the_tighter_target_has_no_plan_the_step_is_halved_before_giving_up(monkeypatch) -> None:
+    """A plan that misses by far is tightened to half its latency target; when nothing fits that,
+    the search backs off to 0.71x, 0.84x... instead of keeping the plan that misses."""
+    import cortexlang.cli.plan_verify as pv
+    from planner.plan import Infeasible
+
+    program = compile_file(EXAMPLES / "nl2sql.cortex").program
+    slo = program.workflow().slo
+    floor_s = 0.8 * slo.latency_s  # pretend nothing can be planned below 80% of the file's latency
+    asked: list[float] = []
+    real_plan = pv.plan_program
+
+    def plan_program(prog, **kwargs):
+        target = prog.workflow().slo.latency_s
+        asked.append(target)
+        if target < floor_s:
+            return Infeasible(workflow=prog.workflow().name, binding="slo", message="too tight (test)")
+        return real_plan(prog, **kwargs)
+
+    real_simulate = pv.simulate_plan
+    calls = {"n": 0}
+
+    def simulate_plan(*args, **kwargs):
+        v = real_simulate(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first plan is unstable: every run ends 100x late
+            return v.model_copy(update={"holds": False, "slo_attainment": 0.0, "attainment_interval": (0.0, 0.01),
+                                        "latency_at_target_s": 100 * slo.latency_s})
+        return v
+
+    monkeypatch.setattr(pv, "plan_program", plan_program)
+    monkeypatch.setattr(pv, "simulate_plan", simulate_plan)
+    plan = pv.plan_and_verify(program, runs=500)
+    assert isinstance(plan, Plan)
+    # The file's latency, then 0.5x (no plan), then the backed-off 0.71x (no plan) and 0.84x (a plan).
+    assert asked[0] == slo.latency_s
+    assert asked[1:4] == pytest.approx([slo.latency_s * f for f in (0.5, 0.5 ** 0.5, 0.5 ** 0.25)])
+    (wp,) = plan.workflows
+    assert wp.verification.rounds == 2 and wp.verification.planned_latency_s == pytest.approx(asked[3])
 
 
 def test_a_miss_within_the_sampling_error_is_inconclusive_a_clear_one_is_not() -> None:
