@@ -15,7 +15,8 @@ Results: benchmarks/results/plan_vs_sim.md (simulated; FCFS scheduling in the si
 ``--only random7+fanout,random18`` plans only the named cases (and writes nothing unless ``--out``
 is given); ``--stages`` adds, per case, each stage's planned and simulated per-visit p50/p99 and
 the index of dispersion of the calls' arrivals at the stage over 1/5/20 s windows (1 = Poisson:
-what the planner assumes outside fan-outs) -- where an end-to-end miss comes from.
+what the planner assumes outside fan-outs) and the share of calls arriving at the same instant as
+another -- where an end-to-end miss comes from.
 """
 
 from __future__ import annotations
@@ -99,10 +100,16 @@ def stage_rows(program: Program, plan: Plan, runs: int) -> list[str]:
             for w in (1.0, 5.0, 20.0):
                 counts = np.histogram(arrivals, bins=np.arange(arrivals[0], arrivals[-1], w))[0]
                 idc.append(counts.var() / max(counts.mean(), 1e-12))
+            # Calls arriving at the same instant as another (an LLM pool releases the calls that finish in
+            # one iteration together; a fan-out sends its copies together).
+            gaps = np.diff(arrivals) <= 1e-9
+            together = np.zeros(len(arrivals), dtype=bool)
+            together[1:] |= gaps
+            together[:-1] |= gaps
             p50, p99 = np.quantile(lat, [0.5, 0.99])
             out.append(f"|   {stage} | {planned.p50:.2f}s | {p50:.2f}s | {planned.p99:.2f}s | {p99:.2f}s | "
                        f"{p99 / max(planned.p99, 1e-9):.2f} | arrivals' dispersion (1/5/20 s): "
-                       + " / ".join(f"{v:.1f}" for v in idc) + " |||||")
+                       + " / ".join(f"{v:.1f}" for v in idc) + f"; {together.mean():.0%} arrive with another |||||")
     return out
 
 
