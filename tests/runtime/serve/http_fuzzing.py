@@ -47,8 +47,9 @@ GOOD_BOUND_S = 10.0
 """A well-formed request must succeed within this, whatever else is going on."""
 
 FAILURE_KINDS = ("5xx", "non-JSON error body", "traceback in body", "hang", "no answer", "server death",
-                 "good client starved", "traceback in server log")
-"""The last is a bug the client does not see: an exception the server logged as unexpected."""
+                 "good client starved", "traceback in server log", "work left running")
+"""The last two are bugs a client does not see: an exception the server logged as unexpected, and runs
+or calls still queued or running after every client has gone (e.g. a dropped stream not aborted)."""
 
 
 # ----------------------------------------------------------------------------- the server
@@ -193,6 +194,13 @@ class Reply:
         self.status, self.headers, self.body = status, headers, body
 
 
+def readable(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether ``sock`` has data (or EOF) within ``timeout_s`` (poll: descriptors past 1024 are fine)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(timeout_s, 0.0) * 1000))
+
+
 def read_reply(sock: socket.socket, deadline: float, head_only: bool = False,
                stop_after: int | None = None) -> Reply | None:
     """One response (1xx skipped), or None when the connection closed first. ``stop_after``: return once
@@ -201,7 +209,7 @@ def read_reply(sock: socket.socket, deadline: float, head_only: bool = False,
 
     def more() -> bytes:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([sock], [], [], left)[0]:
+        if left <= 0 or not readable(sock, left):
             raise TimeoutError
         try:
             return sock.recv(65536)
@@ -542,9 +550,26 @@ def case_stream(rng: random.Random) -> Case:
                 drop_after=rng.choice([1, 100]))
 
 
+def case_heavy(rng: random.Random) -> Case:
+    """Valid requests at the limits: the most choices, messages, stop strings or prompt the API admits."""
+    kind = rng.randrange(4)
+    messages = [{"role": "user", "content": "How many customers?"}]
+    if kind == 0:
+        body = {"model": "fix", "messages": [{"role": "user", "content": LONG_PROMPT}], "n": 16, "max_tokens": 1500}
+    elif kind == 1:
+        body = {"model": "generate", "messages": messages * 9_999 + messages, "max_tokens": 8}
+    elif kind == 2:
+        body = {"model": "fix", "messages": [{"role": "user", "content": LONG_PROMPT}], "max_tokens": 1500,
+                "stop": ["x" * 60_000 + str(i) for i in range(16)]}
+    else:
+        body = {"model": "generate", "prompt": ["q " * 400] * 16, "max_tokens": 4}
+    path = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
+    return Case("heavy but valid", [request("POST", path, json.dumps(body).encode())])
+
+
 FAMILIES: list[tuple[float, Callable[[random.Random], Case]]] = [
-    (0.40, case_json), (0.15, case_framing), (0.15, case_headers), (0.12, case_route), (0.03, case_oversize),
-    (0.07, case_slow), (0.08, case_stream),
+    (0.39, case_json), (0.15, case_framing), (0.15, case_headers), (0.12, case_route), (0.03, case_oversize),
+    (0.07, case_slow), (0.07, case_stream), (0.02, case_heavy),
 ]
 
 
@@ -621,7 +646,7 @@ class Harness:
                 time.sleep(case.gap_s)
                 if time.monotonic() > deadline:
                     return "hang", "still reading a trickle past the bound"
-            if select.select([sock], [], [], 0)[0]:  # the server answered (or closed) early
+            if readable(sock, 0):  # the server answered (or closed) early
                 break
             try:
                 sock.sendall(part)
@@ -658,6 +683,61 @@ class Harness:
             if not case.complete:
                 continue  # a pipelined or over-long request: see what else comes, until the bound
             return None, ""
+
+    def connection_flood(self, connections: int, hold_s: float) -> list[socket.socket]:
+        """Open ``connections`` sockets that each stop half-way through a request (headers or body) and
+        hold them ``hold_s``; returns those the server has not closed by then (it should close all)."""
+        socks = []
+        body = json.dumps({"inputs": {"question": "q"}}).encode()
+        half_body = request("POST", "/v1/runs", body)[:-len(body) // 2]
+        for i in range(connections):
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127" if i % 2 else half_body)
+                socks.append(sock)
+            except OSError:
+                break
+        time.sleep(hold_s)
+        still_open = []
+        for sock in socks:
+            if self._answered(sock):
+                sock.close()
+            else:
+                still_open.append(sock)
+        return still_open
+
+    @staticmethod
+    def _answered(sock: socket.socket) -> bool:
+        """Whether the server closed the connection (after a 408 or not): read what is there, without waiting."""
+        try:
+            while readable(sock, 0):
+                if not sock.recv(65536):
+                    return True
+            return False
+        except OSError:
+            return True
+
+    def busy_work(self) -> list[str]:
+        """The ``/metrics`` lines that count calls still queued or running in pools and engines (non-zero
+        only). Not ``cortex_runs_active``: an external run (a chat call naming ``X-Cortex-Run``) stays
+        active by design until idle for 300 s."""
+        _, _, text = exchange(self.server.port, request("GET", "/metrics"), GOOD_BOUND_S)
+        busy = []
+        for line in text.decode().splitlines():
+            name = line.split("{", 1)[0]
+            if name in ("cortex_pool_queue_depth", "cortex_pool_running", "cortex_replica_requests_running",
+                        "cortex_replica_requests_waiting") and float(line.rsplit(" ", 1)[1]):
+                busy.append(line)
+        return busy
+
+    def drained(self, within_s: float) -> bool:
+        """Whether every call has finished within ``within_s`` (no work stuck after its client left)."""
+        deadline = time.monotonic() + within_s
+        while self.busy_work():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
 
     def good_request(self) -> tuple[bool, float, str]:
         """(succeeded, seconds, why not) for a well-formed run, waited for, within :data:`GOOD_BOUND_S`."""
