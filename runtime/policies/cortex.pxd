@@ -1,16 +1,26 @@
 cimport cython
 from runtime.policies.base cimport CallView, ReplicaView, StageLoad
 # A C call, not a Python one, from _best_colocated (the .py's ``from ... import`` resolves to it).
-from runtime.policies.placement cimport estimate_for, kv_need
+from runtime.policies.placement cimport estimate_at, kv_need_at
 
 cpdef slack_s(CallView call)
+
+# The parameters as C doubles: every use converts them to a double already (the w and margin
+# arguments and locals of _best_colocated), or multiplies one by a Python float.
+@cython.final
+cdef class _RouteKnobs:
+    cdef public double urgent_slack_factor, marginal_weight, borrow_margin, idle_borrow_margin
+    cdef public double coarse_borrow_margin
+
+@cython.locals(knobs=_RouteKnobs, first=ReplicaView, w=double)
+cpdef _route(policy, CallView call, candidates)
 
 # KV sizes (the views' Python ints) compared as C integers: the same results.
 @cython.locals(inp=long, out=long, ptoks=long, now=double, expected=double, best_cost=double,
                finish=double, marginal=double, cost=double, margin=double, r=ReplicaView, best=ReplicaView,
-               n_own=Py_ssize_t, any_room=bint, cap=long, used=long, borrow_margin=double,
+               n_own=Py_ssize_t, any_room=bint, resident=bint, cap=long, used=long, borrow_margin=double,
                idle_borrow_margin=double, coarse_borrow_margin=double)
-cpdef _best_colocated(CallView call, candidates, double w, policy)
+cpdef _best_colocated(CallView call, candidates, double w, _RouteKnobs knobs)
 
 cpdef tuple _latest_start_key(CallView call)
 

@@ -60,7 +60,7 @@ from runtime.policies.base import (
     KEEP, Adaptation, Admission, CallView, Policy, PriorityKey, ReplicaView, Route, StageLoad,
 )
 from runtime.policies.disaggregation import best_pair
-from runtime.policies.placement import estimate, estimate_for, has_kv_room, kv_need
+from runtime.policies.placement import estimate, estimate_at, has_kv_room, kv_need_at
 
 
 def slack_s(call: CallView) -> float:
@@ -116,14 +116,17 @@ class Cortex(Policy):
     def priority(self, call: CallView) -> PriorityKey:
         return _latest_start_key(call)
 
+    _knobs = None
+    """The routing parameters as one :class:`_RouteKnobs` (not a field: no annotation), made on the
+    first route and dropped by every attribute assignment (``__setattr__``)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name != "_knobs":  # a parameter may have changed: route reads them again
+            object.__setattr__(self, "_knobs", None)
+
     def route(self, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
-        w = 0.0 if slack_s(call) < self.urgent_slack_factor * call.stage_expected_s else self.marginal_weight
-        # A model's replicas are either all colocated or all split (cluster.disaggregate), so the
-        # first candidate tells (hot path: no scan of every candidate).
-        if candidates[0].role != "mixed":
-            return self._route_disaggregated(call, candidates, w)
-        best = _best_colocated(call, candidates, w, self)
-        return Route(best.replica_id) if best is not None else None
+        return _route(self, call, candidates)
 
     def _route_disaggregated(self, call: CallView, candidates: Sequence[ReplicaView], w: float) -> Route | None:
         """Joint prefill/decode placement: each side scored ``finish + w x marginal`` on its replica
@@ -178,16 +181,48 @@ class Cortex(Policy):
         return call.now_s > call.deadline_s and load.queued > 0
 
 
+class _RouteKnobs:
+    """:class:`Cortex`'s routing parameters, read once per policy state (C fields when compiled:
+    a route reads them without an attribute lookup on the policy each)."""
+
+    __slots__ = ("urgent_slack_factor", "marginal_weight", "borrow_margin", "idle_borrow_margin",
+                 "coarse_borrow_margin")
+
+    def __init__(self, policy: Cortex) -> None:
+        self.urgent_slack_factor = policy.urgent_slack_factor
+        self.marginal_weight = policy.marginal_weight
+        self.borrow_margin = policy.borrow_margin
+        self.idle_borrow_margin = policy.idle_borrow_margin
+        self.coarse_borrow_margin = policy.coarse_borrow_margin
+
+
+def _route(policy: Cortex, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
+    """:meth:`Cortex.route` (a module function so that the compiled build can type it)."""
+    knobs = policy._knobs
+    if knobs is None:
+        knobs = _RouteKnobs(policy)
+        policy._knobs = knobs
+    w = 0.0 if slack_s(call) < knobs.urgent_slack_factor * call.stage_expected_s else knobs.marginal_weight
+    # A model's replicas are either all colocated or all split (cluster.disaggregate), so the
+    # first candidate tells (hot path: no scan of every candidate).
+    first = candidates[0]
+    if first.role != "mixed":
+        return policy._route_disaggregated(call, candidates, w)
+    best = _best_colocated(call, candidates, w, knobs)
+    return Route(best.replica_id) if best is not None else None
+
+
 def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
-                    policy: Cortex) -> ReplicaView | None:
+                    knobs: _RouteKnobs) -> ReplicaView | None:
     """:meth:`Cortex.route` among colocated replicas: the least ``finish + w x marginal`` among the
     own pool's replicas with KV room for the call (all of them if none has), ties to the lower
     replica id; then a borrowed replica with room wins if it beats that by its margin x the
-    call's expected time (``policy``'s margins, read only when a borrowed replica is offered). A
+    call's expected time (``knobs``' margins, read only when a borrowed replica is offered). A
     module function so that the compiled build can type it (runtime.accel)."""
-    # Hot path (every dispatch, every candidate): the call's fields are read once (kv_need,
-    # estimate_for: ``has_kv_room`` and ``estimate`` on those fields); the own pool and its roomy
-    # part are not built as lists but scanned twice (the compiled build compares KV as C integers).
+    # Hot path (every dispatch, every candidate): the call's fields are read once and each
+    # replica's residency of the call's prefix tested once (kv_need_at, estimate_at: ``has_kv_room``
+    # and ``estimate`` on those); the own pool and its roomy part are not built as lists but
+    # scanned twice (the compiled build compares KV as C integers).
     inp, out, pkey, ptoks, now = call.input_tokens, call.output_tokens, call.prefix_key, call.prefix_tokens, call.now_s
     expected = call.stage_expected_s
     n_own = 0
@@ -197,29 +232,33 @@ def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
             n_own += 1
             if not any_room:
                 cap, used = r.kv_capacity_tokens, r.kv_used_tokens
-                any_room = cap - used >= kv_need(r, inp, out, pkey, ptoks)
+                resident = pkey is not None and pkey in r.resident_prefixes
+                any_room = cap - used >= kv_need_at(inp, out, ptoks, resident)
     best, best_cost = None, _INF
     for r in candidates:
         if r.borrowed:
             continue
+        resident = pkey is not None and pkey in r.resident_prefixes
         if any_room:
             cap, used = r.kv_capacity_tokens, r.kv_used_tokens
-            if cap - used < kv_need(r, inp, out, pkey, ptoks):
+            if cap - used < kv_need_at(inp, out, ptoks, resident):
                 continue
-        finish, marginal = estimate_for(r, inp, out, pkey, ptoks, now, expected)
+        finish, marginal = estimate_at(r, inp, out, resident, ptoks, now, expected)
         cost = finish + w * marginal
         if cost < best_cost or (cost == best_cost and best is not None and r.replica_id < best.replica_id):
             best, best_cost = r, cost
     if n_own < len(candidates):
-        borrow_margin, idle_borrow_margin = policy.borrow_margin, policy.idle_borrow_margin
-        coarse_borrow_margin = policy.coarse_borrow_margin
+        borrow_margin, idle_borrow_margin = knobs.borrow_margin, knobs.idle_borrow_margin
+        coarse_borrow_margin = knobs.coarse_borrow_margin
         for r in candidates:
             if r.borrowed:
                 cap, used = r.kv_capacity_tokens, r.kv_used_tokens
-                if cap - used >= kv_need(r, inp, out, pkey, ptoks):
-                    finish, marginal = estimate_for(r, inp, out, pkey, ptoks, now, expected)
+                resident = pkey is not None and pkey in r.resident_prefixes
+                if cap - used >= kv_need_at(inp, out, ptoks, resident):
+                    finish, marginal = estimate_at(r, inp, out, resident, ptoks, now, expected)
+                    # r.idle written out (a property: a Python call)
                     margin = (coarse_borrow_margin if r.profile is None else
-                              idle_borrow_margin if r.idle else borrow_margin)
+                              idle_borrow_margin if r.queue_len == 0 and r.running == 0 else borrow_margin)
                     cost = finish + w * marginal + margin * expected
                     if cost < best_cost:
                         best, best_cost = r, cost

@@ -12,9 +12,12 @@ cdef class _Terms:
 # get a tuple of the same two floats).
 cpdef (double, double) estimate(CallView call, ReplicaView r)
 
+cpdef (double, double) estimate_for(ReplicaView r, long inp, long out, pkey, long ptoks, double now, double expected)
+
 @cython.locals(terms=_Terms, k_=double, b=long, pending=long, fill=long, ctx=double, finish=double,
                busy_until=double, shared=long, kv_join=long)
-cpdef (double, double) estimate_for(ReplicaView r, long inp, long out, pkey, long ptoks, double now, double expected)
+cpdef (double, double) estimate_at(ReplicaView r, long inp, long out, bint resident, long ptoks, double now,
+                                   double expected)
 
 # A profile's constants as C doubles (the .py's values are always Python floats: LatencyProfile's fields).
 @cython.final
@@ -28,3 +31,4 @@ cpdef _Terms _replica_terms(ReplicaView r, p)
 
 # KV a call newly takes on a replica (its prefix shared where resident): a C integer for the routers.
 cpdef long kv_need(ReplicaView r, long inp, long out, pkey, long ptoks)
+cpdef long kv_need_at(long inp, long out, long ptoks, bint resident)

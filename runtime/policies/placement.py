@@ -64,6 +64,13 @@ def estimate_for(r: ReplicaView, inp: int, out: int, pkey: str | None, ptoks: in
     """:func:`estimate` of a call given by its fields (input and output tokens, prefix key and
     tokens, the executor's time, expected standalone time): a router scoring one call on many
     replicas reads them once."""
+    return estimate_at(r, inp, out, pkey is not None and pkey in r.resident_prefixes, ptoks, now, expected)
+
+
+def estimate_at(r: ReplicaView, inp: int, out: int, resident: bool, ptoks: int, now: float,
+                expected: float) -> tuple[float, float]:
+    """:func:`estimate_for` given whether the call's prefix is resident on ``r`` (a router that also
+    needs :func:`kv_need_at` tests it once)."""
     # The replica's own terms are computed once per view state (successive calls are scored
     # against a view until it changes; the executor resets ``estimate_cache`` then).
     terms = r.estimate_cache
@@ -71,13 +78,13 @@ def estimate_for(r: ReplicaView, inp: int, out: int, pkey: str | None, ptoks: in
         p = r.profile
         if p is None:
             finish = r.backlog_s + expected / max(r.speed, 1e-9)
-            if pkey is not None and pkey in r.resident_prefixes:
+            if resident:
                 cached = ptoks or min(inp, FALLBACK_PREFIX_TOKENS)
                 finish -= FALLBACK_PREFILL_S_PER_TOKEN * cached / max(r.speed, 1e-9)
             return finish, 0.0
         terms = r.estimate_cache = _replica_terms(r, p)
     fill = inp
-    if pkey is not None and pkey in r.resident_prefixes:
+    if resident:
         fill = inp - ptoks
         if fill < 1:
             fill = 1
@@ -168,7 +175,12 @@ def kv_need(r: ReplicaView, inp: int, out: int, pkey: str | None, ptoks: int) ->
     resident in a 12,000-token replica), counting the prefix again finds no replica with room,
     so routing went KV-blind and piled calls onto replicas that then preempted them
     (benchmarks/cost_at_equal_slo.py, map cells)."""
-    if ptoks and pkey is not None and pkey in r.resident_prefixes:
+    return kv_need_at(inp, out, ptoks, pkey is not None and pkey in r.resident_prefixes)
+
+
+def kv_need_at(inp: int, out: int, ptoks: int, resident: bool) -> int:
+    """:func:`kv_need` given whether the call's prefix is resident on the replica."""
+    if ptoks and resident:
         return inp + out - ptoks
     return inp + out
 

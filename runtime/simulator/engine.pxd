@@ -1,7 +1,7 @@
 cimport cython
 from runtime.simulator.calls cimport Call
 from runtime.policies.base cimport ReplicaView
-from runtime.simulator.events cimport push_event
+from runtime.simulator.events cimport pop_event, push_event
 
 @cython.final
 cdef class LLMEngine:

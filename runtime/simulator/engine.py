@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING
 
 from planner.profiles import LatencyProfile
 from runtime.policies.base import ReplicaView
-from runtime.simulator.events import push_event
+from runtime.simulator.events import pop_event, push_event
 from runtime.simulator.calls import CANCELLED, QUEUED, RUNNING, Call
 from runtime.simulator.cluster import ReplicaSpec
 
@@ -109,6 +109,8 @@ class LLMEngine:
         # The call being prefilled in chunks (holds KV and a slot; not yet decoding), if any.
         self.chunking: Call | None = None
         self.fin: list[tuple[int, int, Call]] = []
+        """(finish step, seq, call) as a heap (events.push_event/pop_event: heapq's, compared on (step, seq);
+        two entries equal there are the same call, re-admitted)."""
         self.step = 0
         self.kv_own = 0
         self.kv_attn = 0
@@ -308,7 +310,7 @@ class LLMEngine:
             self.pending_cancel.clear()
         fin = self.fin
         while fin and fin[0][0] <= step:
-            fstep, _, call = heappop(fin)
+            fstep, _, call = pop_event(fin)
             if call.state != RUNNING or call.finish_step != fstep or call.replica is not self:
                 continue
             self._release(call)
@@ -347,6 +349,9 @@ class LLMEngine:
             call.phase = "full"
         call.cached_prefix = False
         call.state = QUEUED
+        # Its entry in ``fin`` is stale now. Re-admitted as a partial prefill it is RUNNING again
+        # but not in ``running``, so a step reaching the old finish step would "finish" it there.
+        call.finish_step = -1
         heappush(self.waiting, (call.prio, call.seq, call))
         self.nwaiting += 1
         self.queued_prefill += call.ctx
@@ -506,7 +511,7 @@ class LLMEngine:
             c = top[2]
             if c.state == RUNNING and c.finish_step == top[0] and c.replica is self:
                 break
-            heappop(fin)
+            pop_event(fin)
         b = len(running)
         n = fin[0][0] - self.step if fin else 1
         n_kv = (self.cap - used) // b
@@ -590,4 +595,4 @@ class LLMEngine:
         call.finish_step = finish
         self.running[call.seq] = call
         self.sum_finish += finish
-        heappush(self.fin, (finish, call.seq, call))
+        push_event(self.fin, (finish, call.seq, call))

@@ -1,6 +1,7 @@
 # Compiled build only (runtime.accel): event times are Python floats (Simulator.at's and the engines'
-# C doubles, boxed) and seq numbers ints, so comparing them as a C double and a C integer computes
-# the tuple comparison's result; C calls from the event loop and the engines (sim.pxd, engine.pxd).
+# C doubles, boxed), finish steps ints far below 2**53 (exact as doubles) and seq numbers ints, so
+# comparing them as a C double and a C integer computes the tuple comparison's result; C calls from
+# the event loop and the engines (sim.pxd, engine.pxd).
 cimport cython
 
 @cython.locals(ta=double, tb=double, sa=long, sb=long)

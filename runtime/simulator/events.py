@@ -1,10 +1,13 @@
 # cython: boundscheck=False, wraparound=False
-"""The simulator's event heap: ``heapq``'s push and pop on ``(t, seq, handler, arg)`` tuples.
+"""The simulator's event heap: ``heapq``'s push and pop on ``(t, seq, ...)`` tuples.
 
 Every simulated event (an arrival, an engine's iteration boundary, an executor
 finishing) is a tuple ``(t, seq, handler, arg)`` on one list kept as a binary
 heap; ``seq`` is unique and increasing (``Simulator._seq``), so no two events
-compare equal and the pop order is the total order of ``(t, seq)``.
+compare equal and the pop order is the total order of ``(t, seq)``. An engine's
+finish heap is the same shape, ``(finish step, call seq, call)``: two entries
+equal in ``(step, seq)`` hold the same call (re-admitted), which a tuple
+comparison finds equal too.
 
 Interpreted, :func:`push_event` and :func:`pop_event` *are* ``heapq.heappush``
 and ``heapq.heappop`` (bound at the bottom). The functions written out below
@@ -34,7 +37,7 @@ def _before(a: tuple, b: tuple) -> bool:
     ta, tb = a[0], b[0]
     if ta < tb:
         return True
-    if ta == tb:  # never equal events: seq is unique (times are never NaN)
+    if ta == tb:  # times are never NaN; equal (t, seq) only for the same entry's object
         sa, sb = a[1], b[1]
         return sa < sb
     return False

@@ -3,7 +3,7 @@ from runtime.simulator.calls cimport Call
 from runtime.simulator.runs cimport Run
 from runtime.simulator.engine cimport LLMEngine
 from runtime.simulator.executor cimport ExecutorGroup
-from runtime.policies.base cimport CallView, ReplicaView
+from runtime.policies.base cimport CallView, ReplicaView, StageLoad
 from runtime.simulator.distributions cimport interarrival, run_rng
 from runtime.simulator.events cimport pop_event, push_event
 
@@ -27,9 +27,9 @@ cdef class Simulator:
     cpdef CallView call_view(self, Call call)
     # wait and w: backlog_s is always a Python float (see _least_backlog_replica), or 0.0 or inf.
     @cython.locals(queued=long, running=long, q=long, n=long, v=ReplicaView, wait=double, w=double, got=tuple,
-                   reps=list, made=dict, by_kind=dict, by_model=dict)
+                   reps=list, made=dict, by_kind=dict, by_model=dict, sl=StageLoad)
     cpdef stage_load(self, stage, kind, model)
-    @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView)
+    @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict)
     cpdef dispatch(self, Call call, exclude=*)
     @cython.locals(run=Run, peer=Call, c=Call)
     cpdef call_finished(self, Call call)

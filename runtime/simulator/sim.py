@@ -98,10 +98,11 @@ class Simulator:
                        for w in program.workflows if any(s.workflow == w.name for s in self.streams)}
         """Per workflow: its graph under the knobs simulated (``knobs``: workflow -> a plan's knob
         settings; a workflow not named runs every knob at its preferred value)."""
-        self._candidates: dict[tuple[str, str | None], list] = {}
+        # stage -> model -> replicas (nested: string lookups cost less than hashing a tuple key)
+        self._candidates: dict[str, dict[str | None, list]] = {}
         self._stage_load_parts: dict[str, dict[str, dict[str | None, tuple[list, tuple[str, ...], dict]]]] = {}
         self._stage_list: dict[str, list[tuple[str, str, str | None]]] = {}
-        self._lenders: dict[tuple[str, str | None], list[LLMEngine]] = {}
+        self._lenders: dict[str, dict[str | None, list[LLMEngine]]] = {}  # stage -> model -> lenders
         self._overrides = {m: getattr(type(policy), m) is not getattr(Policy, m)
                            for m in ("admit", "adapt", "prune_retry")}
         self._prune_hook = self._prune if self._overrides["prune_retry"] else None
@@ -150,23 +151,23 @@ class Simulator:
 
     def candidates(self, stage: str, kind: str, model: str | None) -> list:
         """Replicas eligible for ``stage`` (dedicated or generic), cached."""
-        key = (stage, model)
-        got = self._candidates.get(key)
+        by_model = self._candidates.setdefault(stage, {})
+        got = by_model.get(model)
         if got is None:
             pool = self.engines if kind == "llm" else self.executors
             got = [r for r in pool if (kind != "llm" or r.spec.model == model)
                    and (r.spec.stages is None or stage in r.spec.stages)]
-            self._candidates[key] = got
+            by_model[model] = got
         return got
 
     def lenders(self, stage: str, model: str | None) -> list[LLMEngine]:
         """Replicas of ``model`` dedicated to other stages' pools (borrowing candidates), cached. Never a
         prefill or decode replica: it runs one phase of its own pool's calls (a borrowed prefill replica
         would have no decode replica to ship the KV to)."""
-        key = (stage, model)
-        got = self._lenders.get(key)
+        by_model = self._lenders.setdefault(stage, {})
+        got = by_model.get(model)
         if got is None:
-            got = self._lenders[key] = [r for r in self.engines if r.spec.model == model and r.spec.stages is not None
+            got = by_model[model] = [r for r in self.engines if r.spec.model == model and r.spec.stages is not None
                                         and stage not in r.spec.stages and r.role == "mixed"]
         return got
 
@@ -377,8 +378,18 @@ class Simulator:
                 wait = w
         if not reps:
             wait = 0.0
-        if _COMPILED:  # a C struct: building one costs less than looking a shared one up
-            return StageLoad(stage, queued, running, len(reps), wait, models)
+        if _COMPILED:
+            # A C struct: building one costs less than looking a shared one up, and filling a bare
+            # one costs less than the dataclass constructor's argument parsing (frozen means
+            # read-only for Python code; C code sets the fields once, here, before anyone sees it).
+            sl = StageLoad.__new__(StageLoad)
+            sl.stage = stage
+            sl.queued = queued
+            sl.running = running
+            sl.replicas = len(reps)
+            sl.expected_wait_s = wait
+            sl.models = models
+            return sl
         # StageLoad is frozen, and building one is slow when interpreted (object.__setattr__ per
         # field), so equal loads share one object; the same few (queued, running, 0.0) values
         # recur all the time. Bounded: a varying wait makes keys unique.
@@ -436,7 +447,8 @@ class Simulator:
                 hedge = ad.hedge  # below 2: no duplicate
         elif self._adapts and not exclude:
             hedge = self.policy.adapt(view, self.stage_load(call.stage, kind, None)).hedge
-        cands = self._candidates.get((call.stage, call.model))
+        by_model = self._candidates.get(call.stage)
+        cands = by_model.get(call.model) if by_model is not None else None
         if cands is None:
             cands = self.candidates(call.stage, kind, call.model)
         if not cands and kind == "llm":
@@ -468,7 +480,8 @@ class Simulator:
         borrowed: list = []
         if self._borrow and kind == "llm":
             spare = self._borrow_spare
-            lenders = self._lenders.get((call.stage, call.model))
+            by_model = self._lenders.get(call.stage)
+            lenders = by_model.get(call.model) if by_model is not None else None
             if lenders is None:
                 lenders = self.lenders(call.stage, call.model)
             # Idle replicas, or (borrow_spare) ones with a free batch slot and no queue.
