@@ -10,7 +10,8 @@ malformed, truncated, oversized and deeply nested JSON, wrong types, huge number
 unicode oddities, bad Content-Length / Transfer-Encoding / chunk framing, odd request lines,
 headers, methods and paths, slowloris trickles and half bodies, streamed completions and event
 streams dropped mid-stream, valid requests at the API's limits (16 choices, 10,000 messages, 16
-stop strings of 60 kB). Each must end within the per-request bound (10 s) with a response
+stop strings of 60 kB; bound 60 s, as they queue behind each other). Each must end within the
+per-request bound (10 s) with a response
 that keeps the promise (or, for a request never completed, a closed connection).
 
 While each batch floods the server, a well-formed client runs NL2SQL runs (``POST /v1/runs``,

@@ -14,7 +14,8 @@ Routes:
   the ``model`` (a stage, ``workflow/stage`` or a model name: :mod:`runtime.serve.catalog`), the run
   by ``X-Cortex-Run`` / ``metadata.cortex_run``, the workflow by ``X-Cortex-Workflow`` /
   ``metadata.cortex_workflow``; each of the ``n`` calls is then queued and prioritised as that stage
-  of that run, and with ``stream`` its text is sent as the engine generates it;
+  of that run, and with ``stream`` its text is sent as the engine generates it; a client that
+  disconnects, streaming or not, has its calls cancelled (aborted in the engines);
 * ``GET /v1/models``, ``GET /v1/models/{id}`` -> what ``model`` may name, in OpenAI's schema;
 * ``GET /v1/workflows`` -> deployed workflows and versions;
 * ``GET /metrics`` -> Prometheus text format; ``GET /healthz`` (the process answers);
@@ -105,6 +106,32 @@ async def _settled(calls: list[asyncio.Future[GenerationResult]]) -> JSONRespons
                 raise failure
             return refused
     return None
+
+
+async def _unless_client_leaves(request: Request, calls: list[asyncio.Future[GenerationResult]]
+                                ) -> list[GenerationResult] | None:
+    """The calls' results, or None (every call cancelled) if the client disconnects first.
+
+    A streamed answer notices a departed client when a write fails; a whole answer is written only
+    at the end, so without this a client that sent a costly request (16 choices of thousands of
+    tokens) and left would keep the engines busy for nobody. The request body has been read, so
+    the next ASGI message is the disconnect."""
+    async def departure() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    gathered = asyncio.gather(*calls)
+    watcher = asyncio.ensure_future(departure())
+    try:
+        await asyncio.wait((gathered, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not gathered.done():
+        gathered.cancel()  # cancels every call
+        for call in calls:
+            call.cancel()
+        return None
+    return list(gathered.result())
 
 
 def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_lifecycle: bool = True,
@@ -256,7 +283,7 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
             return StreamingResponse(completion.stream(calls, pieces, req.include_usage),
                                      media_type="text/event-stream", headers=SSE_HEADERS)
         try:
-            results = list(await asyncio.gather(*calls))
+            results = await _unless_client_leaves(request, calls)
         except Exception as exc:
             for call in calls:
                 call.cancel()
@@ -264,6 +291,8 @@ def create_app(orchestrator: Orchestrator, *, token: str | None = None, manage_l
             if refused is None:
                 raise
             return refused
+        if results is None:  # nobody to answer: the calls are cancelled (aborted in their engines)
+            return _error(400, "the client closed the connection before the answer")
         return JSONResponse(completion.whole(results))
 
     async def completion_route(request: Request, model: type[ChatCompletionIn] | type[CompletionIn]) -> Response:

@@ -323,3 +323,28 @@ def test_many_external_run_names_do_not_lock_other_clients_out(sales_db_master: 
                            headers={"X-Cortex-Run": f"agent-{i}"}, timeout=30)
             assert r.status_code == 200, r.text[:200]
         answers_normally(live)
+
+
+def test_a_whole_answer_nobody_waits_for_is_cancelled(sales_db_master: Path) -> None:
+    """Found by benchmarks/fuzz_http.py (seed 2): a client that asked for a costly non-streamed completion
+    (16 choices of 1,500 tokens) and left kept the engine busy for nobody; 14 calls still ran 30 s later."""
+    spec = example_spec("nl2sql", sales_db_master)
+    orch = Orchestrator(spec, engine_factory("simulated", responder=scripted(lambda s, p: "tok " * 3000), speedup=5.0))
+    app = create_app(orch, max_body_bytes=BODY_LIMIT, body_timeout_s=TIMEOUT_S)
+    with live_server(app, header_timeout_s=TIMEOUT_S) as live:
+        body = json.dumps({"model": "fix", "messages": [{"role": "user", "content": "q"}], "n": 4,
+                           "max_tokens": 1500}).encode()
+        head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode())
+        pool = orch.pools_by_name["fix"]
+        with socket.create_connection(("127.0.0.1", live.port)) as sock:
+            sock.sendall(head + body)
+            deadline = time.monotonic() + 10
+            while not pool.running and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert pool.running  # generating (1,500 tokens take over 10 s at this speed-up)
+        left = time.monotonic()
+        while pool.running and time.monotonic() - left < 5:
+            time.sleep(0.05)
+        assert pool.running == 0, pool.running  # cancelled, not run to the end
+        assert httpx.get(live.url + "/readyz").status_code == 200
