@@ -11,6 +11,12 @@ cpdef slack_s(CallView call)
 cdef class _RouteKnobs:
     cdef public double urgent_slack_factor, marginal_weight, borrow_margin, idle_borrow_margin
     cdef public double coarse_borrow_margin
+    cdef public bint malleable, hedge_executors, prune_hopeless
+
+@cython.locals(knobs=_RouteKnobs)
+cpdef _RouteKnobs _knobs(policy)
+
+cpdef _adapt(_RouteKnobs knobs, CallView call, StageLoad load)
 
 @cython.locals(knobs=_RouteKnobs, first=ReplicaView, w=double)
 cpdef _route(policy, CallView call, candidates)

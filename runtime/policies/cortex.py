@@ -161,14 +161,7 @@ class Cortex(Policy):
         return Admission.accept()
 
     def adapt(self, call: CallView, load: StageLoad) -> Adaptation:
-        if call.kind == "llm":
-            if (self.malleable and len(load.models) > 1 and call.model == load.models[0]
-                    and load.expected_wait_s > slack_s(call)):
-                return Adaptation(model=load.models[-1])
-            return KEEP
-        if self.hedge_executors and load.queued == 0:
-            return Adaptation(hedge=2)
-        return KEEP
+        return _adapt(_knobs(self), call, load)
 
     def prune_retry(self, call: CallView, loop: str, iteration: int, load: StageLoad) -> bool:
         # A pruned run is a miss, so prune only runs that have already missed their deadline (then
@@ -176,17 +169,17 @@ class Cortex(Policy):
         # lengthen. An earlier rule -- "the retry's expected time alone overruns the deadline" --
         # pruned runs whose retry came in shorter than expected and would have made it: 25 of 540
         # runs in the malleability cell at 0.9 load (scale 2.38 vs 2.28 without pruning, seed 2).
-        if not self.prune_hopeless or call.deadline_s is None:
+        if not _knobs(self).prune_hopeless or call.deadline_s is None:
             return False
         return call.now_s > call.deadline_s and load.queued > 0
 
 
 class _RouteKnobs:
-    """:class:`Cortex`'s routing parameters, read once per policy state (C fields when compiled:
-    a route reads them without an attribute lookup on the policy each)."""
+    """:class:`Cortex`'s parameters read on every dispatch, read once per policy state (C fields
+    when compiled: a decision reads them without an attribute lookup on the policy each)."""
 
     __slots__ = ("urgent_slack_factor", "marginal_weight", "borrow_margin", "idle_borrow_margin",
-                 "coarse_borrow_margin")
+                 "coarse_borrow_margin", "malleable", "hedge_executors", "prune_hopeless")
 
     def __init__(self, policy: Cortex) -> None:
         self.urgent_slack_factor = policy.urgent_slack_factor
@@ -194,14 +187,35 @@ class _RouteKnobs:
         self.borrow_margin = policy.borrow_margin
         self.idle_borrow_margin = policy.idle_borrow_margin
         self.coarse_borrow_margin = policy.coarse_borrow_margin
+        self.malleable = bool(policy.malleable)
+        self.hedge_executors = bool(policy.hedge_executors)
+        self.prune_hopeless = bool(policy.prune_hopeless)
 
 
-def _route(policy: Cortex, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
-    """:meth:`Cortex.route` (a module function so that the compiled build can type it)."""
+def _knobs(policy: Cortex) -> _RouteKnobs:
+    """``policy._knobs``, made first if a parameter changed since (or never read)."""
     knobs = policy._knobs
     if knobs is None:
         knobs = _RouteKnobs(policy)
         policy._knobs = knobs
+    return knobs
+
+
+def _adapt(knobs: _RouteKnobs, call: CallView, load: StageLoad) -> Adaptation:
+    """:meth:`Cortex.adapt` (typed in the compiled build: C struct reads)."""
+    if call.kind == "llm":
+        if (knobs.malleable and len(load.models) > 1 and call.model == load.models[0]
+                and load.expected_wait_s > slack_s(call)):
+            return Adaptation(model=load.models[-1])
+        return KEEP
+    if knobs.hedge_executors and load.queued == 0:
+        return Adaptation(hedge=2)
+    return KEEP
+
+
+def _route(policy: Cortex, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
+    """:meth:`Cortex.route` (a module function so that the compiled build can type it)."""
+    knobs = _knobs(policy)
     w = 0.0 if slack_s(call) < knobs.urgent_slack_factor * call.stage_expected_s else knobs.marginal_weight
     # A model's replicas are either all colocated or all split (cluster.disaggregate), so the
     # first candidate tells (hot path: no scan of every candidate).

@@ -46,11 +46,13 @@ def _before(a: tuple, b: tuple) -> bool:
 def push_event(events: list, item: tuple) -> None:
     """``heapq.heappush(events, item)``: append, then sift up (``heapq._siftdown(events, 0, n)``)."""
     events.append(item)
+    t, s = item[0], item[1]  # item's key, read once (_before(item, parent) written out below)
     pos = len(events) - 1
     while pos > 0:
         parentpos = (pos - 1) >> 1
         parent = events[parentpos]
-        if _before(item, parent):
+        pt = parent[0]
+        if t < pt or (t == pt and s < parent[1]):
             events[pos] = parent
             pos = parentpos
             continue
@@ -79,10 +81,12 @@ def pop_event(events: list) -> tuple:
         events[pos] = child
         pos = childpos
         childpos = 2 * pos + 1
+    t, s = last[0], last[1]  # last's key, read once (_before(last, parent) written out below)
     while pos > 0:  # heapq._siftdown(events, 0, pos)
         parentpos = (pos - 1) >> 1
         parent = events[parentpos]
-        if _before(last, parent):
+        pt = parent[0]
+        if t < pt or (t == pt and s < parent[1]):
             events[pos] = parent
             pos = parentpos
             continue

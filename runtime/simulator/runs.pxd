@@ -28,6 +28,9 @@ cdef class _Fan:
 @cython.locals(u1=double, u2=double, z=double, n=long, value=double, f=double, d=double)
 cpdef _tokens(MersenneTwister rng, tuple params)
 cpdef _service(MersenneTwister rng, tuple draw, family)
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, c=double)
+cpdef Py_ssize_t _edge_index(list cum, double u) except? -1
+cpdef _take(g, node, Py_ssize_t i, tuple counters)
 
 @cython.final
 cdef class IRRun(Run):

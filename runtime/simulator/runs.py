@@ -31,7 +31,7 @@ from collections.abc import Callable
 from cortexlang.ir import LLMStage
 from cortexlang.semantics import Semantics, join_waits_for_all
 from runtime.simulator.calls import Call
-from runtime.simulator.distributions import NV_MAGICCONST, sample
+from runtime.simulator.distributions import _COMPILED, NV_MAGICCONST, sample
 from runtime.simulator.graph import WorkflowGraph, llm_standalone_s
 from runtime.simulator.mt import MersenneTwister
 
@@ -140,6 +140,25 @@ def _tokens(rng: Generator, params: tuple) -> int:
     if n < low:
         n = low
     return high if high is not None and n > high else n
+
+
+def _edge_index(cum: list, u: float) -> int:
+    """The out-edge a uniform draw ``u`` picks given the edges' cumulative probabilities ``cum``:
+    ``bisect_right(cum, u)``, the last edge where ``u`` reaches past the end (the walk's hot path)."""
+    n = len(cum)
+    if not _COMPILED:  # interpreted: the C bisect
+        i = bisect_right(cum, u)
+        return i if i < n else n - 1
+    # bisect_right written out on C doubles (cum holds Python floats, u is one): the same index
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        c = cum[mid]
+        if u < c:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo if lo < n else n - 1
 
 
 def _take(g: WorkflowGraph, node: str, i: int, counters: tuple):
@@ -362,10 +381,7 @@ class IRRun(Run):
                 script[key] = (a, b, u)
                 standalone[key] = ct
                 t += ct
-            cum = cums[node]
-            i = bisect_right(cum, u)
-            if i >= len(cum):
-                i = len(cum) - 1
+            i = _edge_index(cums[node], u)
             e = edges[node][i]
             if e.loop is None:
                 node = e.target
@@ -476,10 +492,7 @@ class IRRun(Run):
                prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
         sem = walk.sem
         if walk.fan is None:  # the run's own graph: the edge draw inlined, the step memoised (hot path)
-            cum = self.g.cum[node]
-            i = bisect_right(cum, u)
-            if i >= len(cum):
-                i = len(cum) - 1
+            i = _edge_index(self.g.cum[node], u)
             e = self.g.edges[node][i]
             if e.loop is None:
                 return self._enter(walk, e.target, cp, call, prune)
