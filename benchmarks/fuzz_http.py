@@ -235,7 +235,8 @@ def report(args: argparse.Namespace, r: dict, started: datetime.datetime) -> str
     ]
     lines += [f"  * {kind}: {len(r['failures'].get(kind, []))}" for kind in FAILURE_KINDS]
     lines += [
-        f"* good client (NL2SQL run, `wait`): {len(r['flood'])} requests during the flood, {r['starved']} failed; "
+        f"* good client (NL2SQL run, `wait`): {len(r['flood'])} requests during the flood, "
+        f"{sum(1 for f in r['failures'].get('good client starved', []) if f.startswith('during inputs'))} failed; "
         f"median {statistics.median(r['flood']) * 1000:.0f} ms during vs "
         f"{statistics.median(idle) * 1000:.0f} ms idle: **ratio {ratio:.2f}**; p95 during "
         f"{percentile(r['flood'], 0.95) * 1000:.0f} ms, max {max(r['flood'], default=0) * 1000:.0f} ms"
