@@ -256,6 +256,10 @@ class Pool:
                 continue
             self._waiting -= 1
             waiter.cancelled = True  # no longer in the queue
+            if waiter.future.done():
+                # Its task was cancelled (the future with it) but has not run its handler yet: a slot
+                # granted now would be lost with the task (set_result raises on a cancelled future).
+                continue
             replica.inflight += 1
             replica.served += 1
             waiter.future.set_result(replica)

@@ -207,3 +207,27 @@ def test_a_restored_replica_hands_its_slots_to_waiters_and_failures_are_reported
         assert down.recoveries == 1
 
     run_async(body())
+
+
+def test_a_slot_freed_between_a_waiters_cancel_and_its_handler_goes_to_the_next_waiter() -> None:
+    """Task.cancel() cancels the awaited future at once; the waiter learns it only when its task
+    resumes. A release in between granted the slot to the cancelled waiter (inflight + 1, never
+    released: set_result raised InvalidStateError), so dropped streams leaked a saturated pool's slots
+    (found by benchmarks/fuzz_http.py). Now the slot goes to the next live waiter."""
+    async def body() -> None:
+        p = pool()
+        held, _ = await p.acquire(call())
+        gone = asyncio.create_task(p.acquire(call(run_id=1, deadline=1.0)))  # first in line
+        live = asyncio.create_task(p.acquire(call(run_id=2, deadline=2.0)))
+        await asyncio.sleep(0)
+        gone.cancel()  # its future is cancelled now; its handler runs at the next loop step
+        p.release(held)  # in between: the slot must not go to the cancelled waiter
+        replica, _ = await live
+        assert replica is held and held.inflight == 1
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert p.queued == 0
+        p.release(replica)
+        assert held.inflight == 0
+
+    run_async(body())
