@@ -28,7 +28,9 @@ History: the last ``retained_runs`` runs are kept for status queries; only
 finished runs are ever evicted (oldest first), and when the history is full of
 runs in flight a new run is refused with :class:`Overloaded`. An *external run*
 (named by an agent's chat call, ``X-Cortex-Run``) ends ``done`` once no call of
-it has been queued or running for ``external_run_idle_s``.
+it has been queued or running for ``external_run_idle_s``, or earlier, when the
+history is full and a new run needs its place (an idle external run is not in
+flight: the one idle longest goes first).
 
 Versions: :meth:`Orchestrator.deploy` swaps in a new spec of a workflow (hot
 reload); runs started before finish on the version they started with (see
@@ -575,8 +577,20 @@ class Orchestrator:
             self.runs.pop(run_id, None)
 
     def _make_room(self, stats: RunStats | None = None) -> None:
-        """Room in the history for one more run, or :class:`Overloaded` when it is full of runs in flight."""
+        """Room in the history for one more run, or :class:`Overloaded` when it is full of runs in flight.
+
+        An external run with no call in flight is not in flight: when nothing finished is left to
+        evict, the one idle longest ends now (as its idle timeout would end it later; a later call
+        naming it starts it afresh). Otherwise one client naming many runs would hold every place
+        for ``external_run_idle_s`` and lock every other client out."""
         self._evict(room=1)
+        if len(self.runs) >= self.config.retained_runs:
+            idle = min((r for r in self.runs.values()
+                        if r.external and not r.calls_in_flight and not r.finished.is_set()),
+                       key=lambda r: r.last_active, default=None)
+            if idle is not None:
+                self._end_external(idle, reason="its place in the run history was needed")
+                self._evict(room=1)
         if len(self.runs) >= self.config.retained_runs:
             if stats is not None:
                 self._reject(stats)
@@ -741,11 +755,18 @@ class Orchestrator:
             wait_s = self.external_run_idle_s - (0.0 if run.calls_in_flight else idle_s)
             run.idle_timer = asyncio.get_running_loop().call_later(max(wait_s, 0.01), self._check_idle, run)
             return
+        self._end_external(run, reason=f"no call for {self.external_run_idle_s:g} s")
+
+    def _end_external(self, run: Run, reason: str) -> None:
+        """End the idle external ``run`` (``done``, its latency up to its last call) for ``reason``."""
+        if run.idle_timer is not None:
+            run.idle_timer.cancel()
+            run.idle_timer = None
         info = run.info
         info.status = "done"
         info.latency_s = run.last_active - run.arrival
         run.emit("run_finished", status="done", latency_s=round(info.latency_s, 6), error=None, slo_met=None,
-                 reason=f"no call for {self.external_run_idle_s:g} s")
+                 reason=reason)
         self._announce(info)
         run.close_streams()
         run.finished.set()

@@ -321,18 +321,19 @@ def test_history_never_evicts_runs_in_flight_and_external_runs_end_when_idle(sal
             await orch.chat(message, stage="fix", run_id="agent-1")
             await orch.chat(message, stage="fix", run_id="agent-2")
             assert orch.status("agent-1").status == "running"  # an external run lasts until idle
-            with pytest.raises(Overloaded, match="history is full of runs in flight"):
-                await orch.chat(message, stage="fix", run_id="agent-3")  # would evict a run in flight
-            assert all(orch.status(r.run_id).status == "running" for r in slow)
-            await asyncio.sleep(0.45)
-            assert orch.status("agent-1").status == "done" and orch.status("agent-2").status == "done"
-            await orch.chat(message, stage="fix", run_id="agent-3")  # room: the oldest finished run goes
+            # Full (two runs in flight, two idle external runs): a fresh name ends the external run idle
+            # longest (it is not in flight), never a run in flight; so do fresh runs, until every place
+            # holds a run in flight.
+            await orch.chat(message, stage="fix", run_id="agent-3")
             with pytest.raises(UnknownRun):
-                orch.status("agent-1")
+                orch.status("agent-1")  # ended for the room, then evicted
+            slow += [await orch.submit({"question": f"slow {i}"}) for i in (2, 3)]
+            with pytest.raises(Overloaded, match="history is full of runs in flight"):
+                await orch.chat(message, stage="fix", run_id="agent-4")  # would evict a run in flight
             assert all(orch.status(r.run_id).status == "running" for r in slow)
             assert await orch.cancel(slow[0].run_id) is True  # still there, still cancellable
             # A call in flight keeps its external run alive past the idle time; naming a run that
-            # ended idle starts it afresh.
+            # ended starts it afresh.
             call = asyncio.create_task(orch.chat(message, stage="generate", run_id="agent-2"))
             await asyncio.sleep(0.5)
             assert orch.status("agent-2").status == "running" and not call.done()

@@ -309,13 +309,12 @@ def test_a_client_gone_mid_body_is_not_logged_as_a_server_error(server: LiveServ
     answers_normally(server)
 
 
-@pytest.mark.xfail(strict=True, reason="root cause in runtime/orchestrator/orchestrator.py (_make_room, "
-                   "_external_run): an idle external run counts as in flight for external_run_idle_s (300 s)")
 def test_many_external_run_names_do_not_lock_other_clients_out(sales_db_master: Path) -> None:
     """Found by benchmarks/fuzz_http.py: every chat call naming a new X-Cortex-Run opens an external run
     that holds a place in the run history until it has been idle for 300 s, so one client sending
     ``retained_runs`` quick calls (10,000 by default: ~10 s of calls) gets every other client's run
-    refused with 429 for five minutes. Here with a history of 50."""
+    refused with 429 for five minutes. Here with a history of 50. Now the external run idle longest
+    ends when its place is needed (Orchestrator._make_room)."""
     with live_server(nl2sql_app(sales_db_master, retained_runs=50), header_timeout_s=TIMEOUT_S) as live:
         message = [{"role": "user", "content": "q"}]
         for i in range(50):
@@ -350,14 +349,13 @@ def test_a_whole_answer_nobody_waits_for_is_cancelled(sales_db_master: Path) -> 
         assert httpx.get(live.url + "/readyz").status_code == 200
 
 
-@pytest.mark.xfail(strict=False, reason="root cause in runtime/orchestrator/pools.py (Pool._grant): a waiter whose "
-                   "task was cancelled but has not resumed yet is granted a slot that is never released")
 def test_streams_dropped_while_calls_queue_leave_no_slot_taken(sales_db_master: Path) -> None:
     """Found by benchmarks/fuzz_http.py (seed 2, ``work left running``): streams dropped while their calls
     wait for a slot of a saturated pool leak slots; 200 dropped at 32 at a time held all 16 slots of the
     ``fix`` pool with nothing running in its engine (calls then only ran where a peer pool lent a replica).
     Task.cancel() cancels the awaited future at once, but the waiter is marked cancelled only when the task
-    resumes; a release in between grants the slot (inflight + 1) and set_result raises InvalidStateError."""
+    resumes; a release in between granted the slot (inflight + 1) and set_result raised InvalidStateError.
+    Now Pool._grant skips a waiter whose future is already done."""
     from concurrent.futures import ThreadPoolExecutor
 
     spec = example_spec("nl2sql", sales_db_master)

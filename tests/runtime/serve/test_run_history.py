@@ -32,13 +32,20 @@ def test_fresh_run_ids_cannot_evict_runs_in_flight(sales_db_master: Path) -> Non
                               json={"messages": [{"role": "user", "content": "fix it"}]})
 
         assert chat("agent-1").status_code == 200 and chat("agent-2").status_code == 200
-        refused = chat("agent-3")
+        # Full (two runs in flight, two idle agents): a fresh name ends the agent idle longest, never a
+        # run in flight; so do fresh runs, until every place holds a run in flight.
+        assert chat("agent-3").status_code == 200
+        assert httpx.get(f"{live.url}/v1/runs/agent-1").status_code == 404  # ended, then evicted
+        slow += [httpx.post(f"{live.url}/v1/runs", json={"inputs": {"question": f"slow {i}"}}).json()["run_id"]
+                 for i in (2, 3)]
+        refused = chat("agent-4")
         assert refused.status_code == 429 and "history is full" in refused.json()["error"]["message"]
         assert refused.json()["retryable"] is True and int(refused.headers["retry-after"]) >= 1
         for run_id in slow:
             assert httpx.get(f"{live.url}/v1/runs/{run_id}").json()["status"] == "running"
         cancelled = httpx.delete(f"{live.url}/v1/runs/{slow[0]}").json()
         assert cancelled["cancelled"] is True and cancelled["status"] == "cancelled"
-        assert chat("agent-3").status_code == 200  # the cancelled run finished: it may go now
-        assert httpx.get(f"{live.url}/v1/runs/{slow[1]}").json()["status"] == "running"
+        assert chat("agent-4").status_code == 200  # the cancelled run finished: it may go now
+        for run_id in slow[1:]:
+            assert httpx.get(f"{live.url}/v1/runs/{run_id}").json()["status"] == "running"
         assert httpx.get(f"{live.url}/v1/runs/{slow[0]}").status_code == 404
