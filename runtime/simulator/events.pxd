@@ -7,10 +7,11 @@ cimport cython
 @cython.locals(ta=double, tb=double, sa=long, sb=long)
 cdef bint _before(tuple a, tuple b) except -1
 
-@cython.locals(pos=Py_ssize_t, parentpos=Py_ssize_t, parent=tuple, t=double, s=long, pt=double)
+@cython.locals(parentpos=Py_ssize_t, parent=tuple, t=double, s=long, pt=double)
+cdef void _rise(list events, Py_ssize_t pos, tuple item)
+
 cpdef push_event(list events, tuple item)
 
 @cython.locals(last=tuple, top=tuple, endpos=Py_ssize_t, pos=Py_ssize_t, childpos=Py_ssize_t,
-               rightpos=Py_ssize_t, child=tuple, right=tuple, parentpos=Py_ssize_t, parent=tuple, t=double,
-               s=long, pt=double)
+               rightpos=Py_ssize_t, child=tuple, right=tuple)
 cpdef tuple pop_event(list events)

@@ -43,11 +43,10 @@ def _before(a: tuple, b: tuple) -> bool:
     return False
 
 
-def push_event(events: list, item: tuple) -> None:
-    """``heapq.heappush(events, item)``: append, then sift up (``heapq._siftdown(events, 0, n)``)."""
-    events.append(item)
+def _rise(events: list, pos: int, item: tuple) -> None:
+    """Put ``item`` at ``pos`` or above it, moving later parents down (``heapq._siftdown(events, 0, pos)``
+    for ``item`` at ``pos``)."""
     t, s = item[0], item[1]  # item's key, read once (_before(item, parent) written out below)
-    pos = len(events) - 1
     while pos > 0:
         parentpos = (pos - 1) >> 1
         parent = events[parentpos]
@@ -58,6 +57,12 @@ def push_event(events: list, item: tuple) -> None:
             continue
         break
     events[pos] = item
+
+
+def push_event(events: list, item: tuple) -> None:
+    """``heapq.heappush(events, item)``: append, then sift up."""
+    events.append(item)
+    _rise(events, len(events) - 1, item)
 
 
 def pop_event(events: list) -> tuple:
@@ -81,17 +86,7 @@ def pop_event(events: list) -> tuple:
         events[pos] = child
         pos = childpos
         childpos = 2 * pos + 1
-    t, s = last[0], last[1]  # last's key, read once (_before(last, parent) written out below)
-    while pos > 0:  # heapq._siftdown(events, 0, pos)
-        parentpos = (pos - 1) >> 1
-        parent = events[parentpos]
-        pt = parent[0]
-        if t < pt or (t == pt and s < parent[1]):
-            events[pos] = parent
-            pos = parentpos
-            continue
-        break
-    events[pos] = last
+    _rise(events, pos, last)
     return top
 
 
