@@ -427,7 +427,6 @@ class Simulator:
         call.seq = self._seq
         run = call.run
         now = self.now
-        model = call.model
         # One view per call, unless no decision reads it (FCFS).
         view = None if self._no_views else self.call_view(call)
         call.view = view
