@@ -115,7 +115,7 @@ def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None
         plan = plan.model_copy(update={"workflows": tuple(verified)})
         if not retry or round_ == MAX_ROUNDS:
             return plan
-        for backoff in range(BACKOFFS + 1):
+        for _ in range(BACKOFFS + 1):
             tried = {name: target[name] * f for name, f in factor.items()}
             say(f"the plan misses its SLO in simulation: planning for "
                 f"{', '.join(f'{k} <= {v:.3g}s' for k, v in tried.items())}")
