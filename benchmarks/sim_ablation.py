@@ -296,7 +296,7 @@ def markdown(rows: list[dict], args, elapsed: float,
            + (f" --out {args.out}" if args.out != "sim_ablation" else "") + "`; "
            + (f"every LLM replica's batch capped at {args.max_num_seqs} (both layouts; load relative to the capped "
               "capacity), so that calls queue; " if args.max_num_seqs else "") +
-           f"{elapsed:.0f} s wall on the shared 2-vCPU machine (other helpers running{load_text(loads)}). "
+           f"{elapsed:.0f} s wall on a 2-vCPU machine (other jobs may share it{load_text(loads)}). "
            "Discrete-event simulator, "
            "not real engines. Cortex at its shipped defaults on the planner's stage-isolated pools (`shared pool`: "
            "the same replicas pooled); SLO scale for 95% / 99% attainment (x standalone latency, lower is better, "

@@ -152,7 +152,7 @@ def markdown(rows: list[dict], tuned: dict, args, elapsed: float, tune_s: float,
            f"Command: `.venv/bin/python benchmarks/sim_fair.py --tune-runs {args.tune_runs} --runs {args.runs} "
            f"--seed {args.seed}{' --reuse-tuning' if args.reuse_tuning else ''}"
            f"{f' --workloads {args.workloads}' if args.workloads else ''}`; {elapsed:.0f} s wall "
-           f"({tune_s:.0f} s of it tuning) on the shared 2-vCPU machine (other helpers running{load_text(loads)}). "
+           f"({tune_s:.0f} s of it tuning) on a 2-vCPU machine (other jobs may share it{load_text(loads)}). "
            "Discrete-event "
            "simulator, not real engines.", "",
            f"Tuning: seed {TUNING_SEED}, load {TUNE_LOAD}, {args.tune_runs} runs per simulation, per (workload, "
