@@ -217,6 +217,10 @@ class Run:
     def first_calls(self) -> list[Call]:
         raise NotImplementedError
 
+    def in_flight(self) -> list[Call]:
+        """The run's calls started and not finished (to cancel them when the run ends early)."""
+        return []
+
     def on_done(self, call: Call, prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
         """Calls to start and calls to cancel after ``call`` finished."""
         raise NotImplementedError
@@ -287,6 +291,9 @@ class IRRun(Run):
         self.top = _Walk(self.sem, ())
         self.standalone_s = self._dry_walk()  # leaves self.top as it is
         self.widths.clear()
+
+    def in_flight(self) -> list[Call]:
+        return self.top.in_flight()
 
     @property
     def counters(self) -> tuple[int, ...]:

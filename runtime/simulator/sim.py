@@ -106,6 +106,8 @@ class Simulator:
         self._overrides = {m: getattr(type(policy), m) is not getattr(Policy, m)
                            for m in ("admit", "adapt", "prune_retry")}
         self._prune_hook = self._prune if self._overrides["prune_retry"] else None
+        self._input_limits = _input_limits(program, self.graphs.values())
+        """Stage -> model -> the longest prompt a call may send (vLLM's context-length check)."""
         self.run_records: list[tuple] = []
         self.call_records: list[tuple] = []
         self.kv_samples: list[tuple[float, str, int]] = []
@@ -311,6 +313,8 @@ class Simulator:
         run.outstanding = len(calls)
         for c in calls:
             self.dispatch(c)
+            if run.rejected_reason is not None:  # refused (context length): the run has ended
+                return
 
     def _deadline(self, run: Run) -> None:
         if self.cfg.slo_scale is not None:
@@ -464,6 +468,12 @@ class Simulator:
         if not cands:
             raise LayoutError(f"no replica serves stage {call.stage!r}"
                               + (f" with model {call.model!r}" if call.model else ""))
+        if kind == "llm":
+            limits = self._input_limits.get(call.stage)
+            if limits is not None and call.input_tokens > limits.get(call.model, call.input_tokens):
+                self._refuse(call, f"stage {call.stage!r}: {call.input_tokens} prompt tokens + max_tokens exceed "
+                                   f"{call.model}'s context")
+                return
         if self._plain_route and not exclude:
             replica = _least_backlog_replica(cands)
             call.t_enqueue = now
@@ -557,10 +567,31 @@ class Simulator:
         run.outstanding += len(new)
         for c in new:
             self.dispatch(c)
+            if run.rejected_reason is not None:  # refused (context length): the run has ended
+                return
         if run.outstanding == 0 and run.status is not None:
             run.end_s = self.now
             self.active_runs -= 1
             self._record_run(run)
+
+    def _refuse(self, call: Call, reason: str) -> None:
+        """The engine refuses ``call`` as vLLM does a prompt that, with the stage's ``max_tokens``,
+        exceeds the model's context: the runtime's orchestrator then ends the run with an error, so
+        here the run ends at once as ``rejected`` (a miss), its other calls in flight cancelled."""
+        run = call.run
+        call.state = CANCELLED
+        for c in run.in_flight():
+            for peer in c.hedge_peers or (c,):
+                if peer is not call and peer.state not in (DONE, CANCELLED):
+                    if peer.replica is not None:
+                        peer.replica.cancel(peer)
+                    peer.state = CANCELLED
+        run.status = "rejected"
+        run.rejected_reason = reason
+        run.outstanding = 0
+        run.end_s = self.now
+        self.active_runs -= 1
+        self._record_run(run)
 
     def _prune(self, run: IRRun, call: Call, loop: str, iteration: int) -> bool:
         view = self.call_view(call)
@@ -592,6 +623,18 @@ class Simulator:
         self.run_records.append((run.run_id, run.workflow, run.arrival_s, run.end_s, run.standalone_s,
                                  run.deadline_s, run.status, run.ncalls, run.pruned,
                                  run.quality if run.lighter else 1.0))
+
+
+def _input_limits(program: Program, graphs) -> dict[str, dict[str | None, int]]:
+    """Stage -> model option -> the longest prompt the engine accepts for the stage's calls:
+    the model's ``max_context`` less the stage's ``max_tokens`` under the simulated knobs (vLLM
+    refuses ``prompt + max_tokens > max_model_len``; :func:`runtime.engines.base.check_context`)."""
+    limits: dict[str, dict[str | None, int]] = {}
+    for g in graphs:
+        for name, s in g.stages.items():
+            if isinstance(s, LLMStage):
+                limits[name] = {o.model: program.model(o.model).max_context - g.max_tokens[name] for o in s.models}
+    return limits
 
 
 def _inherited(policy: Policy, method: str) -> bool:

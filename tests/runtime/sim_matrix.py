@@ -4,7 +4,7 @@ Used by ``tests/runtime/test_accel.py`` to compare the compiled simulator with t
 source: every policy of the registry on three workloads (retry loop, ReAct loop, fan-out), on a
 shared pool and on stage-isolated pools, prefill/decode-disaggregated layouts, chunked prefill (a
 512-token step budget on the shared and disaggregated NL2SQL layouts), a malleable
-workflow (lighter model options), trace replay, KV sampling and per-call records. Small on purpose (a few
+workflow (lighter model options), context-length refusal, trace replay, KV sampling and per-call records. Small on purpose (a few
 seconds in all): the digests cover every run's end time, status, pruning and quality, every
 engine's counters and the recorded calls.
 """
@@ -65,6 +65,21 @@ def cases() -> Iterator[tuple[str, Simulator]]:
                                                                         [Stream(wf.name, 6.0)], cfg)
 
 
+def refusal_cases() -> Iterator[tuple[str, Simulator]]:
+    """Context-length refusal: fan-out branches whose drawn prompts often exceed the context."""
+    from cortexlang.ir import FanOut, IntKnob, Workflow
+    from runtime.simulator.workloads import edge, llm
+
+    wf = Workflow(name="fan", stages=(llm("plan", 200, 20), llm("read", 6800, 400, max_tokens=600),
+                                      llm("sum", 300, 50)),
+                  fanouts=(FanOut(name="many", branches=(("read",),), width=IntKnob.fixed(4), join="all"),),
+                  entry="plan", edges=(edge("plan", "many"), edge("many", "sum"), edge("sum", "done")))
+    layout = shared_layout(DEVICES, "llama8b", workflow=wf, executor_slots=8)
+    for pname in ("fcfs", "cortex"):
+        yield f"refusal/{pname}/shared", Simulator(program(wf), layout, make_policy(pname), [Stream(wf.name, 3.0)],
+                                                   SimConfig(runs=150, seed=5, slo_scale=2.5))
+
+
 def trace(n: int = 200, seed: int = 3) -> list[TraceRequest]:
     """``n`` recorded NL2SQL-like requests (generate, SQL, a fix on error, a parallel tool call)."""
     rng = random.Random(seed)
@@ -95,4 +110,4 @@ def trace_cases() -> Iterator[tuple[str, Simulator]]:
 
 def digests() -> dict[str, str]:
     """Every case's :func:`digest`."""
-    return {name: digest(sim.run()) for gen in (cases, trace_cases) for name, sim in gen()}
+    return {name: digest(sim.run()) for gen in (cases, refusal_cases, trace_cases) for name, sim in gen()}
