@@ -83,8 +83,20 @@ def _plan(program: Any, console: Console, rate: float) -> tuple[Any, Any, float]
     then there are still predictions to hold the measurements against. When this machine's
     engines cannot keep up with ``rate`` at all, the demo plans for -- and sends -- the highest
     rate they sustain: a plan is a promise for the load it was made for, and the loop shows
-    whether it holds. (None, program, rate) when nothing can be planned.
+    whether it holds. (None, program, rate) when nothing can be planned. The plan is made on
+    this machine's slowest recent calibration (``runtime/drift.py``): its promise has to hold
+    when the machine runs as slowly as it has lately.
     """
+    from runtime.drift import planning_with_drift
+
+    with planning_with_drift() as margins:
+        for m in margins:
+            console.print(m.line(), markup=False, highlight=False, soft_wrap=True)
+        return _plan_on_profiles(program, console, rate)
+
+
+def _plan_on_profiles(program: Any, console: Console, rate: float) -> tuple[Any, Any, float]:
+    """:func:`_plan`'s search, on whatever profiles the lookups return now."""
     from planner.api import plan_program
     from planner.plan import Infeasible
     from planner.render import render_infeasible, render_plan

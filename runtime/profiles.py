@@ -30,6 +30,7 @@ from pathlib import Path
 from planner.profiles import (
     PROFILE_DIR, LatencyProfile, ProfileNotFound, calibrated_directories, clear_cache, get_profile, use_calibrated,
 )
+from runtime.drift import record as record_calibration
 
 
 def _slug(text: str) -> str:
@@ -117,6 +118,7 @@ def write_profile(data: dict, key: str | None = None) -> Path:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
+    record_calibration(directory, data)  # the machine's history: plans keep a margin for its drift
     clear_cache()
     return path
 

@@ -60,8 +60,12 @@ def plan_or_none(program: Any, console: Console) -> Any:
     from planner.api import plan_program
     from planner.plan import Infeasible
     from planner.render import render_infeasible
+    from runtime.drift import planning_with_drift
 
-    result = plan_program(program)
+    with planning_with_drift() as margins:  # the promise holds on this machine's slowest recent calibration
+        for m in margins:
+            console.print(m.line(), markup=False, highlight=False, soft_wrap=True)
+        result = plan_program(program)
     if isinstance(result, Infeasible):
         console.print(render_infeasible(result).rstrip(), markup=False)
         console.print("no feasible plan: using the default layout (one replica per LLM stage)")

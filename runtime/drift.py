@@ -1,0 +1,177 @@
+"""How far this machine's engines drift between calibrations, and planning with that margin.
+
+A calibration (:mod:`runtime.calibrate`) measures the engines over a minute or two. A machine
+other jobs share does not keep that speed: on the 2-vCPU development machines a calibration
+made just after a real run was 15-35% slower than the one made just before it, and a plan
+made on the faster one promised 97% of runs within the SLO where 67% made it
+(``benchmarks/results/real_vs_sim_xeon_first.md``, ``real_vs_sim.md``). The spread *within*
+one calibration (a few percent) does not show drift over minutes.
+
+So every calibration stored by :func:`runtime.profiles.write_profile` is also appended to the
+machine's ``history.jsonl``, and plans are made on the slowest of the recent calibrations:
+:func:`planning_with_drift` makes the profile lookups return each calibrated profile with
+every coefficient scaled by its *drift factor*
+
+    f = max_i T(c_i) / T(c_now),   T(c) = P0 + n P + o (D0 + D1 + K (n + o / 2)),
+
+the time of a reference call (``n`` = 512 prompt tokens, ``o`` = 128 output tokens, alone on
+the engine) under calibration ``c``, over the last :data:`WINDOW` calibrations of the same
+(model, device, tp) within :data:`MAX_AGE_DAYS` (``c_now``: the profile in use). Scaling every
+coefficient by ``f`` slows every call by exactly ``f``, whatever its shape, so the coefficients'
+poor identifiability from quick probes (one fit puts the time into ``K``, the next into ``D1``)
+does not move the margin. ``f >= 1``; it is 1 on a machine calibrated once or steady. The
+runtime's own estimates and the simulator's replay keep the latest calibration: the margin is
+the plan's promise, not a forecast of the next call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from planner.profiles import calibrated_directories, clear_cache, use_calibrated
+
+HISTORY_FILE = "history.jsonl"
+WINDOW = 5
+"""Calibrations of one profile the margin looks back over (the latest included)."""
+MAX_AGE_DAYS = 7.0
+"""Older calibrations say little about today's neighbours on the machine."""
+REFERENCE_CALL = (512, 128)
+"""(prompt, output) tokens of the call whose time compares two calibrations."""
+TIME_COEFFICIENTS = ("prefill_fixed_ms", "prefill_us_per_token", "decode_fixed_ms", "decode_ms_per_seq",
+                     "decode_ns_per_kv_token")
+DISABLE_ENV = "CORTEX_PLAN_DRIFT"
+"""``off`` plans on the latest calibration alone."""
+
+
+def reference_call_s(coefficients: Mapping[str, float]) -> float:
+    """``T(c)`` of the module docstring: the reference call's time alone on an engine, in seconds."""
+    n, o = REFERENCE_CALL
+    c = coefficients
+    step_ms = c["decode_fixed_ms"] + c["decode_ms_per_seq"] + c["decode_ns_per_kv_token"] * 1e-6 * (n + o / 2)
+    return (c["prefill_fixed_ms"] + n * c["prefill_us_per_token"] * 1e-3 + o * step_ms) * 1e-3
+
+
+def _profile_key(data: Mapping) -> tuple[str, str, int]:
+    return str(data["model"]), str(data["gpu"]).lower(), int(data["tp"])
+
+
+def record(directory: Path, data: Mapping, at: dt.datetime | None = None) -> None:
+    """Append calibrated profile ``data`` (the profile file's content) to ``directory``'s history."""
+    at = at or dt.datetime.now(dt.timezone.utc)
+    line = {"at": at.isoformat(timespec="seconds"), "model": data["model"], "gpu": data["gpu"],
+            "tp": int(data["tp"]), **{k: float(data[k]) for k in TIME_COEFFICIENTS},
+            "load_average": (data.get("calibration") or {}).get("load_average")}
+    with open(directory / HISTORY_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def history(directory: Path) -> list[dict]:
+    """Every recorded calibration in ``directory``, oldest first (unreadable lines skipped)."""
+    path = directory / HISTORY_FILE
+    if not path.is_file():
+        return []
+    out = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(raw)
+            dt.datetime.fromisoformat(row["at"])
+            reference_call_s(row)
+            _profile_key(row)
+        except (ValueError, KeyError, TypeError):
+            continue
+        out.append(row)
+    return out
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One calibrated profile's drift margin (module docstring)."""
+
+    model: str
+    device: str
+    tp: int
+    factor: float
+    """Slowest recent calibration's reference call time over the profile in use's (>= 1)."""
+    fastest: float
+    """Fastest recent calibration's, likewise (<= 1)."""
+    calibrations: int
+    """Recent calibrations compared (the profile in use among them)."""
+    slowest_at: str | None
+    path: Path
+    """The profile file in use."""
+
+    def line(self) -> str:
+        if self.calibrations < 2:
+            return (f"drift {self.model} on {self.device} tp{self.tp}: one calibration here, no margin "
+                    f"(each `cortex calibrate` or demo run adds one)")
+        return (f"drift {self.model} on {self.device} tp{self.tp}: the last {self.calibrations} calibrations span "
+                f"{100 * (self.fastest - 1):+.0f}% to {100 * (self.factor - 1):+.0f}% against the one in use; "
+                f"planned on the slowest ({self.slowest_at}), {self.factor:.2f}x its times")
+
+
+def drifts(directory: Path, now: dt.datetime | None = None, window: int = WINDOW,
+           max_age_days: float = MAX_AGE_DAYS) -> list[Drift]:
+    """The drift margin of every profile file in ``directory`` (module docstring)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    rows = history(directory)
+    out = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            key, in_use = _profile_key(data), reference_call_s(data)
+        except (ValueError, KeyError, TypeError):
+            continue
+        recent = [r for r in rows if _profile_key(r) == key
+                  and (now - _aware(dt.datetime.fromisoformat(r["at"]))).total_seconds() <= max_age_days * 86400]
+        recent = recent[-window:]
+        ratios = [(reference_call_s(r) / in_use, r["at"]) for r in recent] or [(1.0, None)]
+        slow = max(ratios)
+        out.append(Drift(key[0], str(data["gpu"]), key[2], max(slow[0], 1.0), min(min(r for r, _ in ratios), 1.0),
+                         max(len(recent), 1), slow[1] if slow[0] > 1.0 else None, path))
+    return out
+
+
+def _aware(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
+
+
+def scaled(data: Mapping, factor: float) -> dict:
+    """Profile file content with every time coefficient multiplied by ``factor``."""
+    out = dict(data)
+    for k in TIME_COEFFICIENTS:
+        out[k] = float(data[k]) * factor
+    out["sources"] = [*data.get("sources", ()), f"slowed {factor:.3f}x to this machine's slowest recent "
+                                                 f"calibration for planning (runtime/drift.py)"]
+    return out
+
+
+@contextmanager
+def planning_with_drift(directory: Path | None = None) -> Iterator[list[Drift]]:
+    """Within the block, profile lookups return ``directory``'s (default: the active calibrated
+    directory's) profiles slowed by their drift factors; yields the margins (empty when nothing
+    is calibrated or ``CORTEX_PLAN_DRIFT=off``). Restores the lookups on exit."""
+    active = calibrated_directories()
+    directory = directory or (active[0] if active else None)
+    if directory is None or os.environ.get(DISABLE_ENV, "").lower() in ("off", "0", "no") or not directory.is_dir():
+        yield []
+        return
+    margins = drifts(directory)
+    with tempfile.TemporaryDirectory(prefix="cortex-drift-") as tmp:
+        for d in margins:
+            if d.factor > 1.0:
+                data = json.loads(d.path.read_text(encoding="utf-8"))
+                (Path(tmp) / d.path.name).write_text(json.dumps(scaled(data, d.factor)), encoding="utf-8")
+        use_calibrated(Path(tmp), *active)
+        clear_cache()
+        try:
+            yield margins
+        finally:
+            use_calibrated(*active)
+            clear_cache()
