@@ -55,3 +55,23 @@ def test_a_rate_the_engines_cannot_sustain_is_lowered_to_one_they_can() -> None:
     from planner.api import plan_program
     from planner.plan import Infeasible
     assert isinstance(plan_program(program, rate=rate * 1.1), Infeasible)  # within the search's resolution
+
+
+def test_the_demo_plans_on_the_slowest_recent_calibration(monkeypatch) -> None:
+    """With a history of calibrations on this machine, the demo's plan is made on the slowest recent
+    one (runtime/drift.py) and says so; its promise is then slower than the latest profile's."""
+    from runtime import drift, profiles
+
+    monkeypatch.setenv("CORTEX_MACHINE_KEY", "demo drift box")
+    shipped = json.loads((profiles.PROFILE_DIR / "smollm2-135m__cpu__tp1.json").read_text())
+    for factor in (1.3, 1.0):  # an earlier calibration 30% slower, then the one in use
+        profiles.write_profile({**shipped, **{k: shipped[k] * factor for k in drift.TIME_COEFFICIENTS}})
+    profiles.activate()
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    program = demo._compile(console)
+    careful, _, _ = demo._plan(program, console, 0.05)
+    assert "drift smollm2-135m on CPU tp1: the last 2 calibrations span +0% to +30%" in out.getvalue()
+    monkeypatch.setenv(drift.DISABLE_ENV, "off")
+    plain, _, _ = demo._plan(program, console, 0.05)
+    assert careful.workflows[0].latency.p50 > 1.2 * plain.workflows[0].latency.p50
