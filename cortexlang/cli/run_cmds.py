@@ -379,6 +379,10 @@ async def calibrate_engines(spec: Any, factory: Any, backend: str, console: Cons
         console.print(f"\nprofile {c.model} on {c.device} tp{c.tp} -> {c.path}", markup=False, highlight=False)
         _coefficient_table(console, c.calibration.coefficients, c.previous, c.calibration, c.previous_path)
     console.print(f"`cortex run|serve` and the demo use the profiles in {machine_dir()} on this machine", markup=False)
+    from runtime.drift import drifts
+
+    for m in drifts(machine_dir()):  # what the plans will take as this machine's drift margin
+        console.print(m.line(), markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
@@ -615,6 +619,7 @@ def _dev_compiler(workflow: str | None, policy: str | None) -> Any:
         from planner.api import plan_program
         from planner.plan import Infeasible
         from runtime.build import BuildError, default_spec, spec_from_plan
+        from runtime.drift import planning_with_drift
 
         try:  # a save caught half-written, or the file moved: report it and keep watching
             source = load_source(path)
@@ -625,7 +630,8 @@ def _dev_compiler(workflow: str | None, policy: str | None) -> Any:
         if result.program is None:
             return None, text
         base = path.resolve().parent
-        plan = plan_program(result.program)
+        with planning_with_drift():  # as cortex run: the promise holds on the slowest recent calibration
+            plan = plan_program(result.program)
         try:
             if isinstance(plan, Infeasible):
                 text = (text + "\n" if text else "") + f"no feasible plan ({plan.message}); default layout"
