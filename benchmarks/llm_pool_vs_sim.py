@@ -8,7 +8,9 @@ wait) predicts each call's latency; the discrete-event simulator runs that repli
 batch cap and profile. Then pools of 2-3 replicas behind the simulator's least-backlog router, at
 the same per-replica loads (how the router spreads prefill bursts). Reported: mean, p50 and p99, predicted and simulated, and their ratio
 (simulated / predicted), by prefill share ``x`` (the share of the replica's time spent
-prefilling). This isolates the LLM-pool model from everything else ``plan_vs_sim`` mixes in
+prefilling); and the index of dispersion of the pool's departures over 1 s and 5 s windows, the
+planner's (:mod:`planner.dispersion`: what the stages after the pool are sized for) against the
+simulated one (1 = Poisson). This isolates the LLM-pool model from everything else ``plan_vs_sim`` mixes in
 (arrivals shaped by upstream pools, fan-outs, shared pools).
 """
 
@@ -32,6 +34,28 @@ from runtime.simulator.cluster import ReplicaSpec  # noqa: E402
 from runtime.simulator.sim import SimConfig, Simulator, Stream  # noqa: E402
 from planner.candidates import Device, StageLoad, _llm_config, prefill_stall, profiles_of  # noqa: E402
 from planner.synthetic import LLAMA_8B, LLAMA_70B, llm  # noqa: E402
+from planner.dispersion import index_at, pool_departure  # noqa: E402
+
+WINDOWS = (1.0, 5.0)
+"""Windows (s) over which the departures' index of dispersion is compared."""
+
+
+def departure_dispersion(calls: list[tuple], windows: tuple[float, ...] = WINDOWS) -> list[float]:
+    """Index of dispersion (variance / mean of the counts) of the calls' completions per window."""
+    ends = np.sort(np.array([c[7] for c in calls]))
+    out = []
+    for w in windows:
+        counts = np.histogram(ends, bins=np.arange(ends[0], ends[-1], w))[0]
+        out.append(float(counts.var() / max(counts.mean(), 1e-12)))
+    return out
+
+
+def planned_departure_dispersion(stage, cand, windows: tuple[float, ...] = WINDOWS) -> list[float]:
+    """The planner's index of the pool's departures (:func:`planner.dispersion.pool_departure`) per window."""
+    wf = Workflow(name="w", stages=(stage,), entry="a", edges=(edge("a", "done"),))
+    scales: dict[str, tuple[float, float]] = {}
+    excess = pool_departure(wf, "a", {"a": cand}, {"a": {}}, scales)
+    return [index_at(excess, w, scales) for w in windows]
 
 CASES = (  # model, profile family, tp, input tokens, output tokens, calls/s
     *(("llama8b", "llama-3-8b", 1, 1025, 55, r) for r in (3.0, 5.0, 7.0, 8.0, 9.0)),
@@ -77,14 +101,16 @@ def row(model: str, family: str, tp: int, inp: int, out: int, rate: float, repli
     total = rate * replicas
     cand = _llm_config(stage, spec, profile, Device("A100", 1.0, 64), StageLoad(total, 1.0), 256, 1, 1.0, replicas)
     if cand is None:
-        return f"| {model} | {inp} / {out} | {replicas} | {total:g} | {x:.2f} | - | no stable candidate |||||||||"
+        return f"| {model} | {inp} / {out} | {replicas} | {total:g} | {x:.2f} | - | no stable candidate |||||||||||"
     calls = pool_calls(model, tp, inp, out, total, cand.max_num_seqs, int(max(4000, total * 400)), replicas,
                        cand.kv_budget_tokens)
     lat = np.array([c[7] - c[5] for c in calls])
     pred = (cand.mean, cand.quantile(0.5), cand.quantile(0.99))
     sim = (float(lat.mean()), float(np.quantile(lat, 0.5)), float(np.quantile(lat, 0.99)))
     cells = " | ".join(f"{p:.2f} | {s:.2f} | {s / p:.2f}" for p, s in zip(pred, sim))
-    return f"| {model} | {inp} / {out} | {replicas} | {total:g} | {x:.2f} | {cand.max_num_seqs} | {cells} |"
+    disp = " | ".join(f"{p:.1f} | {s:.1f}" for p, s in zip(planned_departure_dispersion(stage, cand),
+                                                          departure_dispersion(calls)))
+    return f"| {model} | {inp} / {out} | {replicas} | {total:g} | {x:.2f} | {cand.max_num_seqs} | {cells} | {disp} |"
 
 
 def main() -> None:
@@ -96,8 +122,9 @@ def main() -> None:
              "(one, then pools of 2-3 behind the least-backlog router; calls/s for the whole pool), "
              f"Poisson arrivals, FCFS. 1-minute load average before: {os.getloadavg()[0]:.2f}.", "",
              "| model | prompt / output tokens | replicas | calls/s | prefill share x | max_num_seqs | mean planned | mean simulated "
-             "| ratio | p50 planned | p50 simulated | ratio | p99 planned | p99 simulated | ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| ratio | p50 planned | p50 simulated | ratio | p99 planned | p99 simulated | ratio "
+             "| departures' dispersion 1 s planned | simulated | 5 s planned | simulated |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for replicas, case in [(1, c) for c in CASES] + list(POOLS):
         lines.append(row(*case, replicas=replicas))
         print(lines[-1], flush=True)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from planner.candidates import (
     standalone_table,
 )
 from planner.colocation import Layout, declared_blocks, group_candidates, with_layout
+from planner.dispersion import plan_dispersion
 from planner.latency import DEFAULT_SAMPLES, PathSample, attainment, distribution, sample_paths
 from planner.plan import (
     ColocatedStage, ExecutorPool, Infeasible, KnobSettings, LLMPool, Mode, Objective, Plan, SolverInfo, StageLatency, WorkflowPlan,
@@ -82,6 +83,29 @@ def scenarios(workflow: Workflow) -> list[Scenario]:
     return [s for _, _, s in sorted(result, key=lambda t: (t[0], t[1]))]
 
 
+BURST_ROUNDS = 3
+"""Most re-solves with the arrivals' dispersion of the previous choice (:meth:`Planner._second_pass`)."""
+BURST_TOLERANCE = 0.05
+"""Dispersions within this (relative, and of 1) count as equal: the pools need no resizing."""
+
+
+def _larger(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
+    """Per stage, the larger of two dispersions (1 if absent)."""
+    return {s: max(a.get(s, 1.0), b.get(s, 1.0)) for s in set(a) | set(b)}
+
+
+def _config_key(c: Candidate) -> tuple:
+    """What identifies a candidate's pool across rebuilds of the candidate lists (not its tables)."""
+    return (c.stage, c.kind, c.device, c.units, c.tp, c.model, c.max_tokens, c.hedge, c.prewarm, c.max_num_seqs,
+            c.prefill_replicas, c.group)
+
+
+def _settled(got: Mapping[str, float], used: Mapping[str, float]) -> bool:
+    """True when every stage's dispersion ``got`` is within :data:`BURST_TOLERANCE` of ``used`` (1 if absent)."""
+    return all(abs(got.get(s, 1.0) - used.get(s, 1.0)) <= BURST_TOLERANCE * max(got.get(s, 1.0), used.get(s, 1.0))
+               for s in set(got) | set(used))
+
+
 @dataclass
 class WorkflowModel:
     """Everything the solver and the views need for one workflow under one scenario."""
@@ -120,14 +144,16 @@ class WorkflowModel:
 def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: float, inventory: Inventory,
                 samples: int, seed: int, profile_dir: Path, unbounded: bool = False,
                 decode_stretch: float = DECODE_STRETCH, layout: Layout = "search",
-                disaggregate: bool = False) -> WorkflowModel:
+                disaggregate: bool = False, burst: Mapping[str, float] | None = None) -> WorkflowModel:
+    """The workflow's candidates and sampled paths under ``scenario``; ``burst``: per stage, the index
+    of dispersion its arrivals get from the pools upstream (:mod:`planner.dispersion`; 1 if absent)."""
     chain = build_chain(workflow, scenario.retry_depth)
     visits = expected_stage_visits(chain, scenario.fanout_width)
     ca2 = 0.0 if workflow.load and workflow.load.pattern == "constant" else (
         workflow.load.burstiness ** 2 if workflow.load else 1.0)
     # A fan-out sends its k copies of a stage at once: batch arrivals (StageLoad.batch).
     loads = stage_loads(visits, rate, ca2, {s: k for s, (_, k) in
-                                            branch_multiplicity(workflow, scenario.fanout_width).items()})
+                                            branch_multiplicity(workflow, scenario.fanout_width).items()}, burst)
     stages = {}
     sem = Semantics(workflow, chain.loop_budget, scenario.fanout_width)
     planned = {st.name: st if isinstance(st, LLMStage) else planned_stage(sem, st) for st in workflow.stages}
@@ -173,6 +199,8 @@ class Planner:
         self.workflows = [w for w in program.workflows]
         self.scenarios = {w.name: scenarios(w) for w in self.workflows}
         self._models: dict[tuple[str, int, bool], WorkflowModel] = {}
+        self.burst: dict[tuple[str, int], dict[str, float]] = {}
+        """Per (workflow, scenario): the arrivals' dispersion the candidates are built with (:meth:`_second_pass`)."""
         self.iterations = 0
 
     def scenario_index(self, m: WorkflowModel) -> int:
@@ -184,7 +212,8 @@ class Planner:
         if key not in self._models:
             self._models[key] = build_model(self.program, wf, self.scenarios[wf.name][k], self.rates[wf.name],
                                             self.inventory, self.samples, self.seed, self.profile_dir, unbounded,
-                                            self.decode_stretch, self.layout, self.disaggregate)
+                                            self.decode_stretch, self.layout, self.disaggregate,
+                                            self.burst.get((wf.name, k)))
         return self._models[key]
 
     def solve_at(self, models: Sequence[WorkflowModel], scale: float, unbounded: bool = False,
@@ -216,12 +245,99 @@ class Planner:
                 # Explain with the scenarios last tried: every stage of them has candidates (a
                 # preferred scenario may not, e.g. a fan-out width the inventory cannot absorb).
                 return explain.no_plan(self, models, result)
+        models, result = self._second_pass(models, result, choice)
         scale = 1.0
         if self.mode == "headroom":
             self.progress("maximising headroom")
             scale, result = self._min_scale(models, result)
             result = self._use_spare_devices(models, result)
         return self._assemble(models, result, scale)
+
+    def _second_pass(self, models: Sequence[WorkflowModel], result: SolveResult,
+                     choice: dict[str, int]) -> tuple[Sequence[WorkflowModel], SolveResult]:
+        """Size the pools again with the arrivals' burstiness that the chosen LLM pools cause.
+
+        A stage's arrival dispersion depends on the pools upstream of it (their prefill share,
+        replicas and batch: :mod:`planner.dispersion`), which the solver chooses; so the first pass
+        sizes every pool for the workflow's own arrivals, and from its choice each stage's dispersion
+        is predicted, the candidates rebuilt with it (:class:`~planner.candidates.StageLoad`'s
+        ``burst``: the executor pools' ``ca2``, the LLM pools' prefill variance and slot wait) and the
+        problem solved again, until the choice causes the dispersion it was sized for (within
+        :data:`BURST_TOLERANCE`), at most :data:`BURST_ROUNDS` times. When the rounds do not settle
+        (the solver alternates between pools that cause bursts and pools sized for them), the last
+        choice is kept and predicted with the dispersion it causes if it still meets every SLO so;
+        otherwise it is solved once more with every stage's largest dispersion seen (conservative for
+        whichever pools it picks). When no stage is burstier than ``1 + BURST_TOLERANCE``, or a
+        re-solve finds no plan (the burstier model is stricter), the previous round stands."""
+        used: dict[str, dict[str, float]] = {w.name: {} for w in self.workflows}
+        seen: dict[str, dict[str, float]] = {w.name: {} for w in self.workflows}
+        for round_ in range(BURST_ROUNDS + 1):
+            bursts = self._bursts(models, result)
+            if all(_settled(bursts[w], used[w]) for w in bursts):
+                return models, result
+            seen = {w: _larger(seen[w], b) for w, b in bursts.items()}
+            if round_ == BURST_ROUNDS:
+                kept = self._repredict(models, result, choice, bursts, used)
+                if kept is not None:
+                    return kept
+                bursts = seen
+            again = self._rebuild(choice, bursts)
+            second = self.solve_at(again, 1.0) if all(m.problem_stage is None for m in again) else None
+            if second is None or second.assignments is None:
+                self._restore(models, choice, used)
+                return models, result
+            models, result, used = again, second, bursts
+        return models, result
+
+    def _bursts(self, models: Sequence[WorkflowModel], result: SolveResult) -> dict[str, dict[str, float]]:
+        """Per workflow, the stages whose arrivals the chosen pools make burstier than 1 + tolerance."""
+        out = {}
+        for m, assign in zip(models, result.assignments):
+            chosen = {s: m.stages[s].candidates[i] for s, i in assign.items()}
+            got = plan_dispersion(m.chain, chosen, m.scenario.fanout_width)
+            out[m.workflow.name] = {s: v for s, v in got.items() if v > 1.0 + BURST_TOLERANCE}
+        return out
+
+    def _rebuild(self, choice: dict[str, int], bursts: Mapping[str, Mapping[str, float]]) -> list[WorkflowModel]:
+        """The workflows' models (scenario ``choice``) rebuilt with the arrivals' dispersion ``bursts``."""
+        for w in self.workflows:
+            self.burst[(w.name, choice[w.name])] = dict(bursts[w.name])
+            self._models.pop((w.name, choice[w.name], False), None)
+        return [self.model(w, choice[w.name]) for w in self.workflows]
+
+    def _restore(self, models: Sequence[WorkflowModel], choice: dict[str, int],
+                 used: Mapping[str, Mapping[str, float]]) -> None:
+        """Put ``models`` (built with the dispersion ``used``) back as the models of ``choice``."""
+        for m in models:
+            name = m.workflow.name
+            self.burst[(name, choice[name])] = dict(used[name])
+            self._models[(name, choice[name], False)] = m
+
+    def _repredict(self, models: Sequence[WorkflowModel], result: SolveResult, choice: dict[str, int],
+                   bursts: Mapping[str, Mapping[str, float]], used: Mapping[str, Mapping[str, float]]
+                   ) -> tuple[list[WorkflowModel], SolveResult] | None:
+        """``result``'s pools predicted with the dispersion ``bursts`` they cause: the models rebuilt
+        with it and the same configurations picked from them; None (and ``models``, built with
+        ``used``, restored) when one is no longer offered or a workflow's SLO no longer holds so."""
+        again = self._rebuild(choice, bursts)
+        assigns = []
+        for old, new, assign in zip(models, again, result.assignments):
+            picked = {}
+            for s, i in assign.items():
+                key = _config_key(old.stages[s].candidates[i])
+                j = next((j for j, c in enumerate(new.stages[s].candidates) if _config_key(c) == key), None)
+                if j is None:
+                    break
+                picked[s] = j
+            else:
+                p = new.problem()
+                lat = p.run_latency(picked)
+                if p.slo_latency_s is None or attainment(lat, p.slo_latency_s) >= (p.slo_attainment or 0.0):
+                    assigns.append(picked)
+                    continue
+            self._restore(models, choice, used)
+            return None
+        return again, SolveResult(assigns, result.status, result.iterations)
 
     def _use_spare_devices(self, models: Sequence[WorkflowModel], result: SolveResult) -> SolveResult:
         """Headroom mode: give the devices the plan leaves idle to the pools they help most.

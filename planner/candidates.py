@@ -93,12 +93,21 @@ class StageLoad:
     visits_per_run: float
     ca2: float = 1.0
     batch: int = 1
+    burst: float = 1.0
+    """Index of dispersion the pools upstream give the arrivals (:mod:`planner.dispersion`; of the
+    batches' epochs inside a fan-out): 1 for arrivals as bursty as the workflow's own."""
+
+    @property
+    def arrival_ca2(self) -> float:
+        """The arrivals' (or batches') squared CV: the workflow's ``ca2`` plus the excess dispersion
+        ``burst - 1`` that the upstream LLM pools add."""
+        return self.ca2 + (self.burst - 1.0)
 
     @property
     def dispersion_ca2(self) -> float:
         """Squared CV for a single-arrival M/G/c: batches of ``k`` raise the counts' index of
         dispersion by ``k - 1`` (what the LLM pools' Allen–Cunneen wait uses)."""
-        return self.ca2 + (self.batch - 1)
+        return self.arrival_ca2 + (self.batch - 1)
 
 
 @dataclass(frozen=True)
@@ -297,11 +306,15 @@ class PrefillStall:
 NO_STALL = PrefillStall()
 
 
-def prefill_stall(profile: LatencyProfile, classes: Sequence[tuple[float, int]]) -> PrefillStall:
-    """:class:`PrefillStall` of a replica receiving ``(rate_per_replica, uncached_tokens)`` classes."""
+def prefill_stall(profile: LatencyProfile, classes: Sequence[tuple[float, int]],
+                  burst: Sequence[float] | None = None) -> PrefillStall:
+    """:class:`PrefillStall` of a replica receiving ``(rate_per_replica, uncached_tokens)`` classes.
+    ``burst``: per class, the index of dispersion of its arrivals (:mod:`planner.dispersion`;
+    1 each by default): counts of index ``I`` carry prefill work of variance ``I lam p^2`` per second."""
     c = profile.prefill_per_token_s
+    burst = burst if burst is not None else [1.0] * len(classes)
     return PrefillStall(share=sum(c * lam * unc for lam, unc in classes),
-                        m2=sum(lam * (c * unc) ** 2 for lam, unc in classes))
+                        m2=sum(b * lam * (c * unc) ** 2 for (lam, unc), b in zip(classes, burst)))
 
 
 @lru_cache(maxsize=None)
@@ -578,7 +591,8 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
         return None
     table = llm_service_table(point.prefill_s, t_iter, wait.p_wait, wait.mean_if_waiting,
                               stage.output_tokens, max_tokens, hedge, point.per_seq_s, point.batch, max_num_seqs,
-                              replace(prefill_stall(profile, [(rate / replicas, max(uncached, 1))]), replicas=replicas))
+                              replace(prefill_stall(profile, [(rate / replicas, max(uncached, 1))], [load.burst]),
+                                      replicas=replicas))
     per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
     in_use_tokens = point.batch * (stage.input_tokens + mean_out / 2.0) + (stage.prefix_tokens if prewarm else 0)
     return Candidate(
@@ -687,7 +701,7 @@ def executor_candidates(stage: SQLStage | ToolStage, load: StageLoad, inventory:
     def make(n: int) -> Candidate | None:
         if load.rate_per_s * stage.service_s > highest * n:
             return None
-        wait: BatchWait | None = batch_wait(n, load.rate_per_s, stage.service_s, cs2, load.ca2, load.batch)
+        wait: BatchWait | None = batch_wait(n, load.rate_per_s, stage.service_s, cs2, load.arrival_ca2, load.batch)
         if wait is None:
             return None
         table = executor_service_table(stage.service_s, stage.service_cv, wait.batch.p_wait,
@@ -739,10 +753,13 @@ def prune_dominated(cands: list[Candidate]) -> list[Candidate]:
 
 
 def stage_loads(visits: Mapping[str, float], rate_per_s: float, ca2: float,
-                batches: Mapping[str, int] | None = None) -> dict[str, StageLoad]:
-    """Per stage: ``rate x visits`` calls/s; ``batches`` gives the fan-out copies of branch stages."""
-    batches = batches or {}
-    return {s: StageLoad(rate_per_s * v, v, ca2, max(1, batches.get(s, 1))) for s, v in visits.items()}
+                batches: Mapping[str, int] | None = None,
+                burst: Mapping[str, float] | None = None) -> dict[str, StageLoad]:
+    """Per stage: ``rate x visits`` calls/s; ``batches`` gives the fan-out copies of branch stages,
+    ``burst`` the arrivals' index of dispersion from upstream pools (:mod:`planner.dispersion`)."""
+    batches, burst = batches or {}, burst or {}
+    return {s: StageLoad(rate_per_s * v, v, ca2, max(1, batches.get(s, 1)), max(1.0, burst.get(s, 1.0)))
+            for s, v in visits.items()}
 
 
 __all__ = [

@@ -102,6 +102,8 @@ class Member:
     hedge: int
     prewarm: bool
     ca2: float = 1.0
+    burst: float = 1.0
+    """Index of dispersion of the stage's arrivals from upstream pools (scales its prefill variance)."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
     wait = mgc_wait(replicas * max_num_seqs, rate, mean, cs2, max(m.ca2 for m in members))
     if wait is None:
         return None
-    stall = prefill_stall(profile, [(cl[0], cl[2]) for cl in classes])
+    stall = prefill_stall(profile, [(cl[0], cl[2]) for cl in classes], [m.burst for m in members])
     tables = {m.stage.name: llm_service_table(p, t, wait.p_wait, wait.mean_if_waiting, m.stage.output_tokens,
                                               m.max_tokens, m.hedge, per_seq, batch, max_num_seqs, stall)
               for m, p, t in zip(members, prefills, steps)}
@@ -301,7 +303,8 @@ def _block_range(spec: ModelSpec, profile: LatencyProfile, device: Device, stage
                * s.hedge.options[0].quality for s in stages}
     members = [Member(stage=s, rate_per_s=loads[s.name].rate_per_s * s.hedge.preferred,
                       max_tokens=s.max_tokens.preferred, hedge=s.hedge.preferred,
-                      prewarm=s.warms_prefix, ca2=loads[s.name].dispersion_ca2) for s in stages]
+                      prewarm=s.warms_prefix, ca2=loads[s.name].dispersion_ca2,
+                      burst=loads[s.name].burst) for s in stages]
     kv = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
     if any(m.stage.input_tokens + m.max_tokens > kv for m in members):
         return []

@@ -70,7 +70,7 @@ def _sustainable_rate(planner: "Planner", m: "WorkflowModel", sc: StageCandidate
 
     def fits(rate: float) -> bool:
         load = m.loads[sc.stage]
-        got = stage_candidates(planner.program, stage, StageLoad(rate * visits, visits, load.ca2, load.batch),
+        got = stage_candidates(planner.program, stage, StageLoad(rate * visits, visits, load.ca2, load.batch, load.burst),
                                planner.inventory, False, planner.profile_dir)
         return bool(got.candidates)
 

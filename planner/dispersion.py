@@ -1,0 +1,333 @@
+"""How bursty each stage's arrivals are, predicted from the plan: the index of dispersion of the
+calls reaching a stage, propagated from the LLM pools that feed it.
+
+Why
+---
+The queueing formulas (:mod:`planner.queueing`) take the arrivals' squared CV ``ca2``; the planner
+used to give every stage the workflow's own (1 for Poisson runs). But an LLM pool does not pass
+Poisson arrivals on as Poisson departures. Every running sequence of a replica advances one token
+per iteration, and the other calls' prefills stall those iterations: the replica's *decode
+progress* over a window of ``w`` seconds is ``w`` less the prefill work done in it. That work is
+compound Poisson, mean ``x w`` and variance ``m2 w`` per replica (``x`` the prefill share of the
+replica's time, ``m2 = sum_j lam_j p_j^2`` over its classes, as in :class:`planner.candidates.
+PrefillStall`; ``m2`` is also the long-run variance rate of an M/G/1 server's busy time). Class
+``i`` leaves at ``lam_i / (1 - x)`` per second of decode progress, so its departures in a window
+have variance ``lam_i w + (lam_i / (1 - x))^2 m2 w``, an index of dispersion (variance / mean of
+the counts) of::
+
+    I_out(i) = 1 + lam_i m2 / (1 - x)^2                       (departure_index)
+
+per replica. The pool's index is the same for any number of replicas (independent replicas add
+variances and means alike; a router spreading every burst evenly stalls all ``R`` replicas at once
+by ``1/R`` of it, which gives the same). One class alone: ``lam m2 = x^2``, so
+``I_out = 1 + x^2 / (1 - x)^2``: 1.0 for a decode-bound pool, 5.5 at ``x = 0.68``. A pool without
+prefill stalls (``m2 = 0``; a disaggregated pool's decode replicas) passes Poisson on.
+
+That is the asymptotic index. Over a window ``w`` (:func:`window_share`) it is reached only for
+windows longer than the prefill server's relaxation time ``m2 / (1 - x)^2`` (the reflected-Brownian
+time scale ``sigma^2 / mu^2`` of its workload), a share ``w / (w + m2 / (1 - x)^2)`` before; and
+only within the decode stay ``D = O t_iter`` (a stalled sequence leaves later, in a later window),
+a share ``min(1, D / w)`` beyond it. A queue reads its arrivals over its own time scale: an LLM
+stage over its mean stay (its prefill stall integrates the work over it), an executor pool over its
+own relaxation time ``k lam E[S^2] / (c (1 - rho))^2`` (:func:`executor_window`).
+
+Two corrections. The batch cap (:func:`cap_damping`): over a stay a replica admits at most
+``cap / B`` times its mean prefill work plus one prompt per free slot; a stall beyond that is a
+slot wait, which delays admissions rather than the running sequences, so the shock is clipped
+there (the variance of ``min(Z, c)``). And a pool's own departures coming back to it (a retry
+loop, or a shared pool serving the next stage) are not counted as burstier arrivals into it
+(:func:`_foreign`): they arrive *fewer* while it is stalled, a negative feedback.
+
+Bursty arrivals into a pool make its prefill work burstier: counts of index ``I_j`` carry prefill
+work of variance ``I_j lam_j p_j^2`` per second, so ``m2`` weighs each class by its arrivals' index
+(:func:`planner.candidates.prefill_stall`'s ``burst``).
+
+Propagation over the call graph (:func:`stage_dispersion`), as excesses ``I - 1`` by origin:
+
+* thinning a stream of index ``I`` with probability ``p`` (a branch): ``1 + p (I - 1)``;
+* merging independent streams (several predecessors, a loop's return): the rate-weighted mean;
+* an executor stage (SQL/tool: short service) passes its arrivals on;
+* a fan-out passes its visits' index to its join; the first stage of a branch receives the
+  visits as batches of ``k`` copies, whose epochs have the fan-out's index (the batch size is
+  :class:`planner.candidates.StageLoad`'s ``batch``: fixed cohorts of ``k`` have index ``k``,
+  :func:`batched`); the later stages of a branch the same index;
+* the workflow's entry is Poisson here (its own ``ca2`` stays in ``StageLoad.ca2``).
+
+The result per stage, ``I``, is :class:`planner.candidates.StageLoad`'s ``burst``: the executor
+pools' batch ``ca2`` grows by ``I - 1``, the LLM pools' prefill variance by the factor ``I``.
+Loops make the graph cyclic: :func:`stage_dispersion` iterates arrivals from departures and
+departures from arrivals :data:`ROUNDS` times from Poisson. The pools upstream are the solver's
+choice, so :meth:`planner.api.Planner._second_pass` sizes the pools again from the first choice.
+
+Limits (``benchmarks/llm_pool_vs_sim.py`` sets the departures' index against the simulator's for
+single pools): the one-effect index is low by up to about half the excess at moderate ``x``
+(calls admitted together after a stall also leave closer together, which it leaves out); the cap
+regulates a full replica's departures more than the clipped shock says for short outputs at
+``x >= 0.8``; and within-iteration cohorts (the calls one iteration finishes) are left out, as
+they change a wait by at most an iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import math
+from typing import TYPE_CHECKING
+
+from cortexlang.semantics import Semantics
+from planner.visits import VisitChain, branch_chain
+
+from planner.candidates import output_tokens_moments
+
+if TYPE_CHECKING:
+    from planner.candidates import Candidate
+
+ROUNDS = 6
+"""Rounds of the arrivals/departures iteration (loops feed a pool its own departures)."""
+
+
+def departure_index(rate_per_replica: float, m2: float, share: float, replicas: int = 1) -> float:
+    """Index of dispersion of one class's departures from an LLM pool (module docstring):
+    ``1 + lam m2 / (1 - x)^2`` (per-replica ``lam``, ``m2``); 1 without prefill stalls. The same
+    for any number of replicas: independent replicas add variances and means alike, and a router
+    that spreads every burst evenly over ``R`` replicas stalls them all at once by ``1 / R`` of it."""
+    if m2 <= 0.0 or rate_per_replica <= 0.0 or share <= 0.0:
+        return 1.0
+    if share >= 1.0:
+        raise ValueError("the prefill share must be below 1")
+    return 1.0 + rate_per_replica * m2 / (1.0 - share) ** 2
+
+
+def cap_damping(bound_over_sd: float) -> float:
+    """Share of the stall's variance left when the stall over a stay cannot exceed its mean by more
+    than ``c = bound_over_sd`` standard deviations (the batch cap's bound, :func:`plan_dispersion`):
+    ``Var(min(Z, c))`` for ``Z`` standard normal, 1 as ``c -> inf``, ``1/2 - 1/(2 pi)`` at ``c = 0``."""
+    c = max(bound_over_sd, -8.0)
+    if c > 8.0:
+        return 1.0
+    pdf = math.exp(-0.5 * c * c) / math.sqrt(2.0 * math.pi)
+    cdf = 0.5 * (1.0 + math.erf(c / math.sqrt(2.0)))
+    m1 = -pdf + c * (1.0 - cdf)
+    m2 = cdf - c * pdf + c * c * (1.0 - cdf)
+    return max(m2 - m1 * m1, 0.0)
+
+
+def thinned(index: float, p: float) -> float:
+    """Index of dispersion of a stream of index ``index`` kept with probability ``p``."""
+    return 1.0 + p * (index - 1.0)
+
+
+def merged(streams: Sequence[tuple[float, float]]) -> float:
+    """Index of dispersion of independent ``(rate, index)`` streams superposed: rate-weighted mean."""
+    total = sum(r for r, _ in streams)
+    if total <= 0.0:
+        return 1.0
+    return sum(r * i for r, i in streams) / total
+
+
+def batched(index: float, k: int) -> float:
+    """Index of dispersion of the calls when each arrival brings ``k`` at once (a fan-out's copies):
+    ``k`` times the epochs' index (fixed cohorts of ``k`` at Poisson epochs: ``k``)."""
+    return k * index
+
+
+def _flows(chain: VisitChain) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
+    """Per node its expected visits per instance, and per edge ``(a, b)`` the expected transitions
+    per instance (``"<entry>"`` as the source of the first node)."""
+    reach = chain.reach()
+    n = len(chain.states)
+    visits: dict[str, float] = {}
+    flow: dict[tuple[str, str], float] = {("<entry>", chain.states[0][0]): 1.0} if n else {}
+    for i, (node, _) in enumerate(chain.states):
+        visits[node] = visits.get(node, 0.0) + float(reach[i])
+        for j, p in chain.succ[i]:
+            if j < n:
+                key = (node, chain.states[j][0])
+                flow[key] = flow.get(key, 0.0) + float(reach[i]) * p
+    return visits, flow
+
+
+Excess = dict[str, float]
+"""A stream's excess dispersion by origin: LLM stage -> the ``I - 1`` its departures' stall adds
+(thinned and merged along the way); empty for a Poisson stream."""
+
+
+def _thin(excess: Excess, p: float) -> Excess:
+    return {k: p * v for k, v in excess.items()}
+
+
+def _merge(streams: Sequence[tuple[float, Excess]]) -> Excess:
+    total = sum(r for r, _ in streams)
+    if total <= 0.0:
+        return {}
+    keys = {k for _, e in streams for k in e}
+    return {k: sum(r * e.get(k, 0.0) for r, e in streams) / total for k in keys}
+
+
+def stage_dispersion(chain: VisitChain, departure: Callable[[str, Mapping[str, Excess]], Excess],
+                     fanout_width: Mapping[str, int] | None = None) -> dict[str, Excess]:
+    """Per stage, the excess dispersion of its arrivals by origin (of the batches' epochs for a stage
+    inside a fan-out), given ``departure(stage, arrivals)``: the excess of a stage's departures when
+    the stages' arrivals have the excesses ``arrivals`` (an executor stage returns its own arrivals';
+    an LLM stage ``{stage: I_out - 1}``). See the module docstring for the propagation rules."""
+    wf = chain.workflow
+    sem = Semantics(wf, chain.loop_budget, fanout_width)
+    fanouts = set(wf._index["fanout"])
+    graphs: list[tuple[str | None, dict[str, float], dict[tuple[str, str], float]]] = []
+    todo: list[tuple[str | None, VisitChain]] = [(None, chain)]
+    while todo:
+        owner, ch = todo.pop()
+        visits, flow = _flows(ch)
+        graphs.append((owner, visits, flow))
+        for node in visits:
+            if node in fanouts:
+                for b in range(len(sem.fanout(node).branches)):
+                    todo.append((node, branch_chain(chain, node, b, fanout_width)))
+    stages = {s.name for s in wf.stages}
+    arrivals: dict[str, Excess] = {s: {} for s in stages} | {f: {} for f in fanouts}
+    for _ in range(ROUNDS):
+        out = {s: (departure(s, arrivals) if s in stages else arrivals[s]) for s in arrivals}
+        new = dict(arrivals)
+        for owner, visits, flow in graphs:
+            into: dict[str, list[tuple[float, Excess]]] = {}
+            for (a, b), f in flow.items():
+                if a == "<entry>":
+                    # A branch's entry gets the fan-out's visits (as batches); the workflow's, Poisson.
+                    into.setdefault(b, []).append((f, arrivals[owner] if owner else {}))
+                    continue
+                p = f / visits[a] if visits.get(a, 0.0) > 0 else 0.0
+                into.setdefault(b, []).append((f, _thin(out[a], p)))
+            for b, streams in into.items():
+                new[b] = _merge(streams)
+        arrivals = new
+    return {s: arrivals[s] for s in stages}
+
+
+def window_share(window_s: float, decode_s: float, busy_s: float) -> float:
+    """The share of a pool's asymptotic departure excess seen over a window of ``window_s`` seconds.
+
+    The prefill server's busy time over a window has variance ``m2 w`` only for windows longer than
+    its relaxation time: its workload is, in heavy traffic, a reflected Brownian motion of drift
+    ``-(1 - x)`` and variance ``m2`` per second, which relaxes over ``busy_s = m2 / (1 - x)^2``
+    (Abate and Whitt's time scale ``sigma^2 / mu^2``); shorter windows see a share
+    ``w / (w + busy_s)`` of it. And a stall only moves departures within the decode stay
+    ``decode_s`` (a sequence delayed leaves later, in a later window): a share ``min(1, D / w)``."""
+    if window_s <= 0.0:
+        return 0.0
+    return window_s / (window_s + busy_s) * min(1.0, decode_s / window_s)
+
+
+def index_at(excess: Excess, window_s: float | None, scales: Mapping[str, tuple[float, float]]) -> float:
+    """Index of dispersion over a window of ``window_s`` of a stream with excess ``excess``;
+    ``scales``: per origin its ``(decode_s, busy_s)`` (:func:`window_share`). ``window_s`` None:
+    each origin over its whole decode stay (the most it reaches)."""
+    total = 1.0
+    for k, v in excess.items():
+        d, b = scales.get(k, (0.0, 0.0))
+        total += v * window_share(d if window_s is None else window_s, d, b)
+    return total
+
+
+def plan_dispersion(chain: VisitChain, chosen: Mapping[str, "Candidate"],
+                    fanout_width: Mapping[str, int] | None = None) -> dict[str, float]:
+    """Per stage, the index of dispersion of its arrivals with the LLM pools ``chosen`` (stage -> the
+    chosen candidate): a pool's classes are the stages it serves (its group, or the stage alone), each
+    at its chosen rate over the pool's replicas and its uncached prompt; executor stages pass their
+    arrivals on; a prefill/decode-disaggregated pool's decode replicas are never stalled by prefills.
+    An LLM stage reads its arrivals over its own mean stay (its stall integrates the prefill work over
+    it), an executor stage over the upstream decode stays (:func:`index_at`)."""
+    wf = chain.workflow
+    scales: dict[str, tuple[float, float]] = {}
+
+    def departure(stage: str, arrivals: Mapping[str, Excess]) -> Excess:
+        c = chosen.get(stage)
+        if c is None or c.kind != "llm":
+            return arrivals[stage]
+        return pool_departure(wf, stage, chosen, arrivals, scales)
+
+    excess = stage_dispersion(chain, departure, fanout_width)
+    out = {}
+    for s, e in excess.items():
+        c = chosen.get(s)
+        if c is not None and c.kind == "llm":
+            out[s] = index_at(_foreign(e, c.group_stages or (s,)), c.mean, scales)
+        elif c is not None and e:
+            out[s] = index_at(e, executor_window(c, wf.stage(s)), scales)
+        else:
+            out[s] = 1.0
+    return out
+
+
+def executor_window(c: "Candidate", stage) -> float | None:
+    """The window over which an executor pool's queue reads its arrivals' dispersion: its own
+    relaxation time, the same reflected-Brownian time scale as :func:`window_share`'s, with the work
+    arriving at variance ``k lam E[S^2]`` per second (batches of ``k`` copies of service ``S``) and
+    draining at ``c (1 - rho)`` slot-seconds per second: ``k lam E[S^2] / (c (1 - rho))^2``.
+    None (the upstream stays' whole extent) for a pool without spare capacity to drain at."""
+    k = len(c.fanout_split.own) if c.fanout_split is not None else 1
+    drain = c.units * (1.0 - c.utilisation)
+    if drain <= 0.0:
+        return None
+    second = stage.service_s ** 2 * (1.0 + stage.service_cv ** 2)
+    return k * c.arrival_rate_per_s * second / drain ** 2
+
+
+def pool_departure(wf, stage: str, chosen: Mapping[str, "Candidate"], arrivals: Mapping[str, Excess],
+                   scales: dict[str, tuple[float, float]]) -> Excess:
+    """The excess dispersion of LLM stage ``stage``'s departures from its chosen pool (module
+    docstring), ``{stage: I_out - 1}``, with ``scales[stage]`` set to its ``(decode_s, busy_s)``
+    (:func:`window_share`). The pool's classes are the stages it serves, each at its chosen rate
+    over the pool's replicas and its uncached prompt, their prefill variance weighted by their
+    arrivals' index over their own stay (without the pool's own departures: :func:`_foreign`); the
+    batch cap damps the excess (:func:`cap_damping`); a prefill/decode-disaggregated pool's decode
+    replicas are never stalled by prefills (no excess)."""
+    c = chosen[stage]
+    if c.prefill_replicas > 0 or c.latency_profile is None:
+        return {}
+    prof = c.latency_profile
+    members = [t for t in (c.group_stages or (stage,)) if t in chosen]
+    replicas = max(chosen[t].units for t in members)
+    share, m2, m2_poisson, rate, stay, weight, context = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    for t in members:
+        st, ct = wf.stage(t), chosen[t]
+        uncached = max(st.input_tokens - (st.prefix_tokens if ct.prewarm else 0), 1)
+        lam = ct.arrival_rate_per_s / replicas
+        out = output_tokens_moments(st.output_tokens, ct.max_tokens or st.max_tokens.preferred)[0]
+        burst = index_at(_foreign(arrivals.get(t, {}), members), ct.mean, scales)
+        share += prof.prefill_per_token_s * lam * uncached
+        m2 += burst * lam * (prof.prefill_per_token_s * uncached) ** 2
+        m2_poisson += lam * (prof.prefill_per_token_s * uncached) ** 2
+        rate += lam
+        stay += lam * ct.mean
+        weight += lam * out
+        context += lam * out * (st.input_tokens + out / 2.0)
+    if share >= 1.0 or rate <= 0.0 or m2 <= 0.0:
+        return {}
+    excess = departure_index(c.arrival_rate_per_s / replicas, m2, share, replicas) - 1.0
+    stay /= rate
+    batch, cap = c.utilisation * c.max_num_seqs, c.max_num_seqs
+    # The batch cap: over a stay, the replica admits at most cap / B times the mean prefill work,
+    # plus one prefill per free slot (planner.candidates._batch_capped); the stall beyond is a
+    # slot wait, which delays admissions, not the running sequences' departures.
+    if batch > 0.0 and stay > 0.0:
+        per_prefill = m2_poisson / share
+        bound = share * stay * max(cap / batch - 1.0, 0.0) + max(cap - batch, 0.0) * per_prefill
+        spread = (1.0 - share) + share / replicas
+        excess *= cap_damping(bound / math.sqrt(m2 * spread * stay))
+    own = wf.stage(stage)
+    own_out = output_tokens_moments(own.output_tokens, c.max_tokens or own.max_tokens.preferred)[0]
+    d1 = prof.decode_per_seq_s + prof.decode_per_kv_token_s * context / max(weight, 1e-12)
+    t_iter = (prof.decode_fixed_s + d1 * batch) / (1.0 - share) * prof.decode_factor(own.constraint is not None)
+    scales[stage] = (own_out * t_iter, m2 / (1.0 - share) ** 2)
+    return {stage: excess}
+
+
+def _foreign(excess: Excess, pool: Sequence[str]) -> Excess:
+    """``excess`` without what the pool serving ``pool`` put there itself: its own departures coming
+    back (a retry loop) carry its stalls' gaps, which lower its prefill work while it is stalled
+    (negative feedback), so they are not counted as burstier arrivals into it."""
+    return {k: v for k, v in excess.items() if k not in pool}
+
+
+__all__ = ["plan_dispersion", "pool_departure", "executor_window", "departure_index", "thinned", "merged", "batched", "stage_dispersion",
+           "window_share", "index_at", "cap_damping", "ROUNDS"]
