@@ -109,7 +109,7 @@ def main() -> int:
         "coefficients_before_run": {k: cal_before.get(k) for k in COEFFICIENTS},
         "coefficients_after_run": after_cal,
         "profile": prof.path if prof else None, "rows": rows,
-        "predicted_vs_measured": out["predicted"],
+        "predicted_vs_measured": out["predicted"], "drift_margin": out.get("drift", []),
         "engine_clock": engine_clock(calls, cal_before),
         "per_call": per_call,
     }
@@ -225,6 +225,8 @@ def render(r: dict) -> str:
                      f"{100 * x['error']:+.1f}% | ±{100 * x['target']:.0f}% | {'yes' if x['met'] else 'NO'} | {x['n']} "
                      f"| {post_s} | {post} |")
     lines += ["", "## The plan's prediction vs measured (same run)", "",
+              "The plan is made on this machine's slowest recent calibration (`runtime/drift.py`):",
+              "", *(f"- {m}" for m in r.get("drift_margin") or ["(no calibration history)"]), "",
               "| what | n | p50 plan | p50 measured | p95 plan | p95 measured | p99 plan | p99 measured |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
 

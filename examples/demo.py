@@ -238,6 +238,7 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
     from runtime.orchestrator.engines import vllm_backend_for
     from runtime.orchestrator.recorder import TraceRecorder
     from runtime.orchestrator.report import KvSampler, batch_report, render_report
+    from runtime.drift import drifts
 
     console.rule("[bold]Cortex demo: NL2SQL on the embedded default")
     if not DEFAULT_DB.exists():
@@ -286,6 +287,7 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
                     await orchestrator.start()
             spec = new
         _print_profiles(spec, console)
+        margins = [m.line() for m in drifts(profiles.machine_dir())]  # what the plan above was made with
         questions = _questions(args.questions)
         reference = _reference_rows(db, questions)
         record.parent.mkdir(parents=True, exist_ok=True)
@@ -312,7 +314,7 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
     console.rule("the simulator's error: this run's trace replayed on the same layout and profile")
     comparison = _replay(spec, lines, console)
     return {"plan": plan, "spec": spec, "infos": infos, "trace": lines, "predicted": predicted,
-            "replay": comparison, "wall_s": wall, "rate": rate}
+            "replay": comparison, "wall_s": wall, "rate": rate, "drift": margins}
 
 
 async def _send(orchestrator: Any, questions: list[dict[str, Any]], rate: float, seed: int,
