@@ -144,9 +144,18 @@ class WorkflowModel:
 def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: float, inventory: Inventory,
                 samples: int, seed: int, profile_dir: Path, unbounded: bool = False,
                 decode_stretch: float = DECODE_STRETCH, layout: Layout = "search",
-                disaggregate: bool = False, burst: Mapping[str, float] | None = None) -> WorkflowModel:
+                disaggregate: bool = False, burst: Mapping[str, float] | None = None,
+                memo: dict | None = None) -> WorkflowModel:
     """The workflow's candidates and sampled paths under ``scenario``; ``burst``: per stage, the index
-    of dispersion its arrivals get from the pools upstream (:mod:`planner.dispersion`; 1 if absent)."""
+    of dispersion its arrivals get from the pools upstream (:mod:`planner.dispersion`; 1 if absent).
+
+    ``memo`` (one planning request's, see :meth:`Planner.model`) keeps what does not depend on
+    ``burst`` -- the sampled paths, the standalone latencies -- and every stage's and shared block's
+    candidates by the loads they were built for, so a rebuild with the arrivals' dispersion
+    (:meth:`Planner._second_pass`) recomputes only the stages and blocks whose loads changed."""
+    memo = {} if memo is None else memo
+    scenario_key = (workflow.name, tuple(sorted(scenario.retry_depth.items())),
+                    tuple(sorted(scenario.fanout_width.items())))
     chain = build_chain(workflow, scenario.retry_depth)
     visits = expected_stage_visits(chain, scenario.fanout_width)
     ca2 = 0.0 if workflow.load and workflow.load.pattern == "constant" else (
@@ -158,18 +167,24 @@ def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: 
     sem = Semantics(workflow, chain.loop_budget, scenario.fanout_width)
     planned = {st.name: st if isinstance(st, LLMStage) else planned_stage(sem, st) for st in workflow.stages}
     for st in planned.values():
-        sc = stage_candidates(program, st, loads[st.name], inventory, unbounded, profile_dir, decode_stretch,
-                              disaggregate)
-        stages[st.name] = StageCandidates(sc.stage, prune_dominated(sc.candidates), sc.problem, sc.needs)
+        key = ("stage", scenario_key, st.name, loads[st.name], unbounded, decode_stretch, disaggregate)
+        if key not in memo:
+            sc = stage_candidates(program, st, loads[st.name], inventory, unbounded, profile_dir, decode_stretch,
+                                  disaggregate)
+            memo[key] = StageCandidates(sc.stage, prune_dominated(sc.candidates), sc.problem, sc.needs)
+        stages[st.name] = memo[key]
     if layout != "isolated" or declared_blocks(workflow):  # the file's pools hold in every layout
         dedicated = {s: sc.candidates for s, sc in stages.items()}
         groups = group_candidates(program, workflow, loads, inventory, dedicated, unbounded, profile_dir,
-                                  decode_stretch)
+                                  decode_stretch, memo)
         for s, cands in with_layout(workflow, dedicated, groups, layout).items():
             stages[s] = StageCandidates(s, cands, stages[s].problem if not cands else None, stages[s].needs)
-    paths = sample_paths(chain, samples, seed, scenario.fanout_width)
-    alone = paths.run_latency({st.name: standalone_table(program, st, inventory, profile_dir)
-                               for st in planned.values()})
+    key = ("paths", scenario_key, samples, seed)
+    if key not in memo:
+        paths = sample_paths(chain, samples, seed, scenario.fanout_width)
+        memo[key] = paths, paths.run_latency({st.name: standalone_table(program, st, inventory, profile_dir)
+                                              for st in planned.values()})
+    paths, alone = memo[key]
     return WorkflowModel(workflow, scenario, rate, ca2, chain, visits, paths, stages, loads, alone)
 
 
@@ -199,6 +214,8 @@ class Planner:
         self.workflows = [w for w in program.workflows]
         self.scenarios = {w.name: scenarios(w) for w in self.workflows}
         self._models: dict[tuple[str, int, bool], WorkflowModel] = {}
+        self._memo: dict = {}
+        """Candidates and sampled paths already built in this request (:func:`build_model`'s ``memo``)."""
         self.burst: dict[tuple[str, int], dict[str, float]] = {}
         """Per (workflow, scenario): the arrivals' dispersion the candidates are built with (:meth:`_second_pass`)."""
         self.iterations = 0
@@ -213,7 +230,7 @@ class Planner:
             self._models[key] = build_model(self.program, wf, self.scenarios[wf.name][k], self.rates[wf.name],
                                             self.inventory, self.samples, self.seed, self.profile_dir, unbounded,
                                             self.decode_stretch, self.layout, self.disaggregate,
-                                            self.burst.get((wf.name, k)))
+                                            self.burst.get((wf.name, k)), self._memo)
         return self._models[key]
 
     def solve_at(self, models: Sequence[WorkflowModel], scale: float, unbounded: bool = False,
@@ -268,7 +285,10 @@ class Planner:
         choice is kept and predicted with the dispersion it causes if it still meets every SLO so;
         otherwise it is solved once more with every stage's largest dispersion seen (conservative for
         whichever pools it picks). When no stage is burstier than ``1 + BURST_TOLERANCE``, or a
-        re-solve finds no plan (the burstier model is stricter), the previous round stands."""
+        re-solve finds no plan (the burstier model is stricter), the previous round stands. Before
+        the first re-solve, the first pass's choice is re-predicted with the dispersion it causes: if
+        it still meets every SLO it is kept (no re-solve could be cheaper; the 20-stage binding case of
+        ``benchmarks/plan_bench.py`` re-solved 8 more times without it)."""
         used: dict[str, dict[str, float]] = {w.name: {} for w in self.workflows}
         seen: dict[str, dict[str, float]] = {w.name: {} for w in self.workflows}
         for round_ in range(BURST_ROUNDS + 1):
@@ -282,6 +302,13 @@ class Planner:
                     return kept
                 bursts = seen
             again = self._rebuild(choice, bursts)
+            if round_ == 0:
+                # Burstier arrivals only lengthen every pool's latency, so the rebuilt problem's
+                # feasible plans are a subset of the first pass's: when the first pass's optimum still
+                # meets every SLO with the dispersion it causes, a re-solve would find nothing cheaper.
+                same = self._same_choice(models, again, result)
+                if same is not None:
+                    return again, same
             second = self.solve_at(again, 1.0) if all(m.problem_stage is None for m in again) else None
             if second is None or second.assignments is None:
                 self._restore(models, choice, used)
@@ -320,6 +347,17 @@ class Planner:
         with it and the same configurations picked from them; None (and ``models``, built with
         ``used``, restored) when one is no longer offered or a workflow's SLO no longer holds so."""
         again = self._rebuild(choice, bursts)
+        same = self._same_choice(models, again, result)
+        if same is None:
+            self._restore(models, choice, used)
+            return None
+        return again, same
+
+    @staticmethod
+    def _same_choice(models: Sequence[WorkflowModel], again: Sequence[WorkflowModel],
+                     result: SolveResult) -> SolveResult | None:
+        """``result``'s configurations picked from the rebuilt models ``again``; None when one is no
+        longer offered or a workflow's SLO no longer holds with them."""
         assigns = []
         for old, new, assign in zip(models, again, result.assignments):
             picked = {}
@@ -327,17 +365,14 @@ class Planner:
                 key = _config_key(old.stages[s].candidates[i])
                 j = next((j for j, c in enumerate(new.stages[s].candidates) if _config_key(c) == key), None)
                 if j is None:
-                    break
+                    return None
                 picked[s] = j
-            else:
-                p = new.problem()
-                lat = p.run_latency(picked)
-                if p.slo_latency_s is None or attainment(lat, p.slo_latency_s) >= (p.slo_attainment or 0.0):
-                    assigns.append(picked)
-                    continue
-            self._restore(models, choice, used)
-            return None
-        return again, SolveResult(assigns, result.status, result.iterations)
+            p = new.problem()
+            if p.slo_latency_s is not None and attainment(p.run_latency(picked), p.slo_latency_s) < (
+                    p.slo_attainment or 0.0):
+                return None
+            assigns.append(picked)
+        return SolveResult(assigns, result.status, result.iterations)
 
     def _use_spare_devices(self, models: Sequence[WorkflowModel], result: SolveResult) -> SolveResult:
         """Headroom mode: give the devices the plan leaves idle to the pools they help most.

@@ -255,8 +255,12 @@ def with_layout(workflow: Workflow, isolated: Mapping[str, list[Candidate]], gro
 
 def group_candidates(program: Program, workflow: Workflow, loads: Mapping[str, StageLoad], inventory: Inventory,
                      isolated: Mapping[str, Sequence[Candidate]], unbounded: bool = False,
-                     profile_dir: Path = PROFILE_DIR, stretch: float = DECODE_STRETCH) -> list[list[Candidate]]:
-    """Every shared-pool candidate of ``workflow``: per group, its member candidates, lead first."""
+                     profile_dir: Path = PROFILE_DIR, stretch: float = DECODE_STRETCH,
+                     memo: dict | None = None) -> list[list[Candidate]]:
+    """Every shared-pool candidate of ``workflow``: per group, its member candidates, lead first.
+    ``memo`` keeps each block's candidates by everything they are computed from (its members'
+    loads among them), for a request that builds the same workflow again (planner.api.build_model)."""
+    memo = {} if memo is None else memo
     llm = [s for s in workflow.stages if isinstance(s, LLMStage) and loads[s.name].visits_per_run > 0]
     found: list[list[Candidate]] = []
     for model in sorted({o.model for s in llm for o in s.models}):
@@ -276,7 +280,11 @@ def group_candidates(program: Program, workflow: Workflow, loads: Mapping[str, S
                     if block != preferred and block not in declared:  # a partial block consolidates: fewer replicas
                         limit = min(limit, _isolated_replicas(isolated, block, device.kind, profile.tp) - 1)
                     caps = BATCH_CAPS if block == preferred else BATCH_CAPS[:1]  # the all-shared pool: every cap
-                    found.extend(_block_range(spec, profile, device, members, loads, stretch, limit, caps))
+                    key = ("block", workflow.name, model, block, device, profile, limit, stretch,
+                           tuple(caps), tuple(loads[s.name] for s in members))
+                    if key not in memo:
+                        memo[key] = _block_range(spec, profile, device, members, loads, stretch, limit, caps)
+                    found.extend(memo[key])
     forced = set(declared_blocks(workflow))  # the file's pools are no choice: never pruned
     return [g for g in found if g[0].group_stages in forced or not _beaten_by_isolated(g, isolated)]
 
