@@ -2,7 +2,7 @@ cimport cython
 from runtime.simulator.calls cimport Call
 # C calls, not Python ones, from the walk (the .py's ``from ... import`` resolves to them).
 from runtime.simulator.distributions cimport sample
-from runtime.simulator.graph cimport llm_standalone_s
+from runtime.simulator.graph cimport StandaloneTime
 # The run's generator is the C one (distributions.run_rng): rng.random() is a C call.
 from runtime.simulator.mt cimport MersenneTwister
 
@@ -41,9 +41,10 @@ cdef class IRRun(Run):
     @cython.locals(rng=MersenneTwister)
     cpdef _sizes(self, tuple key, stage)
     cpdef _edge_u(self, tuple key)
+    @cython.locals(draw=tuple, st=StandaloneTime)
     cpdef _call_time(self, tuple key, stage)
-    @cython.locals(t=double, v=long, draw=tuple, rng=MersenneTwister, script=dict, standalone=dict, draws=dict,
-                   cums=dict, visits=dict, fanouts=dict)
+    @cython.locals(t=double, v=long, draw=tuple, st=StandaloneTime, rng=MersenneTwister, script=dict,
+                   standalone=dict, draws=dict, cums=dict, plain_next=dict, visits=dict, fanouts=dict)
     cpdef _dry_walk(self)
     @cython.locals(draw=tuple, sizes=tuple, top=_Walk)
     cpdef Call _make_call(self, tuple key, stage, cp, group=*)

@@ -32,7 +32,7 @@ from cortexlang.ir import LLMStage
 from cortexlang.semantics import Semantics, join_waits_for_all
 from runtime.simulator.calls import Call
 from runtime.simulator.distributions import _COMPILED, NV_MAGICCONST, sample
-from runtime.simulator.graph import WorkflowGraph, llm_standalone_s
+from runtime.simulator.graph import StandaloneTime, WorkflowGraph
 from runtime.simulator.mt import MersenneTwister
 
 Generator = random.Random | MersenneTwister
@@ -47,7 +47,7 @@ def _draw_params(g: WorkflowGraph, token_cv: float, family: str) -> dict[str, tu
 
 def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
     """How one stage's scripted sizes are drawn and timed, and its calls' static fields:
-    ``(True, input params, output params, reference profile, prefix tokens, (model, prefix key,
+    ``(True, input params, output params, reference profile's StandaloneTime, prefix tokens, (model, prefix key,
     expected s, remaining critical path s, its std))`` for LLM stages (see :func:`_tokens`; the
     profile and prefix tokens give the standalone time), ``(False, mean, cv, (kind, expected s,
     remaining s, its std), extra)`` for SQL/tool service times (``extra``: None, or a uniform
@@ -59,7 +59,7 @@ def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
         pkey = f"{g.workflow.name}/{s.name}@{model}" if s.prefix_tokens else None
         return (True, _token_params(s.input_tokens, token_cv * 0.5, s.prefix_tokens + 1, None),
                 _token_params(s.output_tokens, token_cv, 1, g.max_tokens[s.name]),
-                g.profile_for(model), s.prefix_tokens, (model, pkey, g.stage_time[s.name], remaining, std))
+                StandaloneTime(g.profile_for(model)), s.prefix_tokens, (model, pkey, g.stage_time[s.name], remaining, std))
     extra = None
     retry = getattr(s, "retry", None)
     if s.service_range_s is not None or retry is not None:
@@ -322,7 +322,11 @@ class IRRun(Run):
         if t is None:
             a, b, _ = self._sizes(key, stage)
             draw = self._draws[stage]  # filled by _sizes
-            t = llm_standalone_s(draw[3], a, b, draw[4]) if draw[0] else a
+            if draw[0]:
+                st = draw[3]  # a StandaloneTime (typed in runs.pxd: a C call)
+                t = st.of(a, b, draw[4])
+            else:
+                t = a
             self._standalone[key] = t
         return t
 
@@ -355,7 +359,7 @@ class IRRun(Run):
         # for stage nodes (same draws in the same order: input tokens, output tokens, edge).
         g = self.g
         fanouts, script, standalone = g.fanouts, self.script, self._standalone
-        rng, draws, cums, edges = self.rng, self._draws, g.cum, g.edges
+        rng, draws, cums, plain_next = self.rng, self._draws, g.cum, g.plain_next
         t, node, visits, counters = 0.0, g.workflow.entry, {}, self.top.counters
         for _ in range(100_000):
             if node == "done" or node == "fail":
@@ -373,7 +377,8 @@ class IRRun(Run):
                 if draw[0]:
                     a, b = _tokens(rng, draw[1]), _tokens(rng, draw[2])
                     u = rng.random()
-                    ct = llm_standalone_s(draw[3], a, b, draw[4])
+                    st = draw[3]  # a StandaloneTime (typed in runs.pxd: a C call)
+                    ct = st.of(a, b, draw[4])
                 else:
                     a, b = _service(rng, draw, self._family), 0
                     u = rng.random()
@@ -382,9 +387,9 @@ class IRRun(Run):
                 standalone[key] = ct
                 t += ct
             i = _edge_index(cums[node], u)
-            e = edges[node][i]
-            if e.loop is None:
-                node = e.target
+            target = plain_next[node][i]
+            if target is not None:  # not a loop edge
+                node = target
                 continue
             step = _take(g, node, i, counters)
             node, counters = step.target, step.counters
@@ -492,11 +497,13 @@ class IRRun(Run):
                prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
         sem = walk.sem
         if walk.fan is None:  # the run's own graph: the edge draw inlined, the step memoised (hot path)
-            i = _edge_index(self.g.cum[node], u)
-            e = self.g.edges[node][i]
-            if e.loop is None:
-                return self._enter(walk, e.target, cp, call, prune)
-            step = _take(self.g, node, i, walk.counters)
+            g = self.g
+            i = _edge_index(g.cum[node], u)
+            target = g.plain_next[node][i]
+            if target is not None:  # not a loop edge
+                return self._enter(walk, target, cp, call, prune)
+            e = g.edges[node][i]
+            step = _take(g, node, i, walk.counters)
         else:
             e = sem.draw_edge(node, u)
             if e.loop is None:
