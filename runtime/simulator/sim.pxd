@@ -5,21 +5,18 @@ from runtime.simulator.engine cimport LLMEngine
 from runtime.simulator.executor cimport ExecutorGroup
 from runtime.policies.base cimport CallView, ReplicaView, StageLoad
 from runtime.simulator.distributions cimport interarrival, run_rng
-from runtime.simulator.events cimport pop_event, push_event
+from runtime.simulator.events cimport SimClock, pop_event
 
-@cython.final
-cdef class Simulator:
+# Not final: Cython rejects a final class that overrides a base method (call_finished).
+cdef class Simulator(SimClock):
     cdef dict __dict__
     cdef public object program, policy, cfg, streams, trace, engines, executors, replicas, graphs, ref_profiles
     cdef public dict _candidates, _stage_load_parts, _stage_list, _lenders, _overrides
     cdef public object _prune_hook, run_records, call_records, kv_samples, _arrival_rng, _mix, _pattern
-    cdef public double now
-    cdef public list _events
-    cdef public long _seq, llm_calls, active_runs, _next_id, _arrivals_left
+    cdef public long llm_calls, active_runs, _next_id, _arrivals_left
     cdef public object _total_rate
     cdef public bint _adapts, _borrow, _borrow_spare, _record_calls, _plain_route, _no_views
 
-    cpdef at(self, double t, handler, arg=*)
     cpdef _loop(self, list events)
     @cython.locals(run=Run)
     cpdef _arrive(self, run)

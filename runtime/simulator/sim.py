@@ -31,7 +31,7 @@ from runtime.simulator.calls import TRANSFER as TRANSFERRING
 from runtime.simulator.cluster import LayoutError, ReplicaSpec, model_profile
 from runtime.simulator.distributions import _COMPILED, interarrival, run_rng
 from runtime.simulator.engine import LLMEngine
-from runtime.simulator.events import pop_event, push_event
+from runtime.simulator.events import SimClock, pop_event
 from runtime.simulator.executor import ExecutorGroup
 from runtime.simulator.graph import KnobChoices, WorkflowGraph
 from runtime.simulator.records import SimResult
@@ -76,7 +76,7 @@ class SimulationStalled(LayoutError):
     """Runs were left unfinished with nothing pending: calls no replica of the layout can ever admit."""
 
 
-class Simulator:
+class Simulator(SimClock):
     """Runs one workload on one layout under one policy; see module docstring."""
 
     def __init__(self, program: Program, layout: Sequence[ReplicaSpec], policy: Policy,
@@ -87,9 +87,7 @@ class Simulator:
         self.cfg = config or SimConfig()
         self.streams = tuple(streams)
         self.trace = list(trace) if trace is not None else None
-        self.now = 0.0
-        self._events: list[tuple] = []
-        self._seq = 0
+        SimClock.__init__(self)  # now = 0.0, no events
         self.engines: list[LLMEngine] = []
         self.executors: list[ExecutorGroup] = []
         self.replicas: dict[str, LLMEngine | ExecutorGroup] = {}
@@ -171,14 +169,7 @@ class Simulator:
                                         and stage not in r.spec.stages and r.role == "mixed"]
         return got
 
-    # -- events --------------------------------------------------------------
-    def at(self, t: float, handler, arg: object = None) -> None:
-        """Call ``handler(arg)`` at simulated time ``t``. Events are ``(t, seq, handler, arg)``
-        tuples: ``seq`` (unique, increasing) breaks time ties in scheduling order, so the heap never
-        compares handlers, and the loop calls the handler directly (no dispatch on an event kind)."""
-        self._seq += 1
-        push_event(self._events, (t, self._seq, handler, arg))
-
+    # -- events (SimClock.at schedules one) ---------------------------------
     def run(self) -> SimResult:
         wall0 = time.perf_counter()
         self._arrival_rng = random.Random(self.cfg.seed)
