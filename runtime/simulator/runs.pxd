@@ -8,7 +8,8 @@ from runtime.simulator.mt cimport MersenneTwister
 
 cdef class Run:
     cdef public object run_id, workflow, arrival_s, deadline_s, standalone_s, status, end_s, attained_s
-    cdef public object last_replica, rejected_reason, lighter
+    cdef public dict last_replica
+    cdef public object rejected_reason, lighter
     cdef public long outstanding, pruned, ncalls
 
     # Overridden by IRRun (C) and by Python subclasses (trace.TraceRun), which cpdef dispatch finds.
@@ -25,8 +26,12 @@ cdef class _Fan:
     cdef public bint done
 
 # value: mu (a float, params' first item: _token_params), 0.0 or exp(...), always a float.
-@cython.locals(u1=double, u2=double, z=double, n=long, value=double, f=double, d=double)
+@cython.locals(n=long, value=double, f=double, d=double)
 cpdef _tokens(MersenneTwister rng, tuple params)
+@cython.locals(u1=double, u2=double, z=double)
+cpdef double _lognormal(MersenneTwister rng, double mu, double sigma)
+@cython.locals(s2=double)
+cpdef _sample(MersenneTwister rng, mean, cv, family)
 cpdef _service(MersenneTwister rng, tuple draw, family)
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, c=double)
 cpdef Py_ssize_t _edge_index(list cum, double u) except? -1

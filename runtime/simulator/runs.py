@@ -79,7 +79,7 @@ def _service(rng: Generator, draw: tuple, family: str) -> float:
     draws (uniform on the range, else from ``family``) plus the backoffs between them."""
     extra = draw[4]
     if extra is None:
-        return sample(rng, draw[1], draw[2], family)
+        return _sample(rng, draw[1], draw[2], family)
     span, cum, backoff = extra
     attempts = 1
     if cum is not None:
@@ -91,7 +91,7 @@ def _service(rng: Generator, draw: tuple, family: str) -> float:
                 break
     total = 0.0
     for i in range(attempts):
-        total += span[0] + (span[1] - span[0]) * rng.random() if span is not None else sample(
+        total += span[0] + (span[1] - span[0]) * rng.random() if span is not None else _sample(
             rng, draw[1], draw[2], family)
         if i:
             total += backoff * 2 ** (i - 1)
@@ -120,15 +120,7 @@ def _tokens(rng: Generator, params: tuple) -> int:
     elif sigma < 0.0:
         value = 0.0
     else:
-        # ``math.exp(distributions.normal(rng, mu, sigma))`` (CPython's normalvariate) inlined:
-        # same draws, same value, no call per draw.
-        while True:
-            u1 = rng.random()  # a C call in the compiled build (runs.pxd types rng)
-            u2 = 1.0 - rng.random()
-            z = _NV * (u1 - 0.5) / u2
-            if z * z / 4.0 <= -math.log(u2):
-                break
-        value = math.exp(mu + z * sigma)
+        value = _lognormal(rng, mu, sigma)
     # int(round(value)) without the builtin call (hot path: several draws per run): ties to even,
     # decided on value - floor(value), which is exact for the finite value >= 0 drawn here (Sterbenz).
     f = math.floor(value)
@@ -140,6 +132,28 @@ def _tokens(rng: Generator, params: tuple) -> int:
     if n < low:
         n = low
     return high if high is not None and n > high else n
+
+
+def _lognormal(rng: Generator, mu: float, sigma: float) -> float:
+    """``math.exp(distributions.normal(rng, mu, sigma))`` (CPython's normalvariate) written out:
+    the same draws and the same value, without a Python call per draw (a C call on the run's
+    generator in the compiled build: runs.pxd types it)."""
+    while True:
+        u1 = rng.random()
+        u2 = 1.0 - rng.random()
+        z = _NV * (u1 - 0.5) / u2
+        if z * z / 4.0 <= -math.log(u2):
+            return math.exp(mu + z * sigma)
+
+
+def _sample(rng: Generator, mean: float, cv: float, family: str) -> float:
+    """:func:`~runtime.simulator.distributions.sample` on a run's generator, its lognormal case
+    (``exp(normal(log(mean) - s2 / 2, sqrt(s2)))``, ``s2 = log1p(cv^2)``) written out: the same
+    operations in the same order, so the same value."""
+    if family == "lognormal" and mean > 0.0 and cv > 0.0:
+        s2 = math.log1p(cv * cv)
+        return _lognormal(rng, math.log(mean) - s2 / 2.0, math.sqrt(s2))
+    return sample(rng, mean, cv, family)
 
 
 def _edge_index(cum: list, u: float) -> int:

@@ -20,12 +20,14 @@ cdef class Simulator(SimClock):
     cpdef _loop(self, list events)
     @cython.locals(run=Run)
     cpdef _arrive(self, run)
+    cpdef _deadline(self, Run run)
     @cython.locals(run=Run, v=CallView)
     cpdef CallView call_view(self, Call call)
     # wait and w: backlog_s is always a Python float (see _least_backlog_replica), or 0.0 or inf.
     @cython.locals(queued=long, running=long, q=long, n=long, v=ReplicaView, wait=double, w=double, got=tuple,
                    reps=list, made=dict, by_kind=dict, by_model=dict, sl=StageLoad)
     cpdef stage_load(self, stage, kind, model)
+    cpdef dict stage_loads(self, Run run)
     @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict)
     cpdef dispatch(self, Call call, exclude=*)
     @cython.locals(run=Run, peer=Call, c=Call)

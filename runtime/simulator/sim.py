@@ -307,9 +307,11 @@ class Simulator(SimClock):
         if self.cfg.slo_scale is not None:
             run.deadline_s = run.arrival_s + self.cfg.slo_scale * run.standalone_s
             return
-        wf = next((w for w in self.program.workflows if w.name == run.workflow), None)
-        if wf is not None and wf.slo is not None:
-            run.deadline_s = run.arrival_s + wf.slo.latency_s
+        for wf in self.program.workflows:  # the first of the run's name
+            if wf.name == run.workflow:
+                if wf.slo is not None:
+                    run.deadline_s = run.arrival_s + wf.slo.latency_s
+                return
 
     def call_view(self, call: Call) -> CallView:
         run = call.run
