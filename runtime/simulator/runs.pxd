@@ -35,6 +35,9 @@ cpdef _sample(MersenneTwister rng, mean, cv, family)
 cpdef _service(MersenneTwister rng, tuple draw, family)
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, c=double)
 cpdef Py_ssize_t _edge_index(list cum, double u) except? -1
+# Loop counters are small ints: C integers sum them to the same int (overflow-checked).
+@cython.locals(total=long, c=long)
+cpdef long _count_sum(tuple counters) except? -1
 cpdef _take(g, node, Py_ssize_t i, tuple counters)
 
 @cython.final

@@ -175,6 +175,14 @@ def _edge_index(cum: list, u: float) -> int:
     return lo if lo < n else n - 1
 
 
+def _count_sum(counters: tuple) -> int:
+    """``sum(counters)`` for loop counters (small ints), without the builtin's call (every call made)."""
+    total = 0
+    for c in counters:
+        total += c
+    return total
+
+
 def _take(g: WorkflowGraph, node: str, i: int, counters: tuple):
     """``g.semantics.take(counters, g.edges[node][i])``, memoised in ``g.steps``."""
     key = (node, i, counters)
@@ -446,7 +454,7 @@ class IRRun(Run):
         a, b, _ = sizes if sizes is not None else self._sizes(key, stage)
         draw = self._draws[stage]  # filled by the first draw of this stage
         self.ncalls += 1
-        attempt = sum(self.top.counters) + (sum(group.counters) if group is not None else 0)
+        attempt = _count_sum(self.top.counters) + (_count_sum(group.counters) if group is not None else 0)
         if draw[0]:
             model, pkey, expected, remaining, std = draw[5]
             t = self._standalone.get(key)
