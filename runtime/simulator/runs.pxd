@@ -38,12 +38,13 @@ cpdef Py_ssize_t _edge_index(list cum, double u) except? -1
 # Loop counters are small ints: C integers sum them to the same int (overflow-checked).
 @cython.locals(total=long, c=long)
 cpdef long _count_sum(tuple counters) except? -1
+@cython.locals(steps=dict)
 cpdef _take(g, node, Py_ssize_t i, tuple counters)
 
 @cython.final
 cdef class IRRun(Run):
     cdef public object g, sem, top, token_cv, _family
-    cdef public dict script, widths, _draws, _standalone
+    cdef public dict script, widths, _draws, _standalone, _cum, _plain_next
     cdef public MersenneTwister rng
 
     @cython.locals(rng=MersenneTwister)

@@ -186,9 +186,10 @@ def _count_sum(counters: tuple) -> int:
 def _take(g: WorkflowGraph, node: str, i: int, counters: tuple):
     """``g.semantics.take(counters, g.edges[node][i])``, memoised in ``g.steps``."""
     key = (node, i, counters)
-    step = g.steps.get(key)
+    steps = g.steps
+    step = steps.get(key)
     if step is None:
-        step = g.steps[key] = g.semantics.take(counters, g.edges[node][i])
+        step = steps[key] = g.semantics.take(counters, g.edges[node][i])
     return step
 
 
@@ -289,7 +290,8 @@ class _Fan:
 class IRRun(Run):
     """A run walking an IR workflow (see module docstring)."""
 
-    __slots__ = ("g", "sem", "rng", "script", "top", "token_cv", "widths", "_family", "_draws", "_standalone")
+    __slots__ = ("g", "sem", "rng", "script", "top", "token_cv", "widths", "_family", "_draws", "_standalone",
+                 "_cum", "_plain_next")
 
     def __init__(self, g: WorkflowGraph, run_id: int, arrival_s: float, rng: Generator,
                  token_cv: float = 0.3, service_family: str = "lognormal"):
@@ -298,6 +300,8 @@ class IRRun(Run):
         super().__init__(run_id, g.workflow.name, arrival_s)
         self.g = g
         self.sem = g.semantics
+        self._cum = g.cum  # the graph's edge tables, read on every step of the run's own walk
+        self._plain_next = g.plain_next
         self.rng = rng
         self.token_cv = token_cv
         self.script: dict[tuple, tuple] = {}
@@ -381,7 +385,7 @@ class IRRun(Run):
         # for stage nodes (same draws in the same order: input tokens, output tokens, edge).
         g = self.g
         fanouts, script, standalone = g.fanouts, self.script, self._standalone
-        rng, draws, cums, plain_next = self.rng, self._draws, g.cum, g.plain_next
+        rng, draws, cums, plain_next = self.rng, self._draws, self._cum, self._plain_next
         t, node, visits, counters = 0.0, g.workflow.entry, {}, self.top.counters
         for _ in range(100_000):
             if node == "done" or node == "fail":
@@ -519,13 +523,12 @@ class IRRun(Run):
                prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
         sem = walk.sem
         if walk.fan is None:  # the run's own graph: the edge draw inlined, the step memoised (hot path)
-            g = self.g
-            i = _edge_index(g.cum[node], u)
-            target = g.plain_next[node][i]
+            i = _edge_index(self._cum[node], u)
+            target = self._plain_next[node][i]
             if target is not None:  # not a loop edge
                 return self._enter(walk, target, cp, call, prune)
-            e = g.edges[node][i]
-            step = _take(g, node, i, walk.counters)
+            e = self.g.edges[node][i]
+            step = _take(self.g, node, i, walk.counters)
         else:
             e = sem.draw_edge(node, u)
             if e.loop is None:

@@ -14,7 +14,7 @@ cdef class Simulator(SimClock):
     cdef public dict _candidates, _stage_load_parts, _stage_list, _lenders, _overrides
     cdef public object _prune_hook, run_records, call_records, kv_samples, _arrival_rng, _mix, _pattern
     cdef public long llm_calls, active_runs, _next_id, _arrivals_left
-    cdef public object _total_rate
+    cdef public object _total_rate, _run_seed0, _token_cv, _service_family
     cdef public bint _adapts, _borrow, _borrow_spare, _record_calls, _plain_route, _no_views
 
     cpdef _loop(self, list events)

@@ -179,6 +179,10 @@ class Simulator(SimClock):
         self._borrow = self.policy.borrow_idle
         self._borrow_spare = self.policy.borrow_spare
         self._record_calls = self.cfg.record_calls
+        # Run settings read on every arrival, bound once.
+        self._run_seed0 = self.cfg.seed * 1_000_003
+        self._token_cv = self.cfg.token_cv
+        self._service_family = self.cfg.service_family
         # Policy.route not overridden, no borrowing and no prefill/decode replica: the route is the
         # least-backlogged candidate (least_backlog_route), picked without the policy call and the
         # Route object.
@@ -282,8 +286,7 @@ class Simulator(SimClock):
             run_id = self._next_id
             self._next_id += 1
             run = IRRun(self.graphs[stream.workflow], run_id, self.now,
-                        run_rng(self.cfg.seed * 1_000_003 + run_id), self.cfg.token_cv,
-                        self.cfg.service_family)
+                        run_rng(self._run_seed0 + run_id), self._token_cv, self._service_family)
             self._arrivals_left -= 1
             if self._arrivals_left > 0:
                 p = self._pattern
@@ -491,7 +494,8 @@ class Simulator(SimClock):
         for v in borrowed:
             v.borrowed = False
         replica = self.replicas[route.replica_id]
-        if isinstance(replica, LLMEngine) and replica.role == "prefill":
+        e = replica if type(replica) is LLMEngine else None  # typed in sim.pxd: C field reads
+        if e is not None and e.role == "prefill":
             call.phase = "prefill"
             dec = route.decode_replica_id
             call.decode_replica = self.replicas[dec] if dec else None
