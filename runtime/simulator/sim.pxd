@@ -28,7 +28,8 @@ cdef class Simulator(SimClock):
                    reps=list, made=dict, by_kind=dict, by_model=dict, sl=StageLoad)
     cpdef stage_load(self, stage, kind, model)
     cpdef dict stage_loads(self, Run run)
-    @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict)
+    @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict,
+                   excluding=bint)
     cpdef dispatch(self, Call call, exclude=*)
     @cython.locals(run=Run, peer=Call, c=Call)
     cpdef call_finished(self, Call call)

@@ -428,9 +428,10 @@ class Simulator(SimClock):
         call.view = view
         hedge = 1
         kind = call.kind
+        excluding = len(exclude) > 0  # a hedge's duplicate avoids replicas (read once: a C flag when compiled)
         if kind == "llm":
             self.llm_calls += 1
-            if self._adapts and not exclude:
+            if self._adapts and not excluding:
                 ad = self.policy.adapt(view, self.stage_load(call.stage, call.kind, call.model))
                 if ad.model and ad.model != call.model and self.candidates(call.stage, "llm", ad.model):
                     run.degrade(call.stage, self._option_quality(call.stage, ad.model))
@@ -440,7 +441,7 @@ class Simulator(SimClock):
                     view.model = ad.model
                     view.prefix_key = call.prefix_key
                 hedge = ad.hedge  # below 2: no duplicate
-        elif self._adapts and not exclude:
+        elif self._adapts and not excluding:
             hedge = self.policy.adapt(view, self.stage_load(call.stage, kind, None)).hedge
         by_model = self._candidates.get(call.stage)
         cands = by_model.get(call.model) if by_model is not None else None
@@ -460,7 +461,7 @@ class Simulator(SimClock):
         if not cands:
             raise LayoutError(f"no replica serves stage {call.stage!r}"
                               + (f" with model {call.model!r}" if call.model else ""))
-        if self._plain_route and not exclude:
+        if self._plain_route and not excluding:
             replica = _least_backlog_replica(cands)
             call.t_enqueue = now
             # Without a view, the key is Policy.priority's: (enqueued_s,).
@@ -468,7 +469,7 @@ class Simulator(SimClock):
             if hedge > 1:
                 self._hedge(call, hedge, exclude, replica)
             return
-        if exclude:
+        if excluding:
             views = [r.refresh_view() for r in cands if r.name not in exclude]
         else:
             views = [_fresh_view(r) for r in cands]
@@ -482,7 +483,7 @@ class Simulator(SimClock):
             # Idle replicas, or (borrow_spare) ones with a free batch slot and no queue.
             for e in lenders:  # engines (typed in sim.pxd: C field reads)
                 if not e.nwaiting and (not e.running or (spare and len(e.running) < e.max_batch)) and (
-                        not exclude or e.name not in exclude):
+                        not excluding or e.name not in exclude):
                     borrowed.append(e.refresh_view() if e.dirty else e.view)
             if borrowed:
                 for v in borrowed:
