@@ -15,6 +15,7 @@ cdef class Simulator(SimClock):
     cdef public object _prune_hook, run_records, call_records, kv_samples, _arrival_rng, _mix, _pattern
     cdef public long llm_calls, active_runs, _next_id, _arrivals_left
     cdef public object _total_rate, _run_seed0, _token_cv, _service_family
+    cdef public object _p_admit, _p_adapt, _p_route, _p_priority
     cdef public bint _adapts, _borrow, _borrow_spare, _record_calls, _plain_route, _no_views
 
     cpdef _loop(self, list events)
@@ -25,7 +26,7 @@ cdef class Simulator(SimClock):
     cpdef CallView call_view(self, Call call)
     # wait and w: backlog_s is always a Python float (see _least_backlog_replica), or 0.0 or inf.
     @cython.locals(queued=long, running=long, q=long, n=long, v=ReplicaView, wait=double, w=double, got=tuple,
-                   reps=list, made=dict, by_kind=dict, by_model=dict, sl=StageLoad)
+                   reps=list, made=dict, by_model=dict, sl=StageLoad)
     cpdef stage_load(self, stage, kind, model)
     cpdef dict stage_loads(self, Run run)
     @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict,

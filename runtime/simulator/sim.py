@@ -98,7 +98,7 @@ class Simulator(SimClock):
         settings; a workflow not named runs every knob at its preferred value)."""
         # stage -> model -> replicas (nested: string lookups cost less than hashing a tuple key)
         self._candidates: dict[str, dict[str | None, list]] = {}
-        self._stage_load_parts: dict[str, dict[str, dict[str | None, tuple[list, tuple[str, ...], dict]]]] = {}
+        self._stage_load_parts: dict[str, dict[str | None, tuple[list, tuple[str, ...], dict]]] = {}
         self._stage_list: dict[str, list[tuple[str, str, str | None]]] = {}
         self._lenders: dict[str, dict[str | None, list[LLMEngine]]] = {}  # stage -> model -> lenders
         self._overrides = {m: getattr(type(policy), m) is not getattr(Policy, m)
@@ -179,6 +179,9 @@ class Simulator(SimClock):
         self._borrow = self.policy.borrow_idle
         self._borrow_spare = self.policy.borrow_spare
         self._record_calls = self.cfg.record_calls
+        # The policy's decisions, looked up once (bound methods) rather than on every call.
+        self._p_admit, self._p_adapt = self.policy.admit, self.policy.adapt
+        self._p_route, self._p_priority = self.policy.route, self.policy.priority
         # Run settings read on every arrival, bound once.
         self._run_seed0 = self.cfg.seed * 1_000_003
         self._token_cv = self.cfg.token_cv
@@ -294,7 +297,7 @@ class Simulator(SimClock):
         self._deadline(run)
         calls = run.first_calls()
         if self._overrides["admit"] and calls:
-            verdict = self.policy.admit(self.call_view(calls[0]), self.stage_loads(run))
+            verdict = self._p_admit(self.call_view(calls[0]), self.stage_loads(run))
             if not verdict.admit:
                 run.status = "rejected"
                 run.rejected_reason = verdict.reason
@@ -344,14 +347,12 @@ class Simulator(SimClock):
         return v
 
     def stage_load(self, stage: str, kind: str, model: str | None) -> StageLoad:
-        # Keyed stage -> kind -> model: three lookups of the same string objects, which cost less
-        # than hashing and comparing a tuple key (every LLM dispatch, every stage at every arrival).
-        by_kind = self._stage_load_parts.get(stage)
-        if by_kind is None:
-            by_kind = self._stage_load_parts[stage] = {}
-        by_model = by_kind.get(kind)
+        # Keyed stage -> model (a stage has one kind, as in candidates()): two lookups of the same
+        # string objects, which cost less than hashing and comparing a tuple key (every dispatch,
+        # every stage at every arrival).
+        by_model = self._stage_load_parts.get(stage)
         if by_model is None:
-            by_model = by_kind[kind] = {}
+            by_model = self._stage_load_parts[stage] = {}
         got = by_model.get(model)
         if got is None:
             models: tuple[str, ...] = ()
@@ -432,7 +433,7 @@ class Simulator(SimClock):
         if kind == "llm":
             self.llm_calls += 1
             if self._adapts and not excluding:
-                ad = self.policy.adapt(view, self.stage_load(call.stage, call.kind, call.model))
+                ad = self._p_adapt(view, self.stage_load(call.stage, call.kind, call.model))
                 if ad.model and ad.model != call.model and self.candidates(call.stage, "llm", ad.model):
                     run.degrade(call.stage, self._option_quality(call.stage, ad.model))
                     call.model = ad.model
@@ -442,7 +443,7 @@ class Simulator(SimClock):
                     view.prefix_key = call.prefix_key
                 hedge = ad.hedge  # below 2: no duplicate
         elif self._adapts and not excluding:
-            hedge = self.policy.adapt(view, self.stage_load(call.stage, kind, None)).hedge
+            hedge = self._p_adapt(view, self.stage_load(call.stage, kind, None)).hedge
         by_model = self._candidates.get(call.stage)
         cands = by_model.get(call.model) if by_model is not None else None
         if cands is None:
@@ -465,7 +466,7 @@ class Simulator(SimClock):
             replica = _least_backlog_replica(cands)
             call.t_enqueue = now
             # Without a view, the key is Policy.priority's: (enqueued_s,).
-            _enqueue(replica, call, (now,) if view is None else self.policy.priority(view))
+            _enqueue(replica, call, (now,) if view is None else self._p_priority(view))
             if hedge > 1:
                 self._hedge(call, hedge, exclude, replica)
             return
@@ -491,7 +492,7 @@ class Simulator(SimClock):
                 views += borrowed
         if not views:
             return
-        route = self.policy.route(view, views) or least_backlog_route(views)
+        route = self._p_route(view, views) or least_backlog_route(views)
         for v in borrowed:
             v.borrowed = False
         replica = self.replicas[route.replica_id]
@@ -503,7 +504,7 @@ class Simulator(SimClock):
             if call.decode_replica is None:
                 raise LayoutError(f"{replica.name} is a prefill replica but the route names no decode replica")
         call.t_enqueue = now
-        _enqueue(replica, call, self.policy.priority(view))
+        _enqueue(replica, call, self._p_priority(view))
         if hedge > 1:
             self._hedge(call, hedge, exclude, replica)
 
