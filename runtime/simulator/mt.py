@@ -88,6 +88,15 @@ class MersenneTwister:
         i, j = 1, 0
         prev = self.mt[0]
         left = N if N > n else n
+        if n == 1:  # every run's key (a seed below 2**32): j stays 0, so words 1 .. N-1, then 1 again
+            k0 = key[0]
+            for i in range(1, N):
+                prev = ((self.mt[i] ^ ((prev ^ (prev >> 30)) * 1664525)) + k0) & _MASK
+                self.mt[i] = prev
+            self.mt[0] = prev
+            prev = ((self.mt[1] ^ ((prev ^ (prev >> 30)) * 1664525)) + k0) & _MASK
+            self.mt[1] = prev
+            i, left = 2, 0
         while left > 0:
             stop = i + left if i + left < N else N
             left -= stop - i
