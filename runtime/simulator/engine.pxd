@@ -1,11 +1,12 @@
 cimport cython
 from runtime.simulator.calls cimport Call
 from runtime.policies.base cimport ReplicaView
-from runtime.simulator.events cimport pop_event, push_event
+from runtime.simulator.events cimport SimClock, pop_event, push_event
 
 @cython.final
 cdef class LLMEngine:
-    cdef public object sim, spec, name, p, role, preempts, _tick_cb, prefixes
+    cdef public SimClock sim
+    cdef public object spec, name, p, role, preempts, _tick_cb, prefixes
     cdef public ReplicaView view
     cdef public Call chunking
     cdef public long max_batch, block, cap, max_batched_tokens
@@ -31,7 +32,7 @@ cdef class LLMEngine:
     @cython.locals(done=long, n=long)
     cpdef _interrupt(self)
     cpdef on_tick(self, version)
-    @cython.locals(n=long, b=long, now=double, step=long, fstep=long, call=Call)
+    @cython.locals(n=long, b=long, now=double, step=long, fstep=long, call=Call, sim=SimClock)
     cpdef _settle(self)
     @cython.locals(own=long)
     cpdef _release(self, Call call)
@@ -45,7 +46,7 @@ cdef class LLMEngine:
     @cython.locals(now=double, b_old=long, k_old=long, prefill=long, decode=bint, ptoks=long, resident=bint,
                    ctx=long, fill=long, need=long, growth=long, used=long, dt=double, end=double, b=long, n=long,
                    n_kv=long, k0=long, K=double, t=double, call=Call, c=Call, worst=Call,
-                   budget_max=long, budget=long, chunk=long, own=long, preempted=bint, admit=bint)
+                   budget_max=long, budget=long, chunk=long, own=long, preempted=bint, admit=bint, sim=SimClock)
     cpdef _schedule(self)
     @cython.locals(ctx=long, tokens=long, own=long, left=long, held=long)
     cpdef _admit(self, Call call, pkey, long ptoks, bint resident, long fill, long chunk)

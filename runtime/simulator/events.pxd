@@ -15,3 +15,15 @@ cpdef push_event(list events, tuple item)
 @cython.locals(last=tuple, top=tuple, endpos=Py_ssize_t, pos=Py_ssize_t, childpos=Py_ssize_t,
                rightpos=Py_ssize_t, child=tuple, right=tuple)
 cpdef tuple pop_event(list events)
+
+from runtime.simulator.calls cimport Call
+
+# The replicas' ``sim`` (engine.pxd, executor.pxd): the clock and the heap as C fields (``now`` is
+# always a Python float in the .py: simulated times), at and call_finished as C calls.
+cdef class SimClock:
+    cdef public double now
+    cdef public list _events
+    cdef public long _seq
+
+    cpdef at(self, double t, handler, arg=*)
+    cpdef call_finished(self, Call call)

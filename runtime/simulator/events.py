@@ -90,6 +90,31 @@ def pop_event(events: list) -> tuple:
     return top
 
 
+class SimClock:
+    """The part of the simulator its replicas (engines, executor groups) call back into: the
+    simulated clock ``now``, the event heap ``_events`` with its sequence counter ``_seq``,
+    :meth:`at` and :meth:`call_finished`. :class:`~runtime.simulator.sim.Simulator` is one; a test
+    drives an engine on a bare subclass. Here, beside the heap, so that the compiled build types a
+    replica's ``sim`` as this class (events.pxd): C field reads and C calls, without the engine
+    and executor modules importing the simulator's."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._events: list[tuple] = []
+        self._seq = 0
+
+    def at(self, t: float, handler, arg: object = None) -> None:
+        """Call ``handler(arg)`` at simulated time ``t``. Events are ``(t, seq, handler, arg)``
+        tuples: ``seq`` (unique, increasing) breaks time ties in scheduling order, so the heap never
+        compares handlers, and the loop calls the handler directly (no dispatch on an event kind)."""
+        self._seq += 1
+        push_event(self._events, (t, self._seq, handler, arg))
+
+    def call_finished(self, call) -> None:
+        """A replica finished ``call`` (at ``now``)."""
+        raise NotImplementedError
+
+
 if not _COMPILED:  # interpreted: heapq's C functions (the same heap, faster than the code above there)
     written_out = (push_event, pop_event)
     """The functions above, kept for the tests (compiled, they are ``push_event`` and ``pop_event``)."""

@@ -1,10 +1,12 @@
 cimport cython
 from runtime.simulator.calls cimport Call
 from runtime.policies.base cimport ReplicaView
+from runtime.simulator.events cimport SimClock
 
 @cython.final
 cdef class ExecutorGroup:
-    cdef public object sim, spec, name, _finish_cb
+    cdef public SimClock sim
+    cdef public object spec, name, _finish_cb
     cdef public ReplicaView view
     cdef public long slots, busy_slots, nwaiting
     cdef public list waiting

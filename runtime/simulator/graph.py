@@ -43,14 +43,33 @@ def llm_standalone_s(p: LatencyProfile, input_tokens: int, output_tokens: int, c
 
     ``cached_tokens`` of the prompt (a resident shared prefix) are not prefilled.
     """
-    # The profile's coefficients read once (C doubles in the compiled build: graph.pxd), and
-    # ``p.prefill_s(input_tokens - cached_tokens)`` written out: the same operations in the same
-    # order, without a method call (one per LLM stage of every arrival's dry walk).
-    fixed, per_seq, per_kv = p.decode_fixed_s, p.decode_per_seq_s, p.decode_per_kv_token_s
-    n = output_tokens - 1 if output_tokens > 1 else 0
-    decode = n * (fixed + per_seq) + per_kv * (n * input_tokens + n * (n - 1) / 2.0)
-    tokens = input_tokens - cached_tokens
-    return (p.prefill_fixed_s + p.prefill_per_token_s * tokens if tokens > 0 else 0.0) + decode
+    return StandaloneTime(p).of(input_tokens, output_tokens, cached_tokens)
+
+
+class StandaloneTime:
+    """:func:`llm_standalone_s` on one profile, its five coefficients read once (C doubles in the
+    compiled build: graph.pxd). The run walker keeps one per LLM stage and asks it once per
+    scripted call: no attribute lookup on the profile per call."""
+
+    __slots__ = ("prefill_fixed_s", "prefill_per_token_s", "decode_fixed_s", "decode_per_seq_s",
+                 "decode_per_kv_token_s")
+
+    def __init__(self, p: LatencyProfile):
+        self.prefill_fixed_s = p.prefill_fixed_s
+        self.prefill_per_token_s = p.prefill_per_token_s
+        self.decode_fixed_s = p.decode_fixed_s
+        self.decode_per_seq_s = p.decode_per_seq_s
+        self.decode_per_kv_token_s = p.decode_per_kv_token_s
+
+    def of(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
+        """Standalone seconds of one call: ``p.prefill_s(input_tokens - cached_tokens)`` and the
+        ``output_tokens - 1`` decode steps at batch 1, written out (the same operations in the same
+        order as ``LatencyProfile.request_s``)."""
+        n = output_tokens - 1 if output_tokens > 1 else 0
+        decode = n * (self.decode_fixed_s + self.decode_per_seq_s) + self.decode_per_kv_token_s * (
+            n * input_tokens + n * (n - 1) / 2.0)
+        tokens = input_tokens - cached_tokens
+        return (self.prefill_fixed_s + self.prefill_per_token_s * tokens if tokens > 0 else 0.0) + decode
 
 
 class KnobChoices(Protocol):
@@ -90,6 +109,10 @@ class WorkflowGraph:
                 raise ValueError(f"workflow {workflow.name!r}: node {node!r} has no out-edge")
             self.edges[node] = out
             self.cum[node] = cum
+        self.plain_next: dict[str, tuple[str | None, ...]] = {
+            node: tuple(e.target if e.loop is None else None for e in out) for node, out in self.edges.items()}
+        """Per node, per out-edge: its target when it is not a loop edge, else None (the walk's hot
+        path follows a plain edge without reading the Edge's fields)."""
         self.stage_time = {name: self._stage_time(name) for name in self.stages}
         self.stage_var = {name: self._stage_var(name) for name in self.stages}
         self.node_time = {n: self._node_time(n) for n in workflow.nodes}

@@ -81,23 +81,43 @@ class MersenneTwister:
     def _seed(self, key) -> None:
         """``init_by_array(key)`` on the state, which holds ``init_genrand(19650218)`` (reference
         algorithm; ``prev`` is the word just written, kept in a register when compiled)."""
+        # Each loop runs in passes over words i .. N-1 (or fewer, where its count ends first), the
+        # wrap to word 1 (word 0 taking the last value) between passes: the reference's order of
+        # writes, without a wrap test per word (the compiled inner loops are a few instructions).
         n = len(key)
         i, j = 1, 0
         prev = self.mt[0]
-        for _ in range(N if N > n else n):
-            prev = ((self.mt[i] ^ ((prev ^ (prev >> 30)) * 1664525)) + key[j] + j) & _MASK
-            self.mt[i] = prev
-            i += 1
-            j += 1
+        left = N if N > n else n
+        if n == 1:  # every run's key (a seed below 2**32): j stays 0, so words 1 .. N-1, then 1 again
+            k0 = key[0]
+            for i in range(1, N):
+                prev = ((self.mt[i] ^ ((prev ^ (prev >> 30)) * 1664525)) + k0) & _MASK
+                self.mt[i] = prev
+            self.mt[0] = prev
+            prev = ((self.mt[1] ^ ((prev ^ (prev >> 30)) * 1664525)) + k0) & _MASK
+            self.mt[1] = prev
+            i, left = 2, 0
+        while left > 0:
+            stop = i + left if i + left < N else N
+            left -= stop - i
+            while i < stop:
+                prev = ((self.mt[i] ^ ((prev ^ (prev >> 30)) * 1664525)) + key[j] + j) & _MASK
+                self.mt[i] = prev
+                i += 1
+                j += 1
+                if j >= n:
+                    j = 0
             if i >= N:
                 self.mt[0] = prev
                 i = 1
-            if j >= n:
-                j = 0
-        for _ in range(N - 1):
-            prev = ((self.mt[i] ^ ((prev ^ (prev >> 30)) * 1566083941)) - i) & _MASK
-            self.mt[i] = prev
-            i += 1
+        left = N - 1
+        while left > 0:
+            stop = i + left if i + left < N else N
+            left -= stop - i
+            while i < stop:
+                prev = ((self.mt[i] ^ ((prev ^ (prev >> 30)) * 1566083941)) - i) & _MASK
+                self.mt[i] = prev
+                i += 1
             if i >= N:
                 self.mt[0] = prev
                 i = 1

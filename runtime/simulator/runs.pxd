@@ -2,13 +2,14 @@ cimport cython
 from runtime.simulator.calls cimport Call
 # C calls, not Python ones, from the walk (the .py's ``from ... import`` resolves to them).
 from runtime.simulator.distributions cimport sample
-from runtime.simulator.graph cimport llm_standalone_s
+from runtime.simulator.graph cimport StandaloneTime
 # The run's generator is the C one (distributions.run_rng): rng.random() is a C call.
 from runtime.simulator.mt cimport MersenneTwister
 
 cdef class Run:
     cdef public object run_id, workflow, arrival_s, deadline_s, standalone_s, status, end_s, attained_s
-    cdef public object last_replica, rejected_reason, lighter
+    cdef public dict last_replica
+    cdef public object rejected_reason, lighter
     cdef public long outstanding, pruned, ncalls
 
     # Overridden by IRRun (C) and by Python subclasses (trace.TraceRun), which cpdef dispatch finds.
@@ -25,25 +26,34 @@ cdef class _Fan:
     cdef public bint done
 
 # value: mu (a float, params' first item: _token_params), 0.0 or exp(...), always a float.
-@cython.locals(u1=double, u2=double, z=double, n=long, value=double, f=double, d=double)
+@cython.locals(n=long, value=double, f=double, d=double)
 cpdef _tokens(MersenneTwister rng, tuple params)
+@cython.locals(u1=double, u2=double, z=double)
+cpdef double _lognormal(MersenneTwister rng, double mu, double sigma)
+@cython.locals(s2=double)
+cpdef _sample(MersenneTwister rng, mean, cv, family)
 cpdef _service(MersenneTwister rng, tuple draw, family)
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, c=double)
 cpdef Py_ssize_t _edge_index(list cum, double u) except? -1
+# Loop counters are small ints: C integers sum them to the same int (overflow-checked).
+@cython.locals(total=long, c=long)
+cpdef long _count_sum(tuple counters) except? -1
+@cython.locals(steps=dict)
 cpdef _take(g, node, Py_ssize_t i, tuple counters)
 
 @cython.final
 cdef class IRRun(Run):
     cdef public object g, sem, top, token_cv, _family
-    cdef public dict script, widths, _draws, _standalone
+    cdef public dict script, widths, _draws, _standalone, _cum, _plain_next
     cdef public MersenneTwister rng
 
     @cython.locals(rng=MersenneTwister)
     cpdef _sizes(self, tuple key, stage)
     cpdef _edge_u(self, tuple key)
+    @cython.locals(draw=tuple, st=StandaloneTime)
     cpdef _call_time(self, tuple key, stage)
-    @cython.locals(t=double, v=long, draw=tuple, rng=MersenneTwister, script=dict, standalone=dict, draws=dict,
-                   cums=dict, visits=dict, fanouts=dict)
+    @cython.locals(t=double, v=long, draw=tuple, st=StandaloneTime, rng=MersenneTwister, script=dict,
+                   standalone=dict, draws=dict, cums=dict, plain_next=dict, visits=dict, fanouts=dict)
     cpdef _dry_walk(self)
     @cython.locals(draw=tuple, sizes=tuple, top=_Walk)
     cpdef Call _make_call(self, tuple key, stage, cp, group=*)

@@ -32,7 +32,7 @@ from cortexlang.ir import LLMStage
 from cortexlang.semantics import Semantics, join_waits_for_all
 from runtime.simulator.calls import Call
 from runtime.simulator.distributions import _COMPILED, NV_MAGICCONST, sample
-from runtime.simulator.graph import WorkflowGraph, llm_standalone_s
+from runtime.simulator.graph import StandaloneTime, WorkflowGraph
 from runtime.simulator.mt import MersenneTwister
 
 Generator = random.Random | MersenneTwister
@@ -47,7 +47,7 @@ def _draw_params(g: WorkflowGraph, token_cv: float, family: str) -> dict[str, tu
 
 def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
     """How one stage's scripted sizes are drawn and timed, and its calls' static fields:
-    ``(True, input params, output params, reference profile, prefix tokens, (model, prefix key,
+    ``(True, input params, output params, reference profile's StandaloneTime, prefix tokens, (model, prefix key,
     expected s, remaining critical path s, its std))`` for LLM stages (see :func:`_tokens`; the
     profile and prefix tokens give the standalone time), ``(False, mean, cv, (kind, expected s,
     remaining s, its std), extra)`` for SQL/tool service times (``extra``: None, or a uniform
@@ -59,7 +59,7 @@ def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
         pkey = f"{g.workflow.name}/{s.name}@{model}" if s.prefix_tokens else None
         return (True, _token_params(s.input_tokens, token_cv * 0.5, s.prefix_tokens + 1, None),
                 _token_params(s.output_tokens, token_cv, 1, g.max_tokens[s.name]),
-                g.profile_for(model), s.prefix_tokens, (model, pkey, g.stage_time[s.name], remaining, std))
+                StandaloneTime(g.profile_for(model)), s.prefix_tokens, (model, pkey, g.stage_time[s.name], remaining, std))
     extra = None
     retry = getattr(s, "retry", None)
     if s.service_range_s is not None or retry is not None:
@@ -79,7 +79,7 @@ def _service(rng: Generator, draw: tuple, family: str) -> float:
     draws (uniform on the range, else from ``family``) plus the backoffs between them."""
     extra = draw[4]
     if extra is None:
-        return sample(rng, draw[1], draw[2], family)
+        return _sample(rng, draw[1], draw[2], family)
     span, cum, backoff = extra
     attempts = 1
     if cum is not None:
@@ -91,7 +91,7 @@ def _service(rng: Generator, draw: tuple, family: str) -> float:
                 break
     total = 0.0
     for i in range(attempts):
-        total += span[0] + (span[1] - span[0]) * rng.random() if span is not None else sample(
+        total += span[0] + (span[1] - span[0]) * rng.random() if span is not None else _sample(
             rng, draw[1], draw[2], family)
         if i:
             total += backoff * 2 ** (i - 1)
@@ -120,15 +120,7 @@ def _tokens(rng: Generator, params: tuple) -> int:
     elif sigma < 0.0:
         value = 0.0
     else:
-        # ``math.exp(distributions.normal(rng, mu, sigma))`` (CPython's normalvariate) inlined:
-        # same draws, same value, no call per draw.
-        while True:
-            u1 = rng.random()  # a C call in the compiled build (runs.pxd types rng)
-            u2 = 1.0 - rng.random()
-            z = _NV * (u1 - 0.5) / u2
-            if z * z / 4.0 <= -math.log(u2):
-                break
-        value = math.exp(mu + z * sigma)
+        value = _lognormal(rng, mu, sigma)
     # int(round(value)) without the builtin call (hot path: several draws per run): ties to even,
     # decided on value - floor(value), which is exact for the finite value >= 0 drawn here (Sterbenz).
     f = math.floor(value)
@@ -140,6 +132,28 @@ def _tokens(rng: Generator, params: tuple) -> int:
     if n < low:
         n = low
     return high if high is not None and n > high else n
+
+
+def _lognormal(rng: Generator, mu: float, sigma: float) -> float:
+    """``math.exp(distributions.normal(rng, mu, sigma))`` (CPython's normalvariate) written out:
+    the same draws and the same value, without a Python call per draw (a C call on the run's
+    generator in the compiled build: runs.pxd types it)."""
+    while True:
+        u1 = rng.random()
+        u2 = 1.0 - rng.random()
+        z = _NV * (u1 - 0.5) / u2
+        if z * z / 4.0 <= -math.log(u2):
+            return math.exp(mu + z * sigma)
+
+
+def _sample(rng: Generator, mean: float, cv: float, family: str) -> float:
+    """:func:`~runtime.simulator.distributions.sample` on a run's generator, its lognormal case
+    (``exp(normal(log(mean) - s2 / 2, sqrt(s2)))``, ``s2 = log1p(cv^2)``) written out: the same
+    operations in the same order, so the same value."""
+    if family == "lognormal" and mean > 0.0 and cv > 0.0:
+        s2 = math.log1p(cv * cv)
+        return _lognormal(rng, math.log(mean) - s2 / 2.0, math.sqrt(s2))
+    return sample(rng, mean, cv, family)
 
 
 def _edge_index(cum: list, u: float) -> int:
@@ -161,12 +175,21 @@ def _edge_index(cum: list, u: float) -> int:
     return lo if lo < n else n - 1
 
 
+def _count_sum(counters: tuple) -> int:
+    """``sum(counters)`` for loop counters (small ints), without the builtin's call (every call made)."""
+    total = 0
+    for c in counters:
+        total += c
+    return total
+
+
 def _take(g: WorkflowGraph, node: str, i: int, counters: tuple):
     """``g.semantics.take(counters, g.edges[node][i])``, memoised in ``g.steps``."""
     key = (node, i, counters)
-    step = g.steps.get(key)
+    steps = g.steps
+    step = steps.get(key)
     if step is None:
-        step = g.steps[key] = g.semantics.take(counters, g.edges[node][i])
+        step = steps[key] = g.semantics.take(counters, g.edges[node][i])
     return step
 
 
@@ -271,7 +294,8 @@ class _Fan:
 class IRRun(Run):
     """A run walking an IR workflow (see module docstring)."""
 
-    __slots__ = ("g", "sem", "rng", "script", "top", "token_cv", "widths", "_family", "_draws", "_standalone")
+    __slots__ = ("g", "sem", "rng", "script", "top", "token_cv", "widths", "_family", "_draws", "_standalone",
+                 "_cum", "_plain_next")
 
     def __init__(self, g: WorkflowGraph, run_id: int, arrival_s: float, rng: Generator,
                  token_cv: float = 0.3, service_family: str = "lognormal"):
@@ -280,6 +304,8 @@ class IRRun(Run):
         super().__init__(run_id, g.workflow.name, arrival_s)
         self.g = g
         self.sem = g.semantics
+        self._cum = g.cum  # the graph's edge tables, read on every step of the run's own walk
+        self._plain_next = g.plain_next
         self.rng = rng
         self.token_cv = token_cv
         self.script: dict[tuple, tuple] = {}
@@ -329,7 +355,11 @@ class IRRun(Run):
         if t is None:
             a, b, _ = self._sizes(key, stage)
             draw = self._draws[stage]  # filled by _sizes
-            t = llm_standalone_s(draw[3], a, b, draw[4]) if draw[0] else a
+            if draw[0]:
+                st = draw[3]  # a StandaloneTime (typed in runs.pxd: a C call)
+                t = st.of(a, b, draw[4])
+            else:
+                t = a
             self._standalone[key] = t
         return t
 
@@ -362,7 +392,7 @@ class IRRun(Run):
         # for stage nodes (same draws in the same order: input tokens, output tokens, edge).
         g = self.g
         fanouts, script, standalone = g.fanouts, self.script, self._standalone
-        rng, draws, cums, edges = self.rng, self._draws, g.cum, g.edges
+        rng, draws, cums, plain_next = self.rng, self._draws, self._cum, self._plain_next
         t, node, visits, counters = 0.0, g.workflow.entry, {}, self.top.counters
         for _ in range(100_000):
             if node == "done" or node == "fail":
@@ -380,7 +410,8 @@ class IRRun(Run):
                 if draw[0]:
                     a, b = _tokens(rng, draw[1]), _tokens(rng, draw[2])
                     u = rng.random()
-                    ct = llm_standalone_s(draw[3], a, b, draw[4])
+                    st = draw[3]  # a StandaloneTime (typed in runs.pxd: a C call)
+                    ct = st.of(a, b, draw[4])
                 else:
                     a, b = _service(rng, draw, self._family), 0
                     u = rng.random()
@@ -389,9 +420,9 @@ class IRRun(Run):
                 standalone[key] = ct
                 t += ct
             i = _edge_index(cums[node], u)
-            e = edges[node][i]
-            if e.loop is None:
-                node = e.target
+            target = plain_next[node][i]
+            if target is not None:  # not a loop edge
+                node = target
                 continue
             step = _take(g, node, i, counters)
             node, counters = step.target, step.counters
@@ -434,7 +465,7 @@ class IRRun(Run):
         a, b, _ = sizes if sizes is not None else self._sizes(key, stage)
         draw = self._draws[stage]  # filled by the first draw of this stage
         self.ncalls += 1
-        attempt = sum(self.top.counters) + (sum(group.counters) if group is not None else 0)
+        attempt = _count_sum(self.top.counters) + (_count_sum(group.counters) if group is not None else 0)
         if draw[0]:
             model, pkey, expected, remaining, std = draw[5]
             t = self._standalone.get(key)
@@ -499,10 +530,11 @@ class IRRun(Run):
                prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
         sem = walk.sem
         if walk.fan is None:  # the run's own graph: the edge draw inlined, the step memoised (hot path)
-            i = _edge_index(self.g.cum[node], u)
+            i = _edge_index(self._cum[node], u)
+            target = self._plain_next[node][i]
+            if target is not None:  # not a loop edge
+                return self._enter(walk, target, cp, call, prune)
             e = self.g.edges[node][i]
-            if e.loop is None:
-                return self._enter(walk, e.target, cp, call, prune)
             step = _take(self.g, node, i, walk.counters)
         else:
             e = sem.draw_edge(node, u)

@@ -5,31 +5,32 @@ from runtime.simulator.engine cimport LLMEngine
 from runtime.simulator.executor cimport ExecutorGroup
 from runtime.policies.base cimport CallView, ReplicaView, StageLoad
 from runtime.simulator.distributions cimport interarrival, run_rng
-from runtime.simulator.events cimport pop_event, push_event
+from runtime.simulator.events cimport SimClock, pop_event
 
-@cython.final
-cdef class Simulator:
+# Not final: Cython rejects a final class that overrides a base method (call_finished).
+cdef class Simulator(SimClock):
     cdef dict __dict__
     cdef public object program, policy, cfg, streams, trace, engines, executors, replicas, graphs, ref_profiles
     cdef public dict _candidates, _stage_load_parts, _stage_list, _lenders, _overrides
     cdef public object _prune_hook, run_records, call_records, kv_samples, _arrival_rng, _mix, _pattern
-    cdef public double now
-    cdef public list _events
-    cdef public long _seq, llm_calls, active_runs, _next_id, _arrivals_left
-    cdef public object _total_rate
+    cdef public long llm_calls, active_runs, _next_id, _arrivals_left
+    cdef public object _total_rate, _run_seed0, _token_cv, _service_family
+    cdef public object _p_admit, _p_adapt, _p_route, _p_priority
     cdef public bint _adapts, _borrow, _borrow_spare, _record_calls, _plain_route, _no_views
 
-    cpdef at(self, double t, handler, arg=*)
     cpdef _loop(self, list events)
     @cython.locals(run=Run)
     cpdef _arrive(self, run)
+    cpdef _deadline(self, Run run)
     @cython.locals(run=Run, v=CallView)
     cpdef CallView call_view(self, Call call)
     # wait and w: backlog_s is always a Python float (see _least_backlog_replica), or 0.0 or inf.
     @cython.locals(queued=long, running=long, q=long, n=long, v=ReplicaView, wait=double, w=double, got=tuple,
-                   reps=list, made=dict, by_kind=dict, by_model=dict, sl=StageLoad)
+                   reps=list, made=dict, by_model=dict, sl=StageLoad)
     cpdef stage_load(self, stage, kind, model)
-    @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict)
+    cpdef dict stage_loads(self, Run run)
+    @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict,
+                   excluding=bint)
     cpdef dispatch(self, Call call, exclude=*)
     @cython.locals(run=Run, peer=Call, c=Call)
     cpdef call_finished(self, Call call)

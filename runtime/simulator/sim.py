@@ -31,7 +31,7 @@ from runtime.simulator.calls import TRANSFER as TRANSFERRING
 from runtime.simulator.cluster import LayoutError, ReplicaSpec, model_profile
 from runtime.simulator.distributions import _COMPILED, interarrival, run_rng
 from runtime.simulator.engine import LLMEngine
-from runtime.simulator.events import pop_event, push_event
+from runtime.simulator.events import SimClock, pop_event
 from runtime.simulator.executor import ExecutorGroup
 from runtime.simulator.graph import KnobChoices, WorkflowGraph
 from runtime.simulator.records import SimResult
@@ -76,7 +76,7 @@ class SimulationStalled(LayoutError):
     """Runs were left unfinished with nothing pending: calls no replica of the layout can ever admit."""
 
 
-class Simulator:
+class Simulator(SimClock):
     """Runs one workload on one layout under one policy; see module docstring."""
 
     def __init__(self, program: Program, layout: Sequence[ReplicaSpec], policy: Policy,
@@ -87,9 +87,7 @@ class Simulator:
         self.cfg = config or SimConfig()
         self.streams = tuple(streams)
         self.trace = list(trace) if trace is not None else None
-        self.now = 0.0
-        self._events: list[tuple] = []
-        self._seq = 0
+        SimClock.__init__(self)  # now = 0.0, no events
         self.engines: list[LLMEngine] = []
         self.executors: list[ExecutorGroup] = []
         self.replicas: dict[str, LLMEngine | ExecutorGroup] = {}
@@ -100,7 +98,7 @@ class Simulator:
         settings; a workflow not named runs every knob at its preferred value)."""
         # stage -> model -> replicas (nested: string lookups cost less than hashing a tuple key)
         self._candidates: dict[str, dict[str | None, list]] = {}
-        self._stage_load_parts: dict[str, dict[str, dict[str | None, tuple[list, tuple[str, ...], dict]]]] = {}
+        self._stage_load_parts: dict[str, dict[str | None, tuple[list, tuple[str, ...], dict]]] = {}
         self._stage_list: dict[str, list[tuple[str, str, str | None]]] = {}
         self._lenders: dict[str, dict[str | None, list[LLMEngine]]] = {}  # stage -> model -> lenders
         self._overrides = {m: getattr(type(policy), m) is not getattr(Policy, m)
@@ -173,14 +171,7 @@ class Simulator:
                                         and stage not in r.spec.stages and r.role == "mixed"]
         return got
 
-    # -- events --------------------------------------------------------------
-    def at(self, t: float, handler, arg: object = None) -> None:
-        """Call ``handler(arg)`` at simulated time ``t``. Events are ``(t, seq, handler, arg)``
-        tuples: ``seq`` (unique, increasing) breaks time ties in scheduling order, so the heap never
-        compares handlers, and the loop calls the handler directly (no dispatch on an event kind)."""
-        self._seq += 1
-        push_event(self._events, (t, self._seq, handler, arg))
-
+    # -- events (SimClock.at schedules one) ---------------------------------
     def run(self) -> SimResult:
         wall0 = time.perf_counter()
         self._arrival_rng = random.Random(self.cfg.seed)
@@ -190,6 +181,13 @@ class Simulator:
         self._borrow = self.policy.borrow_idle
         self._borrow_spare = self.policy.borrow_spare
         self._record_calls = self.cfg.record_calls
+        # The policy's decisions, looked up once (bound methods) rather than on every call.
+        self._p_admit, self._p_adapt = self.policy.admit, self.policy.adapt
+        self._p_route, self._p_priority = self.policy.route, self.policy.priority
+        # Run settings read on every arrival, bound once.
+        self._run_seed0 = self.cfg.seed * 1_000_003
+        self._token_cv = self.cfg.token_cv
+        self._service_family = self.cfg.service_family
         # Policy.route not overridden, no borrowing and no prefill/decode replica: the route is the
         # least-backlogged candidate (least_backlog_route), picked without the policy call and the
         # Route object.
@@ -293,8 +291,7 @@ class Simulator:
             run_id = self._next_id
             self._next_id += 1
             run = IRRun(self.graphs[stream.workflow], run_id, self.now,
-                        run_rng(self.cfg.seed * 1_000_003 + run_id), self.cfg.token_cv,
-                        self.cfg.service_family)
+                        run_rng(self._run_seed0 + run_id), self._token_cv, self._service_family)
             self._arrivals_left -= 1
             if self._arrivals_left > 0:
                 p = self._pattern
@@ -302,7 +299,7 @@ class Simulator:
         self._deadline(run)
         calls = run.first_calls()
         if self._overrides["admit"] and calls:
-            verdict = self.policy.admit(self.call_view(calls[0]), self.stage_loads(run))
+            verdict = self._p_admit(self.call_view(calls[0]), self.stage_loads(run))
             if not verdict.admit:
                 run.status = "rejected"
                 run.rejected_reason = verdict.reason
@@ -320,9 +317,11 @@ class Simulator:
         if self.cfg.slo_scale is not None:
             run.deadline_s = run.arrival_s + self.cfg.slo_scale * run.standalone_s
             return
-        wf = next((w for w in self.program.workflows if w.name == run.workflow), None)
-        if wf is not None and wf.slo is not None:
-            run.deadline_s = run.arrival_s + wf.slo.latency_s
+        for wf in self.program.workflows:  # the first of the run's name
+            if wf.name == run.workflow:
+                if wf.slo is not None:
+                    run.deadline_s = run.arrival_s + wf.slo.latency_s
+                return
 
     def call_view(self, call: Call) -> CallView:
         run = call.run
@@ -352,14 +351,12 @@ class Simulator:
         return v
 
     def stage_load(self, stage: str, kind: str, model: str | None) -> StageLoad:
-        # Keyed stage -> kind -> model: three lookups of the same string objects, which cost less
-        # than hashing and comparing a tuple key (every LLM dispatch, every stage at every arrival).
-        by_kind = self._stage_load_parts.get(stage)
-        if by_kind is None:
-            by_kind = self._stage_load_parts[stage] = {}
-        by_model = by_kind.get(kind)
+        # Keyed stage -> model (a stage has one kind, as in candidates()): two lookups of the same
+        # string objects, which cost less than hashing and comparing a tuple key (every dispatch,
+        # every stage at every arrival).
+        by_model = self._stage_load_parts.get(stage)
         if by_model is None:
-            by_model = by_kind[kind] = {}
+            by_model = self._stage_load_parts[stage] = {}
         got = by_model.get(model)
         if got is None:
             models: tuple[str, ...] = ()
@@ -436,10 +433,11 @@ class Simulator:
         call.view = view
         hedge = 1
         kind = call.kind
+        excluding = len(exclude) > 0  # a hedge's duplicate avoids replicas (read once: a C flag when compiled)
         if kind == "llm":
             self.llm_calls += 1
-            if self._adapts and not exclude:
-                ad = self.policy.adapt(view, self.stage_load(call.stage, call.kind, call.model))
+            if self._adapts and not excluding:
+                ad = self._p_adapt(view, self.stage_load(call.stage, call.kind, call.model))
                 if ad.model and ad.model != call.model and self.candidates(call.stage, "llm", ad.model):
                     run.degrade(call.stage, self._option_quality(call.stage, ad.model))
                     call.model = ad.model
@@ -448,8 +446,8 @@ class Simulator:
                     view.model = ad.model
                     view.prefix_key = call.prefix_key
                 hedge = ad.hedge  # below 2: no duplicate
-        elif self._adapts and not exclude:
-            hedge = self.policy.adapt(view, self.stage_load(call.stage, kind, None)).hedge
+        elif self._adapts and not excluding:
+            hedge = self._p_adapt(view, self.stage_load(call.stage, kind, None)).hedge
         by_model = self._candidates.get(call.stage)
         cands = by_model.get(call.model) if by_model is not None else None
         if cands is None:
@@ -474,15 +472,15 @@ class Simulator:
                 self._refuse(call, f"stage {call.stage!r}: {call.input_tokens} prompt tokens + max_tokens exceed "
                                    f"{call.model}'s context")
                 return
-        if self._plain_route and not exclude:
+        if self._plain_route and not excluding:
             replica = _least_backlog_replica(cands)
             call.t_enqueue = now
             # Without a view, the key is Policy.priority's: (enqueued_s,).
-            _enqueue(replica, call, (now,) if view is None else self.policy.priority(view))
+            _enqueue(replica, call, (now,) if view is None else self._p_priority(view))
             if hedge > 1:
                 self._hedge(call, hedge, exclude, replica)
             return
-        if exclude:
+        if excluding:
             views = [r.refresh_view() for r in cands if r.name not in exclude]
         else:
             views = [_fresh_view(r) for r in cands]
@@ -496,7 +494,7 @@ class Simulator:
             # Idle replicas, or (borrow_spare) ones with a free batch slot and no queue.
             for e in lenders:  # engines (typed in sim.pxd: C field reads)
                 if not e.nwaiting and (not e.running or (spare and len(e.running) < e.max_batch)) and (
-                        not exclude or e.name not in exclude):
+                        not excluding or e.name not in exclude):
                     borrowed.append(e.refresh_view() if e.dirty else e.view)
             if borrowed:
                 for v in borrowed:
@@ -504,18 +502,19 @@ class Simulator:
                 views += borrowed
         if not views:
             return
-        route = self.policy.route(view, views) or least_backlog_route(views)
+        route = self._p_route(view, views) or least_backlog_route(views)
         for v in borrowed:
             v.borrowed = False
         replica = self.replicas[route.replica_id]
-        if isinstance(replica, LLMEngine) and replica.role == "prefill":
+        e = replica if type(replica) is LLMEngine else None  # typed in sim.pxd: C field reads
+        if e is not None and e.role == "prefill":
             call.phase = "prefill"
             dec = route.decode_replica_id
             call.decode_replica = self.replicas[dec] if dec else None
             if call.decode_replica is None:
                 raise LayoutError(f"{replica.name} is a prefill replica but the route names no decode replica")
         call.t_enqueue = now
-        _enqueue(replica, call, self.policy.priority(view))
+        _enqueue(replica, call, self._p_priority(view))
         if hedge > 1:
             self._hedge(call, hedge, exclude, replica)
 

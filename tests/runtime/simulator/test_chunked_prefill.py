@@ -7,7 +7,7 @@ out by hand from the profile: ``prefill_s(P)`` when nothing decodes, else
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
+from heapq import heappop
 
 import pytest
 
@@ -15,6 +15,7 @@ from planner.profiles import get_profile
 from runtime.policies.fcfs import FCFS
 from runtime.simulator.calls import Call
 from runtime.simulator.engine import LLMEngine
+from runtime.simulator.events import SimClock
 from runtime.simulator.sim import SimConfig, Simulator, Stream
 from runtime.simulator.workloads import LLAMA8B, edge, llm
 from cortexlang.ir import Workflow
@@ -23,18 +24,13 @@ from tests.runtime.simulator.helpers import engines, prog
 PROFILE = get_profile("llama-3-8b", "H100", 1)
 
 
-class Loop:
-    """The part of the Simulator an engine talks to: the clock, the event heap, finished calls."""
+class Loop(SimClock):
+    """The part of the Simulator an engine talks to (the clock, the event heap: SimClock), recording
+    when each call finished."""
 
     def __init__(self) -> None:
-        self.now = 0.0
-        self._seq = 0
-        self._events: list[tuple] = []
+        super().__init__()
         self.finished: dict[str, float] = {}
-
-    def at(self, t: float, handler, arg: object = None) -> None:
-        self._seq += 1
-        heappush(self._events, (t, self._seq, handler, arg))
 
     def call_finished(self, call: Call) -> None:
         self.finished[call.key] = self.now
