@@ -83,8 +83,10 @@ def scenarios(workflow: Workflow) -> list[Scenario]:
     return [s for _, _, s in sorted(result, key=lambda t: (t[0], t[1]))]
 
 
-BURST_ROUNDS = 3
-"""Most re-solves with the arrivals' dispersion of the previous choice (:meth:`Planner._second_pass`)."""
+BURST_ROUNDS = 1
+"""Most re-solves with the arrivals' dispersion of the previous choice (:meth:`Planner._second_pass`).
+Three gave the same plans on both random sets of ``benchmarks/plan_vs_sim.py`` (seeds 0 and 30) and
+took 1.6x the planning time on ``benchmarks/plan_bench.py``'s ten binding 20-stage workflows."""
 BURST_TOLERANCE = 0.05
 """Dispersions within this (relative, and of 1) count as equal: the pools need no resizing."""
 
