@@ -9,6 +9,9 @@ if TYPE_CHECKING:
 
 # Call states.
 CREATED, QUEUED, RUNNING, TRANSFER, DONE, CANCELLED = range(6)
+OVERLONG = 6
+"""Created with a prompt longer than the shortest context of its stage's model options allows
+(less ``max_tokens``): ``Simulator.dispatch`` checks it on the model it is dispatched on."""
 
 
 class Call:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from cortexlang.ir import LLMStage
 from cortexlang.semantics import Semantics, join_waits_for_all
-from runtime.simulator.calls import Call
+from runtime.simulator.calls import OVERLONG, Call
 from runtime.simulator.distributions import _COMPILED, NV_MAGICCONST, sample
 from runtime.simulator.graph import StandaloneTime, WorkflowGraph
 from runtime.simulator.mt import MersenneTwister
@@ -48,7 +48,7 @@ def _draw_params(g: WorkflowGraph, token_cv: float, family: str) -> dict[str, tu
 def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
     """How one stage's scripted sizes are drawn and timed, and its calls' static fields:
     ``(True, input params, output params, reference profile's StandaloneTime, prefix tokens, (model, prefix key,
-    expected s, remaining critical path s, its std))`` for LLM stages (see :func:`_tokens`; the
+    expected s, remaining critical path s, its std), longest prompt every model option accepts)`` for LLM stages (see :func:`_tokens`; the
     profile and prefix tokens give the standalone time), ``(False, mean, cv, (kind, expected s,
     remaining s, its std), extra)`` for SQL/tool service times (``extra``: None, or a uniform
     range and the cumulative attempts distribution and backoff of retries; see :func:`_service`). Cached per stage: every call of the
@@ -57,9 +57,11 @@ def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
     if isinstance(s, LLMStage):
         model = g.model[s.name]
         pkey = f"{g.workflow.name}/{s.name}@{model}" if s.prefix_tokens else None
+        longest = min(g.program.model(o.model).max_context for o in s.models) - g.max_tokens[s.name]
         return (True, _token_params(s.input_tokens, token_cv * 0.5, s.prefix_tokens + 1, None),
                 _token_params(s.output_tokens, token_cv, 1, g.max_tokens[s.name]),
-                StandaloneTime(g.profile_for(model)), s.prefix_tokens, (model, pkey, g.stage_time[s.name], remaining, std))
+                StandaloneTime(g.profile_for(model)), s.prefix_tokens, (model, pkey, g.stage_time[s.name], remaining, std),
+                longest)
     extra = None
     retry = getattr(s, "retry", None)
     if s.service_range_s is not None or retry is not None:
@@ -469,9 +471,12 @@ class IRRun(Run):
         if draw[0]:
             model, pkey, expected, remaining, std = draw[5]
             t = self._standalone.get(key)
-            return Call(self, key, stage, "llm", model, a, b, pkey, draw[4], 0.0,
-                        t if t is not None else self._call_time(key, stage), expected, remaining, std,
-                        group, attempt, cp)
+            c = Call(self, key, stage, "llm", model, a, b, pkey, draw[4], 0.0,
+                     t if t is not None else self._call_time(key, stage), expected, remaining, std,
+                     group, attempt, cp)
+            if a > draw[6]:  # the engine may refuse it (context length): dispatch decides on the model used
+                c.state = OVERLONG
+            return c
         kind, expected, remaining, std = draw[3]
         return Call(self, key, stage, kind, None, 0, 0, None, 0, a, a, expected, remaining, std, group, attempt, cp)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from cortexlang.ir import LLMStage, Program
 from planner.profiles import LatencyProfile
 from runtime.policies.base import CallView, Policy, ReplicaView, StageLoad, least_backlog_route
-from runtime.simulator.calls import CANCELLED, DONE, QUEUED, Call
+from runtime.simulator.calls import CANCELLED, CREATED, DONE, OVERLONG, QUEUED, Call
 from runtime.simulator.calls import TRANSFER as TRANSFERRING
 from runtime.simulator.cluster import LayoutError, ReplicaSpec, model_profile
 from runtime.simulator.distributions import _COMPILED, interarrival, run_rng
@@ -466,12 +466,13 @@ class Simulator(SimClock):
         if not cands:
             raise LayoutError(f"no replica serves stage {call.stage!r}"
                               + (f" with model {call.model!r}" if call.model else ""))
-        if kind == "llm":
+        if call.state == OVERLONG:  # its prompt exceeds some option's context: check the model it runs on
             limits = self._input_limits.get(call.stage)
             if limits is not None and call.input_tokens > limits.get(call.model, call.input_tokens):
                 self._refuse(call, f"stage {call.stage!r}: {call.input_tokens} prompt tokens + max_tokens exceed "
                                    f"{call.model}'s context")
                 return
+            call.state = CREATED
         if self._plain_route and not excluding:
             replica = _least_backlog_replica(cands)
             call.t_enqueue = now
