@@ -89,9 +89,7 @@ def _plan(program: Any, console: Console, rate: float) -> tuple[Any, Any, float]
     """
     from runtime.drift import planning_with_drift
 
-    with planning_with_drift() as margins:
-        for m in margins:
-            console.print(m.line(), markup=False, highlight=False, soft_wrap=True)
+    with planning_with_drift(report=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)):
         return _plan_on_profiles(program, console, rate)
 
 

@@ -30,7 +30,7 @@ import datetime as dt
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,16 +153,20 @@ def scaled(data: Mapping, factor: float) -> dict:
 
 
 @contextmanager
-def planning_with_drift(directory: Path | None = None) -> Iterator[list[Drift]]:
+def planning_with_drift(directory: Path | None = None,
+                        report: Callable[[str], None] | None = None) -> Iterator[list[Drift]]:
     """Within the block, profile lookups return ``directory``'s (default: the active calibrated
     directory's) profiles slowed by their drift factors; yields the margins (empty when nothing
-    is calibrated or ``CORTEX_PLAN_DRIFT=off``). Restores the lookups on exit."""
+    is calibrated or ``CORTEX_PLAN_DRIFT=off``), each also passed to ``report`` as its line.
+    Restores the lookups on exit."""
     active = calibrated_directories()
     directory = directory or (active[0] if active else None)
     if directory is None or os.environ.get(DISABLE_ENV, "").lower() in ("off", "0", "no") or not directory.is_dir():
         yield []
         return
     margins = drifts(directory)
+    for m in margins if report is not None else ():
+        report(m.line())
     with tempfile.TemporaryDirectory(prefix="cortex-drift-") as tmp:
         for d in margins:
             if d.factor > 1.0:

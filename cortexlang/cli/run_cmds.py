@@ -62,9 +62,8 @@ def plan_or_none(program: Any, console: Console) -> Any:
     from planner.render import render_infeasible
     from runtime.drift import planning_with_drift
 
-    with planning_with_drift() as margins:  # the promise holds on this machine's slowest recent calibration
-        for m in margins:
-            console.print(m.line(), markup=False, highlight=False, soft_wrap=True)
+    # The promise holds on this machine's slowest recent calibration.
+    with planning_with_drift(report=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)):
         result = plan_program(program)
     if isinstance(result, Infeasible):
         console.print(render_infeasible(result).rstrip(), markup=False)
