@@ -67,7 +67,7 @@ def record(directory: Path, data: Mapping, at: dt.datetime | None = None) -> Non
     at = at or dt.datetime.now(dt.timezone.utc)
     line = {"at": at.isoformat(timespec="seconds"), "model": data["model"], "gpu": data["gpu"],
             "tp": int(data["tp"]), **{k: float(data[k]) for k in TIME_COEFFICIENTS},
-            "load_average": (data.get("calibration") or {}).get("load_average")}
+            "load_average_before_after": (data.get("calibration") or {}).get("load_average_before_after")}
     with open(directory / HISTORY_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")
 

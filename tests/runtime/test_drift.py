@@ -73,6 +73,8 @@ def test_plans_see_the_slowed_profile_and_nothing_else_does(monkeypatch: pytest.
     profiles.write_profile(_calibration(1.4))  # an earlier, slower calibration
     path = profiles.write_profile(_calibration(1.0))  # the one in use
     assert len(drift.history(profiles.machine_dir())) == 2  # write_profile keeps the history
+    profiles.write_profile({**_calibration(1.0), "calibration": {"load_average_before_after": [0.5, 0.7]}})
+    assert drift.history(profiles.machine_dir())[-1]["load_average_before_after"] == [0.5, 0.7]
     assert profiles.activate() == profiles.machine_dir()
     latest = get_profile("smollm2-135m", "CPU", 1)
     assert latest.path == str(path)
