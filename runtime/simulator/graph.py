@@ -100,6 +100,11 @@ class WorkflowGraph:
         self.max_tokens = {s.name: (knobs.max_tokens.get(s.name) if knobs else None) or s.max_tokens.preferred
                            for s in llm}
         """LLM stage -> its output cap (the plan's, else the preferred one)."""
+        self.input_limits = {s.name: {o.model: program.model(o.model).max_context - self.max_tokens[s.name]
+                                      for o in s.models} for s in llm}
+        """LLM stage -> model option -> the longest prompt an engine accepts for the stage's calls: the
+        model's ``max_context`` less the stage's ``max_tokens`` (vLLM refuses ``prompt + max_tokens >
+        max_model_len``; :func:`runtime.engines.base.check_context`)."""
         self.fanouts = {f.name: f for f in workflow.fanouts}
         self.edges: dict[str, tuple[Edge, ...]] = {}
         self.cum: dict[str, list[float]] = {}

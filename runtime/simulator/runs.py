@@ -57,7 +57,7 @@ def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
     if isinstance(s, LLMStage):
         model = g.model[s.name]
         pkey = f"{g.workflow.name}/{s.name}@{model}" if s.prefix_tokens else None
-        longest = min(g.program.model(o.model).max_context for o in s.models) - g.max_tokens[s.name]
+        longest = min(g.input_limits[s.name].values())
         return (True, _token_params(s.input_tokens, token_cv * 0.5, s.prefix_tokens + 1, None),
                 _token_params(s.output_tokens, token_cv, 1, g.max_tokens[s.name]),
                 StandaloneTime(g.profile_for(model)), s.prefix_tokens, (model, pkey, g.stage_time[s.name], remaining, std),

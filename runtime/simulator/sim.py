@@ -104,8 +104,8 @@ class Simulator(SimClock):
         self._overrides = {m: getattr(type(policy), m) is not getattr(Policy, m)
                            for m in ("admit", "adapt", "prune_retry")}
         self._prune_hook = self._prune if self._overrides["prune_retry"] else None
-        self._input_limits = _input_limits(program, self.graphs.values())
-        """Stage -> model -> the longest prompt a call may send (vLLM's context-length check)."""
+        self._input_limits = {name: lim for g in self.graphs.values() for name, lim in g.input_limits.items()}
+        """Stage -> model -> the longest prompt a call may send (``WorkflowGraph.input_limits``)."""
         self.run_records: list[tuple] = []
         self.call_records: list[tuple] = []
         self.kv_samples: list[tuple[float, str, int]] = []
@@ -623,18 +623,6 @@ class Simulator(SimClock):
         self.run_records.append((run.run_id, run.workflow, run.arrival_s, run.end_s, run.standalone_s,
                                  run.deadline_s, run.status, run.ncalls, run.pruned,
                                  run.quality if run.lighter else 1.0))
-
-
-def _input_limits(program: Program, graphs) -> dict[str, dict[str | None, int]]:
-    """Stage -> model option -> the longest prompt the engine accepts for the stage's calls:
-    the model's ``max_context`` less the stage's ``max_tokens`` under the simulated knobs (vLLM
-    refuses ``prompt + max_tokens > max_model_len``; :func:`runtime.engines.base.check_context`)."""
-    limits: dict[str, dict[str | None, int]] = {}
-    for g in graphs:
-        for name, s in g.stages.items():
-            if isinstance(s, LLMStage):
-                limits[name] = {o.model: program.model(o.model).max_context - g.max_tokens[name] for o in s.models}
-    return limits
 
 
 def _inherited(policy: Policy, method: str) -> bool:
