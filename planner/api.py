@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +102,11 @@ def _config_key(c: Candidate) -> tuple:
             c.prefill_replicas, c.group)
 
 
+def _at_least(got: Mapping[str, float], base: Mapping[str, float]) -> bool:
+    """True when no stage's dispersion ``got`` is below ``base``'s by more than :data:`BURST_TOLERANCE` (1 if absent)."""
+    return all(got.get(s, 1.0) >= base.get(s, 1.0) * (1.0 - BURST_TOLERANCE) for s in set(got) | set(base))
+
+
 def _settled(got: Mapping[str, float], used: Mapping[str, float]) -> bool:
     """True when every stage's dispersion ``got`` is within :data:`BURST_TOLERANCE` of ``used`` (1 if absent)."""
     return all(abs(got.get(s, 1.0) - used.get(s, 1.0)) <= BURST_TOLERANCE * max(got.get(s, 1.0), used.get(s, 1.0))
@@ -165,6 +170,11 @@ def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: 
     # A fan-out sends its k copies of a stage at once: batch arrivals (StageLoad.batch).
     loads = stage_loads(visits, rate, ca2, {s: k for s, (_, k) in
                                             branch_multiplicity(workflow, scenario.fanout_width).items()}, burst)
+    layout_key = ("layout", scenario_key, tuple(sorted(loads.items())), unbounded, decode_stretch, disaggregate, layout)
+    stages = memo.get(layout_key)
+    if stages is not None:  # every stage's and block's candidates for these loads, laid out: nothing to rebuild
+        paths, alone = memo[("paths", scenario_key, samples, seed)]
+        return WorkflowModel(workflow, scenario, rate, ca2, chain, visits, paths, dict(stages), loads, alone)
     stages = {}
     sem = Semantics(workflow, chain.loop_budget, scenario.fanout_width)
     planned = {st.name: st if isinstance(st, LLMStage) else planned_stage(sem, st) for st in workflow.stages}
@@ -187,6 +197,7 @@ def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: 
         memo[key] = paths, paths.run_latency({st.name: standalone_table(program, st, inventory, profile_dir)
                                               for st in planned.values()})
     paths, alone = memo[key]
+    memo[layout_key] = dict(stages)
     return WorkflowModel(workflow, scenario, rate, ca2, chain, visits, paths, stages, loads, alone)
 
 
@@ -199,13 +210,51 @@ def inventory_limits(inventory: Inventory, unbounded: bool = False) -> dict[str,
     return limits
 
 
+@dataclass
+class PlanningCache:
+    """What a planning request built that its SLO latency targets do not change -- every stage's and
+    shared block's candidates (by the loads they were built for) and the sampled paths -- for a later
+    :func:`plan_program` call that differs only in those targets: the verification loop's tightened
+    plans (``cortexlang/cli/plan_verify.py``), which otherwise rebuild the same candidates.
+
+    A request with any other difference (program, inventory, rates, profiles, samples, seed, layout,
+    decode stretch, disaggregation) finds a different :meth:`fingerprint` and starts the cache afresh,
+    so a cache passed to unrelated requests is merely useless, never wrong."""
+
+    key: str = ""
+    memo: dict = field(default_factory=dict)
+    burst: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
+    """The arrivals' dispersion the last request's models ended with, per (workflow, scenario): where the
+    next request's :meth:`Planner._second_pass` starts (a tighter target mostly picks pools that cause
+    about the same bursts, so its first solve is then the last)."""
+    hits: int = 0
+    """Requests that found the cache built for them (for tests and benchmarks)."""
+
+    @staticmethod
+    def fingerprint(program: Program, inventory: Inventory, rates: Mapping[str, float], *settings: object) -> str:
+        """Everything the candidates depend on: the program with its SLO latency targets blanked,
+        the inventory, the rates and the request's settings."""
+        blank = program.model_copy(update={"workflows": tuple(
+            w.model_copy(update={"slo": w.slo.model_copy(update={"latency_s": 1.0})}) if w.slo is not None else w
+            for w in program.workflows)})
+        return repr((blank.model_dump_json(), inventory.model_dump_json(), sorted(rates.items()), settings))
+
+    def memo_for(self, key: str) -> dict:
+        """The memo of the request fingerprinted ``key`` (emptied when the cache held another's)."""
+        if key == self.key:
+            self.hits += 1
+        else:
+            self.key, self.memo, self.burst = key, {}, {}
+        return self.memo
+
+
 class Planner:
     """One planning request; holds the built models so explanations can reuse them."""
 
     def __init__(self, program: Program, inventory: Inventory, rates: dict[str, float], mode: Mode,
                  samples: int, seed: int, profile_dir: Path, progress: Progress | None,
                  decode_stretch: float = DECODE_STRETCH, time_limit_s: float = TIME_LIMIT_S,
-                 layout: Layout = "search", disaggregate: bool = False) -> None:
+                 layout: Layout = "search", disaggregate: bool = False, cache: PlanningCache | None = None) -> None:
         self.program, self.inventory, self.rates, self.mode = program, inventory, rates, mode
         self.layout = layout
         self.disaggregate = disaggregate
@@ -216,10 +265,14 @@ class Planner:
         self.workflows = [w for w in program.workflows]
         self.scenarios = {w.name: scenarios(w) for w in self.workflows}
         self._models: dict[tuple[str, int, bool], WorkflowModel] = {}
-        self._memo: dict = {}
-        """Candidates and sampled paths already built in this request (:func:`build_model`'s ``memo``)."""
-        self.burst: dict[tuple[str, int], dict[str, float]] = {}
-        """Per (workflow, scenario): the arrivals' dispersion the candidates are built with (:meth:`_second_pass`)."""
+        self._memo: dict = {} if cache is None else cache.memo_for(PlanningCache.fingerprint(
+            program, inventory, rates, samples, seed, str(profile_dir), decode_stretch, layout, disaggregate))
+        """Candidates and sampled paths already built in this request, or in an earlier one that differs only
+        in its SLO latency targets (:func:`build_model`'s ``memo``, :class:`PlanningCache`)."""
+        self.burst: dict[tuple[str, int], dict[str, float]] = {} if cache is None else dict(cache.burst)
+        """Per (workflow, scenario): the arrivals' dispersion the candidates are built with (:meth:`_second_pass`);
+        a cache's request starts from its predecessor's."""
+        self.cache = cache
         self.iterations = 0
 
     def scenario_index(self, m: WorkflowModel) -> int:
@@ -265,6 +318,8 @@ class Planner:
                 # preferred scenario may not, e.g. a fan-out width the inventory cannot absorb).
                 return explain.no_plan(self, models, result)
         models, result = self._second_pass(models, result, choice)
+        if self.cache is not None:
+            self.cache.burst = dict(self.burst)
         scale = 1.0
         if self.mode == "headroom":
             self.progress("maximising headroom")
@@ -290,8 +345,13 @@ class Planner:
         re-solve finds no plan (the burstier model is stricter), the previous round stands. Before
         the first re-solve, the first pass's choice is re-predicted with the dispersion it causes: if
         it still meets every SLO it is kept (no re-solve could be cheaper; the 20-stage binding case of
-        ``benchmarks/plan_bench.py`` re-solved 8 more times without it)."""
-        used: dict[str, dict[str, float]] = {w.name: {} for w in self.workflows}
+        ``benchmarks/plan_bench.py`` re-solved 8 more times without it). A request given a
+        :class:`PlanningCache` starts from its predecessor's dispersion instead of Poisson arrivals; its
+        first choice is then kept without a re-solve only if it causes at least that dispersion
+        everywhere (the same subset argument)."""
+        used: dict[str, dict[str, float]] = {w.name: dict(self.burst.get((w.name, choice[w.name]), {}))
+                                             for w in self.workflows}
+        started = {w: dict(b) for w, b in used.items()}
         seen: dict[str, dict[str, float]] = {w.name: {} for w in self.workflows}
         for round_ in range(BURST_ROUNDS + 1):
             bursts = self._bursts(models, result)
@@ -304,7 +364,7 @@ class Planner:
                     return kept
                 bursts = seen
             again = self._rebuild(choice, bursts)
-            if round_ == 0:
+            if round_ == 0 and all(_at_least(bursts[w], started[w]) for w in bursts):
                 # Burstier arrivals only lengthen every pool's latency, so the rebuilt problem's
                 # feasible plans are a subset of the first pass's: when the first pass's optimum still
                 # meets every SLO with the dispersion it causes, a re-solve would find nothing cheaper.
@@ -584,7 +644,8 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
                  mode: Mode = "cost", profiles: Path | None = None, *, workflows: Sequence[str] | None = None,
                  samples: int = DEFAULT_SAMPLES, seed: int = 0, progress: Progress | None = None,
                  decode_stretch: float = DECODE_STRETCH, time_limit_s: float = TIME_LIMIT_S,
-                 layout: Layout = "search", disaggregate: bool = False) -> Plan | Infeasible:
+                 layout: Layout = "search", disaggregate: bool = False,
+                 cache: PlanningCache | None = None) -> Plan | Infeasible:
     """Plan ``program`` (or the named ``workflows`` of it) on ``inventory``.
 
     ``inventory`` defaults to the program's ``resources``; ``rate`` (runs per
@@ -599,7 +660,8 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
     all-shared layout (both are in its space); ``isolated`` or ``shared`` restrict it to one.
     ``disaggregate`` also offers prefill/decode-disaggregated dedicated pools on GPUs
     (:mod:`planner.disaggregation`); off by default: the real runtime cannot serve them yet.
-    Never raises on bad input: returns :class:`Infeasible` with a message.
+    ``cache`` (:class:`PlanningCache`) carries the candidates built by an earlier call that differed
+    only in its SLO latency targets; it is filled for the next such call. Never raises on bad input: returns :class:`Infeasible` with a message.
     """
     inventory = inventory or program.inventory
     if inventory is None:
@@ -629,11 +691,11 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
     if layout not in ("search", "isolated", "shared"):
         return Infeasible(binding="input", message=f"Unknown layout {layout!r}: use search, isolated or shared.")
     planner = Planner(program, inventory, rates, mode, samples, seed, profiles or PROFILE_DIR, progress,
-                      decode_stretch, time_limit_s, layout, disaggregate)
+                      decode_stretch, time_limit_s, layout, disaggregate, cache)
     try:
         return planner.run()
     except ChainError as exc:
         return Infeasible(binding="input", message=f"The call graph cannot be planned: {exc}.")
 
 
-__all__ = ["plan_program", "Planner", "Scenario", "scenarios", "build_model"]
+__all__ = ["plan_program", "Planner", "PlanningCache", "Scenario", "scenarios", "build_model"]

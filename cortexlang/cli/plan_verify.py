@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable, Mapping
 
 from cortexlang.ir import SLO, Program
-from planner.api import plan_program
+from planner.api import PlanningCache, plan_program
 from planner.plan import Infeasible, Plan, Verification
 from runtime.simulator.verify import simulate_plan
 
@@ -81,7 +81,8 @@ def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None
     misses.
     """
     say = progress or (lambda _msg: None)
-    plan = plan_program(program, progress=progress, **plan_kwargs)
+    cache = PlanningCache()  # the tightened plans differ only in their latency targets: same candidates
+    plan = plan_program(program, progress=progress, cache=cache, **plan_kwargs)
     if isinstance(plan, Infeasible):
         return plan
     original = {w.name: w.slo for w in program.workflows}
@@ -120,7 +121,7 @@ def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None
             say(f"the plan misses its SLO in simulation: planning for "
                 f"{', '.join(f'{k} <= {v:.3g}s' for k, v in tried.items())}")
             again = plan_program(_with_latency_targets(program, {**target, **tried}), progress=progress,
-                                 **plan_kwargs)
+                                 cache=cache, **plan_kwargs)
             if not isinstance(again, Infeasible):
                 break
             factor = {name: math.sqrt(f) for name, f in factor.items()}  # a smaller step

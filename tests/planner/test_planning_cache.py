@@ -1,0 +1,62 @@
+"""A planning request reuses an earlier one's candidates when only its SLO latency targets differ
+(planner.api.PlanningCache, used by the verification loop's tightened plans)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cortexlang.compiler import compile_file
+from cortexlang.ir import Program
+from planner.api import PlanningCache, plan_program
+from planner.plan import Plan
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _with_slo(program: Program, latency_s: float, attainment: float | None = None) -> Program:
+    wf = program.workflow()
+    slo = wf.slo.model_copy(update={"latency_s": latency_s, **({} if attainment is None else {"attainment": attainment})})
+    return program.model_copy(update={"workflows": (wf.model_copy(update={"slo": slo}),)})
+
+
+def test_a_tighter_target_reuses_the_candidates_and_plans_as_a_fresh_request_would() -> None:
+    program = compile_file(EXAMPLES / "rag.cortex").program
+    cache = PlanningCache()
+    first = plan_program(program, cache=cache, time_limit_s=60.0)
+    assert isinstance(first, Plan) and cache.hits == 0 and cache.memo
+    built = len(cache.memo)
+    tighter = _with_slo(program, 0.9 * program.workflow().slo.latency_s)
+    again = plan_program(tighter, cache=cache, time_limit_s=60.0)
+    fresh = plan_program(tighter, time_limit_s=60.0)
+    assert cache.hits == 1
+    assert isinstance(again, Plan) and isinstance(fresh, Plan)
+    # Same pools, same predictions: the cached candidates are the ones a fresh request builds.
+    assert again.workflows[0].model_dump(exclude={"objective"}) == fresh.workflows[0].model_dump(exclude={"objective"})
+    assert len(cache.memo) >= built
+
+
+def test_any_other_difference_starts_the_cache_afresh() -> None:
+    program = compile_file(EXAMPLES / "rag.cortex").program
+    cache = PlanningCache()
+    plan_program(program, cache=cache)
+    key = cache.key
+    for other in (dict(program=_with_slo(program, program.workflow().slo.latency_s, attainment=0.5)),
+                  dict(program=program, rate=2 * program.workflow().load.rate_per_s),
+                  dict(program=program, layout="isolated")):
+        marker = object()
+        cache.memo["marker"] = marker
+        plan_program(cache=cache, **other)
+        assert cache.key != key and "marker" not in cache.memo and cache.hits == 0
+        plan_program(program, cache=cache)  # back to the original request: built again, not reused
+        assert cache.key == key and cache.hits == 0
+
+
+def test_the_fingerprint_ignores_only_the_latency_targets() -> None:
+    program = compile_file(EXAMPLES / "nl2sql.cortex").program
+    inv = program.inventory
+    rates = {"nl2sql": 0.05}
+    base = PlanningCache.fingerprint(program, inv, rates, 1)
+    assert PlanningCache.fingerprint(_with_slo(program, 1.0), inv, rates, 1) == base
+    assert PlanningCache.fingerprint(_with_slo(program, 30.0, attainment=0.99), inv, rates, 1) != base
+    assert PlanningCache.fingerprint(program, inv, {"nl2sql": 0.06}, 1) != base
+    assert PlanningCache.fingerprint(program, inv, rates, 2) != base
