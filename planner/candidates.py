@@ -317,6 +317,20 @@ def prefill_stall(profile: LatencyProfile, classes: Sequence[tuple[float, int]],
                         m2=sum(b * lam * (c * unc) ** 2 for (lam, unc), b in zip(classes, burst)))
 
 
+def copies_prefill_index(batch: int, replicas: int) -> float:
+    """How much a fan-out's copies arriving together raise each replica's prefill-work variance
+    (the factor on a class's ``burst`` in :func:`prefill_stall`): ``max(1, k / R)``.
+
+    A fan-out visit sends its ``k`` copies of a branch stage at once (:class:`StageLoad`'s
+    ``batch``); the least-backlog router sees each copy's prompt queued before it places the next,
+    so it spreads them over the ``R`` replicas, ``k / R`` prompts each. Epochs at ``lam / k`` per
+    second (``lam`` the pool's calls/s) that bring ``k p / R`` of prefill work to every replica give
+    it a variance rate ``(lam / k)(k p / R)^2 = (lam / R) p^2 (k / R)``: ``k / R`` times the
+    per-replica Poisson ``m2``. With ``k <= R`` each replica gets at most one copy per visit, as from
+    Poisson arrivals: factor 1. (The copies' own slot wait is :attr:`StageLoad.dispersion_ca2`'s.)"""
+    return max(1.0, batch / max(replicas, 1))
+
+
 @lru_cache(maxsize=None)
 def _unit_normal_2() -> np.ndarray:
     """A second standard normal stream, independent of :func:`_unit_normal` (the common prefill shock)."""
@@ -591,7 +605,8 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
         return None
     table = llm_service_table(point.prefill_s, t_iter, wait.p_wait, wait.mean_if_waiting,
                               stage.output_tokens, max_tokens, hedge, point.per_seq_s, point.batch, max_num_seqs,
-                              replace(prefill_stall(profile, [(rate / replicas, max(uncached, 1))], [load.burst]),
+                              replace(prefill_stall(profile, [(rate / replicas, max(uncached, 1))],
+                                                    [load.burst * copies_prefill_index(load.batch, replicas)]),
                                       replicas=replicas))
     per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
     in_use_tokens = point.batch * (stage.input_tokens + mean_out / 2.0) + (stage.prefix_tokens if prewarm else 0)

@@ -40,7 +40,9 @@ loop, or a shared pool serving the next stage) are not counted as burstier arriv
 
 Bursty arrivals into a pool make its prefill work burstier: counts of index ``I_j`` carry prefill
 work of variance ``I_j lam_j p_j^2`` per second, so ``m2`` weighs each class by its arrivals' index
-(:func:`planner.candidates.prefill_stall`'s ``burst``).
+(:func:`planner.candidates.prefill_stall`'s ``burst``), and a fan-out branch's class also by
+``max(1, k / R)`` (:func:`planner.candidates.copies_prefill_index`: its ``k`` copies arrive together
+and the router spreads them over the ``R`` replicas), as the pools' latency tables do.
 
 Propagation over the call graph (:func:`stage_dispersion`), as excesses ``I - 1`` by origin:
 
@@ -75,9 +77,9 @@ import math
 from typing import TYPE_CHECKING
 
 from cortexlang.semantics import Semantics
-from planner.visits import VisitChain, branch_chain
+from planner.visits import VisitChain, branch_chain, branch_multiplicity
 
-from planner.candidates import output_tokens_moments
+from planner.candidates import copies_prefill_index, output_tokens_moments
 
 if TYPE_CHECKING:
     from planner.candidates import Candidate
@@ -238,12 +240,13 @@ def plan_dispersion(chain: VisitChain, chosen: Mapping[str, "Candidate"],
     it), an executor stage over the upstream decode stays (:func:`index_at`)."""
     wf = chain.workflow
     scales: dict[str, tuple[float, float]] = {}
+    copies = {s: k for s, (_, k) in branch_multiplicity(wf, fanout_width).items()}
 
     def departure(stage: str, arrivals: Mapping[str, Excess]) -> Excess:
         c = chosen.get(stage)
         if c is None or c.kind != "llm":
             return arrivals[stage]
-        return pool_departure(wf, stage, chosen, arrivals, scales)
+        return pool_departure(wf, stage, chosen, arrivals, scales, copies)
 
     excess = stage_dispersion(chain, departure, fanout_width)
     out = {}
@@ -273,12 +276,14 @@ def executor_window(c: "Candidate", stage) -> float | None:
 
 
 def pool_departure(wf, stage: str, chosen: Mapping[str, "Candidate"], arrivals: Mapping[str, Excess],
-                   scales: dict[str, tuple[float, float]]) -> Excess:
+                   scales: dict[str, tuple[float, float]], copies: Mapping[str, int] | None = None) -> Excess:
     """The excess dispersion of LLM stage ``stage``'s departures from its chosen pool (module
     docstring), ``{stage: I_out - 1}``, with ``scales[stage]`` set to its ``(decode_s, busy_s)``
     (:func:`window_share`). The pool's classes are the stages it serves, each at its chosen rate
     over the pool's replicas and its uncached prompt, their prefill variance weighted by their
-    arrivals' index over their own stay (without the pool's own departures: :func:`_foreign`); the
+    arrivals' index over their own stay (without the pool's own departures: :func:`_foreign`) and,
+    for a fan-out branch's stage, by its ``copies`` (stage -> ``k``, :func:`planner.candidates.
+    copies_prefill_index`); the
     batch cap damps the excess (:func:`cap_damping`); a prefill/decode-disaggregated pool's decode
     replicas are never stalled by prefills (no excess)."""
     c = chosen[stage]
@@ -293,7 +298,8 @@ def pool_departure(wf, stage: str, chosen: Mapping[str, "Candidate"], arrivals: 
         uncached = max(st.input_tokens - (st.prefix_tokens if ct.prewarm else 0), 1)
         lam = ct.arrival_rate_per_s / replicas
         out = output_tokens_moments(st.output_tokens, ct.max_tokens or st.max_tokens.preferred)[0]
-        burst = index_at(_foreign(arrivals.get(t, {}), members), ct.mean, scales)
+        burst = index_at(_foreign(arrivals.get(t, {}), members), ct.mean, scales) * copies_prefill_index(
+            (copies or {}).get(t, 1), replicas)
         share += prof.prefill_per_token_s * lam * uncached
         m2 += burst * lam * (prof.prefill_per_token_s * uncached) ** 2
         m2_poisson += lam * (prof.prefill_per_token_s * uncached) ** 2
