@@ -66,6 +66,7 @@ import numpy as np
 
 from cortexlang.ir import Inventory, LLMStage, ModelSpec, Program, Workflow
 from planner.candidates import (
+    copies_prefill_index,
     CPU_SLOTS_PER_LLM_REPLICA, DECODE_STRETCH, FLAT_IMPROVEMENT, MAX_NUM_SEQS, MAX_UTILISATION, U_GRID, UNBOUNDED,
     Candidate, Device,
     StageLoad, devices_of,
@@ -104,6 +105,8 @@ class Member:
     ca2: float = 1.0
     burst: float = 1.0
     """Index of dispersion of the stage's arrivals from upstream pools (scales its prefill variance)."""
+    batch: int = 1
+    """Copies of the stage one fan-out visit sends at once (:class:`planner.candidates.StageLoad`'s ``batch``)."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,8 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
     wait = mgc_wait(replicas * max_num_seqs, rate, mean, cs2, max(m.ca2 for m in members))
     if wait is None:
         return None
-    stall = prefill_stall(profile, [(cl[0], cl[2]) for cl in classes], [m.burst for m in members])
+    stall = prefill_stall(profile, [(cl[0], cl[2]) for cl in classes],
+                          [m.burst * copies_prefill_index(m.batch, replicas) for m in members])
     tables = {m.stage.name: llm_service_table(p, t, wait.p_wait, wait.mean_if_waiting, m.stage.output_tokens,
                                               m.max_tokens, m.hedge, per_seq, batch, max_num_seqs, stall)
               for m, p, t in zip(members, prefills, steps)}
@@ -312,7 +316,7 @@ def _block_range(spec: ModelSpec, profile: LatencyProfile, device: Device, stage
     members = [Member(stage=s, rate_per_s=loads[s.name].rate_per_s * s.hedge.preferred,
                       max_tokens=s.max_tokens.preferred, hedge=s.hedge.preferred,
                       prewarm=s.warms_prefix, ca2=loads[s.name].dispersion_ca2,
-                      burst=loads[s.name].burst) for s in stages]
+                      burst=loads[s.name].burst, batch=loads[s.name].batch) for s in stages]
     kv = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
     if any(m.stage.input_tokens + m.max_tokens > kv for m in members):
         return []
