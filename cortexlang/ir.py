@@ -263,6 +263,13 @@ class LLMStage(StageBase):
     input_tokens: int = Field(gt=0, description="Expected prompt tokens, for planning.")
     output_tokens: int = Field(gt=0, description="Expected output tokens, for planning.")
     prefix_tokens: int = Field(default=0, ge=0, description="Prompt tokens shared by every call.")
+    output_correlation: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="How alike the output lengths of one run's calls are: each call's length is drawn at the "
+                    "quantile Phi(sqrt(r) Z + sqrt(1 - r) e) of its distribution, Z one standard normal per run "
+                    "shared by every LLM call of the run with r > 0, e the call's own; two calls' lengths then "
+                    "correlate by sqrt(r1 r2) in normal scores. 0: independent draws. Greedy decoding of the "
+                    "same question gives the same answer again (a repair loop's retries are alike).")
     hedge: IntKnob = Field(
         default_factory=lambda: IntKnob.fixed(1),
         description="Parallel candidates per call; the first acceptable one wins.",

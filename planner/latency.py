@@ -33,14 +33,25 @@ visit, stage) from a separate stream (so adding it moved no other draw) and
 ``u`` is the visit's own. Later visits (retries) take the marginal table. Each
 part is non-decreasing in its table, so the monotonicity above still holds.
 
+Alike calls (an LLM stage's ``output_correlation`` ``r > 0``): one run's calls are not independent
+when its output lengths are alike (greedy decoding of the same question repeats its answer). Such a
+visit's uniform becomes ``Phi(sqrt(r) Z + sqrt(1 - r) Phi^-1(u))``, with ``Z`` one standard normal
+per instance (run, or branch run) from a third stream, shared by its visits to every such stage: the
+same Gaussian copula the simulator draws the output lengths with
+(``runtime/simulator/runs.py``). It moves the whole latency quantile, wait included, not just the
+output length's: the length is what varies most in a call's latency. Each visit's marginal stays
+uniform, and the ``u`` are still fixed per visit, so the monotonicity above holds.
+
 Runs ending at ``fail`` count with their latency (an exhausted retry loop is
 a slow answer, not a missing one); ``P(done)`` is reported separately.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 
@@ -201,19 +212,39 @@ def _walk(chain: VisitChain, n: int, rng: np.random.Generator) -> tuple[dict[str
     return visits, current == chain.done_index
 
 
+_NORMAL = NormalDist()
+
+
+def correlated_uniforms(u: np.ndarray, z: np.ndarray, r: float) -> np.ndarray:
+    """``Phi(sqrt(r) z + sqrt(1 - r) Phi^-1(u))``: uniforms ``u`` made to share the standard normal
+    ``z`` with correlation ``r`` in normal scores (still uniform each)."""
+    a, b = math.sqrt(r), math.sqrt(1.0 - r)
+    return np.array([_NORMAL.cdf(a * zi + b * _NORMAL.inv_cdf(min(max(ui, 1e-300), 1.0 - 1e-16)))
+                     for ui, zi in zip(u.tolist(), z.tolist())])
+
+
 def _sample_graph(chain: VisitChain, sem: Semantics, n: int, rng: np.random.Generator,
-                  fanout_width: Mapping[str, int] | None, shared_rng: np.random.Generator | None = None
+                  fanout_width: Mapping[str, int] | None, shared_rng: np.random.Generator | None = None,
+                  alike: Mapping[str, float] | None = None, latent_rng: np.random.Generator | None = None
                   ) -> GraphSample:
     """Walk ``n`` instances through ``chain``; every stage visit gets its own uniform ``u``;
     every fan-out visit draws its width and walks each branch slot's sub-flow (recursively), and
-    per stage of its branches one shared uniform from ``shared_rng`` (the copies' common wait)."""
+    per stage of its branches one shared uniform from ``shared_rng`` (the copies' common wait).
+    ``alike``: stage -> ``output_correlation`` (> 0 only); their visits' ``u`` share each instance's
+    normal from ``latent_rng`` (module docstring)."""
     shared_rng = shared_rng if shared_rng is not None else np.random.default_rng(0)
+    alike = alike or {}
+    latent_rng = latent_rng if latent_rng is not None else np.random.default_rng(2)
     visits, done = _walk(chain, n, rng)
     stage_visits: dict[str, Visits] = {}
     fanouts: dict[str, FanoutVisits] = {}
+    latent = latent_rng.standard_normal(n) if any(s in alike for s in visits) else None
     for name, runs in visits.items():
         if name not in sem.workflow._index["fanout"]:
-            stage_visits[name] = Visits(runs, *_grid_position(rng.random(runs.size)))
+            u = rng.random(runs.size)
+            if latent is not None and name in alike:
+                u = correlated_uniforms(u, latent[runs], alike[name])
+            stage_visits[name] = Visits(runs, *_grid_position(u))
             continue
         fo = sem.fanout(name)
         pmf = sem.width_pmf(name)
@@ -231,7 +262,7 @@ def _sample_graph(chain: VisitChain, sem: Semantics, n: int, rng: np.random.Gene
             index = sem.branch_index(name, b)
             sub = sem.branch(name, index)
             branches.append(_sample_graph(branch_chain(chain, name, index, fanout_width), sub, runs.size, rng,
-                                          fanout_width, shared_rng))
+                                          fanout_width, shared_rng, alike, latent_rng))
         stages = sorted({s for br in branches for s in br.stage_visits})
         common = {s: _grid_position(shared_rng.random(runs.size)) for s in stages}
         for b, br in enumerate(branches):
@@ -245,8 +276,9 @@ def sample_paths(chain: VisitChain, n: int = DEFAULT_SAMPLES, seed: int = 0,
     """Draw ``n`` runs through ``chain`` (see the module docstring)."""
     wf = chain.workflow
     rng = np.random.default_rng(seed)
+    alike = {s.name: s.output_correlation for s in wf.stages if getattr(s, "output_correlation", 0.0) > 0.0}
     top = _sample_graph(chain, Semantics(wf, chain.loop_budget, fanout_width), n, rng, fanout_width,
-                        np.random.default_rng([seed, 1]))
+                        np.random.default_rng([seed, 1]), alike, np.random.default_rng([seed, 2]))
     # Stages never reached still get an (empty) entry so tables can be passed uniformly.
     owner = wf.branch_owner()
     for s in wf.stages:

@@ -13,6 +13,11 @@ did. :func:`observe` estimates from it, per workflow:
   only as far as they justify: ``p = (k + w p_declared) / (n + w)``;
 * **token counts** of LLM stages: mean prompt and output tokens per call; the
   share of calls cut at ``max_tokens`` and the prefix-cache hits are reported;
+* **how alike one run's output lengths are** (LLM stages' ``output_correlation``): from the
+  correlations, over the pairs of LLM calls of the same run, of their output lengths' normal
+  scores (each call's length ranked among its stage's calls, midranks for ties, mapped through
+  ``Phi^-1((rank - 1/2) / n)``); see :func:`_output_correlation` (clipped to [0, 0.99]; a
+  negative estimate is no likeness);
 * **service times** of SQL/tool stages: mean and coefficient of variation of
   ``duration_s``; for LLM stages the measured service, TTFT and decode rate are
   shown beside the standalone time the latency profile predicts for the
@@ -30,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from statistics import NormalDist
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -277,6 +283,7 @@ def observe(program: Program, runs: list[dict[str, Any]], workflow: str | None =
                                       len(calls_by_stage[stage.name]) / len(mine), len(mine), "",
                                       note="result of the branch probabilities"))
 
+    estimates.extend(_output_correlation(wf, mine, dump))
     estimates.extend(_arrivals(wf, mine, dump))
     observed_program = Program.model_validate(
         program.model_dump() | {"workflows": [Workflow.model_validate(dump) if w.name == wf.name else w
@@ -284,6 +291,94 @@ def observe(program: Program, runs: list[dict[str, Any]], workflow: str | None =
     known = {stage.name for stage in wf.stages}
     ignored = {name: len(calls) for name, calls in sorted(calls_by_stage.items()) if name not in known}
     return Observed(wf.name, len(mine), estimates, observed_program, _measured(mine), ignored)
+
+
+def _normal_scores(values: list[float]) -> list[float]:
+    """``Phi^-1((rank - 1/2) / n)`` of each value, with midranks for ties."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    n = len(values)
+    return [NormalDist().inv_cdf((r - 0.5) / n) for r in ranks]
+
+
+def _pair_correlation(pairs: list[tuple[float, float]]) -> float | None:
+    """Pearson correlation of ordered pairs (both orders present); None when either side is constant."""
+    xs, ys = [a for a, _ in pairs], [b for _, b in pairs]
+    if len(set(xs)) < 2 or len(set(ys)) < 2:
+        return None
+    return statistics.correlation(xs, ys)
+
+
+def _output_correlation(wf: Workflow, runs: list[dict], dump: dict) -> list[Estimate]:
+    """Each LLM stage's ``output_correlation`` ``r_s`` from the within-run pairs of calls (module docstring).
+
+    Under the model, two calls of stage ``s`` correlate by ``r_s`` and calls of ``s`` and ``t`` by
+    ``sqrt(r_s r_t)`` (normal scores). A stage called twice in ``MIN_CALLS`` runs (a retry loop) gets
+    ``r_s`` from its own pairs; another then gets ``c^2 / r`` from its pairs ``c`` with those stages
+    (``r`` their mean); without such stages every stage gets the pooled correlation of all pairs."""
+    llm = {s.name for s in wf.stages if isinstance(s, LLMStage)}
+    by_stage: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for k, run in enumerate(runs):
+        for call in run["calls"]:
+            if call.get("stage") in llm and (v := _num(call, "output_tokens")) is not None and v > 0:
+                by_stage[call["stage"]].append((k, v))
+    if not by_stage:
+        return []
+    scores: dict[int, list[tuple[str, float]]] = defaultdict(list)
+    for stage, calls in by_stage.items():
+        for (k, _), z in zip(calls, _normal_scores([v for _, v in calls])):
+            scores[k].append((stage, z))
+    pairs: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    runs_with: Counter[tuple[str, str]] = Counter()
+    for calls in scores.values():
+        seen = set()
+        for i, (s, a) in enumerate(calls):
+            for j, (t, b) in enumerate(calls):
+                if i != j:
+                    pairs[(s, t)].append((a, b))
+                    seen.add((s, t))
+        runs_with.update(seen)
+    r: dict[str, float] = {}
+    for s in by_stage:  # a stage's own pairs
+        c = _pair_correlation(pairs[(s, s)]) if runs_with[(s, s)] >= MIN_CALLS else None
+        if c is not None:
+            r[s] = min(max(c, 0.0), 0.99)
+    own = dict(r)
+    for t in by_stage:
+        if t in r:
+            continue
+        partners = [s for s in own if runs_with[(t, s)] >= MIN_CALLS]
+        c = _pair_correlation([p for s in partners for p in pairs[(t, s)]]) if partners else None
+        mean = statistics.fmean(own[s] for s in partners) if partners else 0.0
+        if c is not None and mean > 0.0:
+            r[t] = min(max(c, 0.0) ** 2 / mean, 0.99)
+    if not r:  # no stage repeats within a run: one likeness for every pair
+        every = [p for ps in pairs.values() for p in ps]
+        c = _pair_correlation(every)
+        if c is not None and sum(len(zs) > 1 for zs in scores.values()) >= MIN_CALLS:
+            r = {s: min(max(c, 0.0), 0.99) for s in by_stage}
+    out = []
+    for sd in dump["stages"]:
+        name = sd["name"]
+        if name not in by_stage:
+            continue
+        declared = wf.stage(name).output_correlation
+        if name in r:
+            sd["output_correlation"] = r[name]
+            out.append(Estimate(f"{name}: output length correlation within a run", declared, r[name],
+                                len(by_stage[name]), "", True))
+        else:
+            out.append(Estimate(f"{name}: output length correlation within a run", declared, None,
+                                len(by_stage[name]), "", note=f"fewer than {MIN_CALLS} runs with a pair of calls"))
+    return out
 
 
 def _llm_service(program: Program, stage: LLMStage, calls: list[dict], ins: list[float],

@@ -30,6 +30,10 @@ cdef class _Fan:
 cpdef _tokens(MersenneTwister rng, tuple params)
 @cython.locals(u1=double, u2=double, z=double)
 cpdef double _lognormal(MersenneTwister rng, double mu, double sigma)
+@cython.locals(u1=double, u2=double, z=double)
+cpdef double _normal(MersenneTwister rng)
+@cython.locals(n=long, value=double, f=double, d=double)
+cpdef _alike_tokens(MersenneTwister rng, tuple params, double latent, double r)
 @cython.locals(s2=double)
 cpdef _sample(MersenneTwister rng, mean, cv, family)
 cpdef _service(MersenneTwister rng, tuple draw, family)
@@ -46,6 +50,7 @@ cdef class IRRun(Run):
     cdef public object g, sem, top, token_cv, _family
     cdef public dict script, widths, _draws, _standalone, _cum, _plain_next
     cdef public MersenneTwister rng
+    cdef public double latent
 
     @cython.locals(rng=MersenneTwister)
     cpdef _sizes(self, tuple key, stage)

@@ -48,7 +48,8 @@ def _draw_params(g: WorkflowGraph, token_cv: float, family: str) -> dict[str, tu
 def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
     """How one stage's scripted sizes are drawn and timed, and its calls' static fields:
     ``(True, input params, output params, reference profile's StandaloneTime, prefix tokens, (model, prefix key,
-    expected s, remaining critical path s, its std), longest prompt every model option accepts)`` for LLM stages (see :func:`_tokens`; the
+    expected s, remaining critical path s, its std), longest prompt every model option accepts, the stage's
+    ``output_correlation``)`` for LLM stages (see :func:`_tokens`, :func:`_alike_tokens`; the
     profile and prefix tokens give the standalone time), ``(False, mean, cv, (kind, expected s,
     remaining s, its std), extra)`` for SQL/tool service times (``extra``: None, or a uniform
     range and the cumulative attempts distribution and backoff of retries; see :func:`_service`). Cached per stage: every call of the
@@ -61,7 +62,7 @@ def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
         return (True, _token_params(s.input_tokens, token_cv * 0.5, s.prefix_tokens + 1, None),
                 _token_params(s.output_tokens, token_cv, 1, g.max_tokens[s.name]),
                 StandaloneTime(g.profile_for(model)), s.prefix_tokens, (model, pkey, g.stage_time[s.name], remaining, std),
-                longest)
+                longest, float(s.output_correlation))
     extra = None
     retry = getattr(s, "retry", None)
     if s.service_range_s is not None or retry is not None:
@@ -134,6 +135,45 @@ def _tokens(rng: Generator, params: tuple) -> int:
     if n < low:
         n = low
     return high if high is not None and n > high else n
+
+
+def _alike_tokens(rng: Generator, params: tuple, latent: float, r: float) -> int:
+    """An output length drawn alike the run's others (an LLM stage's ``output_correlation`` ``r > 0``):
+    :func:`_tokens` with its lognormal's standard normal replaced by ``sqrt(r) latent + sqrt(1 - r) z``,
+    ``latent`` the run's own (:attr:`IRRun.latent`), ``z`` this call's; the planner draws the same Gaussian
+    copula (``planner/latency.py``). A constant or empty length has nothing to correlate."""
+    mu, sigma, low, high = params
+    if sigma is None or sigma < 0.0:
+        return _tokens(rng, params)
+    value = math.exp(mu + (math.sqrt(r) * latent + math.sqrt(1.0 - r) * _normal(rng)) * sigma)
+    f = math.floor(value)  # rounded and clipped as in _tokens
+    n = int(f)
+    d = value - f
+    if d > 0.5 or (d == 0.5 and n % 2 == 1):
+        n += 1
+    if n < low:
+        n = low
+    return high if high is not None and n > high else n
+
+
+def _normal(rng: Generator) -> float:
+    """A standard normal draw: :func:`_lognormal`'s ``z`` (CPython's normalvariate, Kinderman-Monahan)."""
+    while True:
+        u1 = rng.random()
+        u2 = 1.0 - rng.random()
+        z = _NV * (u1 - 0.5) / u2
+        if z * z / 4.0 <= -math.log(u2):
+            return z
+
+
+def _run_latent(g: WorkflowGraph, rng: Generator) -> float:
+    """The run's standard normal shared by its alike calls' output lengths (:func:`_alike_tokens`), drawn
+    first from the run's generator when some LLM stage of ``g`` sets ``output_correlation``; 0.0 (and no
+    draw, so every other draw stays where it was) otherwise."""
+    alike = g.draw_cache.get("alike")
+    if alike is None:
+        alike = g.draw_cache["alike"] = any(getattr(s, "output_correlation", 0.0) > 0.0 for s in g.stages.values())
+    return _normal(rng) if alike else 0.0
 
 
 def _lognormal(rng: Generator, mu: float, sigma: float) -> float:
@@ -296,7 +336,7 @@ class _Fan:
 class IRRun(Run):
     """A run walking an IR workflow (see module docstring)."""
 
-    __slots__ = ("g", "sem", "rng", "script", "top", "token_cv", "widths", "_family", "_draws", "_standalone",
+    __slots__ = ("g", "sem", "rng", "latent", "script", "top", "token_cv", "widths", "_family", "_draws", "_standalone",
                  "_cum", "_plain_next")
 
     def __init__(self, g: WorkflowGraph, run_id: int, arrival_s: float, rng: Generator,
@@ -309,6 +349,8 @@ class IRRun(Run):
         self._cum = g.cum  # the graph's edge tables, read on every step of the run's own walk
         self._plain_next = g.plain_next
         self.rng = rng
+        self.latent = _run_latent(g, rng)
+        """The run's standard normal behind its alike output lengths (:func:`_alike_tokens`)."""
         self.token_cv = token_cv
         self.script: dict[tuple, tuple] = {}
         self._family = service_family
@@ -338,7 +380,8 @@ class IRRun(Run):
                 draw = self._draws[stage] = _stage_draw(self.g, self.g.stages[stage], self.token_cv,
                                                         self._family)
             if draw[0]:
-                got = (_tokens(rng, draw[1]), _tokens(rng, draw[2]), rng.random())
+                got = (_tokens(rng, draw[1]), _tokens(rng, draw[2]) if draw[7] == 0.0 else
+                       _alike_tokens(rng, draw[2], self.latent, draw[7]), rng.random())
             else:
                 got = (_service(rng, draw, self._family), 0, rng.random())
             self.script[key] = got
@@ -410,7 +453,8 @@ class IRRun(Run):
                 if draw is None:
                     draw = draws[node] = _stage_draw(g, g.stages[node], self.token_cv, self._family)
                 if draw[0]:
-                    a, b = _tokens(rng, draw[1]), _tokens(rng, draw[2])
+                    a = _tokens(rng, draw[1])
+                    b = _tokens(rng, draw[2]) if draw[7] == 0.0 else _alike_tokens(rng, draw[2], self.latent, draw[7])
                     u = rng.random()
                     st = draw[3]  # a StandaloneTime (typed in runs.pxd: a C call)
                     ct = st.of(a, b, draw[4])

@@ -189,3 +189,14 @@ def test_a_databases_result_size_bound_is_a_size_of_at_least_1kib() -> None:
     ok = db("64KiB")
     assert ok.program is not None and ok.program.database("d").max_result_bytes == 64 * 1024
     assert "CX203" in [d.code for d in db("100B").diagnostics]
+
+
+@pytest.mark.parametrize("value, ok", [("0", True), ("0.85", True), ("1", True), ("1.5", False), ("2", False)])
+def test_output_correlation_is_a_number_from_0_to_1(value: str, ok: bool) -> None:
+    stage = f'llm g {{ model = m  prompt = "q"  max_tokens = 64  input_tokens = 100  output_tokens = 20  output_correlation = {value} }}'
+    result = compile_source(MODEL + f"workflow w {{\n  {stage}\n  flow {{ g -> done }}\n}}\n", "t.cortex")
+    if ok:
+        assert result.ok and result.program.workflow().stage("g").output_correlation == float(value)
+    else:
+        assert codes(result) == ["CX203"] and f"`{value}` is out of range: must be within [0.0, 1.0]" in (
+            result.diagnostics[0].message)

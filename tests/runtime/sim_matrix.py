@@ -4,7 +4,7 @@ Used by ``tests/runtime/test_accel.py`` to compare the compiled simulator with t
 source: every policy of the registry on three workloads (retry loop, ReAct loop, fan-out), on a
 shared pool and on stage-isolated pools, prefill/decode-disaggregated layouts, chunked prefill (a
 512-token step budget on the shared and disaggregated NL2SQL layouts), a malleable
-workflow (lighter model options), context-length refusal, trace replay, KV sampling and per-call records. Small on purpose (a few
+workflow (lighter model options), context-length refusal, alike output lengths, trace replay, KV sampling and per-call records. Small on purpose (a few
 seconds in all): the digests cover every run's end time, status, pruning and quality, every
 engine's counters and the recorded calls.
 """
@@ -80,6 +80,19 @@ def refusal_cases() -> Iterator[tuple[str, Simulator]]:
                                                    SimConfig(runs=150, seed=5, slo_scale=2.5))
 
 
+def alike_cases() -> Iterator[tuple[str, Simulator]]:
+    """Alike output lengths (``output_correlation``): the retry loop's calls drawn from the run's normal."""
+    from cortexlang.ir import LLMStage
+
+    wf = nl2sql()
+    wf = wf.model_copy(update={"stages": tuple(s.model_copy(update={"output_correlation": 0.8})
+                                               if isinstance(s, LLMStage) else s for s in wf.stages)})
+    layout = shared_layout(DEVICES, "llama8b", workflow=wf, executor_slots=32)
+    for pname in ("fcfs", "cortex"):
+        yield f"alike/{pname}/shared", Simulator(program(wf), layout, make_policy(pname), [Stream(wf.name, 6.0)],
+                                                 SimConfig(runs=250, seed=5, slo_scale=2.5, record_calls=True))
+
+
 def trace(n: int = 200, seed: int = 3) -> list[TraceRequest]:
     """``n`` recorded NL2SQL-like requests (generate, SQL, a fix on error, a parallel tool call)."""
     rng = random.Random(seed)
@@ -110,4 +123,4 @@ def trace_cases() -> Iterator[tuple[str, Simulator]]:
 
 def digests() -> dict[str, str]:
     """Every case's :func:`digest`."""
-    return {name: digest(sim.run()) for gen in (cases, refusal_cases, trace_cases) for name, sim in gen()}
+    return {name: digest(sim.run()) for gen in (cases, refusal_cases, alike_cases, trace_cases) for name, sim in gen()}
