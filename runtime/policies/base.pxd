@@ -27,10 +27,26 @@ cdef class ReplicaView:
     cdef public double busy_until_s
     cdef public object estimate_cache, profile_cache
 
+cimport cython
+
 cdef class Route:
     cdef readonly object replica_id, decode_replica_id
 
+@cython.locals(r=Route)
+cpdef Route route_to(replica_id)
+
+# What the simulator reads from every adaptation (frozen: readonly fields).
+cdef class Adaptation:
+    cdef readonly object model, hedge
+
 # Read by every admission, adaptation and pruning decision: a C constructor, not the dataclass's
 # interpreted __init__ (frozen: readonly fields).
+# Its counts are C integers and its expected wait a C double, as ReplicaView's (always Python ints
+# and a Python float: a sum of counts, a backlog, 0.0 or inf).
 cdef class StageLoad:
-    cdef readonly object stage, queued, running, replicas, expected_wait_s, models
+    cdef readonly object stage
+    cdef readonly long queued, running, replicas
+    cdef readonly double expected_wait_s
+    cdef readonly object models
+
+cdef bint _COMPILED

@@ -3,7 +3,7 @@ from runtime.simulator.calls cimport Call
 from runtime.simulator.runs cimport Run
 from runtime.simulator.engine cimport LLMEngine
 from runtime.simulator.executor cimport ExecutorGroup
-from runtime.policies.base cimport CallView, ReplicaView, StageLoad
+from runtime.policies.base cimport Adaptation, CallView, ReplicaView, Route, StageLoad
 from runtime.simulator.distributions cimport interarrival, run_rng
 from runtime.simulator.events cimport SimClock, pop_event
 
@@ -30,7 +30,7 @@ cdef class Simulator(SimClock):
     cpdef stage_load(self, stage, kind, model)
     cpdef dict stage_loads(self, Run run)
     @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict,
-                   excluding=bint)
+                   excluding=bint, ad=Adaptation, route=Route)
     cpdef dispatch(self, Call call, exclude=*)
     @cython.locals(run=Run, peer=Call, c=Call)
     cpdef call_finished(self, Call call)

@@ -447,7 +447,8 @@ class Simulator(SimClock):
                     view.prefix_key = call.prefix_key
                 hedge = ad.hedge  # below 2: no duplicate
         elif self._adapts and not excluding:
-            hedge = self._p_adapt(view, self.stage_load(call.stage, kind, None)).hedge
+            ad = self._p_adapt(view, self.stage_load(call.stage, kind, None))
+            hedge = ad.hedge
         by_model = self._candidates.get(call.stage)
         cands = by_model.get(call.model) if by_model is not None else None
         if cands is None:
