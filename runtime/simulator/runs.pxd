@@ -55,7 +55,7 @@ cdef class IRRun(Run):
     @cython.locals(t=double, v=long, draw=tuple, st=StandaloneTime, rng=MersenneTwister, script=dict,
                    standalone=dict, draws=dict, cums=dict, plain_next=dict, visits=dict, fanouts=dict)
     cpdef _dry_walk(self)
-    @cython.locals(draw=tuple, sizes=tuple, top=_Walk)
+    @cython.locals(draw=tuple, sizes=tuple, top=_Walk, c=Call)
     cpdef Call _make_call(self, tuple key, stage, cp, group=*)
     @cython.locals(v=long, c=Call, visits=dict)
     cpdef _enter(self, _Walk walk, node, cp, Call call, prune)
@@ -65,6 +65,7 @@ cdef class IRRun(Run):
     cpdef _fan_end(self, _Fan fan, Call call, prune)
 
 cdef double _NV
+cdef frozenset _ENDS
 # math.log/exp/log1p/sqrt in the .py are libm's (C calls): math's are libm's too, for the finite,
 # positive arguments they get here (an error case would differ: a ValueError/OverflowError vs nan/inf).
 from libc cimport math

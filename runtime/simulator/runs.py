@@ -199,6 +199,11 @@ PruneHook = Callable[["IRRun", Call, str, int], bool]
 """(run, finished call, loop name, iteration about to start) -> prune?"""
 
 
+_ENDS = frozenset(("done", "fail"))
+"""The terminal nodes. ``node in _ENDS`` is ``node == "done" or node == "fail"`` for a node name
+(a str: hash, then equality), tested at every step of every walk: one set probe instead of two
+string comparisons (each a full ``PyUnicode_Compare`` when compiled)."""
+
 class Run:
     """State common to every run driver."""
 
@@ -303,7 +308,7 @@ class IRRun(Run):
                  token_cv: float = 0.3, service_family: str = "lognormal"):
         """``rng``: the run's own generator, from :func:`~runtime.simulator.distributions.run_rng`
         (the compiled build accepts only that)."""
-        super().__init__(run_id, g.workflow.name, arrival_s)
+        Run.__init__(self, run_id, g.workflow.name, arrival_s)  # not super(): no proxy object per run
         self.g = g
         self.sem = g.semantics
         self._cum = g.cum  # the graph's edge tables, read on every step of the run's own walk
@@ -397,7 +402,7 @@ class IRRun(Run):
         rng, draws, cums, plain_next = self.rng, self._draws, self._cum, self._plain_next
         t, node, visits, counters = 0.0, g.workflow.entry, {}, self.top.counters
         for _ in range(100_000):
-            if node == "done" or node == "fail":
+            if node in _ENDS:
                 return t
             v = visits.get(node, 0)
             visits[node] = v + 1
@@ -447,7 +452,7 @@ class IRRun(Run):
         """Standalone time of one branch run and whether it reaches ``done``."""
         t, node, counters, visits = 0.0, sem.graph.entry, sem.initial_counters(), {}
         for _ in range(100_000):
-            if node == "done" or node == "fail":
+            if node in _ENDS:
                 return t, node == "done"
             v = visits.get(node, 0)
             visits[node] = v + 1
@@ -464,7 +469,7 @@ class IRRun(Run):
 
     def _make_call(self, key: tuple, stage: str, cp: float, group: _Walk | None = None) -> Call:
         sizes = self.script.get(key)  # usually drawn by the dry walk already
-        a, b, _ = sizes if sizes is not None else self._sizes(key, stage)
+        a, b, u = sizes if sizes is not None else self._sizes(key, stage)
         draw = self._draws[stage]  # filled by the first draw of this stage
         self.ncalls += 1
         attempt = _count_sum(self.top.counters) + (_count_sum(group.counters) if group is not None else 0)
@@ -476,14 +481,17 @@ class IRRun(Run):
                      group, attempt, cp)
             if a > draw[6]:  # the engine may refuse it (context length): dispatch decides on the model used
                 c.state = OVERLONG
+            c.edge_u = u  # on_done reads it there rather than from the script again
             return c
         kind, expected, remaining, std = draw[3]
-        return Call(self, key, stage, kind, None, 0, 0, None, 0, a, a, expected, remaining, std, group, attempt, cp)
+        c = Call(self, key, stage, kind, None, 0, 0, None, 0, a, a, expected, remaining, std, group, attempt, cp)
+        c.edge_u = u
+        return c
 
     def _enter(self, walk: _Walk, node: str, cp: float, call: Call | None,
                prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
         """Start ``node`` on ``walk``: the calls to start and the calls to cancel."""
-        if node == "done" or node == "fail":
+        if node in _ENDS:
             if walk.fan is None:
                 self.status = node
                 return [], []
@@ -528,7 +536,9 @@ class IRRun(Run):
         if walk.fan is not None and walk.fan.done:
             return [], []
         walk.current = None
-        u = self.script[call.key][2]  # drawn when the call was made
+        u = call.edge_u  # drawn when the call was made: the script's entry for its key
+        if u is None:  # a call made elsewhere (a hedge's duplicate)
+            u = self.script[call.key][2]
         return self._leave(walk, call.stage, call, u, cp, prune)
 
     def _leave(self, walk: _Walk, node: str, call: Call | None, u: float, cp: float,
