@@ -43,8 +43,9 @@ cpdef _take(g, node, Py_ssize_t i, tuple counters)
 
 @cython.final
 cdef class IRRun(Run):
-    cdef public object g, sem, top, token_cv, _family
-    cdef public dict script, widths, _draws, _standalone, _cum, _plain_next
+    cdef public object g, sem, token_cv, _family
+    cdef public _Walk top
+    cdef public dict script, widths, _draws, _standalone, _cum, _plain_next, _fanouts
     cdef public MersenneTwister rng
 
     @cython.locals(rng=MersenneTwister)

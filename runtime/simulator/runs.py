@@ -302,7 +302,7 @@ class IRRun(Run):
     """A run walking an IR workflow (see module docstring)."""
 
     __slots__ = ("g", "sem", "rng", "script", "top", "token_cv", "widths", "_family", "_draws", "_standalone",
-                 "_cum", "_plain_next")
+                 "_cum", "_plain_next", "_fanouts")
 
     def __init__(self, g: WorkflowGraph, run_id: int, arrival_s: float, rng: Generator,
                  token_cv: float = 0.3, service_family: str = "lognormal"):
@@ -313,6 +313,7 @@ class IRRun(Run):
         self.sem = g.semantics
         self._cum = g.cum  # the graph's edge tables, read on every step of the run's own walk
         self._plain_next = g.plain_next
+        self._fanouts = g.fanouts  # read at every node the walk enters
         self.rng = rng
         self.token_cv = token_cv
         self.script: dict[tuple, tuple] = {}
@@ -500,7 +501,7 @@ class IRRun(Run):
         v = visits.get(node, 0)
         visits[node] = v + 1
         key = walk.prefix + (node, v)
-        if node in self.g.fanouts:
+        if node in self._fanouts:
             return self._start_fan(walk, node, key, cp, call, prune)
         c = self._make_call(key, node, cp, walk if walk.fan is not None else None)
         walk.current = c
