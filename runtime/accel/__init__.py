@@ -9,7 +9,8 @@ the reference and the only thing anyone edits for behaviour:
   name for a declarations file read when the ``.py`` of the same name is
   compiled; Python ignores it) turns the simulator's state classes (``Call``,
   ``LLMEngine``, ``ExecutorGroup``, ``Run``/``IRRun``, ``Simulator``, and the policies' views
-  ``CallView``/``ReplicaView``/``Route``, whose fields stay Python objects) into C
+  ``CallView``/``ReplicaView``/``Route``/``StageLoad``/``Adaptation``, whose fields stay Python
+  objects except the views' counts and times, typed as below) into C
   structs with typed fields and their hot methods into C-callable ``cpdef``
   methods with typed locals. Only counts (tokens, steps, sequence numbers) are
   C integers (64-bit, checked for overflow: :data:`CYTHON_DIRECTIVES`) and only

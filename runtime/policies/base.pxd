@@ -1,6 +1,7 @@
 # Compiled build only (runtime.accel): the views every routing decision reads become C structs,
 # so typed code reads a field at a fixed offset instead of a generic attribute lookup. Every field
-# stays a Python object (no conversion): the values, and so the results, are the .py's.
+# stays a Python object (no conversion): the values, and so the results, are the .py's -- except
+# ReplicaView's numbers (below).
 
 cdef class CallView:
     cdef public object run_id, workflow, stage, kind, model, run_arrival_s, now_s, deadline_s
@@ -8,16 +9,44 @@ cdef class CallView:
     cdef public object critical_path_service_s, prefix_key, input_tokens, output_tokens, attempt, enqueued_s
     cdef public object last_replica_id, prefix_tokens
 
+# ReplicaView's counts are C integers (64-bit, overflow-checked: an OverflowError, never a wrapped
+# value) and its backlog and busy-until times C doubles: every router reads them for every candidate
+# of every call, and the engines write them at every refresh (no Python int or float allocated). They
+# hold the same values: the counts are always Python ints (a float raises TypeError) and the two
+# times always Python floats (an int given to the constructor reads back as the equal float; every
+# use is float arithmetic or a comparison, so the results are the same). ``borrowed`` is a C flag.
 cdef class ReplicaView:
-    cdef public object replica_id, device, model, stages, role, queue_len, running, slots, kv_used_tokens
-    cdef public object kv_capacity_tokens, resident_prefixes, speed, backlog_s, kv_bytes_per_token
-    cdef public object link_bytes_per_s, borrowed, profile, pending_decode_tokens, queued_prefill_tokens
-    cdef public object busy_until_s, estimate_cache, profile_cache
+    cdef public object replica_id, device, model, stages, role
+    cdef public long queue_len, running, slots, kv_used_tokens, kv_capacity_tokens
+    cdef public object resident_prefixes, speed
+    cdef public double backlog_s
+    cdef public object kv_bytes_per_token, link_bytes_per_s
+    cdef public bint borrowed
+    cdef public object profile
+    cdef public long pending_decode_tokens, queued_prefill_tokens
+    cdef public double busy_until_s
+    cdef public object estimate_cache, profile_cache
+
+cimport cython
 
 cdef class Route:
     cdef readonly object replica_id, decode_replica_id
 
+@cython.locals(r=Route)
+cpdef Route route_to(replica_id)
+
+# What the simulator reads from every adaptation (frozen: readonly fields).
+cdef class Adaptation:
+    cdef readonly object model, hedge
+
 # Read by every admission, adaptation and pruning decision: a C constructor, not the dataclass's
 # interpreted __init__ (frozen: readonly fields).
+# Its counts are C integers and its expected wait a C double, as ReplicaView's (always Python ints
+# and a Python float: a sum of counts, a backlog, 0.0 or inf).
 cdef class StageLoad:
-    cdef readonly object stage, queued, running, replicas, expected_wait_s, models
+    cdef readonly object stage
+    cdef readonly long queued, running, replicas
+    cdef readonly double expected_wait_s
+    cdef readonly object models
+
+cdef bint _COMPILED

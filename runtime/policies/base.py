@@ -71,6 +71,12 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from planner.profiles import LatencyProfile
 
+try:
+    import cython  # Cython's shadow module when interpreted: ``compiled`` is False
+    _COMPILED = cython.compiled
+except ImportError:  # no Cython, so no compiled build
+    _COMPILED = False
+
 PriorityKey = tuple[float, ...]
 """A queue key: compared lexicographically, lower runs first."""
 
@@ -208,7 +214,7 @@ class Admission:
         return cls(False, reason, retry_after_s)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # not slots=True: a C struct in the compiled build (base.pxd), as Route
 class Adaptation:
     """Malleability decision for one call: model swap and hedge degree."""
 
@@ -228,6 +234,18 @@ class Route:
 
     replica_id: str
     decode_replica_id: str | None = None
+
+
+def route_to(replica_id: str) -> Route:
+    """``Route(replica_id)`` (every colocated dispatch of a routing policy). Compiled, a bare C
+    struct with its field stored, instead of the frozen dataclass constructor's argument parsing;
+    frozen means read-only for Python code, and C code sets the field here, before anyone sees it."""
+    if _COMPILED:
+        r = Route.__new__(Route)
+        r.replica_id = replica_id
+        r.decode_replica_id = None
+        return r
+    return Route(replica_id)
 
 
 @dataclass

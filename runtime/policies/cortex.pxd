@@ -1,5 +1,5 @@
 cimport cython
-from runtime.policies.base cimport CallView, ReplicaView, StageLoad
+from runtime.policies.base cimport CallView, ReplicaView, StageLoad, Route, route_to
 # A C call, not a Python one, from _best_colocated (the .py's ``from ... import`` resolves to it).
 from runtime.policies.placement cimport estimate_at, kv_need_at
 
@@ -11,14 +11,23 @@ cpdef slack_s(CallView call)
 cdef class _RouteKnobs:
     cdef public double urgent_slack_factor, marginal_weight, borrow_margin, idle_borrow_margin
     cdef public double coarse_borrow_margin
-    cdef public bint malleable, hedge_executors, prune_hopeless
+    cdef public bint malleable, hedge_executors, prune_hopeless, admission
+
+# The last policy asked and its knobs: C globals (an identity test, no dictionary lookup).
+cdef object _last_policy
+cdef _RouteKnobs _last_knobs
 
 @cython.locals(knobs=_RouteKnobs)
 cpdef _RouteKnobs _knobs(policy)
 
+@cython.locals(bottleneck=StageLoad, wait=double)
+cpdef _admit(_RouteKnobs knobs, CallView call, load)
+
+cpdef bint _prune_retry(_RouteKnobs knobs, CallView call, StageLoad load) except -1
+
 cpdef _adapt(_RouteKnobs knobs, CallView call, StageLoad load)
 
-@cython.locals(knobs=_RouteKnobs, first=ReplicaView, w=double)
+@cython.locals(knobs=_RouteKnobs, first=ReplicaView, w=double, best=ReplicaView)
 cpdef _route(policy, CallView call, candidates)
 
 # KV sizes (the views' Python ints) compared as C integers: the same results.

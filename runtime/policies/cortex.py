@@ -57,7 +57,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from runtime.policies.base import (
-    KEEP, Adaptation, Admission, CallView, Policy, PriorityKey, ReplicaView, Route, StageLoad,
+    KEEP, Adaptation, Admission, CallView, Policy, PriorityKey, ReplicaView, Route, StageLoad, route_to,
 )
 from runtime.policies.disaggregation import best_pair
 from runtime.policies.placement import estimate, estimate_at, has_kv_room, kv_need_at
@@ -121,9 +121,12 @@ class Cortex(Policy):
     first route and dropped by every attribute assignment (``__setattr__``)."""
 
     def __setattr__(self, name: str, value: object) -> None:
+        global _last_policy
         object.__setattr__(self, name, value)
         if name != "_knobs":  # a parameter may have changed: route reads them again
             object.__setattr__(self, "_knobs", None)
+            if self is _last_policy:
+                _last_policy = None
 
     def route(self, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
         return _route(self, call, candidates)
@@ -147,39 +150,21 @@ class Cortex(Policy):
         return pair[1] if pair else None
 
     def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
-        if not self.admission or call.deadline_s is None or not load:
-            return Admission.accept()
-        bottleneck = _bottleneck(load)
-        if self.malleable and len(bottleneck.models) > 1:
-            return Admission.accept()  # degrade (adapt swaps to the lighter model) rather than reject
-        wait = bottleneck.expected_wait_s
-        standing_queue = bottleneck.queued >= max(bottleneck.replicas, 1)
-        if standing_queue and wait > 0.0 and wait > slack_s(call):
-            return Admission.reject(
-                f"stage {bottleneck.stage!r} is saturated (expected wait {wait:.2f}s exceeds the run's slack)",
-                retry_after_s=wait)
-        return Admission.accept()
+        return _admit(_knobs(self), call, load)
 
     def adapt(self, call: CallView, load: StageLoad) -> Adaptation:
         return _adapt(_knobs(self), call, load)
 
     def prune_retry(self, call: CallView, loop: str, iteration: int, load: StageLoad) -> bool:
-        # A pruned run is a miss, so prune only runs that have already missed their deadline (then
-        # pruning can never turn a hit into a miss) while the retry's stage has a queue it would
-        # lengthen. An earlier rule -- "the retry's expected time alone overruns the deadline" --
-        # pruned runs whose retry came in shorter than expected and would have made it: 25 of 540
-        # runs in the malleability cell at 0.9 load (scale 2.38 vs 2.28 without pruning, seed 2).
-        if not _knobs(self).prune_hopeless or call.deadline_s is None:
-            return False
-        return call.now_s > call.deadline_s and load.queued > 0
+        return _prune_retry(_knobs(self), call, load)
 
 
 class _RouteKnobs:
-    """:class:`Cortex`'s parameters read on every dispatch, read once per policy state (C fields
+    """:class:`Cortex`'s parameters read on every decision, read once per policy state (C fields
     when compiled: a decision reads them without an attribute lookup on the policy each)."""
 
     __slots__ = ("urgent_slack_factor", "marginal_weight", "borrow_margin", "idle_borrow_margin",
-                 "coarse_borrow_margin", "malleable", "hedge_executors", "prune_hopeless")
+                 "coarse_borrow_margin", "malleable", "hedge_executors", "prune_hopeless", "admission")
 
     def __init__(self, policy: Cortex) -> None:
         self.urgent_slack_factor = policy.urgent_slack_factor
@@ -190,15 +175,55 @@ class _RouteKnobs:
         self.malleable = bool(policy.malleable)
         self.hedge_executors = bool(policy.hedge_executors)
         self.prune_hopeless = bool(policy.prune_hopeless)
+        self.admission = bool(policy.admission)
+
+
+_last_policy = None
+"""The policy whose knobs :func:`_knobs` returned last (``_last_knobs``): a simulation asks one
+policy every decision, so an identity test finds them without an attribute lookup on it (a
+parameter assignment clears it: ``Cortex.__setattr__``)."""
+_last_knobs = None
 
 
 def _knobs(policy: Cortex) -> _RouteKnobs:
     """``policy._knobs``, made first if a parameter changed since (or never read)."""
+    global _last_policy, _last_knobs
+    if policy is _last_policy:
+        return _last_knobs
     knobs = policy._knobs
     if knobs is None:
         knobs = _RouteKnobs(policy)
         policy._knobs = knobs
+    _last_policy, _last_knobs = policy, knobs
     return knobs
+
+
+def _admit(knobs: _RouteKnobs, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
+    """:meth:`Cortex.admit` (typed in the compiled build: C struct reads)."""
+    if not knobs.admission or call.deadline_s is None or not load:
+        return Admission.accept()
+    bottleneck = _bottleneck(load)
+    if knobs.malleable and len(bottleneck.models) > 1:
+        return Admission.accept()  # degrade (adapt swaps to the lighter model) rather than reject
+    wait = bottleneck.expected_wait_s
+    standing_queue = bottleneck.queued >= max(bottleneck.replicas, 1)
+    if standing_queue and wait > 0.0 and wait > slack_s(call):
+        return Admission.reject(
+            f"stage {bottleneck.stage!r} is saturated (expected wait {wait:.2f}s exceeds the run's slack)",
+            retry_after_s=wait)
+    return Admission.accept()
+
+
+def _prune_retry(knobs: _RouteKnobs, call: CallView, load: StageLoad) -> bool:
+    """:meth:`Cortex.prune_retry` (typed in the compiled build: C struct reads)."""
+    # A pruned run is a miss, so prune only runs that have already missed their deadline (then
+    # pruning can never turn a hit into a miss) while the retry's stage has a queue it would
+    # lengthen. An earlier rule -- "the retry's expected time alone overruns the deadline" --
+    # pruned runs whose retry came in shorter than expected and would have made it: 25 of 540
+    # runs in the malleability cell at 0.9 load (scale 2.38 vs 2.28 without pruning, seed 2).
+    if not knobs.prune_hopeless or call.deadline_s is None:
+        return False
+    return call.now_s > call.deadline_s and load.queued > 0
 
 
 def _adapt(knobs: _RouteKnobs, call: CallView, load: StageLoad) -> Adaptation:
@@ -223,7 +248,7 @@ def _route(policy: Cortex, call: CallView, candidates: Sequence[ReplicaView]) ->
     if first.role != "mixed":
         return policy._route_disaggregated(call, candidates, w)
     best = _best_colocated(call, candidates, w, knobs)
-    return Route(best.replica_id) if best is not None else None
+    return route_to(best.replica_id) if best is not None else None
 
 
 def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,

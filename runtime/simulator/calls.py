@@ -20,7 +20,7 @@ class Call:
     __slots__ = (
         "run", "key", "stage", "kind", "model", "input_tokens", "output_tokens", "prefix_key",
         "prefix_tokens", "service_s", "standalone_s", "expected_s", "remaining_cp_s", "remaining_std_s",
-        "group", "attempt", "cp_service_s", "hedge_peers",
+        "group", "attempt", "cp_service_s", "hedge_peers", "edge_u",
         # scheduling
         "prio", "seq", "state", "replica", "decode_replica", "t_enqueue", "t_start", "t_end",
         "admit_step", "finish_step", "remaining", "own_tokens", "cached_prefix", "phase", "view", "ctx",
@@ -67,6 +67,7 @@ class Call:
         self.view = None
         self.ctx = input_tokens
         self.chunk_left = 0  # uncached prompt tokens still to prefill while partially prefilled (chunked)
+        self.edge_u = None  # the run's scripted draw of the edge after this call, if the run gave it
 
     def __lt__(self, other: "Call") -> bool:  # heap tie-break only; keys carry (prio, seq)
         return self.seq < other.seq

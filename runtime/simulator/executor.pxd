@@ -10,7 +10,10 @@ cdef class ExecutorGroup:
     cdef public ReplicaView view
     cdef public long slots, busy_slots, nwaiting
     cdef public list waiting
-    cdef public object queued_work, running_work, busy_s
+    # Sums of service times, always Python floats in the .py (they start at 0.0): C doubles add,
+    # subtract and divide (by the slot count) to the same values, without a float object each.
+    cdef public double queued_work, running_work
+    cdef public object busy_s
     cdef public bint dirty
 
     @cython.locals(v=ReplicaView)

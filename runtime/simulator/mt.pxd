@@ -12,9 +12,12 @@ cdef class MersenneTwister:
     cdef unsigned int mt[624]
     cdef Py_ssize_t index
 
-    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, left=Py_ssize_t, stop=Py_ssize_t, prev=cython.uint,
-                   k0=cython.uint)
+    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, left=Py_ssize_t, stop=Py_ssize_t, prev=cython.uint)
     cpdef _seed(self, unsigned int[::1] key)
+    @cython.locals(i=Py_ssize_t, prev=cython.uint)
+    cpdef _seed_word(self, unsigned int k0)
+    @cython.locals(left=Py_ssize_t, stop=Py_ssize_t)
+    cpdef _seed_finish(self, unsigned int prev, Py_ssize_t i)
     @cython.locals(i=Py_ssize_t, y=cython.ulonglong, v=cython.ulonglong)
     cpdef unsigned long long _word(self)
     @cython.locals(a=cython.ulonglong, b=cython.ulonglong)

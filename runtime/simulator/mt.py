@@ -74,7 +74,11 @@ class MersenneTwister:
 
     def __init__(self, seed: int):
         self.mt = _START[:]  # a copy (of one C array into another when compiled)
-        self._seed(_key(seed))
+        k = seed if seed >= 0 else -seed
+        if k <= _MASK:  # a one-word key, |seed| (every run's): no key array built
+            self._seed_word(k)
+        else:
+            self._seed(_key(seed))
         self.index = N
         """Next word to draw; ``N``: twist from word 0 (as CPython after seeding)."""
 
@@ -85,18 +89,12 @@ class MersenneTwister:
         # wrap to word 1 (word 0 taking the last value) between passes: the reference's order of
         # writes, without a wrap test per word (the compiled inner loops are a few instructions).
         n = len(key)
+        if n == 1:
+            self._seed_word(key[0])
+            return
         i, j = 1, 0
         prev = self.mt[0]
         left = N if N > n else n
-        if n == 1:  # every run's key (a seed below 2**32): j stays 0, so words 1 .. N-1, then 1 again
-            k0 = key[0]
-            for i in range(1, N):
-                prev = ((self.mt[i] ^ ((prev ^ (prev >> 30)) * 1664525)) + k0) & _MASK
-                self.mt[i] = prev
-            self.mt[0] = prev
-            prev = ((self.mt[1] ^ ((prev ^ (prev >> 30)) * 1664525)) + k0) & _MASK
-            self.mt[1] = prev
-            i, left = 2, 0
         while left > 0:
             stop = i + left if i + left < N else N
             left -= stop - i
@@ -110,6 +108,22 @@ class MersenneTwister:
             if i >= N:
                 self.mt[0] = prev
                 i = 1
+        self._seed_finish(prev, i)
+
+    def _seed_word(self, k0: int) -> None:
+        """:meth:`_seed` for the one-word key ``[k0]`` (every run's: a seed below ``2**32``), given
+        as the word itself: ``j`` stays 0, so the first pass writes words 1 .. N-1, then 1 again."""
+        prev = self.mt[0]
+        for i in range(1, N):
+            prev = ((self.mt[i] ^ ((prev ^ (prev >> 30)) * 1664525)) + k0) & _MASK
+            self.mt[i] = prev
+        self.mt[0] = prev
+        prev = ((self.mt[1] ^ ((prev ^ (prev >> 30)) * 1664525)) + k0) & _MASK
+        self.mt[1] = prev
+        self._seed_finish(prev, 2)
+
+    def _seed_finish(self, prev: int, i: int) -> None:
+        """``init_by_array``'s second pass (N - 1 words from word ``i``; ``prev`` the word just written)."""
         left = N - 1
         while left > 0:
             stop = i + left if i + left < N else N

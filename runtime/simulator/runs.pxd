@@ -26,13 +26,14 @@ cdef class _Fan:
     cdef public bint done
 
 # value: mu (a float, params' first item: _token_params), 0.0 or exp(...), always a float.
-@cython.locals(n=long, value=double, f=double, d=double)
+@cython.locals(value=double)
 cpdef _tokens(MersenneTwister rng, tuple params)
+@cython.locals(n=long, f=double, d=double)
+cpdef _rounded(double value, long low, high)
 @cython.locals(u1=double, u2=double, z=double)
 cpdef double _lognormal(MersenneTwister rng, double mu, double sigma)
 @cython.locals(u1=double, u2=double, z=double)
 cpdef double _normal(MersenneTwister rng)
-@cython.locals(n=long, value=double, f=double, d=double)
 cpdef _alike_tokens(MersenneTwister rng, tuple params, double latent, double r)
 @cython.locals(s2=double)
 cpdef _sample(MersenneTwister rng, mean, cv, family)
@@ -47,8 +48,9 @@ cpdef _take(g, node, Py_ssize_t i, tuple counters)
 
 @cython.final
 cdef class IRRun(Run):
-    cdef public object g, sem, top, token_cv, _family
-    cdef public dict script, widths, _draws, _standalone, _cum, _plain_next
+    cdef public object g, sem, token_cv, _family
+    cdef public _Walk top
+    cdef public dict script, widths, _draws, _standalone, _cum, _plain_next, _fanouts
     cdef public MersenneTwister rng
     cdef public double latent
 
@@ -60,7 +62,7 @@ cdef class IRRun(Run):
     @cython.locals(t=double, v=long, draw=tuple, st=StandaloneTime, rng=MersenneTwister, script=dict,
                    standalone=dict, draws=dict, cums=dict, plain_next=dict, visits=dict, fanouts=dict)
     cpdef _dry_walk(self)
-    @cython.locals(draw=tuple, sizes=tuple, top=_Walk)
+    @cython.locals(draw=tuple, sizes=tuple, top=_Walk, c=Call)
     cpdef Call _make_call(self, tuple key, stage, cp, group=*)
     @cython.locals(v=long, c=Call, visits=dict)
     cpdef _enter(self, _Walk walk, node, cp, Call call, prune)
@@ -70,6 +72,7 @@ cdef class IRRun(Run):
     cpdef _fan_end(self, _Fan fan, Call call, prune)
 
 cdef double _NV
+cdef frozenset _ENDS
 # math.log/exp/log1p/sqrt in the .py are libm's (C calls): math's are libm's too, for the finite,
 # positive arguments they get here (an error case would differ: a ValueError/OverflowError vs nan/inf).
 from libc cimport math

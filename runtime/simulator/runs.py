@@ -124,14 +124,18 @@ def _tokens(rng: Generator, params: tuple) -> int:
         value = 0.0
     else:
         value = _lognormal(rng, mu, sigma)
-    # int(round(value)) without the builtin call (hot path: several draws per run): ties to even,
-    # decided on value - floor(value), which is exact for the finite value >= 0 drawn here (Sterbenz).
+    return _rounded(value, low, high)
+
+
+def _rounded(value: float, low: int, high: int | None) -> int:
+    """``min(max(int(round(value)), low), high)`` without the builtin calls (hot path: several draws per
+    run): ties to even, decided on value - floor(value), which is exact for the finite value >= 0 drawn
+    here (Sterbenz)."""
     f = math.floor(value)
     n = int(f)
     d = value - f
     if d > 0.5 or (d == 0.5 and n % 2 == 1):
         n += 1
-    # max/min on ints without the builtins.
     if n < low:
         n = low
     return high if high is not None and n > high else n
@@ -145,15 +149,7 @@ def _alike_tokens(rng: Generator, params: tuple, latent: float, r: float) -> int
     mu, sigma, low, high = params
     if sigma is None or sigma < 0.0:
         return _tokens(rng, params)
-    value = math.exp(mu + (math.sqrt(r) * latent + math.sqrt(1.0 - r) * _normal(rng)) * sigma)
-    f = math.floor(value)  # rounded and clipped as in _tokens
-    n = int(f)
-    d = value - f
-    if d > 0.5 or (d == 0.5 and n % 2 == 1):
-        n += 1
-    if n < low:
-        n = low
-    return high if high is not None and n > high else n
+    return _rounded(math.exp(mu + (math.sqrt(r) * latent + math.sqrt(1.0 - r) * _normal(rng)) * sigma), low, high)
 
 
 def _normal(rng: Generator) -> float:
@@ -238,6 +234,11 @@ def _take(g: WorkflowGraph, node: str, i: int, counters: tuple):
 PruneHook = Callable[["IRRun", Call, str, int], bool]
 """(run, finished call, loop name, iteration about to start) -> prune?"""
 
+
+_ENDS = frozenset(("done", "fail"))
+"""The terminal nodes. ``node in _ENDS`` is ``node == "done" or node == "fail"`` for a node name
+(a str: hash, then equality), tested at every step of every walk: one set probe instead of two
+string comparisons (each a full ``PyUnicode_Compare`` when compiled)."""
 
 class Run:
     """State common to every run driver."""
@@ -336,18 +337,19 @@ class _Fan:
 class IRRun(Run):
     """A run walking an IR workflow (see module docstring)."""
 
-    __slots__ = ("g", "sem", "rng", "latent", "script", "top", "token_cv", "widths", "_family", "_draws", "_standalone",
-                 "_cum", "_plain_next")
+    __slots__ = ("g", "sem", "rng", "latent", "script", "top", "token_cv", "widths", "_family", "_draws",
+                 "_standalone", "_cum", "_plain_next", "_fanouts")
 
     def __init__(self, g: WorkflowGraph, run_id: int, arrival_s: float, rng: Generator,
                  token_cv: float = 0.3, service_family: str = "lognormal"):
         """``rng``: the run's own generator, from :func:`~runtime.simulator.distributions.run_rng`
         (the compiled build accepts only that)."""
-        super().__init__(run_id, g.workflow.name, arrival_s)
+        Run.__init__(self, run_id, g.workflow.name, arrival_s)  # not super(): no proxy object per run
         self.g = g
         self.sem = g.semantics
         self._cum = g.cum  # the graph's edge tables, read on every step of the run's own walk
         self._plain_next = g.plain_next
+        self._fanouts = g.fanouts  # read at every node the walk enters
         self.rng = rng
         self.latent = _run_latent(g, rng)
         """The run's standard normal behind its alike output lengths (:func:`_alike_tokens`)."""
@@ -440,7 +442,7 @@ class IRRun(Run):
         rng, draws, cums, plain_next = self.rng, self._draws, self._cum, self._plain_next
         t, node, visits, counters = 0.0, g.workflow.entry, {}, self.top.counters
         for _ in range(100_000):
-            if node == "done" or node == "fail":
+            if node in _ENDS:
                 return t
             v = visits.get(node, 0)
             visits[node] = v + 1
@@ -491,7 +493,7 @@ class IRRun(Run):
         """Standalone time of one branch run and whether it reaches ``done``."""
         t, node, counters, visits = 0.0, sem.graph.entry, sem.initial_counters(), {}
         for _ in range(100_000):
-            if node == "done" or node == "fail":
+            if node in _ENDS:
                 return t, node == "done"
             v = visits.get(node, 0)
             visits[node] = v + 1
@@ -508,7 +510,7 @@ class IRRun(Run):
 
     def _make_call(self, key: tuple, stage: str, cp: float, group: _Walk | None = None) -> Call:
         sizes = self.script.get(key)  # usually drawn by the dry walk already
-        a, b, _ = sizes if sizes is not None else self._sizes(key, stage)
+        a, b, u = sizes if sizes is not None else self._sizes(key, stage)
         draw = self._draws[stage]  # filled by the first draw of this stage
         self.ncalls += 1
         attempt = _count_sum(self.top.counters) + (_count_sum(group.counters) if group is not None else 0)
@@ -520,14 +522,17 @@ class IRRun(Run):
                      group, attempt, cp)
             if a > draw[6]:  # the engine may refuse it (context length): dispatch decides on the model used
                 c.state = OVERLONG
+            c.edge_u = u  # on_done reads it there rather than from the script again
             return c
         kind, expected, remaining, std = draw[3]
-        return Call(self, key, stage, kind, None, 0, 0, None, 0, a, a, expected, remaining, std, group, attempt, cp)
+        c = Call(self, key, stage, kind, None, 0, 0, None, 0, a, a, expected, remaining, std, group, attempt, cp)
+        c.edge_u = u
+        return c
 
     def _enter(self, walk: _Walk, node: str, cp: float, call: Call | None,
                prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
         """Start ``node`` on ``walk``: the calls to start and the calls to cancel."""
-        if node == "done" or node == "fail":
+        if node in _ENDS:
             if walk.fan is None:
                 self.status = node
                 return [], []
@@ -536,7 +541,7 @@ class IRRun(Run):
         v = visits.get(node, 0)
         visits[node] = v + 1
         key = walk.prefix + (node, v)
-        if node in self.g.fanouts:
+        if node in self._fanouts:
             return self._start_fan(walk, node, key, cp, call, prune)
         c = self._make_call(key, node, cp, walk if walk.fan is not None else None)
         walk.current = c
@@ -572,7 +577,9 @@ class IRRun(Run):
         if walk.fan is not None and walk.fan.done:
             return [], []
         walk.current = None
-        u = self.script[call.key][2]  # drawn when the call was made
+        u = call.edge_u  # drawn when the call was made: the script's entry for its key
+        if u is None:  # a call made elsewhere (a hedge's duplicate)
+            u = self.script[call.key][2]
         return self._leave(walk, call.stage, call, u, cp, prune)
 
     def _leave(self, walk: _Walk, node: str, call: Call | None, u: float, cp: float,

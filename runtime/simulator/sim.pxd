@@ -3,7 +3,7 @@ from runtime.simulator.calls cimport Call
 from runtime.simulator.runs cimport Run
 from runtime.simulator.engine cimport LLMEngine
 from runtime.simulator.executor cimport ExecutorGroup
-from runtime.policies.base cimport CallView, ReplicaView, StageLoad
+from runtime.policies.base cimport Adaptation, CallView, ReplicaView, Route, StageLoad
 from runtime.simulator.distributions cimport interarrival, run_rng
 from runtime.simulator.events cimport SimClock, pop_event
 
@@ -15,14 +15,14 @@ cdef class Simulator(SimClock):
     cdef public object _prune_hook, run_records, call_records, kv_samples, _arrival_rng, _mix, _pattern
     cdef public long llm_calls, active_runs, _next_id, _arrivals_left
     cdef public object _total_rate, _run_seed0, _token_cv, _service_family
-    cdef public object _p_admit, _p_adapt, _p_route, _p_priority
+    cdef public object _p_admit, _p_adapt, _p_route, _p_priority, _p_prune
     cdef public bint _adapts, _borrow, _borrow_spare, _record_calls, _plain_route, _no_views
 
     cpdef _loop(self, list events)
     @cython.locals(run=Run)
     cpdef _arrive(self, run)
     cpdef _deadline(self, Run run)
-    @cython.locals(run=Run, v=CallView)
+    @cython.locals(run=Run, v=CallView, now=object)
     cpdef CallView call_view(self, Call call)
     # wait and w: backlog_s is always a Python float (see _least_backlog_replica), or 0.0 or inf.
     @cython.locals(queued=long, running=long, q=long, n=long, v=ReplicaView, wait=double, w=double, got=tuple,
@@ -30,7 +30,7 @@ cdef class Simulator(SimClock):
     cpdef stage_load(self, stage, kind, model)
     cpdef dict stage_loads(self, Run run)
     @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict,
-                   excluding=bint)
+                   excluding=bint, ad=Adaptation, route=Route, views=list, n_own=Py_ssize_t, i=Py_ssize_t)
     cpdef dispatch(self, Call call, exclude=*)
     @cython.locals(run=Run, peer=Call, c=Call)
     cpdef call_finished(self, Call call)

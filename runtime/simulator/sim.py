@@ -184,6 +184,7 @@ class Simulator(SimClock):
         # The policy's decisions, looked up once (bound methods) rather than on every call.
         self._p_admit, self._p_adapt = self.policy.admit, self.policy.adapt
         self._p_route, self._p_priority = self.policy.route, self.policy.priority
+        self._p_prune = self.policy.prune_retry
         # Run settings read on every arrival, bound once.
         self._run_seed0 = self.cfg.seed * 1_000_003
         self._token_cv = self.cfg.token_cv
@@ -328,13 +329,14 @@ class Simulator(SimClock):
         # Every field set here, so no __init__ call (the compiled build's CallView is a C struct:
         # a bare allocation and C field stores instead of parsing twenty arguments).
         v = CallView.__new__(CallView)
+        now = self.now  # one float for both times (a C double boxed once in the compiled build)
         v.run_id = run.run_id
         v.workflow = run.workflow
         v.stage = call.stage
         v.kind = call.kind
         v.model = call.model
         v.run_arrival_s = run.arrival_s
-        v.now_s = self.now
+        v.now_s = now
         v.deadline_s = run.deadline_s
         v.stage_expected_s = call.expected_s
         v.remaining_critical_path_s = call.remaining_cp_s
@@ -345,7 +347,7 @@ class Simulator(SimClock):
         v.input_tokens = call.input_tokens
         v.output_tokens = call.output_tokens
         v.attempt = call.attempt
-        v.enqueued_s = self.now
+        v.enqueued_s = now
         v.last_replica_id = run.last_replica.get(call.model or "") if call.model else None
         v.prefix_tokens = call.prefix_tokens
         return v
@@ -447,7 +449,8 @@ class Simulator(SimClock):
                     view.prefix_key = call.prefix_key
                 hedge = ad.hedge  # below 2: no duplicate
         elif self._adapts and not excluding:
-            hedge = self._p_adapt(view, self.stage_load(call.stage, kind, None)).hedge
+            ad = self._p_adapt(view, self.stage_load(call.stage, kind, None))
+            hedge = ad.hedge
         by_model = self._candidates.get(call.stage)
         cands = by_model.get(call.model) if by_model is not None else None
         if cands is None:
@@ -485,7 +488,7 @@ class Simulator(SimClock):
             views = [r.refresh_view() for r in cands if r.name not in exclude]
         else:
             views = [_fresh_view(r) for r in cands]
-        borrowed: list = []
+        n_own = len(views)  # the borrowed views follow the own pool's
         if self._borrow and kind == "llm":
             spare = self._borrow_spare
             by_model = self._lenders.get(call.stage)
@@ -496,15 +499,14 @@ class Simulator(SimClock):
             for e in lenders:  # engines (typed in sim.pxd: C field reads)
                 if not e.nwaiting and (not e.running or (spare and len(e.running) < e.max_batch)) and (
                         not excluding or e.name not in exclude):
-                    borrowed.append(e.refresh_view() if e.dirty else e.view)
-            if borrowed:
-                for v in borrowed:
+                    v = e.refresh_view() if e.dirty else e.view
                     v.borrowed = True
-                views += borrowed
+                    views.append(v)
         if not views:
             return
         route = self._p_route(view, views) or least_backlog_route(views)
-        for v in borrowed:
+        for i in range(n_own, len(views)):
+            v = views[i]
             v.borrowed = False
         replica = self.replicas[route.replica_id]
         e = replica if type(replica) is LLMEngine else None  # typed in sim.pxd: C field reads
@@ -596,7 +598,7 @@ class Simulator(SimClock):
     def _prune(self, run: IRRun, call: Call, loop: str, iteration: int) -> bool:
         view = self.call_view(call)
         view.attempt = iteration
-        return self.policy.prune_retry(view, loop, iteration, self.stage_load(call.stage, call.kind, call.model))
+        return self._p_prune(view, loop, iteration, self.stage_load(call.stage, call.kind, call.model))
 
     def _ship_kv(self, call: Call) -> None:
         """Prefill side finished: transfer the KV to the decode replica, unless the call is done."""

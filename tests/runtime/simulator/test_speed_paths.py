@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from runtime.policies.base import Route
+from runtime.policies.base import KEEP, Adaptation, Route, route_to
 from runtime.simulator import events
 from runtime.simulator.distributions import run_rng, seeded_rng
 from runtime.simulator.mt import MersenneTwister
@@ -27,7 +27,8 @@ def test_seeded_rng_is_random_random(seed: int) -> None:
     assert fast.getstate() == ref.getstate()
 
 
-@pytest.mark.parametrize("seed", [0, 1, 7, -3, 2**32 - 1, 2**32, 1_000_003 * 9 + 5, 2**64 + 1, 10**40])
+@pytest.mark.parametrize("seed", [0, 1, 7, -3, 2**32 - 1, 2**32, -(2**32 - 1), -(2**32), 1_000_003 * 9 + 5,
+                                  2**64 + 1, 10**40])
 def test_the_run_generator_draws_random_randoms_stream(seed: int) -> None:
     """MersenneTwister (and run_rng, whichever generator this build uses) draws exactly
     ``random.Random(seed)``'s ``random()`` and ``gammavariate`` values, across several twists of the
@@ -73,3 +74,14 @@ def test_the_event_heap_is_heapq(seed: int) -> None:
         assert pop(heap) == heapq.heappop(ref)
     with pytest.raises(IndexError):
         pop(heap)
+
+
+def test_route_to_and_adaptation_are_the_dataclasses_values() -> None:
+    """``route_to`` (a bare C struct in the compiled build) equals the constructor's Route; an
+    Adaptation (a C struct there too) keeps the frozen dataclass contract."""
+    r = route_to("h100-0")
+    assert r == Route("h100-0") and hash(r) == hash(Route("h100-0")) and r.decode_replica_id is None
+    assert KEEP == Adaptation() and KEEP.model is None and KEEP.hedge == 1
+    assert Adaptation(model="m").model == "m" and Adaptation(hedge=2) != KEEP
+    with pytest.raises(AttributeError):
+        KEEP.hedge = 2  # type: ignore[misc]
