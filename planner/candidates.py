@@ -191,10 +191,15 @@ class Candidate:
     def mean(self) -> float:
         return float(np.trapezoid(self.table, U_GRID))
 
+    @cached_property
+    def _table_less_tol(self) -> np.ndarray:
+        """``table - 1e-12``: the bound :meth:`slower_or_equal` compares against (computed once)."""
+        return self.table - 1e-12
+
     def slower_or_equal(self, other: "Candidate") -> bool:
         """True when this candidate's latency is at least ``other``'s at every quantile (and so is
         every part of its fan-out split, when both have one)."""
-        if not np.all(self.table >= other.table - 1e-12):
+        if not (self.table >= other._table_less_tol).all():
             return False
         if self.fanout_split is None or other.fanout_split is None:
             return self.fanout_split is None and other.fanout_split is None
@@ -239,12 +244,22 @@ def _unit_gamma(cv: float) -> np.ndarray:
 
 
 def _wait_samples(p_wait: float, mean_if_waiting: float) -> np.ndarray:
-    strata, _ = _design()
+    """Stratified waits (a fresh array): 0 below level ``1 - p_wait``, the exponential's quantile above."""
     w = np.zeros(TABLE_SAMPLES)
     if p_wait > 0 and mean_if_waiting > 0:
-        tail = strata > 1.0 - p_wait
-        w[tail] = -mean_if_waiting * np.log((1.0 - strata[tail]) / p_wait)
+        strata, above = _strata_above()
+        start = int(strata.searchsorted(1.0 - p_wait, side="right"))  # strata ascend: the tail is a suffix
+        w[start:] = -mean_if_waiting * np.log(above[start:] / p_wait)
     return w
+
+
+@lru_cache(maxsize=None)
+def _strata_above() -> tuple[np.ndarray, np.ndarray]:
+    """The design's strata and ``1 - strata`` (read-only)."""
+    strata, _ = _design()
+    above = 1.0 - strata
+    above.flags.writeable = False
+    return strata, above
 
 
 @lru_cache(maxsize=16)
@@ -263,10 +278,16 @@ def _table(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
     """Quantile function on :data:`U_GRID` of ``samples`` (linear between order statistics); the
     fastest of ``hedge`` iid draws. A full sort: numpy's vectorised sort of 4,096 doubles takes
     32 us here, a partial sort placing the ~130 ranks the grid reads 235 us (tables are the
-    planner's hottest loop); both give the same order statistics."""
+    planner's hottest loop; the planner's samples have many ties -- zero waits, clipped outputs --
+    on which a partition is slower still); both give the same order statistics."""
+    return _table_inplace(samples.copy(), hedge)
+
+
+def _table_inplace(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
+    """:func:`_table` of a scratch array it may reorder (sorted in place: no copy)."""
     frac, lo, hi = _table_positions(hedge)
-    x = np.sort(samples)
-    return x[lo] + frac * (x[hi] - x[lo])
+    samples.sort()
+    return samples[lo] + frac * (samples[hi] - samples[lo])
 
 
 @lru_cache(maxsize=4096)
@@ -379,8 +400,7 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
 
     The batch cap bounds the stall (:func:`_batch_capped`).
     """
-    _, pairing = _design()
-    out = output_tokens_samples(mean_tokens, max_tokens)[pairing]
+    out, out_mean = _paired_output_tokens(mean_tokens, max_tokens)
     t = t_iter
     shock = 0.0
     if stall.m2 > 0.0 and t_iter > 0.0 and stall.share < 1.0:
@@ -390,17 +410,42 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
         shock = scale * np.sqrt(out * t_iter) * z
         if max_num_seqs > 0 and batch > 0.0:
             shock = _batch_capped(shock, out, t_iter, batch, max_num_seqs, stall)
-        mean_stay = max(float(out.mean()) * t_iter, 1e-12)
+        mean_stay = max(out_mean * t_iter, 1e-12)
         rel = scale * math.sqrt(mean_stay) / mean_stay
     else:
         z, rel = 0.0, 0.0
     if per_seq_s > 0.0 and batch > 0.0:
-        running = np.clip(batch + np.sqrt(batch) * _unit_normal() + batch * rel * z, 0.0, max(max_num_seqs - 1, 0))
-        t = np.maximum(t_iter + per_seq_s * (running + 1.0 - batch), t_iter - per_seq_s * batch)
-    decode = np.maximum(out * t + shock, out * t * (1.0 - stall.share))
-    table = _table(_wait_samples(p_wait, mean_wait) + _prefill_wait(stall) + prefill_s + decode, hedge)
+        running = batch + np.sqrt(batch) * _unit_normal()
+        running += batch * rel * z
+        np.maximum(running, 0.0, out=running)  # np.clip(running, 0, max_num_seqs - 1), without its wrapper
+        np.minimum(running, max(max_num_seqs - 1, 0), out=running)
+        running += 1.0
+        running -= batch
+        running *= per_seq_s
+        t = np.maximum(t_iter + running, t_iter - per_seq_s * batch)
+    busy = out * t  # decode time at the batch's iteration time, before the stall shock
+    decode = np.maximum(busy + shock, busy * (1.0 - stall.share))
+    samples = _wait_samples(p_wait, mean_wait)  # a fresh array: summed into and sorted in place
+    samples += _prefill_wait(stall)  # the same left-to-right sum as wait + prefill wait + prefill + decode
+    samples += prefill_s
+    samples += decode
+    table = _table_inplace(samples, hedge)
     table.flags.writeable = False
     return table
+
+
+@lru_cache(maxsize=4096)
+def _paired_output_tokens(mean_tokens: int, max_tokens: int) -> tuple[np.ndarray, float]:
+    """:func:`output_tokens_samples` in the design's pairing order (read-only) and its mean."""
+    _, pairing = _design()
+    out = output_tokens_samples(mean_tokens, max_tokens)[pairing]
+    out.flags.writeable = False
+    return out, _mean(out)
+
+
+def _mean(x: np.ndarray) -> float:
+    """``float(x.mean())`` of a 1-d float array without ndarray.mean's wrapper (the same sum and division)."""
+    return float(np.add.reduce(x) / x.size)
 
 
 def _batch_capped(shock: np.ndarray, out: np.ndarray, t_iter: float, batch: float, max_num_seqs: int,
@@ -427,7 +472,7 @@ def _batch_capped(shock: np.ndarray, out: np.ndarray, t_iter: float, batch: floa
     free = max(max_num_seqs - batch, 0.0)
     bound = out * x * t_iter * max(max_num_seqs / batch - 1.0, 0.0) + free * stall.m2 / x  # m2 / x: p
     capped = np.minimum(shock, bound)
-    return capped + (float(shock.mean()) - float(capped.mean()))
+    return capped + (_mean(shock) - _mean(capped))
 
 
 @lru_cache(maxsize=None)
@@ -444,8 +489,22 @@ def _prefill_wait(stall: PrefillStall) -> np.ndarray | float:
     if stall.m2 <= 0.0 or x <= 0.0 or x >= 1.0:
         return 0.0
     mean_if_waiting = stall.m2 / (2.0 * (1.0 - x)) / x
+    order, u = _unit_uniform_sorted()
+    waiting = order[:int(u.searchsorted(x, side="left"))]  # the draws u < x
+    out = np.zeros(TABLE_SAMPLES)  # the logarithm only where a call waits (u >= 1e-12 > 1e-300: no clamp)
+    out[waiting] = -mean_if_waiting * np.log(u[:waiting.size] / x)
+    return out
+
+
+@lru_cache(maxsize=None)
+def _unit_uniform_sorted() -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_unit_uniform`'s sort order and its draws in that order (read-only)."""
     u = _unit_uniform()
-    return np.where(u < x, -mean_if_waiting * np.log(np.maximum(u, 1e-300) / x), 0.0)
+    order = np.argsort(u, kind="stable")
+    ordered = u[order]
+    order.flags.writeable = False
+    ordered.flags.writeable = False
+    return order, ordered
 
 
 @lru_cache(maxsize=None)

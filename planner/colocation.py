@@ -153,13 +153,16 @@ def batch_cap(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Member
 
 def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Member], replicas: int,
                  stretch: float = DECODE_STRETCH, max_utilisation: float = 1.0,
-                 cap: BatchCap = "tail") -> SharedPoint | None:
+                 cap: BatchCap = "tail", max_num_seqs: int | None = None) -> SharedPoint | None:
     """The pool's operating point and per-member tables (module docstring); None when unstable,
     above ``max_utilisation`` of its batch slots, or when a prompt does not fit its KV space.
-    ``cap`` chooses the context of the latency-aware batch cap (:func:`cap_context`)."""
+    ``cap`` chooses the context of the latency-aware batch cap (:func:`cap_context`);
+    ``max_num_seqs``, when given, is that cap already computed (:func:`batch_cap` of the same
+    arguments: it does not depend on ``replicas``)."""
     kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
     moments = [output_tokens_moments(m.stage.output_tokens, m.max_tokens) for m in members]
-    max_num_seqs = batch_cap(spec, profile, members, stretch, cap)
+    if max_num_seqs is None:
+        max_num_seqs = batch_cap(spec, profile, members, stretch, cap)
     if max_num_seqs < 1:
         return None
     classes = []
@@ -290,7 +293,8 @@ def group_candidates(program: Program, workflow: Workflow, loads: Mapping[str, S
                         memo[key] = _block_range(spec, profile, device, members, loads, stretch, limit, caps)
                     found.extend(memo[key])
     forced = set(declared_blocks(workflow))  # the file's pools are no choice: never pruned
-    return [g for g in found if g[0].group_stages in forced or not _beaten_by_isolated(g, isolated)]
+    rivals = _Rivals(isolated)
+    return [g for g in found if g[0].group_stages in forced or not _beaten_by_isolated(g, isolated, rivals)]
 
 
 def _isolated_replicas(isolated: Mapping[str, Sequence[Candidate]], block: Sequence[str], device: str,
@@ -326,11 +330,12 @@ def _block_range(spec: ModelSpec, profile: LatencyProfile, device: Device, stage
     found: list[_Group] = []
     seen_caps: set[int] = set()
     for cap in caps:
-        def make(n: int, cap: BatchCap = cap) -> _Group | None:
-            point = shared_point(spec, profile, members, n, stretch, MAX_UTILISATION, cap)
+        value = batch_cap(spec, profile, members, stretch, cap)
+
+        def make(n: int, cap: BatchCap = cap, value: int = value) -> _Group | None:
+            point = shared_point(spec, profile, members, n, stretch, MAX_UTILISATION, cap, max_num_seqs=value)
             return None if point is None else _Group(n, point)
 
-        value = batch_cap(spec, profile, members, stretch, cap)
         if value in seen_caps:
             continue  # the same cap as a variant already offered: the same candidates
         seen_caps.add(value)
@@ -382,16 +387,40 @@ class _Group:
         return max(float(np.interp(q, U_GRID, t)) for t in self.point.tables.values())
 
 
-def _beaten_by_isolated(group: Sequence[Candidate], isolated: Mapping[str, Sequence[Candidate]]) -> bool:
+class _Rivals:
+    """Per stage, its isolated candidates' tables stacked (less the 1e-12 tolerance of
+    :meth:`planner.candidates.Candidate.slower_or_equal`), built once per :func:`group_candidates` call so
+    that :func:`_beaten_by_isolated` compares a member against all of them in one pass."""
+
+    def __init__(self, isolated: Mapping[str, Sequence[Candidate]]) -> None:
+        self.isolated = isolated
+        self._low: dict[str, np.ndarray] = {}
+
+    def no_faster(self, member: Candidate) -> list[bool]:
+        """Per isolated candidate ``c`` of the member's stage: ``member.slower_or_equal(c)``."""
+        cs = self.isolated.get(member.stage, ())
+        if not cs:
+            return []
+        if member.fanout_split is not None or any(c.fanout_split is not None for c in cs):
+            return [member.slower_or_equal(c) for c in cs]  # fan-out splits compared part by part
+        low = self._low.get(member.stage)
+        if low is None:
+            low = self._low[member.stage] = np.stack([c.table for c in cs]) - 1e-12
+        return (member.table >= low).all(axis=1).tolist()
+
+
+def _beaten_by_isolated(group: Sequence[Candidate], isolated: Mapping[str, Sequence[Candidate]],
+                        rivals: _Rivals | None = None) -> bool:
     """Whether isolated candidates, one per member, are together no costlier, use no more devices (of the
     same kind), and are no slower and no worse in quality at every member: then the group is never needed."""
+    rivals = rivals if rivals is not None else _Rivals(isolated)
     lead = group[0]
     budget = lead.cost_per_hour
     devices = sum(lead.resources.values())
     spent, used = 0.0, 0
     for member in group:
-        options = [c for c in isolated.get(member.stage, ()) if c.resources.keys() <= lead.resources.keys()
-                   and c.quality >= member.quality and member.slower_or_equal(c)]
+        options = [c for c, slower in zip(isolated.get(member.stage, ()), rivals.no_faster(member))
+                   if c.resources.keys() <= lead.resources.keys() and c.quality >= member.quality and slower]
         if not options:
             return False
         best = min(options, key=lambda c: (c.cost_per_hour, sum(c.resources.values())))

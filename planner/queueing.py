@@ -99,6 +99,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -115,8 +116,10 @@ def erlang_b(c: int, a: float) -> float:
     return b
 
 
+@lru_cache(maxsize=65536)
 def erlang_c(c: int, a: float) -> float:
-    """Erlang-C probability that an arrival waits, for ``c`` servers at offered load ``a < c``.
+    """Erlang-C probability that an arrival waits, for ``c`` servers at offered load ``a < c``
+    (memoised: the planner's rebuilds ask for the same pools again).
 
     Small pools use the Erlang-B recursion; large ones (LLM pools have
     ``replicas x max_num_seqs`` slots) the same closed form evaluated in log
@@ -132,14 +135,23 @@ def erlang_c(c: int, a: float) -> float:
         b = erlang_b(c, a)
         rho = a / c
         return b / (1.0 - rho * (1.0 - b))
-    k = np.arange(c + 1)
-    log_fact = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, c + 1)))))
+    k, log_fact = _log_factorials(c)
     log_terms = k * math.log(a) - log_fact
     log_tail = log_terms[c] + math.log(c / (c - a))
     head = log_terms[:c]
     top = max(head.max(), log_tail)
     total = np.exp(head - top).sum() + math.exp(log_tail - top)
     return float(math.exp(log_tail - top) / total)
+
+
+@lru_cache(maxsize=1024)
+def _log_factorials(c: int) -> tuple[np.ndarray, np.ndarray]:
+    """``k = 0..c`` and ``log k!`` (cumulative sums of ``log k``), read-only: :func:`erlang_c` reuses them."""
+    k = np.arange(c + 1)
+    log_fact = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, c + 1)))))
+    k.flags.writeable = False
+    log_fact.flags.writeable = False
+    return k, log_fact
 
 
 @dataclass(frozen=True)

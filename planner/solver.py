@@ -71,6 +71,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -86,7 +87,13 @@ _CACHE_LIMIT = 4000
 
 
 def quality_loss(c: Candidate) -> int:
-    return int(round(-QUALITY_SCALE * math.log(max(c.quality, 1e-9))))
+    return _quality_loss(c.quality)
+
+
+@lru_cache(maxsize=4096)
+def _quality_loss(quality: float) -> int:
+    """``round(-QUALITY_SCALE ln quality)`` (memoised: the search asks for a handful of qualities many times)."""
+    return int(round(-QUALITY_SCALE * math.log(max(quality, 1e-9))))
 
 
 def cost_milli(c: Candidate) -> int:
@@ -145,7 +152,7 @@ class WorkflowProblem:
         return out
 
     def node_latency(self, node: str, assign: Mapping[str, int | None]) -> np.ndarray:
-        key = (node, tuple(assign.get(s) for s in self.node_stages[node]))
+        key = (node, tuple([assign.get(s) for s in self.node_stages[node]]))
         vec = self._cache.get(key)
         if vec is None:
             if len(self._cache) > _CACHE_LIMIT:
@@ -297,12 +304,22 @@ class WorkflowProblem:
         """
         prices = prices or {}
         options = {u: self.unit_options(u, allowed) for u in layout}
+        effs: dict[tuple[tuple[str, int], ...], float] = {}  # eff and loss of each option, computed once
+        losses: dict[tuple[tuple[str, int], ...], int] = {}
 
         def eff(o: Mapping[str, int]) -> float:
-            return sum(_eff(self.candidates[s][i], prices) for s, i in o.items())
+            key = tuple(o.items())
+            value = effs.get(key)
+            if value is None:
+                value = effs[key] = sum(_eff(self.candidates[s][i], prices) for s, i in key)
+            return value
 
         def loss(o: Mapping[str, int]) -> int:
-            return sum(quality_loss(self.candidates[s][i]) for s, i in o.items())
+            key = tuple(o.items())
+            value = losses.get(key)
+            if value is None:
+                value = losses[key] = sum(quality_loss(self.candidates[s][i]) for s, i in key)
+            return value
 
         def res(o: Mapping[str, int]) -> dict[str, int]:
             out: dict[str, int] = {}

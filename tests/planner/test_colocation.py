@@ -141,3 +141,24 @@ def test_the_all_shared_pool_is_offered_at_the_mixs_mean_context_cap_too() -> No
     (pool,) = plan.workflows[0].llm_pools
     assert pool.shared and pool.replicas == 3
     assert pool.max_num_seqs == batch_cap(spec, prof, members, 1.5, "mean")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_dominance_check_matches_candidate_by_candidate(seed: int) -> None:
+    """_beaten_by_isolated compares each shared-pool member against its stage's dedicated candidates in one
+    stacked pass (colocation._Rivals); it must agree with Candidate.slower_or_equal one pair at a time."""
+    from planner.colocation import _Rivals
+
+    program = random_program(seed)
+    wf = program.workflow()
+    model = build_model(program, wf, scenarios(wf)[0], wf.load.rate_per_s, program.inventory, 2000, seed,
+                        PROFILE_DIR)
+    isolated = {s: [c for c in sc.candidates if c.group is None] for s, sc in model.stages.items()}
+    members = [c for sc in model.stages.values() for c in sc.candidates if c.group is not None]
+    rivals = _Rivals(isolated)
+    checked = 0
+    for m in members:
+        expected = [m.slower_or_equal(c) for c in isolated[m.stage]]
+        assert rivals.no_faster(m) == expected
+        checked += len(expected)
+    assert checked > 0 or not members

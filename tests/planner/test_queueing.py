@@ -169,3 +169,15 @@ def test_busy_batches_widen_the_tail_not_the_body_of_an_llm_call() -> None:
     p50, p99 = (int(np.searchsorted(U_GRID, q)) for q in (0.5, 0.99))
     assert busy[p99] > 1.05 * flat[p99]
     assert abs(busy[p50] - flat[p50]) < 0.05 * flat[p50]
+
+
+def test_cached_log_factorials_are_log_gamma_and_read_only() -> None:
+    """erlang_c's memoised ``log k!`` table (queueing._log_factorials) is lgamma(k + 1) and cannot be
+    altered by a caller (it is shared between calls)."""
+    from planner.queueing import _log_factorials
+
+    k, log_fact = _log_factorials(300)
+    assert k.tolist() == list(range(301))
+    assert np.allclose(log_fact, [math.lgamma(i + 1) for i in range(301)], rtol=1e-12, atol=1e-9)
+    with pytest.raises(ValueError):
+        log_fact[3] = 0.0
