@@ -681,27 +681,43 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
     )
 
 
-def replica_range(make, limit: int, at_least: int = 0) -> tuple[list[Candidate], int | None]:
+def replica_range(make, limit: int, at_least: int = 0, stable=None) -> tuple[list[Candidate], int | None]:
     """Candidates from the smallest stable count while p99 still improves (and up to ``at_least``
-    whatever the improvement, within ``limit``); also that smallest count."""
+    whatever the improvement, within ``limit``); also that smallest count. ``make`` is called at most
+    once per count (the searches revisit counts: the smallest stable one is then the first candidate).
+    ``stable(n)``, when given, says whether ``make(n)`` would return one without building it: the
+    search asks it for counts beyond ``limit``, whose candidates are never offered."""
+    made: dict = {}
+
+    def at(n: int):
+        """``make(n)``, memoised per count."""
+        if n not in made:
+            made[n] = make(n)
+        return made[n]
+
+    def ok(n: int) -> bool:
+        if n > limit and stable is not None and n not in made:
+            return stable(n)
+        return at(n) is not None
+
     first = None
     n = 1
     # Exponential then linear search for the smallest stable count (stability is monotone in n).
-    while n <= UNBOUNDED and make(n) is None:
+    while n <= UNBOUNDED and not ok(n):
         n *= 2
     if n > UNBOUNDED:
         return [], None
     lo = n // 2 + 1 if n > 1 else 1
     for k in range(lo, n + 1):
-        if make(k) is not None:
+        if ok(k):
             first = k
             break
     assert first is not None
     if first > limit:
         return [], first
-    result = [make(first)]
+    result = [at(first)]
     for k in range(first + 1, min(limit, max(first + MAX_EXTRA, at_least)) + 1):
-        cand = make(k)
+        cand = at(k)
         if cand is None:
             break
         if k > at_least and cand.quantile(0.99) > (1.0 - FLAT_IMPROVEMENT) * result[-1].quantile(0.99):

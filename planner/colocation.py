@@ -153,12 +153,14 @@ def batch_cap(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Member
 
 def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Member], replicas: int,
                  stretch: float = DECODE_STRETCH, max_utilisation: float = 1.0,
-                 cap: BatchCap = "tail", max_num_seqs: int | None = None) -> SharedPoint | None:
+                 cap: BatchCap = "tail", max_num_seqs: int | None = None,
+                 with_tables: bool = True) -> SharedPoint | None:
     """The pool's operating point and per-member tables (module docstring); None when unstable,
     above ``max_utilisation`` of its batch slots, or when a prompt does not fit its KV space.
     ``cap`` chooses the context of the latency-aware batch cap (:func:`cap_context`);
     ``max_num_seqs``, when given, is that cap already computed (:func:`batch_cap` of the same
-    arguments: it does not depend on ``replicas``)."""
+    arguments: it does not depend on ``replicas``). ``with_tables=False`` only asks whether the point
+    exists: its tables are left empty (every reason for None is decided before they are built)."""
     kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
     moments = [output_tokens_moments(m.stage.output_tokens, m.max_tokens) for m in members]
     if max_num_seqs is None:
@@ -188,7 +190,7 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
                           [m.burst * copies_prefill_index(m.batch, replicas) for m in members])
     tables = {m.stage.name: llm_service_table(p, t, wait.p_wait, wait.mean_if_waiting, m.stage.output_tokens,
                                               m.max_tokens, m.hedge, per_seq, batch, max_num_seqs, stall)
-              for m, p, t in zip(members, prefills, steps)}
+              for m, p, t in zip(members, prefills, steps)} if with_tables else {}
     context = sum(cl[0] * cl[3] * (cl[1] + cl[3] / 2) for cl in classes) / max(sum(cl[0] * cl[3] for cl in classes),
                                                                                1e-12)
     prefixes = sum(m.stage.prefix_tokens for m in members if m.prewarm)
@@ -336,10 +338,14 @@ def _block_range(spec: ModelSpec, profile: LatencyProfile, device: Device, stage
             point = shared_point(spec, profile, members, n, stretch, MAX_UTILISATION, cap, max_num_seqs=value)
             return None if point is None else _Group(n, point)
 
+        def stable(n: int, cap: BatchCap = cap, value: int = value) -> bool:
+            return shared_point(spec, profile, members, n, stretch, MAX_UTILISATION, cap, max_num_seqs=value,
+                                with_tables=False) is not None
+
         if value in seen_caps:
             continue  # the same cap as a variant already offered: the same candidates
         seen_caps.add(value)
-        found.extend(replica_range(make, limit)[0])
+        found.extend(replica_range(make, limit, stable=stable)[0])
     out = []
     for g in _prefer_larger_caps(found):
         n, point = g.replicas, g.point

@@ -162,3 +162,36 @@ def test_vectorised_dominance_check_matches_candidate_by_candidate(seed: int) ->
         assert rivals.no_faster(m) == expected
         checked += len(expected)
     assert checked > 0 or not members
+
+
+@pytest.mark.parametrize("smallest,limit", [(5, 3), (5, 5), (5, 40), (1, 8), (33, 20), (33, 100)])
+def test_replica_range_builds_each_count_once_and_only_probes_beyond_the_limit(smallest: int, limit: int) -> None:
+    """replica_range (used by _block_range with shared_point's table-free probe) returns what the plain
+    search returns, builds each count at most once, and never builds a count beyond ``limit``."""
+    from planner.candidates import replica_range
+
+    class Point:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def quantile(self, q: float) -> float:
+            return 10.0 / self.n
+
+    built: list[int] = []
+
+    def make(n: int) -> Point | None:
+        built.append(n)
+        return Point(n) if n >= smallest else None
+
+    def plain(n: int) -> Point | None:
+        return Point(n) if n >= smallest else None
+
+    got, first = replica_range(make, limit, stable=lambda n: n >= smallest)
+    want, want_first = replica_range(plain, limit)
+    assert first == want_first == smallest
+    assert [p.n for p in got] == [p.n for p in want]
+    assert len(built) == len(set(built)) and all(n <= limit for n in built)
+    if smallest > limit:
+        assert got == []
+    else:
+        assert got[0].n == smallest
