@@ -111,9 +111,11 @@ class Drift:
         if self.calibrations < 2:
             return (f"drift {self.model} on {self.device} tp{self.tp}: one calibration here, no margin "
                     f"(each `cortex calibrate` or demo run adds one)")
+        slowest = (f"planned on the slowest ({self.slowest_at}), {self.factor:.2f}x its times"
+                   if self.slowest_at is not None else "the one in use is the slowest: planned on it")
         return (f"drift {self.model} on {self.device} tp{self.tp}: the last {self.calibrations} calibrations span "
                 f"{100 * (self.fastest - 1):+.0f}% to {100 * (self.factor - 1):+.0f}% against the one in use; "
-                f"planned on the slowest ({self.slowest_at}), {self.factor:.2f}x its times")
+                + slowest)
 
 
 def drifts(directory: Path, now: dt.datetime | None = None, window: int = WINDOW,

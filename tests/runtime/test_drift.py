@@ -114,3 +114,13 @@ def test_the_margin_reaches_the_plan(monkeypatch: pytest.MonkeyPatch, repo: Path
     (wp,) = plain.workflows
     (wc,) = careful.workflows
     assert (wc.latency.p50 > wp.latency.p50 * 1.2) or (careful.cost_per_hour > plain.cost_per_hour)
+
+
+def test_the_line_names_no_timestamp_when_the_profile_in_use_is_the_slowest(tmp_path: Path):
+    base = _calibration(1.0)
+    (tmp_path / "smollm2-135m__cpu__tp1.json").write_text(json.dumps(base))
+    drift.record(tmp_path, _calibration(0.7), at=NOW)
+    drift.record(tmp_path, base, at=NOW)
+    (m,) = drift.drifts(tmp_path, now=NOW)
+    assert m.factor == 1.0 and m.slowest_at is None
+    assert "None" not in m.line() and "the one in use is the slowest: planned on it" in m.line()
