@@ -234,6 +234,34 @@ async def _calibrate(orchestrator: Any, console: Console) -> None:
                       f"spread {100 * c.calibration.max_spread:.0f}% -> {c.path}", markup=False, highlight=False)
 
 
+async def _calibrate_serving_layout(orchestrator: Any, spec: Any, program: Any, rate: float, console: Console,
+                                    build: Any) -> tuple[Any, Any, Any, Any, float]:
+    """Calibrate the engines that will serve, and plan on that profile: ``(orchestrator, spec, plan,
+    program, rate)`` to serve with. A profile measured on one engine with both cores is not the speed of
+    two engines pinned to one core each (measured here: 40% slower), so when the plan on a new profile
+    picks another layout, that layout is started (``build(spec)`` gives its backend's name and a new
+    orchestrator) and calibrated in turn, for at most :data:`CALIBRATION_ROUNDS` rounds; the same layout
+    keeps its running engines."""
+    plan, requested = None, rate
+    for _ in range(CALIBRATION_ROUNDS):
+        await _calibrate(orchestrator, console)
+        console.rule("plan again, on this machine's profile")
+        plan, program, rate = _plan(program, console, requested)
+        new = _spec(program, plan)
+        if new.llm_pools == spec.llm_pools:
+            await orchestrator.deploy(new)  # same engines: they keep running, estimates follow the profile
+            return orchestrator, new, plan, program, rate
+        await orchestrator.stop()  # another layout (engines, backend): start it afresh
+        backend, orchestrator = build(new)
+        _print_engines(new, backend, console)
+        with console.status("starting the planned engines ..."):
+            await orchestrator.start()
+        spec = new
+    console.print(f"[yellow]the layout changed after each of {CALIBRATION_ROUNDS} calibrations: serving the "
+                  "last plan, whose profile was measured on the previous layout's engines[/yellow]")
+    return orchestrator, spec, plan, program, rate
+
+
 async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any] | None:
     """The demo's loop (module docstring); returns what it measured, or None when the engines cannot start."""
     from examples.data.build_sales_db import DEFAULT_DB, build
@@ -276,29 +304,12 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
     console.print(f"engines ready in {time.monotonic() - started:.1f} s")
     try:
         if not simulated and (args.recalibrate or not calibrated):
-            # Calibrate the engines that will serve: a profile measured on one engine with both cores is
-            # not the speed of two engines pinned to one core each (measured here: 40% slower). When the
-            # plan on the new profile picks another layout, that layout is started and calibrated in turn.
-            for round_ in range(1, CALIBRATION_ROUNDS + 1):
-                await _calibrate(orchestrator, console)
-                console.rule("plan again, on this machine's profile")
-                plan, program, rate = _plan(program, console, args.rate)
-                new = _spec(program, plan)
-                if new.llm_pools == spec.llm_pools:
-                    await orchestrator.deploy(new)  # same engines: they keep running, estimates follow the profile
-                    spec = new
-                    break
-                await orchestrator.stop()  # another layout (engines, backend): start it afresh
-                backend = vllm_backend_for(new)
-                _print_engines(new, backend, console)
-                orchestrator = Orchestrator(new, engine_factory(backend))
-                with console.status("starting the planned engines ..."):
-                    await orchestrator.start()
-                spec = new
-                if round_ == CALIBRATION_ROUNDS:
-                    console.print(f"[yellow]the layout changed after each of {CALIBRATION_ROUNDS} calibrations: "
-                                  "serving the last plan, whose profile was measured on the previous "
-                                  "layout's engines[/yellow]")
+            def build(new: Any) -> tuple[str, Any]:
+                name = vllm_backend_for(new)
+                return name, Orchestrator(new, engine_factory(name))
+
+            orchestrator, spec, plan, program, rate = await _calibrate_serving_layout(
+                orchestrator, spec, program, args.rate, console, build)
         _print_profiles(spec, console)
         margins = [m.line() for m in drifts(profiles.machine_dir())]  # what the plan above was made with
         questions = _questions(args.questions)

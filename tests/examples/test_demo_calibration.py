@@ -1,0 +1,91 @@
+"""The demo calibrates the engines that will serve (examples/demo.py ``_calibrate_serving_layout``): when
+the plan on a fresh profile picks another engine layout, that layout is started and calibrated in turn.
+Engines, calibration and planning are stand-ins here; the real run is benchmarks/real_vs_sim.py."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass, field
+
+import pytest
+from rich.console import Console
+
+from examples import demo
+
+
+@dataclass
+class FakeOrchestrator:
+    layout: str
+    events: list[str] = field(default_factory=list)
+
+    async def start(self) -> None:
+        self.events.append(f"start {self.layout}")
+
+    async def stop(self) -> None:
+        self.events.append(f"stop {self.layout}")
+
+    async def deploy(self, spec) -> None:
+        self.events.append(f"deploy {spec.llm_pools}")
+
+
+@dataclass(frozen=True)
+class FakeSpec:
+    llm_pools: str
+
+
+def _run(monkeypatch, layouts: list[str]) -> tuple[tuple, list[str], str]:
+    """Run the loop with plans that pick ``layouts`` in turn, from engines started as ``"one"``."""
+    events: list[str] = []
+    picks = iter(layouts)
+
+    async def calibrate(orchestrator, console) -> None:
+        events.append(f"calibrate {orchestrator.layout}")
+
+    monkeypatch.setattr(demo, "_calibrate", calibrate)
+    monkeypatch.setattr(demo, "_plan", lambda program, console, rate: (next(picks), program, rate))
+    monkeypatch.setattr(demo, "_spec", lambda program, plan: FakeSpec(plan))
+    monkeypatch.setattr(demo, "_print_engines", lambda spec, backend, console: None)
+    out = io.StringIO()
+    first = FakeOrchestrator("one", events)
+    result = asyncio.run(demo._calibrate_serving_layout(
+        first, FakeSpec("one"), "program", 0.1, Console(file=out, width=200),
+        lambda spec: ("vllm-server", FakeOrchestrator(spec.llm_pools, events))))
+    return result, events, out.getvalue()
+
+
+def test_the_layout_the_plan_keeps_is_the_one_calibrated(monkeypatch) -> None:
+    (orch, spec, plan, _, _), events, text = _run(monkeypatch, ["two", "two"])
+    # Calibrated on one engine, planned two: the two are started and calibrated before serving.
+    assert events == ["calibrate one", "stop one", "start two", "calibrate two", "deploy two"]
+    assert orch.layout == "two" and spec.llm_pools == "two" and plan == "two"
+    assert "changed after each" not in text
+
+
+def test_an_unchanged_layout_keeps_its_engines(monkeypatch) -> None:
+    (orch, spec, _, _, _), events, _ = _run(monkeypatch, ["one"])
+    assert events == ["calibrate one", "deploy one"] and orch.layout == "one"
+
+
+def test_a_layout_that_never_settles_is_bounded_and_said(monkeypatch) -> None:
+    assert demo.CALIBRATION_ROUNDS == 3
+    (orch, spec, _, _, _), events, text = _run(monkeypatch, ["two", "three", "one"])
+    assert [e for e in events if e.startswith("calibrate")] == ["calibrate one", "calibrate two", "calibrate three"]
+    assert orch.layout == "one" and spec.llm_pools == "one"  # the last plan's engines serve ...
+    assert "the layout changed after each of 3 calibrations" in text  # ... and the demo says on what profile
+
+
+@pytest.mark.parametrize("rate", [0.1, 2.0])
+def test_every_round_plans_for_the_requested_rate(monkeypatch, rate: float) -> None:
+    """A plan may serve a lower rate than requested (the most the engines sustain); the next round
+    still plans for the requested one."""
+    asked: list[float] = []
+    picks = iter(["two", "two"])
+    monkeypatch.setattr(demo, "_calibrate", lambda o, c: asyncio.sleep(0))
+    monkeypatch.setattr(demo, "_plan", lambda program, console, r: (asked.append(r), (next(picks), program, r / 2))[1])
+    monkeypatch.setattr(demo, "_spec", lambda program, plan: FakeSpec(plan))
+    monkeypatch.setattr(demo, "_print_engines", lambda spec, backend, console: None)
+    result = asyncio.run(demo._calibrate_serving_layout(
+        FakeOrchestrator("one"), FakeSpec("one"), "program", rate, Console(file=io.StringIO()),
+        lambda spec: ("vllm-server", FakeOrchestrator(spec.llm_pools))))
+    assert asked == [rate, rate] and result[4] == rate / 2 and result[1].llm_pools == "two"
