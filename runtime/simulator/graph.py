@@ -100,6 +100,9 @@ class WorkflowGraph:
         self.max_tokens = {s.name: (knobs.max_tokens.get(s.name) if knobs else None) or s.max_tokens.preferred
                            for s in llm}
         """LLM stage -> its output cap (the plan's, else the preferred one)."""
+        self.alike = any(s.output_correlation > 0.0 for s in llm)
+        """Whether some LLM stage draws its output lengths alike the run's others (``output_correlation``):
+        each run then draws its shared normal first (``runs._run_latent``)."""
         self.input_limits = {s.name: {o.model: program.model(o.model).max_context - self.max_tokens[s.name]
                                       for o in s.models} for s in llm}
         """LLM stage -> model option -> the longest prompt an engine accepts for the stage's calls: the

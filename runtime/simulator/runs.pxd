@@ -30,7 +30,6 @@ cdef class _Fan:
 cpdef _tokens(MersenneTwister rng, tuple params)
 @cython.locals(n=long, f=double, d=double)
 cpdef _rounded(double value, long low, high)
-@cython.locals(u1=double, u2=double, z=double)
 cpdef double _lognormal(MersenneTwister rng, double mu, double sigma)
 @cython.locals(u1=double, u2=double, z=double)
 cpdef double _normal(MersenneTwister rng)

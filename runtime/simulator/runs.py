@@ -166,22 +166,14 @@ def _run_latent(g: WorkflowGraph, rng: Generator) -> float:
     """The run's standard normal shared by its alike calls' output lengths (:func:`_alike_tokens`), drawn
     first from the run's generator when some LLM stage of ``g`` sets ``output_correlation``; 0.0 (and no
     draw, so every other draw stays where it was) otherwise."""
-    alike = g.draw_cache.get("alike")
-    if alike is None:
-        alike = g.draw_cache["alike"] = any(getattr(s, "output_correlation", 0.0) > 0.0 for s in g.stages.values())
-    return _normal(rng) if alike else 0.0
+    return _normal(rng) if g.alike else 0.0
 
 
 def _lognormal(rng: Generator, mu: float, sigma: float) -> float:
     """``math.exp(distributions.normal(rng, mu, sigma))`` (CPython's normalvariate) written out:
     the same draws and the same value, without a Python call per draw (a C call on the run's
     generator in the compiled build: runs.pxd types it)."""
-    while True:
-        u1 = rng.random()
-        u2 = 1.0 - rng.random()
-        z = _NV * (u1 - 0.5) / u2
-        if z * z / 4.0 <= -math.log(u2):
-            return math.exp(mu + z * sigma)
+    return math.exp(mu + _normal(rng) * sigma)
 
 
 def _sample(rng: Generator, mean: float, cv: float, family: str) -> float:
