@@ -69,8 +69,6 @@ FLAT_IMPROVEMENT = 0.02
 """Stop adding replicas/slots once the stage p99 improves by less than this fraction."""
 MAX_EXTRA = 6
 """At most this many replicas/slots beyond the smallest stable count."""
-CPU_SLOTS_PER_LLM_REPLICA = 1
-"""CPU slots one CPU engine replica occupies."""
 UNBOUNDED = 4096
 """Replica/slot limit used when a resource kind is not constrained (no CPU block, or explanations)."""
 TABLE_SAMPLES = 4096
@@ -667,7 +665,7 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
                               replace(prefill_stall(profile, [(rate / replicas, max(uncached, 1))],
                                                     [load.burst * copies_prefill_index(load.batch, replicas)]),
                                       replicas=replicas))
-    per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
+    per_device = profile.tp  # GPUs, or CPU cores (slots), one replica spans
     in_use_tokens = point.batch * (stage.input_tokens + mean_out / 2.0) + (stage.prefix_tokens if prewarm else 0)
     return Candidate(
         stage=stage.name, kind="llm", device=device.kind, units=replicas,
@@ -752,7 +750,7 @@ def llm_candidates(program: Program, stage: LLMStage, load: StageLoad, inventory
                 if profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token) < stage.input_tokens + tok_opt.value:
                     reasons.append(f"{spec.name} does not fit on {device.kind} at tp={profile.tp}")
                     continue
-                per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
+                per_device = profile.tp  # GPUs, or CPU cores (slots), one replica spans
 
                 def make(n, profile=profile, device=device, spec=spec):
                     return _llm_config(stage, spec, profile, device, load, tok_opt.value, hedge_opt.value, quality, n,

@@ -67,7 +67,7 @@ import numpy as np
 from cortexlang.ir import Inventory, LLMStage, ModelSpec, Program, Workflow
 from planner.candidates import (
     copies_prefill_index,
-    CPU_SLOTS_PER_LLM_REPLICA, DECODE_STRETCH, FLAT_IMPROVEMENT, MAX_NUM_SEQS, MAX_UTILISATION, U_GRID, UNBOUNDED,
+    DECODE_STRETCH, FLAT_IMPROVEMENT, MAX_NUM_SEQS, MAX_UTILISATION, U_GRID, UNBOUNDED,
     Candidate, Device,
     StageLoad, devices_of,
     kv_seq_bound, replica_range, latency_cap, llm_service_table, output_tokens_moments, prefill_stall,
@@ -284,7 +284,7 @@ def group_candidates(program: Program, workflow: Workflow, loads: Mapping[str, S
             members = [workflow.stage(name) for name in block]
             for device in devices_of(inventory, unbounded):
                 for profile in profiles_of(spec.profile, device.kind, profile_dir):
-                    per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
+                    per_device = profile.tp  # GPUs, or CPU cores (slots), one replica spans
                     limit = device.limit // per_device
                     if block != preferred and block not in declared:  # a partial block consolidates: fewer replicas
                         limit = min(limit, _isolated_replicas(isolated, block, device.kind, profile.tp) - 1)
@@ -326,7 +326,7 @@ def _block_range(spec: ModelSpec, profile: LatencyProfile, device: Device, stage
     kv = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
     if any(m.stage.input_tokens + m.max_tokens > kv for m in members):
         return []
-    per_device = CPU_SLOTS_PER_LLM_REPLICA if device.kind == "CPU" else profile.tp
+    per_device = profile.tp  # GPUs, or CPU cores (slots), one replica spans
     block = tuple(m.stage.name for m in members)
 
     found: list[_Group] = []

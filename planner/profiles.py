@@ -52,11 +52,18 @@ and the simulator's layouts (``runtime.simulator.cluster.DEFAULT_LINK_BYTES_PER_
 
 @dataclass(frozen=True)
 class LatencyProfile:
-    """Latency and memory model of one model family on one device kind at one TP degree."""
+    """Latency and memory model of one model family on one device kind at one TP degree.
+
+    On GPUs ``tp`` is the tensor-parallel degree: the GPUs one replica spans. On the CPU it is the
+    *width* of one engine: the cores (inventory ``cpu`` slots) its threads are pinned to. A CPU engine's
+    speed depends on that width, so a profile holds only for engines of its width (``runtime.build``
+    pins each CPU engine to ``tp`` cores; calibration writes the profile under the width it measured).
+    """
 
     model: str
     device: str
     tp: int
+    """GPUs per replica (tensor parallelism), or cores per engine on the CPU."""
     prefill_per_token_s: float
     prefill_fixed_s: float
     decode_fixed_s: float
@@ -195,8 +202,19 @@ def profiles_for(model: str, device: str | None = None, directory: Path = PROFIL
 
 
 def get_profile(model: str, device: str, tp: int = 1, directory: Path = PROFILE_DIR) -> LatencyProfile:
-    for p in profiles_for(model, device, directory):
+    """The profile of ``model`` on ``device`` at ``tp``.
+
+    A CPU engine of a width nobody measured (e.g. the no-isolation baseline's engine pinned to the
+    union of the isolated engines' cores) takes the profile of the widest measured width below it: a
+    conservative estimate, since more cores never slow an engine down. Its ``tp`` says which width was
+    measured (:func:`runtime.profiles.describe` reports the stand-in). GPUs have no such fallback: a
+    tensor-parallel degree changes memory and communication, not only speed."""
+    found = profiles_for(model, device, directory)
+    for p in found:
         if p.tp == tp:
             return p
+    narrower = [p for p in found if p.tp < tp]
+    if device.upper() == "CPU" and narrower:
+        return narrower[-1]
     known = ", ".join(f"{p.model}/{p.device}/tp{p.tp}" for p in all_profiles(directory))
     raise ProfileNotFound(f"no profile for {model} on {device} at tp={tp}; known: {known}")

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from cortexlang.ir import Inventory, Program, Workflow
-from planner.candidates import CPU_SLOTS_PER_LLM_REPLICA, Candidate, fanout_splits
+from planner.candidates import Candidate, fanout_splits
 from planner.colocation import Member, shared_point
 from planner.latency import PathSample, attainment, distribution
 from planner.plan import SharedModelPool, SharedPoolComparison
@@ -81,7 +81,7 @@ def compare(program: Program, workflow: Workflow, inventory: Inventory, paths: P
         limits["CPU"] = inventory.cpu.slots
     for model, (device, tp, cands, _) in groups.items():
         profiles[model] = next(c.latency_profile for c in cands if c.device == device and c.tp == tp)
-    per_device = {m: (CPU_SLOTS_PER_LLM_REPLICA if g[0] == "CPU" else g[1]) for m, g in groups.items()}
+    per_device = {m: g[1] for m, g in groups.items()}  # tp: GPUs, or CPU cores (slots)
     base_tables = {s: c.table for s, c in chosen.items()}
 
     def evaluate(replicas: Mapping[str, int]):

@@ -7,6 +7,11 @@ where Cortex serves live in a local cache keyed by the machine::
 
     $CORTEX_PROFILE_CACHE (default ~/.cache/cortex/profiles)/<machine key>/<model>__<device>__tp<N>.json
 
+Within a machine a profile is keyed by (model, device, tp), and a CPU engine's ``tp`` is
+its width, the cores it is pinned to (:class:`planner.profiles.LatencyProfile`): an engine
+alone on two cores and two engines on one core each are different configurations, with
+profiles of their own. The calibration record says how many engines ran at once.
+
 The machine key names what the latency depends on: the CPU model and core
 count, and the GPU kind and count where there are GPUs (e.g.
 ``intel-xeon-processor-2c`` or ``nvidia-h100-80gb-hbm3-x8-amd-epyc-9654-192c``);
@@ -145,10 +150,15 @@ class ProfileUse:
     calibrated: bool
     path: str | None
     source: str
+    measured_tp: int | None = None
+    """The width the profile was measured at, where it stands in for another (a CPU engine of an
+    unmeasured width: :func:`planner.profiles.get_profile`); None when it is the engine's own."""
 
     def line(self) -> str:
         kind = "calibrated on this machine" if self.calibrated else "SHIPPED FALLBACK (not measured here: run " \
                                                                   "`cortex calibrate FILE` to measure this machine)"
+        if self.measured_tp is not None:
+            kind += f"; MEASURED AT tp{self.measured_tp}, not this width (a conservative stand-in)"
         return f"profile {self.model} on {self.device} tp{self.tp}: {kind}; {self.path or '-'}"
 
 
@@ -159,7 +169,8 @@ def describe(model: str, device: str, tp: int = 1) -> ProfileUse | None:
     except ProfileNotFound:
         return None
     calibrated = prof.path is not None and any(Path(prof.path).parent == d for d in calibrated_directories())
-    return ProfileUse(model, device, tp, calibrated, prof.path, prof.sources[0] if prof.sources else "")
+    return ProfileUse(model, device, tp, calibrated, prof.path, prof.sources[0] if prof.sources else "",
+                      measured_tp=prof.tp if prof.tp != tp else None)
 
 
 def shipped_path(model: str, device: str, tp: int) -> Path:

@@ -543,16 +543,25 @@ def register(app: typer.Typer) -> None:
         workflow: Optional[str] = typer.Option(None, "--workflow"),
         quick: bool = typer.Option(False, "--quick", help="Fewer probes, one repeat (about half the time)."),
         endpoint: list[str] = typer.Option([], "--endpoint", help="MODEL=URL for --engine openai (repeatable)."),
+        cpu_width: Optional[int] = typer.Option(
+            None, "--cpu-width", min=1,
+            help="Pin every CPU engine to this many cores (default: the layout's widths). A profile holds only "
+                 "for engines of its width: calibrate a width to let the planner choose it."),
     ) -> None:
         """Measure the layout's engines as they serve (same backend and pinning, all at once) and store the
         fitted profile for this machine; `cortex run|serve` and planning then use it."""
         import asyncio
 
+        from runtime.build.layout import with_cpu_width
+
         console = _console(width=None if sys.stdout.isatty() else 140)
         use_machine_profiles()
         spec = prepare_spec(target, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console)
+        if cpu_width is not None:
+            spec = with_cpu_width(spec, cpu_width)
         factory, backend = make_factory(spec, engine, endpoint)
-        command = f"cortex calibrate {target}" + (f" --plan {plan}" if plan else "") + (" --quick" if quick else "")
+        command = (f"cortex calibrate {target}" + (f" --plan {plan}" if plan else "") + (" --quick" if quick else "")
+                   + (f" --cpu-width {cpu_width}" if cpu_width is not None else ""))
         raise typer.Exit(asyncio.run(calibrate_engines(spec, factory, backend, console, quick=quick,
                                                        how=f"`{command}` ({backend} engines)")))
 

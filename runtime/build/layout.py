@@ -17,10 +17,15 @@ Three layouts:
   the *same total* resources (summed KV space and ``max_num_seqs``, the union of
   the CPU cores, the largest tensor-parallel degree).
 
-CPU engines are bound to cores here (``VLLM_CPU_OMP_THREADS_BIND``): with ``n``
-cores and ``k`` CPU replicas, replica ``i`` gets core ``i mod n`` when
-``k >= n`` and a contiguous block of ``n // k`` cores otherwise, so two engines
-on a 2-core machine get one core each instead of fighting over both.
+CPU engines are bound to cores here (``VLLM_CPU_OMP_THREADS_BIND``). A CPU
+replica's ``tp`` is its width (:class:`planner.profiles.LatencyProfile`): the
+replicas get consecutive blocks of ``tp`` cores in layout order, so each engine
+runs on exactly as many cores as the profile that planned it was measured on --
+an engine alone on a 2-core machine gets one core under a one-core profile, not
+both, or its speed would be another configuration's. vLLM itself runs each CPU
+engine unsharded (``tensor_parallel_size=1``) on its cores. Only when the widths
+add up to more cores than the machine has do blocks wrap around and engines
+share cores (the inventory declared more ``cpu`` slots than there are cores).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from planner.profiles import ProfileNotFound, get_profile, profiles_for
 from runtime.build.spec import (
     Backend, DatabaseSpec, ExecutorPoolSpec, Knobs, LLMPoolSpec, OrchestratorSpec, ReplicaSpec, RuntimeSpec,
 )
-from runtime.engines.base import EngineSpec
+from runtime.engines.base import EngineSpec, parse_cpu_list
 from runtime.engines.disaggregated import kv_transfer_config
 
 CPU_DEFAULT_KV_BYTES = 512 << 20
@@ -57,15 +62,16 @@ def queue_bound(slots: int) -> int:
     return max(MIN_QUEUE, QUEUE_PER_SLOT * slots)
 
 
-def cpu_bindings(count: int, cores: int | None = None) -> list[str]:
-    """Core lists for ``count`` CPU engines (see module docstring)."""
+def cpu_bindings(widths: list[int], cores: int | None = None) -> list[str]:
+    """Core lists for CPU engines of the given widths (cores each), in order: consecutive blocks of
+    the machine's ``cores``, wrapping around when the widths add up to more (see module docstring)."""
     n = max(cores or os.cpu_count() or 1, 1)
-    if count <= 0:
-        return []
-    if count >= n:
-        return [str(i % n) for i in range(count)]
-    width = n // count
-    return [f"{i * width}-{i * width + width - 1}" if width > 1 else str(i * width) for i in range(count)]
+    out, start = [], 0
+    for width in widths:
+        block = sorted({(start + j) % n for j in range(min(max(width, 1), n))})
+        out.append(_core_list(block))
+        start = (start + max(width, 1)) % n
+    return out
 
 
 def preferred_knobs(workflow: Workflow) -> Knobs:
@@ -119,17 +125,20 @@ def _engine_spec(program: Program, model: str, device: str, tp: int, max_num_seq
     return EngineSpec(
         model=m.weights, served_model_name=served_name, dtype=m.dtype if device != "CPU" else "float32",
         max_model_len=m.max_context, max_num_seqs=max_num_seqs, kv_cache_bytes=kv_bytes,
-        tensor_parallel_size=tp, enable_prefix_caching=True, enforce_eager=True,
+        tensor_parallel_size=tp if device != "CPU" else 1,  # a CPU engine's width is its cores (see _bind_cpu)
+        enable_prefix_caching=True, enforce_eager=True,
         cpu_threads_bind=bind if device == "CPU" else None, scheduling_policy="priority",
     )
 
 
 def _bind_cpu(pools: list[LLMPoolSpec]) -> tuple[LLMPoolSpec, ...]:
-    """Assign core lists to every CPU replica across all pools (a P/D pool's prefill replicas included)."""
+    """Assign core lists to every CPU replica across all pools (a P/D pool's prefill replicas included),
+    ``tp`` cores each."""
     groups = [(pi, field) for pi in range(len(pools)) for field in ("replicas", "prefill_replicas")]
     cpu = [(pi, field, ri) for pi, field in groups for ri, r in enumerate(getattr(pools[pi], field))
            if r.device == "CPU"]
-    binds = dict(zip(cpu, cpu_bindings(len(cpu))))
+    widths = [getattr(pools[pi], field)[ri].tp for pi, field, ri in cpu]
+    binds = dict(zip(cpu, cpu_bindings(widths)))
     out = []
     for pi, p in enumerate(pools):
         update = {}
@@ -268,28 +277,34 @@ def share_engines(spec: RuntimeSpec) -> RuntimeSpec:
         kv_bytes = sum(r.engine.kv_cache_bytes or 0 for r in reps) or None
         kv_tokens = sum(r.kv_capacity_tokens for r in reps)
         seqs = sum(r.engine.max_num_seqs or 0 for r in reps) or None
-        cores = sorted({c for r in reps if r.engine.cpu_threads_bind for c in _cores(r.engine.cpu_threads_bind)})
+        cores = sorted({c for r in reps if r.engine.cpu_threads_bind for c in parse_cpu_list(r.engine.cpu_threads_bind) or ()})
         bind = _core_list(cores) if cores else None
+        on_cpu = first.device == "CPU"
+        tp = len(cores) if on_cpu and cores else max(r.tp for r in reps)  # a CPU engine's width: its cores
         engine = first.engine.model_copy(update={
             "kv_cache_bytes": kv_bytes, "max_num_seqs": seqs, "cpu_threads_bind": bind, "kv_transfer": None,
-            "tensor_parallel_size": max(r.tp for r in reps)})
+            "tensor_parallel_size": 1 if on_cpu else tp})
         rep = first.model_copy(update={"replica_id": f"shared-{model}-0", "kv_capacity_tokens": kv_tokens,
-                                       "tp": max(r.tp for r in reps), "engine": engine})
+                                       "tp": tp, "engine": engine})
         stages = tuple(s for p in group for s in p.stages)
         pools.append(LLMPoolSpec(name=f"shared-{model}", stages=stages, model=model, replicas=(rep,),
                                  max_queue=sum(p.max_queue for p in group)))
     return spec.model_copy(update={"llm_pools": tuple(pools), "layout": "shared"})
 
 
-def _cores(bind: str) -> list[int]:
-    out: list[int] = []
-    for part in bind.split(","):
-        if "-" in part:
-            lo, hi = part.split("-")
-            out.extend(range(int(lo), int(hi) + 1))
-        elif part.strip().isdigit():
-            out.append(int(part))
-    return out
+def with_cpu_width(spec: RuntimeSpec, width: int) -> RuntimeSpec:
+    """``spec`` with every CPU engine ``width`` cores wide (``tp``), pinned anew: what ``cortex calibrate
+    --cpu-width`` measures, so that the planner gets a profile for engines of that width and can weigh
+    one wide engine against several narrow ones."""
+    if width < 1:
+        raise BuildError(f"a CPU engine needs at least one core (asked for {width})")
+
+    def widen(reps: tuple[ReplicaSpec, ...]) -> tuple[ReplicaSpec, ...]:
+        return tuple(r.model_copy(update={"tp": width}) if r.device == "CPU" else r for r in reps)
+
+    pools = [p.model_copy(update={"replicas": widen(p.replicas), "prefill_replicas": widen(p.prefill_replicas)})
+             for p in spec.llm_pools]
+    return spec.model_copy(update={"llm_pools": _bind_cpu(pools)})
 
 
 def _core_list(cores: list[int]) -> str:
@@ -307,5 +322,5 @@ def _workflow(program: Program, name: str | None) -> Workflow:
                          f"the program has {len(program.workflows)} workflows ({names}); name one with --workflow")
 
 
-__all__ = ["BuildError", "default_spec", "spec_from_plan", "share_engines", "cpu_bindings", "queue_bound",
-           "preferred_knobs", "absolute_database_url"]
+__all__ = ["BuildError", "default_spec", "spec_from_plan", "share_engines", "with_cpu_width", "cpu_bindings",
+           "queue_bound", "preferred_knobs", "absolute_database_url"]

@@ -401,3 +401,20 @@ class Engine(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def parse_cpu_list(spec: str | None) -> set[int] | None:
+    """Cores named by a ``VLLM_CPU_OMP_THREADS_BIND`` value such as "0", "0-1" or "0,2-3".
+
+    None for None, "auto", "all" or anything unparsable (then nothing is pinned).
+    """
+    if spec is None:
+        return None
+    cores: set[int] = set()
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            cores.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        return None
+    return cores or None

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from runtime.engines.base import EngineError, EngineHealth, EngineSpec
+from runtime.engines.base import EngineError, EngineHealth, EngineSpec, parse_cpu_list
 from runtime.engines.openai_remote import REQUEST_FEATURES, VLLM_CONSTRAINTS, OpenAIRemoteEngine
 from runtime.engines.vllm_inproc import engine_kwargs_for, is_cpu_platform
 
@@ -100,24 +100,6 @@ def server_argv(spec: EngineSpec, *, on_cpu: bool, host: str, port: int,
             argv += _flag(name, value)
     return argv
 
-
-
-
-def parse_cpu_list(spec: str | None) -> set[int] | None:
-    """Cores named by a ``VLLM_CPU_OMP_THREADS_BIND`` value such as "0", "0-1" or "0,2-3".
-
-    None for None, "auto", "all" or anything unparsable (then nothing is pinned).
-    """
-    if spec is None:
-        return None
-    cores: set[int] = set()
-    try:
-        for part in spec.split(","):
-            lo, _, hi = part.strip().partition("-")
-            cores.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        return None
-    return cores or None
 
 class VllmServerEngine(OpenAIRemoteEngine):
     """Starts and owns a vLLM OpenAI server process; talks to it as an OpenAI client."""

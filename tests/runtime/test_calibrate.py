@@ -18,8 +18,9 @@ import typer
 from typer.testing import CliRunner
 
 from cortexlang.cli.run_cmds import register
-from planner.profiles import PROFILE_DIR, get_profile
+from planner.profiles import PROFILE_DIR, ProfileNotFound, get_profile, profiles_for
 from runtime import profiles as cache
+from runtime.build.layout import with_cpu_width
 from runtime.calibrate import QUICK, Sample, calibrate_orchestrator, fit, measure
 from runtime.engines.simulated import SimulatedEngine
 from runtime.orchestrator import Orchestrator
@@ -111,6 +112,42 @@ def test_a_calibrated_profile_is_stored_per_machine_and_used_ahead_of_the_shippe
     assert cache.activate() is None
     assert get_profile("smollm2-135m", "CPU", 1).path == str(PROFILE_DIR / "smollm2-135m__cpu__tp1.json")
     assert "SHIPPED FALLBACK" in cache.describe("smollm2-135m", "CPU").line()
+
+
+def test_a_profile_holds_for_the_width_it_was_measured_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU engine's width (cores) keys its profile: engines calibrated two cores wide store a tp2
+    profile beside the one-core one, the planner may then weigh them, and an unmeasured width falls
+    back to the widest narrower profile, said so in the profile line."""
+    monkeypatch.setenv("CORTEX_MACHINE_KEY", "Test Box, 4 cores")
+    fast = SHIPPED.__class__(**{**SHIPPED.__dict__, "decode_fixed_s": SHIPPED.decode_fixed_s / 2, "path": None})
+
+    def factory(spec, pool, rep):
+        return SimulatedEngine(fast, kv_capacity_tokens=rep.kv_capacity_tokens, max_num_seqs=16, speedup=5.0)
+
+    spec = with_cpu_width(example_spec("nl2sql"), 2)
+    assert [r.tp for p in spec.llm_pools for r in p.replicas] == [2, 2]
+    assert all(r.engine.tensor_parallel_size == 1 for p in spec.llm_pools for r in p.replicas)
+
+    async def body():
+        orch = Orchestrator(spec, factory)
+        await orch.start()
+        try:
+            return await calibrate_orchestrator(orch, QUICK, how="a test")
+        finally:
+            await orch.stop()
+
+    stand_in = cache.describe("smollm2-135m", "CPU", 2)  # before: no tp2 profile anywhere
+    assert stand_in.measured_tp == 1 and "MEASURED AT tp1" in stand_in.line()
+    (done,) = asyncio.run(asyncio.wait_for(body(), 60))
+    assert done.tp == 2 and Path(done.path).name == "smollm2-135m__cpu__tp2.json"
+    assert "each pinned to 2 core(s)" in json.loads(Path(done.path).read_text())["notes"]
+    assert [p.tp for p in profiles_for("smollm2-135m", "CPU")] == [1, 2]
+    assert get_profile("smollm2-135m", "CPU", 1).path == str(PROFILE_DIR / "smollm2-135m__cpu__tp1.json")
+    assert get_profile("smollm2-135m", "CPU", 2).path == done.path
+    assert cache.describe("smollm2-135m", "CPU", 2).measured_tp is None
+    assert get_profile("smollm2-135m", "CPU", 3).path == done.path  # 3 cores: the 2-core stand-in
+    with pytest.raises(ProfileNotFound):
+        get_profile("llama-3-8b", "H100", 2)  # GPUs never fall back: TP changes more than speed
 
 
 def _app() -> typer.Typer:
