@@ -240,8 +240,12 @@ async def _calibrate_serving_layout(orchestrator: Any, spec: Any, program: Any, 
     program, rate)`` to serve with. A profile measured on one engine with both cores is not the speed of
     two engines pinned to one core each (measured here: 40% slower), so when the plan on a new profile
     picks another layout, that layout is started (``build(spec)`` gives its backend's name and a new
-    orchestrator) and calibrated in turn, for at most :data:`CALIBRATION_ROUNDS` rounds; the same layout
-    keeps its running engines."""
+    orchestrator) and calibrated in turn, for at most :data:`CALIBRATION_ROUNDS` rounds. The same pools
+    keep their running engines; the same engine configuration (count, widths, pinning:
+    :func:`runtime.calibrate.engine_configuration`) with other batch or KV sizes is restarted without
+    another calibration, since the profile holds for it."""
+    from runtime.calibrate import engine_configuration
+
     plan, requested = None, rate
     for _ in range(CALIBRATION_ROUNDS):
         await _calibrate(orchestrator, console)
@@ -251,12 +255,15 @@ async def _calibrate_serving_layout(orchestrator: Any, spec: Any, program: Any, 
         if new.llm_pools == spec.llm_pools:
             await orchestrator.deploy(new)  # same engines: they keep running, estimates follow the profile
             return orchestrator, new, plan, program, rate
-        await orchestrator.stop()  # another layout (engines, backend): start it afresh
+        settled = engine_configuration(new) == engine_configuration(spec)
+        await orchestrator.stop()  # other pools or engine settings: start them afresh
         backend, orchestrator = build(new)
         _print_engines(new, backend, console)
         with console.status("starting the planned engines ..."):
             await orchestrator.start()
         spec = new
+        if settled:  # the engines the profile was measured on, resized: no new calibration needed
+            return orchestrator, spec, plan, program, rate
     console.print(f"[yellow]the layout changed after each of {CALIBRATION_ROUNDS} calibrations: serving the "
                   "last plan, whose profile was measured on the previous layout's engines[/yellow]")
     return orchestrator, spec, plan, program, rate

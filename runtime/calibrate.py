@@ -289,6 +289,17 @@ class Calibrated:
     previous_path: str | None
 
 
+def engine_configuration(spec: Any) -> tuple[tuple[str, str, int, str | None], ...]:
+    """What a calibration of ``spec``'s engines measured, hence what its profiles hold for: per LLM
+    replica (prefill replicas included), its profile family, device, width ``tp`` and core binding,
+    sorted; the count of engines running at once is the length. Two specs with the same
+    configuration share their profiles even when ``max_num_seqs`` or the KV space differ (a profile's
+    coefficients are per sequence and per KV token), or the stages are grouped into other pools."""
+    return tuple(sorted(
+        (r.profile, r.device, r.tp, r.engine.cpu_threads_bind)
+        for pool in spec.llm_pools for r in (*pool.replicas, *pool.prefill_replicas)))
+
+
 async def calibrate_orchestrator(orchestrator: Any, probes: Probes | None = None, *, how: str,
                                  progress: Callable[[str], None] = lambda _: None) -> list[Calibrated]:
     """Measure every LLM engine of a started orchestrator at once (``probes``, default

@@ -33,6 +33,12 @@ class FakeOrchestrator:
 class FakeSpec:
     llm_pools: str
 
+    @property
+    def engines(self) -> str:
+        """The engine configuration: a layout's name up to its ``/`` (``"one/8"``: engines ``one`` with
+        another batch size)."""
+        return self.llm_pools.split("/")[0]
+
 
 def _run(monkeypatch, layouts: list[str]) -> tuple[tuple, list[str], str]:
     """Run the loop with plans that pick ``layouts`` in turn, from engines started as ``"one"``."""
@@ -43,6 +49,7 @@ def _run(monkeypatch, layouts: list[str]) -> tuple[tuple, list[str], str]:
         events.append(f"calibrate {orchestrator.layout}")
 
     monkeypatch.setattr(demo, "_calibrate", calibrate)
+    monkeypatch.setattr("runtime.calibrate.engine_configuration", lambda spec: spec.engines)
     monkeypatch.setattr(demo, "_plan", lambda program, console, rate: (next(picks), program, rate))
     monkeypatch.setattr(demo, "_spec", lambda program, plan: FakeSpec(plan))
     monkeypatch.setattr(demo, "_print_engines", lambda spec, backend, console: None)
@@ -67,6 +74,14 @@ def test_an_unchanged_layout_keeps_its_engines(monkeypatch) -> None:
     assert events == ["calibrate one", "deploy one"] and orch.layout == "one"
 
 
+def test_the_same_engines_resized_are_restarted_without_another_calibration(monkeypatch) -> None:
+    """The profile holds for the engines it was measured on whatever their batch or KV size: a plan that
+    only resizes them restarts them and serves (the demo used to calibrate again each round)."""
+    (orch, spec, _, _, _), events, text = _run(monkeypatch, ["one/8", "one/27"])
+    assert events == ["calibrate one", "stop one", "start one/8"] and orch.layout == "one/8"
+    assert "changed after each" not in text
+
+
 def test_a_layout_that_never_settles_is_bounded_and_said(monkeypatch) -> None:
     assert demo.CALIBRATION_ROUNDS == 3
     (orch, spec, _, _, _), events, text = _run(monkeypatch, ["two", "three", "one"])
@@ -82,6 +97,7 @@ def test_every_round_plans_for_the_requested_rate(monkeypatch, rate: float) -> N
     asked: list[float] = []
     picks = iter(["two", "two"])
     monkeypatch.setattr(demo, "_calibrate", lambda o, c: asyncio.sleep(0))
+    monkeypatch.setattr("runtime.calibrate.engine_configuration", lambda spec: spec.engines)
     monkeypatch.setattr(demo, "_plan", lambda program, console, r: (asked.append(r), (next(picks), program, r / 2))[1])
     monkeypatch.setattr(demo, "_spec", lambda program, plan: FakeSpec(plan))
     monkeypatch.setattr(demo, "_print_engines", lambda spec, backend, console: None)

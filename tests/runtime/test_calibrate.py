@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from cortexlang.cli.run_cmds import register
 from planner.profiles import PROFILE_DIR, ProfileNotFound, get_profile, profiles_for
 from runtime import profiles as cache
-from runtime.build.layout import with_cpu_width
-from runtime.calibrate import QUICK, Sample, calibrate_orchestrator, fit, measure
+from runtime.build.layout import share_engines, with_cpu_width
+from runtime.calibrate import QUICK, Sample, calibrate_orchestrator, engine_configuration, fit, measure
 from runtime.engines.simulated import SimulatedEngine
 from runtime.orchestrator import Orchestrator
 
@@ -148,6 +148,21 @@ def test_a_profile_holds_for_the_width_it_was_measured_at(monkeypatch: pytest.Mo
     assert get_profile("smollm2-135m", "CPU", 3).path == done.path  # 3 cores: the 2-core stand-in
     with pytest.raises(ProfileNotFound):
         get_profile("llama-3-8b", "H100", 2)  # GPUs never fall back: TP changes more than speed
+
+
+def test_an_engine_configuration_is_count_widths_and_pinning_not_batch_or_kv_sizes() -> None:
+    spec = example_spec("nl2sql")
+
+    def resized(pool):
+        return pool.model_copy(update={"replicas": tuple(
+            r.model_copy(update={"kv_capacity_tokens": 99, "engine": r.engine.model_copy(update={"max_num_seqs": 3})})
+            for r in pool.replicas)})
+
+    config = engine_configuration(spec)
+    assert len(config) == 2 and {c[:3] for c in config} == {("smollm2-135m", "CPU", 1)}
+    assert engine_configuration(spec.model_copy(update={"llm_pools": tuple(map(resized, spec.llm_pools))})) == config
+    assert engine_configuration(with_cpu_width(spec, 2)) != config  # wider engines: another profile
+    assert len(engine_configuration(share_engines(spec))) == 1  # one engine at once: another measurement
 
 
 def _app() -> typer.Typer:
