@@ -552,13 +552,16 @@ def register(app: typer.Typer) -> None:
         fitted profile for this machine; `cortex run|serve` and planning then use it."""
         import asyncio
 
-        from runtime.build.layout import with_cpu_width
+        from runtime.build.layout import BuildError, with_cpu_width
 
         console = _console(width=None if sys.stdout.isatty() else 140)
         use_machine_profiles()
         spec = prepare_spec(target, plan_path=plan, workflow=workflow, no_plan=no_plan, console=console)
         if cpu_width is not None:
-            spec = with_cpu_width(spec, cpu_width)
+            try:
+                spec = with_cpu_width(spec, cpu_width)
+            except BuildError as exc:
+                raise usage_error(f"--cpu-width {cpu_width}: {exc}") from None
         factory, backend = make_factory(spec, engine, endpoint)
         command = (f"cortex calibrate {target}" + (f" --plan {plan}" if plan else "") + (" --quick" if quick else "")
                    + (f" --cpu-width {cpu_width}" if cpu_width is not None else ""))

@@ -30,7 +30,6 @@ share cores (the inventory declared more ``cpu`` slots than there are cores).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -43,6 +42,7 @@ from runtime.build.spec import (
 )
 from runtime.engines.base import EngineSpec, parse_cpu_list
 from runtime.engines.disaggregated import kv_transfer_config
+from runtime.profiles import cpu_cores
 
 CPU_DEFAULT_KV_BYTES = 512 << 20
 """KV space of a CPU replica when no plan sizes it (plenty for 16 sequences of 2k tokens on a 135M model)."""
@@ -65,7 +65,7 @@ def queue_bound(slots: int) -> int:
 def cpu_bindings(widths: list[int], cores: int | None = None) -> list[str]:
     """Core lists for CPU engines of the given widths (cores each), in order: consecutive blocks of
     the machine's ``cores``, wrapping around when the widths add up to more (see module docstring)."""
-    n = max(cores or os.cpu_count() or 1, 1)
+    n = max(cores or cpu_cores(), 1)
     out, start = [], 0
     for width in widths:
         block = sorted({(start + j) % n for j in range(min(max(width, 1), n))})
@@ -296,8 +296,8 @@ def with_cpu_width(spec: RuntimeSpec, width: int) -> RuntimeSpec:
     """``spec`` with every CPU engine ``width`` cores wide (``tp``), pinned anew: what ``cortex calibrate
     --cpu-width`` measures, so that the planner gets a profile for engines of that width and can weigh
     one wide engine against several narrow ones."""
-    if width < 1:
-        raise BuildError(f"a CPU engine needs at least one core (asked for {width})")
+    if not 1 <= width <= cpu_cores():
+        raise BuildError(f"a CPU engine is 1 to {cpu_cores()} cores wide on this machine (asked for {width})")
 
     def widen(reps: tuple[ReplicaSpec, ...]) -> tuple[ReplicaSpec, ...]:
         return tuple(r.model_copy(update={"tp": width}) if r.device == "CPU" else r for r in reps)

@@ -171,6 +171,13 @@ def _app() -> typer.Typer:
     return a
 
 
+def test_cortex_calibrate_refuses_a_cpu_width_the_machine_does_not_have() -> None:
+    wide = CliRunner().invoke(_app(), ["calibrate", str(EXAMPLES / "nl2sql.cortex"), "--engine", "simulated",
+                                       "--quick", "--no-plan", "--cpu-width", "4096"])
+    assert wide.exit_code == 2 and "--cpu-width 4096: a CPU engine is 1 to" in wide.output
+    assert "Traceback" not in wide.output
+
+
 def test_cortex_calibrate_and_run_say_which_profile_they_use(tmp_path: Path) -> None:
     result = CliRunner().invoke(_app(), ["calibrate", str(EXAMPLES / "nl2sql.cortex"), "--engine", "simulated",
                                          "--quick", "--no-plan"])
