@@ -177,7 +177,9 @@ def _kv_tokens(program: Program, model: str, kv_bytes: int | None, profile: str,
 def default_spec(program: Program, workflow: str | None = None, *, base_dir: Path, source: str | None = None,
                  orchestrator: OrchestratorSpec | None = None, backend: Backend = "vllm-inproc") -> RuntimeSpec:
     """One replica per LLM stage (per declared ``pool`` for stages that name one), knobs at their
-    preferred values (no plan)."""
+    preferred values (no plan). With no plan there is no profile width to honour, so the CPU engines
+    split the machine's cores evenly (at least one each); an engine wider than any profile is
+    estimated with the widest narrower one (a stand-in, and said so: ``runtime.profiles.describe``)."""
     wf = _workflow(program, workflow)
     knobs = preferred_knobs(wf)
     pools = []
@@ -203,6 +205,9 @@ def default_spec(program: Program, workflow: str | None = None, *, base_dir: Pat
         warm = tuple(sorted(n for n in stages if wf.stage(n).warms_prefix))  # as the planner decides
         pools.append(LLMPoolSpec(name=s.name, stages=stages, model=model, replicas=(rep,), max_queue=queue_bound(seqs),
                                  prewarm=warm))
+    cpu_engines = sum(1 for p in pools for r in p.replicas if r.device == "CPU")
+    if cpu_engines:
+        pools = _cpu_width(pools, max(1, cpu_cores() // cpu_engines))
     return RuntimeSpec(
         workflow=wf.name, source=source, base_dir=str(base_dir.resolve()), program=program, plan=None,
         layout="default", knobs=knobs, llm_pools=_bind_cpu(pools), executor_pools=_executor_pools(program, wf, {}),
@@ -298,13 +303,16 @@ def with_cpu_width(spec: RuntimeSpec, width: int) -> RuntimeSpec:
     one wide engine against several narrow ones."""
     if not 1 <= width <= cpu_cores():
         raise BuildError(f"a CPU engine is 1 to {cpu_cores()} cores wide on this machine (asked for {width})")
+    return spec.model_copy(update={"llm_pools": _bind_cpu(_cpu_width(list(spec.llm_pools), width))})
 
+
+def _cpu_width(pools: list[LLMPoolSpec], width: int) -> list[LLMPoolSpec]:
+    """``pools`` with every CPU replica ``width`` cores wide (not yet pinned: :func:`_bind_cpu`)."""
     def widen(reps: tuple[ReplicaSpec, ...]) -> tuple[ReplicaSpec, ...]:
         return tuple(r.model_copy(update={"tp": width}) if r.device == "CPU" else r for r in reps)
 
-    pools = [p.model_copy(update={"replicas": widen(p.replicas), "prefill_replicas": widen(p.prefill_replicas)})
-             for p in spec.llm_pools]
-    return spec.model_copy(update={"llm_pools": _bind_cpu(pools)})
+    return [p.model_copy(update={"replicas": widen(p.replicas), "prefill_replicas": widen(p.prefill_replicas)})
+            for p in pools]
 
 
 def _core_list(cores: list[int]) -> str:

