@@ -258,7 +258,8 @@ def profile_data(calibration: Calibration, *, model: str, device: str, tp: int, 
         "device_memory_gib": device_memory_gib, "memory_utilization": memory_utilization,
         "sources": [f"calibrated on {today} by {how}; {where}"],
         "notes": f"measured with {calibration.engines} engine(s) serving at once"
-                 + (f", each pinned to {tp} core(s)" if device.upper() == "CPU" else "") + "; spread: fastest and slowest fits "
+                 + (f", each pinned to {tp} core(s)" if device.upper() == "CPU" else "")
+                 + "; spread: fastest and slowest fits "
                  f"in calibration; largest probe spread {100 * calibration.max_spread:.0f}%",
         "calibration": {"machine_key": machine_key, "machine": where, "date": today, "how": how,
                         **calibration.record()},

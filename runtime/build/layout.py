@@ -282,7 +282,7 @@ def share_engines(spec: RuntimeSpec) -> RuntimeSpec:
         kv_bytes = sum(r.engine.kv_cache_bytes or 0 for r in reps) or None
         kv_tokens = sum(r.kv_capacity_tokens for r in reps)
         seqs = sum(r.engine.max_num_seqs or 0 for r in reps) or None
-        cores = sorted({c for r in reps if r.engine.cpu_threads_bind for c in parse_cpu_list(r.engine.cpu_threads_bind) or ()})
+        cores = sorted({c for r in reps for c in parse_cpu_list(r.engine.cpu_threads_bind) or ()})
         bind = _core_list(cores) if cores else None
         on_cpu = first.device == "CPU"
         tp = len(cores) if on_cpu and cores else max(r.tp for r in reps)  # a CPU engine's width: its cores
