@@ -89,9 +89,9 @@ choice, so :meth:`planner.api.Planner._second_pass` sizes the pools again from t
 
 Limits (``benchmarks/llm_pool_vs_sim.py`` sets the departures' index against the simulator's for
 single pools; ``benchmarks/results/llm_pool_vs_sim.md``): with the cohorts the 1 s index is within
-about 20% of the simulator's for ``x <= 0.7``; it over-predicts at ``x >= 0.8`` (the cap regulates a
-nearly full replica's admissions more than the mean free slots say) and over 5 s windows at
-``x >= 0.7``. Bursty arrivals enter through ``m2`` only: a burst of the class's own arrivals within one
+25% of the simulator's for ``x <= 0.65`` (the stall alone was low by up to half); it over-predicts
+up to 2x at ``x >= 0.69`` (the cap regulates a nearly full replica's admissions more than the mean
+free slots say), and over 5 s windows there. Bursty arrivals enter through ``m2`` only: a burst of the class's own arrivals within one
 busy period would also join one cohort (``I_i (1 + 2 x_i / (1 - x)) - 1`` in place of
 ``2 x_i / (1 - x)``), but the index carried here is read over the stay, not the busy period, and
 passing it on over-predicts fan-out stages' executors (chess_sql's ``run``), so it is left out.
