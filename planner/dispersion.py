@@ -23,8 +23,34 @@ by ``1/R`` of it, which gives the same). One class alone: ``lam m2 = x^2``, so
 ``I_out = 1 + x^2 / (1 - x)^2``: 1.0 for a decode-bound pool, 5.5 at ``x = 0.68``. A pool without
 prefill stalls (``m2 = 0``; a disaggregated pool's decode replicas) passes Poisson on.
 
-That is the asymptotic index. Over a window ``w`` (:func:`window_share`) it is reached only for
-windows longer than the prefill server's relaxation time ``m2 / (1 - x)^2`` (the reflected-Brownian
+Cohorts
+-------
+That is the stall's share only: it treats each class's departures as Poisson in decode progress.
+They are not: the calls that arrive while a replica prefills are admitted together at the next
+iteration boundary (vLLM's scheduler prefills every waiting prompt that fits in one iteration), so
+they advance together and leave in the same iteration when their outputs are as long. Counted in
+decode progress (which stops while the replica prefills), the admissions are compound Poisson: the
+epochs are the Poisson arrivals in decode time, each bringing the cluster of calls one such arrival
+starts -- itself, the calls arriving during its prefill, those arriving during theirs, and so on (a
+Galton-Watson tree with Poisson(``lam_j p``) children of class ``j`` per call of prefill ``p``: an
+M/G/1 busy period of the prefill work). With ``a = pi_i / (1 - x)`` the class-``i`` calls of a
+cluster and ``pi_i = lam_i / Lambda``, the second moment ``b`` of that count solves
+``b (1 - x) = pi_i + 2 lam_i p_i a + Lambda m2 a^2``, so the compound-Poisson excess is::
+
+    C_i = E[N_i (N_i - 1)] / E[N_i] = b / a - 1 = 2 x_i / (1 - x) + lam_i m2 / (1 - x)^2   (cohort_excess)
+
+(``x_i`` the class's own prefill share; one class of fixed prompts: ``1 / (1 - x)^2 - 1``, the Borel
+law's). A cohort leaves spread by its outputs' lengths: two calls ``|O_1 - O_2|`` iterations apart,
+so over a window ``w`` a share ``E[(1 - |O_1 - O_2| t_iter / w)^+]`` of ``C_i`` shows
+(:func:`cohort_share`, normal ``O_1 - O_2``). Over a window shorter than the decode stay the cohorts
+departing were formed before it, independently of the stalls in it, so the two excesses add::
+
+    I_out(i, w) = 1 + (lam_i m2 / (1 - x)^2) window_share(w) + C_i cohort_share(w)
+
+and beyond the stay both fade as ``D / w`` (departures are then the admissions of the same window).
+A cohort fits in the free slots (``N <= cap - B``): ``C_i <= cap - B - 1``.
+
+Over a window ``w`` (:func:`window_share`) the stall's excess is reached only for windows longer than the prefill server's relaxation time ``m2 / (1 - x)^2`` (the reflected-Brownian
 time scale ``sigma^2 / mu^2`` of its workload), a share ``w / (w + m2 / (1 - x)^2)`` before; and
 only within the decode stay ``D = O t_iter`` (a stalled sequence leaves later, in a later window),
 a share ``min(1, D / w)`` beyond it. A queue reads its arrivals over its own time scale: an LLM
@@ -62,11 +88,13 @@ departures from arrivals :data:`ROUNDS` times from Poisson. The pools upstream a
 choice, so :meth:`planner.api.Planner._second_pass` sizes the pools again from the first choice.
 
 Limits (``benchmarks/llm_pool_vs_sim.py`` sets the departures' index against the simulator's for
-single pools): the one-effect index is low by up to about half the excess at moderate ``x``
-(calls admitted together after a stall also leave closer together, which it leaves out); the cap
-regulates a full replica's departures more than the clipped shock says for short outputs at
-``x >= 0.8``; and within-iteration cohorts (the calls one iteration finishes) are left out, as
-they change a wait by at most an iteration.
+single pools; ``benchmarks/results/llm_pool_vs_sim.md``): with the cohorts the 1 s index is within
+25% of the simulator's for ``x <= 0.65`` (the stall alone was low by up to half); it over-predicts
+up to 2x at ``x >= 0.69`` (the cap regulates a nearly full replica's admissions more than the mean
+free slots say), and over 5 s windows there. Bursty arrivals enter through ``m2`` only: a burst of the class's own arrivals within one
+busy period would also join one cohort (``I_i (1 + 2 x_i / (1 - x)) - 1`` in place of
+``2 x_i / (1 - x)``), but the index carried here is read over the stay, not the busy period, and
+passing it on over-predicts fan-out stages' executors (chess_sql's ``run``), so it is left out.
 """
 
 from __future__ import annotations
@@ -74,7 +102,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from cortexlang.semantics import Semantics
 from planner.visits import VisitChain, branch_chain, branch_multiplicity
@@ -98,6 +126,38 @@ def departure_index(rate_per_replica: float, m2: float, share: float, replicas: 
     if share >= 1.0:
         raise ValueError("the prefill share must be below 1")
     return 1.0 + rate_per_replica * m2 / (1.0 - share) ** 2
+
+
+def cohort_excess(rate_per_replica: float, class_share: float, m2: float, share: float) -> float:
+    """Excess index of one class's *admissions* counted in decode progress (module docstring,
+    "Cohorts"): ``E[N_i (N_i - 1)] / E[N_i]`` for ``N_i`` the class-``i`` calls of one cluster (an
+    M/G/1 busy period of the prefill work), ``2 x_i / (1 - x) + lam_i m2 / (1 - x)^2`` (per-replica
+    ``lam_i``, its prefill share ``x_i``, the replica's ``x`` and ``m2``); 0 without prefill."""
+    if m2 <= 0.0 or rate_per_replica <= 0.0 or share <= 0.0:
+        return 0.0
+    if share >= 1.0:
+        raise ValueError("the prefill share must be below 1")
+    return 2.0 * class_share / (1.0 - share) + rate_per_replica * m2 / (1.0 - share) ** 2
+
+
+def cohort_share(window_s: float, decode_s: float, jitter_s: float) -> float:
+    """The share of the cohort excess (:func:`cohort_excess`) seen over a window of ``window_s``.
+
+    Two calls of one cohort leave ``|O_1 - O_2|`` iterations apart, ``|Z| jitter_s`` seconds with
+    ``Z`` standard normal (``jitter_s = sqrt(2) sd(O) t_iter``): a pair falls in one window of ``w``
+    with probability ``E[(1 - |Z| s)^+]``, ``s = jitter_s / w``, which is
+    ``2 Phi(1/s) - 1 - 2 s (phi(0) - phi(1/s))``; beyond the decode stay a share ``min(1, D / w)``
+    (as :func:`window_share`: over windows longer than the stay the departures are the admissions
+    of the same window, whose index is the arrivals')."""
+    if window_s <= 0.0:
+        return 0.0
+    stay = min(1.0, decode_s / window_s)
+    if jitter_s <= 0.0:
+        return stay
+    s = jitter_s / window_s
+    a = 1.0 / s
+    phi0, phia = 1.0 / math.sqrt(2.0 * math.pi), math.exp(-0.5 * a * a) / math.sqrt(2.0 * math.pi)
+    return (math.erf(a / math.sqrt(2.0)) - 2.0 * s * (phi0 - phia)) * stay
 
 
 def cap_damping(bound_over_sd: float) -> float:
@@ -149,9 +209,27 @@ def _flows(chain: VisitChain) -> tuple[dict[str, float], dict[tuple[str, str], f
     return visits, flow
 
 
+class OriginScale(NamedTuple):
+    """How an origin's excess shows over a window (:func:`index_at`): its decode stay ``decode_s``
+    and prefill relaxation time ``busy_s`` (:func:`window_share`), and the part ``cohort`` of its
+    excess that is cohorts, spread by ``jitter_s`` (:func:`cohort_share`)."""
+
+    decode_s: float
+    busy_s: float
+    cohort: float = 0.0
+    jitter_s: float = 0.0
+
+    def share(self, window_s: float) -> float:
+        """The share of the origin's excess seen over a window of ``window_s`` seconds."""
+        stall = window_share(window_s, self.decode_s, self.busy_s)
+        if self.cohort <= 0.0:
+            return stall
+        return (1.0 - self.cohort) * stall + self.cohort * cohort_share(window_s, self.decode_s, self.jitter_s)
+
+
 Excess = dict[str, float]
-"""A stream's excess dispersion by origin: LLM stage -> the ``I - 1`` its departures' stall adds
-(thinned and merged along the way); empty for a Poisson stream."""
+"""A stream's excess dispersion by origin: LLM stage -> the ``I - 1`` its departures' stalls and
+cohorts add (thinned and merged along the way); empty for a Poisson stream."""
 
 
 def _thin(excess: Excess, p: float) -> Excess:
@@ -219,14 +297,14 @@ def window_share(window_s: float, decode_s: float, busy_s: float) -> float:
     return window_s / (window_s + busy_s) * min(1.0, decode_s / window_s)
 
 
-def index_at(excess: Excess, window_s: float | None, scales: Mapping[str, tuple[float, float]]) -> float:
+def index_at(excess: Excess, window_s: float | None, scales: Mapping[str, tuple[float, ...]]) -> float:
     """Index of dispersion over a window of ``window_s`` of a stream with excess ``excess``;
-    ``scales``: per origin its ``(decode_s, busy_s)`` (:func:`window_share`). ``window_s`` None:
-    each origin over its whole decode stay (the most it reaches)."""
+    ``scales``: per origin its :class:`OriginScale` (or ``(decode_s, busy_s)``: no cohorts).
+    ``window_s`` None: each origin over its whole decode stay (the most it reaches)."""
     total = 1.0
     for k, v in excess.items():
-        d, b = scales.get(k, (0.0, 0.0))
-        total += v * window_share(d if window_s is None else window_s, d, b)
+        sc = OriginScale(*scales.get(k, (0.0, 0.0)))
+        total += v * sc.share(sc.decode_s if window_s is None else window_s)
     return total
 
 
@@ -278,8 +356,9 @@ def executor_window(c: "Candidate", stage) -> float | None:
 def pool_departure(wf, stage: str, chosen: Mapping[str, "Candidate"], arrivals: Mapping[str, Excess],
                    scales: dict[str, tuple[float, float]], copies: Mapping[str, int] | None = None) -> Excess:
     """The excess dispersion of LLM stage ``stage``'s departures from its chosen pool (module
-    docstring), ``{stage: I_out - 1}``, with ``scales[stage]`` set to its ``(decode_s, busy_s)``
-    (:func:`window_share`). The pool's classes are the stages it serves, each at its chosen rate
+    docstring), ``{stage: I_out - 1}``: the stall's (:func:`departure_index`) and the cohorts'
+    (:func:`cohort_excess`, at most the free slots less one), with ``scales[stage]`` set to its
+    :class:`OriginScale`. The pool's classes are the stages it serves, each at its chosen rate
     over the pool's replicas and its uncached prompt, their prefill variance weighted by their
     arrivals' index over their own stay (without the pool's own departures: :func:`_foreign`) and,
     for a fan-out branch's stage, by its ``copies`` (stage -> ``k``, :func:`planner.candidates.
@@ -292,7 +371,7 @@ def pool_departure(wf, stage: str, chosen: Mapping[str, "Candidate"], arrivals: 
     prof = c.latency_profile
     members = [t for t in (c.group_stages or (stage,)) if t in chosen]
     replicas = max(chosen[t].units for t in members)
-    share, m2, m2_poisson, rate, stay, weight, context = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    share, m2, m2_poisson, rate, stay, weight, context, own_share = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     for t in members:
         st, ct = wf.stage(t), chosen[t]
         uncached = max(st.input_tokens - (st.prefix_tokens if ct.prewarm else 0), 1)
@@ -301,6 +380,8 @@ def pool_departure(wf, stage: str, chosen: Mapping[str, "Candidate"], arrivals: 
         burst = index_at(_foreign(arrivals.get(t, {}), members), ct.mean, scales) * copies_prefill_index(
             (copies or {}).get(t, 1), replicas)
         share += prof.prefill_per_token_s * lam * uncached
+        if t == stage:
+            own_share = prof.prefill_per_token_s * lam * uncached
         m2 += burst * lam * (prof.prefill_per_token_s * uncached) ** 2
         m2_poisson += lam * (prof.prefill_per_token_s * uncached) ** 2
         rate += lam
@@ -309,9 +390,13 @@ def pool_departure(wf, stage: str, chosen: Mapping[str, "Candidate"], arrivals: 
         context += lam * out * (st.input_tokens + out / 2.0)
     if share >= 1.0 or rate <= 0.0 or m2 <= 0.0:
         return {}
-    excess = departure_index(c.arrival_rate_per_s / replicas, m2, share, replicas) - 1.0
-    stay /= rate
+    own_rate = c.arrival_rate_per_s / replicas
     batch, cap = c.utilisation * c.max_num_seqs, c.max_num_seqs
+    stall = departure_index(own_rate, m2, share, replicas) - 1.0
+    # A cohort is admitted into the free slots only: N <= cap - B, so E[N (N - 1)] / E[N] <= cap - B - 1.
+    cohort = min(cohort_excess(own_rate, own_share, m2, share), max(cap - batch - 1.0, 0.0))
+    excess = stall + cohort
+    stay /= rate
     # The batch cap: over a stay, the replica admits at most cap / B times the mean prefill work,
     # plus one prefill per free slot (planner.candidates._batch_capped); the stall beyond is a
     # slot wait, which delays admissions, not the running sequences' departures.
@@ -321,10 +406,11 @@ def pool_departure(wf, stage: str, chosen: Mapping[str, "Candidate"], arrivals: 
         spread = (1.0 - share) + share / replicas
         excess *= cap_damping(bound / math.sqrt(m2 * spread * stay))
     own = wf.stage(stage)
-    own_out = output_tokens_moments(own.output_tokens, c.max_tokens or own.max_tokens.preferred)[0]
+    own_out, own_var, _ = output_tokens_moments(own.output_tokens, c.max_tokens or own.max_tokens.preferred)
     d1 = prof.decode_per_seq_s + prof.decode_per_kv_token_s * context / max(weight, 1e-12)
     t_iter = (prof.decode_fixed_s + d1 * batch) / (1.0 - share) * prof.decode_factor(own.constraint is not None)
-    scales[stage] = (own_out * t_iter, m2 / (1.0 - share) ** 2)
+    scales[stage] = OriginScale(own_out * t_iter, m2 / (1.0 - share) ** 2, cohort / max(stall + cohort, 1e-12),
+                                math.sqrt(2.0 * own_var) * t_iter)
     return {stage: excess}
 
 
@@ -336,4 +422,4 @@ def _foreign(excess: Excess, pool: Sequence[str]) -> Excess:
 
 
 __all__ = ["plan_dispersion", "pool_departure", "executor_window", "departure_index", "thinned", "merged", "batched", "stage_dispersion",
-           "window_share", "index_at", "cap_damping", "ROUNDS"]
+           "window_share", "index_at", "cap_damping", "cohort_excess", "cohort_share", "OriginScale", "ROUNDS"]
