@@ -303,6 +303,10 @@ def with_cpu_width(spec: RuntimeSpec, width: int) -> RuntimeSpec:
     one wide engine against several narrow ones."""
     if not 1 <= width <= cpu_cores():
         raise BuildError(f"a CPU engine is 1 to {cpu_cores()} cores wide on this machine (asked for {width})")
+    engines = sum(1 for p in spec.llm_pools for r in (*p.replicas, *p.prefill_replicas) if r.device == "CPU")
+    if engines * width > cpu_cores():  # they would share cores: a configuration no plan serves on
+        raise BuildError(f"{engines} CPU engines x {width} cores exceed this machine's {cpu_cores()} cores; "
+                         "calibrate a layout with fewer engines (a plan that shares one pool, or --plan FILE)")
     return spec.model_copy(update={"llm_pools": _bind_cpu(_cpu_width(list(spec.llm_pools), width))})
 
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from cortexlang.cli.run_cmds import register
 from planner.profiles import PROFILE_DIR, ProfileNotFound, get_profile, profiles_for
 from runtime import profiles as cache
-from runtime.build.layout import share_engines, with_cpu_width
+from runtime.build.layout import BuildError, share_engines, with_cpu_width
 from runtime.calibrate import QUICK, Sample, calibrate_orchestrator, engine_configuration, fit, measure
 from runtime.engines.simulated import SimulatedEngine
 from runtime.orchestrator import Orchestrator
@@ -125,9 +125,9 @@ def test_a_profile_holds_for_the_width_it_was_measured_at(monkeypatch: pytest.Mo
     def factory(spec, pool, rep):
         return SimulatedEngine(fast, kv_capacity_tokens=rep.kv_capacity_tokens, max_num_seqs=16, speedup=5.0)
 
-    spec = with_cpu_width(example_spec("nl2sql"), 2)
-    assert [r.tp for p in spec.llm_pools for r in p.replicas] == [2, 2]
-    assert all(r.engine.tensor_parallel_size == 1 for p in spec.llm_pools for r in p.replicas)
+    spec = with_cpu_width(share_engines(example_spec("nl2sql")), 2)  # one engine, two cores wide
+    assert [(r.tp, r.engine.tensor_parallel_size, r.engine.cpu_threads_bind)
+            for p in spec.llm_pools for r in p.replicas] == [(2, 1, "0-1")]
 
     async def body():
         orch = Orchestrator(spec, factory)
@@ -162,8 +162,11 @@ def test_an_engine_configuration_is_count_widths_and_pinning_not_batch_or_kv_siz
     config = engine_configuration(spec)
     assert len(config) == 2 and {c[:3] for c in config} == {("smollm2-135m", "CPU", 1)}
     assert engine_configuration(spec.model_copy(update={"llm_pools": tuple(map(resized, spec.llm_pools))})) == config
-    if cache.cpu_cores() >= 2:
-        assert engine_configuration(with_cpu_width(spec, 2)) != config  # wider engines: another profile
+    if cache.cpu_cores() >= 2:  # a wider engine: another profile
+        one = share_engines(spec)
+        assert engine_configuration(with_cpu_width(one, 2)) != engine_configuration(with_cpu_width(one, 1))
+    with pytest.raises(BuildError, match="exceed this machine's"):  # engines that would share cores
+        with_cpu_width(spec.model_copy(update={"llm_pools": spec.llm_pools * cache.cpu_cores()}), 2)
     assert len(engine_configuration(share_engines(spec))) == 1  # one engine at once: another measurement
 
 
