@@ -112,4 +112,7 @@ def test_recorded_trace_carries_vllm_measurements_and_calibration_fits(
     probes = Probes(prefill_lengths=(32, 256), decode_batches=(1, 2), decode_tokens=8, long_contexts=((1, 256),),
                     repeats=1)
     calibration = fit(loop.run_until_complete(measure([engine], probes)))
-    assert calibration.coefficients["prefill_us_per_token"] > 0 and calibration.coefficients["decode_fixed_ms"] > 0
+    coef = calibration.coefficients
+    # A one-sequence step costs time; how the fit splits it between the fixed and the per-sequence term
+    # is not identifiable from two noisy batch sizes (a loaded machine gave 0 fixed + all per sequence).
+    assert coef["prefill_us_per_token"] > 0 and coef["decode_fixed_ms"] + coef["decode_ms_per_seq"] > 0
