@@ -1,4 +1,5 @@
 # cython: boundscheck=False, wraparound=False, overflowcheck=False
+# distutils: extra_compile_args = -ffp-contract=off -funroll-loops
 """CPython's ``random.Random(seed).random()`` stream for an int seed, written out for the compiled build.
 
 Every simulated run draws its script from its own generator seeded by an int
