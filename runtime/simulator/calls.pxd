@@ -8,3 +8,11 @@ cdef class Call:
     cdef public long seq, state, admit_step, finish_step, remaining, own_tokens, ctx, chunk_left
     cdef public double t_enqueue, t_start, t_end
     cdef public bint cached_prefix
+
+    cpdef _init(self, run, key, stage, kind, model, input_tokens, output_tokens, prefix_key, prefix_tokens,
+                service_s, standalone_s, expected_s, remaining_cp_s, remaining_std_s, group, attempt, cp_service_s)
+
+@cython.locals(c=Call)
+cpdef Call new_call(run, key, stage, kind, model, input_tokens, output_tokens, prefix_key, prefix_tokens,
+                    service_s, standalone_s, expected_s, remaining_cp_s, remaining_std_s, group, attempt,
+                    cp_service_s)

@@ -32,6 +32,14 @@ class Call:
                  prefix_tokens: int = 0, service_s: float = 0.0, standalone_s: float = 0.0,
                  expected_s: float = 0.0, remaining_cp_s: float = 0.0, remaining_std_s: float = 0.0,
                  group: Any = None, attempt: int = 0, cp_service_s: float = 0.0):
+        self._init(run, key, stage, kind, model, input_tokens, output_tokens, prefix_key, prefix_tokens, service_s,
+                   standalone_s, expected_s, remaining_cp_s, remaining_std_s, group, attempt, cp_service_s)
+
+    def _init(self, run: "Run", key: Any, stage: str, kind: str, model: str | None, input_tokens: int,
+              output_tokens: int, prefix_key: str | None, prefix_tokens: int, service_s: float, standalone_s: float,
+              expected_s: float, remaining_cp_s: float, remaining_std_s: float, group: Any, attempt: int,
+              cp_service_s: float) -> None:
+        """Set every field: ``__init__``'s body, which :func:`new_call` runs on a bare object."""
         self.run = run
         self.key = key
         self.stage = stage
@@ -71,3 +79,15 @@ class Call:
 
     def __lt__(self, other: "Call") -> bool:  # heap tie-break only; keys carry (prio, seq)
         return self.seq < other.seq
+
+
+def new_call(run: "Run", key: Any, stage: str, kind: str, model: str | None, input_tokens: int, output_tokens: int,
+             prefix_key: str | None, prefix_tokens: int, service_s: float, standalone_s: float, expected_s: float,
+             remaining_cp_s: float, remaining_std_s: float, group: Any, attempt: int, cp_service_s: float) -> Call:
+    """``Call(...)`` with every argument given (the run walker makes each call so). Compiled
+    (calls.pxd), a C call that allocates the struct and fills its fields, where the class call
+    builds an argument tuple that ``__init__`` then parses."""
+    c = Call.__new__(Call)
+    c._init(run, key, stage, kind, model, input_tokens, output_tokens, prefix_key, prefix_tokens, service_s,
+            standalone_s, expected_s, remaining_cp_s, remaining_std_s, group, attempt, cp_service_s)
+    return c

@@ -32,7 +32,7 @@ def run_demand(g: WorkflowGraph, samples: int = 400, seed: int = 7, model: str |
     for i in range(samples):
         run = IRRun(g, i, 0.0, run_rng(seed * 7919 + i))
         for key, vals in run.script.items():
-            if len(vals) != 3:
+            if len(vals) == 1:  # an edge or width draw, not a call's
                 continue
             stage = g.stages[key[-2]]  # keys end (stage, visit)
             if isinstance(stage, LLMStage):

@@ -1,4 +1,7 @@
 # cython: boundscheck=False, wraparound=False, overflowcheck=False
+# distutils: extra_compile_args = -ffp-contract=off -funroll-loops
+# (-funroll-loops: seeding is a serial chain of ~1,250 short steps per run, of which the loop test is a
+# fifth; -ffp-contract=off is runtime.accel.COMPILE_ARGS', repeated so it holds however the lists merge.)
 """CPython's ``random.Random(seed).random()`` stream for an int seed, written out for the compiled build.
 
 Every simulated run draws its script from its own generator seeded by an int

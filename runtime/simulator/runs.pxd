@@ -1,5 +1,5 @@
 cimport cython
-from runtime.simulator.calls cimport Call
+from runtime.simulator.calls cimport Call, new_call
 # C calls, not Python ones, from the walk (the .py's ``from ... import`` resolves to them).
 from runtime.simulator.distributions cimport sample
 from runtime.simulator.graph cimport StandaloneTime
@@ -49,17 +49,16 @@ cpdef _take(g, node, Py_ssize_t i, tuple counters)
 cdef class IRRun(Run):
     cdef public object g, sem, token_cv, _family
     cdef public _Walk top
-    cdef public dict script, widths, _draws, _standalone, _cum, _plain_next, _fanouts
+    cdef public dict script, widths, _draws, _cum, _plain_next, _fanouts
     cdef public MersenneTwister rng
     cdef public double latent
 
-    @cython.locals(rng=MersenneTwister)
+    @cython.locals(rng=MersenneTwister, draw=tuple, st=StandaloneTime)
     cpdef _sizes(self, tuple key, stage)
     cpdef _edge_u(self, tuple key)
-    @cython.locals(draw=tuple, st=StandaloneTime)
     cpdef _call_time(self, tuple key, stage)
     @cython.locals(t=double, v=long, draw=tuple, st=StandaloneTime, rng=MersenneTwister, script=dict,
-                   standalone=dict, draws=dict, cums=dict, plain_next=dict, visits=dict, fanouts=dict)
+                   draws=dict, cums=dict, plain_next=dict, visits=dict, fanouts=dict)
     cpdef _dry_walk(self)
     @cython.locals(draw=tuple, sizes=tuple, top=_Walk, c=Call)
     cpdef Call _make_call(self, tuple key, stage, cp, group=*)

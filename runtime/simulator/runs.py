@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from cortexlang.ir import LLMStage
 from cortexlang.semantics import Semantics, join_waits_for_all
-from runtime.simulator.calls import OVERLONG, Call
+from runtime.simulator.calls import OVERLONG, Call, new_call
 from runtime.simulator.distributions import _COMPILED, NV_MAGICCONST, sample
 from runtime.simulator.graph import StandaloneTime, WorkflowGraph
 from runtime.simulator.mt import MersenneTwister
@@ -330,7 +330,7 @@ class IRRun(Run):
     """A run walking an IR workflow (see module docstring)."""
 
     __slots__ = ("g", "sem", "rng", "latent", "script", "top", "token_cv", "widths", "_family", "_draws",
-                 "_standalone", "_cum", "_plain_next", "_fanouts")
+                 "_cum", "_plain_next", "_fanouts")
 
     def __init__(self, g: WorkflowGraph, run_id: int, arrival_s: float, rng: Generator,
                  token_cv: float = 0.3, service_family: str = "lognormal"):
@@ -347,11 +347,12 @@ class IRRun(Run):
         """The run's standard normal behind its alike output lengths (:func:`_alike_tokens`)."""
         self.token_cv = token_cv
         self.script: dict[tuple, tuple] = {}
+        """Visit key -> its draws: ``(input tokens, output tokens or service s, edge draw, standalone s)``
+        for a call, ``(u,)`` for an edge or width draw."""
         self._family = service_family
         self.widths: dict[str, int] = {}
         """Fan-out -> branches of its latest visit (a map ``over`` another fan-out shares it)."""
         self._draws = _draw_params(g, token_cv, service_family)
-        self._standalone: dict[tuple, float] = {}
         self.top = _Walk(self.sem, ())
         self.standalone_s = self._dry_walk()  # leaves self.top as it is
         self.widths.clear()
@@ -374,10 +375,13 @@ class IRRun(Run):
                 draw = self._draws[stage] = _stage_draw(self.g, self.g.stages[stage], self.token_cv,
                                                         self._family)
             if draw[0]:
-                got = (_tokens(rng, draw[1]), _tokens(rng, draw[2]) if draw[7] == 0.0 else
-                       _alike_tokens(rng, draw[2], self.latent, draw[7]), rng.random())
+                a = _tokens(rng, draw[1])
+                b = _tokens(rng, draw[2]) if draw[7] == 0.0 else _alike_tokens(rng, draw[2], self.latent, draw[7])
+                st = draw[3]  # a StandaloneTime (typed in runs.pxd: a C call)
+                got = (a, b, rng.random(), st.of(a, b, draw[4]))
             else:
-                got = (_service(rng, draw, self._family), 0, rng.random())
+                a = _service(rng, draw, self._family)
+                got = (a, 0, rng.random(), a)
             self.script[key] = got
         return got
 
@@ -389,18 +393,9 @@ class IRRun(Run):
         return got[-1]
 
     def _call_time(self, key: tuple, stage: str) -> float:
-        """Standalone time of the scripted call at ``key`` (cached: the walk and the call both need it)."""
-        t = self._standalone.get(key)
-        if t is None:
-            a, b, _ = self._sizes(key, stage)
-            draw = self._draws[stage]  # filled by _sizes
-            if draw[0]:
-                st = draw[3]  # a StandaloneTime (typed in runs.pxd: a C call)
-                t = st.of(a, b, draw[4])
-            else:
-                t = a
-            self._standalone[key] = t
-        return t
+        """Standalone time of the scripted call at ``key`` (kept in its script entry: the walk and the
+        call both need it)."""
+        return self._sizes(key, stage)[3]
 
     def _width(self, sem: Semantics, node: str, key: tuple) -> int:
         """Branches of the fan-out visit at ``key``: fixed, shared with another fan-out's latest
@@ -430,7 +425,7 @@ class IRRun(Run):
         # The hot part of every arrival: visits, _sizes, _call_time and the edge draw are written out
         # for stage nodes (same draws in the same order: input tokens, output tokens, edge).
         g = self.g
-        fanouts, script, standalone = g.fanouts, self.script, self._standalone
+        fanouts, script = g.fanouts, self.script
         rng, draws, cums, plain_next = self.rng, self._draws, self._cum, self._plain_next
         t, node, visits, counters = 0.0, g.workflow.entry, {}, self.top.counters
         for _ in range(100_000):
@@ -456,8 +451,7 @@ class IRRun(Run):
                     a, b = _service(rng, draw, self._family), 0
                     u = rng.random()
                     ct = a
-                script[key] = (a, b, u)
-                standalone[key] = ct
+                script[key] = (a, b, u, ct)
                 t += ct
             i = _edge_index(cums[node], u)
             target = plain_next[node][i]
@@ -502,22 +496,20 @@ class IRRun(Run):
 
     def _make_call(self, key: tuple, stage: str, cp: float, group: _Walk | None = None) -> Call:
         sizes = self.script.get(key)  # usually drawn by the dry walk already
-        a, b, u = sizes if sizes is not None else self._sizes(key, stage)
+        a, b, u, t = sizes if sizes is not None else self._sizes(key, stage)
         draw = self._draws[stage]  # filled by the first draw of this stage
         self.ncalls += 1
         attempt = _count_sum(self.top.counters) + (_count_sum(group.counters) if group is not None else 0)
         if draw[0]:
             model, pkey, expected, remaining, std = draw[5]
-            t = self._standalone.get(key)
-            c = Call(self, key, stage, "llm", model, a, b, pkey, draw[4], 0.0,
-                     t if t is not None else self._call_time(key, stage), expected, remaining, std,
-                     group, attempt, cp)
+            c = new_call(self, key, stage, "llm", model, a, b, pkey, draw[4], 0.0, t, expected, remaining, std,
+                         group, attempt, cp)
             if a > draw[6]:  # the engine may refuse it (context length): dispatch decides on the model used
                 c.state = OVERLONG
             c.edge_u = u  # on_done reads it there rather than from the script again
             return c
         kind, expected, remaining, std = draw[3]
-        c = Call(self, key, stage, kind, None, 0, 0, None, 0, a, a, expected, remaining, std, group, attempt, cp)
+        c = new_call(self, key, stage, kind, None, 0, 0, None, 0, a, a, expected, remaining, std, group, attempt, cp)
         c.edge_u = u
         return c
 
