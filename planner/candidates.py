@@ -486,12 +486,27 @@ def stall_deviation(z: np.ndarray, d0: np.ndarray, x: float, m2: float, m3: floa
     c3 = m3 / one ** 4 + 3.0 * m2 * m2 / one ** 5
     if c2 <= 0.0 or c3 <= 0.0:
         return np.zeros_like(np.asarray(d0, dtype=float) * z)
-    d0 = np.maximum(d0, 1e-300)
-    shape = d0 * (4.0 * c2 ** 3 / (c3 * c3))
+    shape = np.maximum(d0, 1e-300) * (4.0 * c2 ** 3 / (c3 * c3))
     theta = c3 / (2.0 * c2)
-    a = 1.0 / (9.0 * shape)
-    cube = np.maximum(1.0 - a + z * np.sqrt(a), 0.0) ** 3
-    return theta * shape * (cube / ((1.0 - a) ** 3 + 3.0 * a * (1.0 - a)) - 1.0)
+    a = 9.0 * shape  # in place below (the planner's hot loop): a = 1 / (9 k), w = 1 - a + z sqrt(a)
+    np.reciprocal(a, out=a)
+    w = np.sqrt(a)
+    w *= z
+    w -= a
+    w += 1.0
+    np.maximum(w, 0.0, out=w)
+    cube = w * w
+    cube *= w
+    one_a = 1.0 - a  # the cube's mean: (1 - a)^3 + 3 a (1 - a) = (1 - a) ((1 - a)^2 + 3 a)
+    mean = one_a * one_a
+    a *= 3.0
+    mean += a
+    mean *= one_a
+    cube /= mean
+    cube -= 1.0
+    cube *= shape
+    cube *= theta
+    return cube
 
 
 @lru_cache(maxsize=4096)
@@ -598,10 +613,33 @@ def _coadmitted_prefill(stall: PrefillStall, t_iter: float) -> np.ndarray | floa
 def _poisson_quantile(mean: float) -> np.ndarray:
     """Poisson(``mean``) counts at :func:`_unit_uniform_3`'s draws (inversion; read-only)."""
     n = np.arange(int(mean + 12.0 * math.sqrt(mean) + 12.0))
-    log_pmf = n * math.log(mean) - mean - np.array([math.lgamma(k + 1.0) for k in n])
-    counts = np.searchsorted(np.cumsum(np.exp(log_pmf)), _unit_uniform_3(), side="right").astype(float)
+    cdf = np.cumsum(np.exp(n * math.log(mean) - mean - _log_factorials(n.size)))
+    order, ordered = _unit_uniform_3_sorted()
+    # The draws are sorted: the count steps up where they pass each level of the CDF.
+    edges = np.searchsorted(ordered, cdf, side="left")
+    counts = np.empty(TABLE_SAMPLES)
+    counts[order] = np.repeat(np.arange(n.size + 1.0), np.diff(edges, prepend=0, append=TABLE_SAMPLES))
     counts.flags.writeable = False
     return counts
+
+
+@lru_cache(maxsize=None)
+def _log_factorials(n: int) -> np.ndarray:
+    """``log(k!)`` for ``k = 0..n-1`` (read-only)."""
+    out = np.array([math.lgamma(k + 1.0) for k in range(n)])
+    out.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=None)
+def _unit_uniform_3_sorted() -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_unit_uniform_3`'s sort order and its draws in that order (read-only)."""
+    u = _unit_uniform_3()
+    order = np.argsort(u, kind="stable")
+    ordered = u[order]
+    order.flags.writeable = False
+    ordered.flags.writeable = False
+    return order, ordered
 
 
 @lru_cache(maxsize=None)
