@@ -479,7 +479,7 @@ def stall_deviation(z: np.ndarray, d0: np.ndarray, x: float, m2: float, m3: floa
     is a shifted Gamma matching all three cumulants: shape ``k = 4 k2^3 / k3^2`` and scale
     ``theta = k3 / (2 k2)`` (skewness ``2 / sqrt(k)`` = ``k3 / k2^1.5``), its quantile at ``z`` by
     the Wilson-Hilferty cube ``k (1 - a + z sqrt(a))^3``, ``a = 1 / (9 k)``, clipped at 0 and divided
-    by its mean ``(1 - a)^3 + 3 a (1 - a)`` so that the deviation keeps mean ~0. As ``d0`` grows,
+    by its mean ``(1 - a)^3 + 3 a (1 - a) = 1 - a^3`` so that the deviation keeps mean ~0. As ``d0`` grows,
     ``k`` grows with it and the deviation tends to the normal one (a long stay sees many prefills)."""
     one = 1.0 - x
     c2 = m2 / one ** 3
@@ -487,7 +487,6 @@ def stall_deviation(z: np.ndarray, d0: np.ndarray, x: float, m2: float, m3: floa
     if c2 <= 0.0 or c3 <= 0.0:
         return np.zeros_like(np.asarray(d0, dtype=float) * z)
     shape = np.maximum(d0, 1e-300) * (4.0 * c2 ** 3 / (c3 * c3))
-    theta = c3 / (2.0 * c2)
     a = 9.0 * shape  # in place below (the planner's hot loop): a = 1 / (9 k), w = 1 - a + z sqrt(a)
     np.reciprocal(a, out=a)
     w = np.sqrt(a)
@@ -497,15 +496,12 @@ def stall_deviation(z: np.ndarray, d0: np.ndarray, x: float, m2: float, m3: floa
     np.maximum(w, 0.0, out=w)
     cube = w * w
     cube *= w
-    one_a = 1.0 - a  # the cube's mean: (1 - a)^3 + 3 a (1 - a) = (1 - a) ((1 - a)^2 + 3 a)
-    mean = one_a * one_a
-    a *= 3.0
-    mean += a
-    mean *= one_a
-    cube /= mean
+    a *= a * a  # the cube's mean, (1 - a)^3 + 3 a (1 - a) = 1 - a^3
+    np.subtract(1.0, a, out=a)
+    cube /= a
     cube -= 1.0
     cube *= shape
-    cube *= theta
+    cube *= c3 / (2.0 * c2)  # theta
     return cube
 
 
@@ -614,11 +610,14 @@ def _poisson_quantile(mean: float) -> np.ndarray:
     """Poisson(``mean``) counts at :func:`_unit_uniform_3`'s draws (inversion; read-only)."""
     n = np.arange(int(mean + 12.0 * math.sqrt(mean) + 12.0))
     cdf = np.cumsum(np.exp(n * math.log(mean) - mean - _log_factorials(n.size)))
-    order, ordered = _unit_uniform_3_sorted()
-    # The draws are sorted: the count steps up where they pass each level of the CDF.
+    rank, ordered = _unit_uniform_3_ranked()
+    # The count is the number of CDF levels a draw passes: counted on the sorted draws, read back by rank.
     edges = np.searchsorted(ordered, cdf, side="left")
-    counts = np.empty(TABLE_SAMPLES)
-    counts[order] = np.repeat(np.arange(n.size + 1.0), np.diff(edges, prepend=0, append=TABLE_SAMPLES))
+    steps = np.empty(n.size + 1, dtype=np.intp)
+    steps[0] = edges[0]
+    np.subtract(edges[1:], edges[:-1], out=steps[1:-1])
+    steps[-1] = TABLE_SAMPLES - edges[-1]
+    counts = np.repeat(np.arange(n.size + 1.0), steps)[rank]
     counts.flags.writeable = False
     return counts
 
@@ -632,14 +631,16 @@ def _log_factorials(n: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _unit_uniform_3_sorted() -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_unit_uniform_3`'s sort order and its draws in that order (read-only)."""
+def _unit_uniform_3_ranked() -> tuple[np.ndarray, np.ndarray]:
+    """Each of :func:`_unit_uniform_3`'s draws' rank among them, and the draws sorted (read-only)."""
     u = _unit_uniform_3()
     order = np.argsort(u, kind="stable")
+    rank = np.empty(TABLE_SAMPLES, dtype=np.intp)
+    rank[order] = np.arange(TABLE_SAMPLES)
     ordered = u[order]
-    order.flags.writeable = False
+    rank.flags.writeable = False
     ordered.flags.writeable = False
-    return order, ordered
+    return rank, ordered
 
 
 @lru_cache(maxsize=None)
