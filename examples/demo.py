@@ -231,7 +231,7 @@ def _print_profiles(spec: Any, console: Console) -> None:
 
 async def _calibrate(orchestrator: Any, console: Console) -> None:
     """First run on this machine: measure the engines just started, as they serve, and store the profile."""
-    from runtime.calibrate import calibrate_orchestrator, probes_for
+    from runtime.calibrate import calibrate_orchestrator, contention_line, probes_for
 
     console.rule("calibrating this machine (first run here; stored for next time)")
     done = await calibrate_orchestrator(
@@ -245,19 +245,20 @@ async def _calibrate(orchestrator: Any, console: Console) -> None:
                       f"{c.calibration.coefficients['decode_ms_per_seq']:.2f} ms/seq (was "
                       f"{before.get('decode_fixed_ms', float('nan')):.1f} + {before.get('decode_ms_per_seq', float('nan')):.2f}); "
                       f"spread {100 * c.calibration.max_spread:.0f}% -> {c.path}", markup=False, highlight=False)
+        console.print("  " + contention_line(c.calibration.contention), markup=False, highlight=False)
 
 
 async def _calibrate_serving_layout(orchestrator: Any, spec: Any, program: Any, rate: float, console: Console,
                                     build: Any) -> tuple[Any, Any, Any, Any, float]:
     """Calibrate the engines that will serve, and plan on that profile: ``(orchestrator, spec, plan,
-    program, rate)`` to serve with. A profile measured on one engine with both cores is not the speed of
-    two engines pinned to one core each (measured here: 40% slower), so when the plan on a new profile
-    picks another layout, that layout is started (``build(spec)`` gives its backend's name and a new
-    orchestrator) and calibrated in turn, for at most :data:`CALIBRATION_ROUNDS` rounds. The same pools
-    keep their running engines; the same engine configuration (count, widths, pinning:
-    :func:`runtime.calibrate.engine_configuration`) with other batch or KV sizes is restarted without
-    another calibration, since the profile holds for it."""
-    from runtime.calibrate import engine_configuration
+    program, rate)`` to serve with. A profile holds for an engine of its width measured alone, plus the
+    contention of several CPU engines computing at once (:mod:`runtime.calibrate`). When the plan picks
+    engines that this machine's profiles do not describe yet (another width, or several engines and no
+    measured contention: :func:`runtime.calibrate.calibration_missing`), they are started (``build(spec)``
+    gives the backend's name and a new orchestrator) and calibrated in turn, for at most
+    :data:`CALIBRATION_ROUNDS` rounds. The same pools keep their running engines; engines the profiles
+    describe are restarted as planned and serve without another calibration."""
+    from runtime.calibrate import calibration_missing
 
     plan, requested = None, rate
     for _ in range(CALIBRATION_ROUNDS):
@@ -268,17 +269,18 @@ async def _calibrate_serving_layout(orchestrator: Any, spec: Any, program: Any, 
         if new.llm_pools == spec.llm_pools:
             await orchestrator.deploy(new)  # same engines: they keep running, estimates follow the profile
             return orchestrator, new, plan, program, rate
-        settled = engine_configuration(new) == engine_configuration(spec)
         await orchestrator.stop()  # other pools or engine settings: start them afresh
         backend, orchestrator = build(new)
         _print_engines(new, backend, console)
         with console.status("starting the planned engines ..."):
             await orchestrator.start()
         spec = new
-        if settled:  # the engines the profile was measured on, resized: no new calibration needed
+        missing = calibration_missing(new)
+        if not missing:  # the profiles describe these engines: the plan made on them holds
             return orchestrator, spec, plan, program, rate
-    console.print(f"[yellow]the layout changed after each of {CALIBRATION_ROUNDS} calibrations: serving the "
-                  "last plan, whose profile was measured on the previous layout's engines[/yellow]")
+        console.print("calibrating again: " + "; ".join(missing), markup=False, highlight=False)
+    console.print(f"[yellow]the plan picked engines no profile describes after each of {CALIBRATION_ROUNDS} "
+                  "calibrations: serving the last plan, made on profiles of other engines[/yellow]")
     return orchestrator, spec, plan, program, rate
 
 

@@ -47,7 +47,7 @@ from planner.latency import DEFAULT_SAMPLES, PathSample, attainment, distributio
 from planner.plan import (
     ColocatedStage, ExecutorPool, Infeasible, KnobSettings, LLMPool, Mode, Objective, Plan, SolverInfo, StageLatency, WorkflowPlan,
 )
-from planner.profiles import PROFILE_DIR
+from planner.profiles import PROFILE_DIR, ProfileNotFound, cpu_engines_busy, get_profile
 from planner.service import planned_stage
 from planner.shared_pool import compare
 from planner.solver import TIME_LIMIT_S, SolveResult, WorkflowProblem, objective_milli, solve
@@ -702,12 +702,101 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
         return Infeasible(binding="input", message=f"decode_stretch must be at least 1 (got {decode_stretch}).")
     if layout not in ("search", "isolated", "shared"):
         return Infeasible(binding="input", message=f"Unknown layout {layout!r}: use search, isolated or shared.")
-    planner = Planner(program, inventory, rates, mode, samples, seed, profiles or PROFILE_DIR, progress,
-                      decode_stretch, time_limit_s, layout, disaggregate, cache)
+    def planned(busy_others: float) -> Plan | Infeasible:
+        with cpu_engines_busy(busy_others):
+            return Planner(program, inventory, rates, mode, samples, seed, profiles or PROFILE_DIR, progress,
+                           decode_stretch, time_limit_s, layout, disaggregate,
+                           cache if busy_others == 0.0 else None).run()
+
     try:
-        return planner.run()
+        return plan_under_contention(planned, profiles or PROFILE_DIR)
     except ChainError as exc:
         return Infeasible(binding="input", message=f"The call graph cannot be planned: {exc}.")
+
+
+CONTENTION_ROUNDS = 4
+"""Most re-plans of :func:`plan_under_contention` (each assumes at least the busy fraction before)."""
+CONTENTION_TOLERANCE = 0.02
+"""A plan is consistent when its engines' busy fraction is at most this above the one it assumed."""
+
+
+def busy_replicas(pool: LLMPool) -> tuple[float, float]:
+    """``(E[B], E[B (B - 1)])`` for ``B`` the replicas of ``pool`` computing at a random instant.
+
+    The pool holds ``N`` sequences, taken Poisson with mean ``L = replicas x utilisation x max_num_seqs``
+    (a batching server at low load holds few, ``P(N = 0) = e^-L``; near saturation it is always busy),
+    spread over the replicas so that ``B = min(N, replicas)`` compute (the router's least-loaded choice)."""
+    c = pool.replicas
+    mean = c * pool.utilisation * pool.max_num_seqs
+    pmf, b1, b2, below = math.exp(-mean), 0.0, 0.0, 0.0
+    for n in range(c):
+        b1 += n * pmf
+        b2 += n * (n - 1) * pmf
+        below += pmf
+        pmf *= mean / (n + 1)
+    tail = max(1.0 - below, 0.0)  # P(N >= c): every replica computes
+    return b1 + c * tail, b2 + c * (c - 1) * tail
+
+
+def cpu_busy_others(plan: Plan) -> float:
+    """How busy the other CPU engines' cores are *while an engine computes*, the largest over the plan's
+    CPU pools: for a replica of pool ``P`` (``w_P`` cores each),
+
+        x_P = (w_P E[B_P (B_P - 1)] / E[B_P] + sum_{Q != P} w_Q E[B_Q]) / (W - w_P)
+
+    with ``B`` the busy replicas of a pool (:func:`busy_replicas`) and ``W`` all CPU engines' cores. The
+    first term is size-biased: given that a replica computes, its pool holds work, so its siblings are
+    busier than on average; other pools are taken as independent. 0 with fewer than two CPU engines."""
+    pools = [(pool.tp, pool.replicas, *busy_replicas(pool)) for wp in plan.workflows for pool in wp.llm_pools
+             if pool.device.upper() == "CPU"]
+    width = sum(w * c for w, c, _, _ in pools)
+    busy = sum(w * b1 for w, _, b1, _ in pools)
+    out = 0.0
+    for w, _, b1, b2 in pools:
+        if width > w and b1 > 0.0:
+            out = max(out, (w * b2 / b1 + busy - w * b1) / (width - w))
+    return min(out, 1.0)
+
+
+def _contends(plan: Plan, profile_dir: Path) -> bool:
+    """Whether the plan has several CPU engines and a CPU profile of it measured contention."""
+    if sum(pool.replicas for wp in plan.workflows for pool in wp.llm_pools if pool.device.upper() == "CPU") < 2:
+        return False
+    for wp in plan.workflows:
+        for pool in wp.llm_pools:
+            if pool.device.upper() == "CPU":
+                try:
+                    prof = get_profile(pool.profile, pool.device, pool.tp, profile_dir)
+                except ProfileNotFound:
+                    continue
+                if prof.contention_prefill or prof.contention_decode:
+                    return True
+    return False
+
+
+def plan_under_contention(planned: Callable[[float], Plan | Infeasible], profile_dir: Path) -> Plan | Infeasible:
+    """Plan with CPU engines that slow each other (:attr:`LatencyProfile.contention_prefill`).
+
+    How busy the other engines are depends on the plan, so this is a fixed point: plan with none busy;
+    while the plan's engines are busier (:func:`cpu_busy_others`) than it assumed, plan again assuming
+    that much (``planned(busy)`` scales every CPU profile: :func:`planner.profiles.cpu_engines_busy`).
+    The assumption never decreases, so the loop ends and the plan it returns assumed at least the
+    contention it causes (up to :data:`CONTENTION_TOLERANCE`, or after :data:`CONTENTION_ROUNDS`).
+    The plan says what it assumed (``Plan.cpu_contention``)."""
+    result = planned(0.0)
+    if not isinstance(result, Plan) or not _contends(result, profile_dir):
+        return result
+    assumed = 0.0
+    for _ in range(CONTENTION_ROUNDS):
+        implied = cpu_busy_others(result)
+        if implied <= assumed + CONTENTION_TOLERANCE:
+            break
+        assumed = min(max(assumed, implied), 1.0)
+        again = planned(assumed)
+        if not isinstance(again, Plan):
+            return again  # the contention its own engines cause makes the SLO unreachable: say so
+        result = again
+    return result.model_copy(update={"cpu_contention": round(assumed, 3)})
 
 
 __all__ = ["plan_program", "Planner", "PlanningCache", "Scenario", "scenarios", "build_model"]

@@ -332,6 +332,19 @@ class Plan(PlanModel):
     cost_per_hour: float = Field(ge=0)
     profiles: tuple[str, ...] = Field(description="Profiles used, as 'family/device/tpN'.")
     solver: SolverInfo
+    cpu_contention: float | None = Field(
+        default=None, ge=0, le=1,
+        description="The fraction of the other CPU engines' cores the planner assumed busy when it slowed the "
+                    "CPU profiles by their measured contention (planner.api.plan_under_contention); absent when "
+                    "no CPU profile of the plan measured contention.")
+
+    @model_serializer(mode="wrap")
+    def _omit_no_contention(self, handler):
+        """Plans without CPU contention have no ``cpu_contention`` (their JSON stays byte-identical)."""
+        data = handler(self)
+        if self.cpu_contention is None:
+            data.pop("cpu_contention", None)
+        return data
 
     def workflow(self, name: str | None = None) -> WorkflowPlan:
         """The named workflow's plan, or the only one when ``name`` is None."""

@@ -38,6 +38,8 @@ one otherwise. ``LatencyProfile.path`` says which file a profile came from.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -81,6 +83,46 @@ class LatencyProfile:
     grammar_compile_s: float = 0.0
     """One-off time to compile a constraint's grammar, paid by the first call that uses it (a start-up
     cost: the steady-state planner does not add it to calls; it is reported)."""
+    contention_prefill: float = 0.0
+    contention_decode: float = 0.0
+    """CPU engines that share a machine slow each other down (caches, memory bandwidth, SMT siblings):
+    the fraction by which a prefill (decode) iteration gets slower when every *other* CPU engine of the
+    machine is busy. An iteration with a fraction ``x`` of the other engines' cores busy takes
+    ``1 + contention * x`` times the profile's time (:meth:`under_contention`). Measured by
+    ``cortex calibrate`` with several engines (``runtime.calibrate``); 0 where not measured and on GPUs,
+    whose engines own their devices."""
+
+    def under_contention(self, busy_others: float) -> "LatencyProfile":
+        """This profile with a fraction ``busy_others`` (0..1) of the other CPU engines' cores busy:
+        prefill coefficients times ``1 + contention_prefill * busy_others``, decode coefficients times
+        ``1 + contention_decode * busy_others``. The same profile when that changes nothing."""
+        fp = 1.0 + self.contention_prefill * busy_others
+        fd = 1.0 + self.contention_decode * busy_others
+        if fp == 1.0 and fd == 1.0:
+            return self
+        return replace(self, prefill_per_token_s=self.prefill_per_token_s * fp,
+                       prefill_fixed_s=self.prefill_fixed_s * fp, decode_fixed_s=self.decode_fixed_s * fd,
+                       decode_per_seq_s=self.decode_per_seq_s * fd, decode_per_kv_token_s=self.decode_per_kv_token_s * fd)
+
+    def iteration_parts(self, prefill_tokens: int, batch: int, kv_tokens: int) -> tuple[float, float]:
+        """:meth:`iteration_s` split into its decode part and its prefill part (they sum to it): what
+        :meth:`contention_factor` weighs."""
+        if batch <= 0:
+            return 0.0, self.prefill_s(prefill_tokens)
+        return self.decode_step_s(batch, kv_tokens), self.prefill_per_token_s * prefill_tokens
+
+    def contention_factor(self, decode_part: float, prefill_part: float, busy_others: float) -> float:
+        """How much longer an iteration of these parts takes with a fraction ``busy_others`` of the other
+        CPU engines' cores busy: ``(d (1 + c_d x) + p (1 + c_p x)) / (d + p)`` (1 for an empty iteration).
+
+        Engines slow each other only *while* both compute, so the simulators apply it as a rate: an
+        iteration progresses at ``1 / factor`` and the factor changes when another engine starts or
+        stops (fluid time-sharing of the shared caches and memory bandwidth)."""
+        total = decode_part + prefill_part
+        if total <= 0.0 or busy_others <= 0.0:
+            return 1.0
+        return (decode_part * (1.0 + self.contention_decode * busy_others)
+                + prefill_part * (1.0 + self.contention_prefill * busy_others)) / total
 
     def decode_factor(self, constrained: bool) -> float:
         """What multiplies a call's decode time per token: ``constrained_decode_factor`` when it is constrained."""
@@ -136,6 +178,8 @@ class LatencyProfile:
             path=path,
             constrained_decode_factor=float(data.get("structured_output", {}).get("decode_factor", 1.0)),
             grammar_compile_s=float(data.get("structured_output", {}).get("grammar_compile_ms", 0.0)) * 1e-3,
+            contention_prefill=float(data.get("cpu_contention", {}).get("prefill", 0.0)),
+            contention_decode=float(data.get("cpu_contention", {}).get("decode", 0.0)),
         )
 
 
@@ -144,6 +188,7 @@ class ProfileNotFound(LookupError):
 
 
 _calibrated: tuple[Path, ...] = ()
+_cpu_busy_others: float = 0.0
 
 
 def use_calibrated(*directories: Path) -> None:
@@ -164,12 +209,28 @@ def _read(directory: Path) -> tuple[LatencyProfile, ...]:
 
 
 @lru_cache(maxsize=None)
-def _merged(directory: Path, overlays: tuple[Path, ...]) -> tuple[LatencyProfile, ...]:
+def _merged(directory: Path, overlays: tuple[Path, ...], busy_others: float = 0.0) -> tuple[LatencyProfile, ...]:
     found = {(p.model, p.device.lower(), p.tp): p for p in _read(directory)}
     for overlay in reversed(overlays):
         found.update({(p.model, p.device.lower(), p.tp): _with_structured_output_of(p, found.get(
             (p.model, p.device.lower(), p.tp))) for p in _read(overlay)})
+    if busy_others:
+        found = {k: p.under_contention(busy_others) if p.device.upper() == "CPU" else p for k, p in found.items()}
     return tuple(sorted(found.values(), key=lambda p: (p.model, p.device, p.tp)))
+
+
+@contextmanager
+def cpu_engines_busy(busy_others: float) -> Iterator[None]:
+    """Within this block, every lookup returns CPU profiles under contention (:meth:`LatencyProfile.
+    under_contention`) with a fraction ``busy_others`` of the other CPU engines' cores busy: the
+    planner's mean-field view of engines that slow each other (``planner.api``). Process-wide, like
+    :func:`use_calibrated`: the simulators model contention themselves and must run outside it."""
+    global _cpu_busy_others
+    before, _cpu_busy_others = _cpu_busy_others, float(busy_others)
+    try:
+        yield
+    finally:
+        _cpu_busy_others = before
 
 
 def _with_structured_output_of(profile: LatencyProfile, shipped: LatencyProfile | None) -> LatencyProfile:
@@ -184,7 +245,7 @@ def _with_structured_output_of(profile: LatencyProfile, shipped: LatencyProfile 
 def all_profiles(directory: Path = PROFILE_DIR) -> tuple[LatencyProfile, ...]:
     """Every profile in ``directory`` (for the default one, calibrated profiles first: see
     :func:`use_calibrated`), sorted by (model, device, tp)."""
-    return _merged(Path(directory), _calibrated if Path(directory) == PROFILE_DIR else ())
+    return _merged(Path(directory), _calibrated if Path(directory) == PROFILE_DIR else (), _cpu_busy_others)
 
 
 def clear_cache() -> None:

@@ -193,6 +193,10 @@ def render_plan(plan: Plan) -> str:
               f"({plan.solver.iterations} CP-SAT solves, {plan.solver.candidates} candidate pools, "
               f"{plan.solver.samples} Monte Carlo runs, seed {plan.solver.seed})", soft_wrap=True)
     con.print(f"  devices: {_devices(plan.devices_used)} of {_devices(_inventory_devices(plan))}", soft_wrap=True)
+    if plan.cpu_contention is not None:
+        con.print(f"  CPU engines slow each other while both compute: planned with "
+                  f"{100 * plan.cpu_contention:.0f}% of the other engines' cores busy (their measured contention)",
+                  soft_wrap=True)
     for w in plan.workflows:
         con.print()
         for line in _workflow_lines(w):

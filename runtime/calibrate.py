@@ -1,15 +1,26 @@
 """Measuring LLM engines where they serve, and fitting a latency profile with its spread.
 
-``cortex calibrate`` and the demo call :func:`measure` on the engines of a
-runtime spec *as they will serve*: the same backend (an in-process engine, or
-one ``vllm serve`` process per engine), the same core pinning, and every engine
-of the layout running at once -- each probe is sent to all engines together,
-so engines that share a machine's cores or memory bandwidth slow each other
-down in the measurement exactly as in service. Timings come from the
-:class:`~runtime.engines.base.Engine` interface (``ttft_s``, ``total_s``), i.e.
-through the serving path (HTTP and streaming included for ``vllm-server``).
+``cortex calibrate`` and the demo call :func:`calibrate_orchestrator` on the engines of a
+runtime spec *as they will serve*: the same backend (an in-process engine, or one ``vllm
+serve`` process per engine), the same core pinning, every engine of the layout running.
+Timings come from the :class:`~runtime.engines.base.Engine` interface (``ttft_s``,
+``total_s``), i.e. through the serving path (HTTP and streaming included for ``vllm-server``).
 
-Probes, each repeated ``repeats`` times on every engine:
+Two measurements, because engines that share a machine's cores, caches or memory bandwidth
+slow each other down only while both compute:
+
+* the profile's coefficients come from each engine family measured **alone** (one engine
+  probed while the others idle): how an engine serves when it has the machine to itself;
+* the **contention** (:attr:`planner.profiles.LatencyProfile.contention_prefill` and
+  ``contention_decode``), with two or more CPU engines: the same prefill and decode probe,
+  alone on each engine and then on every engine at once, alternated ``rounds`` times;
+  ``contention = median(at once) / median(alone) - 1`` per engine, the median over the
+  family's engines. The planner and the simulator scale an iteration by ``1 + contention x``
+  with ``x`` the fraction of the other engines' cores busy, so one calibration describes the
+  engines at low load (rarely together) and at high load (always together). A layout of one
+  engine cannot measure it: the machine's last measured contention is kept.
+
+Probes, each repeated ``repeats`` times:
 
 * prefill: one prompt of ``n`` random words with ``max_tokens=1``; TTFT is one
   prefill iteration of ``n`` tokens (no shared prefix: random words);
@@ -102,12 +113,15 @@ class Calibration:
     """Mean absolute relative error of the fit on the per-probe medians."""
     samples: list[Sample] = field(default_factory=list)
     engines: int = 1
+    """Engines running while it was measured (the coefficients come from one engine probed alone)."""
     load_average: tuple[float, float] = (0.0, 0.0)
+    contention: dict[str, Any] | None = None
+    """The ``cpu_contention`` record (:func:`contention_of`), None where not measured."""
 
     def record(self) -> dict[str, Any]:
         """The ``calibration`` record stored with the profile."""
         return {
-            "engines_at_once": self.engines, "fastest": self.fastest, "slowest": self.slowest,
+            "engines_at_once": self.engines, "measured": "alone", "fastest": self.fastest, "slowest": self.slowest,
             "max_probe_spread": round(self.max_spread, 3), "fit_error": {
                 "prefill": round(self.prefill_error, 3), "decode": round(self.decode_error, 3)},
             "load_average_before_after": [round(x, 2) for x in self.load_average],
@@ -159,9 +173,13 @@ def nonneg_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 async def measure(engines: Sequence[Engine], probes: Probes = Probes(),
-                  progress: Callable[[str], None] = lambda _: None) -> list[Sample]:
-    """Run ``probes`` on every engine at once (see module docstring); engines must be started."""
+                  progress: Callable[[str], None] = lambda _: None, ids: Sequence[int] | None = None,
+                  salt: int = 0) -> list[Sample]:
+    """Run ``probes`` on every engine of ``engines`` at once (one engine: alone); they must be started.
+    A sample's ``engine`` is the engine's position in ``engines``, or ``ids[position]``. Prompts differ
+    per engine, repeat and ``salt`` (no probe may hit a prefix cached by an earlier one)."""
     n = len(engines)
+    ids = list(range(n)) if ids is None else list(ids)
 
     async def on_all(make: Callable[[int], list[GenerationRequest]]) -> list[list[GenerationResult]]:
         return await asyncio.gather(*(asyncio.gather(*(e.generate(r) for r in make(i)))
@@ -173,16 +191,16 @@ async def measure(engines: Sequence[Engine], probes: Probes = Probes(),
     for rep in range(probes.repeats):
         for length in probes.prefill_lengths:
             results = await on_all(lambda i: [GenerationRequest(
-                prompt=filler(length, 7919 * (rep + 1) + 104729 * i + length), max_tokens=1)])
+                prompt=filler(length, 7919 * (rep + 1) + 104729 * i + length + salt), max_tokens=1)])
             for i, (r,) in enumerate(results):
                 if r.timing.ttft_s is not None:
-                    samples.append(Sample("prefill", f"prefill-{length}", i, rep, r.timing.ttft_s,
+                    samples.append(Sample("prefill", f"prefill-{length}", ids[i], rep, r.timing.ttft_s,
                                           tokens=r.prompt_tokens))
             progress(f"prefill {length} tokens x {n} engine(s): "
                      + ", ".join(f"{rs[0].timing.ttft_s or float('nan'):.3f} s" for rs in results))
-        for salt, (batch, pad) in enumerate(decodes):
+        for probe, (batch, pad) in enumerate(decodes):
             results = await on_all(lambda i: [GenerationRequest(
-                prompt=counting_prompt(1000 * salt + 100 * rep + 10 * i + j + 10_000 * (rep + 1), pad),
+                prompt=counting_prompt(1000 * probe + 100 * rep + 10 * i + j + 10_000 * (rep + 1) + salt, pad),
                 max_tokens=probes.decode_tokens) for j in range(batch)])
             for i, rs in enumerate(results):
                 steps = [(r.timing.total_s - r.timing.ttft_s) / (r.output_tokens - 1)
@@ -190,11 +208,67 @@ async def measure(engines: Sequence[Engine], probes: Probes = Probes(),
                 if not steps:
                     continue
                 kv = statistics.mean(r.prompt_tokens + r.output_tokens / 2 for r in rs) * batch
-                samples.append(Sample("decode", f"decode-{batch}+{pad}", i, rep, statistics.median(steps),
+                samples.append(Sample("decode", f"decode-{batch}+{pad}", ids[i], rep, statistics.median(steps),
                                       batch=batch, kv_tokens=int(kv), min_output_tokens=min(r.output_tokens for r in rs)))
             progress(f"decode batch {batch}{f' (+{pad} context)' if pad else ''} x {n} engine(s): "
                      + ", ".join(f"{s.seconds * 1e3:.1f} ms/step" for s in samples[-n:] if s.kind == "decode"))
     return samples
+
+
+CONTENTION_ROUNDS = 3
+"""Alone / at-once alternations of :func:`measure_contention` (the median damps a noisy host)."""
+
+
+async def measure_contention(engines: Sequence[Engine], probes: Probes = Probes(),
+                             progress: Callable[[str], None] = lambda _: None,
+                             rounds: int = CONTENTION_ROUNDS) -> list[Sample]:
+    """Contention samples (see module docstring): per round, the longest prefill probe and the
+    largest decode probe, first on each engine alone, then on all at once. Sample ``probe`` names are
+    ``alone-<probe>`` and ``together-<probe>``; engines must be started and warm."""
+    length = max(probes.prefill_lengths)
+    decodes = [(b, 0) for b in probes.decode_batches] + list(probes.long_contexts)
+    batch, pad = max(decodes)
+    out: list[Sample] = []
+    for rnd in range(rounds):
+        for tag, groups in (("alone", [[i] for i in range(len(engines))]), ("together", [list(range(len(engines)))])):
+            for group in groups:
+                got = await measure([engines[i] for i in group], Probes(
+                    prefill_lengths=(length,), decode_batches=(), long_contexts=((batch, pad),),
+                    decode_tokens=probes.decode_tokens, repeats=1), ids=group,
+                    salt=1_000_003 * (1 + rnd) + 7_919 * len(out) + 101 * group[0])
+                for x in got:
+                    x.probe, x.repeat = f"{tag}-{x.probe}", rnd
+                out.extend(got)
+        progress(f"contention round {rnd + 1}/{rounds}: " + "; ".join(
+            f"{name} at once / alone x{ratio:.2f}" for name, ratio in _ratios(out).items()))
+    return out
+
+
+def _ratios(samples: Sequence[Sample]) -> dict[str, float]:
+    """Per probe kind, the median over engines of median(together) / median(alone)."""
+    out: dict[str, float] = {}
+    for kind in ("prefill", "decode"):
+        per_engine = []
+        for e in sorted({s.engine for s in samples if s.kind == kind}):
+            alone = [s.seconds for s in samples if s.kind == kind and s.engine == e and s.probe.startswith("alone-")]
+            together = [s.seconds for s in samples
+                        if s.kind == kind and s.engine == e and s.probe.startswith("together-")]
+            if alone and together:
+                per_engine.append(statistics.median(together) / max(statistics.median(alone), 1e-9))
+        if per_engine:
+            out[kind] = statistics.median(per_engine)
+    return out
+
+
+def contention_of(samples: Sequence[Sample], engines: int) -> dict[str, Any]:
+    """The ``cpu_contention`` record of a profile from :func:`measure_contention`'s samples of its
+    family's engines: ``prefill`` and ``decode`` slowdowns with every other engine busy (fractions,
+    never below 0), how many engines ran at once, and the samples."""
+    ratios = _ratios(samples)
+    return {"prefill": round(max(ratios.get("prefill", 1.0) - 1.0, 0.0), 3),
+            "decode": round(max(ratios.get("decode", 1.0) - 1.0, 0.0), 3),
+            "engines_at_once": engines, "date": dt.date.today().isoformat(),
+            "samples": [asdict(s) for s in samples]}
 
 
 def _groups(samples: Sequence[Sample], kind: str) -> dict[str, list[Sample]]:
@@ -250,23 +324,60 @@ def fit(samples: Sequence[Sample], engines: int = 1, load_average: tuple[float, 
 
 def profile_data(calibration: Calibration, *, model: str, device: str, tp: int, kv_cache_gib: float | None,
                  device_memory_gib: float, memory_utilization: float, how: str, where: str,
-                 machine_key: str) -> dict[str, Any]:
-    """A profile file's content (the ``planner/profile_data`` schema) with its ``calibration`` record."""
+                 machine_key: str, contention: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A profile file's content (the ``planner/profile_data`` schema) with its ``calibration`` record;
+    ``contention`` (or the calibration's own): its ``cpu_contention`` record, CPU profiles only."""
     today = dt.date.today().isoformat()
+    cpu = device.upper() == "CPU"
+    contention = contention or calibration.contention
     data: dict[str, Any] = {
         "model": model, "gpu": device, "tp": tp, **calibration.coefficients,
         "device_memory_gib": device_memory_gib, "memory_utilization": memory_utilization,
         "sources": [f"calibrated on {today} by {how}; {where}"],
-        "notes": f"measured with {calibration.engines} engine(s) serving at once"
-                 + (f", each pinned to {tp} core(s)" if device.upper() == "CPU" else "")
+        "notes": f"measured alone, {calibration.engines} engine(s) running"
+                 + (f", each pinned to {tp} core(s)" if cpu else "")
+                 + (f"; contention with every other engine busy: prefill +{100 * contention['prefill']:.0f}%, "
+                    f"decode +{100 * contention['decode']:.0f}% ({contention['engines_at_once']} engines at once"
+                    + (f", kept from {contention['inherited_from']}" if "inherited_from" in contention else "") + ")"
+                    if cpu and contention else "")
                  + "; spread: fastest and slowest fits "
                  f"in calibration; largest probe spread {100 * calibration.max_spread:.0f}%",
         "calibration": {"machine_key": machine_key, "machine": where, "date": today, "how": how,
                         **calibration.record()},
     }
+    if cpu and contention:
+        data["cpu_contention"] = contention
     if kv_cache_gib is not None:
         data["kv_cache_gib"] = kv_cache_gib
     return data
+
+
+def contention_line(contention: dict[str, Any] | None) -> str:
+    """The contention of a calibration in words (``cortex calibrate`` and the demo print it)."""
+    if not contention:
+        return "contention: not measured (one engine; the planner assumes none until a layout of several is)"
+    where = (f"kept from {contention['inherited_from']}" if "inherited_from" in contention
+             else "measured just now")
+    return (f"contention with every other engine busy ({contention['engines_at_once']} at once): prefill "
+            f"+{100 * contention['prefill']:.0f}%, decode +{100 * contention['decode']:.0f}% ({where})")
+
+
+def kept_contention(previous: Any) -> dict[str, Any] | None:
+    """The ``cpu_contention`` record of ``previous`` (a profile this machine calibrated before), to keep
+    when a layout of one engine cannot measure contention; None when there is none."""
+    import json
+
+    path = getattr(previous, "path", None)
+    if not path:
+        return None
+    try:
+        record = json.loads(open(path, encoding="utf-8").read()).get("cpu_contention")
+    except (OSError, ValueError):
+        return None
+    if not record:
+        return None
+    return {k: v for k, v in record.items() if k != "samples"} | {
+        "inherited_from": record.get("inherited_from", path)}
 
 
 def load_average() -> float:
@@ -290,22 +401,32 @@ class Calibrated:
     previous_path: str | None
 
 
-def engine_configuration(spec: Any) -> tuple[tuple[str, str, int, str | None], ...]:
-    """What a calibration of ``spec``'s engines measured, hence what its profiles hold for: per LLM
-    replica (prefill replicas included), its profile family, device, width ``tp`` and core binding,
-    sorted; the count of engines running at once is the length. Two specs with the same
-    configuration share their profiles even when ``max_num_seqs`` or the KV space differ (a profile's
-    coefficients are per sequence and per KV token), or the stages are grouped into other pools."""
-    return tuple(sorted(
-        (r.profile, r.device, r.tp, r.engine.cpu_threads_bind)
-        for pool in spec.llm_pools for r in (*pool.replicas, *pool.prefill_replicas)))
+def calibration_missing(spec: Any) -> list[str]:
+    """What this machine's calibrated profiles lack to describe ``spec``'s LLM engines, in words: a
+    (model, device, width) with no profile measured here at that width, or, for two or more CPU engines,
+    a contention nobody measured. Empty: the profiles hold for these engines, whatever their count (the
+    coefficients are an engine alone; the contention covers several at once)."""
+    from planner.profiles import get_profile
+    from runtime.profiles import describe
+
+    missing = []
+    keys = [(r.profile, r.device, r.tp) for pool in spec.llm_pools for r in (*pool.replicas, *pool.prefill_replicas)]
+    for key in dict.fromkeys(keys):
+        use = describe(*key)
+        if use is None or not use.calibrated or use.measured_tp is not None:
+            missing.append(f"{key[0]} on {key[1]} tp{key[2]}: not calibrated on this machine")
+    cpu = [k for k in keys if k[1].upper() == "CPU"]
+    if len(cpu) >= 2 and not missing and not any(kept_contention(get_profile(*k)) for k in dict.fromkeys(cpu)):
+        missing.append(f"{len(cpu)} CPU engines: their contention was never measured")
+    return missing
 
 
 async def calibrate_orchestrator(orchestrator: Any, probes: Probes | None = None, *, how: str,
                                  progress: Callable[[str], None] = lambda _: None) -> list[Calibrated]:
-    """Measure every LLM engine of a started orchestrator at once (``probes``, default
-    :func:`probes_for` its spec), fit one profile per (model family, device, tp) and store it for
-    this machine (:mod:`runtime.profiles`)."""
+    """Measure the LLM engines of a started orchestrator (``probes``, default :func:`probes_for` its
+    spec): one engine per (model family, device, tp) alone, then the CPU engines' contention when there
+    are several (module docstring); fit one profile per family and store it for this machine
+    (:mod:`runtime.profiles`)."""
     probes = probes or probes_for(orchestrator.spec)
     from planner.profiles import ProfileNotFound, get_profile
     from runtime import profiles as cache
@@ -326,17 +447,32 @@ async def calibrate_orchestrator(orchestrator: Any, probes: Probes | None = None
     if not engines:
         raise ValueError("the layout has no running LLM engine to calibrate")
     before = load_average()
-    samples = await measure(engines, probes, progress)
+    samples: list[Sample] = []
+    for key in dict.fromkeys(family):
+        first = family.index(key)
+        progress(f"{key[0]} on {key[1]} tp{key[2]}: engine {first} alone, {len(engines)} running")
+        samples += await measure([engines[first]], probes, progress, ids=[first])
+    cpu = [i for i, k in enumerate(family) if k[1].upper() == "CPU"]
+    together: list[Sample] = []
+    if len(cpu) >= 2:
+        progress(f"contention: {len(cpu)} CPU engines alone, then at once")
+        together = await measure_contention([engines[i] for i in cpu], probes, progress,
+                                            rounds=CONTENTION_ROUNDS if probes.repeats > 1 else 2)
+        for s in together:
+            s.engine = cpu[s.engine]
     load = (before, load_average())
     out: list[Calibrated] = []
     for key in dict.fromkeys(family):
         mine = [i for i, k in enumerate(family) if k == key]
-        calibration = fit([s for s in samples if s.engine in mine], engines=len(engines), load_average=load)
         model, device, tp = key
         try:
             prev = get_profile(model, device, tp)
         except ProfileNotFound:
             prev = None
+        contention = (contention_of([s for s in together if s.engine in mine], len(cpu))
+                      if together and device.upper() == "CPU" else kept_contention(prev))
+        calibration = fit([s for s in samples if s.engine in mine], engines=len(engines), load_average=load)
+        calibration.contention = contention
         previous = None if prev is None else {
             "prefill_fixed_ms": prev.prefill_fixed_s * 1e3, "prefill_us_per_token": prev.prefill_per_token_s * 1e6,
             "decode_fixed_ms": prev.decode_fixed_s * 1e3, "decode_ms_per_seq": prev.decode_per_seq_s * 1e3,

@@ -355,7 +355,8 @@ async def calibrate_engines(spec: Any, factory: Any, backend: str, console: Cons
 
     probes = probes_for(spec, quick)
     engines = sum(len(p.replicas) for p in spec.llm_pools)
-    console.print(f"calibrating {engines} {backend} engine(s) at once on {machine_text()}", markup=False)
+    console.print(f"calibrating {engines} {backend} engine(s) on {machine_text()}: each kind alone, then the "
+                  "CPU engines' contention when there are several", markup=False)
     orchestrator = Orchestrator(spec, factory)
     try:
         with console.status("starting engines ..."):
@@ -403,6 +404,10 @@ def _coefficient_table(console: Console, coef: dict[str, float], previous: dict[
                   f"{100 * calibration.prefill_error:.1f}%, decode {100 * calibration.decode_error:.1f}%; "
                   f"load average {calibration.load_average[0]:.1f} -> {calibration.load_average[1]:.1f}",
                   markup=False, highlight=False)
+    if previous is not None or calibration.contention is not None:  # a stored calibration (not simulated)
+        from runtime.calibrate import contention_line
+
+        console.print(contention_line(calibration.contention), markup=False, highlight=False)
 
 
 def _run_line(row_id: str, info: Any) -> str:

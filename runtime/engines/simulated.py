@@ -31,6 +31,10 @@ The model of one engine replica (a simplified vLLM V1 scheduler):
   responder's text is checked against the constraint (:mod:`runtime.engines.constraint_check`)
   and the result labelled ``satisfied``, ``violated`` or ``unchecked`` in ``result.constraint``.
 
+* CPU contention: engines built with one :class:`~runtime.engines.shared_cores.SharedCores`
+  share a machine; an iteration lasts the profile's time under the contention of the other
+  engines busy when it starts (:meth:`LatencyProfile.under_contention`).
+
 ``speedup`` divides every sleep; reported timings are in model seconds (wall
 seconds times ``speedup``), so results do not depend on it.
 """
@@ -48,6 +52,7 @@ from typing import Callable
 
 from planner.profiles import LatencyProfile
 from runtime.engines.constraint_check import check_text
+from runtime.engines.shared_cores import SharedCores
 from runtime.engines.base import (
     ConstraintCheck,
     Engine,
@@ -70,6 +75,10 @@ CHARS_PER_TOKEN = 4
 
 Responder = Callable[[GenerationRequest], str]
 """Produces the full text a simulated request would generate (before stop/max_tokens)."""
+
+
+CONTENTION_SLICE_S = 0.05
+"""Model seconds between two reads of the other engines' state during a contended iteration."""
 
 
 def count_tokens(text: str) -> int:
@@ -168,6 +177,8 @@ class SimulatedEngine(Engine):
         default_output_tokens: int = 32,
         speedup: float = 1.0,
         max_context: int | None = None,
+        cores: SharedCores | None = None,
+        width: int = 1,
     ) -> None:
         if kv_capacity_tokens < block_size:
             raise ValueError(f"kv_capacity_tokens={kv_capacity_tokens} holds less than one block")
@@ -183,6 +194,9 @@ class SimulatedEngine(Engine):
         self.speedup = speedup
         self.max_context = max_context
         """The model's context in tokens (prompt + output); None: unchecked."""
+        self.cores = cores
+        """The machine's CPU engines (contention), or None: this engine computes alone."""
+        self.width = width
         self._waiting: list[tuple[int, int, _Sequence]] = []
         self._running: list[_Sequence] = []
         self._by_id: dict[str, _Sequence] = {}
@@ -200,11 +214,15 @@ class SimulatedEngine(Engine):
             return
         self._wakeup = asyncio.Event()
         self._state = "ready"
+        if self.cores is not None:
+            self.cores.join(self, self.width)  # a running engine shares the machine
         self._loop_task = asyncio.create_task(self._run(), name="simulated-engine")
 
     async def stop(self) -> None:
         task, self._loop_task = self._loop_task, None
         self._state = "stopped"
+        if self.cores is not None:
+            self.cores.leave(self)
         if task is not None:
             task.cancel()
             try:
@@ -350,6 +368,8 @@ class SimulatedEngine(Engine):
     async def _run(self) -> None:
         while True:
             if not self._waiting and not self._running:
+                if self.cores is not None:
+                    self.cores.set_busy(self, False)
                 self._wakeup.clear()
                 await self._wakeup.wait()
             self._preempt_for_decode()
@@ -357,8 +377,11 @@ class SimulatedEngine(Engine):
             admitted = self._admit()
             prefill_tokens = sum(t for _, t in admitted)
             kv_tokens = sum(s.kv_tokens for s in decoding)
-            duration = self.profile.iteration_s(prefill_tokens, len(decoding), kv_tokens)
-            await asyncio.sleep(duration / self.speedup)
+            if self.cores is None:
+                duration = self.profile.iteration_s(prefill_tokens, len(decoding), kv_tokens)
+                await asyncio.sleep(duration / self.speedup)
+            else:
+                duration = await self._contended_iteration(prefill_tokens, len(decoding), kv_tokens)
             self._counters.iterations += 1
             self._counters.busy_s += duration
             self._counters.prompt_tokens += prefill_tokens
@@ -370,6 +393,22 @@ class SimulatedEngine(Engine):
                     seq.prefilled = True
                     self._remember_prefix(seq)
                     self._emit_token(seq)
+
+    async def _contended_iteration(self, prefill_tokens: int, batch: int, kv_tokens: int) -> float:
+        """Run one iteration on a shared machine; returns its duration in model seconds. The iteration's
+        work (its time alone) progresses at ``1 / contention_factor`` of the other engines busy *now*,
+        re-read every :data:`CONTENTION_SLICE_S` (:meth:`LatencyProfile.contention_factor`)."""
+        assert self.cores is not None
+        self.cores.set_busy(self, True)
+        decode, prefill = self.profile.iteration_parts(prefill_tokens, batch, kv_tokens)
+        work, elapsed = decode + prefill, 0.0
+        while work > 1e-12:
+            factor = self.profile.contention_factor(decode, prefill, self.cores.busy_others(self))
+            step = min(work * factor, CONTENTION_SLICE_S)
+            await asyncio.sleep(step / self.speedup)
+            work -= step / factor
+            elapsed += step
+        return elapsed
 
     def _emit_token(self, seq: _Sequence) -> None:
         if seq.generated >= seq.target_tokens:

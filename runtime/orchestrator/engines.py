@@ -16,6 +16,7 @@ from pathlib import Path
 from planner.profiles import LatencyProfile, ProfileNotFound, get_profile
 from runtime.build.spec import Backend, LLMPoolSpec, ReplicaSpec, RuntimeSpec
 from runtime.engines.base import Engine
+from runtime.engines.shared_cores import SharedCores
 from runtime.engines.simulated import Responder, SimulatedEngine
 
 EngineFactory = Callable[[RuntimeSpec, LLMPoolSpec, ReplicaSpec], Engine]
@@ -36,7 +37,9 @@ def replica_profile(rep: ReplicaSpec) -> LatencyProfile:
 def engine_factory(backend: Backend, *, responder: Responder | None = None, speedup: float = 1.0,
                    endpoints: Mapping[str, str] | None = None, api_key: str | None = None,
                    model_cache_dir: Path | None = None) -> EngineFactory:
-    """A factory building ``backend`` engines (see module docstring)."""
+    """A factory building ``backend`` engines (see module docstring). Its simulated CPU engines share
+    one machine (:class:`~runtime.engines.shared_cores.SharedCores`): they contend as their profile says."""
+    cpu = SharedCores()
 
     def build(spec: RuntimeSpec, pool: LLMPoolSpec, rep: ReplicaSpec) -> Engine:
         model = spec.program.model(pool.model)
@@ -50,6 +53,7 @@ def engine_factory(backend: Backend, *, responder: Responder | None = None, spee
                 enable_prefix_caching=rep.engine.enable_prefix_caching,
                 responder=responder or planned_responder(spec.program.workflow(spec.workflow)), speedup=speedup,
                 max_context=rep.engine.max_model_len,
+                cores=cpu if rep.device.upper() == "CPU" else None, width=rep.tp,
             )
         from runtime.engines.factory import make_engine
 

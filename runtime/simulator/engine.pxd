@@ -12,12 +12,21 @@ cdef class LLMEngine:
     cdef public long max_batch, block, cap, max_batched_tokens
     cdef public bint preemptive, busy, in_tick, ep_single, dirty
     cdef public double F, S, K, C, P0, ep_t0, busy_s
+    cdef public object cores
+    cdef public double F0, S0, K0, C0, P00, ep_end, ep_f, ep_D, ep_P
     cdef public list waiting, fin, pending_cancel
     cdef public dict running
     cdef public long nwaiting, step, kv_own, kv_attn, prefix_total, version, ep_n, ep_b, ep_k0
     cdef public long sum_finish, queued_prefill, queued_out, kv_peak, preemptions, iterations, partial_prefills
 
     cpdef warm(self, key, long tokens)
+    cpdef share_cores(self, cores)
+    @cython.locals(x=double, fd=double, fp=double)
+    cpdef _scale_for_contention(self)
+    cpdef _epoch_parts(self, long prefill, long b, long k, double end)
+    cpdef _went(self, bint busy)
+    @cython.locals(f=double, now=double, done=long, end=double)
+    cpdef _recontend(self)
     @cython.locals(b=long, nw=long, pending=long, eff=long, step=double, v=ReplicaView)
     cpdef refresh_view(self)
     @cython.locals(b=long)
@@ -29,7 +38,7 @@ cdef class LLMEngine:
     cpdef double _iteration_s(self, long prefill, long b, long k)
     cpdef enqueue(self, Call call, prio)
     cpdef cancel(self, Call call)
-    @cython.locals(done=long, n=long)
+    @cython.locals(done=long, n=long, end=double)
     cpdef _interrupt(self)
     cpdef on_tick(self, version)
     @cython.locals(n=long, b=long, now=double, step=long, fstep=long, call=Call, sim=SimClock)

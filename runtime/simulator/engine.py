@@ -56,6 +56,14 @@ preempt a running call to make room for the running ones' growth admits no
 waiting call (vLLM's ``Scheduler.schedule``: waiting requests are scheduled only
 ``if not preempted_reqs``).
 
+CPU contention: engines that share a machine's cores (:meth:`share_cores`, the
+simulator's CPU replicas when their profile measured contention) progress at
+``1 / LatencyProfile.contention_factor`` of the other engines busy *now*. An
+iteration starts with the coefficients scaled for the engines busy then; when
+another engine starts or stops computing, the epoch in progress is cut at its
+next iteration boundary and the time left to it is rescaled by the new factor
+over the old (fluid sharing: work done is conserved).
+
 Disaggregation: a ``prefill`` replica runs only the prefill iteration (the
 call leaves after its first token, and the simulator ships its KV); a
 ``decode`` replica admits transferred calls without a prefill cost.
@@ -101,6 +109,14 @@ class LLMEngine:
         self.K = profile.decode_per_kv_token_s
         self.C = profile.prefill_per_token_s
         self.P0 = profile.prefill_fixed_s
+        # CPU contention (share_cores): the profile's own coefficients and the current epoch's end,
+        # contention factor and base decode / prefill parts.
+        self.cores = None
+        self.F0, self.S0, self.K0, self.C0, self.P00 = self.F, self.S, self.K, self.C, self.P0
+        self.ep_end = 0.0
+        self.ep_f = 1.0
+        self.ep_D = 0.0
+        self.ep_P = 0.0
         # Bound once: the event loop calls it for every iteration boundary (see Simulator.at).
         self._tick_cb = self.on_tick
         self.waiting: list[tuple] = []
@@ -152,6 +168,58 @@ class LLMEngine:
         self.prefix_total += blocks
         self.view.resident_prefixes = frozenset(self.prefixes)
         self.dirty = True
+
+    def share_cores(self, cores) -> None:
+        """Put this engine on a machine with other CPU engines (a
+        :class:`~runtime.engines.shared_cores.SharedCores`, joined here with the replica's width)."""
+        self.cores = cores
+        cores.join(self, self.spec.tp)
+
+    # -- CPU contention ------------------------------------------------------
+    def _scale_for_contention(self) -> None:
+        """Scale the iteration coefficients for the other engines busy now (an epoch is starting)."""
+        x = self.cores.busy_others(self)
+        fd = 1.0 + self.p.contention_decode * x
+        fp = 1.0 + self.p.contention_prefill * x
+        self.F, self.S, self.K = self.F0 * fd, self.S0 * fd, self.K0 * fd
+        self.C, self.P0 = self.C0 * fp, self.P00 * fp
+
+    def _epoch_parts(self, prefill: int, b: int, k: int, end: float) -> None:
+        """Remember the epoch just scheduled (ending at ``end``): its base decode and prefill parts and
+        its contention factor, which :meth:`_recontend` rescales."""
+        if prefill:
+            self.ep_D, self.ep_P = self.p.iteration_parts(prefill, b, k)
+        else:
+            self.ep_D, self.ep_P = 1.0, 0.0
+        self.ep_f = self.p.contention_factor(self.ep_D, self.ep_P, self.cores.busy_others(self))
+        self.ep_end = end
+
+    def _went(self, busy: bool) -> None:
+        """This engine started (``busy``) or stopped computing: the others' epochs change pace."""
+        if self.cores.set_busy(self, busy):
+            for other in self.cores.widths:
+                if other is not self:
+                    other._recontend()
+
+    def _recontend(self) -> None:
+        """Another engine of the machine started or stopped: rescale the epoch in progress."""
+        if not self.busy:
+            return
+        f = self.p.contention_factor(self.ep_D, self.ep_P, self.cores.busy_others(self))
+        if f == self.ep_f:
+            return
+        now = self.sim.now
+        if not self.ep_single:  # several decode steps: end this epoch at the next iteration boundary
+            done = self._steps_done(now - self.ep_t0)
+            if done + 1 < self.ep_n:
+                self.ep_n = done + 1
+                self.ep_end = self.ep_t0 + self._epoch_s(self.ep_n)
+        end = self.ep_end = now + (self.ep_end - now) * f / self.ep_f
+        self.ep_f = f
+        self.version += 1
+        self.sim.at(end, self._tick_cb, self.version)
+        if self.ep_single:
+            self.view.busy_until_s = end
 
     # -- views ---------------------------------------------------------------
     @property
@@ -240,6 +308,8 @@ class LLMEngine:
             return
         if not self.busy:
             self._schedule()
+            if self.cores is not None and self.busy:
+                self._went(True)
         elif len(self.running) < self.max_batch or (
                 self.preemptive and self.running and self.preempts(prio, self._worst_running().prio)):
             self._interrupt()
@@ -274,7 +344,8 @@ class LLMEngine:
             return
         n = self.ep_n = done + 1
         self.version += 1
-        self.sim.at(self.ep_t0 + self._epoch_s(n), self._tick_cb, self.version)
+        end = self.ep_end = self.ep_t0 + self._epoch_s(n)
+        self.sim.at(end, self._tick_cb, self.version)
 
     # -- the iteration loop --------------------------------------------------
     def on_tick(self, version: int) -> None:
@@ -286,6 +357,8 @@ class LLMEngine:
         self._settle()
         self.in_tick = False
         self._schedule()
+        if self.cores is not None and not self.busy:
+            self._went(False)
 
     def _settle(self) -> None:
         """Apply the finished epoch: advance steps and KV, complete finished calls."""
@@ -487,6 +560,8 @@ class LLMEngine:
         used = self.kv_own + self.prefix_total
         if used > self.kv_peak:
             self.kv_peak = used
+        if self.cores is not None and (prefill or running):
+            self._scale_for_contention()
         if prefill:
             self.ep_single = True
             self.ep_t0 = now
@@ -502,6 +577,8 @@ class LLMEngine:
             # Simulator.at inlined (one event per iteration boundary).
             sim._seq += 1
             push_event(sim._events, (end, sim._seq, self._tick_cb, version))
+            if self.cores is not None:
+                self._epoch_parts(prefill, b_old, k_old, end)
             return
         if not running:
             return
@@ -533,6 +610,8 @@ class LLMEngine:
         t = now + (n * (self.F + self.S * b + K * k0) + K * b * n * (n - 1) / 2.0)
         sim._seq += 1
         push_event(sim._events, (t, sim._seq, self._tick_cb, version))
+        if self.cores is not None:
+            self._epoch_parts(0, b, k0, t)
 
     def _admit(self, call: Call, pkey: str | None, ptoks: int, resident: bool, fill: int, chunk: int) -> None:
         """Take ``call`` off the queue with ``chunk`` of its ``fill`` uncached prompt tokens prefilled this

@@ -30,6 +30,7 @@ from runtime.simulator.calls import CANCELLED, CREATED, DONE, OVERLONG, QUEUED, 
 from runtime.simulator.calls import TRANSFER as TRANSFERRING
 from runtime.simulator.cluster import LayoutError, ReplicaSpec, model_profile
 from runtime.simulator.distributions import _COMPILED, interarrival, run_rng
+from runtime.engines.shared_cores import SharedCores
 from runtime.simulator.engine import LLMEngine
 from runtime.simulator.events import SimClock, pop_event
 from runtime.simulator.executor import ExecutorGroup
@@ -148,6 +149,11 @@ class Simulator(SimClock):
                 ex = ExecutorGroup(self, spec)
                 self.executors.append(ex)
                 self.replicas[spec.name] = ex
+        cpu = [e for e in self.engines if e.spec.device.upper() == "CPU"]
+        if len(cpu) > 1 and any(e.p.contention_prefill or e.p.contention_decode for e in cpu):
+            cores = SharedCores()  # one machine: its CPU engines slow each other while both compute
+            for e in cpu:
+                e.share_cores(cores)
 
     def candidates(self, stage: str, kind: str, model: str | None) -> list:
         """Replicas eligible for ``stage`` (dedicated or generic), cached."""

@@ -1,5 +1,6 @@
 """The demo calibrates the engines that will serve (examples/demo.py ``_calibrate_serving_layout``): when
-the plan on a fresh profile picks another engine layout, that layout is started and calibrated in turn.
+the plan on a fresh profile picks engines the profiles do not describe yet, they are started and
+calibrated in turn; engines already described serve without another calibration.
 Engines, calibration and planning are stand-ins here; the real run is benchmarks/real_vs_sim.py."""
 
 from __future__ import annotations
@@ -45,11 +46,15 @@ def _run(monkeypatch, layouts: list[str]) -> tuple[tuple, list[str], str]:
     events: list[str] = []
     picks = iter(layouts)
 
+    calibrated: set[str] = set()
+
     async def calibrate(orchestrator, console) -> None:
         events.append(f"calibrate {orchestrator.layout}")
+        calibrated.add(orchestrator.layout.split("/")[0])
 
     monkeypatch.setattr(demo, "_calibrate", calibrate)
-    monkeypatch.setattr("runtime.calibrate.engine_configuration", lambda spec: spec.engines)
+    monkeypatch.setattr("runtime.calibrate.calibration_missing",
+                        lambda spec: [] if spec.engines in calibrated else [f"{spec.engines}: not calibrated"])
     monkeypatch.setattr(demo, "_plan", lambda program, console, rate: (next(picks), program, rate))
     monkeypatch.setattr(demo, "_spec", lambda program, plan: FakeSpec(plan))
     monkeypatch.setattr(demo, "_print_engines", lambda spec, backend, console: None)
@@ -66,7 +71,7 @@ def test_the_layout_the_plan_keeps_is_the_one_calibrated(monkeypatch) -> None:
     # Calibrated on one engine, planned two: the two are started and calibrated before serving.
     assert events == ["calibrate one", "stop one", "start two", "calibrate two", "deploy two"]
     assert orch.layout == "two" and spec.llm_pools == "two" and plan == "two"
-    assert "changed after each" not in text
+    assert "no profile describes" not in text
 
 
 def test_an_unchanged_layout_keeps_its_engines(monkeypatch) -> None:
@@ -79,15 +84,23 @@ def test_the_same_engines_resized_are_restarted_without_another_calibration(monk
     only resizes them restarts them and serves (the demo used to calibrate again each round)."""
     (orch, spec, _, _, _), events, text = _run(monkeypatch, ["one/8", "one/27"])
     assert events == ["calibrate one", "stop one", "start one/8"] and orch.layout == "one/8"
-    assert "changed after each" not in text
+    assert "no profile describes" not in text
+
+
+def test_engines_the_profiles_already_describe_end_the_loop(monkeypatch) -> None:
+    """Back to engines calibrated before (one engine after two: the profile is an engine alone plus the
+    contention of two): they serve as planned, with no calibration and no warning."""
+    (orch, spec, _, _, _), events, text = _run(monkeypatch, ["two", "one"])
+    assert [e for e in events if e.startswith("calibrate")] == ["calibrate one", "calibrate two"]
+    assert orch.layout == "one" and "no profile describes" not in text
 
 
 def test_a_layout_that_never_settles_is_bounded_and_said(monkeypatch) -> None:
     assert demo.CALIBRATION_ROUNDS == 3
-    (orch, spec, _, _, _), events, text = _run(monkeypatch, ["two", "three", "one"])
+    (orch, spec, _, _, _), events, text = _run(monkeypatch, ["two", "three", "four"])
     assert [e for e in events if e.startswith("calibrate")] == ["calibrate one", "calibrate two", "calibrate three"]
-    assert orch.layout == "one" and spec.llm_pools == "one"  # the last plan's engines serve ...
-    assert "the layout changed after each of 3 calibrations" in text  # ... and the demo says on what profile
+    assert orch.layout == "four" and spec.llm_pools == "four"  # the last plan's engines serve ...
+    assert "the plan picked engines no profile describes after each of 3" in text  # ... and the demo says so
 
 
 @pytest.mark.parametrize("rate", [0.1, 2.0])
@@ -97,7 +110,7 @@ def test_every_round_plans_for_the_requested_rate(monkeypatch, rate: float) -> N
     asked: list[float] = []
     picks = iter(["two", "two"])
     monkeypatch.setattr(demo, "_calibrate", lambda o, c: asyncio.sleep(0))
-    monkeypatch.setattr("runtime.calibrate.engine_configuration", lambda spec: spec.engines)
+    monkeypatch.setattr("runtime.calibrate.calibration_missing", lambda spec: ["two: not calibrated"])
     monkeypatch.setattr(demo, "_plan", lambda program, console, r: (asked.append(r), (next(picks), program, r / 2))[1])
     monkeypatch.setattr(demo, "_spec", lambda program, plan: FakeSpec(plan))
     monkeypatch.setattr(demo, "_print_engines", lambda spec, backend, console: None)

@@ -21,7 +21,7 @@ from cortexlang.cli.run_cmds import register
 from planner.profiles import PROFILE_DIR, ProfileNotFound, get_profile, profiles_for
 from runtime import profiles as cache
 from runtime.build.layout import BuildError, share_engines, with_cpu_width
-from runtime.calibrate import QUICK, Sample, calibrate_orchestrator, engine_configuration, fit, measure
+from runtime.calibrate import QUICK, Sample, calibrate_orchestrator, calibration_missing, fit, measure
 from runtime.engines.simulated import SimulatedEngine
 from runtime.orchestrator import Orchestrator
 
@@ -151,23 +151,10 @@ def test_a_profile_holds_for_the_width_it_was_measured_at(monkeypatch: pytest.Mo
         get_profile("llama-3-8b", "H100", 2)  # GPUs never fall back: TP changes more than speed
 
 
-def test_an_engine_configuration_is_count_widths_and_pinning_not_batch_or_kv_sizes() -> None:
+def test_cpu_widths_beyond_the_machine_are_refused() -> None:
     spec = with_cpu_width(example_spec("nl2sql"), 1)
-
-    def resized(pool):
-        return pool.model_copy(update={"replicas": tuple(
-            r.model_copy(update={"kv_capacity_tokens": 99, "engine": r.engine.model_copy(update={"max_num_seqs": 3})})
-            for r in pool.replicas)})
-
-    config = engine_configuration(spec)
-    assert len(config) == 2 and {c[:3] for c in config} == {("smollm2-135m", "CPU", 1)}
-    assert engine_configuration(spec.model_copy(update={"llm_pools": tuple(map(resized, spec.llm_pools))})) == config
-    if cache.cpu_cores() >= 2:  # a wider engine: another profile
-        one = share_engines(spec)
-        assert engine_configuration(with_cpu_width(one, 2)) != engine_configuration(with_cpu_width(one, 1))
     with pytest.raises(BuildError, match="exceed this machine's"):  # engines that would share cores
         with_cpu_width(spec.model_copy(update={"llm_pools": spec.llm_pools * cache.cpu_cores()}), 2)
-    assert len(engine_configuration(share_engines(spec))) == 1  # one engine at once: another measurement
 
 
 def _app() -> typer.Typer:
@@ -187,7 +174,7 @@ def test_cortex_calibrate_and_run_say_which_profile_they_use(tmp_path: Path) -> 
     result = CliRunner().invoke(_app(), ["calibrate", str(EXAMPLES / "nl2sql.cortex"), "--engine", "simulated",
                                          "--quick", "--no-plan"])
     assert result.exit_code == 0, result.output
-    assert "calibrating 2 simulated engine(s) at once" in result.output
+    assert "calibrating 2 simulated engine(s) on" in result.output
     assert "measured, not stored" in result.output and "prefill_us_per_token" in result.output
     assert not any(cache.cache_root().glob("*/*.json"))  # a simulated calibration is never stored
     questions = tmp_path / "q.jsonl"
@@ -202,3 +189,54 @@ def test_sim_factory_still_works_with_calibration_module_loaded() -> None:
     # The orchestrator fixtures build engines from the replica's profile lookup: unaffected by the
     # cache (empty in tests) -- a guard that the autouse fixture keeps the shipped profiles.
     assert sim_factory() is not None and get_profile("smollm2-135m", "CPU", 1).path.startswith(str(PROFILE_DIR))
+
+
+def test_calibration_measures_engines_alone_and_their_contention_when_together(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two simulated CPU engines that slow each other down (prefill x2, decode x1.5 while the other
+    computes) give the profile they have alone, and that contention, in the stored profile; a later
+    one-engine calibration cannot measure contention and keeps the machine's."""
+    from runtime.engines.shared_cores import SharedCores
+
+    monkeypatch.setenv("CORTEX_MACHINE_KEY", "Contention Box, 2 cores")
+    contending = SHIPPED.__class__(**{**SHIPPED.__dict__, "contention_prefill": 1.0, "contention_decode": 0.5,
+                                      "path": None})
+    machine = SharedCores()
+
+    def factory(spec, pool, rep):
+        return SimulatedEngine(contending, kv_capacity_tokens=rep.kv_capacity_tokens, max_num_seqs=16,
+                               speedup=4.0, cores=machine, width=rep.tp)
+
+    async def body(spec):
+        orch = Orchestrator(spec, factory)
+        await orch.start()
+        try:
+            return await calibrate_orchestrator(orch, QUICK, how="a test")
+        finally:
+            await orch.stop()
+
+    two = with_cpu_width(example_spec("nl2sql"), 1)
+    one = with_cpu_width(share_engines(two), 1)  # one engine on one core
+    assert calibration_missing(two) == ["smollm2-135m on CPU tp1: not calibrated on this machine"]
+    (one_only,) = asyncio.run(asyncio.wait_for(body(one), 120))  # one engine first
+    assert calibration_missing(one) == []
+    assert calibration_missing(two) == ["2 CPU engines: their contention was never measured"]
+    assert "cpu_contention" not in json.loads(Path(one_only.path).read_text())
+    (done,) = asyncio.run(asyncio.wait_for(body(two), 120))
+    stored = json.loads(Path(done.path).read_text())
+    record = stored["cpu_contention"]
+    assert record["engines_at_once"] == 2 and record["samples"]
+    assert record["prefill"] == pytest.approx(1.0, abs=0.35) and record["decode"] == pytest.approx(0.5, abs=0.25)
+    # The engine alone: no contention in the coefficients (together they would be ~2x; a busy test
+    # machine's late wake-ups only add time).
+    assert done.calibration.fastest["prefill_us_per_token"] == pytest.approx(
+        SHIPPED.prefill_per_token_s * 1e6, rel=0.3)
+    assert stored["calibration"]["measured"] == "alone" and "contention with every other engine busy" in stored["notes"]
+    now = get_profile("smollm2-135m", "CPU", 1)
+    assert now.contention_prefill == record["prefill"] and now.contention_decode == record["decode"]
+    assert calibration_missing(two) == [] == calibration_missing(one)  # one engine or two: described
+
+    (again,) = asyncio.run(asyncio.wait_for(body(one), 120))  # one engine: nothing to measure
+    kept = json.loads(Path(again.path).read_text())["cpu_contention"]
+    assert kept["prefill"] == record["prefill"] and kept["inherited_from"] == done.path
+    assert "samples" not in kept and "kept from" in json.loads(Path(again.path).read_text())["notes"]
