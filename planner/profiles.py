@@ -178,9 +178,17 @@ class LatencyProfile:
             path=path,
             constrained_decode_factor=float(data.get("structured_output", {}).get("decode_factor", 1.0)),
             grammar_compile_s=float(data.get("structured_output", {}).get("grammar_compile_ms", 0.0)) * 1e-3,
-            contention_prefill=float(data.get("cpu_contention", {}).get("prefill", 0.0)),
-            contention_decode=float(data.get("cpu_contention", {}).get("decode", 0.0)),
+            contention_prefill=_contention(data, "prefill"),
+            contention_decode=_contention(data, "decode"),
         )
+
+
+def _contention(data: dict, kind: str) -> float:
+    """``cpu_contention.<kind>`` of a profile file: a finite slowdown fraction >= 0 (0 when absent)."""
+    value = float(data.get("cpu_contention", {}).get(kind, 0.0))
+    if not 0.0 <= value < float("inf"):
+        raise ValueError(f"cpu_contention.{kind} must be a finite fraction >= 0 (got {value})")
+    return value
 
 
 class ProfileNotFound(LookupError):
@@ -203,9 +211,27 @@ def calibrated_directories() -> tuple[Path, ...]:
     return _calibrated
 
 
+_unreadable: dict[str, str] = {}
+
+
 @lru_cache(maxsize=None)
 def _read(directory: Path) -> tuple[LatencyProfile, ...]:
-    return tuple(LatencyProfile.from_dict(json.loads(p.read_text()), str(p)) for p in sorted(directory.glob("*.json")))
+    """The profiles of ``directory``. A calibrated directory's unreadable file (hand-edited, truncated)
+    is skipped, and :func:`unreadable_profiles` says why; the shipped profiles must all read."""
+    out = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            out.append(LatencyProfile.from_dict(json.loads(path.read_text()), str(path)))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            if directory == PROFILE_DIR:
+                raise
+            _unreadable[str(path)] = f"{type(exc).__name__}: {exc}"
+    return tuple(out)
+
+
+def unreadable_profiles() -> dict[str, str]:
+    """Calibrated profile files skipped because they do not read as a profile: path -> why."""
+    return dict(_unreadable)
 
 
 @lru_cache(maxsize=None)
@@ -252,6 +278,7 @@ def clear_cache() -> None:
     """Forget profiles read so far (after a calibration rewrote a file)."""
     _read.cache_clear()
     _merged.cache_clear()
+    _unreadable.clear()
 
 
 def profiles_for(model: str, device: str | None = None, directory: Path = PROFILE_DIR) -> tuple[LatencyProfile, ...]:

@@ -124,9 +124,14 @@ def use_machine_profiles() -> None:
     processes share, spin-waiting made every vLLM-CPU decode step ~7x slower (482 vs 70 ms,
     measured on the 2-core development machine). Set before anything loads OpenMP."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from planner.profiles import all_profiles, unreadable_profiles
     from runtime.profiles import activate
 
     activate()
+    all_profiles()  # read the calibrated files now, so an unreadable one is reported here
+    for path, why in unreadable_profiles().items():
+        print(f"warning: ignoring the calibrated profile {path}: {why} (run `cortex calibrate` again)",
+              file=sys.stderr)
 
 
 def print_profiles(spec: Any, console: Console, backend: str) -> None:

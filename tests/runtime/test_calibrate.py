@@ -240,3 +240,23 @@ def test_calibration_measures_engines_alone_and_their_contention_when_together(
     kept = json.loads(Path(again.path).read_text())["cpu_contention"]
     assert kept["prefill"] == record["prefill"] and kept["inherited_from"] == done.path
     assert "samples" not in kept and "kept from" in json.loads(Path(again.path).read_text())["notes"]
+
+
+@pytest.mark.parametrize("damage", [{"cpu_contention": {"prefill": "abc"}}, {"cpu_contention": {"decode": -0.5}},
+                                    {"decode_fixed_ms": None}])
+def test_an_unreadable_calibrated_profile_is_skipped_and_said(tmp_path: Path, damage: dict) -> None:
+    """A hand-edited or truncated file in the cache never crashes a lookup: it is skipped (the shipped
+    profile serves) and `unreadable_profiles` says why."""
+    from planner.profiles import clear_cache, unreadable_profiles, use_calibrated
+
+    data = json.loads((PROFILE_DIR / "smollm2-135m__cpu__tp1.json").read_text()) | damage
+    (tmp_path / "smollm2-135m__cpu__tp1.json").write_text(json.dumps(data))
+    use_calibrated(tmp_path)
+    clear_cache()
+    try:
+        assert get_profile("smollm2-135m", "CPU", 1).path == str(PROFILE_DIR / "smollm2-135m__cpu__tp1.json")
+        (why,) = unreadable_profiles().values()
+        assert "Error" in why
+    finally:
+        use_calibrated()
+        clear_cache()
