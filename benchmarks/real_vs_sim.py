@@ -103,7 +103,7 @@ def main() -> int:
                                                                    if args.questions != 12 else "")
                    + (f" --rate {args.rate:g}" if args.rate != 0.1 else ""),
         "machine": profiles.machine_text(), "load_average_before_after": [load_before[0], load_after[0]],
-        "wall_s": wall, "rate_sent": out["rate"], "layout": layout, "runs": len(out["infos"]), "llm_calls": len(calls),
+        "wall_s": wall, "rate_sent": out["rate"], "layout": layout, "runs": len(out["infos"]), "refused": len(out.get("refused", {})), "llm_calls": len(calls),
         "borrowed_calls": borrowed, "calls_cut_at_max_tokens": cut,
         "calibration": {k: cal.get(k) for k in ("max_probe_spread", "fit_error", "load_average_before_after")},
         "coefficients_before_run": {k: cal_before.get(k) for k in COEFFICIENTS},

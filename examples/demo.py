@@ -344,33 +344,38 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
         sampler = KvSampler(orchestrator)
         sampler.start()
         t0 = time.monotonic()
-        infos = await _send(orchestrator, questions, rate, args.seed, console)
+        infos, refused = await _send(orchestrator, questions, rate, args.seed, console)
         wall = time.monotonic() - t0
         await sampler.stop()
         recorder.close()
-        _answers(console, questions, infos, reference, orchestrator)
-        report = batch_report(orchestrator, list(infos.values()), sampler, wall)
+        _answers(console, questions, infos, reference, orchestrator, refused)
+        report = batch_report(orchestrator, list(infos.values()), sampler, wall, rejected=len(refused))
         render_report(report, console)
     finally:
         await orchestrator.stop()
     console.print(f"recorded {recorder.written} runs to {record} (the next run learns from them)")
     lines = record.read_text(encoding="utf-8").splitlines()
     console.rule("predicted (plan) vs measured")
-    predicted = predicted_vs_measured(plan, list(infos.values()))
+    predicted = predicted_vs_measured(plan, list(infos.values()), refused=len(refused))
     console.print(predicted_table(predicted, simulated))
     console.rule("the simulator's error: this run's trace replayed on the same layout and profile")
     comparison = _replay(spec, lines, console)
-    return {"plan": plan, "spec": spec, "infos": infos, "trace": lines, "predicted": predicted,
+    return {"plan": plan, "spec": spec, "infos": infos, "refused": refused, "trace": lines, "predicted": predicted,
             "replay": comparison, "wall_s": wall, "rate": rate, "drift": margins}
 
 
 async def _send(orchestrator: Any, questions: list[dict[str, Any]], rate: float, seed: int,
-                console: Console) -> dict[str, Any]:
-    """Submit the questions as Poisson arrivals at ``rate``; wait for every run."""
+                console: Console) -> tuple[dict[str, Any], dict[str, str]]:
+    """Submit the questions as Poisson arrivals at ``rate``; wait for every run. Returns the runs'
+    infos and the runs admission control refused (question id -> why): a refusal is an answer too
+    (the SLO is missed), never a crash."""
     import random
+
+    from runtime.orchestrator import Overloaded
 
     rng = random.Random(seed)
     infos: dict[str, Any] = {}
+    refused: dict[str, str] = {}
     t0 = time.monotonic()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
@@ -378,7 +383,13 @@ async def _send(orchestrator: Any, questions: list[dict[str, Any]], rate: float,
 
         async def one(q: dict[str, Any], at: float) -> None:
             await asyncio.sleep(max(at - (time.monotonic() - t0), 0.0))
-            run = await orchestrator.submit({"question": q["question"]})
+            try:
+                run = await orchestrator.submit({"question": q["question"]})
+            except Overloaded as exc:
+                refused[q["id"]] = str(exc)
+                progress.console.print(f"{q['id']}: refused by admission control: {exc}", markup=False)
+                progress.advance(task)
+                return
             await run.finished.wait()
             infos[q["id"]] = run.info
             progress.advance(task)
@@ -388,7 +399,7 @@ async def _send(orchestrator: Any, questions: list[dict[str, Any]], rate: float,
             arrivals.append(t)
             t += rng.expovariate(rate)
         await asyncio.gather(*(one(q, at) for q, at in zip(questions, arrivals)))
-    return infos
+    return infos, refused
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -397,8 +408,9 @@ def _pct(xs: list[float], q: float) -> float:
     return percentile(xs, q)
 
 
-def predicted_vs_measured(plan: Any, infos: list[Any]) -> list[dict[str, Any]]:
-    """Per LLM stage and end to end: the plan's p50/p95/p99 beside the measured ones (None: no plan)."""
+def predicted_vs_measured(plan: Any, infos: list[Any], refused: int = 0) -> list[dict[str, Any]]:
+    """Per LLM stage and end to end: the plan's p50/p95/p99 beside the measured ones (None: no plan);
+    SLO attainment counts the ``refused`` runs as misses (as the planner and the simulator do)."""
     rows = []
     by_stage: dict[str, list[float]] = {}
     for info in infos:
@@ -418,7 +430,7 @@ def predicted_vs_measured(plan: Any, infos: list[Any]) -> list[dict[str, Any]]:
     rows.append({"what": "end to end", "n": len(e2e), **{
         f"{k}_{q}": v for q in ("p50", "p95", "p99")
         for k, v in (("predicted", getattr(wp.latency, q) if wp else None), ("measured", _pct(e2e, float(q[1:]))))}})
-    met = [i.slo_met for i in infos if i.slo_met is not None]
+    met = [i.slo_met for i in infos if i.slo_met is not None] + [False] * refused
     rows.append({"what": "SLO attainment", "n": len(met),
                  "predicted_p50": wp.slo_attainment if wp else None,
                  "measured_p50": sum(met) / len(met) if met else None})
@@ -456,13 +468,16 @@ def _replay(spec: Any, lines: list[str], console: Console) -> Any:
 
 
 def _answers(console: Console, questions: list[dict[str, Any]], infos: dict[str, Any],
-             reference: dict[str, Counter], orchestrator: Any) -> None:
+             reference: dict[str, Counter], orchestrator: Any, refused: dict[str, str] | None = None) -> None:
     simulated = any("simulated" in i.engines for i in infos.values())
     table = Table(title="answers" + (" [SIMULATED ENGINES]" if simulated else ""), show_lines=True)
     for col in ("question", "status", "SQL", "rows", "matches reference", "retries", "latency"):
         table.add_column(col, overflow="fold")
     matched = 0
     for q in questions:
+        if q["id"] not in infos:
+            table.add_row(q["question"], "refused", "-", (refused or {}).get(q["id"], "-"), "no", "-", "-")
+            continue
         info = infos[q["id"]]
         run = orchestrator.get(info.run_id)
         execute = run.results.get("execute") or {}

@@ -118,3 +118,27 @@ def test_every_round_plans_for_the_requested_rate(monkeypatch, rate: float) -> N
         FakeOrchestrator("one"), FakeSpec("one"), "program", rate, Console(file=io.StringIO()),
         lambda spec: ("vllm-server", FakeOrchestrator(spec.llm_pools))))
     assert asked == [rate, rate] and result[4] == rate / 2 and result[1].llm_pools == "two"
+
+
+def test_a_run_refused_by_admission_control_is_reported_not_a_crash() -> None:
+    """Under load the Cortex policy may refuse a run (``Overloaded``): the demo records the refusal and
+    counts it as an SLO miss, and the other runs go on (it used to end the demo with a traceback)."""
+    from runtime.orchestrator import Overloaded
+
+    class Run:
+        def __init__(self, qid: str) -> None:
+            self.finished = asyncio.Event()
+            self.finished.set()
+            self.info = type("Info", (), {"slo_met": True, "latency_s": 1.0, "calls": (), "id": qid})()
+
+    class Orchestrator:
+        async def submit(self, inputs):
+            if inputs["question"] == "q2":
+                raise Overloaded("stage 'fix' is saturated", stage="fix")
+            return Run(inputs["question"])
+
+    questions = [{"id": f"id{i}", "question": f"q{i}"} for i in range(1, 4)]
+    infos, refused = asyncio.run(demo._send(Orchestrator(), questions, 1000.0, 1, Console(file=io.StringIO())))
+    assert sorted(infos) == ["id1", "id3"] and list(refused) == ["id2"] and "saturated" in refused["id2"]
+    rows = demo.predicted_vs_measured(None, list(infos.values()), refused=len(refused))
+    assert rows[-1]["what"] == "SLO attainment" and rows[-1]["measured_p50"] == pytest.approx(2 / 3)
