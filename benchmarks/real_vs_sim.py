@@ -51,6 +51,9 @@ def main() -> int:
     cli.add_argument("--questions", type=int, default=12)
     cli.add_argument("--rate", type=float, default=0.1)
     cli.add_argument("--seed", type=int, default=1)
+    cli.add_argument("--default-layout", action="store_true",
+                     help="serve one engine per LLM stage (two engines sharing the machine) instead of the plan's "
+                          "layout, and replay also without the measured contention (what it adds)")
     cli.add_argument("--fresh", action="store_true", help="plan with the declared values, not with what the "
                                                           "previous run's trace (if any) shows")
     args = cli.parse_args()
@@ -65,7 +68,8 @@ def main() -> int:
     trace = RESULTS / "real_vs_sim_trace.jsonl"
     demo_args = demo.parser().parse_args(["--questions", str(args.questions), "--rate", str(args.rate),
                                           "--seed", str(args.seed), "--record", str(trace), "--recalibrate"]
-                                         + (["--fresh"] if args.fresh else []))
+                                         + (["--fresh"] if args.fresh else [])
+                                         + (["--default-layout"] if args.default_layout else []))
     console = Console(width=160)
     load_before = os.getloadavg()
     started = time.monotonic()
@@ -80,6 +84,7 @@ def main() -> int:
     comparison = out["replay"]
     spec = out["spec"]
     per_call = per_call_errors(spec, out["trace"])  # with the before-run calibration, still the active profile
+    blind = _replay_without_contention(spec, out["trace"])
     after, after_cal = _replay_after_recalibration(spec, out["trace"], console)
     prof = used
     cal = before_coefficients.get("calibration", {})
@@ -92,7 +97,9 @@ def main() -> int:
                      "error": r.error, "n": r.n, "target": limit,
                      "met": (not math.isnan(r.error)) and abs(r.error) <= limit,
                      "simulated_after_s": post.simulated if post else None,
-                     "error_after": post.error if post else None})
+                     "error_after": post.error if post else None,
+                     "error_without_contention": (blind.get(r.name, r.quantile).error
+                                                  if blind is not None and blind.get(r.name, r.quantile) else None)})
     layout = "; ".join(f"{p.name} ({'+'.join(p.stages)}) x{len(p.replicas)} cores "
                        f"{'/'.join(r.engine.cpu_threads_bind or '-' for r in p.replicas)}" for p in spec.llm_pools)
     calls = [c for line in out["trace"] for c in json.loads(line)["calls"] if c["kind"] == "llm"]
@@ -101,7 +108,8 @@ def main() -> int:
     report = {
         "command": ".venv/bin/python -m benchmarks.real_vs_sim" + (f" --questions {args.questions}"
                                                                    if args.questions != 12 else "")
-                   + (f" --rate {args.rate:g}" if args.rate != 0.1 else ""),
+                   + (f" --rate {args.rate:g}" if args.rate != 0.1 else "")
+                   + (" --default-layout" if args.default_layout else ""),
         "machine": profiles.machine_text(), "load_average_before_after": [load_before[0], load_after[0]],
         "wall_s": wall, "rate_sent": out["rate"], "layout": layout, "runs": len(out["infos"]), "refused": len(out.get("refused", {})), "llm_calls": len(calls),
         "borrowed_calls": borrowed, "calls_cut_at_max_tokens": cut,
@@ -168,6 +176,32 @@ def per_call_errors(spec, lines: list[str]) -> list[dict]:  # type: ignore[no-un
             for e in call_errors(lines, replay(spec, lines), stage_kinds(spec))]
 
 
+def _replay_without_contention(spec, lines: list[str]):  # type: ignore[no-untyped-def]
+    """The same replay on the same calibrated profiles with their measured CPU contention removed
+    (None when they have none): how much of the replay's accuracy the contention term carries."""
+    import tempfile
+
+    from planner.profiles import calibrated_directories, clear_cache, use_calibrated
+    from runtime.replay import compare, replay, stage_kinds
+
+    directories = calibrated_directories()
+    if not any("cpu_contention" in json.loads(f.read_text()) for d in directories for f in d.glob("*.json")):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in reversed(directories):
+            for f in d.glob("*.json"):
+                data = json.loads(f.read_text())
+                data.pop("cpu_contention", None)
+                (Path(tmp) / f.name).write_text(json.dumps(data))
+        use_calibrated(Path(tmp))
+        clear_cache()
+        try:
+            return compare(lines, replay(spec, lines), stage_kinds(spec))
+        finally:
+            use_calibrated(*directories)
+            clear_cache()
+
+
 def _replay_after_recalibration(spec, lines: list[str], console) -> tuple:
     """Calibrate the spec's engines again (after the run) and replay the trace with that profile."""
     from runtime.calibrate import calibrate_orchestrator, probes_for
@@ -215,15 +249,20 @@ def render(r: dict) -> str:
         "Target check against the calibration made just before the run; the last two columns replay the same",
         "trace with the calibration made just after it (the machine's drift during the run).",
         "",
-        "| what | quantile | measured s | simulated s | error | target | met | n | simulated s (after) | error (after) |",
-        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
+        "*error without contention*: the same replay with the profile's measured CPU contention removed",
+        "(engines that share the machine no longer slow each other in the simulator).",
+        "",
+        "| what | quantile | measured s | simulated s | error | target | met | n | simulated s (after) | error (after) "
+        "| error without contention |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for x in r["rows"]:
         post = "-" if x["error_after"] is None else f"{100 * x['error_after']:+.1f}%"
         post_s = "-" if x["simulated_after_s"] is None else f"{x['simulated_after_s']:.2f}"
+        blind = x.get("error_without_contention")
         lines.append(f"| {x['what']} | {x['quantile']} | {x['measured_s']:.2f} | {x['simulated_s']:.2f} | "
                      f"{100 * x['error']:+.1f}% | ±{100 * x['target']:.0f}% | {'yes' if x['met'] else 'NO'} | {x['n']} "
-                     f"| {post_s} | {post} |")
+                     f"| {post_s} | {post} | {'-' if blind is None else f'{100 * blind:+.1f}%'} |")
     lines += ["", "## The plan's prediction vs measured (same run)", "",
               "The plan is made on this machine's slowest recent calibration (`runtime/drift.py`):",
               "", *(f"- {m}" for m in r.get("drift_margin") or ["(no calibration history)"]), "",

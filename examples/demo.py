@@ -310,6 +310,10 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
     program = declared if args.fresh else _learn(declared, record, console, recorded)
     console.rule(f"plan for the load this demo sends: {args.questions} runs, Poisson at {args.rate:g} runs/s")
     plan, program, rate = _plan(program, console, args.rate)
+    if args.default_layout:  # serve engines that share the machine, whatever the plan picked
+        console.print("--default-layout: serving one engine per LLM stage, the cores split between them, not "
+                      "the plan's layout (no predictions: the plan was made for other engines)", markup=False)
+        plan = None
     spec = _spec(program, plan)
     backend = "simulated" if simulated else vllm_backend_for(spec)
     _print_engines(spec, backend, console)
@@ -326,7 +330,9 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
         return None
     console.print(f"engines ready in {time.monotonic() - started:.1f} s")
     try:
-        if not simulated and (args.recalibrate or not calibrated):
+        if not simulated and (args.recalibrate or not calibrated) and args.default_layout:
+            await _calibrate(orchestrator, console)
+        elif not simulated and (args.recalibrate or not calibrated):
             def build(new: Any) -> tuple[str, Any]:
                 name = vllm_backend_for(new)
                 return name, Orchestrator(new, engine_factory(name))
@@ -506,6 +512,9 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--record", default=None, help="trace file (default: the machine's demo cache)")
     out.add_argument("--fresh", action="store_true", help="ignore the previous run's trace")
     out.add_argument("--recalibrate", action="store_true", help="calibrate even if this machine has a profile")
+    out.add_argument("--default-layout", action="store_true",
+                     help="serve one engine per LLM stage (the cores split between them) instead of the plan's "
+                          "layout: engines that share the machine, for benchmarks/real_vs_sim.py")
     return out
 
 
