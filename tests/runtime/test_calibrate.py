@@ -30,6 +30,19 @@ from .orchestrator.conftest import EXAMPLES, example_spec, sim_factory
 SHIPPED = get_profile("smollm2-135m", "CPU", 1)
 
 
+def _calibrated(spec, factory) -> list:  # type: ignore[no-untyped-def]
+    """Start ``spec``'s engines from ``factory``, calibrate them (quick probes), stop them."""
+    async def body():
+        orch = Orchestrator(spec, factory)
+        await orch.start()
+        try:
+            return await calibrate_orchestrator(orch, QUICK, how="a test")
+        finally:
+            await orch.stop()
+
+    return asyncio.run(asyncio.wait_for(body(), 120))
+
+
 def _synthetic(noise: float, seed: int = 0) -> list[Sample]:
     """Samples a machine following SHIPPED would give, each time multiplied by up to 1 + noise."""
     rng = random.Random(seed)
@@ -88,16 +101,8 @@ def test_a_calibrated_profile_is_stored_per_machine_and_used_ahead_of_the_shippe
     def factory(spec, pool, rep):  # engines that are 4x slower than the shipped profile says
         return SimulatedEngine(slow, kv_capacity_tokens=rep.kv_capacity_tokens, max_num_seqs=16, speedup=5.0)
 
-    async def body():
-        orch = Orchestrator(example_spec("nl2sql"), factory)
-        await orch.start()
-        try:
-            return await calibrate_orchestrator(orch, QUICK, how="a test")
-        finally:
-            await orch.stop()
-
     assert cache.describe("smollm2-135m", "CPU").calibrated is False  # before: the shipped fallback
-    (done,) = asyncio.run(asyncio.wait_for(body(), 60))
+    (done,) = _calibrated(example_spec("nl2sql"), factory)
     assert Path(done.path).parent == cache.machine_dir() and cache.machine_dir().name == "test-box-2-cores"
     assert done.previous_path == str(PROFILE_DIR / "smollm2-135m__cpu__tp1.json")
     stored = json.loads(Path(done.path).read_text())
@@ -129,17 +134,9 @@ def test_a_profile_holds_for_the_width_it_was_measured_at(monkeypatch: pytest.Mo
     assert [(r.tp, r.engine.tensor_parallel_size, r.engine.cpu_threads_bind)
             for p in spec.llm_pools for r in p.replicas] == [(2, 1, "0-1")]
 
-    async def body():
-        orch = Orchestrator(spec, factory)
-        await orch.start()
-        try:
-            return await calibrate_orchestrator(orch, QUICK, how="a test")
-        finally:
-            await orch.stop()
-
     stand_in = cache.describe("smollm2-135m", "CPU", 2)  # before: no tp2 profile anywhere
     assert stand_in.measured_tp == 1 and "MEASURED AT tp1" in stand_in.line()
-    (done,) = asyncio.run(asyncio.wait_for(body(), 60))
+    (done,) = _calibrated(spec, factory)
     assert done.tp == 2 and Path(done.path).name == "smollm2-135m__cpu__tp2.json"
     assert "each pinned to 2 core(s)" in json.loads(Path(done.path).read_text())["notes"]
     assert [p.tp for p in profiles_for("smollm2-135m", "CPU")] == [1, 2]
@@ -207,22 +204,14 @@ def test_calibration_measures_engines_alone_and_their_contention_when_together(
         return SimulatedEngine(contending, kv_capacity_tokens=rep.kv_capacity_tokens, max_num_seqs=16,
                                speedup=4.0, cores=machine, width=rep.tp)
 
-    async def body(spec):
-        orch = Orchestrator(spec, factory)
-        await orch.start()
-        try:
-            return await calibrate_orchestrator(orch, QUICK, how="a test")
-        finally:
-            await orch.stop()
-
     two = with_cpu_width(example_spec("nl2sql"), 1)
     one = with_cpu_width(share_engines(two), 1)  # one engine on one core
     assert calibration_missing(two) == ["smollm2-135m on CPU tp1: not calibrated on this machine"]
-    (one_only,) = asyncio.run(asyncio.wait_for(body(one), 120))  # one engine first
+    (one_only,) = _calibrated(one, factory)  # one engine first
     assert calibration_missing(one) == []
     assert calibration_missing(two) == ["2 CPU engines: their contention was never measured"]
     assert "cpu_contention" not in json.loads(Path(one_only.path).read_text())
-    (done,) = asyncio.run(asyncio.wait_for(body(two), 120))
+    (done,) = _calibrated(two, factory)
     stored = json.loads(Path(done.path).read_text())
     record = stored["cpu_contention"]
     assert record["engines_at_once"] == 2 and record["samples"]
@@ -236,7 +225,7 @@ def test_calibration_measures_engines_alone_and_their_contention_when_together(
     assert now.contention_prefill == record["prefill"] and now.contention_decode == record["decode"]
     assert calibration_missing(two) == [] == calibration_missing(one)  # one engine or two: described
 
-    (again,) = asyncio.run(asyncio.wait_for(body(one), 120))  # one engine: nothing to measure
+    (again,) = _calibrated(one, factory)  # one engine: nothing to measure
     kept = json.loads(Path(again.path).read_text())["cpu_contention"]
     assert kept["prefill"] == record["prefill"] and kept["inherited_from"] == done.path
     assert "samples" not in kept and "kept from" in json.loads(Path(again.path).read_text())["notes"]
