@@ -4,7 +4,7 @@ Used by ``tests/runtime/test_accel.py`` to compare the compiled simulator with t
 source: every policy of the registry on three workloads (retry loop, ReAct loop, fan-out), on a
 shared pool and on stage-isolated pools, prefill/decode-disaggregated layouts, chunked prefill (a
 512-token step budget on the shared and disaggregated NL2SQL layouts), a malleable
-workflow (lighter model options), context-length refusal, alike output lengths, trace replay, KV sampling and per-call records. Small on purpose (a few
+workflow (lighter model options), context-length refusal, alike output lengths, engines that slow each other (contention), trace replay, KV sampling and per-call records. Small on purpose (a few
 seconds in all): the digests cover every run's end time, status, pruning and quality, every
 engine's counters and the recorded calls.
 """
@@ -93,6 +93,26 @@ def alike_cases() -> Iterator[tuple[str, Simulator]]:
                                                  SimConfig(runs=250, seed=5, slo_scale=2.5, record_calls=True))
 
 
+def contention_cases() -> Iterator[tuple[str, Simulator]]:
+    """Engines that slow each other while both compute (``LatencyProfile`` contention, fluid sharing):
+    the shared NL2SQL layout's engines put on one machine with a contention forced into their profiles
+    (the simulator does so itself only for CPU engines whose profile measured one)."""
+    from dataclasses import replace
+
+    from runtime.engines.shared_cores import SharedCores
+
+    wf = nl2sql()
+    layout = shared_layout(DEVICES, "llama8b", workflow=wf, executor_slots=32)
+    for pname in ("fcfs", "cortex"):
+        sim = Simulator(program(wf), layout, make_policy(pname), [Stream(wf.name, 6.0)],
+                        SimConfig(runs=250, seed=5, slo_scale=2.5))
+        cores = SharedCores()
+        for eng in sim.engines:
+            eng.p = replace(eng.p, contention_prefill=1.0, contention_decode=0.6)
+            eng.share_cores(cores)
+        yield f"contention/{pname}/shared", sim
+
+
 def trace(n: int = 200, seed: int = 3) -> list[TraceRequest]:
     """``n`` recorded NL2SQL-like requests (generate, SQL, a fix on error, a parallel tool call)."""
     rng = random.Random(seed)
@@ -123,4 +143,5 @@ def trace_cases() -> Iterator[tuple[str, Simulator]]:
 
 def digests() -> dict[str, str]:
     """Every case's :func:`digest`."""
-    return {name: digest(sim.run()) for gen in (cases, refusal_cases, alike_cases, trace_cases) for name, sim in gen()}
+    return {name: digest(sim.run()) for gen in (cases, refusal_cases, alike_cases, contention_cases, trace_cases)
+            for name, sim in gen()}
