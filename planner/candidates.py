@@ -414,48 +414,96 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
 
     The batch cap bounds the stall (:func:`_batch_capped`).
     """
-    out, out_mean = _paired_output_tokens(mean_tokens, max_tokens)
-    t = t_iter
-    shock = 0.0
-    if stall.m2 > 0.0 and t_iter > 0.0 and stall.share < 1.0:
-        x = stall.share
-        spread = (1.0 - x) + x / stall.replicas
-        spread3 = (1.0 - x) + x / stall.replicas ** 2
-        scale = math.sqrt(stall.m2 * spread) / (1.0 - x)
-        # Poisson arrivals' stall (skewed), plus the bursts' excess variance as an independent
-        # normal term: the bursts come from the pools upstream, over many of their departures.
-        shock = stall_deviation(_unit_normal_2(), out * t_iter * (1.0 - x), x, stall.m2_poisson * spread,
-                                stall.m3 * spread3)
-        excess = max(stall.m2 - stall.m2_poisson, 0.0) * spread
-        if excess > 0.0:
-            shock = shock + (math.sqrt(excess) / (1.0 - x)) * np.sqrt(out * t_iter) * _unit_normal_3()
-        z = _unit_normal_2()  # the shock's rank as a normal draw: what the batch shares
-        if max_num_seqs > 0 and batch > 0.0:
-            shock = _batch_capped(shock, out, t_iter, batch, max_num_seqs, stall)
-        mean_stay = max(out_mean * t_iter, 1e-12)
-        rel = scale * math.sqrt(mean_stay) / mean_stay
-    else:
-        z, rel = 0.0, 0.0
+    out, _ = _paired_output_tokens(mean_tokens, max_tokens)
+    # The planner's hottest loop. The arithmetic is the model's, operation for operation (the same
+    # roundings, so the same tables bit for bit), done in place on scratch arrays; the waits, which
+    # the members of one shared pool share, and the iteration times are memoised on their arguments.
+    shock, rel = _stall_shock(mean_tokens, max_tokens, t_iter, stall, batch, max_num_seqs)
+    t: np.ndarray | float = t_iter
     if per_seq_s > 0.0 and batch > 0.0:
         coupled = min(batch * rel, math.sqrt(batch))  # the shock's share of the batch's spread
-        running = batch + math.sqrt(max(batch - coupled * coupled, 0.0)) * _unit_normal()
-        running += coupled * z
-        np.maximum(running, 0.0, out=running)  # np.clip(running, 0, max_num_seqs - 1), without its wrapper
-        np.minimum(running, max(max_num_seqs - 1, 0), out=running)
-        running += 1.0
-        running -= batch
-        running *= per_seq_s
-        t = np.maximum(t_iter + running, t_iter - per_seq_s * batch)
-    busy = out * t  # decode time at the batch's iteration time, before the stall shock
-    decode = np.maximum(busy + shock, busy * (1.0 - stall.share))
-    samples = _wait_samples(p_wait, mean_wait)  # a fresh array: summed into and sorted in place
-    samples += _prefill_wait(stall)  # wait + prefill wait + prefill + co-admitted prefills + decode
+        t = _iteration_times(t_iter, per_seq_s, batch, max_num_seqs, coupled, shock is not None)
+    decode = out * t  # decode time at the batch's iteration time, before the stall shock
+    if shock is not None:  # never below the call's own decode work: max(busy + shock, busy (1 - x))
+        lower = decode * (1.0 - stall.share)
+        decode += shock
+        np.maximum(decode, lower, out=decode)
+    elif stall.share != 0.0:  # (busy >= 0 here unless t_iter = 0, where the floor can bind)
+        np.maximum(decode, decode * (1.0 - stall.share), out=decode)
+    # wait + prefill wait + prefill + co-admitted prefills + decode, summed in this order (as the
+    # model always has: floating-point sums depend on it), then sorted in place
+    samples = _pool_waits(p_wait, mean_wait, stall).copy()
     samples += prefill_s
     samples += _coadmitted_prefill(stall, t_iter)
     samples += decode
     table = _table_inplace(samples, hedge)
     table.flags.writeable = False
     return table
+
+
+@lru_cache(maxsize=64)
+def _pool_waits(p_wait: float, mean_wait: float, stall: PrefillStall) -> np.ndarray:
+    """The batch-slot wait plus the prefill's wait (:func:`_wait_samples` + :func:`_prefill_wait`),
+    one pool's, the same for each stage it serves (read-only; memoised for a pool's members)."""
+    samples = _wait_samples(p_wait, mean_wait)
+    _add_prefill_wait(samples, stall)
+    samples.flags.writeable = False
+    return samples
+
+
+def _stall_shock(mean_tokens: int, max_tokens: int, t_iter: float, stall: PrefillStall, batch: float,
+                 max_num_seqs: int) -> tuple[np.ndarray | None, float]:
+    """The prefill stall's shock to a call's decode time (:func:`llm_service_table`), its relative
+    size ``rel`` over a mean stay; ``(None, 0)`` without prefill stalls (the shock is ranked by the
+    normal draws :func:`_unit_normal_2`). A fresh array."""
+    if not (stall.m2 > 0.0 and t_iter > 0.0 and stall.share < 1.0):
+        return None, 0.0
+    out, out_mean = _paired_output_tokens(mean_tokens, max_tokens)
+    x = stall.share
+    spread = (1.0 - x) + x / stall.replicas
+    spread3 = (1.0 - x) + x / stall.replicas ** 2
+    scale = math.sqrt(stall.m2 * spread) / (1.0 - x)
+    work = out * t_iter  # the call's decode work at the mean iteration time
+    # Poisson arrivals' stall (skewed), plus the bursts' excess variance as an independent
+    # normal term: the bursts come from the pools upstream, over many of their departures.
+    shock = _stall_deviation_into(_unit_normal_2(), work * (1.0 - x), x, stall.m2_poisson * spread,
+                                  stall.m3 * spread3)
+    excess = max(stall.m2 - stall.m2_poisson, 0.0) * spread
+    if excess > 0.0:  # (sqrt(excess) / (1 - x)) sqrt(out t_iter) Z3
+        burst = np.sqrt(work, out=work)
+        burst *= math.sqrt(excess) / (1.0 - x)
+        burst *= _unit_normal_3()
+        shock += burst
+    if max_num_seqs > 0 and batch > 0.0:
+        shock = _batch_capped(shock, out, t_iter, batch, max_num_seqs, stall)
+    mean_stay = max(out_mean * t_iter, 1e-12)
+    return shock, scale * math.sqrt(mean_stay) / mean_stay
+
+
+@lru_cache(maxsize=128)
+def _iteration_times(t_iter: float, per_seq_s: float, batch: float, max_num_seqs: int, coupled: float,
+                     shocked: bool) -> np.ndarray:
+    """Per sample, the iteration time of the batch a call runs in (:func:`llm_service_table`):
+    ``t = t_iter + per_seq_s (N + 1 - batch)``, ``N = batch + sqrt(batch - c^2) Z1 + c Z`` the other
+    running sequences clipped to ``0..max_num_seqs-1``, ``c = coupled`` the stall shock's share of
+    their spread (``Z``: the shock's rank as a normal draw, :func:`_unit_normal_2`, when ``shocked``).
+    Read-only, memoised.
+
+    The model once floored ``t`` at ``t_iter - per_seq_s batch``; with ``N >= 0`` it is at least
+    ``t_iter + per_seq_s (1 - batch)``, ``per_seq_s`` above that floor (far more than any rounding of
+    these sums), so the floor never binds and is not computed."""
+    running = _unit_normal() * math.sqrt(max(batch - coupled * coupled, 0.0))
+    running += batch
+    if shocked:
+        running += coupled * _unit_normal_2()
+    np.maximum(running, 0.0, out=running)  # np.clip(running, 0, max_num_seqs - 1), without its wrapper
+    np.minimum(running, max(max_num_seqs - 1, 0), out=running)
+    running += 1.0
+    running -= batch
+    running *= per_seq_s
+    running += t_iter
+    running.flags.writeable = False
+    return running
 
 
 def stall_deviation(z: np.ndarray, d0: np.ndarray, x: float, m2: float, m3: float) -> np.ndarray:
@@ -481,13 +529,19 @@ def stall_deviation(z: np.ndarray, d0: np.ndarray, x: float, m2: float, m3: floa
     the Wilson-Hilferty cube ``k (1 - a + z sqrt(a))^3``, ``a = 1 / (9 k)``, clipped at 0 and divided
     by its mean ``(1 - a)^3 + 3 a (1 - a) = 1 - a^3`` so that the deviation keeps mean ~0. As ``d0`` grows,
     ``k`` grows with it and the deviation tends to the normal one (a long stay sees many prefills)."""
+    return _stall_deviation_into(z, np.array(d0, dtype=float), x, m2, m3)
+
+
+def _stall_deviation_into(z: np.ndarray, d0: np.ndarray, x: float, m2: float, m3: float) -> np.ndarray:
+    """:func:`stall_deviation` overwriting ``d0`` (a scratch float array the caller gives up)."""
     one = 1.0 - x
     c2 = m2 / one ** 3
     c3 = m3 / one ** 4 + 3.0 * m2 * m2 / one ** 5
     if c2 <= 0.0 or c3 <= 0.0:
-        return np.zeros_like(np.asarray(d0, dtype=float) * z)
-    shape = np.maximum(d0, 1e-300) * (4.0 * c2 ** 3 / (c3 * c3))
-    a = 9.0 * shape  # in place below (the planner's hot loop): a = 1 / (9 k), w = 1 - a + z sqrt(a)
+        return np.zeros_like(d0 * z)
+    shape = np.maximum(d0, 1e-300, out=d0)
+    shape *= 4.0 * c2 ** 3 / (c3 * c3)
+    a = 9.0 * shape  # in place below: a = 1 / (9 k), w = 1 - a + z sqrt(a)
     np.reciprocal(a, out=a)
     w = np.sqrt(a)
     w *= z
@@ -496,7 +550,8 @@ def stall_deviation(z: np.ndarray, d0: np.ndarray, x: float, m2: float, m3: floa
     np.maximum(w, 0.0, out=w)
     cube = w * w
     cube *= w
-    a *= a * a  # the cube's mean, (1 - a)^3 + 3 a (1 - a) = 1 - a^3
+    np.multiply(a, a, out=w)  # w is spent: scratch for a^3, the cube's mean being 1 - a^3
+    a *= w
     np.subtract(1.0, a, out=a)
     cube /= a
     cube -= 1.0
@@ -541,9 +596,13 @@ def _batch_capped(shock: np.ndarray, out: np.ndarray, t_iter: float, batch: floa
     if x <= 0.0:
         return shock
     free = max(max_num_seqs - batch, 0.0)
-    bound = out * x * t_iter * max(max_num_seqs / batch - 1.0, 0.0) + free * stall.m2 / x  # m2 / x: p
-    capped = np.minimum(shock, bound)
-    return capped + (_mean(shock) - _mean(capped))
+    bound = out * x
+    bound *= t_iter
+    bound *= max(max_num_seqs / batch - 1.0, 0.0)
+    bound += free * stall.m2 / x  # m2 / x: p
+    capped = np.minimum(shock, bound, out=bound)
+    capped += _mean(shock) - _mean(capped)
+    return capped
 
 
 @lru_cache(maxsize=None)
@@ -565,12 +624,22 @@ def _prefill_wait(stall: PrefillStall) -> np.ndarray | float:
     x = stall.share
     if stall.m2 <= 0.0 or x <= 0.0 or x >= 1.0:
         return 0.0
+    out = np.zeros(TABLE_SAMPLES)
+    _add_prefill_wait(out, stall)
+    return out
+
+
+def _add_prefill_wait(samples: np.ndarray, stall: PrefillStall) -> None:
+    """``samples += _prefill_wait(stall)`` without the array of zeros: only the draws that wait
+    (``u < x``) are touched (adding 0 leaves the others as they are)."""
+    x = stall.share
+    if stall.m2 <= 0.0 or x <= 0.0 or x >= 1.0:
+        return
     mean_if_waiting = stall.m2 / (2.0 * (1.0 - x)) / x
     order, u = _unit_uniform_sorted()
-    waiting = order[:int(u.searchsorted(x, side="left"))]  # the draws u < x
-    out = np.zeros(TABLE_SAMPLES)  # the logarithm only where a call waits (u >= 1e-12 > 1e-300: no clamp)
-    out[waiting] = -mean_if_waiting * np.log(u[:waiting.size] / x)
-    return out
+    waiting = order[:int(u.searchsorted(x, side="left"))]  # the draws u < x (distinct indices)
+    # the logarithm only where a call waits (u >= 1e-12 > 1e-300: no clamp)
+    samples[waiting] += -mean_if_waiting * np.log(u[:waiting.size] / x)
 
 
 @lru_cache(maxsize=None)
