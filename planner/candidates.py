@@ -415,9 +415,9 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
     The batch cap bounds the stall (:func:`_batch_capped`).
     """
     out, _ = _paired_output_tokens(mean_tokens, max_tokens)
-    # The planner's hottest loop. The arithmetic is the model's, operation for operation (the same
-    # roundings, so the same tables bit for bit), done in place on scratch arrays; the waits, which
-    # the members of one shared pool share, and the iteration times are memoised on their arguments.
+    # The planner's hottest loop, done in place on scratch arrays; the waits, which the members of one
+    # shared pool share, and the iteration times are memoised on their arguments, and the stall shock
+    # scales arrays cached per output-length array (:class:`_OutputDraws`).
     shock, rel = _stall_shock(mean_tokens, max_tokens, t_iter, stall, batch, max_num_seqs)
     t: np.ndarray | float = t_iter
     if per_seq_s > 0.0 and batch > 0.0:
@@ -458,25 +458,21 @@ def _stall_shock(mean_tokens: int, max_tokens: int, t_iter: float, stall: Prefil
     normal draws :func:`_unit_normal_2`). A fresh array."""
     if not (stall.m2 > 0.0 and t_iter > 0.0 and stall.share < 1.0):
         return None, 0.0
-    out, out_mean = _paired_output_tokens(mean_tokens, max_tokens)
+    draws = _output_draws(mean_tokens, max_tokens)
     x = stall.share
     spread = (1.0 - x) + x / stall.replicas
     spread3 = (1.0 - x) + x / stall.replicas ** 2
     scale = math.sqrt(stall.m2 * spread) / (1.0 - x)
-    work = out * t_iter  # the call's decode work at the mean iteration time
-    # Poisson arrivals' stall (skewed), plus the bursts' excess variance as an independent
-    # normal term: the bursts come from the pools upstream, over many of their departures.
-    shock = _stall_deviation_into(_unit_normal_2(), work * (1.0 - x), x, stall.m2_poisson * spread,
-                                  stall.m3 * spread3)
+    # Poisson arrivals' stall (skewed) over the decode work d0 = out t_iter (1 - x), plus the bursts'
+    # excess variance as an independent normal term: the bursts come from the pools upstream, over
+    # many of their departures.
+    shock = _draws_stall_deviation(draws, t_iter * (1.0 - x), x, stall.m2_poisson * spread, stall.m3 * spread3)
     excess = max(stall.m2 - stall.m2_poisson, 0.0) * spread
-    if excess > 0.0:  # (sqrt(excess) / (1 - x)) sqrt(out t_iter) Z3
-        burst = np.sqrt(work, out=work)
-        burst *= math.sqrt(excess) / (1.0 - x)
-        burst *= _unit_normal_3()
-        shock += burst
+    if excess > 0.0:  # (sqrt(excess) / (1 - x)) sqrt(out t_iter) Z3, with sqrt(out) Z3 cached
+        shock += draws.root_z3 * (math.sqrt(excess) / (1.0 - x) * math.sqrt(t_iter))
     if max_num_seqs > 0 and batch > 0.0:
-        shock = _batch_capped(shock, out, t_iter, batch, max_num_seqs, stall)
-    mean_stay = max(out_mean * t_iter, 1e-12)
+        shock = _batch_capped(shock, draws.out, t_iter, batch, max_num_seqs, stall)
+    mean_stay = max(draws.mean * t_iter, 1e-12)
     return shock, scale * math.sqrt(mean_stay) / mean_stay
 
 
@@ -569,6 +565,77 @@ def _paired_output_tokens(mean_tokens: int, max_tokens: int) -> tuple[np.ndarray
     return out, _mean(out)
 
 
+@dataclass(frozen=True)
+class _OutputDraws:
+    """One output-length array of the tables' design and what the stall shock derives from it alone,
+    computed once per ``(mean_tokens, max_tokens)`` (:func:`_output_draws`; arrays read-only): the
+    tables' hot loop then scales cached arrays by per-table scalars instead of taking reciprocals and
+    square roots of ``out`` per table (:func:`_draws_stall_deviation`)."""
+
+    out: np.ndarray
+    """:func:`output_tokens_samples` in the design's pairing order."""
+    mean: float
+    inv: np.ndarray
+    """``1 / out``."""
+    inv4: np.ndarray
+    """``1 / out^4``."""
+    z_over_root: np.ndarray
+    """``Z2 / sqrt(out)``, ``Z2`` the stall shock's normal draws (:func:`_unit_normal_2`)."""
+    root_z3: np.ndarray
+    """``sqrt(out) Z3``, ``Z3`` the bursts' normal draws (:func:`_unit_normal_3`)."""
+    positive: bool
+    """Whether every ``out`` is positive (else the reciprocals are not used)."""
+
+
+@lru_cache(maxsize=4096)
+def _output_draws(mean_tokens: int, max_tokens: int) -> _OutputDraws:
+    """:class:`_OutputDraws` of ``(mean_tokens, max_tokens)`` (memoised)."""
+    out, mean = _paired_output_tokens(mean_tokens, max_tokens)
+    positive = bool(out.min() > 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / out
+        inv4 = inv ** 4
+        z_over_root = _unit_normal_2() / np.sqrt(out)
+    root_z3 = np.sqrt(out) * _unit_normal_3()
+    for a in (inv, inv4, z_over_root, root_z3):
+        a.flags.writeable = False
+    return _OutputDraws(out, mean, inv, inv4, z_over_root, root_z3, positive)
+
+
+def _draws_stall_deviation(draws: _OutputDraws, work_per_token: float, x: float, m2: float,
+                           m3: float) -> np.ndarray:
+    """:func:`stall_deviation` at the draws ``Z2`` (:func:`_unit_normal_2`) for the decode work
+    ``d0 = g out`` (``g = work_per_token``; a fresh array), from ``draws``' cached arrays.
+
+    The Gamma shape is ``k = K g out`` (``K = 4 c2^3 / c3^2``), so with ``c = 1 / (9 K g)`` the
+    Wilson-Hilferty terms are ``a = 1 / (9 k) = c / out`` and ``z sqrt(a) = sqrt(c) Z2 / sqrt(out)``,
+    and the deviation ``(w^3 / (1 - a^3) - 1) k theta`` is ``(w^3 / (1/out - c^3 / out^4) - out) K g
+    theta``: two scalings of cached arrays where the general form takes a reciprocal and a square
+    root of ``d0`` per table. The same values up to rounding (~1e-15 relative)."""
+    if not draws.positive or work_per_token <= 0.0:
+        return _stall_deviation_into(_unit_normal_2(), draws.out * work_per_token, x, m2, m3)
+    one = 1.0 - x
+    c2 = m2 / one ** 3
+    c3 = m3 / one ** 4 + 3.0 * m2 * m2 / one ** 5
+    if c2 <= 0.0 or c3 <= 0.0:
+        return np.zeros(TABLE_SAMPLES)
+    per_out = work_per_token * (4.0 * c2 ** 3 / (c3 * c3))  # k = per_out * out
+    c = 1.0 / (9.0 * per_out)
+    w = draws.z_over_root * math.sqrt(c)  # w = 1 - a + z sqrt(a), clipped at 0
+    a = draws.inv * c
+    w -= a
+    w += 1.0
+    np.maximum(w, 0.0, out=w)
+    cube = w * w
+    cube *= w
+    np.multiply(draws.inv4, c * c * c, out=a)  # out / (1 - a^3) = 1 / (1/out - c^3 / out^4)
+    np.subtract(draws.inv, a, out=a)
+    cube /= a
+    cube -= draws.out
+    cube *= per_out * (c3 / (2.0 * c2))  # times k theta / out
+    return cube
+
+
 def _mean(x: np.ndarray) -> float:
     """``float(x.mean())`` of a 1-d float array without ndarray.mean's wrapper (the same sum and division)."""
     return float(np.add.reduce(x) / x.size)
@@ -596,9 +663,7 @@ def _batch_capped(shock: np.ndarray, out: np.ndarray, t_iter: float, batch: floa
     if x <= 0.0:
         return shock
     free = max(max_num_seqs - batch, 0.0)
-    bound = out * x
-    bound *= t_iter
-    bound *= max(max_num_seqs / batch - 1.0, 0.0)
+    bound = out * (x * t_iter * max(max_num_seqs / batch - 1.0, 0.0))
     bound += free * stall.m2 / x  # m2 / x: p
     capped = np.minimum(shock, bound, out=bound)
     capped += _mean(shock) - _mean(capped)
