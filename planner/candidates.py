@@ -443,7 +443,7 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
 
 @lru_cache(maxsize=64)
 def _pool_waits(p_wait: float, mean_wait: float, stall: PrefillStall) -> np.ndarray:
-    """The batch-slot wait plus the prefill's wait (:func:`_wait_samples` + :func:`_prefill_wait`),
+    """The batch-slot wait plus the prefill's wait (:func:`_wait_samples` + :func:`_add_prefill_wait`),
     one pool's, the same for each stage it serves (read-only; memoised for a pool's members)."""
     samples = _wait_samples(p_wait, mean_wait)
     _add_prefill_wait(samples, stall)
@@ -682,21 +682,11 @@ def _unit_uniform() -> np.ndarray:
     return np.random.default_rng(19).uniform(1e-12, 1.0, TABLE_SAMPLES)
 
 
-def _prefill_wait(stall: PrefillStall) -> np.ndarray | float:
-    """The wait of a new call's prefill behind the prefills in progress or queued: the prefills are
-    one FCFS server busy ``x`` of the time (Pollaczek-Khinchine, M/G/1): mean wait
-    ``m2 / (2 (1 - x))``, waiting with probability ``x``, exponential when it does."""
-    x = stall.share
-    if stall.m2 <= 0.0 or x <= 0.0 or x >= 1.0:
-        return 0.0
-    out = np.zeros(TABLE_SAMPLES)
-    _add_prefill_wait(out, stall)
-    return out
-
-
 def _add_prefill_wait(samples: np.ndarray, stall: PrefillStall) -> None:
-    """``samples += _prefill_wait(stall)`` without the array of zeros: only the draws that wait
-    (``u < x``) are touched (adding 0 leaves the others as they are)."""
+    """Add to ``samples`` the wait of a new call's prefill behind the prefills in progress or queued:
+    the prefills are one FCFS server busy ``x`` of the time (Pollaczek-Khinchine, M/G/1): mean wait
+    ``m2 / (2 (1 - x))``, waiting with probability ``x``, exponential when it does. Only the draws
+    that wait (``u < x``) are touched."""
     x = stall.share
     if stall.m2 <= 0.0 or x <= 0.0 or x >= 1.0:
         return
@@ -728,7 +718,7 @@ def _coadmitted_prefill(stall: PrefillStall, t_iter: float) -> np.ndarray | floa
     second of mean prefill ``p = m2_poisson / x`` (exact for one class of prompt; bursty arrivals
     widen ``Var L`` through ``m2``). The call's own wait is
     the residual of the iteration it arrived in (the Pollaczek-Khinchine wait of
-    :func:`_prefill_wait` stands for it); its first iteration then prefills ``p`` times a Poisson
+    :func:`_add_prefill_wait` stands for it); its first iteration then prefills ``p`` times a Poisson
     count with that mean besides its own prompt. Against the simulator's per-call records (one
     A100 replica, 1,400-token prompts): 0.29 and 0.85 others at x = 0.42 and 0.63, measured 0.28
     and 0.75. The count is drawn independently of the rest of the call (a fixed uniform stream)."""
