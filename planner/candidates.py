@@ -242,22 +242,24 @@ def _unit_gamma(cv: float) -> np.ndarray:
 
 
 def _wait_samples(p_wait: float, mean_if_waiting: float) -> np.ndarray:
-    """Stratified waits (a fresh array): 0 below level ``1 - p_wait``, the exponential's quantile above."""
+    """Stratified waits (a fresh array): 0 below level ``1 - p_wait``, the exponential's quantile above,
+    ``-mean log((1 - u) / p_wait) = mean (log p_wait - log(1 - u))`` with ``log(1 - u)`` cached."""
     w = np.zeros(TABLE_SAMPLES)
     if p_wait > 0 and mean_if_waiting > 0:
-        strata, above = _strata_above()
+        strata, log_above = _strata_above()
         start = int(strata.searchsorted(1.0 - p_wait, side="right"))  # strata ascend: the tail is a suffix
-        w[start:] = -mean_if_waiting * np.log(above[start:] / p_wait)
+        np.subtract(math.log(p_wait), log_above[start:], out=w[start:])
+        w[start:] *= mean_if_waiting
     return w
 
 
 @lru_cache(maxsize=None)
 def _strata_above() -> tuple[np.ndarray, np.ndarray]:
-    """The design's strata and ``1 - strata`` (read-only)."""
+    """The design's strata and ``log(1 - strata)`` (read-only)."""
     strata, _ = _design()
-    above = 1.0 - strata
-    above.flags.writeable = False
-    return strata, above
+    log_above = np.log(1.0 - strata)
+    log_above.flags.writeable = False
+    return strata, log_above
 
 
 @lru_cache(maxsize=16)
@@ -485,19 +487,17 @@ def _iteration_times(t_iter: float, per_seq_s: float, batch: float, max_num_seqs
     their spread (``Z``: the shock's rank as a normal draw, :func:`_unit_normal_2`, when ``shocked``).
     Read-only, memoised.
 
-    The model once floored ``t`` at ``t_iter - per_seq_s batch``; with ``N >= 0`` it is at least
-    ``t_iter + per_seq_s (1 - batch)``, ``per_seq_s`` above that floor (far more than any rounding of
-    these sums), so the floor never binds and is not computed."""
-    running = _unit_normal() * math.sqrt(max(batch - coupled * coupled, 0.0))
-    running += batch
+    Evaluated in deviations from the mean batch, ``t = per_seq_s clip(N - batch, -batch, max_num_seqs - 1
+    - batch) + (t_iter + per_seq_s)``. The model once floored ``t`` at ``t_iter - per_seq_s batch``;
+    with ``N >= 0`` it is at least ``t_iter + per_seq_s (1 - batch)``, ``per_seq_s`` above that floor,
+    so the floor never binds and is not computed."""
+    running = _unit_normal() * math.sqrt(max(batch - coupled * coupled, 0.0))  # N - batch
     if shocked:
         running += coupled * _unit_normal_2()
-    np.maximum(running, 0.0, out=running)  # np.clip(running, 0, max_num_seqs - 1), without its wrapper
-    np.minimum(running, max(max_num_seqs - 1, 0), out=running)
-    running += 1.0
-    running -= batch
+    np.maximum(running, -batch, out=running)  # N clipped to 0..max_num_seqs-1, without np.clip's wrapper
+    np.minimum(running, max(max_num_seqs - 1, 0) - batch, out=running)
     running *= per_seq_s
-    running += t_iter
+    running += t_iter + per_seq_s
     running.flags.writeable = False
     return running
 
@@ -691,10 +691,10 @@ def _add_prefill_wait(samples: np.ndarray, stall: PrefillStall) -> None:
     if stall.m2 <= 0.0 or x <= 0.0 or x >= 1.0:
         return
     mean_if_waiting = stall.m2 / (2.0 * (1.0 - x)) / x
-    order, u = _unit_uniform_sorted()
-    waiting = order[:int(u.searchsorted(x, side="left"))]  # the draws u < x (distinct indices)
-    # the logarithm only where a call waits (u >= 1e-12 > 1e-300: no clamp)
-    samples[waiting] += -mean_if_waiting * np.log(u[:waiting.size] / x)
+    order, u, log_u = _unit_uniform_sorted()
+    n = int(u.searchsorted(x, side="left"))  # the draws u < x (distinct indices)
+    # -mean log(u / x) = mean (log x - log u), from the cached logarithms
+    samples[order[:n]] += mean_if_waiting * (math.log(x) - log_u[:n])
 
 
 @lru_cache(maxsize=None)
@@ -768,14 +768,16 @@ def _unit_uniform_3_ranked() -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=None)
-def _unit_uniform_sorted() -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_unit_uniform`'s sort order and its draws in that order (read-only)."""
+def _unit_uniform_sorted() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_unit_uniform`'s sort order, its draws in that order and their logarithms (read-only;
+    the draws are at least 1e-12: no clamp)."""
     u = _unit_uniform()
     order = np.argsort(u, kind="stable")
     ordered = u[order]
-    order.flags.writeable = False
-    ordered.flags.writeable = False
-    return order, ordered
+    log_ordered = np.log(ordered)
+    for a in (order, ordered, log_ordered):
+        a.flags.writeable = False
+    return order, ordered, log_ordered
 
 
 @lru_cache(maxsize=None)
