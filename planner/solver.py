@@ -67,6 +67,7 @@ Algorithm:
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -364,6 +365,21 @@ class WorkflowProblem:
         ranked = {u: sorted(options[u], key=lambda o: (eff(o), loss(o))) for u in layout}
         stacks = {u: {s: np.stack([self.candidates[s][o[s]].table for o in ranked[u]]) for s in u}
                   for u in layout if ranked[u]}
+        unit_nodes = {u: sorted({self.paths.node_of(s) for s in u}) for u in stacks}
+        somewheres: dict[tuple[tuple[str, ...], tuple[tuple[str, int], ...]], list[bool]] = {}
+
+        def somewhere_faster(u: tuple[str, ...], now: Mapping[str, int]) -> list[bool]:
+            """Per option of ``ranked[u]``: faster than ``now`` at some level of some member's table
+            (memoised per unit and current option: a step changes one unit only)."""
+            key = (u, tuple(now.items()))
+            found = somewheres.get(key)
+            if found is None:
+                somewhere = np.zeros(len(ranked[u]), dtype=bool)
+                for s in u:
+                    somewhere |= ~np.all(stacks[u][s] >= self.candidates[s][now[s]].table - 1e-12, axis=1)
+                found = somewheres[key] = somewhere.tolist()
+            return found
+
         for _ in range(500):
             total = self.run_latency(cur)
             if self.meets(total, scale):
@@ -380,13 +396,12 @@ class WorkflowProblem:
                 if u not in stacks:
                     continue
                 now = chosen[u]
-                nodes = sorted({self.paths.node_of(s) for s in u})
+                nodes = unit_nodes[u]
                 base = total[tail] - sum(self.node_latency(n, cur)[tail] for n in nodes)
-                somewhere = np.zeros(len(ranked[u]), dtype=bool)
-                for s in u:
-                    somewhere |= ~np.all(stacks[u][s] >= self.candidates[s][now[s]].table - 1e-12, axis=1)
-                faster = [o for o, f in zip(ranked[u], somewhere) if f and fits_swap(u, o)]
-                for o in faster[:4]:
+                # the first four options (cheapest first) faster somewhere that fit
+                faster = itertools.islice((o for o, f in zip(ranked[u], somewhere_faster(u, now))
+                                           if f and fits_swap(u, o)), 4)
+                for o in faster:
                     trial = {**cur, **o}
                     q = float(np.partition((base + sum(self.node_latency(n, trial)[tail] for n in nodes)) / div,
                                            rank)[rank])
@@ -513,39 +528,39 @@ def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale:
     for w, p in enumerate(problems):
         xs = {}
         for s in p.stages:
-            vars_ = [model.NewBoolVar(f"x_{w}_{s}_{i}") for i in range(len(p.candidates[s]))]
-            model.AddExactlyOne(vars_)
+            vars_ = [model.new_bool_var(f"x_{w}_{s}_{i}") for i in range(len(p.candidates[s]))]
+            model.add_exactly_one(vars_)
             for i, v in enumerate(vars_):
                 c = p.candidates[s][i]
                 if i not in allowed[w][s]:
-                    model.Add(v == 0)
+                    model.add(v == 0)
                 for kind, n in c.resources.items():
                     use.setdefault(kind, []).append(n * v)
                 cost_terms.append(cost_milli(c) * v)
                 quality_terms.append(quality_loss(c) * v)
                 if hints is not None:
-                    model.AddHint(v, int(hints[w][s] == i))
+                    model.add_hint(v, int(hints[w][s] == i))
             xs[s] = vars_
         for members in p.groups.values():  # a shared pool serves all its stages or none
             first, *rest = sorted(members.items())
             for s, i in rest:
-                model.Add(xs[s][i] == xs[first[0]][first[1]])
+                model.add(xs[s][i] == xs[first[0]][first[1]])
         x.append(xs)
     for kind, terms in use.items():
-        model.Add(sum(terms) <= limits.get(kind, 0))
+        model.add(sum(terms) <= limits.get(kind, 0))
     if max_quality_loss is not None:
-        model.Add(sum(quality_terms) <= max_quality_loss)
+        model.add(sum(quality_terms) <= max_quality_loss)
     big = sum(max(cost_milli(c) for c in cs) for p in problems for cs in p.candidates.values()) + 1
     objective = sum(cost_terms) + big * sum(quality_terms)
-    model.Minimize(objective)
+    model.minimize(objective)
     if incumbent is not None:  # only strictly better plans are of interest: the incumbent is feasible
         q, c = objective_milli(problems, incumbent)
-        model.Add(objective <= c + big * q - 1)
+        model.add(objective <= c + big * q - 1)
 
     def add_cut(w: int, assign: dict[str, int]) -> None:
         p = problems[w]
         lits = [x[w][s][i] for s in p.stages for i in range(len(p.candidates[s])) if i not in p.slower(s, assign[s])]
-        model.AddBoolOr(lits)
+        model.add_bool_or(lits)
 
     for w, found in enumerate(cuts):
         for a in found[-3:]:  # the last greedy points dominate the earlier ones
@@ -561,13 +576,13 @@ def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale:
         if remaining <= 0:
             break
         solver.parameters.max_time_in_seconds = remaining
-        status = solver.Solve(model)
+        status = solver.solve(model)
         iterations += 1
         if status == cp_model.INFEASIBLE:  # nothing better than the incumbent exists
             return SolveResult(incumbent, "optimal" if incumbent else "infeasible", iterations)
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             break
-        proposal = [{s: next(i for i, v in enumerate(x[w][s]) if solver.Value(v)) for s in p.stages}
+        proposal = [{s: next(i for i, v in enumerate(x[w][s]) if solver.value(v)) for s in p.stages}
                     for w, p in enumerate(problems)]
         violated = [w for w, p in enumerate(problems) if not p.feasible(proposal[w], scale)]
         if not violated:
@@ -584,13 +599,13 @@ def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale:
                 incumbent is None or objective_milli(problems, repaired) < objective_milli(problems, incumbent)):
             incumbent = repaired
             q, c = objective_milli(problems, incumbent)
-            model.Add(objective <= c + big * q - 1)
+            model.add(objective <= c + big * q - 1)
         if trace is not None and status == cp_model.OPTIMAL:
             trace.append((time.monotonic() - started, objective_milli(problems, proposal),
                           None if incumbent is None else objective_milli(problems, incumbent)))
         if status == cp_model.OPTIMAL and incumbent is not None:
             q, c = objective_milli(problems, incumbent)
-            if progress.stalled(solver.ObjectiveValue(), c + big * q, time.monotonic()):
+            if progress.stalled(solver.objective_value, c + big * q, time.monotonic()):
                 break
     if incumbent is not None:
         return SolveResult(incumbent, "feasible", iterations)
