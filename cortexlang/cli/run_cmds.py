@@ -350,8 +350,9 @@ def open_recorder(path: Path | None, spec: Any, orchestrator: Any, console: Cons
 
 async def calibrate_engines(spec: Any, factory: Any, backend: str, console: Console, *, quick: bool,
                             how: str) -> int:
-    """``cortex calibrate``'s body: start the layout's engines, measure them at once, store and show
-    the profiles (simulated engines are measured and shown, never stored: they follow a profile)."""
+    """``cortex calibrate``'s body: start the layout's engines, measure each kind alone and the CPU
+    engines' contention (``runtime.calibrate``), store and show the profiles (simulated engines are
+    measured at once and shown, never stored: they follow a profile)."""
     from runtime.calibrate import calibrate_orchestrator, fit, measure, probes_for
     from runtime.orchestrator import OrchestratorError
     from runtime.orchestrator.engines import EngineSetupError
@@ -558,8 +559,9 @@ def register(app: typer.Typer) -> None:
             help="Pin every CPU engine to this many cores (default: the layout's widths). A profile holds only "
                  "for engines of its width: calibrate a width to let the planner choose it."),
     ) -> None:
-        """Measure the layout's engines as they serve (same backend and pinning, all at once) and store the
-        fitted profile for this machine; `cortex run|serve` and planning then use it."""
+        """Measure the layout's engines as they serve (same backend and pinning): each kind alone, then how
+        much several CPU engines slow each other when busy at once; store the fitted profile for this
+        machine; `cortex run|serve` and planning then use it."""
         import asyncio
 
         from runtime.build.layout import BuildError, with_cpu_width
