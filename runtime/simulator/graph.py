@@ -130,6 +130,9 @@ class WorkflowGraph:
         counters): a pure function of them, asked again by every run that takes a loop edge."""
         self.draw_cache: dict[tuple[float, str], dict[str, tuple]] = {}
         """Per-stage sampling parameters of scripted runs, by (token CV, service family); see runs.py."""
+        self.start_counters = self.semantics.initial_counters()
+        """The loop counters every run's own walk starts from (all zero; a tuple, shared: every run
+        would otherwise ask the interpreted ``Semantics.initial_counters`` for the same value)."""
 
     # -- per-node facts ------------------------------------------------------
     def profile_for(self, model: str) -> LatencyProfile:

@@ -12,6 +12,7 @@ cdef class Run:
     cdef public object rejected_reason, lighter
     cdef public long outstanding, pruned, ncalls
 
+    cpdef _init(self, run_id, workflow, arrival_s)
     # Overridden by IRRun (C) and by Python subclasses (trace.TraceRun), which cpdef dispatch finds.
     cpdef first_calls(self)
     cpdef on_done(self, Call call, prune)
@@ -37,6 +38,9 @@ cpdef _alike_tokens(MersenneTwister rng, tuple params, double latent, double r)
 @cython.locals(s2=double)
 cpdef _sample(MersenneTwister rng, mean, cv, family)
 cpdef _service(MersenneTwister rng, tuple draw, family)
+# C calls from IRRun.__init__ (every arrival), not Python ones.
+cpdef dict _draw_params(g, token_cv, family)
+cpdef double _run_latent(g, MersenneTwister rng) except? -1.0
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, c=double)
 cpdef Py_ssize_t _edge_index(list cum, double u) except? -1
 # Loop counters are small ints: C integers sum them to the same int (overflow-checked).

@@ -239,6 +239,11 @@ class Run:
                  "attained_s", "outstanding", "last_replica", "pruned", "ncalls", "rejected_reason", "lighter")
 
     def __init__(self, run_id: int, workflow: str, arrival_s: float):
+        self._init(run_id, workflow, arrival_s)
+
+    def _init(self, run_id: int, workflow: str, arrival_s: float) -> None:
+        """Set every field: ``__init__``'s body, which :class:`IRRun` runs as a C call when compiled
+        (``Run.__init__(self, ...)`` from a subclass is a Python call with an argument tuple)."""
         self.run_id = run_id
         self.workflow = workflow
         self.arrival_s = arrival_s
@@ -293,10 +298,13 @@ class _Walk:
 
     __slots__ = ("sem", "prefix", "counters", "visits", "fan", "branch", "current", "child")
 
-    def __init__(self, sem: Semantics, prefix: tuple, fan: "_Fan | None" = None, branch: int = 0):
+    def __init__(self, sem: Semantics, prefix: tuple, fan: "_Fan | None" = None, branch: int = 0,
+                 counters: tuple | None = None):
+        """``counters``: the walk's starting loop counters, ``sem.initial_counters()`` when None (a run's
+        own walk passes its graph's ``start_counters``, the same value)."""
         self.sem = sem
         self.prefix = prefix
-        self.counters = sem.initial_counters()
+        self.counters = sem.initial_counters() if counters is None else counters
         self.visits: dict[str, int] = {}
         self.fan = fan
         self.branch = branch
@@ -336,7 +344,7 @@ class IRRun(Run):
                  token_cv: float = 0.3, service_family: str = "lognormal"):
         """``rng``: the run's own generator, from :func:`~runtime.simulator.distributions.run_rng`
         (the compiled build accepts only that)."""
-        Run.__init__(self, run_id, g.workflow.name, arrival_s)  # not super(): no proxy object per run
+        self._init(run_id, g.workflow.name, arrival_s)  # Run.__init__'s body (a C call when compiled)
         self.g = g
         self.sem = g.semantics
         self._cum = g.cum  # the graph's edge tables, read on every step of the run's own walk
@@ -353,7 +361,7 @@ class IRRun(Run):
         self.widths: dict[str, int] = {}
         """Fan-out -> branches of its latest visit (a map ``over`` another fan-out shares it)."""
         self._draws = _draw_params(g, token_cv, service_family)
-        self.top = _Walk(self.sem, ())
+        self.top = _Walk(self.sem, (), None, 0, g.start_counters)
         self.standalone_s = self._dry_walk()  # leaves self.top as it is
         self.widths.clear()
 
