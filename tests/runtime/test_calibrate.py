@@ -249,3 +249,20 @@ def test_an_unreadable_calibrated_profile_is_skipped_and_said(tmp_path: Path, da
     finally:
         use_calibrated()
         clear_cache()
+
+
+def test_a_batchs_step_time_is_its_last_admitted_requests() -> None:
+    """Two requests sent together, the second admitted an iteration later: the first decodes through the
+    second's 3 s prefill (its mean step 180 ms), the second only beside a decoding request (55 ms). The
+    batch's step is the second's; the median of the two was their inflated mean."""
+    from types import SimpleNamespace
+
+    from runtime.calibrate import batch_step_s
+
+    def result(ttft: float, total: float, tokens: int = 24):
+        return SimpleNamespace(timing=SimpleNamespace(ttft_s=ttft, total_s=total), output_tokens=tokens)
+
+    first, second = result(3.0, 3.0 + 23 * 0.180), result(6.0, 6.0 + 23 * 0.055)
+    assert batch_step_s([first, second]) == pytest.approx(0.055)
+    assert batch_step_s([result(1.0, 1.0 + 23 * 0.05)]) == pytest.approx(0.05)
+    assert batch_step_s([result(1.0, 1.0, tokens=1)]) is None
