@@ -16,7 +16,8 @@ every coefficient scaled by its *drift factor*
 
 the time of a reference call (``n`` = 512 prompt tokens, ``o`` = 128 output tokens, alone on
 the engine) under calibration ``c``, over the last :data:`WINDOW` calibrations of the same
-(model, device, tp) within :data:`MAX_AGE_DAYS` (``c_now``: the profile in use). Scaling every
+(model, device, tp) within :data:`MAX_AGE_DAYS` whose fit describes its probes (:data:`MAX_FIT_ERROR`;
+``c_now``: the profile in use). Scaling every
 coefficient by ``f`` slows every call by exactly ``f``, whatever its shape, so the coefficients'
 poor identifiability from quick probes (one fit puts the time into ``K``, the next into ``D1``)
 does not move the margin. ``f >= 1``; it is 1 on a machine calibrated once or steady. The
@@ -46,6 +47,12 @@ REFERENCE_CALL = (512, 128)
 """(prompt, output) tokens of the call whose time compares two calibrations."""
 TIME_COEFFICIENTS = ("prefill_fixed_ms", "prefill_us_per_token", "decode_fixed_ms", "decode_ms_per_seq",
                      "decode_ns_per_kv_token")
+MAX_FIT_ERROR = 0.10
+"""A calibration whose fit misses its own probes by more than this (mean absolute relative error, prefill
+or decode) describes them badly, so its reference call says nothing about drift and it is left out
+of the margin: on the AMD EPYC a probe flaw put whole decode steps into the KV term (its fit missed the
+probes by 13% and more), and the margin made from it planned for engines 28% slower than the
+calibration in use."""
 DISABLE_ENV = "CORTEX_PLAN_DRIFT"
 """``off`` plans on the latest calibration alone."""
 
@@ -68,6 +75,9 @@ def record(directory: Path, data: Mapping, at: dt.datetime | None = None) -> Non
     line = {"at": at.isoformat(timespec="seconds"), "model": data["model"], "gpu": data["gpu"],
             "tp": int(data["tp"]), **{k: float(data[k]) for k in TIME_COEFFICIENTS},
             "load_average_before_after": (data.get("calibration") or {}).get("load_average_before_after")}
+    errors = ((data.get("calibration") or {}).get("fit_error") or {}).values()
+    if errors:
+        line["fit_error"] = max(float(e) for e in errors)
     with open(directory / HISTORY_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")
 
@@ -131,7 +141,8 @@ def drifts(directory: Path, now: dt.datetime | None = None, window: int = WINDOW
         except (ValueError, KeyError, TypeError):
             continue
         recent = [r for r in rows if _profile_key(r) == key
-                  and (now - _aware(dt.datetime.fromisoformat(r["at"]))).total_seconds() <= max_age_days * 86400]
+                  and (now - _aware(dt.datetime.fromisoformat(r["at"]))).total_seconds() <= max_age_days * 86400
+                  and float(r.get("fit_error", 0.0)) <= MAX_FIT_ERROR]
         recent = recent[-window:]
         ratios = [(reference_call_s(r) / in_use, r["at"]) for r in recent] or [(1.0, None)]
         slow = max(ratios)

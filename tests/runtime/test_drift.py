@@ -59,6 +59,19 @@ def test_a_reshaped_fit_with_the_same_speed_is_no_drift(tmp_path: Path):
     assert m.factor == pytest.approx(1.0) and m.calibrations == 2 and "no margin" not in m.line()
 
 
+def test_a_calibration_whose_fit_misses_its_probes_is_left_out_of_the_margin(tmp_path: Path):
+    """A fit that describes its own probes badly (here 35% off on average) is a measurement error, not a
+    slower machine: it never sets the margin. A well-fitted slower one still does."""
+    (tmp_path / "smollm2-135m__cpu__tp1.json").write_text(json.dumps(_calibration(1.0)))
+    broken = dict(_calibration(1.3), calibration={"fit_error": {"prefill": 0.02, "decode": 0.35}})
+    slower = dict(_calibration(1.1), calibration={"fit_error": {"prefill": 0.02, "decode": 0.03}})
+    for at, data in ((2, broken), (1, slower), (0, _calibration(1.0))):
+        drift.record(tmp_path, data, at=NOW - dt.timedelta(hours=at))
+    assert [r.get("fit_error") for r in drift.history(tmp_path)] == [0.35, 0.03, None]
+    (m,) = drift.drifts(tmp_path, now=NOW)
+    assert m.factor == pytest.approx(1.1) and m.calibrations == 2
+
+
 def test_one_calibration_gives_no_margin_and_says_so(tmp_path: Path):
     (tmp_path / "smollm2-135m__cpu__tp1.json").write_text(json.dumps(_calibration(1.0)))
     (m,) = drift.drifts(tmp_path, now=NOW)
