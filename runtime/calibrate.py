@@ -47,11 +47,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import random
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -340,22 +342,19 @@ def fit(samples: Sequence[Sample], engines: int = 1, load_average: tuple[float, 
 
 def profile_data(calibration: Calibration, *, model: str, device: str, tp: int, kv_cache_gib: float | None,
                  device_memory_gib: float, memory_utilization: float, how: str, where: str,
-                 machine_key: str, contention: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A profile file's content (the ``planner/profile_data`` schema) with its ``calibration`` record;
-    ``contention`` (or the calibration's own): its ``cpu_contention`` record, CPU profiles only."""
+                 machine_key: str) -> dict[str, Any]:
+    """A profile file's content (the ``planner/profile_data`` schema) with its ``calibration`` record
+    and, on the CPU, the calibration's ``cpu_contention`` record."""
     today = dt.date.today().isoformat()
     cpu = device.upper() == "CPU"
-    contention = contention or calibration.contention
+    contention = calibration.contention
     data: dict[str, Any] = {
         "model": model, "gpu": device, "tp": tp, **calibration.coefficients,
         "device_memory_gib": device_memory_gib, "memory_utilization": memory_utilization,
         "sources": [f"calibrated on {today} by {how}; {where}"],
         "notes": f"measured alone, {calibration.engines} engine(s) running"
                  + (f", each pinned to {tp} core(s)" if cpu else "")
-                 + (f"; contention with every other engine busy: prefill +{100 * contention['prefill']:.0f}%, "
-                    f"decode +{100 * contention['decode']:.0f}% ({contention['engines_at_once']} engines at once"
-                    + (f", kept from {contention['inherited_from']}" if "inherited_from" in contention else "") + ")"
-                    if cpu and contention else "")
+                 + (f"; {contention_line(contention)}" if cpu and contention else "")
                  + "; spread: fastest and slowest fits "
                  f"in calibration; largest probe spread {100 * calibration.max_spread:.0f}%",
         "calibration": {"machine_key": machine_key, "machine": where, "date": today, "how": how,
@@ -373,7 +372,7 @@ def contention_line(contention: dict[str, Any] | None) -> str:
     if not contention:
         return "contention: not measured (one engine; the planner assumes none until a layout of several is)"
     where = (f"kept from {contention['inherited_from']}" if "inherited_from" in contention
-             else "measured just now")
+             else f"measured {contention.get('date', 'here')}")
     return (f"contention with every other engine busy ({contention['engines_at_once']} at once): prefill "
             f"+{100 * contention['prefill']:.0f}%, decode +{100 * contention['decode']:.0f}% ({where})")
 
@@ -381,13 +380,11 @@ def contention_line(contention: dict[str, Any] | None) -> str:
 def kept_contention(previous: Any) -> dict[str, Any] | None:
     """The ``cpu_contention`` record of ``previous`` (a profile this machine calibrated before), to keep
     when a layout of one engine cannot measure contention; None when there is none."""
-    import json
-
     path = getattr(previous, "path", None)
     if not path:
         return None
     try:
-        record = json.loads(open(path, encoding="utf-8").read()).get("cpu_contention")
+        record = json.loads(Path(path).read_text(encoding="utf-8")).get("cpu_contention")
     except (OSError, ValueError):
         return None
     if not record:

@@ -46,6 +46,10 @@ class SharedCores:
             self.busy.discard(member)
         return True
 
+    def others(self, member: Hashable) -> list[Hashable]:
+        """The other registered members (whose pace changes when ``member`` starts or stops)."""
+        return [m for m in self.widths if m is not member]
+
     def busy_others(self, member: Hashable) -> float:
         """Fraction (0..1) of the other members' cores that are busy now; 0 with no other member."""
         others = self.total - self.widths.get(member, 0)

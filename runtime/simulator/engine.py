@@ -197,9 +197,8 @@ class LLMEngine:
     def _went(self, busy: bool) -> None:
         """This engine started (``busy``) or stopped computing: the others' epochs change pace."""
         if self.cores.set_busy(self, busy):
-            for other in self.cores.widths:
-                if other is not self:
-                    other._recontend()
+            for other in self.cores.others(self):
+                other._recontend()
 
     def _recontend(self) -> None:
         """Another engine of the machine started or stopped: rescale the epoch in progress."""
