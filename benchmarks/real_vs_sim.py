@@ -85,6 +85,7 @@ def main() -> int:
     spec = out["spec"]
     per_call = per_call_errors(spec, out["trace"])  # with the before-run calibration, still the active profile
     blind = _replay_without_contention(spec, out["trace"])
+    pinned, pinned_count = _replay_pinned(spec, out["trace"])
     after, after_cal = _replay_after_recalibration(spec, out["trace"], console)
     prof = used
     cal = before_coefficients.get("calibration", {})
@@ -99,7 +100,9 @@ def main() -> int:
                      "simulated_after_s": post.simulated if post else None,
                      "error_after": post.error if post else None,
                      "error_without_contention": (blind.get(r.name, r.quantile).error
-                                                  if blind is not None and blind.get(r.name, r.quantile) else None)})
+                                                  if blind is not None and blind.get(r.name, r.quantile) else None),
+                     "error_on_recorded_replicas": (pinned.get(r.name, r.quantile).error
+                                                    if pinned.get(r.name, r.quantile) else None)})
     layout = "; ".join(f"{p.name} ({'+'.join(p.stages)}) x{len(p.replicas)} cores "
                        f"{'/'.join(r.engine.cpu_threads_bind or '-' for r in p.replicas)}" for p in spec.llm_pools)
     calls = [c for line in out["trace"] for c in json.loads(line)["calls"] if c["kind"] == "llm"]
@@ -112,7 +115,7 @@ def main() -> int:
                    + (" --default-layout" if args.default_layout else ""),
         "machine": profiles.machine_text(), "load_average_before_after": [load_before[0], load_after[0]],
         "wall_s": wall, "rate_sent": out["rate"], "layout": layout, "runs": len(out["infos"]), "refused": len(out.get("refused", {})), "llm_calls": len(calls),
-        "borrowed_calls": borrowed, "calls_cut_at_max_tokens": cut,
+        "borrowed_calls": borrowed, "calls_cut_at_max_tokens": cut, "pinned_calls": pinned_count,
         "calibration": {k: cal.get(k) for k in ("max_probe_spread", "fit_error", "load_average_before_after")},
         "coefficients_before_run": {k: cal_before.get(k) for k in COEFFICIENTS},
         "coefficients_after_run": after_cal,
@@ -167,13 +170,26 @@ def engine_clock(calls: list[dict], coefficients: dict) -> list[dict]:
 
 def per_call_errors(spec, lines: list[str]) -> list[dict]:  # type: ignore[no-untyped-def]
     """Per LLM stage, the distribution of the replay's per-call error (simulated / measured - 1), each
-    recorded call against the simulated call it replays (``runtime.replay.call_errors``)."""
+    recorded call against the simulated call it replays (``runtime.replay.call_errors``); ``pinned_*``:
+    the same with every call on its recorded replica (the engine model alone, routing aside)."""
     from runtime.replay import call_errors, replay, stage_kinds
 
+    kinds = stage_kinds(spec)
+    pinned = {e.stage: e for e in call_errors(lines, replay(spec, lines, pinned=True), kinds)}
     return [{"stage": e.stage, "n": len(e.errors), "p10": e.quantile(10), "median": e.quantile(50),
              "p90": e.quantile(90), "abs_median": e.quantile(50, absolute=True),
-             "abs_p90": e.quantile(90, absolute=True), "within_25": e.within(0.25)}
-            for e in call_errors(lines, replay(spec, lines), stage_kinds(spec))]
+             "abs_p90": e.quantile(90, absolute=True), "within_25": e.within(0.25),
+             "pinned_median": pinned[e.stage].quantile(50) if e.stage in pinned else None,
+             "pinned_within_25": pinned[e.stage].within(0.25) if e.stage in pinned else None}
+            for e in call_errors(lines, replay(spec, lines), kinds)]
+
+
+def _replay_pinned(spec, lines: list[str]):  # type: ignore[no-untyped-def]
+    """The replay with every LLM call on the replica the run recorded for it, and (pinned, recorded)."""
+    from runtime.replay import compare, replay, stage_kinds
+
+    replayed = replay(spec, lines, pinned=True)
+    return compare(lines, replayed, stage_kinds(spec)), replayed.pinned
 
 
 def _replay_without_contention(spec, lines: list[str]):  # type: ignore[no-untyped-def]
@@ -227,6 +243,14 @@ def _replay_after_recalibration(spec, lines: list[str], console) -> tuple:
     return comparison, coefficients
 
 
+def _signed(error: float | None) -> str:
+    return "-" if error is None else f"{100 * error:+.1f}%"
+
+
+def _pinned_text(count: list[int] | tuple[int, int] | None) -> str:
+    return "not run" if not count else f"{count[0]} of {count[1]} recorded LLM calls placed as recorded"
+
+
 def render(r: dict) -> str:
     met = sum(1 for x in r["rows"] if x["met"])
     lines = [
@@ -242,7 +266,7 @@ def render(r: dict) -> str:
         f"- profile: `{r['profile']}`",
         f"- calibrated just before the run: `{json.dumps(r['coefficients_before_run'])}`",
         f"- calibrated again just after the run: `{json.dumps(r['coefficients_after_run'])}`",
-        f"- trace: `benchmarks/results/real_vs_sim_trace.jsonl`",
+        "- trace: `benchmarks/results/real_vs_sim_trace.jsonl`",
         "",
         f"## Simulated replay vs measured ({met}/{len(r['rows'])} within target)",
         "",
@@ -252,17 +276,21 @@ def render(r: dict) -> str:
         "*error without contention*: the same replay with the profile's measured CPU contention removed",
         "(engines that share the machine no longer slow each other in the simulator).",
         "",
+        "*error on the recorded replicas*: the same replay with every LLM call put on the replica that served it "
+        f"({_pinned_text(r.get('pinned_calls'))}): the engine model alone, without the policy's routing, whose "
+        "choices follow the simulated engines' states.",
+        "",
         "| what | quantile | measured s | simulated s | error | target | met | n | simulated s (after) | error (after) "
-        "| error without contention |",
-        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| error without contention | error on the recorded replicas |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for x in r["rows"]:
         post = "-" if x["error_after"] is None else f"{100 * x['error_after']:+.1f}%"
         post_s = "-" if x["simulated_after_s"] is None else f"{x['simulated_after_s']:.2f}"
-        blind = x.get("error_without_contention")
+        blind, on_recorded = x.get("error_without_contention"), x.get("error_on_recorded_replicas")
         lines.append(f"| {x['what']} | {x['quantile']} | {x['measured_s']:.2f} | {x['simulated_s']:.2f} | "
                      f"{100 * x['error']:+.1f}% | ±{100 * x['target']:.0f}% | {'yes' if x['met'] else 'NO'} | {x['n']} "
-                     f"| {post_s} | {post} | {'-' if blind is None else f'{100 * blind:+.1f}%'} |")
+                     f"| {post_s} | {post} | {_signed(blind)} | {_signed(on_recorded)} |")
     lines += ["", "## The plan's prediction vs measured (same run)", "",
               "The plan is made on this machine's slowest recent calibration (`runtime/drift.py`):",
               "", *(f"- {m}" for m in r.get("drift_margin") or ["(no calibration history)"]), "",
@@ -284,12 +312,16 @@ def render(r: dict) -> str:
         lines += ["", "## Per call: the distribution of the replay's error", "",
                   "Each recorded call against the simulated call that replays it (same run, same stage, same "
                   "position in the run): error = simulated / measured - 1, with the calibration made before the run.",
-                  "", "| stage | calls | p10 | median | p90 | median abs | p90 abs | within ±25% |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "The last two columns: the same with every call on its recorded replica.",
+                  "", "| stage | calls | p10 | median | p90 | median abs | p90 abs | within ±25% | median (recorded "
+                  "replicas) | within ±25% (recorded replicas) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for x in r["per_call"]:
+            within = x.get("pinned_within_25")
             lines.append(f"| {x['stage']} | {x['n']} | {100 * x['p10']:+.1f}% | {100 * x['median']:+.1f}% | "
                          f"{100 * x['p90']:+.1f}% | {100 * x['abs_median']:.1f}% | {100 * x['abs_p90']:.1f}% | "
-                         f"{100 * x['within_25']:.0f}% |")
+                         f"{100 * x['within_25']:.0f}% | {_signed(x.get('pinned_median'))} | "
+                         f"{'-' if within is None else f'{100 * within:.0f}%'} |")
     if r.get("engine_clock"):
         lines += ["", "## Where an LLM call's time went (the engine's own clock, means)", "",
                   "vLLM's per-request metrics in the trace: queue inside the engine, prefill (scheduled -> first "

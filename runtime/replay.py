@@ -13,16 +13,24 @@ are whatever the lookups return: this machine's calibration when
 beside the simulated ones: per stage p50/p95 of call latency (Cortex queue
 included, as both sides measure it), end to end p50/p99, and the relative
 error of each (simulated / measured - 1).
+
+With ``pinned=True`` each recorded LLM call is put on the replica that served it
+(:class:`RecordedPlacement`): the replay then tests the engine model alone, on the
+same placement, where the plain replay also tests the policy's routing, whose
+choices depend on simulated engine states that differ from the recorded ones.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runtime.build.spec import RuntimeSpec
+from runtime.policies.base import (Adaptation, Admission, CallView, Policy, PriorityKey, ReplicaView, Route,
+                                   StageLoad, route_to)
 from runtime.policies.registry import make_policy
 from runtime.simulator.cluster import ReplicaSpec
 from runtime.simulator.sim import SimConfig, Simulator
@@ -57,6 +65,10 @@ class Replayed:
     policy: str
     call_latency: dict[tuple[int, str], list[float]] = field(default_factory=dict)
     """Per (run index, stage): its calls' simulated latencies in the order they were queued."""
+    call_replica: dict[tuple[int, str], list[str]] = field(default_factory=dict)
+    """Per (run index, stage): the replicas its calls ran on, in the order they were queued."""
+    pinned: tuple[int, int] | None = None
+    """With ``pinned``: (LLM calls put on their recorded replica, recorded LLM calls); None otherwise."""
 
 
 def measured_prefixes(lines: list[str]) -> list[str]:
@@ -77,12 +89,77 @@ def measured_prefixes(lines: list[str]) -> list[str]:
     return [json.dumps(r) for r in runs]
 
 
-def replay(spec: RuntimeSpec, lines: list[str], *, policy: str | None = None, seed: int = 0) -> Replayed:
+def recorded_placement(lines: list[str]) -> dict[tuple[int, str], list[str]]:
+    """Per (run index, stage): the replicas the recorded LLM calls ran on, in the order they started.
+    Runs are numbered in order of arrival, as :func:`replay` numbers them."""
+    runs = sorted((json.loads(x) for x in lines if x.strip()), key=lambda r: float(r["arrival_s"]))
+    out: dict[tuple[int, str], list[str]] = defaultdict(list)
+    for i, r in enumerate(runs):
+        for c in sorted(r["calls"], key=lambda c: float(c.get("started_s", 0.0))):
+            if c.get("kind", "llm") == "llm" and isinstance(c.get("replica"), str):
+                out[(i, c["stage"])].append(c["replica"])
+    return dict(out)
+
+
+class RecordedPlacement(Policy):
+    """``inner``'s decisions, except that each LLM call goes to the replica its recorded run used.
+
+    Contract: :meth:`route` takes, per (run, stage), the next recorded replica and returns it when it is
+    among the candidates. Other pools' replicas are offered whenever they have a free batch slot and
+    no queue (``borrow_spare``), as the runtime borrows, so a recorded borrowed call can land where it
+    ran. A call with no recorded replica (SQL, tools) or whose replica is not offered (its queue was
+    not empty in the simulation) is routed by ``inner`` among the candidates ``inner`` would see.
+    Queue order, admission, adaptation, pruning and preemption are ``inner``'s. (A hedge's duplicate is
+    routed as a call of its own and takes the next recorded entry: replay hedged runs unpinned.)
+    """
+
+    def __init__(self, inner: Policy, placement: Mapping[tuple[int, str], Sequence[str]]) -> None:
+        super().__init__(name=inner.name, preemptive=inner.preemptive, requeue_interval_s=inner.requeue_interval_s,
+                         borrow_idle=True, borrow_spare=True, description=inner.description)
+        self.inner = inner
+        self.placement = {key: deque(replicas) for key, replicas in placement.items()}
+        self.recorded = sum(len(v) for v in placement.values())
+        self.pinned = 0
+        """Calls put on their recorded replica."""
+
+    def route(self, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
+        queue = self.placement.get((call.run_id, call.stage))
+        if queue:
+            wanted = queue.popleft()
+            if any(v.replica_id == wanted for v in candidates):
+                self.pinned += 1
+                return route_to(wanted)
+        if not self.inner.borrow_idle:
+            candidates = [v for v in candidates if not v.borrowed] or candidates
+        return self.inner.route(call, candidates)
+
+    def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
+        return self.inner.admit(call, load)
+
+    def adapt(self, call: CallView, load: StageLoad) -> Adaptation:
+        return self.inner.adapt(call, load)
+
+    def priority(self, call: CallView) -> PriorityKey:
+        return self.inner.priority(call)
+
+    def prune_retry(self, call: CallView, loop: str, iteration: int, load: StageLoad) -> bool:
+        return self.inner.prune_retry(call, loop, iteration, load)
+
+    def preempts(self, waiting: PriorityKey, running: PriorityKey) -> bool:
+        return self.inner.preempts(waiting, running)
+
+
+def replay(spec: RuntimeSpec, lines: list[str], *, policy: str | None = None, seed: int = 0,
+           pinned: bool = False) -> Replayed:
     """Replay trace ``lines`` (docs/trace-format.md) on a simulated copy of ``spec``'s layout, shared
-    prefixes as measured (:func:`measured_prefixes`)."""
+    prefixes as measured (:func:`measured_prefixes`); with ``pinned``, each LLM call on the replica
+    the trace recorded for it (:class:`RecordedPlacement`)."""
     requests: list[TraceRequest] = parse_trace(measured_prefixes(lines), "recorded trace")
     cpu = all(rep.device.upper() == "CPU" for pool in spec.llm_pools for rep in pool.replicas)
-    sim = Simulator(spec.program, layout_of(spec), make_policy(policy or spec.orchestrator.policy),
+    chosen: Policy = make_policy(policy or spec.orchestrator.policy)
+    if pinned:
+        chosen = RecordedPlacement(chosen, recorded_placement(lines))
+    sim = Simulator(spec.program, layout_of(spec), chosen,
                     config=SimConfig(runs=len(requests), seed=seed, warmup_fraction=0.0, record_calls=True,
                                      block_tokens=CPU_BLOCK_TOKENS if cpu else 16),
                     trace=requests)
@@ -91,13 +168,16 @@ def replay(spec: RuntimeSpec, lines: list[str], *, policy: str | None = None, se
     for i, arrival, end in zip(result.run_id.tolist(), result.arrival.tolist(), result.end.tolist()):
         run_latency[i] = end - arrival
     stages: dict[str, list[float]] = defaultdict(list)
-    per_call: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
+    per_call: dict[tuple[int, str], list[tuple[float, float, str]]] = defaultdict(list)
     for rec in result.calls:
-        run, _, stage, _, _, t_enqueue, _, t_end, *_ = rec
+        run, _, stage, _, replica, t_enqueue, _, t_end, *_ = rec
         stages[stage].append(t_end - t_enqueue)
-        per_call[(run, stage)].append((t_enqueue, t_end - t_enqueue))
-    ordered = {key: [lat for _, lat in sorted(calls)] for key, calls in per_call.items()}
-    return Replayed(run_latency, dict(stages), sim.policy.name, ordered)
+        per_call[(run, stage)].append((t_enqueue, t_end - t_enqueue, replica))
+    ordered = {key: sorted(calls) for key, calls in per_call.items()}
+    return Replayed(run_latency, dict(stages), sim.policy.name,
+                    {key: [lat for _, lat, _ in calls] for key, calls in ordered.items()},
+                    {key: [replica for _, _, replica in calls] for key, calls in ordered.items()},
+                    (chosen.pinned, chosen.recorded) if isinstance(chosen, RecordedPlacement) else None)
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -206,5 +286,5 @@ def stage_kinds(spec: RuntimeSpec) -> dict[str, str]:
     return {s.name: s.kind for s in spec.program.workflow(spec.workflow).stages}
 
 
-__all__ = ["CallErrors", "Comparison", "Replayed", "Row", "call_errors", "compare", "layout_of", "render", "replay",
-           "stage_kinds"]
+__all__ = ["CallErrors", "Comparison", "RecordedPlacement", "Replayed", "Row", "call_errors", "compare", "layout_of",
+           "recorded_placement", "render", "replay", "stage_kinds"]

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from runtime.orchestrator.recorder import trace_line
-from runtime.replay import call_errors, compare, layout_of, render, replay, stage_kinds
+from runtime.replay import call_errors, compare, layout_of, recorded_placement, render, replay, stage_kinds
 
 from .conftest import example_spec, run_async, sim_factory, split_pool, started
 
@@ -67,3 +67,24 @@ def test_a_recorded_batch_replays_close_to_what_was_measured(sales_db: Path) -> 
     recorded = sum(1 for line in lines for c in json.loads(line)["calls"] if c["stage"] == "generate")
     assert "execute" not in per_call and len(per_call["generate"].errors) == recorded
     assert per_call["generate"].quantile(50, absolute=True) < 0.35 and 0 <= per_call["generate"].within(0.25) <= 1
+    _pinned_replay_follows_the_recording(spec, lines)
+
+
+def _pinned_replay_follows_the_recording(spec, lines: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """``replay(pinned=True)`` puts every LLM call where the trace says it ran, another pool's replica
+    included (a borrowed call), and leaves SQL calls to the policy."""
+    runs = [json.loads(line) for line in lines]
+    other = {"generate": "fix-0", "fix": "generate-0"}
+    moved = 0
+    for r in runs[::2]:  # every other run's LLM calls "ran" on the other stage's engine
+        for c in r["calls"]:
+            if c["kind"] == "llm":
+                c["replica"], moved = other[c["stage"]], moved + 1
+    moved_lines = [json.dumps(r) for r in runs]
+    placement = recorded_placement(moved_lines)
+    replayed = replay(spec, moved_lines, pinned=True)
+    llm_calls = sum(len(v) for v in placement.values())
+    assert moved > 0 and replayed.pinned == (llm_calls, llm_calls)
+    for key, replicas in placement.items():
+        assert replayed.call_replica[key] == replicas, key
+    assert replay(spec, moved_lines).pinned is None
