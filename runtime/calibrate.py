@@ -41,6 +41,14 @@ non-negative least squares on the per-probe medians, and the *spread*: the
 same fit on the per-probe fastest and slowest measurements, the largest
 slowest/fastest ratio of any probe, and the fit's mean absolute error. A noisy
 machine yields a wide spread, never a refusal: the spread is part of the profile.
+
+One slow sample (a host hiccup) would bend a fit of few samples (the quick probes
+take one per probe), so :func:`suspect_probes` names the probes that look like one:
+the fit misses their median by more than :data:`REPROBE_MISS`, or, where the fit is
+exact (as many probes as coefficients: nothing to miss), the machine's previous
+calibration does by more than :data:`REPROBE_DRIFT`. Those are measured
+:data:`REPROBES` more times and the fit is made again on the medians, which a single
+outlier no longer moves. The record lists the probes measured again.
 """
 
 from __future__ import annotations
@@ -120,6 +128,8 @@ class Calibration:
     load_average: tuple[float, float] = (0.0, 0.0)
     contention: dict[str, Any] | None = None
     """The ``cpu_contention`` record (:func:`contention_of`), None where not measured."""
+    reprobed: list[str] = field(default_factory=list)
+    """Probes measured again because one sample looked like an outlier (:func:`suspect_probes`)."""
 
     def record(self) -> dict[str, Any]:
         """The ``calibration`` record stored with the profile."""
@@ -128,6 +138,7 @@ class Calibration:
             "max_probe_spread": round(self.max_spread, 3), "fit_error": {
                 "prefill": round(self.prefill_error, 3), "decode": round(self.decode_error, 3)},
             "load_average_before_after": [round(x, 2) for x in self.load_average],
+            "reprobed": list(self.reprobed),
             "samples": [asdict(s) for s in self.samples],
         }
 
@@ -340,6 +351,73 @@ def fit(samples: Sequence[Sample], engines: int = 1, load_average: tuple[float, 
                        {k: slow[k] for k in COEFFICIENTS}, spread, p_err, d_err, list(samples), engines, load_average)
 
 
+REPROBE_MISS = 0.10
+"""A probe whose median the fit misses by more than this is measured again (runtime.drift's
+``MAX_FIT_ERROR``: a fit missing its probes by more is left out of the drift margin)."""
+REPROBE_DRIFT = 0.30
+"""Where the fit is exact, a probe this far from the machine's previous calibration is measured again."""
+REPROBES = 2
+"""Extra measurements of a suspect probe: with the first, a median of three, which one outlier cannot move."""
+
+_FREE_COEFFICIENTS = {"prefill": 2, "decode": 3}
+
+
+def _predicted(kind: str, samples: Sequence[Sample], c: dict[str, float]) -> float:
+    """What coefficients ``c`` (a profile's, in ms/us/ns) predict for a probe's samples."""
+    if kind == "prefill":
+        tokens = statistics.mean(s.tokens for s in samples)
+        return c["prefill_fixed_ms"] * 1e-3 + c["prefill_us_per_token"] * 1e-6 * tokens
+    kv = statistics.mean(s.kv_tokens for s in samples)
+    return (c["decode_fixed_ms"] * 1e-3 + c["decode_ms_per_seq"] * 1e-3 * samples[0].batch
+            + c["decode_ns_per_kv_token"] * 1e-9 * kv)
+
+
+def suspect_probes(samples: Sequence[Sample], previous: dict[str, float] | None = None) -> list[str]:
+    """Probes whose median looks bent by an outlier (module docstring): the fit of ``samples`` misses
+    it by more than :data:`REPROBE_MISS`, or, for a kind with no more probes than coefficients, the
+    ``previous`` calibration's coefficients (ms/us/ns as stored; None: none on this machine) miss it by
+    more than :data:`REPROBE_DRIFT`. Probes with three samples or more are never suspect (their median
+    already rejects one outlier). Empty when ``samples`` are too few to fit."""
+    try:
+        coef = fit(samples).coefficients
+    except ValueError:
+        return []
+    out = []
+    for kind in ("prefill", "decode"):
+        groups = _groups(samples, kind)
+        exact = len(groups) <= _FREE_COEFFICIENTS[kind]
+        for probe, g in groups.items():
+            if len(g) >= 3:
+                continue
+            median = statistics.median(s.seconds for s in g)
+            reference, limit = (previous, REPROBE_DRIFT) if exact else (coef, REPROBE_MISS)
+            if reference is not None and abs(_predicted(kind, g, reference) / max(median, 1e-9) - 1.0) > limit:
+                out.append(probe)
+    return out
+
+
+def probes_named(names: Sequence[str], like: Probes) -> Probes:
+    """The probes of ``names`` (``prefill-<n>``, ``decode-<b>+<pad>``) once each, ``like``'s decode length."""
+    prefills = tuple(int(n.split("-", 1)[1]) for n in names if n.startswith("prefill-"))
+    decodes = tuple(tuple(int(x) for x in n.split("-", 1)[1].split("+")) for n in names if n.startswith("decode-"))
+    return Probes(prefill_lengths=prefills, decode_batches=(), long_contexts=decodes,  # type: ignore[arg-type]
+                  decode_tokens=like.decode_tokens, repeats=1)
+
+
+async def measure_alone(engine: Engine, engine_id: int, probes: Probes, previous: dict[str, float] | None,
+                        progress: Callable[[str], None] = lambda _: None) -> tuple[list[Sample], list[str]]:
+    """:func:`measure` on one engine, then :data:`REPROBES` more samples of each :func:`suspect_probes`
+    probe; returns the samples and the probes measured again."""
+    samples = await measure([engine], probes, progress, ids=[engine_id])
+    suspects = suspect_probes(samples, previous)
+    if suspects:
+        progress(f"measuring again (one sample looks like an outlier): {', '.join(suspects)}")
+        for extra in range(REPROBES):
+            samples += await measure([engine], probes_named(suspects, probes), progress, ids=[engine_id],
+                                     salt=3_000_017 * (extra + 1))
+    return samples, suspects
+
+
 def profile_data(calibration: Calibration, *, model: str, device: str, tp: int, kv_cache_gib: float | None,
                  device_memory_gib: float, memory_utilization: float, how: str, where: str,
                  machine_key: str) -> dict[str, Any]:
@@ -434,6 +512,25 @@ def calibration_missing(spec: Any) -> list[str]:
     return missing
 
 
+def _calibrated_before(model: str, device: str, tp: int) -> dict[str, float] | None:
+    """The coefficients (ms/us/ns as stored) of this machine's calibration of (model, device, tp) at
+    that width, None when there is none (the shipped profiles were measured elsewhere)."""
+    from planner.profiles import get_profile
+    from runtime.profiles import describe
+
+    use = describe(model, device, tp)
+    if use is None or not use.calibrated or use.measured_tp is not None:
+        return None
+    return coefficients_of(get_profile(model, device, tp))
+
+
+def coefficients_of(profile: Any) -> dict[str, float]:
+    """A :class:`planner.profiles.LatencyProfile`'s coefficients in the units a profile file stores."""
+    return {"prefill_fixed_ms": profile.prefill_fixed_s * 1e3, "prefill_us_per_token": profile.prefill_per_token_s * 1e6,
+            "decode_fixed_ms": profile.decode_fixed_s * 1e3, "decode_ms_per_seq": profile.decode_per_seq_s * 1e3,
+            "decode_ns_per_kv_token": profile.decode_per_kv_token_s * 1e9}
+
+
 async def calibrate_orchestrator(orchestrator: Any, probes: Probes | None = None, *, how: str,
                                  progress: Callable[[str], None] = lambda _: None) -> list[Calibrated]:
     """Measure the LLM engines of a started orchestrator (``probes``, default :func:`probes_for` its
@@ -461,10 +558,12 @@ async def calibrate_orchestrator(orchestrator: Any, probes: Probes | None = None
         raise ValueError("the layout has no running LLM engine to calibrate")
     before = load_average()
     samples: list[Sample] = []
+    reprobed: dict[tuple[str, str, int], list[str]] = {}
     for key in dict.fromkeys(family):
         first = family.index(key)
         progress(f"{key[0]} on {key[1]} tp{key[2]}: engine {first} alone, {len(engines)} running")
-        samples += await measure([engines[first]], probes, progress, ids=[first])
+        got, reprobed[key] = await measure_alone(engines[first], first, probes, _calibrated_before(*key), progress)
+        samples += got
     cpu = [i for i, k in enumerate(family) if k[1].upper() == "CPU"]
     together: list[Sample] = []
     if len(cpu) >= 2:
@@ -486,10 +585,8 @@ async def calibrate_orchestrator(orchestrator: Any, probes: Probes | None = None
                       if together and device.upper() == "CPU" else kept_contention(prev))
         calibration = fit([s for s in samples if s.engine in mine], engines=len(engines), load_average=load)
         calibration.contention = contention
-        previous = None if prev is None else {
-            "prefill_fixed_ms": prev.prefill_fixed_s * 1e3, "prefill_us_per_token": prev.prefill_per_token_s * 1e6,
-            "decode_fixed_ms": prev.decode_fixed_s * 1e3, "decode_ms_per_seq": prev.decode_per_seq_s * 1e3,
-            "decode_ns_per_kv_token": prev.decode_per_kv_token_s * 1e9}
+        calibration.reprobed = reprobed[key]
+        previous = None if prev is None else coefficients_of(prev)
         kv_bytes = kv[key] or (prev.kv_cache_bytes if prev is not None else None)
         data = profile_data(
             calibration, model=model, device=device, tp=tp,

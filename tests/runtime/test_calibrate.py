@@ -266,3 +266,65 @@ def test_a_batchs_step_time_is_its_last_admitted_requests() -> None:
     assert batch_step_s([first, second]) == pytest.approx(0.055)
     assert batch_step_s([result(1.0, 1.0 + 23 * 0.05)]) == pytest.approx(0.05)
     assert batch_step_s([result(1.0, 1.0, tokens=1)]) is None
+
+
+def _quick_samples(slow: dict[str, float] | None = None) -> list[Sample]:
+    """One sample per quick-shaped probe from SHIPPED, probe ``name`` multiplied by ``slow[name]``."""
+    slow = slow or {}
+    out = [Sample("prefill", f"prefill-{n}", 0, 0, SHIPPED.prefill_s(n) * slow.get(f"prefill-{n}", 1.0), tokens=n)
+           for n in (64, 768)]
+    for b, pad in ((1, 640), (1, 320), (2, 640), (4, 640)):
+        kv = b * (pad + 33)
+        out.append(Sample("decode", f"decode-{b}+{pad}", 0, 0,
+                          SHIPPED.decode_step_s(b, kv) * slow.get(f"decode-{b}+{pad}", 1.0), batch=b, kv_tokens=kv))
+    return out
+
+
+def test_a_probe_bent_by_one_slow_sample_is_named_for_measuring_again() -> None:
+    from runtime.calibrate import coefficients_of, suspect_probes
+
+    before = coefficients_of(SHIPPED)
+    assert suspect_probes(_quick_samples(), before) == []
+    # the prefill fit is exact (two lengths, two coefficients): only the last calibration can tell
+    assert suspect_probes(_quick_samples({"prefill-768": 1.6}), before) == ["prefill-768"]
+    assert suspect_probes(_quick_samples({"prefill-768": 1.6}), None) == []  # no calibration here before
+    # the decode fit has a probe to spare: a 2x step shows as a miss of the fit
+    assert "decode-2+640" in suspect_probes(_quick_samples({"decode-2+640": 2.0}), None)
+    # three samples: the median already rejects one outlier
+    thrice = [Sample(**{**s.__dict__, "repeat": r}) for s in _quick_samples({"prefill-768": 1.6}) for r in range(3)]
+    assert suspect_probes(thrice, before) == []
+
+
+class _OneHiccup(SimulatedEngine):
+    """A simulated engine whose first long prefill reports a TTFT three times too long (a host hiccup)."""
+
+    hiccups = 1
+
+    async def generate(self, request):  # type: ignore[no-untyped-def]
+        result = await super().generate(request)
+        if request.max_tokens == 1 and result.prompt_tokens > 500 and self.hiccups:
+            self.hiccups -= 1
+            return result.model_copy(update={"timing": result.timing.model_copy(
+                update={"ttft_s": 3 * result.timing.ttft_s})})
+        return result
+
+
+def test_an_outlier_is_measured_again_and_no_longer_bends_the_fit() -> None:
+    from runtime.calibrate import coefficients_of, measure_alone
+
+    async def body():
+        engine = _OneHiccup(SHIPPED, kv_capacity_tokens=50_000, max_num_seqs=16, speedup=4.0)
+        await engine.start()
+        try:
+            return await measure_alone(engine, 0, QUICK, coefficients_of(SHIPPED))
+        finally:
+            await engine.stop()
+
+    samples, reprobed = asyncio.run(asyncio.wait_for(body(), 60))
+    assert reprobed == ["prefill-768"]
+    assert sum(1 for s in samples if s.probe == "prefill-768") == 3
+    got = fit(samples)
+    assert got.coefficients["prefill_us_per_token"] == pytest.approx(SHIPPED.prefill_per_token_s * 1e6, rel=0.15)
+    first_pass = samples[:len(QUICK.prefill_lengths) + len(QUICK.decode_batches) + len(QUICK.long_contexts)]
+    bent = fit(first_pass).coefficients["prefill_us_per_token"]
+    assert bent > 2 * SHIPPED.prefill_per_token_s * 1e6  # what one hiccup did to the fit before
