@@ -116,6 +116,7 @@ def main() -> int:
         "machine": profiles.machine_text(), "load_average_before_after": [load_before[0], load_after[0]],
         "wall_s": wall, "rate_sent": out["rate"], "layout": layout, "runs": len(out["infos"]), "refused": len(out.get("refused", {})), "llm_calls": len(calls),
         "borrowed_calls": borrowed, "calls_cut_at_max_tokens": cut, "pinned_calls": pinned_count,
+        "cpu_during_runs": out.get("cpu"),
         "calibration": {k: cal.get(k) for k in ("max_probe_spread", "fit_error", "load_average_before_after")},
         "coefficients_before_run": {k: cal_before.get(k) for k in COEFFICIENTS},
         "coefficients_after_run": after_cal,
@@ -251,6 +252,14 @@ def _pinned_text(count: list[int] | tuple[int, int] | None) -> str:
     return "not run" if not count else f"{count[0]} of {count[1]} recorded LLM calls placed as recorded"
 
 
+def _cpu_text(cpu: dict | None) -> str:
+    if not cpu:
+        return "CPU during the runs: not measured"
+    return (f"CPU during the runs ({cpu['cores']} cores, `runtime/cpu_use.py`): engine loops "
+            f"{cpu['engine_loop_cores']:.2f} cores, engine front ends (HTTP, tokenisation) "
+            f"{cpu['engine_front_end_cores']:.2f}, Cortex's own process {cpu['cortex_cores']:.2f}")
+
+
 def render(r: dict) -> str:
     met = sum(1 for x in r["rows"] if x["met"])
     lines = [
@@ -264,6 +273,7 @@ def render(r: dict) -> str:
         f"- layout: {r['layout']}; {r['runs']} runs, {r['llm_calls']} LLM calls "
         f"({r['borrowed_calls']} borrowed, {r['calls_cut_at_max_tokens']} cut at max_tokens)",
         f"- profile: `{r['profile']}`",
+        f"- {_cpu_text(r.get('cpu_during_runs'))}",
         f"- calibrated just before the run: `{json.dumps(r['coefficients_before_run'])}`",
         f"- calibrated again just after the run: `{json.dumps(r['coefficients_after_run'])}`",
         "- trace: `benchmarks/results/real_vs_sim_trace.jsonl`",

@@ -292,6 +292,7 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
     from runtime.orchestrator.engines import vllm_backend_for
     from runtime.orchestrator.recorder import TraceRecorder
     from runtime.orchestrator.report import KvSampler, batch_report, render_report
+    from runtime.cpu_use import CpuUse
     from runtime.drift import drifts
 
     console.rule("[bold]Cortex demo: NL2SQL on the embedded default")
@@ -349,14 +350,17 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
         console.rule(f"answering {len(questions)} questions, Poisson arrivals at {rate:.3g} runs/s")
         sampler = KvSampler(orchestrator)
         sampler.start()
+        cpu = CpuUse().start()
         t0 = time.monotonic()
         infos, refused = await _send(orchestrator, questions, rate, args.seed, console)
         wall = time.monotonic() - t0
+        cpu_share = cpu.stop()
         await sampler.stop()
         recorder.close()
         _answers(console, questions, infos, reference, orchestrator, refused)
         report = batch_report(orchestrator, list(infos.values()), sampler, wall, rejected=len(refused))
         render_report(report, console)
+        console.print(cpu_share.line(), markup=False)
     finally:
         await orchestrator.stop()
     console.print(f"recorded {recorder.written} runs to {record} (the next run learns from them)")
@@ -367,7 +371,7 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
     console.rule("the simulator's error: this run's trace replayed on the same layout and profile")
     comparison = _replay(spec, lines, console)
     return {"plan": plan, "spec": spec, "infos": infos, "refused": refused, "trace": lines, "predicted": predicted,
-            "replay": comparison, "wall_s": wall, "rate": rate, "drift": margins}
+            "replay": comparison, "wall_s": wall, "rate": rate, "drift": margins, "cpu": cpu_share.as_dict()}
 
 
 async def _send(orchestrator: Any, questions: list[dict[str, Any]], rate: float, seed: int,

@@ -1,0 +1,38 @@
+"""CPU use of the serving path around the engines (runtime/cpu_use.py): a busy child process whose
+command line names an engine loop counts as one, another child as a front end, this process as Cortex."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from runtime.cpu_use import CpuUse
+
+BUSY = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\ntime.sleep(5)\n"
+
+
+def test_cpu_seconds_are_split_into_engine_loops_front_ends_and_cortex() -> None:
+    use = CpuUse().start()
+    loop = subprocess.Popen([sys.executable, "-c", BUSY.format(s=0.6) + "# EngineCore_0"])
+    front = subprocess.Popen([sys.executable, "-c", BUSY.format(s=0.3)])
+    try:
+        t = time.process_time()
+        while time.process_time() - t < 0.2:  # this process: Cortex's share
+            pass
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until both children have done their CPU work
+            time.sleep(0.2)
+            got = use.read()
+            if got.get(loop.pid, 0) >= 0.6 and got.get(front.pid, 0) >= 0.3:
+                break
+        share = use.stop()
+    finally:
+        loop.kill()
+        front.kill()
+    cpu = share.as_dict()
+    wall = share.wall_s
+    assert 0.6 <= share.engine_loops * wall < 1.5
+    assert 0.3 <= share.engine_front_ends * wall < 1.2
+    assert 0.2 <= share.cortex * wall
+    assert cpu["cores"] >= 1 and "engine loops" in share.line()
