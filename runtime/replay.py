@@ -95,10 +95,16 @@ def recorded_placement(lines: list[str]) -> dict[tuple[int, str], list[str]]:
     runs = sorted((json.loads(x) for x in lines if x.strip()), key=lambda r: float(r["arrival_s"]))
     out: dict[tuple[int, str], list[str]] = defaultdict(list)
     for i, r in enumerate(runs):
-        for c in sorted(r["calls"], key=lambda c: float(c.get("started_s", 0.0))):
+        for c in sorted(r["calls"], key=_started):
             if c.get("kind", "llm") == "llm" and isinstance(c.get("replica"), str):
                 out[(i, c["stage"])].append(c["replica"])
     return dict(out)
+
+
+def _started(call: dict) -> float:
+    """A recorded call's start within its run (0 where the trace has none: an optional field)."""
+    value = call.get("started_s")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
 
 
 class RecordedPlacement(Policy):
