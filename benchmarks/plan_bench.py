@@ -13,8 +13,8 @@ unconstrained joint plan used, so the workflows compete for devices.
 Timings are wall-clock medians of ``--repeat`` runs of ``plan_program`` (the
 whole pipeline: visits, candidates, Monte Carlo, solve, shared-pool baseline),
 with the median CPU seconds of this process beside them (the honest figure on a
-shared machine; the cut loop's budget is wall-clock, so a busy machine also
-changes how many CP-SAT solves fit). The header records the CPU model, the load
+shared machine; the cut loop's budget is counted in solves, so the plans do not
+depend on the load). The header records the CPU model, the load
 averages before and after, and whether the simulator ran compiled.
 
 Usage: .venv/bin/python benchmarks/plan_bench.py [--repeat 3] [--out benchmarks/results/plan_bench.md] [--note TEXT]
@@ -124,8 +124,9 @@ def main() -> None:
         "and how many plans the verification loop tried (cortexlang.cli.plan_verify).",
         "",
         "Status `optimal`: the cut loop proved optimality for the planning model; `feasible`: the best plan "
-        "found when the loop's time budget (planner.solver.TIME_LIMIT_S) ran out, or when it stopped early "
-        "because its bound could not reach the incumbent within that budget (planner.solver._BoundProgress).",
+        "found when the loop's budget in solves (planner.solver.solve_budget) was spent, or when it stopped "
+        "early because its bound could not reach the incumbent within that budget (planner.solver._BoundProgress); "
+        "the wall-clock limit (planner.solver.TIME_LIMIT_S) is only a safety net.",
         "",
         "'met' is judged on wall-clock / on CPU seconds: the planner is single-threaded (CP-SAT with 1 worker), "
         "so its CPU seconds are what the wall clock reads on an idle machine.",

@@ -47,10 +47,12 @@ Algorithm:
    proposal that meets every SLO is optimal (cuts only ever remove infeasible
    points, so CP-SAT's optimum of the relaxation that is feasible is the true
    optimum); otherwise its lifted cut is added and the loop repeats. Each
-   iteration removes the current proposal, so the loop terminates; its wall
-   clock budget (:data:`TIME_LIMIT_S`, after the heuristics) bounds the
-   planning time of large instances, which then report status ``feasible``
-   (the incumbent or the best proven-feasible proposal) instead of ``optimal``.
+   iteration removes the current proposal, so the loop terminates. Its budget
+   is counted in relaxations solved, not seconds (:func:`solve_budget`), so the
+   plan is the same on a busy and on an idle machine; large instances then
+   report status ``feasible`` (the incumbent or the best proven-feasible
+   proposal) instead of ``optimal``. A wall-clock limit (:data:`TIME_LIMIT_S`)
+   remains as a safety net only.
 4. *Repair* (primal heuristic, inside the loop): a violating proposal is
    cheap where the SLO allows, so the greedy's upgrades from it (then the
    local descent) often give a plan below the incumbent; it becomes the new
@@ -60,9 +62,9 @@ Algorithm:
    incumbent for a proof. The no-goods remove few points each, so on binding
    SLOs over many stages the bound crawls (plan_bench's binding 20-stage
    chain, ``benchmarks/plan_cut_trace.py``: 6% of the gap in 10 solves, 78%
-   in 100) and a sub-second budget would run out anyway; the loop stops once
-   the bound's rise so far cannot close the gap in the budget left
-   (:class:`_BoundProgress`), returning the incumbent as ``feasible``.
+   in 100); the loop stops once the bound's mean rise per solve so far cannot
+   close the gap in the solves left of the budget (:class:`_BoundProgress`),
+   returning the incumbent as ``feasible``.
 """
 
 from __future__ import annotations
@@ -82,8 +84,20 @@ from planner.latency import PathSample, attainment
 
 QUALITY_SCALE = 1000
 MAX_ITERATIONS = 400
-TIME_LIMIT_S = 0.6
-"""Wall-clock budget of the cut loop per solve; past it the best feasible plan is returned as 'feasible'."""
+TIME_LIMIT_S = 10.0
+"""Wall-clock safety net of the cut loop per solve (past it the best feasible plan is returned as
+'feasible'). Normal runs end well before it, by proof or by :class:`_BoundProgress` (counted in solves):
+a plan that depends on the wall clock differs between a busy and an idle machine."""
+SOLVE_BUDGET_STAGES = 120
+"""The cut loop's budget in relaxations solved to optimality, times the stages planned
+(:func:`solve_budget`): an iteration's work (the CP-SAT model, the lifts and repairs over the stages)
+grows with the stages, so a 5-stage chain may run 24 solves and a 20-stage one 6."""
+MIN_SOLVES = 2
+"""Fewest relaxations solved to optimality before :class:`_BoundProgress` may stop the loop: one rise
+of the bound to judge by."""
+STALL_FRACTION = 0.25
+"""Fraction of the solve budget spent before :class:`_BoundProgress` judges the bound's rise (a bound
+rises in steps: a cut that removes a whole cone can lift it after a few flat solves)."""
 _CACHE_LIMIT = 4000
 
 
@@ -490,8 +504,14 @@ class SolveResult:
 def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale: float = 1.0,
           max_iterations: int = MAX_ITERATIONS, time_limit_s: float = TIME_LIMIT_S,
           workers: int = 1, max_quality_loss: int | None = None,
-          trace: list[tuple[float, tuple[int, int], tuple[int, int] | None]] | None = None) -> SolveResult:
+          trace: list[tuple[float, tuple[int, int], tuple[int, int] | None]] | None = None,
+          budget: int | None = None) -> SolveResult:
     """Minimise cost (after quality) subject to inventory and every SLO scaled by ``scale``.
+
+    The cut loop ends with a proof, after ``budget`` relaxations solved to optimality
+    (default :func:`solve_budget`) or earlier when the bound stalls (:class:`_BoundProgress`),
+    after ``max_iterations`` solves, or at the ``time_limit_s`` safety net (wall clock, counted
+    from the start of the loop); only the last makes the result depend on the machine's speed.
 
     ``max_quality_loss`` bounds the summed quality loss (headroom mode keeps the
     quality reached at the unscaled SLO instead of trading it for headroom).
@@ -570,7 +590,7 @@ def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale:
     solver.parameters.num_workers = workers
     iterations = 0
     started = time.monotonic()  # the budget is the cut loop's; the heuristics above always run
-    progress = _BoundProgress(started, time_limit_s)
+    progress = _BoundProgress(solve_budget(problems) if budget is None else budget)
     while iterations < max_iterations:
         remaining = time_limit_s - (time.monotonic() - started)
         if remaining <= 0:
@@ -605,46 +625,53 @@ def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale:
                           None if incumbent is None else objective_milli(problems, incumbent)))
         if status == cp_model.OPTIMAL and incumbent is not None:
             q, c = objective_milli(problems, incumbent)
-            if progress.stalled(solver.objective_value, c + big * q, time.monotonic()):
+            if progress.stalled(solver.objective_value, c + big * q):
                 break
     if incumbent is not None:
         return SolveResult(incumbent, "feasible", iterations)
     return SolveResult(None, "unknown", iterations)
 
 
-STALL_CHECK = 0.25
-"""Fraction of the cut loop's budget after which :class:`_BoundProgress` may stop it early."""
+def solve_budget(problems: Sequence[WorkflowProblem]) -> int:
+    """Relaxations the cut loop may solve to optimality: :data:`SOLVE_BUDGET_STAGES` over the stages
+    planned, rounded, and at least :data:`MIN_SOLVES`."""
+    stages = sum(len(p.stages) for p in problems)
+    return max(MIN_SOLVES, round(SOLVE_BUDGET_STAGES / max(stages, 1)))
 
 
 @dataclass
 class _BoundProgress:
-    """Whether the cut loop can still finish within its budget.
+    """Whether the cut loop can still finish within its budget of ``budget`` solves.
 
     Each relaxation solved to optimality gives a lower bound ``b`` on the optimum;
     the loop ends with a proof only when ``b`` reaches the incumbent's objective
     ``z``, and it returns a better plan only when ``b`` reaches that plan's
-    objective (a proposal that meets every SLO is the relaxation's optimum). When
-    cuts remove few points per solve the bound crawls (on plan_bench's binding
-    20-stage chain, 6% of the gap in 10 solves). So once :data:`STALL_CHECK`
-    of the budget is spent, the loop stops if the bound's average rise so far,
-    extrapolated linearly, would not reach ``z`` within the rest of the budget;
-    the incumbent is then returned as ``feasible``, as when the budget runs out.
+    objective (a proposal that meets every SLO is the relaxation's optimum). With
+    ``b_1`` the first bound and ``b_k`` the ``k``-th, once ``k >= max(MIN_SOLVES,
+    ceil(STALL_FRACTION x budget))`` the loop stops when the mean rise per solve,
+    ``r = (b_k - b_1) / (k - 1)``, is not positive or would need more than the
+    ``budget - k`` solves left to close the gap: ``(z - b_k) / r > budget - k``.
+    At ``k = budget`` that holds for any gap (the bound is at most ``z - 1``), so
+    ``budget`` caps the solves. The incumbent is then returned as ``feasible``.
+    Only counts enter: the same instance stops after the same solve on any machine.
     """
 
-    started: float
-    budget_s: float
-    first: tuple[float, float] | None = None
-    """(time, bound) of the first relaxation solved to optimality."""
+    budget: int
+    solves: int = 0
+    """Relaxations solved to optimality so far (with an incumbent to compare against)."""
+    first: float | None = None
+    """The first of their bounds."""
 
-    def stalled(self, bound: float, incumbent: float, now: float) -> bool:
+    def stalled(self, bound: float, incumbent: float) -> bool:
+        """Record one more relaxation's optimum ``bound``; whether to stop with ``incumbent``."""
+        self.solves += 1
         if self.first is None:
-            self.first = (now, bound)
+            self.first = bound
             return False
-        if now - self.started < STALL_CHECK * self.budget_s:
+        if self.solves < max(MIN_SOLVES, math.ceil(STALL_FRACTION * self.budget)):
             return False
-        rate = (bound - self.first[1]) / max(now - self.first[0], 1e-9)
-        remaining = self.budget_s - (now - self.started)
-        return rate <= 0.0 or (incumbent - bound) / rate > remaining
+        rate = (bound - self.first) / (self.solves - 1)
+        return rate <= 0.0 or (incumbent - bound) / rate > self.budget - self.solves
 
 
 def _repair(problems: Sequence[WorkflowProblem], proposal: Sequence[Mapping[str, int]], violated: Sequence[int],

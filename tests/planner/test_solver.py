@@ -9,7 +9,8 @@ from planner.api import Planner, inventory_limits, scenarios
 from planner.candidates import U_GRID, Candidate
 from planner.latency import sample_paths
 from planner.profiles import PROFILE_DIR
-from planner.solver import STALL_CHECK, WorkflowProblem, _BoundProgress, brute_force, objective_milli, solve
+from planner.solver import (MIN_SOLVES, SOLVE_BUDGET_STAGES, WorkflowProblem, _BoundProgress, brute_force,
+                            objective_milli, solve, solve_budget)
 from planner.synthetic import gpu_inventory, nl2sql_program, research_program
 from planner.visits import build_chain
 
@@ -110,15 +111,26 @@ def test_repair_reaches_the_slo_from_the_cheapest_point(seed: int) -> None:
 
 
 def test_bound_progress_stops_a_crawling_loop_only() -> None:
-    """The early stop: never before STALL_CHECK of the budget; then only when the bound's average rise
-    so far cannot reach the incumbent in the budget left."""
-    crawl = _BoundProgress(started=0.0, budget_s=1.0)
-    assert not crawl.stalled(100.0, 200.0, 0.01)  # the first bound: nothing to extrapolate yet
-    assert not crawl.stalled(100.0, 200.0, 0.9 * STALL_CHECK)  # flat, but too early to judge
-    assert crawl.stalled(110.0, 200.0, 0.3)  # +10 in 0.29 s: 90 more would take 2.6 s, 0.7 s left
-    climb = _BoundProgress(started=0.0, budget_s=1.0)
-    climb.stalled(100.0, 200.0, 0.01)
-    assert not climb.stalled(190.0, 200.0, 0.3)  # +90 in 0.29 s: the last 10 take 0.03 s
+    """The early stop, counted in solves: never before STALL_FRACTION of the budget; then when the bound's
+    mean rise per solve cannot reach the incumbent in the solves left; always at the budget."""
+    crawl = _BoundProgress(budget=12)  # judged from solve ceil(0.25 x 12) = 3 on
+    assert not crawl.stalled(100.0, 200.0)  # the first bound: nothing to extrapolate yet
+    assert not crawl.stalled(100.0, 200.0)  # flat, but too early to judge
+    assert crawl.stalled(110.0, 200.0)  # +5 per solve: 90 more take 18 solves, 9 left
+    climb = _BoundProgress(budget=12)
+    for bound in (100.0, 140.0, 160.0):
+        assert not climb.stalled(bound, 200.0)  # +30 per solve: the last 40 take 2 of the 9 left
+    short = _BoundProgress(budget=2)
+    assert not short.stalled(100.0, 200.0)
+    assert short.stalled(199.0, 200.0)  # the budget is spent, however fast the bound rises
+
+
+def test_solve_budget_scales_with_the_stages() -> None:
+    """More stages, fewer solves (each costs more), never fewer than MIN_SOLVES."""
+    problems, _ = _random_instance(0)
+    stages = sum(len(p.stages) for p in problems)
+    assert solve_budget(problems) == max(MIN_SOLVES, round(SOLVE_BUDGET_STAGES / stages))
+    assert solve_budget(problems * 100) == MIN_SOLVES
 
 
 def _hopeless_one_by_one(p: WorkflowProblem, scale: float) -> dict[str, set[int]]:
