@@ -62,9 +62,9 @@ Algorithm:
    incumbent for a proof. The no-goods remove few points each, so on binding
    SLOs over many stages the bound crawls (plan_bench's binding 20-stage
    chain, ``benchmarks/plan_cut_trace.py``: 6% of the gap in 10 solves, 78%
-   in 100); the loop stops once the bound's mean rise per solve so far cannot
-   close the gap in the solves left of the budget (:class:`_BoundProgress`),
-   returning the incumbent as ``feasible``.
+   in 100); the loop stops once the gap to the incumbent, closed by the bound's
+   rise and by repairs, shrinks too slowly per solve to close in the solves left
+   of the budget (:class:`_BoundProgress`), returning the incumbent as ``feasible``.
 """
 
 from __future__ import annotations
@@ -88,17 +88,20 @@ TIME_LIMIT_S = 10.0
 """Wall-clock safety net of the cut loop per solve (past it the best feasible plan is returned as
 'feasible'). Normal runs end well before it, by proof or by :class:`_BoundProgress` (counted in solves):
 a plan that depends on the wall clock differs between a busy and an idle machine."""
-SOLVE_BUDGET_STAGES = 120
+SOLVE_BUDGET_STAGES = 200
 """The cut loop's budget in relaxations solved to optimality, times the stages planned
 (:func:`solve_budget`): an iteration's work (the CP-SAT model, the lifts and repairs over the stages)
-grows with the stages, so a 5-stage chain may run 24 solves and a 20-stage one 6."""
+grows with the stages, so a 5-stage chain may run 40 solves and a 20-stage one 10."""
 MIN_SOLVES = 2
 """Fewest relaxations solved to optimality before :class:`_BoundProgress` may stop the loop: one rise
 of the bound to judge by."""
-STALL_FRACTION = 0.25
+STALL_FRACTION = 0.2
 """Fraction of the solve budget spent before :class:`_BoundProgress` judges the bound's rise (a bound
 rises in steps: a cut that removes a whole cone can lift it after a few flat solves)."""
 _CACHE_LIMIT = 4000
+ROUNDING = 1e-9
+"""Relative bound, far above the float64 rounding of a few hundred additions (about 1e-14), on how far
+run latencies updated node by node (:meth:`WorkflowProblem.shifted`) may lie from their full sum."""
 
 
 def quality_loss(c: Candidate) -> int:
@@ -197,6 +200,36 @@ class WorkflowProblem:
     def feasible(self, assign: Mapping[str, int | None], scale: float = 1.0) -> bool:
         return self.slo_latency_s is None or self.meets(self.run_latency(assign), scale)
 
+    def shifted(self, latency: np.ndarray, mass: np.ndarray, assign: Mapping[str, int], trial: Mapping[str, int],
+                nodes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``trial``'s run latencies from ``assign``'s when the two differ only in ``nodes``' stages:
+        ``latency - sum_n L_n(assign) + sum_n L_n(trial)``, one vector operation per node instead of
+        :meth:`run_latency`'s sum over every node. ``mass`` bounds every partial sum involved (the node
+        latencies are non-negative: it is ``run_latency`` plus every vector added since), so the result
+        is within ``n_ops x 2^-53 x mass`` of :meth:`run_latency`'s; returned with its own mass."""
+        for n in nodes:
+            vec = self.node_latency(n, trial)
+            latency = latency - self.node_latency(n, assign) + vec
+            mass = mass + vec
+        return latency, mass
+
+    def feasible_near(self, trial: Mapping[str, int], latency: np.ndarray, mass: np.ndarray, scale: float) -> bool:
+        """:meth:`feasible` of ``trial`` given its run latencies up to rounding (:meth:`shifted`).
+
+        Each run's exact latency lies within ``ROUNDING x mass`` of ``latency``; counting the runs
+        surely within the target and those possibly within it brackets the exact attainment. The
+        exact sum is evaluated only when the SLO's attainment falls inside that bracket, so the
+        verdict is always :meth:`feasible`'s."""
+        if self.slo_latency_s is None:
+            return True
+        slack = ROUNDING * mass
+        target, need = self.slo_latency_s * scale, self.slo_attainment - 1e-12
+        if attainment(self.normalised(latency + slack), target) >= need:
+            return True
+        if attainment(self.normalised(latency - slack), target) < need:
+            return False
+        return self.meets(self.run_latency(trial), scale)
+
     def slower(self, stage: str, idx: int) -> frozenset[int]:
         """Indices of the candidates of ``stage`` at least as slow as candidate ``idx`` everywhere."""
         key = (stage, idx)
@@ -241,6 +274,10 @@ class WorkflowProblem:
     def lift(self, assign: dict[str, int], scale: float) -> dict[str, int]:
         """Move stages to faster candidates while the assignment still misses the SLO."""
         current = dict(assign)
+        if self.slo_latency_s is None:  # every assignment meets it: nothing to lift
+            return current
+        latency = self.run_latency(current)
+        mass = latency
         for s in self.stages:
             tables = self._stacked(s)
             ref = tables[current[s]]
@@ -248,11 +285,13 @@ class WorkflowProblem:
             somewhere_faster = ~np.all(tables >= ref - 1e-12, axis=1)
             faster = np.flatnonzero(no_slower & somewhere_faster).tolist()
             faster.sort(key=lambda i: self.candidates[s][i].mean)
+            nodes = (self.paths.node_of(s),)
             for i in faster[:2]:
                 trial = dict(current)
                 trial[s] = i
-                if not self.feasible(trial, scale):
-                    current = trial
+                moved, moved_mass = self.shifted(latency, mass, current, trial, nodes)
+                if not self.feasible_near(trial, moved, moved_mass, scale):
+                    current, latency, mass = trial, moved, moved_mass
                     break
         return current
 
@@ -458,6 +497,8 @@ class WorkflowProblem:
         better-ranked (quality, cost) options of the same unit while the SLO holds."""
         cur = dict(assign)
         units = sorted({tuple(sorted(self.option(s, i))) for s, i in cur.items()})
+        nodes = {u: sorted({self.paths.node_of(s) for s in u}) for u in units}
+        latency = mass = self.run_latency(cur)
         changed = True
         while changed:
             changed = False
@@ -466,8 +507,11 @@ class WorkflowProblem:
                 for o in sorted((o for o in self.unit_options(u, allowed) if self._unit_key(o) < now),
                                 key=self._unit_key):
                     trial = {**cur, **o}
-                    if _fits(self, trial, limits) and self.feasible(trial, scale):
-                        cur, changed = trial, True
+                    if not _fits(self, trial, limits):
+                        continue
+                    moved, moved_mass = self.shifted(latency, mass, cur, trial, nodes[u])
+                    if self.feasible_near(trial, moved, moved_mass, scale):
+                        cur, latency, mass, changed = trial, moved, moved_mass, True
                         break
         return cur
 
@@ -645,33 +689,33 @@ class _BoundProgress:
 
     Each relaxation solved to optimality gives a lower bound ``b`` on the optimum;
     the loop ends with a proof only when ``b`` reaches the incumbent's objective
-    ``z``, and it returns a better plan only when ``b`` reaches that plan's
-    objective (a proposal that meets every SLO is the relaxation's optimum). With
-    ``b_1`` the first bound and ``b_k`` the ``k``-th, once ``k >= max(MIN_SOLVES,
-    ceil(STALL_FRACTION x budget))`` the loop stops when the mean rise per solve,
-    ``r = (b_k - b_1) / (k - 1)``, is not positive or would need more than the
-    ``budget - k`` solves left to close the gap: ``(z - b_k) / r > budget - k``.
-    At ``k = budget`` that holds for any gap (the bound is at most ``z - 1``), so
-    ``budget`` caps the solves. The incumbent is then returned as ``feasible``.
-    Only counts enter: the same instance stops after the same solve on any machine.
+    ``z``. The gap ``g = z - b`` closes from both sides: cuts raise ``b`` and
+    repairs lower ``z``. With ``g_1`` the first gap and ``g_k`` the ``k``-th, once
+    ``k >= max(MIN_SOLVES, ceil(STALL_FRACTION x budget))`` the loop stops when the
+    mean closure per solve, ``r = (g_1 - g_k) / (k - 1)``, is not positive or would
+    need more than the ``budget - k`` solves left: ``g_k / r > budget - k``. At
+    ``k = budget`` that holds for any gap (``b <= z - 1``), so ``budget`` caps the
+    solves. The incumbent is then returned as ``feasible``. Only counts enter:
+    the same instance stops after the same solve on any machine.
     """
 
     budget: int
     solves: int = 0
     """Relaxations solved to optimality so far (with an incumbent to compare against)."""
     first: float | None = None
-    """The first of their bounds."""
+    """The first of their gaps."""
 
     def stalled(self, bound: float, incumbent: float) -> bool:
-        """Record one more relaxation's optimum ``bound``; whether to stop with ``incumbent``."""
+        """Record one more relaxation's optimum ``bound`` and the ``incumbent``'s objective; whether to stop."""
         self.solves += 1
+        gap = incumbent - bound
         if self.first is None:
-            self.first = bound
+            self.first = gap
             return False
         if self.solves < max(MIN_SOLVES, math.ceil(STALL_FRACTION * self.budget)):
             return False
-        rate = (bound - self.first) / (self.solves - 1)
-        return rate <= 0.0 or (incumbent - bound) / rate > self.budget - self.solves
+        rate = (self.first - gap) / (self.solves - 1)
+        return rate <= 0.0 or gap / rate > self.budget - self.solves
 
 
 def _repair(problems: Sequence[WorkflowProblem], proposal: Sequence[Mapping[str, int]], violated: Sequence[int],

@@ -111,18 +111,21 @@ def test_repair_reaches_the_slo_from_the_cheapest_point(seed: int) -> None:
 
 
 def test_bound_progress_stops_a_crawling_loop_only() -> None:
-    """The early stop, counted in solves: never before STALL_FRACTION of the budget; then when the bound's
-    mean rise per solve cannot reach the incumbent in the solves left; always at the budget."""
-    crawl = _BoundProgress(budget=12)  # judged from solve ceil(0.25 x 12) = 3 on
-    assert not crawl.stalled(100.0, 200.0)  # the first bound: nothing to extrapolate yet
+    """The early stop, counted in solves: never before STALL_FRACTION of the budget; then when the gap's
+    mean closure per solve cannot close it in the solves left; always at the budget."""
+    crawl = _BoundProgress(budget=12)  # judged from solve ceil(0.2 x 12) = 3 on
+    assert not crawl.stalled(100.0, 200.0)  # the first gap: nothing to extrapolate yet
     assert not crawl.stalled(100.0, 200.0)  # flat, but too early to judge
-    assert crawl.stalled(110.0, 200.0)  # +5 per solve: 90 more take 18 solves, 9 left
+    assert crawl.stalled(110.0, 200.0)  # 5 closed per solve: the last 90 take 18 solves, 9 left
     climb = _BoundProgress(budget=12)
     for bound in (100.0, 140.0, 160.0):
-        assert not climb.stalled(bound, 200.0)  # +30 per solve: the last 40 take 2 of the 9 left
+        assert not climb.stalled(bound, 200.0)  # 30 per solve: the last 40 take 2 of the 9 left
+    repaired = _BoundProgress(budget=12)
+    for incumbent in (200.0, 150.0, 140.0):
+        assert not repaired.stalled(100.0, incumbent)  # a flat bound, but repairs close 30 per solve
     short = _BoundProgress(budget=2)
     assert not short.stalled(100.0, 200.0)
-    assert short.stalled(199.0, 200.0)  # the budget is spent, however fast the bound rises
+    assert short.stalled(199.0, 200.0)  # the budget is spent, however fast the gap closes
 
 
 def test_solve_budget_scales_with_the_stages() -> None:
