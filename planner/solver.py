@@ -92,9 +92,9 @@ SOLVE_BUDGET_STAGES = 200
 """The cut loop's budget in relaxations solved to optimality, times the stages planned
 (:func:`solve_budget`): an iteration's work (the CP-SAT model, the lifts and repairs over the stages)
 grows with the stages, so a 5-stage chain may run 40 solves and a 20-stage one 10."""
-MIN_SOLVES = 2
-"""Fewest relaxations solved to optimality before :class:`_BoundProgress` may stop the loop: one rise
-of the bound to judge by."""
+MIN_SOLVES = 1
+"""Fewest relaxations the budget allows: on the largest instances (10 x 20 stages) one relaxation and
+its repair, as many as fitted in the former 0.6 s wall-clock budget on a busy machine."""
 STALL_FRACTION = 0.2
 """Fraction of the solve budget spent before :class:`_BoundProgress` judges the bound's rise (a bound
 rises in steps: a cut that removes a whole cone can lift it after a few flat solves)."""
@@ -690,12 +690,11 @@ class _BoundProgress:
     Each relaxation solved to optimality gives a lower bound ``b`` on the optimum;
     the loop ends with a proof only when ``b`` reaches the incumbent's objective
     ``z``. The gap ``g = z - b`` closes from both sides: cuts raise ``b`` and
-    repairs lower ``z``. With ``g_1`` the first gap and ``g_k`` the ``k``-th, once
-    ``k >= max(MIN_SOLVES, ceil(STALL_FRACTION x budget))`` the loop stops when the
-    mean closure per solve, ``r = (g_1 - g_k) / (k - 1)``, is not positive or would
-    need more than the ``budget - k`` solves left: ``g_k / r > budget - k``. At
-    ``k = budget`` that holds for any gap (``b <= z - 1``), so ``budget`` caps the
-    solves. The incumbent is then returned as ``feasible``. Only counts enter:
+    repairs lower ``z``. The loop stops at ``k = budget``; before, with ``g_1`` the
+    first gap and ``g_k`` the ``k``-th, once ``k >= max(2, ceil(STALL_FRACTION x
+    budget))`` it stops when the mean closure per solve, ``r = (g_1 - g_k) / (k - 1)``,
+    is not positive or would need more than the ``budget - k`` solves left:
+    ``g_k / r > budget - k``. The incumbent is then returned as ``feasible``. Only counts enter:
     the same instance stops after the same solve on any machine.
     """
 
@@ -711,8 +710,9 @@ class _BoundProgress:
         gap = incumbent - bound
         if self.first is None:
             self.first = gap
-            return False
-        if self.solves < max(MIN_SOLVES, math.ceil(STALL_FRACTION * self.budget)):
+        if self.solves >= self.budget:
+            return True
+        if self.solves < max(2, math.ceil(STALL_FRACTION * self.budget)):  # one closure at least to judge by
             return False
         rate = (self.first - gap) / (self.solves - 1)
         return rate <= 0.0 or gap / rate > self.budget - self.solves

@@ -126,6 +126,7 @@ def test_bound_progress_stops_a_crawling_loop_only() -> None:
     short = _BoundProgress(budget=2)
     assert not short.stalled(100.0, 200.0)
     assert short.stalled(199.0, 200.0)  # the budget is spent, however fast the gap closes
+    assert _BoundProgress(budget=1).stalled(100.0, 200.0)  # one relaxation (and its repair) only
 
 
 def test_solve_budget_scales_with_the_stages() -> None:
@@ -162,3 +163,26 @@ def test_hopeless_on_real_tables_with_fanout_splits() -> None:
     assert problem.split_envelope  # the executor under the fan-out shares its copies' waits
     for scale in (0.4, 0.6, 1.0):
         assert problem.hopeless(scale) == _hopeless_one_by_one(problem, scale)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_feasible_near_agrees_with_feasible(seed: int) -> None:
+    """Run latencies updated node by node stay within the rounding bound of the full sum, and the bracketed
+    verdict is the full sum's, also when the SLO target is exactly some run's latency (the bracket straddles it)."""
+    problems, _ = _random_instance(seed)
+    rng = np.random.default_rng(seed)
+    for p in problems:
+        assign = {s: int(rng.integers(0, len(p.candidates[s]))) for s in p.stages}
+        latency = mass = p.run_latency(assign)
+        for _ in range(25):
+            s = p.stages[int(rng.integers(0, len(p.stages)))]
+            trial = {**assign, s: int(rng.integers(0, len(p.candidates[s])))}
+            moved, moved_mass = p.shifted(latency, mass, assign, trial, (p.paths.node_of(s),))
+            exact = p.run_latency(trial)
+            assert np.all(np.abs(moved - exact) <= 1e-12 * moved_mass)
+            on_a_run = WorkflowProblem(p.name, p.candidates, p.paths, float(np.quantile(exact, 0.9, method="lower")),
+                                       0.9)
+            for problem in (p, on_a_run):
+                for scale in (0.9, 1.0, 1.1):
+                    assert problem.feasible_near(trial, moved, moved_mass, scale) == problem.feasible(trial, scale)
+            assign, latency, mass = trial, moved, moved_mass
