@@ -91,12 +91,12 @@ a plan that depends on the wall clock differs between a busy and an idle machine
 SOLVE_BUDGET_STAGES = 200
 """The cut loop's budget in relaxations solved to optimality, times the stages planned
 (:func:`solve_budget`): an iteration's work (the CP-SAT model, the lifts and repairs over the stages)
-grows with the stages, so a 5-stage chain may run 40 solves and a 20-stage one 10."""
+grows with the stages, so a 5-stage chain may run 40 solves, a 20-stage one 10, and 10 x 20 stages 1."""
 MIN_SOLVES = 1
 """Fewest relaxations the budget allows: on the largest instances (10 x 20 stages) one relaxation and
 its repair, as many as fitted in the former 0.6 s wall-clock budget on a busy machine."""
 STALL_FRACTION = 0.2
-"""Fraction of the solve budget spent before :class:`_BoundProgress` judges the bound's rise (a bound
+"""Fraction of the solve budget spent before :class:`_BoundProgress` judges the gap's closure (the bound
 rises in steps: a cut that removes a whole cone can lift it after a few flat solves)."""
 _CACHE_LIMIT = 4000
 ROUNDING = 1e-9
@@ -497,8 +497,6 @@ class WorkflowProblem:
         better-ranked (quality, cost) options of the same unit while the SLO holds."""
         cur = dict(assign)
         units = sorted({tuple(sorted(self.option(s, i))) for s, i in cur.items()})
-        nodes = {u: sorted({self.paths.node_of(s) for s in u}) for u in units}
-        latency = mass = self.run_latency(cur)
         changed = True
         while changed:
             changed = False
@@ -507,11 +505,8 @@ class WorkflowProblem:
                 for o in sorted((o for o in self.unit_options(u, allowed) if self._unit_key(o) < now),
                                 key=self._unit_key):
                     trial = {**cur, **o}
-                    if not _fits(self, trial, limits):
-                        continue
-                    moved, moved_mass = self.shifted(latency, mass, cur, trial, nodes[u])
-                    if self.feasible_near(trial, moved, moved_mass, scale):
-                        cur, latency, mass, changed = trial, moved, moved_mass, True
+                    if _fits(self, trial, limits) and self.feasible(trial, scale):
+                        cur, changed = trial, True
                         break
         return cur
 
@@ -553,7 +548,7 @@ def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale:
     """Minimise cost (after quality) subject to inventory and every SLO scaled by ``scale``.
 
     The cut loop ends with a proof, after ``budget`` relaxations solved to optimality
-    (default :func:`solve_budget`) or earlier when the bound stalls (:class:`_BoundProgress`),
+    (default :func:`solve_budget`) or earlier when the gap stalls (:class:`_BoundProgress`),
     after ``max_iterations`` solves, or at the ``time_limit_s`` safety net (wall clock, counted
     from the start of the loop); only the last makes the result depend on the machine's speed.
 
