@@ -105,7 +105,7 @@ def main() -> None:
     scarce = gpu_inventory(h100=int(0.7 * used.get("H100", 0)), a100=int(0.7 * used.get("A100", 0)),
                            h200=BIG["h200"], l40=BIG["l40"], cpu_slots=BIG["cpu_slots"])
     rows.append(row(f"10 x 20 stages, binding SLOs, shared scarce inventory "
-                    f"({scarce.gpus[0].count} A100, {scarce.gpus[1].count} H100)",
+                    f"({', '.join(f'{g.count} {g.kind}' for g in scarce.gpus)})",
                     timed(chain_program(10, 20, rate=RATE, slo_s=slos, inventory=scarce), args.repeat), 10.0))
     load_after = os.getloadavg()
 
