@@ -3,7 +3,7 @@
 Each instance is planner.synthetic.chain_program(1, n, seed) at 20 runs/s on
 plan_bench's ample inventory, planned first with a loose SLO and then with the
 SLO at 0.8x and 0.9x that plan's p99, with `plan_program`'s defaults (the
-cut loop's 0.6 s budget included). ``--before JSON`` (this script's ``--json``
+cut loop's budget in solves included). ``--before JSON`` (this script's ``--json``
 output from another version of the planner) adds that version's cost, status,
 solves and CPU seconds beside each row, so a solver change can be checked for
 "never costlier, never a worse status" on instances whose SLO binds.

@@ -664,9 +664,10 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
     second) overrides every workflow's declared load; ``decode_stretch`` bounds each
     pool's ``max_num_seqs`` by :func:`planner.candidates.latency_cap` (``math.inf``: KV only); ``profiles`` is a
     directory of profile files (default: the shipped ``planner/profile_data``).
-    ``time_limit_s`` is the wall-clock budget of each solve's cut loop
-    (:data:`planner.solver.TIME_LIMIT_S`); a large value makes the plan depend only on
-    the iteration cap, so it is the same on a busy machine (benchmarks use that).
+    ``time_limit_s`` is the wall-clock safety net of each solve's cut loop
+    (:data:`planner.solver.TIME_LIMIT_S`); the loop's budget is counted in solves
+    (:func:`planner.solver.solve_budget`), so a plan that ends before the net is the same
+    on a busy and an idle machine.
     ``layout`` chooses the pools on offer (:data:`planner.colocation.Layout`): by default
     dedicated *and* shared pools, so the plan is never costlier than the all-isolated or the
     all-shared layout (both are in its space); ``isolated`` or ``shared`` restrict it to one.

@@ -47,10 +47,12 @@ Algorithm:
    proposal that meets every SLO is optimal (cuts only ever remove infeasible
    points, so CP-SAT's optimum of the relaxation that is feasible is the true
    optimum); otherwise its lifted cut is added and the loop repeats. Each
-   iteration removes the current proposal, so the loop terminates; its wall
-   clock budget (:data:`TIME_LIMIT_S`, after the heuristics) bounds the
-   planning time of large instances, which then report status ``feasible``
-   (the incumbent or the best proven-feasible proposal) instead of ``optimal``.
+   iteration removes the current proposal, so the loop terminates. Its budget
+   is counted in relaxations solved, not seconds (:func:`solve_budget`), so the
+   plan is the same on a busy and on an idle machine; large instances then
+   report status ``feasible`` (the incumbent or the best proven-feasible
+   proposal) instead of ``optimal``. A wall-clock limit (:data:`TIME_LIMIT_S`)
+   remains as a safety net only.
 4. *Repair* (primal heuristic, inside the loop): a violating proposal is
    cheap where the SLO allows, so the greedy's upgrades from it (then the
    local descent) often give a plan below the incumbent; it becomes the new
@@ -60,9 +62,9 @@ Algorithm:
    incumbent for a proof. The no-goods remove few points each, so on binding
    SLOs over many stages the bound crawls (plan_bench's binding 20-stage
    chain, ``benchmarks/plan_cut_trace.py``: 6% of the gap in 10 solves, 78%
-   in 100) and a sub-second budget would run out anyway; the loop stops once
-   the bound's rise so far cannot close the gap in the budget left
-   (:class:`_BoundProgress`), returning the incumbent as ``feasible``.
+   in 100); the loop stops once the gap to the incumbent, closed by the bound's
+   rise and by repairs, shrinks too slowly per solve to close in the solves left
+   of the budget (:class:`_BoundProgress`), returning the incumbent as ``feasible``.
 """
 
 from __future__ import annotations
@@ -82,9 +84,24 @@ from planner.latency import PathSample, attainment
 
 QUALITY_SCALE = 1000
 MAX_ITERATIONS = 400
-TIME_LIMIT_S = 0.6
-"""Wall-clock budget of the cut loop per solve; past it the best feasible plan is returned as 'feasible'."""
+TIME_LIMIT_S = 10.0
+"""Wall-clock safety net of the cut loop per solve (past it the best feasible plan is returned as
+'feasible'). Normal runs end well before it, by proof or by :class:`_BoundProgress` (counted in solves):
+a plan that depends on the wall clock differs between a busy and an idle machine."""
+SOLVE_BUDGET_STAGES = 200
+"""The cut loop's budget in relaxations solved to optimality, times the stages planned
+(:func:`solve_budget`): an iteration's work (the CP-SAT model, the lifts and repairs over the stages)
+grows with the stages, so a 5-stage chain may run 40 solves, a 20-stage one 10, and 10 x 20 stages 1."""
+MIN_SOLVES = 1
+"""Fewest relaxations the budget allows: on the largest instances (10 x 20 stages) one relaxation and
+its repair, as many as fitted in the former 0.6 s wall-clock budget on a busy machine."""
+STALL_FRACTION = 0.2
+"""Fraction of the solve budget spent before :class:`_BoundProgress` judges the gap's closure (the bound
+rises in steps: a cut that removes a whole cone can lift it after a few flat solves)."""
 _CACHE_LIMIT = 4000
+ROUNDING = 1e-9
+"""Relative bound, far above the float64 rounding of a few hundred additions (about 1e-14), on how far
+run latencies updated node by node (:meth:`WorkflowProblem.shifted`) may lie from their full sum."""
 
 
 def quality_loss(c: Candidate) -> int:
@@ -183,6 +200,36 @@ class WorkflowProblem:
     def feasible(self, assign: Mapping[str, int | None], scale: float = 1.0) -> bool:
         return self.slo_latency_s is None or self.meets(self.run_latency(assign), scale)
 
+    def shifted(self, latency: np.ndarray, mass: np.ndarray, assign: Mapping[str, int], trial: Mapping[str, int],
+                nodes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``trial``'s run latencies from ``assign``'s when the two differ only in ``nodes``' stages:
+        ``latency - sum_n L_n(assign) + sum_n L_n(trial)``, one vector operation per node instead of
+        :meth:`run_latency`'s sum over every node. ``mass`` bounds every partial sum involved (the node
+        latencies are non-negative: it is ``run_latency`` plus every vector added since), so the result
+        is within ``n_ops x 2^-53 x mass`` of :meth:`run_latency`'s; returned with its own mass."""
+        for n in nodes:
+            vec = self.node_latency(n, trial)
+            latency = latency - self.node_latency(n, assign) + vec
+            mass = mass + vec
+        return latency, mass
+
+    def feasible_near(self, trial: Mapping[str, int], latency: np.ndarray, mass: np.ndarray, scale: float) -> bool:
+        """:meth:`feasible` of ``trial`` given its run latencies up to rounding (:meth:`shifted`).
+
+        Each run's exact latency lies within ``ROUNDING x mass`` of ``latency``; counting the runs
+        surely within the target and those possibly within it brackets the exact attainment. The
+        exact sum is evaluated only when the SLO's attainment falls inside that bracket, so the
+        verdict is always :meth:`feasible`'s."""
+        if self.slo_latency_s is None:
+            return True
+        slack = ROUNDING * mass
+        target, need = self.slo_latency_s * scale, self.slo_attainment - 1e-12
+        if attainment(self.normalised(latency + slack), target) >= need:
+            return True
+        if attainment(self.normalised(latency - slack), target) < need:
+            return False
+        return self.meets(self.run_latency(trial), scale)
+
     def slower(self, stage: str, idx: int) -> frozenset[int]:
         """Indices of the candidates of ``stage`` at least as slow as candidate ``idx`` everywhere."""
         key = (stage, idx)
@@ -227,6 +274,10 @@ class WorkflowProblem:
     def lift(self, assign: dict[str, int], scale: float) -> dict[str, int]:
         """Move stages to faster candidates while the assignment still misses the SLO."""
         current = dict(assign)
+        if self.slo_latency_s is None:  # every assignment meets it: nothing to lift
+            return current
+        latency = self.run_latency(current)
+        mass = latency
         for s in self.stages:
             tables = self._stacked(s)
             ref = tables[current[s]]
@@ -234,11 +285,13 @@ class WorkflowProblem:
             somewhere_faster = ~np.all(tables >= ref - 1e-12, axis=1)
             faster = np.flatnonzero(no_slower & somewhere_faster).tolist()
             faster.sort(key=lambda i: self.candidates[s][i].mean)
+            nodes = (self.paths.node_of(s),)
             for i in faster[:2]:
                 trial = dict(current)
                 trial[s] = i
-                if not self.feasible(trial, scale):
-                    current = trial
+                moved, moved_mass = self.shifted(latency, mass, current, trial, nodes)
+                if not self.feasible_near(trial, moved, moved_mass, scale):
+                    current, latency, mass = trial, moved, moved_mass
                     break
         return current
 
@@ -490,8 +543,14 @@ class SolveResult:
 def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale: float = 1.0,
           max_iterations: int = MAX_ITERATIONS, time_limit_s: float = TIME_LIMIT_S,
           workers: int = 1, max_quality_loss: int | None = None,
-          trace: list[tuple[float, tuple[int, int], tuple[int, int] | None]] | None = None) -> SolveResult:
+          trace: list[tuple[float, tuple[int, int], tuple[int, int] | None]] | None = None,
+          budget: int | None = None) -> SolveResult:
     """Minimise cost (after quality) subject to inventory and every SLO scaled by ``scale``.
+
+    The cut loop ends with a proof, after ``budget`` relaxations solved to optimality
+    (default :func:`solve_budget`) or earlier when the gap stalls (:class:`_BoundProgress`),
+    after ``max_iterations`` solves, or at the ``time_limit_s`` safety net (wall clock, counted
+    from the start of the loop); only the last makes the result depend on the machine's speed.
 
     ``max_quality_loss`` bounds the summed quality loss (headroom mode keeps the
     quality reached at the unscaled SLO instead of trading it for headroom).
@@ -570,7 +629,7 @@ def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale:
     solver.parameters.num_workers = workers
     iterations = 0
     started = time.monotonic()  # the budget is the cut loop's; the heuristics above always run
-    progress = _BoundProgress(started, time_limit_s)
+    progress = _BoundProgress(solve_budget(problems) if budget is None else budget)
     while iterations < max_iterations:
         remaining = time_limit_s - (time.monotonic() - started)
         if remaining <= 0:
@@ -605,46 +664,53 @@ def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale:
                           None if incumbent is None else objective_milli(problems, incumbent)))
         if status == cp_model.OPTIMAL and incumbent is not None:
             q, c = objective_milli(problems, incumbent)
-            if progress.stalled(solver.objective_value, c + big * q, time.monotonic()):
+            if progress.stalled(solver.objective_value, c + big * q):
                 break
     if incumbent is not None:
         return SolveResult(incumbent, "feasible", iterations)
     return SolveResult(None, "unknown", iterations)
 
 
-STALL_CHECK = 0.25
-"""Fraction of the cut loop's budget after which :class:`_BoundProgress` may stop it early."""
+def solve_budget(problems: Sequence[WorkflowProblem]) -> int:
+    """Relaxations the cut loop may solve to optimality: :data:`SOLVE_BUDGET_STAGES` over the stages
+    planned, rounded, and at least :data:`MIN_SOLVES`."""
+    stages = sum(len(p.stages) for p in problems)
+    return max(MIN_SOLVES, round(SOLVE_BUDGET_STAGES / max(stages, 1)))
 
 
 @dataclass
 class _BoundProgress:
-    """Whether the cut loop can still finish within its budget.
+    """Whether the cut loop can still finish within its budget of ``budget`` solves.
 
     Each relaxation solved to optimality gives a lower bound ``b`` on the optimum;
     the loop ends with a proof only when ``b`` reaches the incumbent's objective
-    ``z``, and it returns a better plan only when ``b`` reaches that plan's
-    objective (a proposal that meets every SLO is the relaxation's optimum). When
-    cuts remove few points per solve the bound crawls (on plan_bench's binding
-    20-stage chain, 6% of the gap in 10 solves). So once :data:`STALL_CHECK`
-    of the budget is spent, the loop stops if the bound's average rise so far,
-    extrapolated linearly, would not reach ``z`` within the rest of the budget;
-    the incumbent is then returned as ``feasible``, as when the budget runs out.
+    ``z``. The gap ``g = z - b`` closes from both sides: cuts raise ``b`` and
+    repairs lower ``z``. The loop stops at ``k = budget``; before, with ``g_1`` the
+    first gap and ``g_k`` the ``k``-th, once ``k >= max(2, ceil(STALL_FRACTION x
+    budget))`` it stops when the mean closure per solve, ``r = (g_1 - g_k) / (k - 1)``,
+    is not positive or would need more than the ``budget - k`` solves left:
+    ``g_k / r > budget - k``. The incumbent is then returned as ``feasible``. Only counts enter:
+    the same instance stops after the same solve on any machine.
     """
 
-    started: float
-    budget_s: float
-    first: tuple[float, float] | None = None
-    """(time, bound) of the first relaxation solved to optimality."""
+    budget: int
+    solves: int = 0
+    """Relaxations solved to optimality so far (with an incumbent to compare against)."""
+    first: float | None = None
+    """The first of their gaps."""
 
-    def stalled(self, bound: float, incumbent: float, now: float) -> bool:
+    def stalled(self, bound: float, incumbent: float) -> bool:
+        """Record one more relaxation's optimum ``bound`` and the ``incumbent``'s objective; whether to stop."""
+        self.solves += 1
+        gap = incumbent - bound
         if self.first is None:
-            self.first = (now, bound)
+            self.first = gap
+        if self.solves >= self.budget:
+            return True
+        if self.solves < max(2, math.ceil(STALL_FRACTION * self.budget)):  # one closure at least to judge by
             return False
-        if now - self.started < STALL_CHECK * self.budget_s:
-            return False
-        rate = (bound - self.first[1]) / max(now - self.first[0], 1e-9)
-        remaining = self.budget_s - (now - self.started)
-        return rate <= 0.0 or (incumbent - bound) / rate > remaining
+        rate = (self.first - gap) / (self.solves - 1)
+        return rate <= 0.0 or gap / rate > self.budget - self.solves
 
 
 def _repair(problems: Sequence[WorkflowProblem], proposal: Sequence[Mapping[str, int]], violated: Sequence[int],

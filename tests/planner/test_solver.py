@@ -9,7 +9,8 @@ from planner.api import Planner, inventory_limits, scenarios
 from planner.candidates import U_GRID, Candidate
 from planner.latency import sample_paths
 from planner.profiles import PROFILE_DIR
-from planner.solver import STALL_CHECK, WorkflowProblem, _BoundProgress, brute_force, objective_milli, solve
+from planner.solver import (MIN_SOLVES, SOLVE_BUDGET_STAGES, WorkflowProblem, _BoundProgress, brute_force,
+                            objective_milli, solve, solve_budget)
 from planner.synthetic import gpu_inventory, nl2sql_program, research_program
 from planner.visits import build_chain
 
@@ -110,15 +111,30 @@ def test_repair_reaches_the_slo_from_the_cheapest_point(seed: int) -> None:
 
 
 def test_bound_progress_stops_a_crawling_loop_only() -> None:
-    """The early stop: never before STALL_CHECK of the budget; then only when the bound's average rise
-    so far cannot reach the incumbent in the budget left."""
-    crawl = _BoundProgress(started=0.0, budget_s=1.0)
-    assert not crawl.stalled(100.0, 200.0, 0.01)  # the first bound: nothing to extrapolate yet
-    assert not crawl.stalled(100.0, 200.0, 0.9 * STALL_CHECK)  # flat, but too early to judge
-    assert crawl.stalled(110.0, 200.0, 0.3)  # +10 in 0.29 s: 90 more would take 2.6 s, 0.7 s left
-    climb = _BoundProgress(started=0.0, budget_s=1.0)
-    climb.stalled(100.0, 200.0, 0.01)
-    assert not climb.stalled(190.0, 200.0, 0.3)  # +90 in 0.29 s: the last 10 take 0.03 s
+    """The early stop, counted in solves: never before STALL_FRACTION of the budget; then when the gap's
+    mean closure per solve cannot close it in the solves left; always at the budget."""
+    crawl = _BoundProgress(budget=12)  # judged from solve ceil(0.2 x 12) = 3 on
+    assert not crawl.stalled(100.0, 200.0)  # the first gap: nothing to extrapolate yet
+    assert not crawl.stalled(100.0, 200.0)  # flat, but too early to judge
+    assert crawl.stalled(110.0, 200.0)  # 5 closed per solve: the last 90 take 18 solves, 9 left
+    climb = _BoundProgress(budget=12)
+    for bound in (100.0, 140.0, 160.0):
+        assert not climb.stalled(bound, 200.0)  # 30 per solve: the last 40 take 2 of the 9 left
+    repaired = _BoundProgress(budget=12)
+    for incumbent in (200.0, 150.0, 140.0):
+        assert not repaired.stalled(100.0, incumbent)  # a flat bound, but repairs close 30 per solve
+    short = _BoundProgress(budget=2)
+    assert not short.stalled(100.0, 200.0)
+    assert short.stalled(199.0, 200.0)  # the budget is spent, however fast the gap closes
+    assert _BoundProgress(budget=1).stalled(100.0, 200.0)  # one relaxation (and its repair) only
+
+
+def test_solve_budget_scales_with_the_stages() -> None:
+    """More stages, fewer solves (each costs more), never fewer than MIN_SOLVES."""
+    problems, _ = _random_instance(0)
+    stages = sum(len(p.stages) for p in problems)
+    assert solve_budget(problems) == max(MIN_SOLVES, round(SOLVE_BUDGET_STAGES / stages))
+    assert solve_budget(problems * 100) == MIN_SOLVES
 
 
 def _hopeless_one_by_one(p: WorkflowProblem, scale: float) -> dict[str, set[int]]:
@@ -147,3 +163,26 @@ def test_hopeless_on_real_tables_with_fanout_splits() -> None:
     assert problem.split_envelope  # the executor under the fan-out shares its copies' waits
     for scale in (0.4, 0.6, 1.0):
         assert problem.hopeless(scale) == _hopeless_one_by_one(problem, scale)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_feasible_near_agrees_with_feasible(seed: int) -> None:
+    """Run latencies updated node by node stay within the rounding bound of the full sum, and the bracketed
+    verdict is the full sum's, also when the SLO target is exactly some run's latency (the bracket straddles it)."""
+    problems, _ = _random_instance(seed)
+    rng = np.random.default_rng(seed)
+    for p in problems:
+        assign = {s: int(rng.integers(0, len(p.candidates[s]))) for s in p.stages}
+        latency = mass = p.run_latency(assign)
+        for _ in range(25):
+            s = p.stages[int(rng.integers(0, len(p.stages)))]
+            trial = {**assign, s: int(rng.integers(0, len(p.candidates[s])))}
+            moved, moved_mass = p.shifted(latency, mass, assign, trial, (p.paths.node_of(s),))
+            exact = p.run_latency(trial)
+            assert np.all(np.abs(moved - exact) <= 1e-12 * moved_mass)
+            on_a_run = WorkflowProblem(p.name, p.candidates, p.paths, float(np.quantile(exact, 0.9, method="lower")),
+                                       0.9)
+            for problem in (p, on_a_run):
+                for scale in (0.9, 1.0, 1.1):
+                    assert problem.feasible_near(trial, moved, moved_mass, scale) == problem.feasible(trial, scale)
+            assign, latency, mass = trial, moved, moved_mass
