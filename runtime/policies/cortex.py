@@ -258,34 +258,35 @@ def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
     replica id; then a borrowed replica with room wins if it beats that by its margin x the
     call's expected time (``knobs``' margins, read only when a borrowed replica is offered). A
     module function so that the compiled build can type it (runtime.accel)."""
-    # Hot path (every dispatch, every candidate): the call's fields are read once and each
-    # replica's residency of the call's prefix tested once (kv_need_at, estimate_at: ``has_kv_room``
-    # and ``estimate`` on those); the own pool and its roomy part are not built as lists but
-    # scanned twice (the compiled build compares KV as C integers).
+    # Hot path (every dispatch, every candidate): the call's fields are read once, and each own
+    # replica is visited once -- its prefix residency tested once (kv_need_at and estimate_at:
+    # ``has_kv_room`` and ``estimate`` on it) -- keeping two running minima, over the replicas with
+    # room and over all of them; the first applies if any replica has room. Each minimum follows
+    # the same rule over its subset in the same order as a scan of that subset alone would, so the
+    # choice is the same (estimate_at only fills the view's cache, so scoring a replica without
+    # room, which the choice then ignores, changes nothing).
     inp, out, pkey, ptoks, now = call.input_tokens, call.output_tokens, call.prefix_key, call.prefix_tokens, call.now_s
     expected = call.stage_expected_s
     n_own = 0
     any_room = False  # whether some own replica has room: then only those compete
-    for r in candidates:
-        if not r.borrowed:
-            n_own += 1
-            if not any_room:
-                cap, used = r.kv_capacity_tokens, r.kv_used_tokens
-                resident = pkey is not None and pkey in r.resident_prefixes
-                any_room = cap - used >= kv_need_at(inp, out, ptoks, resident)
-    best, best_cost = None, _INF
+    best, best_cost = None, _INF  # over all own replicas
+    roomy, roomy_cost = None, _INF  # over the own replicas with room
     for r in candidates:
         if r.borrowed:
             continue
+        n_own += 1
         resident = pkey is not None and pkey in r.resident_prefixes
-        if any_room:
-            cap, used = r.kv_capacity_tokens, r.kv_used_tokens
-            if cap - used < kv_need_at(inp, out, ptoks, resident):
-                continue
         finish, marginal = estimate_at(r, inp, out, resident, ptoks, now, expected)
         cost = finish + w * marginal
         if cost < best_cost or (cost == best_cost and best is not None and r.replica_id < best.replica_id):
             best, best_cost = r, cost
+        cap, used = r.kv_capacity_tokens, r.kv_used_tokens
+        if cap - used >= kv_need_at(inp, out, ptoks, resident):
+            any_room = True
+            if cost < roomy_cost or (cost == roomy_cost and roomy is not None and r.replica_id < roomy.replica_id):
+                roomy, roomy_cost = r, cost
+    if any_room:
+        best, best_cost = roomy, roomy_cost
     if n_own < len(candidates):
         borrow_margin, idle_borrow_margin = knobs.borrow_margin, knobs.idle_borrow_margin
         coarse_borrow_margin = knobs.coarse_borrow_margin
