@@ -1,7 +1,7 @@
 cimport cython
 from runtime.policies.base cimport CallView, ReplicaView, StageLoad, Route, route_to
 # A C call, not a Python one, from _best_colocated (the .py's ``from ... import`` resolves to it).
-from runtime.policies.placement cimport estimate_at, kv_need_at
+from runtime.policies.placement cimport estimate_at, kv_need_at, prefill_monotone
 
 cpdef slack_s(CallView call)
 
@@ -34,7 +34,8 @@ cpdef _route(policy, CallView call, candidates)
 @cython.locals(inp=long, out=long, ptoks=long, now=double, expected=double, best_cost=double,
                finish=double, marginal=double, cost=double, margin=double, r=ReplicaView, best=ReplicaView,
                n_own=Py_ssize_t, any_room=bint, resident=bint, cap=long, used=long, borrow_margin=double,
-               idle_borrow_margin=double, coarse_borrow_margin=double)
+               idle_borrow_margin=double, coarse_borrow_margin=double,
+               roomy=ReplicaView, roomy_cost=double, bounded=bint)
 cpdef _best_colocated(CallView call, candidates, double w, _RouteKnobs knobs)
 
 cpdef tuple _latest_start_key(CallView call)

@@ -19,6 +19,10 @@ cpdef (double, double) estimate_for(ReplicaView r, long inp, long out, pkey, lon
 cpdef (double, double) estimate_at(ReplicaView r, long inp, long out, bint resident, long ptoks, double now,
                                    double expected)
 
+# A C call from the Cortex router (every borrowed candidate).
+@cython.locals(terms=_Terms)
+cpdef bint prefill_monotone(ReplicaView r) except -1
+
 # A profile's constants as C doubles (the .py's values are always Python floats: LatencyProfile's fields).
 @cython.final
 cdef class _ProfileConstants:

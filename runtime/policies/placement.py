@@ -107,6 +107,18 @@ def estimate_at(r: ReplicaView, inp: int, out: int, resident: bool, ptoks: int, 
     return finish, terms.bc * fill + shared * (terms.s_ + k_ * ctx)
 
 
+def prefill_monotone(r: ReplicaView) -> bool:
+    """Whether :func:`estimate_at` on ``r`` cannot decrease as the prompt to prefill grows, so that
+    scoring a call as if its prefix were resident on ``r`` (``max(inp - ptoks, 1) <= inp`` tokens
+    to prefill) bounds its ``finish`` and ``marginal`` there from below. Read after an estimate on
+    ``r``'s current view: without a profile (no cached terms) the fallback subtracts the prefix's
+    saving, so it holds; with one, ``finish`` grows by ``c`` and ``marginal`` by ``b c`` per token
+    (every other term is the same), so it holds for a non-negative ``c``. Rounding is monotone,
+    so the bound holds for the computed values too."""
+    terms = r.estimate_cache
+    return terms is None or terms.c >= 0.0
+
+
 class _Terms:
     """The call-independent parts of :func:`estimate` on one view, filled by :func:`_replica_terms`:
     an object with named fields rather than a tuple, so that the compiled build reads and writes

@@ -4,6 +4,10 @@
 # the event loop and the engines (sim.pxd, engine.pxd).
 cimport cython
 
+# A heap key as a C double (an int through a C integer: exact below 2**53, as finish steps are).
+@cython.locals(n=long)
+cdef double _key(object x) except? -1.0
+
 @cython.locals(ta=double, tb=double, sa=long, sb=long)
 cdef bint _before(tuple a, tuple b) except -1
 

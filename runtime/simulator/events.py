@@ -32,9 +32,20 @@ except ImportError:  # no Cython, so no compiled build
     _COMPILED = False
 
 
+def _key(x: float | int) -> float | int:
+    """A heap entry's first element, compared as a float when compiled: an event time is one; an
+    engine's finish step is an int far below 2**53, so the double is exact. Compiled, an int goes
+    through a C integer (``events.pxd``), not a temporary float object as a generic conversion does
+    (half the comparisons are on finish heaps); interpreted, the value itself."""
+    if type(x) is int:
+        n = x
+        return n
+    return x
+
+
 def _before(a: tuple, b: tuple) -> bool:
     """``a < b`` for two events: the earlier time, or the earlier ``seq`` at the same time."""
-    ta, tb = a[0], b[0]
+    ta, tb = _key(a[0]), _key(b[0])
     if ta < tb:
         return True
     if ta == tb:  # times are never NaN; equal (t, seq) only for the same entry's object
@@ -46,11 +57,11 @@ def _before(a: tuple, b: tuple) -> bool:
 def _rise(events: list, pos: int, item: tuple) -> None:
     """Put ``item`` at ``pos`` or above it, moving later parents down (``heapq._siftdown(events, 0, pos)``
     for ``item`` at ``pos``)."""
-    t, s = item[0], item[1]  # item's key, read once (_before(item, parent) written out below)
+    t, s = _key(item[0]), item[1]  # item's key, read once (_before(item, parent) written out below)
     while pos > 0:
         parentpos = (pos - 1) >> 1
         parent = events[parentpos]
-        pt = parent[0]
+        pt = _key(parent[0])
         if t < pt or (t == pt and s < parent[1]):
             events[pos] = parent
             pos = parentpos

@@ -51,10 +51,12 @@ def test_route_is_a_frozen_value() -> None:
         r.replica_id = "x"  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("steps", [False, True])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_event_heap_is_heapq(seed: int) -> None:
+def test_the_event_heap_is_heapq(seed: int, steps: bool) -> None:
     """push_event/pop_event (the written-out, typed ones in either build) keep exactly the list
-    ``heapq`` keeps and pop the same events, ties in time broken by ``seq``, infinite times included."""
+    ``heapq`` keeps and pop the same events, ties in time broken by ``seq``, infinite times included;
+    and the same for an engine's finish heap, keyed by int steps (``steps``)."""
     import heapq
 
     push, pop = getattr(events, "written_out", (events.push_event, events.pop_event))
@@ -65,7 +67,8 @@ def test_the_event_heap_is_heapq(seed: int) -> None:
         if ref and rng.random() < 0.45:
             assert pop(heap) == heapq.heappop(ref)
         else:
-            t = rng.choice([0.0, 1.5, float("inf"), rng.random(), float(rng.randint(0, 20))])
+            t = (rng.choice([0, 1, 2**40, rng.randint(0, 20)]) if steps else
+                 rng.choice([0.0, 1.5, float("inf"), rng.random(), float(rng.randint(0, 20))]))
             item = (t, seq, "handler", seq)
             push(heap, item)
             heapq.heappush(ref, item)
