@@ -175,7 +175,7 @@ def no_plan(planner: "Planner", models, result: SolveResult) -> Infeasible:
     message = (f"The workflows together need {devices_text(required) if required else 'more devices'} to meet "
                f"their SLOs; the inventory has {devices_text(_inventory_devices(planner))}.")
     if result.status == "unknown":
-        message = ("No plan meeting every SLO was found within the solver's time budget (not proven impossible). "
+        message = ("No plan meeting every SLO was found within the solver's budget (not proven impossible). "
                    + message)
     return Infeasible(binding="inventory", closest=closest, tightest_latency_s=_round(tightest),
                       required_devices=required, message=message)
