@@ -309,6 +309,17 @@ def _groups(samples: Sequence[Sample], kind: str) -> dict[str, list[Sample]]:
     return out
 
 
+def _prefill_s(c: dict[str, float], tokens: float) -> float:
+    """A prefill of ``tokens`` under coefficients ``c`` (ms/us/ns, as a profile file stores them)."""
+    return c["prefill_fixed_ms"] * 1e-3 + c["prefill_us_per_token"] * 1e-6 * tokens
+
+
+def _decode_step_s(c: dict[str, float], batch: float, kv_tokens: float) -> float:
+    """A decode step of ``batch`` sequences holding ``kv_tokens`` under coefficients ``c`` (as stored)."""
+    return (c["decode_fixed_ms"] * 1e-3 + c["decode_ms_per_seq"] * 1e-3 * batch
+            + c["decode_ns_per_kv_token"] * 1e-9 * kv_tokens)
+
+
 def _fit(points: list[tuple[float, ...]], decode: bool) -> dict[str, float]:
     arr = np.array(points, dtype=float)
     if decode:
@@ -344,9 +355,8 @@ def fit(samples: Sequence[Sample], engines: int = 1, load_average: tuple[float, 
     def err(rows: list, predict: Callable[..., float]) -> float:
         return statistics.mean(abs(predict(*r[:-1]) - r[-1]) / r[-1] for r in rows)
 
-    p_err = err(mid_p, lambda n: (coef["prefill_fixed_ms"] * 1e-3 + coef["prefill_us_per_token"] * 1e-6 * n))
-    d_err = err(mid_d, lambda b, k: (coef["decode_fixed_ms"] * 1e-3 + coef["decode_ms_per_seq"] * 1e-3 * b
-                                     + coef["decode_ns_per_kv_token"] * 1e-9 * k))
+    p_err = err(mid_p, lambda n: _prefill_s(coef, n))
+    d_err = err(mid_d, lambda b, k: _decode_step_s(coef, b, k))
     return Calibration({k: coef[k] for k in COEFFICIENTS}, {k: fast[k] for k in COEFFICIENTS},
                        {k: slow[k] for k in COEFFICIENTS}, spread, p_err, d_err, list(samples), engines, load_average)
 
@@ -360,16 +370,14 @@ REPROBES = 2
 """Extra measurements of a suspect probe: with the first, a median of three, which one outlier cannot move."""
 
 _FREE_COEFFICIENTS = {"prefill": 2, "decode": 3}
+"""Coefficients each fit has: with no more probes than these, the fit goes through every probe."""
 
 
 def _predicted(kind: str, samples: Sequence[Sample], c: dict[str, float]) -> float:
     """What coefficients ``c`` (a profile's, in ms/us/ns) predict for a probe's samples."""
     if kind == "prefill":
-        tokens = statistics.mean(s.tokens for s in samples)
-        return c["prefill_fixed_ms"] * 1e-3 + c["prefill_us_per_token"] * 1e-6 * tokens
-    kv = statistics.mean(s.kv_tokens for s in samples)
-    return (c["decode_fixed_ms"] * 1e-3 + c["decode_ms_per_seq"] * 1e-3 * samples[0].batch
-            + c["decode_ns_per_kv_token"] * 1e-9 * kv)
+        return _prefill_s(c, statistics.mean(s.tokens for s in samples))
+    return _decode_step_s(c, samples[0].batch, statistics.mean(s.kv_tokens for s in samples))
 
 
 def suspect_probes(samples: Sequence[Sample], previous: dict[str, float] | None = None) -> list[str]:
@@ -526,8 +534,8 @@ def _calibrated_before(model: str, device: str, tp: int) -> dict[str, float] | N
 
 def coefficients_of(profile: Any) -> dict[str, float]:
     """A :class:`planner.profiles.LatencyProfile`'s coefficients in the units a profile file stores."""
-    return {"prefill_fixed_ms": profile.prefill_fixed_s * 1e3, "prefill_us_per_token": profile.prefill_per_token_s * 1e6,
-            "decode_fixed_ms": profile.decode_fixed_s * 1e3, "decode_ms_per_seq": profile.decode_per_seq_s * 1e3,
+    return {"prefill_fixed_ms": profile.prefill_fixed_s * 1e3,
+            "prefill_us_per_token": profile.prefill_per_token_s * 1e6, "decode_fixed_ms": profile.decode_fixed_s * 1e3, "decode_ms_per_seq": profile.decode_per_seq_s * 1e3,
             "decode_ns_per_kv_token": profile.decode_per_kv_token_s * 1e9}
 
 
