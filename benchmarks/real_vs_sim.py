@@ -83,9 +83,12 @@ def main() -> int:
     load_after = os.getloadavg()
     comparison = out["replay"]
     spec = out["spec"]
-    per_call = per_call_errors(spec, out["trace"])  # with the before-run calibration, still the active profile
+    from runtime.replay import compare, replay, stage_kinds
+
+    on_recorded = replay(spec, out["trace"], pinned=True)  # with the before-run calibration, still active
+    per_call = per_call_errors(spec, out["trace"], on_recorded)
     blind = _replay_without_contention(spec, out["trace"])
-    pinned, pinned_count = _replay_pinned(spec, out["trace"])
+    pinned, pinned_count = compare(out["trace"], on_recorded, stage_kinds(spec)), on_recorded.pinned
     after, after_cal = _replay_after_recalibration(spec, out["trace"], console)
     prof = used
     cal = before_coefficients.get("calibration", {})
@@ -169,28 +172,21 @@ def engine_clock(calls: list[dict], coefficients: dict) -> list[dict]:
     return out
 
 
-def per_call_errors(spec, lines: list[str]) -> list[dict]:  # type: ignore[no-untyped-def]
+def per_call_errors(spec, lines: list[str], on_recorded) -> list[dict]:  # type: ignore[no-untyped-def]
     """Per LLM stage, the distribution of the replay's per-call error (simulated / measured - 1), each
     recorded call against the simulated call it replays (``runtime.replay.call_errors``); ``pinned_*``:
-    the same with every call on its recorded replica (the engine model alone, routing aside)."""
+    the same for ``on_recorded``, the replay with every call on its recorded replica (the engine model
+    alone, routing aside)."""
     from runtime.replay import call_errors, replay, stage_kinds
 
     kinds = stage_kinds(spec)
-    pinned = {e.stage: e for e in call_errors(lines, replay(spec, lines, pinned=True), kinds)}
+    pinned = {e.stage: e for e in call_errors(lines, on_recorded, kinds)}
     return [{"stage": e.stage, "n": len(e.errors), "p10": e.quantile(10), "median": e.quantile(50),
              "p90": e.quantile(90), "abs_median": e.quantile(50, absolute=True),
              "abs_p90": e.quantile(90, absolute=True), "within_25": e.within(0.25),
              "pinned_median": pinned[e.stage].quantile(50) if e.stage in pinned else None,
              "pinned_within_25": pinned[e.stage].within(0.25) if e.stage in pinned else None}
             for e in call_errors(lines, replay(spec, lines), kinds)]
-
-
-def _replay_pinned(spec, lines: list[str]):  # type: ignore[no-untyped-def]
-    """The replay with every LLM call on the replica the run recorded for it, and (pinned, recorded)."""
-    from runtime.replay import compare, replay, stage_kinds
-
-    replayed = replay(spec, lines, pinned=True)
-    return compare(lines, replayed, stage_kinds(spec)), replayed.pinned
 
 
 def _replay_without_contention(spec, lines: list[str]):  # type: ignore[no-untyped-def]
