@@ -130,9 +130,25 @@ class VllmServerEngine(OpenAIRemoteEngine):
                          metrics_interval_s=metrics_interval_s, max_context=spec.max_model_len)
 
     async def start(self) -> None:
+        """Start the server and wait until it is healthy.
+
+        With no fixed port, a free one is probed and handed to the child, which binds it a few
+        seconds later; another process can take it in between. That start is retried once on a
+        fresh port when the log says the address was in use.
+        """
         if self._process is not None:
             return
         started = time.monotonic()
+        for attempt in range(2):
+            try:
+                await self._start_once()
+                break
+            except EngineError as exc:
+                if self.port or attempt or "address already in use" not in str(exc).lower():
+                    raise
+        self.start_seconds = time.monotonic() - started
+
+    async def _start_once(self) -> None:
         on_cpu = await asyncio.to_thread(is_cpu_platform)
         port = self.port or free_port(self.host)
         self.base_url = f"http://{self.host}:{port}"
@@ -168,7 +184,6 @@ class VllmServerEngine(OpenAIRemoteEngine):
         except BaseException:
             await self._terminate()
             raise
-        self.start_seconds = time.monotonic() - started
 
     async def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s

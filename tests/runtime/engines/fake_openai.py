@@ -64,13 +64,14 @@ def _app(fake: FakeOpenAI, max_model_len: int, answer: str) -> FastAPI:
 @contextmanager
 def fake_openai_server(max_model_len: int, answer: str = "SELECT 1;") -> Iterator[FakeOpenAI]:
     """Serve the fake endpoint on a free 127.0.0.1 port until the block ends."""
-    from tests.runtime.serve.live import free_port
+    from tests.runtime.serve.live import listening_socket
 
-    port = free_port()
+    sock = listening_socket()
+    port = int(sock.getsockname()[1])
     fake = FakeOpenAI(f"http://127.0.0.1:{port}")
     server = uvicorn.Server(uvicorn.Config(_app(fake, max_model_len, answer), host="127.0.0.1", port=port,
                                            log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
@@ -81,3 +82,4 @@ def fake_openai_server(max_model_len: int, answer: str = "SELECT 1;") -> Iterato
     finally:
         server.should_exit = True
         thread.join(timeout=5)
+        sock.close()

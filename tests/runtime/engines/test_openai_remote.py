@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from runtime.engines.base import (ChatMessage, DecodingConstraint, EngineError, GenerationRequest, RequestRejected,
                                   TokenDelta)
 from runtime.engines.openai_remote import OpenAIRemoteEngine, metrics_from_prometheus, parse_prometheus
+from tests.runtime.serve.live import listening_socket
 
 pytestmark = pytest.mark.anyio
 
@@ -109,12 +111,11 @@ def build_app(seen: list[dict[str, Any]], disconnected: list[str]) -> FastAPI:
 def server() -> Iterator[tuple[str, list[dict[str, Any]], list[str]]]:
     seen: list[dict[str, Any]] = []
     disconnected: list[str] = []
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    sock = listening_socket()
+    port = sock.getsockname()[1]
     config = uvicorn.Config(build_app(seen, disconnected), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not srv.started:
@@ -123,6 +124,7 @@ def server() -> Iterator[tuple[str, list[dict[str, Any]], list[str]]]:
     yield f"http://127.0.0.1:{port}", seen, disconnected
     srv.should_exit = True
     thread.join(timeout=5)
+    sock.close()
 
 
 @pytest.fixture
@@ -291,3 +293,37 @@ def test_vllm_server_asks_for_the_recorded_fields_only_where_its_vllm_has_them(t
         assert vllm_server.supported_recording_options() == ()
     finally:
         vllm_server.supported_recording_options.cache_clear()
+
+
+_TINY_SERVER = """
+import http.server, sys
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), Health).serve_forever()
+"""
+
+
+async def test_a_vllm_server_whose_probed_port_was_taken_starts_on_a_fresh_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The port probe races the child's bind: a start that loses the race is retried once."""
+    from runtime.engines import vllm_server
+    from runtime.engines.base import EngineSpec
+
+    taken = listening_socket()
+    ports = iter([taken.getsockname()[1], vllm_server.free_port()])
+    monkeypatch.setattr(vllm_server, "free_port", lambda host="127.0.0.1": next(ports))
+    monkeypatch.setattr(vllm_server, "is_cpu_platform", lambda: False)
+    monkeypatch.setattr(vllm_server, "supported_recording_options", lambda: ())
+    monkeypatch.setattr(vllm_server, "server_argv",
+                        lambda spec, *, on_cpu, host, port, recording: [sys.executable, "-c", _TINY_SERVER, host, str(port)])
+    engine = vllm_server.VllmServerEngine(EngineSpec(model="m", max_model_len=64), startup_timeout_s=30)
+    try:
+        await engine.start()
+        assert int(engine.base_url.rsplit(":", 1)[1]) != taken.getsockname()[1]
+        assert (await engine.health()).ok
+    finally:
+        await engine.stop()
+        taken.close()

@@ -22,9 +22,24 @@ from runtime.serve import server_config
 
 
 def free_port() -> int:
+    """A port that was free a moment ago; for a child process that binds it itself (it may be taken by then)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A socket already bound to a free port and listening, for an in-process server.
+
+    Handing uvicorn the bound socket (``serve(sockets=[...])``) closes the race of :func:`free_port`:
+    between probing a port and binding it, a vLLM engine started by the same test can take it
+    (a CI run failed on exactly that, ``address already in use``).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(128)
+    return sock
 
 
 class LiveServer:
@@ -43,17 +58,26 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(app: FastAPI, *, host: str = "127.0.0.1", **config: Any) -> Iterator[LiveServer]:
-    """Serve ``app`` on ``host`` (127.0.0.1 by default) until the block ends; ``config`` goes to server_config."""
-    port = free_port()
+def live_server(app: FastAPI, *, host: str = "127.0.0.1", start_timeout_s: float = 300.0,
+                **config: Any) -> Iterator[LiveServer]:
+    """Serve ``app`` on ``host`` (127.0.0.1 by default) until the block ends; ``config`` goes to server_config.
+
+    The server counts as started once the app's lifespan has run, which starts the orchestrator's
+    engines: a real vLLM engine takes ~20 s on an idle 2-core machine and more when it is busy
+    (a 30 s bound failed a run), hence the generous ``start_timeout_s``.
+    """
+    sock = listening_socket(host)
+    port = int(sock.getsockname()[1])
     server = uvicorn.Server(server_config(app, host, port, **config))
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
+    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(sockets=[sock]),), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + start_timeout_s
     while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
+        if not thread.is_alive():
+            raise RuntimeError("the test server stopped while starting (see the thread's exception above)")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the test server did not start in {start_timeout_s:.0f} s")
         time.sleep(0.01)
     try:
         yield LiveServer(app, port, server, loop)
@@ -61,3 +85,4 @@ def live_server(app: FastAPI, *, host: str = "127.0.0.1", **config: Any) -> Iter
         server.should_exit = True
         thread.join(timeout=15)
         loop.close()
+        sock.close()
