@@ -80,6 +80,15 @@ U_GRID = np.unique(np.concatenate([
     np.array([0.9995, 0.9999, 1.0]),
 ]))
 """Quantile levels at which latency tables are stored."""
+_GRID_INDEX = {float(u): i for i, u in enumerate(U_GRID)}
+
+
+def table_quantile(table: np.ndarray, q: float) -> float:
+    """The ``q`` quantile of a latency table (linear between :data:`U_GRID`'s levels). At a level of the
+    grid (the p99 the replica searches compare, the plan's p50/p95/p99) it is that entry, read without
+    ``np.interp``'s wrapper: interpolating a finite table exactly at a grid level returns the entry."""
+    i = _GRID_INDEX.get(q)
+    return float(table[i]) if i is not None else float(np.interp(q, U_GRID, table))
 
 
 @dataclass(frozen=True)
@@ -183,7 +192,7 @@ class Candidate:
     :mod:`planner.disaggregation`); 0: every replica runs both phases."""
 
     def quantile(self, q: float) -> float:
-        return float(np.interp(q, U_GRID, self.table))
+        return table_quantile(self.table, q)
 
     def quantile_above(self, q: float, bound: float) -> bool:
         """``quantile(q) > bound`` (what :func:`replica_range` asks of what it ranges over)."""
@@ -1126,6 +1135,6 @@ def stage_loads(visits: Mapping[str, float], rate_per_s: float, ca2: float,
 
 
 __all__ = [
-    "Candidate", "FanoutSplit", "StageCandidates", "fanout_splits", "StageLoad", "U_GRID", "OUTPUT_CV",
+    "Candidate", "FanoutSplit", "StageCandidates", "fanout_splits", "StageLoad", "U_GRID", "OUTPUT_CV", "table_quantile",
     "llm_candidates", "executor_candidates", "latency_cap", "standalone_table", "stage_candidates", "prune_dominated", "stage_loads",
 ]

@@ -67,10 +67,10 @@ import numpy as np
 from cortexlang.ir import Inventory, LLMStage, ModelSpec, Program, Workflow
 from planner.candidates import (
     copies_prefill_index,
-    DECODE_STRETCH, FLAT_IMPROVEMENT, MAX_NUM_SEQS, MAX_UTILISATION, U_GRID, UNBOUNDED,
+    DECODE_STRETCH, FLAT_IMPROVEMENT, MAX_NUM_SEQS, MAX_UTILISATION, UNBOUNDED,
     Candidate, Device,
     StageLoad, devices_of,
-    kv_seq_bound, replica_range, latency_cap, llm_service_table, output_tokens_moments, prefill_stall,
+    kv_seq_bound, replica_range, latency_cap, llm_service_table, output_tokens_moments, prefill_stall, table_quantile,
     profiles_of,
 )
 from planner.profiles import GIB, PROFILE_DIR, LatencyProfile
@@ -145,7 +145,7 @@ class SharedPoint:
     def quantile_above(self, q: float, bound: float) -> bool:
         """Whether some member's ``q`` quantile exceeds ``bound``, building tables only until one does
         (members in :attr:`table_args`' order: the longest mean call, most often the slowest, first)."""
-        return any(float(np.interp(q, U_GRID, self.table(s))) > bound for s in self.table_args)
+        return any(table_quantile(self.table(s), q) > bound for s in self.table_args)
 
 
 def cap_context(members: Sequence[Member], cap: BatchCap) -> float:
@@ -396,9 +396,9 @@ def _prefer_larger_caps(groups: Sequence["_Group"]) -> list["_Group"]:
     not see (a full batch makes a priority scheduler preempt and recompute)."""
     def covers(big: _Group, small: _Group) -> bool:
         return (big.replicas == small.replicas and big.point.max_num_seqs > small.point.max_num_seqs
-                and all(float(np.interp(0.99, U_GRID, big.point.tables[s]))
-                        <= (1.0 + FLAT_IMPROVEMENT) * float(np.interp(0.99, U_GRID, t))
-                        for s, t in small.point.tables.items()))
+                and all(table_quantile(big.point.table(s), 0.99)
+                        <= (1.0 + FLAT_IMPROVEMENT) * table_quantile(small.point.table(s), 0.99)
+                        for s in small.point.table_args))
 
     return [g for g in groups if not any(covers(h, g) for h in groups)]
 
@@ -411,7 +411,7 @@ class _Group:
     point: SharedPoint
 
     def quantile(self, q: float) -> float:
-        return max(float(np.interp(q, U_GRID, t)) for t in self.point.tables.values())
+        return max(table_quantile(t, q) for t in self.point.tables.values())
 
     def quantile_above(self, q: float, bound: float) -> bool:
         """``quantile(q) > bound``, from as few member tables as decide it (:meth:`SharedPoint.quantile_above`)."""
