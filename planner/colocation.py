@@ -116,9 +116,9 @@ class SharedPoint:
     The members' latency tables are built on demand (:meth:`table`, :attr:`tables`), each at most once:
     the replica search (:func:`_block_range`) decides from the point alone whether a count is stable,
     and from one member's table often that a count no longer improves the p99, so the tables of
-    counts it never offers are not built (a third of the shared pools' tables on
-    ``benchmarks/plan_bench.py``'s binding 20-stage chain). A table is the same whenever it is built:
-    it depends only on the point."""
+    counts it never offers are not built (2.5% of the tables on ``benchmarks/plan_bench.py``'s binding
+    20-stage chain: most of a block's tables are offered, or needed by :func:`_prefer_larger_caps`).
+    A table is the same whenever it is built: it depends only on the point."""
 
     max_num_seqs: int
     kv_budget_tokens: int
