@@ -47,7 +47,7 @@ import numpy as np
 from cortexlang.ir import Inventory, LLMStage, ModelSpec, Program, SQLStage, ToolStage
 from pathlib import Path
 
-from planner.profiles import GIB, PROFILE_DIR, LatencyProfile, all_profiles
+from planner.profiles import GIB, PROFILE_DIR, LatencyProfile, profiles_for
 from planner.queueing import BatchWait, batch_wait, llm_batch_point, mgc_wait
 
 OUTPUT_CV = 0.3
@@ -80,6 +80,15 @@ U_GRID = np.unique(np.concatenate([
     np.array([0.9995, 0.9999, 1.0]),
 ]))
 """Quantile levels at which latency tables are stored."""
+_GRID_INDEX = {float(u): i for i, u in enumerate(U_GRID)}
+
+
+def table_quantile(table: np.ndarray, q: float) -> float:
+    """The ``q`` quantile of a latency table (linear between :data:`U_GRID`'s levels). At a level of the
+    grid (the p99 the replica searches compare, the plan's p50/p95/p99) it is that entry, read without
+    ``np.interp``'s wrapper: interpolating a finite table exactly at a grid level returns the entry."""
+    i = _GRID_INDEX.get(q)
+    return float(table[i]) if i is not None else float(np.interp(q, U_GRID, table))
 
 
 @dataclass(frozen=True)
@@ -183,7 +192,11 @@ class Candidate:
     :mod:`planner.disaggregation`); 0: every replica runs both phases."""
 
     def quantile(self, q: float) -> float:
-        return float(np.interp(q, U_GRID, self.table))
+        return table_quantile(self.table, q)
+
+    def quantile_above(self, q: float, bound: float) -> bool:
+        """``quantile(q) > bound`` (what :func:`replica_range` asks of what it ranges over)."""
+        return self.quantile(q) > bound
 
     @cached_property
     def mean(self) -> float:
@@ -434,8 +447,7 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
         np.maximum(decode, decode * (1.0 - stall.share), out=decode)
     # wait + prefill wait + prefill + co-admitted prefills + decode, summed in this order (as the
     # model always has: floating-point sums depend on it), then sorted in place
-    samples = _pool_waits(p_wait, mean_wait, stall).copy()
-    samples += prefill_s
+    samples = np.add(_pool_waits(p_wait, mean_wait, stall), prefill_s)  # (a fresh array: the waits are shared)
     samples += _coadmitted_prefill(stall, t_iter)
     samples += decode
     table = _table_inplace(samples, hedge)
@@ -805,9 +817,7 @@ def executor_fanout_split(service_s: float, cv: float, p_wait: float, mean_wait:
 
 def profiles_of(family: str | None, device: str, profile_dir: Path = PROFILE_DIR) -> tuple[LatencyProfile, ...]:
     """Profiles of a model family on a device kind (case-insensitive), lowest TP first."""
-    if family is None:
-        return ()
-    return tuple(p for p in all_profiles(profile_dir) if p.model == family and p.device.lower() == device.lower())
+    return () if family is None else profiles_for(family, device, profile_dir)
 
 
 @dataclass(frozen=True)
@@ -954,12 +964,13 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
     )
 
 
-def replica_range(make, limit: int, at_least: int = 0, stable=None) -> tuple[list[Candidate], int | None]:
+def replica_range(make, limit: int, at_least: int = 0) -> tuple[list[Candidate], int | None]:
     """Candidates from the smallest stable count while p99 still improves (and up to ``at_least``
     whatever the improvement, within ``limit``); also that smallest count. ``make`` is called at most
-    once per count (the searches revisit counts: the smallest stable one is then the first candidate).
-    ``stable(n)``, when given, says whether ``make(n)`` would return one without building it: the
-    search asks it for counts beyond ``limit``, whose candidates are never offered."""
+    once per count (the searches revisit counts: the smallest stable one is then the first candidate);
+    what it returns is asked ``quantile_above(0.99, bound)`` and ``quantile(0.99)`` (a shared pool's
+    point, :class:`planner.colocation.SharedPoint`, builds its member tables only as far as these need,
+    so the counts the search only probes for stability cost no table)."""
     made: dict = {}
 
     def at(n: int):
@@ -969,8 +980,6 @@ def replica_range(make, limit: int, at_least: int = 0, stable=None) -> tuple[lis
         return made[n]
 
     def ok(n: int) -> bool:
-        if n > limit and stable is not None and n not in made:
-            return stable(n)
         return at(n) is not None
 
     first = None
@@ -993,7 +1002,7 @@ def replica_range(make, limit: int, at_least: int = 0, stable=None) -> tuple[lis
         cand = at(k)
         if cand is None:
             break
-        if k > at_least and cand.quantile(0.99) > (1.0 - FLAT_IMPROVEMENT) * result[-1].quantile(0.99):
+        if k > at_least and cand.quantile_above(0.99, (1.0 - FLAT_IMPROVEMENT) * result[-1].quantile(0.99)):
             break
         result.append(cand)
     return result, first
@@ -1126,6 +1135,6 @@ def stage_loads(visits: Mapping[str, float], rate_per_s: float, ca2: float,
 
 
 __all__ = [
-    "Candidate", "FanoutSplit", "StageCandidates", "fanout_splits", "StageLoad", "U_GRID", "OUTPUT_CV",
+    "Candidate", "FanoutSplit", "StageCandidates", "fanout_splits", "StageLoad", "U_GRID", "OUTPUT_CV", "table_quantile",
     "llm_candidates", "executor_candidates", "latency_cap", "standalone_table", "stage_candidates", "prune_dominated", "stage_loads",
 ]

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -67,10 +67,10 @@ import numpy as np
 from cortexlang.ir import Inventory, LLMStage, ModelSpec, Program, Workflow
 from planner.candidates import (
     copies_prefill_index,
-    DECODE_STRETCH, FLAT_IMPROVEMENT, MAX_NUM_SEQS, MAX_UTILISATION, U_GRID, UNBOUNDED,
+    DECODE_STRETCH, FLAT_IMPROVEMENT, MAX_NUM_SEQS, MAX_UTILISATION, UNBOUNDED,
     Candidate, Device,
     StageLoad, devices_of,
-    kv_seq_bound, replica_range, latency_cap, llm_service_table, output_tokens_moments, prefill_stall,
+    kv_seq_bound, replica_range, latency_cap, llm_service_table, output_tokens_moments, prefill_stall, table_quantile,
     profiles_of,
 )
 from planner.profiles import GIB, PROFILE_DIR, LatencyProfile
@@ -111,15 +111,41 @@ class Member:
 
 @dataclass(frozen=True)
 class SharedPoint:
-    """Operating point of a shared pool of ``replicas`` replicas."""
+    """Operating point of a shared pool of ``replicas`` replicas.
 
-    tables: dict[str, np.ndarray]
-    """Per member stage: the latency table of one call (quantiles on :data:`planner.candidates.U_GRID`)."""
+    The members' latency tables are built on demand (:meth:`table`, :attr:`tables`), each at most once:
+    the replica search (:func:`_block_range`) decides from the point alone whether a count is stable,
+    and from one member's table often that a count no longer improves the p99, so the tables of
+    counts it never offers are not built (2.5% of the tables on ``benchmarks/plan_bench.py``'s binding
+    20-stage chain: most of a block's tables are offered, or needed by :func:`_prefer_larger_caps`).
+    A table is the same whenever it is built: it depends only on the point."""
+
     max_num_seqs: int
     kv_budget_tokens: int
     utilisation: float
     kv_in_use_tokens: float
     """Across the pool: running sequences' KV and every resident prefix in every replica."""
+    table_args: Mapping[str, tuple] = field(repr=False)
+    """Per member stage, in :func:`shared_point`'s order (the longest mean call first): the arguments of
+    :func:`planner.candidates.llm_service_table` that give its table."""
+    _built: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    def table(self, stage: str) -> np.ndarray:
+        """The latency table of one call of ``stage`` (quantiles on :data:`planner.candidates.U_GRID`)."""
+        table = self._built.get(stage)
+        if table is None:
+            table = self._built[stage] = llm_service_table(*self.table_args[stage])
+        return table
+
+    @property
+    def tables(self) -> dict[str, np.ndarray]:
+        """Every member stage's :meth:`table`."""
+        return {s: self.table(s) for s in self.table_args}
+
+    def quantile_above(self, q: float, bound: float) -> bool:
+        """Whether some member's ``q`` quantile exceeds ``bound``, building tables only until one does
+        (members in :attr:`table_args`' order: the longest mean call, most often the slowest, first)."""
+        return any(table_quantile(self.table(s), q) > bound for s in self.table_args)
 
 
 def cap_context(members: Sequence[Member], cap: BatchCap) -> float:
@@ -153,14 +179,12 @@ def batch_cap(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Member
 
 def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Member], replicas: int,
                  stretch: float = DECODE_STRETCH, max_utilisation: float = 1.0,
-                 cap: BatchCap = "tail", max_num_seqs: int | None = None,
-                 with_tables: bool = True) -> SharedPoint | None:
-    """The pool's operating point and per-member tables (module docstring); None when unstable,
-    above ``max_utilisation`` of its batch slots, or when a prompt does not fit its KV space.
-    ``cap`` chooses the context of the latency-aware batch cap (:func:`cap_context`);
-    ``max_num_seqs``, when given, is that cap already computed (:func:`batch_cap` of the same
-    arguments: it does not depend on ``replicas``). ``with_tables=False`` only asks whether the point
-    exists: its tables are left empty (every reason for None is decided before they are built)."""
+                 cap: BatchCap = "tail", max_num_seqs: int | None = None) -> SharedPoint | None:
+    """The pool's operating point and per-member tables (module docstring; the tables are built when
+    first read, :class:`SharedPoint`); None when unstable, above ``max_utilisation`` of its batch slots,
+    or when a prompt does not fit its KV space. ``cap`` chooses the context of the latency-aware batch
+    cap (:func:`cap_context`); ``max_num_seqs``, when given, is that cap already computed
+    (:func:`batch_cap` of the same arguments: it does not depend on ``replicas``)."""
     kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
     moments = [output_tokens_moments(m.stage.output_tokens, m.max_tokens) for m in members]
     if max_num_seqs is None:
@@ -188,14 +212,15 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
         return None
     stall = prefill_stall(profile, [(cl[0], cl[2]) for cl in classes],
                           [m.burst * copies_prefill_index(m.batch, replicas) for m in members])
-    tables = {m.stage.name: llm_service_table(p, t, wait.p_wait, wait.mean_if_waiting, m.stage.output_tokens,
-                                              m.max_tokens, m.hedge, per_seq, batch, max_num_seqs, stall)
-              for m, p, t in zip(members, prefills, steps)} if with_tables else {}
+    longest_first = sorted(range(len(members)), key=lambda i: -means[i])  # (a stable sort: ties keep order)
+    table_args = {members[i].stage.name: (prefills[i], steps[i], wait.p_wait, wait.mean_if_waiting,
+                                          members[i].stage.output_tokens, members[i].max_tokens, members[i].hedge,
+                                          per_seq, batch, max_num_seqs, stall) for i in longest_first}
     context = sum(cl[0] * cl[3] * (cl[1] + cl[3] / 2) for cl in classes) / max(sum(cl[0] * cl[3] for cl in classes),
                                                                                1e-12)
     prefixes = sum(m.stage.prefix_tokens for m in members if m.prewarm)
-    return SharedPoint(tables=tables, max_num_seqs=max_num_seqs, kv_budget_tokens=kv_tokens,
-                       utilisation=batch / max_num_seqs, kv_in_use_tokens=replicas * (batch * context + prefixes))
+    return SharedPoint(max_num_seqs=max_num_seqs, kv_budget_tokens=kv_tokens, utilisation=batch / max_num_seqs,
+                       kv_in_use_tokens=replicas * (batch * context + prefixes), table_args=table_args)
 
 
 def blocks(stages: Sequence[LLMStage], preferred: Sequence[str]) -> list[tuple[str, ...]]:
@@ -338,14 +363,10 @@ def _block_range(spec: ModelSpec, profile: LatencyProfile, device: Device, stage
             point = shared_point(spec, profile, members, n, stretch, MAX_UTILISATION, cap, max_num_seqs=value)
             return None if point is None else _Group(n, point)
 
-        def stable(n: int, cap: BatchCap = cap, value: int = value) -> bool:
-            return shared_point(spec, profile, members, n, stretch, MAX_UTILISATION, cap, max_num_seqs=value,
-                                with_tables=False) is not None
-
         if value in seen_caps:
             continue  # the same cap as a variant already offered: the same candidates
         seen_caps.add(value)
-        found.extend(replica_range(make, limit, stable=stable)[0])
+        found.extend(replica_range(make, limit)[0])  # (a point builds its tables only when they are read)
     out = []
     for g in _prefer_larger_caps(found):
         n, point = g.replicas, g.point
@@ -375,9 +396,9 @@ def _prefer_larger_caps(groups: Sequence["_Group"]) -> list["_Group"]:
     not see (a full batch makes a priority scheduler preempt and recompute)."""
     def covers(big: _Group, small: _Group) -> bool:
         return (big.replicas == small.replicas and big.point.max_num_seqs > small.point.max_num_seqs
-                and all(float(np.interp(0.99, U_GRID, big.point.tables[s]))
-                        <= (1.0 + FLAT_IMPROVEMENT) * float(np.interp(0.99, U_GRID, t))
-                        for s, t in small.point.tables.items()))
+                and all(table_quantile(big.point.table(s), 0.99)
+                        <= (1.0 + FLAT_IMPROVEMENT) * table_quantile(small.point.table(s), 0.99)
+                        for s in small.point.table_args))
 
     return [g for g in groups if not any(covers(h, g) for h in groups)]
 
@@ -390,7 +411,11 @@ class _Group:
     point: SharedPoint
 
     def quantile(self, q: float) -> float:
-        return max(float(np.interp(q, U_GRID, t)) for t in self.point.tables.values())
+        return max(table_quantile(t, q) for t in self.point.tables.values())
+
+    def quantile_above(self, q: float, bound: float) -> bool:
+        """``quantile(q) > bound``, from as few member tables as decide it (:meth:`SharedPoint.quantile_above`)."""
+        return self.point.quantile_above(q, bound)
 
 
 class _Rivals:
@@ -424,9 +449,10 @@ def _beaten_by_isolated(group: Sequence[Candidate], isolated: Mapping[str, Seque
     budget = lead.cost_per_hour
     devices = sum(lead.resources.values())
     spent, used = 0.0, 0
+    kinds = lead.resources.keys()
     for member in group:
         options = [c for c, slower in zip(isolated.get(member.stage, ()), rivals.no_faster(member))
-                   if c.resources.keys() <= lead.resources.keys() and c.quality >= member.quality and slower]
+                   if slower and c.quality >= member.quality and c.resources.keys() <= kinds]  # cheapest test first
         if not options:
             return False
         best = min(options, key=lambda c: (c.cost_per_hour, sum(c.resources.values())))

@@ -222,7 +222,10 @@ def _walk(chain: VisitChain, n: int, rng: np.random.Generator) -> tuple[dict[str
             if bounds[k + 1] > bounds[k]:
                 runs_of_node[k].append(alive[order[bounds[k]: bounds[k + 1]]])
         u = rng.random(alive.size)
-        choice = (u[:, None] > cum[states]).sum(axis=1)
+        rows = cum[states]
+        choice = (u > rows[:, 0]).astype(np.int64)  # the CDF levels u passes, counted column by column
+        for j in range(1, width):  # (a sum over a short axis is numpy's slow case)
+            choice += u > rows[:, j]
         current[alive] = nxt[states, choice]
         alive = alive[current[alive] < n_states]
     visits = {name: np.sort(np.concatenate([np.zeros(0, dtype=np.int64), *runs_of_node[node_id[name]]]))

@@ -271,22 +271,35 @@ def _with_structured_output_of(profile: LatencyProfile, shipped: LatencyProfile 
 def all_profiles(directory: Path = PROFILE_DIR) -> tuple[LatencyProfile, ...]:
     """Every profile in ``directory`` (for the default one, calibrated profiles first: see
     :func:`use_calibrated`), sorted by (model, device, tp)."""
-    return _merged(Path(directory), _calibrated if Path(directory) == PROFILE_DIR else (), _cpu_busy_others)
+    return _merged(*_lookup(directory))
+
+
+def _lookup(directory: Path | str) -> tuple[Path, tuple[Path, ...], float]:
+    """What a lookup in ``directory`` reads now: the directory, the calibrated overlays and the CPU contention."""
+    directory = directory if isinstance(directory, Path) else Path(directory)
+    return directory, _calibrated if directory == PROFILE_DIR else (), _cpu_busy_others
 
 
 def clear_cache() -> None:
     """Forget profiles read so far (after a calibration rewrote a file)."""
     _read.cache_clear()
     _merged.cache_clear()
+    _selected.cache_clear()
     _unreadable.clear()
 
 
 def profiles_for(model: str, device: str | None = None, directory: Path = PROFILE_DIR) -> tuple[LatencyProfile, ...]:
-    """Profiles of ``model`` (optionally on one device kind), lowest TP first."""
-    return tuple(
-        p for p in all_profiles(directory)
-        if p.model == model and (device is None or p.device.lower() == device.lower())
-    )
+    """Profiles of ``model`` (optionally on one device kind, case-insensitive), lowest TP first."""
+    return _selected(*_lookup(directory), model, None if device is None else device.lower())
+
+
+@lru_cache(maxsize=None)
+def _selected(directory: Path, overlays: tuple[Path, ...], busy_others: float, model: str,
+              device: str | None) -> tuple[LatencyProfile, ...]:
+    """:func:`profiles_for` of one lookup (memoised: the planner asks for the same few hundreds of
+    times per workflow)."""
+    return tuple(p for p in _merged(directory, overlays, busy_others)
+                 if p.model == model and (device is None or p.device.lower() == device))
 
 
 def get_profile(model: str, device: str, tp: int = 1, directory: Path = PROFILE_DIR) -> LatencyProfile:

@@ -23,7 +23,7 @@ import numpy as np
 
 from cortexlang.ir import Inventory, Program, Workflow
 from planner.candidates import Candidate, fanout_splits
-from planner.colocation import Member, shared_point
+from planner.colocation import Member, SharedPoint, shared_point
 from planner.latency import PathSample, attainment, distribution
 from planner.plan import SharedModelPool, SharedPoolComparison
 from planner.profiles import GIB, LatencyProfile
@@ -31,9 +31,10 @@ from planner.profiles import GIB, LatencyProfile
 MAX_SEARCH_STEPS = 256
 
 
-def _shared_tables(program: Program, workflow: Workflow, stages: list[Candidate], profile: LatencyProfile,
-                   replicas: int, ca2: float) -> tuple[dict[str, np.ndarray], SharedModelPool] | None:
-    """Latency tables of ``stages`` served by one shared pool, and the pool; None when overloaded."""
+def _shared_pool(program: Program, workflow: Workflow, stages: list[Candidate], profile: LatencyProfile,
+                 replicas: int, ca2: float) -> tuple[SharedPoint, SharedModelPool] | None:
+    """The operating point of ``stages`` served by one shared pool (its tables built when read), and the
+    pool; None when overloaded."""
     spec = program.model(stages[0].model)
     members = [Member(stage=workflow.stage(c.stage), rate_per_s=c.arrival_rate_per_s, max_tokens=c.max_tokens,
                       hedge=c.hedge, prewarm=c.prewarm, ca2=ca2) for c in stages]
@@ -47,7 +48,7 @@ def _shared_tables(program: Program, workflow: Workflow, stages: list[Candidate]
         kv_gib=round(replicas * point.kv_budget_tokens * kvb / GIB, 3),
         kv_in_use_gib=round(point.kv_in_use_tokens * kvb / GIB, 4), utilisation=round(point.utilisation, 4),
     )
-    return point.tables, pool
+    return point, pool
 
 
 def _group(chosen: list[Candidate]) -> dict[str, tuple[str, int, list[Candidate], int]]:
@@ -83,15 +84,23 @@ def compare(program: Program, workflow: Workflow, inventory: Inventory, paths: P
         profiles[model] = next(c.latency_profile for c in cands if c.device == device and c.tp == tp)
     per_device = {m: g[1] for m, g in groups.items()}  # tp: GPUs, or CPU cores (slots)
     base_tables = {s: c.table for s, c in chosen.items()}
+    made: dict[tuple[str, int], tuple[SharedPoint, SharedModelPool] | None] = {}
+
+    def pool(model: str, replicas: int) -> tuple[SharedPoint, SharedModelPool] | None:
+        """:func:`_shared_pool` of ``model``'s stages, memoised (the replica search revisits counts)."""
+        key = (model, replicas)
+        if key not in made:
+            made[key] = _shared_pool(program, workflow, groups[model][2], profiles[model], replicas, ca2)
+        return made[key]
 
     def evaluate(replicas: Mapping[str, int]):
         tables = dict(base_tables)
         pools = []
-        for model, (_, _, cands, _) in groups.items():
-            got = _shared_tables(program, workflow, cands, profiles[model], replicas[model], ca2)
+        for model in groups:
+            got = pool(model, replicas[model])
             if got is None:
                 return None, None
-            tables.update(got[0])
+            tables.update(got[0].tables)
             pools.append(got[1])
         return paths.run_latency(tables, fanout_splits(chosen)), pools
 
@@ -111,7 +120,7 @@ def compare(program: Program, workflow: Workflow, inventory: Inventory, paths: P
                                          kv_in_use_gib=0.0, utilisation=1.0))
     slo = workflow.slo
     def stable(model: str, n: int) -> bool:
-        return _shared_tables(program, workflow, groups[model][2], profiles[model], n, ca2) is not None
+        return pool(model, n) is not None  # (from the point alone: no table is built)
 
     replicas_for_slo = _replicas_for_slo(evaluate, stable, groups, per_device, limits, slo) if slo else None
     cost = sum(p.replicas * per_device[p.model] * cost_per_device.get(p.device, 0.0) for p in pools)

@@ -234,8 +234,14 @@ class WorkflowProblem:
         """Indices of the candidates of ``stage`` at least as slow as candidate ``idx`` everywhere."""
         key = (stage, idx)
         if key not in self._slower:
-            ref = self.candidates[stage][idx]
-            self._slower[key] = frozenset(i for i, c in enumerate(self.candidates[stage]) if c.slower_or_equal(ref))
+            cands = self.candidates[stage]
+            ref = cands[idx]
+            if ref.fanout_split is None and all(c.fanout_split is None for c in cands):
+                # Candidate.slower_or_equal for every candidate at once (the same comparisons, stacked)
+                found = np.flatnonzero((self._stacked(stage) >= ref._table_less_tol).all(axis=1)).tolist()
+            else:  # fan-out splits are compared part by part
+                found = [i for i, c in enumerate(cands) if c.slower_or_equal(ref)]
+            self._slower[key] = frozenset(found)
         return self._slower[key]
 
     # -- pruning, lifting, greedy ---------------------------------------------------------

@@ -165,9 +165,8 @@ def test_vectorised_dominance_check_matches_candidate_by_candidate(seed: int) ->
 
 
 @pytest.mark.parametrize("smallest,limit", [(5, 3), (5, 5), (5, 40), (1, 8), (33, 20), (33, 100)])
-def test_replica_range_builds_each_count_once_and_only_probes_beyond_the_limit(smallest: int, limit: int) -> None:
-    """replica_range (used by _block_range with shared_point's table-free probe) returns what the plain
-    search returns, builds each count at most once, and never builds a count beyond ``limit``."""
+def test_replica_range_builds_each_count_once(smallest: int, limit: int) -> None:
+    """replica_range returns what a search without memoisation returns and builds each count at most once."""
     from planner.candidates import replica_range
 
     class Point:
@@ -177,21 +176,48 @@ def test_replica_range_builds_each_count_once_and_only_probes_beyond_the_limit(s
         def quantile(self, q: float) -> float:
             return 10.0 / self.n
 
+        def quantile_above(self, q: float, bound: float) -> bool:
+            return self.quantile(q) > bound
+
     built: list[int] = []
 
     def make(n: int) -> Point | None:
         built.append(n)
         return Point(n) if n >= smallest else None
 
-    def plain(n: int) -> Point | None:
-        return Point(n) if n >= smallest else None
-
-    got, first = replica_range(make, limit, stable=lambda n: n >= smallest)
-    want, want_first = replica_range(plain, limit)
-    assert first == want_first == smallest
-    assert [p.n for p in got] == [p.n for p in want]
-    assert len(built) == len(set(built)) and all(n <= limit for n in built)
+    got, first = replica_range(make, limit)
+    assert first == smallest
+    assert len(built) == len(set(built))
     if smallest > limit:
         assert got == []
     else:
         assert got[0].n == smallest
+        # the plain search: from the smallest stable count while p99 improves by more than FLAT_IMPROVEMENT
+        from planner.candidates import FLAT_IMPROVEMENT, MAX_EXTRA
+        want = [smallest]
+        for k in range(smallest + 1, min(limit, smallest + MAX_EXTRA) + 1):
+            if 10.0 / k > (1.0 - FLAT_IMPROVEMENT) * 10.0 / want[-1]:
+                break
+            want.append(k)
+        assert [p.n for p in got] == want
+
+
+def test_shared_point_builds_member_tables_on_demand() -> None:
+    """A shared pool's point builds a member's table when it is first read, once, and the same table
+    as llm_service_table gives for its arguments; quantile_above stops at the first member above."""
+    from planner.candidates import llm_service_table
+    from planner.colocation import Member, shared_point
+    from planner.profiles import get_profile
+    from planner.synthetic import LLAMA_8B
+
+    prof = get_profile("llama-3-8b", "H100", 1, PROFILE_DIR)
+    members = [Member(stage=llm("a", output_tokens=40), rate_per_s=4.0, max_tokens=96, hedge=1, prewarm=False),
+               Member(stage=llm("b", output_tokens=120), rate_per_s=2.0, max_tokens=256, hedge=1, prewarm=False)]
+    point = shared_point(LLAMA_8B, prof, members, 2)
+    assert point is not None and not point._built
+    assert list(point.table_args) == ["b", "a"]  # the longest mean call first
+    assert point.quantile_above(0.99, 0.0) and list(point._built) == ["b"]
+    assert point.table("b") is point.table("b")
+    for s, table in point.tables.items():
+        np.testing.assert_array_equal(table, llm_service_table(*point.table_args[s]))
+    assert not point.quantile_above(0.99, 1e9)
