@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 from cortexlang.ir import LLMStage, Program
 from planner.profiles import LatencyProfile
-from runtime.policies.base import CallView, Policy, ReplicaView, StageLoad, least_backlog_route
+from runtime.policies.base import (
+    Adaptation, CallView, Policy, ReplicaView, StageLoad, least_backlog_route, uses_method,
+)
 from runtime.simulator.calls import CANCELLED, CREATED, DONE, OVERLONG, QUEUED, Call
 from runtime.simulator.calls import TRANSFER as TRANSFERRING
 from runtime.simulator.cluster import LayoutError, ReplicaSpec, model_profile
@@ -187,10 +189,11 @@ class Simulator(SimClock):
         self._borrow = self.policy.borrow_idle
         self._borrow_spare = self.policy.borrow_spare
         self._record_calls = self.cfg.record_calls
-        # The policy's decisions, looked up once (bound methods) rather than on every call.
-        self._p_admit, self._p_adapt = self.policy.admit, self.policy.adapt
-        self._p_route, self._p_priority = self.policy.route, self.policy.priority
-        self._p_prune = self.policy.prune_retry
+        # The policy's decisions, looked up once rather than on every call: admission and pruning
+        # (once per run at most) as bound methods, the per-dispatch ones as one Decisions object (C
+        # calls in the compiled build).
+        self._p_admit, self._p_prune = self.policy.admit, self.policy.prune_retry
+        self._dec = self.policy.decisions()
         # Run settings read on every arrival, bound once.
         self._run_seed0 = self.cfg.seed * 1_000_003
         self._token_cv = self.cfg.token_cv
@@ -198,11 +201,11 @@ class Simulator(SimClock):
         # Policy.route not overridden, no borrowing and no prefill/decode replica: the route is the
         # least-backlogged candidate (least_backlog_route), picked without the policy call and the
         # Route object.
-        self._plain_route = (_inherited(self.policy, "route") and not self._borrow
+        self._plain_route = (uses_method(self.policy, "route", Policy) and not self._borrow
                              and all(e.role == "mixed" for e in self.engines))
         # If, besides, the policy keeps the base priority (enqueue time) and neither adapts nor
         # re-keys, no decision reads a CallView: dispatch builds none.
-        self._no_views = (self._plain_route and _inherited(self.policy, "priority") and not self._adapts
+        self._no_views = (self._plain_route and uses_method(self.policy, "priority", Policy) and not self._adapts
                           and not self.policy.requeue_interval_s)
         if self.trace is not None:
             learnt = RemainingPathStats(self.trace, self.ref_profiles)  # what follows a call, on average
@@ -358,7 +361,10 @@ class Simulator(SimClock):
         v.prefix_tokens = call.prefix_tokens
         return v
 
-    def stage_load(self, stage: str, kind: str, model: str | None) -> StageLoad:
+    def _stage_parts(self, stage: str, kind: str, model: str | None) -> tuple:
+        """``(replicas, models, made)`` of ``stage`` on ``model``, cached: its candidates, the
+        models with replicas among its declared options (:attr:`StageLoad.models`) and the
+        interpreted build's cache of equal loads (:meth:`stage_load`)."""
         # Keyed stage -> model (a stage has one kind, as in candidates()): two lookups of the same
         # string objects, which cost less than hashing and comparing a tuple key (every dispatch,
         # every stage at every arrival).
@@ -373,7 +379,20 @@ class Simulator(SimClock):
                 if isinstance(wf_stage, LLMStage):
                     models = tuple([o.model for o in wf_stage.models if self.candidates(stage, kind, o.model)])
             got = by_model[model] = (self.candidates(stage, kind, model), models, {})
-        reps, models, made = got
+        return got
+
+    def _adapt(self, view: CallView, stage: str, kind: str, model: str | None) -> Adaptation:
+        """The policy's adaptation of the call ``view`` shows, on ``stage`` (``kind``, ``model``):
+        its load is measured only when the answer may depend on it
+        (:meth:`~runtime.policies.base.Decisions.adapt_without_load`)."""
+        models = self._stage_parts(stage, kind, model)[1]
+        ad = self._dec.adapt_without_load(view, models)
+        if ad is None:
+            ad = self._dec.adapt(view, self.stage_load(stage, kind, model))
+        return ad
+
+    def stage_load(self, stage: str, kind: str, model: str | None) -> StageLoad:
+        reps, models, made = self._stage_parts(stage, kind, model)
         queued = running = 0
         wait = _INF
         for r in reps:
@@ -445,7 +464,7 @@ class Simulator(SimClock):
         if kind == "llm":
             self.llm_calls += 1
             if self._adapts and not excluding:
-                ad = self._p_adapt(view, self.stage_load(call.stage, call.kind, call.model))
+                ad = self._adapt(view, call.stage, kind, call.model)
                 if ad.model and ad.model != call.model and self.candidates(call.stage, "llm", ad.model):
                     run.degrade(call.stage, self._option_quality(call.stage, ad.model))
                     call.model = ad.model
@@ -455,7 +474,7 @@ class Simulator(SimClock):
                     view.prefix_key = call.prefix_key
                 hedge = ad.hedge  # below 2: no duplicate
         elif self._adapts and not excluding:
-            ad = self._p_adapt(view, self.stage_load(call.stage, kind, None))
+            ad = self._adapt(view, call.stage, kind, None)
             hedge = ad.hedge
         by_model = self._candidates.get(call.stage)
         cands = by_model.get(call.model) if by_model is not None else None
@@ -486,7 +505,7 @@ class Simulator(SimClock):
             replica = _least_backlog_replica(cands)
             call.t_enqueue = now
             # Without a view, the key is Policy.priority's: (enqueued_s,).
-            _enqueue(replica, call, (now,) if view is None else self._p_priority(view))
+            _enqueue(replica, call, (now,) if view is None else self._dec.priority(view))
             if hedge > 1:
                 self._hedge(call, hedge, exclude, replica)
             return
@@ -510,7 +529,7 @@ class Simulator(SimClock):
                     views.append(v)
         if not views:
             return
-        route = self._p_route(view, views) or least_backlog_route(views)
+        route = self._dec.route(view, views) or least_backlog_route(views)
         for i in range(n_own, len(views)):
             v = views[i]
             v.borrowed = False
@@ -523,7 +542,7 @@ class Simulator(SimClock):
             if call.decode_replica is None:
                 raise LayoutError(f"{replica.name} is a prefill replica but the route names no decode replica")
         call.t_enqueue = now
-        _enqueue(replica, call, self._p_priority(view))
+        _enqueue(replica, call, self._dec.priority(view))
         if hedge > 1:
             self._hedge(call, hedge, exclude, replica)
 
@@ -631,11 +650,6 @@ class Simulator(SimClock):
         self.run_records.append((run.run_id, run.workflow, run.arrival_s, run.end_s, run.standalone_s,
                                  run.deadline_s, run.status, run.ncalls, run.pruned,
                                  run.quality if run.lighter else 1.0))
-
-
-def _inherited(policy: Policy, method: str) -> bool:
-    """Whether ``policy.<method>`` is :class:`Policy`'s own (not overridden, not replaced on the instance)."""
-    return getattr(getattr(policy, method), "__func__", None) is getattr(Policy, method)
 
 
 def _least_backlog_replica(replicas: Sequence[LLMEngine | ExecutorGroup]) -> LLMEngine | ExecutorGroup:
