@@ -300,20 +300,27 @@ class Policy:
 
 
 class Decisions:
-    """A policy's per-call decisions (:meth:`Policy.adapt`, :meth:`Policy.route`,
-    :meth:`Policy.priority`) as the simulator asks them on every dispatch.
+    """A policy's decisions (:meth:`Policy.admit`, :meth:`Policy.adapt`, :meth:`Policy.route`,
+    :meth:`Policy.priority`) as the simulator asks them on every arrival and dispatch.
 
     Contract: every method returns what the policy's method of the same name returns for the same
-    arguments; :meth:`adapt_without_load` returns :meth:`Policy.adapt`'s answer when that answer is
-    the same under every load of the call's stage offering ``models`` (else None, and the executor
-    measures the load and asks :meth:`adapt`), so an executor may skip measuring a load that the
-    decision would not read. This base class calls the policy's methods (any policy, any override)
+    arguments; :meth:`admit_without_load` and :meth:`adapt_without_load` return :meth:`Policy.admit`'s
+    and :meth:`Policy.adapt`'s answer when no load can change it (else None, and the executor
+    measures the loads and asks :meth:`admit` or :meth:`adapt`), so an executor may skip measuring
+    loads that the decision would not read. This base class calls the policy's methods (any policy, any override)
     and never answers without a load. Why an object: the compiled build makes it a C class
     (base.pxd) whose methods the simulator calls as C calls, and a subclass whose methods call the
     policy's typed module functions directly skips a Python call per decision."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+
+    def admit_without_load(self, call: CallView) -> Admission | None:
+        """:meth:`Policy.admit`'s answer for ``call`` if no stage load can change it, else None."""
+        return None
+
+    def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
+        return self.policy.admit(call, load)
 
     def adapt_without_load(self, call: CallView, models: tuple[str, ...]) -> Adaptation | None:
         """:meth:`Policy.adapt`'s answer for ``call`` if no load of its stage (offering ``models``)

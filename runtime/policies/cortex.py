@@ -162,13 +162,19 @@ class Cortex(Policy):
     def decisions(self) -> Decisions:
         """:class:`_CortexDecisions` (the module functions, called directly) unless a subclass or
         the instance replaces one of the decisions; then the base's, which calls the methods."""
-        own = all(uses_method(self, m, Cortex) for m in ("adapt", "route", "priority"))
+        own = all(uses_method(self, m, Cortex) for m in ("admit", "adapt", "route", "priority"))
         return _CortexDecisions(self) if own else Decisions(self)
 
 
 class _CortexDecisions(Decisions):
     """:class:`Cortex`'s decisions as the module functions its methods call (a C subclass in the
     compiled build, cortex.pxd: the simulator's call reaches them without a Python call)."""
+
+    def admit_without_load(self, call: CallView) -> Admission | None:
+        return _admit_without_load(_knobs(self.policy), call)
+
+    def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
+        return _admit(_knobs(self.policy), call, load)
 
     def adapt_without_load(self, call: CallView, models: tuple[str, ...]) -> Adaptation | None:
         return _adapt_without_load(_knobs(self.policy), call, models)
@@ -224,7 +230,10 @@ def _knobs(policy: Cortex) -> _RouteKnobs:
 
 def _admit(knobs: _RouteKnobs, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
     """:meth:`Cortex.admit` (typed in the compiled build: C struct reads)."""
-    if not knobs.admission or call.deadline_s is None or not load:
+    verdict = _admit_without_load(knobs, call)
+    if verdict is not None:
+        return verdict
+    if not load:
         return Admission.accept()
     bottleneck = _bottleneck(load)
     if knobs.malleable and len(bottleneck.models) > 1:
@@ -236,6 +245,14 @@ def _admit(knobs: _RouteKnobs, call: CallView, load: Mapping[str, StageLoad]) ->
             f"stage {bottleneck.stage!r} is saturated (expected wait {wait:.2f}s exceeds the run's slack)",
             retry_after_s=wait)
     return Admission.accept()
+
+
+def _admit_without_load(knobs: _RouteKnobs, call: CallView) -> Admission | None:
+    """:func:`_admit`'s answer where no load can change it (admission off, or a run without a
+    deadline: it is accepted), else None."""
+    if not knobs.admission or call.deadline_s is None:
+        return Admission.accept()
+    return None
 
 
 def _prune_retry(knobs: _RouteKnobs, call: CallView, load: StageLoad) -> bool:

@@ -15,7 +15,7 @@ cdef class Simulator(SimClock):
     cdef public object _prune_hook, run_records, call_records, kv_samples, _arrival_rng, _mix, _pattern
     cdef public long llm_calls, active_runs, _next_id, _arrivals_left
     cdef public object _total_rate, _run_seed0, _token_cv, _service_family
-    cdef public object _p_admit, _p_prune
+    cdef public object _p_prune
     cdef public Decisions _dec
     cdef public bint _adapts, _borrow, _borrow_spare, _record_calls, _plain_route, _no_views
 
@@ -25,16 +25,18 @@ cdef class Simulator(SimClock):
     cpdef _deadline(self, Run run)
     @cython.locals(run=Run, v=CallView, now=object)
     cpdef CallView call_view(self, Call call)
+    cpdef stage_load(self, stage, kind, model)
     # wait and w: backlog_s is always a Python float (see _least_backlog_replica), or 0.0 or inf.
     @cython.locals(queued=long, running=long, q=long, n=long, v=ReplicaView, wait=double, w=double,
                    reps=list, made=dict, sl=StageLoad)
-    cpdef stage_load(self, stage, kind, model)
+    cpdef StageLoad _load(self, stage, tuple parts)
     @cython.locals(by_model=dict, got=tuple)
     cpdef tuple _stage_parts(self, stage, kind, model)
-    cpdef Adaptation _adapt(self, CallView view, stage, kind, model)
+    cpdef Adaptation _adapt(self, CallView view, stage, tuple parts)
     cpdef dict stage_loads(self, Run run)
     @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict,
-                   excluding=bint, ad=Adaptation, route=Route, views=list, n_own=Py_ssize_t, i=Py_ssize_t)
+                   excluding=bint, ad=Adaptation, route=Route, views=list, parts=tuple, cands=list,
+                   n_own=Py_ssize_t, i=Py_ssize_t)
     cpdef dispatch(self, Call call, exclude=*)
     @cython.locals(run=Run, peer=Call, c=Call)
     cpdef call_finished(self, Call call)

@@ -102,7 +102,7 @@ class Simulator(SimClock):
         # stage -> model -> replicas (nested: string lookups cost less than hashing a tuple key)
         self._candidates: dict[str, dict[str | None, list]] = {}
         self._stage_load_parts: dict[str, dict[str | None, tuple[list, tuple[str, ...], dict]]] = {}
-        self._stage_list: dict[str, list[tuple[str, str, str | None]]] = {}
+        self._stage_list: dict[str, list[tuple[str, tuple]]] = {}  # workflow -> (stage, _stage_parts)
         self._lenders: dict[str, dict[str | None, list[LLMEngine]]] = {}  # stage -> model -> lenders
         self._overrides = {m: getattr(type(policy), m) is not getattr(Policy, m)
                            for m in ("admit", "adapt", "prune_retry")}
@@ -189,10 +189,10 @@ class Simulator(SimClock):
         self._borrow = self.policy.borrow_idle
         self._borrow_spare = self.policy.borrow_spare
         self._record_calls = self.cfg.record_calls
-        # The policy's decisions, looked up once rather than on every call: admission and pruning
-        # (once per run at most) as bound methods, the per-dispatch ones as one Decisions object (C
-        # calls in the compiled build).
-        self._p_admit, self._p_prune = self.policy.admit, self.policy.prune_retry
+        # The policy's decisions, looked up once rather than on every call: pruning as a bound
+        # method, admission and the per-dispatch ones as one Decisions object (C calls in the
+        # compiled build).
+        self._p_prune = self.policy.prune_retry
         self._dec = self.policy.decisions()
         # Run settings read on every arrival, bound once.
         self._run_seed0 = self.cfg.seed * 1_000_003
@@ -309,7 +309,10 @@ class Simulator(SimClock):
         self._deadline(run)
         calls = run.first_calls()
         if self._overrides["admit"] and calls:
-            verdict = self._p_admit(self.call_view(calls[0]), self.stage_loads(run))
+            view = self.call_view(calls[0])
+            verdict = self._dec.admit_without_load(view)  # the stage loads only when they matter
+            if verdict is None:
+                verdict = self._dec.admit(view, self.stage_loads(run))
             if not verdict.admit:
                 run.status = "rejected"
                 run.rejected_reason = verdict.reason
@@ -381,18 +384,21 @@ class Simulator(SimClock):
             got = by_model[model] = (self.candidates(stage, kind, model), models, {})
         return got
 
-    def _adapt(self, view: CallView, stage: str, kind: str, model: str | None) -> Adaptation:
-        """The policy's adaptation of the call ``view`` shows, on ``stage`` (``kind``, ``model``):
-        its load is measured only when the answer may depend on it
-        (:meth:`~runtime.policies.base.Decisions.adapt_without_load`)."""
-        models = self._stage_parts(stage, kind, model)[1]
-        ad = self._dec.adapt_without_load(view, models)
+    def _adapt(self, view: CallView, stage: str, parts: tuple) -> Adaptation:
+        """The policy's adaptation of the call ``view`` shows, on ``stage`` (its
+        :meth:`_stage_parts` on the call's model): the stage's load is measured only when the
+        answer may depend on it (:meth:`~runtime.policies.base.Decisions.adapt_without_load`)."""
+        ad = self._dec.adapt_without_load(view, parts[1])
         if ad is None:
-            ad = self._dec.adapt(view, self.stage_load(stage, kind, model))
+            ad = self._dec.adapt(view, self._load(stage, parts))
         return ad
 
     def stage_load(self, stage: str, kind: str, model: str | None) -> StageLoad:
-        reps, models, made = self._stage_parts(stage, kind, model)
+        return self._load(stage, self._stage_parts(stage, kind, model))
+
+    def _load(self, stage: str, parts: tuple) -> StageLoad:
+        """The load on ``stage`` now, given its :meth:`_stage_parts`."""
+        reps, models, made = parts
         queued = running = 0
         wait = _INF
         for r in reps:
@@ -446,8 +452,8 @@ class Simulator(SimClock):
             if g is None:
                 return {}
             stages = self._stage_list[run.workflow] = [
-                (name, s.kind, g.model.get(name)) for name, s in g.stages.items()]
-        return {name: self.stage_load(name, kind, model) for name, kind, model in stages}
+                (name, self._stage_parts(name, s.kind, g.model.get(name))) for name, s in g.stages.items()]
+        return {name: self._load(name, parts) for name, parts in stages}
 
     def dispatch(self, call: Call, exclude: frozenset[str] = frozenset()) -> None:
         """Adapt, route and queue a new call (see module docstring)."""
@@ -461,10 +467,11 @@ class Simulator(SimClock):
         hedge = 1
         kind = call.kind
         excluding = len(exclude) > 0  # a hedge's duplicate avoids replicas (read once: a C flag when compiled)
+        parts = self._stage_parts(call.stage, kind, call.model)  # the candidates, and adapt's models
         if kind == "llm":
             self.llm_calls += 1
             if self._adapts and not excluding:
-                ad = self._adapt(view, call.stage, kind, call.model)
+                ad = self._adapt(view, call.stage, parts)
                 if ad.model and ad.model != call.model and self.candidates(call.stage, "llm", ad.model):
                     run.degrade(call.stage, self._option_quality(call.stage, ad.model))
                     call.model = ad.model
@@ -472,14 +479,12 @@ class Simulator(SimClock):
                         call.prefix_key = f"{run.workflow}/{call.stage}@{ad.model}"
                     view.model = ad.model
                     view.prefix_key = call.prefix_key
+                    parts = self._stage_parts(call.stage, kind, call.model)
                 hedge = ad.hedge  # below 2: no duplicate
         elif self._adapts and not excluding:
-            ad = self._adapt(view, call.stage, kind, None)
+            ad = self._adapt(view, call.stage, parts)
             hedge = ad.hedge
-        by_model = self._candidates.get(call.stage)
-        cands = by_model.get(call.model) if by_model is not None else None
-        if cands is None:
-            cands = self.candidates(call.stage, kind, call.model)
+        cands = parts[0]
         if not cands and kind == "llm":
             # The layout serves a declared alternative (e.g. a planner chose a lighter option).
             spec = self._stage_spec(call.stage)
