@@ -467,7 +467,12 @@ class Simulator(SimClock):
         hedge = 1
         kind = call.kind
         excluding = len(exclude) > 0  # a hedge's duplicate avoids replicas (read once: a C flag when compiled)
-        parts = self._stage_parts(call.stage, kind, call.model)  # the candidates, and adapt's models
+        # The stage's candidates and adapt's models (_stage_parts, its cache read inline: a method
+        # call per dispatch costs the interpreted build more than the two lookups).
+        by_model = self._stage_load_parts.get(call.stage)
+        parts = by_model.get(call.model) if by_model is not None else None
+        if parts is None:
+            parts = self._stage_parts(call.stage, kind, call.model)
         if kind == "llm":
             self.llm_calls += 1
             if self._adapts and not excluding:
