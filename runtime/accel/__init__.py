@@ -12,7 +12,9 @@ the reference and the only thing anyone edits for behaviour:
   ``CallView``/``ReplicaView``/``Route``/``StageLoad``/``Adaptation``, whose fields stay Python
   objects except the views' counts and times, typed as below) into C
   structs with typed fields and their hot methods into C-callable ``cpdef``
-  methods with typed locals. Only counts (tokens, steps, sequence numbers) are
+  methods with typed locals; a policy's per-call decisions
+  (``base.Decisions``, Cortex's subclass) are C methods the simulator calls
+  through a vtable. Only counts (tokens, steps, sequence numbers) are
   C integers (64-bit, checked for overflow: :data:`CYTHON_DIRECTIVES`) and only
   values that are always Python floats are C doubles, so every operation
   computes what the Python operation computes.

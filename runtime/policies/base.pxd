@@ -50,3 +50,14 @@ cdef class StageLoad:
     cdef readonly object models
 
 cdef bint _COMPILED
+
+# The simulator's per-arrival and per-dispatch decisions: C calls (a vtable), not Python calls on the policy's bound
+# methods. Overridden (cdef subclass) by policies whose decisions are typed module functions.
+cdef class Decisions:
+    cdef readonly object policy
+    cpdef admit_without_load(self, CallView call)
+    cpdef admit(self, CallView call, dict load)
+    cpdef adapt_without_load(self, CallView call, tuple models)
+    cpdef adapt(self, CallView call, StageLoad load)
+    cpdef route(self, CallView call, list candidates)
+    cpdef priority(self, CallView call)

@@ -292,6 +292,56 @@ class Policy:
         keyed ``running`` when the batch or KV cache is full. Default: a strictly lower key."""
         return waiting < running
 
+    def decisions(self) -> "Decisions":
+        """The object an executor asks for this policy's per-call decisions (:class:`Decisions`):
+        by default one that calls :meth:`adapt`, :meth:`route` and :meth:`priority`. A policy
+        may return a subclass that makes the same decisions faster (:mod:`runtime.policies.cortex`)."""
+        return Decisions(self)
+
+
+class Decisions:
+    """A policy's decisions (:meth:`Policy.admit`, :meth:`Policy.adapt`, :meth:`Policy.route`,
+    :meth:`Policy.priority`) as the simulator asks them on every arrival and dispatch.
+
+    Contract: every method returns what the policy's method of the same name returns for the same
+    arguments; :meth:`admit_without_load` and :meth:`adapt_without_load` return :meth:`Policy.admit`'s
+    and :meth:`Policy.adapt`'s answer when no load can change it (else None, and the executor
+    measures the loads and asks :meth:`admit` or :meth:`adapt`), so an executor may skip measuring
+    loads that the decision would not read. This base class calls the policy's methods (any policy, any override)
+    and never answers without a load. Why an object: the compiled build makes it a C class
+    (base.pxd) whose methods the simulator calls as C calls, and a subclass whose methods call the
+    policy's typed module functions directly skips a Python call per decision."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def admit_without_load(self, call: CallView) -> Admission | None:
+        """:meth:`Policy.admit`'s answer for ``call`` if no stage load can change it, else None."""
+        return None
+
+    def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
+        return self.policy.admit(call, load)
+
+    def adapt_without_load(self, call: CallView, models: tuple[str, ...]) -> Adaptation | None:
+        """:meth:`Policy.adapt`'s answer for ``call`` if no load of its stage (offering ``models``)
+        can change it, else None."""
+        return None
+
+    def adapt(self, call: CallView, load: StageLoad) -> Adaptation:
+        return self.policy.adapt(call, load)
+
+    def route(self, call: CallView, candidates: list[ReplicaView]) -> Route | None:
+        return self.policy.route(call, candidates)
+
+    def priority(self, call: CallView) -> PriorityKey:
+        return self.policy.priority(call)
+
+
+def uses_method(policy: Policy, name: str, cls: type) -> bool:
+    """Whether ``policy.<name>`` is ``cls``'s own method (not overridden by a subclass of ``cls``,
+    not replaced on the instance)."""
+    return getattr(getattr(policy, name), "__func__", None) is getattr(cls, name)
+
 
 def least_backlog_route(candidates: Sequence[ReplicaView]) -> Route:
     """Default dispatch: the least-backlogged replica (for disaggregated candidates, the

@@ -1,5 +1,5 @@
 cimport cython
-from runtime.policies.base cimport CallView, ReplicaView, StageLoad, Route, route_to
+from runtime.policies.base cimport CallView, Decisions, ReplicaView, StageLoad, Route, route_to
 # A C call, not a Python one, from _best_colocated (the .py's ``from ... import`` resolves to it).
 from runtime.policies.placement cimport estimate_at, kv_need_at, prefill_monotone
 
@@ -26,6 +26,18 @@ cpdef _admit(_RouteKnobs knobs, CallView call, load)
 cpdef bint _prune_retry(_RouteKnobs knobs, CallView call, StageLoad load) except -1
 
 cpdef _adapt(_RouteKnobs knobs, CallView call, StageLoad load)
+
+cpdef _admit_without_load(_RouteKnobs knobs, CallView call)
+cpdef _adapt_without_load(_RouteKnobs knobs, CallView call, tuple models)
+
+# The simulator's decisions as C calls of the functions above (base.Decisions' vtable).
+cdef class _CortexDecisions(Decisions):
+    cpdef admit_without_load(self, CallView call)
+    cpdef admit(self, CallView call, dict load)
+    cpdef adapt_without_load(self, CallView call, tuple models)
+    cpdef adapt(self, CallView call, StageLoad load)
+    cpdef route(self, CallView call, list candidates)
+    cpdef priority(self, CallView call)
 
 @cython.locals(knobs=_RouteKnobs, first=ReplicaView, w=double, best=ReplicaView)
 cpdef _route(policy, CallView call, candidates)

@@ -57,7 +57,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from runtime.policies.base import (
-    KEEP, Adaptation, Admission, CallView, Policy, PriorityKey, ReplicaView, Route, StageLoad, route_to,
+    KEEP, Adaptation, Admission, CallView, Decisions, Policy, PriorityKey, ReplicaView, Route, StageLoad, route_to,
+    uses_method,
 )
 from runtime.policies.disaggregation import best_pair
 from runtime.policies.placement import estimate, estimate_at, has_kv_room, kv_need_at, prefill_monotone
@@ -158,6 +159,35 @@ class Cortex(Policy):
     def prune_retry(self, call: CallView, loop: str, iteration: int, load: StageLoad) -> bool:
         return _prune_retry(_knobs(self), call, load)
 
+    def decisions(self) -> Decisions:
+        """:class:`_CortexDecisions` (the module functions, called directly) unless a subclass or
+        the instance replaces one of the decisions; then the base's, which calls the methods."""
+        own = all(uses_method(self, m, Cortex) for m in ("admit", "adapt", "route", "priority"))
+        return _CortexDecisions(self) if own else Decisions(self)
+
+
+class _CortexDecisions(Decisions):
+    """:class:`Cortex`'s decisions as the module functions its methods call (a C subclass in the
+    compiled build, cortex.pxd: the simulator's call reaches them without a Python call)."""
+
+    def admit_without_load(self, call: CallView) -> Admission | None:
+        return _admit_without_load(_knobs(self.policy), call)
+
+    def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
+        return _admit(_knobs(self.policy), call, load)
+
+    def adapt_without_load(self, call: CallView, models: tuple[str, ...]) -> Adaptation | None:
+        return _adapt_without_load(_knobs(self.policy), call, models)
+
+    def adapt(self, call: CallView, load: StageLoad) -> Adaptation:
+        return _adapt(_knobs(self.policy), call, load)
+
+    def route(self, call: CallView, candidates: list[ReplicaView]) -> Route | None:
+        return _route(self.policy, call, candidates)
+
+    def priority(self, call: CallView) -> PriorityKey:
+        return _latest_start_key(call)
+
 
 class _RouteKnobs:
     """:class:`Cortex`'s parameters read on every decision, read once per policy state (C fields
@@ -200,7 +230,10 @@ def _knobs(policy: Cortex) -> _RouteKnobs:
 
 def _admit(knobs: _RouteKnobs, call: CallView, load: Mapping[str, StageLoad]) -> Admission:
     """:meth:`Cortex.admit` (typed in the compiled build: C struct reads)."""
-    if not knobs.admission or call.deadline_s is None or not load:
+    verdict = _admit_without_load(knobs, call)
+    if verdict is not None:
+        return verdict
+    if not load:
         return Admission.accept()
     bottleneck = _bottleneck(load)
     if knobs.malleable and len(bottleneck.models) > 1:
@@ -212,6 +245,14 @@ def _admit(knobs: _RouteKnobs, call: CallView, load: Mapping[str, StageLoad]) ->
             f"stage {bottleneck.stage!r} is saturated (expected wait {wait:.2f}s exceeds the run's slack)",
             retry_after_s=wait)
     return Admission.accept()
+
+
+def _admit_without_load(knobs: _RouteKnobs, call: CallView) -> Admission | None:
+    """:func:`_admit`'s answer where no load can change it (admission off, or a run without a
+    deadline: it is accepted), else None."""
+    if not knobs.admission or call.deadline_s is None:
+        return Admission.accept()
+    return None
 
 
 def _prune_retry(knobs: _RouteKnobs, call: CallView, load: StageLoad) -> bool:
@@ -228,14 +269,23 @@ def _prune_retry(knobs: _RouteKnobs, call: CallView, load: StageLoad) -> bool:
 
 def _adapt(knobs: _RouteKnobs, call: CallView, load: StageLoad) -> Adaptation:
     """:meth:`Cortex.adapt` (typed in the compiled build: C struct reads)."""
+    ad = _adapt_without_load(knobs, call, load.models)
+    if ad is not None:
+        return ad
+    if call.kind == "llm":  # the stage offers a lighter model: swap when its wait exceeds the slack
+        return Adaptation(model=load.models[-1]) if load.expected_wait_s > slack_s(call) else KEEP
+    return Adaptation(hedge=2) if load.queued == 0 else KEEP  # hedge_executors: only on an idle stage
+
+
+def _adapt_without_load(knobs: _RouteKnobs, call: CallView, models: tuple[str, ...]) -> Adaptation | None:
+    """:func:`_adapt`'s answer where no load of the call's stage (offering ``models``) can change it
+    -- an LLM call with no lighter model to swap to, an executor call without hedging -- else None
+    (most calls: the simulator then measures no load for them)."""
     if call.kind == "llm":
-        if (knobs.malleable and len(load.models) > 1 and call.model == load.models[0]
-                and load.expected_wait_s > slack_s(call)):
-            return Adaptation(model=load.models[-1])
+        if knobs.malleable and len(models) > 1 and call.model == models[0]:
+            return None
         return KEEP
-    if knobs.hedge_executors and load.queued == 0:
-        return Adaptation(hedge=2)
-    return KEEP
+    return None if knobs.hedge_executors else KEEP
 
 
 def _route(policy: Cortex, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:

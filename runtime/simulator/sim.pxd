@@ -3,7 +3,7 @@ from runtime.simulator.calls cimport Call
 from runtime.simulator.runs cimport Run
 from runtime.simulator.engine cimport LLMEngine
 from runtime.simulator.executor cimport ExecutorGroup
-from runtime.policies.base cimport Adaptation, CallView, ReplicaView, Route, StageLoad
+from runtime.policies.base cimport Adaptation, CallView, Decisions, ReplicaView, Route, StageLoad
 from runtime.simulator.distributions cimport interarrival, run_rng
 from runtime.simulator.events cimport SimClock, pop_event
 
@@ -15,7 +15,8 @@ cdef class Simulator(SimClock):
     cdef public object _prune_hook, run_records, call_records, kv_samples, _arrival_rng, _mix, _pattern
     cdef public long llm_calls, active_runs, _next_id, _arrivals_left
     cdef public object _total_rate, _run_seed0, _token_cv, _service_family
-    cdef public object _p_admit, _p_adapt, _p_route, _p_priority, _p_prune
+    cdef public object _p_prune
+    cdef public Decisions _dec
     cdef public bint _adapts, _borrow, _borrow_spare, _record_calls, _plain_route, _no_views
 
     cpdef _loop(self, list events)
@@ -24,13 +25,18 @@ cdef class Simulator(SimClock):
     cpdef _deadline(self, Run run)
     @cython.locals(run=Run, v=CallView, now=object)
     cpdef CallView call_view(self, Call call)
-    # wait and w: backlog_s is always a Python float (see _least_backlog_replica), or 0.0 or inf.
-    @cython.locals(queued=long, running=long, q=long, n=long, v=ReplicaView, wait=double, w=double, got=tuple,
-                   reps=list, made=dict, by_model=dict, sl=StageLoad)
     cpdef stage_load(self, stage, kind, model)
+    # wait and w: backlog_s is always a Python float (see _least_backlog_replica), or 0.0 or inf.
+    @cython.locals(queued=long, running=long, q=long, n=long, v=ReplicaView, wait=double, w=double,
+                   reps=list, made=dict, sl=StageLoad)
+    cpdef StageLoad _load(self, stage, tuple parts)
+    @cython.locals(by_model=dict, got=tuple)
+    cpdef tuple _stage_parts(self, stage, kind, model)
+    cpdef Adaptation _adapt(self, CallView view, stage, tuple parts)
     cpdef dict stage_loads(self, Run run)
     @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict,
-                   excluding=bint, ad=Adaptation, route=Route, views=list, n_own=Py_ssize_t, i=Py_ssize_t)
+                   excluding=bint, ad=Adaptation, route=Route, views=list, parts=tuple, cands=list,
+                   n_own=Py_ssize_t, i=Py_ssize_t)
     cpdef dispatch(self, Call call, exclude=*)
     @cython.locals(run=Run, peer=Call, c=Call)
     cpdef call_finished(self, Call call)

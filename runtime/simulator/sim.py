@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 from cortexlang.ir import LLMStage, Program
 from planner.profiles import LatencyProfile
-from runtime.policies.base import CallView, Policy, ReplicaView, StageLoad, least_backlog_route
+from runtime.policies.base import (
+    Adaptation, CallView, Policy, ReplicaView, StageLoad, least_backlog_route, uses_method,
+)
 from runtime.simulator.calls import CANCELLED, CREATED, DONE, OVERLONG, QUEUED, Call
 from runtime.simulator.calls import TRANSFER as TRANSFERRING
 from runtime.simulator.cluster import LayoutError, ReplicaSpec, model_profile
@@ -100,7 +102,7 @@ class Simulator(SimClock):
         # stage -> model -> replicas (nested: string lookups cost less than hashing a tuple key)
         self._candidates: dict[str, dict[str | None, list]] = {}
         self._stage_load_parts: dict[str, dict[str | None, tuple[list, tuple[str, ...], dict]]] = {}
-        self._stage_list: dict[str, list[tuple[str, str, str | None]]] = {}
+        self._stage_list: dict[str, list[tuple[str, tuple]]] = {}  # workflow -> (stage, _stage_parts)
         self._lenders: dict[str, dict[str | None, list[LLMEngine]]] = {}  # stage -> model -> lenders
         self._overrides = {m: getattr(type(policy), m) is not getattr(Policy, m)
                            for m in ("admit", "adapt", "prune_retry")}
@@ -187,10 +189,11 @@ class Simulator(SimClock):
         self._borrow = self.policy.borrow_idle
         self._borrow_spare = self.policy.borrow_spare
         self._record_calls = self.cfg.record_calls
-        # The policy's decisions, looked up once (bound methods) rather than on every call.
-        self._p_admit, self._p_adapt = self.policy.admit, self.policy.adapt
-        self._p_route, self._p_priority = self.policy.route, self.policy.priority
+        # The policy's decisions, looked up once rather than on every call: pruning as a bound
+        # method, admission and the per-dispatch ones as one Decisions object (C calls in the
+        # compiled build).
         self._p_prune = self.policy.prune_retry
+        self._dec = self.policy.decisions()
         # Run settings read on every arrival, bound once.
         self._run_seed0 = self.cfg.seed * 1_000_003
         self._token_cv = self.cfg.token_cv
@@ -198,11 +201,11 @@ class Simulator(SimClock):
         # Policy.route not overridden, no borrowing and no prefill/decode replica: the route is the
         # least-backlogged candidate (least_backlog_route), picked without the policy call and the
         # Route object.
-        self._plain_route = (_inherited(self.policy, "route") and not self._borrow
+        self._plain_route = (uses_method(self.policy, "route", Policy) and not self._borrow
                              and all(e.role == "mixed" for e in self.engines))
         # If, besides, the policy keeps the base priority (enqueue time) and neither adapts nor
         # re-keys, no decision reads a CallView: dispatch builds none.
-        self._no_views = (self._plain_route and _inherited(self.policy, "priority") and not self._adapts
+        self._no_views = (self._plain_route and uses_method(self.policy, "priority", Policy) and not self._adapts
                           and not self.policy.requeue_interval_s)
         if self.trace is not None:
             learnt = RemainingPathStats(self.trace, self.ref_profiles)  # what follows a call, on average
@@ -306,7 +309,10 @@ class Simulator(SimClock):
         self._deadline(run)
         calls = run.first_calls()
         if self._overrides["admit"] and calls:
-            verdict = self._p_admit(self.call_view(calls[0]), self.stage_loads(run))
+            view = self.call_view(calls[0])
+            verdict = self._dec.admit_without_load(view)  # the stage loads only when they matter
+            if verdict is None:
+                verdict = self._dec.admit(view, self.stage_loads(run))
             if not verdict.admit:
                 run.status = "rejected"
                 run.rejected_reason = verdict.reason
@@ -358,7 +364,10 @@ class Simulator(SimClock):
         v.prefix_tokens = call.prefix_tokens
         return v
 
-    def stage_load(self, stage: str, kind: str, model: str | None) -> StageLoad:
+    def _stage_parts(self, stage: str, kind: str, model: str | None) -> tuple:
+        """``(replicas, models, made)`` of ``stage`` on ``model``, cached: its candidates, the
+        models with replicas among its declared options (:attr:`StageLoad.models`) and the
+        interpreted build's cache of equal loads (:meth:`stage_load`)."""
         # Keyed stage -> model (a stage has one kind, as in candidates()): two lookups of the same
         # string objects, which cost less than hashing and comparing a tuple key (every dispatch,
         # every stage at every arrival).
@@ -373,7 +382,23 @@ class Simulator(SimClock):
                 if isinstance(wf_stage, LLMStage):
                     models = tuple([o.model for o in wf_stage.models if self.candidates(stage, kind, o.model)])
             got = by_model[model] = (self.candidates(stage, kind, model), models, {})
-        reps, models, made = got
+        return got
+
+    def _adapt(self, view: CallView, stage: str, parts: tuple) -> Adaptation:
+        """The policy's adaptation of the call ``view`` shows, on ``stage`` (its
+        :meth:`_stage_parts` on the call's model): the stage's load is measured only when the
+        answer may depend on it (:meth:`~runtime.policies.base.Decisions.adapt_without_load`)."""
+        ad = self._dec.adapt_without_load(view, parts[1])
+        if ad is None:
+            ad = self._dec.adapt(view, self._load(stage, parts))
+        return ad
+
+    def stage_load(self, stage: str, kind: str, model: str | None) -> StageLoad:
+        return self._load(stage, self._stage_parts(stage, kind, model))
+
+    def _load(self, stage: str, parts: tuple) -> StageLoad:
+        """The load on ``stage`` now, given its :meth:`_stage_parts`."""
+        reps, models, made = parts
         queued = running = 0
         wait = _INF
         for r in reps:
@@ -427,8 +452,8 @@ class Simulator(SimClock):
             if g is None:
                 return {}
             stages = self._stage_list[run.workflow] = [
-                (name, s.kind, g.model.get(name)) for name, s in g.stages.items()]
-        return {name: self.stage_load(name, kind, model) for name, kind, model in stages}
+                (name, self._stage_parts(name, s.kind, g.model.get(name))) for name, s in g.stages.items()]
+        return {name: self._load(name, parts) for name, parts in stages}
 
     def dispatch(self, call: Call, exclude: frozenset[str] = frozenset()) -> None:
         """Adapt, route and queue a new call (see module docstring)."""
@@ -442,10 +467,16 @@ class Simulator(SimClock):
         hedge = 1
         kind = call.kind
         excluding = len(exclude) > 0  # a hedge's duplicate avoids replicas (read once: a C flag when compiled)
+        # The stage's candidates and adapt's models (_stage_parts, its cache read inline: a method
+        # call per dispatch costs the interpreted build more than the two lookups).
+        by_model = self._stage_load_parts.get(call.stage)
+        parts = by_model.get(call.model) if by_model is not None else None
+        if parts is None:
+            parts = self._stage_parts(call.stage, kind, call.model)
         if kind == "llm":
             self.llm_calls += 1
             if self._adapts and not excluding:
-                ad = self._p_adapt(view, self.stage_load(call.stage, call.kind, call.model))
+                ad = self._adapt(view, call.stage, parts)
                 if ad.model and ad.model != call.model and self.candidates(call.stage, "llm", ad.model):
                     run.degrade(call.stage, self._option_quality(call.stage, ad.model))
                     call.model = ad.model
@@ -453,14 +484,12 @@ class Simulator(SimClock):
                         call.prefix_key = f"{run.workflow}/{call.stage}@{ad.model}"
                     view.model = ad.model
                     view.prefix_key = call.prefix_key
+                    parts = self._stage_parts(call.stage, kind, call.model)
                 hedge = ad.hedge  # below 2: no duplicate
         elif self._adapts and not excluding:
-            ad = self._p_adapt(view, self.stage_load(call.stage, kind, None))
+            ad = self._adapt(view, call.stage, parts)
             hedge = ad.hedge
-        by_model = self._candidates.get(call.stage)
-        cands = by_model.get(call.model) if by_model is not None else None
-        if cands is None:
-            cands = self.candidates(call.stage, kind, call.model)
+        cands = parts[0]
         if not cands and kind == "llm":
             # The layout serves a declared alternative (e.g. a planner chose a lighter option).
             spec = self._stage_spec(call.stage)
@@ -486,7 +515,7 @@ class Simulator(SimClock):
             replica = _least_backlog_replica(cands)
             call.t_enqueue = now
             # Without a view, the key is Policy.priority's: (enqueued_s,).
-            _enqueue(replica, call, (now,) if view is None else self._p_priority(view))
+            _enqueue(replica, call, (now,) if view is None else self._dec.priority(view))
             if hedge > 1:
                 self._hedge(call, hedge, exclude, replica)
             return
@@ -510,7 +539,7 @@ class Simulator(SimClock):
                     views.append(v)
         if not views:
             return
-        route = self._p_route(view, views) or least_backlog_route(views)
+        route = self._dec.route(view, views) or least_backlog_route(views)
         for i in range(n_own, len(views)):
             v = views[i]
             v.borrowed = False
@@ -523,7 +552,7 @@ class Simulator(SimClock):
             if call.decode_replica is None:
                 raise LayoutError(f"{replica.name} is a prefill replica but the route names no decode replica")
         call.t_enqueue = now
-        _enqueue(replica, call, self._p_priority(view))
+        _enqueue(replica, call, self._dec.priority(view))
         if hedge > 1:
             self._hedge(call, hedge, exclude, replica)
 
@@ -631,11 +660,6 @@ class Simulator(SimClock):
         self.run_records.append((run.run_id, run.workflow, run.arrival_s, run.end_s, run.standalone_s,
                                  run.deadline_s, run.status, run.ncalls, run.pruned,
                                  run.quality if run.lighter else 1.0))
-
-
-def _inherited(policy: Policy, method: str) -> bool:
-    """Whether ``policy.<method>`` is :class:`Policy`'s own (not overridden, not replaced on the instance)."""
-    return getattr(getattr(policy, method), "__func__", None) is getattr(Policy, method)
 
 
 def _least_backlog_replica(replicas: Sequence[LLMEngine | ExecutorGroup]) -> LLMEngine | ExecutorGroup:

@@ -4,6 +4,8 @@
   against the same routing done through an overriding ``route``.
 * :func:`runtime.policies.placement.estimate`'s per-view cache against a fresh view, at every
   routing decision of a simulation (the engine must reset the cache whenever its view changes).
+* Cortex's decisions object (its module functions called directly, stage loads measured only when
+  a decision can depend on them) against the base :class:`Decisions`, which calls the methods.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from runtime.policies.base import CallView, ReplicaView, Route, least_backlog_route
+import pytest
+
+from runtime.policies.base import CallView, Decisions, ReplicaView, Route, least_backlog_route
+from runtime.policies.cortex import Cortex
 from runtime.policies.fcfs import FCFS
 from runtime.policies.placement import estimate
 from runtime.policies.registry import make_policy
-from runtime.simulator.cluster import isolated_layout, shared_layout
+from runtime.simulator.cluster import ReplicaSpec, gpu_replicas, isolated_layout, shared_layout
 from runtime.simulator.sim import SimConfig, Simulator, Stream
 from runtime.simulator.workloads import nl2sql, program
 
@@ -65,3 +70,40 @@ def test_cached_estimates_equal_fresh_ones_at_every_decision():
     policy.route = spy
     res = _simulate(policy, layout, runs=300)
     assert checked > 1000 and set(res.status) <= {"done", "fail", "rejected"}
+
+
+class _MethodCortex(Cortex):
+    """Cortex with its decisions overridden by the same decisions (``super()``), so that the simulator
+    asks them through the base :class:`Decisions`: the methods, every stage load measured."""
+
+    def admit(self, call, load):
+        return super().admit(call, load)
+
+    def adapt(self, call, load):
+        return super().adapt(call, load)
+
+    def route(self, call, candidates):
+        return super().route(call, candidates)
+
+    def priority(self, call):
+        return super().priority(call)
+
+
+@pytest.mark.parametrize("case", ["isolated-hedging", "malleable", "no-deadline"])
+def test_cortex_decisions_equal_its_methods(case):
+    wf = nl2sql(sql_models=("llama70b", "llama8b")) if case == "malleable" else nl2sql()
+    if case == "malleable":  # one 70B TP4 replica and its lighter 8B option, overloaded: ~30 swaps
+        layout = (*gpu_replicas({"H100": 4}, "llama70b", 4, prefix="big-"), *gpu_replicas({"H100": 2}, "llama8b", 1),
+                  ReplicaSpec(name="x", kind="executor", slots=32))
+    else:
+        layout = isolated_layout({"A100": 2, "H100": 2, "H200": 1}, program(wf), wf,
+                                 {"schema_link": 1, "generate": 1, "fix": 1, "answer": 1}, executor_slots=4)
+    knobs = {"hedge_executors": True} if case == "isolated-hedging" else {}
+    fast, general = Cortex(**knobs), _MethodCortex(**knobs)
+    assert type(fast.decisions()) is not Decisions and type(general.decisions()) is Decisions
+    slo = None if case == "no-deadline" else 2.5
+    results = [Simulator(program(wf), layout, p, [Stream(wf.name, 40.0)],
+                         SimConfig(runs=300, seed=4, slo_scale=slo, record_calls=True)).run() for p in (fast, general)]
+    assert np.array_equal(results[0].end, results[1].end)
+    assert list(results[0].status) == list(results[1].status)
+    assert results[0].calls == results[1].calls
