@@ -46,7 +46,7 @@ PG_DENIED_FUNCTIONS = frozenset({
     "set_config", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile",
     "pg_switch_wal", "pg_promote", "pg_notify", "nextval", "setval", "pg_export_snapshot", "pg_stat_file",
     "pg_current_logfile", "pg_start_backup", "pg_stop_backup", "pg_prewarm", "pg_stat_statements_reset",
-    "pg_create_restore_point",
+    "pg_create_restore_point", "ts_stat", "ts_rewrite", "setseed",
 })
 """PostgreSQL functions that change state outside the (rolled-back) transaction or read the host."""
 PG_DENIED_PREFIXES = (
@@ -57,7 +57,12 @@ PG_DENIED_PREFIXES = (
 )
 """Families: server files, large objects, other servers, sleeps and advisory locks (session state that
 outlives a rollback), replication slots, statistics resets, xid assignment, and functions that run SQL
-given as a string (``query_to_xml``), which would bypass these checks."""
+given as a string (``query_to_xml``), which would bypass these checks.
+
+Single names in :data:`PG_DENIED_FUNCTIONS` of that last kind: ``ts_stat(sqlquery)`` and
+``ts_rewrite(query, select)`` run SQL given as a string too (the hostile-user pass ran
+``pg_advisory_lock`` and ``set_config`` through ``ts_stat``); ``setseed`` sets the session's random
+seed, which ``DISCARD ALL`` does not reset, so the next query on the pooled connection would see it."""
 
 
 class RefusedStatement(ValueError):
