@@ -51,6 +51,7 @@ def main() -> None:
     load_start = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     workdir = Path(tempfile.mkdtemp(prefix="fuzz-cli-"))
+    args.out = args.out.resolve()  # before the chdir: a relative --out was lost after the whole run
     os.chdir(workdir)  # a relative path a command writes would land here, where the harness sees it
     harness = Harness(workdir)
     codes: dict[str, Counter] = defaultdict(Counter)
