@@ -63,6 +63,19 @@ def test_unreadable_files_are_one_line_usage_errors(tmp_path, app, args):
     assert r.exit_code == 2 and "no such file" in r.output
 
 
+@pytest.mark.parametrize("app, args, code", [
+    (runtime_app, ["simulate", "--trace"], 1),
+    (compiler_app, ["plan", NL2SQL, "--no-verify", "--observed"], 1),
+    (runtime_app, ["run", NL2SQL, "--engine", "simulated", "--no-plan", "--input"], 2),
+])
+def test_an_integer_of_more_than_4300_digits_is_not_json_naming_its_line(tmp_path, app, args, code):
+    """Found by benchmarks/fuzz_cli.py (round 3, seed 8, input 308): a trace line holding a 100-million-digit
+    number ended `cortexc plan --observed` in a traceback (json raises a plain ValueError for it)."""
+    path = _trace_file(tmp_path, ['{"arrival_s": 1' + "0" * 5000 + ', "calls": []}'])
+    r = _run(app, args + [path])
+    assert r.exit_code == code and f"{path}:1: not JSON (an integer of more than 4,300 digits)" in r.output, r.output
+
+
 def test_a_file_that_never_ends_is_read_up_to_the_bound(monkeypatch):
     monkeypatch.setattr(common, "MAX_DATA_BYTES", 1 << 20)  # /dev/zero would otherwise fill the memory
     r = _run(runtime_app, ["simulate", "--trace", "/dev/zero"])
