@@ -276,3 +276,19 @@ def test_calls_of_stages_the_workflow_lacks_are_named_not_silently_dropped(tmp_p
     lines[0] = _edit(lines[0], lambda o: o["calls"][0].update(stage="zzz"))
     r = _run(compiler_app, ["plan", NL2SQL, "--no-verify", "--observed", _trace_file(tmp_path, lines)])
     assert r.exit_code == 0 and "calls of stages nl2sql does not have, not used: zzz (1)" in r.output
+
+
+def test_a_price_the_solver_cannot_hold_is_refused_naming_the_field(tmp_path):
+    """Found by benchmarks/fuzz_cli.py (seed 8, input 1405): an inventory GPU at $1e300/h reached the solver,
+    whose integer milli-dollar coefficients overflowed (a TypeError from OR-Tools, a traceback)."""
+    inv = tmp_path / "inv.json"
+    inv.write_text(json.dumps({"gpus": [{"kind": "H100", "count": 2, "cost_per_hour": 1e300}],
+                               "cpu": {"slots": 8, "cost_per_hour": 0.04}}))
+    r = _run(compiler_app, ["plan", str(EXAMPLES / "rag.cortex"), "--no-verify", "--inventory", inv])
+    assert r.exit_code == 2 and "less than or equal to 1000000 at gpus.0.cost_per_hour" in r.output, r.output
+    # The same price written in the language is a diagnostic on the value.
+    shutil.copytree(EXAMPLES, tmp_path / "ex", ignore=shutil.ignore_patterns("__pycache__"))
+    src = tmp_path / "ex" / "rag.cortex"
+    src.write_text(src.read_text().replace("cost = $2.99/h", "cost = $" + "9" * 15 + "/h"))  # near the language's largest number, 1e15
+    r = _run(compiler_app, ["check", src])
+    assert r.exit_code == 1 and "error[CX203]: `cost` is out of range in `gpu H100`" in r.output, r.output
