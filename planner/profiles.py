@@ -173,8 +173,8 @@ class LatencyProfile:
         if coefficient["decode_fixed_ms"] + coefficient["decode_ms_per_seq"] <= 0.0:
             raise ValueError("decode_fixed_ms and decode_ms_per_seq are both 0: a decode step takes no time")
         return cls(
-            model=data["model"],
-            device=data["gpu"],
+            model=_name(data, "model"),
+            device=_name(data, "gpu"),
             tp=int(_number(data, "tp", 1.0, MAX_TP)),
             prefill_per_token_s=coefficient["prefill_us_per_token"] * 1e-6,
             prefill_fixed_s=coefficient["prefill_fixed_ms"] * 1e-3,
@@ -212,6 +212,15 @@ def _number(data: dict, key: str, low: float, high: float, default: float | None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ValueError(f"{key} must be a number in [{low:g}, {high:g}] (got {value!r})")
     return float(value)
+
+
+def _name(data: dict, key: str) -> str:
+    """``data[key]`` as a non-empty string; ValueError naming ``key`` otherwise (profiles are sorted and
+    looked up by model and device: an integer there failed the sort with a TypeError)."""
+    value = data[key]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key} must be a non-empty string (got {value!r})")
+    return value
 
 
 def _contention(data: dict, kind: str) -> float:

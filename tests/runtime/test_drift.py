@@ -151,7 +151,8 @@ _ZERO = {k: 0.0 for k in drift.TIME_COEFFICIENTS}
                                   {"decode_fixed_ms": NAN}, {"decode_fixed_ms": INF}, {"decode_fixed_ms": 1e300},
                                   {"decode_fixed_ms": "5"}, {"decode_fixed_ms": True}, {"prefill_fixed_ms": -50.0},
                                   _ZERO, {"kv_cache_gib": -1}, {"kv_cache_gib": INF}, {"memory_utilization": NAN},
-                                  {"memory_utilization": 0}, {"structured_output": {"decode_factor": INF}}],
+                                  {"memory_utilization": 0}, {"structured_output": {"decode_factor": INF}},
+                                  {"model": 0}, {"gpu": ""}],
                          ids=repr)
 def test_a_profile_file_with_a_value_no_engine_has_is_refused_naming_the_field(edit: dict) -> None:
     from planner.profiles import LatencyProfile
@@ -159,8 +160,8 @@ def test_a_profile_file_with_a_value_no_engine_has_is_refused_naming_the_field(e
     with pytest.raises(ValueError) as refused:
         LatencyProfile.from_dict({**SHIPPED, **edit})
     why = str(refused.value)
-    assert ("must be a number in" in why and any(k in why or k == "structured_output" for k in edit)) \
-        or "takes no time" in why
+    assert (("must be a number in" in why or "must be a non-empty string" in why)
+            and any(k in why or k == "structured_output" for k in edit)) or "takes no time" in why
 
 
 def test_every_shipped_profile_passes_the_checks() -> None:
