@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.runtime.cli_fuzzing import HANG_S, SURFACES, WALL_FACTOR, Harness, make_case  # noqa: E402
+from tests.runtime.cli_fuzzing import ALL_SURFACES, HANG_S, WALL_FACTOR, Harness, make_case  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "fuzz_cli.md"
 
@@ -51,6 +51,7 @@ def main() -> None:
     load_start = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     workdir = Path(tempfile.mkdtemp(prefix="fuzz-cli-"))
+    args.out = args.out.resolve()  # before the chdir: a relative --out was lost after the whole run
     os.chdir(workdir)  # a relative path a command writes would land here, where the harness sees it
     harness = Harness(workdir)
     codes: dict[str, Counter] = defaultdict(Counter)
@@ -63,7 +64,7 @@ def main() -> None:
         if args.minutes is not None and time.perf_counter() - start > 60 * args.minutes:
             break
         case = make_case(args.seed, i, harness.base)
-        real = bool(args.subprocess_every) and i % args.subprocess_every == 0
+        real = bool(args.subprocess_every) and i % args.subprocess_every == 0 or bool(case.env)
         outcome = harness.run(case, subprocess_mode=real)
         done += 1
         codes[case.surface][outcome.exit_code if outcome.exit_code is not None else "hang"] += 1
@@ -79,7 +80,7 @@ def main() -> None:
     total = time.perf_counter() - start
     slowest, costliest = max(seconds), max(cpu)
     rows = ["| surface | inputs | as a process | exit 0 | exit 1 | exit 2 | other/hang |", "|---|---|---|---|---|---|---|"]
-    for s in SURFACES:
+    for s in ALL_SURFACES:
         c = codes[s]
         n = c["process"] + c["in-process"]
         other = n - c[0] - c[1] - c[2]

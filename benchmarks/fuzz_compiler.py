@@ -12,7 +12,7 @@ every captured stream alive in a long-lived process, which slows it down over te
 thousands of inputs); inside it each input is bounded at 1 s by SIGALRM, and the parent
 gives up on a chunk that does not come back (a hang inside C code would not see the
 alarm) and counts it. Times are per input, `check` and `fmt --diff` together.
-Writes benchmarks/results/fuzz_compiler.md.
+Writes benchmarks/results/fuzz_compiler.md (or ``--out``).
 
     .venv/bin/python benchmarks/fuzz_compiler.py [--inputs 100000] [--seed 1] [--workers 1]
 """
@@ -59,7 +59,9 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the report goes")
     args = parser.parse_args()
+    args.out = args.out.resolve()
 
     tasks = [(args.seed, s, min(s + CHUNK, args.inputs)) for s in range(0, args.inputs, CHUNK)]
     rows: list[tuple[int, int, float, float, str | None]] = []
@@ -121,7 +123,7 @@ def write_report(args: argparse.Namespace, rows: list, lost_chunks: int, wall: f
     if failures:
         lines += ["Failures by kind:", "", *(f"- {n} x {kind}" for kind, n in kinds.most_common()), "",
                   "First failing inputs: " + ", ".join(str(r[0]) for r in failures[:20]), ""]
-    RESULTS.write_text("\n".join(lines), encoding="utf-8")
+    args.out.write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 
 

@@ -158,12 +158,17 @@ class ModelSpec(IRModel):
         return int(self.params * {"float32": 4, "bfloat16": 2, "float16": 2}[self.dtype])
 
 
+MAX_COST_PER_HOUR = 1e6
+"""The largest price per GPU or CPU slot per hour (US dollars): the planner's solver works in integer
+milli-dollars, and a price of 1e300 (fuzz_cli seed 8, input 1405) overflowed its 64-bit coefficients."""
+
+
 class GpuResource(IRModel):
     """A kind of GPU available to the planner."""
 
     kind: str = Field(description="GPU kind, e.g. 'A100', 'H100', 'H200'.")
     count: int = Field(ge=0)
-    cost_per_hour: float = Field(ge=0, description="US dollars per GPU per hour.")
+    cost_per_hour: float = Field(ge=0, le=MAX_COST_PER_HOUR, description="US dollars per GPU per hour.")
     memory_bytes: int | None = Field(default=None, gt=0)
 
 
@@ -171,7 +176,7 @@ class CpuResource(IRModel):
     """CPU executor slots for SQL and tool stages (and CPU LLM engines)."""
 
     slots: int = Field(ge=0)
-    cost_per_hour: float = Field(default=0.0, ge=0, description="US dollars per slot per hour.")
+    cost_per_hour: float = Field(default=0.0, ge=0, le=MAX_COST_PER_HOUR, description="US dollars per slot per hour.")
 
 
 class Inventory(IRModel):

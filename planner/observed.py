@@ -105,6 +105,8 @@ def read_trace(lines: Iterable[str], source: str = "trace") -> list[dict[str, An
             raise TraceFormatError(f"{source}:{n}: not JSON ({exc.msg})") from None
         except RecursionError:  # `[[[[...` 100k deep: the decoder recurses once per level
             raise TraceFormatError(f"{source}:{n}: not JSON (nested too deeply)") from None
+        except ValueError:  # int() refused a number of more than 4,300 digits (JSONDecodeError is caught above)
+            raise TraceFormatError(f"{source}:{n}: not JSON (an integer of more than 4,300 digits)") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("calls"), list):
             raise TraceFormatError(f"{source}:{n}: expected an object with a 'calls' list")
         arrival = raw.get("arrival_s")

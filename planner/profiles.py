@@ -161,26 +161,66 @@ class LatencyProfile:
 
     @classmethod
     def from_dict(cls, data: dict, path: str | None = None) -> "LatencyProfile":
+        """A profile from a profile file's content; ValueError (naming the field) for a value no
+        engine has: a time coefficient that is not a finite number in ``[0, MAX_COEFFICIENT]``, no
+        time at all per prefill or per decode step, a ``tp`` below 1, or a memory figure that is not
+        finite and positive (a calibrated file is user-writable: NaN, Infinity or 0 here became a
+        traceback or a division by zero deep in the planner)."""
         kv = data.get("kv_cache_gib")
+        coefficient = {k: _number(data, k, 0.0, MAX_COEFFICIENT) for k in TIME_COEFFICIENTS}
+        if coefficient["prefill_fixed_ms"] + coefficient["prefill_us_per_token"] <= 0.0:
+            raise ValueError("prefill_fixed_ms and prefill_us_per_token are both 0: a prefill takes no time")
+        if coefficient["decode_fixed_ms"] + coefficient["decode_ms_per_seq"] <= 0.0:
+            raise ValueError("decode_fixed_ms and decode_ms_per_seq are both 0: a decode step takes no time")
         return cls(
-            model=data["model"],
-            device=data["gpu"],
-            tp=int(data["tp"]),
-            prefill_per_token_s=data["prefill_us_per_token"] * 1e-6,
-            prefill_fixed_s=data["prefill_fixed_ms"] * 1e-3,
-            decode_fixed_s=data["decode_fixed_ms"] * 1e-3,
-            decode_per_seq_s=data["decode_ms_per_seq"] * 1e-3,
-            decode_per_kv_token_s=data["decode_ns_per_kv_token"] * 1e-9,
-            device_memory_bytes=int(data["device_memory_gib"] * GIB),
-            memory_utilization=float(data.get("memory_utilization", 0.9)),
-            kv_cache_bytes=int(kv * GIB) if kv is not None else None,
+            model=_name(data, "model"),
+            device=_name(data, "gpu"),
+            tp=int(_number(data, "tp", 1.0, MAX_TP)),
+            prefill_per_token_s=coefficient["prefill_us_per_token"] * 1e-6,
+            prefill_fixed_s=coefficient["prefill_fixed_ms"] * 1e-3,
+            decode_fixed_s=coefficient["decode_fixed_ms"] * 1e-3,
+            decode_per_seq_s=coefficient["decode_ms_per_seq"] * 1e-3,
+            decode_per_kv_token_s=coefficient["decode_ns_per_kv_token"] * 1e-9,
+            device_memory_bytes=int(_number(data, "device_memory_gib", 1e-9, MAX_GIB) * GIB),
+            memory_utilization=_number(data, "memory_utilization", 1e-9, 1.0, default=0.9),
+            kv_cache_bytes=int(_number(data, "kv_cache_gib", 0.0, MAX_GIB) * GIB) if kv is not None else None,
             sources=tuple(data.get("sources", ())),
             path=path,
-            constrained_decode_factor=float(data.get("structured_output", {}).get("decode_factor", 1.0)),
-            grammar_compile_s=float(data.get("structured_output", {}).get("grammar_compile_ms", 0.0)) * 1e-3,
+            constrained_decode_factor=_number(data.get("structured_output", {}), "decode_factor", 1e-9, 1e3,
+                                              default=1.0),
+            grammar_compile_s=_number(data.get("structured_output", {}), "grammar_compile_ms", 0.0, MAX_COEFFICIENT,
+                                      default=0.0) * 1e-3,
             contention_prefill=_contention(data, "prefill"),
             contention_decode=_contention(data, "decode"),
         )
+
+
+TIME_COEFFICIENTS = ("prefill_fixed_ms", "prefill_us_per_token", "decode_fixed_ms", "decode_ms_per_seq",
+                     "decode_ns_per_kv_token")
+"""A profile file's time coefficients (their units are in their names)."""
+MAX_COEFFICIENT = 1e6
+"""Largest time coefficient a profile file may hold (1000 s per decode step in ms): finite sums and
+products with any token count, where 1e300 overflowed."""
+MAX_TP = 4096
+MAX_GIB = 1e6
+
+
+def _number(data: dict, key: str, low: float, high: float, default: float | None = None) -> float:
+    """``data[key]`` (or ``default`` when absent) as a float in ``[low, high]``; ValueError naming ``key``
+    otherwise (a string, NaN, Infinity, out of range)."""
+    value = data.get(key, default) if default is not None else data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{key} must be a number in [{low:g}, {high:g}] (got {value!r})")
+    return float(value)
+
+
+def _name(data: dict, key: str) -> str:
+    """``data[key]`` as a non-empty string; ValueError naming ``key`` otherwise (profiles are sorted and
+    looked up by model and device: an integer there failed the sort with a TypeError)."""
+    value = data[key]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key} must be a non-empty string (got {value!r})")
+    return value
 
 
 def _contention(data: dict, kind: str) -> float:
@@ -222,7 +262,7 @@ def _read(directory: Path) -> tuple[LatencyProfile, ...]:
     for path in sorted(directory.glob("*.json")):
         try:
             out.append(LatencyProfile.from_dict(json.loads(path.read_text()), str(path)))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             if directory == PROFILE_DIR:
                 raise
             _unreadable[str(path)] = f"{type(exc).__name__}: {exc}"

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from planner.profiles import calibrated_directories, clear_cache, use_calibrated
+from planner.profiles import MAX_COEFFICIENT, TIME_COEFFICIENTS, calibrated_directories, clear_cache, use_calibrated
 
 HISTORY_FILE = "history.jsonl"
 WINDOW = 5
@@ -45,8 +45,6 @@ MAX_AGE_DAYS = 7.0
 """Older calibrations say little about today's neighbours on the machine."""
 REFERENCE_CALL = (512, 128)
 """(prompt, output) tokens of the call whose time compares two calibrations."""
-TIME_COEFFICIENTS = ("prefill_fixed_ms", "prefill_us_per_token", "decode_fixed_ms", "decode_ms_per_seq",
-                     "decode_ns_per_kv_token")
 MAX_FIT_ERROR = 0.10
 """A calibration whose fit misses its own probes by more than this (mean absolute relative error, prefill
 or decode) describes them badly, so its reference call says nothing about drift and it is left out
@@ -69,6 +67,33 @@ def _profile_key(data: Mapping) -> tuple[str, str, int]:
     return str(data["model"]), str(data["gpu"]).lower(), int(data["tp"])
 
 
+_UNREADABLE = (ValueError, KeyError, TypeError, AttributeError, ArithmeticError, RecursionError)
+"""What a hand-edited or corrupt history line or profile file raises when read (NaN, Infinity, strings,
+deep nesting): such a calibration is skipped, as an unreadable line always was."""
+
+
+def _usable(data: object) -> tuple[tuple[str, str, int], float] | None:
+    """(profile key, reference call time) of a history row or profile file's content, or None when
+    it is no usable calibration: a field missing or of the wrong type, or a time that is not a finite
+    positive number, or a coefficient outside a profile file's range (a 0 divided the margin by zero;
+    NaN or Infinity made every planned time NaN; 1e308 overflowed)."""
+    try:
+        key, seconds = _profile_key(data), reference_call_s(data)  # type: ignore[arg-type]
+        in_range = all(0.0 <= float(data[k]) <= MAX_COEFFICIENT for k in TIME_COEFFICIENTS)  # type: ignore[index]
+    except _UNREADABLE:
+        return None
+    return (key, seconds) if in_range and 0.0 < seconds < float("inf") else None
+
+
+def _fit_error(row: Mapping) -> float:
+    """A history row's fit error; infinite (so the row is left out) when it is not a number."""
+    try:
+        value = float(row.get("fit_error", 0.0))
+    except _UNREADABLE:
+        return float("inf")
+    return value if value == value else float("inf")  # NaN: unknown fit, left out
+
+
 def record(directory: Path, data: Mapping, at: dt.datetime | None = None) -> None:
     """Append calibrated profile ``data`` (the profile file's content) to ``directory``'s history."""
     at = at or dt.datetime.now(dt.timezone.utc)
@@ -88,15 +113,15 @@ def history(directory: Path) -> list[dict]:
     if not path.is_file():
         return []
     out = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    # A non-UTF-8 byte spoils its line only (replaced, the line then fails to parse).
+    for raw in path.read_bytes().decode("utf-8", "replace").splitlines():
         try:
             row = json.loads(raw)
             dt.datetime.fromisoformat(row["at"])
-            reference_call_s(row)
-            _profile_key(row)
-        except (ValueError, KeyError, TypeError):
+        except _UNREADABLE:
             continue
-        out.append(row)
+        if _usable(row) is not None:
+            out.append(row)
     return out
 
 
@@ -137,12 +162,15 @@ def drifts(directory: Path, now: dt.datetime | None = None, window: int = WINDOW
     for path in sorted(directory.glob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            key, in_use = _profile_key(data), reference_call_s(data)
-        except (ValueError, KeyError, TypeError):
+            usable = _usable(data)
+        except (OSError, *_UNREADABLE):  # a directory named *.json, a non-UTF-8 or corrupt file
             continue
+        if usable is None:
+            continue
+        key, in_use = usable
         recent = [r for r in rows if _profile_key(r) == key
                   and (now - _aware(dt.datetime.fromisoformat(r["at"]))).total_seconds() <= max_age_days * 86400
-                  and float(r.get("fit_error", 0.0)) <= MAX_FIT_ERROR]
+                  and _fit_error(r) <= MAX_FIT_ERROR]
         recent = recent[-window:]
         ratios = [(reference_call_s(r) / in_use, r["at"]) for r in recent] or [(1.0, None)]
         slow = max(ratios)

@@ -159,7 +159,11 @@ def replay(spec: RuntimeSpec, lines: list[str], *, policy: str | None = None, se
            pinned: bool = False) -> Replayed:
     """Replay trace ``lines`` (docs/trace-format.md) on a simulated copy of ``spec``'s layout, shared
     prefixes as measured (:func:`measured_prefixes`); with ``pinned``, each LLM call on the replica
-    the trace recorded for it (:class:`RecordedPlacement`)."""
+    the trace recorded for it (:class:`RecordedPlacement`). A malformed trace raises
+    :class:`runtime.simulator.trace.TraceError` naming its line."""
+    # Validate the lines as written first: the prefix and placement readers below trust the format
+    # (a hostile line made them fail with a KeyError or TypeError naming no line).
+    parse_trace(lines, "recorded trace")
     requests: list[TraceRequest] = parse_trace(measured_prefixes(lines), "recorded trace")
     cpu = all(rep.device.upper() == "CPU" for pool in spec.llm_pools for rep in pool.replicas)
     chosen: Policy = make_policy(policy or spec.orchestrator.policy)

@@ -198,6 +198,8 @@ def read_inputs(path: Path, names: tuple[str, ...], limit: int | None) -> list[t
             raise usage_error(f"{path}:{number}: not JSON ({exc.msg})")
         except RecursionError:  # `[[[[...` 100k deep: the decoder recurses once per level
             raise usage_error(f"{path}:{number}: not JSON (nested too deeply)")
+        except ValueError:  # int() refused a number of more than 4,300 digits (JSONDecodeError is caught above)
+            raise usage_error(f"{path}:{number}: not JSON (an integer of more than 4,300 digits)")
         if not isinstance(obj, dict):
             raise usage_error(f"{path}:{number}: expected a JSON object with the workflow inputs")
         missing = [n for n in names if n not in obj]

@@ -138,6 +138,8 @@ def parse_trace(lines: Iterable[str], source: str = "trace") -> list[TraceReques
             raise TraceError(f"{where}: not JSON ({e.msg})") from None
         except RecursionError:  # `[[[[...` 100k deep: the decoder recurses once per level
             raise TraceError(f"{where}: not JSON (nested too deeply)") from None
+        except ValueError:  # int() refused a number of more than 4,300 digits (JSONDecodeError is caught above)
+            raise TraceError(f"{where}: not JSON (an integer of more than 4,300 digits)") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("calls"), list) or not raw["calls"]:
             raise TraceError(f"{where}: expected an object with a non-empty 'calls' list")
         calls = tuple(_parse_call(c, f"{where} call {i}") for i, c in enumerate(raw["calls"]))

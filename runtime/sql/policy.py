@@ -46,7 +46,8 @@ PG_DENIED_FUNCTIONS = frozenset({
     "set_config", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile",
     "pg_switch_wal", "pg_promote", "pg_notify", "nextval", "setval", "pg_export_snapshot", "pg_stat_file",
     "pg_current_logfile", "pg_start_backup", "pg_stop_backup", "pg_prewarm", "pg_stat_statements_reset",
-    "pg_create_restore_point",
+    "pg_create_restore_point", "ts_stat", "ts_rewrite", "setseed", "pg_stat_get_activity",
+    "pg_stat_get_backend_activity",
 })
 """PostgreSQL functions that change state outside the (rolled-back) transaction or read the host."""
 PG_DENIED_PREFIXES = (
@@ -57,7 +58,18 @@ PG_DENIED_PREFIXES = (
 )
 """Families: server files, large objects, other servers, sleeps and advisory locks (session state that
 outlives a rollback), replication slots, statistics resets, xid assignment, and functions that run SQL
-given as a string (``query_to_xml``), which would bypass these checks."""
+given as a string (``query_to_xml``), which would bypass these checks.
+
+Single names in :data:`PG_DENIED_FUNCTIONS` of that last kind: ``ts_stat(sqlquery)`` and
+``ts_rewrite(query, select)`` run SQL given as a string too (the hostile-user pass ran
+``pg_advisory_lock`` and ``set_config`` through ``ts_stat``); ``setseed`` sets the session's random
+seed, which ``DISCARD ALL`` does not reset, so the next query on the pooled connection would see it."""
+
+
+PG_DENIED_RELATIONS = frozenset({"pg_stat_activity", "pg_stat_statements"})
+"""Views that show other sessions' SQL text. Every executor connects as the same reader role, and a role
+sees its own sessions' queries: a generated query could read the SQL (with its literals) of other users'
+requests running at the time (hostile-user pass, round 3). The functions behind them are denied above."""
 
 
 class RefusedStatement(ValueError):
@@ -121,6 +133,8 @@ def _check_body(code: list[Token], backend: Backend) -> None:
             # U&"pg!005fsleep" UESCAPE '!' (10) names pg_sleep: this module reads no escapes, so it
             # refuses them all rather than miss a denied name (a UESCAPE clause may sit before "(").
             raise RefusedStatement('unicode-escaped identifiers (U&"...") are not allowed: write the name plainly')
+        if backend == "postgresql" and token.kind in ("word", "quoted") and _identifier(token) in PG_DENIED_RELATIONS:
+            raise RefusedStatement(f"{_identifier(token)} is not allowed: it shows other sessions' queries")
         if backend == "postgresql" and nxt is not None and nxt.text == "(" and token.kind in ("word", "quoted"):
             _check_function(code, i)
 
@@ -134,14 +148,16 @@ def _unicode_escaped(code: list[Token], i: int) -> bool:
             and code[i].start == amp.start + 1)
 
 
+def _identifier(token: Token) -> str:
+    """The lower-cased name a word or quoted-identifier token spells (U&"..." names never get here:
+    :func:`_check_body` refused them first)."""
+    name = token.text[1:-1].replace('""', '"') if token.kind == "quoted" else token.text
+    return name.lower()
+
+
 def _check_function(code: list[Token], i: int) -> None:
     """Refuse a denied function called at ``code[i]`` (bare, quoted or schema-qualified)."""
-    token = code[i]
-    if token.kind == "quoted":  # U&"..." names never get here: _check_body refused them
-        name = token.text[1:-1].replace('""', '"')
-    else:
-        name = token.text
-    name = name.lower()
+    name = _identifier(code[i])
     if name in PG_DENIED_FUNCTIONS or name.startswith(PG_DENIED_PREFIXES):
         raise RefusedStatement(
             f"function {name}() is not allowed: it has effects outside a read-only query "

@@ -63,6 +63,19 @@ def test_unreadable_files_are_one_line_usage_errors(tmp_path, app, args):
     assert r.exit_code == 2 and "no such file" in r.output
 
 
+@pytest.mark.parametrize("app, args, code", [
+    (runtime_app, ["simulate", "--trace"], 1),
+    (compiler_app, ["plan", NL2SQL, "--no-verify", "--observed"], 1),
+    (runtime_app, ["run", NL2SQL, "--engine", "simulated", "--no-plan", "--input"], 2),
+])
+def test_an_integer_of_more_than_4300_digits_is_not_json_naming_its_line(tmp_path, app, args, code):
+    """Found by benchmarks/fuzz_cli.py (round 3, seed 8, input 308): a trace line holding a 100-million-digit
+    number ended `cortexc plan --observed` in a traceback (json raises a plain ValueError for it)."""
+    path = _trace_file(tmp_path, ['{"arrival_s": 1' + "0" * 5000 + ', "calls": []}'])
+    r = _run(app, args + [path])
+    assert r.exit_code == code and f"{path}:1: not JSON (an integer of more than 4,300 digits)" in r.output, r.output
+
+
 def test_a_file_that_never_ends_is_read_up_to_the_bound(monkeypatch):
     monkeypatch.setattr(common, "MAX_DATA_BYTES", 1 << 20)  # /dev/zero would otherwise fill the memory
     r = _run(runtime_app, ["simulate", "--trace", "/dev/zero"])
@@ -263,3 +276,19 @@ def test_calls_of_stages_the_workflow_lacks_are_named_not_silently_dropped(tmp_p
     lines[0] = _edit(lines[0], lambda o: o["calls"][0].update(stage="zzz"))
     r = _run(compiler_app, ["plan", NL2SQL, "--no-verify", "--observed", _trace_file(tmp_path, lines)])
     assert r.exit_code == 0 and "calls of stages nl2sql does not have, not used: zzz (1)" in r.output
+
+
+def test_a_price_the_solver_cannot_hold_is_refused_naming_the_field(tmp_path):
+    """Found by benchmarks/fuzz_cli.py (seed 8, input 1405): an inventory GPU at $1e300/h reached the solver,
+    whose integer milli-dollar coefficients overflowed (a TypeError from OR-Tools, a traceback)."""
+    inv = tmp_path / "inv.json"
+    inv.write_text(json.dumps({"gpus": [{"kind": "H100", "count": 2, "cost_per_hour": 1e300}],
+                               "cpu": {"slots": 8, "cost_per_hour": 0.04}}))
+    r = _run(compiler_app, ["plan", str(EXAMPLES / "rag.cortex"), "--no-verify", "--inventory", inv])
+    assert r.exit_code == 2 and "less than or equal to 1000000 at gpus.0.cost_per_hour" in r.output, r.output
+    # The same price written in the language is a diagnostic on the value.
+    shutil.copytree(EXAMPLES, tmp_path / "ex", ignore=shutil.ignore_patterns("__pycache__"))
+    src = tmp_path / "ex" / "rag.cortex"
+    src.write_text(src.read_text().replace("cost = $2.99/h", "cost = $" + "9" * 15 + "/h"))  # near the language's largest number, 1e15
+    r = _run(compiler_app, ["check", src])
+    assert r.exit_code == 1 and "error[CX203]: `cost` is out of range in `gpu H100`" in r.output, r.output

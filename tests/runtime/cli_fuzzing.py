@@ -10,6 +10,12 @@ simulated --record`, simulator traces, saved plans) with hostile edits: truncate
 lines, non-UTF-8 bytes, negative/NaN/1e308 values, wrong types, missing fields, unknown stages,
 models and devices, a trace of another workflow; files that are empty, directories, binary,
 /dev/zero or missing (no FIFOs: opening one without a writer blocks in every Unix tool); and absurd flag values (rates 0/negative/inf/nan, runs 0 or 10^9, seeds out of range).
+Added by the hostile-user pass (round 3), from a stream of their own (:func:`_round3`, about
+:data:`ROUND3_CHANCE` of inputs; an earlier seed's other inputs are unchanged): traces whose calls'
+parents form cycles, name themselves or an unknown call, or repeat an id; a 100 MB line; and
+`cortex run` with a hostile calibration cache (``$CORTEX_PROFILE_CACHE``: profile files and the
+drift history with NaN/Infinity/0/huge/negative values, wrong types, non-UTF-8 bytes), always as a
+process (the profile lookups are process-wide state an in-process run would leave behind).
 
 Input ``i`` of seed ``s`` is always the same command and the same file bytes (:func:`make_case`).
 A failure is an exception escaping the command, an exit code other than 0, 1 or 2, a traceback in
@@ -49,6 +55,10 @@ PLANNED = ("nl2sql", "rag", "react_agent", "deep_research")
 POLICIES = ("fcfs", "cortex", "hexagent", "autellix-plas", "hexgen-text2sql")
 SURFACES = ("simulate-trace", "plan-observed", "plan-flags", "simulate-plan", "simulate-flags", "run-record")
 WEIGHTS = (30, 25, 12, 15, 16, 2)
+ALL_SURFACES = SURFACES + ("run-calibrated",)
+"""Every surface a report counts: :data:`SURFACES` plus those :func:`_round3` draws from its own stream."""
+ROUND3_CHANCE = 0.06
+GIANT_LINE_BYTES = 100_000_000
 
 # Hostile values. Strings are flag values; JSON values are spliced into traces and plans.
 NUMBERS = ["0", "-1", "-0", "1e-300", "1e308", "1e999", "inf", "-inf", "nan", "NaN", "1", "3", "0.5",
@@ -71,9 +81,14 @@ class Case:
     args: list[str]
     files: dict[str, bytes | None] = field(default_factory=dict)
     note: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment variables for the command (``{dir}`` replaced); a case with any runs as a process."""
 
     def argv(self, folder: Path) -> list[str]:
         return [a.replace("{dir}", str(folder)) for a in self.args]
+
+    def environment(self, folder: Path) -> dict[str, str]:
+        return {k: v.replace("{dir}", str(folder)) for k, v in self.env.items()}
 
     def command(self) -> str:
         """A reproducer line (the files are those :func:`make_case` writes)."""
@@ -207,6 +222,79 @@ def make_case(seed: int, index: int, base: "Artefacts") -> Case:
         rng, base)
     if rng.random() < 0.12:  # one file argument replaced by a hostile file
         _hostile_file_argument(rng, case)
+    return _round3(seed, index, case, base)
+
+
+def _round3(seed: int, index: int, case: Case, base: "Artefacts") -> Case:
+    """``case``, or for about :data:`ROUND3_CHANCE` of inputs one of round 3's mutations (module docstring),
+    drawn from a stream of their own so that the other inputs of a seed stay what they were."""
+    rng = random.Random(f"cli-r3:{seed}:{index}")
+    if rng.random() >= ROUND3_CHANCE:
+        return case
+    kind = rng.choice(["calibrated", "calibrated", "cycles", "cycles", "giant-line"])
+    if kind == "calibrated" or "trace.jsonl" not in case.files or case.files["trace.jsonl"] is None:
+        return _run_calibrated(rng, base)
+    trace = case.files["trace.jsonl"] or b""
+    if kind == "cycles":
+        case.files["trace.jsonl"] = _with_hostile_parents(rng, trace)
+    else:  # one line of 100 MB: a string, or a number of 100 million digits
+        filler = b'"' + b"a" * GIANT_LINE_BYTES + b'"' if rng.random() < 0.5 else b"1" + b"0" * GIANT_LINE_BYTES
+        case.files["trace.jsonl"] = b'{"arrival_s": 0, "calls": [], "x": ' + filler + b"}\n" + trace
+    case.note = (case.note + f"; trace has {kind}").lstrip("; ")
+    return case
+
+
+def _with_hostile_parents(rng: random.Random, trace: bytes) -> bytes:
+    """``trace`` with the calls of some runs re-parented: a cycle, a call its own parent, an unknown
+    parent, a repeated id (lines that do not parse stay as they are)."""
+    out = []
+    for raw in trace.decode("utf-8", "replace").splitlines():
+        try:
+            obj = json.loads(raw)
+            calls = [c for c in obj["calls"] if isinstance(c, dict)]
+        except (ValueError, KeyError, TypeError):
+            out.append(raw)
+            continue
+        if calls and rng.random() < 0.5:
+            a, b = rng.choice(calls), rng.choice(calls)
+            edit = rng.randrange(4)
+            if edit == 0:  # a -> b -> a (or a -> a)
+                a["parents"], b["parents"] = [b.get("id")], [a.get("id")]
+            elif edit == 1:
+                a["parents"] = [a.get("id")]
+            elif edit == 2:
+                a["parents"] = ["no-such-call"]
+            else:
+                b["id"] = a.get("id")
+        out.append(_dumps(obj))
+    return ("\n".join(out) + "\n").encode()
+
+
+def _run_calibrated(rng: random.Random, base: "Artefacts") -> Case:
+    """`cortex run` on simulated engines with a hostile calibration cache: the machine's profile file
+    and drift history (runtime/profiles.py, runtime/drift.py), each mutated or replaced by a hostile file."""
+    case = Case("run-calibrated", "cortex", [], env={"CORTEX_PROFILE_CACHE": "{dir}/cache",
+                                                     "CORTEX_MACHINE_KEY": "fuzz-machine"})
+    shipped = (REPO / "planner" / "profile_data" / "smollm2-135m__cpu__tp1.json").read_text()
+    profile = json.loads(shipped)
+    for _ in range(rng.choice([0, 1, 1, 2])):
+        profile = mutate_number(rng, profile) if rng.random() < 0.6 else mutate_json(rng, profile, ["CPU", "cpu", -1])
+    history = [_dumps({"at": f"2026-12-0{d}T08:00:00+00:00", "model": "smollm2-135m", "gpu": "CPU", "tp": 1,
+                       **{k: profile.get(k, 1.0) for k in ("prefill_fixed_ms", "prefill_us_per_token",
+                                                           "decode_fixed_ms", "decode_ms_per_seq",
+                                                           "decode_ns_per_kv_token")}}) for d in (1, 2, 3)]
+    files = {"cache/fuzz-machine/smollm2-135m__cpu__tp1.json": _dumps(profile).encode(),
+             "cache/fuzz-machine/history.jsonl": mutate_lines(rng, "\n".join(history))}
+    if rng.random() < 0.3:  # one of them a hostile file instead
+        name = rng.choice(list(files))
+        kind = rng.choice([k for k in FILE_KINDS if k not in ("missing", "dev-zero")])
+        files[name] = hostile_file(kind)
+        case.note = f"{name.rsplit('/', 1)[-1]} is {kind}"
+    case.files.update(files)
+    case.args = ["run", base.example("nl2sql"), "--engine", "simulated", "--input",
+                 _file_arg(case, "in.jsonl", "\n".join(base.questions.splitlines()[:2]).encode()), "--limit", "1"]
+    if rng.random() < 0.5:
+        case.args.append("--no-plan")  # else the plan is made on the hostile profile, with its drift margin
     return case
 
 
@@ -466,6 +554,7 @@ class Harness:
         folder.mkdir()
         for name, data in case.files.items():
             path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
             if data is None:
                 path.mkdir()
             else:
@@ -478,8 +567,8 @@ class Harness:
         before = _snapshot(self.workdir, folder)
         start, cpu_start = time.perf_counter(), _cpu()
         try:
-            if subprocess_mode:
-                code, output, failure = _run_subprocess(case.app, argv, folder, hang_s)
+            if subprocess_mode or case.env:
+                code, output, failure = _run_subprocess(case.app, argv, folder, hang_s, case.environment(folder))
             else:
                 code, output, failure = self._run_inprocess(case.app, argv, hang_s)
         finally:
@@ -508,9 +597,10 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _run_subprocess(app: str, argv: list[str], folder: Path, hang_s: float) -> tuple[int | None, str, str | None]:
+def _run_subprocess(app: str, argv: list[str], folder: Path, hang_s: float,
+                    extra_env: dict[str, str] | None = None) -> tuple[int | None, str, str | None]:
     exe = Path(sys.executable).parent / app
-    env = dict(os.environ, HOME=str(folder), XDG_CACHE_HOME=str(folder / ".cache"), COLUMNS="120")
+    env = dict(os.environ, HOME=str(folder), XDG_CACHE_HOME=str(folder / ".cache"), COLUMNS="120", **(extra_env or {}))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         proc = subprocess.run([str(exe)] + argv, cwd=folder, env=env, capture_output=True,

@@ -137,3 +137,67 @@ def test_the_line_names_no_timestamp_when_the_profile_in_use_is_the_slowest(tmp_
     (m,) = drift.drifts(tmp_path, now=NOW)
     assert m.factor == 1.0 and m.slowest_at is None
     assert "None" not in m.line() and "the one in use is the slowest: planned on it" in m.line()
+
+
+# ------------------------------------------------------------------ hostile calibration caches
+# Found by the hostile-user pass (round 3): each of these, written into the machine's profile cache,
+# made `cortex run|serve|dev` end in a traceback (OverflowError, ZeroDivisionError, UnicodeDecodeError,
+# ValueError, TypeError, IsADirectoryError, NameError-free NaN plans) before a single run started.
+INF, NAN = float("inf"), float("nan")
+_ZERO = {k: 0.0 for k in drift.TIME_COEFFICIENTS}
+
+
+@pytest.mark.parametrize("edit", [{"tp": INF}, {"tp": 0}, {"device_memory_gib": INF}, {"device_memory_gib": NAN},
+                                  {"decode_fixed_ms": NAN}, {"decode_fixed_ms": INF}, {"decode_fixed_ms": 1e300},
+                                  {"decode_fixed_ms": "5"}, {"decode_fixed_ms": True}, {"prefill_fixed_ms": -50.0},
+                                  _ZERO, {"kv_cache_gib": -1}, {"kv_cache_gib": INF}, {"memory_utilization": NAN},
+                                  {"memory_utilization": 0}, {"structured_output": {"decode_factor": INF}},
+                                  {"model": 0}, {"gpu": ""}],
+                         ids=repr)
+def test_a_profile_file_with_a_value_no_engine_has_is_refused_naming_the_field(edit: dict) -> None:
+    from planner.profiles import LatencyProfile
+
+    with pytest.raises(ValueError) as refused:
+        LatencyProfile.from_dict({**SHIPPED, **edit})
+    why = str(refused.value)
+    assert (("must be a number in" in why or "must be a non-empty string" in why)
+            and any(k in why or k == "structured_output" for k in edit)) or "takes no time" in why
+
+
+def test_every_shipped_profile_passes_the_checks() -> None:
+    from planner.profiles import LatencyProfile
+
+    for path in PROFILE_DIR.glob("*.json"):
+        LatencyProfile.from_dict(json.loads(path.read_text()), str(path))
+
+
+def _hostile_line(**edit: object) -> str:
+    row = {"at": NOW.isoformat(), "model": SHIPPED["model"], "gpu": SHIPPED["gpu"], "tp": 1,
+           **{k: SHIPPED[k] * 2 for k in drift.TIME_COEFFICIENTS}}
+    return json.dumps({**row, **edit})
+
+
+@pytest.mark.parametrize("line", [
+    _hostile_line(tp=INF), _hostile_line(fit_error="abc"), _hostile_line(fit_error=None), _hostile_line(fit_error=NAN),
+    _hostile_line(decode_fixed_ms=NAN), _hostile_line(decode_fixed_ms=INF), _hostile_line(decode_fixed_ms=1e308),
+    _hostile_line(decode_fixed_ms=-1e6), _hostile_line(**_ZERO), "[]", "42", "[" * 100_000,
+], ids=lambda s: s[:60])
+def test_a_hostile_history_line_is_skipped_and_the_margin_stays_finite(tmp_path: Path, line: str) -> None:
+    (tmp_path / "smollm2-135m__cpu__tp1.json").write_text(json.dumps(_calibration(1.0)))
+    (tmp_path / drift.HISTORY_FILE).write_bytes(b"\xff\xfe not utf-8\n" + line.encode() + b"\n")
+    drift.record(tmp_path, _calibration(1.2), at=NOW)
+    (m,) = drift.drifts(tmp_path, now=NOW)
+    assert m.calibrations == 1 and m.factor == pytest.approx(1.2)  # only the readable calibration counts
+
+
+@pytest.mark.parametrize("content", [json.dumps(_calibration(0.0)), b"\xff\xfe", None], ids=["zero", "not-utf8", "dir"])
+def test_a_hostile_profile_file_has_no_margin_and_breaks_nothing(tmp_path: Path, content: str | bytes | None) -> None:
+    path = tmp_path / "smollm2-135m__cpu__tp1.json"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    drift.record(tmp_path, _calibration(1.2), at=NOW)
+    assert drift.drifts(tmp_path, now=NOW) == []
+    with drift.planning_with_drift(tmp_path) as margins:
+        assert margins == []

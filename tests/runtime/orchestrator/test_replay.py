@@ -12,6 +12,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from runtime.orchestrator.recorder import trace_line
 from runtime.replay import call_errors, compare, layout_of, recorded_placement, render, replay, stage_kinds
 
@@ -88,3 +90,24 @@ def _pinned_replay_follows_the_recording(spec, lines: list[str]) -> None:  # typ
     for key, replicas in placement.items():
         assert replayed.call_replica[key] == replicas, key
     assert replay(spec, moved_lines).pinned is None
+
+
+# Found by the hostile-user pass (round 3): replay read the lines for their measured prefixes and
+# recorded replicas before validating them, so a malformed trace ended in a KeyError, TypeError or
+# JSONDecodeError where `cortex simulate --trace` says which line is wrong.
+_GOOD = ('{"arrival_s": 0, "calls": [{"id": "c0", "stage": "generate", "kind": "llm", "parents": [], '
+         '"model": "smollm2", "input_tokens": 10, "output_tokens": 5, "cached_tokens": 8, "replica": "generate-0"}]}')
+
+
+@pytest.mark.parametrize("bad", ["{", "[]", "42", '{"calls": 5}', '{"calls": [{}]}', '{"arrival_s": NaN, "calls": []}',
+                                 _GOOD.replace('"stage": "generate", ', ""),
+                                 _GOOD.replace('"arrival_s": 0', '"arrival_s": "soon"'),
+                                 _GOOD.replace('"parents": []', '"parents": ["c0"]'),
+                                 _GOOD.replace('"arrival_s": 0', '"arrival_s": Infinity'),
+                                 "[" * 100_000])
+@pytest.mark.parametrize("pinned", [False, True])
+def test_a_malformed_trace_is_a_trace_error_naming_its_line(bad: str, pinned: bool) -> None:
+    from runtime.simulator.trace import TraceError
+
+    with pytest.raises(TraceError, match=r"recorded trace:2"):
+        replay(example_spec("nl2sql"), [_GOOD, bad], pinned=pinned)

@@ -174,3 +174,42 @@ def test_cortex_apply_reports_a_partial_failure(nl2sql_plan: Plan, sales_db: Pat
         with httpx.Client(base_url=srv.url, headers=AUTH) as http:
             live = http.get("/v1/deployment").json()
         assert live["llm_pools"][0]["replicas"] == 2 and live["knobs"]["max_tokens"]["fix"] == 96
+
+
+def test_hostile_plans_get_a_4xx_json_error_and_change_nothing(nl2sql_plan: Plan, sales_db: Path) -> None:  # noqa: F811
+    """Hostile-user pass (round 3): ``/v1/deployment/apply`` was not in the HTTP fuzzer. Mutated plans (hostile
+    numbers, wrong types, deleted keys), dry runs and applies: a 200 or a 4xx with a JSON error, never a 5xx,
+    and a refused apply leaves the deployment's revision as it was."""
+    import random
+    from collections import Counter
+
+    from tests.runtime.cli_fuzzing import mutate_json, mutate_number
+
+    base = json.loads(nl2sql_plan.canonical_json())
+    seen: Counter[str] = Counter()
+    with live_server(app_for(nl2sql_plan, sales_db)) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
+        for i in range(150):
+            rng = random.Random(f"apply:{i}")
+            plan = json.loads(json.dumps(base))
+            for _ in range(rng.choice([1, 2, 3])):
+                plan = mutate_number(rng, plan) if rng.random() < 0.5 else mutate_json(rng, plan, ["generate", -3])
+            body = {"plan": plan, "dry_run": rng.random() < 0.8}
+            if rng.random() < 0.1:
+                body = rng.choice([plan, [], {"plan": []}, {"plan": plan, "revision": "x" * 65},
+                                   {"plan": plan, "workflow": "nope"}])
+            dry = isinstance(body, dict) and body.get("dry_run") is True
+            before = http.get("/v1/deployment", headers=AUTH).json()["revision"]
+            r = http.post("/v1/deployment/apply", content=json.dumps(body, allow_nan=True),
+                          headers={**AUTH, "Content-Type": "application/json"})
+            assert r.status_code in (200, 400, 409, 422), (i, r.status_code, r.text[:300])
+            seen[f"{r.status_code}{' dry' if dry else ''}"] += 1
+            if r.status_code != 200:
+                assert isinstance(r.json().get("error"), (str, dict)), (i, r.text[:300])
+                assert http.get("/v1/deployment", headers=AUTH).json()["revision"] == before, i
+            elif not dry:
+                result = [json.loads(line) for line in r.text.splitlines() if line][-1]["result"]
+                assert result["status"] in ("applied", "failed", "refused"), (i, result)
+        assert http.get("/readyz").status_code == 200
+        assert seen["400"] + seen["400 dry"] + seen["422"] + seen["422 dry"] > 50 and seen["200 dry"] > 10, seen
+        r = http.post("/v1/runs", json={"inputs": {"question": "customers"}, "wait": True}, headers=AUTH)
+        assert r.status_code == 200, r.text[:300]

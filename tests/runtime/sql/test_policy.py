@@ -47,6 +47,17 @@ def test_one_read_only_query_is_sent_as_written(sql: str, backend: str, sent: st
     ("SELECT pg_advisory_xact_lock (1)", "postgresql", "function pg_advisory_xact_lock() is not allowed"),
     ("SELECT lo_import('/etc/passwd')", "postgresql", "function lo_import() is not allowed"),
     ("SELECT set_config('role', 'postgres', true)", "postgresql", "function set_config() is not allowed"),
+    # SQL given as a string ran past the function check (hostile-user pass, round 3): ts_stat took an
+    # advisory lock and set a session setting; setseed's seed survives DISCARD ALL on the pooled connection.
+    ("SELECT * FROM ts_stat('SELECT to_tsvector(pg_advisory_lock(42)::text)')", "postgresql",
+     "function ts_stat() is not allowed"),
+    ("SELECT pg_catalog.ts_rewrite('a'::tsquery, 'SELECT 1')", "postgresql", "function ts_rewrite() is not allowed"),
+    ("SELECT setseed(0.5)", "postgresql", "function setseed() is not allowed"),
+    # Every executor is the same role, which sees its own sessions' SQL: other users' requests' queries.
+    ("SELECT query FROM pg_stat_activity", "postgresql", "pg_stat_activity is not allowed"),
+    ('SELECT query FROM pg_catalog."pg_stat_activity"', "postgresql", "pg_stat_activity is not allowed"),
+    ("SELECT pg_stat_get_backend_activity(1)", "postgresql", "function pg_stat_get_backend_activity()"),
+    ("SELECT * FROM pg_stat_get_activity(NULL)", "postgresql", "function pg_stat_get_activity()"),
     ('SELECT U&"pg\\005fsleep"(1)', "postgresql", "unicode-escaped identifiers"),
     # A UESCAPE clause between the name and "(" hid the call from the function check (found by hand):
     ("SELECT U&\"pg!005fadvisory!005flock\" UESCAPE '!' (42)", "postgresql", "unicode-escaped identifiers"),
