@@ -465,10 +465,16 @@ class SLO(IRModel):
     attainment: float = Field(gt=0, le=1.0)
 
 
+MIN_RATE_PER_S = 1e-6
+"""The slowest arrival rate (one run every ~11.6 days). Planning and simulation measure time in
+seconds from the first arrival: at 1e-300 runs/s an arrival at 1e300 s absorbs every service time
+(``t + dt == t``) and a stall estimate divided by zero (fuzz_cli seed 9, input 200)."""
+
+
 class Load(IRModel):
     """Expected arrivals, for planning and simulation."""
 
-    rate_per_s: float = Field(gt=0)
+    rate_per_s: float = Field(ge=MIN_RATE_PER_S)
     pattern: Literal["poisson", "bursty", "constant"] = "poisson"
     burstiness: float = Field(default=1.0, gt=0, description="Inter-arrival coefficient of variation.")
 

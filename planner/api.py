@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cortexlang.ir import Inventory, LLMStage, Program, Workflow
+from cortexlang.ir import MIN_RATE_PER_S, Inventory, LLMStage, Program, Workflow
 from cortexlang.semantics import Semantics
 from planner import explain
 from planner.candidates import (
@@ -691,10 +691,10 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
         if r is None or r <= 0:
             return Infeasible(workflow=w.name, binding="input",
                               message=f"Workflow {w.name} declares no load; declare `load {{ rate = ... }}` or pass --rate.")
-        if not r <= MAX_RATE_PER_S:  # NaN too: no sizing arithmetic survives such a rate (ceil(inf) raises)
+        if not MIN_RATE_PER_S <= r <= MAX_RATE_PER_S:  # NaN too: no sizing arithmetic survives such a rate
             return Infeasible(workflow=w.name, binding="rate",
-                              message=f"Workflow {w.name}: a rate of {r:g} runs/s is beyond what the planner sizes "
-                                      f"(at most {MAX_RATE_PER_S:g} runs/s).")
+                              message=f"Workflow {w.name}: a rate of {r:g} runs/s is outside what the planner sizes "
+                                      f"({MIN_RATE_PER_S:g} to {MAX_RATE_PER_S:g} runs/s).")
         rates[w.name] = r
     program = program.model_copy(update={"workflows": tuple(selected)})
     if mode not in ("cost", "headroom"):

@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cortexlang.ir import TERMINALS, Edge, Graph, LLMStage, Program, Workflow
+from cortexlang.ir import MIN_RATE_PER_S, TERMINALS, Edge, Graph, LLMStage, Program, Workflow
 
 MIN_CALLS = 5
 PRIOR_WEIGHT = 2.0
@@ -421,7 +421,7 @@ def _arrivals(wf: Workflow, runs: list[dict], dump: dict) -> list[Estimate]:
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
     mean_gap = statistics.fmean(gaps)
     cv = statistics.pstdev(gaps) / mean_gap if mean_gap > 0 else 0.0
-    apply = len(arrivals) >= MIN_CALLS
+    apply = len(arrivals) >= MIN_CALLS and rate >= MIN_RATE_PER_S  # slower: no plan is made for it (ir.Load)
     if apply:
         pattern = "constant" if cv < 0.3 else ("poisson" if cv <= 1.3 else "bursty")
         dump["load"] = {"rate_per_s": rate, "pattern": pattern, "burstiness": max(cv, 1e-3)}

@@ -20,7 +20,7 @@ from typing import Optional
 import typer
 
 from cortexlang.cli.common import EXIT_ERRORS, compile_or_exit, load_plan, read_lines, usage_error
-from cortexlang.ir import LLMStage, Program
+from cortexlang.ir import MIN_RATE_PER_S, LLMStage, Program
 
 DEFAULT_RUNS = 2000
 MAX_RUNS = 1_000_000
@@ -84,6 +84,8 @@ def register(app: typer.Typer) -> None:
         for flag, value in (("--rate", rate), ("--slo-scale", slo_scale)):
             if value is not None and not 0 < value < math.inf:
                 raise usage_error(f"{flag} {value:g}: expected a positive finite number")
+        if rate is not None and rate < MIN_RATE_PER_S:
+            raise usage_error(f"--rate {rate:g}: the slowest rate simulated is {MIN_RATE_PER_S:g} runs/s")
         for name in policy:
             if name not in POLICIES:
                 raise usage_error(f"--policy {name!r}: known policies are {', '.join(POLICIES)}")

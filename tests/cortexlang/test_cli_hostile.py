@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cortexlang.cli import common, compiler_app, runtime_app
+from cortexlang.ir import MIN_RATE_PER_S
 from planner.api import MAX_RATE_PER_S, plan_program
 from planner.plan import Infeasible
 from planner.synthetic import nl2sql_program
@@ -182,9 +183,28 @@ def test_a_rate_beyond_any_inventory_is_infeasible_not_an_overflow():
         result = plan_program(nl2sql_program(), rate=rate, disaggregate=True)
         assert isinstance(result, Infeasible) and result.binding == "rate"
     r = _run(compiler_app, ["plan", str(EXAMPLES / "rag.cortex"), "--no-verify", "--disaggregate", "--rate", "1e308"])
-    assert r.exit_code == 1 and f"at most {MAX_RATE_PER_S:g} runs/s" in r.output
+    assert r.exit_code == 1 and f"{MIN_RATE_PER_S:g} to {MAX_RATE_PER_S:g} runs/s" in r.output
     r = _run(compiler_app, ["plan", NL2SQL, "--no-verify", "--rate", "1e999"])
     assert r.exit_code == 2 and "expected a positive rate" in r.output
+
+
+def test_a_rate_too_slow_to_plan_or_simulate_is_refused_in_one_line(tmp_path):
+    """Found by benchmarks/fuzz_cli.py (seed 9, input 200): `cortex simulate --rate 1e-300` divided by zero in the
+    planner's stall estimate, and guarding that alone left the simulator's clock absorbing every service time."""
+    for rate in (1e-300, MIN_RATE_PER_S / 2):
+        result = plan_program(nl2sql_program(), rate=rate)
+        assert isinstance(result, Infeasible) and result.binding == "rate"
+    assert not isinstance(plan_program(nl2sql_program(), rate=MIN_RATE_PER_S), Infeasible)
+    r = _run(runtime_app, ["simulate", NL2SQL, "--rate", "1e-300", "--runs", "5"])
+    assert r.exit_code == 2 and f"the slowest rate simulated is {MIN_RATE_PER_S:g} runs/s" in r.output, r.output
+    r = _run(compiler_app, ["plan", NL2SQL, "--no-verify", "--rate", "1e-300/s"])
+    assert r.exit_code == 1 and "outside what the planner sizes" in r.output, r.output
+    # The same rate written in the language is a diagnostic on the value.
+    shutil.copytree(EXAMPLES, tmp_path / "ex", ignore=shutil.ignore_patterns("__pycache__"))
+    src = tmp_path / "ex" / "nl2sql.cortex"
+    src.write_text(src.read_text().replace("rate = 0.05/s", "rate = 0.0000001/s"))
+    r = _run(compiler_app, ["check", src])
+    assert r.exit_code == 1 and "error[CX203]" in r.output and "`rate`" in r.output, r.output
 
 
 def test_a_negative_seed_is_a_usage_error():
