@@ -251,9 +251,12 @@ def _pinned_text(count: list[int] | tuple[int, int] | None) -> str:
 def _cpu_text(cpu: dict | None) -> str:
     if not cpu:
         return "CPU during the runs: not measured"
+    from runtime.cpu_use import cortex_label
+
     return (f"CPU during the runs ({cpu['cores']} cores, `runtime/cpu_use.py`): engine loops "
             f"{cpu['engine_loop_cores']:.2f} cores, engine front ends (HTTP, tokenisation) "
-            f"{cpu['engine_front_end_cores']:.2f}, Cortex's own process {cpu['cortex_cores']:.2f}")
+            f"{cpu['engine_front_end_cores']:.2f}, {cortex_label(int(cpu.get('inprocess_engines', 0)))} "
+            f"{cpu['cortex_cores']:.2f}")
 
 
 def render(r: dict) -> str:

@@ -350,7 +350,8 @@ async def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]
         console.rule(f"answering {len(questions)} questions, Poisson arrivals at {rate:.3g} runs/s")
         sampler = KvSampler(orchestrator)
         sampler.start()
-        cpu = CpuUse().start()
+        inprocess = int(not simulated and vllm_backend_for(spec) == "vllm-inproc")  # a single engine, in this process
+        cpu = CpuUse(inprocess_engines=inprocess).start()
         t0 = time.monotonic()
         infos, refused = await _send(orchestrator, questions, rate, args.seed, console)
         wall = time.monotonic() - t0

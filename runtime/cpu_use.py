@@ -46,14 +46,29 @@ class CpuShare:
     engine_front_ends: float
     """The other descendants: ``vllm serve``'s API servers (HTTP, tokenisation)."""
     cores: int
+    inprocess_engines: int = 0
+    """Engines running inside this process (``vllm-inproc``): their compute is in ``cortex``, which
+    then cannot be told apart from the orchestrator's own."""
 
     def line(self) -> str:
         return (f"CPU during the runs ({self.cores} cores): engine loops {self.engine_loops:.2f} cores, "
-                f"engine front ends {self.engine_front_ends:.2f}, Cortex's own process {self.cortex:.2f}")
+                f"engine front ends {self.engine_front_ends:.2f}, {self.cortex_label()} {self.cortex:.2f}")
+
+    def cortex_label(self) -> str:
+        """What the ``cortex`` figure covers, in words."""
+        return cortex_label(self.inprocess_engines)
 
     def as_dict(self) -> dict[str, float]:
         return {"wall_s": self.wall_s, "cortex_cores": self.cortex, "engine_loop_cores": self.engine_loops,
-                "engine_front_end_cores": self.engine_front_ends, "cores": self.cores}
+                "engine_front_end_cores": self.engine_front_ends, "cores": self.cores,
+                "inprocess_engines": self.inprocess_engines}
+
+
+def cortex_label(inprocess_engines: int) -> str:
+    """``Cortex's own process``, naming the engines that run inside it when there are any."""
+    if not inprocess_engines:
+        return "Cortex's own process"
+    return f"Cortex's own process with its {inprocess_engines} in-process engine{'s' * (inprocess_engines > 1)}"
 
 
 class CpuUse:
@@ -61,7 +76,8 @@ class CpuUse:
     both ends: a descendant started in between counts from zero; one that ended in between is not
     counted (the engines of a run live through it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, inprocess_engines: int = 0) -> None:
+        self.inprocess_engines = inprocess_engines
         self._me = psutil.Process(os.getpid())
         self._start: dict[int, float] = {}
         self._loops: set[int] = set()
@@ -91,4 +107,5 @@ class CpuUse:
         loops = sum(v for pid, v in used.items() if pid in self._loops)
         cortex = used.get(self._me.pid, 0.0)
         front = sum(used.values()) - loops - cortex
-        return CpuShare(wall, cortex / wall, loops / wall, front / wall, psutil.cpu_count() or 1)
+        return CpuShare(wall, cortex / wall, loops / wall, front / wall, psutil.cpu_count() or 1,
+                        self.inprocess_engines)

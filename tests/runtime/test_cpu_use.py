@@ -39,3 +39,12 @@ def test_cpu_seconds_are_split_into_engine_loops_front_ends_and_cortex() -> None
     assert 0.3 - TICKS <= share.engine_front_ends * wall < 1.2
     assert 0.2 - TICKS <= share.cortex * wall
     assert cpu["cores"] >= 1 and "engine loops" in share.line()
+
+
+def test_an_in_process_engine_is_named_in_cortexs_share() -> None:
+    """With a ``vllm-inproc`` engine the model's compute is in this process: the report must say so,
+    not credit it all to the orchestrator."""
+    share = CpuUse(inprocess_engines=1).start().stop()
+    assert share.inprocess_engines == 1 and share.as_dict()["inprocess_engines"] == 1
+    assert "Cortex's own process with its 1 in-process engine " in share.line()
+    assert "in-process" not in CpuUse().start().stop().line()
