@@ -43,7 +43,8 @@ from planner.candidates import (
 )
 from planner.colocation import Layout, declared_blocks, group_candidates, with_layout
 from planner.dispersion import plan_dispersion
-from planner.latency import DEFAULT_SAMPLES, PathSample, attainment, distribution, sample_paths
+from planner.latency import (DEFAULT_SAMPLES, MAX_BRANCH_COPIES, PathSample, attainment, distribution, sample_paths,
+                             widest_branch_copies)
 from planner.plan import (
     ColocatedStage, ExecutorPool, Infeasible, KnobSettings, LLMPool, Mode, Objective, Plan, SolverInfo, StageLatency, WorkflowPlan,
 )
@@ -584,7 +585,7 @@ class Planner:
             solver=SolverInfo(status="optimal" if result.status == "optimal" else "feasible",
                               iterations=self.iterations,
                               candidates=sum(len(sc.candidates) for m in models for sc in m.stages.values()),
-                              samples=self.samples, seed=self.seed),
+                              samples=min((m.paths.n for m in models), default=self.samples), seed=self.seed),
         )
 
     def _workflow_plan(self, m: WorkflowModel, chosen: dict[str, Candidate]) -> WorkflowPlan:
@@ -695,6 +696,12 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
             return Infeasible(workflow=w.name, binding="rate",
                               message=f"Workflow {w.name}: a rate of {r:g} runs/s is outside what the planner sizes "
                                       f"({MIN_RATE_PER_S:g} to {MAX_RATE_PER_S:g} runs/s).")
+        copies = widest_branch_copies(w)
+        if copies > MAX_BRANCH_COPIES:
+            return Infeasible(workflow=w.name, binding="input",
+                              message=f"Workflow {w.name} runs up to {copies} fan-out branch copies per run; the "
+                                      f"planner samples at most {MAX_BRANCH_COPIES} (its time grows with every copy): "
+                                      f"narrow the fan-outs' `width`.")
         rates[w.name] = r
     program = program.model_copy(update={"workflows": tuple(selected)})
     if mode not in ("cost", "headroom"):

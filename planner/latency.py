@@ -44,6 +44,13 @@ uniform, and the ``u`` are still fixed per visit, so the monotonicity above hold
 
 Runs ending at ``fail`` count with their latency (an exhausted retry loop is
 a slow answer, not a missing one); ``P(done)`` is reported separately.
+
+Bounded work: every candidate the solver tries is evaluated on every sampled branch copy, so a
+wide fan-out multiplies planning time (99 copies of a two-stage branch took 150 s to plan in
+headroom mode). :func:`sampled_runs` lowers the number of runs so that runs x branch copies per
+run stays within :data:`BRANCH_VISIT_BUDGET`, never below :data:`MIN_SAMPLES`; up to 25 copies
+per run (every example and benchmark workflow) nothing changes. The plan reports the runs sampled.
+A workflow with more than :data:`MAX_BRANCH_COPIES` copies per run is not planned (the planner says so).
 """
 
 from __future__ import annotations
@@ -63,6 +70,13 @@ from planner.plan import LatencyDistribution
 from planner.visits import VisitChain, branch_chain
 
 DEFAULT_SAMPLES = 10_000
+BRANCH_VISIT_BUDGET = 250_000
+"""Most sampled runs x branch copies per run (25 copies at :data:`DEFAULT_SAMPLES`; module docstring)."""
+MIN_SAMPLES = 2_000
+"""Fewest runs sampled however wide the fan-outs (the p99 then rests on 20 runs beyond it)."""
+MAX_BRANCH_COPIES = 128
+"""Most branch copies per run the planner samples (:func:`branch_copies` at the widest knob settings):
+at 128 a plan takes seconds; at 1,024 (the language's widest fan-out) it took minutes."""
 
 
 @dataclass(frozen=True)
@@ -292,10 +306,44 @@ def _sample_graph(chain: VisitChain, sem: Semantics, n: int, rng: np.random.Gene
     return GraphSample(n, stage_visits, fanouts, done)
 
 
+def branch_copies(workflow: Workflow, fanout_width: Mapping[str, int] | None = None) -> int:
+    """Branch sub-flows sampled per run: every fan-out's slots (its listed branches, or its widest
+    width), times the slots of every fan-out it is nested in."""
+    sem = Semantics(workflow, fanout_width=fanout_width)
+    owner = workflow.branch_owner()
+
+    def slots(fanout: str) -> int:
+        fo = sem.fanout(fanout)
+        return len(fo.branches) if len(fo.branches) > 1 else max(w for w, _ in sem.width_pmf(fanout))
+
+    def copies(fanout: str) -> int:
+        return slots(fanout) * (copies(owner[fanout]) if fanout in owner else 1)
+
+    return sum(copies(f.name) for f in workflow.fanouts)
+
+
+def widest_branch_copies(workflow: Workflow) -> int:
+    """:func:`branch_copies` with every fan-out's width knob at its widest option."""
+    return branch_copies(workflow, {f.name: max(o.value for o in f.width.options)
+                                    for f in workflow.fanouts if f.width is not None})
+
+
+def sampled_runs(workflow: Workflow, n: int, fanout_width: Mapping[str, int] | None = None) -> int:
+    """How many of the ``n`` requested runs :func:`sample_paths` draws: ``n``, or fewer where wide
+    fan-outs would take runs x copies past :data:`BRANCH_VISIT_BUDGET` (never below
+    :data:`MIN_SAMPLES`, nor above ``n``)."""
+    copies = branch_copies(workflow, fanout_width)
+    if copies * n <= BRANCH_VISIT_BUDGET:
+        return n
+    return min(n, max(MIN_SAMPLES, BRANCH_VISIT_BUDGET // copies))
+
+
 def sample_paths(chain: VisitChain, n: int = DEFAULT_SAMPLES, seed: int = 0,
                  fanout_width: Mapping[str, int] | None = None) -> PathSample:
-    """Draw ``n`` runs through ``chain`` (see the module docstring)."""
+    """Draw :func:`sampled_runs` (``n`` unless the fan-outs are wide) runs through ``chain`` (see the
+    module docstring)."""
     wf = chain.workflow
+    n = sampled_runs(wf, n, fanout_width)
     rng = np.random.default_rng(seed)
     alike = {s.name: s.output_correlation for s in wf.stages if getattr(s, "output_correlation", 0.0) > 0.0}
     top = _sample_graph(chain, Semantics(wf, chain.loop_budget, fanout_width), n, rng, fanout_width,
