@@ -48,7 +48,7 @@ a slow answer, not a missing one); ``P(done)`` is reported separately.
 Bounded work: every candidate the solver tries is evaluated on every sampled branch copy, so a
 wide fan-out multiplies planning time (99 copies of a two-stage branch took 150 s to plan in
 headroom mode). :func:`sampled_runs` lowers the number of runs so that runs x branch copies per
-run stays within :data:`BRANCH_VISIT_BUDGET`, never below :data:`MIN_SAMPLES`; up to 25 copies
+run stays within :data:`BRANCH_VISIT_BUDGET`, never below :data:`MIN_SAMPLES`; up to 10 copies
 per run (every example and benchmark workflow) nothing changes. The plan reports the runs sampled.
 A workflow with more than :data:`MAX_BRANCH_COPIES` copies per run is not planned (the planner says so).
 """
@@ -70,10 +70,10 @@ from planner.plan import LatencyDistribution
 from planner.visits import VisitChain, branch_chain
 
 DEFAULT_SAMPLES = 10_000
-BRANCH_VISIT_BUDGET = 250_000
-"""Most sampled runs x branch copies per run (25 copies at :data:`DEFAULT_SAMPLES`; module docstring)."""
-MIN_SAMPLES = 2_000
-"""Fewest runs sampled however wide the fan-outs (the p99 then rests on 20 runs beyond it)."""
+BRANCH_VISIT_BUDGET = 100_000
+"""Most sampled runs x branch copies per run (10 copies at :data:`DEFAULT_SAMPLES`; module docstring)."""
+MIN_SAMPLES = 1_000
+"""Fewest runs sampled however wide the fan-outs (the p99 then rests on the 10 runs beyond it)."""
 MAX_BRANCH_COPIES = 128
 """Most branch copies per run the planner samples (:func:`branch_copies` at the widest knob settings):
 at 128 a plan takes seconds; at 1,024 (the language's widest fan-out) it took minutes."""
