@@ -156,9 +156,7 @@ def llm_work(graph: WorkflowGraph, n: int = 400) -> dict[str, float]:
     work: dict[str, float] = {}
     for i in range(n):
         run = IRRun(graph, i, 0.0, run_rng(7919 + i))
-        for key, vals in run.script.items():
-            if len(vals) != 3:
-                continue
+        for key, vals in run.call_draws():  # was `len(vals) != 3`, which skipped every call once entries grew
             stage = key[-2]  # keys end (stage, visit)
             st = graph.stages[stage]
             if st.kind == "llm":

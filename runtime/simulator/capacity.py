@@ -31,9 +31,7 @@ def run_demand(g: WorkflowGraph, samples: int = 400, seed: int = 7, model: str |
     tot = {"prefill": 0.0, "output": 0.0, "ctx": 0.0, "exec_s": 0.0, "llm_calls": 0.0}
     for i in range(samples):
         run = IRRun(g, i, 0.0, run_rng(seed * 7919 + i))
-        for key, vals in run.script.items():
-            if len(vals) == 1:  # an edge or width draw, not a call's
-                continue
+        for key, vals in run.call_draws():
             stage = g.stages[key[-2]]  # keys end (stage, visit)
             if isinstance(stage, LLMStage):
                 if model is not None and stage.models[0].model != model:

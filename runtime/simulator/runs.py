@@ -393,6 +393,12 @@ class IRRun(Run):
             self.script[key] = got
         return got
 
+    def call_draws(self) -> list[tuple[tuple, tuple]]:
+        """``(visit key, draws)`` of every call scripted so far, draws being ``(input tokens, output
+        tokens or service s, edge draw, standalone s)``; edge and width draws (``(u,)``) left out.
+        The one reading of :attr:`script` outside this class (its entries' shape is this class's)."""
+        return [(key, draws) for key, draws in self.script.items() if len(draws) > 1]
+
     def _edge_u(self, key: tuple) -> float:
         got = self.script.get(key)
         if got is None:

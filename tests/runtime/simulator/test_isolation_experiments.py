@@ -50,3 +50,19 @@ def test_fifo_variants_order_by_enqueue_and_never_preempt() -> None:
         early, late = _call(enqueued_s=1.0, deadline_s=100.0), _call(enqueued_s=2.0, deadline_s=12.0)
         assert pol.priority(early) < pol.priority(late)
         assert not pol.preempts(pol.priority(late), pol.priority(early))
+
+
+def test_the_fallback_allocator_sees_every_llm_stages_work() -> None:
+    """benchmarks.sim_common.llm_work sizes Cortex's isolated pools when the planner gives no plan. It read
+    the runs' script entries by their length (3) and, once entries grew a fourth value, found no call at all:
+    every LLM stage got no work and the isolated pools were split blindly (Cortex's SLO scale on react went
+    1.96 -> 9.31 in benchmarks/sim_fair.py, unnoticed for a day). IRRun.call_draws is now the one reading."""
+    from benchmarks.sim_common import full_cluster_layout, llm_work, setup, workflow_graph
+    from runtime.simulator.capacity import run_demand
+
+    s = setup("react", "mixed12")
+    graph = workflow_graph(s.program, s.workflow, full_cluster_layout(s.program, s.workflow, s.devices))
+    work = llm_work(graph, n=50)
+    llm_stages = {st.name for st in s.workflow.stages if st.kind == "llm"}
+    assert set(work) == llm_stages and all(w > 0 for w in work.values())
+    assert run_demand(graph, samples=50)["llm_calls"] > 0
