@@ -52,11 +52,7 @@ class CpuShare:
 
     def line(self) -> str:
         return (f"CPU during the runs ({self.cores} cores): engine loops {self.engine_loops:.2f} cores, "
-                f"engine front ends {self.engine_front_ends:.2f}, {self.cortex_label()} {self.cortex:.2f}")
-
-    def cortex_label(self) -> str:
-        """What the ``cortex`` figure covers, in words."""
-        return cortex_label(self.inprocess_engines)
+                f"engine front ends {self.engine_front_ends:.2f}, {cortex_label(self.inprocess_engines)} {self.cortex:.2f}")
 
     def as_dict(self) -> dict[str, float]:
         return {"wall_s": self.wall_s, "cortex_cores": self.cortex, "engine_loop_cores": self.engine_loops,

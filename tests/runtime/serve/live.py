@@ -21,17 +21,10 @@ from fastapi import FastAPI
 from runtime.serve import server_config
 
 
-def free_port() -> int:
-    """A port that was free a moment ago; for a child process that binds it itself (it may be taken by then)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def listening_socket(host: str = "127.0.0.1") -> socket.socket:
     """A socket already bound to a free port and listening, for an in-process server.
 
-    Handing uvicorn the bound socket (``serve(sockets=[...])``) closes the race of :func:`free_port`:
+    Handing uvicorn the bound socket (``serve(sockets=[...])``) closes the race of probing a free port:
     between probing a port and binding it, a vLLM engine started by the same test can take it
     (a CI run failed on exactly that, ``address already in use``).
     """
