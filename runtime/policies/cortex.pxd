@@ -10,8 +10,8 @@ cpdef slack_s(CallView call)
 @cython.final
 cdef class _RouteKnobs:
     cdef public double urgent_slack_factor, marginal_weight, borrow_margin, idle_borrow_margin
-    cdef public double coarse_borrow_margin, reserve_weight, urgent_stretch
-    cdef public bint malleable, hedge_executors, prune_hopeless, admission, urgent_borrow
+    cdef public double coarse_borrow_margin
+    cdef public bint malleable, hedge_executors, prune_hopeless, admission
 
 # The last policy asked and its knobs: C globals (an identity test, no dictionary lookup).
 cdef object _last_policy
@@ -39,22 +39,16 @@ cdef class _CortexDecisions(Decisions):
     cpdef route(self, CallView call, list candidates)
     cpdef priority(self, CallView call)
 
-@cython.locals(knobs=_RouteKnobs, first=ReplicaView, w=double, best=ReplicaView, urgent=bint, reserve=double)
+@cython.locals(knobs=_RouteKnobs, first=ReplicaView, w=double, best=ReplicaView)
 cpdef _route(policy, CallView call, candidates)
-
-cpdef bint _urgent(_RouteKnobs knobs, CallView call) except -1
-
-@cython.locals(top=double, r=ReplicaView)
-cpdef double _top_speed(candidates) except? -1.0
 
 # KV sizes (the views' Python ints) compared as C integers: the same results.
 @cython.locals(inp=long, out=long, ptoks=long, now=double, expected=double, best_cost=double,
                finish=double, marginal=double, cost=double, margin=double, r=ReplicaView, best=ReplicaView,
                n_own=Py_ssize_t, any_room=bint, resident=bint, cap=long, used=long, borrow_margin=double,
                idle_borrow_margin=double, coarse_borrow_margin=double,
-               roomy=ReplicaView, roomy_cost=double, bounded=bint, margin_s=double)
-cpdef _best_colocated(CallView call, candidates, double w, _RouteKnobs knobs, double reserve=*,
-                      bint free_borrow=*)
+               roomy=ReplicaView, roomy_cost=double, bounded=bint)
+cpdef _best_colocated(CallView call, candidates, double w, _RouteKnobs knobs)
 
 cpdef tuple _latest_start_key(CallView call)
 

@@ -95,19 +95,6 @@ class Cortex(Policy):
     1.72; deep_research and fan-out one bisection step (2%) worse at 95%; and on the CPU example
     (`cortex simulate examples/nl2sql.cortex`, three seeds) p99 scale 1.18-1.23 -> 1.00-1.11, where
     FCFS on the same two replicas pooled has 1.00: a busy own replica lost to an idle lender."""
-    reserve_weight: float = 0.0
-    """Soft reservation of the fast devices for urgent calls (0: off). A call with slack also pays
-    ``reserve_weight`` x its expected time x the replica's speed relative to the fastest candidate,
-    so it leaves a faster device to the calls that need it unless that device finishes it sooner by
-    more than the difference; an urgent call pays nothing and takes the earliest finish."""
-    urgent_stretch: float = 0.0
-    """0: a call is urgent when its run's slack is below ``urgent_slack_factor`` x its stage's
-    expected time. > 0: when the time left to the deadline is below ``urgent_stretch`` x the
-    remaining critical path (the stretch the rest of the run can still afford), which treats
-    short and long runs alike."""
-    urgent_borrow: bool = False
-    """An urgent call takes a lender (another pool's replica) without a margin: isolation yields to
-    a run that can no longer afford to wait for its own pool (where the lender has a profile)."""
     coarse_borrow_margin: float = 1.0
     """The same margin where the executor gives no profile (the estimate is then only backlog-based)."""
     malleable: bool = True
@@ -207,15 +194,11 @@ class _RouteKnobs:
     when compiled: a decision reads them without an attribute lookup on the policy each)."""
 
     __slots__ = ("urgent_slack_factor", "marginal_weight", "borrow_margin", "idle_borrow_margin",
-                 "coarse_borrow_margin", "reserve_weight", "urgent_stretch", "urgent_borrow", "malleable",
-                 "hedge_executors", "prune_hopeless", "admission")
+                 "coarse_borrow_margin", "malleable", "hedge_executors", "prune_hopeless", "admission")
 
     def __init__(self, policy: Cortex) -> None:
         self.urgent_slack_factor = policy.urgent_slack_factor
         self.marginal_weight = policy.marginal_weight
-        self.reserve_weight = policy.reserve_weight
-        self.urgent_stretch = policy.urgent_stretch
-        self.urgent_borrow = bool(policy.urgent_borrow)
         self.borrow_margin = policy.borrow_margin
         self.idle_borrow_margin = policy.idle_borrow_margin
         self.coarse_borrow_margin = policy.coarse_borrow_margin
@@ -308,44 +291,19 @@ def _adapt_without_load(knobs: _RouteKnobs, call: CallView, models: tuple[str, .
 def _route(policy: Cortex, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
     """:meth:`Cortex.route` (a module function so that the compiled build can type it)."""
     knobs = _knobs(policy)
-    urgent = _urgent(knobs, call)
-    w = 0.0 if urgent else knobs.marginal_weight
+    w = 0.0 if slack_s(call) < knobs.urgent_slack_factor * call.stage_expected_s else knobs.marginal_weight
     # A model's replicas are either all colocated or all split (cluster.disaggregate), so the
     # first candidate tells (hot path: no scan of every candidate).
     first = candidates[0]
     if first.role != "mixed":
         return policy._route_disaggregated(call, candidates, w)
-    reserve = 0.0 if urgent else knobs.reserve_weight * call.stage_expected_s
-    best = _best_colocated(call, candidates, w, knobs, reserve / _top_speed(candidates) if reserve > 0.0 else 0.0,
-                           urgent and knobs.urgent_borrow)
+    best = _best_colocated(call, candidates, w, knobs)
     return route_to(best.replica_id) if best is not None else None
 
 
-def _urgent(knobs: _RouteKnobs, call: CallView) -> bool:
-    """Whether ``call`` is urgent (routed for its earliest finish, nothing spared for others): its
-    run's slack below ``urgent_slack_factor`` x the stage's expected time, or with ``urgent_stretch``
-    > 0, the time left to the deadline below ``urgent_stretch`` x the remaining critical path."""
-    if knobs.urgent_stretch > 0.0:
-        if call.deadline_s is None:
-            return False
-        return call.deadline_s - call.now_s < knobs.urgent_stretch * call.remaining_critical_path_s
-    return slack_s(call) < knobs.urgent_slack_factor * call.stage_expected_s
-
-
-def _top_speed(candidates: Sequence[ReplicaView]) -> float:
-    """The fastest candidate's relative speed (at least a tiny positive value)."""
-    top = 1e-9
-    for r in candidates:
-        if r.speed > top:
-            top = r.speed
-    return top
-
-
 def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
-                    knobs: _RouteKnobs, reserve: float = 0.0, free_borrow: bool = False) -> ReplicaView | None:
-    """:meth:`Cortex.route` among colocated replicas: the least ``finish + w x marginal`` (plus
-    ``reserve`` x the replica's speed: the soft reservation, 0 when off; ``free_borrow``: lenders
-    with a profile pay no margin) among the
+                    knobs: _RouteKnobs) -> ReplicaView | None:
+    """:meth:`Cortex.route` among colocated replicas: the least ``finish + w x marginal`` among the
     own pool's replicas with KV room for the call (all of them if none has), ties to the lower
     replica id; then a borrowed replica with room wins if it beats that by its margin x the
     call's expected time (``knobs``' margins, read only when a borrowed replica is offered). A
@@ -370,8 +328,6 @@ def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
         resident = pkey is not None and pkey in r.resident_prefixes
         finish, marginal = estimate_at(r, inp, out, resident, ptoks, now, expected)
         cost = finish + w * marginal
-        if reserve > 0.0:
-            cost += reserve * r.speed
         if cost < best_cost or (cost == best_cost and best is not None and r.replica_id < best.replica_id):
             best, best_cost = r, cost
         cap, used = r.kv_capacity_tokens, r.kv_used_tokens
@@ -393,15 +349,11 @@ def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
         for r in candidates:
             if r.borrowed:
                 # r.idle written out (a property: a Python call)
-                margin = (coarse_borrow_margin if r.profile is None else 0.0 if free_borrow else
+                margin = (coarse_borrow_margin if r.profile is None else
                           idle_borrow_margin if r.queue_len == 0 and r.running == 0 else borrow_margin)
-                if reserve > 0.0:  # the soft reservation counts in the bound and the cost alike
-                    margin_s = margin * expected + reserve * r.speed
-                else:
-                    margin_s = margin * expected
                 if bounded:  # the bound: its cost with the prefix taken as resident
                     finish, marginal = estimate_at(r, inp, out, True, ptoks, now, expected)
-                    cost = finish + w * marginal + margin_s
+                    cost = finish + w * marginal + margin * expected
                     if not cost < best_cost and prefill_monotone(r):
                         continue
                 resident = pkey is not None and pkey in r.resident_prefixes
@@ -409,7 +361,7 @@ def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
                 if cap - used >= kv_need_at(inp, out, ptoks, resident):
                     if not (bounded and resident):  # else the bound is its cost
                         finish, marginal = estimate_at(r, inp, out, resident, ptoks, now, expected)
-                        cost = finish + w * marginal + margin_s
+                        cost = finish + w * marginal + margin * expected
                     if cost < best_cost:
                         best, best_cost = r, cost
     return best

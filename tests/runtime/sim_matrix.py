@@ -113,21 +113,6 @@ def contention_cases() -> Iterator[tuple[str, Simulator]]:
         yield f"contention/{pname}/shared", sim
 
 
-def reservation_cases() -> Iterator[tuple[str, Simulator]]:
-    """Cortex with its soft reservation of fast devices and stretch-based urgency on (both off by
-    default, so no other case runs them), on the mixed-device shared and isolated NL2SQL layouts."""
-    wf = nl2sql()
-    prog = program(wf)
-    visits = {s.name: 1 for s in wf.stages if hasattr(s, "models")}
-    layouts = {"shared": shared_layout(DEVICES, "llama8b", workflow=wf, executor_slots=32),
-               "isolated": isolated_layout(DEVICES, prog, wf, visits, executor_slots=32)}
-    for lname, layout in layouts.items():
-        pol = make_policy("cortex")
-        pol.reserve_weight, pol.urgent_stretch = 1.0, 1.5
-        yield f"reserve/cortex/{lname}", Simulator(prog, layout, pol, [Stream(wf.name, 6.0)],
-                                                   SimConfig(runs=250, seed=5, slo_scale=2.5, record_calls=True))
-
-
 def trace(n: int = 200, seed: int = 3) -> list[TraceRequest]:
     """``n`` recorded NL2SQL-like requests (generate, SQL, a fix on error, a parallel tool call)."""
     rng = random.Random(seed)
@@ -158,5 +143,5 @@ def trace_cases() -> Iterator[tuple[str, Simulator]]:
 
 def digests() -> dict[str, str]:
     """Every case's :func:`digest`."""
-    gens = (cases, refusal_cases, alike_cases, contention_cases, reservation_cases, trace_cases)
-    return {name: digest(sim.run()) for gen in gens for name, sim in gen()}
+    return {name: digest(sim.run()) for gen in (cases, refusal_cases, alike_cases, contention_cases, trace_cases)
+            for name, sim in gen()}
