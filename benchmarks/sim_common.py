@@ -165,9 +165,12 @@ def llm_work(graph: WorkflowGraph, n: int = 400) -> dict[str, float]:
 
 
 def simulate(s: Setup, policy: str | Policy, load: float, scale: float | None, runs: int, seed: int,
-             params: dict | None = None, layout: tuple[ReplicaSpec, ...] | None = None, **cfg) -> SimResult:
+             params: dict | None = None, layout: tuple[ReplicaSpec, ...] | None = None,
+             clairvoyant: bool = False, **cfg) -> SimResult:
     """One simulation; ``params`` override the policy's dataclass fields (tuning); ``layout``
     overrides the planner/pooled layouts (the disaggregated cell gives every policy its split).
+    ``clairvoyant`` (benchmark-only, off by default): the policy sees each run's realised remaining
+    path instead of the online estimate (:mod:`benchmarks.clairvoyant`).
     ``policy`` is a registry/experiment name, or a ready policy object (an ablation variant), which
     runs on the planner's pools when it is a Cortex policy, else on the pooled replicas."""
     if layout is None:
@@ -188,7 +191,12 @@ def simulate(s: Setup, policy: str | Policy, load: float, scale: float | None, r
         if not hasattr(pol, name):
             raise ValueError(f"policy {policy!r} has no parameter {name!r}")
         setattr(pol, name, value)
-    return Simulator(s.program, layout, pol, [Stream(s.workflow.name, load * s.capacity)],
+    sim_class = Simulator
+    if clairvoyant:
+        from benchmarks.clairvoyant import ClairvoyantSimulator
+
+        sim_class = ClairvoyantSimulator
+    return sim_class(s.program, layout, pol, [Stream(s.workflow.name, load * s.capacity)],
                      SimConfig(runs=runs, seed=seed, slo_scale=scale, **cfg)).run()
 
 
