@@ -26,7 +26,7 @@ from __future__ import annotations
 from cortexlang.semantics import Semantics, join_waits_for_all
 from runtime.policies.base import CallView
 from runtime.simulator.calls import Call
-from runtime.simulator.runs import IRRun
+from runtime.simulator.runs import IRRun, fanout_width
 from runtime.simulator.sim import Simulator
 
 _ENDS = ("done", "fail")
@@ -81,7 +81,7 @@ def _fan(run: IRRun, sem: Semantics, node: str, key: tuple,
          widths: dict[str, int]) -> tuple[float, dict[tuple, float]]:
     """A fan-out visit: its standalone seconds (the slowest branch, or for ``first`` the fastest
     that reaches done) and its calls' remaining seconds to its join (each branch's own rest)."""
-    width = _width(run, sem, node, key, widths)
+    width = fanout_width(sem, node, run.g.fanouts, widths, lambda: run.script[key + ("width",)][-1])
     rem: dict[tuple, float] = {}
     spans: list[tuple[float, bool]] = []
     for b in range(width):
@@ -96,28 +96,6 @@ def _fan(run: IRRun, sem: Semantics, node: str, key: tuple,
         if ok:
             return min(ok), rem
     return max(s for s, _ in spans), rem
-
-
-def _width(run: IRRun, sem: Semantics, node: str, key: tuple, widths: dict[str, int]) -> int:
-    """``IRRun._width`` on the script, with its own record of the fan-outs' latest widths."""
-    fo = sem.fanout(node)
-    if fo.over is not None and fo.over in run.g.fanouts:
-        width = widths.get(fo.over, 0)
-        cap = sem.width.get(node)
-        width = width if cap is None else min(width, cap)
-    else:
-        pmf = sem.width_pmf(node)
-        if len(pmf) == 1:
-            width = pmf[0][0]
-        else:
-            u, acc, width = run.script[key + ("width",)][-1], 0.0, pmf[-1][0]
-            for w, p in pmf:
-                acc += p
-                if u < acc:
-                    width = w
-                    break
-    widths[node] = width
-    return width
 
 
 class ClairvoyantSimulator(Simulator):

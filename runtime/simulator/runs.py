@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from cortexlang.ir import LLMStage
 from cortexlang.semantics import Semantics, join_waits_for_all
@@ -203,6 +203,33 @@ def _edge_index(cum: list, u: float) -> int:
         else:
             lo = mid + 1
     return lo if lo < n else n - 1
+
+
+def fanout_width(sem: Semantics, node: str, fanouts: Collection[str], widths: dict[str, int],
+                 draw: Callable[[], float]) -> int:
+    """Branches of a visit of fan-out ``node``, recorded in ``widths`` (fan-out -> its latest width):
+    fixed; or the latest width of the fan-out it maps ``over``, capped by its own ``width``; or, for a
+    map with a planning distribution, the first width whose cumulative probability exceeds ``draw()``
+    (called only then, so a fixed width consumes no draw). The one rule for the simulator's walks and
+    anything that re-walks a run's script."""
+    fo = sem.fanout(node)
+    if fo.over is not None and fo.over in fanouts:
+        width = widths.get(fo.over, 0)
+        cap = sem.width.get(node)
+        width = width if cap is None else min(width, cap)
+    else:
+        pmf = sem.width_pmf(node)
+        if len(pmf) == 1:
+            width = pmf[0][0]
+        else:
+            u, acc, width = draw(), 0.0, pmf[-1][0]
+            for w, p in pmf:
+                acc += p
+                if u < acc:
+                    width = w
+                    break
+    widths[node] = width
+    return width
 
 
 def _count_sum(counters: tuple) -> int:
@@ -412,26 +439,8 @@ class IRRun(Run):
         return self._sizes(key, stage)[3]
 
     def _width(self, sem: Semantics, node: str, key: tuple) -> int:
-        """Branches of the fan-out visit at ``key``: fixed, shared with another fan-out's latest
-        visit, or drawn once (scripted) from a map's planning distribution."""
-        fo = sem.fanout(node)
-        if fo.over is not None and fo.over in self.g.fanouts:
-            width = self.widths.get(fo.over, 0)
-            cap = sem.width.get(node)
-            width = width if cap is None else min(width, cap)
-        else:
-            pmf = sem.width_pmf(node)
-            if len(pmf) == 1:
-                width = pmf[0][0]
-            else:
-                u, acc, width = self._edge_u(key + ("width",)), 0.0, pmf[-1][0]
-                for w, p in pmf:
-                    acc += p
-                    if u < acc:
-                        width = w
-                        break
-        self.widths[node] = width
-        return width
+        """Branches of the fan-out visit at ``key`` (:func:`fanout_width`; the draw scripted once)."""
+        return fanout_width(sem, node, self.g.fanouts, self.widths, lambda: self._edge_u(key + ("width",)))
 
     # -- the walk ------------------------------------------------------------
     def _dry_walk(self) -> float:
