@@ -6,9 +6,12 @@ input index, reproduced with ``tests.planner.plan_fuzzing.make_input(SEED, index
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from cortexlang.cli import compiler_app
+from tests.planner.edge_fuzzing import make_edge_input, mutate_edges
 from tests.planner.plan_fuzzing import Harness, make_input
 
 SEED = 7
@@ -43,3 +46,27 @@ def test_earlier_hangs_are_refused_by_check(harness: Harness, index: int) -> Non
     outcome = harness.run(data, policy, verify)
     assert outcome.failure is None and outcome.stages == ("check",) and outcome.seconds < 5
     assert "error[CX203]" in harness.runner.invoke(compiler_app, ["check", str(harness.path)]).output
+
+
+EDGE_INPUTS = 12
+
+
+def test_edge_values_plan_and_simulate_without_tracebacks(harness: Harness) -> None:
+    """The edge family (tests/planner/edge_fuzzing.py): knobs, loop bounds, SLOs and loads at their limits."""
+    failures = []
+    for index in range(EDGE_INPUTS):
+        data, policy, verify = make_edge_input(SEED, index)
+        outcome = harness.run(data, policy, verify)
+        if outcome.failure:
+            failures.append(f"edge input {index} ({policy}, verify={verify}): {outcome.failure}")
+    assert not failures, "\n".join(failures)
+
+
+def test_edge_mutations_rewrite_the_attribute_they_target() -> None:
+    """Each rewrite keeps the attribute's name and changes its value only (the file keeps its shape)."""
+    rng = random.Random(0)
+    source = b"  slo { latency = 6s  attainment = 99% }\n  llm a {\n    max_tokens = 9\n  }\n"
+    seen = {mutate_edges(rng, source) for _ in range(200)}
+    for data in seen:
+        assert data.count(b"slo {") == 1 and data.count(b"max_tokens = 9") == 1
+    assert any(b"attainment = 100%" in d for d in seen) and any(b"output_correlation = 1\n" in d for d in seen)
