@@ -51,7 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.isolation_map import PREFIX, two_stage  # noqa: E402
+from benchmarks.isolation_map import PREFIX, cell_program, two_stage  # noqa: E402
 from benchmarks.sim_common import BASELINES, DEADLINE_AWARE, EXECUTOR_SLOTS, full_cluster_layout, workflow_graph  # noqa: E402
 from cortexlang.cli.plan_verify import plan_and_verify  # noqa: E402
 from cortexlang.compiler import compile_file, compile_source  # noqa: E402
@@ -137,25 +137,16 @@ def chess_70b() -> Program:
 
 def map_cases() -> list[Case]:
     """The isolation map's own cells where dedicated pools won most (benchmarks/results/isolation_map.md:
-    two Llama-3-8B stages with distinct 3,000-token prefixes on H100 replicas whose KV is fixed at 12,000
+    two Llama-3.1-8B stages with distinct 3,000-token prefixes on H100 replicas whose KV is fixed at 12,000
     tokens, at the map's 0.85-load rate): a reference, not a realistic deployment -- an 8B model on an
     80 GB H100 leaves ~430k KV tokens."""
     out = []
     for mix, rate in (("uniform", 38.002), ("pd", 6.815)):
         wf = two_stage(PREFIX["long"], mix)
-        prog = program(wf)
-        note = ""
-        if mix == "pd":
-            # Its 6,000-token prompts drawn with a 0.3 CV exceed Llama-3-8B's 8k context 1.6% of the time, and
-            # the simulator refuses those as vLLM does, so no layout could hold 99%: the cell is served by
-            # Llama-3.1-8B (the same shapes, hence the same profile and KV size, with a 128k context).
-            prog = prog.model_copy(update={"models": tuple(
-                m.model_copy(update={"weights": "meta-llama/Llama-3.1-8B", "max_context": 131_072})
-                if m.name == "llama8b" else m for m in prog.models)})
-            note = "; Llama-3.1-8B (128k context: its longest prompts exceed Llama-3-8B's 8k)"
-        out.append(Case(f"map long/12000/{mix} @ {rate:g}/s, H100", prog, wf, "H100", rate,
+        out.append(Case(f"map long/12000/{mix} @ {rate:g}/s, H100", cell_program(wf), wf, "H100", rate,
                         f"benchmarks/isolation_map.py cell long/12000/{mix} at load 0.85 (its rate); KV per replica "
-                        "fixed at 12,000 tokens: a reference from the map, not a realistic deployment" + note,
+                        "fixed at 12,000 tokens: a reference from the map, not a realistic deployment; "
+                        "Llama-3.1-8B as in the map (128k context: the pd cell's longest prompts exceed Llama-3-8B's 8k)",
                         kv_tokens=12_000))
     return out
 
