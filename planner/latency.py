@@ -51,12 +51,20 @@ headroom mode). :func:`sampled_runs` lowers the number of runs so that runs x br
 run stays within :data:`BRANCH_VISIT_BUDGET`, never below :data:`MIN_SAMPLES`; up to 10 copies
 per run (every example and benchmark workflow) nothing changes. The plan reports the runs sampled.
 A workflow with more than :data:`MAX_BRANCH_COPIES` copies per run is not planned (the planner says so).
+
+All slots at once: a fan-out's branch slots are sampled one by one (the draws above), but evaluated
+as one sample, :attr:`FanoutVisits.all_slots` (:func:`disjoint_union`: branch run ``i`` of slot ``j``
+is instance ``j x visits + i``): one interpolation and one ``bincount`` per stage serve every slot,
+so the numpy calls per evaluation do not grow with the width (128 slots evaluated one by one, ~45 us
+of call overhead each, took deep_research ~25 s of planning). Each slot's latencies are bit-identical
+to evaluating its branch sample alone: the same elementwise operations per visit, and the same order
+of additions per instance.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from statistics import NormalDist
@@ -107,17 +115,54 @@ class Visits:
         """``index + 1``, computed once."""
         return self.index + 1
 
-    def split_values(self, table: np.ndarray, split: FanoutSplit, slot: int,
-                     common: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """Per visit: the first visit of each instance (a fan-out visit's copy in branch ``slot``) takes
-        the shared wait at the instance's common grid position plus ``own[slot]`` plus its own service
-        draw; later visits take the marginal ``table``."""
+
+@dataclass(frozen=True)
+class BranchVisits(Visits):
+    """Visits to one stage of a fan-out's branch sub-flow, with what the copies' shared wait needs
+    per visit: the branch ``slot`` it runs in (the copy's position in its fan-out visit's batch) and
+    the grid position (``common_index``, ``common_weight``) of its fan-out visit's shared draw for
+    this stage. ``runs`` keeps each instance's visits together and in visit order (so the first
+    visit of each instance is the first of its run of equal ``runs``)."""
+
+    slot: np.ndarray
+    common_index: np.ndarray
+    common_weight: np.ndarray
+
+    @cached_property
+    def _first(self) -> tuple[np.ndarray, Visits, Visits, np.ndarray]:
+        """The instances' first visits, gathered once (:meth:`split_values` runs for every table the
+        solver tries, on every slot of a wide fan-out at once): their positions, their own draws, their
+        fan-out visits' shared draws (as :class:`Visits`, so ``values(wait)`` interpolates the wait),
+        and their slots."""
         first = np.ones(self.runs.size, dtype=bool)
         first[1:] = self.runs[1:] != self.runs[:-1]
-        idx, w = common[0][self.runs], common[1][self.runs]
-        shared = split.wait[idx] * (1.0 - w) + split.wait[idx + 1] * w
-        own = split.own[slot] if slot < len(split.own) else split.own[-1]
-        return np.where(first, shared + own + self.values(split.service), self.values(table))
+        at = np.flatnonzero(first)
+        runs = self.runs[at]
+        return (at, Visits(runs, self.index[at], self.weight[at]),
+                Visits(runs, self.common_index[at], self.common_weight[at]), self.slot[at])
+
+    @cached_property
+    def _later(self) -> tuple[np.ndarray, Visits]:
+        """The other visits (retries): their positions and :class:`Visits`."""
+        at = np.setdiff1d(np.arange(self.runs.size), self._first[0], assume_unique=True)
+        return at, Visits(self.runs[at], self.index[at], self.weight[at])
+
+    def split_values(self, table: np.ndarray, split: FanoutSplit) -> np.ndarray:
+        """Per visit: an instance's first visit (a fan-out visit's copy in branch slot ``j``) takes the
+        shared wait interpolated at its fan-out visit's common grid position ``(i, w)``,
+        ``wait[i] (1 - w) + wait[i + 1] w``, plus ``own[j]`` (``own[-1]`` beyond its length), plus its
+        own service draw; later visits take the marginal ``table``. Each visit's value is computed
+        from its own draws alone, by the same operations whichever other visits come with it."""
+        at, first, common, slot = self._first
+        own = np.asarray(split.own, dtype=float)[np.minimum(slot, len(split.own) - 1)]
+        first_values = common.values(split.wait) + own + first.values(split.service)
+        later_at, later = self._later
+        if later_at.size == 0:
+            return first_values
+        out = np.empty(self.runs.size)
+        out[at] = first_values
+        out[later_at] = later.values(table)
+        return out
 
 
 def _grid_position(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,16 +174,16 @@ def _grid_position(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @dataclass
 class GraphSample:
     """Sampled walks of ``n`` instances through one call graph (a workflow, or a fan-out
-    branch's sub-flow); evaluates each instance's latency for any choice of stage tables."""
+    branch's sub-flow); evaluates each instance's latency for any choice of stage tables.
+
+    ``stage_visits`` and ``fanouts`` are each keyed in name order (as :func:`_walk` returns them), so
+    :func:`disjoint_union` can add the nodes of several samples in an order that keeps every one's."""
 
     n: int
     stage_visits: dict[str, Visits]
+    """Per stage its visits; :class:`BranchVisits` in a fan-out branch's sub-flow."""
     fanouts: dict[str, "FanoutVisits"]
     done: np.ndarray
-    slot: int | None = None
-    """For one branch slot's sub-flow: the slot (the copy's position in its fan-out visit's batch)."""
-    common: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
-    """For a branch slot's sub-flow: per stage, the grid position of each instance's shared draw."""
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -151,8 +196,8 @@ class GraphSample:
         if node in self.stage_visits:
             v = self.stage_visits[node]
             split = splits.get(node) if splits else None
-            if split is not None and self.common is not None and self.slot is not None and node in self.common:
-                values = v.split_values(tables[node], split, self.slot, self.common[node])
+            if split is not None and isinstance(v, BranchVisits):
+                values = v.split_values(tables[node], split)
             else:
                 values = v.values(tables[node])
             return np.bincount(v.runs, weights=values, minlength=self.n)
@@ -181,14 +226,81 @@ class FanoutVisits:
     """``(slots, visits)`` booleans."""
     branches: tuple[GraphSample, ...]
 
+    @cached_property
+    def all_slots(self) -> GraphSample:
+        """Every slot's branch runs as one sample (:func:`disjoint_union`): branch run ``i`` of slot
+        ``j`` is instance ``j * visits + i``. Built on first use (a nested fan-out's own is never
+        used: the enclosing fan-out's union carries a merged copy of it)."""
+        return disjoint_union(self.branches)
+
     def latency(self, tables: Mapping[str, np.ndarray],
                 splits: Mapping[str, FanoutSplit] | None = None) -> np.ndarray:
-        """Per-visit latency: the slowest active branch (the fastest for ``first``); 0 without one."""
-        per_branch = np.stack([b.latency(tables, splits) for b in self.branches])
+        """Per-visit latency: the slowest active branch (the fastest for ``first``); 0 without one.
+
+        All slots are evaluated at once on :attr:`all_slots`, so the number of numpy calls does not
+        grow with the slots; each slot's row is bit-identical to evaluating its branch sample alone
+        (:func:`disjoint_union`)."""
+        per_branch = self.all_slots.latency(tables, splits).reshape(len(self.branches), self.runs.size)
         if join_waits_for_all(self.join):
             return np.where(self.active, per_branch, 0.0).max(axis=0)
         fastest = np.where(self.active, per_branch, np.inf).min(axis=0)
         return np.where(np.isfinite(fastest), fastest, 0.0)
+
+
+def disjoint_union(samples: Sequence[GraphSample]) -> GraphSample:
+    """The samples side by side as one: instance ``i`` of ``samples[k]`` becomes instance
+    ``offset[k] + i`` with ``offset[k] = sum_{l < k} samples[l].n``; per stage the visits are
+    concatenated in sample order (instance ids shifted by the offset); per fan-out likewise its
+    visits, ``active`` columns and, slot by slot, its branch samples (recursively).
+
+    Contract: ``union.latency(t, s)[offset[k]: offset[k] + samples[k].n]`` is bit-identical to
+    ``samples[k].latency(t, s)``. Why: every visit's value is elementwise (:meth:`Visits.values`,
+    :meth:`BranchVisits.split_values`); ``np.bincount`` adds each instance's visits in array order,
+    which the concatenation keeps (an instance's visits all come from one sample); a node a sample
+    lacks adds ``+0.0`` to its instances (exact); and the nodes are added in name order, which
+    keeps each sample's own order (its keys are in name order)."""
+    offsets = np.cumsum([0] + [g.n for g in samples])
+    for g in samples:
+        if list(g.stage_visits) != sorted(g.stage_visits) or list(g.fanouts) != sorted(g.fanouts):
+            raise ValueError("disjoint_union needs samples keyed in name order")
+    stages = sorted(set().union(*(g.stage_visits for g in samples)))
+    fans = sorted(set().union(*(g.fanouts for g in samples)))
+    return GraphSample(
+        n=int(offsets[-1]),
+        stage_visits={s: _union_visits([(g.stage_visits[s], int(o)) for g, o in zip(samples, offsets)
+                                        if s in g.stage_visits]) for s in stages},
+        fanouts={f: _union_fanouts([(g.fanouts[f], int(o)) for g, o in zip(samples, offsets) if f in g.fanouts])
+                 for f in fans},
+        done=np.concatenate([np.zeros(0, dtype=bool), *(g.done for g in samples)]))
+
+
+def _union_visits(parts: Sequence[tuple[Visits, int]]) -> Visits:
+    """One stage's visits from several samples, instance ids shifted by each sample's offset."""
+    runs = np.concatenate([v.runs + offset for v, offset in parts])
+    index = np.concatenate([v.index for v, _ in parts])
+    weight = np.concatenate([v.weight for v, _ in parts])
+    branch = [isinstance(v, BranchVisits) for v, _ in parts]
+    if not any(branch):
+        return Visits(runs, index, weight)
+    if not all(branch):
+        raise ValueError("disjoint_union cannot mix a branch stage's visits with a top-level one's")
+    return BranchVisits(runs, index, weight,
+                        slot=np.concatenate([v.slot for v, _ in parts]),  # type: ignore[attr-defined]
+                        common_index=np.concatenate([v.common_index for v, _ in parts]),  # type: ignore[attr-defined]
+                        common_weight=np.concatenate([v.common_weight for v, _ in parts]))  # type: ignore[attr-defined]
+
+
+def _union_fanouts(parts: Sequence[tuple[FanoutVisits, int]]) -> FanoutVisits:
+    """One fan-out's visits from several samples: its visits in sample order (instance ids shifted),
+    and slot by slot the union of the samples' branch runs (the visits' new order)."""
+    first = parts[0][0]
+    slots = len(first.branches)
+    if any(f.name != first.name or f.join != first.join or len(f.branches) != slots for f, _ in parts):
+        raise ValueError(f"disjoint_union: fan-out {first.name!r} differs between the samples")
+    return FanoutVisits(first.name, first.join,
+                        runs=np.concatenate([f.runs + offset for f, offset in parts]),
+                        active=np.concatenate([f.active for f, _ in parts], axis=1),
+                        branches=tuple(disjoint_union([f.branches[b] for f, _ in parts]) for b in range(slots)))
 
 
 @dataclass
@@ -300,8 +412,10 @@ def _sample_graph(chain: VisitChain, sem: Semantics, n: int, rng: np.random.Gene
                                           fanout_width, shared_rng, alike, latent_rng))
         stages = sorted({s for br in branches for s in br.stage_visits})
         common = {s: _grid_position(shared_rng.random(runs.size)) for s in stages}
-        for b, br in enumerate(branches):
-            br.slot, br.common = b, common
+        for b, br in enumerate(branches):  # each visit's slot and its fan-out visit's shared draw
+            br.stage_visits = {s: BranchVisits(v.runs, v.index, v.weight, slot=np.full(v.runs.size, b),
+                                               common_index=common[s][0][v.runs], common_weight=common[s][1][v.runs])
+                               for s, v in br.stage_visits.items()}
         fanouts[name] = FanoutVisits(name, fo.join, runs, active, tuple(branches))
     return GraphSample(n, stage_visits, fanouts, done)
 
