@@ -26,31 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.sim_common import DEADLINE_AWARE, setup, simulate  # noqa: E402
-from benchmarks.sim_fair import (  # noqa: E402
-    CELLS, TARGETS, TUNE_LOAD, TUNE_REL_TOL, TUNING_SEED, grid_points, load_text,
-)
-from runtime.simulator.slo_scale import min_slo_scales  # noqa: E402
+from benchmarks.sim_common import setup  # noqa: E402
+from benchmarks.sim_fair import CELLS, load_text, scales, tune  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 POLICIES = ("cortex", "hexagent", "hexgen-text2sql")
 """The policies whose decisions read ``remaining_critical_path_s`` (grep runtime/policies)."""
-
-
-def scales(s, policy: str, load: float, runs: int, seed: int, params: dict | None,
-           clairvoyant: bool, rel_tol: float = 0.04) -> dict[float, float]:
-    return min_slo_scales(lambda sc: simulate(s, policy, load, sc, runs, seed, params=params,
-                                              clairvoyant=clairvoyant),
-                          TARGETS, deadline_aware=policy in DEADLINE_AWARE, hi0=2.0, rel_tol=rel_tol)
-
-
-def retune(s, policy: str, runs: int) -> dict:
-    """sim_fair.tune with the oracle on: the grid point with the lowest (scale@99%, scale@95%)."""
-    tried = []
-    for params in grid_points(policy):
-        sc = scales(s, policy, TUNE_LOAD, runs, TUNING_SEED, params, True, TUNE_REL_TOL)
-        tried.append((sc[0.99], sc[0.95], params))
-    return min(tried, key=lambda t: (t[0], t[1]))[2]
 
 
 def main() -> None:
@@ -71,12 +52,12 @@ def main() -> None:
             params = tuned[f"{workload}:{cluster}"][pol]["best"]
             key = (workload, cluster, pol)
             if key not in retuned:
-                retuned[key] = retune(s, pol, args.tune_runs)
+                retuned[key] = tune(s, pol, args.tune_runs, clairvoyant=True)[0]
             row = {"workload": workload, "cluster": cluster, "load": load, "policy": pol, "params": params,
                    "oracle_params": retuned[key]}
             for tag, oracle, p in (("online", False, params), ("oracle", True, params),
                                    ("retuned", True, retuned[key])):
-                sc = scales(s, pol, load, args.runs, args.seed, p, oracle)
+                sc = scales(s, pol, load, args.runs, args.seed, p, clairvoyant=oracle)
                 row[f"{tag}95"], row[f"{tag}99"] = round(sc[0.95], 3), round(sc[0.99], 3)
             rows.append(row)
             print(f"[simulated] {workload}:{cluster}:{load} {pol}: online {row['online95']}/{row['online99']} "

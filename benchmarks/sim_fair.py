@@ -69,16 +69,18 @@ TUNE_REL_TOL = 0.08
 
 
 def scales(s: Setup, policy: str, load: float, runs: int, seed: int, params: dict | None,
-           rel_tol: float = 0.04) -> dict[float, float]:
-    return min_slo_scales(lambda sc: simulate(s, policy, load, sc, runs, seed, params=params), TARGETS,
+           rel_tol: float = 0.04, clairvoyant: bool = False) -> dict[float, float]:
+    """Least SLO scale per target (``clairvoyant``: :func:`benchmarks.sim_common.simulate`'s oracle)."""
+    return min_slo_scales(lambda sc: simulate(s, policy, load, sc, runs, seed, params=params,
+                                              clairvoyant=clairvoyant), TARGETS,
                           deadline_aware=policy in DEADLINE_AWARE, hi0=2.0, rel_tol=rel_tol)
 
 
-def tune(s: Setup, policy: str, runs: int) -> tuple[dict, list[dict]]:
+def tune(s: Setup, policy: str, runs: int, clairvoyant: bool = False) -> tuple[dict, list[dict]]:
     """Best grid point of ``policy`` (lowest (scale@99, scale@95)) on the tuning seed, and every point."""
     tried = []
     for params in grid_points(policy):
-        sc = scales(s, policy, TUNE_LOAD, runs, TUNING_SEED, params, TUNE_REL_TOL)
+        sc = scales(s, policy, TUNE_LOAD, runs, TUNING_SEED, params, TUNE_REL_TOL, clairvoyant)
         tried.append({"params": params, "scale95": round(sc[0.95], 3), "scale99": round(sc[0.99], 3)})
     best = min(tried, key=lambda t: (t["scale99"], t["scale95"]))
     return best["params"], tried
