@@ -119,6 +119,23 @@ def test_a_calibrated_profile_is_stored_per_machine_and_used_ahead_of_the_shippe
     assert "SHIPPED FALLBACK" in cache.describe("smollm2-135m", "CPU").line()
 
 
+def test_the_machine_key_separates_hosts_that_differ_only_in_vector_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two VMs both report "AMD EPYC": one with AVX-512 prefilled SmolLM2 2-4x faster than one with AVX2 only.
+    assert cache.vector_extension({"sse2", "avx2"}) == "avx2"
+    assert cache.vector_extension({"avx2", "avx512f", "avx512bw"}) == "avx512"
+    assert cache.vector_extension({"avx2", "avx512f", "amx_tile", "amx_bf16"}) == "amx"
+    assert cache.vector_extension({"fp", "asimd"}) == "neon" and cache.vector_extension({"sse2"}) is None
+    monkeypatch.delenv("CORTEX_MACHINE_KEY", raising=False)
+    monkeypatch.setattr(cache, "cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(cache, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(cache, "gpus", lambda: None)
+    keys = set()
+    for flags in ({"avx2"}, {"avx2", "avx512f"}, set()):
+        monkeypatch.setattr(cache, "_cpu_flags", lambda flags=flags: flags)
+        keys.add(cache.machine_key())
+    assert keys == {"amd-epyc-avx2-2c", "amd-epyc-avx512-2c", "amd-epyc-2c"}
+
+
 @pytest.mark.skipif(cache.cpu_cores() < 2, reason="two-core engines need a machine with two cores")
 def test_a_profile_holds_for_the_width_it_was_measured_at(monkeypatch: pytest.MonkeyPatch) -> None:
     """A CPU engine's width (cores) keys its profile: engines calibrated two cores wide store a tp2
