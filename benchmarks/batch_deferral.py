@@ -30,12 +30,8 @@ from benchmarks.sim_fair import CELLS, TUNE_LOAD, TUNING_SEED, load_text, scales
 OUT = Path(__file__).parent / "results"
 
 
-EXTRA: dict = {}
-"""Further Cortex parameters with every finite factor (``--extra``, JSON)."""
-
-
 def _params(base: dict, factor: float) -> dict:
-    return base if math.isinf(factor) else {**base, **EXTRA, "defer_slack_factor": factor}
+    return base if math.isinf(factor) else {**base, "defer_slack_factor": factor}
 
 
 def main() -> None:
@@ -46,9 +42,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rel-tol", type=float, default=0.02)
     ap.add_argument("--workloads", default=None, help="comma-separated subset of the cells' workloads")
-    ap.add_argument("--extra", default="{}", help="JSON: further Cortex parameters with every finite factor")
     args = ap.parse_args()
-    EXTRA.update(json.loads(args.extra))
     factors = [math.inf] + [float(x) for x in args.factors.split(",")]
     cells = [c for c in CELLS if args.workloads is None or c[0] in args.workloads.split(",")]
     tuned = json.loads((OUT / "sim_fair_tuned.json").read_text())["tuned"]
@@ -79,7 +73,7 @@ def main() -> None:
         print(f"[simulated] eval {key}:{load} defer {f}: {before} -> {after}", flush=True)
     wall, loads = time.perf_counter() - t0, (load0, os.getloadavg())
     report = {"label": "simulated", "tuning_seed": TUNING_SEED, "seed": args.seed, "tune_runs": args.tune_runs,
-              "runs": args.runs, "rel_tol": args.rel_tol, "extra": EXTRA, "factors": [str(f) for f in factors],
+              "runs": args.runs, "rel_tol": args.rel_tol, "factors": [str(f) for f in factors],
               "tried": {k: [{**r, "factor": str(r["factor"])} for r in v] for k, v in tried.items()},
               "eval": [{**e, "factor": str(e["factor"])} for e in evals], "wall_s": round(wall, 1),
               "load_average_start_end": [list(x) for x in loads]}

@@ -326,9 +326,8 @@ class BatchHold:
     KV cache lacks room), given each request's key and expected service time. This base class
     never holds (``until`` is -inf)."""
 
-    def until(self, waiting: PriorityKey, expected_s: float, remaining_s: float) -> float:
-        """Until when a waiting call keyed ``waiting`` (expected standalone ``expected_s``, its run's
-        remaining critical path ``remaining_s``) may be held."""
+    def until(self, waiting: PriorityKey, expected_s: float) -> float:
+        """Until when a waiting call keyed ``waiting`` (expected standalone ``expected_s``) may be held."""
         return -math.inf
 
     def at_risk(self, running: PriorityKey, expected_s: float, now_s: float) -> bool:

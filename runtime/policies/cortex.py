@@ -120,14 +120,10 @@ class Cortex(Policy):
     that outranks it while the waiting call's slack is at least this many times its expected time.
     inf (the default): never."""
 
-    defer_on_path: bool = False
-    """Batch deferral measures the waiting call's ample slack in its run's remaining critical path
-    (``defer_slack_factor`` x path) instead of its own expected time."""
-
     def batch_hold(self) -> BatchHold | None:
         if not math.isfinite(self.defer_slack_factor):
             return None
-        return SlackHold(self.defer_slack_factor, self.urgent_slack_factor, self.defer_on_path)
+        return SlackHold(self.defer_slack_factor, self.urgent_slack_factor)
 
     def preempts(self, waiting: PriorityKey, running: PriorityKey) -> bool:
         if len(waiting) != 3 or len(running) != 3 or waiting[0] > 0.0:
@@ -218,17 +214,16 @@ class SlackHold(BatchHold):
     urgency test, which routing uses too): once true it stays true, as the contract asks. Calls
     without a deadline or of hopeless runs are neither held nor protected."""
 
-    __slots__ = ("hold_factor", "urgent_factor", "on_path")
+    __slots__ = ("hold_factor", "urgent_factor")
 
-    def __init__(self, hold_factor: float, urgent_factor: float, on_path: bool = False) -> None:
+    def __init__(self, hold_factor: float, urgent_factor: float) -> None:
         self.hold_factor = hold_factor
         self.urgent_factor = urgent_factor
-        self.on_path = on_path
 
-    def until(self, waiting: PriorityKey, expected_s: float, remaining_s: float) -> float:
+    def until(self, waiting: PriorityKey, expected_s: float) -> float:
         if len(waiting) != 3 or waiting[0] > 0.0:
             return -math.inf
-        return waiting[1] - self.hold_factor * (remaining_s if self.on_path else expected_s)
+        return waiting[1] - self.hold_factor * expected_s
 
     def at_risk(self, running: PriorityKey, expected_s: float, now_s: float) -> bool:
         return len(running) == 3 and running[0] == 0.0 and running[1] - now_s < self.urgent_factor * expected_s

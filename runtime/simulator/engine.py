@@ -58,10 +58,9 @@ waiting call (vLLM's ``Scheduler.schedule``: waiting requests are scheduled only
 
 Batch deferral (off unless the policy gives a :class:`~runtime.policies.base.BatchHold`): before
 admitting its queue's head, a step asks the hold whether to leave it waiting (ample slack) because a
-running call that outranks it is at risk; a held call is skipped in that step (the next one in key
-order may be admitted; vLLM's scheduler skips waiting requests likewise and puts them back in
-front), and the engine steps again when the batch changes or, at the latest, when the earliest hold
-ends (a wake-up event cuts the decode epoch in progress, as an arrival does).
+running call that outranks it is at risk; then nothing more is admitted in that step (the head
+blocks the queue, as for KV), and the engine steps again when the batch changes or, at the latest,
+when the head's hold ends (a wake-up event cuts the decode epoch in progress, as an arrival does).
 
 CPU contention: engines that share a machine's cores (:meth:`share_cores`, the
 simulator's CPU replicas when their profile measured contention) progress at
@@ -450,18 +449,18 @@ class LLMEngine:
         self.queued_out += call.remaining
 
     def _head_held(self, now: float) -> bool:
-        """Whether the batch hold (:class:`~runtime.policies.base.BatchHold`) holds the queue's live
-        head this step (stale entries are dropped first; False when none is left): its hold lasts
-        past ``now`` and a running call that outranks it is at risk. A hold sets a wake-up for when
-        it ends (unless one is due by then)."""
+        """Whether admission stops at the queue's head this step: no live call waits, or the batch
+        hold (:class:`~runtime.policies.base.BatchHold`) holds it -- its hold lasts past ``now`` and a
+        running call that outranks it is at risk. A hold sets a wake-up for when it ends (unless one
+        is due by then)."""
         waiting = self.waiting
         while waiting and waiting[0][2].state != QUEUED:
             heappop(waiting)
         if not waiting:
-            return False
+            return True
         prio, _, head = waiting[0]
         hold = self.hold
-        until = hold.until(prio, head.expected_s, head.remaining_cp_s)
+        until = hold.until(prio, head.expected_s)
         if not until > now:
             return False
         risky = False
@@ -561,16 +560,9 @@ class LLMEngine:
         # only take back the room just freed); with nothing left running, the step admits as usual.
         admit = not preempted or not (running or self.chunking is not None)
         hold = self.hold
-        held = None  # waiting entries the batch hold skipped this step (put back after it)
         while admit and waiting and budget > 0:
-            if hold is not None and (running or self.chunking is not None):
-                if self._head_held(now):
-                    if held is None:
-                        held = []
-                    held.append(heappop(waiting))
-                    continue
-                if not waiting:
-                    break
+            if hold is not None and (running or self.chunking is not None) and self._head_held(now):
+                break
             if len(running) + (self.chunking is not None) >= self.max_batch:
                 # Batch full: a preemptive policy may evict its worst running call for the head.
                 if not (self.preemptive and self._head_preempts()):
@@ -615,9 +607,6 @@ class LLMEngine:
             self._admit(call, pkey, ptoks, resident, fill, chunk)
             prefill += chunk
             budget -= chunk
-        if held is not None:
-            for entry in held:
-                heappush(waiting, entry)
         used = self.kv_own + self.prefix_total
         if used > self.kv_peak:
             self.kv_peak = used

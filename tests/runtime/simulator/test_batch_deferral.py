@@ -87,8 +87,8 @@ def test_cortex_defers_only_when_the_parameter_is_set():
     assert Cortex().batch_hold() is None
     hold = Cortex(defer_slack_factor=3.0, urgent_slack_factor=1.5).batch_hold()
     assert isinstance(hold, SlackHold) and (hold.hold_factor, hold.urgent_factor) == (3.0, 1.5)
-    assert hold.until((0.0,), 1.0, 1.0) == float("-inf")  # no deadline
-    assert hold.until((1.0, 10.0, 0.0), 1.0, 1.0) == float("-inf")  # a hopeless run's call is never held
+    assert hold.until((0.0,), 1.0) == float("-inf")  # no deadline
+    assert hold.until((1.0, 10.0, 0.0), 1.0) == float("-inf")  # a hopeless run's call is never held
     assert not hold.at_risk((1.0, 0.0, 0.0), 1.0, 5.0)  # ... nor protected
 
 
