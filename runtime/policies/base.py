@@ -292,48 +292,11 @@ class Policy:
         keyed ``running`` when the batch or KV cache is full. Default: a strictly lower key."""
         return waiting < running
 
-    def batch_hold(self) -> "BatchHold | None":
-        """Batch deferral (:class:`BatchHold`), or None (the default): every engine admits its queue's
-        head whenever the batch and KV cache have room."""
-        return None
-
     def decisions(self) -> "Decisions":
         """The object an executor asks for this policy's per-call decisions (:class:`Decisions`):
         by default one that calls :meth:`adapt`, :meth:`route` and :meth:`priority`. A policy
         may return a subclass that makes the same decisions faster (:mod:`runtime.policies.cortex`)."""
         return Decisions(self)
-
-
-class BatchHold:
-    """Batch deferral: an engine's per-step veto on admitting the head of its waiting queue.
-
-    Admitting a call into a running batch lengthens the batch's next iterations (its prefill stalls
-    every decoding sequence for that step; every later shared step costs ``S + K x ctx`` more). A
-    call whose run has ample slack can afford to wait for a step or more; a running call whose run
-    has little slack may not afford the slowdown. At each scheduler step, an engine with such a
-    policy leaves its queue's head (key ``w``, expected standalone time ``e``) waiting when
-
-        now < until(w, e)   and   some running call (key k < w, expected time e') has at_risk(k, e', now),
-
-    and otherwise admits as usual; it steps again by ``until(w, e)`` at the latest. Contract, which
-    makes the hold bounded (no starvation) and lets the engine sleep until the next batch change:
-    ``until`` does not depend on the time (a call is held at most until then), and ``at_risk`` is
-    monotone in ``now`` (a running call at risk stays so until it leaves the batch). Keys are the
-    policy's priority keys (lower runs first), so a call is held only for calls that outrank it.
-
-    A real engine can do the same: vLLM's scheduler admits from its waiting queue once per step, and
-    a priority-aware scheduler may decline to admit the head in a step (as it already does when the
-    KV cache lacks room), given each request's key and expected service time. This base class
-    never holds (``until`` is -inf)."""
-
-    def until(self, waiting: PriorityKey, expected_s: float) -> float:
-        """Until when a waiting call keyed ``waiting`` (expected standalone ``expected_s``) may be held."""
-        return -math.inf
-
-    def at_risk(self, running: PriorityKey, expected_s: float, now_s: float) -> bool:
-        """Whether the running call keyed ``running`` (expected standalone ``expected_s``) is at risk
-        at ``now_s`` (so calls it outranks may be held out of its batch)."""
-        return False
 
 
 class Decisions:

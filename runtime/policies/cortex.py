@@ -45,12 +45,6 @@ by the planner: :func:`runtime.simulator.cluster.layout_from_plan`) and adds:
   when the run has already missed its deadline and the retry's stage has a
   queue: a pruned run counts as a miss, so pruning only frees capacity for runs
   that can still make theirs.
-* **Batch deferral (off by default).** With ``defer_slack_factor`` d set, an
-  engine leaves the head of its queue waiting while its run's slack is at least
-  d x its expected time and a call that outranks it in the running batch is
-  urgent (slack below ``urgent_slack_factor`` x that call's expected time):
-  admitting it would lengthen the urgent call's next iterations
-  (:class:`SlackHold`, :class:`runtime.policies.base.BatchHold`).
 * **Hedging.** Executor (SQL/tool) calls are duplicated on an idle second
   executor when ``hedge_executors`` is set (off by default: in the simulator a
   duplicate shares the call's scripted service time, so it cannot win).
@@ -63,8 +57,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from runtime.policies.base import (
-    KEEP, Adaptation, Admission, BatchHold, CallView, Decisions, Policy, PriorityKey, ReplicaView, Route, StageLoad,
-    route_to, uses_method,
+    KEEP, Adaptation, Admission, CallView, Decisions, Policy, PriorityKey, ReplicaView, Route, StageLoad, route_to,
+    uses_method,
 )
 from runtime.policies.disaggregation import best_pair
 from runtime.policies.placement import estimate, estimate_at, has_kv_room, kv_need_at, prefill_monotone
@@ -114,16 +108,6 @@ class Cortex(Policy):
     Tuned on seed 2 (goal cell, `sim_tune.py cortex preempt_margin_s=0.3,1,5,inf`): 0.3 / 1 / 5 s give 3.08 / 3.02 / 2.71 at 95% (the recompute of
     1.4-1.9k-token prompts costs more than the reordering gains); inf (evict only hopeless
     runs' calls) 2.54."""
-
-    defer_slack_factor: float = math.inf
-    """Batch deferral (:class:`SlackHold`): hold a waiting call out of a batch with an urgent call
-    that outranks it while the waiting call's slack is at least this many times its expected time.
-    inf (the default): never."""
-
-    def batch_hold(self) -> BatchHold | None:
-        if not math.isfinite(self.defer_slack_factor):
-            return None
-        return SlackHold(self.defer_slack_factor, self.urgent_slack_factor)
 
     def preempts(self, waiting: PriorityKey, running: PriorityKey) -> bool:
         if len(waiting) != 3 or len(running) != 3 or waiting[0] > 0.0:
@@ -203,30 +187,6 @@ class _CortexDecisions(Decisions):
 
     def priority(self, call: CallView) -> PriorityKey:
         return _latest_start_key(call)
-
-
-class SlackHold(BatchHold):
-    """Cortex's batch deferral on its keys ``(hopeless, latest start, enqueued)``
-    (:func:`_latest_start_key`). A call's slack at ``now`` is ``latest start - now`` (= deadline -
-    now - remaining critical path: :func:`slack_s`). A waiting call with slack at least
-    ``hold_factor`` x its expected time e may be held, until ``latest start - hold_factor x e``; a
-    running call is at risk while its slack is below ``urgent_factor`` x its expected time (Cortex's
-    urgency test, which routing uses too): once true it stays true, as the contract asks. Calls
-    without a deadline or of hopeless runs are neither held nor protected."""
-
-    __slots__ = ("hold_factor", "urgent_factor")
-
-    def __init__(self, hold_factor: float, urgent_factor: float) -> None:
-        self.hold_factor = hold_factor
-        self.urgent_factor = urgent_factor
-
-    def until(self, waiting: PriorityKey, expected_s: float) -> float:
-        if len(waiting) != 3 or waiting[0] > 0.0:
-            return -math.inf
-        return waiting[1] - self.hold_factor * expected_s
-
-    def at_risk(self, running: PriorityKey, expected_s: float, now_s: float) -> bool:
-        return len(running) == 3 and running[0] == 0.0 and running[1] - now_s < self.urgent_factor * expected_s
 
 
 class _RouteKnobs:

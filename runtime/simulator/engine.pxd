@@ -13,9 +13,6 @@ cdef class LLMEngine:
     cdef public bint preemptive, busy, in_tick, ep_single, dirty
     cdef public double F, S, K, C, P0, ep_t0, busy_s
     cdef public object cores
-    cdef public object hold, _wake_cb
-    cdef public double wake_at
-    cdef public long holds
     cdef public double F0, S0, K0, C0, P00, ep_end, ep_f, ep_D, ep_P
     cdef public list waiting, fin, pending_cancel
     cdef public dict running
@@ -44,9 +41,6 @@ cdef class LLMEngine:
     @cython.locals(done=long, n=long, end=double)
     cpdef _interrupt(self)
     cpdef on_tick(self, version)
-    cpdef on_wake(self, _arg)
-    @cython.locals(head=Call, r=Call, c=Call, until=double, risky=bint)
-    cpdef bint _head_held(self, double now) except -1
     @cython.locals(n=long, b=long, now=double, step=long, fstep=long, call=Call, sim=SimClock)
     cpdef _settle(self)
     @cython.locals(own=long)

@@ -56,12 +56,6 @@ preempt a running call to make room for the running ones' growth admits no
 waiting call (vLLM's ``Scheduler.schedule``: waiting requests are scheduled only
 ``if not preempted_reqs``).
 
-Batch deferral (off unless the policy gives a :class:`~runtime.policies.base.BatchHold`): before
-admitting its queue's head, a step asks the hold whether to leave it waiting (ample slack) because a
-running call that outranks it is at risk; then nothing more is admitted in that step (the head
-blocks the queue, as for KV), and the engine steps again when the batch changes or, at the latest,
-when the head's hold ends (a wake-up event cuts the decode epoch in progress, as an arrival does).
-
 CPU contention: engines that share a machine's cores (:meth:`share_cores`, the
 simulator's CPU replicas when their profile measured contention) progress at
 ``1 / LatencyProfile.contention_factor`` of the other engines busy *now*. An
@@ -83,7 +77,7 @@ from heapq import heapify, heappop, heappush
 from typing import TYPE_CHECKING
 
 from planner.profiles import LatencyProfile
-from runtime.policies.base import BatchHold, ReplicaView
+from runtime.policies.base import ReplicaView
 from runtime.simulator.events import pop_event, push_event
 from runtime.simulator.calls import CANCELLED, QUEUED, RUNNING, Call
 from runtime.simulator.cluster import ReplicaSpec
@@ -98,7 +92,7 @@ class LLMEngine:
     def __init__(self, sim: "Simulator", spec: ReplicaSpec, profile: LatencyProfile, kv_bytes_per_token: int,
                  capacity_tokens: int, *, speed: float = 1.0, block_tokens: int = 16,
                  max_batched_tokens: int = 8192, preemptive: bool = False,
-                 preempts=lambda waiting, running: waiting < running, hold: BatchHold | None = None):
+                 preempts=lambda waiting, running: waiting < running):
         self.sim = sim
         self.spec = spec
         self.name = spec.name
@@ -110,10 +104,6 @@ class LLMEngine:
         self.max_batched_tokens = max_batched_tokens
         self.preemptive = preemptive
         self.preempts = preempts
-        self.hold = hold
-        self.wake_at = 0.0  # when the last wake-up for a held head was set for
-        self._wake_cb = self.on_wake
-        self.holds = 0  # steps that held their queue's head (batch deferral)
         self.F = profile.decode_fixed_s
         self.S = profile.decode_per_seq_s
         self.K = profile.decode_per_kv_token_s
@@ -369,15 +359,6 @@ class LLMEngine:
         if self.cores is not None and not self.busy:
             self._went(False)
 
-    def on_wake(self, _arg: object) -> None:
-        """A held head's hold ends now: step again at the end of the iteration in progress."""
-        if self.busy:
-            self._interrupt()
-        elif not self.in_tick:
-            self._schedule()
-            if self.cores is not None and self.busy:
-                self._went(True)
-
     def _settle(self) -> None:
         """Apply the finished epoch: advance steps and KV, complete finished calls."""
         n, b = self.ep_n, self.ep_b
@@ -447,35 +428,6 @@ class LLMEngine:
         self.nwaiting += 1
         self.queued_prefill += call.ctx
         self.queued_out += call.remaining
-
-    def _head_held(self, now: float) -> bool:
-        """Whether admission stops at the queue's head this step: no live call waits, or the batch
-        hold (:class:`~runtime.policies.base.BatchHold`) holds it -- its hold lasts past ``now`` and a
-        running call that outranks it is at risk. A hold sets a wake-up for when it ends (unless one
-        is due by then)."""
-        waiting = self.waiting
-        while waiting and waiting[0][2].state != QUEUED:
-            heappop(waiting)
-        if not waiting:
-            return True
-        prio, _, head = waiting[0]
-        hold = self.hold
-        until = hold.until(prio, head.expected_s)
-        if not until > now:
-            return False
-        risky = False
-        for r in self.running.values():
-            if r.prio < prio and hold.at_risk(r.prio, r.expected_s, now):
-                risky = True
-                break
-        c = self.chunking
-        if not risky and (c is None or not (c.prio < prio and hold.at_risk(c.prio, c.expected_s, now))):
-            return False
-        if not now < self.wake_at <= until:
-            self.wake_at = until
-            self.sim.at(until, self._wake_cb, None)
-        self.holds += 1
-        return True
 
     def _head_preempts(self) -> bool:
         """Whether the best waiting call may evict the worst running one (policy's ``preempts``)."""
@@ -559,10 +511,7 @@ class LLMEngine:
         # vLLM admits no waiting call in a step that had to preempt a running one for KV (it would
         # only take back the room just freed); with nothing left running, the step admits as usual.
         admit = not preempted or not (running or self.chunking is not None)
-        hold = self.hold
         while admit and waiting and budget > 0:
-            if hold is not None and (running or self.chunking is not None) and self._head_held(now):
-                break
             if len(running) + (self.chunking is not None) >= self.max_batch:
                 # Batch full: a preemptive policy may evict its worst running call for the head.
                 if not (self.preemptive and self._head_preempts()):

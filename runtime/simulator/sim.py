@@ -127,7 +127,6 @@ class Simulator(SimClock):
                 if best is None or p.request_s(*SPEED_PROBE) < best.request_s(*SPEED_PROBE):
                     profiles[spec.model] = p
         self.ref_profiles = profiles
-        hold = self.policy.batch_hold()  # batch deferral: not on prefill replicas (no decoding batch)
         for spec in layout:
             if spec.name in self.replicas:
                 raise LayoutError(f"duplicate replica name {spec.name!r}")
@@ -141,8 +140,7 @@ class Simulator(SimClock):
                 eng = LLMEngine(self, spec, p, mspec.kv_bytes_per_token, cap, speed=speed,
                                 block_tokens=self.cfg.block_tokens,
                                 max_batched_tokens=self.cfg.max_batched_tokens,
-                                preemptive=self.policy.preemptive, preempts=self.policy.preempts,
-                                hold=None if spec.role == "prefill" else hold)
+                                preemptive=self.policy.preemptive, preempts=self.policy.preempts)
                 for wf in self.program.workflows:  # prewarmed prefixes: keyed as the calls will look them up
                     for stage in wf.stages:
                         if stage.name in spec.prewarm and isinstance(stage, LLMStage) and stage.prefix_tokens > 0:

@@ -4,7 +4,7 @@ Used by ``tests/runtime/test_accel.py`` to compare the compiled simulator with t
 source: every policy of the registry on three workloads (retry loop, ReAct loop, fan-out), on a
 shared pool and on stage-isolated pools, prefill/decode-disaggregated layouts, chunked prefill (a
 512-token step budget on the shared and disaggregated NL2SQL layouts), a malleable
-workflow (lighter model options), context-length refusal, alike output lengths, engines that slow each other (contention), batch deferral (Cortex's held heads and their wake-ups), trace replay, KV sampling and per-call records. Small on purpose (a few
+workflow (lighter model options), context-length refusal, alike output lengths, engines that slow each other (contention), trace replay, KV sampling and per-call records. Small on purpose (a few
 seconds in all): the digests cover every run's end time, status, pruning and quality, every
 engine's counters and the recorded calls.
 """
@@ -113,19 +113,6 @@ def contention_cases() -> Iterator[tuple[str, Simulator]]:
         yield f"contention/{pname}/shared", sim
 
 
-def deferral_cases() -> Iterator[tuple[str, Simulator]]:
-    """Batch deferral (``Cortex.defer_slack_factor``): heads held out of batches with an urgent call,
-    wake-ups cutting decode epochs; with the default step budget and chunked prefill."""
-    from runtime.policies.cortex import Cortex
-
-    wf = nl2sql()
-    layout = shared_layout(DEVICES, "llama8b", workflow=wf, executor_slots=32)
-    for budget in (8192, 512):
-        cfg = SimConfig(runs=250, seed=5, slo_scale=2.0, max_batched_tokens=budget, record_calls=True)
-        yield f"deferral/cortex/shared-{budget}", Simulator(program(wf), layout, Cortex(defer_slack_factor=3.0),
-                                                            [Stream(wf.name, 6.0)], cfg)
-
-
 def trace(n: int = 200, seed: int = 3) -> list[TraceRequest]:
     """``n`` recorded NL2SQL-like requests (generate, SQL, a fix on error, a parallel tool call)."""
     rng = random.Random(seed)
@@ -156,5 +143,5 @@ def trace_cases() -> Iterator[tuple[str, Simulator]]:
 
 def digests() -> dict[str, str]:
     """Every case's :func:`digest`."""
-    gens = (cases, refusal_cases, alike_cases, contention_cases, deferral_cases, trace_cases)
-    return {name: digest(sim.run()) for gen in gens for name, sim in gen()}
+    return {name: digest(sim.run()) for gen in (cases, refusal_cases, alike_cases, contention_cases, trace_cases)
+            for name, sim in gen()}

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from heapq import heappop
-
 from cortexlang.ir import SLO, Condition, Edge, Program, ToolStage, Workflow
-from runtime.simulator.calls import Call
 from runtime.simulator.cluster import ReplicaSpec
-from runtime.simulator.events import SimClock
 from runtime.simulator.workloads import LLAMA8B, edge, llm
 
 
@@ -36,22 +32,4 @@ def executors(slots: int) -> list[ReplicaSpec]:
     return [ReplicaSpec(name="x", kind="executor", slots=slots)]
 
 
-class Loop(SimClock):
-    """The part of the Simulator an engine talks to (the clock, the event heap: SimClock), recording
-    when each call finished: drives one engine directly in a test."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.finished: dict[str, float] = {}
-
-    def call_finished(self, call: Call) -> None:
-        self.finished[call.key] = self.now
-
-    def run(self, until: float = float("inf")) -> None:
-        while self._events and self._events[0][0] <= until:
-            t, _, handler, arg = heappop(self._events)
-            self.now = t
-            handler(arg)
-
-
-__all__ = ["Loop", "tool_only", "one_llm", "prog", "engines", "executors", "Condition", "Edge"]
+__all__ = ["tool_only", "one_llm", "prog", "engines", "executors", "Condition", "Edge"]

@@ -15,12 +15,31 @@ from planner.profiles import get_profile
 from runtime.policies.fcfs import FCFS
 from runtime.simulator.calls import Call
 from runtime.simulator.engine import LLMEngine
+from runtime.simulator.events import SimClock
 from runtime.simulator.sim import SimConfig, Simulator, Stream
 from runtime.simulator.workloads import LLAMA8B, edge, llm
 from cortexlang.ir import Workflow
-from tests.runtime.simulator.helpers import Loop, engines, prog
+from tests.runtime.simulator.helpers import engines, prog
 
 PROFILE = get_profile("llama-3-8b", "H100", 1)
+
+
+class Loop(SimClock):
+    """The part of the Simulator an engine talks to (the clock, the event heap: SimClock), recording
+    when each call finished."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finished: dict[str, float] = {}
+
+    def call_finished(self, call: Call) -> None:
+        self.finished[call.key] = self.now
+
+    def run(self, until: float = float("inf")) -> None:
+        while self._events and self._events[0][0] <= until:
+            t, _, handler, arg = heappop(self._events)
+            self.now = t
+            handler(arg)
 
 
 def _engine(loop: Loop, budget: int, kv: int = 100_000, **kw) -> LLMEngine:
