@@ -62,8 +62,10 @@ BACKOFFS = 3
 CONFIRM_FACTOR = 2
 """A miss inside the attainment's confidence interval is re-simulated on a new seed with this many times
 the runs; that larger sample decides."""
-FEEDBACK_ROUNDS = 2
-"""Most re-plans with the arrivals' dispersion measured in verification, besides the tightening rounds."""
+FEEDBACK_ROUNDS = 1
+"""Most re-plans with the arrivals' dispersion measured in verification, besides the tightening rounds.
+Two re-plans took 3.0-3.5x the CPU time of none on ``benchmarks/plan_bench.py``'s binding 20-stage
+verified case (load average ~7), one 1.9-2.4x; both gave the same rows on ``plan_vs_sim.py``."""
 
 
 def inconclusive(v: Verification, slo: SLO | None) -> bool:
