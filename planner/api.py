@@ -46,12 +46,14 @@ from planner.dispersion import plan_dispersion
 from planner.latency import (DEFAULT_SAMPLES, MAX_BRANCH_COPIES, PathSample, attainment, distribution, sample_paths,
                              widest_branch_copies)
 from planner.plan import (
-    ColocatedStage, ExecutorPool, Infeasible, KnobSettings, LLMPool, Mode, Objective, Plan, SolverInfo, StageLatency, WorkflowPlan,
+    ColocatedStage, ExecutorPool, Infeasible, KnobSettings, LLMPool, MeasuredArrivals, Mode, Objective, Plan, SolverInfo,
+    StageLatency, WorkflowPlan,
 )
 from planner.profiles import PROFILE_DIR, ProfileNotFound, cpu_engines_busy, get_profile
 from planner.service import planned_stage
 from planner.shared_pool import compare
 from planner.solver import TIME_LIMIT_S, SolveResult, WorkflowProblem, objective_milli, solve
+from planner.verified_dispersion import StageArrivals, feedback, stage_arrivals
 from planner.visits import ChainError, VisitChain, branch_multiplicity, build_chain, expected_stage_visits
 
 MAX_RATE_PER_S = 1e9
@@ -240,6 +242,10 @@ class PlanningCache:
     """The arrivals' dispersion the last request's models ended with, per (workflow, scenario): where the
     next request's :meth:`Planner._second_pass` starts (a tighter target mostly picks pools that cause
     about the same bursts, so its first solve is then the last)."""
+    arrivals: dict[str, dict[str, StageArrivals]] = field(default_factory=dict)
+    """Per workflow of the last request's plan: each stage's analytic arrivals (read window, predicted
+    index, fan-out copies), against which the verification loop judges what it measured
+    (:func:`planner.verified_dispersion.raised`)."""
     hits: int = 0
     """Requests that found the cache built for them (for tests and benchmarks)."""
 
@@ -257,7 +263,7 @@ class PlanningCache:
         if key == self.key:
             self.hits += 1
         else:
-            self.key, self.memo, self.burst = key, {}, {}
+            self.key, self.memo, self.burst, self.arrivals = key, {}, {}, {}
         return self.memo
 
 
@@ -267,8 +273,12 @@ class Planner:
     def __init__(self, program: Program, inventory: Inventory, rates: dict[str, float], mode: Mode,
                  samples: int, seed: int, profile_dir: Path, progress: Progress | None,
                  decode_stretch: float = DECODE_STRETCH, time_limit_s: float = TIME_LIMIT_S,
-                 layout: Layout = "search", disaggregate: bool = False, cache: PlanningCache | None = None) -> None:
+                 layout: Layout = "search", disaggregate: bool = False, cache: PlanningCache | None = None,
+                 measured: Mapping[str, Mapping[str, MeasuredArrivals]] | None = None) -> None:
         self.program, self.inventory, self.rates, self.mode = program, inventory, rates, mode
+        self.measured = dict(measured or {})
+        """Per workflow, per stage: its arrivals measured in a verification simulation, fed back where they
+        are burstier than predicted (:mod:`planner.verified_dispersion`)."""
         self.layout = layout
         self.disaggregate = disaggregate
         self.decode_stretch = decode_stretch
@@ -397,6 +407,10 @@ class Planner:
         for m, assign in zip(models, result.assignments):
             chosen = {s: m.stages[s].candidates[i] for s, i in assign.items()}
             got = plan_dispersion(m.chain, chosen, m.scenario.fanout_width)
+            measured = self.measured.get(m.workflow.name)
+            if measured:  # where the verification measured burstier arrivals than predicted, use those
+                fed = feedback(stage_arrivals(m.chain, chosen, m.scenario.fanout_width, got), measured)
+                got.update({s: d.simulated for s, d in fed.items()})
             out[m.workflow.name] = {s: _on_grid(v) for s, v in got.items() if v > 1.0 + BURST_TOLERANCE}
         return out
 
@@ -626,6 +640,13 @@ class Planner:
             fanout_width={f.name: f.branch_count(m.scenario.fanout_width.get(f.name))
                           for f in wf.fanouts if f.width is not None},
             quality=round(quality, 6))
+        fed = {}
+        if self.cache is not None or self.measured.get(wf.name):
+            arrivals = stage_arrivals(m.chain, chosen, m.scenario.fanout_width,
+                                      plan_dispersion(m.chain, chosen, m.scenario.fanout_width))
+            fed = feedback(arrivals, self.measured.get(wf.name, {}))
+            if self.cache is not None:
+                self.cache.arrivals[wf.name] = arrivals
         cost = round(sum(c.cost_per_hour for c in chosen.values()), 4)
         if self.mode == "cost":
             objective = Objective(mode="cost", description=f"cost of {wf.name}", value=cost, unit="$/h")
@@ -636,7 +657,8 @@ class Planner:
             workflow=wf.name, objective=objective, slo=slo, rate_per_s=m.rate, llm_pools=tuple(llm_pools),
             executor_pools=tuple(exec_pools), knobs=knobs, latency=distribution(latency), slo_attainment=att,
             headroom=headroom, p_done=round(m.chain.p_done(), 6),
-            shared_pool=compare(self.program, wf, self.inventory, m.paths, chosen, m.ca2), cost_per_hour=cost)
+            shared_pool=compare(self.program, wf, self.inventory, m.paths, chosen, m.ca2), cost_per_hour=cost,
+            verified_dispersion=fed)
 
 
 def _stage_latency(c: Candidate) -> StageLatency:
@@ -658,7 +680,8 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
                  samples: int = DEFAULT_SAMPLES, seed: int = 0, progress: Progress | None = None,
                  decode_stretch: float = DECODE_STRETCH, time_limit_s: float = TIME_LIMIT_S,
                  layout: Layout = "search", disaggregate: bool = False,
-                 cache: PlanningCache | None = None) -> Plan | Infeasible:
+                 cache: PlanningCache | None = None,
+                 measured: Mapping[str, Mapping[str, MeasuredArrivals]] | None = None) -> Plan | Infeasible:
     """Plan ``program`` (or the named ``workflows`` of it) on ``inventory``.
 
     ``inventory`` defaults to the program's ``resources``; ``rate`` (runs per
@@ -675,7 +698,11 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
     ``disaggregate`` also offers prefill/decode-disaggregated dedicated pools on GPUs
     (:mod:`planner.disaggregation`); off by default: the real runtime cannot serve them yet.
     ``cache`` (:class:`PlanningCache`) carries the candidates built by an earlier call that differed
-    only in its SLO latency targets; it is filled for the next such call. Never raises on bad input: returns :class:`Infeasible` with a message.
+    only in its SLO latency targets; it is filled for the next such call.
+    ``measured`` (workflow -> stage -> :class:`~planner.plan.MeasuredArrivals`, from a verification
+    simulation of an earlier plan) replaces a stage's predicted arrivals' dispersion where it measured
+    them burstier (:mod:`planner.verified_dispersion`); the plan lists those stages
+    (``WorkflowPlan.verified_dispersion``). Never raises on bad input: returns :class:`Infeasible` with a message.
     """
     inventory = inventory or program.inventory
     if inventory is None:
@@ -714,7 +741,7 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
         with cpu_engines_busy(busy_others):
             return Planner(program, inventory, rates, mode, samples, seed, profiles or PROFILE_DIR, progress,
                            decode_stretch, time_limit_s, layout, disaggregate,
-                           cache if busy_others == 0.0 else None).run()
+                           cache if busy_others == 0.0 else None, measured).run()
 
     try:
         return plan_under_contention(planned, profiles or PROFILE_DIR)

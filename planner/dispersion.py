@@ -331,12 +331,19 @@ def plan_dispersion(chain: VisitChain, chosen: Mapping[str, "Candidate"],
     for s, e in excess.items():
         c = chosen.get(s)
         if c is not None and c.kind == "llm":
-            out[s] = index_at(_foreign(e, c.group_stages or (s,)), c.mean, scales)
+            out[s] = index_at(_foreign(e, c.group_stages or (s,)), read_window(c, wf.stage(s)), scales)
         elif c is not None and e:
-            out[s] = index_at(e, executor_window(c, wf.stage(s)), scales)
+            out[s] = index_at(e, read_window(c, wf.stage(s)), scales)
         else:
             out[s] = 1.0
     return out
+
+
+def read_window(c: "Candidate", stage) -> float | None:
+    """The window over which the queue of pool ``c`` (serving ``stage``) reads its arrivals' dispersion:
+    an LLM stage its own mean stay (its prefill stall integrates the work over it), an executor stage
+    its relaxation time (:func:`executor_window`; None: the upstream stays' whole extent)."""
+    return c.mean if c.kind == "llm" else executor_window(c, stage)
 
 
 def executor_window(c: "Candidate", stage) -> float | None:
@@ -421,5 +428,5 @@ def _foreign(excess: Excess, pool: Sequence[str]) -> Excess:
     return {k: v for k, v in excess.items() if k not in pool}
 
 
-__all__ = ["plan_dispersion", "pool_departure", "executor_window", "departure_index", "thinned", "merged", "batched", "stage_dispersion",
+__all__ = ["plan_dispersion", "pool_departure", "executor_window", "read_window", "departure_index", "thinned", "merged", "batched", "stage_dispersion",
            "window_share", "index_at", "cap_damping", "cohort_excess", "cohort_share", "OriginScale", "ROUNDS"]

@@ -250,7 +250,8 @@ class Verification(PlanModel):
     under ``policy``; ``slo_attainment`` is measured against the file's SLO, with
     a 95% Wilson interval over the ``runs`` measured. When the first plan missed
     its SLO in simulation the planner was asked again for a tighter latency
-    target (``planned_latency_s``), ``rounds`` times in all.
+    target (``planned_latency_s``), or again with the arrivals' dispersion measured here where it was
+    burstier than predicted (``WorkflowPlan.verified_dispersion``), ``rounds`` plans in all.
     """
 
     label: Literal["simulated"] = "simulated"
@@ -265,7 +266,39 @@ class Verification(PlanModel):
         default=None, description="Simulated latency at the SLO's attainment quantile (inf: too many rejected).")
     planned_latency_s: float | None = Field(
         default=None, description="The SLO latency the pools were sized for (below the file's after tightening).")
-    rounds: int = Field(default=1, ge=1, description="Plans simulated, the first included.")
+    rounds: int = Field(default=1, ge=1, description="Plans verified, the first included (a re-plan that deploys "
+                                                        "the same pools and knobs keeps its predecessor's simulation).")
+
+
+class MeasuredArrivals(PlanModel):
+    """How bursty one stage's arrivals were in a simulation (every figure here is *simulated*): the
+    index of dispersion (variance / mean) of the counts of the calls reaching the stage in ``bins[i]``
+    consecutive windows of ``windows_s[i]`` seconds, for a grid of windows (ascending). The input of
+    the planner's verification feedback (:mod:`planner.verified_dispersion`)."""
+
+    label: Literal["simulated"] = "simulated"
+    windows_s: tuple[float, ...]
+    index: tuple[float, ...]
+    bins: tuple[int, ...]
+
+    @model_validator(mode="after")
+    def _aligned(self) -> "MeasuredArrivals":
+        if not len(self.windows_s) == len(self.index) == len(self.bins):
+            raise ValueError("windows_s, index and bins must have one entry per window")
+        if any(b <= a for a, b in zip(self.windows_s, self.windows_s[1:])):
+            raise ValueError("windows_s must ascend")
+        return self
+
+
+class VerifiedDispersion(PlanModel):
+    """A stage whose arrivals' index of dispersion the plan took from its verification simulation,
+    because the simulation measured them burstier than the analytic model predicted for the same pools
+    (:mod:`planner.verified_dispersion`): the latency tables of the stage's pool were built with
+    ``simulated`` (the queueing tables stay the planner's own; only the traffic descriptor is measured)."""
+
+    window_s: float = Field(gt=0, description="The window the stage's queue reads its arrivals over.")
+    analytic: float = Field(ge=0, description="The index predicted from the chosen pools (planner.dispersion).")
+    simulated: float = Field(ge=0, description="The index measured in the verification simulation (simulated).")
 
 
 class WorkflowPlan(PlanModel):
@@ -288,6 +321,17 @@ class WorkflowPlan(PlanModel):
     cost_per_hour: float = Field(ge=0)
     verification: Verification | None = Field(
         default=None, description="The plan simulated before it was shown (None: not verified).")
+    verified_dispersion: dict[str, VerifiedDispersion] = Field(
+        default_factory=dict, description="Per stage: arrivals' dispersion taken from the verification "
+                                          "simulation (empty: every stage's is the analytic prediction).")
+
+    @model_serializer(mode="wrap")
+    def _omit_analytic_dispersion(self, handler):
+        """Plans whose dispersion is all analytic have no ``verified_dispersion`` (their JSON stays byte-identical)."""
+        data = handler(self)
+        if not self.verified_dispersion:
+            data.pop("verified_dispersion", None)
+        return data
 
     def pool(self, stage: str) -> LLMPool | ExecutorPool:
         """The pool serving ``stage`` (a shared LLM pool serves several stages)."""

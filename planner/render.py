@@ -157,6 +157,11 @@ def _workflow_lines(w: WorkflowPlan) -> list[str]:
             rounds = f"; {v.rounds} plans simulated" if v.rounds > 1 else ""
             lines.append(f"  simulated SLO: {v.slo_attainment:.2%} of runs within {slo.latency_s:g}s "
                          f"(95% interval {lo:.2%}-{hi:.2%}): {verdict}{rounds}")
+    if w.verified_dispersion:
+        fed = ", ".join(f"{s} {d.simulated:.2f} (predicted {d.analytic:.2f}) over {_s(d.window_s)}"
+                        for s, d in sorted(w.verified_dispersion.items()))
+        lines.append(f"  arrivals' dispersion taken from the verification simulation where burstier than "
+                     f"predicted: {fed}")
     return lines
 
 

@@ -20,6 +20,18 @@ larger sample decides. Every workflow's final plan
 carries its :class:`~planner.plan.Verification`, and its ``slo`` stays the
 file's.
 
+The verification is also a measurement (:mod:`planner.verified_dispersion`):
+each stage's arrivals' index of dispersion in that simulation. Where it is
+burstier than the planner predicted for the same pools, the plan is made
+again with the measured indices (the planner's queueing tables, its own) and
+verified again -- before any tightening, since a plan sized for the traffic it
+causes may hold where a tightened one was needed -- at most
+:data:`FEEDBACK_ROUNDS` times, each round's measurements merged with the
+earlier ones (window by window, the burstier). A re-plan that deploys the same
+pools and knobs keeps its simulation (the same seed gives the same runs). Not
+for plans that assumed CPU contention (their re-plans do not share the cache
+that holds the predictions measured against).
+
 This module sits in the CLI layer because it joins the planner (which
 never imports the runtime) with the simulator (which never imports the
 planner's solver).
@@ -32,8 +44,10 @@ from collections.abc import Callable, Mapping
 
 from cortexlang.ir import SLO, Program
 from planner.api import PlanningCache, plan_program
-from planner.plan import Infeasible, Plan, Verification
-from runtime.simulator.verify import simulate_plan
+from planner.plan import Infeasible, MeasuredArrivals, Plan, Verification
+from planner.verified_dispersion import merged, raised
+from runtime.simulator.cluster import layout_from_plan
+from runtime.simulator.verify import Measured, measure_plan
 
 MAX_ROUNDS = 4
 MARGIN = 0.98
@@ -48,6 +62,10 @@ BACKOFFS = 3
 CONFIRM_FACTOR = 2
 """A miss inside the attainment's confidence interval is re-simulated on a new seed with this many times
 the runs; that larger sample decides."""
+FEEDBACK_ROUNDS = 1
+"""Most re-plans with the arrivals' dispersion measured in verification, besides the tightening rounds.
+Two re-plans took 3.0-3.5x the CPU time of none on ``benchmarks/plan_bench.py``'s binding 20-stage
+verified case (load average ~7), one 1.9-2.4x; both gave the same rows on ``plan_vs_sim.py``."""
 
 
 def inconclusive(v: Verification, slo: SLO | None) -> bool:
@@ -68,17 +86,20 @@ def tightening(slo_latency_s: float, latency_at_target_s: float) -> float:
 
 def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None = None,
                     progress: Callable[[str], None] | None = None, policy: str = "fcfs",
-                    policy_params: Mapping[str, object] | None = None, **plan_kwargs) -> Plan | Infeasible:
+                    policy_params: Mapping[str, object] | None = None, feedback_rounds: int = FEEDBACK_ROUNDS,
+                    **plan_kwargs) -> Plan | Infeasible:
     """:func:`planner.api.plan_program` with simulation verification (see module docstring).
 
     ``budget_s`` is the simulation budget per round, shared by the workflows
     (``runs`` fixes the simulated runs instead, for reproducible results);
     ``policy`` is the scheduling policy the plan is verified under (the
     deployment's: ``cortex`` when Cortex's runtime serves the plan; ``policy_params``
-    override its parameters).
+    override its parameters); ``feedback_rounds`` bounds the re-plans with the measured dispersion
+    (0: none, the analytic dispersion only).
     An infeasible first plan is returned as is; when a tightened plan is
     infeasible, the last plan is returned with a verification that says it
-    misses.
+    misses; when a plan with the measured dispersion is infeasible, the plan
+    before it is kept (and tightened if it misses).
     """
     say = progress or (lambda _msg: None)
     cache = PlanningCache()  # the tightened plans differ only in their latency targets: same candidates
@@ -89,39 +110,65 @@ def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None
     target = {name: slo.latency_s for name, slo in original.items() if slo is not None}
     seed = plan_kwargs.get("seed", 0)
     factor: dict[str, float] = {}  # per workflow that missed this round: the step on its target
-    for round_ in range(1, MAX_ROUNDS + 1):
-        say(f"simulating the plan (round {round_})")
+    measured: dict[str, dict[str, MeasuredArrivals]] = {}  # what the current plan was built with
+    simulated: dict[str, tuple[tuple, Measured]] = {}  # per workflow: the last deployment simulated, its result
+    rounds = feedbacks = tightenings = 0
+    while True:
+        rounds += 1
+        say(f"simulating the plan (round {rounds})")
         verified = []
         retry = False
+        seen: dict[str, dict[str, MeasuredArrivals]] = {}
         for wp in plan.workflows:
             slo = original.get(wp.workflow)
             share = budget_s / len(plan.workflows)
             try:
-                v = simulate_plan(program, plan, wp.workflow, budget_s=share, seed=seed, slo=slo, runs=runs,
-                                  policy=policy, policy_params=policy_params)
-                if inconclusive(v, slo):  # a miss within the sampling error: decide on a fresh, larger sample
-                    say(f"{wp.workflow}: inconclusive at {v.runs} runs: simulating {CONFIRM_FACTOR}x as many")
-                    v = simulate_plan(program, plan, wp.workflow, budget_s=CONFIRM_FACTOR * share, seed=seed + 1,
-                                      slo=slo, runs=None if runs is None else CONFIRM_FACTOR * runs, policy=policy,
-                                      policy_params=policy_params)
+                key = _deployment(plan, wp.workflow)
+                got = simulated[wp.workflow][1] if simulated.get(wp.workflow, (None,))[0] == key else None
+                if got is None:
+                    got = measure_plan(program, plan, wp.workflow, budget_s=share, seed=seed, slo=slo, runs=runs,
+                                       policy=policy, policy_params=policy_params)
+                    if inconclusive(got.verification, slo):  # a miss within the sampling error: a larger sample
+                        say(f"{wp.workflow}: inconclusive at {got.verification.runs} runs: simulating "
+                            f"{CONFIRM_FACTOR}x as many")
+                        got = measure_plan(program, plan, wp.workflow, budget_s=CONFIRM_FACTOR * share,
+                                           seed=seed + 1, slo=slo, runs=None if runs is None else CONFIRM_FACTOR * runs,
+                                           policy=policy, policy_params=policy_params)
+                    simulated[wp.workflow] = key, got
             except ValueError as exc:  # a layout the simulator cannot run: say so, keep the plan
                 say(f"{wp.workflow}: not simulated: {exc}")
                 verified.append(wp)
                 continue
-            v = v.model_copy(update={"rounds": round_, "planned_latency_s": target.get(wp.workflow)})
+            seen[wp.workflow] = got.arrivals
+            v = got.verification.model_copy(update={"rounds": rounds, "planned_latency_s": target.get(wp.workflow)})
             verified.append(wp.model_copy(update={"slo": slo, "verification": v}))
             if v.holds is False and v.latency_at_target_s and slo is not None:
                 factor[wp.workflow] = tightening(slo.latency_s, v.latency_at_target_s)
                 retry = True
         plan = plan.model_copy(update={"workflows": tuple(verified)})
-        if not retry or round_ == MAX_ROUNDS:
+        if feedbacks < feedback_rounds and plan.cpu_contention is None:
+            now = {w: merged(measured.get(w, {}), a) for w, a in seen.items()}
+            burstier = {w: raised(cache.arrivals.get(w, {}), measured.get(w, {}), now[w]) for w in now}
+            if any(burstier.values()):
+                feedbacks += 1
+                say("arrivals burstier in simulation than predicted ("
+                    + "; ".join(f"{w}: {', '.join(s)}" for w, s in burstier.items() if s)
+                    + "): planning with the simulated dispersion")
+                again = plan_program(_with_latency_targets(program, target), progress=progress, cache=cache,
+                                     measured=now, **plan_kwargs)
+                if not isinstance(again, Infeasible):
+                    measured, plan, factor = now, again, {}
+                    continue
+                feedbacks = feedback_rounds  # the burstier model fits no plan: keep this one
+        tightenings += 1
+        if not retry or tightenings == MAX_ROUNDS:
             return plan
         for _ in range(BACKOFFS + 1):
             tried = {name: target[name] * f for name, f in factor.items()}
             say(f"the plan misses its SLO in simulation: planning for "
                 f"{', '.join(f'{k} <= {v:.3g}s' for k, v in tried.items())}")
             again = plan_program(_with_latency_targets(program, {**target, **tried}), progress=progress,
-                                 cache=cache, **plan_kwargs)
+                                 cache=cache, measured=measured or None, **plan_kwargs)
             if not isinstance(again, Infeasible):
                 break
             factor = {name: math.sqrt(f) for name, f in factor.items()}  # a smaller step
@@ -130,7 +177,12 @@ def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None
         target.update(tried)
         factor = {}
         plan = again
-    return plan
+
+
+def _deployment(plan: Plan, workflow: str) -> tuple:
+    """What the simulation of ``workflow``'s part of ``plan`` depends on: its replicas, knobs and rate."""
+    wp = plan.workflow(workflow)
+    return layout_from_plan(plan, workflow), wp.knobs, wp.rate_per_s
 
 
 def _with_latency_targets(program: Program, targets: Mapping[str, float]) -> Program:

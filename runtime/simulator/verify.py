@@ -10,20 +10,26 @@ The number of runs is sized to a budget in seconds at a nominal simulation speed
 :data:`MIN_RUNS` and :data:`MAX_RUNS` -- not from this machine's measured speed, so a plan and
 its verdict are the same on every machine for a given seed. The attainment's 95% Wilson interval
 says how much the verdict can be trusted at that size.
+
+:func:`measure_plan` also measures how bursty each stage's arrivals were
+(:func:`arrival_dispersion`): the planner takes those where they exceed its own prediction
+(:mod:`planner.verified_dispersion`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from cortexlang.ir import SLO, Program
-from planner.plan import LatencyDistribution, Plan, Verification
+from planner.plan import LatencyDistribution, MeasuredArrivals, Plan, Verification
 from runtime.policies.base import Policy
 from runtime.policies.registry import make_policy
 from runtime.simulator.cluster import layout_from_plan
+from runtime.simulator.records import SimResult
 from runtime.simulator.sim import SimConfig, Simulator, Stream
 
 NOMINAL_CALLS_PER_S = 25_000
@@ -32,6 +38,8 @@ NOMINAL_CALLS_PER_S = 25_000
 MIN_RUNS = 1_000
 MAX_RUNS = 20_000
 WARMUP_FRACTION = 0.1
+DISPERSION_WINDOWS_S = tuple(2.0 ** k for k in range(-6, 7))
+"""The windows (1/64 s to 64 s, doubling) over which :func:`arrival_dispersion` measures the arrivals."""
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -63,13 +71,56 @@ def make_configured_policy(name: str, params: Mapping[str, object] | None = None
 
 
 def _simulate(program: Program, plan: Plan, workflow: str, runs: int, seed: int, policy: str,
-              params: Mapping[str, object] | None = None):
+              params: Mapping[str, object] | None = None, record_calls: bool = False) -> SimResult:
     wp = plan.workflow(workflow)
     sim = Simulator(program, layout_from_plan(plan, workflow), make_configured_policy(policy, params),
                     [Stream(workflow, wp.rate_per_s)],
-                    SimConfig(runs=runs, seed=seed, warmup_fraction=WARMUP_FRACTION),
+                    SimConfig(runs=runs, seed=seed, warmup_fraction=WARMUP_FRACTION, record_calls=record_calls),
                     knobs={workflow: wp.knobs})
     return sim.run()
+
+
+def arrival_dispersion(res: SimResult, windows_s: Sequence[float] = DISPERSION_WINDOWS_S
+                       ) -> dict[str, MeasuredArrivals]:
+    """Per stage, the index of dispersion (variance / mean) of its calls' arrival counts in consecutive
+    windows of each of ``windows_s`` (the simulation run with ``record_calls``; a call arrives when it
+    is enqueued at its stage). Counted while runs arrive after the warm-up -- from the first measured
+    run's arrival to the last run's -- so neither the empty start nor the drain makes a trend; the
+    last, partial window is dropped. A window longer than a third of that span is left out."""
+    if not res.calls or res.warmup >= len(res.arrival):
+        return {}
+    start, end = float(res.arrival[res.warmup]), float(res.arrival.max())
+    by_stage: dict[str, list[float]] = {}
+    for call in res.calls:
+        t = call[5]
+        if start <= t < end:
+            by_stage.setdefault(call[2], []).append(t)
+    out = {}
+    for stage, times in sorted(by_stage.items()):
+        offsets = np.asarray(times) - start
+        windows, index, bins = [], [], []
+        for w in windows_s:
+            n = int((end - start) // w)
+            if n < 3:
+                continue
+            counts = np.bincount((offsets // w).astype(np.int64), minlength=n)[:n]
+            mean = float(counts.mean())
+            if mean <= 0.0:
+                continue
+            windows.append(float(w))
+            index.append(round(float(counts.var()) / mean, 6))
+            bins.append(n)
+        if windows:
+            out[stage] = MeasuredArrivals(windows_s=tuple(windows), index=tuple(index), bins=tuple(bins))
+    return out
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A plan's verification and how bursty each stage's arrivals were in it (both *simulated*)."""
+
+    verification: Verification
+    arrivals: dict[str, MeasuredArrivals]
 
 
 def simulate_plan(program: Program, plan: Plan, workflow: str, *, budget_s: float = 1.5, seed: int = 0,
@@ -79,9 +130,23 @@ def simulate_plan(program: Program, plan: Plan, workflow: str, *, budget_s: floa
     instead of sizing it to ``budget_s``; attainment is measured against ``slo`` (default: the
     plan's); ``policy_params`` override the policy's parameters. Raises ``ValueError`` when the
     plan's layout cannot serve the workflow."""
+    return measure_plan(program, plan, workflow, budget_s=budget_s, seed=seed, policy=policy, runs=runs, slo=slo,
+                        policy_params=policy_params, arrivals=False).verification
+
+
+def measure_plan(program: Program, plan: Plan, workflow: str, *, budget_s: float = 1.5, seed: int = 0,
+                 policy: str = "fcfs", runs: int | None = None, slo: SLO | None = None,
+                 policy_params: Mapping[str, object] | None = None, arrivals: bool = True) -> Measured:
+    """:func:`simulate_plan`, and with ``arrivals`` each stage's arrivals' dispersion
+    (:func:`arrival_dispersion`; the same simulation, its calls recorded)."""
     if runs is None:
         runs = int(min(MAX_RUNS, max(MIN_RUNS, budget_s * NOMINAL_CALLS_PER_S / calls_per_run(plan, workflow))))
-    res = _simulate(program, plan, workflow, runs, seed, policy, policy_params)
+    res = _simulate(program, plan, workflow, runs, seed, policy, policy_params, record_calls=arrivals)
+    return Measured(_verification(res, plan, workflow, seed, policy, slo), arrival_dispersion(res) if arrivals else {})
+
+
+def _verification(res: SimResult, plan: Plan, workflow: str, seed: int, policy: str, slo: SLO | None) -> Verification:
+    """The simulated latency distribution and SLO attainment of ``res`` (see module docstring)."""
     m = res.measured
     admitted = res.status[m] != "rejected"
     latency = (res.end[m] - res.arrival[m])

@@ -34,7 +34,7 @@ def test_every_plan_carries_its_simulated_check_against_the_files_slo() -> None:
     lo, hi = v.attainment_interval
     assert lo <= v.slo_attainment <= hi
     # Either it holds in simulation, or every allowed round was tried.
-    assert v.holds or v.rounds == MAX_ROUNDS
+    assert v.holds or v.rounds >= MAX_ROUNDS
     if v.rounds > 1:  # tightened: sized for a shorter latency than the file asks
         assert v.planned_latency_s < wp.slo.latency_s
     # The verdict is the simulator's own: re-simulating the final plan gives the same figures.
@@ -93,20 +93,21 @@ def test_when_the_tighter_target_has_no_plan_the_step_is_halved_before_giving_up
             return Infeasible(workflow=prog.workflow().name, binding="slo", message="too tight (test)")
         return real_plan(prog, **kwargs)
 
-    real_simulate = pv.simulate_plan
+    real_measure = pv.measure_plan
     calls = {"n": 0}
 
-    def simulate_plan(*args, **kwargs):
-        v = real_simulate(*args, **kwargs)
+    def measure_plan(*args, **kwargs):
+        got = real_measure(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 1:  # the first plan is unstable: every run ends 100x late
-            return v.model_copy(update={"holds": False, "slo_attainment": 0.0, "attainment_interval": (0.0, 0.01),
-                                        "latency_at_target_s": 100 * slo.latency_s})
-        return v
+            return pv.Measured(got.verification.model_copy(update={
+                "holds": False, "slo_attainment": 0.0, "attainment_interval": (0.0, 0.01),
+                "latency_at_target_s": 100 * slo.latency_s}), got.arrivals)
+        return got
 
     monkeypatch.setattr(pv, "plan_program", plan_program)
-    monkeypatch.setattr(pv, "simulate_plan", simulate_plan)
-    plan = pv.plan_and_verify(program, runs=500)
+    monkeypatch.setattr(pv, "measure_plan", measure_plan)
+    plan = pv.plan_and_verify(program, runs=500, feedback_rounds=0)  # tightening alone (no dispersion re-plan)
     assert isinstance(plan, Plan)
     # The file's latency, then 0.5x (no plan), then the backed-off 0.71x (no plan) and 0.84x (a plan).
     assert asked[0] == slo.latency_s
