@@ -4,7 +4,7 @@ discrete-event simulator on the same plan, for every example and seeded random w
     .venv/bin/python benchmarks/plan_vs_sim.py [--random 30] [--runs 5000] [--first-seed 0] [--check-seed 97]
 
 Each case is planned the way ``cortexc plan`` does (:func:`cortexlang.cli.plan_verify.plan_and_verify`:
-simulate, take the arrivals' dispersion measured there where it is burstier than predicted, tighten
+simulate (with `--feedback N`, re-plan with the arrivals' dispersion measured there where burstier than predicted), tighten
 until the SLO holds in simulation). The final plan is then simulated once more for the comparison, on
 ``--check-seed`` (:data:`CHECK_SEED`), a random stream the verification never used (it runs on the
 planner's seed 0, and 1 to confirm an inconclusive miss): the verification informs the plan, so its own
@@ -140,8 +140,9 @@ def main() -> None:
     ap.add_argument("--stages", action="store_true", help="per-stage planned vs simulated rows")
     ap.add_argument("--check-seed", type=int, default=CHECK_SEED,
                     help="seed of the comparison's simulation (0: the verification's own)")
-    ap.add_argument("--no-feedback", action="store_true",
-                    help="plan without the dispersion measured in verification (the planner before it)")
+    ap.add_argument("--feedback", type=int, default=FEEDBACK_ROUNDS, metavar="N",
+                    help="re-plans with the dispersion measured in verification (cortexc plan --verify-feedback; "
+                    "default: the planner's default)")
     args = ap.parse_args()
     only = {n for n in args.only.split(",") if n}
     if args.out is None and not only and not args.first_seed:
@@ -152,7 +153,7 @@ def main() -> None:
         if only and name not in only:
             continue
         started = time.perf_counter()
-        plan = plan_and_verify(program, runs=args.runs, feedback_rounds=0 if args.no_feedback else FEEDBACK_ROUNDS)
+        plan = plan_and_verify(program, runs=args.runs, feedback_rounds=args.feedback)
         took = time.perf_counter() - started
         if not isinstance(plan, Plan):
             rows.append((name, None, plan.message, took))
@@ -167,7 +168,7 @@ def main() -> None:
              f"`benchmarks/plan_vs_sim.py --random {args.random} --runs {args.runs}"
              + (f" --first-seed {args.first_seed}" if args.first_seed else "")
              + (f" --check-seed {args.check_seed}" if args.check_seed != CHECK_SEED else "")
-             + (" --no-feedback" if args.no_feedback else "")
+             + (f" --feedback {args.feedback}" if args.feedback != FEEDBACK_ROUNDS else "")
              + "`; each plan verified and, where it "
              "missed in simulation, tightened (as `cortexc plan` does); FCFS in the simulator; the simulated "
              f"columns from a separate simulation of the final plan on seed {args.check_seed}. 'fed': stages "

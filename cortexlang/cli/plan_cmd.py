@@ -96,7 +96,8 @@ def apply_observed(program: Program, path: Path, *, to_stderr: bool) -> Program:
     return program
 
 
-def _solve_with_feedback(console: Console, verify_budget_s: float | None, **kwargs) -> Plan | Infeasible:
+def _solve_with_feedback(console: Console, verify_budget_s: float | None, feedback_rounds: int = 0,
+                         **kwargs) -> Plan | Infeasible:
     """Run the planner (and, unless ``verify_budget_s`` is None, verify the plan in the simulator);
     show a spinner with its current step once it has taken more than a second."""
     if verify_budget_s is None:
@@ -106,7 +107,7 @@ def _solve_with_feedback(console: Console, verify_budget_s: float | None, **kwar
 
         from cortexlang.cli.plan_verify import plan_and_verify
 
-        solve = partial(plan_and_verify, budget_s=verify_budget_s)
+        solve = partial(plan_and_verify, budget_s=verify_budget_s, feedback_rounds=feedback_rounds)
 
     result: dict = {}
     step = {"text": "planning"}
@@ -144,6 +145,10 @@ def plan(
                                 help="Simulate the plan before showing it; tighten it until it holds there."),
     verify_budget: float = typer.Option(2.0, "--verify-budget", min=0.1,
                                         help="Simulation per verification round, in seconds at a nominal speed (the run count is the same on every machine)."),
+    verify_feedback: int = typer.Option(0, "--verify-feedback", min=0, max=3,
+                                        help="Re-plan up to N times with the arrivals' burstiness measured in "
+                                        "the verification where it exceeds the prediction (about 2x the planning "
+                                        "time per round; see docs/planner.md)."),
     observed: Optional[Path] = typer.Option(None, "--observed", help="A trace of recorded runs (cortex run "
                                             "--record): plan with the branch probabilities, token counts, "
                                             "service times and arrival rate it shows."),
@@ -164,7 +169,7 @@ def plan(
         program = apply_observed(program, observed, to_stderr=as_json)
     inv = load_inventory(inventory) if inventory is not None else None
     err = Console(stderr=True)
-    result = _solve_with_feedback(err, verify_budget if verify else None, program=program, inventory=inv,
+    result = _solve_with_feedback(err, verify_budget if verify else None, verify_feedback, program=program, inventory=inv,
                                   rate=rate_per_s, mode=mode.value, seed=seed, disaggregate=disaggregate)
     if isinstance(result, Infeasible):
         if as_json:

@@ -62,10 +62,13 @@ BACKOFFS = 3
 CONFIRM_FACTOR = 2
 """A miss inside the attainment's confidence interval is re-simulated on a new seed with this many times
 the runs; that larger sample decides."""
-FEEDBACK_ROUNDS = 1
-"""Most re-plans with the arrivals' dispersion measured in verification, besides the tightening rounds.
-Two re-plans took 3.0-3.5x the CPU time of none on ``benchmarks/plan_bench.py``'s binding 20-stage
-verified case (load average ~7), one 1.9-2.4x; both gave the same rows on ``plan_vs_sim.py``."""
+FEEDBACK_ROUNDS = 0
+"""Default re-plans with the arrivals' dispersion measured in verification (``cortexc plan --verify-feedback N``
+asks for N). Off by default: on ``benchmarks/plan_vs_sim.py`` one round brought 34 of 37 cases within +-10%
+against 33 (26 of 29 either way on the second set), made react_agent 34% costlier (its SLO,
+missed by 3% at p99 on the check seed, then held), and took 1.9-2.4x the CPU
+time of none on ``benchmarks/plan_bench.py``'s binding 20-stage verified case (two rounds 3.0-3.5x, the same
+rows): not worth its time as a default."""
 
 
 def inconclusive(v: Verification, slo: SLO | None) -> bool:
@@ -127,13 +130,13 @@ def plan_and_verify(program: Program, *, budget_s: float = 2.0, runs: int | None
                 got = simulated[wp.workflow][1] if simulated.get(wp.workflow, (None,))[0] == key else None
                 if got is None:
                     got = measure_plan(program, plan, wp.workflow, budget_s=share, seed=seed, slo=slo, runs=runs,
-                                       policy=policy, policy_params=policy_params)
+                                       policy=policy, policy_params=policy_params, arrivals=feedback_rounds > 0)
                     if inconclusive(got.verification, slo):  # a miss within the sampling error: a larger sample
                         say(f"{wp.workflow}: inconclusive at {got.verification.runs} runs: simulating "
                             f"{CONFIRM_FACTOR}x as many")
                         got = measure_plan(program, plan, wp.workflow, budget_s=CONFIRM_FACTOR * share,
                                            seed=seed + 1, slo=slo, runs=None if runs is None else CONFIRM_FACTOR * runs,
-                                           policy=policy, policy_params=policy_params)
+                                           policy=policy, policy_params=policy_params, arrivals=feedback_rounds > 0)
                     simulated[wp.workflow] = key, got
             except ValueError as exc:  # a layout the simulator cannot run: say so, keep the plan
                 say(f"{wp.workflow}: not simulated: {exc}")

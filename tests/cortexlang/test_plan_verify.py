@@ -132,3 +132,13 @@ def test_a_miss_within_the_sampling_error_is_inconclusive_a_clear_one_is_not() -
     assert inconclusive(verdict(8905, 9000), slo)  # 98.94%: 99% is inside its interval
     assert not inconclusive(verdict(8800, 9000), slo)  # 97.8%: a clear miss
     assert not inconclusive(verdict(8950, 9000), slo)  # holds: nothing to confirm
+
+
+def test_the_dispersion_feedback_is_an_option_with_a_bounded_round_count() -> None:
+    plain = CliRunner().invoke(compiler_app, ["plan", str(EXAMPLES / "nl2sql.cortex"), "--verify-budget", "0.3"])
+    fed = CliRunner().invoke(compiler_app, ["plan", str(EXAMPLES / "nl2sql.cortex"), "--verify-budget", "0.3",
+                                            "--verify-feedback", "1"])
+    assert plain.exit_code == 0 and fed.exit_code == 0, fed.output
+    assert "simulated SLO" in fed.output  # verified either way; nl2sql's arrivals are no burstier than planned
+    refused = CliRunner().invoke(compiler_app, ["plan", str(EXAMPLES / "nl2sql.cortex"), "--verify-feedback", "9"])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output

@@ -98,7 +98,7 @@ def test_verification_feeds_a_resource_loop_its_simulated_burstiness() -> None:
 
     program = random_program(44)
     without = plan_and_verify(program, runs=1500, feedback_rounds=0)
-    with_fb = plan_and_verify(program, runs=1500)
+    with_fb = plan_and_verify(program, runs=1500, feedback_rounds=1)  # cortexc plan --verify-feedback 1
     assert isinstance(without, Plan) and isinstance(with_fb, Plan)
     (a,), (b,) = without.workflows, with_fb.workflows
     assert not a.verified_dispersion and b.verified_dispersion
