@@ -54,7 +54,10 @@ The expanded chain (:meth:`Semantics.expand`)
     most once, and one forward pass in topological order gives reach
     probabilities and visit distributions exactly. Counters of loops that can no
     longer be iterated from a node are dropped from its state (they cannot
-    change what happens next), which keeps the chain small.
+    change what happens next), which keeps the chain small. A loop's budget
+    (up to 10,000) would still size the chain, and nested loops multiply;
+    :meth:`Semantics.expand_bounded` cuts loops where the runs that reach the
+    cut have probability at most a tolerance (:data:`CUT_TOLERANCE`).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ import heapq
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from cortexlang.ir import TERMINALS, Edge, FanOut, Graph, Workflow
@@ -75,6 +78,14 @@ Counters = tuple[int, ...]
 
 State = tuple[str, Counters]
 """``(node about to run, loop counters)``."""
+
+CUT_PROBE = 16
+"""The budget :meth:`Semantics.expand_bounded` first expands a loop allowed more iterations with
+(every example's loops are allowed at most 10, so their chains are never cut)."""
+CUT_TOLERANCE = 1e-12
+"""Run probability :meth:`Semantics.expand_bounded` may give up, by default, to cut long loops short:
+far below any SLO attainment's tail (at most 99.9999%) and below the chance that one of a few
+thousand sampled runs reaches the cut."""
 
 
 class SemanticsError(ValueError):
@@ -119,6 +130,9 @@ class ExpandedChain:
 
     states: tuple[State, ...]
     succ: tuple[tuple[tuple[int, float], ...], ...]
+    cut: float = field(default=0.0, kw_only=True)
+    """Probability that a run of the full chain differs from a run of this one: 0, or at most the
+    tolerance of :meth:`Semantics.expand_bounded` where it cut long loops short."""
 
     @property
     def done_index(self) -> int:
@@ -422,6 +436,54 @@ class Semantics:
                 merged[j] = merged.get(j, 0.0) + p
             succ.append(tuple(sorted(merged.items())))
         return ExpandedChain(states=tuple(order), succ=tuple(succ))
+
+    def expand_bounded(self, tolerance: float = CUT_TOLERANCE, max_states: int | None = None) -> ExpandedChain:
+        """:meth:`expand` with loop budgets cut where the cut changes runs with probability at most
+        ``tolerance``; the chain's size then depends on how fast runs leave a loop, not on its budget.
+
+        Every loop of budget ``B`` is first expanded with budget ``b = min(B, CUT_PROBE)``. The cut
+        chain takes the same transitions as the full one except one: a loop edge taken while a cut
+        loop's counter sits at ``b`` leads to the loop's exit instead of a new iteration. Coupling a
+        run of each chain step by step, the two differ only after such a transition, so the total
+        variation distance between their run distributions (and hence every visit statistic's) is at
+        most ``m = sum_s r'(s) P'(s, cut)``, with ``r'`` the cut chain's reach. While ``m`` exceeds
+        ``tolerance``, the budgets of the loops carrying more than ``tolerance / loops`` of it double
+        (never past ``B``). A loop that iterates again with probability ``q < 1`` stops growing near
+        ``log(tolerance) / log(q)`` iterations, whatever ``B`` is; one that always iterates
+        (``q = 1``) is expanded to its full budget. ``tolerance = 0`` is :meth:`expand` exactly.
+        """
+        full = self._budget
+        cut = tuple(min(b, CUT_PROBE) for b in full)
+        while True:
+            sem = self if cut == full else Semantics(
+                self.workflow, {**self._knobs[0], **dict(zip(self.loop_names, cut))}, self._knobs[1], self.graph)
+            chain = sem.expand(max_states)
+            if cut == full:
+                return chain
+            mass = sem._cut_mass(chain, self)
+            total = sum(mass)
+            if total <= tolerance:
+                return replace(chain, cut=total)
+            cut = tuple(min(full[i], 2 * c) if mass[i] > tolerance / len(cut) else c for i, c in enumerate(cut))
+
+    def _cut_mass(self, chain: ExpandedChain, full: "Semantics") -> list[float]:
+        """Per loop, the probability mass of ``chain``'s transitions (expanded under these budgets) that
+        ``full``'s budgets would take elsewhere, charged to the loops whose counters sit at a cut budget
+        (see :meth:`expand_bounded`)."""
+        cut_loops = [i for i, (b, f) in enumerate(zip(self._budget, full._budget)) if b < f]
+        mass = [0.0] * len(self.loop_names)
+        reach = chain.reach()
+        for (node, counters), r in zip(chain.states, reach):
+            if not r:
+                continue
+            at_cut = [i for i in cut_loops if counters[i] >= self._budget[i]]
+            if not at_cut:
+                continue
+            for e, p in self._weights[node]:
+                if e.loop is not None and self.take(counters, e) != full.take(counters, e):
+                    for i in at_cut:
+                        mass[i] += r * p / len(at_cut)
+        return mass
 
     def fastest_path(self, cost: Callable[[str], float]) -> tuple[float, list[str]]:
         """The cheapest way from the entry to ``done`` as (total cost, nodes visited, then ``done``).

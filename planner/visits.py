@@ -104,7 +104,8 @@ def all_loops(workflow: Workflow) -> tuple[Loop, ...]:
 
 
 def build_chain(workflow: Workflow, loop_budget: Mapping[str, int] | None = None) -> VisitChain:
-    """Expand ``workflow`` into its absorbing chain (:meth:`cortexlang.semantics.Semantics.expand`).
+    """Expand ``workflow`` into its absorbing chain (:meth:`cortexlang.semantics.Semantics.expand_bounded`:
+    long loops cut where runs reach them with probability at most 1e-12).
 
     ``loop_budget`` overrides loops' ``max_iterations`` (a malleable knob);
     loops not named use their preferred budget. Raises :class:`ChainError` on
@@ -117,11 +118,12 @@ def build_chain(workflow: Workflow, loop_budget: Mapping[str, int] | None = None
 
 def _expand(sem: Semantics, budget: dict[str, int]) -> VisitChain:
     try:
-        chain = sem.expand()
+        chain = sem.expand_bounded()
     except SemanticsError as exc:
         raise ChainError(str(exc)) from None
     graph = None if sem.graph is sem.workflow else sem.graph
-    return VisitChain(workflow=sem.workflow, loop_budget=budget, states=chain.states, succ=chain.succ, graph=graph)
+    return VisitChain(workflow=sem.workflow, loop_budget=budget, states=chain.states, succ=chain.succ, graph=graph,
+                      cut=chain.cut)
 
 
 def branch_chain(chain: VisitChain, fanout: str, index: int = 0,

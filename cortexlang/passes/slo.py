@@ -22,18 +22,20 @@ MAX_STATES = 200_000
 
 
 def success_probability(wf: ir.Workflow, max_states: int = MAX_STATES) -> float | None:
-    """P(a run reaches ``done``) under the declared probabilities and preferred loop budgets.
+    """P(a run reaches ``done``) under the declared probabilities and preferred loop budgets, or
+    an upper bound within :data:`~cortexlang.semantics.CUT_TOLERANCE` of it when long loops are
+    cut (a check refusing an SLO only when even the bound is below it refuses nothing more).
 
     The reach probability of ``done`` in the expanded chain of
-    :mod:`cortexlang.semantics`. Returns None when the chain has more than
+    :mod:`cortexlang.semantics`, plus the cut's mass. Returns None when the chain has more than
     ``max_states`` states or cannot be expanded (the check is then skipped;
     the flow pass reports a malformed graph).
     """
     try:
-        chain = Semantics(wf).expand(max_states)
+        chain = Semantics(wf).expand_bounded(max_states=max_states)
     except SemanticsError:
         return None
-    return chain.reach()[chain.done_index]
+    return chain.reach()[chain.done_index] + chain.cut
 
 
 def _node_floor(sem: Semantics, node: str, use_budget: bool) -> float:

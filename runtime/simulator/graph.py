@@ -10,8 +10,9 @@
   SQL/tool: ``service_s``), and a fan-out's time as its slowest branch chain
   (fastest for ``join = first``);
 * the expected remaining critical path ``R(n)`` and its second moment ``M(n)``.
-  Over the run states of :meth:`Semantics.expand` (a node with its loops'
-  counters, so loop budgets, ``repeat`` and exhaustion edges hold)::
+  Over the run states of :meth:`Semantics.expand_bounded` (a node with its loops'
+  counters, so loop budgets, ``repeat`` and exhaustion edges hold; long loops are cut
+  where runs no longer reach, so a budget of 10,000 costs what its runs reach)::
 
       R(s) = t(s) + sum_j p_sj R(j)
       M(s) = var(s) + t(s)^2 + 2 t(s) sum_j p_sj R(j) + sum_j p_sj M(j)
@@ -173,7 +174,7 @@ class WorkflowGraph:
         of the graph: its expected standalone time)."""
         times = {n: (self._fanout_time(sem, n) if n in self.fanouts else self.stage_time[n]) for n in sem.graph.nodes}
         try:
-            chain = sem.expand(MAX_STATES)
+            chain = sem.expand_bounded(max_states=MAX_STATES)
         except SemanticsError:
             r, m = self._fixed_point_remaining(sem, times)
             return r, m, r[sem.graph.entry]

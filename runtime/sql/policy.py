@@ -7,6 +7,8 @@ stage, anything the runtime can recognise as more than one plain query:
 * text that cannot be read exactly (unterminated quotes or comments);
 * more than one statement (a ``;`` outside quotes and comments): refused
   whole, never cut to its first statement;
+* unbalanced parentheses (which could close the executor's own wrapper
+  subquery early, see :func:`_check_parentheses`);
 * a statement that does not start with a query keyword (``COPY``, ``LOAD``,
   ``DO``, ``CALL``, ``SET``, ``LISTEN``, ``PREPARE``, ``VACUUM``, ``LOCK``,
   ``GRANT``, DDL, DML, ...);
@@ -54,14 +56,16 @@ PG_DENIED_PREFIXES = (
     "pg_read_", "pg_ls_", "pg_file_", "lo_", "dblink", "pg_sleep", "pg_advisory_", "pg_try_advisory_",
     "pg_create_", "pg_drop_", "pg_copy_", "pg_replication_", "pg_logical_", "pg_stat_reset", "pg_backup_",
     "pg_wal_replay_", "pg_log_", "pg_import_", "query_to_xml", "cursor_to_xml", "txid_current",
-    "pg_current_xact_id",
+    "pg_current_xact_id", "table_to_xml", "schema_to_xml", "database_to_xml",
 )
 """Families: server files, large objects, other servers, sleeps and advisory locks (session state that
 outlives a rollback), replication slots, statistics resets, xid assignment, and functions that run SQL
-given as a string (``query_to_xml``), which would bypass these checks.
+given as a string (``query_to_xml``), which would bypass these checks; and functions that read
+a relation named by a value (``table_to_xml('pg_catalog.pg_stat_activity', ...)``: a string or an
+oid that no name check sees), which bypassed :data:`PG_DENIED_RELATIONS` (hostile-user pass, round 4).
 
-Single names in :data:`PG_DENIED_FUNCTIONS` of that last kind: ``ts_stat(sqlquery)`` and
-``ts_rewrite(query, select)`` run SQL given as a string too (the hostile-user pass ran
+Single names in :data:`PG_DENIED_FUNCTIONS` that run SQL given as a string: ``ts_stat(sqlquery)`` and
+``ts_rewrite(query, select)`` (the hostile-user pass ran
 ``pg_advisory_lock`` and ``set_config`` through ``ts_stat``); ``setseed`` sets the session's random
 seed, which ``DISCARD ALL`` does not reset, so the next query on the pooled connection would see it."""
 
@@ -93,6 +97,7 @@ def check_query(sql: str, backend: Backend) -> str:
             f"only one statement may run at a time; this text holds {len(statements)} "
             "(separated by ';'). Send a single query.")
     code = statements[0]
+    _check_parentheses(code)
     _check_start(code, backend)
     _check_body(code, backend)
     return sql[code[0].start:code[-1].start + len(code[-1].text)]
@@ -106,6 +111,20 @@ def _statements(code: list[Token]) -> list[list[Token]]:
         else:
             out[-1].append(token)
     return [s for s in out if s]
+
+
+def _check_parentheses(code: list[Token]) -> None:
+    """Refuse unbalanced parentheses. The PostgreSQL executor sends the query as a subquery
+    (:func:`runtime.sql.postgres_backend.row_bounded`); a ``)`` that closes nothing would close
+    that wrapper early and move its row bound onto a subquery of the attacker's choosing
+    (``SELECT 1) AS q UNION ALL SELECT repeat('x', 300000000) FROM (SELECT 1``)."""
+    depth = 0
+    for token in code:
+        depth += (token.text == "(") - (token.text == ")")
+        if depth < 0:
+            raise RefusedStatement("unbalanced parentheses: a ')' closes nothing")
+    if depth:
+        raise RefusedStatement(f"unbalanced parentheses: {depth} '(' never closed")
 
 
 def _check_start(code: list[Token], backend: Backend) -> None:

@@ -310,6 +310,21 @@ ATTACKS: tuple[Attack, ...] = tuple([
     *_lite("VALUES (load_extension('/tmp/cortex-attack.so'))", "loads a library from a VALUES list"),
     *_lite("SELECT sqlite_source_id()", "build details"),
     *_lite("SELECT name FROM pragma_database_list", "the database file's host path, one column"),
+    # ---------------------------------------------------------------- added by the hostile-user pass (round 4)
+    # A relation named by a value, which no name check sees: table_to_xml showed another session's SQL literal.
+    *_pg("SELECT table_to_xml('pg_catalog.pg_stat_activity', true, false, '')",
+         "other users' requests' SQL, the view named by a string"),
+    *_pg("SELECT table_to_xml('pg_stat_activity'::regclass::oid::regclass, true, true, '')",
+         "other users' requests' SQL, the view named by an oid"),
+    *_pg("SELECT table_to_xml_and_xmlschema('pg_stat_activity', true, false, '')", "the same, with its schema"),
+    *_pg("SELECT schema_to_xml('pg_catalog', true, false, '')", "every catalog view at once, pg_stat_activity too"),
+    # A ')' that closes the executor's own wrapper subquery moved its row bound onto a subquery of the
+    # attacker's choosing: a 100 MB row then reached this process (peak memory +286 MiB, outcome ok).
+    *_pg("SELECT '1' AS x) AS cortex_q UNION ALL SELECT repeat('x', 100000000) FROM (SELECT 1",
+         "closes the row-bound wrapper early: an unbounded row"),
+    *_pg("SELECT 1) AS a, (SELECT repeat('x', 100000000) AS big", "closes the row-bound wrapper early"),
+    *_both("COMMIT; DROP TABLE sales", "ends the read-only transaction, then DDL"),
+    *_both("SELECT 1) x; DELETE FROM sales --", "a stray ')' and a second statement"),
 ])
 
 

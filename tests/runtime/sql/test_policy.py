@@ -19,6 +19,8 @@ from runtime.sql.policy import RefusedStatement, check_query
     ('SELECT "update", last_update, "insert"(x) FROM t', "postgresql",
      'SELECT "update", last_update, "insert"(x) FROM t'),  # quoted or longer names are not keywords
     ("SELECT substring(name FROM 1 FOR 3) FROM t", "postgresql", "SELECT substring(name FROM 1 FOR 3) FROM t"),
+    ("SELECT ')', '(' FROM t WHERE (a IN (SELECT (1)))", "postgresql",
+     "SELECT ')', '(' FROM t WHERE (a IN (SELECT (1)))"),  # parentheses in strings do not count
 ])
 def test_one_read_only_query_is_sent_as_written(sql: str, backend: str, sent: str) -> None:
     assert check_query(sql, backend) == sent  # type: ignore[arg-type]
@@ -62,6 +64,16 @@ def test_one_read_only_query_is_sent_as_written(sql: str, backend: str, sent: st
     # A UESCAPE clause between the name and "(" hid the call from the function check (found by hand):
     ("SELECT U&\"pg!005fadvisory!005flock\" UESCAPE '!' (42)", "postgresql", "unicode-escaped identifiers"),
     ("SELECT u&\"set!005fconfig\" UESCAPE '!'('x.y', 'z', false)", "postgresql", "unicode-escaped identifiers"),
+    # A relation named by a value bypassed the relation check (hostile-user pass, round 4):
+    ("SELECT table_to_xml('pg_catalog.pg_stat_activity', true, false, '')", "postgresql",
+     "function table_to_xml() is not allowed"),
+    ("SELECT pg_catalog.schema_to_xml('pg_catalog', true, false, '')", "postgresql", "function schema_to_xml()"),
+    ("SELECT database_to_xmlschema(true, false, '')", "postgresql", "function database_to_xmlschema()"),
+    # A ')' closing nothing would close the executor's wrapper subquery (postgres_backend.row_bounded):
+    ("SELECT '1') AS cortex_q UNION ALL SELECT repeat('x', 9) FROM (SELECT 1", "postgresql",
+     "unbalanced parentheses: a ')' closes nothing"),
+    ("SELECT 1) UNION ALL SELECT 2 FROM (SELECT 1", "sqlite", "unbalanced parentheses: a ')' closes nothing"),
+    ("SELECT count(* FROM t", "postgresql", "unbalanced parentheses: 1 '(' never closed"),
 ])
 def test_anything_else_is_refused_with_a_reason(sql: str, backend: str, reason: str) -> None:
     with pytest.raises(RefusedStatement) as refused:

@@ -146,6 +146,22 @@ def test_results_stream_from_a_server_side_cursor_bounded_in_bytes(schema: str) 
         ex.close()
 
 
+def test_the_row_bound_cannot_be_closed_early(schema: str) -> None:
+    """A ')' that closed the executor's wrapper subquery (postgres_backend.row_bounded) moved the row bound
+    onto a subquery of the query's choosing: a 100 MB row then arrived whole (hostile-user pass, round 4)."""
+    ex = SQLExecutor(Database(name="pg", url=reader_url_for(schema), pool_size=1, statement_timeout_s=5),
+                     max_result_bytes=1 << 20)
+    try:
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result = ex.execute_sync("SELECT '1' AS x) AS cortex_q UNION ALL SELECT repeat('x', 30000000) FROM (SELECT 1")
+        rss_growth_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+        assert result.outcome == "error" and "unbalanced parentheses" in (result.error or ""), result
+        assert rss_growth_mib < 20, rss_growth_mib
+        assert ex.execute_sync("SELECT (1)").rows == ((1,),)
+    finally:
+        ex.close()
+
+
 def test_pooled_connections_are_reset_on_check_in(executor: SQLExecutor, schema: str) -> None:
     # Bypass the executor's checks to leave session state behind, as a missed function would.
     with executor.engine.connect() as conn:
