@@ -416,10 +416,15 @@ class Planner:
 
     def _rebuild(self, choice: dict[str, int], bursts: Mapping[str, Mapping[str, float]]) -> list[WorkflowModel]:
         """The workflows' models (scenario ``choice``) rebuilt with the arrivals' dispersion ``bursts``."""
+        self._set_bursts(choice, bursts)
+        return [self.model(w, choice[w.name]) for w in self.workflows]
+
+    def _set_bursts(self, choice: dict[str, int], bursts: Mapping[str, Mapping[str, float]]) -> None:
+        """Make ``bursts`` the dispersion of scenario ``choice``'s models and drop the models built
+        before, so that :meth:`model` rebuilds each (from the memo where its loads were seen)."""
         for w in self.workflows:
             self.burst[(w.name, choice[w.name])] = dict(bursts[w.name])
             self._models.pop((w.name, choice[w.name], False), None)
-        return [self.model(w, choice[w.name]) for w in self.workflows]
 
     def _restore(self, models: Sequence[WorkflowModel], choice: dict[str, int],
                  used: Mapping[str, Mapping[str, float]]) -> None:
@@ -434,13 +439,22 @@ class Planner:
                    ) -> tuple[list[WorkflowModel], SolveResult] | None:
         """``result``'s pools predicted with the dispersion ``bursts`` they cause: the models rebuilt
         with it and the same configurations picked from them; None (and ``models``, built with
-        ``used``, restored) when one is no longer offered or a workflow's SLO no longer holds so."""
-        again = self._rebuild(choice, bursts)
-        same = self._same_choice(models, again, result)
-        if same is None:
-            self._restore(models, choice, used)
-            return None
-        return again, same
+        ``used``, restored) when one is no longer offered or a workflow's SLO no longer holds so.
+
+        The workflows are rebuilt and checked one at a time, stopping at the first that fails: the
+        workflows after it are never rebuilt (the outcome is the same as rebuilding all of them first,
+        as the memo only caches; on ``benchmarks/plan_bench.py``'s scarce 10 x 20 case the check fails)."""
+        self._set_bursts(choice, bursts)
+        again, assigns = [], []
+        for old, w, assign in zip(models, self.workflows, result.assignments):
+            new = self.model(w, choice[w.name])
+            picked = self._same_assignment(old, new, assign)
+            if picked is None:
+                self._restore(models, choice, used)
+                return None
+            again.append(new)
+            assigns.append(picked)
+        return again, SolveResult(assigns, result.status, result.iterations)
 
     @staticmethod
     def _same_choice(models: Sequence[WorkflowModel], again: Sequence[WorkflowModel],
@@ -449,19 +463,28 @@ class Planner:
         longer offered or a workflow's SLO no longer holds with them."""
         assigns = []
         for old, new, assign in zip(models, again, result.assignments):
-            picked = {}
-            for s, i in assign.items():
-                key = _config_key(old.stages[s].candidates[i])
-                j = next((j for j, c in enumerate(new.stages[s].candidates) if _config_key(c) == key), None)
-                if j is None:
-                    return None
-                picked[s] = j
-            p = new.problem()
-            if p.slo_latency_s is not None and attainment(p.run_latency(picked), p.slo_latency_s) < (
-                    p.slo_attainment or 0.0):
+            picked = Planner._same_assignment(old, new, assign)
+            if picked is None:
                 return None
             assigns.append(picked)
         return SolveResult(assigns, result.status, result.iterations)
+
+    @staticmethod
+    def _same_assignment(old: WorkflowModel, new: WorkflowModel, assign: Mapping[str, int]) -> dict[str, int] | None:
+        """One workflow's :meth:`_same_choice`: ``assign``'s configurations (indices into ``old``'s
+        candidates) picked from ``new``'s; None when one is no longer offered or the SLO no longer holds."""
+        picked = {}
+        for s, i in assign.items():
+            key = _config_key(old.stages[s].candidates[i])
+            j = next((j for j, c in enumerate(new.stages[s].candidates) if _config_key(c) == key), None)
+            if j is None:
+                return None
+            picked[s] = j
+        p = new.problem()
+        if p.slo_latency_s is not None and attainment(p.run_latency(picked), p.slo_latency_s) < (
+                p.slo_attainment or 0.0):
+            return None
+        return picked
 
     def _use_spare_devices(self, models: Sequence[WorkflowModel], result: SolveResult) -> SolveResult:
         """Headroom mode: give the devices the plan leaves idle to the pools they help most.

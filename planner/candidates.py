@@ -91,6 +91,16 @@ def table_quantile(table: np.ndarray, q: float) -> float:
     return float(table[i]) if i is not None else float(np.interp(q, U_GRID, table))
 
 
+_GRID_STEPS = np.diff(U_GRID)
+
+
+def table_mean(table: np.ndarray) -> float:
+    """``np.trapezoid(table, U_GRID)`` -- the mean latency a table stands for -- by numpy's own expression
+    (``(dx * (y[1:] + y[:-1]) / 2).sum()``, so the same float) without its wrapper's diff and slicing
+    per call (the planner takes the mean of every candidate it builds)."""
+    return float((_GRID_STEPS * (table[1:] + table[:-1]) / 2.0).sum())
+
+
 @dataclass(frozen=True)
 class StageLoad:
     """What a stage must absorb: calls per second into it, the arrivals' squared CV, and
@@ -200,7 +210,8 @@ class Candidate:
 
     @cached_property
     def mean(self) -> float:
-        return float(np.trapezoid(self.table, U_GRID))
+        """The table's integral over :data:`U_GRID` by the trapezoid rule (:func:`table_mean`)."""
+        return table_mean(self.table)
 
     @cached_property
     def _table_less_tol(self) -> np.ndarray:

@@ -420,39 +420,67 @@ class _Group:
 
 class _Rivals:
     """Per stage, its isolated candidates' tables stacked (less the 1e-12 tolerance of
-    :meth:`planner.candidates.Candidate.slower_or_equal`), built once per :func:`group_candidates` call so
-    that :func:`_beaten_by_isolated` compares a member against all of them in one pass."""
+    :meth:`planner.candidates.Candidate.slower_or_equal`), their qualities and device kinds, built once per
+    :func:`group_candidates` call so that :func:`_beaten_by_isolated` compares a member against all of
+    them in a few array operations instead of a Python pass over them per member."""
 
     def __init__(self, isolated: Mapping[str, Sequence[Candidate]]) -> None:
         self.isolated = isolated
         self._low: dict[str, np.ndarray] = {}
+        self._split: dict[str, bool] = {}
+        self._quality: dict[str, np.ndarray] = {}
+        self._within: dict[tuple[str, frozenset[str]], np.ndarray] = {}
 
     def no_faster(self, member: Candidate) -> list[bool]:
         """Per isolated candidate ``c`` of the member's stage: ``member.slower_or_equal(c)``."""
-        cs = self.isolated.get(member.stage, ())
+        return self._no_faster(member).tolist()
+
+    def _no_faster(self, member: Candidate) -> np.ndarray:
+        """:meth:`no_faster` as a boolean array."""
+        stage = member.stage
+        cs = self.isolated.get(stage, ())
+        if not cs:
+            return np.zeros(0, dtype=bool)
+        split = self._split.get(stage)
+        if split is None:
+            split = self._split[stage] = any(c.fanout_split is not None for c in cs)
+        if member.fanout_split is not None or split:  # fan-out splits compared part by part
+            return np.array([member.slower_or_equal(c) for c in cs], dtype=bool)
+        low = self._low.get(stage)
+        if low is None:
+            low = self._low[stage] = np.stack([c.table for c in cs]) - 1e-12
+        return (member.table >= low).all(axis=1)
+
+    def options(self, member: Candidate, kinds: frozenset[str]) -> list[Candidate]:
+        """The isolated candidates ``c`` of the member's stage (in their order) that are
+        at least as fast everywhere (``member.slower_or_equal(c)``), of at least its quality and on devices
+        of ``kinds`` only: what may stand in for it."""
+        stage = member.stage
+        cs = self.isolated.get(stage, ())
         if not cs:
             return []
-        if member.fanout_split is not None or any(c.fanout_split is not None for c in cs):
-            return [member.slower_or_equal(c) for c in cs]  # fan-out splits compared part by part
-        low = self._low.get(member.stage)
-        if low is None:
-            low = self._low[member.stage] = np.stack([c.table for c in cs]) - 1e-12
-        return (member.table >= low).all(axis=1).tolist()
+        quality = self._quality.get(stage)
+        if quality is None:
+            quality = self._quality[stage] = np.array([c.quality for c in cs], dtype=float)
+        within = self._within.get((stage, kinds))
+        if within is None:
+            within = self._within[(stage, kinds)] = np.array([c.resources.keys() <= kinds for c in cs], dtype=bool)
+        ok = self._no_faster(member) & within & (quality >= member.quality)
+        return [cs[i] for i in np.flatnonzero(ok).tolist()]
 
 
 def _beaten_by_isolated(group: Sequence[Candidate], isolated: Mapping[str, Sequence[Candidate]],
                         rivals: _Rivals | None = None) -> bool:
     """Whether isolated candidates, one per member, are together no costlier, use no more devices (of the
     same kind), and are no slower and no worse in quality at every member: then the group is never needed."""
-    rivals = rivals if rivals is not None else _Rivals(isolated)
+    rivals = rivals if rivals is not None and rivals.isolated is isolated else _Rivals(isolated)
     lead = group[0]
     budget = lead.cost_per_hour
     devices = sum(lead.resources.values())
     spent, used = 0.0, 0
-    kinds = lead.resources.keys()
+    kinds = frozenset(lead.resources)
     for member in group:
-        options = [c for c, slower in zip(isolated.get(member.stage, ()), rivals.no_faster(member))
-                   if slower and c.quality >= member.quality and c.resources.keys() <= kinds]  # cheapest test first
+        options = rivals.options(member, kinds)
         if not options:
             return False
         best = min(options, key=lambda c: (c.cost_per_hour, sum(c.resources.values())))

@@ -285,14 +285,8 @@ class WorkflowProblem:
         latency = self.run_latency(current)
         mass = latency
         for s in self.stages:
-            tables = self._stacked(s)
-            ref = tables[current[s]]
-            no_slower = np.all(tables <= ref + 1e-12, axis=1)
-            somewhere_faster = ~np.all(tables >= ref - 1e-12, axis=1)
-            faster = np.flatnonzero(no_slower & somewhere_faster).tolist()
-            faster.sort(key=lambda i: self.candidates[s][i].mean)
             nodes = (self.paths.node_of(s),)
-            for i in faster[:2]:
+            for i in self._faster(s, current[s]):
                 trial = dict(current)
                 trial[s] = i
                 moved, moved_mass = self.shifted(latency, mass, current, trial, nodes)
@@ -300,6 +294,22 @@ class WorkflowProblem:
                     current, latency, mass = trial, moved, moved_mass
                     break
         return current
+
+    def _faster(self, stage: str, idx: int) -> list[int]:
+        """The two fastest (by mean) candidates of ``stage`` no slower than candidate ``idx`` anywhere and
+        faster somewhere: the moves :meth:`lift` tries (memoised: the cut loop lifts the same
+        stage from the same candidate many times)."""
+        key = ("faster", stage, idx)
+        found = self._slower.get(key)
+        if found is None:
+            tables = self._stacked(stage)
+            ref = tables[idx]
+            no_slower = np.all(tables <= ref + 1e-12, axis=1)
+            somewhere_faster = ~np.all(tables >= ref - 1e-12, axis=1)
+            faster = np.flatnonzero(no_slower & somewhere_faster).tolist()
+            faster.sort(key=lambda i: self.candidates[stage][i].mean)
+            found = self._slower[key] = faster[:2]
+        return found
 
     # -- layouts and units -------------------------------------------------------------
     def option(self, s: str, i: int) -> dict[str, int]:
@@ -447,23 +457,27 @@ class WorkflowProblem:
             # Score upgrades on the slowest runs only: the quantile is decided there.
             norm = self.normalised(total)
             tail = np.argpartition(norm, -self._tail_size())[-self._tail_size():]
-            div = np.ones(len(tail)) if self.run_scale is None else self.run_scale[tail]
+            div = None if self.run_scale is None else self.run_scale[tail]  # None: seconds, x / 1 = x
             rank = self._tail_rank()
             q_now = float(np.partition(norm[tail], rank)[rank])
+            total_tail = total[tail]
             best, best_score = None, 0.0
             for u in layout:
                 if u not in stacks:
                     continue
                 now = chosen[u]
                 nodes = unit_nodes[u]
-                base = total[tail] - sum(self.node_latency(n, cur)[tail] for n in nodes)
+                base = total_tail - self._tail_sum(nodes, cur, tail)
                 # the first four options (cheapest first) faster somewhere that fit
                 faster = itertools.islice((o for o, f in zip(ranked[u], somewhere_faster(u, now))
                                            if f and fits_swap(u, o)), 4)
                 for o in faster:
                     trial = {**cur, **o}
-                    q = float(np.partition((base + sum(self.node_latency(n, trial)[tail] for n in nodes)) / div,
-                                           rank)[rank])
+                    scored = base + self._tail_sum(nodes, trial, tail)
+                    if div is not None:
+                        scored /= div
+                    scored.partition(rank)
+                    q = float(scored[rank])
                     extra = (eff(o) - eff(now)) + 0.01 + 10.0 * (loss(o) - loss(now))
                     score = (q_now - q) / max(extra, 1e-3)
                     if q < q_now and score > best_score:
@@ -472,6 +486,16 @@ class WorkflowProblem:
                 return None
             apply(*best)
         return None
+
+    def _tail_sum(self, nodes: Sequence[str], assign: Mapping[str, int], tail: np.ndarray) -> np.ndarray:
+        """``sum(node_latency(n, assign)[tail] for n in nodes)``, the same values (a fresh array) without
+        the generator and the ``0 +`` that ``sum`` starts from (adding 0.0 changes no latency: the
+        latencies are sums of non-negative table entries, so no -0.0 is lost)."""
+        first, *rest = nodes
+        out = self.node_latency(first, assign)[tail]
+        for n in rest:
+            out += self.node_latency(n, assign)[tail]
+        return out
 
     def _stacked(self, stage: str) -> np.ndarray:
         key = ("stack", stage)
@@ -503,16 +527,30 @@ class WorkflowProblem:
         better-ranked (quality, cost) options of the same unit while the SLO holds."""
         cur = dict(assign)
         units = sorted({tuple(sorted(self.option(s, i))) for s, i in cur.items()})
+        # Each unit's options ranked once (a stable sort: filtering it keeps the order of sorting the
+        # filtered ones); a move's verdict from the run latencies updated at the unit's nodes
+        # (:meth:`shifted`, :meth:`feasible_near`: always :meth:`feasible`'s verdict).
+        ranked = {u: sorted(((self._unit_key(o), o) for o in self.unit_options(u, allowed)), key=lambda t: t[0])
+                  for u in units}
+        nodes = {u: tuple(sorted({self.paths.node_of(s) for s in u})) for u in units}
+        latency = mass = self.run_latency(cur) if self.slo_latency_s is not None else None
         changed = True
         while changed:
             changed = False
             for u in units:
                 now = self._unit_key({s: cur[s] for s in u})
-                for o in sorted((o for o in self.unit_options(u, allowed) if self._unit_key(o) < now),
-                                key=self._unit_key):
+                for key, o in ranked[u]:
+                    if not key < now:
+                        continue
                     trial = {**cur, **o}
-                    if _fits(self, trial, limits) and self.feasible(trial, scale):
+                    if not _fits(self, trial, limits):
+                        continue
+                    if latency is None:  # no SLO: every move that fits is taken
                         cur, changed = trial, True
+                        break
+                    moved, moved_mass = self.shifted(latency, mass, cur, trial, nodes[u])
+                    if self.feasible_near(trial, moved, moved_mass, scale):
+                        cur, latency, mass, changed = trial, moved, moved_mass, True
                         break
         return cur
 
