@@ -7,6 +7,8 @@ stage, anything the runtime can recognise as more than one plain query:
 * text that cannot be read exactly (unterminated quotes or comments);
 * more than one statement (a ``;`` outside quotes and comments): refused
   whole, never cut to its first statement;
+* text that starts with no statement keyword at all: the database's own
+  syntax error (``near "1": syntax error`` on SQLite);
 * a statement that does not start with a query keyword (``COPY``, ``LOAD``,
   ``DO``, ``CALL``, ``SET``, ``LISTEN``, ``PREPARE``, ``VACUUM``, ``LOCK``,
   ``GRANT``, DDL, DML, ...);
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from runtime.sql.extract import STATEMENT_KEYWORDS
 from runtime.sql.lexer import LexError, Token, code_tokens, tokenize
 
 Backend = Literal["sqlite", "postgresql"]
@@ -108,13 +111,27 @@ def _statements(code: list[Token]) -> list[list[Token]]:
     return [s for s in out if s]
 
 
+SYNTAX_ERROR: dict[Backend, str] = {"sqlite": 'near "{}": syntax error', "postgresql": 'syntax error at or near "{}"'}
+"""The database's own words for text that is no statement at all (see :func:`_check_start`)."""
+
+
 def _check_start(code: list[Token], backend: Backend) -> None:
+    """Refuse a statement that is no query.
+
+    Text that starts with no statement keyword at all ("1", "The answer is", "Based on ...") is not
+    SQL: it gets the database's own syntax error (:data:`SYNTAX_ERROR`), which is what the fix stage
+    saw before this check existed. Told instead that "'1' statements are not allowed (statements
+    starting with EXPLAIN, ...)", SmolLM2-135M answered with the schema's CREATE TABLE (cut at
+    max_tokens) rather than a SELECT: 1 of 10 nl2sql runs done instead of 4 (measured,
+    benchmarks/results/nl2sql_isolation.md). Statements of another kind (CREATE, COPY, ...) are named.
+    """
     first = next((t for t in code if t.text != "("), code[0])  # "(SELECT 1) UNION (SELECT 2)"
     allowed = QUERY_STARTS[backend]
-    if first.kind != "word" or first.upper not in allowed:
-        command = first.upper if first.kind == "word" else repr(first.text)
+    if first.kind != "word" or first.upper not in STATEMENT_KEYWORDS:
+        raise RefusedStatement(SYNTAX_ERROR[backend].format(first.text))
+    if first.upper not in allowed:
         raise RefusedStatement(
-            f"{command} statements are not allowed: only read-only queries may run "
+            f"{first.upper} statements are not allowed: only read-only queries may run "
             f"(statements starting with {', '.join(sorted(allowed))})")
 
 
