@@ -17,7 +17,9 @@ as a Poisson stream at ``--rate`` runs/s (seeded), or all at once with
 ``--rate 0``. Reported per layout: throughput (runs/s over the batch),
 latency percentiles, SLO attainment, per-stage latency, and per engine the
 peak and mean KV use in blocks (vLLM's CPU block is ``--block-tokens`` tokens)
-and the prefix-cache hit rate.
+and the prefix-cache hit rate. Per LLM stage also what its calls produced (output
+tokens, how many stopped at ``max_tokens``, the engine's decode time per token)
+and per SQL stage its error messages: what a slower or faster run is made of.
 
     .venv/bin/python benchmarks/nl2sql_isolation.py [--questions 10] [--rate 0.2]
 
@@ -32,10 +34,12 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -46,6 +50,33 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def questions(n: int) -> list[dict[str, Any]]:
     rows = [json.loads(line) for line in (EXAMPLES / "questions" / "nl2sql.jsonl").read_text().splitlines() if line]
     return rows[:n]
+
+
+def call_summary(infos: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """Per stage, what its calls produced (from the runs' :class:`CallRecord` s).
+
+    LLM stages: ``calls``, ``output_tokens_p50``, ``output_tokens_mean``, ``at_max_tokens`` (calls whose
+    finish reason is ``length``) and ``decode_ms_per_token_p50``, the median over calls with two or more
+    output tokens of ``engine_decode_s / (output_tokens - 1)`` (the engine's own clock, first to last
+    token; None where the engine does not report it). SQL stages: ``calls``, ``outcomes`` and
+    ``errors`` (message -> count, most frequent first).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    records = [c for info in infos for c in info.calls]
+    for stage in dict.fromkeys(c.stage for c in records):
+        calls = [c for c in records if c.stage == stage]
+        if calls[0].kind == "llm":
+            tokens = [c.output_tokens for c in calls]
+            per_token = [c.engine_decode_s / (c.output_tokens - 1) for c in calls
+                         if c.engine_decode_s is not None and c.output_tokens > 1]
+            out[stage] = {"kind": "llm", "calls": len(calls), "output_tokens_p50": statistics.median(tokens),
+                          "output_tokens_mean": statistics.fmean(tokens),
+                          "at_max_tokens": sum(c.finish_reason == "length" for c in calls),
+                          "decode_ms_per_token_p50": 1e3 * statistics.median(per_token) if per_token else None}
+        elif calls[0].kind == "sql":
+            out[stage] = {"kind": "sql", "calls": len(calls), "outcomes": dict(Counter(c.outcome for c in calls)),
+                          "errors": dict(Counter(c.error for c in calls if c.error).most_common())}
+    return out
 
 
 async def run_layout(name: str, spec: Any, qs: list[dict[str, Any]], rate: float, seed: int,
@@ -94,7 +125,7 @@ async def run_layout(name: str, spec: Any, qs: list[dict[str, Any]], rate: float
         "slo_attainment": report["slo_attainment"], "retries": report["retries"],
         "stages": {k: {"calls": v["calls"], "p50_s": v["p50_s"], "p95_s": v["p95_s"]}
                    for k, v in report["stages"].items()},
-        "engines": engines,
+        "engines": engines, "calls": call_summary(infos),
     }
 
 
@@ -126,6 +157,18 @@ def markdown(result: dict[str, Any]) -> str:
         stages = ", ".join(f"{k} {v['p50_s']:.1f}s / {v['p95_s']:.1f}s ({v['calls']} calls)"
                            for k, v in r["stages"].items())
         lines.append(f"* {r['layout']}: {stages}")
+    lines += ["", "What the calls produced (decode: the engine's own clock, first to last token):", ""]
+    for r in result["layouts"]:
+        parts = []
+        for k, v in r.get("calls", {}).items():
+            if v["kind"] == "llm":
+                ms = v["decode_ms_per_token_p50"]
+                parts.append(f"{k} {v['output_tokens_p50']:g} output tokens p50, {v['at_max_tokens']}/{v['calls']} "
+                             f"at max_tokens, decode {'-' if ms is None else f'{ms:.0f}'} ms/token p50")
+            else:
+                top = "; ".join(f"{n}x {e[:70]}" for e, n in list(v["errors"].items())[:3])
+                parts.append(f"{k} {v['outcomes']} (top errors: {top or '-'})")
+        lines.append(f"* {r['layout']}: " + ", ".join(parts))
     return "\n".join(lines) + "\n"
 
 

@@ -81,6 +81,21 @@ def test_anything_else_is_refused_with_a_reason(sql: str, backend: str, reason: 
     assert reason in str(refused.value)
 
 
+@pytest.mark.parametrize(("sql", "backend", "message"), [
+    ("1\n\nThe answer is 1", "sqlite", 'near "1": syntax error'),
+    ("1. 2023 to 2024", "sqlite", 'near "1.": syntax error'),
+    ("The regional directors are", "sqlite", 'near "The": syntax error'),
+    ("Based on the provided table", "postgresql", 'syntax error at or near "Based"'),
+    ("'a string'", "sqlite", "near \"'a string'\": syntax error"),
+])
+def test_text_that_is_no_statement_gets_the_databases_syntax_error(sql: str, backend: str, message: str) -> None:
+    """Model prose or a bare number is refused in the database's words, not as a forbidden statement
+    kind: SmolLM2 answers "statements starting with EXPLAIN, ..." with the schema's CREATE TABLE."""
+    with pytest.raises(RefusedStatement) as refused:
+        check_query(sql, backend)  # type: ignore[arg-type]
+    assert str(refused.value) == message
+
+
 def test_only_an_adjacent_u_ampersand_quote_is_a_unicode_identifier() -> None:
     assert check_query('SELECT u & "x" FROM t', "postgresql") == 'SELECT u & "x" FROM t'  # a bitwise AND
 
