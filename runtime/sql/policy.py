@@ -8,7 +8,7 @@ stage, anything the runtime can recognise as more than one plain query:
 * more than one statement (a ``;`` outside quotes and comments): refused
   whole, never cut to its first statement;
 * unbalanced parentheses (which could close the executor's own wrapper
-  subquery early, see :func:`_check_parentheses`);
+  subquery early, see :func:`_check_parentheses`), in the database's own words;
 * text that starts with no statement keyword at all: the database's own
   syntax error (``near "1": syntax error`` on SQLite);
 * a statement that does not start with a query keyword (``COPY``, ``LOAD``,
@@ -101,7 +101,7 @@ def check_query(sql: str, backend: Backend) -> str:
             "(separated by ';'). Send a single query.")
     code = statements[0]
     _check_start(code, backend)  # first: prose gets the database's syntax error, whatever its brackets
-    _check_parentheses(code)
+    _check_parentheses(code, backend)
     _check_body(code, backend)
     return sql[code[0].start:code[-1].start + len(code[-1].text)]
 
@@ -116,22 +116,26 @@ def _statements(code: list[Token]) -> list[list[Token]]:
     return [s for s in out if s]
 
 
-def _check_parentheses(code: list[Token]) -> None:
+def _check_parentheses(code: list[Token], backend: Backend) -> None:
     """Refuse unbalanced parentheses. The PostgreSQL executor sends the query as a subquery
     (:func:`runtime.sql.postgres_backend.row_bounded`); a ``)`` that closes nothing would close
     that wrapper early and move its row bound onto a subquery of the attacker's choosing
-    (``SELECT 1) AS q UNION ALL SELECT repeat('x', 300000000) FROM (SELECT 1``)."""
+    (``SELECT 1) AS q UNION ALL SELECT repeat('x', 300000000) FROM (SELECT 1``). The refusal says
+    what the database itself would (:data:`SYNTAX_ERROR`, :data:`INCOMPLETE`): a model repairing a
+    query cut at ``max_tokens`` reads the error it would have read without this check."""
     depth = 0
     for token in code:
         depth += (token.text == "(") - (token.text == ")")
         if depth < 0:
-            raise RefusedStatement("unbalanced parentheses: a ')' closes nothing")
+            raise RefusedStatement(SYNTAX_ERROR[backend].format(")"))
     if depth:
-        raise RefusedStatement(f"unbalanced parentheses: {depth} '(' never closed")
+        raise RefusedStatement(INCOMPLETE[backend])
 
 
 SYNTAX_ERROR: dict[Backend, str] = {"sqlite": 'near "{}": syntax error', "postgresql": 'syntax error at or near "{}"'}
 """The database's own words for text that is no statement at all (see :func:`_check_start`)."""
+INCOMPLETE: dict[Backend, str] = {"sqlite": "incomplete input", "postgresql": "syntax error at end of input"}
+"""The database's own words for a query that ends inside parentheses (see :func:`_check_parentheses`)."""
 
 
 def _check_start(code: list[Token], backend: Backend) -> None:
