@@ -40,7 +40,8 @@ cdef class LLMEngine:
     cpdef cancel(self, Call call)
     @cython.locals(done=long, n=long, end=double)
     cpdef _interrupt(self)
-    cpdef on_tick(self, version)
+    # version: always an int (this engine's epoch counter), compared as a C integer (no boxed self.version).
+    cpdef on_tick(self, long version)
     @cython.locals(n=long, b=long, now=double, step=long, fstep=long, call=Call, sim=SimClock, top=tuple)
     cpdef _settle(self)
     @cython.locals(own=long)
