@@ -40,8 +40,9 @@ cdef class LLMEngine:
     cpdef cancel(self, Call call)
     @cython.locals(done=long, n=long, end=double)
     cpdef _interrupt(self)
-    cpdef on_tick(self, version)
-    @cython.locals(n=long, b=long, now=double, step=long, fstep=long, call=Call, sim=SimClock)
+    # version: always an int (this engine's epoch counter), compared as a C integer (no boxed self.version).
+    cpdef on_tick(self, long version)
+    @cython.locals(n=long, b=long, now=double, step=long, fstep=long, call=Call, sim=SimClock, top=tuple)
     cpdef _settle(self)
     @cython.locals(own=long)
     cpdef _release(self, Call call)
@@ -55,7 +56,8 @@ cdef class LLMEngine:
     @cython.locals(now=double, b_old=long, k_old=long, prefill=long, decode=bint, ptoks=long, resident=bint,
                    ctx=long, fill=long, need=long, growth=long, used=long, dt=double, end=double, b=long, n=long,
                    n_kv=long, k0=long, K=double, t=double, call=Call, c=Call, worst=Call,
-                   budget_max=long, budget=long, chunk=long, own=long, preempted=bint, admit=bint, sim=SimClock)
+                   budget_max=long, budget=long, chunk=long, own=long, preempted=bint, admit=bint, sim=SimClock,
+                   top=tuple, fstep=long)
     cpdef _schedule(self)
     @cython.locals(ctx=long, tokens=long, own=long, left=long, held=long)
     cpdef _admit(self, Call call, pkey, long ptoks, bint resident, long fill, long chunk)

@@ -381,8 +381,13 @@ class LLMEngine:
                     self._drop_chunk(call)
             self.pending_cancel.clear()
         fin = self.fin
-        while fin and fin[0][0] <= step:
-            fstep, _, call = pop_event(fin)
+        while fin:
+            top = fin[0]  # the entry pop_event returns (the heap's least)
+            fstep = top[0]  # read once (a C integer when compiled)
+            if fstep > step:
+                break
+            pop_event(fin)
+            call = top[2]
             if call.state != RUNNING or call.finish_step != fstep or call.replica is not self:
                 continue
             self._release(call)
@@ -582,14 +587,16 @@ class LLMEngine:
         if not running:
             return
         fin = self.fin
+        fstep = 0  # the finish step at the top of ``fin`` (read once: a C integer when compiled)
         while fin:  # drop stale finish entries (cancelled, preempted or re-admitted calls)
             top = fin[0]
+            fstep = top[0]
             c = top[2]
-            if c.state == RUNNING and c.finish_step == top[0] and c.replica is self:
+            if c.state == RUNNING and c.finish_step == fstep and c.replica is self:
                 break
             pop_event(fin)
         b = len(running)
-        n = fin[0][0] - self.step if fin else 1
+        n = fstep - self.step if fin else 1
         n_kv = (self.cap - used) // b
         # max(1, min(n, n_kv)) without the builtins (same integers).
         if n_kv < n:

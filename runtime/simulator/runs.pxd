@@ -68,6 +68,8 @@ cdef class IRRun(Run):
     cpdef Call _make_call(self, tuple key, stage, cp, group=*)
     @cython.locals(v=long, c=Call, visits=dict)
     cpdef _enter(self, _Walk walk, node, cp, Call call, prune)
+    @cython.locals(fan=_Fan)
+    cpdef _done(self, Call call, _Walk walk, prune)
     cpdef _start_fan(self, _Walk walk, node, tuple key, cp, Call call, prune)
     cpdef _leave(self, _Walk walk, node, Call call, u, cp, prune)
     cpdef _branch_end(self, _Walk branch, bint ok, cp, Call call, prune)

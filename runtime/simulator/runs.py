@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect_right
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 from cortexlang.ir import LLMStage
 from cortexlang.semantics import Semantics, join_waits_for_all
@@ -311,8 +311,9 @@ class Run:
         """The run's calls started and not finished (to cancel them when the run ends early)."""
         return []
 
-    def on_done(self, call: Call, prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
-        """Calls to start and calls to cancel after ``call`` finished."""
+    def on_done(self, call: Call, prune: PruneHook | None) -> tuple[list[Call], Sequence[Call]]:
+        """Calls to start and calls to cancel after ``call`` finished (read only: the cancels are often the
+        shared empty tuple, which costs no allocation per call)."""
         raise NotImplementedError
 
 
@@ -552,7 +553,7 @@ class IRRun(Run):
             return self._start_fan(walk, node, key, cp, call, prune)
         c = self._make_call(key, node, cp, walk if walk.fan is not None else None)
         walk.current = c
-        return [c], []
+        return [c], ()  # nothing to cancel: the shared empty tuple (no list per call)
 
     def _start_fan(self, walk: _Walk, node: str, key: tuple, cp: float, call: Call | None,
                    prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
@@ -578,11 +579,16 @@ class IRRun(Run):
     def first_calls(self) -> list[Call]:
         return self._enter(self.top, self.g.workflow.entry, 0.0, None, None)[0]
 
-    def on_done(self, call: Call, prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
+    def on_done(self, call: Call, prune: PruneHook | None) -> tuple[list[Call], Sequence[Call]]:
+        return self._done(call, call.group if call.group is not None else self.top, prune)
+
+    def _done(self, call: Call, walk: _Walk, prune: PruneHook | None) -> tuple[list[Call], Sequence[Call]]:
+        """:meth:`on_done` on the walk ``call`` belongs to (typed in runs.pxd: its fields and its fan-out's
+        are C field reads, not generic attribute lookups)."""
         cp = call.cp_service_s + (call.t_end - call.t_start)
-        walk = call.group if call.group is not None else self.top
-        if walk.fan is not None and walk.fan.done:
-            return [], []
+        fan = walk.fan
+        if fan is not None and fan.done:
+            return [], ()
         walk.current = None
         u = call.edge_u  # drawn when the call was made: the script's entry for its key
         if u is None:  # a call made elsewhere (a hedge's duplicate)
@@ -627,7 +633,8 @@ class IRRun(Run):
         if fan.open:
             return [], cancel
         start, more = self._fan_end(fan, call, prune)
-        return start, cancel + more
+        cancel += more  # ``more`` may be a tuple (list + tuple would raise; extending takes any sequence)
+        return start, cancel
 
     def _fan_end(self, fan: _Fan, call: Call | None, prune: PruneHook | None) -> tuple[list[Call], list[Call]]:
         fan.done = True

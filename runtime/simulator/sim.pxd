@@ -43,7 +43,7 @@ cdef class Simulator(SimClock):
     cpdef _record_run(self, Run run)
 
 # backlog_s is always a Python float (the engines' and executors' refresh_view), so a C double compares the same.
-@cython.locals(bv=ReplicaView, v=ReplicaView, b=double, bb=double)
+@cython.locals(bv=ReplicaView, v=ReplicaView, b=double, bb=double, e=LLMEngine)
 cpdef _least_backlog_replica(replicas)
 
 @cython.locals(e=LLMEngine, x=ExecutorGroup)

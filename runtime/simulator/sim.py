@@ -671,7 +671,11 @@ def _least_backlog_replica(replicas: Sequence[LLMEngine | ExecutorGroup]) -> LLM
     bv = _fresh_view(best)
     bb = bv.backlog_s
     for r in replicas:
-        v = _fresh_view(r)
+        if type(r) is LLMEngine:  # _fresh_view(r) written out for an engine (typed e: no call per candidate)
+            e = r
+            v = e.refresh_view() if e.dirty else e.view
+        else:
+            v = _fresh_view(r)
         b = v.backlog_s
         if b > bb or v is bv:  # cannot win (most replicas), or the first one itself
             continue
