@@ -517,8 +517,9 @@ def _iteration_times(t_iter: float, per_seq_s: float, batch: float, max_num_seqs
     running = _unit_normal() * math.sqrt(max(batch - coupled * coupled, 0.0))  # N - batch
     if shocked:
         running += coupled * _unit_normal_2()
-    np.maximum(running, -batch, out=running)  # N clipped to 0..max_num_seqs-1, without np.clip's wrapper
-    np.minimum(running, max(max_num_seqs - 1, 0) - batch, out=running)
+    # N clipped to 0..max_num_seqs-1: np.clip computes min(max(x, lo), hi) per element, the same floats
+    # as np.maximum then np.minimum, in one pass
+    np.clip(running, -batch, max(max_num_seqs - 1, 0) - batch, out=running)
     running *= per_seq_s
     running += t_iter + per_seq_s
     running.flags.writeable = False
@@ -660,8 +661,9 @@ def _draws_stall_deviation(draws: _OutputDraws, work_per_token: float, x: float,
 
 
 def _mean(x: np.ndarray) -> float:
-    """``float(x.mean())`` of a 1-d float array without ndarray.mean's wrapper (the same sum and division)."""
-    return float(np.add.reduce(x) / x.size)
+    """``float(x.mean())`` of a 1-d float array without ndarray.mean's wrapper (the same sum -- ``x.sum()``
+    is the same pairwise ``np.add.reduce``, reached faster -- and division)."""
+    return float(x.sum() / x.size)
 
 
 def _batch_capped(shock: np.ndarray, out: np.ndarray, t_iter: float, batch: float, max_num_seqs: int,

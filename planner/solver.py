@@ -135,6 +135,10 @@ class WorkflowProblem:
     attainment monotone in every stage's table, so the cuts stay valid."""
     _cache: dict = field(default_factory=dict, repr=False)
     _slower: dict = field(default_factory=dict, repr=False)
+    shared: dict | None = field(default=None, repr=False)
+    """Node latencies shared by the problems of one planning request (:meth:`node_latency`): keyed by
+    the identities of the paths and of the tables and splits a node reads, so a problem rebuilt with
+    the same candidates (the second pass's, the re-predictions') does not evaluate them again."""
 
     def __post_init__(self) -> None:
         self.stages = sorted(self.candidates)
@@ -175,8 +179,28 @@ class WorkflowProblem:
         if vec is None:
             if len(self._cache) > _CACHE_LIMIT:
                 self._cache.clear()
-            vec = self.paths.node_latency(node, self._tables(assign), self._splits(assign))
-            self._cache[key] = vec
+            vec = self._cache[key] = self._evaluate(node, assign)
+        return vec
+
+    def _evaluate(self, node: str, assign: Mapping[str, int | None]) -> np.ndarray:
+        """``paths.node_latency`` of ``node`` under ``assign``, from :attr:`shared` when another problem
+        on the same paths evaluated the same tables and splits there. A latency depends on nothing else
+        (the node's visits are the paths'); the entry holds those objects, so their ids stay theirs."""
+        stages = self.node_stages[node]  # the node reads its own stages' tables and splits only
+        tables = {s: self.envelope[s] if assign.get(s) is None else self.candidates[s][assign[s]].table
+                  for s in stages}
+        splits = {s: split for s, split in self._splits(assign).items() if s in tables}
+        if self.shared is None:
+            return self.paths.node_latency(node, tables, splits)
+        refs = (self.paths, *[tables[s] for s in stages], *[splits.get(s) for s in stages])
+        key = (node, tuple([id(r) for r in refs]))
+        hit = self.shared.get(key)
+        if hit is not None:
+            return hit[1]
+        if len(self.shared) > _CACHE_LIMIT:
+            self.shared.clear()
+        vec = self.paths.node_latency(node, tables, splits)
+        self.shared[key] = (refs, vec)
         return vec
 
     def run_latency(self, assign: Mapping[str, int | None]) -> np.ndarray:
@@ -184,6 +208,21 @@ class WorkflowProblem:
         for node in self.node_stages:
             total += self.node_latency(node, assign)
         return total
+
+    def run_latency_from(self, partial: list[tuple[np.ndarray, np.ndarray]], assign: Mapping[str, int | None]
+                         ) -> np.ndarray:
+        """:meth:`run_latency` (the same floats: the same additions in the same order), reusing the
+        partial sums of a previous call that ``partial`` holds (and is updated with): per node, its
+        latency and the sum up to it. A search that changes one unit per step (:meth:`greedy_layout`)
+        recomputes only the sums from the first node whose latency changed."""
+        vecs = [self.node_latency(node, assign) for node in self.node_stages]
+        first = next((k for k, (vec, _) in enumerate(partial) if vec is not vecs[k]), len(partial))
+        del partial[first:]
+        total = partial[-1][1] if partial else np.zeros(self.paths.n)
+        for vec in vecs[first:]:
+            total = total + vec
+            partial.append((vec, total))
+        return total.copy()
 
     def target(self, scale: float) -> float | None:
         return None if self.slo_latency_s is None else self.slo_latency_s * scale
@@ -391,11 +430,17 @@ class WorkflowProblem:
                 value = losses[key] = sum(quality_loss(self.candidates[s][i]) for s, i in key)
             return value
 
+        resources: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
+
         def res(o: Mapping[str, int]) -> dict[str, int]:
-            out: dict[str, int] = {}
-            for s, i in o.items():
-                for k, n in self.candidates[s][i].resources.items():
-                    out[k] = out.get(k, 0) + n
+            """The devices option ``o`` occupies (memoised per option; callers only read it)."""
+            key = tuple(o.items())
+            out = resources.get(key)
+            if out is None:
+                out = resources[key] = {}
+                for s, i in key:
+                    for k, n in self.candidates[s][i].resources.items():
+                        out[k] = out.get(k, 0) + n
             return out
 
         used: dict[str, int] = {}
@@ -435,22 +480,25 @@ class WorkflowProblem:
         stacks = {u: {s: np.stack([self.candidates[s][o[s]].table for o in ranked[u]]) for s in u}
                   for u in layout if ranked[u]}
         unit_nodes = {u: sorted({self.paths.node_of(s) for s in u}) for u in stacks}
-        somewheres: dict[tuple[tuple[str, ...], tuple[tuple[str, int], ...]], list[bool]] = {}
+        ranked_eff = {u: [eff(o) for o in ranked[u]] for u in stacks}  # (the same floats, read by position)
+        ranked_loss = {u: [loss(o) for o in ranked[u]] for u in stacks}
+        somewheres: dict[tuple[tuple[str, ...], tuple[tuple[str, int], ...]], list[int]] = {}
 
-        def somewhere_faster(u: tuple[str, ...], now: Mapping[str, int]) -> list[bool]:
-            """Per option of ``ranked[u]``: faster than ``now`` at some level of some member's table
-            (memoised per unit and current option: a step changes one unit only)."""
+        def somewhere_faster(u: tuple[str, ...], now: Mapping[str, int]) -> list[int]:
+            """The positions in ``ranked[u]`` of the options faster than ``now`` at some level of some
+            member's table, in order (memoised per unit and current option: a step changes one unit only)."""
             key = (u, tuple(now.items()))
             found = somewheres.get(key)
             if found is None:
                 somewhere = np.zeros(len(ranked[u]), dtype=bool)
                 for s in u:
                     somewhere |= ~np.all(stacks[u][s] >= self.candidates[s][now[s]].table - 1e-12, axis=1)
-                found = somewheres[key] = somewhere.tolist()
+                found = somewheres[key] = np.flatnonzero(somewhere).tolist()
             return found
 
+        partial: list[tuple[np.ndarray, np.ndarray]] = []
         for _ in range(500):
-            total = self.run_latency(cur)
+            total = self.run_latency_from(partial, cur)
             if self.meets(total, scale):
                 return cur
             cuts.append(dict(cur))
@@ -467,32 +515,45 @@ class WorkflowProblem:
                     continue
                 now = chosen[u]
                 nodes = unit_nodes[u]
-                base = total_tail - self._tail_sum(nodes, cur, tail)
                 # the first four options (cheapest first) faster somewhere that fit
-                faster = itertools.islice((o for o, f in zip(ranked[u], somewhere_faster(u, now))
-                                           if f and fits_swap(u, o)), 4)
-                for o in faster:
-                    trial = {**cur, **o}
-                    scored = base + self._tail_sum(nodes, trial, tail)
-                    if div is not None:
-                        scored /= div
-                    scored.partition(rank)
-                    q = float(scored[rank])
-                    extra = (eff(o) - eff(now)) + 0.01 + 10.0 * (loss(o) - loss(now))
+                faster = somewhere_faster(u, now)
+                if limits is None:
+                    picks = faster[:4]
+                else:
+                    picks = list(itertools.islice((j for j in faster if fits_swap(u, ranked[u][j])), 4))
+                if not picks:
+                    continue
+                base = total_tail - self._tail_sum(nodes, cur, tail)
+                # The picks scored together: row k is base + the tail sum of pick k (each element the
+                # same sum as scoring it alone), partitioned row by row (the same order statistic).
+                scored = np.empty((len(picks), tail.size))
+                for k, j in enumerate(picks):
+                    self._tail_sum(nodes, {**cur, **ranked[u][j]}, tail, out=scored[k])
+                np.add(base, scored, out=scored)
+                if div is not None:
+                    scored /= div
+                scored.partition(rank, axis=1)
+                e_now, l_now = eff(now), loss(now)
+                for j, q in zip(picks, scored[:, rank].tolist()):
+                    extra = (ranked_eff[u][j] - e_now) + 0.01 + 10.0 * (ranked_loss[u][j] - l_now)
                     score = (q_now - q) / max(extra, 1e-3)
                     if q < q_now and score > best_score:
-                        best, best_score = (u, o), score
+                        best, best_score = (u, ranked[u][j]), score
             if best is None:
                 return None
             apply(*best)
         return None
 
-    def _tail_sum(self, nodes: Sequence[str], assign: Mapping[str, int], tail: np.ndarray) -> np.ndarray:
+    def _tail_sum(self, nodes: Sequence[str], assign: Mapping[str, int], tail: np.ndarray,
+                  out: np.ndarray | None = None) -> np.ndarray:
         """``sum(node_latency(n, assign)[tail] for n in nodes)``, the same values (a fresh array) without
         the generator and the ``0 +`` that ``sum`` starts from (adding 0.0 changes no latency: the
-        latencies are sums of non-negative table entries, so no -0.0 is lost)."""
+        latencies are sums of non-negative table entries, so no -0.0 is lost). With ``out``, written there."""
         first, *rest = nodes
-        out = self.node_latency(first, assign)[tail]
+        if out is None:
+            out = self.node_latency(first, assign)[tail]
+        else:
+            np.take(self.node_latency(first, assign), tail, out=out)
         for n in rest:
             out += self.node_latency(n, assign)[tail]
         return out
@@ -641,8 +702,9 @@ def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale:
                     use.setdefault(kind, []).append(n * v)
                 cost_terms.append(cost_milli(c) * v)
                 quality_terms.append(quality_loss(c) * v)
-                if hints is not None:
-                    model.add_hint(v, int(hints[w][s] == i))
+            if hints is not None:  # model.add_hint per variable, in the same order, in two bulk appends
+                model.proto.solution_hint.vars.extend([v.index for v in vars_])
+                model.proto.solution_hint.values.extend([int(hints[w][s] == i) for i in range(len(vars_))])
             xs[s] = vars_
         for members in p.groups.values():  # a shared pool serves all its stages or none
             first, *rest = sorted(members.items())
