@@ -311,7 +311,8 @@ def _table_inplace(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
     """:func:`_table` of a scratch array it may reorder (sorted in place: no copy)."""
     frac, lo, hi = _table_positions(hedge)
     samples.sort()
-    return samples[lo] + frac * (samples[hi] - samples[lo])
+    low = samples.take(lo)  # (ndarray.take: samples[lo]'s values, fewer instructions)
+    return low + frac * (samples.take(hi) - low)
 
 
 @lru_cache(maxsize=4096)
@@ -719,7 +720,9 @@ def _add_prefill_wait(samples: np.ndarray, stall: PrefillStall) -> None:
     order, u, log_u = _unit_uniform_sorted()
     n = int(u.searchsorted(x, side="left"))  # the draws u < x (distinct indices)
     # -mean log(u / x) = mean (log x - log u), from the cached logarithms
-    samples[order[:n]] += mean_if_waiting * (math.log(x) - log_u[:n])
+    # samples[waiting] += ..., gathered and scattered with take / put (the same values; distinct indices)
+    waiting = order[:n]
+    samples.put(waiting, samples.take(waiting) + mean_if_waiting * (math.log(x) - log_u[:n]))
 
 
 @lru_cache(maxsize=None)
@@ -766,7 +769,7 @@ def _poisson_quantile(mean: float) -> np.ndarray:
     steps[0] = edges[0]
     np.subtract(edges[1:], edges[:-1], out=steps[1:-1])
     steps[-1] = TABLE_SAMPLES - edges[-1]
-    counts = np.repeat(np.arange(n.size + 1.0), steps)[rank]
+    counts = np.repeat(np.arange(n.size + 1.0), steps).take(rank)
     counts.flags.writeable = False
     return counts
 

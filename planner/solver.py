@@ -505,10 +505,10 @@ class WorkflowProblem:
             # Score upgrades on the slowest runs only: the quantile is decided there.
             norm = self.normalised(total)
             tail = np.argpartition(norm, -self._tail_size())[-self._tail_size():]
-            div = None if self.run_scale is None else self.run_scale[tail]  # None: seconds, x / 1 = x
+            div = None if self.run_scale is None else self.run_scale.take(tail)  # None: seconds, x / 1 = x
             rank = self._tail_rank()
-            q_now = float(np.partition(norm[tail], rank)[rank])
-            total_tail = total[tail]
+            q_now = float(np.partition(norm.take(tail), rank)[rank])
+            total_tail = total.take(tail)
             best, best_score = None, 0.0
             for u in layout:
                 if u not in stacks:
@@ -551,11 +551,11 @@ class WorkflowProblem:
         latencies are sums of non-negative table entries, so no -0.0 is lost). With ``out``, written there."""
         first, *rest = nodes
         if out is None:
-            out = self.node_latency(first, assign)[tail]
+            out = self.node_latency(first, assign).take(tail)
         else:
-            np.take(self.node_latency(first, assign), tail, out=out)
+            self.node_latency(first, assign).take(tail, out=out)
         for n in rest:
-            out += self.node_latency(n, assign)[tail]
+            out += self.node_latency(n, assign).take(tail)
         return out
 
     def _stacked(self, stage: str) -> np.ndarray:
