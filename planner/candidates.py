@@ -311,8 +311,7 @@ def _table_inplace(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
     """:func:`_table` of a scratch array it may reorder (sorted in place: no copy)."""
     frac, lo, hi = _table_positions(hedge)
     samples.sort()
-    low = samples.take(lo)  # (ndarray.take: samples[lo]'s values, fewer instructions)
-    return low + frac * (samples.take(hi) - low)
+    return samples[lo] + frac * (samples[hi] - samples[lo])
 
 
 @lru_cache(maxsize=4096)
@@ -518,9 +517,8 @@ def _iteration_times(t_iter: float, per_seq_s: float, batch: float, max_num_seqs
     running = _unit_normal() * math.sqrt(max(batch - coupled * coupled, 0.0))  # N - batch
     if shocked:
         running += coupled * _unit_normal_2()
-    # N clipped to 0..max_num_seqs-1: np.clip computes min(max(x, lo), hi) per element, the same floats
-    # as np.maximum then np.minimum, in one pass
-    np.clip(running, -batch, max(max_num_seqs - 1, 0) - batch, out=running)
+    np.maximum(running, -batch, out=running)  # N clipped to 0..max_num_seqs-1, without np.clip's wrapper
+    np.minimum(running, max(max_num_seqs - 1, 0) - batch, out=running)
     running *= per_seq_s
     running += t_iter + per_seq_s
     running.flags.writeable = False
@@ -662,9 +660,8 @@ def _draws_stall_deviation(draws: _OutputDraws, work_per_token: float, x: float,
 
 
 def _mean(x: np.ndarray) -> float:
-    """``float(x.mean())`` of a 1-d float array without ndarray.mean's wrapper (the same sum -- ``x.sum()``
-    is the same pairwise ``np.add.reduce``, reached faster -- and division)."""
-    return float(x.sum() / x.size)
+    """``float(x.mean())`` of a 1-d float array without ndarray.mean's wrapper (the same sum and division)."""
+    return float(np.add.reduce(x) / x.size)
 
 
 def _batch_capped(shock: np.ndarray, out: np.ndarray, t_iter: float, batch: float, max_num_seqs: int,
@@ -720,9 +717,7 @@ def _add_prefill_wait(samples: np.ndarray, stall: PrefillStall) -> None:
     order, u, log_u = _unit_uniform_sorted()
     n = int(u.searchsorted(x, side="left"))  # the draws u < x (distinct indices)
     # -mean log(u / x) = mean (log x - log u), from the cached logarithms
-    # samples[waiting] += ..., gathered and scattered with take / put (the same values; distinct indices)
-    waiting = order[:n]
-    samples.put(waiting, samples.take(waiting) + mean_if_waiting * (math.log(x) - log_u[:n]))
+    samples[order[:n]] += mean_if_waiting * (math.log(x) - log_u[:n])
 
 
 @lru_cache(maxsize=None)
@@ -769,7 +764,7 @@ def _poisson_quantile(mean: float) -> np.ndarray:
     steps[0] = edges[0]
     np.subtract(edges[1:], edges[:-1], out=steps[1:-1])
     steps[-1] = TABLE_SAMPLES - edges[-1]
-    counts = np.repeat(np.arange(n.size + 1.0), steps).take(rank)
+    counts = np.repeat(np.arange(n.size + 1.0), steps)[rank]
     counts.flags.writeable = False
     return counts
 
