@@ -412,9 +412,20 @@ class WorkflowProblem:
         the cheapest start by a given assignment (its units must be ``layout``'s).
         """
         prices = prices or {}
-        options = {u: self.unit_options(u, allowed) for u in layout}
-        effs: dict[tuple[tuple[str, int], ...], float] = {}  # eff and loss of each option, computed once
-        losses: dict[tuple[tuple[str, int], ...], int] = {}
+        # What depends only on the options, ``allowed`` and ``prices`` is kept on the problem for the next
+        # call with the same (the greedy runs per layout and price round, the repairs per proposal): each
+        # unit's options, their eff and loss, and the ranking below.
+        memo_key = ("greedy", id(allowed), tuple(sorted(prices.items())))
+        memo = self._slower.get(memo_key)
+        if memo is None or memo[0] is not allowed:
+            memo = self._slower[memo_key] = (allowed, {}, {}, {})
+        _, unit_memo, effs, ranking = memo
+        options = {}
+        for u in layout:
+            if u not in unit_memo:
+                unit_memo[u] = self.unit_options(u, allowed)
+            options[u] = unit_memo[u]
+        losses: dict[tuple[tuple[str, int], ...], int] = self._slower.setdefault(("losses",), {})
 
         def eff(o: Mapping[str, int]) -> float:
             key = tuple(o.items())
@@ -430,7 +441,7 @@ class WorkflowProblem:
                 value = losses[key] = sum(quality_loss(self.candidates[s][i]) for s, i in key)
             return value
 
-        resources: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
+        resources: dict[tuple[tuple[str, int], ...], dict[str, int]] = self._slower.setdefault(("resources",), {})
 
         def res(o: Mapping[str, int]) -> dict[str, int]:
             """The devices option ``o`` occupies (memoised per option; callers only read it)."""
@@ -476,12 +487,16 @@ class WorkflowProblem:
             return cur
         # Upgrades are tried cheapest (priced) first; per unit and stage, the options' tables stacked
         # in that order, to find the options faster than the current one somewhere in one pass.
-        ranked = {u: sorted(options[u], key=lambda o: (eff(o), loss(o))) for u in layout}
-        stacks = {u: {s: np.stack([self.candidates[s][o[s]].table for o in ranked[u]]) for s in u}
-                  for u in layout if ranked[u]}
+        for u in layout:
+            if u not in ranking:
+                order = sorted(options[u], key=lambda o: (eff(o), loss(o)))
+                ranking[u] = (order, {s: np.stack([self.candidates[s][o[s]].table for o in order]) for s in u}
+                              if order else None, [eff(o) for o in order], [loss(o) for o in order])
+        ranked = {u: ranking[u][0] for u in layout}
+        stacks = {u: ranking[u][1] for u in layout if ranked[u]}
         unit_nodes = {u: sorted({self.paths.node_of(s) for s in u}) for u in stacks}
-        ranked_eff = {u: [eff(o) for o in ranked[u]] for u in stacks}  # (the same floats, read by position)
-        ranked_loss = {u: [loss(o) for o in ranked[u]] for u in stacks}
+        ranked_eff = {u: ranking[u][2] for u in stacks}  # (the same floats, read by position)
+        ranked_loss = {u: ranking[u][3] for u in stacks}
         somewheres: dict[tuple[tuple[str, ...], tuple[tuple[str, int], ...]], list[int]] = {}
 
         def somewhere_faster(u: tuple[str, ...], now: Mapping[str, int]) -> list[int]:
