@@ -150,9 +150,6 @@ class WorkflowModel:
 
     standalone: np.ndarray | None = None
     """Per sampled run: its standalone latency (idle pools, fastest devices), same draws."""
-    latencies: dict | None = None
-    """Node latencies shared by the request's problems (:attr:`planner.solver.WorkflowProblem.shared`);
-    set by :meth:`Planner.model`."""
 
     def problem(self, relative: bool = False) -> WorkflowProblem:
         """The solver's view. ``relative``: the SLO as a scale of each run's standalone latency
@@ -162,11 +159,10 @@ class WorkflowModel:
         cands = {s: sc.candidates for s, sc in self.stages.items()}
         if not relative or slo is None or self.standalone is None:
             return WorkflowProblem(self.workflow.name, cands, self.paths,
-                                   slo.latency_s if slo else None, slo.attainment if slo else None,
-                                   shared=self.latencies)
+                                   slo.latency_s if slo else None, slo.attainment if slo else None)
         ratio = slo.latency_s / float(np.quantile(self.standalone, slo.attainment))
         return WorkflowProblem(self.workflow.name, cands, self.paths, ratio, slo.attainment,
-                               run_scale=np.maximum(self.standalone, 1e-9), shared=self.latencies)
+                               run_scale=np.maximum(self.standalone, 1e-9))
 
 
 def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: float, inventory: Inventory,
@@ -303,9 +299,6 @@ class Planner:
         a cache's request starts from its predecessor's."""
         self.cache = cache
         self.iterations = 0
-        self._latencies: dict = {}
-        """Node latencies evaluated by this request's problems, shared between them
-        (:attr:`planner.solver.WorkflowProblem.shared`)."""
 
     def scenario_index(self, m: WorkflowModel) -> int:
         """Position of ``m``'s scenario in its workflow's scenario list."""
@@ -318,7 +311,6 @@ class Planner:
                                             self.inventory, self.samples, self.seed, self.profile_dir, unbounded,
                                             self.decode_stretch, self.layout, self.disaggregate,
                                             self.burst.get((wf.name, k)), self._memo)
-            self._models[key].latencies = self._latencies
         return self._models[key]
 
     def solve_at(self, models: Sequence[WorkflowModel], scale: float, unbounded: bool = False,

@@ -135,10 +135,6 @@ class WorkflowProblem:
     attainment monotone in every stage's table, so the cuts stay valid."""
     _cache: dict = field(default_factory=dict, repr=False)
     _slower: dict = field(default_factory=dict, repr=False)
-    shared: dict | None = field(default=None, repr=False)
-    """Node latencies shared by the problems of one planning request (:meth:`node_latency`): keyed by
-    the identities of the paths and of the tables and splits a node reads, so a problem rebuilt with
-    the same candidates (the second pass's, the re-predictions') does not evaluate them again."""
 
     def __post_init__(self) -> None:
         self.stages = sorted(self.candidates)
@@ -183,25 +179,13 @@ class WorkflowProblem:
         return vec
 
     def _evaluate(self, node: str, assign: Mapping[str, int | None]) -> np.ndarray:
-        """``paths.node_latency`` of ``node`` under ``assign``, from :attr:`shared` when another problem
-        on the same paths evaluated the same tables and splits there. A latency depends on nothing else
-        (the node's visits are the paths'); the entry holds those objects, so their ids stay theirs."""
-        stages = self.node_stages[node]  # the node reads its own stages' tables and splits only
+        """``paths.node_latency`` of ``node`` under ``assign``, given only the tables and splits of the
+        node's own stages (all it reads) rather than every stage's."""
+        stages = self.node_stages[node]
         tables = {s: self.envelope[s] if assign.get(s) is None else self.candidates[s][assign[s]].table
                   for s in stages}
         splits = {s: split for s, split in self._splits(assign).items() if s in tables}
-        if self.shared is None:
-            return self.paths.node_latency(node, tables, splits)
-        refs = (self.paths, *[tables[s] for s in stages], *[splits.get(s) for s in stages])
-        key = (node, tuple([id(r) for r in refs]))
-        hit = self.shared.get(key)
-        if hit is not None:
-            return hit[1]
-        if len(self.shared) > _CACHE_LIMIT:
-            self.shared.clear()
-        vec = self.paths.node_latency(node, tables, splits)
-        self.shared[key] = (refs, vec)
-        return vec
+        return self.paths.node_latency(node, tables, splits)
 
     def run_latency(self, assign: Mapping[str, int | None]) -> np.ndarray:
         total = np.zeros(self.paths.n)
