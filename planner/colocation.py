@@ -372,13 +372,14 @@ def _block_range(spec: ModelSpec, profile: LatencyProfile, device: Device, stage
         n, point = g.replicas, g.point
         key = f"{spec.name}:{'+'.join(block)}@{device.kind}/tp{profile.tp}x{n}/b{point.max_num_seqs}"
         cost = n * per_device * device.cost_per_unit
+        tables = point.tables  # (once per group, not once per member)
         cands = []
         for i, m in enumerate(members):
             lead = i == 0
             cands.append(Candidate(
                 stage=m.stage.name, kind="llm", device=device.kind, units=n, cost_per_hour=cost if lead else 0.0,
                 resources={device.kind: n * per_device} if lead else {}, quality=quality[m.stage.name],
-                table=point.tables[m.stage.name], utilisation=point.utilisation, arrival_rate_per_s=m.rate_per_s,
+                table=tables[m.stage.name], utilisation=point.utilisation, arrival_rate_per_s=m.rate_per_s,
                 visits_per_run=loads[m.stage.name].visits_per_run, tp=profile.tp, model=spec.name,
                 profile=profile.model, max_tokens=m.max_tokens, hedge=m.hedge, prewarm=m.prewarm,
                 max_num_seqs=point.max_num_seqs, kv_budget_tokens=point.kv_budget_tokens,

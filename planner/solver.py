@@ -175,15 +175,38 @@ class WorkflowProblem:
         if vec is None:
             if len(self._cache) > _CACHE_LIMIT:
                 self._cache.clear()
-            vec = self.paths.node_latency(node, self._tables(assign), self._splits(assign))
-            self._cache[key] = vec
+            vec = self._cache[key] = self._evaluate(node, assign)
         return vec
+
+    def _evaluate(self, node: str, assign: Mapping[str, int | None]) -> np.ndarray:
+        """``paths.node_latency`` of ``node`` under ``assign``, given only the tables and splits of the
+        node's own stages (all it reads) rather than every stage's."""
+        stages = self.node_stages[node]
+        tables = {s: self.envelope[s] if assign.get(s) is None else self.candidates[s][assign[s]].table
+                  for s in stages}
+        splits = {s: split for s, split in self._splits(assign).items() if s in tables}
+        return self.paths.node_latency(node, tables, splits)
 
     def run_latency(self, assign: Mapping[str, int | None]) -> np.ndarray:
         total = np.zeros(self.paths.n)
         for node in self.node_stages:
             total += self.node_latency(node, assign)
         return total
+
+    def run_latency_from(self, partial: list[tuple[np.ndarray, np.ndarray]], assign: Mapping[str, int | None]
+                         ) -> np.ndarray:
+        """:meth:`run_latency` (the same floats: the same additions in the same order), reusing the
+        partial sums of a previous call that ``partial`` holds (and is updated with): per node, its
+        latency and the sum up to it. A search that changes one unit per step (:meth:`greedy_layout`)
+        recomputes only the sums from the first node whose latency changed."""
+        vecs = [self.node_latency(node, assign) for node in self.node_stages]
+        first = next((k for k, (vec, _) in enumerate(partial) if vec is not vecs[k]), len(partial))
+        del partial[first:]
+        total = partial[-1][1] if partial else np.zeros(self.paths.n)
+        for vec in vecs[first:]:
+            total = total + vec
+            partial.append((vec, total))
+        return total.copy()
 
     def target(self, scale: float) -> float | None:
         return None if self.slo_latency_s is None else self.slo_latency_s * scale
@@ -373,9 +396,20 @@ class WorkflowProblem:
         the cheapest start by a given assignment (its units must be ``layout``'s).
         """
         prices = prices or {}
-        options = {u: self.unit_options(u, allowed) for u in layout}
-        effs: dict[tuple[tuple[str, int], ...], float] = {}  # eff and loss of each option, computed once
-        losses: dict[tuple[tuple[str, int], ...], int] = {}
+        # What depends only on the options, ``allowed`` and ``prices`` is kept on the problem for the next
+        # call with the same (the greedy runs per layout and price round, the repairs per proposal): each
+        # unit's options, their eff and loss, and the ranking below.
+        memo_key = ("greedy", id(allowed), tuple(sorted(prices.items())))
+        memo = self._slower.get(memo_key)
+        if memo is None or memo[0] is not allowed:
+            memo = self._slower[memo_key] = (allowed, {}, {}, {})
+        _, unit_memo, effs, ranking = memo
+        options = {}
+        for u in layout:
+            if u not in unit_memo:
+                unit_memo[u] = self.unit_options(u, allowed)
+            options[u] = unit_memo[u]
+        losses: dict[tuple[tuple[str, int], ...], int] = self._slower.setdefault(("losses",), {})
 
         def eff(o: Mapping[str, int]) -> float:
             key = tuple(o.items())
@@ -391,11 +425,17 @@ class WorkflowProblem:
                 value = losses[key] = sum(quality_loss(self.candidates[s][i]) for s, i in key)
             return value
 
+        resources: dict[tuple[tuple[str, int], ...], dict[str, int]] = self._slower.setdefault(("resources",), {})
+
         def res(o: Mapping[str, int]) -> dict[str, int]:
-            out: dict[str, int] = {}
-            for s, i in o.items():
-                for k, n in self.candidates[s][i].resources.items():
-                    out[k] = out.get(k, 0) + n
+            """The devices option ``o`` occupies (memoised per option; callers only read it)."""
+            key = tuple(o.items())
+            out = resources.get(key)
+            if out is None:
+                out = resources[key] = {}
+                for s, i in key:
+                    for k, n in self.candidates[s][i].resources.items():
+                        out[k] = out.get(k, 0) + n
             return out
 
         used: dict[str, int] = {}
@@ -431,70 +471,90 @@ class WorkflowProblem:
             return cur
         # Upgrades are tried cheapest (priced) first; per unit and stage, the options' tables stacked
         # in that order, to find the options faster than the current one somewhere in one pass.
-        ranked = {u: sorted(options[u], key=lambda o: (eff(o), loss(o))) for u in layout}
-        stacks = {u: {s: np.stack([self.candidates[s][o[s]].table for o in ranked[u]]) for s in u}
-                  for u in layout if ranked[u]}
+        for u in layout:
+            if u not in ranking:
+                order = sorted(options[u], key=lambda o: (eff(o), loss(o)))
+                ranking[u] = (order, {s: np.stack([self.candidates[s][o[s]].table for o in order]) for s in u}
+                              if order else None, [eff(o) for o in order], [loss(o) for o in order])
+        ranked = {u: ranking[u][0] for u in layout}
+        stacks = {u: ranking[u][1] for u in layout if ranked[u]}
         unit_nodes = {u: sorted({self.paths.node_of(s) for s in u}) for u in stacks}
-        somewheres: dict[tuple[tuple[str, ...], tuple[tuple[str, int], ...]], list[bool]] = {}
+        ranked_eff = {u: ranking[u][2] for u in stacks}  # (the same floats, read by position)
+        ranked_loss = {u: ranking[u][3] for u in stacks}
+        somewheres: dict[tuple[tuple[str, ...], tuple[tuple[str, int], ...]], list[int]] = {}
 
-        def somewhere_faster(u: tuple[str, ...], now: Mapping[str, int]) -> list[bool]:
-            """Per option of ``ranked[u]``: faster than ``now`` at some level of some member's table
-            (memoised per unit and current option: a step changes one unit only)."""
+        def somewhere_faster(u: tuple[str, ...], now: Mapping[str, int]) -> list[int]:
+            """The positions in ``ranked[u]`` of the options faster than ``now`` at some level of some
+            member's table, in order (memoised per unit and current option: a step changes one unit only)."""
             key = (u, tuple(now.items()))
             found = somewheres.get(key)
             if found is None:
                 somewhere = np.zeros(len(ranked[u]), dtype=bool)
                 for s in u:
                     somewhere |= ~np.all(stacks[u][s] >= self.candidates[s][now[s]].table - 1e-12, axis=1)
-                found = somewheres[key] = somewhere.tolist()
+                found = somewheres[key] = np.flatnonzero(somewhere).tolist()
             return found
 
+        partial: list[tuple[np.ndarray, np.ndarray]] = []
         for _ in range(500):
-            total = self.run_latency(cur)
+            total = self.run_latency_from(partial, cur)
             if self.meets(total, scale):
                 return cur
             cuts.append(dict(cur))
             # Score upgrades on the slowest runs only: the quantile is decided there.
             norm = self.normalised(total)
             tail = np.argpartition(norm, -self._tail_size())[-self._tail_size():]
-            div = None if self.run_scale is None else self.run_scale[tail]  # None: seconds, x / 1 = x
+            div = None if self.run_scale is None else self.run_scale.take(tail)  # None: seconds, x / 1 = x
             rank = self._tail_rank()
-            q_now = float(np.partition(norm[tail], rank)[rank])
-            total_tail = total[tail]
+            q_now = float(np.partition(norm.take(tail), rank)[rank])
+            total_tail = total.take(tail)
             best, best_score = None, 0.0
             for u in layout:
                 if u not in stacks:
                     continue
                 now = chosen[u]
                 nodes = unit_nodes[u]
-                base = total_tail - self._tail_sum(nodes, cur, tail)
                 # the first four options (cheapest first) faster somewhere that fit
-                faster = itertools.islice((o for o, f in zip(ranked[u], somewhere_faster(u, now))
-                                           if f and fits_swap(u, o)), 4)
-                for o in faster:
-                    trial = {**cur, **o}
-                    scored = base + self._tail_sum(nodes, trial, tail)
-                    if div is not None:
-                        scored /= div
-                    scored.partition(rank)
-                    q = float(scored[rank])
-                    extra = (eff(o) - eff(now)) + 0.01 + 10.0 * (loss(o) - loss(now))
+                faster = somewhere_faster(u, now)
+                if limits is None:
+                    picks = faster[:4]
+                else:
+                    picks = list(itertools.islice((j for j in faster if fits_swap(u, ranked[u][j])), 4))
+                if not picks:
+                    continue
+                base = total_tail - self._tail_sum(nodes, cur, tail)
+                # The picks scored together: row k is base + the tail sum of pick k (each element the
+                # same sum as scoring it alone), partitioned row by row (the same order statistic).
+                scored = np.empty((len(picks), tail.size))
+                for k, j in enumerate(picks):
+                    self._tail_sum(nodes, {**cur, **ranked[u][j]}, tail, out=scored[k])
+                np.add(base, scored, out=scored)
+                if div is not None:
+                    scored /= div
+                scored.partition(rank, axis=1)
+                e_now, l_now = eff(now), loss(now)
+                for j, q in zip(picks, scored[:, rank].tolist()):
+                    extra = (ranked_eff[u][j] - e_now) + 0.01 + 10.0 * (ranked_loss[u][j] - l_now)
                     score = (q_now - q) / max(extra, 1e-3)
                     if q < q_now and score > best_score:
-                        best, best_score = (u, o), score
+                        best, best_score = (u, ranked[u][j]), score
             if best is None:
                 return None
             apply(*best)
         return None
 
-    def _tail_sum(self, nodes: Sequence[str], assign: Mapping[str, int], tail: np.ndarray) -> np.ndarray:
+    def _tail_sum(self, nodes: Sequence[str], assign: Mapping[str, int], tail: np.ndarray,
+                  out: np.ndarray | None = None) -> np.ndarray:
         """``sum(node_latency(n, assign)[tail] for n in nodes)``, the same values (a fresh array) without
         the generator and the ``0 +`` that ``sum`` starts from (adding 0.0 changes no latency: the
-        latencies are sums of non-negative table entries, so no -0.0 is lost)."""
+        latencies are sums of non-negative table entries, so no -0.0 is lost). With ``out``, written there."""
         first, *rest = nodes
-        out = self.node_latency(first, assign)[tail]
+        if out is None:
+            out = self.node_latency(first, assign).take(tail)
+        else:
+            self.node_latency(first, assign).take(tail, out=out)
         for n in rest:
-            out += self.node_latency(n, assign)[tail]
+            out += self.node_latency(n, assign).take(tail)
         return out
 
     def _stacked(self, stage: str) -> np.ndarray:
@@ -641,8 +701,9 @@ def solve(problems: Sequence[WorkflowProblem], limits: Mapping[str, int], scale:
                     use.setdefault(kind, []).append(n * v)
                 cost_terms.append(cost_milli(c) * v)
                 quality_terms.append(quality_loss(c) * v)
-                if hints is not None:
-                    model.add_hint(v, int(hints[w][s] == i))
+            if hints is not None:  # model.add_hint per variable, in the same order, in two bulk appends
+                model.proto.solution_hint.vars.extend([v.index for v in vars_])
+                model.proto.solution_hint.values.extend([int(hints[w][s] == i) for i in range(len(vars_))])
             xs[s] = vars_
         for members in p.groups.values():  # a shared pool serves all its stages or none
             first, *rest = sorted(members.items())
