@@ -43,6 +43,7 @@ from planner.candidates import (
 )
 from planner.colocation import Layout, declared_blocks, group_candidates, with_layout
 from planner.dispersion import plan_dispersion
+from planner.heap import retain_freed_memory
 from planner.latency import (DEFAULT_SAMPLES, MAX_BRANCH_COPIES, PathSample, attainment, distribution, sample_paths,
                              widest_branch_copies)
 from planner.plan import (
@@ -148,19 +149,31 @@ class WorkflowModel:
 
     standalone: np.ndarray | None = None
     """Per sampled run: its standalone latency (idle pools, fastest devices), same draws."""
+    _node_latencies: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    """The solver's memo of node latency vectors by (node, candidates chosen), shared by every
+    :meth:`problem` of this model (:attr:`WorkflowProblem._cache`)."""
+    _comparisons: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Likewise the solver's memo of candidate comparisons (:attr:`WorkflowProblem._slower`)."""
 
     def problem(self, relative: bool = False) -> WorkflowProblem:
         """The solver's view. ``relative``: the SLO as a scale of each run's standalone latency
         (``T / q_a(standalone)``, with ``q_a`` the standalone latency at the SLO attainment), so
-        plans minimise latency relative to standalone -- what the SLO-scale metric measures."""
+        plans minimise latency relative to standalone -- what the SLO-scale metric measures.
+
+        Every view of one model shares its memos: a node's latency vector depends only on the
+        candidates chosen and the sampled paths, not on the SLO target or scale, so headroom
+        mode's bisection (a solve per scale tried) computes each vector once, not once per solve
+        (a 64-wide fan-out's plan spent two thirds of its time recomputing them). Same values, so
+        the same plans."""
         slo = self.workflow.slo
         cands = {s: sc.candidates for s, sc in self.stages.items()}
+        memos = {"_cache": self._node_latencies, "_slower": self._comparisons}
         if not relative or slo is None or self.standalone is None:
             return WorkflowProblem(self.workflow.name, cands, self.paths,
-                                   slo.latency_s if slo else None, slo.attainment if slo else None)
+                                   slo.latency_s if slo else None, slo.attainment if slo else None, **memos)
         ratio = slo.latency_s / float(np.quantile(self.standalone, slo.attainment))
         return WorkflowProblem(self.workflow.name, cands, self.paths, ratio, slo.attainment,
-                               run_scale=np.maximum(self.standalone, 1e-9))
+                               run_scale=np.maximum(self.standalone, 1e-9), **memos)
 
 
 def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: float, inventory: Inventory,
@@ -726,7 +739,9 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
     simulation of an earlier plan) replaces a stage's predicted arrivals' dispersion where it measured
     them burstier (:mod:`planner.verified_dispersion`); the plan lists those stages
     (``WorkflowPlan.verified_dispersion``). Never raises on bad input: returns :class:`Infeasible` with a message.
+    Sets glibc's malloc to keep freed memory in the process (:func:`planner.heap.retain_freed_memory`).
     """
+    retain_freed_memory()  # the sampled-latency arrays are allocated and freed thousands of times
     inventory = inventory or program.inventory
     if inventory is None:
         return Infeasible(binding="input", message="No inventory: declare a `resources` block or pass --inventory.")
