@@ -149,31 +149,19 @@ class WorkflowModel:
 
     standalone: np.ndarray | None = None
     """Per sampled run: its standalone latency (idle pools, fastest devices), same draws."""
-    _node_latencies: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    """The solver's memo of node latency vectors by (node, candidates chosen), shared by every
-    :meth:`problem` of this model (:attr:`WorkflowProblem._cache`)."""
-    _comparisons: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    """Likewise the solver's memo of candidate comparisons (:attr:`WorkflowProblem._slower`)."""
 
     def problem(self, relative: bool = False) -> WorkflowProblem:
         """The solver's view. ``relative``: the SLO as a scale of each run's standalone latency
         (``T / q_a(standalone)``, with ``q_a`` the standalone latency at the SLO attainment), so
-        plans minimise latency relative to standalone -- what the SLO-scale metric measures.
-
-        Every view of one model shares its memos: a node's latency vector depends only on the
-        candidates chosen and the sampled paths, not on the SLO target or scale, so headroom
-        mode's bisection (a solve per scale tried) computes each vector once, not once per solve
-        (a 64-wide fan-out's plan spent two thirds of its time recomputing them). Same values, so
-        the same plans."""
+        plans minimise latency relative to standalone -- what the SLO-scale metric measures."""
         slo = self.workflow.slo
         cands = {s: sc.candidates for s, sc in self.stages.items()}
-        memos = {"_cache": self._node_latencies, "_slower": self._comparisons}
         if not relative or slo is None or self.standalone is None:
             return WorkflowProblem(self.workflow.name, cands, self.paths,
-                                   slo.latency_s if slo else None, slo.attainment if slo else None, **memos)
+                                   slo.latency_s if slo else None, slo.attainment if slo else None)
         ratio = slo.latency_s / float(np.quantile(self.standalone, slo.attainment))
         return WorkflowProblem(self.workflow.name, cands, self.paths, ratio, slo.attainment,
-                               run_scale=np.maximum(self.standalone, 1e-9), **memos)
+                               run_scale=np.maximum(self.standalone, 1e-9))
 
 
 def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: float, inventory: Inventory,
@@ -325,10 +313,14 @@ class Planner:
         return self._models[key]
 
     def solve_at(self, models: Sequence[WorkflowModel], scale: float, unbounded: bool = False,
-                 max_quality_loss: int | None = None, relative: bool = False) -> SolveResult:
+                 max_quality_loss: int | None = None, relative: bool = False,
+                 problems: Sequence[WorkflowProblem] | None = None) -> SolveResult:
+        """Solve ``models`` at SLO ``scale``; ``problems``: their solver views to use (``relative`` ones,
+        with whatever node latencies they memoised in earlier solves), else fresh ones."""
         if any(m.problem_stage is not None for m in models):  # a stage with no pool at all: nothing to solve
             return SolveResult(None, "infeasible", 0)
-        result = solve([m.problem(relative) for m in models], inventory_limits(self.inventory, unbounded), scale,
+        problems = [m.problem(relative) for m in models] if problems is None else problems
+        result = solve(problems, inventory_limits(self.inventory, unbounded), scale,
                        max_quality_loss=max_quality_loss, time_limit_s=self.time_limit_s)
         self.iterations += result.iterations
         return result
@@ -359,8 +351,13 @@ class Planner:
         scale = 1.0
         if self.mode == "headroom":
             self.progress("maximising headroom")
-            scale, result = self._min_scale(models, result)
-            result = self._use_spare_devices(models, result)
+            # One solver view per model for the whole search: a node's latency vector depends on the
+            # candidates chosen and the sampled paths, not on the scale, so each is computed once, not
+            # once per solve of the bisection (a 64-wide fan-out's plan spent two thirds of its time
+            # recomputing them). Views made here and dropped after it: cost mode keeps its memory.
+            problems = [m.problem(relative=True) for m in models]
+            scale, result = self._min_scale(models, result, problems)
+            result = self._use_spare_devices(models, result, problems)
         return self._assemble(models, result, scale)
 
     def _second_pass(self, models: Sequence[WorkflowModel], result: SolveResult,
@@ -499,7 +496,8 @@ class Planner:
             return None
         return picked
 
-    def _use_spare_devices(self, models: Sequence[WorkflowModel], result: SolveResult) -> SolveResult:
+    def _use_spare_devices(self, models: Sequence[WorkflowModel], result: SolveResult,
+                           problems: Sequence[WorkflowProblem]) -> SolveResult:
         """Headroom mode: give the devices the plan leaves idle to the pools they help most.
 
         At the best common scale the solver's secondary objective (cost) drops
@@ -514,7 +512,6 @@ class Planner:
         """
         assert result.assignments is not None
         assigns = [dict(a) for a in result.assignments]
-        problems = [m.problem(relative=True) for m in models]
         limits = inventory_limits(self.inventory)
 
         def score(k: int) -> float:
@@ -563,25 +560,26 @@ class Planner:
                 moved = True
         return moved
 
-    def _min_scale(self, models: Sequence[WorkflowModel], at_one: SolveResult) -> tuple[float, SolveResult]:
+    def _min_scale(self, models: Sequence[WorkflowModel], at_one: SolveResult,
+                   problems: Sequence[WorkflowProblem]) -> tuple[float, SolveResult]:
         """Smallest common SLO scale theta that stays feasible on the inventory (bisection), with
-        each run's SLO relative to its standalone latency (:meth:`WorkflowModel.problem`)."""
-        problems = [m.problem(relative=True) for m in models]
+        each run's SLO relative to its standalone latency (``problems``: the models' relative views,
+        :meth:`WorkflowModel.problem`, solved at every scale tried)."""
         with_slo = [p for p in problems if p.slo_latency_s is not None]
         if not with_slo:
             return 1.0, at_one
         lo = max(float(np.quantile(p.normalised(p.run_latency({s: None for s in p.stages})), p.slo_attainment))
                  / p.slo_latency_s for p in with_slo)
         quality_loss = objective_milli(problems, at_one.assignments)[0]
-        hi, best = 1.0, self.solve_at(models, 1.0, max_quality_loss=quality_loss, relative=True)
+        hi, best = 1.0, self.solve_at(models, 1.0, max_quality_loss=quality_loss, relative=True, problems=problems)
         while best.assignments is None and hi < 64.0:  # the relative target is not the absolute one
             lo, hi = hi, hi * 2.0
-            best = self.solve_at(models, hi, max_quality_loss=quality_loss, relative=True)
+            best = self.solve_at(models, hi, max_quality_loss=quality_loss, relative=True, problems=problems)
         if best.assignments is None:
             return 1.0, at_one
         while hi - lo > HEADROOM_TOLERANCE * hi:
             mid = (lo + hi) / 2.0
-            trial = self.solve_at(models, mid, max_quality_loss=quality_loss, relative=True)
+            trial = self.solve_at(models, mid, max_quality_loss=quality_loss, relative=True, problems=problems)
             if trial.assignments is not None:
                 hi, best = mid, trial
             else:
