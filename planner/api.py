@@ -45,6 +45,7 @@ from planner.candidates import (
 )
 from planner.colocation import Layout, declared_blocks, group_candidates, with_layout
 from planner.dispersion import plan_dispersion
+from planner.heap import retain_freed_memory
 from planner.latency import (DEFAULT_SAMPLES, MAX_BRANCH_COPIES, PathSample, attainment, distribution, sample_paths,
                              widest_branch_copies)
 from planner.plan import (
@@ -314,10 +315,14 @@ class Planner:
         return self._models[key]
 
     def solve_at(self, models: Sequence[WorkflowModel], scale: float, unbounded: bool = False,
-                 max_quality_loss: int | None = None, relative: bool = False) -> SolveResult:
+                 max_quality_loss: int | None = None, relative: bool = False,
+                 problems: Sequence[WorkflowProblem] | None = None) -> SolveResult:
+        """Solve ``models`` at SLO ``scale``; ``problems``: their solver views to use (``relative`` ones,
+        with whatever node latencies they memoised in earlier solves), else fresh ones."""
         if any(m.problem_stage is not None for m in models):  # a stage with no pool at all: nothing to solve
             return SolveResult(None, "infeasible", 0)
-        result = solve([m.problem(relative) for m in models], inventory_limits(self.inventory, unbounded), scale,
+        problems = [m.problem(relative) for m in models] if problems is None else problems
+        result = solve(problems, inventory_limits(self.inventory, unbounded), scale,
                        max_quality_loss=max_quality_loss, time_limit_s=self.time_limit_s)
         self.iterations += result.iterations
         return result
@@ -348,8 +353,13 @@ class Planner:
         scale = 1.0
         if self.mode == "headroom":
             self.progress("maximising headroom")
-            scale, result = self._min_scale(models, result)
-            result = self._use_spare_devices(models, result)
+            # One solver view per model for the whole search: a node's latency vector depends on the
+            # candidates chosen and the sampled paths, not on the scale, so each is computed once, not
+            # once per solve of the bisection (a 64-wide fan-out's plan spent two thirds of its time
+            # recomputing them). Views made here and dropped after it: cost mode keeps its memory.
+            problems = [m.problem(relative=True) for m in models]
+            scale, result = self._min_scale(models, result, problems)
+            result = self._use_spare_devices(models, result, problems)
         return self._assemble(models, result, scale)
 
     def _second_pass(self, models: Sequence[WorkflowModel], result: SolveResult,
@@ -488,7 +498,8 @@ class Planner:
             return None
         return picked
 
-    def _use_spare_devices(self, models: Sequence[WorkflowModel], result: SolveResult) -> SolveResult:
+    def _use_spare_devices(self, models: Sequence[WorkflowModel], result: SolveResult,
+                           problems: Sequence[WorkflowProblem]) -> SolveResult:
         """Headroom mode: give the devices the plan leaves idle to the pools they help most.
 
         At the best common scale the solver's secondary objective (cost) drops
@@ -503,7 +514,6 @@ class Planner:
         """
         assert result.assignments is not None
         assigns = [dict(a) for a in result.assignments]
-        problems = [m.problem(relative=True) for m in models]
         limits = inventory_limits(self.inventory)
 
         def score(k: int) -> float:
@@ -552,25 +562,26 @@ class Planner:
                 moved = True
         return moved
 
-    def _min_scale(self, models: Sequence[WorkflowModel], at_one: SolveResult) -> tuple[float, SolveResult]:
+    def _min_scale(self, models: Sequence[WorkflowModel], at_one: SolveResult,
+                   problems: Sequence[WorkflowProblem]) -> tuple[float, SolveResult]:
         """Smallest common SLO scale theta that stays feasible on the inventory (bisection), with
-        each run's SLO relative to its standalone latency (:meth:`WorkflowModel.problem`)."""
-        problems = [m.problem(relative=True) for m in models]
+        each run's SLO relative to its standalone latency (``problems``: the models' relative views,
+        :meth:`WorkflowModel.problem`, solved at every scale tried)."""
         with_slo = [p for p in problems if p.slo_latency_s is not None]
         if not with_slo:
             return 1.0, at_one
         lo = max(float(np.quantile(p.normalised(p.run_latency({s: None for s in p.stages})), p.slo_attainment))
                  / p.slo_latency_s for p in with_slo)
         quality_loss = objective_milli(problems, at_one.assignments)[0]
-        hi, best = 1.0, self.solve_at(models, 1.0, max_quality_loss=quality_loss, relative=True)
+        hi, best = 1.0, self.solve_at(models, 1.0, max_quality_loss=quality_loss, relative=True, problems=problems)
         while best.assignments is None and hi < 64.0:  # the relative target is not the absolute one
             lo, hi = hi, hi * 2.0
-            best = self.solve_at(models, hi, max_quality_loss=quality_loss, relative=True)
+            best = self.solve_at(models, hi, max_quality_loss=quality_loss, relative=True, problems=problems)
         if best.assignments is None:
             return 1.0, at_one
         while hi - lo > HEADROOM_TOLERANCE * hi:
             mid = (lo + hi) / 2.0
-            trial = self.solve_at(models, mid, max_quality_loss=quality_loss, relative=True)
+            trial = self.solve_at(models, mid, max_quality_loss=quality_loss, relative=True, problems=problems)
             if trial.assignments is not None:
                 hi, best = mid, trial
             else:
@@ -728,7 +739,9 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
     simulation of an earlier plan) replaces a stage's predicted arrivals' dispersion where it measured
     them burstier (:mod:`planner.verified_dispersion`); the plan lists those stages
     (``WorkflowPlan.verified_dispersion``). Never raises on bad input: returns :class:`Infeasible` with a message.
+    Sets glibc's malloc to keep freed memory in the process (:func:`planner.heap.retain_freed_memory`).
     """
+    retain_freed_memory()  # the sampled-latency arrays are allocated and freed thousands of times
     inventory = inventory or program.inventory
     if inventory is None:
         return Infeasible(binding="input", message="No inventory: declare a `resources` block or pass --inventory.")

@@ -68,7 +68,7 @@ def test_headroom_plans_give_idle_devices_to_the_pools_they_help(monkeypatch) ->
     from planner.api import Planner
 
     filled = _mixed_nl2sql_plan()
-    monkeypatch.setattr(Planner, "_use_spare_devices", lambda self, models, result: result)
+    monkeypatch.setattr(Planner, "_use_spare_devices", lambda self, models, result, problems: result)
     bare = _mixed_nl2sql_plan()
     assert bare.devices_used["H100"] < 4 and filled.devices_used["H100"] == 4
     assert sum(filled.devices_used.values()) > sum(bare.devices_used.values())
