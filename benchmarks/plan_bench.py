@@ -33,6 +33,7 @@ import ortools
 
 from cortexlang.cli.plan_verify import plan_and_verify
 from planner.api import plan_program
+from planner.heap import retain_freed_memory
 from planner.candidates import llm_service_table
 from planner.plan import Plan
 from planner.synthetic import chain_program, gpu_inventory
@@ -81,6 +82,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/plan_bench.md"))
     ap.add_argument("--note", default="", help="a paragraph written under the table (what changed, comparisons)")
     args = ap.parse_args()
+    retain_freed_memory()  # what `cortexc plan` does before planning (planner.heap)
     rows = []
 
     load_before = os.getloadavg()

@@ -45,7 +45,6 @@ from planner.candidates import (
 )
 from planner.colocation import Layout, declared_blocks, group_candidates, with_layout
 from planner.dispersion import plan_dispersion
-from planner.heap import retain_freed_memory
 from planner.latency import (DEFAULT_SAMPLES, MAX_BRANCH_COPIES, PathSample, attainment, distribution, sample_paths,
                              widest_branch_copies)
 from planner.plan import (
@@ -739,9 +738,7 @@ def plan_program(program: Program, inventory: Inventory | None = None, rate: flo
     simulation of an earlier plan) replaces a stage's predicted arrivals' dispersion where it measured
     them burstier (:mod:`planner.verified_dispersion`); the plan lists those stages
     (``WorkflowPlan.verified_dispersion``). Never raises on bad input: returns :class:`Infeasible` with a message.
-    Sets glibc's malloc to keep freed memory in the process (:func:`planner.heap.retain_freed_memory`).
     """
-    retain_freed_memory()  # the sampled-latency arrays are allocated and freed thousands of times
     inventory = inventory or program.inventory
     if inventory is None:
         return Infeasible(binding="input", message="No inventory: declare a `resources` block or pass --inventory.")

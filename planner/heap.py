@@ -9,7 +9,11 @@ on the unmodified examples 20-30% of the CPU time. Raising both thresholds
 (:func:`retain_freed_memory`) makes freed arrays reusable: the process keeps its peak heap (the
 same peak as before), and every number computed is unchanged.
 
-glibc only (other C libraries are left as they are); ``CORTEX_MALLOC_TUNING=0`` turns it off.
+Called by the short-lived processes that plan (``cortexc plan``, ``cortex simulate``'s planned layout,
+``benchmarks/plan_bench.py``), not by :func:`planner.api.plan_program` itself: a long-lived server
+(``cortex serve``, which also plans on reload and hosts in-process engines) keeps glibc's defaults, so
+its memory is never held at a planning peak. glibc only (other C libraries are left as they are);
+``CORTEX_MALLOC_TUNING=0`` turns it off.
 """
 
 from __future__ import annotations

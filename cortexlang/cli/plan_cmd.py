@@ -100,6 +100,9 @@ def _solve_with_feedback(console: Console, verify_budget_s: float | None, feedba
                          **kwargs) -> Plan | Infeasible:
     """Run the planner (and, unless ``verify_budget_s`` is None, verify the plan in the simulator);
     show a spinner with its current step once it has taken more than a second."""
+    from planner.heap import retain_freed_memory
+
+    retain_freed_memory()  # a short-lived planning process: freed arrays reused, not page-faulted in again
     if verify_budget_s is None:
         from planner.api import plan_program as solve
     else:

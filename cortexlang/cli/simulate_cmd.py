@@ -232,8 +232,10 @@ def _planned(program, wf, devices, rate):
     """A plan (headroom mode) of ``wf`` on ``devices`` plus the file's CPU slots."""
     from cortexlang.ir import CpuResource, GpuResource, Inventory
     from planner.api import plan_program
+    from planner.heap import retain_freed_memory
     from planner.plan import Plan
 
+    retain_freed_memory()  # as `cortexc plan` does (a 64-wide fan-out's plan spent half its CPU in page faults)
     cpu = program.inventory.cpu if program.inventory and program.inventory.cpu else CpuResource(slots=64)
     inv = Inventory(gpus=tuple(GpuResource(kind=k, count=n, cost_per_hour=1.0) for k, n in sorted(devices.items())),
                     cpu=cpu)
