@@ -16,6 +16,23 @@ EXAMPLES = REPO / "examples"
 UPDATE_GOLDENS = os.environ.get("CORTEX_UPDATE_GOLDENS") == "1"
 
 
+def deep_research_with_width(tmp_path: Path, width: str):
+    """examples/deep_research.cortex (copied with the examples it imports) with its fan-out's width
+    declaration replaced by ``width``, compiled; the wide fan-outs the planner and fuzz tests need."""
+    import shutil
+
+    from cortexlang.compiler import compile_file
+
+    shutil.copytree(EXAMPLES, tmp_path / "ex", ignore=shutil.ignore_patterns("__pycache__"))
+    src = tmp_path / "ex" / "deep_research.cortex"
+    text = src.read_text()
+    assert "width = 4 | 2 @ 90%" in text
+    src.write_text(text.replace("width = 4 | 2 @ 90%", f"width = {width}"))
+    result = compile_file(src)
+    assert result.program is not None, result.diagnostics
+    return result.program
+
+
 def check_golden(path: Path, actual: str) -> None:
     """Compare ``actual`` with the golden file at ``path`` (or rewrite it when updating)."""
     if UPDATE_GOLDENS or not path.exists():

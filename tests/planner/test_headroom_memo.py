@@ -8,30 +8,19 @@ here (vectors computed), not wall time."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cortexlang.compiler import compile_file
 from planner.api import Planner, plan_program
 from planner.plan import Plan
 from planner.solver import _CACHE_LIMIT, WorkflowProblem
-from tests.conftest import EXAMPLES
+from tests.conftest import deep_research_with_width
 
 FUZZ_WIDTH = "64 | 32 @ 99% | 16 @ 98% | 8 @ 97% | 4 @ 96% | 2 @ 95% | 1 @ 1%"  # edge_fuzzing._MANY
 
 
-def _deep_research(tmp_path: Path, width: str):
-    shutil.copytree(EXAMPLES, tmp_path / "ex", ignore=shutil.ignore_patterns("__pycache__"))
-    src = tmp_path / "ex" / "deep_research.cortex"
-    text = src.read_text()
-    assert "width = 4 | 2 @ 90%" in text
-    src.write_text(text.replace("width = 4 | 2 @ 90%", f"width = {width}"))
-    result = compile_file(src)
-    assert result.program is not None, result.diagnostics
-    return result.program
 
 
 class Search:
@@ -77,7 +66,7 @@ def search(monkeypatch: pytest.MonkeyPatch) -> Search:
 
 
 def test_a_wide_fanouts_headroom_search_computes_each_vector_once(tmp_path: Path, search: Search) -> None:
-    plan = plan_program(_deep_research(tmp_path, FUZZ_WIDTH), mode="headroom")
+    plan = plan_program(deep_research_with_width(tmp_path, FUZZ_WIDTH), mode="headroom")
     assert isinstance(plan, Plan) and plan.workflows[0].knobs.fanout_width == {"research": 64}
     assert search.solves >= 5 and search.computed
     vectors, distinct = len(search.computed), len(set(search.computed))
@@ -86,7 +75,7 @@ def test_a_wide_fanouts_headroom_search_computes_each_vector_once(tmp_path: Path
 
 
 def test_the_views_memoised_vectors_are_what_fresh_views_compute(tmp_path: Path, search: Search) -> None:
-    plan = plan_program(_deep_research(tmp_path, "16 | 8 @ 97%"), mode="headroom")
+    plan = plan_program(deep_research_with_width(tmp_path, "16 | 8 @ 97%"), mode="headroom")
     assert isinstance(plan, Plan) and search.keep
     view = search.keep[0]
     fresh = WorkflowProblem(view.name, view.candidates, view.paths, view.slo_latency_s, view.slo_attainment,
