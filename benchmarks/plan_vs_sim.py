@@ -86,16 +86,11 @@ def stage_rows(program: Program, plan: Plan, runs: int, seed: int) -> list[str]:
     """Per stage of each workflow: planned vs simulated per-visit p50/p99 (a visit: enqueue to end,
     waits included) and the index of dispersion of its arrivals; simulated with call records on
     ``seed`` (warm-up: the first tenth of the simulated time dropped)."""
-    from runtime.simulator.cluster import layout_from_plan
-    from runtime.simulator.sim import SimConfig, Simulator, Stream
-    from runtime.simulator.verify import WARMUP_FRACTION, make_configured_policy
+    from runtime.simulator.verify import simulate_runs
 
     out = []
     for wp in plan.workflows:
-        res = Simulator(program, layout_from_plan(plan, wp.workflow), make_configured_policy("fcfs"),
-                        [Stream(wp.workflow, wp.rate_per_s)],
-                        SimConfig(runs=runs, seed=seed, warmup_fraction=WARMUP_FRACTION, record_calls=True),
-                        knobs={wp.workflow: wp.knobs}).run()
+        res = simulate_runs(program, plan, wp.workflow, runs, seed, record_calls=True)
         start = max(c[5] for c in res.calls) * 0.1
         by_stage: dict[str, list[tuple[float, float]]] = {}
         for c in res.calls:

@@ -37,9 +37,7 @@ sys.path.insert(0, str(REPO))
 from cortexlang.cli.plan_verify import plan_and_verify  # noqa: E402
 from benchmarks.plan_vs_sim import CHECK_SEED, cases  # noqa: E402
 from planner.plan import Plan  # noqa: E402
-from runtime.simulator.cluster import layout_from_plan  # noqa: E402
-from runtime.simulator.sim import SimConfig, Simulator, Stream  # noqa: E402
-from runtime.simulator.verify import WARMUP_FRACTION, make_configured_policy  # noqa: E402
+from runtime.simulator.verify import simulate_runs  # noqa: E402
 
 SHUFFLES = 5
 
@@ -92,10 +90,7 @@ def main() -> None:
         if not isinstance(plan, Plan):
             continue
         for wp in plan.workflows:
-            res = Simulator(program, layout_from_plan(plan, wp.workflow), make_configured_policy("fcfs"),
-                            [Stream(wp.workflow, wp.rate_per_s)],
-                            SimConfig(runs=args.runs, seed=CHECK_SEED, warmup_fraction=WARMUP_FRACTION,
-                                      record_calls=True), knobs={wp.workflow: wp.knobs}).run()
+            res = simulate_runs(program, plan, wp.workflow, args.runs, CHECK_SEED, record_calls=True)
             start = max(c[5] for c in res.calls) * 0.1
             first_seen: dict[int, float] = {}
             for c in res.calls:

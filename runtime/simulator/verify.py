@@ -70,8 +70,10 @@ def make_configured_policy(name: str, params: Mapping[str, object] | None = None
     return pol
 
 
-def _simulate(program: Program, plan: Plan, workflow: str, runs: int, seed: int, policy: str,
-              params: Mapping[str, object] | None = None, record_calls: bool = False) -> SimResult:
+def simulate_runs(program: Program, plan: Plan, workflow: str, runs: int, seed: int, policy: str = "fcfs",
+                  params: Mapping[str, object] | None = None, record_calls: bool = False) -> SimResult:
+    """``runs`` runs of ``workflow`` on ``plan``'s layout and knobs, at its planned rate, under ``policy``
+    (warm-up :data:`WARMUP_FRACTION`); ``record_calls`` keeps every call's record (``SimResult.calls``)."""
     wp = plan.workflow(workflow)
     sim = Simulator(program, layout_from_plan(plan, workflow), make_configured_policy(policy, params),
                     [Stream(workflow, wp.rate_per_s)],
@@ -141,7 +143,7 @@ def measure_plan(program: Program, plan: Plan, workflow: str, *, budget_s: float
     (:func:`arrival_dispersion`; the same simulation, its calls recorded)."""
     if runs is None:
         runs = int(min(MAX_RUNS, max(MIN_RUNS, budget_s * NOMINAL_CALLS_PER_S / calls_per_run(plan, workflow))))
-    res = _simulate(program, plan, workflow, runs, seed, policy, policy_params, record_calls=arrivals)
+    res = simulate_runs(program, plan, workflow, runs, seed, policy, policy_params, record_calls=arrivals)
     return Measured(_verification(res, plan, workflow, seed, policy, slo), arrival_dispersion(res) if arrivals else {})
 
 
