@@ -268,6 +268,17 @@ class LLMStage(StageBase):
     input_tokens: int = Field(gt=0, description="Expected prompt tokens, for planning.")
     output_tokens: int = Field(gt=0, description="Expected output tokens, for planning.")
     prefix_tokens: int = Field(default=0, ge=0, description="Prompt tokens shared by every call.")
+    output_cv: float | None = Field(
+        default=None, ge=0.0, le=10.0,
+        description="Coefficient of variation of the output length of the calls that stop on their own (their "
+                    "mean is output_tokens). None: the default, planner.candidates.OUTPUT_CV in the planner and "
+                    "SimConfig.token_cv in the simulator (both 0.3).")
+    runaway: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Share of calls that never stop on their own and run to max_tokens (a small model repeating "
+                    "itself). A call's output length is max_tokens with probability runaway, else "
+                    "min(X, max_tokens) with X of mean output_tokens and CV output_cv: raising max_tokens makes "
+                    "these calls longer, a stop string makes them rarer.")
     output_correlation: float = Field(
         default=0.0, ge=0.0, le=1.0,
         description="How alike the output lengths of one run's calls are: each call's length is drawn at the "
@@ -283,6 +294,14 @@ class LLMStage(StageBase):
         default=None, description="Stages naming the same pool share its replicas (co-location the user asked for).")
     constraint: OutputConstraint | None = Field(
         default=None, description="Structured output: the engine only generates text matching it.")
+
+    def mean_output_tokens(self, max_tokens: int) -> float:
+        """Expected output tokens of a call capped at ``max_tokens``, as far as the runaway share moves it:
+        ``(1 - runaway) output_tokens + runaway max_tokens`` (the stopped calls' own clip at the cap is
+        left to the planner's and simulator's draws); ``output_tokens`` itself when nothing runs away."""
+        if self.runaway == 0.0:
+            return self.output_tokens
+        return (1.0 - self.runaway) * self.output_tokens + self.runaway * max_tokens
 
     @property
     def warms_prefix(self) -> bool:

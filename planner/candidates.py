@@ -14,7 +14,9 @@ Per-visit latency of a candidate (all planning assumptions are here):
   :mod:`planner.queueing`), with ``W`` the M/G/c batch-slot wait over
   ``replicas * max_num_seqs`` slots and ``o = min(X, max_tokens)`` where the
   output length ``X`` is Gamma-distributed with the stage's declared mean
-  ``output_tokens`` and coefficient of variation :data:`OUTPUT_CV`. With a
+  ``output_tokens`` and coefficient of variation ``output_cv`` (unset:
+  :data:`OUTPUT_CV`), except that a share ``runaway`` of the calls never stop
+  and take ``o = max_tokens`` (:class:`OutputLength`). With a
   hedge of ``h`` candidates the call takes the fastest:
   ``Q_h(u) = Q_1(1 - (1 - u)^(1/h))``, and the pool sees ``h`` times the calls.
   ``prewarm`` keeps the shared prefix resident, so ``I_new = I - prefix``.
@@ -41,6 +43,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -51,7 +54,8 @@ from planner.profiles import GIB, PROFILE_DIR, LatencyProfile, profiles_for
 from planner.queueing import BatchWait, batch_wait, llm_batch_point, mgc_wait
 
 OUTPUT_CV = 0.3
-"""Coefficient of variation assumed for LLM output lengths (the IR states only the mean); the simulator's default too."""
+"""Coefficient of variation assumed for LLM output lengths where a stage sets no ``output_cv``; the simulator's
+default too (``SimConfig.token_cv``)."""
 MAX_NUM_SEQS = 256
 """Default per-replica cap on running sequences (vLLM's default), lowered to what the KV space holds
 and to the latency-aware cap (:func:`latency_cap`)."""
@@ -314,16 +318,51 @@ def _table_inplace(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
     return samples[lo] + frac * (samples[hi] - samples[lo])
 
 
+class OutputLength(NamedTuple):
+    """An LLM stage's output-length law (``cortexlang.ir.LLMStage``): with probability ``runaway`` a call
+    runs to ``max_tokens``; else its length is ``min(X, max_tokens)``, ``X`` Gamma with mean ``mean`` and
+    coefficient of variation ``cv``. Hashable: the tables' caches are keyed by it."""
+
+    mean: int
+    cv: float = OUTPUT_CV
+    runaway: float = 0.0
+
+
+def output_length(stage: LLMStage) -> OutputLength:
+    """``stage``'s output-length law (its ``output_cv`` unset: :data:`OUTPUT_CV`)."""
+    cv = OUTPUT_CV if stage.output_cv is None else stage.output_cv
+    return OutputLength(stage.output_tokens, cv, stage.runaway)
+
+
+def _law(mean_tokens: int | OutputLength) -> OutputLength:
+    """An :class:`OutputLength`; a bare mean is the default law with that mean."""
+    return mean_tokens if isinstance(mean_tokens, OutputLength) else OutputLength(mean_tokens)
+
+
 @lru_cache(maxsize=4096)
-def output_tokens_samples(mean_tokens: int, max_tokens: int) -> np.ndarray:
-    """Planning output lengths: Gamma(mean, OUTPUT_CV) clipped at ``max_tokens`` (sorted; shared, read-only)."""
-    out = np.minimum(_unit_gamma(OUTPUT_CV) * mean_tokens, max_tokens)
+def output_tokens_samples(mean_tokens: int | OutputLength, max_tokens: int) -> np.ndarray:
+    """Planning output lengths (sorted; shared, read-only): the quantile function of the
+    :class:`OutputLength` law (a bare mean: Gamma(mean, OUTPUT_CV)) on the stratified design. With
+    ``runaway = p`` the law is a mixture whose quantile at level ``u`` is the Gamma's at ``u / (1 - p)``
+    (clipped) below ``1 - p`` and ``max_tokens`` above: the sorted Gamma samples are read at those
+    stretched levels (linear between order statistics)."""
+    law = _law(mean_tokens)
+    base = _unit_gamma(law.cv) * law.mean
+    if law.runaway > 0.0:
+        n = TABLE_SAMPLES
+        level = (np.arange(n) + 0.5) / n / (1.0 - law.runaway) if law.runaway < 1.0 else np.full(n, 2.0)
+        stopped = level < 1.0
+        pos = np.clip(level * n - 0.5, 0.0, n - 1.0)
+        lo = np.floor(pos).astype(np.intp)
+        hi = np.minimum(lo + 1, n - 1)
+        base = np.where(stopped, base[lo] + (pos - lo) * (base[hi] - base[lo]), float(max_tokens))
+    out = np.minimum(base, max_tokens)
     out.flags.writeable = False
     return out
 
 
 @lru_cache(maxsize=4096)
-def output_tokens_moments(mean_tokens: int, max_tokens: int) -> tuple[float, float, float]:
+def output_tokens_moments(mean_tokens: int | OutputLength, max_tokens: int) -> tuple[float, float, float]:
     """Mean, variance and 99th percentile of :func:`output_tokens_samples`."""
     out = output_tokens_samples(mean_tokens, max_tokens)
     return float(out.mean()), float(out.var()), float(np.quantile(out, 0.99))
@@ -392,7 +431,7 @@ def _unit_normal_2() -> np.ndarray:
 
 @lru_cache(maxsize=8192)
 def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait: float,
-                      mean_tokens: int, max_tokens: int, hedge: int, per_seq_s: float = 0.0,
+                      mean_tokens: int | OutputLength, max_tokens: int, hedge: int, per_seq_s: float = 0.0,
                       batch: float = 0.0, max_num_seqs: int = 0, stall: PrefillStall = NO_STALL) -> np.ndarray:
     """Latency table of one LLM call: wait + prefill + output tokens x iteration time (read-only and
     memoised: a third of the planner's tables repeat, e.g. a stage's dedicated point inside shared pools).
@@ -476,7 +515,7 @@ def _pool_waits(p_wait: float, mean_wait: float, stall: PrefillStall) -> np.ndar
     return samples
 
 
-def _stall_shock(mean_tokens: int, max_tokens: int, t_iter: float, stall: PrefillStall, batch: float,
+def _stall_shock(mean_tokens: int | OutputLength, max_tokens: int, t_iter: float, stall: PrefillStall, batch: float,
                  max_num_seqs: int) -> tuple[np.ndarray | None, float]:
     """The prefill stall's shock to a call's decode time (:func:`llm_service_table`), its relative
     size ``rel`` over a mean stay; ``(None, 0)`` without prefill stalls (the shock is ranked by the
@@ -580,7 +619,7 @@ def _stall_deviation_into(z: np.ndarray, d0: np.ndarray, x: float, m2: float, m3
 
 
 @lru_cache(maxsize=4096)
-def _paired_output_tokens(mean_tokens: int, max_tokens: int) -> tuple[np.ndarray, float]:
+def _paired_output_tokens(mean_tokens: int | OutputLength, max_tokens: int) -> tuple[np.ndarray, float]:
     """:func:`output_tokens_samples` in the design's pairing order (read-only) and its mean."""
     _, pairing = _design()
     out = output_tokens_samples(mean_tokens, max_tokens)[pairing]
@@ -611,7 +650,7 @@ class _OutputDraws:
 
 
 @lru_cache(maxsize=4096)
-def _output_draws(mean_tokens: int, max_tokens: int) -> _OutputDraws:
+def _output_draws(mean_tokens: int | OutputLength, max_tokens: int) -> _OutputDraws:
     """:class:`_OutputDraws` of ``(mean_tokens, max_tokens)`` (memoised)."""
     out, mean = _paired_output_tokens(mean_tokens, max_tokens)
     positive = bool(out.min() > 0.0)
@@ -884,7 +923,7 @@ def standalone_table(program: Program, stage, inventory: Inventory, profile_dir:
         return executor_service_table(stage.service_s, stage.service_cv, 0.0, 0.0)
     spec = program.model(stage.models[0].model)
     max_tokens = stage.max_tokens.options[0].value
-    mean_out = output_tokens_moments(stage.output_tokens, max_tokens)[0]
+    mean_out = output_tokens_moments(output_length(stage), max_tokens)[0]
     prewarm = stage.warms_prefix
     uncached = max(stage.input_tokens - (stage.prefix_tokens if prewarm else 0), 1)
     best = None
@@ -892,7 +931,7 @@ def standalone_table(program: Program, stage, inventory: Inventory, profile_dir:
         for prof in profiles_of(spec.profile, device.kind, profile_dir):
             t1 = prof.decode_step_s(1, int(stage.input_tokens + mean_out / 2.0)) * prof.decode_factor(
                 stage.constraint is not None)
-            table = llm_service_table(prof.prefill_s(uncached), t1, 0.0, 0.0, stage.output_tokens, max_tokens, 1)
+            table = llm_service_table(prof.prefill_s(uncached), t1, 0.0, 0.0, output_length(stage), max_tokens, 1)
             best = table if best is None else np.minimum(best, table)
     if best is None:
         return np.zeros(len(U_GRID))
@@ -905,9 +944,9 @@ def seq_cap(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, max_token
     (:func:`kv_seq_bound`) and to :func:`latency_cap` at the p99 output (0: not one sequence fits)."""
     prefix = stage.prefix_tokens if stage.warms_prefix else 0
     kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
-    mean_out = output_tokens_moments(stage.output_tokens, max_tokens)[0]
+    mean_out = output_tokens_moments(output_length(stage), max_tokens)[0]
     bound = kv_seq_bound(kv_tokens, prefix, [(stage.input_tokens - prefix, max_tokens, mean_out, 1.0)])
-    out99 = output_tokens_moments(stage.output_tokens, max_tokens)[2]
+    out99 = output_tokens_moments(output_length(stage), max_tokens)[2]
     return min(MAX_NUM_SEQS, bound, latency_cap(profile, stage.input_tokens + out99, stretch))
 
 
@@ -944,12 +983,12 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
         return None
     prewarm = stage.warms_prefix
     uncached = stage.input_tokens - (stage.prefix_tokens if prewarm else 0)
-    mean_out = output_tokens_moments(stage.output_tokens, max_tokens)[0]
+    mean_out = output_tokens_moments(output_length(stage), max_tokens)[0]
     rate = load.rate_per_s * hedge
     point = llm_batch_point(profile, rate / replicas, stage.input_tokens, max(uncached, 1), mean_out, max_num_seqs)
     if point is None or point.batch > MAX_UTILISATION * max_num_seqs:
         return None
-    out_var = output_tokens_moments(stage.output_tokens, max_tokens)[1]
+    out_var = output_tokens_moments(output_length(stage), max_tokens)[1]
     t_iter = point.t_iter * profile.decode_factor(stage.constraint is not None)  # structured output's mask per step
     service_mean = point.prefill_s + mean_out * t_iter
     cs2 = float((t_iter ** 2) * out_var / service_mean ** 2) if service_mean > 0 else 0.0
@@ -957,7 +996,7 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
     if wait is None:
         return None
     table = llm_service_table(point.prefill_s, t_iter, wait.p_wait, wait.mean_if_waiting,
-                              stage.output_tokens, max_tokens, hedge, point.per_seq_s, point.batch, max_num_seqs,
+                              output_length(stage), max_tokens, hedge, point.per_seq_s, point.batch, max_num_seqs,
                               replace(prefill_stall(profile, [(rate / replicas, max(uncached, 1))],
                                                     [load.burst * copies_prefill_index(load.batch, replicas)]),
                                       replicas=replicas))
@@ -1146,6 +1185,6 @@ def stage_loads(visits: Mapping[str, float], rate_per_s: float, ca2: float,
 
 
 __all__ = [
-    "Candidate", "FanoutSplit", "StageCandidates", "fanout_splits", "StageLoad", "U_GRID", "OUTPUT_CV", "table_quantile",
+    "Candidate", "FanoutSplit", "StageCandidates", "fanout_splits", "StageLoad", "U_GRID", "OUTPUT_CV", "OutputLength", "output_length", "table_quantile",
     "llm_candidates", "executor_candidates", "latency_cap", "standalone_table", "stage_candidates", "prune_dominated", "stage_loads",
 ]

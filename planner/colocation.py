@@ -70,7 +70,7 @@ from planner.candidates import (
     DECODE_STRETCH, FLAT_IMPROVEMENT, MAX_NUM_SEQS, MAX_UTILISATION, UNBOUNDED,
     Candidate, Device,
     StageLoad, devices_of,
-    kv_seq_bound, replica_range, latency_cap, llm_service_table, output_tokens_moments, prefill_stall, table_quantile,
+    kv_seq_bound, replica_range, latency_cap, llm_service_table, output_length, output_tokens_moments, prefill_stall, table_quantile,
     profiles_of,
 )
 from planner.profiles import GIB, PROFILE_DIR, LatencyProfile
@@ -152,7 +152,7 @@ def cap_context(members: Sequence[Member], cap: BatchCap) -> float:
     """The context (KV tokens per sequence) the pool's latency-aware batch cap is computed at:
     ``tail`` -- the longest member's p99 context (no member's tail decode stretches beyond the bound);
     ``mean`` -- the mix's mean context, weighted by each member's time in the batch (rate x output)."""
-    moments = [output_tokens_moments(m.stage.output_tokens, m.max_tokens) for m in members]
+    moments = [output_tokens_moments(output_length(m.stage), m.max_tokens) for m in members]
     if cap == "tail":
         return max(m.stage.input_tokens + mo[2] for m, mo in zip(members, moments))
     weight = sum(m.rate_per_s * mo[0] for m, mo in zip(members, moments))
@@ -169,7 +169,7 @@ def batch_cap(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Member
     member's time in the batch, rate x output), and the latency-aware cap
     (:func:`planner.candidates.latency_cap`) at :func:`cap_context`."""
     kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
-    moments = [output_tokens_moments(m.stage.output_tokens, m.max_tokens) for m in members]
+    moments = [output_tokens_moments(output_length(m.stage), m.max_tokens) for m in members]
     prefix = [m.stage.prefix_tokens if m.prewarm else 0 for m in members]
     classes = [(m.stage.input_tokens - p, m.max_tokens, mo[0], m.rate_per_s * mo[0])
                for m, p, mo in zip(members, prefix, moments)]
@@ -186,7 +186,7 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
     cap (:func:`cap_context`); ``max_num_seqs``, when given, is that cap already computed
     (:func:`batch_cap` of the same arguments: it does not depend on ``replicas``)."""
     kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
-    moments = [output_tokens_moments(m.stage.output_tokens, m.max_tokens) for m in members]
+    moments = [output_tokens_moments(output_length(m.stage), m.max_tokens) for m in members]
     if max_num_seqs is None:
         max_num_seqs = batch_cap(spec, profile, members, stretch, cap)
     if max_num_seqs < 1:
@@ -214,7 +214,7 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
                           [m.burst * copies_prefill_index(m.batch, replicas) for m in members])
     longest_first = sorted(range(len(members)), key=lambda i: -means[i])  # (a stable sort: ties keep order)
     table_args = {members[i].stage.name: (prefills[i], steps[i], wait.p_wait, wait.mean_if_waiting,
-                                          members[i].stage.output_tokens, members[i].max_tokens, members[i].hedge,
+                                          output_length(members[i].stage), members[i].max_tokens, members[i].hedge,
                                           per_seq, batch, max_num_seqs, stall) for i in longest_first}
     context = sum(cl[0] * cl[3] * (cl[1] + cl[3] / 2) for cl in classes) / max(sum(cl[0] * cl[3] for cl in classes),
                                                                                1e-12)

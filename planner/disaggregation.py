@@ -57,7 +57,7 @@ import numpy as np
 from cortexlang.ir import LLMStage, ModelSpec
 from planner.candidates import (
     DECODE_STRETCH, MAX_UTILISATION, TABLE_SAMPLES, Candidate, Device, StageLoad, _design, _table,
-    _unit_normal, _wait_samples, output_tokens_moments, output_tokens_samples, replica_range, seq_cap,
+    OutputLength, _unit_normal, _wait_samples, output_length, output_tokens_moments, output_tokens_samples, replica_range, seq_cap,
 )
 from planner.profiles import GIB, LINK_BYTES_PER_S, LatencyProfile
 from planner.queueing import BatchPoint, Wait, llm_batch_point, mgc_wait
@@ -94,7 +94,7 @@ def _decode_wait_order() -> np.ndarray:
 
 
 def pd_samples(prefill_s: float, per_token_s: float, uncached: int, rate_per_prefill: float, w_p: Wait,
-               transfer: float, w_d: Wait, point: BatchPoint, t_iter: float, mean_tokens: int, max_tokens: int,
+               transfer: float, w_d: Wait, point: BatchPoint, t_iter: float, mean_tokens: int | OutputLength, max_tokens: int,
                max_num_seqs: int) -> np.ndarray:
     """Samples of ``L`` (module docstring) on the planner's design: ``W_p`` stratified in index
     order, the output lengths and ``W_d`` paired independently of it, ``N`` from its own stream."""
@@ -122,7 +122,7 @@ def pd_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, device:
     w_p = prefill_wait(profile, rate, prefill_replicas, uncached, load.dispersion_ca2)
     if w_p is None:
         return None
-    mean_out, out_var, _ = output_tokens_moments(stage.output_tokens, max_tokens)
+    mean_out, out_var, _ = output_tokens_moments(output_length(stage), max_tokens)
     point = decode_point(profile, rate / decode_replicas, stage.input_tokens, mean_out, max_num_seqs)
     if point is None or point.batch > MAX_UTILISATION * max_num_seqs:
         return None
@@ -135,7 +135,7 @@ def pd_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, device:
     samples = pd_samples(profile.prefill_s(uncached), profile.prefill_per_token_s, uncached,
                          rate / prefill_replicas, w_p, transfer_s(stage.input_tokens, spec.kv_bytes_per_token,
                                                                   link_bytes_per_s),
-                         w_d, point, t_iter, stage.output_tokens, max_tokens, max_num_seqs)
+                         w_d, point, t_iter, output_length(stage), max_tokens, max_num_seqs)
     table = _table(samples)
     table.flags.writeable = False
     replicas = prefill_replicas + decode_replicas

@@ -107,7 +107,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from cortexlang.semantics import Semantics
 from planner.visits import VisitChain, branch_chain, branch_multiplicity
 
-from planner.candidates import copies_prefill_index, output_tokens_moments
+from planner.candidates import copies_prefill_index, output_length, output_tokens_moments
 
 if TYPE_CHECKING:
     from planner.candidates import Candidate
@@ -383,7 +383,7 @@ def pool_departure(wf, stage: str, chosen: Mapping[str, "Candidate"], arrivals: 
         st, ct = wf.stage(t), chosen[t]
         uncached = max(st.input_tokens - (st.prefix_tokens if ct.prewarm else 0), 1)
         lam = ct.arrival_rate_per_s / replicas
-        out = output_tokens_moments(st.output_tokens, ct.max_tokens or st.max_tokens.preferred)[0]
+        out = output_tokens_moments(output_length(st), ct.max_tokens or st.max_tokens.preferred)[0]
         burst = index_at(_foreign(arrivals.get(t, {}), members), ct.mean, scales) * copies_prefill_index(
             (copies or {}).get(t, 1), replicas)
         share += prof.prefill_per_token_s * lam * uncached
@@ -413,7 +413,7 @@ def pool_departure(wf, stage: str, chosen: Mapping[str, "Candidate"], arrivals: 
         spread = (1.0 - share) + share / replicas
         excess *= cap_damping(bound / math.sqrt(m2 * spread * stay))
     own = wf.stage(stage)
-    own_out, own_var, _ = output_tokens_moments(own.output_tokens, c.max_tokens or own.max_tokens.preferred)
+    own_out, own_var, _ = output_tokens_moments(output_length(own), c.max_tokens or own.max_tokens.preferred)
     d1 = prof.decode_per_seq_s + prof.decode_per_kv_token_s * context / max(weight, 1e-12)
     t_iter = (prof.decode_fixed_s + d1 * batch) / (1.0 - share) * prof.decode_factor(own.constraint is not None)
     scales[stage] = OriginScale(own_out * t_iter, m2 / (1.0 - share) ** 2, cohort / max(stall + cohort, 1e-12),

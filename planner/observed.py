@@ -11,8 +11,10 @@ did. :func:`observe` estimates from it, per workflow:
   run's terminal when none does). Estimates are shrunk towards the declared
   value by ``PRIOR_WEIGHT`` pseudo-calls, so a handful of runs moves the plan
   only as far as they justify: ``p = (k + w p_declared) / (n + w)``;
-* **token counts** of LLM stages: mean prompt and output tokens per call; the
-  share of calls cut at ``max_tokens`` and the prefix-cache hits are reported;
+* **token counts** of LLM stages: mean prompt tokens per call; the output-length
+  law (``runaway``: the share of calls cut at ``max_tokens``; ``output_tokens`` and
+  ``output_cv``: mean and CV of the lengths of the calls that stopped on their own,
+  see :func:`_output_lengths`); the prefix-cache hits are reported;
 * **how alike one run's output lengths are** (LLM stages' ``output_correlation``): from the
   correlations, over the pairs of LLM calls of the same run, of their output lengths' normal
   scores (each call's length ranked among its stage's calls, midranks for ties, mapped through
@@ -42,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cortexlang.ir import MIN_RATE_PER_S, TERMINALS, Edge, Graph, LLMStage, Program, Workflow
+from planner.candidates import OUTPUT_CV
 
 MIN_CALLS = 5
 PRIOR_WEIGHT = 2.0
@@ -244,22 +247,15 @@ def observe(program: Program, runs: list[dict[str, Any]], workflow: str | None =
         if isinstance(stage, LLMStage):
             ins = [v for c in calls if (v := _num(c, "input_tokens")) and v > 0]
             outs = [v for c in calls if (v := _num(c, "output_tokens")) and v > 0]
-            for name, xs, declared in (("input tokens", ins, stage.input_tokens),
-                                       ("output tokens", outs, stage.output_tokens)):
-                if not xs:
-                    continue
-                apply = len(xs) >= MIN_CALLS
-                mean = statistics.fmean(xs)
+            if ins:
+                apply = len(ins) >= MIN_CALLS
+                mean = statistics.fmean(ins)
                 if apply:
-                    sd[name.replace(" ", "_")] = max(int(round(mean)), 1)
-                estimates.append(Estimate(f"{stage.name}: {name} per call", declared, mean, len(xs), "tokens", apply))
+                    sd["input_tokens"] = max(int(round(mean)), 1)
+                estimates.append(Estimate(f"{stage.name}: input tokens per call", stage.input_tokens, mean, len(ins),
+                                          "tokens", apply))
             sd["prefix_tokens"] = min(sd["prefix_tokens"], sd["input_tokens"])  # a prefix is part of the prompt
-            cut = [c for c in calls if c.get("finish_reason") in ("stop", "length", "abort")]
-            if cut:
-                share = sum(c["finish_reason"] == "length" for c in cut) / len(cut)
-                estimates.append(Estimate(f"{stage.name}: calls cut at max_tokens ({stage.max_tokens.preferred})",
-                                          None, share, len(cut), "%",
-                                          note="raise max_tokens or add a stop string" if share > 0.1 else ""))
+            estimates.extend(_output_lengths(stage, calls, sd))
             cached = [v for c in calls if (v := _num(c, "cached_tokens")) is not None]
             if cached:
                 estimates.append(Estimate(f"{stage.name}: prompt tokens from the prefix cache", stage.prefix_tokens,
@@ -293,6 +289,40 @@ def observe(program: Program, runs: list[dict[str, Any]], workflow: str | None =
     known = {stage.name for stage in wf.stages}
     ignored = {name: len(calls) for name, calls in sorted(calls_by_stage.items()) if name not in known}
     return Observed(wf.name, len(mine), estimates, observed_program, _measured(mine), ignored)
+
+
+def _output_lengths(stage: LLMStage, calls: list[dict], sd: dict) -> list[Estimate]:
+    """An LLM stage's output-length law (``runaway``, ``output_tokens``, ``output_cv``; module docstring),
+    written into its dump ``sd`` where enough calls back it. Calls with a ``finish_reason`` split into
+    runaways (``length``: cut at max_tokens) and calls that stopped on their own; the runaway share is
+    the first's share, the mean and CV are the second's (a cut call's own length is the cap, not its
+    length). A trace without finish reasons gives the mean and CV of every call's length."""
+    outs = [(v, c.get("finish_reason")) for c in calls if (v := _num(c, "output_tokens")) and v > 0]
+    finished = [(v, why) for v, why in outs if why in ("stop", "length", "abort")]
+    estimates = []
+    stopped = [v for v, _ in outs]
+    if finished:
+        stopped = [v for v, why in finished if why != "length"]
+        share = 1.0 - len(stopped) / len(finished)
+        apply = len(finished) >= MIN_CALLS
+        if apply:
+            sd["runaway"] = share
+        estimates.append(Estimate(f"{stage.name}: runaway calls (cut at max_tokens {stage.max_tokens.preferred})",
+                                  stage.runaway, share, len(finished), "%", apply,
+                                  "a stop string makes them rarer; a higher max_tokens makes them longer"
+                                  if share > 0.1 else ""))
+    if stopped:
+        apply = len(stopped) >= MIN_CALLS
+        mean = statistics.fmean(stopped)
+        cv = statistics.pstdev(stopped) / mean if len(stopped) > 1 else 0.0
+        declared_cv = OUTPUT_CV if stage.output_cv is None else stage.output_cv
+        if apply:
+            sd["output_tokens"], sd["output_cv"] = max(int(round(mean)), 1), cv
+        which = "calls that stopped" if finished else "call"
+        estimates.append(Estimate(f"{stage.name}: output tokens per {which}", stage.output_tokens, mean,
+                                  len(stopped), "tokens", apply))
+        estimates.append(Estimate(f"{stage.name}: output length CV", declared_cv, cv, len(stopped), "", apply))
+    return estimates
 
 
 def _normal_scores(values: list[float]) -> list[float]:

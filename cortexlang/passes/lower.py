@@ -317,6 +317,7 @@ def _lower_stage(d: Decl, stage_decls: dict[str, Decl], models: dict[str, ir.Mod
             max_tokens=d.get("max_tokens"), temperature=d.get("temperature", 0.0), top_p=d.get("top_p", 1.0),
             stop=d.get("stop", ()), output=d.get("output", "text"), input_tokens=d.get("input_tokens"),
             output_tokens=d.get("output_tokens"), prefix_tokens=d.get("prefix_tokens", 0),
+            output_cv=d.get("output_cv"), runaway=d.get("runaway", 0.0),
             output_correlation=d.get("output_correlation", 0.0), hedge=d.get("hedge", ir.IntKnob.fixed(1)), pool=d.get("pool").name if d.get("pool") else None,
             constraint=constraint,
         )

@@ -145,8 +145,8 @@ class WorkflowGraph:
     def _stage_time(self, name: str) -> float:
         s = self.stages[name]
         if isinstance(s, LLMStage):
-            return llm_standalone_s(self.profile_for(self.model[name]), s.input_tokens, s.output_tokens,
-                                    s.prefix_tokens)
+            return llm_standalone_s(self.profile_for(self.model[name]), s.input_tokens,
+                                    round(s.mean_output_tokens(self.max_tokens[name])), s.prefix_tokens)
         attempts = self.semantics.holder(name).attempts_pmf(name) if getattr(s, "retry", None) else ((1, 1.0),)
         backoff = s.retry.backoff_s if getattr(s, "retry", None) else 0.0
         return sum(p * (k * s.service_s + backoff * (2 ** (k - 1) - 1)) for k, p in attempts)

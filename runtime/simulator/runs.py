@@ -27,6 +27,7 @@ import math
 import random
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Sequence
+from statistics import NormalDist
 
 from cortexlang.ir import LLMStage
 from cortexlang.semantics import Semantics, join_waits_for_all
@@ -59,8 +60,9 @@ def _stage_draw(g: WorkflowGraph, s, token_cv: float, family: str) -> tuple:
         model = g.model[s.name]
         pkey = f"{g.workflow.name}/{s.name}@{model}" if s.prefix_tokens else None
         longest = min(g.input_limits[s.name].values())
+        out_cv = token_cv if s.output_cv is None else s.output_cv
         return (True, _token_params(s.input_tokens, token_cv * 0.5, s.prefix_tokens + 1, None),
-                _token_params(s.output_tokens, token_cv, 1, g.max_tokens[s.name]),
+                _token_params(s.output_tokens, out_cv, 1, g.max_tokens[s.name], s.runaway),
                 StandaloneTime(g.profile_for(model)), s.prefix_tokens, (model, pkey, g.stage_time[s.name], remaining, std),
                 longest, float(s.output_correlation))
     extra = None
@@ -101,23 +103,28 @@ def _service(rng: Generator, draw: tuple, family: str) -> float:
     return total
 
 
-def _token_params(mean: int, cv: float, low: int, high: int | None) -> tuple:
-    """Precomputed :func:`sample_tokens` arguments: (mu, sigma or None for a constant, low, high)."""
+def _token_params(mean: int, cv: float, low: int, high: int | None, runaway: float = 0.0) -> tuple:
+    """Precomputed :func:`sample_tokens` arguments: (mu, sigma or None for a constant, low, high, the
+    runaway share: the probability of ``high`` outright, an LLM stage's ``runaway``)."""
     if mean <= 0:
-        return (0.0, -1.0, low, high)
+        return (0.0, -1.0, low, high, runaway)
     if cv <= 0.0:
-        return (float(mean), None, low, high)
+        return (float(mean), None, low, high, runaway)
     s2 = math.log1p(cv * cv)
-    return (math.log(float(mean)) - s2 / 2.0, math.sqrt(s2), low, high)
+    return (math.log(float(mean)) - s2 / 2.0, math.sqrt(s2), low, high, runaway)
 
 
+_STD_NORMAL = NormalDist()
 _NV = NV_MAGICCONST  # a C double in the compiled build (runs.pxd), where math.* below is libm's (C calls)
 
 
 def _tokens(rng: Generator, params: tuple) -> int:
     """Exactly :func:`runtime.simulator.distributions.sample_tokens` (same draws, same value), with
-    the lognormal's parameters precomputed."""
-    mu, sigma, low, high = params
+    the lognormal's parameters precomputed; with a runaway share ``p > 0`` one uniform draw first makes
+    the call run to ``high`` with probability ``p`` (no draw when ``p = 0``: every other draw stays put)."""
+    mu, sigma, low, high, runaway = params
+    if runaway > 0.0 and rng.random() < runaway:
+        return high
     if sigma is None:
         value = mu
     elif sigma < 0.0:
@@ -145,11 +152,19 @@ def _alike_tokens(rng: Generator, params: tuple, latent: float, r: float) -> int
     """An output length drawn alike the run's others (an LLM stage's ``output_correlation`` ``r > 0``):
     :func:`_tokens` with its lognormal's standard normal replaced by ``sqrt(r) latent + sqrt(1 - r) z``,
     ``latent`` the run's own (:attr:`IRRun.latent`), ``z`` this call's; the planner draws the same Gaussian
-    copula (``planner/latency.py``). A constant or empty length has nothing to correlate."""
-    mu, sigma, low, high = params
+    copula (``planner/latency.py``). A constant or empty length has nothing to correlate. With a runaway
+    share ``p`` the copula's level ``Phi(w)`` picks the mixture's quantile: ``high`` at or above ``1 - p``,
+    else the lognormal's at ``Phi(w) / (1 - p)`` (so runaways, too, are alike within a run)."""
+    mu, sigma, low, high, runaway = params
     if sigma is None or sigma < 0.0:
         return _tokens(rng, params)
-    return _rounded(math.exp(mu + (math.sqrt(r) * latent + math.sqrt(1.0 - r) * _normal(rng)) * sigma), low, high)
+    w = math.sqrt(r) * latent + math.sqrt(1.0 - r) * _normal(rng)
+    if runaway > 0.0:
+        level = _STD_NORMAL.cdf(w)
+        if level >= 1.0 - runaway:
+            return high
+        w = _STD_NORMAL.inv_cdf(max(level / (1.0 - runaway), 1e-300))
+    return _rounded(math.exp(mu + w * sigma), low, high)
 
 
 def _normal(rng: Generator) -> float:

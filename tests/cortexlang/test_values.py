@@ -200,3 +200,23 @@ def test_output_correlation_is_a_number_from_0_to_1(value: str, ok: bool) -> Non
     else:
         assert codes(result) == ["CX203"] and f"`{value}` is out of range: must be within [0.0, 1.0]" in (
             result.diagnostics[0].message)
+
+
+@pytest.mark.parametrize("attr, value, ok, bounds", [
+    ("runaway", "0.42", True, ""), ("runaway", "1", True, ""), ("runaway", "1.2", False, "[0.0, 1.0]"),
+    ("output_cv", "0.65", True, ""), ("output_cv", "0", True, ""), ("output_cv", "11", False, "[0.0, 10.0]")])
+def test_the_output_length_law_is_declared_in_range(attr: str, value: str, ok: bool, bounds: str) -> None:
+    stage = f'llm g {{ model = m  prompt = "q"  max_tokens = 64  input_tokens = 100  output_tokens = 20  {attr} = {value} }}'
+    result = compile_source(MODEL + f"workflow w {{\n  {stage}\n  flow {{ g -> done }}\n}}\n", "t.cortex")
+    if ok:
+        assert result.ok and getattr(result.program.workflow().stage("g"), attr) == float(value)
+    else:
+        assert codes(result) == ["CX203"] and f"`{value}` is out of range: must be within {bounds}" in (
+            result.diagnostics[0].message)
+
+
+def test_an_undeclared_output_law_keeps_the_defaults() -> None:
+    stage = 'llm g { model = m  prompt = "q"  max_tokens = 64  input_tokens = 100  output_tokens = 20 }'
+    g = compile_source(MODEL + f"workflow w {{\n  {stage}\n  flow {{ g -> done }}\n}}\n", "t.cortex").program.workflow().stage("g")
+    assert g.output_cv is None and g.runaway == 0.0 and g.mean_output_tokens(64) == 20
+    assert g.model_copy(update={"runaway": 0.5}).mean_output_tokens(64) == pytest.approx(42.0)

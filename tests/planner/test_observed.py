@@ -74,10 +74,14 @@ def test_branch_probabilities_tokens_service_and_rate_are_learnt() -> None:
     assert edges[("fix", ("error",))] == pytest.approx((16 + PRIOR_WEIGHT * 0.25) / (42 + PRIOR_WEIGHT))
     assert sum(edges.values()) == pytest.approx(1.0)
     gen = obs.program.workflow().stage("generate")
-    assert gen.input_tokens == 650 and gen.output_tokens == round((5 * 96 + 15 * 60) / 20)
-    assert est["generate: output tokens per call"].flagged  # 69 against the declared 40
-    assert est["generate: calls cut at max_tokens (96)"].observed == pytest.approx(5 / 20)
-    assert "raise max_tokens" in est["generate: calls cut at max_tokens (96)"].note
+    # the output-length law: 5 of 20 calls cut at max_tokens run away; the 15 that stopped made 60 tokens each
+    assert gen.input_tokens == 650 and gen.output_tokens == 60 and gen.output_cv == 0.0
+    assert gen.runaway == pytest.approx(5 / 20)
+    runaway = est["generate: runaway calls (cut at max_tokens 96)"]
+    assert runaway.observed == pytest.approx(5 / 20) and runaway.applied and runaway.flagged
+    assert "stop string" in runaway.note
+    assert est["generate: output tokens per calls that stopped"].flagged  # 60 against the declared 40
+    assert est["generate: output length CV"].declared == pytest.approx(0.3)
     assert obs.program.workflow().stage("execute").service_s == pytest.approx(0.004)
     load = obs.program.workflow().load
     assert load.rate_per_s == pytest.approx(0.5) and load.pattern == "constant"

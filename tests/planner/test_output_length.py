@@ -1,0 +1,86 @@
+"""The output-length law (an LLM stage's ``output_tokens``, ``output_cv``, ``runaway``): the planner's
+stratified quantiles (planner.candidates.output_tokens_samples) against their definition, and against
+the simulator's own draws (runtime/simulator/runs.py), an independent implementation of the same law."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cortexlang.ir import Workflow
+from planner.candidates import (OUTPUT_CV, TABLE_SAMPLES, OutputLength, _unit_gamma, output_length,
+                                output_tokens_moments, output_tokens_samples)
+from runtime.policies.registry import make_policy
+from runtime.simulator.sim import SimConfig, Simulator, Stream
+from runtime.simulator.workloads import edge, llm
+from tests.runtime.simulator.helpers import engines, prog
+
+
+def test_a_bare_mean_is_the_default_law_and_the_old_gamma() -> None:
+    bare = output_tokens_samples(40, 96)
+    assert np.array_equal(bare, output_tokens_samples(OutputLength(40, OUTPUT_CV, 0.0), 96))
+    assert np.array_equal(bare, np.minimum(_unit_gamma(OUTPUT_CV) * 40, 96))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.42, 0.9])
+def test_runaways_take_the_cap_and_the_rest_keep_the_gammas_shape(p: float) -> None:
+    law = OutputLength(27, 0.65, p)
+    out = output_tokens_samples(law, 96)
+    gamma = np.minimum(_unit_gamma(0.65) * 27, 96)
+    at_cap = np.mean(out >= 96)
+    assert at_cap == pytest.approx(p + (1 - p) * np.mean(gamma >= 96), abs=2.0 / TABLE_SAMPLES)
+    assert np.all(np.diff(out) >= 0)  # still a quantile function
+    # below the cap: the Gamma's quantile at the stretched level u / (1 - p)
+    u = (np.arange(TABLE_SAMPLES) + 0.5) / TABLE_SAMPLES
+    stopped = u < (1 - p) * 0.5
+    expect = np.quantile(gamma, u[stopped] / (1 - p), method="linear")
+    assert np.allclose(out[stopped], expect, rtol=0.02, atol=0.5)
+
+
+def test_everything_running_away_is_the_cap() -> None:
+    assert np.all(output_tokens_samples(OutputLength(27, 0.65, 1.0), 96) == 96)
+
+
+def test_the_stage_law_reads_the_ir() -> None:
+    stage = llm("g", 300, 27, max_tokens=96)
+    assert output_length(stage) == OutputLength(27, OUTPUT_CV, 0.0)
+    assert output_length(stage.model_copy(update={"output_cv": 0.65, "runaway": 0.42})) == OutputLength(27, 0.65, 0.42)
+
+
+def _simulated_outputs(update: dict, runs: int = 4000) -> np.ndarray:
+    wf = Workflow(name="one", stages=(llm("g", 300, 27, max_tokens=96).model_copy(update=update),),
+                  entry="g", edges=(edge("g", "done"),))
+    res = Simulator(prog(wf), engines(2), make_policy("fcfs"), [Stream(wf.name, 2.0)],
+                    SimConfig(runs=runs, seed=11, record_calls=True, warmup_fraction=0.0)).run()
+    return np.array([c[9] for c in res.calls], dtype=float)
+
+
+@pytest.mark.parametrize("update", [{"output_cv": 0.65, "runaway": 0.42}, {"output_cv": 0.3, "runaway": 0.1},
+                                    {"output_cv": 0.8, "runaway": 0.42, "output_correlation": 0.6}])
+def test_the_planner_and_the_simulator_draw_the_same_law(update: dict) -> None:
+    """Share at the cap and mean output: the planner's Gamma quantiles vs the simulator's lognormal draws
+    (the families differ below the cap, by design a small part of the mean here)."""
+    sim = _simulated_outputs(update)
+    law = output_length(llm("g", 300, 27, max_tokens=96).model_copy(update=update))
+    planned = output_tokens_samples(law, 96)
+    assert len(sim) == 4000
+    assert np.mean(sim >= 96) == pytest.approx(np.mean(planned >= 96), abs=0.025)
+    assert sim.mean() == pytest.approx(output_tokens_moments(law, 96)[0], rel=0.05)
+
+
+def test_the_simulators_runaways_are_alike_within_a_run() -> None:
+    """Two calls of a run with output_correlation 0.8: a run's second call runs away far more often when
+    its first did (independent draws: the same share either way)."""
+    stages = tuple(llm(n, 300, 27, max_tokens=96).model_copy(update={"output_cv": 0.6, "runaway": 0.4,
+                                                                      "output_correlation": 0.8})
+                   for n in ("a", "b"))
+    wf = Workflow(name="two", stages=stages, entry="a", edges=(edge("a", "b"), edge("b", "done")))
+    res = Simulator(prog(wf), engines(2), make_policy("fcfs"), [Stream(wf.name, 2.0)],
+                    SimConfig(runs=3000, seed=5, record_calls=True, warmup_fraction=0.0)).run()
+    by_run: dict[int, dict[str, int]] = {}
+    for c in res.calls:
+        by_run.setdefault(c[0], {})[c[2]] = c[9]
+    pairs = np.array([(v["a"] >= 96, v["b"] >= 96) for v in by_run.values() if len(v) == 2])
+    a, b = pairs[:, 0], pairs[:, 1]
+    assert a.mean() == pytest.approx(0.4, abs=0.04) and b.mean() == pytest.approx(0.4, abs=0.04)
+    assert b[a].mean() > 0.6 and b[~a].mean() < 0.25
