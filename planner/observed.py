@@ -318,7 +318,7 @@ def _output_lengths(stage: LLMStage, calls: list[dict], sd: dict) -> list[Estima
         declared_cv = OUTPUT_CV if stage.output_cv is None else stage.output_cv
         if apply:
             sd["output_tokens"], sd["output_cv"] = max(int(round(mean)), 1), cv
-        which = "calls that stopped" if finished else "call"
+        which = "call that stopped" if finished else "call"
         estimates.append(Estimate(f"{stage.name}: output tokens per {which}", stage.output_tokens, mean,
                                   len(stopped), "tokens", apply))
         estimates.append(Estimate(f"{stage.name}: output length CV", declared_cv, cv, len(stopped), "", apply))

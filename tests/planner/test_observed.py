@@ -80,7 +80,7 @@ def test_branch_probabilities_tokens_service_and_rate_are_learnt() -> None:
     runaway = est["generate: runaway calls (cut at max_tokens 96)"]
     assert runaway.observed == pytest.approx(5 / 20) and runaway.applied and runaway.flagged
     assert "stop string" in runaway.note
-    assert est["generate: output tokens per calls that stopped"].flagged  # 60 against the declared 40
+    assert est["generate: output tokens per call that stopped"].flagged  # 60 against the declared 40
     assert est["generate: output length CV"].declared == pytest.approx(0.3)
     assert obs.program.workflow().stage("execute").service_s == pytest.approx(0.004)
     load = obs.program.workflow().load
