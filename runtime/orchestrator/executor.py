@@ -261,7 +261,8 @@ class Executor:
         prefix_key = None
         if stage.prefix_tokens:
             prefix_key = f"{model}:{hash(messages[-1].content[:stage.prefix_tokens * CHARS_PER_PREFIX_TOKEN])}"
-        call = self.view(run, stage.name, model, stage.input_tokens, stage.output_tokens, prefix_key)
+        cap = v.knobs.max_tokens.get(stage.name, stage.max_tokens.preferred)
+        call = self.view(run, stage.name, model, stage.input_tokens, round(stage.mean_output_tokens(cap)), prefix_key)
         if _CALL_HAS_PREFIX_TOKENS:
             call.prefix_tokens = stage.prefix_tokens  # type: ignore[attr-defined]
         pool = v.pools[stage.name]
@@ -279,7 +280,7 @@ class Executor:
         key = self.policy.priority(call)
         request = GenerationRequest(
             request_id=run.next_request_id(stage.name), prompt=messages,
-            max_tokens=v.knobs.max_tokens.get(stage.name, stage.max_tokens.preferred),
+            max_tokens=cap,
             temperature=stage.temperature, top_p=stage.top_p, stop=stage.stop, priority=engine_priority(key),
             constraint=v.constraints.get(stage.name),
         )

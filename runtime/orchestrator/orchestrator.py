@@ -699,10 +699,11 @@ class Orchestrator:
         if run is None:
             run = self._external_run(version, run_id)
         model = version.knobs.models.get(stage, stage_ir.models[0].model)
-        call = self.executor.view(run, stage, model, stage_ir.input_tokens, stage_ir.output_tokens, None)
+        cap = max_tokens or version.knobs.max_tokens.get(stage, stage_ir.max_tokens.preferred)
+        call = self.executor.view(run, stage, model, stage_ir.input_tokens, round(stage_ir.mean_output_tokens(cap)), None)
         request = GenerationRequest(
             request_id=run.next_request_id(stage), prompt=messages,
-            max_tokens=max_tokens or version.knobs.max_tokens.get(stage, stage_ir.max_tokens.preferred),
+            max_tokens=cap,
             temperature=stage_ir.temperature if temperature is None else temperature,
             top_p=stage_ir.top_p if top_p is None else top_p, stop=stage_ir.stop if stop is None else stop,
             priority=engine_priority(self.policy.priority(call)), constraint=version.constraints.get(stage),

@@ -27,13 +27,14 @@ cdef class _Fan:
     cdef public bint done
 
 # value: mu (a float, params' first item: _token_params), 0.0 or exp(...), always a float.
-@cython.locals(value=double)
+@cython.locals(value=double, runaway=double)
 cpdef _tokens(MersenneTwister rng, tuple params)
 @cython.locals(n=long, f=double, d=double)
 cpdef _rounded(double value, long low, high)
 cpdef double _lognormal(MersenneTwister rng, double mu, double sigma)
 @cython.locals(u1=double, u2=double, z=double)
 cpdef double _normal(MersenneTwister rng)
+@cython.locals(runaway=double, w=double, level=double)
 cpdef _alike_tokens(MersenneTwister rng, tuple params, double latent, double r)
 @cython.locals(s2=double)
 cpdef _sample(MersenneTwister rng, mean, cv, family)
