@@ -78,7 +78,9 @@ _INJECTIONS: list[tuple[re.Pattern[bytes], list[bytes]]] = [
 
 
 def mutate_edges(rng: random.Random, data: bytes) -> bytes:
-    """One edge-value rewrite of ``data`` (unchanged when the example has nothing of the kinds drawn)."""
+    """One edge-value rewrite of ``data`` (unchanged when the example has nothing of the kinds drawn): an
+    attribute's value replaced, or an attribute line added; the law's rewrites of ``max_tokens`` and
+    ``output_tokens`` may also add the stage's ``runaway``/``output_cv``/``output_correlation`` lines."""
     options = [(p, r) for p, r in _REWRITES if p.search(data)] + [(p, r) for p, r in _INJECTIONS if p.search(data)]
     if not options:
         return data
@@ -90,6 +92,9 @@ def mutate_edges(rng: random.Random, data: bytes) -> bytes:
         return data[:match.end()] + b"\n" + indent + value.replace(b"\n", b"\n" + indent) + data[match.end():]
     if value.startswith(b"max "):  # the loop pattern's kept group is "max " itself
         value = value[len(b"max "):]
+    line_start = data.rfind(b"\n", 0, match.start()) + 1
+    indent = re.match(rb"[ \t]*", data[line_start:]).group()
+    value = value.replace(b"\n", b"\n" + indent)  # the law's attributes added on lines of their own
     return data[:match.start()] + match.group(1) + value + data[match.end():]
 
 
