@@ -306,10 +306,10 @@ def _output_lengths(stage: LLMStage, calls: list[dict], sd: dict) -> list[Estima
     the mean and CV are those of the second's positive lengths (a cut call's own length is the cap, not its
     length). A trace without known finish reasons gives the mean and CV of every call's length. A CV
     beyond :data:`~cortexlang.ir.MAX_OUTPUT_CV` (a heavier tail than the law's Gamma) is capped there."""
-    finished = [c for c in calls if _finish_reason(c) in FINISH_REASONS]
+    finished = [c for c in calls if c.get("finish_reason") in FINISH_REASONS]
     estimates = []
     if finished:
-        share = sum(_finish_reason(c) == "length" for c in finished) / len(finished)
+        share = sum(c.get("finish_reason") == "length" for c in finished) / len(finished)
         apply = len(finished) >= MIN_CALLS
         if apply:
             sd["runaway"] = share
@@ -317,7 +317,7 @@ def _output_lengths(stage: LLMStage, calls: list[dict], sd: dict) -> list[Estima
                                   stage.runaway, share, len(finished), "%", apply,
                                   "a stop string makes them rarer; a higher max_tokens makes them longer"
                                   if share > 0.1 else ""))
-    own = [c for c in finished if _finish_reason(c) != "length"] if finished else calls
+    own = [c for c in finished if c.get("finish_reason") != "length"] if finished else calls
     stopped = [v for c in own if (v := _num(c, "output_tokens")) and v > 0]
     if stopped:
         apply = len(stopped) >= MIN_CALLS
@@ -332,11 +332,6 @@ def _output_lengths(stage: LLMStage, calls: list[dict], sd: dict) -> list[Estima
         estimates.append(Estimate(f"{stage.name}: output length CV", declared_cv, cv, len(stopped), "", apply,
                                   f"capped at {MAX_OUTPUT_CV:g} in the plan" if cv > MAX_OUTPUT_CV else ""))
     return estimates
-
-
-def _finish_reason(call: dict) -> str | None:
-    """``call``'s ``finish_reason`` (a string or None: :func:`_check_call`)."""
-    return call.get("finish_reason")
 
 
 def _normal_scores(values: list[float]) -> list[float]:

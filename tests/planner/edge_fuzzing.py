@@ -62,8 +62,8 @@ _REWRITES: list[tuple[re.Pattern[bytes], list[bytes]]] = [
     (re.compile(rb"(\bmax_tokens\s*=\s*)[^\n#]+"),
      [b"1", b"1 | 2 @ 99%", b"1\nrunaway = 0.999\noutput_cv = 3", b"1\nrunaway = 0.5\noutput_correlation = 0.99"]),
     (re.compile(rb"(\boutput_tokens\s*=\s*)\d+"),
-     [b"1", b"1000000", b"1\noutput_cv = 10\nrunaway = 0.000000001", b"1000000\nrunaway = 0.999\noutput_correlation = 0.99",
-      b"1000000\noutput_cv = 0\nrunaway = 0.5"]),
+     [b"1", b"1000000", b"1\noutput_cv = 10\nrunaway = 0.000000001",
+      b"1000000\nrunaway = 0.999\noutput_correlation = 0.99", b"1000000\noutput_cv = 0\nrunaway = 0.5"]),
 ]
 # (after a line matching this, a new attribute line): attributes the examples seldom set.
 _INJECTIONS: list[tuple[re.Pattern[bytes], list[bytes]]] = [
