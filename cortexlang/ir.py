@@ -252,6 +252,10 @@ class StageBase(IRModel):
     prewarm: bool = Field(default=False, description="Speculatively warm this stage's engine/prefix.")
 
 
+MAX_OUTPUT_CV = 10.0
+"""Largest ``LLMStage.output_cv`` (the language's bound too); `cortexc plan --observed` caps a learnt CV here."""
+
+
 class LLMStage(StageBase):
     """A call to a language model."""
 
@@ -269,7 +273,7 @@ class LLMStage(StageBase):
     output_tokens: int = Field(gt=0, description="Expected output tokens, for planning.")
     prefix_tokens: int = Field(default=0, ge=0, description="Prompt tokens shared by every call.")
     output_cv: float | None = Field(
-        default=None, ge=0.0, le=10.0,
+        default=None, ge=0.0, le=MAX_OUTPUT_CV,
         description="Coefficient of variation of the output length of the calls that stop on their own (their "
                     "mean is output_tokens). None: the default, planner.candidates.OUTPUT_CV in the planner and "
                     "SimConfig.token_cv in the simulator (both 0.3).")

@@ -12,7 +12,8 @@ Per-visit latency of a candidate (all planning assumptions are here):
 
 * LLM stage: ``L = W + prefill(I_new) + o * t_iter(B*)`` (see
   :mod:`planner.queueing`), with ``W`` the M/G/c batch-slot wait over
-  ``replicas * max_num_seqs`` slots and ``o = min(X, max_tokens)`` where the
+  ``replicas * max_num_seqs`` slots and ``o = min(max(X, 1), max_tokens)`` (a call makes at least
+  one token, as in the simulator) where the
   output length ``X`` is Gamma-distributed with the stage's declared mean
   ``output_tokens`` and coefficient of variation ``output_cv`` (unset:
   :data:`OUTPUT_CV`), except that a share ``runaway`` of the calls never stop
@@ -320,7 +321,7 @@ def _table_inplace(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
 
 class OutputLength(NamedTuple):
     """An LLM stage's output-length law (``cortexlang.ir.LLMStage``): with probability ``runaway`` a call
-    runs to ``max_tokens``; else its length is ``min(X, max_tokens)``, ``X`` Gamma with mean ``mean`` and
+    runs to ``max_tokens``; else its length is ``min(max(X, 1), max_tokens)``, ``X`` Gamma with mean ``mean`` and
     coefficient of variation ``cv``. Hashable: the tables' caches are keyed by it."""
 
     mean: int
@@ -356,7 +357,9 @@ def output_tokens_samples(mean_tokens: int | OutputLength, max_tokens: int) -> n
         lo = np.floor(pos).astype(np.intp)
         hi = np.minimum(lo + 1, n - 1)
         base = np.where(stopped, base[lo] + (pos - lo) * (base[hi] - base[lo]), float(max_tokens))
-    out = np.minimum(base, max_tokens)
+    # At least one token, as the simulator draws: a Gamma of a large CV (shape 1/cv^2) puts much of its
+    # mass at sub-token lengths down to 1e-300, whose reciprocals overflow in the stall shock's arrays.
+    out = np.clip(base, 1.0, max_tokens)
     out.flags.writeable = False
     return out
 

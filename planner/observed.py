@@ -43,10 +43,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cortexlang.ir import MIN_RATE_PER_S, TERMINALS, Edge, Graph, LLMStage, Program, Workflow
+from cortexlang.ir import MAX_OUTPUT_CV, MIN_RATE_PER_S, TERMINALS, Edge, Graph, LLMStage, Program, Workflow
 from planner.candidates import OUTPUT_CV
 
 MIN_CALLS = 5
+FINISH_REASONS = ("stop", "length", "abort")
+"""The ``finish_reason`` values the output-length law reads (docs/trace-format.md); others (an engine's own)
+are ignored."""
 PRIOR_WEIGHT = 2.0
 BURST_S = 1.0
 MAX_ARRIVAL_S = 1e12
@@ -144,6 +147,10 @@ def _check_call(call: object, where: str) -> None:
     parents = call.get("parents", [])
     if parents is not None and not (isinstance(parents, list) and all(_is_id(p) for p in parents)):
         raise TraceFormatError(f"{where}: 'parents' must be a list of call ids")
+    reason = call.get("finish_reason")
+    if reason is not None and not isinstance(reason, str):
+        raise TraceFormatError(f"{where}: 'finish_reason' must be a string or null, not "
+                               f"{json.dumps(reason, allow_nan=True)[:40]}")
     for key, top in NUMBERS.items():
         v = call.get(key)
         if v is None:
@@ -293,17 +300,16 @@ def observe(program: Program, runs: list[dict[str, Any]], workflow: str | None =
 
 def _output_lengths(stage: LLMStage, calls: list[dict], sd: dict) -> list[Estimate]:
     """An LLM stage's output-length law (``runaway``, ``output_tokens``, ``output_cv``; module docstring),
-    written into its dump ``sd`` where enough calls back it. Calls with a ``finish_reason`` split into
-    runaways (``length``: cut at max_tokens) and calls that stopped on their own; the runaway share is
-    the first's share, the mean and CV are the second's (a cut call's own length is the cap, not its
-    length). A trace without finish reasons gives the mean and CV of every call's length."""
-    outs = [(v, c.get("finish_reason")) for c in calls if (v := _num(c, "output_tokens")) and v > 0]
-    finished = [(v, why) for v, why in outs if why in ("stop", "length", "abort")]
+    written into its dump ``sd`` where enough calls back it. Calls with a known ``finish_reason``
+    (:data:`FINISH_REASONS`) split into runaways (``length``: cut at max_tokens) and calls that stopped on
+    their own; the runaway share is the first's share of them (whether or not a call reports its length),
+    the mean and CV are those of the second's positive lengths (a cut call's own length is the cap, not its
+    length). A trace without known finish reasons gives the mean and CV of every call's length. A CV
+    beyond :data:`~cortexlang.ir.MAX_OUTPUT_CV` (a heavier tail than the law's Gamma) is capped there."""
+    finished = [c for c in calls if c.get("finish_reason") in FINISH_REASONS]
     estimates = []
-    stopped = [v for v, _ in outs]
     if finished:
-        stopped = [v for v, why in finished if why != "length"]
-        share = 1.0 - len(stopped) / len(finished)
+        share = sum(c.get("finish_reason") == "length" for c in finished) / len(finished)
         apply = len(finished) >= MIN_CALLS
         if apply:
             sd["runaway"] = share
@@ -311,17 +317,20 @@ def _output_lengths(stage: LLMStage, calls: list[dict], sd: dict) -> list[Estima
                                   stage.runaway, share, len(finished), "%", apply,
                                   "a stop string makes them rarer; a higher max_tokens makes them longer"
                                   if share > 0.1 else ""))
+    own = [c for c in finished if c.get("finish_reason") != "length"] if finished else calls
+    stopped = [v for c in own if (v := _num(c, "output_tokens")) and v > 0]
     if stopped:
         apply = len(stopped) >= MIN_CALLS
         mean = statistics.fmean(stopped)
         cv = statistics.pstdev(stopped) / mean if len(stopped) > 1 else 0.0
         declared_cv = OUTPUT_CV if stage.output_cv is None else stage.output_cv
         if apply:
-            sd["output_tokens"], sd["output_cv"] = max(int(round(mean)), 1), cv
+            sd["output_tokens"], sd["output_cv"] = max(int(round(mean)), 1), min(cv, MAX_OUTPUT_CV)
         which = "call that stopped" if finished else "call"
         estimates.append(Estimate(f"{stage.name}: output tokens per {which}", stage.output_tokens, mean,
                                   len(stopped), "tokens", apply))
-        estimates.append(Estimate(f"{stage.name}: output length CV", declared_cv, cv, len(stopped), "", apply))
+        estimates.append(Estimate(f"{stage.name}: output length CV", declared_cv, cv, len(stopped), "", apply,
+                                  f"capped at {MAX_OUTPUT_CV:g} in the plan" if cv > MAX_OUTPUT_CV else ""))
     return estimates
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cortexlang.ir import MAX_OUTPUT_CV
 from cortexlang.passes import values as v
 
 
@@ -73,8 +74,8 @@ LLM = BlockSchema("llm", labelled=True, doc="a language-model call", attrs={
     "input_tokens": Attr(v.integer(1), required=True, doc="expected prompt tokens"),
     "output_tokens": Attr(v.integer(1), required=True, doc="expected output tokens"),
     "prefix_tokens": Attr(v.integer(0), doc="prompt tokens shared by every call"),
-    "output_cv": Attr(v.number(0.0, 10.0), doc="coefficient of variation of the output length of calls that stop "
-                      "on their own (default 0.3; learnt from traces by `cortexc plan --observed`)"),
+    "output_cv": Attr(v.number(0.0, MAX_OUTPUT_CV), doc="coefficient of variation of the output length of calls "
+                      "that stop on their own (default 0.3; learnt from traces by `cortexc plan --observed`)"),
     "runaway": Attr(v.number(0.0, 1.0), doc="share of calls that never stop and run to max_tokens "
                     "(learnt from traces by `cortexc plan --observed`)"),
     "output_correlation": Attr(v.number(0.0, 1.0), doc="how alike the output lengths of one run's calls are "

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
+from cortexlang.diagnostics import render_all
 from cortexlang.passes.files import MAX_FILE_BYTES
 from tests.cortexlang.helpers import MODEL, codes, compile_source
 
@@ -220,3 +222,48 @@ def test_an_undeclared_output_law_keeps_the_defaults() -> None:
     g = compile_source(MODEL + f"workflow w {{\n  {stage}\n  flow {{ g -> done }}\n}}\n", "t.cortex").program.workflow().stage("g")
     assert g.output_cv is None and g.runaway == 0.0 and g.mean_output_tokens(64) == 20
     assert g.model_copy(update={"runaway": 0.5}).mean_output_tokens(64) == pytest.approx(42.0)
+
+
+def _law_stage(attrs: str) -> tuple[str, object]:
+    """(source, compile result) of one LLM stage carrying ``attrs`` on a line of their own (line 10)."""
+    stage = f'llm g {{ model = m  prompt = "q"  max_tokens = 64  input_tokens = 100  output_tokens = 20\n  {attrs} }}'
+    source = MODEL + f"workflow w {{\n  {stage}\n  flow {{ g -> done }}\n}}\n"
+    return source, compile_source(source, "t.cortex")
+
+
+@pytest.mark.parametrize("attr", ["runaway", "output_cv"])
+@pytest.mark.parametrize("value, code", [
+    ("-0.1", "CX003"), ("1e-9", "CX003"),                 # no negatives, no exponents in the language
+    ("10.0000001", "CX203"), ("1_000", "CX203"), ("1" + "0" * 400, "CX203"), ("1" + "0" * 5000, "CX203"),
+    ("nan", "CX201"), ("inf", "CX201"), ('"0.5"', "CX201"), ("[0.5]", "CX201"), ("[]", "CX201"), ("true", "CX201"),
+    ("0..1", "CX201"), ('file("x")', "CX201"), ("m", "CX201"),
+    ("5s", "CX202"), ("50%", "CX202"), ("5/s", "CX202"), ("1KiB", "CX202"), ("8B", "CX202"), ("1e", "CX202"),
+    ("0.5 | 0.1 @ 90%", "CX204"), ("0.2 @ 50%", "CX204"),
+    ("", "CX001"), ("0.5 0.6", "CX001"), ("{ x = 1 }", "CX001"), ("1e309", "CX001"),
+])
+def test_a_malformed_output_law_is_a_located_diagnostic(attr: str, value: str, code: str) -> None:
+    """Out of range, the wrong type (string, duration, percentage, rate, size, list, range, knob) or not a
+    number at all: one ``t.cortex:10:col: error[CODE]`` on the attribute's line, never an exception."""
+    source, result = _law_stage(f"{attr} = {value}")
+    assert not result.ok and codes(result)[0] == code
+    text = render_all(result.diagnostics, {"t.cortex": source})
+    assert re.match(rf"t\.cortex:10:\d+: error\[{code}\]", text) and "Traceback" not in text
+
+
+@pytest.mark.parametrize("attrs", ["runaway = 0.5\n  runaway = 0.5", "runaway = 0.5  runaway = 0.6",
+                                   "output_cv = 1\n  output_cv = 2", "output_cv = 1  runaway = 0.1  output_cv = 1"])
+def test_an_output_law_set_twice_is_refused(attrs: str) -> None:
+    source, result = _law_stage(attrs)
+    assert codes(result) == ["CX104"] and "is set twice" in result.diagnostics[0].message
+    assert re.match(r"t\.cortex:1[01]:\d+: error\[CX104\]", render_all(result.diagnostics, {"t.cortex": source}))
+
+
+@pytest.mark.parametrize("attr, value, expected", [
+    ("runaway", "0", 0.0), ("runaway", "0.000000001", 1e-9), ("runaway", "0.999", 0.999), ("runaway", "1", 1.0),
+    ("output_cv", "0.000001", 1e-6), ("output_cv", "10", 10.0), ("output_cv", "10.0", 10.0),
+    ("runaway", "0." + "0" * 400 + "1", 0.0),         # underflows to 0: in range
+    ("runaway", "0." + "9" * 400, 1.0),               # rounds to the bound: in range
+])
+def test_the_output_laws_edges_are_accepted(attr: str, value: str, expected: float) -> None:
+    _, result = _law_stage(f"{attr} = {value}")
+    assert result.ok and getattr(result.program.workflow().stage("g"), attr) == expected

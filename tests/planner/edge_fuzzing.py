@@ -10,7 +10,10 @@ planner's and the simulator's work. This family rewrites exactly those, keeping 
   ``100000h``;
 * load rates from ``1/h`` to ``1000000/s``, burstiness from ``0.0001`` to ``1000``;
 * injected ``output_correlation`` (0, 1, just inside 1), tool ``retry`` blocks with huge counts and
-  backoffs, service ranges ``0ms..1h`` and coefficients of variation 0 to 1000.
+  backoffs, service ranges ``0ms..1h`` and coefficients of variation 0 to 1000;
+* the output-length law: injected ``runaway`` (0, 0.000000001, 0.5, 0.999, 1) and ``output_cv`` (0, 0.000001, 3,
+  10), alone or together with ``output_correlation = 0.99``; ``max_tokens = 1`` and ``output_tokens`` of
+  1 or far above the cap, alone or with the law's extremes on the same stage.
 
 Every rewrite is either accepted by `cortexc check` or refused with a diagnostic; what is accepted must
 plan and simulate within the plan fuzz's bound. Input ``i`` of seed ``s`` is
@@ -26,6 +29,15 @@ from tests.planner.plan_fuzzing import POLICIES, SEED_FILES
 
 _QUALITY = [b"0%", b"0.0001%", b"1%", b"50%", b"99.9999%", b"100%", b"100.0001%"]
 _MANY = b"64 | 32 @ 99% | 16 @ 98% | 8 @ 97% | 4 @ 96% | 2 @ 95% | 1 @ 1%"  # seven alternatives
+# The output-length law's extremes, one attribute or several on one stage (lines joined by "\n": the
+# language separates attributes by line, whatever the indent).
+_LAW = [b"runaway = 0", b"runaway = 0.000000001", b"runaway = 0.5", b"runaway = 0.999", b"runaway = 1",
+        b"output_cv = 0", b"output_cv = 0.000001", b"output_cv = 3", b"output_cv = 10",
+        b"runaway = 0.999\noutput_cv = 10\noutput_correlation = 0.99",
+        b"runaway = 0.000000001\noutput_cv = 3\noutput_correlation = 0.99",
+        b"runaway = 0.5\noutput_cv = 0.000001\noutput_correlation = 0.99",
+        b"runaway = 1\noutput_cv = 0\noutput_correlation = 0.99",
+        b"output_cv = 0\noutput_correlation = 0.99"]
 
 # (what to find, its replacements): the first group of the pattern is kept, the rest replaced.
 _REWRITES: list[tuple[re.Pattern[bytes], list[bytes]]] = [
@@ -47,12 +59,18 @@ _REWRITES: list[tuple[re.Pattern[bytes], list[bytes]]] = [
     (re.compile(rb"(\bcount\s*=\s*)\d+"), [b"0", b"1", b"4096", b"1000000"]),
     (re.compile(rb"(\bslots\s*=\s*)\d+"), [b"0", b"1", b"100000"]),
     (re.compile(rb"(\bwidths\s*=\s*)[^\n#]+"), [b"1..1000", b"1 @ 1% | 1000 @ 99%", b"0..0", b"2 @ 0% | 3 @ 100%"]),
+    (re.compile(rb"(\bmax_tokens\s*=\s*)[^\n#]+"),
+     [b"1", b"1 | 2 @ 99%", b"1\nrunaway = 0.999\noutput_cv = 3", b"1\nrunaway = 0.5\noutput_correlation = 0.99"]),
+    (re.compile(rb"(\boutput_tokens\s*=\s*)\d+"),
+     [b"1", b"1000000", b"1\noutput_cv = 10\nrunaway = 0.000000001",
+      b"1000000\nrunaway = 0.999\noutput_correlation = 0.99", b"1000000\noutput_cv = 0\nrunaway = 0.5"]),
 ]
 # (after a line matching this, a new attribute line): attributes the examples seldom set.
 _INJECTIONS: list[tuple[re.Pattern[bytes], list[bytes]]] = [
     (re.compile(rb"\n(\s*)max_tokens\s*=[^\n]*"),
      [b"output_correlation = 1", b"output_correlation = 0", b"output_correlation = 0.999999",
       b"output_correlation = 1.0000001", b"repeat = 1000 | 1 @ 1%", b"hedge = 16 | 1 @ 99.9999%"]),
+    (re.compile(rb"\n(\s*)output_tokens\s*=[^\n]*"), _LAW),
     (re.compile(rb"\n(\s*)entry\s*=[^\n]*"),
      [b"retry { max = 1000  backoff = 1h }", b"retry { max = 60  backoff = 1ms }", b"retry { max = 0  backoff = 0ms }",
       b"service = 0ms..100000h", b"budget = 1us"]),
@@ -60,7 +78,9 @@ _INJECTIONS: list[tuple[re.Pattern[bytes], list[bytes]]] = [
 
 
 def mutate_edges(rng: random.Random, data: bytes) -> bytes:
-    """One edge-value rewrite of ``data`` (unchanged when the example has nothing of the kinds drawn)."""
+    """One edge-value rewrite of ``data`` (unchanged when the example has nothing of the kinds drawn): an
+    attribute's value replaced, or an attribute line added; the law's rewrites of ``max_tokens`` and
+    ``output_tokens`` may also add the stage's ``runaway``/``output_cv``/``output_correlation`` lines."""
     options = [(p, r) for p, r in _REWRITES if p.search(data)] + [(p, r) for p, r in _INJECTIONS if p.search(data)]
     if not options:
         return data
@@ -69,9 +89,12 @@ def mutate_edges(rng: random.Random, data: bytes) -> bytes:
     value = rng.choice(values)
     if pattern in (p for p, _ in _INJECTIONS):
         indent = match.group(1)
-        return data[:match.end()] + b"\n" + indent + value + data[match.end():]
+        return data[:match.end()] + b"\n" + indent + value.replace(b"\n", b"\n" + indent) + data[match.end():]
     if value.startswith(b"max "):  # the loop pattern's kept group is "max " itself
         value = value[len(b"max "):]
+    line_start = data.rfind(b"\n", 0, match.start()) + 1
+    indent = re.match(rb"[ \t]*", data[line_start:]).group()
+    value = value.replace(b"\n", b"\n" + indent)  # the law's attributes added on lines of their own
     return data[:match.start()] + match.group(1) + value + data[match.end():]
 
 

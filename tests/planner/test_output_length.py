@@ -4,12 +4,14 @@ the simulator's own draws (runtime/simulator/runs.py), an independent implementa
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 from cortexlang.ir import Workflow
-from planner.candidates import (OUTPUT_CV, TABLE_SAMPLES, OutputLength, _unit_gamma, output_length,
-                                output_tokens_moments, output_tokens_samples)
+from planner.candidates import (OUTPUT_CV, TABLE_SAMPLES, OutputLength, _draws_stall_deviation, _output_draws,
+                                _unit_gamma, output_length, output_tokens_moments, output_tokens_samples)
 from runtime.policies.registry import make_policy
 from runtime.simulator.sim import SimConfig, Simulator, Stream
 from runtime.simulator.workloads import edge, llm
@@ -26,7 +28,7 @@ def test_a_bare_mean_is_the_default_law_and_the_old_gamma() -> None:
 def test_runaways_take_the_cap_and_the_rest_keep_the_gammas_shape(p: float) -> None:
     law = OutputLength(27, 0.65, p)
     out = output_tokens_samples(law, 96)
-    gamma = np.minimum(_unit_gamma(0.65) * 27, 96)
+    gamma = np.clip(_unit_gamma(0.65) * 27, 1, 96)  # a call makes at least one token
     at_cap = np.mean(out >= 96)
     assert at_cap == pytest.approx(p + (1 - p) * np.mean(gamma >= 96), abs=2.0 / TABLE_SAMPLES)
     assert np.all(np.diff(out) >= 0)  # still a quantile function
@@ -35,6 +37,21 @@ def test_runaways_take_the_cap_and_the_rest_keep_the_gammas_shape(p: float) -> N
     stopped = u < (1 - p) * 0.5
     expect = np.quantile(gamma, u[stopped] / (1 - p), method="linear")
     assert np.allclose(out[stopped], expect, rtol=0.02, atol=0.5)
+
+
+@pytest.mark.parametrize("cv", [3.0, 10.0])
+def test_a_wide_law_makes_at_least_one_token_per_call(cv: float) -> None:
+    """A Gamma of CV 10 (shape 0.01) has most of its mass below one token, down to 0 in floating point:
+    the planner floors a call at one token as the simulator does, and the stall shock's reciprocals of
+    the lengths stay finite (they overflowed, with warnings, before)."""
+    law = OutputLength(60, cv, 0.0)
+    out = output_tokens_samples(law, 96)
+    assert out.min() == 1.0 and np.mean(out == 1.0) > (0.5 if cv == 10.0 else 0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        draws = _output_draws(law, 96)
+        deviation = _draws_stall_deviation(draws, 1e-3, 0.2, 1e-4, 1e-6)
+    assert draws.positive and np.all(np.isfinite(draws.inv4)) and np.all(np.isfinite(deviation))
 
 
 def test_everything_running_away_is_the_cap() -> None:
@@ -55,8 +72,16 @@ def _simulated_outputs(update: dict, runs: int = 4000) -> np.ndarray:
     return np.array([c[9] for c in res.calls], dtype=float)
 
 
+_FAMILIES_PART = pytest.mark.xfail(strict=True, reason=(
+    "at output_cv 3 the planner's Gamma (shape 0.11: 57% of it below one token) and the simulator's lognormal "
+    "(median 8.5 tokens) share mean and CV but not shape: with the clip at 1 and at max_tokens the mean is "
+    "16.0 planned vs 19.3 simulated, the share at the cap 8.1% vs 5.7%"))
+
+
 @pytest.mark.parametrize("update", [{"output_cv": 0.65, "runaway": 0.42}, {"output_cv": 0.3, "runaway": 0.1},
-                                    {"output_cv": 0.8, "runaway": 0.42, "output_correlation": 0.6}])
+                                    {"output_cv": 0.8, "runaway": 0.42, "output_correlation": 0.6},
+                                    {"runaway": 0.999}, {"runaway": 0.999, "output_correlation": 0.99},
+                                    pytest.param({"output_cv": 3.0}, marks=_FAMILIES_PART)])
 def test_the_planner_and_the_simulator_draw_the_same_law(update: dict) -> None:
     """Share at the cap and mean output: the planner's Gamma quantiles vs the simulator's lognormal draws
     (the families differ below the cap, by design a small part of the mean here)."""

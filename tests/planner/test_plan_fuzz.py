@@ -63,10 +63,14 @@ def test_edge_values_plan_and_simulate_without_tracebacks(harness: Harness) -> N
 
 
 def test_edge_mutations_rewrite_the_attribute_they_target() -> None:
-    """Each rewrite keeps the attribute's name and changes its value only (the file keeps its shape)."""
+    """Each rewrite keeps the attribute's name and changes its value only (the file keeps its shape); the
+    output-length law's may add the stage's law on lines of their own, at the stage's indent."""
     rng = random.Random(0)
-    source = b"  slo { latency = 6s  attainment = 99% }\n  llm a {\n    max_tokens = 9\n  }\n"
-    seen = {mutate_edges(rng, source) for _ in range(200)}
+    source = b"  slo { latency = 6s  attainment = 99% }\n  llm a {\n    max_tokens = 9\n    output_tokens = 5\n  }\n"
+    seen = {mutate_edges(rng, source) for _ in range(400)}
     for data in seen:
-        assert data.count(b"slo {") == 1 and data.count(b"max_tokens = 9") == 1
+        assert data.count(b"slo {") == 1 and data.count(b"max_tokens = ") == 1 and data.count(b"output_tokens = ") == 1
+        assert all(line.startswith(b"  ") for line in data.splitlines())
     assert any(b"attainment = 100%" in d for d in seen) and any(b"output_correlation = 1\n" in d for d in seen)
+    assert any(b"max_tokens = 1\n    runaway = 0.999\n    output_cv = 3\n" in d for d in seen)
+    assert any(b"output_tokens = 5\n    runaway = 1\n    output_cv = 0\n" in d for d in seen)
