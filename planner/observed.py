@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cortexlang.ir import MAX_OUTPUT_CV, MIN_RATE_PER_S, TERMINALS, Edge, Graph, LLMStage, Program, Workflow
-from planner.candidates import OUTPUT_CV
+from planner.candidates import OUTPUT_CV, SHAPE_AGREEMENT_CV
 
 MIN_CALLS = 5
 FINISH_REASONS = ("stop", "length", "abort")
@@ -329,8 +329,10 @@ def _output_lengths(stage: LLMStage, calls: list[dict], sd: dict) -> list[Estima
         which = "call that stopped" if finished else "call"
         estimates.append(Estimate(f"{stage.name}: output tokens per {which}", stage.output_tokens, mean,
                                   len(stopped), "tokens", apply))
-        estimates.append(Estimate(f"{stage.name}: output length CV", declared_cv, cv, len(stopped), "", apply,
-                                  f"capped at {MAX_OUTPUT_CV:g} in the plan" if cv > MAX_OUTPUT_CV else ""))
+        note = (f"capped at {MAX_OUTPUT_CV:g} in the plan" if cv > MAX_OUTPUT_CV else
+                f"beyond {SHAPE_AGREEMENT_CV:g} the planner's and the simulator's shapes differ" if cv > SHAPE_AGREEMENT_CV
+                else "")
+        estimates.append(Estimate(f"{stage.name}: output length CV", declared_cv, cv, len(stopped), "", apply, note))
     return estimates
 
 
