@@ -302,7 +302,9 @@ class LLMStage(StageBase):
     def mean_output_tokens(self, max_tokens: int) -> float:
         """Expected output tokens of a call capped at ``max_tokens``, as far as the runaway share moves it:
         ``(1 - runaway) output_tokens + runaway max_tokens`` (the stopped calls' own clip at the cap is
-        left to the planner's and simulator's draws); ``output_tokens`` itself when nothing runs away."""
+        left to the planner's and simulator's draws); ``output_tokens`` itself when nothing runs away. The
+        runtime's estimates use it; the planner's tables use the clipped law's own mean
+        (``planner.candidates.output_tokens_moments``), which differs near the cap or at a high ``output_cv``."""
         if self.runaway == 0.0:
             return self.output_tokens
         return (1.0 - self.runaway) * self.output_tokens + self.runaway * max_tokens

@@ -508,8 +508,49 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
     samples = np.add(_pool_waits(p_wait, mean_wait, stall), prefill_s)  # (a fresh array: the waits are shared)
     samples += _coadmitted_prefill(stall, t_iter)
     samples += decode
-    table = _table_inplace(samples, hedge)
+    law = _law(mean_tokens)
+    if hedge > 1 and law.runaway > 0.0:
+        table = _hedged_with_runaways(samples, _runaway_mask(law, max_tokens), hedge, law.runaway)
+    else:
+        table = _table_inplace(samples, hedge)
     table.flags.writeable = False
+    return table
+
+
+@lru_cache(maxsize=256)
+def _runaway_mask(law: OutputLength, max_tokens: int) -> np.ndarray:
+    """Which of the design's samples (in pairing order) are the law's runaways: the strata at levels
+    ``>= 1 - runaway`` of :func:`output_tokens_samples` (read-only)."""
+    _, pairing = _design()
+    level = (np.arange(TABLE_SAMPLES) + 0.5) / TABLE_SAMPLES
+    mask = (level >= 1.0 - law.runaway)[pairing]
+    mask.flags.writeable = False
+    return mask
+
+
+def _quantiles(x: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Quantile function of the samples ``x`` at ``levels`` (linear between order statistics, sample ``i``
+    at level ``(i + 0.5) / n``, clamped at the ends: as :func:`_table`)."""
+    x = np.sort(x)
+    pos = np.clip(levels * len(x) - 0.5, 0.0, len(x) - 1.0)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, len(x) - 1)
+    return x[lo] + (pos - lo) * (x[hi] - x[lo])
+
+
+def _hedged_with_runaways(samples: np.ndarray, runaway: np.ndarray, hedge: int, p: float) -> np.ndarray:
+    """The table of a hedged call whose law has runaways: its ``hedge`` candidates decode the same prompt,
+    so they stop or run away together (greedy decoding repeats itself; the simulator gives every twin the
+    call's length) -- the fastest of ``hedge`` helps the calls that stop, never a runaway. The quantile
+    function is the mixture's: below level ``1 - p`` the stopped samples' hedged quantile at
+    ``u / (1 - p)``, above it the runaways' own at ``(u - (1 - p)) / p``."""
+    stopped = samples[~runaway]
+    below = U_GRID < 1.0 - p
+    table = np.empty(len(U_GRID))
+    if stopped.size:
+        v = U_GRID[below] / (1.0 - p)
+        table[below] = _quantiles(stopped, 1.0 - (1.0 - v) ** (1.0 / hedge))
+    table[~below] = _quantiles(samples[runaway], (U_GRID[~below] - (1.0 - p)) / p)
     return table
 
 

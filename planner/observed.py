@@ -302,10 +302,11 @@ def _output_lengths(stage: LLMStage, calls: list[dict], sd: dict) -> list[Estima
     """An LLM stage's output-length law (``runaway``, ``output_tokens``, ``output_cv``; module docstring),
     written into its dump ``sd`` where enough calls back it. Calls with a known ``finish_reason``
     (:data:`FINISH_REASONS`) split into runaways (``length``: cut at max_tokens) and calls that stopped on
-    their own; the runaway share is the first's share of them (whether or not a call reports its length),
-    the mean and CV are those of the second's positive lengths (a cut call's own length is the cap, not its
-    length). A trace without known finish reasons gives the mean and CV of every call's length. A CV
-    beyond :data:`~cortexlang.ir.MAX_OUTPUT_CV` (a heavier tail than the law's Gamma) is capped there."""
+    their own (``stop``); the runaway share is the first's share of them (whether or not a call reports its
+    length), the mean and CV are those of the second's positive lengths (a cut call's own length is the cap,
+    an aborted one's where it was cut off). A trace without known finish reasons gives the mean and CV of
+    every call's length, applied only where the stage declares no runaways (its lengths would hold them). A
+    CV beyond :data:`~cortexlang.ir.MAX_OUTPUT_CV` (a heavier tail than the law's Gamma) is capped there."""
     finished = [c for c in calls if c.get("finish_reason") in FINISH_REASONS]
     estimates = []
     if finished:
@@ -317,10 +318,13 @@ def _output_lengths(stage: LLMStage, calls: list[dict], sd: dict) -> list[Estima
                                   stage.runaway, share, len(finished), "%", apply,
                                   "a stop string makes them rarer; a higher max_tokens makes them longer"
                                   if share > 0.1 else ""))
-    own = [c for c in finished if c.get("finish_reason") != "length"] if finished else calls
+    # an aborted call's length is where it was cut off, not where it would have stopped
+    own = [c for c in finished if c.get("finish_reason") == "stop"] if finished else calls
     stopped = [v for c in own if (v := _num(c, "output_tokens")) and v > 0]
     if stopped:
-        apply = len(stopped) >= MIN_CALLS
+        # without finish reasons the lengths hold the declared runaways too: not the stopped calls' law
+        blind = not finished and stage.runaway > 0.0
+        apply = len(stopped) >= MIN_CALLS and not blind
         mean = statistics.fmean(stopped)
         cv = statistics.pstdev(stopped) / mean if len(stopped) > 1 else 0.0
         declared_cv = OUTPUT_CV if stage.output_cv is None else stage.output_cv
@@ -332,6 +336,8 @@ def _output_lengths(stage: LLMStage, calls: list[dict], sd: dict) -> list[Estima
         note = (f"capped at {MAX_OUTPUT_CV:g} in the plan" if cv > MAX_OUTPUT_CV else
                 f"beyond {SHAPE_AGREEMENT_CV:g} the planner's and the simulator's shapes differ" if cv > SHAPE_AGREEMENT_CV
                 else "")
+        if blind:
+            note = "no finish reasons: cannot tell the declared runaways apart; not applied"
         estimates.append(Estimate(f"{stage.name}: output length CV", declared_cv, cv, len(stopped), "", apply, note))
     return estimates
 

@@ -230,7 +230,8 @@ class Orchestrator:
                 pool.expected_s = max((version.graph.expected_s(s) for s in stages), default=0.0)
                 llm = [version.graph.stages[s] for s in stages if isinstance(version.graph.stages[s], LLMStage)]
                 if llm:
-                    pool.call_tokens = (max(s.input_tokens for s in llm), max(s.output_tokens for s in llm))
+                    pool.call_tokens = (max(s.input_tokens for s in llm), max(round(s.mean_output_tokens(
+                        version.knobs.max_tokens.get(s.name, s.max_tokens.preferred))) for s in llm))
                 self._pool_users[pool.name] = self._pool_users.get(pool.name, 0) + 1
             self._link_peers()
             old = self.versions.get(version.name)

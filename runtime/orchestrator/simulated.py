@@ -16,8 +16,8 @@ SQL executors with realistic frequencies:
 * anything else answers placeholder words.
 
 Every answer is padded (in an SQL comment, a JSON ``text`` field, or words) to
-the stage's declared ``output_tokens``, so simulated timings follow the plan's
-token counts. Draws are seeded by the request id: reproducible per run.
+the stage's declared ``output_tokens`` -- or, for the stage's ``runaway`` share of
+calls, to ``max_tokens`` -- so simulated timings follow the plan's token counts. Draws are seeded by the request id: reproducible per run.
 Results still carry ``engine == "simulated"``.
 """
 
@@ -72,6 +72,8 @@ class PlannedResponder:
         if not isinstance(stage, LLMStage):
             return _filler(32, digest)
         budget = min(stage.output_tokens, request.max_tokens)
+        if stage.runaway > 0.0 and random.Random(digest + b"runaway").random() < stage.runaway:
+            budget = request.max_tokens  # the stage's law: this call never stops (its own stream: others stay put)
         consumer = self._sql_consumer.get(stage.name)
         if consumer is not None:
             sql = SQL_BY_OUTCOME[self._draw_outcome(consumer.name, rng)]

@@ -156,6 +156,10 @@ def _alike_tokens(rng: Generator, params: tuple, latent: float, r: float) -> int
     share ``p`` the copula's level ``Phi(w)`` picks the mixture's quantile: ``high`` at or above ``1 - p``,
     else the lognormal's at ``Phi(w) / (1 - p)`` (so runaways, too, are alike within a run)."""
     mu, sigma, low, high, runaway = params
+    if sigma is None and runaway > 0.0:  # a constant length, but the runaways still alike within the run
+        if _STD_NORMAL.cdf(math.sqrt(r) * latent + math.sqrt(1.0 - r) * _normal(rng)) >= 1.0 - runaway:
+            return high
+        return _rounded(mu, low, high)
     if sigma is None or sigma < 0.0:
         return _tokens(rng, params)
     w = math.sqrt(r) * latent + math.sqrt(1.0 - r) * _normal(rng)

@@ -18,7 +18,7 @@ from planner.candidates import U_GRID, FanoutSplit
 from planner.latency import GraphSample, PathSample, disjoint_union, sample_paths
 from planner.visits import build_chain
 from tests.cortexlang.helpers import llm, workflow
-from tests.planner.edge_fuzzing import make_edge_input
+from tests.conftest import EXAMPLES
 from tests.planner.plan_fuzzing import Harness
 
 BRANCH_STAGES = ("draft", "check", "revise", "test")
@@ -140,10 +140,16 @@ def test_the_numpy_calls_per_evaluation_do_not_grow_with_the_slots(monkeypatch: 
 
 
 def test_fuzz_edge_input_186_a_width_128_fan_out_plans_and_simulates(tmp_path: Path) -> None:
-    """fuzz_plan --family edges --seed 1, input 186: deep_research with ``width = 128 | 1 @ 99.9999%``
-    (``cortex simulate`` plans in headroom mode first). No timing assertion: the fuzz run checks that."""
-    data, policy, _ = make_edge_input(1, 186)
-    assert b"width = 128 | 1 @ 99.9999%" in data
+    """What fuzz_plan --family edges --seed 1 sent as input 186 (before the output-length law's mutations
+    renumbered the stream): deep_research with ``width = 128 | 1 @ 99.9999%`` (``cortex simulate`` plans in
+    headroom mode first), its SLO attainment 99.9999%, simulated under hexgen-text2sql. No timing assertion:
+    the fuzz run checks that."""
+    data = (EXAMPLES / "deep_research.cortex").read_bytes()
+    for old, new in ((b"width = 4 | 2 @ 90%", b"width = 128 | 1 @ 99.9999%"),
+                     (b"slo { latency = 60s  attainment = 95% }", b"slo { latency = 60s  attainment = 99.9999% }")):
+        assert data.count(old) == 1
+        data = data.replace(old, new)
+    policy = "hexgen-text2sql"
     harness = Harness(tmp_path)  # the examples' prompts, schemas and tools beside the input
     harness.path.write_bytes(data)
     plan = harness.runner.invoke(compiler_app, ["plan", str(harness.path), "--no-verify"])

@@ -93,10 +93,11 @@ def test_the_planner_and_the_simulator_draw_the_same_law(update: dict) -> None:
     assert sim.mean() == pytest.approx(output_tokens_moments(law, 96)[0], rel=0.05)
 
 
-def test_the_simulators_runaways_are_alike_within_a_run() -> None:
+@pytest.mark.parametrize("cv", [0.6, 0.0])
+def test_the_simulators_runaways_are_alike_within_a_run(cv: float) -> None:
     """Two calls of a run with output_correlation 0.8: a run's second call runs away far more often when
-    its first did (independent draws: the same share either way)."""
-    stages = tuple(llm(n, 300, 27, max_tokens=96).model_copy(update={"output_cv": 0.6, "runaway": 0.4,
+    its first did (independent draws: the same share either way), a constant length (CV 0) included."""
+    stages = tuple(llm(n, 300, 27, max_tokens=96).model_copy(update={"output_cv": cv, "runaway": 0.4,
                                                                       "output_correlation": 0.8})
                    for n in ("a", "b"))
     wf = Workflow(name="two", stages=stages, entry="a", edges=(edge("a", "b"), edge("b", "done")))
@@ -109,3 +110,29 @@ def test_the_simulators_runaways_are_alike_within_a_run() -> None:
     a, b = pairs[:, 0], pairs[:, 1]
     assert a.mean() == pytest.approx(0.4, abs=0.04) and b.mean() == pytest.approx(0.4, abs=0.04)
     assert b[a].mean() > 0.6 and b[~a].mean() < 0.25
+
+
+def test_hedging_never_cures_a_runaway_in_the_planner_or_the_simulator() -> None:
+    """A hedged call's candidates decode the same prompt: they run away together (the simulator gives each twin
+    the call's length). Planned with hedge 2 and 20% runaways, the p99 stays a runaway's and agrees with the
+    simulated p99 on the plan; the stopped calls' part still gains from the hedge."""
+    from cortexlang.ir import GpuResource, IntKnob, Inventory, Program
+    from planner.api import plan_program
+    from planner.plan import Plan
+    from runtime.simulator.verify import simulate_plan
+    from runtime.simulator.workloads import LLAMA8B
+
+    from planner.candidates import U_GRID, llm_service_table
+
+    unhedged = llm_service_table(0.05, 0.02, 0.0, 0.0, OutputLength(40, 0.3, 0.2), 512, 1)
+    hedged = llm_service_table(0.05, 0.02, 0.0, 0.0, OutputLength(40, 0.3, 0.2), 512, 2)
+    p99, p50 = np.searchsorted(U_GRID, 0.99), np.searchsorted(U_GRID, 0.5)
+    assert hedged[p99] == pytest.approx(unhedged[p99]) and hedged[p50] < unhedged[p50]
+    stage = llm("g", 400, 40, max_tokens=512).model_copy(update={"runaway": 0.2, "hedge": IntKnob.fixed(2)})
+    wf = Workflow(name="one", stages=(stage,), entry="g", edges=(edge("g", "done"),))
+    program = Program(models=(LLAMA8B,), workflows=(wf,))
+    plan = plan_program(program, rate=2.0, inventory=Inventory(gpus=(GpuResource(kind="H100", count=4,
+                                                                                  cost_per_hour=2.99),)))
+    assert isinstance(plan, Plan) and plan.workflows[0].knobs.hedge.get("g") == 2
+    simulated = simulate_plan(program, plan, "one", runs=3000, seed=1).latency.p99
+    assert simulated == pytest.approx(plan.workflows[0].latency.p99, rel=0.15)
