@@ -332,12 +332,15 @@ class OutputLength(NamedTuple):
     mean: int
     cv: float = OUTPUT_CV
     runaway: float = 0.0
+    same_for_candidates: bool = False
+    """Whether a hedged call's candidates all give the same output (greedy decoding: temperature 0), so that
+    hedging picks the candidate that waits least, not a shorter output (:func:`llm_service_table`)."""
 
 
 def output_length(stage: LLMStage) -> OutputLength:
     """``stage``'s output-length law (its ``output_cv`` unset: :data:`OUTPUT_CV`)."""
     cv = OUTPUT_CV if stage.output_cv is None else stage.output_cv
-    return OutputLength(stage.output_tokens, cv, stage.runaway)
+    return OutputLength(stage.output_tokens, cv, stage.runaway, stage.temperature == 0.0)
 
 
 def _law(mean_tokens: int | OutputLength) -> OutputLength:
@@ -505,16 +508,27 @@ def llm_service_table(prefill_s: float, t_iter: float, p_wait: float, mean_wait:
         np.maximum(decode, decode * (1.0 - stall.share), out=decode)
     # wait + prefill wait + prefill + co-admitted prefills + decode, summed in this order (as the
     # model always has: floating-point sums depend on it), then sorted in place
-    samples = np.add(_pool_waits(p_wait, mean_wait, stall), prefill_s)  # (a fresh array: the waits are shared)
+    law = _law(mean_tokens)
+    waits = _pool_waits(p_wait, mean_wait, stall)
+    if hedge > 1 and law.same_for_candidates:  # same output from every candidate: only the wait is hedged
+        waits, hedge = _hedged_waits(waits, hedge), 1
+    samples = np.add(waits, prefill_s)  # (a fresh array: the waits are shared)
     samples += _coadmitted_prefill(stall, t_iter)
     samples += decode
-    law = _law(mean_tokens)
     if hedge > 1 and law.runaway > 0.0:
         table = _hedged_with_runaways(samples, _runaway_mask(law, max_tokens), hedge, law.runaway)
     else:
         table = _table_inplace(samples, hedge)
     table.flags.writeable = False
     return table
+
+
+def _hedged_waits(waits: np.ndarray, hedge: int) -> np.ndarray:
+    """The shortest of ``hedge`` independent waits, on the design's strata: stratum ``u`` takes the waits'
+    quantile at ``1 - (1 - u)^(1/hedge)``. For candidates that decode the same output (greedy decoding:
+    the simulator's hedge twins carry the call's length), the fastest candidate is the one that waited least."""
+    strata, _ = _design()
+    return _quantiles(waits, 1.0 - (1.0 - strata) ** (1.0 / hedge))
 
 
 @lru_cache(maxsize=256)

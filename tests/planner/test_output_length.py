@@ -60,8 +60,9 @@ def test_everything_running_away_is_the_cap() -> None:
 
 def test_the_stage_law_reads_the_ir() -> None:
     stage = llm("g", 300, 27, max_tokens=96)
-    assert output_length(stage) == OutputLength(27, OUTPUT_CV, 0.0)
-    assert output_length(stage.model_copy(update={"output_cv": 0.65, "runaway": 0.42})) == OutputLength(27, 0.65, 0.42)
+    assert output_length(stage) == OutputLength(27, OUTPUT_CV, 0.0, same_for_candidates=True)  # temperature 0
+    sampled = stage.model_copy(update={"output_cv": 0.65, "runaway": 0.42, "temperature": 0.7})
+    assert output_length(sampled) == OutputLength(27, 0.65, 0.42, same_for_candidates=False)
 
 
 def _simulated_outputs(update: dict, runs: int = 4000) -> np.ndarray:
