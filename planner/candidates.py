@@ -1047,7 +1047,10 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
     prewarm = stage.warms_prefix
     uncached = stage.input_tokens - (stage.prefix_tokens if prewarm else 0)
     mean_out = output_tokens_moments(output_length(stage), max_tokens)[0]
-    rate = load.rate_per_s * hedge
+    if hedge > replicas:  # a hedge's candidates go to distinct replicas (the runtime's executor, the simulator)
+        return None
+    sent = hedge
+    rate = load.rate_per_s * sent
     point = llm_batch_point(profile, rate / replicas, stage.input_tokens, max(uncached, 1), mean_out, max_num_seqs)
     if point is None or point.batch > MAX_UTILISATION * max_num_seqs:
         return None
@@ -1059,7 +1062,7 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
     if wait is None:
         return None
     table = llm_service_table(point.prefill_s, t_iter, wait.p_wait, wait.mean_if_waiting,
-                              output_length(stage), max_tokens, hedge, point.per_seq_s, point.batch, max_num_seqs,
+                              output_length(stage), max_tokens, sent, point.per_seq_s, point.batch, max_num_seqs,
                               replace(prefill_stall(profile, [(rate / replicas, max(uncached, 1))],
                                                     [load.burst * copies_prefill_index(load.batch, replicas)]),
                                       replicas=replicas))

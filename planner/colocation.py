@@ -214,7 +214,8 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
                           [m.burst * copies_prefill_index(m.batch, replicas) for m in members])
     longest_first = sorted(range(len(members)), key=lambda i: -means[i])  # (a stable sort: ties keep order)
     table_args = {members[i].stage.name: (prefills[i], steps[i], wait.p_wait, wait.mean_if_waiting,
-                                          output_length(members[i].stage), members[i].max_tokens, members[i].hedge,
+                                          output_length(members[i].stage), members[i].max_tokens,
+                                          min(members[i].hedge, replicas),  # candidates on distinct replicas
                                           per_seq, batch, max_num_seqs, stall) for i in longest_first}
     context = sum(cl[0] * cl[3] * (cl[1] + cl[3] / 2) for cl in classes) / max(sum(cl[0] * cl[3] for cl in classes),
                                                                                1e-12)
