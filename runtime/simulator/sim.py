@@ -547,7 +547,8 @@ class Simulator(SimClock):
                     views.append(v)
         if not views:
             return
-        route = self._dec.route(view, views) or least_backlog_route(views)
+        # (no view: a policy that reads none, its hedge twins routed here: the least backlog, as it routes)
+        route = (self._dec.route(view, views) if view is not None else None) or least_backlog_route(views)
         for i in range(n_own, len(views)):
             v = views[i]
             v.borrowed = False
@@ -560,7 +561,7 @@ class Simulator(SimClock):
             if call.decode_replica is None:
                 raise LayoutError(f"{replica.name} is a prefill replica but the route names no decode replica")
         call.t_enqueue = now
-        _enqueue(replica, call, self._dec.priority(view))
+        _enqueue(replica, call, (now,) if view is None else self._dec.priority(view))
         if hedge > 1:
             self._hedge(call, hedge, exclude, replica)
 
