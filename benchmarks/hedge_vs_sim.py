@@ -3,13 +3,11 @@
 A hedged call sends ``h`` candidates and takes the first to finish. What hedging buys depends on whether
 the candidates give the same output: under greedy decoding (temperature 0) they do, so only the shortest
 wait is gained; when sampling, each candidate draws its own output length and the shortest output is
-gained too. The planner models both (``planner.candidates.OutputLength.same_for_candidates``).
-
-The simulator does not apply a plan's hedge width: only a policy's ``adapt`` hedges there, and no policy
-hedges LLM calls (``runtime/simulator/sim.py`` dispatch; the runtime's executor does apply it). So the
-simulated column is the same plan *unhedged*, and this benchmark measures how much hedging the planner
-promises over it: at temperature 0 little (the waits are short at this load), when sampling much (the
-shortest of ``h`` output lengths). It plans one hedged Llama-3-8B stage (400 tokens in, 40 out,
+gained too. The planner models both (``planner.candidates.OutputLength.same_for_candidates``); the
+simulator applies the plan's hedge width as the runtime's executor does (candidates on other replicas,
+the first to finish wins), its sampling twins drawing their own lengths and its greedy twins carrying the
+call's (``runtime/simulator/sim.py`` ``_hedge``). A hedge needs as many replicas as candidates, so the
+plans below use at least ``h``. This benchmark plans one hedged Llama-3-8B stage (400 tokens in, 40 out,
 max_tokens 512) on H100s at 2 calls/s and simulates the plan (FCFS, seed 1, 3,000 runs), per output CV,
 hedge width and temperature.
 
@@ -58,9 +56,9 @@ def main() -> None:
     out = REPO / "benchmarks" / "results" / "hedge_vs_sim.md"
     out.write_text("\n".join([
         "# Hedged calls: planned vs simulated, by temperature (simulated)", "",
-        "Command: `.venv/bin/python -m benchmarks.hedge_vs_sim`. Each cell: planned / simulated (s). The simulator "
-        "does not apply the plan's hedge width (no policy hedges LLM calls there): the simulated figures are the "
-        "plan unhedged, so they are no check of the planner's hedging, only of how much it promises over none.", "",
+        "Command: `.venv/bin/python -m benchmarks.hedge_vs_sim`. Each cell: planned / simulated (s). At temperature 0 "
+        "the candidates decode the same output, so on an idle pool a hedge buys nothing (planner and simulator "
+        "agree); when sampling, the shortest of the candidates' own lengths wins.", "",
         "| temperature | output CV | hedge | p50 | p99 | p99 sim/plan |", "|---:|---:|---:|---:|---:|---:|", *rows, ""]),
         encoding="utf-8")
     print(f"wrote {out}")

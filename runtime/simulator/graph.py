@@ -75,10 +75,11 @@ class StandaloneTime:
 
 class KnobChoices(Protocol):
     """The knob values a simulation applies (a plan's :class:`~planner.plan.KnobSettings` or a
-    runtime spec's knobs): stage -> model and max_tokens, loop -> budget, fan-out -> width."""
+    runtime spec's knobs): stage -> model, max_tokens and hedge width, loop -> budget, fan-out -> width."""
 
     models: Mapping[str, str]
     max_tokens: Mapping[str, int]
+    hedge: Mapping[str, int]
     retry_depth: Mapping[str, int]
     fanout_width: Mapping[str, int]
 
@@ -101,6 +102,9 @@ class WorkflowGraph:
         self.max_tokens = {s.name: (knobs.max_tokens.get(s.name) if knobs else None) or s.max_tokens.preferred
                            for s in llm}
         """LLM stage -> its output cap (the plan's, else the preferred one)."""
+        self.hedge = {s.name: (knobs.hedge.get(s.name) if knobs else None) or s.hedge.preferred for s in llm}
+        """LLM stage -> candidates per call (the plan's hedge width, else the preferred one), as the runtime's
+        executor sends them."""
         self.alike = any(s.output_correlation > 0.0 for s in llm)
         """Whether some LLM stage draws its output lengths alike the run's others (``output_correlation``):
         each run then draws its shared normal first (``runs._run_latent``)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import random
+import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Sequence
 from statistics import NormalDist
@@ -32,7 +33,7 @@ from statistics import NormalDist
 from cortexlang.ir import LLMStage
 from cortexlang.semantics import Semantics, join_waits_for_all
 from runtime.simulator.calls import OVERLONG, Call, new_call
-from runtime.simulator.distributions import _COMPILED, NV_MAGICCONST, sample
+from runtime.simulator.distributions import _COMPILED, NV_MAGICCONST, run_rng, sample
 from runtime.simulator.graph import StandaloneTime, WorkflowGraph
 from runtime.simulator.mt import MersenneTwister
 
@@ -421,6 +422,19 @@ class IRRun(Run):
         return self.top.counters
 
     # -- scripted samples ----------------------------------------------------
+    def twin_output_tokens(self, stage: str, key: tuple, twin: int, seed: int) -> int:
+        """The output length of hedge twin ``twin`` of the call at ``key``, or 0 for the call's own. A stage
+        that samples (temperature > 0) gives each candidate its own output: a fresh draw from the stage's
+        law, from a stream of the twin's own (seeded by ``seed``, the key and the twin), so that no scripted
+        draw moves and every policy sees the same twin. Greedy candidates decode the same output."""
+        s = self.g.stages[stage]
+        if not isinstance(s, LLMStage) or s.temperature == 0.0:
+            return 0
+        draw = self._draws.get(stage)
+        if draw is None:
+            draw = self._draws[stage] = _stage_draw(self.g, s, self.token_cv, self._family)
+        return _tokens(run_rng(zlib.crc32(repr((seed, key, twin)).encode())), draw[2])
+
     def _sizes(self, key: tuple, stage: str) -> tuple:
         got = self.script.get(key)
         if got is None:

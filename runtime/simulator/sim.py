@@ -99,6 +99,11 @@ class Simulator(SimClock):
                        for w in program.workflows if any(s.workflow == w.name for s in self.streams)}
         """Per workflow: its graph under the knobs simulated (``knobs``: workflow -> a plan's knob
         settings; a workflow not named runs every knob at its preferred value)."""
+        self._hedge_width = {(name, stage): h for name, g in self.graphs.items() for stage, h in g.hedge.items()
+                             if h > 1}
+        """(workflow, LLM stage) -> candidates per call where above one: the runtime's executor sends that many
+        and takes the first to finish (:meth:`_hedge`); a policy's ``adapt`` may only widen it."""
+        self._hedged = bool(self._hedge_width)
         # stage -> model -> replicas (nested: string lookups cost less than hashing a tuple key)
         self._candidates: dict[str, dict[str | None, list]] = {}
         self._stage_load_parts: dict[str, dict[str | None, tuple[list, tuple[str, ...], dict]]] = {}
@@ -475,6 +480,8 @@ class Simulator(SimClock):
             parts = self._stage_parts(call.stage, kind, call.model)
         if kind == "llm":
             self.llm_calls += 1
+            if self._hedged and not excluding:  # the plan's hedge width (else the stage's preferred one)
+                hedge = self._hedge_width.get((run.workflow, call.stage), 1)
             if self._adapts and not excluding:
                 ad = self._adapt(view, call.stage, parts)
                 if ad.model and ad.model != call.model and self.candidates(call.stage, "llm", ad.model):
@@ -485,7 +492,8 @@ class Simulator(SimClock):
                     view.model = ad.model
                     view.prefix_key = call.prefix_key
                     parts = self._stage_parts(call.stage, kind, call.model)
-                hedge = ad.hedge  # below 2: no duplicate
+                if ad.hedge > hedge:  # a policy may hedge wider than planned, never narrower
+                    hedge = ad.hedge
         elif self._adapts and not excluding:
             ad = self._adapt(view, call.stage, parts)
             hedge = ad.hedge
@@ -539,7 +547,8 @@ class Simulator(SimClock):
                     views.append(v)
         if not views:
             return
-        route = self._dec.route(view, views) or least_backlog_route(views)
+        # (no view: a policy that reads none, its hedge twins routed here: the least backlog, as it routes)
+        route = (self._dec.route(view, views) if view is not None else None) or least_backlog_route(views)
         for i in range(n_own, len(views)):
             v = views[i]
             v.borrowed = False
@@ -552,18 +561,21 @@ class Simulator(SimClock):
             if call.decode_replica is None:
                 raise LayoutError(f"{replica.name} is a prefill replica but the route names no decode replica")
         call.t_enqueue = now
-        _enqueue(replica, call, self._dec.priority(view))
+        _enqueue(replica, call, (now,) if view is None else self._dec.priority(view))
         if hedge > 1:
             self._hedge(call, hedge, exclude, replica)
 
     def _hedge(self, call: Call, hedge: int, exclude: frozenset[str], replica) -> None:
-        """Dispatch ``hedge - 1`` duplicates of ``call`` (queued on ``replica``) elsewhere."""
+        """Dispatch ``hedge - 1`` duplicates of ``call`` (queued on ``replica``) elsewhere: the same prompt, and
+        the same output unless the stage samples (:meth:`IRRun.twin_output_tokens`)."""
         run = call.run
         peers = [call]
         used = set(exclude) | {replica.name}
-        for _ in range(hedge - 1):
+        for i in range(hedge - 1):
+            out = (run.twin_output_tokens(call.stage, call.key, i, self._run_seed0 + run.run_id)
+                   if isinstance(run, IRRun) else 0)
             twin = Call(run, call.key, call.stage, call.kind, call.model, call.input_tokens,
-                        call.output_tokens, call.prefix_key, call.prefix_tokens, call.service_s,
+                        out or call.output_tokens, call.prefix_key, call.prefix_tokens, call.service_s,
                         call.standalone_s, call.expected_s, call.remaining_cp_s, call.remaining_std_s,
                         call.group, call.attempt, call.cp_service_s)
             twin.hedge_peers = peers
