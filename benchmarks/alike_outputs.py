@@ -56,6 +56,12 @@ def planned_vs_simulated(name: str, label: str, program: Program, rate: float | 
     return row
 
 
+def planned_vs_simulated_header(label: str) -> list[str]:
+    """The markdown header of :func:`planned_vs_simulated`'s rows, ``label`` naming its second column."""
+    return [f"| case | {label} | p50 s | p95 s | p99 s | p99 sim/plan | SLO attainment | plan cost |",
+            "|---|---|---|---|---|---|---|---|"]
+
+
 def cases() -> list[tuple[str, Program, float | None]]:
     """(name, program, rate): NL2SQL at the demo's rate and a few random workflows with loops."""
     out: list[tuple[str, Program, float | None]] = [
@@ -86,8 +92,7 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} (figures are simulated, not timed).", "",
         "`r`: every LLM stage's `output_correlation` (the last NL2SQL row: the loadings learnt from the demo's "
         "recorded run, `benchmarks/results/real_vs_sim_trace.jsonl`). Each cell: planned / simulated.", "",
-        "| case | r | p50 s | p95 s | p99 s | p99 sim/plan | SLO attainment | plan cost |",
-        "|---|---|---|---|---|---|---|---|", *rows, ""])
+        *planned_vs_simulated_header("r"), *rows, ""])
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out}")
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from cortexlang.compiler import compile_file  # noqa: E402
 from cortexlang.ir import LLMStage, Program  # noqa: E402
-from benchmarks.alike_outputs import planned_vs_simulated  # noqa: E402
+from benchmarks.alike_outputs import planned_vs_simulated, planned_vs_simulated_header  # noqa: E402
 from planner.api import plan_program  # noqa: E402
 from planner.observed import observe, read_trace  # noqa: E402
 from planner.plan import Plan  # noqa: E402
@@ -195,8 +195,7 @@ def main() -> None:
         f"load {os.getloadavg()[0]:.1f} (figures are simulated, not timed).", "",
         "Each cell: planned / simulated. `nl2sql (observed)`: the program `cortexc plan --observed` makes of the "
         f"recorded real run (`{args.trace.relative_to(REPO) if args.trace.is_relative_to(REPO) else args.trace}`).", "",
-        "| case | output-length law | p50 s | p95 s | p99 s | p99 sim/plan | SLO attainment | plan cost |",
-        "|---|---|---|---|---|---|---|---|", *rows, ""])
+        *planned_vs_simulated_header("output-length law"), *rows, ""])
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out}")
 
