@@ -32,8 +32,11 @@ cimport cython
 cdef class Route:
     cdef readonly object replica_id, decode_replica_id
 
+cdef dict _ROUTES
 @cython.locals(r=Route)
 cpdef Route route_to(replica_id)
+@cython.locals(r=Route)
+cpdef Route _new_route(replica_id)
 
 # What the simulator reads from every adaptation (frozen: readonly fields).
 cdef class Adaptation:

@@ -236,10 +236,26 @@ class Route:
     decode_replica_id: str | None = None
 
 
+_ROUTES: dict[str, Route] = {}
+""":func:`route_to`'s routes by replica id. A route is a frozen value, so the one made for a replica
+serves every call routed there (a dictionary look-up costs less than making and freeing one)."""
+
+
 def route_to(replica_id: str) -> Route:
-    """``Route(replica_id)`` (every colocated dispatch of a routing policy). Compiled, a bare C
-    struct with its field stored, instead of the frozen dataclass constructor's argument parsing;
-    frozen means read-only for Python code, and C code sets the field here, before anyone sees it."""
+    """``Route(replica_id)`` (every colocated dispatch of a routing policy): an equal value, shared
+    (:data:`_ROUTES`; cleared when it holds 4096, so that ever new ids cannot grow it without bound)."""
+    r = _ROUTES.get(replica_id)
+    if r is None:
+        if len(_ROUTES) >= 4096:
+            _ROUTES.clear()
+        r = _ROUTES[replica_id] = _new_route(replica_id)
+    return r
+
+
+def _new_route(replica_id: str) -> Route:
+    """``Route(replica_id)``. Compiled, a bare C struct with its field stored, instead of the frozen
+    dataclass constructor's argument parsing; frozen means read-only for Python code, and C code
+    sets the field here, before anyone sees it."""
     if _COMPILED:
         r = Route.__new__(Route)
         r.replica_id = replica_id
