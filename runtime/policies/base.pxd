@@ -59,6 +59,7 @@ cdef bint _COMPILED
 cdef class Decisions:
     cdef readonly object policy
     cpdef admit_without_load(self, CallView call)
+    cpdef admit_without_queue(self, CallView call)
     cpdef admit(self, CallView call, dict load)
     cpdef adapt_without_load(self, CallView call, tuple models)
     cpdef adapt(self, CallView call, StageLoad load)

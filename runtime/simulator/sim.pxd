@@ -34,6 +34,8 @@ cdef class Simulator(SimClock):
     cpdef tuple _stage_parts(self, stage, kind, model)
     cpdef Adaptation _adapt(self, CallView view, stage, tuple parts)
     cpdef dict stage_loads(self, Run run)
+    @cython.locals(stages=list, parts=tuple, reps=list, queued=long)
+    cpdef bint _standing_queue(self, Run run) except -1
     @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict,
                    excluding=bint, ad=Adaptation, route=Route, views=list, parts=tuple, cands=list,
                    n_own=Py_ssize_t, i=Py_ssize_t)

@@ -312,7 +312,9 @@ class Simulator(SimClock):
             view = self.call_view(calls[0])
             verdict = self._dec.admit_without_load(view)  # the stage loads only when they matter
             if verdict is None:
-                verdict = self._dec.admit(view, self.stage_loads(run))
+                verdict = self._dec.admit_without_queue(view)
+                if verdict is None or self._standing_queue(run):
+                    verdict = self._dec.admit(view, self.stage_loads(run))
             if not verdict.admit:
                 run.status = "rejected"
                 run.rejected_reason = verdict.reason
@@ -454,6 +456,24 @@ class Simulator(SimClock):
             stages = self._stage_list[run.workflow] = [
                 (name, self._stage_parts(name, s.kind, g.model.get(name))) for name, s in g.stages.items()]
         return {name: self._load(name, parts) for name, parts in stages}
+
+    def _standing_queue(self, run: Run) -> bool:
+        """Whether some stage of ``run``'s workflow may have a standing queue (waiting calls
+        ``>= max(replicas, 1)``, as :meth:`_load` counts them); True when its stages are not listed
+        yet (:meth:`stage_loads` lists them). Refreshes the views :meth:`stage_loads` would, in the
+        same order (a refresh depends only on the replica's state), so skipping the loads after a
+        False changes nothing that follows."""
+        stages = self._stage_list.get(run.workflow)
+        if stages is None:
+            return True
+        for _, parts in stages:
+            reps = parts[0]
+            queued = 0
+            for r in reps:
+                queued += _fresh_view(r).queue_len
+            if queued >= (len(reps) if len(reps) > 1 else 1):
+                return True
+        return False
 
     def dispatch(self, call: Call, exclude: frozenset[str] = frozenset()) -> None:
         """Adapt, route and queue a new call (see module docstring)."""
