@@ -12,12 +12,12 @@ cdef class Simulator(SimClock):
     cdef dict __dict__
     cdef public object program, policy, cfg, streams, trace, engines, executors, replicas, graphs, ref_profiles
     cdef public dict _candidates, _stage_load_parts, _stage_list, _lenders, _overrides
-    cdef public object _prune_hook, run_records, call_records, kv_samples, _arrival_rng, _mix, _pattern
+    cdef public object _prune_hook, run_records, call_records, kv_samples, _arrival_rng, _mix, _pattern, _burstiness
     cdef public long llm_calls, active_runs, _next_id, _arrivals_left
-    cdef public object _total_rate, _run_seed0, _token_cv, _service_family
+    cdef public object _total_rate, _run_seed0, _token_cv, _service_family, _slo_scale
     cdef public object _p_prune
     cdef public Decisions _dec
-    cdef public bint _adapts, _borrow, _borrow_spare, _record_calls, _plain_route, _no_views
+    cdef public bint _adapts, _admits, _borrow, _borrow_spare, _record_calls, _plain_route, _no_views
 
     cpdef _loop(self, list events)
     @cython.locals(run=Run)
