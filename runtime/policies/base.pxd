@@ -32,8 +32,11 @@ cimport cython
 cdef class Route:
     cdef readonly object replica_id, decode_replica_id
 
+cdef dict _ROUTES
 @cython.locals(r=Route)
 cpdef Route route_to(replica_id)
+@cython.locals(r=Route)
+cpdef Route _new_route(replica_id)
 
 # What the simulator reads from every adaptation (frozen: readonly fields).
 cdef class Adaptation:
@@ -56,6 +59,7 @@ cdef bint _COMPILED
 cdef class Decisions:
     cdef readonly object policy
     cpdef admit_without_load(self, CallView call)
+    cpdef admit_without_queue(self, CallView call)
     cpdef admit(self, CallView call, dict load)
     cpdef adapt_without_load(self, CallView call, tuple models)
     cpdef adapt(self, CallView call, StageLoad load)

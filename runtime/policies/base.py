@@ -236,10 +236,26 @@ class Route:
     decode_replica_id: str | None = None
 
 
+_ROUTES: dict[str, Route] = {}
+""":func:`route_to`'s routes by replica id. A route is a frozen value, so the one made for a replica
+serves every call routed there (a dictionary look-up costs less than making and freeing one)."""
+
+
 def route_to(replica_id: str) -> Route:
-    """``Route(replica_id)`` (every colocated dispatch of a routing policy). Compiled, a bare C
-    struct with its field stored, instead of the frozen dataclass constructor's argument parsing;
-    frozen means read-only for Python code, and C code sets the field here, before anyone sees it."""
+    """``Route(replica_id)`` (every colocated dispatch of a routing policy): an equal value, shared
+    (:data:`_ROUTES`; cleared when it holds 4096, so that ever new ids cannot grow it without bound)."""
+    r = _ROUTES.get(replica_id)
+    if r is None:
+        if len(_ROUTES) >= 4096:
+            _ROUTES.clear()
+        r = _ROUTES[replica_id] = _new_route(replica_id)
+    return r
+
+
+def _new_route(replica_id: str) -> Route:
+    """``Route(replica_id)``. Compiled, a bare C struct with its field stored, instead of the frozen
+    dataclass constructor's argument parsing; frozen means read-only for Python code, and C code
+    sets the field here, before anyone sees it."""
     if _COMPILED:
         r = Route.__new__(Route)
         r.replica_id = replica_id
@@ -306,8 +322,9 @@ class Decisions:
     Contract: every method returns what the policy's method of the same name returns for the same
     arguments; :meth:`admit_without_load` and :meth:`adapt_without_load` return :meth:`Policy.admit`'s
     and :meth:`Policy.adapt`'s answer when no load can change it (else None, and the executor
-    measures the loads and asks :meth:`admit` or :meth:`adapt`), so an executor may skip measuring
-    loads that the decision would not read. This base class calls the policy's methods (any policy, any override)
+    measures the loads and asks :meth:`admit` or :meth:`adapt`), and :meth:`admit_without_queue` the
+    answer under any load without a standing queue, so an executor may skip measuring loads that
+    the decision would not read. This base class calls the policy's methods (any policy, any override)
     and never answers without a load. Why an object: the compiled build makes it a C class
     (base.pxd) whose methods the simulator calls as C calls, and a subclass whose methods call the
     policy's typed module functions directly skips a Python call per decision."""
@@ -317,6 +334,13 @@ class Decisions:
 
     def admit_without_load(self, call: CallView) -> Admission | None:
         """:meth:`Policy.admit`'s answer for ``call`` if no stage load can change it, else None."""
+        return None
+
+    def admit_without_queue(self, call: CallView) -> Admission | None:
+        """:meth:`Policy.admit`'s answer for ``call`` under every load in which no stage has a
+        *standing queue* (``queued >= max(replicas, 1)``, :class:`StageLoad`'s counts), if that alone
+        decides it; else None. The executor asks it when :meth:`admit_without_load` gave None and then
+        measures the loads only where some stage has a standing queue."""
         return None
 
     def admit(self, call: CallView, load: Mapping[str, StageLoad]) -> Admission:

@@ -33,6 +33,7 @@ cpdef _adapt_without_load(_RouteKnobs knobs, CallView call, tuple models)
 # The simulator's decisions as C calls of the functions above (base.Decisions' vtable).
 cdef class _CortexDecisions(Decisions):
     cpdef admit_without_load(self, CallView call)
+    cpdef admit_without_queue(self, CallView call)
     cpdef admit(self, CallView call, dict load)
     cpdef adapt_without_load(self, CallView call, tuple models)
     cpdef adapt(self, CallView call, StageLoad load)

@@ -12,3 +12,11 @@ cdef class StandaloneTime:
 
     @cython.locals(n=long, tokens=long, decode=double)
     cpdef double of(self, long input_tokens, long output_tokens, long cached_tokens=*)
+
+# The graph's tables as C fields (every attribute the .py sets; any other goes to the instance dict):
+# each run reads several when it starts and at every step of its walk (runs.pxd types them so).
+cdef class WorkflowGraph:
+    cdef dict __dict__
+    cdef public object program, workflow, ref_profiles, semantics, stages, model, max_tokens, hedge, alike
+    cdef public object input_limits, fanouts, edges, cum, plain_next, stage_time, stage_var, node_time
+    cdef public object remaining, remaining_std, steps, draw_cache, start_counters, _start_remaining

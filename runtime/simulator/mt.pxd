@@ -18,7 +18,9 @@ cdef class MersenneTwister:
     cpdef _seed_word(self, unsigned int k0)
     @cython.locals(left=Py_ssize_t, stop=Py_ssize_t)
     cpdef _seed_finish(self, unsigned int prev, Py_ssize_t i)
+    # The draws cannot raise (C integer arithmetic on the state, no Python object): noexcept spares
+    # every caller an error check per draw, and _word, a C-only inline function, its call.
     @cython.locals(i=Py_ssize_t, y=cython.ulonglong, v=cython.ulonglong)
-    cpdef unsigned long long _word(self)
+    cdef inline unsigned long long _word(self) noexcept
     @cython.locals(a=cython.ulonglong, b=cython.ulonglong)
-    cpdef double random(self)
+    cpdef double random(self) noexcept

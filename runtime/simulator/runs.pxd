@@ -2,7 +2,7 @@ cimport cython
 from runtime.simulator.calls cimport Call, new_call
 # C calls, not Python ones, from the walk (the .py's ``from ... import`` resolves to them).
 from runtime.simulator.distributions cimport sample
-from runtime.simulator.graph cimport StandaloneTime
+from runtime.simulator.graph cimport StandaloneTime, WorkflowGraph
 # The run's generator is the C one (distributions.run_rng): rng.random() is a C call.
 from runtime.simulator.mt cimport MersenneTwister
 
@@ -40,29 +40,31 @@ cpdef _alike_tokens(MersenneTwister rng, tuple params, double latent, double r)
 cpdef _sample(MersenneTwister rng, mean, cv, family)
 cpdef _service(MersenneTwister rng, tuple draw, family)
 # C calls from IRRun.__init__ (every arrival), not Python ones.
-cpdef dict _draw_params(g, token_cv, family)
-cpdef double _run_latent(g, MersenneTwister rng) except? -1.0
+cpdef dict _draw_params(WorkflowGraph g, token_cv, family)
+cpdef double _run_latent(WorkflowGraph g, MersenneTwister rng) except? -1.0
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, c=double)
 cpdef Py_ssize_t _edge_index(list cum, double u) except? -1
 # Loop counters are small ints: C integers sum them to the same int (overflow-checked).
 @cython.locals(total=long, c=long)
 cpdef long _count_sum(tuple counters) except? -1
 @cython.locals(steps=dict)
-cpdef _take(g, node, Py_ssize_t i, tuple counters)
+cpdef _take(WorkflowGraph g, node, Py_ssize_t i, tuple counters)
 
 @cython.final
 cdef class IRRun(Run):
-    cdef public object g, sem, token_cv, _family
+    cdef public WorkflowGraph g
+    cdef public object sem, token_cv, _family
     cdef public _Walk top
     cdef public dict script, widths, _draws, _cum, _plain_next, _fanouts
     cdef public MersenneTwister rng
     cdef public double latent
 
+    cpdef _start(self, WorkflowGraph g, run_id, arrival_s, rng, token_cv, service_family)
     @cython.locals(rng=MersenneTwister, draw=tuple, st=StandaloneTime)
     cpdef _sizes(self, tuple key, stage)
     cpdef _edge_u(self, tuple key)
     cpdef _call_time(self, tuple key, stage)
-    @cython.locals(t=double, v=long, draw=tuple, st=StandaloneTime, rng=MersenneTwister, script=dict,
+    @cython.locals(g=WorkflowGraph, t=double, v=long, draw=tuple, st=StandaloneTime, rng=MersenneTwister, script=dict,
                    draws=dict, cums=dict, plain_next=dict, visits=dict, fanouts=dict)
     cpdef _dry_walk(self)
     @cython.locals(draw=tuple, sizes=tuple, top=_Walk, c=Call)

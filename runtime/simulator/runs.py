@@ -392,6 +392,12 @@ class IRRun(Run):
                  token_cv: float = 0.3, service_family: str = "lognormal"):
         """``rng``: the run's own generator, from :func:`~runtime.simulator.distributions.run_rng`
         (the compiled build accepts only that)."""
+        self._start(g, run_id, arrival_s, rng, token_cv, service_family)
+
+    def _start(self, g: WorkflowGraph, run_id: int, arrival_s: float, rng: Generator, token_cv: float,
+               service_family: str) -> None:
+        """``__init__``'s body: a C call when compiled, reading the graph's fields as C fields (runs.pxd
+        types ``g``)."""
         self._init(run_id, g.workflow.name, arrival_s)  # Run.__init__'s body (a C call when compiled)
         self.g = g
         self.sem = g.semantics

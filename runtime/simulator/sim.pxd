@@ -12,12 +12,12 @@ cdef class Simulator(SimClock):
     cdef dict __dict__
     cdef public object program, policy, cfg, streams, trace, engines, executors, replicas, graphs, ref_profiles
     cdef public dict _candidates, _stage_load_parts, _stage_list, _lenders, _overrides, _hedge_width
-    cdef public object _prune_hook, run_records, call_records, kv_samples, _arrival_rng, _mix, _pattern
+    cdef public object _prune_hook, run_records, call_records, kv_samples, _arrival_rng, _mix, _pattern, _burstiness
     cdef public long llm_calls, active_runs, _next_id, _arrivals_left
-    cdef public object _total_rate, _run_seed0, _token_cv, _service_family
+    cdef public object _total_rate, _run_seed0, _token_cv, _service_family, _slo_scale
     cdef public object _p_prune
     cdef public Decisions _dec
-    cdef public bint _adapts, _borrow, _borrow_spare, _record_calls, _plain_route, _no_views, _hedged
+    cdef public bint _adapts, _admits, _borrow, _borrow_spare, _record_calls, _plain_route, _no_views, _hedged
 
     cpdef _loop(self, list events)
     @cython.locals(run=Run)
@@ -34,6 +34,8 @@ cdef class Simulator(SimClock):
     cpdef tuple _stage_parts(self, stage, kind, model)
     cpdef Adaptation _adapt(self, CallView view, stage, tuple parts)
     cpdef dict stage_loads(self, Run run)
+    @cython.locals(stages=list, parts=tuple, reps=list, queued=long)
+    cpdef bint _standing_queue(self, Run run) except -1
     @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict,
                    excluding=bint, ad=Adaptation, route=Route, views=list, parts=tuple, cands=list,
                    n_own=Py_ssize_t, i=Py_ssize_t)

@@ -200,6 +200,8 @@ class Simulator(SimClock):
         self._p_prune = self.policy.prune_retry
         self._dec = self.policy.decisions()
         # Run settings read on every arrival, bound once.
+        self._admits = self._overrides["admit"]
+        self._slo_scale = self.cfg.slo_scale
         self._run_seed0 = self.cfg.seed * 1_000_003
         self._token_cv = self.cfg.token_cv
         self._service_family = self.cfg.service_family
@@ -220,10 +222,10 @@ class Simulator(SimClock):
             if not self.streams:
                 raise ValueError("nothing to simulate: no arrival stream and no trace")
             total = sum(s.rate_per_s for s in self.streams)
-            self._mix = [(s.rate_per_s / total, s) for s in self.streams]
+            self._mix = [(s.rate_per_s / total, self.graphs[s.workflow]) for s in self.streams]
             self._total_rate = total
             self._arrivals_left = self.cfg.runs
-            self._pattern = self.streams[0]
+            self._pattern, self._burstiness = self.streams[0].pattern, self.streams[0].burstiness
             self.at(0.0, self._arrive, None)
         # The periodic events, bound once: they re-arm only while something else can still happen.
         self._timers = (self._sample_kv, self._requeue)
@@ -297,27 +299,29 @@ class Simulator(SimClock):
     def _arrive(self, run: Run | None) -> None:
         if run is None:  # IR stream: make the run, schedule the next arrival
             rng = self._arrival_rng
-            u, acc, stream = rng.random(), 0.0, self._mix[-1][1]
-            for share, s in self._mix:
+            u, acc, graph = rng.random(), 0.0, self._mix[-1][1]
+            for share, g in self._mix:  # the stream's workflow graph
                 acc += share
                 if u < acc:
-                    stream = s
+                    graph = g
                     break
             run_id = self._next_id
             self._next_id += 1
-            run = IRRun(self.graphs[stream.workflow], run_id, self.now,
-                        run_rng(self._run_seed0 + run_id), self._token_cv, self._service_family)
+            run = IRRun(graph, run_id, self.now, run_rng(self._run_seed0 + run_id), self._token_cv,
+                        self._service_family)
             self._arrivals_left -= 1
             if self._arrivals_left > 0:
-                p = self._pattern
-                self.at(self.now + interarrival(rng, self._total_rate, p.pattern, p.burstiness), self._arrive, None)
+                self.at(self.now + interarrival(rng, self._total_rate, self._pattern, self._burstiness), self._arrive,
+                        None)
         self._deadline(run)
         calls = run.first_calls()
-        if self._overrides["admit"] and calls:
+        if self._admits and calls:
             view = self.call_view(calls[0])
             verdict = self._dec.admit_without_load(view)  # the stage loads only when they matter
             if verdict is None:
-                verdict = self._dec.admit(view, self.stage_loads(run))
+                verdict = self._dec.admit_without_queue(view)
+                if verdict is None or self._standing_queue(run):
+                    verdict = self._dec.admit(view, self.stage_loads(run))
             if not verdict.admit:
                 run.status = "rejected"
                 run.rejected_reason = verdict.reason
@@ -332,8 +336,8 @@ class Simulator(SimClock):
                 return
 
     def _deadline(self, run: Run) -> None:
-        if self.cfg.slo_scale is not None:
-            run.deadline_s = run.arrival_s + self.cfg.slo_scale * run.standalone_s
+        if self._slo_scale is not None:  # cfg.slo_scale, bound by run()
+            run.deadline_s = run.arrival_s + self._slo_scale * run.standalone_s
             return
         for wf in self.program.workflows:  # the first of the run's name
             if wf.name == run.workflow:
@@ -459,6 +463,24 @@ class Simulator(SimClock):
             stages = self._stage_list[run.workflow] = [
                 (name, self._stage_parts(name, s.kind, g.model.get(name))) for name, s in g.stages.items()]
         return {name: self._load(name, parts) for name, parts in stages}
+
+    def _standing_queue(self, run: Run) -> bool:
+        """Whether some stage of ``run``'s workflow may have a standing queue (waiting calls
+        ``>= max(replicas, 1)``, as :meth:`_load` counts them); True when its stages are not listed
+        yet (:meth:`stage_loads` lists them). Refreshes the views :meth:`stage_loads` would, in the
+        same order (a refresh depends only on the replica's state), so skipping the loads after a
+        False changes nothing that follows."""
+        stages = self._stage_list.get(run.workflow)
+        if stages is None:
+            return True
+        for _, parts in stages:
+            reps = parts[0]
+            queued = 0
+            for r in reps:
+                queued += _fresh_view(r).queue_len
+            if queued >= (len(reps) if len(reps) > 1 else 1):
+                return True
+        return False
 
     def dispatch(self, call: Call, exclude: frozenset[str] = frozenset()) -> None:
         """Adapt, route and queue a new call (see module docstring)."""

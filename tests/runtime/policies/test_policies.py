@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runtime.policies.autellix import ATLAS, PLAS
-from runtime.policies.base import CallView, Policy, ReplicaView, StageLoad, least_backlog_route
+from runtime.policies.base import CallView, Decisions, Policy, ReplicaView, StageLoad, least_backlog_route
 from runtime.policies.cortex import Cortex
 from runtime.policies.fcfs import FCFS
 from runtime.policies.hexagent import HexAGenT
@@ -140,6 +140,22 @@ def test_cortex_admission_rejects_only_runs_that_cannot_make_it():
     # A transient queue (fewer waiting calls than replicas) is no bottleneck: admit.
     transient = {"gen": StageLoad("gen", queued=1, running=8, replicas=2, expected_wait_s=6.0)}
     assert p.admit(tight, transient).admit
+
+
+def test_cortex_admit_without_queue_is_its_admit_wherever_no_stage_has_a_standing_queue():
+    """The simulator skips measuring stage loads when no stage has a standing queue (waiting calls
+    >= max(replicas, 1)) and a policy's ``Decisions.admit_without_queue`` answers: Cortex's answer
+    must be what its ``admit`` gives under every such load, however long the waits."""
+    p = Cortex()
+    dec = p.decisions()
+    assert Decisions(p).admit_without_queue(call(deadline_s=15.0)) is None  # the base never answers
+    tight = call(deadline_s=15.0, remaining_critical_path_s=3.0)   # slack 2
+    for queued, replicas in [(0, 0), (0, 1), (1, 2), (3, 4)]:
+        load = {"gen": StageLoad("gen", queued=queued, running=8, replicas=replicas, expected_wait_s=60.0),
+                "sql": StageLoad("sql", queued=0, running=1, replicas=1, expected_wait_s=0.0)}
+        assert dec.admit_without_queue(tight).admit == p.admit(tight, load).admit is True
+    standing = {"gen": StageLoad("gen", queued=2, running=8, replicas=2, expected_wait_s=60.0)}
+    assert not p.admit(tight, standing).admit  # at a standing queue the loads decide (the simulator asks admit)
 
 
 def test_cortex_prunes_only_retries_of_runs_past_their_deadline_under_pressure():
