@@ -42,7 +42,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import NamedTuple
 
@@ -408,15 +408,16 @@ NO_STALL = PrefillStall()
 
 
 def prefill_stall(profile: LatencyProfile, classes: Sequence[tuple[float, int]],
-                  burst: Sequence[float] | None = None) -> PrefillStall:
-    """:class:`PrefillStall` of a replica receiving ``(rate_per_replica, uncached_tokens)`` classes.
-    ``burst``: per class, the index of dispersion of its arrivals (:mod:`planner.dispersion`;
-    1 each by default): counts of index ``I`` carry prefill work of variance ``I lam p^2`` per second."""
+                  burst: Sequence[float] | None = None, replicas: int = 1) -> PrefillStall:
+    """:class:`PrefillStall` of a replica receiving ``(rate_per_replica, uncached_tokens)`` classes, one of
+    ``replicas`` behind the pool's router. ``burst``: per class, the index of dispersion of its arrivals
+    (:mod:`planner.dispersion`; 1 each by default): counts of index ``I`` carry prefill work of variance
+    ``I lam p^2`` per second."""
     c = profile.prefill_per_token_s
     burst = burst if burst is not None else [1.0] * len(classes)
     return PrefillStall(share=sum(c * lam * unc for lam, unc in classes),
                         m2=sum(b * lam * (c * unc) ** 2 for (lam, unc), b in zip(classes, burst)),
-                        m3=sum(lam * (c * unc) ** 3 for lam, unc in classes),
+                        replicas=replicas, m3=sum(lam * (c * unc) ** 3 for lam, unc in classes),
                         m2_poisson=sum(lam * (c * unc) ** 2 for lam, unc in classes))
 
 
@@ -828,6 +829,7 @@ def _unit_uniform_3() -> np.ndarray:
     return np.random.default_rng(29).uniform(0.0, 1.0, TABLE_SAMPLES)
 
 
+@lru_cache(maxsize=256)
 def _coadmitted_prefill(stall: PrefillStall, t_iter: float) -> np.ndarray | float:
     """The prefills of the calls admitted in the same iteration as a new call, after it: its first
     token waits for them too (vLLM admits every waiting call an iteration's token budget holds, and
@@ -846,12 +848,15 @@ def _coadmitted_prefill(stall: PrefillStall, t_iter: float) -> np.ndarray | floa
     :func:`_add_prefill_wait` stands for it); its first iteration then prefills ``p`` times a Poisson
     count with that mean besides its own prompt. Against the simulator's per-call records (one
     A100 replica, 1,400-token prompts): 0.29 and 0.85 others at x = 0.42 and 0.63, measured 0.28
-    and 0.75. The count is drawn independently of the rest of the call (a fixed uniform stream)."""
+    and 0.75. The count is drawn independently of the rest of the call (a fixed uniform stream).
+    Read-only and memoised: the members of one shared pool share the stall and the iteration time."""
     x = stall.share
     if stall.m2_poisson <= 0.0 or x <= 0.0 or x >= 1.0 or t_iter <= 0.0:
         return 0.0
     p = stall.m2_poisson / x
-    return p * _poisson_quantile((x / p) * (t_iter + stall.m2 / (1.0 - x * x)))
+    prefills = p * _poisson_quantile((x / p) * (t_iter + stall.m2 / (1.0 - x * x)))
+    prefills.flags.writeable = False
+    return prefills
 
 
 @lru_cache(maxsize=256)
@@ -1036,36 +1041,59 @@ def kv_seq_bound(kv_tokens: int, resident: int, classes: Sequence[tuple[int, int
     return int(free // max(footprint, 1.0))
 
 
+class _ConfigFixed(NamedTuple):
+    """What :func:`_llm_config` derives from the stage, model, profile and ``max_tokens`` alone -- the same
+    for every replica count :func:`replica_range` tries (:func:`_config_fixed`)."""
+
+    kv_tokens: int
+    max_num_seqs: int
+    prewarm: bool
+    uncached: int
+    law: OutputLength
+    mean_out: float
+    out_var: float
+    decode_factor: float
+
+
+def _config_fixed(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, max_tokens: int,
+                  stretch: float = DECODE_STRETCH) -> _ConfigFixed:
+    """:class:`_ConfigFixed` of one stage on one profile at ``max_tokens``."""
+    prewarm = stage.warms_prefix
+    law = output_length(stage)
+    mean_out, out_var, _ = output_tokens_moments(law, max_tokens)
+    return _ConfigFixed(kv_tokens=profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token),
+                        max_num_seqs=seq_cap(stage, spec, profile, max_tokens, stretch), prewarm=prewarm,
+                        uncached=stage.input_tokens - (stage.prefix_tokens if prewarm else 0), law=law,
+                        mean_out=mean_out, out_var=out_var,
+                        decode_factor=profile.decode_factor(stage.constraint is not None))
+
+
 def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, device: Device, load: StageLoad,
                 max_tokens: int, hedge: int, quality: float, replicas: int,
-                stretch: float = DECODE_STRETCH) -> Candidate | None:
-    """One LLM candidate, or None when it is unstable or the KV space is too small."""
-    kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
-    max_num_seqs = seq_cap(stage, spec, profile, max_tokens, stretch)
+                stretch: float = DECODE_STRETCH, fixed: _ConfigFixed | None = None) -> Candidate | None:
+    """One LLM candidate, or None when it is unstable or the KV space is too small. ``fixed``: the
+    arguments' :func:`_config_fixed`, when the caller tries several replica counts (computed if None)."""
+    fixed = _config_fixed(stage, spec, profile, max_tokens, stretch) if fixed is None else fixed
+    kv_tokens, max_num_seqs = fixed.kv_tokens, fixed.max_num_seqs
     if max_num_seqs < 1:
         return None
-    prewarm = stage.warms_prefix
-    uncached = stage.input_tokens - (stage.prefix_tokens if prewarm else 0)
-    mean_out = output_tokens_moments(output_length(stage), max_tokens)[0]
     if hedge > replicas:  # a hedge's candidates go to distinct replicas (the runtime's executor, the simulator)
         return None
-    sent = hedge
-    rate = load.rate_per_s * sent
+    prewarm, uncached, mean_out = fixed.prewarm, fixed.uncached, fixed.mean_out
+    rate = load.rate_per_s * hedge
     point = llm_batch_point(profile, rate / replicas, stage.input_tokens, max(uncached, 1), mean_out, max_num_seqs)
     if point is None or point.batch > MAX_UTILISATION * max_num_seqs:
         return None
-    out_var = output_tokens_moments(output_length(stage), max_tokens)[1]
-    t_iter = point.t_iter * profile.decode_factor(stage.constraint is not None)  # structured output's mask per step
+    t_iter = point.t_iter * fixed.decode_factor  # structured output's mask per step
     service_mean = point.prefill_s + mean_out * t_iter
-    cs2 = float((t_iter ** 2) * out_var / service_mean ** 2) if service_mean > 0 else 0.0
+    cs2 = float((t_iter ** 2) * fixed.out_var / service_mean ** 2) if service_mean > 0 else 0.0
     wait = mgc_wait(replicas * max_num_seqs, rate, service_mean, cs2, load.dispersion_ca2)
     if wait is None:
         return None
     table = llm_service_table(point.prefill_s, t_iter, wait.p_wait, wait.mean_if_waiting,
-                              output_length(stage), max_tokens, sent, point.per_seq_s, point.batch, max_num_seqs,
-                              replace(prefill_stall(profile, [(rate / replicas, max(uncached, 1))],
-                                                    [load.burst * copies_prefill_index(load.batch, replicas)]),
-                                      replicas=replicas))
+                              fixed.law, max_tokens, hedge, point.per_seq_s, point.batch, max_num_seqs,
+                              prefill_stall(profile, [(rate / replicas, max(uncached, 1))],
+                                            [load.burst * copies_prefill_index(load.batch, replicas)], replicas))
     per_device = profile.tp  # GPUs, or CPU cores (slots), one replica spans
     in_use_tokens = point.batch * (stage.input_tokens + mean_out / 2.0) + (stage.prefix_tokens if prewarm else 0)
     return Candidate(
@@ -1152,9 +1180,11 @@ def llm_candidates(program: Program, stage: LLMStage, load: StageLoad, inventory
                     continue
                 per_device = profile.tp  # GPUs, or CPU cores (slots), one replica spans
 
-                def make(n, profile=profile, device=device, spec=spec):
+                fixed = _config_fixed(stage, spec, profile, tok_opt.value, stretch)
+
+                def make(n, profile=profile, device=device, spec=spec, fixed=fixed):
                     return _llm_config(stage, spec, profile, device, load, tok_opt.value, hedge_opt.value, quality, n,
-                                       stretch)
+                                       stretch, fixed)
 
                 cands, first = replica_range(make, device.limit // per_device)
                 found.extend(cands)

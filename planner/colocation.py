@@ -59,6 +59,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -68,7 +69,7 @@ from cortexlang.ir import Inventory, LLMStage, ModelSpec, Program, Workflow
 from planner.candidates import (
     copies_prefill_index,
     DECODE_STRETCH, FLAT_IMPROVEMENT, MAX_NUM_SEQS, MAX_UTILISATION, UNBOUNDED,
-    Candidate, Device,
+    Candidate, Device, OutputLength,
     StageLoad, devices_of,
     kv_seq_bound, replica_range, latency_cap, llm_service_table, output_length, output_tokens_moments, prefill_stall, table_quantile,
     profiles_of,
@@ -107,6 +108,18 @@ class Member:
     """Index of dispersion of the stage's arrivals from upstream pools (scales its prefill variance)."""
     batch: int = 1
     """Copies of the stage one fan-out visit sends at once (:class:`planner.candidates.StageLoad`'s ``batch``)."""
+
+    @cached_property
+    def law(self) -> OutputLength:
+        """The stage's output-length law (:func:`planner.candidates.output_length`), computed once per member:
+        the replica search asks every count's :func:`shared_point` for it."""
+        return output_length(self.stage)
+
+    @cached_property
+    def moments(self) -> tuple[float, float, float]:
+        """Mean, variance and p99 of the member's output tokens at its ``max_tokens``
+        (:func:`planner.candidates.output_tokens_moments`), computed once per member."""
+        return output_tokens_moments(self.law, self.max_tokens)
 
 
 @dataclass(frozen=True)
@@ -152,7 +165,7 @@ def cap_context(members: Sequence[Member], cap: BatchCap) -> float:
     """The context (KV tokens per sequence) the pool's latency-aware batch cap is computed at:
     ``tail`` -- the longest member's p99 context (no member's tail decode stretches beyond the bound);
     ``mean`` -- the mix's mean context, weighted by each member's time in the batch (rate x output)."""
-    moments = [output_tokens_moments(output_length(m.stage), m.max_tokens) for m in members]
+    moments = [m.moments for m in members]
     if cap == "tail":
         return max(m.stage.input_tokens + mo[2] for m, mo in zip(members, moments))
     weight = sum(m.rate_per_s * mo[0] for m, mo in zip(members, moments))
@@ -169,7 +182,7 @@ def batch_cap(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Member
     member's time in the batch, rate x output), and the latency-aware cap
     (:func:`planner.candidates.latency_cap`) at :func:`cap_context`."""
     kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
-    moments = [output_tokens_moments(output_length(m.stage), m.max_tokens) for m in members]
+    moments = [m.moments for m in members]
     prefix = [m.stage.prefix_tokens if m.prewarm else 0 for m in members]
     classes = [(m.stage.input_tokens - p, m.max_tokens, mo[0], m.rate_per_s * mo[0])
                for m, p, mo in zip(members, prefix, moments)]
@@ -186,7 +199,7 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
     cap (:func:`cap_context`); ``max_num_seqs``, when given, is that cap already computed
     (:func:`batch_cap` of the same arguments: it does not depend on ``replicas``)."""
     kv_tokens = profile.kv_capacity_tokens(spec.weight_bytes, spec.kv_bytes_per_token)
-    moments = [output_tokens_moments(output_length(m.stage), m.max_tokens) for m in members]
+    moments = [m.moments for m in members]
     if max_num_seqs is None:
         max_num_seqs = batch_cap(spec, profile, members, stretch, cap)
     if max_num_seqs < 1:
@@ -214,7 +227,7 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
                           [m.burst * copies_prefill_index(m.batch, replicas) for m in members])
     longest_first = sorted(range(len(members)), key=lambda i: -means[i])  # (a stable sort: ties keep order)
     table_args = {members[i].stage.name: (prefills[i], steps[i], wait.p_wait, wait.mean_if_waiting,
-                                          output_length(members[i].stage), members[i].max_tokens,
+                                          members[i].law, members[i].max_tokens,
                                           min(members[i].hedge, replicas),  # candidates on distinct replicas
                                           per_seq, batch, max_num_seqs, stall) for i in longest_first}
     context = sum(cl[0] * cl[3] * (cl[1] + cl[3] / 2) for cl in classes) / max(sum(cl[0] * cl[3] for cl in classes),

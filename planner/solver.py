@@ -72,7 +72,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -496,6 +496,7 @@ class WorkflowProblem:
             return found
 
         partial: list[tuple[np.ndarray, np.ndarray]] = []
+        scored: np.ndarray | None = None  # rows of picks' scores, reused across steps (the tail's size is fixed)
         for _ in range(500):
             total = self.run_latency_from(partial, cur)
             if self.meets(total, scale):
@@ -508,40 +509,64 @@ class WorkflowProblem:
             rank = self._tail_rank()
             q_now = float(np.partition(norm.take(tail), rank)[rank])
             total_tail = total.take(tail)
-            best, best_score = None, 0.0
+            # Every unit's picks scored together: row r is the unit's base + the tail sum of its pick (each
+            # element the same sum as scoring it alone), all rows divided and partitioned in one call each
+            # (the same order statistic per row as unit by unit).
+            if scored is None:
+                scored = np.empty((4 * len(stacks), tail.size))
+            picked: list[tuple[tuple[str, ...], list[int]]] = []
+            row = 0
             for u in layout:
                 if u not in stacks:
                     continue
-                now = chosen[u]
-                nodes = unit_nodes[u]
                 # the first four options (cheapest first) faster somewhere that fit
-                faster = somewhere_faster(u, now)
+                faster = somewhere_faster(u, chosen[u])
                 if limits is None:
                     picks = faster[:4]
                 else:
                     picks = list(itertools.islice((j for j in faster if fits_swap(u, ranked[u][j])), 4))
                 if not picks:
                     continue
+                nodes = unit_nodes[u]
                 base = total_tail - self._tail_sum(nodes, cur, tail)
-                # The picks scored together: row k is base + the tail sum of pick k (each element the
-                # same sum as scoring it alone), partitioned row by row (the same order statistic).
-                scored = np.empty((len(picks), tail.size))
+                rows = scored[row:row + len(picks)]
                 for k, j in enumerate(picks):
-                    self._tail_sum(nodes, {**cur, **ranked[u][j]}, tail, out=scored[k])
-                np.add(base, scored, out=scored)
-                if div is not None:
-                    scored /= div
-                scored.partition(rank, axis=1)
-                e_now, l_now = eff(now), loss(now)
-                for j, q in zip(picks, scored[:, rank].tolist()):
-                    extra = (ranked_eff[u][j] - e_now) + 0.01 + 10.0 * (ranked_loss[u][j] - l_now)
-                    score = (q_now - q) / max(extra, 1e-3)
-                    if q < q_now and score > best_score:
-                        best, best_score = (u, ranked[u][j]), score
+                    self._tail_sum(nodes, {**cur, **ranked[u][j]}, tail, out=rows[k])
+                np.add(base, rows, out=rows)
+                picked.append((u, picks))
+                row += len(picks)
+            rows = scored[:row]
+            if div is not None:
+                rows /= div
+            rows.partition(rank, axis=1)
+            quantiles = rows[:, rank].tolist()
+            best = self._best_upgrade(picked, quantiles, q_now, chosen, ranked, ranked_eff, ranked_loss, eff, loss)
             if best is None:
                 return None
             apply(*best)
         return None
+
+    @staticmethod
+    def _best_upgrade(picked: Sequence[tuple[tuple[str, ...], list[int]]], quantiles: Sequence[float], q_now: float,
+                      chosen: Mapping[tuple[str, ...], Mapping[str, int]], ranked: Mapping[tuple[str, ...], list],
+                      ranked_eff: Mapping[tuple[str, ...], list[float]],
+                      ranked_loss: Mapping[tuple[str, ...], list[int]], eff: Callable[[Mapping[str, int]], float],
+                      loss: Callable[[Mapping[str, int]], int]) -> tuple[tuple[str, ...], dict[str, int]] | None:
+        """:meth:`greedy_layout`'s step: of the scored picks (per unit, its pick positions in ``ranked``;
+        ``quantiles`` their SLO quantiles, row by row in that order), the one lowering the quantile most
+        per extra priced cost (quality loss weighing 10 each) -- the first of equal scores; None if none lowers it."""
+        best, best_score = None, 0.0
+        at = iter(quantiles)
+        for u, picks in picked:
+            now = chosen[u]
+            e_now, l_now = eff(now), loss(now)
+            for j in picks:
+                q = next(at)
+                extra = (ranked_eff[u][j] - e_now) + 0.01 + 10.0 * (ranked_loss[u][j] - l_now)
+                score = (q_now - q) / max(extra, 1e-3)
+                if q < q_now and score > best_score:
+                    best, best_score = (u, ranked[u][j]), score
+        return best
 
     def _tail_sum(self, nodes: Sequence[str], assign: Mapping[str, int], tail: np.ndarray,
                   out: np.ndarray | None = None) -> np.ndarray:

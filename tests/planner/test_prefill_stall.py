@@ -128,3 +128,27 @@ def test_coadmitted_prompts_match_a_gated_iteration_model() -> None:
     assert t_iter == pytest.approx(d / (1 - x), rel=0.02)
     planned = _coadmitted_prefill(stall, d / (1 - x))
     assert float(np.mean(planned)) / p == pytest.approx(float(np.mean(others)), rel=0.05)
+
+
+def test_a_config_built_from_its_precomputed_fixed_part_is_the_same_candidate() -> None:
+    """llm_candidates computes a configuration's replica-independent part once per replica search
+    (candidates._config_fixed) and the stall with its replica count directly: the same candidate,
+    table bit for bit, as _llm_config computing both itself."""
+    from dataclasses import replace
+
+    from planner.candidates import Device, StageLoad, _config_fixed, _llm_config
+
+    prof = get_profile("llama-3-8b", "A100", 1)
+    stage = llm("a", "llama8b", input_tokens=1400, output_tokens=120, max_tokens=256)
+    load = StageLoad(12.0, 1.0, burst=1.3, batch=3)
+    fixed = _config_fixed(stage, LLAMA_8B, prof, 256)
+    assert _llm_config(stage, LLAMA_8B, prof, Device("A100", 1.0, 64), load, 256, 1, 1.0, 1) is None  # unstable
+    for replicas in (3, 4, 6):
+        alone = _llm_config(stage, LLAMA_8B, prof, Device("A100", 1.0, 64), load, 256, 1, 1.0, replicas)
+        given = _llm_config(stage, LLAMA_8B, prof, Device("A100", 1.0, 64), load, 256, 1, 1.0, replicas,
+                            fixed=fixed)
+        assert alone is not None and given is not None
+        assert np.array_equal(alone.table, given.table) and alone.table is given.table  # one cache entry
+        assert replace(alone, table=None) == replace(given, table=None)
+    classes, burst = [(6.0, 1400)], [1.5]
+    assert prefill_stall(prof, classes, burst, 3) == replace(prefill_stall(prof, classes, burst), replicas=3)
