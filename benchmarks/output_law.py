@@ -45,8 +45,10 @@ from planner.synthetic import random_program  # noqa: E402
 
 TRACE = REPO / "benchmarks" / "results" / "real_vs_sim_trace.jsonl"
 """The last real run's trace (``benchmarks.real_vs_sim``)."""
-EARLIER = REPO / "benchmarks" / "results" / "real_vs_sim_trace_amd_epyc_2026-12-07.jsonl"
-"""The real run before it (another machine, the same questions and model): what the last run was planned from."""
+EARLIER = REPO / "benchmarks" / "results" / "real_vs_sim_trace_intel_xeon_2026-12-07_2010.jsonl"
+"""The real run before it (the same questions and model): what the last run was planned from. The 20:10 run
+itself was planned from ``real_vs_sim_trace_amd_epyc_2026-12-07.jsonl`` (another host): ``--earlier`` that,
+``--trace`` this, gives that comparison."""
 
 
 def _runs(trace: Path) -> list[dict]:
