@@ -555,8 +555,8 @@ def _quantiles(x: np.ndarray, levels: np.ndarray) -> np.ndarray:
 
 def _hedged_with_runaways(samples: np.ndarray, runaway: np.ndarray, hedge: int, p: float) -> np.ndarray:
     """The table of a hedged call whose law has runaways: its ``hedge`` candidates decode the same prompt,
-    so they stop or run away together (greedy decoding repeats itself; the simulator gives every twin the
-    call's length) -- the fastest of ``hedge`` helps the calls that stop, never a runaway. The quantile
+    so they stop or run away together (a runaway is the prompt's; the simulator's twins of a runaway call
+    run away too) -- the fastest of ``hedge`` helps the calls that stop, never a runaway. The quantile
     function is the mixture's: below level ``1 - p`` the stopped samples' hedged quantile at
     ``u / (1 - p)``, above it the runaways' own at ``(u - (1 - p)) / p``."""
     stopped = samples[~runaway]

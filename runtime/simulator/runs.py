@@ -428,18 +428,23 @@ class IRRun(Run):
         return self.top.counters
 
     # -- scripted samples ----------------------------------------------------
-    def twin_output_tokens(self, stage: str, key: tuple, twin: int, seed: int) -> int:
-        """The output length of hedge twin ``twin`` of the call at ``key``, or 0 for the call's own. A stage
-        that samples (temperature > 0) gives each candidate its own output: a fresh draw from the stage's
-        law, from a stream of the twin's own (seeded by ``seed``, the key and the twin), so that no scripted
-        draw moves and every policy sees the same twin. Greedy candidates decode the same output."""
+    def twin_output_tokens(self, stage: str, key: tuple, twin: int, seed: int, own: int) -> int:
+        """The output length of hedge twin ``twin`` of the call at ``key`` (whose own length is ``own``), or 0
+        for the call's own. A stage that samples (temperature > 0) gives each candidate its own output: a
+        fresh draw from the law of the calls that stop, from a stream of the twin's own (seeded by ``seed``,
+        the key and the twin), so that no scripted draw moves and every policy sees the same twin. Greedy
+        candidates decode the same output, and a runaway call's candidates all run away (the prompt's, as
+        the planner has it: ``planner.candidates._hedged_with_runaways``)."""
         s = self.g.stages[stage]
         if not isinstance(s, LLMStage) or s.temperature == 0.0:
             return 0
         draw = self._draws.get(stage)
         if draw is None:
             draw = self._draws[stage] = _stage_draw(self.g, s, self.token_cv, self._family)
-        return _tokens(run_rng(zlib.crc32(repr((seed, key, twin)).encode())), draw[2])
+        mu, sigma, low, high, runaway = draw[2]
+        if runaway > 0.0 and own == high:
+            return 0
+        return _tokens(run_rng(zlib.crc32(repr((seed, key, twin)).encode())), (mu, sigma, low, high, 0.0))
 
     def _sizes(self, key: tuple, stage: str) -> tuple:
         got = self.script.get(key)

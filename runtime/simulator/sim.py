@@ -594,7 +594,7 @@ class Simulator(SimClock):
         peers = [call]
         used = set(exclude) | {replica.name}
         for i in range(hedge - 1):
-            out = (run.twin_output_tokens(call.stage, call.key, i, self._run_seed0 + run.run_id)
+            out = (run.twin_output_tokens(call.stage, call.key, i, self._run_seed0 + run.run_id, call.output_tokens)
                    if isinstance(run, IRRun) else 0)
             twin = Call(run, call.key, call.stage, call.kind, call.model, call.input_tokens,
                         out or call.output_tokens, call.prefix_key, call.prefix_tokens, call.service_s,
