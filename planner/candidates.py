@@ -358,13 +358,9 @@ def output_tokens_samples(mean_tokens: int | OutputLength, max_tokens: int) -> n
     law = _law(mean_tokens)
     base = _unit_gamma(law.cv) * law.mean
     if law.runaway > 0.0:
-        n = TABLE_SAMPLES
-        level = (np.arange(n) + 0.5) / n / (1.0 - law.runaway) if law.runaway < 1.0 else np.full(n, 2.0)
-        stopped = level < 1.0
-        pos = np.clip(level * n - 0.5, 0.0, n - 1.0)
-        lo = np.floor(pos).astype(np.intp)
-        hi = np.minimum(lo + 1, n - 1)
-        base = np.where(stopped, base[lo] + (pos - lo) * (base[hi] - base[lo]), float(max_tokens))
+        strata, _ = _design()
+        level = strata / (1.0 - law.runaway) if law.runaway < 1.0 else np.full(TABLE_SAMPLES, 2.0)
+        base = np.where(level < 1.0, _quantiles(base, level), float(max_tokens))
     # At least one token, as the simulator draws: a Gamma of a large CV (shape 1/cv^2) puts much of its
     # mass at sub-token lengths down to 1e-300, whose reciprocals overflow in the stall shock's arrays.
     out = np.clip(base, 1.0, max_tokens)
@@ -536,9 +532,8 @@ def _hedged_waits(waits: np.ndarray, hedge: int) -> np.ndarray:
 def _runaway_mask(law: OutputLength, max_tokens: int) -> np.ndarray:
     """Which of the design's samples (in pairing order) are the law's runaways: the strata at levels
     ``>= 1 - runaway`` of :func:`output_tokens_samples` (read-only)."""
-    _, pairing = _design()
-    level = (np.arange(TABLE_SAMPLES) + 0.5) / TABLE_SAMPLES
-    mask = (level >= 1.0 - law.runaway)[pairing]
+    strata, pairing = _design()
+    mask = (strata >= 1.0 - law.runaway)[pairing]
     mask.flags.writeable = False
     return mask
 
