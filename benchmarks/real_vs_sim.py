@@ -16,7 +16,10 @@
 6. splits each LLM stage's measured call time by the engine's own clock (vLLM's per-request
    metrics, recorded in the trace): queue, prefill, decode per token, and the time outside the
    engine's clock (HTTP, detokenisation, Cortex), beside what the calibrated profile gives an
-   idle engine for the same call -- where a replay error comes from.
+   idle engine for the same call -- where a replay error comes from;
+7. follows the engine's decode speed minute by minute through the run (its own clock again), with
+   the calls in flight, against the two calibrations: a host whose speed moves within the run
+   (neighbours on a shared machine) shows here, where no profile taken before the run can follow it.
 
 Targets (issue 10): stage p50 within 15%, p95 within 25%; end-to-end p50/p99 within 20%.
 Writes ``benchmarks/results/real_vs_sim.md`` and ``.json``. Takes 3-5 minutes here.
@@ -56,7 +59,11 @@ def main() -> int:
                           "layout, and replay also without the measured contention (what it adds)")
     cli.add_argument("--fresh", action="store_true", help="plan with the declared values, not with what the "
                                                           "previous run's trace (if any) shows")
+    cli.add_argument("--rerender", action="store_true", help="run nothing: rewrite real_vs_sim.md from the recorded "
+                                                             "real_vs_sim.json and trace (after a change to the report)")
     args = cli.parse_args()
+    if args.rerender:
+        return rerender()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `cortex run` and the demo (see examples/demo.py)
 
@@ -126,6 +133,7 @@ def main() -> int:
         "profile": prof.path if prof else None, "rows": rows,
         "predicted_vs_measured": out["predicted"], "drift_margin": out.get("drift", []),
         "engine_clock": engine_clock(calls, cal_before),
+        "engine_speed_by_minute": engine_speed_by_minute(out["trace"]),
         "per_call": per_call,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -170,6 +178,48 @@ def engine_clock(calls: list[dict], coefficients: dict) -> list[dict]:
                                       - x["engine_decode_s"] for x in got]),
         })
     return out
+
+
+def engine_speed_by_minute(lines: list[str], window_s: float = 60.0) -> list[dict]:
+    """The engine's decode speed through the run: per ``window_s`` window (by each LLM call's start), the
+    median decode time per token after the first (the engine's own clock: ``engine_decode_s /
+    (output_tokens - 1)``) over the calls started in it, and the mean number of LLM calls in flight
+    while those calls ran (each call's overlap with the others, divided by its own length, plus one).
+    Calls in flight separate batching (more calls per decode step) from the host's own speed."""
+    spans = []
+    for line in lines:
+        run = json.loads(line)
+        for c in run["calls"]:
+            if c["kind"] != "llm" or c.get("engine_decode_s") is None or c["output_tokens"] <= 1:
+                continue
+            start = run["arrival_s"] + c["started_s"]
+            spans.append((start, start + c["latency_s"], c["engine_decode_s"] / (c["output_tokens"] - 1)))
+    if not spans:
+        return []
+    first = min(s for s, _, _ in spans)
+    rows: dict[int, list[tuple[float, float]]] = {}
+    for s, e, per_token in spans:
+        overlap = sum(max(0.0, min(e, e2) - max(s, s2)) for s2, e2, _ in spans) - (e - s)
+        rows.setdefault(int((s - first) // window_s), []).append((per_token, 1.0 + overlap / max(e - s, 1e-9)))
+    out = []
+    for k in sorted(rows):
+        per_token = sorted(p for p, _ in rows[k])
+        out.append({"from_s": k * window_s, "calls": len(per_token),
+                    "decode_median_s": per_token[len(per_token) // 2] if len(per_token) % 2
+                    else (per_token[len(per_token) // 2 - 1] + per_token[len(per_token) // 2]) / 2,
+                    "in_flight_mean": sum(f for _, f in rows[k]) / len(rows[k])})
+    return out
+
+
+def rerender() -> int:
+    """Rewrite ``real_vs_sim.md`` from the recorded ``real_vs_sim.json`` and trace (no engines run)."""
+    report = json.loads((RESULTS / "real_vs_sim.json").read_text())
+    report["engine_speed_by_minute"] = engine_speed_by_minute(
+        (RESULTS / "real_vs_sim_trace.jsonl").read_text().splitlines())
+    (RESULTS / "real_vs_sim.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (RESULTS / "real_vs_sim.md").write_text(render(report))
+    print(render(report))
+    return 0
 
 
 def per_call_errors(spec, lines: list[str], on_recorded) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -345,7 +395,32 @@ def render(r: dict) -> str:
                          f"{x['engine_queue_s']:.3f} | {x['prefill_s']:.3f} | {x['prefill_idle_s']:.3f} | "
                          f"{1e3 * x['decode_per_token_s']:.1f} | {1e3 * x['decode_idle_per_token_s']:.1f} | "
                          f"{x['outside_engine_s']:.3f} |")
+    if r.get("engine_speed_by_minute"):
+        lines += _speed_section(r)
     return "\n".join(lines) + "\n"
+
+
+def _idle_step_ms(coefficients: dict | None) -> float | None:
+    """An idle engine's decode step at batch 1 (the profile's fixed and per-sequence terms), ms."""
+    if not coefficients or coefficients.get("decode_fixed_ms") is None:
+        return None
+    return float(coefficients["decode_fixed_ms"]) + float(coefficients.get("decode_ms_per_seq") or 0.0)
+
+
+def _speed_section(r: dict) -> list[str]:
+    rows = r["engine_speed_by_minute"]
+    medians = [1e3 * x["decode_median_s"] for x in rows]
+    before, after = _idle_step_ms(r.get("coefficients_before_run")), _idle_step_ms(r.get("coefficients_after_run"))
+    idle = " and ".join(f"{v:.1f} ms {w}" for v, w in ((before, "before"), (after, "after")) if v is not None)
+    lines = ["", "## The engine's decode speed through the run (its own clock, per minute)", "",
+             f"Per minute of the run (by each call's start): the median decode time per token of the calls started "
+             f"in it, and the mean number of LLM calls in flight while they ran. An idle engine's decode step at "
+             f"batch 1 by the calibrations: {idle or 'not recorded'}. The minutes' medians span "
+             f"{min(medians):.1f}-{max(medians):.1f} ms/token ({max(medians) / min(medians):.2f}x).", "",
+             "| minute from | calls | decode ms/token (median) | calls in flight (mean) |", "|---:|---:|---:|---:|"]
+    lines += [f"| {x['from_s']:.0f} s | {x['calls']} | {1e3 * x['decode_median_s']:.1f} | {x['in_flight_mean']:.2f} |"
+              for x in rows]
+    return lines
 
 
 if __name__ == "__main__":
