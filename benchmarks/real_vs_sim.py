@@ -214,12 +214,30 @@ def engine_speed_by_minute(lines: list[str], window_s: float = 60.0) -> list[dic
 def rerender() -> int:
     """Rewrite ``real_vs_sim.md`` from the recorded ``real_vs_sim.json`` and trace (no engines run)."""
     report = json.loads((RESULTS / "real_vs_sim.json").read_text())
-    report["engine_speed_by_minute"] = engine_speed_by_minute(
-        (RESULTS / "real_vs_sim_trace.jsonl").read_text().splitlines())
+    lines = (RESULTS / "real_vs_sim_trace.jsonl").read_text().splitlines()
+    report["engine_speed_by_minute"] = engine_speed_by_minute(lines)
+    _add_intervals(report["predicted_vs_measured"], lines)
     (RESULTS / "real_vs_sim.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (RESULTS / "real_vs_sim.md").write_text(render(report))
     print(render(report))
     return 0
+
+
+def _add_intervals(rows: list[dict], lines: list[str]) -> None:
+    """Give a report recorded before the intervals existed each measured quantile's 95% interval, from
+    its trace (the same per-stage LLM call latencies and run latencies the demo measured)."""
+    from runtime.simulator.verify import quantile_interval
+
+    runs = [json.loads(x) for x in lines]
+    by = {"end to end": [r["latency_s"] for r in runs if r.get("latency_s") is not None]}
+    for run in runs:
+        for c in run["calls"]:
+            if c["kind"] == "llm":
+                by.setdefault(c["stage"], []).append(c["latency_s"])
+    for row in rows:
+        if row["what"] in by:
+            for q in ("p50", "p95", "p99"):
+                row[f"measured_{q}_interval"] = quantile_interval(by[row["what"]], float(q[1:]) / 100.0)
 
 
 def per_call_errors(spec, lines: list[str], on_recorded) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -310,7 +328,7 @@ def _cpu_text(cpu: dict | None) -> str:
 
 
 def render(r: dict) -> str:
-    from examples.demo import attainment_text
+    from examples.demo import attainment_text, interval_text
 
     met = sum(1 for x in r["rows"] if x["met"])
     lines = [
@@ -355,6 +373,8 @@ def render(r: dict) -> str:
     lines += ["", "## The plan's prediction vs measured (same run)", "",
               "The plan is made on this machine's slowest recent calibration (`runtime/drift.py`):",
               "", *(f"- {m}" for m in r.get("drift_margin") or ["(no calibration history)"]), "",
+              "Measured: in brackets the distribution-free 95% interval of the quantile from these runs "
+              "(`runtime.simulator.verify.quantile_interval`; ? = an end the runs cannot bound).", "",
               "| what | n | p50 plan | p50 measured | p95 plan | p95 measured | p99 plan | p99 measured |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
 
@@ -367,7 +387,8 @@ def render(r: dict) -> str:
                          f"{attainment_text(x['measured_p50'], x.get('measured_interval'))} | | | | |")
             continue
         lines.append(f"| {x['what']} | {x['n']} | " + " | ".join(
-            s(x[f"{k}_{q}"]) for q in ("p50", "p95", "p99") for k in ("predicted", "measured")) + " |")
+            s(x[f"{k}_{q}"]) + (interval_text(x.get(f"measured_{q}_interval")) if k == "measured" else "")
+            for q in ("p50", "p95", "p99") for k in ("predicted", "measured")) + " |")
     if r.get("per_call"):
         lines += ["", "## Per call: the distribution of the replay's error", "",
                   "Each recorded call against the simulated call that replays it (same run, same stage, same "

@@ -435,13 +435,9 @@ def predicted_vs_measured(plan: Any, infos: list[Any], refused: int = 0) -> list
         if wp is not None:
             pool = wp.pool(stage)
             pred = pool.latency if pool.stage == stage else next(c.latency for c in pool.colocated if c.stage == stage)
-        rows.append({"what": stage, "n": len(lat), **{
-            f"{k}_{q}": v for q in ("p50", "p95", "p99")
-            for k, v in (("predicted", getattr(pred, q) if pred else None), ("measured", _pct(lat, float(q[1:]))))}})
+        rows.append({"what": stage, "n": len(lat), **_quantiles(pred, lat)})
     e2e = [i.latency_s for i in infos if i.latency_s is not None]
-    rows.append({"what": "end to end", "n": len(e2e), **{
-        f"{k}_{q}": v for q in ("p50", "p95", "p99")
-        for k, v in (("predicted", getattr(wp.latency, q) if wp else None), ("measured", _pct(e2e, float(q[1:]))))}})
+    rows.append({"what": "end to end", "n": len(e2e), **_quantiles(wp.latency if wp else None, e2e)})
     from runtime.simulator.verify import wilson_interval
 
     met = [i.slo_met for i in infos if i.slo_met is not None] + [False] * refused
@@ -450,6 +446,28 @@ def predicted_vs_measured(plan: Any, infos: list[Any], refused: int = 0) -> list
                  "measured_p50": sum(met) / len(met) if met else None,
                  "measured_interval": wilson_interval(sum(met), len(met)) if met else None})
     return rows
+
+
+def _quantiles(predicted: Any, measured: list[float]) -> dict[str, Any]:
+    """``predicted_pXX`` (None without a plan), ``measured_pXX`` and ``measured_pXX_interval`` (the
+    distribution-free 95% interval of the population's quantile from these runs: a measured quantile
+    of a few dozen runs is a wide estimate, and a plan inside its interval is not contradicted)."""
+    from runtime.simulator.verify import quantile_interval
+
+    out: dict[str, Any] = {}
+    for q in ("p50", "p95", "p99"):
+        out[f"predicted_{q}"] = getattr(predicted, q) if predicted else None
+        out[f"measured_{q}"] = _pct(measured, float(q[1:]))
+        out[f"measured_{q}_interval"] = quantile_interval(measured, float(q[1:]) / 100.0)
+    return out
+
+
+def interval_text(interval: tuple[float | None, float | None] | None, unit: str = "") -> str:
+    """``(5.9-10.5s)``; an end the runs cannot bound reads ``?``; empty when there is no interval."""
+    if not interval:
+        return ""
+    low, high = (("?" if v is None else f"{v:.1f}") for v in interval)
+    return f" ({low}-{high}{unit})"
 
 
 def attainment_text(share: float | None, interval: tuple[float, float] | None = None) -> str:
@@ -474,8 +492,10 @@ def predicted_table(rows: list[dict[str, Any]], simulated: bool) -> Table:
             table.add_row(r["what"], str(r["n"]), attainment_text(r["predicted_p50"]),
                           attainment_text(r["measured_p50"], r.get("measured_interval")), "", "", "", "")
             continue
-        table.add_row(r["what"], str(r["n"]), *(s(r[f"{k}_{q}"]) for q in ("p50", "p95", "p99")
-                                                for k in ("predicted", "measured")))
+        table.add_row(r["what"], str(r["n"]), *(s(r[f"{k}_{q}"]) + (interval_text(r.get(f"measured_{q}_interval"), "s")
+                                                                 if k == "measured" else "")
+                                                for q in ("p50", "p95", "p99") for k in ("predicted", "measured")))
+    table.caption = "measured: (95% interval of the quantile from these runs; ? = beyond what they can bound)"
     return table
 
 
