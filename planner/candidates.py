@@ -323,7 +323,8 @@ def _table_inplace(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
 class OutputLength(NamedTuple):
     """An LLM stage's output-length law (``cortexlang.ir.LLMStage``): with probability ``runaway`` a call
     runs to ``max_tokens``; else its length is ``min(max(X, 1), max_tokens)``, ``X`` lognormal
-    (:mod:`cortexlang.laws`) with mean ``mean`` and coefficient of variation ``cv``. Hashable: the tables' caches are keyed by it."""
+    (:mod:`cortexlang.laws`) with mean ``mean`` and coefficient of variation ``cv``. Hashable: the tables'
+    caches are keyed by it."""
 
     mean: int
     cv: float = OUTPUT_CV
@@ -347,10 +348,10 @@ def _law(mean_tokens: int | OutputLength) -> OutputLength:
 @lru_cache(maxsize=4096)
 def output_tokens_samples(mean_tokens: int | OutputLength, max_tokens: int) -> np.ndarray:
     """Planning output lengths (sorted; shared, read-only): the quantile function of the
-    :class:`OutputLength` law (a bare mean: mean and :data:`OUTPUT_CV`; the family is
-    :mod:`cortexlang.laws`', the simulator's) at the design's strata, exactly. With ``runaway = p`` the
-    law is a mixture whose quantile at level ``u`` is the stopped calls' at ``u / (1 - p)`` below
-    ``1 - p`` and ``max_tokens`` from there on. Clipped to ``[1, max_tokens]``."""
+    :class:`OutputLength` law (a bare mean: that mean with :data:`OUTPUT_CV`), exactly, at the design's
+    strata; the stopped calls' family is :mod:`cortexlang.laws`' lognormal, the simulator's. With
+    ``runaway = p`` the law is a mixture whose quantile at level ``u`` is the stopped calls' at
+    ``u / (1 - p)`` below ``1 - p`` and ``max_tokens`` from there on. Clipped to ``[1, max_tokens]``."""
     law = _law(mean_tokens)
     if law.runaway <= 0.0:
         base = _unit_law(law.cv) * law.mean
