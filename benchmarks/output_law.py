@@ -2,9 +2,10 @@
 
 An LLM stage's output lengths follow its *law* (docs/language.md): a share ``runaway`` of the calls
 never stop and run to ``max_tokens``; the rest have mean ``output_tokens`` and CV ``output_cv``. The
-planner reads the law as stratified quantiles (a Gamma below the cap, ``planner/candidates.py``); the
-simulator draws each call's length (a lognormal below the cap, a uniform draw for the runaways,
-``runtime/simulator/runs.py``) and then batches and queues the calls on its engines. Two
+planner reads the law as its exact quantiles at stratified levels (``planner/candidates.py``); the
+simulator draws each call's length (a uniform draw for the runaways, ``runtime/simulator/runs.py``)
+and then batches and queues the calls on its engines. Both read one family below the cap, the
+lognormal (``cortexlang/laws.py``; the planner's was a Gamma until 2026-12-07). Two
 implementations of one declared law: this benchmark plans each case and simulates the plan (FCFS,
 seed 1), planned vs simulated.
 
@@ -188,8 +189,9 @@ def main() -> None:
         "this machine's slowest recent calibration (`runtime/drift.py`) with the run's loop budget.", "",
         "| law | p50 s | p95 s | p99 s | SLO attainment |", "|---|---:|---:|---:|---:|", *real, "",
         "## The law's shape: the planner's lengths vs the simulator's draws (simulated)", "",
-        "One LLM stage, 27 tokens mean, max_tokens 96; the planner's 4,096 stratified lengths (Gamma below the cap) "
-        "against 4,000 calls the simulator draws (lognormal below the cap), seed 11. Each cell: planner / simulator.",
+        "One LLM stage, 27 tokens mean, max_tokens 96; the planner's 4,096 stratified lengths against 4,000 calls "
+        "the simulator draws (whole tokens), seed 11, both lognormal below the cap (`cortexlang/laws.py`). Each "
+        "cell: planner / simulator.",
         "", "| output CV | runaway | at the cap | mean | median | p90 |", "|---:|---:|---:|---:|---:|---:|", *shapes, "",
         "## Planned vs simulated (simulated)", "",
         f"Command: `.venv/bin/python -m benchmarks.output_law --runs {args.runs}`; FCFS in the simulator, seed 1, "

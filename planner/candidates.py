@@ -14,21 +14,22 @@ Per-visit latency of a candidate (all planning assumptions are here):
   :mod:`planner.queueing`), with ``W`` the M/G/c batch-slot wait over
   ``replicas * max_num_seqs`` slots and ``o = min(max(X, 1), max_tokens)`` (a call makes at least
   one token, as in the simulator) where the
-  output length ``X`` is Gamma-distributed with the stage's declared mean
-  ``output_tokens`` and coefficient of variation ``output_cv`` (unset:
+  output length ``X`` is lognormal (:mod:`cortexlang.laws`, the simulator's family too) with
+  the stage's declared mean ``output_tokens`` and coefficient of variation ``output_cv`` (unset:
   :data:`OUTPUT_CV`), except that a share ``runaway`` of the calls never stop
   and take ``o = max_tokens`` (:class:`OutputLength`). With a
   hedge of ``h`` candidates the call takes the fastest:
   ``Q_h(u) = Q_1(1 - (1 - u)^(1/h))``, and the pool sees ``h`` times the calls.
   ``prewarm`` keeps the shared prefix resident, so ``I_new = I - prefix``.
-* SQL/tool stage: ``L = W + S`` with ``S`` Gamma(mean ``service_s``, CV
-  ``service_cv``) and ``W`` the M/G/c wait over the executor slots; inside a
+* SQL/tool stage: ``L = W + S`` with ``S`` lognormal (:mod:`cortexlang.laws`) of mean
+  ``service_s`` and CV ``service_cv`` and ``W`` the M/G/c wait over the executor slots; inside a
   fan-out of width ``k`` the calls arrive ``k`` at a time and ``W`` is the
   batch-arrival wait of :func:`planner.queueing.batch_wait` (the batch's wait
   plus the wait behind its own batch), and the slot range reaches ``k``.
 
 ``W`` and the service part are sampled with a fixed stratified design
-(:data:`TABLE_SAMPLES` points, fixed seed), so tables are deterministic.
+(:data:`TABLE_SAMPLES` points, fixed seed), so tables are deterministic; output lengths and
+service times are their law's exact quantiles at the design's strata.
 
 Replica ranges: from the smallest stable count (utilisation at most
 :data:`MAX_UTILISATION`) upward while the stage p99 still improves by more
@@ -48,6 +49,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from cortexlang import laws
 from cortexlang.ir import Inventory, LLMStage, ModelSpec, Program, SQLStage, ToolStage
 from pathlib import Path
 
@@ -57,11 +59,6 @@ from planner.queueing import BatchWait, batch_wait, llm_batch_point, mgc_wait
 OUTPUT_CV = 0.3
 """Coefficient of variation assumed for LLM output lengths where a stage sets no ``output_cv``; the simulator's
 default too (``SimConfig.token_cv``)."""
-SHAPE_AGREEMENT_CV = 1.0
-"""Output CV up to which the planner's Gamma and the simulator's lognormal (same mean and CV) agree on an
-output-length law's shape: at CV 1 the cap share within 0.5 points, the mean within 3%, median and p90 within
-12%; at 1.5 the p90 is 23% apart and the median up to 43% (``benchmarks/output_law.py``, the law's shape).
-Beyond it the simulator is no check of the planner's tails."""
 MAX_NUM_SEQS = 256
 """Default per-replica cap on running sequences (vLLM's default), lowered to what the KV space holds
 and to the latency-aware cap (:func:`latency_cap`)."""
@@ -265,14 +262,13 @@ def _design() -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=None)
-def _unit_gamma(cv: float) -> np.ndarray:
-    """Sorted samples of a unit-mean Gamma with coefficient of variation ``cv`` (fixed seed)."""
-    if cv <= 0:
-        return np.ones(TABLE_SAMPLES)
-    shape = 1.0 / (cv * cv)
-    rng = np.random.default_rng(7 + int(cv * 1000))
-    x = np.sort(rng.gamma(shape, 1.0 / shape, TABLE_SAMPLES))
-    return x / x.mean()
+def _unit_law(cv: float) -> np.ndarray:
+    """The unit-mean law of coefficient of variation ``cv`` (:mod:`cortexlang.laws`: lognormal) at the
+    design's strata: its exact quantiles, ascending (read-only; all ones for ``cv <= 0``)."""
+    strata, _ = _design()
+    x = laws.quantiles(1.0, cv, strata)
+    x.flags.writeable = False
+    return x
 
 
 def _wait_samples(p_wait: float, mean_if_waiting: float) -> np.ndarray:
@@ -326,8 +322,9 @@ def _table_inplace(samples: np.ndarray, hedge: int = 1) -> np.ndarray:
 
 class OutputLength(NamedTuple):
     """An LLM stage's output-length law (``cortexlang.ir.LLMStage``): with probability ``runaway`` a call
-    runs to ``max_tokens``; else its length is ``min(max(X, 1), max_tokens)``, ``X`` Gamma with mean ``mean`` and
-    coefficient of variation ``cv``. Hashable: the tables' caches are keyed by it."""
+    runs to ``max_tokens``; else its length is ``min(max(X, 1), max_tokens)``, ``X`` lognormal
+    (:mod:`cortexlang.laws`) with mean ``mean`` and coefficient of variation ``cv``. Hashable: the tables'
+    caches are keyed by it."""
 
     mean: int
     cv: float = OUTPUT_CV
@@ -351,18 +348,21 @@ def _law(mean_tokens: int | OutputLength) -> OutputLength:
 @lru_cache(maxsize=4096)
 def output_tokens_samples(mean_tokens: int | OutputLength, max_tokens: int) -> np.ndarray:
     """Planning output lengths (sorted; shared, read-only): the quantile function of the
-    :class:`OutputLength` law (a bare mean: Gamma(mean, OUTPUT_CV)) on the stratified design. With
-    ``runaway = p`` the law is a mixture whose quantile at level ``u`` is the Gamma's at ``u / (1 - p)``
-    (clipped) below ``1 - p`` and ``max_tokens`` above: the sorted Gamma samples are read at those
-    stretched levels (linear between order statistics)."""
+    :class:`OutputLength` law (a bare mean: that mean with :data:`OUTPUT_CV`), exactly, at the design's
+    strata; the stopped calls' family is :mod:`cortexlang.laws`' lognormal, the simulator's. With
+    ``runaway = p`` the law is a mixture whose quantile at level ``u`` is the stopped calls' at
+    ``u / (1 - p)`` below ``1 - p`` and ``max_tokens`` from there on. Clipped to ``[1, max_tokens]``."""
     law = _law(mean_tokens)
-    base = _unit_gamma(law.cv) * law.mean
-    if law.runaway > 0.0:
+    if law.runaway <= 0.0:
+        base = _unit_law(law.cv) * law.mean
+    else:
         strata, _ = _design()
         level = strata / (1.0 - law.runaway) if law.runaway < 1.0 else np.full(TABLE_SAMPLES, 2.0)
-        base = np.where(level < 1.0, _quantiles(base, level), float(max_tokens))
-    # At least one token, as the simulator draws: a Gamma of a large CV (shape 1/cv^2) puts much of its
-    # mass at sub-token lengths down to 1e-300, whose reciprocals overflow in the stall shock's arrays.
+        stopped = level < 1.0  # the strata ascend: the stopped calls are a prefix
+        base = np.full(TABLE_SAMPLES, float(max_tokens))
+        base[stopped] = laws.quantiles(float(law.mean), law.cv, level[stopped])
+    # At least one token, as the simulator draws (it rounds to whole tokens, at least one): a wide law
+    # puts mass at sub-token lengths, whose reciprocals would blow up in the stall shock's arrays.
     out = np.clip(base, 1.0, max_tokens)
     out.flags.writeable = False
     return out
@@ -916,13 +916,13 @@ def executor_service_table(service_s: float, cv: float, p_wait: float, mean_wait
     """Latency table of one executor call: the pool wait, the wait behind its own batch (by position), service."""
     _, pairing = _design()
     own = np.asarray(own_wait)[_positions(len(own_wait))]
-    return _table(_wait_samples(p_wait, mean_wait) + own + service_s * _unit_gamma(cv)[pairing])
+    return _table(_wait_samples(p_wait, mean_wait) + own + service_s * _unit_law(cv)[pairing])
 
 
 def executor_fanout_split(service_s: float, cv: float, p_wait: float, mean_wait: float,
                           own_wait: tuple[float, ...]) -> FanoutSplit:
     """The parts of :func:`executor_service_table` that :class:`FanoutSplit` keeps apart."""
-    return FanoutSplit(_table(_wait_samples(p_wait, mean_wait)), own_wait, _table(service_s * _unit_gamma(cv)))
+    return FanoutSplit(_table(_wait_samples(p_wait, mean_wait)), own_wait, _table(service_s * _unit_law(cv)))
 
 
 # --------------------------------------------------------------------------- LLM stages
@@ -1276,6 +1276,6 @@ def stage_loads(visits: Mapping[str, float], rate_per_s: float, ca2: float,
 
 
 __all__ = [
-    "Candidate", "FanoutSplit", "StageCandidates", "fanout_splits", "StageLoad", "U_GRID", "OUTPUT_CV", "OutputLength", "output_length", "SHAPE_AGREEMENT_CV", "table_quantile",
+    "Candidate", "FanoutSplit", "StageCandidates", "fanout_splits", "StageLoad", "U_GRID", "OUTPUT_CV", "OutputLength", "output_length", "table_quantile",
     "llm_candidates", "executor_candidates", "latency_cap", "standalone_table", "stage_candidates", "prune_dominated", "stage_loads",
 ]

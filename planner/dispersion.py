@@ -107,6 +107,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from cortexlang.semantics import Semantics
 from planner.visits import VisitChain, branch_chain, branch_multiplicity
 
+from cortexlang.laws import raw_moment
 from planner.candidates import copies_prefill_index, output_length, output_tokens_moments
 
 if TYPE_CHECKING:
@@ -356,7 +357,7 @@ def executor_window(c: "Candidate", stage) -> float | None:
     drain = c.units * (1.0 - c.utilisation)
     if drain <= 0.0:
         return None
-    second = stage.service_s ** 2 * (1.0 + stage.service_cv ** 2)
+    second = raw_moment(stage.service_s, stage.service_cv, 2)
     return k * c.arrival_rate_per_s * second / drain ** 2
 
 

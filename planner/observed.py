@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cortexlang.ir import MAX_OUTPUT_CV, MIN_RATE_PER_S, TERMINALS, Edge, Graph, LLMStage, Program, Workflow
-from planner.candidates import OUTPUT_CV, SHAPE_AGREEMENT_CV
+from planner.candidates import OUTPUT_CV
 
 MIN_CALLS = 5
 FINISH_REASONS = ("stop", "length", "abort")
@@ -306,7 +306,7 @@ def _output_lengths(stage: LLMStage, calls: list[dict], sd: dict) -> list[Estima
     length), the mean and CV are those of the second's positive lengths (a cut call's own length is the cap,
     an aborted one's where it was cut off). A trace without known finish reasons gives the mean and CV of
     every call's length, applied only where the stage declares no runaways (its lengths would hold them). A
-    CV beyond :data:`~cortexlang.ir.MAX_OUTPUT_CV` (a heavier tail than the law's Gamma) is capped there."""
+    CV beyond :data:`~cortexlang.ir.MAX_OUTPUT_CV` (the language's bound) is capped there."""
     finished = [c for c in calls if c.get("finish_reason") in FINISH_REASONS]
     estimates = []
     if finished:
@@ -333,9 +333,7 @@ def _output_lengths(stage: LLMStage, calls: list[dict], sd: dict) -> list[Estima
         which = "call that stopped" if finished else "call"
         estimates.append(Estimate(f"{stage.name}: output tokens per {which}", stage.output_tokens, mean,
                                   len(stopped), "tokens", apply))
-        note = (f"capped at {MAX_OUTPUT_CV:g} in the plan" if cv > MAX_OUTPUT_CV else
-                f"beyond {SHAPE_AGREEMENT_CV:g} the planner's and the simulator's shapes differ" if cv > SHAPE_AGREEMENT_CV
-                else "")
+        note = f"capped at {MAX_OUTPUT_CV:g} in the plan" if cv > MAX_OUTPUT_CV else ""
         if blind:
             note = "no finish reasons: cannot tell the declared runaways apart; not applied"
         estimates.append(Estimate(f"{stage.name}: output length CV", declared_cv, cv, len(stopped), "", apply, note))

@@ -22,12 +22,13 @@ Bursty arrivals (``ca2 > 1``) change the probability of waiting too, not only th
 those who wait: the number of busy servers is about normal with mean ``a`` and variance
 ``z a``, where ``z`` is the arrivals' *peakedness* on the pool (the G/GI/inf heavy-traffic
 variance ``lam S + lam (ca2 - 1) E[min(S1, S2)]``, :func:`peakedness`: ``z = ca2`` for a
-deterministic service, ``(1 + ca2) / 2`` for an exponential one). Erlang C of ``c / z`` servers
+deterministic service, ``1 + 0.56 (ca2 - 1)`` for a lognormal one of CV 1, the declared laws'
+family: :mod:`cortexlang.laws`). Erlang C of ``c / z`` servers
 at the same utilisation has that spread in units of ``z`` servers (the Halfin–Whitt parameter
 ``(c - a) / sqrt(z a)``), so ``C_z = C(c / z, a / z)`` (:func:`scaled_erlang_c`), and
-``Wq = C_z / (c / S - lam) * (ca2 + cs2) / 2``. Against a G/G/c simulation (gamma arrivals and
-service, ``tests/planner/test_queueing.py``): at ``c = 60``, ``rho = 0.75``, ``ca2 = 3`` it waits
-with probability 0.125, ``C_z`` says 0.128 and Erlang C 0.021; the mean wait is within 15% of the
+``Wq = C_z / (c / S - lam) * (ca2 + cs2) / 2``. Against a G/G/c simulation (gamma arrivals,
+lognormal service, ``tests/planner/test_queueing.py``): at ``c = 60``, ``rho = 0.75``, ``ca2 = 3`` it
+waits with probability 0.130, ``C_z`` says 0.129 and Erlang C 0.021; the mean wait is within 15% of the
 simulated one in every case tried (``c`` 8-60, ``ca2`` 0.3-5), Erlang C's 2-6x low for ``ca2 >= 3``.
 It matters for LLM pools (``c = replicas x max_num_seqs`` slots: Erlang C is tiny there at any
 ``ca2``) fed by the bursty departures of the pools upstream (:mod:`planner.dispersion`).
@@ -103,6 +104,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from cortexlang.laws import min_pair_share
 from planner.profiles import LatencyProfile
 
 
@@ -166,19 +168,10 @@ class Wait:
         return self.p_wait * self.mean_if_waiting
 
 
-def min_pair_share(cs2: float) -> float:
-    """``E[min(S1, S2)] / E[S]`` for two independent service times of squared CV ``cs2`` (gamma):
-    ``1 - Gini = 1 - Gamma(k + 1/2) / (sqrt(pi) Gamma(k + 1))`` with shape ``k = 1 / cs2``;
-    1 for a deterministic service, 1/2 for an exponential one."""
-    if cs2 <= 1e-9:
-        return 1.0
-    k = 1.0 / cs2
-    return 1.0 - math.exp(math.lgamma(k + 0.5) - math.lgamma(k + 1.0)) / math.sqrt(math.pi)
-
-
 def peakedness(ca2: float, cs2: float) -> float:
     """Variance / mean of the number of busy servers of a G/GI/inf queue with arrivals of squared CV
-    (index of dispersion) ``ca2``: ``1 + (ca2 - 1) E[min(S1, S2)] / E[S]`` (the infinite-server
+    (index of dispersion) ``ca2``: ``1 + (ca2 - 1) E[min(S1, S2)] / E[S]`` (service times of the
+    declared laws' family, :func:`cortexlang.laws.min_pair_share`; the infinite-server
     heavy-traffic variance ``lam E[S] + lam (ca2 - 1) int G^c(u)^2 du``, and ``int G^c(u)^2 du =
     E[min(S1, S2)]``); 1 for Poisson arrivals. At least a small positive floor."""
     return max(1.0 + (ca2 - 1.0) * min_pair_share(cs2), 0.05)

@@ -11,9 +11,9 @@ and the ``i``-th retry first waits ``backoff 2^(i-1)``, so with
     E[T]   = sum_k p_k (k mu + B_k)
     E[T^2] = sum_k p_k (k sigma^2 + (k mu + B_k)^2)
 
-The planner's executor model takes ``T`` as Gamma with these two moments (the
-simulator samples attempts, ranges and backoffs exactly: it is the
-independent check).
+The planner's executor model takes ``T`` of these two moments in the declared laws'
+family (:mod:`cortexlang.laws`: lognormal; the simulator samples attempts, ranges and
+backoffs exactly: it is the independent check).
 """
 
 from __future__ import annotations

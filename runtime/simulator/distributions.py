@@ -2,7 +2,8 @@
 
 Both families are moment-matched to a mean ``m`` and coefficient of variation ``cv``:
 
-* lognormal: ``sigma^2 = ln(1 + cv^2)``, ``mu = ln(m) - sigma^2 / 2``;
+* lognormal: ``sigma^2 = ln(1 + cv^2)``, ``mu = ln(m) - sigma^2 / 2`` (:func:`cortexlang.laws.log_params`:
+  the family of every law a program declares by a mean and a CV, which the planner reads too);
 * gamma: shape ``k = 1 / cv^2``, scale ``theta = m * cv^2`` (``cv = 1`` is the
   exponential distribution, which the M/M/c checks rely on).
 
@@ -16,6 +17,7 @@ import math
 import random
 from typing import Literal
 
+from cortexlang.laws import log_params
 from runtime.simulator.mt import MersenneTwister
 
 try:
@@ -57,9 +59,9 @@ def sample(rng: random.Random, mean: float, cv: float, family: Family = "gamma")
         return 0.0
     if cv <= 0.0:
         return mean
-    if family == "lognormal":
-        s2 = math.log1p(cv * cv)
-        return math.exp(normal(rng, math.log(mean) - s2 / 2.0, math.sqrt(s2)))  # = rng.lognormvariate
+    if family == "lognormal":  # the declared laws' family (cortexlang.laws)
+        mu, sigma = log_params(mean, cv)
+        return math.exp(normal(rng, mu, sigma))  # = rng.lognormvariate(mu, sigma)
     if family == "gamma":
         shape = 1.0 / (cv * cv)
         return rng.gammavariate(shape, mean / shape)

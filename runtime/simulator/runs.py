@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Sequence
 from statistics import NormalDist
 
 from cortexlang.ir import LLMStage
+from cortexlang.laws import log_params
 from cortexlang.semantics import Semantics, join_waits_for_all
 from runtime.simulator.calls import OVERLONG, Call, new_call
 from runtime.simulator.distributions import _COMPILED, NV_MAGICCONST, run_rng, sample
@@ -111,8 +112,8 @@ def _token_params(mean: int, cv: float, low: int, high: int | None, runaway: flo
         return (0.0, -1.0, low, high, runaway)
     if cv <= 0.0:
         return (float(mean), None, low, high, runaway)
-    s2 = math.log1p(cv * cv)
-    return (math.log(float(mean)) - s2 / 2.0, math.sqrt(s2), low, high, runaway)
+    mu, sigma = log_params(float(mean), cv)  # the declared laws' family (cortexlang.laws), once per stage
+    return (mu, sigma, low, high, runaway)
 
 
 _STD_NORMAL = NormalDist()
@@ -199,7 +200,8 @@ def _lognormal(rng: Generator, mu: float, sigma: float) -> float:
 def _sample(rng: Generator, mean: float, cv: float, family: str) -> float:
     """:func:`~runtime.simulator.distributions.sample` on a run's generator, its lognormal case
     (``exp(normal(log(mean) - s2 / 2, sqrt(s2)))``, ``s2 = log1p(cv^2)``) written out: the same
-    operations in the same order, so the same value."""
+    operations in the same order as :func:`cortexlang.laws.log_params`, so the same value (a service
+    draw is on the walk's hot path: no Python call per draw; ``tests/cortexlang/test_laws.py``)."""
     if family == "lognormal" and mean > 0.0 and cv > 0.0:
         s2 = math.log1p(cv * cv)
         return _lognormal(rng, math.log(mean) - s2 / 2.0, math.sqrt(s2))

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cortexlang.ir import LLMStage, Program
+from cortexlang.laws import FAMILY
 from planner.profiles import LatencyProfile
 from runtime.policies.base import (
     Adaptation, CallView, Policy, ReplicaView, StageLoad, least_backlog_route, uses_method,
@@ -68,7 +69,8 @@ class SimConfig:
     """Deadline = arrival + slo_scale x the run's standalone latency (None: the IR's SLO, if any)."""
     warmup_fraction: float = 0.1
     token_cv: float = 0.3
-    service_family: str = "lognormal"
+    service_family: str = FAMILY
+    """SQL/tool service times' family: the declared laws' (:mod:`cortexlang.laws`, lognormal), or "gamma"."""
     block_tokens: int = 16
     max_batched_tokens: int = 8192
     kv_sample_s: float | None = None

@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 
+from cortexlang import laws
 from cortexlang.ir import ToolStage
 from planner.candidates import StageLoad, executor_candidates
 from planner.profiles import get_profile
 from planner.queueing import (
-    BatchWait, batch_wait, erlang_c, llm_batch_point, mgc_wait, min_pair_share, peakedness, scaled_erlang_c,
+    BatchWait, batch_wait, erlang_c, llm_batch_point, mgc_wait, peakedness, scaled_erlang_c,
 )
 from planner.synthetic import gpu_inventory
 
@@ -43,19 +44,12 @@ def test_allen_cunneen_reduces_to_mm1_and_scales_with_variability() -> None:
     assert mgc_wait(2, 2.0, 1.0, 1.0) is None
 
 
-def test_min_pair_share_limits_and_gamma_draws() -> None:
-    assert min_pair_share(0.0) == 1.0  # deterministic: min(S1, S2) = S
-    assert min_pair_share(1.0) == pytest.approx(0.5)  # exponential: min of two is Exp(2 / S)
-    rng = np.random.default_rng(3)
-    for cs2 in (0.1, 0.3, 2.0):
-        s = rng.gamma(1.0 / cs2, cs2, (2, 400_000))
-        assert min_pair_share(cs2) == pytest.approx(float(np.minimum(s[0], s[1]).mean()), rel=0.01)
-
-
 def test_peakedness_is_one_for_poisson_and_grows_with_the_arrivals_dispersion() -> None:
     assert peakedness(1.0, 0.3) == 1.0
     assert peakedness(3.0, 0.0) == pytest.approx(3.0)  # deterministic service: the arrivals' own index
-    assert peakedness(3.0, 1.0) == pytest.approx(2.0)  # exponential: (1 + ca2) / 2
+    # service of the declared laws' family (lognormal), CV 1: 1 + (ca2 - 1) E[min(S1, S2)] / E[S], the
+    # minimum's share erfc(sigma / 2) with sigma^2 = ln 2 (0.556; an exponential's would be 1/2)
+    assert peakedness(3.0, 1.0) == pytest.approx(1.0 + 2.0 * math.erfc(math.sqrt(math.log(2.0)) / 2.0))
     assert peakedness(0.2, 0.2) < 1.0 < peakedness(2.0, 0.2) < peakedness(4.0, 0.2)
 
 
@@ -66,12 +60,12 @@ def test_scaled_erlang_c_is_erlang_c_for_poisson_and_continuous_in_z() -> None:
     assert max(b - a for a, b in zip(ps, ps[1:])) < 0.02  # no jumps between integer c / z
 
 
-def _gg_c_waits(c: int, rho: float, ca2: float, cs2: float, n: int = 60_000, seed: int = 1) -> np.ndarray:
-    """Waits in a FCFS c-server queue, gamma inter-arrivals (squared CV ``ca2``), gamma service
-    (mean 1, squared CV ``cs2``)."""
+def _gg_c_waits(c: int, rho: float, ca2: float, cs2: float, n: int = 200_000, seed: int = 1) -> np.ndarray:
+    """Waits in a FCFS c-server queue, gamma inter-arrivals (squared CV ``ca2``), service of the declared
+    laws' family (lognormal, mean 1, squared CV ``cs2``: what the planner assumes of it)."""
     rng = np.random.default_rng(seed)
     arrivals = np.cumsum(rng.gamma(1.0 / ca2, ca2 / (rho * c), n))
-    service = rng.gamma(1.0 / cs2, cs2, n)
+    service = rng.lognormal(*laws.log_params(1.0, math.sqrt(cs2)), n)
     free = [0.0] * c
     waits = np.empty(n)
     for i, t in enumerate(arrivals):
