@@ -111,7 +111,8 @@ def window_correlation(tau: float, t1: np.ndarray | float, t2: np.ndarray | floa
         small = x < 1e-4
         xs = np.where(small, 1.0, x)
         direct = -np.expm1(-xs) / np.sqrt(2.0 * (xs + np.expm1(-xs)))
-        series = (1.0 - x / 2.0) / np.sqrt(1.0 - x / 3.0)
+        xt = np.where(small, x, 0.0)
+        series = (1.0 - xt / 2.0) / np.sqrt(1.0 - xt / 3.0)
         return np.where(small, series, direct)
 
     return np.exp(-np.maximum(gap, 0.0) / tau) * rise(np.maximum(t1, 0.0) / tau) * rise(np.maximum(t2, 0.0) / tau)
