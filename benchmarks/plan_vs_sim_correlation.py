@@ -129,10 +129,15 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--runs", type=int, default=5000)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--fanouts", action="store_true",
+                    help="also the cases with a fan-out, their top-level visits only (the branches' calls left out: "
+                         "the p99 columns are then of the sum of those visits, not of the run)")
+    ap.add_argument("--only", default="", help="comma-separated case names (default: all)")
     args = ap.parse_args()
+    only = {c for c in args.only.split(",") if c}
     rows = []
     for name, program in cases(args.random, args.first_seed):
-        if any(wf.fanouts for wf in program.workflows):
+        if (only and name not in only) or (any(wf.fanouts for wf in program.workflows) and not args.fanouts):
             continue
         with _FinalModels() as final:
             plan = plan_and_verify(program, runs=args.runs, feedback_rounds=0)
@@ -145,7 +150,8 @@ def main() -> None:
             first_seen: dict[int, float] = {}
             for c in res.calls:
                 first_seen[c[0]] = min(first_seen.get(c[0], c[5]), c[5])
-            visits = [(c[0], c[2], c[5], c[7]) for c in res.calls if first_seen[c[0]] >= start]
+            branch = set(next(w for w in program.workflows if w.name == wp.workflow).branch_owner())
+            visits = [(c[0], c[2], c[5], c[7]) for c in res.calls if first_seen[c[0]] >= start and c[2] not in branch]
             d = decompose(visits, np.random.default_rng(0))
             m, assign = models[wp.workflow]
             d["planner_rho"] = planner_rho(m.paths, {s: m.stages[s].candidates[i] for s, i in assign.items()})

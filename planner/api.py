@@ -128,9 +128,9 @@ def _at_least(got: Mapping[str, float], base: Mapping[str, float]) -> bool:
 
 
 def _same_congestion(a: Congestion | None, b: Congestion | None) -> bool:
-    """Whether two congestions correlate the same stages alike (their pools, shares and relaxation
-    times; the clocks' node means, read off whichever paths, may differ by sampling)."""
-    return (a.stages if a is not None else None) == (b.stages if b is not None else None)
+    """Whether two congestions correlate the same stages alike (their pools, shares, relaxation times
+    and replicas; the clocks' node means, read off whichever paths, may differ by sampling)."""
+    return ((a.stages, a.replicas) if a is not None else None) == ((b.stages, b.replicas) if b is not None else None)
 
 
 def _settled(got: Mapping[str, float], used: Mapping[str, float]) -> bool:

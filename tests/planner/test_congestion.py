@@ -177,3 +177,17 @@ def test_the_plan_meets_its_slo_on_the_paths_it_prints() -> None:
     assert isinstance(blind, Plan)
     assert blind.cost_per_hour < plan.cost_per_hour
 
+
+
+def test_replicas_spread_the_congestion() -> None:
+    """An LLM pool of ``R`` replicas: the next visit meets the same replica with probability ``1 / R``,
+    so consecutive visits correlate ``phi / R``."""
+    n = 40_000
+    rng = np.random.default_rng(6)
+    congestion = Congestion((("a", "P", 1.0, 2.0),), (("a", 1.0),), replicas=(("P", 3),))
+    node_runs = {"a": np.repeat(np.arange(n), 2)}
+    node_steps = {"a": np.tile(np.array([0, 1]), n)}
+    out = correlate(congestion, {"a": rng.random(2 * n)}, node_runs, node_steps, np.random.default_rng(7))
+    z = _scores(out["a"]).reshape(n, 2)
+    expected = float(window_correlation(2.0, 1.0, 1.0, 0.0)) / 3
+    assert np.corrcoef(z[:, 0], z[:, 1])[0, 1] == pytest.approx(expected, abs=0.015)
