@@ -50,22 +50,30 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 
 def consecutive_rank_correlation(run_index: np.ndarray, order_key: np.ndarray, stages: np.ndarray,
-                                 latency: np.ndarray) -> float:
+                                 latency: np.ndarray, pool_of: dict[str, str] | None = None) -> float:
     """Spearman correlation of consecutive visits' latencies within a run: each visit read as its
     percentile among its own stage's visits (so that stages of different scales -- a 30 ms SQL call
     after a 3 s LLM call -- do not read as anti-correlated), the visits of a run ordered by
-    ``order_key`` (enqueue time, or step on the path)."""
+    ``order_key`` (enqueue time, or step on the path). With ``pool_of`` (stage -> pool): a run's
+    consecutive visits to the same pool (the visits to other pools between them skipped), every pool's
+    pairs pooled -- what :mod:`planner.congestion` models."""
     percentile = np.empty_like(latency)
     for stage in np.unique(stages):
         at = np.flatnonzero(stages == stage)
         percentile[at] = _ranks(latency[at]) / max(at.size - 1, 1)
+    if pool_of is not None:
+        pool_index = np.unique(np.array([pool_of.get(s, s) for s in stages]), return_inverse=True)[1]
+        order = np.lexsort((order_key, run_index, pool_index))
+        same_run = (run_index[order][1:] == run_index[order][:-1]) & (pool_index[order][1:] == pool_index[order][:-1])
+        first, second = percentile[order][:-1][same_run], percentile[order][1:][same_run]
+        return float(np.corrcoef(_ranks(first), _ranks(second))[0, 1]) if first.size > 2 else float("nan")
     order = np.lexsort((order_key, run_index))
     same_run = run_index[order][1:] == run_index[order][:-1]
     first, second = percentile[order][:-1][same_run], percentile[order][1:][same_run]
     return float(np.corrcoef(_ranks(first), _ranks(second))[0, 1]) if first.size > 2 else float("nan")
 
 
-def planner_rho(paths, chosen) -> float:
+def planner_rho(paths, chosen, pool_of: dict[str, str] | None = None) -> float:
     """:func:`consecutive_rank_correlation` of the planner's sampled runs (top-level stage visits,
     each at its table's value) for the pools ``chosen``."""
     tables = {s: c.table for s, c in chosen.items()}
@@ -78,7 +86,7 @@ def planner_rho(paths, chosen) -> float:
         stages.append(np.full(v.runs.size, s, dtype=object))
         latency.append(v.values(tables[s]))
     return consecutive_rank_correlation(np.concatenate(runs), np.concatenate(steps), np.concatenate(stages),
-                                        np.concatenate(latency))
+                                        np.concatenate(latency), pool_of)
 
 
 class _FinalModels:
@@ -103,7 +111,8 @@ class _FinalModels:
         planner_api.Planner._assemble = self._assemble
 
 
-def decompose(visits: list[tuple[int, str, float, float]], rng: np.random.Generator) -> dict[str, float]:
+def decompose(visits: list[tuple[int, str, float, float]], rng: np.random.Generator,
+              pool_of: dict[str, str] | None = None) -> dict[str, float]:
     """``visits``: (run, stage, enqueue, end) of every recorded call after the warm-up. Returns the
     coupled and shuffled end-to-end p99 (sum of each run's visits) and the mean rank correlation of
     consecutive visits' latencies within a run."""
@@ -120,7 +129,9 @@ def decompose(visits: list[tuple[int, str, float, float]], rng: np.random.Genera
             shuffled[at] = latency[rng.permutation(at)]
         p99s.append(float(np.quantile(np.bincount(run_index, weights=shuffled), 0.99)))
     rho = consecutive_rank_correlation(run_index, np.array([v[2] for v in visits]), stages, latency)
-    return {"coupled": float(np.quantile(coupled, 0.99)), "shuffled": float(np.median(p99s)), "rho": rho}
+    pool_rho = consecutive_rank_correlation(run_index, np.array([v[2] for v in visits]), stages, latency,
+                                            pool_of or {})
+    return {"coupled": float(np.quantile(coupled, 0.99)), "shuffled": float(np.median(p99s)), "rho": rho, "pool_rho": pool_rho}
 
 
 def main() -> None:
@@ -152,13 +163,17 @@ def main() -> None:
                 first_seen[c[0]] = min(first_seen.get(c[0], c[5]), c[5])
             branch = set(next(w for w in program.workflows if w.name == wp.workflow).branch_owner())
             visits = [(c[0], c[2], c[5], c[7]) for c in res.calls if first_seen[c[0]] >= start and c[2] not in branch]
-            d = decompose(visits, np.random.default_rng(0))
             m, assign = models[wp.workflow]
-            d["planner_rho"] = planner_rho(m.paths, {s: m.stages[s].candidates[i] for s, i in assign.items()})
+            chosen = {s: m.stages[s].candidates[i] for s, i in assign.items()}
+            pool_of = {s: c.group or s for s, c in chosen.items()}
+            d = decompose(visits, np.random.default_rng(0), pool_of)
+            d["planner_rho"] = planner_rho(m.paths, chosen)
+            d["planner_pool_rho"] = planner_rho(m.paths, chosen, pool_of)
             label = name if len(plan.workflows) == 1 else f"{name}/{wp.workflow}"
             rows.append((label, wp.latency.p99, d))
             print(f"{label}: planner {wp.latency.p99:.2f}s coupled {d['coupled']:.2f}s shuffled {d['shuffled']:.2f}s "
-                  f"rho {d['rho']:.2f} planner rho {d['planner_rho']:.2f}", flush=True)
+                  f"rho {d['rho']:.2f} planner rho {d['planner_rho']:.2f} same pool {d['pool_rho']:.2f} "
+                  f"planner {d['planner_pool_rho']:.2f}", flush=True)
     lines = ["# Plan vs simulation: marginals or correlation? (simulated)", "",
              f"`benchmarks/plan_vs_sim_correlation.py --random {args.random} --runs {args.runs}"
              + (f" --first-seed {args.first_seed}" if args.first_seed else "") + "`: cases without a fan-out; "
@@ -166,12 +181,13 @@ def main() -> None:
              "of the simulated time). See the module docstring for the method.", "",
              "| case | planner p99 | simulated p99 (coupled) | shuffled p99 (independent visits) | "
              "planner / shuffled | coupled / shuffled | coupled / planner | consecutive visits' rank corr. "
-             "(simulated) | (planner) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "(simulated) | (planner) | consecutive visits to one pool: rank corr. (simulated) | (planner) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, planned, d in rows:
         lines.append(f"| {label} | {planned:.2f}s | {d['coupled']:.2f}s | {d['shuffled']:.2f}s | "
                      f"{planned / d['shuffled']:.2f} | {d['coupled'] / d['shuffled']:.2f} | "
-                     f"{d['coupled'] / planned:.2f} | {d['rho']:.2f} | {d['planner_rho']:.2f} |")
+                     f"{d['coupled'] / planned:.2f} | {d['rho']:.2f} | {d['planner_rho']:.2f} | "
+                     f"{d['pool_rho']:.2f} | {d['planner_pool_rho']:.2f} |")
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)
