@@ -191,3 +191,13 @@ def test_replicas_spread_the_congestion() -> None:
     z = _scores(out["a"]).reshape(n, 2)
     expected = float(window_correlation(2.0, 1.0, 1.0, 0.0)) / 3
     assert np.corrcoef(z[:, 0], z[:, 1])[0, 1] == pytest.approx(expected, abs=0.015)
+
+
+def test_the_vectorised_normal_functions() -> None:
+    from planner.congestion import _cdf, _scores
+
+    u = np.concatenate([np.linspace(1e-9, 1 - 1e-9, 20_001), [1e-12, 0.02425, 0.97575, 1 - 1e-12]])
+    exact = np.array([_N.inv_cdf(v) for v in u])
+    assert np.max(np.abs(_scores(u) - exact) / np.maximum(np.abs(exact), 1e-3)) < 1e-8
+    x = np.linspace(-8, 8, 16_001)
+    assert np.max(np.abs(_cdf(x) - np.array([_N.cdf(v) for v in x]))) < 1e-7
