@@ -296,7 +296,8 @@ def correlate(congestion: Congestion, uniforms: Mapping[str, np.ndarray], node_r
     all_runs = np.concatenate([np.zeros(0, dtype=np.int64)] + [node_runs[k] for k in names])
     all_steps = np.concatenate([np.zeros(0, dtype=np.int64)] + [node_steps[k] for k in names])
     length = np.concatenate([np.zeros(0)] + [np.full(node_runs[k].size, means.get(k, 0.0)) for k in names])
-    order = np.lexsort((all_steps, all_runs))
+    span = int(all_steps.max()) + 1 if all_steps.size else 1
+    order = np.argsort(all_runs * span + all_steps)  # (run, step): a run makes one visit per step
     ends = np.cumsum(length[order])
     starts_sorted = ends - length[order]
     first = np.ones(order.size, dtype=bool)
@@ -320,7 +321,7 @@ def correlate(congestion: Congestion, uniforms: Mapping[str, np.ndarray], node_r
         t0 = np.concatenate([start[offsets[s]: offsets[s] + node_runs[s].size] for s in members])
         length_of = np.concatenate([np.full(node_runs[s].size, means.get(s, 0.0)) for s in members])
         share = np.concatenate([np.full(node_runs[s].size, term[s][1]) for s in members])
-        at = np.lexsort((st, r))
+        at = np.argsort(r * span + st)
         r, t0, length_of = r[at], t0[at], length_of[at]
         same = np.zeros(at.size, dtype=bool)
         same[1:] = r[1:] == r[:-1]
