@@ -176,8 +176,11 @@ def main() -> None:
                   f"planner {d['planner_pool_rho']:.2f}", flush=True)
     lines = ["# Plan vs simulation: marginals or correlation? (simulated)", "",
              f"`benchmarks/plan_vs_sim_correlation.py --random {args.random} --runs {args.runs}"
-             + (f" --first-seed {args.first_seed}" if args.first_seed else "") + "`: cases without a fan-out; "
-             "FCFS; the final plan simulated on seed 97 with call records (runs started after the first tenth "
+             + (f" --first-seed {args.first_seed}" if args.first_seed else "") + (" --fanouts" if args.fanouts else "")
+             + "`: " + ("every case; in the fan-out cases (+fanout) the visits are the top-level ones only (the "
+                        "branches' calls left out): their simulated and shuffled p99 are of the sum of those visits, "
+                        "not comparable with the planner's run p99; " if args.fanouts else "cases without a fan-out; ")
+             + "FCFS; the final plan simulated on seed 97 with call records (runs started after the first tenth "
              "of the simulated time). See the module docstring for the method.", "",
              "| case | planner p99 | simulated p99 (coupled) | shuffled p99 (independent visits) | "
              "planner / shuffled | coupled / shuffled | coupled / planner | consecutive visits' rank corr. "
