@@ -42,6 +42,14 @@ same Gaussian copula the simulator draws the output lengths with
 output length's: the length is what varies most in a call's latency. Each visit's marginal stays
 uniform, and the ``u`` are still fixed per visit, so the monotonicity above holds.
 
+Congestion met again (:mod:`planner.congestion`): a run's top-level visits to one pool share the
+pool's congestion -- each visit's uniform (after the alike transform above) becomes
+``Phi(sqrt(a) X_k + sqrt(1 - a) Phi^-1(u))``, ``a`` the congestion's share of the visit's variance and
+``X_k`` the run's latent congestion at its ``k``-th visit to the pool, an AR(1) chain from a fourth
+stream. It depends on the pools chosen, so :func:`sample_paths` takes it as given (``congestion``)
+and the planner redraws the paths with the congestion of its choice (``Planner._congestion_pass``):
+within one sample the ``u`` stay fixed per visit and the monotonicity above holds.
+
 Runs ending at ``fail`` count with their latency (an exhausted retry loop is
 a slow answer, not a missing one); ``P(done)`` is reported separately.
 
