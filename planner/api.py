@@ -44,6 +44,7 @@ from planner.candidates import (
     standalone_table,
 )
 from planner.colocation import Layout, declared_blocks, group_candidates, with_layout
+from planner.congestion import Congestion, congestion_for
 from planner.dispersion import plan_dispersion
 from planner.latency import (DEFAULT_SAMPLES, MAX_BRANCH_COPIES, PathSample, attainment, distribution, sample_paths,
                              widest_branch_copies)
@@ -92,6 +93,10 @@ BURST_ROUNDS = 1
 """Most re-solves with the arrivals' dispersion of the previous choice (:meth:`Planner._second_pass`).
 Three gave the same plans on both random sets of ``benchmarks/plan_vs_sim.py`` (seeds 0 and 30) and
 took 1.6x the planning time on ``benchmarks/plan_bench.py``'s ten binding 20-stage workflows."""
+CONGESTION_ROUNDS = 1
+"""Most re-draws of the paths with the congestion of the previous choice (:meth:`Planner._congestion_pass`).
+Two cost ``benchmarks/plan_bench.py``'s ten binding 20-stage workflows a second re-solve (+2 s CPU) for a
+plan $0.10/h cheaper (of $1,139/h)."""
 BURST_TOLERANCE = 0.05
 """Dispersions within this (relative, and of 1) count as equal: the pools need no resizing."""
 BURST_GRID = 0.02
@@ -124,6 +129,12 @@ def _at_least(got: Mapping[str, float], base: Mapping[str, float]) -> bool:
     return all(got.get(s, 1.0) >= base.get(s, 1.0) * (1.0 - BURST_TOLERANCE) for s in set(got) | set(base))
 
 
+def _same_congestion(a: Congestion | None, b: Congestion | None) -> bool:
+    """Whether two congestions correlate the same stages alike (their pools, shares, relaxation times
+    and replicas; the clocks' node means, read off whichever paths, may differ by sampling)."""
+    return ((a.stages, a.replicas) if a is not None else None) == ((b.stages, b.replicas) if b is not None else None)
+
+
 def _settled(got: Mapping[str, float], used: Mapping[str, float]) -> bool:
     """True when every stage's dispersion ``got`` is within :data:`BURST_TOLERANCE` of ``used`` (1 if absent)."""
     return all(abs(got.get(s, 1.0) - used.get(s, 1.0)) <= BURST_TOLERANCE * max(got.get(s, 1.0), used.get(s, 1.0))
@@ -150,6 +161,8 @@ class WorkflowModel:
 
     standalone: np.ndarray | None = None
     """Per sampled run: its standalone latency (idle pools, fastest devices), same draws."""
+    congestion: Congestion | None = None
+    """The pools' congestion the paths' visits share (:mod:`planner.congestion`); None: independent visits."""
 
     def problem(self, relative: bool = False) -> WorkflowProblem:
         """The solver's view. ``relative``: the SLO as a scale of each run's standalone latency
@@ -169,9 +182,10 @@ def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: 
                 samples: int, seed: int, profile_dir: Path, unbounded: bool = False,
                 decode_stretch: float = DECODE_STRETCH, layout: Layout = "search",
                 disaggregate: bool = False, burst: Mapping[str, float] | None = None,
-                memo: dict | None = None) -> WorkflowModel:
+                memo: dict | None = None, congestion: Congestion | None = None) -> WorkflowModel:
     """The workflow's candidates and sampled paths under ``scenario``; ``burst``: per stage, the index
-    of dispersion its arrivals get from the pools upstream (:mod:`planner.dispersion`; 1 if absent).
+    of dispersion its arrivals get from the pools upstream (:mod:`planner.dispersion`; 1 if absent);
+    ``congestion``: the paths' visits to one pool share its congestion (:meth:`Planner._congestion_pass`).
 
     ``memo`` (one planning request's, see :meth:`Planner.model`) keeps what does not depend on
     ``burst`` -- the sampled paths, the standalone latencies -- and every stage's and shared block's
@@ -188,13 +202,23 @@ def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: 
     loads = stage_loads(visits, rate, ca2, {s: k for s, (_, k) in
                                             branch_multiplicity(workflow, scenario.fanout_width).items()}, burst)
     layout_key = ("layout", scenario_key, tuple(sorted(loads.items())), unbounded, decode_stretch, disaggregate, layout)
+    paths_key = ("paths", scenario_key, samples, seed) + ((congestion,) if congestion is not None else ())
     stages = memo.get(layout_key)
-    if stages is not None:  # every stage's and block's candidates for these loads, laid out: nothing to rebuild
-        paths, alone = memo[("paths", scenario_key, samples, seed)]
-        return WorkflowModel(workflow, scenario, rate, ca2, chain, visits, paths, dict(stages), loads, alone)
-    stages = {}
+    if stages is not None and paths_key in memo:  # every stage's and block's candidates, laid out: nothing to rebuild
+        paths, alone = memo[paths_key]
+        return WorkflowModel(workflow, scenario, rate, ca2, chain, visits, paths, dict(stages), loads, alone,
+                             congestion)
     sem = Semantics(workflow, chain.loop_budget, scenario.fanout_width)
     planned = {st.name: st if isinstance(st, LLMStage) else planned_stage(sem, st) for st in workflow.stages}
+    if paths_key not in memo:
+        paths = sample_paths(chain, samples, seed, scenario.fanout_width, congestion)
+        memo[paths_key] = paths, paths.run_latency({st.name: standalone_table(program, st, inventory, profile_dir)
+                                                    for st in planned.values()})
+    paths, alone = memo[paths_key]
+    if stages is not None:
+        return WorkflowModel(workflow, scenario, rate, ca2, chain, visits, paths, dict(stages), loads, alone,
+                             congestion)
+    stages = {}
     for st in planned.values():
         key = ("stage", scenario_key, st.name, loads[st.name], unbounded, decode_stretch, disaggregate)
         if key not in memo:
@@ -208,14 +232,8 @@ def build_model(program: Program, workflow: Workflow, scenario: Scenario, rate: 
                                   decode_stretch, memo)
         for s, cands in with_layout(workflow, dedicated, groups, layout).items():
             stages[s] = StageCandidates(s, cands, stages[s].problem if not cands else None, stages[s].needs)
-    key = ("paths", scenario_key, samples, seed)
-    if key not in memo:
-        paths = sample_paths(chain, samples, seed, scenario.fanout_width)
-        memo[key] = paths, paths.run_latency({st.name: standalone_table(program, st, inventory, profile_dir)
-                                              for st in planned.values()})
-    paths, alone = memo[key]
     memo[layout_key] = dict(stages)
-    return WorkflowModel(workflow, scenario, rate, ca2, chain, visits, paths, stages, loads, alone)
+    return WorkflowModel(workflow, scenario, rate, ca2, chain, visits, paths, stages, loads, alone, congestion)
 
 
 def inventory_limits(inventory: Inventory, unbounded: bool = False) -> dict[str, int]:
@@ -298,6 +316,8 @@ class Planner:
         """Per (workflow, scenario): the arrivals' dispersion the candidates are built with (:meth:`_second_pass`);
         a cache's request starts from its predecessor's."""
         self.cache = cache
+        self.congestion: dict[tuple[str, int], Congestion | None] = {}
+        """Per (workflow, scenario): the pools' congestion its paths' visits share (:meth:`_congestion_pass`)."""
         self.iterations = 0
 
     def scenario_index(self, m: WorkflowModel) -> int:
@@ -310,7 +330,8 @@ class Planner:
             self._models[key] = build_model(self.program, wf, self.scenarios[wf.name][k], self.rates[wf.name],
                                             self.inventory, self.samples, self.seed, self.profile_dir, unbounded,
                                             self.decode_stretch, self.layout, self.disaggregate,
-                                            self.burst.get((wf.name, k)), self._memo)
+                                            self.burst.get((wf.name, k)), self._memo,
+                                            None if unbounded else self.congestion.get((wf.name, k)))
         return self._models[key]
 
     def solve_at(self, models: Sequence[WorkflowModel], scale: float, unbounded: bool = False,
@@ -347,6 +368,7 @@ class Planner:
                 # preferred scenario may not, e.g. a fan-out width the inventory cannot absorb).
                 return explain.no_plan(self, models, result)
         models, result = self._second_pass(models, result, choice)
+        models, result = self._congestion_pass(models, result, choice)
         if self.cache is not None:
             self.cache.burst = dict(self.burst)
         scale = 1.0
@@ -411,6 +433,52 @@ class Planner:
                 return models, result
             models, result, used = again, second, bursts
         return models, result
+
+    def _congestion_pass(self, models: Sequence[WorkflowModel], result: SolveResult,
+                         choice: dict[str, int]) -> tuple[Sequence[WorkflowModel], SolveResult]:
+        """Correlate each run's visits to one pool by the congestion the chosen pools have.
+
+        Which stages share a pool, how congested it is and how far apart a run's visits come
+        (:mod:`planner.congestion`) depend on the pools chosen; within a solve the paths' draws must
+        not (the solver's cuts rely on a run's latency being monotone in each table for fixed draws).
+        So, as for the arrivals' dispersion (:meth:`_second_pass`), the congestion is derived from the
+        choice, the paths drawn again with it (every other draw the same) and the choice checked on
+        them: kept if it still meets every SLO, else the problem is solved again on the correlated
+        paths, at most :data:`CONGESTION_ROUNDS` times, until the choice's congestion is the one its
+        paths were drawn with. If a re-solve finds no plan, the previous round stands. Whatever is
+        returned, the plan's printed prediction and the SLO check the solver made use the same paths."""
+        for round_ in range(CONGESTION_ROUNDS + 1):
+            derived = {m.workflow.name: self._derived_congestion(m, assign)
+                       for m, assign in zip(models, result.assignments)}
+            if all(_same_congestion(derived[m.workflow.name], m.congestion) for m in models):
+                return models, result
+            if round_ == CONGESTION_ROUNDS:
+                break
+            before = {w.name: self.congestion.get((w.name, choice[w.name])) for w in self.workflows}
+            for w in self.workflows:
+                self.congestion[(w.name, choice[w.name])] = derived[w.name]
+                self._models.pop((w.name, choice[w.name], False), None)
+            again = [self.model(w, choice[w.name]) for w in self.workflows]
+            same = self._same_choice(models, again, result)
+            if same is not None:
+                models, result = again, same
+                continue
+            second = self.solve_at(again, 1.0) if all(m.problem_stage is None for m in again) else None
+            if second is None or second.assignments is None:
+                for m in models:
+                    name = m.workflow.name
+                    self.congestion[(name, choice[name])] = before[name]
+                    self._models[(name, choice[name], False)] = m
+                return models, result
+            models, result = again, second
+        return models, result
+
+    @staticmethod
+    def _derived_congestion(m: WorkflowModel, assign: Mapping[str, int]) -> Congestion | None:
+        """The congestion the pools ``assign`` picks from ``m`` cause (:func:`planner.congestion.congestion_for`)."""
+        chosen = {s: m.stages[s].candidates[i] for s, i in assign.items()}
+        sem = Semantics(m.workflow, m.chain.loop_budget, m.scenario.fanout_width)
+        return congestion_for(m.paths, m.workflow, sem, chosen, fanout_splits(chosen))
 
     def _bursts(self, models: Sequence[WorkflowModel], result: SolveResult) -> dict[str, dict[str, float]]:
         """Per workflow, the stages whose arrivals the chosen pools make burstier than 1 + tolerance."""

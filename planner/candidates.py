@@ -207,6 +207,14 @@ class Candidate:
     prefill_replicas: int = 0
     """Of ``units``, the replicas that only prefill (a prefill/decode-disaggregated pool,
     :mod:`planner.disaggregation`); 0: every replica runs both phases."""
+    own_args: tuple = field(default=(), repr=False)
+    """An LLM candidate's :func:`llm_service_table` arguments for the call's own work alone -- its
+    prefill and output at the mean iteration time, no wait, no batch spread, no stall -- the part of
+    its latency that is not the pool's state (:mod:`planner.congestion`); empty where not known."""
+    batch_stretch: float = 1.0
+    """An LLM pool's ``t / (t - N t'(N))`` at its operating point: the iteration time ``t`` over its part
+    that does not grow with the running count ``N`` (:func:`batch_stretch`); how much longer than a
+    stay the pool's batch takes to relax (:mod:`planner.congestion`). 1 for executor pools."""
 
     def quantile(self, q: float) -> float:
         return table_quantile(self.table, q)
@@ -1100,7 +1108,18 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
         prewarm=prewarm, max_num_seqs=max_num_seqs, kv_budget_tokens=kv_tokens,
         kv_gib=kv_tokens * spec.kv_bytes_per_token / GIB,
         kv_in_use_gib=replicas * in_use_tokens * spec.kv_bytes_per_token / GIB, latency_profile=profile,
+        own_args=(point.prefill_s, t_iter + point.per_seq_s, 0.0, 0.0, fixed.law, max_tokens, hedge),
+        batch_stretch=batch_stretch(t_iter, point.per_seq_s, point.batch),
     )
+
+
+def batch_stretch(t_iter: float, per_seq_s: float, batch: float) -> float:
+    """``t / (t - N t'(N))`` at ``N = batch + 1`` running sequences (the call and the mean batch of
+    others), with the iteration time ``t(N) = t_iter + per_seq_s (N - batch)`` of
+    :func:`llm_service_table`: ``(t_iter + per_seq_s) / (t_iter - per_seq_s batch)``; ``inf`` when the
+    iteration time has no part that stays fixed as the batch grows."""
+    fixed = t_iter - per_seq_s * batch
+    return (t_iter + per_seq_s) / fixed if fixed > 0.0 else math.inf
 
 
 def replica_range(make, limit: int, at_least: int = 0) -> tuple[list[Candidate], int | None]:

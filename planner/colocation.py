@@ -67,7 +67,7 @@ import numpy as np
 
 from cortexlang.ir import Inventory, LLMStage, ModelSpec, Program, Workflow
 from planner.candidates import (
-    copies_prefill_index,
+    batch_stretch, copies_prefill_index,
     DECODE_STRETCH, FLAT_IMPROVEMENT, MAX_NUM_SEQS, MAX_UTILISATION, UNBOUNDED,
     Candidate, Device, OutputLength,
     StageLoad, devices_of,
@@ -154,6 +154,17 @@ class SharedPoint:
     def tables(self) -> dict[str, np.ndarray]:
         """Every member stage's :meth:`table`."""
         return {s: self.table(s) for s in self.table_args}
+
+    def own_args(self, stage: str) -> tuple:
+        """:attr:`Candidate.own_args <planner.candidates.Candidate.own_args>` of one member: its table's
+        prefill and output at the mean iteration time (step plus one running sequence's share), alone."""
+        prefill, step, _, _, law, max_tokens, hedge, per_seq, *_ = self.table_args[stage]
+        return prefill, step + per_seq, 0.0, 0.0, law, max_tokens, hedge
+
+    def batch_stretch(self, stage: str) -> float:
+        """:func:`planner.candidates.batch_stretch` at one member's iteration time."""
+        _, step, _, _, _, _, _, per_seq, batch, *_ = self.table_args[stage]
+        return batch_stretch(step, per_seq, batch)
 
     def quantile_above(self, q: float, bound: float) -> bool:
         """Whether some member's ``q`` quantile exceeds ``bound``, building tables only until one does
@@ -399,7 +410,8 @@ def _block_range(spec: ModelSpec, profile: LatencyProfile, device: Device, stage
                 max_num_seqs=point.max_num_seqs, kv_budget_tokens=point.kv_budget_tokens,
                 kv_gib=point.kv_budget_tokens * spec.kv_bytes_per_token / GIB,
                 kv_in_use_gib=point.kv_in_use_tokens * spec.kv_bytes_per_token / GIB if lead else 0.0,
-                latency_profile=profile, group=key, group_stages=block))
+                latency_profile=profile, group=key, group_stages=block, own_args=point.own_args(m.stage.name),
+                batch_stretch=point.batch_stretch(m.stage.name)))
         out.append(cands)
     return out
 

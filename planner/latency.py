@@ -42,6 +42,14 @@ same Gaussian copula the simulator draws the output lengths with
 output length's: the length is what varies most in a call's latency. Each visit's marginal stays
 uniform, and the ``u`` are still fixed per visit, so the monotonicity above holds.
 
+Congestion met again (:mod:`planner.congestion`): a run's top-level visits to one pool share the
+pool's congestion -- each visit's uniform (after the alike transform above) becomes
+``Phi(sqrt(a) X_k + sqrt(1 - a) Phi^-1(u))``, ``a`` the congestion's share of the visit's variance and
+``X_k`` the run's latent congestion at its ``k``-th visit to the pool, an AR(1) chain from a fourth
+stream. It depends on the pools chosen, so :func:`sample_paths` takes it as given (``congestion``)
+and the planner redraws the paths with the congestion of its choice (``Planner._congestion_pass``):
+within one sample the ``u`` stay fixed per visit and the monotonicity above holds.
+
 Runs ending at ``fail`` count with their latency (an exhausted retry loop is
 a slow answer, not a missing one); ``P(done)`` is reported separately.
 
@@ -74,6 +82,7 @@ import numpy as np
 from cortexlang.ir import Workflow
 from cortexlang.semantics import Semantics, join_waits_for_all
 from planner.candidates import U_GRID, FanoutSplit
+from planner.congestion import Congestion, correlate
 from planner.plan import LatencyDistribution
 from planner.visits import VisitChain, branch_chain
 
@@ -193,6 +202,9 @@ class GraphSample:
     """Per stage its visits; :class:`BranchVisits` in a fan-out branch's sub-flow."""
     fanouts: dict[str, "FanoutVisits"]
     done: np.ndarray
+    steps: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per node, the step of the walk at which each visit came (in the order of its visits): the order
+    of an instance's visits (empty in a :func:`disjoint_union`)."""
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -330,9 +342,11 @@ class PathSample(GraphSample):
         return self.latency(tables, splits)
 
 
-def _walk(chain: VisitChain, n: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _walk(chain: VisitChain, n: int, rng: np.random.Generator
+          ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
     """Walk ``n`` instances through ``chain`` at once: per node, the instance of every visit
-    (sorted), and which instances reached ``done``."""
+    (sorted; an instance's visits in the order it made them) and the step of the walk it came at,
+    and which instances reached ``done``."""
     n_states = len(chain.states)
     width = max(len(s) for s in chain.succ)
     nxt = np.full((n_states, width), chain.fail_index, dtype=np.int64)
@@ -348,8 +362,10 @@ def _walk(chain: VisitChain, n: int, rng: np.random.Generator) -> tuple[dict[str
     state_node = np.array([node_id[node] for node, _ in chain.states], dtype=np.int64)
 
     runs_of_node: dict[int, list[np.ndarray]] = {k: [] for k in range(len(node_names))}
+    steps_of_node: dict[int, list[np.ndarray]] = {k: [] for k in range(len(node_names))}
     current = np.zeros(n, dtype=np.int64)
     alive = np.arange(n)
+    step = 0
     while alive.size:
         states = current[alive]
         nodes = state_node[states]
@@ -358,6 +374,7 @@ def _walk(chain: VisitChain, n: int, rng: np.random.Generator) -> tuple[dict[str
         for k in range(len(node_names)):
             if bounds[k + 1] > bounds[k]:
                 runs_of_node[k].append(alive[order[bounds[k]: bounds[k + 1]]])
+                steps_of_node[k].append(np.full(bounds[k + 1] - bounds[k], step, dtype=np.int64))
         u = rng.random(alive.size)
         rows = cum[states]
         choice = (u > rows[:, 0]).astype(np.int64)  # the CDF levels u passes, counted column by column
@@ -365,9 +382,14 @@ def _walk(chain: VisitChain, n: int, rng: np.random.Generator) -> tuple[dict[str
             choice += u > rows[:, j]
         current[alive] = nxt[states, choice]
         alive = alive[current[alive] < n_states]
-    visits = {name: np.sort(np.concatenate([np.zeros(0, dtype=np.int64), *runs_of_node[node_id[name]]]))
-              for name in node_names}
-    return visits, current == chain.done_index
+        step += 1
+    visits, steps = {}, {}
+    for name in node_names:
+        runs = np.concatenate([np.zeros(0, dtype=np.int64), *runs_of_node[node_id[name]]])
+        at = np.argsort(runs, kind="stable")  # (the same values as np.sort; each run's visits in step order)
+        visits[name] = runs[at]
+        steps[name] = np.concatenate([np.zeros(0, dtype=np.int64), *steps_of_node[node_id[name]]])[at]
+    return visits, steps, current == chain.done_index
 
 
 _NORMAL = NormalDist()
@@ -383,18 +405,22 @@ def correlated_uniforms(u: np.ndarray, z: np.ndarray, r: float) -> np.ndarray:
 
 def _sample_graph(chain: VisitChain, sem: Semantics, n: int, rng: np.random.Generator,
                   fanout_width: Mapping[str, int] | None, shared_rng: np.random.Generator | None = None,
-                  alike: Mapping[str, float] | None = None, latent_rng: np.random.Generator | None = None
+                  alike: Mapping[str, float] | None = None, latent_rng: np.random.Generator | None = None,
+                  congestion: Congestion | None = None, congestion_rng: np.random.Generator | None = None
                   ) -> GraphSample:
     """Walk ``n`` instances through ``chain``; every stage visit gets its own uniform ``u``;
     every fan-out visit draws its width and walks each branch slot's sub-flow (recursively), and
     per stage of its branches one shared uniform from ``shared_rng`` (the copies' common wait).
     ``alike``: stage -> ``output_correlation`` (> 0 only); their visits' ``u`` share each instance's
-    normal from ``latent_rng`` (module docstring)."""
+    normal from ``latent_rng`` (module docstring). ``congestion`` (top level only): the visits to one
+    pool share each run's latent congestion, drawn from ``congestion_rng``
+    (:func:`planner.congestion.correlate`); every other draw is as without it."""
     shared_rng = shared_rng if shared_rng is not None else np.random.default_rng(0)
     alike = alike or {}
     latent_rng = latent_rng if latent_rng is not None else np.random.default_rng(2)
-    visits, done = _walk(chain, n, rng)
+    visits, steps, done = _walk(chain, n, rng)
     stage_visits: dict[str, Visits] = {}
+    drawn: dict[str, np.ndarray] = {}  # with ``congestion``: the stages' uniforms, made Visits at the end
     fanouts: dict[str, FanoutVisits] = {}
     latent = latent_rng.standard_normal(n) if any(s in alike for s in visits) else None
     for name, runs in visits.items():
@@ -402,7 +428,10 @@ def _sample_graph(chain: VisitChain, sem: Semantics, n: int, rng: np.random.Gene
             u = rng.random(runs.size)
             if latent is not None and name in alike:
                 u = correlated_uniforms(u, latent[runs], alike[name])
-            stage_visits[name] = Visits(runs, *_grid_position(u))
+            if congestion is not None:
+                drawn[name] = u
+            else:
+                stage_visits[name] = Visits(runs, *_grid_position(u))
             continue
         fo = sem.fanout(name)
         pmf = sem.width_pmf(name)
@@ -428,7 +457,11 @@ def _sample_graph(chain: VisitChain, sem: Semantics, n: int, rng: np.random.Gene
                                                common_index=common[s][0][v.runs], common_weight=common[s][1][v.runs])
                                for s, v in br.stage_visits.items()}
         fanouts[name] = FanoutVisits(name, fo.join, runs, active, tuple(branches))
-    return GraphSample(n, stage_visits, fanouts, done)
+    if congestion is not None:
+        drawn = correlate(congestion, drawn, visits, steps,
+                          congestion_rng if congestion_rng is not None else np.random.default_rng(3))
+        stage_visits = {name: Visits(visits[name], *_grid_position(u)) for name, u in drawn.items()}
+    return GraphSample(n, stage_visits, fanouts, done, steps)
 
 
 def branch_copies(workflow: Workflow, fanout_width: Mapping[str, int] | None = None) -> int:
@@ -464,15 +497,17 @@ def sampled_runs(workflow: Workflow, n: int, fanout_width: Mapping[str, int] | N
 
 
 def sample_paths(chain: VisitChain, n: int = DEFAULT_SAMPLES, seed: int = 0,
-                 fanout_width: Mapping[str, int] | None = None) -> PathSample:
+                 fanout_width: Mapping[str, int] | None = None, congestion: Congestion | None = None) -> PathSample:
     """Draw :func:`sampled_runs` (``n`` unless the fan-outs are wide) runs through ``chain`` (see the
-    module docstring)."""
+    module docstring); ``congestion``: correlate each run's visits to one pool (:mod:`planner.congestion`),
+    from a fourth stream (every other draw is the same)."""
     wf = chain.workflow
     n = sampled_runs(wf, n, fanout_width)
     rng = np.random.default_rng(seed)
     alike = {s.name: s.output_correlation for s in wf.stages if getattr(s, "output_correlation", 0.0) > 0.0}
     top = _sample_graph(chain, Semantics(wf, chain.loop_budget, fanout_width), n, rng, fanout_width,
-                        np.random.default_rng([seed, 1]), alike, np.random.default_rng([seed, 2]))
+                        np.random.default_rng([seed, 1]), alike, np.random.default_rng([seed, 2]),
+                        congestion, np.random.default_rng([seed, 3]))
     # Stages never reached still get an (empty) entry so tables can be passed uniformly.
     owner = wf.branch_owner()
     for s in wf.stages:
@@ -485,7 +520,8 @@ def sample_paths(chain: VisitChain, n: int = DEFAULT_SAMPLES, seed: int = 0,
         while top_node in owner:
             top_node = owner[top_node]
         node_of_stage[node] = top_node
-    return PathSample(top.n, top.stage_visits, top.fanouts, top.done, workflow=wf, _node_of_stage=node_of_stage)
+    return PathSample(top.n, top.stage_visits, top.fanouts, top.done, top.steps, workflow=wf,
+                      _node_of_stage=node_of_stage)
 
 
 def distribution(latency: np.ndarray) -> LatencyDistribution:

@@ -65,7 +65,8 @@ def test_headroom_plans_give_idle_devices_to_the_pools_they_help(monkeypatch) ->
     """NL2SQL on 4xA100 + 4xH100 + 4xH200 at 50 runs/s: the cost-minimal plan at the best scale
     leaves an H100 idle (its gain is inside the bisection tolerance); the fill step hands it to the
     pool whose one-replica-larger candidate lowers the predicted relative latency. (At 53.2 runs/s
-    until the planner read the lognormal law, 2026-12-07: its plan there fills all four H100s.)"""
+    until 2026-12-08: since the planner reads the lognormal law, and since a run's repair-loop visits
+    share their pool's congestion, planner/congestion.py, the best scale there uses every H100.)"""
     from planner.api import Planner
 
     filled = _mixed_nl2sql_plan()

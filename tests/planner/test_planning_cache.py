@@ -48,8 +48,11 @@ def test_a_tighter_target_reuses_the_candidates_and_plans_as_a_fresh_request_wou
     # what planner.api.BURST_TOLERANCE allows: the cached request starts its dispersion pass from the
     # first plan's bursts and keeps them when its pools cause the same within that tolerance, a fresh
     # one starts from Poisson (on rag: verify's arrivals 1.08 against 1.06, the p99 0.1% apart).
-    a, f = (_pools(p.workflows[0].model_dump(exclude={"objective"})) for p in (again, fresh))
+    # The visits' shared congestion (planner/congestion.py) is derived from those tables too: the
+    # attainment may differ in its fourth digit (rag: 0.9502 against 0.9504).
+    a, f = (_pools(p.workflows[0].model_dump(exclude={"objective", "slo_attainment"})) for p in (again, fresh))
     assert a == f
+    assert again.workflows[0].slo_attainment == pytest.approx(fresh.workflows[0].slo_attainment, abs=1e-3)
     assert again.workflows[0].latency.p99 == pytest.approx(fresh.workflows[0].latency.p99, rel=0.01)
     assert len(cache.memo) >= built
 
