@@ -357,8 +357,23 @@ class Decisions:
     def route(self, call: CallView, candidates: list[ReplicaView]) -> Route | None:
         return self.policy.route(call, candidates)
 
+    def pick(self, call: CallView, own: list[ReplicaView], lenders: list[ReplicaView]) -> int:
+        """:meth:`route` among ``own + lenders`` (the lenders offered as ``borrowed``, not flagged
+        so here) where every replica of ``own`` runs both phases (``role == "mixed"``; lenders
+        always do), as an index into ``own + lenders``; or :data:`PICK_NONE` where route would
+        return None, or :data:`PICK_ASK` where this object cannot tell without the flagged list
+        (then the executor flags the lenders and asks :meth:`route`). Lets an executor skip the
+        flags, the concatenated list and the :class:`Route`. The base always answers PICK_ASK."""
+        return PICK_ASK
+
     def priority(self, call: CallView) -> PriorityKey:
         return self.policy.priority(call)
+
+
+PICK_NONE = -1
+""":meth:`Decisions.pick`: no replica (route would return None: the executor falls back to least backlog)."""
+PICK_ASK = -2
+""":meth:`Decisions.pick`: no answer without the flagged candidate list (the executor asks route)."""
 
 
 def uses_method(policy: Policy, name: str, cls: type) -> bool:

@@ -38,18 +38,27 @@ cdef class _CortexDecisions(Decisions):
     cpdef adapt_without_load(self, CallView call, tuple models)
     cpdef adapt(self, CallView call, StageLoad load)
     cpdef route(self, CallView call, list candidates)
+    cpdef Py_ssize_t pick(self, CallView call, list own, list lenders) except? -3
     cpdef priority(self, CallView call)
+
+cpdef double _weight(CallView call, _RouteKnobs knobs) except? -1.0
 
 @cython.locals(knobs=_RouteKnobs, first=ReplicaView, w=double, best=ReplicaView)
 cpdef _route(policy, CallView call, candidates)
 
+@cython.locals(knobs=_RouteKnobs)
+cpdef Py_ssize_t _pick(policy, CallView call, list own, list lenders) except? -3
+
+@cython.locals(own=list, lenders=list, i=Py_ssize_t)
+cpdef _best_colocated(CallView call, candidates, double w, _RouteKnobs knobs)
+
 # KV sizes (the views' Python ints) compared as C integers: the same results.
 @cython.locals(inp=long, out=long, ptoks=long, now=double, expected=double, best_cost=double,
-               finish=double, marginal=double, cost=double, margin=double, r=ReplicaView, best=ReplicaView,
+               finish=double, marginal=double, cost=double, margin=double, r=ReplicaView, best=Py_ssize_t,
                n_own=Py_ssize_t, any_room=bint, resident=bint, cap=long, used=long, borrow_margin=double,
-               idle_borrow_margin=double, coarse_borrow_margin=double,
-               roomy=ReplicaView, roomy_cost=double, bounded=bint)
-cpdef _best_colocated(CallView call, candidates, double w, _RouteKnobs knobs)
+               idle_borrow_margin=double, coarse_borrow_margin=double, i=Py_ssize_t, j=Py_ssize_t,
+               roomy=Py_ssize_t, roomy_cost=double, bounded=bint, best_r=ReplicaView, roomy_r=ReplicaView)
+cpdef Py_ssize_t _pick_colocated(CallView call, list own, list lenders, double w, _RouteKnobs knobs) except? -3
 
 cpdef tuple _latest_start_key(CallView call)
 

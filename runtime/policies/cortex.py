@@ -57,8 +57,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from runtime.policies.base import (
-    KEEP, Adaptation, Admission, CallView, Decisions, Policy, PriorityKey, ReplicaView, Route, StageLoad, route_to,
-    uses_method,
+    KEEP, PICK_ASK, Adaptation, Admission, CallView, Decisions, Policy, PriorityKey, ReplicaView, Route, StageLoad,
+    route_to, uses_method,
 )
 from runtime.policies.disaggregation import best_pair
 from runtime.policies.placement import estimate, estimate_at, has_kv_room, kv_need_at, prefill_monotone
@@ -188,6 +188,9 @@ class _CortexDecisions(Decisions):
     def route(self, call: CallView, candidates: list[ReplicaView]) -> Route | None:
         return _route(self.policy, call, candidates)
 
+    def pick(self, call: CallView, own: list[ReplicaView], lenders: list[ReplicaView]) -> int:
+        return _pick(self.policy, call, own, lenders)
+
     def priority(self, call: CallView) -> PriorityKey:
         return _latest_start_key(call)
 
@@ -291,10 +294,16 @@ def _adapt_without_load(knobs: _RouteKnobs, call: CallView, models: tuple[str, .
     return None if knobs.hedge_executors else KEEP
 
 
+def _weight(call: CallView, knobs: _RouteKnobs) -> float:
+    """The marginal-slowdown weight ``w`` of ``call``: 0 for an urgent call (slack below
+    ``urgent_slack_factor`` x its expected time), else ``marginal_weight``."""
+    return 0.0 if slack_s(call) < knobs.urgent_slack_factor * call.stage_expected_s else knobs.marginal_weight
+
+
 def _route(policy: Cortex, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
     """:meth:`Cortex.route` (a module function so that the compiled build can type it)."""
     knobs = _knobs(policy)
-    w = 0.0 if slack_s(call) < knobs.urgent_slack_factor * call.stage_expected_s else knobs.marginal_weight
+    w = _weight(call, knobs)
     # A model's replicas are either all colocated or all split (cluster.disaggregate), so the
     # first candidate tells (hot path: no scan of every candidate).
     first = candidates[0]
@@ -304,13 +313,36 @@ def _route(policy: Cortex, call: CallView, candidates: Sequence[ReplicaView]) ->
     return route_to(best.replica_id) if best is not None else None
 
 
+def _pick(policy: Cortex, call: CallView, own: list[ReplicaView], lenders: list[ReplicaView]) -> int:
+    """:meth:`Decisions.pick` for Cortex: :func:`_route`'s choice among ``own`` and the unflagged
+    ``lenders`` as an index into ``own + lenders`` (PICK_NONE where it routes nowhere), or PICK_ASK
+    for a disaggregated pool (``own``'s first replica is not colocated) or no own replica."""
+    if not own or own[0].role != "mixed":
+        return PICK_ASK
+    knobs = _knobs(policy)
+    return _pick_colocated(call, own, lenders, _weight(call, knobs), knobs)
+
+
 def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
                     knobs: _RouteKnobs) -> ReplicaView | None:
-    """:meth:`Cortex.route` among colocated replicas: the least ``finish + w x marginal`` among the
-    own pool's replicas with KV room for the call (all of them if none has), ties to the lower
-    replica id; then a borrowed replica with room wins if it beats that by its margin x the
-    call's expected time (``knobs``' margins, read only when a borrowed replica is offered). A
-    module function so that the compiled build can type it (runtime.accel)."""
+    """:meth:`Cortex.route` among colocated replicas, the borrowed ones flagged
+    (:func:`_pick_colocated` on the unflagged and the flagged ones, each in their order)."""
+    own = [r for r in candidates if not r.borrowed]
+    lenders = [r for r in candidates if r.borrowed]
+    i = _pick_colocated(call, own, lenders, w, knobs)
+    if i < 0:
+        return None
+    return own[i] if i < len(own) else lenders[i - len(own)]
+
+
+def _pick_colocated(call: CallView, own: list[ReplicaView], lenders: list[ReplicaView], w: float,
+                    knobs: _RouteKnobs) -> int:
+    """:meth:`Cortex.route` among colocated replicas, as an index into ``own + lenders`` (-1 for
+    none: PICK_NONE): the least ``finish + w x marginal`` among the own pool's replicas with KV
+    room for the call (all of them if none has), ties to the lower replica id; then a lender (a
+    replica of another pool, ``borrowed``) with room wins if it beats that by its margin x the
+    call's expected time (``knobs``' margins, read only when a lender is offered). A module
+    function so that the compiled build can type it (runtime.accel)."""
     # Hot path (every dispatch, every candidate): the call's fields are read once, and each own
     # replica is visited once -- its prefix residency tested once (kv_need_at and estimate_at:
     # ``has_kv_room`` and ``estimate`` on it) -- keeping two running minima, over the replicas with
@@ -320,27 +352,25 @@ def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
     # room, which the choice then ignores, changes nothing).
     inp, out, pkey, ptoks, now = call.input_tokens, call.output_tokens, call.prefix_key, call.prefix_tokens, call.now_s
     expected = call.stage_expected_s
-    n_own = 0
+    n_own = len(own)
     any_room = False  # whether some own replica has room: then only those compete
-    best, best_cost = None, _INF  # over all own replicas
-    roomy, roomy_cost = None, _INF  # over the own replicas with room
-    for r in candidates:
-        if r.borrowed:
-            continue
-        n_own += 1
+    best, best_r, best_cost = -1, None, _INF  # over all own replicas (its index and view)
+    roomy, roomy_r, roomy_cost = -1, None, _INF  # over the own replicas with room
+    for i in range(n_own):
+        r = own[i]
         resident = pkey is not None and pkey in r.resident_prefixes
         finish, marginal = estimate_at(r, inp, out, resident, ptoks, now, expected)
         cost = finish + w * marginal
-        if cost < best_cost or (cost == best_cost and best is not None and r.replica_id < best.replica_id):
-            best, best_cost = r, cost
+        if cost < best_cost or (cost == best_cost and best_r is not None and r.replica_id < best_r.replica_id):
+            best, best_r, best_cost = i, r, cost
         cap, used = r.kv_capacity_tokens, r.kv_used_tokens
         if cap - used >= kv_need_at(inp, out, ptoks, resident):
             any_room = True
-            if cost < roomy_cost or (cost == roomy_cost and roomy is not None and r.replica_id < roomy.replica_id):
-                roomy, roomy_cost = r, cost
+            if cost < roomy_cost or (cost == roomy_cost and roomy_r is not None and r.replica_id < roomy_r.replica_id):
+                roomy, roomy_r, roomy_cost = i, r, cost
     if any_room:
         best, best_cost = roomy, roomy_cost
-    if n_own < len(candidates):
+    if lenders:
         borrow_margin, idle_borrow_margin = knobs.borrow_margin, knobs.idle_borrow_margin
         coarse_borrow_margin = knobs.coarse_borrow_margin
         # A lender rarely wins (about one decision in ten in the NL2SQL benchmark), so each is first
@@ -349,24 +379,24 @@ def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
         # non-negative w, and fewer tokens: inp >= 1, ptoks >= 0). A lender whose bound does not
         # beat the best so far cannot win, so it is dropped without the residency and KV tests.
         bounded = w >= 0.0 and inp >= 1 and ptoks >= 0
-        for r in candidates:
-            if r.borrowed:
-                # r.idle written out (a property: a Python call)
-                margin = (coarse_borrow_margin if r.profile is None else
-                          idle_borrow_margin if r.queue_len == 0 and r.running == 0 else borrow_margin)
-                if bounded:  # the bound: its cost with the prefix taken as resident
-                    finish, marginal = estimate_at(r, inp, out, True, ptoks, now, expected)
+        for j in range(len(lenders)):
+            r = lenders[j]
+            # r.idle written out (a property: a Python call)
+            margin = (coarse_borrow_margin if r.profile is None else
+                      idle_borrow_margin if r.queue_len == 0 and r.running == 0 else borrow_margin)
+            if bounded:  # the bound: its cost with the prefix taken as resident
+                finish, marginal = estimate_at(r, inp, out, True, ptoks, now, expected)
+                cost = finish + w * marginal + margin * expected
+                if not cost < best_cost and prefill_monotone(r):
+                    continue
+            resident = pkey is not None and pkey in r.resident_prefixes
+            cap, used = r.kv_capacity_tokens, r.kv_used_tokens
+            if cap - used >= kv_need_at(inp, out, ptoks, resident):
+                if not (bounded and resident):  # else the bound is its cost
+                    finish, marginal = estimate_at(r, inp, out, resident, ptoks, now, expected)
                     cost = finish + w * marginal + margin * expected
-                    if not cost < best_cost and prefill_monotone(r):
-                        continue
-                resident = pkey is not None and pkey in r.resident_prefixes
-                cap, used = r.kv_capacity_tokens, r.kv_used_tokens
-                if cap - used >= kv_need_at(inp, out, ptoks, resident):
-                    if not (bounded and resident):  # else the bound is its cost
-                        finish, marginal = estimate_at(r, inp, out, resident, ptoks, now, expected)
-                        cost = finish + w * marginal + margin * expected
-                    if cost < best_cost:
-                        best, best_cost = r, cost
+                if cost < best_cost:
+                    best, best_cost = n_own + j, cost
     return best
 
 

@@ -20,7 +20,7 @@ cdef class Simulator(SimClock):
     cdef public bint _adapts, _admits, _borrow, _borrow_spare, _record_calls, _plain_route, _no_views, _hedged
 
     cpdef _loop(self, list events)
-    @cython.locals(run=Run)
+    @cython.locals(run=Run, first=Call)
     cpdef _arrive(self, run)
     cpdef _deadline(self, Run run)
     @cython.locals(run=Run, v=CallView, now=object)
@@ -38,7 +38,7 @@ cdef class Simulator(SimClock):
     cpdef bint _standing_queue(self, Run run) except -1
     @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict,
                    excluding=bint, ad=Adaptation, route=Route, views=list, parts=tuple, cands=list,
-                   n_own=Py_ssize_t, i=Py_ssize_t)
+                   n_own=Py_ssize_t, i=Py_ssize_t, lent=list, lent_views=list)
     cpdef dispatch(self, Call call, exclude=*)
     @cython.locals(run=Run, peer=Call, c=Call)
     cpdef call_finished(self, Call call)
@@ -55,3 +55,4 @@ cpdef ReplicaView _fresh_view(r)
 cpdef _enqueue(replica, Call call, prio)
 
 cdef double _INF
+cdef list _NO_LENDERS

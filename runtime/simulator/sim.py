@@ -28,7 +28,7 @@ from planner.profiles import LatencyProfile
 from runtime.policies.base import (
     Adaptation, CallView, Policy, ReplicaView, StageLoad, least_backlog_route, uses_method,
 )
-from runtime.simulator.calls import CANCELLED, CREATED, DONE, OVERLONG, QUEUED, Call
+from runtime.simulator.calls import CANCELLED, CREATED, DONE, FULL, OVERLONG, QUEUED, Call
 from runtime.simulator.calls import TRANSFER as TRANSFERRING
 from runtime.simulator.cluster import LayoutError, ReplicaSpec, model_profile
 from runtime.simulator.distributions import _COMPILED, interarrival, run_rng
@@ -42,6 +42,8 @@ from runtime.simulator.runs import IRRun, Run
 from runtime.simulator.trace import RemainingPathStats, TraceRequest, TraceRun
 
 _INF = math.inf  # a C double in the compiled build (sim.pxd): no module lookup per stage_load
+_NO_LENDERS: list = []
+"""Dispatch's lenders where none is offered: shared, never written (no list made per dispatch)."""
 
 SPEED_PROBE = (512, 128)
 """Request (input, output tokens) whose standalone time defines a replica's relative speed."""
@@ -328,6 +330,8 @@ class Simulator(SimClock):
                 run.end_s = self.now
                 self._record_run(run)
                 return
+            first = calls[0]
+            first.view = view  # dispatch's view of it, made at the same time: dispatch takes it
         self.active_runs += 1
         run.outstanding = len(calls)
         for c in calls:
@@ -488,8 +492,9 @@ class Simulator(SimClock):
         call.seq = self._seq
         run = call.run
         now = self.now
-        # One view per call, unless no decision reads it (FCFS).
-        view = None if self._no_views else self.call_view(call)
+        # One view per call, unless no decision reads it (FCFS); a run's first call has the one its
+        # admission read (the same fields: made at this simulated time, before anything changed).
+        view = None if self._no_views else call.view if call.view is not None else self.call_view(call)
         call.view = view
         hedge = 1
         kind = call.kind
@@ -554,6 +559,7 @@ class Simulator(SimClock):
         else:
             views = [_fresh_view(r) for r in cands]
         n_own = len(views)  # the borrowed views follow the own pool's
+        lent = lent_views = _NO_LENDERS  # the lenders offered and their views (unflagged)
         if self._borrow and kind == "llm":
             spare = self._borrow_spare
             by_model = self._lenders.get(call.stage)
@@ -564,15 +570,30 @@ class Simulator(SimClock):
             for e in lenders:  # engines (typed in sim.pxd: C field reads)
                 if not e.nwaiting and (not e.running or (spare and len(e.running) < e.max_batch)) and (
                         not excluding or e.name not in exclude):
-                    v = e.refresh_view() if e.dirty else e.view
-                    v.borrowed = True
-                    views.append(v)
+                    if lent is _NO_LENDERS:
+                        lent, lent_views = [], []
+                    lent.append(e)
+                    lent_views.append(e.refresh_view() if e.dirty else e.view)
+        if view is not None and n_own and not excluding:
+            # The policy's pick among the own views and the lenders' as an index (Decisions.pick): no
+            # borrowed flags, no joined list, no Route (a colocated pool: the replica runs both phases).
+            i = self._dec.pick(view, views, lent_views)
+            replica = None if i < 0 else cands[i] if i < n_own else lent[i - n_own]
+            e = replica if type(replica) is LLMEngine else None
+            if replica is not None and (e is None or e.role == "mixed"):  # else route() below: the same pick
+                call.t_enqueue = now
+                _enqueue(replica, call, self._dec.priority(view))
+                if hedge > 1:
+                    self._hedge(call, hedge, exclude, replica)
+                return
+        for v in lent_views:  # route() reads the lenders flagged, after the own views
+            v.borrowed = True
+            views.append(v)
         if not views:
             return
         # (no view: a policy that reads none, its hedge twins routed here: the least backlog, as it routes)
         route = (self._dec.route(view, views) if view is not None else None) or least_backlog_route(views)
-        for i in range(n_own, len(views)):
-            v = views[i]
+        for v in lent_views:
             v.borrowed = False
         replica = self.replicas[route.replica_id]
         e = replica if type(replica) is LLMEngine else None  # typed in sim.pxd: C field reads
@@ -609,7 +630,7 @@ class Simulator(SimClock):
 
     # -- callbacks from engines ----------------------------------------------
     def call_finished(self, call: Call) -> None:
-        if call.phase == "prefill":
+        if call.phase is not FULL and call.phase == "prefill":  # (calls.FULL: the identity test first)
             self._ship_kv(call)
             return
         call.state = DONE
@@ -674,7 +695,7 @@ class Simulator(SimClock):
         call.remaining -= 1
         src = call.replica
         if call.remaining <= 0:
-            call.phase = "full"
+            call.phase = FULL
             self.call_finished(call)
             return
         dec: LLMEngine = call.decode_replica
