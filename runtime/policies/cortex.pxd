@@ -24,6 +24,7 @@ cpdef _RouteKnobs _knobs(policy)
 cpdef _admit(_RouteKnobs knobs, CallView call, load)
 
 cpdef bint _prune_retry(_RouteKnobs knobs, CallView call, StageLoad load) except -1
+cpdef _prune_without_load(_RouteKnobs knobs, CallView call)
 
 cpdef _adapt(_RouteKnobs knobs, CallView call, StageLoad load)
 
@@ -38,6 +39,8 @@ cdef class _CortexDecisions(Decisions):
     cpdef adapt_without_load(self, CallView call, tuple models)
     cpdef adapt(self, CallView call, StageLoad load)
     cpdef route(self, CallView call, list candidates)
+    cpdef prune_without_load(self, CallView call)
+    cpdef bint prune_retry(self, CallView call, loop, iteration, StageLoad load) except -1
     cpdef Py_ssize_t pick(self, CallView call, list own, list lenders) except? -3
     cpdef priority(self, CallView call)
 
@@ -46,7 +49,7 @@ cpdef double _weight(CallView call, _RouteKnobs knobs) except? -1.0
 @cython.locals(knobs=_RouteKnobs, first=ReplicaView, w=double, best=ReplicaView)
 cpdef _route(policy, CallView call, candidates)
 
-@cython.locals(knobs=_RouteKnobs)
+@cython.locals(knobs=_RouteKnobs, first=ReplicaView)
 cpdef Py_ssize_t _pick(policy, CallView call, list own, list lenders) except? -3
 
 @cython.locals(own=list, lenders=list, i=Py_ssize_t)

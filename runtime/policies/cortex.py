@@ -162,7 +162,7 @@ class Cortex(Policy):
     def decisions(self) -> Decisions:
         """:class:`_CortexDecisions` (the module functions, called directly) unless a subclass or
         the instance replaces one of the decisions; then the base's, which calls the methods."""
-        own = all(uses_method(self, m, Cortex) for m in ("admit", "adapt", "route", "priority"))
+        own = all(uses_method(self, m, Cortex) for m in ("admit", "adapt", "route", "priority", "prune_retry"))
         return _CortexDecisions(self) if own else Decisions(self)
 
 
@@ -187,6 +187,12 @@ class _CortexDecisions(Decisions):
 
     def route(self, call: CallView, candidates: list[ReplicaView]) -> Route | None:
         return _route(self.policy, call, candidates)
+
+    def prune_without_load(self, call: CallView) -> bool | None:
+        return _prune_without_load(_knobs(self.policy), call)
+
+    def prune_retry(self, call: CallView, loop: str, iteration: int, load: StageLoad) -> bool:
+        return _prune_retry(_knobs(self.policy), call, load)
 
     def pick(self, call: CallView, own: list[ReplicaView], lenders: list[ReplicaView]) -> int:
         return _pick(self.policy, call, own, lenders)
@@ -268,9 +274,16 @@ def _prune_retry(knobs: _RouteKnobs, call: CallView, load: StageLoad) -> bool:
     # lengthen. An earlier rule -- "the retry's expected time alone overruns the deadline" --
     # pruned runs whose retry came in shorter than expected and would have made it: 25 of 540
     # runs in the malleability cell at 0.9 load (scale 2.38 vs 2.28 without pruning, seed 2).
-    if not knobs.prune_hopeless or call.deadline_s is None:
+    verdict = _prune_without_load(knobs, call)
+    return load.queued > 0 if verdict is None else verdict
+
+
+def _prune_without_load(knobs: _RouteKnobs, call: CallView) -> bool | None:
+    """:func:`_prune_retry`'s answer where the stage's load cannot change it (pruning off, no
+    deadline, or a run still within its deadline: False), else None."""
+    if not knobs.prune_hopeless or call.deadline_s is None or not call.now_s > call.deadline_s:
         return False
-    return call.now_s > call.deadline_s and load.queued > 0
+    return None
 
 
 def _adapt(knobs: _RouteKnobs, call: CallView, load: StageLoad) -> Adaptation:
@@ -317,7 +330,10 @@ def _pick(policy: Cortex, call: CallView, own: list[ReplicaView], lenders: list[
     """:meth:`Decisions.pick` for Cortex: :func:`_route`'s choice among ``own`` and the unflagged
     ``lenders`` as an index into ``own + lenders`` (PICK_NONE where it routes nowhere), or PICK_ASK
     for a disaggregated pool (``own``'s first replica is not colocated) or no own replica."""
-    if not own or own[0].role != "mixed":
+    if not own:
+        return PICK_ASK
+    first = own[0]  # (typed in cortex.pxd: a C field read)
+    if first.role != "mixed":
         return PICK_ASK
     knobs = _knobs(policy)
     return _pick_colocated(call, own, lenders, _weight(call, knobs), knobs)

@@ -196,10 +196,8 @@ class Simulator(SimClock):
         self._borrow = self.policy.borrow_idle
         self._borrow_spare = self.policy.borrow_spare
         self._record_calls = self.cfg.record_calls
-        # The policy's decisions, looked up once rather than on every call: pruning as a bound
-        # method, admission and the per-dispatch ones as one Decisions object (C calls in the
-        # compiled build).
-        self._p_prune = self.policy.prune_retry
+        # The policy's decisions, looked up once rather than on every call: admission, the
+        # per-dispatch ones and pruning as one Decisions object (C calls in the compiled build).
         self._dec = self.policy.decisions()
         # Run settings read on every arrival, bound once.
         self._admits = self._overrides["admit"]
@@ -228,7 +226,8 @@ class Simulator(SimClock):
             self._total_rate = total
             self._arrivals_left = self.cfg.runs
             self._pattern, self._burstiness = self.streams[0].pattern, self.streams[0].burstiness
-            self.at(0.0, self._arrive, None)
+            self._arrive_cb = self._arrive  # bound once: every arrival schedules the next
+            self.at(0.0, self._arrive_cb, None)
         # The periodic events, bound once: they re-arm only while something else can still happen.
         self._timers = (self._sample_kv, self._requeue)
         if self.cfg.kv_sample_s:
@@ -313,8 +312,8 @@ class Simulator(SimClock):
                         self._service_family)
             self._arrivals_left -= 1
             if self._arrivals_left > 0:
-                self.at(self.now + interarrival(rng, self._total_rate, self._pattern, self._burstiness), self._arrive,
-                        None)
+                self.at(self.now + interarrival(rng, self._total_rate, self._pattern, self._burstiness),
+                        self._arrive_cb, None)
         self._deadline(run)
         calls = run.first_calls()
         if self._admits and calls:
@@ -646,7 +645,7 @@ class Simulator(SimClock):
                                       call.output_tokens))
         run.attained_s += call.t_end - call.t_start
         if call.model:
-            run.last_replica[call.model] = call.replica.name
+            run.last_replica[call.model] = _name(call.replica)
         run.outstanding -= 1
         new, cancel = run.on_done(call, self._prune_hook)
         if cancel:
@@ -688,7 +687,10 @@ class Simulator(SimClock):
     def _prune(self, run: IRRun, call: Call, loop: str, iteration: int) -> bool:
         view = self.call_view(call)
         view.attempt = iteration
-        return self._p_prune(view, loop, iteration, self.stage_load(call.stage, call.kind, call.model))
+        verdict = self._dec.prune_without_load(view)  # the stage's load only when it matters
+        if verdict is None:
+            verdict = self._dec.prune_retry(view, loop, iteration, self.stage_load(call.stage, call.kind, call.model))
+        return verdict
 
     def _ship_kv(self, call: Call) -> None:
         """Prefill side finished: transfer the KV to the decode replica, unless the call is done."""
@@ -737,6 +739,16 @@ def _least_backlog_replica(replicas: Sequence[LLMEngine | ExecutorGroup]) -> LLM
         if b < bb or (v.queue_len + v.running, v.replica_id) < (bv.queue_len + bv.running, bv.replica_id):
             best, bv, bb = r, v, b
     return best
+
+
+def _name(replica: LLMEngine | ExecutorGroup) -> str:
+    """``replica.name``; compiled, a C field read on either kind of replica (sim.pxd types ``e``
+    and ``x``) instead of a generic attribute lookup."""
+    if type(replica) is LLMEngine:
+        e = replica
+        return e.name
+    x = replica
+    return x.name
 
 
 def _enqueue(replica: LLMEngine | ExecutorGroup, call: Call, prio: tuple) -> None:
