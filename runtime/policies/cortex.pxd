@@ -3,7 +3,10 @@ from runtime.policies.base cimport CallView, Decisions, ReplicaView, StageLoad, 
 # A C call, not a Python one, from _best_colocated (the .py's ``from ... import`` resolves to it).
 from runtime.policies.placement cimport estimate_at, kv_need_at, prefill_monotone
 
-cpdef slack_s(CallView call)
+# The view's times are Python floats (simulated or monotonic clock times and standalone estimates):
+# C doubles subtract them to the same values.
+@cython.locals(deadline=double, now=double, remaining=double)
+cpdef double slack_s(CallView call) except? -1.0
 
 # The parameters as C doubles: every use converts them to a double already (the w and margin
 # arguments and locals of _best_colocated), or multiplies one by a Python float.
@@ -44,6 +47,7 @@ cdef class _CortexDecisions(Decisions):
     cpdef Py_ssize_t pick(self, CallView call, list own, list lenders) except? -3
     cpdef priority(self, CallView call)
 
+@cython.locals(expected=double)
 cpdef double _weight(CallView call, _RouteKnobs knobs) except? -1.0
 
 @cython.locals(knobs=_RouteKnobs, first=ReplicaView, w=double, best=ReplicaView)
@@ -63,6 +67,7 @@ cpdef _best_colocated(CallView call, candidates, double w, _RouteKnobs knobs)
                roomy=Py_ssize_t, roomy_cost=double, bounded=bint, best_r=ReplicaView, roomy_r=ReplicaView)
 cpdef Py_ssize_t _pick_colocated(CallView call, list own, list lenders, double w, _RouteKnobs knobs) except? -3
 
+@cython.locals(deadline=double, remaining=double, now=double, latest_start=double, hopeless=double)
 cpdef tuple _latest_start_key(CallView call)
 
 @cython.locals(s=StageLoad, bottleneck=StageLoad)

@@ -68,7 +68,10 @@ def slack_s(call: CallView) -> float:
     """Time the run can still lose: deadline - now - remaining critical path (inf without SLO)."""
     if call.deadline_s is None:
         return float("inf")
-    return call.deadline_s - call.now_s - call.remaining_critical_path_s
+    # Read into locals (C doubles in the compiled build, cortex.pxd: the view's times are Python
+    # floats, so the same differences without a float object each).
+    deadline, now, remaining = call.deadline_s, call.now_s, call.remaining_critical_path_s
+    return deadline - now - remaining
 
 
 @dataclass
@@ -310,7 +313,8 @@ def _adapt_without_load(knobs: _RouteKnobs, call: CallView, models: tuple[str, .
 def _weight(call: CallView, knobs: _RouteKnobs) -> float:
     """The marginal-slowdown weight ``w`` of ``call``: 0 for an urgent call (slack below
     ``urgent_slack_factor`` x its expected time), else ``marginal_weight``."""
-    return 0.0 if slack_s(call) < knobs.urgent_slack_factor * call.stage_expected_s else knobs.marginal_weight
+    expected = call.stage_expected_s  # (a C double in the compiled build)
+    return 0.0 if slack_s(call) < knobs.urgent_slack_factor * expected else knobs.marginal_weight
 
 
 def _route(policy: Cortex, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
@@ -421,8 +425,9 @@ def _latest_start_key(call: CallView) -> PriorityKey:
     a deadline. A module function so that the compiled build reads the view as a C struct."""
     if call.deadline_s is None:
         return (0.0, call.enqueued_s)
-    latest_start = call.deadline_s - call.remaining_critical_path_s
-    hopeless = 1.0 if call.now_s > latest_start else 0.0
+    deadline, remaining, now = call.deadline_s, call.remaining_critical_path_s, call.now_s  # (C doubles)
+    latest_start = deadline - remaining
+    hopeless = 1.0 if now > latest_start else 0.0
     return (hopeless, latest_start, call.enqueued_s)
 
 
