@@ -333,12 +333,17 @@ def _route(policy: Cortex, call: CallView, candidates: Sequence[ReplicaView]) ->
 def _pick(policy: Cortex, call: CallView, own: list[ReplicaView], lenders: list[ReplicaView]) -> int:
     """:meth:`Decisions.pick` for Cortex: :func:`_route`'s choice among ``own`` and the unflagged
     ``lenders`` as an index into ``own + lenders`` (PICK_NONE where it routes nowhere), or PICK_ASK
-    for a disaggregated pool (``own``'s first replica is not colocated) or no own replica."""
+    for a disaggregated pool (``own``'s first replica is not colocated) or no own replica. A lone
+    candidate (one own replica, no lender: a SQL/tool stage's executor group, usually) is taken
+    without scoring it: route takes it, or routes nowhere only where its cost is NaN, and then the
+    executor's fallback (least backlog among the candidates) takes it too."""
     if not own:
         return PICK_ASK
     first = own[0]  # (typed in cortex.pxd: a C field read)
     if first.role != "mixed":
         return PICK_ASK
+    if len(own) == 1 and not lenders:
+        return 0
     knobs = _knobs(policy)
     return _pick_colocated(call, own, lenders, _weight(call, knobs), knobs)
 

@@ -38,7 +38,7 @@ cdef class Simulator(SimClock):
     cpdef bint _standing_queue(self, Run run) except -1
     @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict,
                    excluding=bint, ad=Adaptation, route=Route, views=list, parts=tuple, cands=list,
-                   n_own=Py_ssize_t, i=Py_ssize_t, lent=list, lent_views=list)
+                   n_own=Py_ssize_t, i=Py_ssize_t, lent=list, lent_views=list, llm=bint)
     cpdef dispatch(self, Call call, exclude=*)
     @cython.locals(run=Run, peer=Call, c=Call)
     cpdef call_finished(self, Call call)

@@ -497,6 +497,7 @@ class Simulator(SimClock):
         call.view = view
         hedge = 1
         kind = call.kind
+        llm = kind == "llm"  # (tested once: compiled, a string comparison costs a PyUnicode_Compare when unequal)
         excluding = len(exclude) > 0  # a hedge's duplicate avoids replicas (read once: a C flag when compiled)
         # The stage's candidates and adapt's models (_stage_parts, its cache read inline: a method
         # call per dispatch costs the interpreted build more than the two lookups).
@@ -504,7 +505,7 @@ class Simulator(SimClock):
         parts = by_model.get(call.model) if by_model is not None else None
         if parts is None:
             parts = self._stage_parts(call.stage, kind, call.model)
-        if kind == "llm":
+        if llm:
             self.llm_calls += 1
             if self._hedged and not excluding:  # the plan's hedge width (else the stage's preferred one)
                 hedge = self._hedge_width.get((run.workflow, call.stage), 1)
@@ -524,7 +525,7 @@ class Simulator(SimClock):
             ad = self._adapt(view, call.stage, parts)
             hedge = ad.hedge
         cands = parts[0]
-        if not cands and kind == "llm":
+        if not cands and llm:
             # The layout serves a declared alternative (e.g. a planner chose a lighter option).
             spec = self._stage_spec(call.stage)
             for opt in getattr(spec, "models", ()):
@@ -559,7 +560,7 @@ class Simulator(SimClock):
             views = [_fresh_view(r) for r in cands]
         n_own = len(views)  # the borrowed views follow the own pool's
         lent = lent_views = _NO_LENDERS  # the lenders offered and their views (unflagged)
-        if self._borrow and kind == "llm":
+        if self._borrow and llm:
             spare = self._borrow_spare
             by_model = self._lenders.get(call.stage)
             lenders = by_model.get(call.model) if by_model is not None else None
