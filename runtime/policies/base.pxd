@@ -64,4 +64,8 @@ cdef class Decisions:
     cpdef adapt_without_load(self, CallView call, tuple models)
     cpdef adapt(self, CallView call, StageLoad load)
     cpdef route(self, CallView call, list candidates)
+    cpdef prune_without_load(self, CallView call)
+    cpdef bint prune_retry(self, CallView call, loop, iteration, StageLoad load) except -1
+    cpdef Py_ssize_t pick(self, CallView call, list own, list lenders) except? -3
     cpdef priority(self, CallView call)
+

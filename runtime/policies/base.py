@@ -317,12 +317,14 @@ class Policy:
 
 class Decisions:
     """A policy's decisions (:meth:`Policy.admit`, :meth:`Policy.adapt`, :meth:`Policy.route`,
-    :meth:`Policy.priority`) as the simulator asks them on every arrival and dispatch.
+    :meth:`Policy.priority`, :meth:`Policy.prune_retry`) as the simulator asks them on every arrival,
+    dispatch and retry.
 
     Contract: every method returns what the policy's method of the same name returns for the same
     arguments; :meth:`admit_without_load` and :meth:`adapt_without_load` return :meth:`Policy.admit`'s
     and :meth:`Policy.adapt`'s answer when no load can change it (else None, and the executor
-    measures the loads and asks :meth:`admit` or :meth:`adapt`), and :meth:`admit_without_queue` the
+    measures the loads and asks :meth:`admit` or :meth:`adapt`; :meth:`prune_without_load` likewise
+    for :meth:`Policy.prune_retry`), and :meth:`admit_without_queue` the
     answer under any load without a standing queue, so an executor may skip measuring loads that
     the decision would not read. This base class calls the policy's methods (any policy, any override)
     and never answers without a load. Why an object: the compiled build makes it a C class
@@ -357,8 +359,31 @@ class Decisions:
     def route(self, call: CallView, candidates: list[ReplicaView]) -> Route | None:
         return self.policy.route(call, candidates)
 
+    def prune_without_load(self, call: CallView) -> bool | None:
+        """:meth:`Policy.prune_retry`'s answer for the retry's ``call`` if no load of its stage can change
+        it, else None (the executor then measures the load and asks :meth:`prune_retry`)."""
+        return None
+
+    def prune_retry(self, call: CallView, loop: str, iteration: int, load: StageLoad) -> bool:
+        return bool(self.policy.prune_retry(call, loop, iteration, load))
+
+    def pick(self, call: CallView, own: list[ReplicaView], lenders: list[ReplicaView]) -> int:
+        """:meth:`route` among ``own + lenders`` (the lenders offered as ``borrowed``, not flagged
+        so here) where every replica of ``own`` runs both phases (``role == "mixed"``; lenders
+        always do), as an index into ``own + lenders``; or :data:`PICK_NONE` where route would
+        return None, or :data:`PICK_ASK` where this object cannot tell without the flagged list
+        (then the executor flags the lenders and asks :meth:`route`). Lets an executor skip the
+        flags, the concatenated list and the :class:`Route`. The base always answers PICK_ASK."""
+        return PICK_ASK
+
     def priority(self, call: CallView) -> PriorityKey:
         return self.policy.priority(call)
+
+
+PICK_NONE = -1
+""":meth:`Decisions.pick`: no replica (route would return None: the executor falls back to least backlog)."""
+PICK_ASK = -2
+""":meth:`Decisions.pick`: no answer without the flagged candidate list (the executor asks route)."""
 
 
 def uses_method(policy: Policy, name: str, cls: type) -> bool:

@@ -57,8 +57,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from runtime.policies.base import (
-    KEEP, Adaptation, Admission, CallView, Decisions, Policy, PriorityKey, ReplicaView, Route, StageLoad, route_to,
-    uses_method,
+    KEEP, PICK_ASK, Adaptation, Admission, CallView, Decisions, Policy, PriorityKey, ReplicaView, Route, StageLoad,
+    route_to, uses_method,
 )
 from runtime.policies.disaggregation import best_pair
 from runtime.policies.placement import estimate, estimate_at, has_kv_room, kv_need_at, prefill_monotone
@@ -68,7 +68,10 @@ def slack_s(call: CallView) -> float:
     """Time the run can still lose: deadline - now - remaining critical path (inf without SLO)."""
     if call.deadline_s is None:
         return float("inf")
-    return call.deadline_s - call.now_s - call.remaining_critical_path_s
+    # Read into locals (C doubles in the compiled build, cortex.pxd: the view's times are Python
+    # floats, so the same differences without a float object each).
+    deadline, now, remaining = call.deadline_s, call.now_s, call.remaining_critical_path_s
+    return deadline - now - remaining
 
 
 @dataclass
@@ -162,7 +165,7 @@ class Cortex(Policy):
     def decisions(self) -> Decisions:
         """:class:`_CortexDecisions` (the module functions, called directly) unless a subclass or
         the instance replaces one of the decisions; then the base's, which calls the methods."""
-        own = all(uses_method(self, m, Cortex) for m in ("admit", "adapt", "route", "priority"))
+        own = all(uses_method(self, m, Cortex) for m in ("admit", "adapt", "route", "priority", "prune_retry"))
         return _CortexDecisions(self) if own else Decisions(self)
 
 
@@ -187,6 +190,15 @@ class _CortexDecisions(Decisions):
 
     def route(self, call: CallView, candidates: list[ReplicaView]) -> Route | None:
         return _route(self.policy, call, candidates)
+
+    def prune_without_load(self, call: CallView) -> bool | None:
+        return _prune_without_load(_knobs(self.policy), call)
+
+    def prune_retry(self, call: CallView, loop: str, iteration: int, load: StageLoad) -> bool:
+        return _prune_retry(_knobs(self.policy), call, load)
+
+    def pick(self, call: CallView, own: list[ReplicaView], lenders: list[ReplicaView]) -> int:
+        return _pick(self.policy, call, own, lenders)
 
     def priority(self, call: CallView) -> PriorityKey:
         return _latest_start_key(call)
@@ -265,9 +277,16 @@ def _prune_retry(knobs: _RouteKnobs, call: CallView, load: StageLoad) -> bool:
     # lengthen. An earlier rule -- "the retry's expected time alone overruns the deadline" --
     # pruned runs whose retry came in shorter than expected and would have made it: 25 of 540
     # runs in the malleability cell at 0.9 load (scale 2.38 vs 2.28 without pruning, seed 2).
-    if not knobs.prune_hopeless or call.deadline_s is None:
+    verdict = _prune_without_load(knobs, call)
+    return load.queued > 0 if verdict is None else verdict
+
+
+def _prune_without_load(knobs: _RouteKnobs, call: CallView) -> bool | None:
+    """:func:`_prune_retry`'s answer where the stage's load cannot change it (pruning off, no
+    deadline, or a run still within its deadline: False), else None."""
+    if not knobs.prune_hopeless or call.deadline_s is None or not call.now_s > call.deadline_s:
         return False
-    return call.now_s > call.deadline_s and load.queued > 0
+    return None
 
 
 def _adapt(knobs: _RouteKnobs, call: CallView, load: StageLoad) -> Adaptation:
@@ -291,10 +310,17 @@ def _adapt_without_load(knobs: _RouteKnobs, call: CallView, models: tuple[str, .
     return None if knobs.hedge_executors else KEEP
 
 
+def _weight(call: CallView, knobs: _RouteKnobs) -> float:
+    """The marginal-slowdown weight ``w`` of ``call``: 0 for an urgent call (slack below
+    ``urgent_slack_factor`` x its expected time), else ``marginal_weight``."""
+    expected = call.stage_expected_s  # (a C double in the compiled build)
+    return 0.0 if slack_s(call) < knobs.urgent_slack_factor * expected else knobs.marginal_weight
+
+
 def _route(policy: Cortex, call: CallView, candidates: Sequence[ReplicaView]) -> Route | None:
     """:meth:`Cortex.route` (a module function so that the compiled build can type it)."""
     knobs = _knobs(policy)
-    w = 0.0 if slack_s(call) < knobs.urgent_slack_factor * call.stage_expected_s else knobs.marginal_weight
+    w = _weight(call, knobs)
     # A model's replicas are either all colocated or all split (cluster.disaggregate), so the
     # first candidate tells (hot path: no scan of every candidate).
     first = candidates[0]
@@ -304,13 +330,44 @@ def _route(policy: Cortex, call: CallView, candidates: Sequence[ReplicaView]) ->
     return route_to(best.replica_id) if best is not None else None
 
 
+def _pick(policy: Cortex, call: CallView, own: list[ReplicaView], lenders: list[ReplicaView]) -> int:
+    """:meth:`Decisions.pick` for Cortex: :func:`_route`'s choice among ``own`` and the unflagged
+    ``lenders`` as an index into ``own + lenders`` (PICK_NONE where it routes nowhere), or PICK_ASK
+    for a disaggregated pool (``own``'s first replica is not colocated) or no own replica. A lone
+    candidate (one own replica, no lender: a SQL/tool stage's executor group, usually) is taken
+    without scoring it: route takes it, or routes nowhere only where its cost is NaN, and then the
+    executor's fallback (least backlog among the candidates) takes it too."""
+    if not own:
+        return PICK_ASK
+    first = own[0]  # (typed in cortex.pxd: a C field read)
+    if first.role != "mixed":
+        return PICK_ASK
+    if len(own) == 1 and not lenders:
+        return 0
+    knobs = _knobs(policy)
+    return _pick_colocated(call, own, lenders, _weight(call, knobs), knobs)
+
+
 def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
                     knobs: _RouteKnobs) -> ReplicaView | None:
-    """:meth:`Cortex.route` among colocated replicas: the least ``finish + w x marginal`` among the
-    own pool's replicas with KV room for the call (all of them if none has), ties to the lower
-    replica id; then a borrowed replica with room wins if it beats that by its margin x the
-    call's expected time (``knobs``' margins, read only when a borrowed replica is offered). A
-    module function so that the compiled build can type it (runtime.accel)."""
+    """:meth:`Cortex.route` among colocated replicas, the borrowed ones flagged
+    (:func:`_pick_colocated` on the unflagged and the flagged ones, each in their order)."""
+    own = [r for r in candidates if not r.borrowed]
+    lenders = [r for r in candidates if r.borrowed]
+    i = _pick_colocated(call, own, lenders, w, knobs)
+    if i < 0:
+        return None
+    return own[i] if i < len(own) else lenders[i - len(own)]
+
+
+def _pick_colocated(call: CallView, own: list[ReplicaView], lenders: list[ReplicaView], w: float,
+                    knobs: _RouteKnobs) -> int:
+    """:meth:`Cortex.route` among colocated replicas, as an index into ``own + lenders`` (-1 for
+    none: PICK_NONE): the least ``finish + w x marginal`` among the own pool's replicas with KV
+    room for the call (all of them if none has), ties to the lower replica id; then a lender (a
+    replica of another pool, ``borrowed``) with room wins if it beats that by its margin x the
+    call's expected time (``knobs``' margins, read only when a lender is offered). A module
+    function so that the compiled build can type it (runtime.accel)."""
     # Hot path (every dispatch, every candidate): the call's fields are read once, and each own
     # replica is visited once -- its prefix residency tested once (kv_need_at and estimate_at:
     # ``has_kv_room`` and ``estimate`` on it) -- keeping two running minima, over the replicas with
@@ -320,27 +377,25 @@ def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
     # room, which the choice then ignores, changes nothing).
     inp, out, pkey, ptoks, now = call.input_tokens, call.output_tokens, call.prefix_key, call.prefix_tokens, call.now_s
     expected = call.stage_expected_s
-    n_own = 0
+    n_own = len(own)
     any_room = False  # whether some own replica has room: then only those compete
-    best, best_cost = None, _INF  # over all own replicas
-    roomy, roomy_cost = None, _INF  # over the own replicas with room
-    for r in candidates:
-        if r.borrowed:
-            continue
-        n_own += 1
+    best, best_r, best_cost = -1, None, _INF  # over all own replicas (its index and view)
+    roomy, roomy_r, roomy_cost = -1, None, _INF  # over the own replicas with room
+    for i in range(n_own):
+        r = own[i]
         resident = pkey is not None and pkey in r.resident_prefixes
         finish, marginal = estimate_at(r, inp, out, resident, ptoks, now, expected)
         cost = finish + w * marginal
-        if cost < best_cost or (cost == best_cost and best is not None and r.replica_id < best.replica_id):
-            best, best_cost = r, cost
+        if cost < best_cost or (cost == best_cost and best_r is not None and r.replica_id < best_r.replica_id):
+            best, best_r, best_cost = i, r, cost
         cap, used = r.kv_capacity_tokens, r.kv_used_tokens
         if cap - used >= kv_need_at(inp, out, ptoks, resident):
             any_room = True
-            if cost < roomy_cost or (cost == roomy_cost and roomy is not None and r.replica_id < roomy.replica_id):
-                roomy, roomy_cost = r, cost
+            if cost < roomy_cost or (cost == roomy_cost and roomy_r is not None and r.replica_id < roomy_r.replica_id):
+                roomy, roomy_r, roomy_cost = i, r, cost
     if any_room:
         best, best_cost = roomy, roomy_cost
-    if n_own < len(candidates):
+    if lenders:
         borrow_margin, idle_borrow_margin = knobs.borrow_margin, knobs.idle_borrow_margin
         coarse_borrow_margin = knobs.coarse_borrow_margin
         # A lender rarely wins (about one decision in ten in the NL2SQL benchmark), so each is first
@@ -349,24 +404,24 @@ def _best_colocated(call: CallView, candidates: Sequence[ReplicaView], w: float,
         # non-negative w, and fewer tokens: inp >= 1, ptoks >= 0). A lender whose bound does not
         # beat the best so far cannot win, so it is dropped without the residency and KV tests.
         bounded = w >= 0.0 and inp >= 1 and ptoks >= 0
-        for r in candidates:
-            if r.borrowed:
-                # r.idle written out (a property: a Python call)
-                margin = (coarse_borrow_margin if r.profile is None else
-                          idle_borrow_margin if r.queue_len == 0 and r.running == 0 else borrow_margin)
-                if bounded:  # the bound: its cost with the prefix taken as resident
-                    finish, marginal = estimate_at(r, inp, out, True, ptoks, now, expected)
+        for j in range(len(lenders)):
+            r = lenders[j]
+            # r.idle written out (a property: a Python call)
+            margin = (coarse_borrow_margin if r.profile is None else
+                      idle_borrow_margin if r.queue_len == 0 and r.running == 0 else borrow_margin)
+            if bounded:  # the bound: its cost with the prefix taken as resident
+                finish, marginal = estimate_at(r, inp, out, True, ptoks, now, expected)
+                cost = finish + w * marginal + margin * expected
+                if not cost < best_cost and prefill_monotone(r):
+                    continue
+            resident = pkey is not None and pkey in r.resident_prefixes
+            cap, used = r.kv_capacity_tokens, r.kv_used_tokens
+            if cap - used >= kv_need_at(inp, out, ptoks, resident):
+                if not (bounded and resident):  # else the bound is its cost
+                    finish, marginal = estimate_at(r, inp, out, resident, ptoks, now, expected)
                     cost = finish + w * marginal + margin * expected
-                    if not cost < best_cost and prefill_monotone(r):
-                        continue
-                resident = pkey is not None and pkey in r.resident_prefixes
-                cap, used = r.kv_capacity_tokens, r.kv_used_tokens
-                if cap - used >= kv_need_at(inp, out, ptoks, resident):
-                    if not (bounded and resident):  # else the bound is its cost
-                        finish, marginal = estimate_at(r, inp, out, resident, ptoks, now, expected)
-                        cost = finish + w * marginal + margin * expected
-                    if cost < best_cost:
-                        best, best_cost = r, cost
+                if cost < best_cost:
+                    best, best_cost = n_own + j, cost
     return best
 
 
@@ -375,8 +430,9 @@ def _latest_start_key(call: CallView) -> PriorityKey:
     a deadline. A module function so that the compiled build reads the view as a C struct."""
     if call.deadline_s is None:
         return (0.0, call.enqueued_s)
-    latest_start = call.deadline_s - call.remaining_critical_path_s
-    hopeless = 1.0 if call.now_s > latest_start else 0.0
+    deadline, remaining, now = call.deadline_s, call.remaining_critical_path_s, call.now_s  # (C doubles)
+    latest_start = deadline - remaining
+    hopeless = 1.0 if now > latest_start else 0.0
     return (hopeless, latest_start, call.enqueued_s)
 
 

@@ -4,9 +4,9 @@ from runtime.policies.base cimport CallView, ReplicaView
 # A view's call-independent terms as C fields (read, not unpacked, by every estimate).
 @cython.final
 cdef class _Terms:
-    cdef public double c, base, k_, bc, s_
+    cdef public double c, base, k_, bc, s_, wait
     cdef public long queued, kv, grow, b, pending
-    cdef public object wait
+    cdef public bint has_wait
 
 # (finish, marginal) as a C pair: no tuple or floats allocated for a compiled caller (Python callers
 # get a tuple of the same two floats).
@@ -30,7 +30,7 @@ cdef class _ProfileConstants:
     cdef public double f, s_, k_, c, p0
 
 @cython.locals(b=long, q=long, m=long, f=double, s_=double, k_=double, c=double, kv=long, pending=long, short=long,
-               b_new=long, t=_Terms, pc=_ProfileConstants)
+               b_new=long, t=_Terms, pc=_ProfileConstants, has_wait=bint, wait=double)
 cpdef _Terms _replica_terms(ReplicaView r, p)
 
 # KV a call newly takes on a replica (its prefix shared where resident): a C integer for the routers.

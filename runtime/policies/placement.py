@@ -90,7 +90,7 @@ def estimate_at(r: ReplicaView, inp: int, out: int, resident: bool, ptoks: int, 
             fill = 1
     ctx = inp + out / 2.0
     finish = terms.c * (fill + terms.queued)
-    if terms.wait is not None:
+    if terms.has_wait:
         finish += terms.wait
     busy_until = r.busy_until_s
     if busy_until > now:  # joins only after the prefill iteration in progress
@@ -124,7 +124,7 @@ class _Terms:
     an object with named fields rather than a tuple, so that the compiled build reads and writes
     them as C fields (placement.pxd) instead of packing and unpacking eleven Python objects."""
 
-    __slots__ = ("c", "queued", "wait", "base", "k_", "kv", "grow", "b", "bc", "pending", "s_")
+    __slots__ = ("c", "queued", "has_wait", "wait", "base", "k_", "kv", "grow", "b", "bc", "pending", "s_")
 
 
 class _ProfileConstants:
@@ -145,8 +145,8 @@ class _ProfileConstants:
 def _replica_terms(r: ReplicaView, p) -> _Terms:
     """The call-independent parts of :func:`estimate` on ``r`` (profile ``p``), each computed with
     the same floating-point operations in the same order as written out in the module docstring:
-    ``c``, ``P_q``, the slot wait or the idle prefill cost or None, ``F + S b'``, ``K``, ``k``,
-    ``b' - b``, ``b``, ``b c``, ``D``, ``S``."""
+    ``c``, ``P_q``, whether there is a slot wait or the idle prefill cost and that time (else 0.0),
+    ``F + S b'``, ``K``, ``k``, ``b' - b``, ``b``, ``b c``, ``D``, ``S``."""
     # Conditional expressions instead of ``max``/``min`` on ints: same values, no builtin call.
     b, q, m = r.running, r.queue_len, r.slots if r.slots > 1 else 1
     pc = r.profile_cache
@@ -156,16 +156,17 @@ def _replica_terms(r: ReplicaView, p) -> _Terms:
     kv = r.kv_used_tokens
     pending = r.pending_decode_tokens
     short = q + 1 - (m - b)
-    wait = None
+    has_wait, wait = False, 0.0  # a slot wait or an idle replica's fixed prefill cost, if any
     if b:
         if short > 0:
-            wait = 2.0 * (pending / b) * short / b * (f + s_ * b + k_ * kv)
+            has_wait, wait = True, 2.0 * (pending / b) * short / b * (f + s_ * b + k_ * kv)
     elif q == 0:
-        wait = pc.p0
+        has_wait, wait = True, pc.p0
     b_new = b + q + 1 if b + q + 1 < m else m
     t = _Terms.__new__(_Terms)  # no __init__ to run: compiled, a direct allocation (no class call)
     t.c = c
     t.queued = r.queued_prefill_tokens
+    t.has_wait = has_wait
     t.wait = wait
     t.base = f + s_ * b_new
     t.k_ = k_

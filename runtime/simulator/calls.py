@@ -10,6 +10,11 @@ if TYPE_CHECKING:
 # Call states.
 CREATED, QUEUED, RUNNING, TRANSFER, DONE, CANCELLED = range(6)
 OVERLONG = 6
+FULL = "full"
+"""``Call.phase`` of a call that runs both phases on one replica (else "prefill" or "decode", on a
+disaggregated pair). Tests of the phase check identity with this object first (``phase is not FULL
+and phase == ...``): Cython's compiled ``==`` on two different strings is an ordering comparison
+(``PyUnicode_Compare``), the identity test answers the common case at once, with the same result."""
 """Created with a prompt longer than the shortest context of its stage's model options allows
 (less ``max_tokens``): ``Simulator.dispatch`` checks it on the model it is dispatched on."""
 
@@ -71,7 +76,7 @@ class Call:
         self.remaining = output_tokens
         self.own_tokens = 0
         self.cached_prefix = False
-        self.phase = "full"
+        self.phase = FULL
         self.view = None
         self.ctx = input_tokens
         self.chunk_left = 0  # uncached prompt tokens still to prefill while partially prefilled (chunked)

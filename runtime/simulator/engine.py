@@ -79,7 +79,7 @@ from typing import TYPE_CHECKING
 from planner.profiles import LatencyProfile
 from runtime.policies.base import ReplicaView
 from runtime.simulator.events import pop_event, push_event
-from runtime.simulator.calls import CANCELLED, QUEUED, RUNNING, Call
+from runtime.simulator.calls import CANCELLED, FULL, QUEUED, RUNNING, Call
 from runtime.simulator.cluster import ReplicaSpec
 
 if TYPE_CHECKING:
@@ -422,8 +422,8 @@ class LLMEngine:
             call.remaining -= generated
             call.ctx += generated
         self.preemptions += 1
-        if call.phase == "decode":
-            call.phase = "full"
+        if call.phase is not FULL and call.phase == "decode":  # (calls.FULL: the identity test first)
+            call.phase = FULL
         call.cached_prefix = False
         call.state = QUEUED
         # Its entry in ``fin`` is stale now. Re-admitted as a partial prefill it is RUNNING again
@@ -527,7 +527,7 @@ class LLMEngine:
             if call.state != QUEUED:
                 heappop(waiting)
                 continue
-            decode = call.phase == "decode"
+            decode = call.phase is not FULL and call.phase == "decode"  # (calls.FULL)
             pkey = call.prefix_key if not decode else None
             ptoks = call.prefix_tokens if pkey else 0
             resident = pkey is not None and pkey in self.prefixes
@@ -676,7 +676,7 @@ class LLMEngine:
         call.admit_step = step
         # A full/prefill call's (last) prefill iteration yields its first token; a decode call
         # already has it. The prefill side of a disaggregated pair stops after one token.
-        finish = step + (1 if call.phase == "prefill" or remaining < 1 else remaining)
+        finish = step + (1 if (call.phase is not FULL and call.phase == "prefill") or remaining < 1 else remaining)
         call.finish_step = finish
         self.running[call.seq] = call
         self.sum_finish += finish

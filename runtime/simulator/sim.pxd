@@ -15,12 +15,12 @@ cdef class Simulator(SimClock):
     cdef public object _prune_hook, run_records, call_records, kv_samples, _arrival_rng, _mix, _pattern, _burstiness
     cdef public long llm_calls, active_runs, _next_id, _arrivals_left
     cdef public object _total_rate, _run_seed0, _token_cv, _service_family, _slo_scale
-    cdef public object _p_prune
     cdef public Decisions _dec
+    cdef public object _arrive_cb
     cdef public bint _adapts, _admits, _borrow, _borrow_spare, _record_calls, _plain_route, _no_views, _hedged
 
     cpdef _loop(self, list events)
-    @cython.locals(run=Run)
+    @cython.locals(run=Run, first=Call)
     cpdef _arrive(self, run)
     cpdef _deadline(self, Run run)
     @cython.locals(run=Run, v=CallView, now=object)
@@ -38,10 +38,12 @@ cdef class Simulator(SimClock):
     cpdef bint _standing_queue(self, Run run) except -1
     @cython.locals(run=Run, now=double, hedge=long, c=Call, e=LLMEngine, v=ReplicaView, by_model=dict,
                    excluding=bint, ad=Adaptation, route=Route, views=list, parts=tuple, cands=list,
-                   n_own=Py_ssize_t, i=Py_ssize_t)
+                   n_own=Py_ssize_t, i=Py_ssize_t, lent=list, lent_views=list, llm=bint)
     cpdef dispatch(self, Call call, exclude=*)
     @cython.locals(run=Run, peer=Call, c=Call)
     cpdef call_finished(self, Call call)
+    @cython.locals(view=CallView)
+    cpdef _prune(self, run, Call call, loop, iteration)
     cpdef _record_run(self, Run run)
 
 # backlog_s is always a Python float (the engines' and executors' refresh_view), so a C double compares the same.
@@ -54,4 +56,8 @@ cpdef ReplicaView _fresh_view(r)
 @cython.locals(e=LLMEngine, x=ExecutorGroup)
 cpdef _enqueue(replica, Call call, prio)
 
+@cython.locals(e=LLMEngine, x=ExecutorGroup)
+cpdef _name(replica)
+
 cdef double _INF
+cdef list _NO_LENDERS

@@ -29,7 +29,7 @@ from planner.profiles import LatencyProfile
 from runtime.policies.base import (
     Adaptation, CallView, Policy, ReplicaView, StageLoad, least_backlog_route, uses_method,
 )
-from runtime.simulator.calls import CANCELLED, CREATED, DONE, OVERLONG, QUEUED, Call
+from runtime.simulator.calls import CANCELLED, CREATED, DONE, FULL, OVERLONG, QUEUED, Call
 from runtime.simulator.calls import TRANSFER as TRANSFERRING
 from runtime.simulator.cluster import LayoutError, ReplicaSpec, model_profile
 from runtime.simulator.distributions import _COMPILED, interarrival, run_rng
@@ -43,6 +43,8 @@ from runtime.simulator.runs import IRRun, Run
 from runtime.simulator.trace import RemainingPathStats, TraceRequest, TraceRun
 
 _INF = math.inf  # a C double in the compiled build (sim.pxd): no module lookup per stage_load
+_NO_LENDERS: list = []
+"""Dispatch's lenders where none is offered: shared, never written (no list made per dispatch)."""
 
 SPEED_PROBE = (512, 128)
 """Request (input, output tokens) whose standalone time defines a replica's relative speed."""
@@ -196,10 +198,8 @@ class Simulator(SimClock):
         self._borrow = self.policy.borrow_idle
         self._borrow_spare = self.policy.borrow_spare
         self._record_calls = self.cfg.record_calls
-        # The policy's decisions, looked up once rather than on every call: pruning as a bound
-        # method, admission and the per-dispatch ones as one Decisions object (C calls in the
-        # compiled build).
-        self._p_prune = self.policy.prune_retry
+        # The policy's decisions, looked up once rather than on every call: admission, the
+        # per-dispatch ones and pruning as one Decisions object (C calls in the compiled build).
         self._dec = self.policy.decisions()
         # Run settings read on every arrival, bound once.
         self._admits = self._overrides["admit"]
@@ -228,7 +228,8 @@ class Simulator(SimClock):
             self._total_rate = total
             self._arrivals_left = self.cfg.runs
             self._pattern, self._burstiness = self.streams[0].pattern, self.streams[0].burstiness
-            self.at(0.0, self._arrive, None)
+            self._arrive_cb = self._arrive  # bound once: every arrival schedules the next
+            self.at(0.0, self._arrive_cb, None)
         # The periodic events, bound once: they re-arm only while something else can still happen.
         self._timers = (self._sample_kv, self._requeue)
         if self.cfg.kv_sample_s:
@@ -313,8 +314,8 @@ class Simulator(SimClock):
                         self._service_family)
             self._arrivals_left -= 1
             if self._arrivals_left > 0:
-                self.at(self.now + interarrival(rng, self._total_rate, self._pattern, self._burstiness), self._arrive,
-                        None)
+                self.at(self.now + interarrival(rng, self._total_rate, self._pattern, self._burstiness),
+                        self._arrive_cb, None)
         self._deadline(run)
         calls = run.first_calls()
         if self._admits and calls:
@@ -330,6 +331,8 @@ class Simulator(SimClock):
                 run.end_s = self.now
                 self._record_run(run)
                 return
+            first = calls[0]
+            first.view = view  # dispatch's view of it, made at the same time: dispatch takes it
         self.active_runs += 1
         run.outstanding = len(calls)
         for c in calls:
@@ -490,11 +493,13 @@ class Simulator(SimClock):
         call.seq = self._seq
         run = call.run
         now = self.now
-        # One view per call, unless no decision reads it (FCFS).
-        view = None if self._no_views else self.call_view(call)
+        # One view per call, unless no decision reads it (FCFS); a run's first call has the one its
+        # admission read (the same fields: made at this simulated time, before anything changed).
+        view = None if self._no_views else call.view if call.view is not None else self.call_view(call)
         call.view = view
         hedge = 1
         kind = call.kind
+        llm = kind == "llm"  # (tested once: compiled, a string comparison costs a PyUnicode_Compare when unequal)
         excluding = len(exclude) > 0  # a hedge's duplicate avoids replicas (read once: a C flag when compiled)
         # The stage's candidates and adapt's models (_stage_parts, its cache read inline: a method
         # call per dispatch costs the interpreted build more than the two lookups).
@@ -502,7 +507,7 @@ class Simulator(SimClock):
         parts = by_model.get(call.model) if by_model is not None else None
         if parts is None:
             parts = self._stage_parts(call.stage, kind, call.model)
-        if kind == "llm":
+        if llm:
             self.llm_calls += 1
             if self._hedged and not excluding:  # the plan's hedge width (else the stage's preferred one)
                 hedge = self._hedge_width.get((run.workflow, call.stage), 1)
@@ -522,7 +527,7 @@ class Simulator(SimClock):
             ad = self._adapt(view, call.stage, parts)
             hedge = ad.hedge
         cands = parts[0]
-        if not cands and kind == "llm":
+        if not cands and llm:
             # The layout serves a declared alternative (e.g. a planner chose a lighter option).
             spec = self._stage_spec(call.stage)
             for opt in getattr(spec, "models", ()):
@@ -556,7 +561,8 @@ class Simulator(SimClock):
         else:
             views = [_fresh_view(r) for r in cands]
         n_own = len(views)  # the borrowed views follow the own pool's
-        if self._borrow and kind == "llm":
+        lent = lent_views = _NO_LENDERS  # the lenders offered and their views (unflagged)
+        if self._borrow and llm:
             spare = self._borrow_spare
             by_model = self._lenders.get(call.stage)
             lenders = by_model.get(call.model) if by_model is not None else None
@@ -566,15 +572,30 @@ class Simulator(SimClock):
             for e in lenders:  # engines (typed in sim.pxd: C field reads)
                 if not e.nwaiting and (not e.running or (spare and len(e.running) < e.max_batch)) and (
                         not excluding or e.name not in exclude):
-                    v = e.refresh_view() if e.dirty else e.view
-                    v.borrowed = True
-                    views.append(v)
+                    if lent is _NO_LENDERS:
+                        lent, lent_views = [], []
+                    lent.append(e)
+                    lent_views.append(e.refresh_view() if e.dirty else e.view)
+        if view is not None and n_own and not excluding:
+            # The policy's pick among the own views and the lenders' as an index (Decisions.pick): no
+            # borrowed flags, no joined list, no Route (a colocated pool: the replica runs both phases).
+            i = self._dec.pick(view, views, lent_views)
+            replica = None if i < 0 else cands[i] if i < n_own else lent[i - n_own]
+            e = replica if type(replica) is LLMEngine else None
+            if replica is not None and (e is None or e.role == "mixed"):  # else route() below: the same pick
+                call.t_enqueue = now
+                _enqueue(replica, call, self._dec.priority(view))
+                if hedge > 1:
+                    self._hedge(call, hedge, exclude, replica)
+                return
+        for v in lent_views:  # route() reads the lenders flagged, after the own views
+            v.borrowed = True
+            views.append(v)
         if not views:
             return
         # (no view: a policy that reads none, its hedge twins routed here: the least backlog, as it routes)
         route = (self._dec.route(view, views) if view is not None else None) or least_backlog_route(views)
-        for i in range(n_own, len(views)):
-            v = views[i]
+        for v in lent_views:
             v.borrowed = False
         replica = self.replicas[route.replica_id]
         e = replica if type(replica) is LLMEngine else None  # typed in sim.pxd: C field reads
@@ -611,7 +632,7 @@ class Simulator(SimClock):
 
     # -- callbacks from engines ----------------------------------------------
     def call_finished(self, call: Call) -> None:
-        if call.phase == "prefill":
+        if call.phase is not FULL and call.phase == "prefill":  # (calls.FULL: the identity test first)
             self._ship_kv(call)
             return
         call.state = DONE
@@ -627,7 +648,7 @@ class Simulator(SimClock):
                                       call.output_tokens))
         run.attained_s += call.t_end - call.t_start
         if call.model:
-            run.last_replica[call.model] = call.replica.name
+            run.last_replica[call.model] = _name(call.replica)
         run.outstanding -= 1
         new, cancel = run.on_done(call, self._prune_hook)
         if cancel:
@@ -669,14 +690,17 @@ class Simulator(SimClock):
     def _prune(self, run: IRRun, call: Call, loop: str, iteration: int) -> bool:
         view = self.call_view(call)
         view.attempt = iteration
-        return self._p_prune(view, loop, iteration, self.stage_load(call.stage, call.kind, call.model))
+        verdict = self._dec.prune_without_load(view)  # the stage's load only when it matters
+        if verdict is None:
+            verdict = self._dec.prune_retry(view, loop, iteration, self.stage_load(call.stage, call.kind, call.model))
+        return verdict
 
     def _ship_kv(self, call: Call) -> None:
         """Prefill side finished: transfer the KV to the decode replica, unless the call is done."""
         call.remaining -= 1
         src = call.replica
         if call.remaining <= 0:
-            call.phase = "full"
+            call.phase = FULL
             self.call_finished(call)
             return
         dec: LLMEngine = call.decode_replica
@@ -718,6 +742,16 @@ def _least_backlog_replica(replicas: Sequence[LLMEngine | ExecutorGroup]) -> LLM
         if b < bb or (v.queue_len + v.running, v.replica_id) < (bv.queue_len + bv.running, bv.replica_id):
             best, bv, bb = r, v, b
     return best
+
+
+def _name(replica: LLMEngine | ExecutorGroup) -> str:
+    """``replica.name``; compiled, a C field read on either kind of replica (sim.pxd types ``e``
+    and ``x``) instead of a generic attribute lookup."""
+    if type(replica) is LLMEngine:
+        e = replica
+        return e.name
+    x = replica
+    return x.name
 
 
 def _enqueue(replica: LLMEngine | ExecutorGroup, call: Call, prio: tuple) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from runtime.policies.autellix import ATLAS, PLAS
@@ -171,6 +173,46 @@ def test_cortex_prunes_only_retries_of_runs_past_their_deadline_under_pressure()
     assert not p.prune_retry(doomed, "repair", 2, idle)
     assert not p.prune_retry(tight, "repair", 2, busy)
     assert not p.prune_retry(call(deadline_s=40.0), "repair", 2, busy)
+
+
+def test_cortex_prune_without_load_is_its_prune_retry_under_every_load():
+    """The simulator measures the retry's stage load only where ``Decisions.prune_without_load`` gives
+    None: Cortex's answer must be what ``prune_retry`` gives under every load (a run within its
+    deadline is never pruned), and None only for a run past it (the load then decides)."""
+    p = Cortex()
+    dec = p.decisions()
+    assert Decisions(p).prune_without_load(call(deadline_s=9.5)) is None  # the base never answers
+    loads = [StageLoad("fix", queued=q, running=8, replicas=1, expected_wait_s=1.0) for q in (0, 3)]
+    for c in (call(deadline_s=10.5), call(deadline_s=10.0), call(deadline_s=None)):
+        assert dec.prune_without_load(c) is False
+        assert not any(p.prune_retry(c, "repair", 2, load) for load in loads)
+    doomed = call(deadline_s=9.5)
+    assert dec.prune_without_load(doomed) is None
+    assert [dec.prune_retry(doomed, "repair", 2, load) for load in loads] == [False, True]
+    assert Cortex(prune_hopeless=False).decisions().prune_without_load(doomed) is False
+
+
+def test_cortex_pick_is_its_route_as_an_index():
+    """``Decisions.pick`` answers ``route`` over ``own + lenders`` (lenders unflagged there, flagged
+    ``borrowed`` for route) by index; the base class never answers (PICK_ASK), nor Cortex for a
+    disaggregated pool."""
+    from runtime.policies.base import PICK_ASK
+    p = Cortex()
+    dec = p.decisions()
+    c = call(prefix_key="w/s@m", input_tokens=1500, stage_expected_s=0.2, deadline_s=30.0)
+    warm = rep("warm", resident_prefixes=frozenset({"w/s@m"}), backlog_s=0.01, running=3, slots=8)
+    cold = rep("cold", backlog_s=0.0)
+    swamped = rep("own", backlog_s=5.0, running=8, slots=8, queue_len=6, pending_decode_tokens=4000)
+    full = rep("full", kv_used_tokens=99_900)
+    cases = [([cold, warm], []), ([cold, warm], [rep("lender")]), ([swamped], [rep("lender")]),
+             ([swamped, full], [rep("l1", running=2, slots=8), rep("l2")]), ([full], [])]
+    for own, lenders in cases:
+        i = dec.pick(c, own, lenders)
+        flagged = [dataclasses.replace(r, borrowed=True) for r in lenders]
+        assert (own + lenders)[i].replica_id == p.route(c, own + flagged).replica_id
+        assert Decisions(p).pick(c, own, lenders) == PICK_ASK
+    assert any(dec.pick(c, own, lenders) >= len(own) for own, lenders in cases)  # a lender won somewhere
+    assert dec.pick(c, [rep("p", role="prefill"), rep("d", role="decode")], []) == PICK_ASK
 
 
 def test_cortex_swaps_to_lighter_model_under_pressure():

@@ -88,6 +88,9 @@ class _MethodCortex(Cortex):
     def priority(self, call):
         return super().priority(call)
 
+    def prune_retry(self, call, loop, iteration, load):
+        return super().prune_retry(call, loop, iteration, load)
+
 
 @pytest.mark.parametrize("case", ["isolated-hedging", "malleable", "no-deadline"])
 def test_cortex_decisions_equal_its_methods(case):
