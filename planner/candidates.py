@@ -10,7 +10,7 @@ by CP-SAT: the end-to-end model (:mod:`planner.latency`) only indexes tables.
 
 Per-visit latency of a candidate (all planning assumptions are here):
 
-* LLM stage: ``L = W + prefill(I_new) + o * t_iter(B*)`` (see
+* LLM stage: ``L = W + prefill(I_new) + o * t_seq(B*)`` (see
   :mod:`planner.queueing`), with ``W`` the M/G/c batch-slot wait over
   ``replicas * max_num_seqs`` slots and ``o = min(max(X, 1), max_tokens)`` (a call makes at least
   one token, as in the simulator) where the
@@ -1088,8 +1088,11 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
     if point is None or point.batch > MAX_UTILISATION * max_num_seqs:
         return None
     t_iter = point.t_iter * fixed.decode_factor  # structured output's mask per step
-    service_mean = point.prefill_s + mean_out * t_iter
-    cs2 = float((t_iter ** 2) * fixed.out_var / service_mean ** 2) if service_mean > 0 else 0.0
+    # The slot wait's service: a sequence's mean step counts itself in its batch (planner.queueing, t_seq),
+    # as the table's iteration times do, so the wait's offered load rate x E[S] is the batch B*.
+    seq_step = t_iter + point.per_seq_s
+    service_mean = point.prefill_s + mean_out * seq_step
+    cs2 = float((seq_step ** 2) * fixed.out_var / service_mean ** 2) if service_mean > 0 else 0.0
     wait = mgc_wait(replicas * max_num_seqs, rate, service_mean, cs2, load.dispersion_ca2)
     if wait is None:
         return None

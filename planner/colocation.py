@@ -16,7 +16,8 @@ The block's stages send calls at rates ``lam_s`` (hedges included). A replica
 serves the mix (rate ``lam_s / r``, prompt ``I_s``, mean output ``O_s``); the
 batching fixed point of :func:`planner.queueing.mixed_batch_point` gives the
 common batch ``B*`` and iteration time ``t_iter``; stage ``s`` is served in
-``S_s(o) = P_s + o t_iter``. Batch slots are shared, so one M/G/c wait covers
+``S_s(o) = P_s + o t_seq``, ``t_seq = t_iter + d1 / (1 - x)`` the iteration a sequence sees (itself
+in the batch besides the others). Batch slots are shared, so one M/G/c wait covers
 the pool with the mixture's service moments::
 
     E[S] = sum_s w_s E[S_s],  E[S^2] = sum_s w_s (Var S_s + E[S_s]^2),  w_s = lam_s / lam
@@ -225,9 +226,12 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
     batch, t_iter, prefills, per_seq = point
     # A constrained stage's decode steps carry the structured-output mask (the profile's factor).
     steps = [t_iter * profile.decode_factor(m.stage.constraint is not None) for m in members]
+    # A sequence's mean step counts itself in its batch (planner.queueing, t_seq), as the tables' iteration
+    # times do: the slot wait's offered load rate x E[S] is then the batch B*.
+    seq_steps = [t + per_seq for t in steps]
     rate = sum(m.rate_per_s for m in members)
-    means = [p + cl[3] * t for p, cl, t in zip(prefills, classes, steps)]
-    second = [(t ** 2) * mo[1] + mu * mu for t, mo, mu in zip(steps, moments, means)]
+    means = [p + cl[3] * t for p, cl, t in zip(prefills, classes, seq_steps)]
+    second = [(t ** 2) * mo[1] + mu * mu for t, mo, mu in zip(seq_steps, moments, means)]
     weights = [m.rate_per_s / rate if rate > 0 else 1.0 / len(members) for m in members]
     mean = sum(w * mu for w, mu in zip(weights, means))
     cs2 = max(sum(w * s for w, s in zip(weights, second)) / (mean * mean) - 1.0, 0.0) if mean > 0 else 0.0

@@ -127,8 +127,9 @@ def pd_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, device:
     if point is None or point.batch > MAX_UTILISATION * max_num_seqs:
         return None
     t_iter = point.t_iter * profile.decode_factor(stage.constraint is not None)
-    decode_mean = max(mean_out - 1.0, 0.0) * t_iter
-    cs2 = t_iter ** 2 * out_var / decode_mean ** 2 if decode_mean > 0 else 0.0
+    seq_step = t_iter + point.per_seq_s  # a sequence counts itself in its batch (planner.queueing, t_seq)
+    decode_mean = max(mean_out - 1.0, 0.0) * seq_step
+    cs2 = seq_step ** 2 * out_var / decode_mean ** 2 if decode_mean > 0 else 0.0
     w_d = mgc_wait(decode_replicas * max_num_seqs, rate, decode_mean, cs2, load.dispersion_ca2)
     if w_d is None:
         return None

@@ -416,7 +416,8 @@ def pool_departure(wf, stage: str, chosen: Mapping[str, "Candidate"], arrivals: 
     own = wf.stage(stage)
     own_out, own_var, _ = output_tokens_moments(output_length(own), c.max_tokens or own.max_tokens.preferred)
     d1 = prof.decode_per_seq_s + prof.decode_per_kv_token_s * context / max(weight, 1e-12)
-    t_iter = (prof.decode_fixed_s + d1 * batch) / (1.0 - share) * prof.decode_factor(own.constraint is not None)
+    # A sequence's step: the batch's mean plus its own seat (planner.queueing, t_seq).
+    t_iter = (prof.decode_fixed_s + d1 * (batch + 1.0)) / (1.0 - share) * prof.decode_factor(own.constraint is not None)
     scales[stage] = OriginScale(own_out * t_iter, m2 / (1.0 - share) ** 2, cohort / max(stall + cohort, 1e-12),
                                 math.sqrt(2.0 * own_var) * t_iter)
     return {stage: excess}

@@ -46,12 +46,30 @@ plus the chunked prefill of the prompts that arrived during it::
 
 with ``d0 = decode_fixed``, ``d1 = decode_per_seq + decode_per_kv_token * (I + O/2)``
 (a sequence holds on average ``I + O/2`` KV tokens), ``pp`` the prefill cost
-per token and ``lam_r`` the arrival rate per replica. A request's service time
-is ``S(o) = prefill(I_new) + o * t_iter(B)``. Little's law closes the loop:
-``B = lam_r * E[S]``, which is linear in ``B`` and solves to::
+per token and ``lam_r`` the arrival rate per replica. ``t_iter(B)`` is the
+engine's iteration averaged over time; a running sequence sees more: its own
+iterations are those where it is in the batch, so the batch it runs in counts
+itself besides the others. The running sequences are the busy servers of an
+M/G/inf-like system: the others present during a sequence's stay are Poisson
+with mean ``B`` (the size-biased count ``E[N^2] / E[N] = B + 1``), so the
+iteration a sequence sees averages::
 
-    B* = lam_r * (P + O * d0 / (1 - x)) / (1 - lam_r * O * d1 / (1 - x)),
+    t_seq(B) = t_iter(B) + d1 / (1 - x)
+
+and a request's service time is ``S(o) = prefill(I_new) + o * t_seq(B)``
+(:attr:`BatchPoint.seq_step_s`; the latency tables draw the others around
+``B``: :func:`planner.candidates.llm_service_table`). Little's law closes the
+loop: ``B = lam_r * E[S]``, which is linear in ``B`` and solves to::
+
+    B* = lam_r * (P + O * (d0 + d1) / (1 - x)) / (1 - lam_r * O * d1 / (1 - x)),
     x  = pp * lam_r * I_new,  P = prefill(I_new)
+
+(until 2026-12-08 the numerator read ``d0`` alone: the tables added the call's
+own ``d1`` but the batch, the utilisation and the slot wait did not, so where
+``d1`` is a large part of a step at a small batch -- SmolLM2 on one CPU core,
+``d1 = 11.4`` ms on ``d0 = 50.4`` ms, ``B ~ 1.5`` -- the planned batch was 17%
+short and the slot wait far too rare; on GPUs, where ``B`` is tens, one ``d1``
+is a few percent of a step.)
 
 The replica is stable when ``x < 1``, the denominator is positive and
 ``B* < max_num_seqs``; the predicted utilisation is ``B* / max_num_seqs``. The
@@ -259,8 +277,15 @@ class BatchPoint:
     per_seq_s: float = 0.0
     """Iteration time one more running sequence adds: ``d1 / (1 - x)``."""
 
+    @property
+    def seq_step_s(self) -> float:
+        """``t_seq``: the mean iteration a running sequence sees, the others (mean ``B*``) plus itself:
+        ``t_iter + per_seq_s`` (module docstring)."""
+        return self.t_iter + self.per_seq_s
+
     def service_s(self, output_tokens: float) -> float:
-        return self.prefill_s + output_tokens * self.t_iter
+        """Mean service of a request of ``output_tokens``: its prefill and its decode at ``t_seq``."""
+        return self.prefill_s + output_tokens * self.seq_step_s
 
 
 def llm_batch_point(
@@ -282,7 +307,8 @@ def llm_batch_point(
     denominator = 1.0 - lam * mean_output_tokens * d1 / (1.0 - x)
     if denominator <= 0.0:
         return None
-    batch = lam * (prefill + mean_output_tokens * d0 / (1.0 - x)) / denominator
+    # Little's law with each sequence's own seat in its batch: E[S] = P + O (d0 + d1 (B + 1)) / (1 - x).
+    batch = lam * (prefill + mean_output_tokens * (d0 + d1) / (1.0 - x)) / denominator
     if batch >= max_num_seqs:
         return None
     t_iter = (d0 + d1 * batch) / (1.0 - x)
@@ -299,7 +325,8 @@ def mixed_batch_point(
     ``classes`` holds ``(rate_per_replica, input_tokens, uncached_tokens,
     mean_output_tokens)``. The per-sequence decode cost uses the rate-weighted
     mean context. Returns ``(B*, t_iter, [prefill_s per class], per_seq_s)`` or None when
-    unstable (``per_seq_s``: the iteration time one more running sequence adds). Same maths as :func:`llm_batch_point` with sums over classes.
+    unstable (``per_seq_s``: the iteration time one more running sequence adds; a sequence's mean
+    iteration is ``t_iter + per_seq_s``). Same maths as :func:`llm_batch_point` with sums over classes.
     """
     total_rate = sum(c[0] for c in classes)
     if total_rate <= 0:
@@ -313,7 +340,7 @@ def mixed_batch_point(
     d0 = profile.decode_fixed_s
     d1 = profile.decode_per_seq_s + profile.decode_per_kv_token_s * context
     prefills = [profile.prefill_s(unc) for _, _, unc, _ in classes]
-    numerator = sum(lam * (p + out * d0 / (1.0 - x)) for (lam, _, _, out), p in zip(classes, prefills))
+    numerator = sum(lam * (p + out * (d0 + d1) / (1.0 - x)) for (lam, _, _, out), p in zip(classes, prefills))
     denominator = 1.0 - sum(lam * out for lam, _, _, out in classes) * d1 / (1.0 - x)
     if denominator <= 0.0:
         return None

@@ -58,15 +58,16 @@ def _mixed_nl2sql_plan(monkeypatch=None):
     wf = nl2sql().model_copy(update={"slo": SLO(latency_s=600.0, attainment=0.99)})
     inv = Inventory(gpus=tuple(GpuResource(kind=k, count=4, cost_per_hour=1.0) for k in ("A100", "H100", "H200")),
                     cpu=CpuResource(slots=512))
-    return plan_program(program(wf), inv, rate=50.0, mode="headroom", layout="isolated")
+    return plan_program(program(wf), inv, rate=49.0, mode="headroom", layout="isolated")
 
 
 def test_headroom_plans_give_idle_devices_to_the_pools_they_help(monkeypatch) -> None:
-    """NL2SQL on 4xA100 + 4xH100 + 4xH200 at 50 runs/s: the cost-minimal plan at the best scale
+    """NL2SQL on 4xA100 + 4xH100 + 4xH200 at 49 runs/s: the cost-minimal plan at the best scale
     leaves an H100 idle (its gain is inside the bisection tolerance); the fill step hands it to the
     pool whose one-replica-larger candidate lowers the predicted relative latency. (At 53.2 runs/s
-    until 2026-12-08: since the planner reads the lognormal law, and since a run's repair-loop visits
-    share their pool's congestion, planner/congestion.py, the best scale there uses every H100.)"""
+    until 2026-12-08, when the planner began to read the lognormal law and to share a pool's congestion
+    among a run's visits, and at 50 until each sequence counted itself in its batch: the plans there fill
+    all four H100s; 48 and 49 leave one idle.)"""
     from planner.api import Planner
 
     filled = _mixed_nl2sql_plan()

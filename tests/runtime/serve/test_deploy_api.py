@@ -66,8 +66,13 @@ def test_apply_over_http_streams_progress_and_changes_the_deployment(nl2sql_plan
 
 
 def test_serve_with_the_monitor_exports_its_decisions(nl2sql_plan: Plan, sales_db: Path) -> None:  # noqa: F811
+    # The burst below must overload the pool: one replica of 4 slots, pinned (the planner's choice between
+    # 4 and 5 slots moves with its model; 60 runs keep 5 slots under full load at this speed-up).
+    w = nl2sql_plan.workflows[0]
+    plan = nl2sql_plan.model_copy(update={"workflows": (w.model_copy(update={"llm_pools": tuple(
+        p.model_copy(update={"replicas": 1, "max_num_seqs": 4}) for p in w.llm_pools)}),)})
     config = AutoscalerConfig(default=PoolLimits(1, 3), interval_s=0.05, window_s=0.4, scale_out_cooldown_s=0.1)
-    with live_server(app_for(nl2sql_plan, sales_db, autoscale=config, speedup=20)) as srv, \
+    with live_server(app_for(plan, sales_db, autoscale=config, speedup=20)) as srv, \
             httpx.Client(base_url=srv.url, timeout=30, headers=AUTH) as http:
         for i in range(60):  # well beyond one replica's 4 slots
             assert http.post("/v1/runs", json={"inputs": {"question": f"customers {i}"}}).status_code in (202, 429)
