@@ -34,6 +34,7 @@ import asyncio
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -203,11 +204,9 @@ def engine_speed_by_minute(lines: list[str], window_s: float = 60.0) -> list[dic
         rows.setdefault(int((s - first) // window_s), []).append((per_token, 1.0 + overlap / max(e - s, 1e-9)))
     out = []
     for k in sorted(rows):
-        per_token = sorted(p for p, _ in rows[k])
-        out.append({"from_s": k * window_s, "calls": len(per_token),
-                    "decode_median_s": per_token[len(per_token) // 2] if len(per_token) % 2
-                    else (per_token[len(per_token) // 2 - 1] + per_token[len(per_token) // 2]) / 2,
-                    "in_flight_mean": sum(f for _, f in rows[k]) / len(rows[k])})
+        out.append({"from_s": k * window_s, "calls": len(rows[k]),
+                    "decode_median_s": statistics.median(p for p, _ in rows[k]),
+                    "in_flight_mean": statistics.fmean(f for _, f in rows[k])})
     return out
 
 
@@ -237,7 +236,7 @@ def _add_intervals(rows: list[dict], lines: list[str]) -> None:
     for row in rows:
         if row["what"] in by:
             for q in ("p50", "p95", "p99"):
-                row[f"measured_{q}_interval"] = quantile_interval(by[row["what"]], float(q[1:]) / 100.0)
+                row.setdefault(f"measured_{q}_interval", quantile_interval(by[row["what"]], float(q[1:]) / 100.0))
 
 
 def per_call_errors(spec, lines: list[str], on_recorded) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -437,7 +436,8 @@ def _speed_section(r: dict) -> list[str]:
              f"Per minute of the run (by each call's start): the median decode time per token of the calls started "
              f"in it, and the mean number of LLM calls in flight while they ran. An idle engine's decode step at "
              f"batch 1 by the calibrations: {idle or 'not recorded'}. The minutes' medians span "
-             f"{min(medians):.1f}-{max(medians):.1f} ms/token ({max(medians) / min(medians):.2f}x).", "",
+             f"{min(medians):.1f}-{max(medians):.1f} ms/token"
+             + (f" ({max(medians) / min(medians):.2f}x)." if min(medians) > 0 else "."), "",
              "| minute from | calls | decode ms/token (median) | calls in flight (mean) |", "|---:|---:|---:|---:|"]
     lines += [f"| {x['from_s']:.0f} s | {x['calls']} | {1e3 * x['decode_median_s']:.1f} | {x['in_flight_mean']:.2f} |"
               for x in rows]

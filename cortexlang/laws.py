@@ -51,10 +51,10 @@ def normal_scores(levels: np.ndarray) -> np.ndarray:
 
 def quantiles(mean: float, cv: float, levels: np.ndarray) -> np.ndarray:
     """The law's quantile function ``exp(mu + sigma Phi^-1(u))`` at ``levels`` in (0, 1) (a fresh array);
-    the constant ``mean`` where ``cv <= 0``. Exact quantiles, not draws: a sample of them at the midpoints of
+    the constant ``mean`` where ``cv <= 0`` or ``mean <= 0`` (no spread around nothing). Exact quantiles, not draws: a sample of them at the midpoints of
     ``n`` equal strata has the law's shape with no sampling noise (its mean falls short of ``mean`` only
     by the tail beyond the last midpoint: 0.03% at CV 1, 0.45% at CV 3 for ``n = 4096``)."""
-    if cv <= 0.0:
+    if cv <= 0.0 or mean <= 0.0:
         return np.full(np.size(levels), float(mean))
     mu, sigma = log_params(mean, cv)
     z = normal_scores(levels)

@@ -1111,7 +1111,7 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
         prewarm=prewarm, max_num_seqs=max_num_seqs, kv_budget_tokens=kv_tokens,
         kv_gib=kv_tokens * spec.kv_bytes_per_token / GIB,
         kv_in_use_gib=replicas * in_use_tokens * spec.kv_bytes_per_token / GIB, latency_profile=profile,
-        own_args=(point.prefill_s, t_iter + point.per_seq_s, 0.0, 0.0, fixed.law, max_tokens, hedge),
+        own_args=(point.prefill_s, seq_step, 0.0, 0.0, fixed.law, max_tokens, hedge),
         batch_stretch=batch_stretch(t_iter, point.per_seq_s, point.batch),
     )
 

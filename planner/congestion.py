@@ -21,7 +21,7 @@ Ornstein-Uhlenbeck process), ``tau`` its relaxation time (:func:`relaxation_time
   But an iteration takes ``t(N) = t0 + p N`` (each running sequence adds ``p``), so a fuller batch
   drains more slowly: with ``O`` the mean output (each running sequence ends at an iteration with
   probability ``1 / O``) the batch's drift is ``lam - N / (O t(N))``, whose slope at the operating
-  point ``N*`` is ``-(t - N* p) / (O t^2)``. The relaxation time is its inverse,
+  point ``N*`` (the call itself and the mean batch of others, ``B + 1``) is ``-(t - N* p) / (O t^2)``. The relaxation time is its inverse,
   ``tau = O t (t / (t - N* p)) = E[S] s``: the stay stretched by ``s = t / (t - N* p)``
   (:func:`planner.candidates.batch_stretch`), 1 for an idle replica. The prefill stalls (a burst of
   prompts) hold every call in the batch back for the stays they overlap: the same scale.

@@ -68,8 +68,10 @@ def quantile_interval(values: Sequence[float], q: float, confidence: float = 0.9
         return None, None
     half = (1.0 - confidence) / 2.0
     cdf, total = [], 0.0
-    for k in range(n + 1):  # F(k) = P(B <= k)
-        total += math.comb(n, k) * q ** k * (1.0 - q) ** (n - k)
+    for k in range(n + 1):  # F(k) = P(B <= k); the pmf in logs (C(n, k) overflows a float past n ~ 1,000)
+        log_pmf = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+                   + (k * math.log(q) if k else 0.0) + ((n - k) * math.log1p(-q) if n - k else 0.0))
+        total += math.exp(log_pmf)
         cdf.append(total)
     lows = [rank for rank in range(1, n + 1) if cdf[rank - 1] <= half]
     highs = [rank for rank in range(1, n + 1) if cdf[rank - 1] >= 1.0 - half]

@@ -58,3 +58,9 @@ def test_the_simulator_draws_the_family_with_its_parameters() -> None:
     mu, sigma = laws.log_params(0.4, 0.8)
     for _ in range(50):
         assert sample(ours, 0.4, 0.8, laws.FAMILY) == math.exp(ref.normalvariate(mu, sigma))
+
+
+def test_a_law_of_mean_zero_is_the_constant_zero_whatever_its_cv() -> None:
+    """A stage declared with nothing to spread (the planner's runaway mixture reaches it with a zero
+    mean) gets zeros, not a domain error from log(0)."""
+    assert list(laws.quantiles(0.0, 0.5, np.array([0.1, 0.5, 0.9]))) == [0.0, 0.0, 0.0]

@@ -44,3 +44,10 @@ def test_ends_are_order_statistics_of_the_sample_in_order() -> None:
     for q in (0.1, 0.5, 0.95):
         low, high = quantile_interval(xs, q)
         assert low in xs and high in xs and low <= float(np.quantile(xs, q)) <= high
+
+
+def test_a_long_run_bounds_its_median_tightly_without_overflow() -> None:
+    """C(n, k) overflows a float past n ~ 1,000: the pmf is summed in logs."""
+    xs = [float(k) for k in range(1, 5001)]
+    low, high = quantile_interval(xs, 0.5)
+    assert low is not None and high is not None and 2400 < low < 2500 < high < 2600
