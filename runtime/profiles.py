@@ -17,7 +17,9 @@ extension and core count, and the GPU kind and count where there are GPUs (e.g.
 ``intel-xeon-processor-amx-2c`` or ``nvidia-h100-80gb-hbm3-x8-amd-epyc-9654-avx512-192c``).
 The vector extension is there because virtual machines report one model name for different
 hosts: two 2-vCPU "AMD EPYC" machines, one with AVX-512 and one with AVX2 only, prefilled
-SmolLM2 at 1.3-2.7 and about 4.7 ms per token, and must not share a calibration;
+SmolLM2 at 1.3-2.7 and about 4.7 ms per token, and must not share a calibration. Where the model
+name carries no model number (a hypervisor's "AMD EPYC"), the x86 family and model numbers join the key
+(``amd-epyc-f25m17-avx512-2c``: Zen 4 and Zen 5 hosts both report "AMD EPYC" with AVX-512);
 ``CORTEX_MACHINE_KEY`` overrides it. :func:`activate` puts this machine's
 directory ahead of the shipped profiles (:func:`planner.profiles.use_calibrated`)
 so the planner, the simulator, the simulated engines and the orchestrator's
@@ -57,6 +59,26 @@ def cpu_model() -> str:
     import platform
 
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_generation() -> str | None:
+    """``f<family>m<model>`` from ``/proc/cpuinfo`` (x86's CPU family and model numbers), or None where absent.
+
+    Used in the machine key only when :func:`cpu_model` names no model number: hypervisors report "AMD EPYC" for
+    Zen 4 (family 25) and Zen 5 (family 26) hosts alike, and the two run the same engine at different speeds.
+    """
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                name, _, value = line.partition(":")
+                fields[name.strip()] = value.strip()
+    except OSError:
+        return None
+    family, model = fields.get("cpu family"), fields.get("model")
+    return f"f{family}m{model}" if family and model and family.isdigit() and model.isdigit() else None
 
 
 def cpu_cores() -> int:
@@ -112,7 +134,10 @@ def machine_key() -> str:
     if override:
         return _slug(override)
     extension = vector_extension()
-    cpu = f"{_slug(cpu_model())}-{extension + '-' if extension else ''}{cpu_cores()}c"
+    model = cpu_model()
+    generation = None if re.search(r"\d", model) else cpu_generation()
+    cpu = (f"{_slug(model)}-{generation + '-' if generation else ''}"
+           f"{extension + '-' if extension else ''}{cpu_cores()}c")
     gpu = gpus()
     return f"{_slug(gpu[0])}-x{gpu[1]}-{cpu}" if gpu else cpu
 

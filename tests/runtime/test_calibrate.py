@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -129,11 +130,31 @@ def test_the_machine_key_separates_hosts_that_differ_only_in_vector_width(monkey
     monkeypatch.setattr(cache, "cpu_model", lambda: "AMD EPYC")
     monkeypatch.setattr(cache, "cpu_cores", lambda: 2)
     monkeypatch.setattr(cache, "gpus", lambda: None)
+    monkeypatch.setattr(cache, "cpu_generation", lambda: None)
     keys = set()
     for flags in ({"avx2"}, {"avx2", "avx512f"}, set()):
         monkeypatch.setattr(cache, "_cpu_flags", lambda flags=flags: flags)
         keys.add(cache.machine_key())
     assert keys == {"amd-epyc-avx2-2c", "amd-epyc-avx512-2c", "amd-epyc-2c"}
+
+
+def test_the_machine_key_separates_cpu_generations_behind_one_generic_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Zen 4 (family 25) and Zen 5 (family 26) VMs both report "AMD EPYC" with AVX-512.
+    monkeypatch.delenv("CORTEX_MACHINE_KEY", raising=False)
+    monkeypatch.setattr(cache, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(cache, "gpus", lambda: None)
+    monkeypatch.setattr(cache, "_cpu_flags", lambda: {"avx2", "avx512f"})
+    monkeypatch.setattr(cache, "cpu_model", lambda: "AMD EPYC")
+    keys = set()
+    for generation in ("f25m17", "f26m2"):
+        monkeypatch.setattr(cache, "cpu_generation", lambda generation=generation: generation)
+        keys.add(cache.machine_key())
+    assert keys == {"amd-epyc-f25m17-avx512-2c", "amd-epyc-f26m2-avx512-2c"}
+    # a model name with a model number says enough on its own
+    monkeypatch.setattr(cache, "cpu_model", lambda: "AMD EPYC 9654 96-Core Processor")
+    assert cache.machine_key() == "amd-epyc-9654-96-core-processor-avx512-2c"
+    generation = cache.cpu_generation()  # this machine's, where /proc/cpuinfo has one
+    assert generation is None or re.fullmatch(r"f\d+m\d+", generation)
 
 
 @pytest.mark.skipif(cache.cpu_cores() < 2, reason="two-core engines need a machine with two cores")
