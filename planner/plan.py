@@ -41,7 +41,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
-from cortexlang.ir import SLO, Inventory
+from cortexlang.ir import SLO, IntKnob, Inventory, LLMStage, Workflow
 
 PLAN_VERSION = "1"
 
@@ -195,6 +195,40 @@ class KnobSettings(PlanModel):
         default=1.0, ge=0, le=1,
         description="Product of the declared qualities of the chosen options (1.0 = all preferred).",
     )
+
+    def violations(self, workflow: Workflow) -> list[str]:
+        """Why these settings cannot run ``workflow``: each names a stage, loop or fan-out the workflow
+        lacks, or a value that is not one of that knob's declared options (empty: they can run).
+
+        A plan is data a user may edit or a file may corrupt; its knobs reach the simulator and the
+        runtime, which trust them (a fan-out width of 1,000,000 spawned a million branches per run:
+        `fuzz_cli` seed 13, input 535). The planner only ever chooses declared options."""
+        llm = {s.name: s for s in workflow.stages if isinstance(s, LLMStage)}
+        loops = {lp.name: lp.max_iterations  # the workflow's and every fan-out branch's
+                 for lp in (*workflow.loops, *(lp for f in workflow.fanouts for b in f.branches for lp in b.loops))}
+        widths = {f.name: f.width for f in workflow.fanouts if f.width is not None}
+        out = []
+
+        def check(kind: str, chosen: dict[str, int], knob_of: dict[str, IntKnob], holder: str) -> None:
+            for name, value in sorted(chosen.items()):
+                knob = knob_of.get(name)
+                if knob is None:
+                    out.append(f"{kind} of {name!r}: the workflow has no such {holder}")
+                elif value not in {o.value for o in knob.options}:
+                    allowed = ", ".join(str(o.value) for o in knob.options)
+                    out.append(f"{kind} of {name!r} is {value}, not one of the declared options ({allowed})")
+
+        for stage, model in sorted(self.models.items()):
+            if stage not in llm:
+                out.append(f"model of {stage!r}: the workflow has no such LLM stage")
+            elif model not in {o.model for o in llm[stage].models}:
+                allowed = ", ".join(o.model for o in llm[stage].models)
+                out.append(f"model of {stage!r} is {model!r}, not one of the declared options ({allowed})")
+        check("max_tokens", self.max_tokens, {n: s.max_tokens for n, s in llm.items()}, "LLM stage")
+        check("hedge width", self.hedge, {n: s.hedge for n, s in llm.items()}, "LLM stage")
+        check("retry depth", self.retry_depth, loops, "loop")
+        check("fan-out width", self.fanout_width, widths, "templated fan-out")
+        return out
 
 
 class SharedModelPool(PlanModel):

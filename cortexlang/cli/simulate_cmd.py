@@ -150,6 +150,11 @@ def register(app: typer.Typer) -> None:
                 source = str(file) if file is not None else "the trace"
                 raise usage_error(f"--plan {plan}: its pools serve {', '.join(unknown)}, which {source} does not "
                                   f"declare (it has {', '.join(sorted(declared)) or 'no models'})")
+            wrong = wp.knobs.violations(wf) if wf is not None and layout == "plan" else []
+            if wrong:
+                more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+                raise usage_error(f"--plan {plan}: its knobs do not fit workflow {wf.name}: {wrong[0]}{more}; "
+                                  "re-run `cortexc plan`")
             knobs = {wf.name: wp.knobs} if wf is not None else None  # a trace's calls are already sized
         rows = []
         slo = wf.slo if wf is not None else None

@@ -231,6 +231,10 @@ def spec_from_plan(program: Program, plan: Plan, workflow: str | None = None, *,
     if unknown:
         raise BuildError(f"the plan sizes stages the workflow does not have ({', '.join(unknown)}); "
                          "it was made for another version of the file: re-run `cortexc plan`")
+    wrong = wp.knobs.violations(wf)
+    if wrong:
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        raise BuildError(f"the plan's knobs do not fit workflow {wf.name}: {wrong[0]}{more}; re-run `cortexc plan`")
     base = preferred_knobs(wf)
     knobs = Knobs(
         models={**base.models, **wp.knobs.models}, max_tokens={**base.max_tokens, **wp.knobs.max_tokens},

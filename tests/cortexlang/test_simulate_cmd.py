@@ -108,3 +108,21 @@ def test_a_trace_replays_on_a_plans_pools_and_isolated_without_a_plan_is_a_usage
     assert json.loads(r.output)["rows"][0]["runs"] >= 1
     r = CliRunner().invoke(_app(), ["simulate", "--trace", str(trace), "--layout", "isolated", "-p", "fcfs"])
     assert r.exit_code == 2 and "--layout plan" in r.output
+
+
+def test_a_plan_whose_fanout_width_is_not_declared_is_refused_before_simulating(tmp_path):
+    # fuzz_cli seed 13, input 535: a plan edited to a fan-out width of 1,000,000 made `cortex simulate`
+    # spawn a million branches per run (33.7 CPU s before the fuzzer's bound stopped it).
+    from planner.api import plan_program
+    from cortexlang.compiler import compile_file
+
+    program = compile_file(EXAMPLES / "deep_research.cortex").program
+    plan = plan_program(program)
+    data = json.loads(plan.canonical_json())
+    data["workflows"][0]["knobs"]["fanout_width"]["research"] = 1_000_000
+    (tmp_path / "plan.json").write_text(json.dumps(data))
+    r = CliRunner().invoke(_app(), ["simulate", str(EXAMPLES / "deep_research.cortex"), "--layout", "plan",
+                                    "--plan", str(tmp_path / "plan.json"), "--runs", "40", "-p", "cortex"])
+    assert r.exit_code == 2, r.output
+    assert "fan-out width of 'research' is 1000000, not one of the declared options" in r.output
+    assert "Traceback" not in r.output

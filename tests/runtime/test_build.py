@@ -101,6 +101,15 @@ def test_a_plan_for_another_workflow_is_refused(rag_plan: Plan) -> None:
         spec_from_plan(program("nl2sql"), rag_plan, base_dir=EXAMPLES)
 
 
+def test_a_plan_whose_knobs_are_not_declared_options_is_refused(rag_plan: Plan) -> None:
+    # A plan is an editable file: a retry depth the workflow never declared must not reach the engines.
+    wp = rag_plan.workflow("rag")
+    knobs = wp.knobs.model_copy(update={"retry_depth": {**wp.knobs.retry_depth, "revision": 1_000_000}})
+    edited = rag_plan.model_copy(update={"workflows": (wp.model_copy(update={"knobs": knobs}),)})
+    with pytest.raises(BuildError, match=r"retry depth of 'revision' is 1000000, not one of the declared options"):
+        spec_from_plan(program("rag"), edited, base_dir=EXAMPLES)
+
+
 def test_shared_layout_keeps_the_total_resources() -> None:
     spec = default_spec(program("nl2sql"), base_dir=EXAMPLES)
     shared = share_engines(spec)
