@@ -1253,7 +1253,9 @@ def executor_candidates(stage: SQLStage | ToolStage, load: StageLoad, inventory:
     cands, first = replica_range(make, limit, at_least=load.batch)  # slots for a whole burst are on offer
     if cands:
         return StageCandidates(stage.name, cands)
-    return StageCandidates(stage.name, [], problem=f"keeping up with {load.rate_per_s:.3g} calls/s needs {first} CPU slots",
+    # first is None: not even UNBOUNDED slots keep up
+    slots = f"{first}" if first is not None else f"more than {UNBOUNDED}"
+    return StageCandidates(stage.name, [], problem=f"keeping up with {load.rate_per_s:.3g} calls/s needs {slots} CPU slots",
                            needs={"CPU": first or UNBOUNDED})
 
 

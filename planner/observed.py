@@ -211,9 +211,14 @@ def observe(program: Program, runs: list[dict[str, Any]], workflow: str | None =
     dump = wf.model_dump()
     estimates: list[Estimate] = []
     calls_by_stage: dict[str, list[tuple[dict, dict]]] = defaultdict(list)
+    children_of: dict[int, dict[object, set[str]]] = {}  # per run (by object id): call id -> its children's stages
     for run in mine:
+        kids: dict[object, set[str]] = defaultdict(set)
         for call in run["calls"]:
             calls_by_stage[call["stage"]].append((call, run))
+            for parent in call.get("parents") or ():
+                kids[parent].add(call["stage"])
+        children_of[id(run)] = kids
 
     # Branch probabilities, per out-edge of every stage.
     for path, graph in _graphs(wf):
@@ -227,7 +232,7 @@ def observe(program: Program, runs: list[dict[str, Any]], workflow: str | None =
                 continue
             taken: Counter[int] = Counter()
             for call, run in calls_by_stage[source]:
-                children = {c["stage"] for c in run["calls"] if call["id"] in (c.get("parents") or ())}
+                children = children_of[id(run)].get(call["id"], set())
                 edge = _selected(edges, call, children, str(run.get("status", "done")))
                 if edge is not None:
                     taken[edges.index(edge)] += 1
@@ -356,12 +361,76 @@ def _normal_scores(values: list[float]) -> list[float]:
     return [NormalDist().inv_cdf((r - 0.5) / n) for r in ranks]
 
 
-def _pair_correlation(pairs: list[tuple[float, float]]) -> float | None:
-    """Pearson correlation of ordered pairs (both orders present); None when either side is constant."""
-    xs, ys = [a for a, _ in pairs], [b for _, b in pairs]
-    if len(set(xs)) < 2 or len(set(ys)) < 2:
-        return None
-    return statistics.correlation(xs, ys)
+@dataclass
+class _PairSums:
+    """Pearson's sums over ordered pairs ``(x, y)`` of normal scores, added a run at a time without listing
+    the pairs (a run of ``k`` calls has ``k^2``: a 20,000-call run would be 4e8 tuples), and up to two
+    distinct values of each side (a constant side has no correlation)."""
+
+    n: float = 0.0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    syy: float = 0.0
+    sxy: float = 0.0
+    xs: set[float] = field(default_factory=set)
+    ys: set[float] = field(default_factory=set)
+
+    def add(self, a: list[float], b: list[float] | None = None) -> None:
+        """Every pair ``(a_i, b_j)``; with ``b`` None every pair ``(a_i, a_j)``, ``i != j``: then
+        ``sum x = sum y = (k - 1) sum a``, ``sum xy = (sum a)^2 - sum a^2`` over ``k (k - 1)`` pairs."""
+        sa, saa = math.fsum(a), math.fsum(v * v for v in a)
+        if b is None:
+            k = len(a)
+            if k < 2:
+                return
+            self.n += k * (k - 1)
+            self.sx += (k - 1) * sa
+            self.sy += (k - 1) * sa
+            self.sxx += (k - 1) * saa
+            self.syy += (k - 1) * saa
+            self.sxy += sa * sa - saa
+            b = a
+        else:
+            if not a or not b:
+                return
+            sb, sbb = math.fsum(b), math.fsum(v * v for v in b)
+            self.n += len(a) * len(b)
+            self.sx += len(b) * sa
+            self.sy += len(a) * sb
+            self.sxx += len(b) * saa
+            self.syy += len(a) * sbb
+            self.sxy += sa * sb
+        _distinct(self.xs, a)
+        _distinct(self.ys, b)
+
+    def merge(self, other: _PairSums) -> None:
+        self.n += other.n
+        self.sx += other.sx
+        self.sy += other.sy
+        self.sxx += other.sxx
+        self.syy += other.syy
+        self.sxy += other.sxy
+        _distinct(self.xs, other.xs)
+        _distinct(self.ys, other.ys)
+
+    def correlation(self) -> float | None:
+        """Pearson's ``r`` of the pairs; None when either side is constant (or there are none)."""
+        if len(self.xs) < 2 or len(self.ys) < 2:
+            return None
+        vx = self.n * self.sxx - self.sx * self.sx
+        vy = self.n * self.syy - self.sy * self.sy
+        if vx <= 0.0 or vy <= 0.0:
+            return None
+        return max(-1.0, min(1.0, (self.n * self.sxy - self.sx * self.sy) / math.sqrt(vx * vy)))
+
+
+def _distinct(seen: set[float], values: Iterable[float]) -> None:
+    """Add ``values`` to ``seen`` until it holds two (all that constancy needs)."""
+    for v in values:
+        if len(seen) >= 2:
+            return
+        seen.add(v)
 
 
 def _output_correlation(wf: Workflow, runs: list[dict], dump: dict) -> list[Estimate]:
@@ -383,19 +452,20 @@ def _output_correlation(wf: Workflow, runs: list[dict], dump: dict) -> list[Esti
     for stage, calls in by_stage.items():
         for (k, _), z in zip(calls, _normal_scores([v for _, v in calls])):
             scores[k].append((stage, z))
-    pairs: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    pairs: dict[tuple[str, str], _PairSums] = defaultdict(_PairSums)
     runs_with: Counter[tuple[str, str]] = Counter()
     for calls in scores.values():
-        seen = set()
-        for i, (s, a) in enumerate(calls):
-            for j, (t, b) in enumerate(calls):
-                if i != j:
-                    pairs[(s, t)].append((a, b))
-                    seen.add((s, t))
-        runs_with.update(seen)
+        of: dict[str, list[float]] = defaultdict(list)
+        for s, z in calls:
+            of[s].append(z)
+        for s, a in of.items():
+            for t, b in of.items():
+                if s != t or len(a) > 1:
+                    pairs[(s, t)].add(a, b if s != t else None)
+                    runs_with[(s, t)] += 1
     r: dict[str, float] = {}
     for s in by_stage:  # a stage's own pairs
-        c = _pair_correlation(pairs[(s, s)]) if runs_with[(s, s)] >= MIN_CALLS else None
+        c = pairs[(s, s)].correlation() if runs_with[(s, s)] >= MIN_CALLS else None
         if c is not None:
             r[s] = min(max(c, 0.0), 0.99)
     own = dict(r)
@@ -403,13 +473,18 @@ def _output_correlation(wf: Workflow, runs: list[dict], dump: dict) -> list[Esti
         if t in r:
             continue
         partners = [s for s in own if runs_with[(t, s)] >= MIN_CALLS]
-        c = _pair_correlation([p for s in partners for p in pairs[(t, s)]]) if partners else None
+        pooled = _PairSums()
+        for s in partners:
+            pooled.merge(pairs[(t, s)])
+        c = pooled.correlation() if partners else None
         mean = statistics.fmean(own[s] for s in partners) if partners else 0.0
         if c is not None and mean > 0.0:
             r[t] = min(max(c, 0.0) ** 2 / mean, 0.99)
     if not r:  # no stage repeats within a run: one likeness for every pair
-        every = [p for ps in pairs.values() for p in ps]
-        c = _pair_correlation(every)
+        every = _PairSums()
+        for ps in pairs.values():
+            every.merge(ps)
+        c = every.correlation()
         if c is not None and sum(len(zs) > 1 for zs in scores.values()) >= MIN_CALLS:
             r = {s: min(max(c, 0.0), 0.99) for s in by_stage}
     out = []

@@ -235,8 +235,9 @@ def _visit_keys(req: TraceRequest) -> dict[str, tuple[str, str, int]]:
     in topological order (the first ``generate`` is visit 0, a retry loop's next one visit 1, ...)."""
     seen: dict[str, int] = defaultdict(int)
     keys = {}
+    stage_of = {c.id: c.stage for c in req.calls}  # ids are unique (parse_trace); a scan per call was quadratic
     for cid in _topological(req, req.run_id):
-        stage = next(c.stage for c in req.calls if c.id == cid)
+        stage = stage_of[cid]
         keys[cid] = (req.workflow, stage, seen[stage])
         seen[stage] += 1
     return keys

@@ -61,16 +61,28 @@ def quantile_interval(values: Sequence[float], q: float, confidence: float = 0.9
     With ``B ~ Binomial(n, q)`` the number of values below the quantile, ``P(x_(l) <= xi_q < x_(u)) =
     F(u - 1) - F(l - 1)``; ``l`` is the largest rank with ``F(l - 1) <= alpha/2`` and ``u`` the smallest
     with ``F(u - 1) >= 1 - alpha/2`` (``alpha = 1 - confidence``). 40 runs bound a median to ranks 14-27
-    and cannot bound a p99 from above: what a measured quantile of a short real run can say."""
+    and cannot bound a p99 from above: what a measured quantile of a short real run can say.
+
+    Requires ``0 <= q <= 1``, ``0 < confidence < 1`` and no NaN among ``values`` (``ValueError``
+    otherwise: a NaN has no rank). ``q = 0`` gives ``(None, min)``, ``q = 1`` gives ``(max, None)``."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile_interval: q must lie in [0, 1], got {q!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"quantile_interval: confidence must lie in (0, 1), got {confidence!r}")
+    if any(math.isnan(v) for v in values):
+        raise ValueError("quantile_interval: values hold a NaN, which has no rank")
     xs = sorted(values)
     n = len(xs)
     if n == 0:
         return None, None
     half = (1.0 - confidence) / 2.0
+    # log(q), log(1 - q); -inf at q = 0 or 1 so that 0^k = 0 for k > 0 (the k = 0 term is skipped: 0^0 = 1)
+    log_q = math.log(q) if q > 0.0 else -math.inf
+    log_p = math.log1p(-q) if q < 1.0 else -math.inf
     cdf, total = [], 0.0
     for k in range(n + 1):  # F(k) = P(B <= k); the pmf in logs (C(n, k) overflows a float past n ~ 1,000)
         log_pmf = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-                   + (k * math.log(q) if k else 0.0) + ((n - k) * math.log1p(-q) if n - k else 0.0))
+                   + (k * log_q if k else 0.0) + ((n - k) * log_p if n - k else 0.0))
         total += math.exp(log_pmf)
         cdf.append(total)
     lows = [rank for rank in range(1, n + 1) if cdf[rank - 1] <= half]

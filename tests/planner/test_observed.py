@@ -171,3 +171,31 @@ def test_cortexc_plan_observed(tmp_path: Path) -> None:
     assert result.exit_code == 1 and f"{bad}:2: not JSON" in result.output and "Traceback" not in result.output
     missing = runner.invoke(_app(), ["plan", str(NL2SQL), "--observed", str(tmp_path / "none.jsonl")])
     assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def test_a_run_of_many_calls_is_observed_in_linear_time() -> None:
+    """A hostile (or runaway) recorded run of 20,000 calls: finding each call's children and the
+    within-run pairs of output lengths must not be quadratic in the run's calls (it hung for minutes)."""
+    import time
+
+    outcomes = ["error"] * 10_000 + ["ok"]
+    lines = _trace() + [_nl2sql_run(99, outcomes, 200.0)]
+    start = time.process_time()
+    obs = observe(_program("nl2sql"), read_trace(lines))
+    assert time.process_time() - start < 10.0
+    assert obs.runs == 21
+
+
+def test_an_sql_stage_no_slot_count_keeps_up_with_says_so_not_none(tmp_path: Path) -> None:
+    """Observed SQL calls of 5e5 s each: more slots than the search bounds would be needed; the
+    message said 'needs None CPU slots'."""
+    lines = [json.loads(line) for line in _trace()]
+    for run in lines:
+        for call in run["calls"]:
+            if call["stage"] == "execute":
+                call["duration_s"] = 5e5
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    result = CliRunner().invoke(_app(), ["plan", str(NL2SQL), "--observed", str(trace), "--no-verify"])
+    assert result.exit_code == 1
+    assert "None" not in result.output and "needs more than 4096 CPU slots" in result.output

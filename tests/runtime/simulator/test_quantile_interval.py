@@ -51,3 +51,25 @@ def test_a_long_run_bounds_its_median_tightly_without_overflow() -> None:
     xs = [float(k) for k in range(1, 5001)]
     low, high = quantile_interval(xs, 0.5)
     assert low is not None and high is not None and 2400 < low < 2500 < high < 2600
+
+
+def test_the_extreme_levels_are_the_sample_extremes_not_a_math_domain_error() -> None:
+    """q = 0: every value lies at or above the population's minimum, so x_(1) bounds it from above and
+    nothing from below; q = 1 mirrors it (log(0) must not be taken)."""
+    xs = [3.0, 1.0, 2.0, 5.0, 4.0]
+    assert quantile_interval(xs, 0.0) == (None, 1.0)
+    assert quantile_interval(xs, 1.0) == (5.0, None)
+
+
+@pytest.mark.parametrize("q, confidence", [(-0.1, 0.95), (1.5, 0.95), (math.nan, 0.95), (0.5, 0.0),
+                                           (0.5, 1.5), (0.5, math.nan)])
+def test_a_level_or_confidence_outside_its_range_is_refused_by_name(q: float, confidence: float) -> None:
+    with pytest.raises(ValueError, match="q must|confidence must"):
+        quantile_interval([1.0, 2.0, 3.0], q, confidence)
+
+
+def test_a_nan_value_is_refused_rather_than_sorted_into_a_wrong_order_statistic() -> None:
+    xs = [float(k) for k in range(1, 41)]
+    xs[5] = math.nan
+    with pytest.raises(ValueError, match="NaN"):
+        quantile_interval(xs, 0.5)

@@ -117,3 +117,20 @@ def test_learnt_remaining_path_counts_visits_of_a_retried_stage():
     assert stats.after("w", "try", 0) == pytest.approx((2.5, 0.0))  # the retry and the last step follow
     assert stats.after("w", "try", 1) == pytest.approx((0.5, 0.0))
     assert stats.after("w", "try", 2) == pytest.approx((1.5, 1.0))  # unseen visit: over all visits
+
+
+def test_a_run_of_many_calls_gets_its_visit_keys_in_linear_time() -> None:
+    """A 20,000-call recorded run: each call's stage was looked up by scanning the run's calls
+    (quadratic: 50,000 calls took over a minute in `cortex simulate --trace`)."""
+    import json
+    import time
+
+    from runtime.simulator.trace import _visit_keys
+
+    calls = [{"id": f"c{k}", "stage": "s", "kind": "sql", "duration_s": 0.001,
+              "parents": [f"c{k - 1}"] if k else []} for k in range(20_000)]
+    (req,) = parse_trace([json.dumps({"arrival_s": 0, "calls": calls})])
+    start = time.process_time()
+    keys = _visit_keys(req)
+    assert time.process_time() - start < 2.0
+    assert keys["c19999"] == ("trace", "s", 19_999)
