@@ -54,7 +54,7 @@ from cortexlang.ir import Inventory, LLMStage, ModelSpec, Program, SQLStage, Too
 from pathlib import Path
 
 from planner.profiles import GIB, PROFILE_DIR, LatencyProfile, profiles_for
-from planner.queueing import BatchWait, batch_wait, llm_batch_point, mgc_wait
+from planner.queueing import BatchWait, batch_wait, full_batch_service, llm_batch_point, mgc_wait
 
 OUTPUT_CV = 0.3
 """Coefficient of variation assumed for LLM output lengths where a stage sets no ``output_cv``; the simulator's
@@ -1093,7 +1093,10 @@ def _llm_config(stage: LLMStage, spec: ModelSpec, profile: LatencyProfile, devic
     seq_step = t_iter + point.per_seq_s
     service_mean = point.prefill_s + mean_out * seq_step
     cs2 = float((seq_step ** 2) * fixed.out_var / service_mean ** 2) if service_mean > 0 else 0.0
-    wait = mgc_wait(replicas * max_num_seqs, rate, service_mean, cs2, load.dispersion_ca2)
+    full_step = profile.decode_step_s(max_num_seqs, int(max_num_seqs * (stage.input_tokens + mean_out / 2.0)))
+    drain = full_batch_service(mean_out, full_step * fixed.decode_factor,
+                               profile.prefill_per_token_s * max(uncached, 1), max_num_seqs)
+    wait = mgc_wait(replicas * max_num_seqs, rate, service_mean, cs2, load.dispersion_ca2, drain)
     if wait is None:
         return None
     table = llm_service_table(point.prefill_s, t_iter, wait.p_wait, wait.mean_if_waiting,

@@ -76,7 +76,7 @@ from planner.candidates import (
     profiles_of,
 )
 from planner.profiles import GIB, PROFILE_DIR, LatencyProfile
-from planner.queueing import mgc_wait, mixed_batch_point
+from planner.queueing import full_batch_service, mgc_wait, mixed_batch_point
 
 MAX_EXHAUSTIVE = 4
 """Stages per model up to which every subset (of two or more) is a candidate block."""
@@ -235,7 +235,13 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
     weights = [m.rate_per_s / rate if rate > 0 else 1.0 / len(members) for m in members]
     mean = sum(w * mu for w, mu in zip(weights, means))
     cs2 = max(sum(w * s for w, s in zip(weights, second)) / (mean * mean) - 1.0, 0.0) if mean > 0 else 0.0
-    wait = mgc_wait(replicas * max_num_seqs, rate, mean, cs2, max(m.ca2 for m in members))
+    context = sum(cl[0] * cl[3] * (cl[1] + cl[3] / 2) for cl in classes) / max(sum(cl[0] * cl[3] for cl in classes),
+                                                                               1e-12)
+    full_step = profile.decode_step_s(max_num_seqs, int(max_num_seqs * context))
+    drain = sum(w * full_batch_service(cl[3], full_step * profile.decode_factor(m.stage.constraint is not None),
+                                       profile.prefill_per_token_s * cl[2], max_num_seqs)
+                for w, cl, m in zip(weights, classes, members))
+    wait = mgc_wait(replicas * max_num_seqs, rate, mean, cs2, max(m.ca2 for m in members), drain)
     if wait is None:
         return None
     stall = prefill_stall(profile, [(cl[0], cl[2]) for cl in classes],
@@ -245,8 +251,6 @@ def shared_point(spec: ModelSpec, profile: LatencyProfile, members: Sequence[Mem
                                           members[i].law, members[i].max_tokens,
                                           min(members[i].hedge, replicas),  # candidates on distinct replicas
                                           per_seq, batch, max_num_seqs, stall) for i in longest_first}
-    context = sum(cl[0] * cl[3] * (cl[1] + cl[3] / 2) for cl in classes) / max(sum(cl[0] * cl[3] for cl in classes),
-                                                                               1e-12)
     prefixes = sum(m.stage.prefix_tokens for m in members if m.prewarm)
     return SharedPoint(max_num_seqs=max_num_seqs, kv_budget_tokens=kv_tokens, utilisation=batch / max_num_seqs,
                        kv_in_use_tokens=replicas * (batch * context + prefixes), table_args=table_args)

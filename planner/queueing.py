@@ -76,7 +76,8 @@ The replica is stable when ``x < 1``, the denominator is positive and
 batching effect is explicit: more load means a larger batch and slower
 iterations for every sequence. Queueing for a batch slot (when the batch is
 full) uses the M/G/c wait above with ``c = replicas * max_num_seqs`` slots
-and service time ``S``.
+and service time ``S``; its queue drains at the full batch's pace (:func:`full_batch_service`,
+since 2026-12-08: a call waits only while every slot is busy).
 
 Executor pools under fan-out bursts (M^X/G/c, batch arrivals)
 -------------------------------------------------------------
@@ -215,19 +216,48 @@ def scaled_erlang_c(c: int, a: float, z: float) -> float:
     return (1.0 - f) * p_lo + f * erlang_c(hi, rho * hi)
 
 
-def mgc_wait(servers: int, rate: float, service_mean: float, cs2: float, ca2: float = 1.0) -> Wait | None:
+def mgc_wait(servers: int, rate: float, service_mean: float, cs2: float, ca2: float = 1.0,
+             drain_service: float | None = None) -> Wait | None:
     """G/G/c waiting time; None when the pool is unstable (``rate * S >= c``): Allen–Cunneen's mean
-    wait of those who wait, ``(ca2 + cs2) / 2 / (c / S - rate)``, with the probability of waiting
+    wait of those who wait, ``(ca2 + cs2) / 2 / (c / S_q - rate)``, with the probability of waiting
     of a pool whose busy count has the arrivals' peakedness (:func:`scaled_erlang_c`): bursty
-    arrivals fill every server far more often than Erlang C says for many servers."""
+    arrivals fill every server far more often than Erlang C says for many servers.
+
+    ``S_q`` is the mean service while a queue stands (``drain_service``; ``S`` when None or shorter):
+    a call waits only while every server is busy, so the queue drains at ``c / S_q`` however fast the
+    servers are at the time-average load (an LLM pool's full batch: :func:`full_batch_service`). The
+    probability of waiting keeps the time-average load ``a = rate S``. A queue that cannot drain
+    (``c / S_q <= rate``) is unstable: None."""
     a = rate * service_mean
     if a >= servers:
         return None
     if rate <= 0:
         return Wait(0.0, 0.0)
+    drain = servers / max(service_mean, drain_service or 0.0) - rate
+    if drain <= 0.0:
+        return None
     p = scaled_erlang_c(servers, a, peakedness(ca2, cs2))
-    mean_if_waiting = (ca2 + cs2) / 2.0 / (servers / service_mean - rate)
+    mean_if_waiting = (ca2 + cs2) / 2.0 / drain
     return Wait(p, mean_if_waiting)
+
+
+def full_batch_service(mean_out: float, full_step_s: float, prefill_s: float, slots: int) -> float:
+    """An LLM call's mean stay while its replica's ``slots`` are all taken and calls wait: the drain
+    service of :func:`mgc_wait`'s queue, ``S_q = O t(m) + m P``.
+
+    Why: a call waits only while every slot of every replica is busy, so the wait's service is the
+    full batch's, not the time-average one (``t_seq(B*)``, :attr:`BatchPoint.seq_step_s`). Each
+    decode step then runs ``m = slots`` sequences, ``t(m) = d0 + d1 m + kv`` (``full_step_s``), and
+    every departure admits the head of the queue, whose prompt is prefilled in a mixed iteration that
+    stalls the whole batch by ``P = pp I_new`` (``prefill_s``: the per-token part only, a mixed
+    iteration pays no fixed prefill cost, :meth:`planner.profiles.LatencyProfile.iteration_s`). ``m``
+    calls leave per stay, so a stay of ``O`` tokens takes ``O t(m)`` of decode plus ``m P`` of prefills
+    (its own and the ``m - 1`` admitted around it), and the replica's slots free at ``m / S_q`` per
+    second. At ``B* ~ m`` it is about the time-average stay; below, longer: SmolLM2 on one CPU core
+    (``d1`` a fifth of ``d0``, 3 slots, ``B* ~ 1.5``, NL2SQL as observed) raises the mean wait of those
+    who wait from 2.21 to 2.46 s (the Poisson-fed simulation: 2.95 s;
+    ``benchmarks/results/nl2sql_observed_miss.md``)."""
+    return mean_out * full_step_s + slots * prefill_s
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from cortexlang.ir import ToolStage
 from planner.candidates import StageLoad, executor_candidates
 from planner.profiles import get_profile
 from planner.queueing import (
-    BatchWait, batch_wait, erlang_c, llm_batch_point, mgc_wait, peakedness, scaled_erlang_c,
+    BatchWait, batch_wait, erlang_c, full_batch_service, llm_batch_point, mgc_wait, peakedness, scaled_erlang_c,
 )
 from planner.synthetic import gpu_inventory
 
@@ -214,3 +214,61 @@ def test_cached_log_factorials_are_log_gamma_and_read_only() -> None:
     assert np.allclose(log_fact, [math.lgamma(i + 1) for i in range(301)], rtol=1e-12, atol=1e-9)
     with pytest.raises(ValueError):
         log_fact[3] = 0.0
+
+
+def _iteration_waits(d0: float, d1: float, prefill: float, slots: int, rate: float, out: int,
+                     calls: int = 60_000, seed: int = 3) -> np.ndarray:
+    """Slot waits of one continuously batching engine of ``slots`` slots, simulated iteration by iteration:
+    Poisson arrivals queue FCFS and are admitted at an iteration's start while a slot is free; each
+    admitted prompt's ``prefill`` lengthens that iteration (stalling every running sequence), which then
+    decodes one token of each of the ``N`` running sequences in ``d0 + d1 N``; a call leaves after ``out``
+    tokens. Returns each call's slot wait: from the first iteration start after its arrival (where a free
+    slot would have admitted it) to its admission."""
+    rng = np.random.default_rng(seed)
+    arrivals = np.cumsum(rng.exponential(1.0 / rate, calls))
+    waits = np.empty(calls)
+    first = np.empty(calls)  # the first iteration start each call saw
+    running: list[int] = []
+    now, head, seen = 0.0, 0, 0
+    while head < calls:
+        if not running and arrivals[head] > now:
+            now = arrivals[head]  # idle until the next arrival
+        arrived = int(np.searchsorted(arrivals, now, side="right"))
+        first[seen:arrived] = now
+        seen = max(seen, arrived)
+        step = 0.0
+        while len(running) < slots and head < calls and arrivals[head] <= now:
+            waits[head] = now - first[head]
+            running.append(out)
+            step += prefill
+            head += 1
+        now += step + d0 + d1 * len(running)
+        running = [n - 1 for n in running if n > 1]
+    return waits
+
+
+@pytest.mark.parametrize("load", [0.3, 0.4, 0.5])
+def test_the_slot_wait_drains_at_the_full_batch(load: float) -> None:
+    """A call waits only while every slot is busy, so the queue drains at the full batch's pace
+    (:func:`planner.queueing.full_batch_service`: ``O t(m) + m P``), not the time-average stay's. SmolLM2
+    on one CPU core, 3 slots (``d1`` a fifth of ``d0``, a 0.15 s prefill per admission, 50 tokens, 0.9-1.8
+    sequences running): the mean wait of those who wait is 15-22% short of an iteration-level simulation,
+    the time-average stay's drain 22-41% short."""
+    d0, d1, prefill, slots, out = 0.050, 0.0114, 0.15, 3, 50
+    prof = dataclasses.replace(get_profile("llama-3-8b", "H100", 1), prefill_per_token_s=prefill / 100,
+                               prefill_fixed_s=0.0, decode_fixed_s=d0, decode_per_seq_s=d1,
+                               decode_per_kv_token_s=0.0)
+    stay = out * (d0 + d1 * 2) + prefill  # about the time-average stay at a batch of ~1.5
+    rate = load * slots / stay
+    point = llm_batch_point(prof, rate, 100, 100, out, slots)
+    service = point.service_s(out)
+    drain = full_batch_service(out, d0 + d1 * slots, point.prefill_s, slots)
+    assert drain > service
+    waits = _iteration_waits(d0, d1, prefill, slots, rate, out)
+    waited = waits[waits > 0.0]
+    model = mgc_wait(slots, rate, service, 0.0, 1.0, drain)
+    average = mgc_wait(slots, rate, service, 0.0, 1.0)
+    assert model.mean_if_waiting == pytest.approx(waited.mean(), rel=0.25)
+    assert average.mean_if_waiting < model.mean_if_waiting < waited.mean()
+    assert model.p_wait == average.p_wait  # the probability keeps the time-average load
+    assert mgc_wait(slots, rate, service, 0.0, 1.0, service / 2) == average  # a shorter drain changes nothing
