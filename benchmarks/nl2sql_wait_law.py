@@ -58,38 +58,39 @@ def _wait_rows(calls: list[tuple]) -> np.ndarray:
                      for r, cs in runs.items() for k, c in enumerate(cs)])
 
 
-def _split_p99(service: dict[str, np.ndarray], alike: dict[str, float], p_wait: float, mean_wait: float,
-               phi: float, seed: int = 1) -> float:
-    """p99 of the summed LLM visits: wait from the AR(1) congestion latent, service from the alike latent."""
+def _visit_latents(alike: dict[str, float], phi: float, seed: int):
+    """Per LLM visit ``k`` (generate, then up to two fixes): its stage, which samples make it, the run's
+    alike-output normal ``own`` (shared latent ``z``, weight ``alike[stage]``) and the AR(1) congestion normal
+    ``x`` (lag-one correlation ``phi``); the same draws, in the same order, for every composition below."""
     rng = np.random.default_rng(seed)
     visits = 1 + (rng.random(SAMPLES) < 0.87) * (1 + (rng.random(SAMPLES) < 0.875))
-    z, x, total = rng.standard_normal(SAMPLES), rng.standard_normal(SAMPLES), np.zeros(SAMPLES)
+    z, x = rng.standard_normal(SAMPLES), rng.standard_normal(SAMPLES)
     for k in range(3):
         stage = "generate" if k == 0 else "fix"
         r = alike[stage]
         own = math.sqrt(r) * z + math.sqrt(1.0 - r) * rng.standard_normal(SAMPLES)
         if k:
             x = phi * x + math.sqrt(1.0 - phi * phi) * rng.standard_normal(SAMPLES)
+        yield stage, visits > k, own, x
+
+
+def _split_p99(service: dict[str, np.ndarray], alike: dict[str, float], p_wait: float, mean_wait: float,
+               phi: float, seed: int = 1) -> float:
+    """p99 of the summed LLM visits: wait from the AR(1) congestion latent, service from the alike latent."""
+    total = np.zeros(SAMPLES)
+    for stage, made, own, x in _visit_latents(alike, phi, seed):
         u = _cdf(x)
         wait = np.where(u > 1.0 - p_wait, mean_wait * (math.log(p_wait) - np.log(np.maximum(1.0 - u, 1e-300))), 0.0)
-        total += (visits > k) * (wait + np.interp(_cdf(own), U_GRID, service[stage]))
+        total += made * (wait + np.interp(_cdf(own), U_GRID, service[stage]))
     return float(np.quantile(total, 0.99))
 
 
 def _current_p99(full: dict[str, np.ndarray], alike: dict[str, float], share: float, phi: float, seed: int = 1) -> float:
     """The planner's composition: one uniform per visit into the summed table, the alike transform and then
     the congestion one (share ``a``, AR(1) latent of lag-one correlation ``phi``), as :mod:`planner.latency`."""
-    rng = np.random.default_rng(seed)
-    visits = 1 + (rng.random(SAMPLES) < 0.87) * (1 + (rng.random(SAMPLES) < 0.875))
-    z, x, total = rng.standard_normal(SAMPLES), rng.standard_normal(SAMPLES), np.zeros(SAMPLES)
-    for k in range(3):
-        stage = "generate" if k == 0 else "fix"
-        r = alike[stage]
-        own = math.sqrt(r) * z + math.sqrt(1.0 - r) * rng.standard_normal(SAMPLES)
-        if k:
-            x = phi * x + math.sqrt(1.0 - phi * phi) * rng.standard_normal(SAMPLES)
-        u = _cdf(math.sqrt(share) * x + math.sqrt(1.0 - share) * own)
-        total += (visits > k) * np.interp(u, U_GRID, full[stage])
+    total = np.zeros(SAMPLES)
+    for stage, made, own, x in _visit_latents(alike, phi, seed):
+        total += made * np.interp(_cdf(math.sqrt(share) * x + math.sqrt(1.0 - share) * own), U_GRID, full[stage])
     return float(np.quantile(total, 0.99))
 
 
