@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from cortexlang.ir import Program
 from planner.api import plan_program
 from planner.plan import Plan
 from planner.render import diff_plans
@@ -21,10 +22,26 @@ from .conftest import EXAMPLES, compile_example, run_async, sim_factory, started
 from .test_failures import long_answer
 
 
+def malleable_nl2sql() -> Program:
+    """The nl2sql example with malleable knobs, so that a plan may change them: both LLM stages' ``max_tokens``
+    96 or 64 and the repair loop's budget 3 or 2 (a plan may only choose declared options:
+    :meth:`planner.plan.KnobSettings.violations`)."""
+    data = compile_example("nl2sql").model_dump()
+    wf = data["workflows"][0]
+    for stage in wf["stages"]:
+        if stage["kind"] == "llm":
+            stage["max_tokens"]["options"] = (*stage["max_tokens"]["options"], {"value": 64, "quality": 0.9})
+    for loop in wf["loops"]:
+        loop["max_iterations"]["options"] = (*loop["max_iterations"]["options"], {"value": 2, "quality": 0.9})
+    return Program.model_validate(data)
+
+
 @pytest.fixture(scope="module")
 def nl2sql_plan() -> Plan:
-    plan = plan_program(compile_example("nl2sql"))
+    plan = plan_program(malleable_nl2sql())
     assert isinstance(plan, Plan), plan
+    knobs = plan.workflows[0].knobs  # the preferred values: the tests change them
+    assert set(knobs.max_tokens.values()) == {96} and set(knobs.retry_depth.values()) == {3}, knobs
     return plan
 
 
@@ -43,7 +60,7 @@ def changed(plan: Plan, *, replicas: int | None = None, max_tokens: int | None =
 
 
 def planned_spec(plan: Plan, db: Path) -> RuntimeSpec:
-    spec = spec_from_plan(compile_example("nl2sql"), plan, base_dir=EXAMPLES, backend="simulated")
+    spec = spec_from_plan(malleable_nl2sql(), plan, base_dir=EXAMPLES, backend="simulated")
     return spec.model_copy(update={"databases": tuple(d.model_copy(update={"url": f"sqlite:///{db}"})
                                                       for d in spec.databases)})
 
